@@ -1,0 +1,1 @@
+"""The `pagemesh` console command; each package contributes its own subcommands."""
