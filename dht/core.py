@@ -1,0 +1,888 @@
+"""The DHT protocol core: a Kademlia node with no I/O.
+
+Three things drive it, as in aioquic's QuicConnection:
+
+* the application, through `bootstrap`, `find_node`, `get_records` and
+  `put_record`, each returning an operation id that a later event names;
+* received datagrams, through `receive(data, addr, now)`;
+* time, through `get_timer()` and `handle_timer(now)`.
+
+What it wants sent comes out of `datagrams_to_send(now)`; what the
+application should learn comes out of `next_event()`. `now` is seconds on
+the Unix clock (records carry absolute expiry times, so every node must
+agree on the epoch); randomness comes only from the injected
+`random.Random`. Nothing here imports asyncio, socket or time: the same
+object runs under asyncio (dht/node.py), under a test's hand-moved clock,
+and in the simulator.
+
+Rules kept here:
+
+* A node enters the routing table only after proving its id: it signs our
+  nonce with the Ed25519 key its id is the hash of (`pm_identify`). Stock
+  `kademlia` nodes cannot, so they are served but never routed to.
+* A response is accepted only from the address the request went to.
+* Every peer-supplied input is bounded; a defect is dropped and counted in
+  `counters` under `drop.<reason>`, never raised.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TypeAlias
+
+from .identity import Identity, verify_signature
+from .ids import ID_BITS, ID_BYTES, node_id_for, random_id_in_bucket, to_int
+from .lookup import Lookup
+from .ratelimit import SourceRateLimiter
+from .records import Record, RecordLimits, RecordStore, Refusal, Verifier, check_record
+from .routing import Admission, Contact, RoutingTable
+from .wire import (
+    MAX_CONTACTS,
+    MAX_RECORDS_PER_MESSAGE,
+    MSG_ID_BYTES,
+    NONCE_BYTES,
+    RESPONSE_BUDGET,
+    Address,
+    FindNode,
+    FindRecords,
+    FindRecordsReply,
+    FindValue,
+    Identify,
+    IdentifyReply,
+    NodesReply,
+    Ping,
+    PingReply,
+    PlainValue,
+    Reply,
+    Request,
+    Store,
+    StoreRecords,
+    StoreRecordsReply,
+    StoreReply,
+    Stun,
+    StunReply,
+    ValueReply,
+    WireContact,
+    WireError,
+    identify_payload,
+    parse_frame,
+    parse_reply,
+    parse_request,
+    serialize_request,
+    serialize_response,
+)
+
+NodeContact: TypeAlias = Contact[Address]
+
+
+class LocalProtocolError(Exception):
+    """The application misused the core (a record too large, an id of the wrong size...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DHTConfig:
+    """Protocol parameters. Intervals are seconds; tests shrink them, simulations sweep them."""
+
+    k: int = 20
+    alpha: int = 3
+    rpc_timeout: float = 2.0
+    """Hard deadline: an RPC unanswered by then counts as a failure of its contact."""
+    slow_min: float = 0.05
+    slow_max: float = 1.0
+    """Bounds of the adaptive 'slow' deadline (srtt + 4 rttvar, RFC 6298) that frees a slot."""
+    max_pending_rpcs: int = 4096
+    max_operations: int = 512
+    max_identify_in_flight: int = 64
+    bucket_refresh_interval: float = 900.0
+    republish_interval: float = 600.0
+    maintenance_interval: float = 30.0
+    max_failures: int = 2
+    replacements: int = 8
+    unverifiable_ttl: float = 600.0
+    max_unverifiable: int = 4096
+    records: RecordLimits = field(default_factory=RecordLimits)
+    plain_ttl: float = 7200.0
+    max_plain_values: int = 10_000
+    request_rate: float = 200.0
+    request_burst: float = 400.0
+    max_rate_sources: int = 10_000
+    page_sources: int = 2
+    """How many of the closest nodes a record lookup pages through when a key overflows a reply."""
+    max_pages: int = 64
+    read_only: bool = False
+    """A read-only node (a CLI client) asks but never joins other nodes' routing tables."""
+
+
+# --- events ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrapped:
+    op: int
+    contacts: int
+
+
+@dataclass(frozen=True, slots=True)
+class LookupCompleted:
+    op: int
+    target: bytes
+    contacts: tuple[NodeContact, ...]
+    queries: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsFound:
+    op: int
+    key: bytes
+    records: tuple[Record, ...]
+    queries: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsStored:
+    op: int
+    key: bytes
+    stored: int
+    """How many nodes (this one included, when it is among the closest) accepted the record."""
+    refusals: tuple[Refusal, ...]
+
+
+Event = Bootstrapped | LookupCompleted | RecordsFound | RecordsStored
+
+
+# --- internal bookkeeping ---------------------------------------------------
+
+
+class Purpose(Enum):
+    LOOKUP = "lookup"
+    PAGE = "page"
+    STORE = "store"
+    IDENTIFY = "identify"
+    PING = "ping"
+
+
+class OpKind(Enum):
+    BOOTSTRAP = "bootstrap"
+    FIND = "find"
+    GET = "get"
+    PUT = "put"
+    REPUBLISH = "republish"
+    REFRESH = "refresh"
+
+
+class Phase(Enum):
+    IDENTIFY = "identify"
+    LOOKUP = "lookup"
+    STORE = "store"
+    DONE = "done"
+
+
+@dataclass(slots=True, eq=False)
+class PendingRpc:
+    msg_id: bytes
+    addr: Address
+    request: Request
+    purpose: Purpose
+    sent_at: float
+    node_id: bytes | None
+    op: int | None
+    slow: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Operation:
+    op: int
+    kind: OpKind
+    target: bytes
+    phase: Phase
+    lookup: Lookup[Address] | None = None
+    records: list[Record] = field(default_factory=list)
+    found: dict[bytes, Record] = field(default_factory=dict)
+    outstanding: int = 0
+    pages: int = 0
+    paged_from: int = 0
+    stored: int = 0
+    refusals: list[Refusal] = field(default_factory=list)
+    emit: bool = True
+
+
+class TimerKind(Enum):
+    RPC_SLOW = 0
+    RPC_TIMEOUT = 1
+    MAINTENANCE = 2
+    REPUBLISH = 3
+
+
+class DHTCore:
+    """A Kademlia node as a state machine; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        rng: random.Random,
+        now: float,
+        config: DHTConfig | None = None,
+        verify: Verifier = verify_signature,
+    ) -> None:
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.config = config or DHTConfig()
+        self._rng = rng
+        self._verify = verify
+        self.table: RoutingTable[Address] = RoutingTable(
+            self.node_id, self.config.k, self.config.replacements, self.config.max_failures
+        )
+        self.records = RecordStore(self.config.records, verify)
+        self.plain: dict[bytes, tuple[PlainValue, float]] = {}
+        self.counters: Counter[str] = Counter()
+        self._limiter = SourceRateLimiter(
+            self.config.request_rate, self.config.request_burst, self.config.max_rate_sources
+        )
+        self._pending: dict[bytes, PendingRpc] = {}
+        self._operations: dict[int, Operation] = {}
+        self._next_op = 1
+        self._identifying: dict[Address, bytes] = {}  # addr -> msg id of the identify
+        self._unverifiable: dict[Address, float] = {}  # addr -> until when we stop asking
+        self._republish_at: dict[bytes, float] = {}
+        self._last_store_seen: dict[bytes, float] = {}
+        self._timers: list[tuple[float, int, TimerKind, object]] = []
+        self._timer_seq = 0
+        self._outbox: list[tuple[bytes, Address]] = []
+        self._events: deque[Event] = deque()
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self._schedule(now + self.config.maintenance_interval, TimerKind.MAINTENANCE, None)
+
+    # --- the I/O contract ---------------------------------------------------
+
+    def receive(self, data: bytes, addr: Address, now: float) -> None:
+        """Feed one datagram. Bad input is dropped and counted, never raised."""
+        try:
+            frame = parse_frame(data)
+        except WireError as exc:
+            self.counters[f"drop.{exc.reason}"] += 1
+            return
+        if frame.is_request:
+            if not self._limiter.allow(addr, now):
+                self.counters["drop.rate_limited"] += 1
+                return
+            try:
+                request = parse_request(frame.body)
+            except WireError as exc:
+                self.counters[f"drop.{exc.reason}"] += 1
+                return
+            self._answer(frame.msg_id, request, addr, now)
+        else:
+            self._on_response(frame.msg_id, frame.body, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        timers = self._timers
+        while timers and not self._timer_live(timers[0][2], timers[0][3]):
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
+    def handle_timer(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, arg = heapq.heappop(timers)
+            if kind is TimerKind.RPC_SLOW:
+                self._on_slow(arg, now)
+            elif kind is TimerKind.RPC_TIMEOUT:
+                self._on_timeout(arg, now)
+            elif kind is TimerKind.MAINTENANCE:
+                self._maintain(now)
+            elif kind is TimerKind.REPUBLISH:
+                self._republish_due(arg, now)
+
+    # --- the application's API ----------------------------------------------
+
+    def bootstrap(self, addrs: Iterable[Address], now: float) -> int:
+        """Prove the ids of `addrs`, then look up our own id (paper section 2.3)."""
+        op = self._new_operation(OpKind.BOOTSTRAP, self.node_id, Phase.IDENTIFY)
+        for addr in addrs:
+            if self._send_identify(addr, None, now, op.op, force=True):
+                op.outstanding += 1
+        if not op.outstanding:
+            self._start_lookup(op, now)
+        return op.op
+
+    def find_node(self, target: bytes, now: float) -> int:
+        """Find the k nodes closest to `target`; ends in a LookupCompleted event."""
+        self._check_id(target)
+        return self._start_lookup(self._new_operation(OpKind.FIND, target), now)
+
+    def get_records(self, key: bytes, now: float) -> int:
+        """Collect the live records under `key`; ends in a RecordsFound event."""
+        self._check_id(key)
+        return self._start_lookup(self._new_operation(OpKind.GET, key), now)
+
+    def put_record(self, record: Record, now: float) -> int:
+        """Store a signed record at the k nodes closest to its key; ends in RecordsStored."""
+        verdict = check_record(record, now, self.config.records, self._verify)
+        if verdict is not Refusal.STORED:
+            raise LocalProtocolError(f"record refused locally: {verdict.name.lower()}")
+        op = self._new_operation(OpKind.PUT, record.key)
+        op.records = [record]
+        return self._start_lookup(op, now)
+
+    def create_record(self, key: bytes, value: bytes, ttl: float, seq: int, now: float) -> Record:
+        """Sign a record published by this node's own identity."""
+        self._check_id(key)
+        limits = self.config.records
+        if len(value) > limits.max_value_bytes:
+            raise LocalProtocolError(f"a record value is at most {limits.max_value_bytes} bytes")
+        if not 0 < ttl <= limits.max_ttl:
+            raise LocalProtocolError(f"a record ttl is in (0, {limits.max_ttl}] seconds")
+        return Record.create(self.identity, key, value, seq, int(now + ttl))
+
+    def local_records(self, key: bytes, now: float) -> list[Record]:
+        return self.records.get(key, now)
+
+    @property
+    def pending_rpcs(self) -> int:
+        return len(self._pending)
+
+    # --- answering requests -------------------------------------------------
+
+    def _answer(self, msg_id: bytes, request: Request, addr: Address, now: float) -> None:
+        self.counters[f"rpc.in.{type(request).__name__}"] += 1
+        reply: Reply
+        match request:
+            case Ping(sender):
+                reply = PingReply(self.node_id)
+            case Stun():
+                reply = StunReply(addr[0], addr[1])
+            case Store(sender, key, value):
+                self._store_plain(key, value, now)
+                reply = StoreReply(True)
+            case FindNode(sender, target):
+                reply = NodesReply(self._closest_wire(to_int(target), sender, addr))
+            case FindValue(sender, key):
+                reply = self._find_value(key, sender, addr, now)
+            case Identify(sender, nonce):
+                reply = self._identify_reply(nonce, sender)
+            case StoreRecords(sender, records):
+                reply = StoreRecordsReply(tuple(self._store_record(r, now) for r in records))
+            case FindRecords(sender, key, after):
+                reply = self._find_records(key, after, sender, addr, now)
+        self._outbox.append((serialize_response(msg_id, reply), addr))
+        sender_id = getattr(request, "sender_id", None)
+        if sender_id is not None:
+            self._consider(sender_id, addr, now)
+
+    def _closest_wire(
+        self, target: int, requester: bytes, addr: Address
+    ) -> tuple[WireContact, ...]:
+        contacts = self.table.closest(target, self.config.k, exclude=requester)
+        return tuple(
+            WireContact(c.node_id, c.addr[0], c.addr[1]) for c in contacts if c.addr != addr
+        )
+
+    def _store_plain(self, key: bytes, value: PlainValue, now: float) -> None:
+        """The stock `store` RPC: unsigned values, kept for interop, bounded and expiring."""
+        if key not in self.plain and len(self.plain) >= self.config.max_plain_values:
+            self._expire_plain(now)
+            if len(self.plain) >= self.config.max_plain_values:
+                self.counters["drop.plain_full"] += 1
+                return
+        self.plain[key] = (value, now)
+
+    def _find_value(self, key: bytes, sender: bytes, addr: Address, now: float) -> Reply:
+        entry = self.plain.get(key)
+        if entry is not None and now - entry[1] < self.config.plain_ttl:
+            return ValueReply(entry[0])
+        return NodesReply(self._closest_wire(to_int(key), sender, addr))
+
+    def _identify_reply(self, nonce: bytes, requester: bytes) -> IdentifyReply:
+        if self.config.read_only:
+            return IdentifyReply(b"", b"")
+        signature = self.identity.sign(identify_payload(nonce, requester))
+        return IdentifyReply(self.identity.public_key, signature)
+
+    def _store_record(self, record: Record, now: float) -> int:
+        verdict = self.records.put(record, now)
+        if verdict is Refusal.STORED:
+            self._last_store_seen[record.key] = now
+            if record.key not in self._republish_at:
+                self._arm_republish(record.key, now)
+        else:
+            self.counters[f"record.refused.{verdict.name.lower()}"] += 1
+        return int(verdict)
+
+    def _find_records(
+        self, key: bytes, after: bytes, sender: bytes, addr: Address, now: float
+    ) -> FindRecordsReply:
+        """Closest nodes (first page only) and the records after `after`, within the budget."""
+        contacts = () if after else self._closest_wire(to_int(key), sender, addr)
+        budget = RESPONSE_BUDGET - 16 - sum(len(c.host) + 30 for c in contacts)
+        page: list[Record] = []
+        more = False
+        for record in self.records.get(key, now):
+            if record.publisher <= after:
+                continue
+            size = record.wire_size()
+            if size > budget or len(page) >= MAX_RECORDS_PER_MESSAGE:
+                more = True
+                break
+            budget -= size
+            page.append(record)
+        return FindRecordsReply(contacts, tuple(page), more)
+
+    # --- sending requests ---------------------------------------------------
+
+    def _send(
+        self,
+        addr: Address,
+        request: Request,
+        purpose: Purpose,
+        now: float,
+        node_id: bytes | None = None,
+        op: int | None = None,
+    ) -> bytes | None:
+        """Queue a request; None when the pending table is full (counted, nobody blamed)."""
+        if len(self._pending) >= self.config.max_pending_rpcs:
+            self.counters["rpc.pending_full"] += 1
+            return None
+        msg_id = self._rng.getrandbits(8 * MSG_ID_BYTES).to_bytes(MSG_ID_BYTES, "big")
+        while msg_id in self._pending:
+            msg_id = self._rng.getrandbits(8 * MSG_ID_BYTES).to_bytes(MSG_ID_BYTES, "big")
+        self._pending[msg_id] = PendingRpc(msg_id, addr, request, purpose, now, node_id, op)
+        self._outbox.append((serialize_request(msg_id, request), addr))
+        self.counters[f"rpc.out.{type(request).__name__}"] += 1
+        self._schedule(now + self._slow_after(), TimerKind.RPC_SLOW, msg_id)
+        self._schedule(now + self.config.rpc_timeout, TimerKind.RPC_TIMEOUT, msg_id)
+        return msg_id
+
+    def _slow_after(self) -> float:
+        if self._srtt is None:
+            return self.config.slow_max / 2
+        estimate = self._srtt + 4 * self._rttvar
+        return min(self.config.slow_max, max(self.config.slow_min, estimate))
+
+    def _sample_rtt(self, rtt: float) -> None:
+        """RFC 6298 section 2 smoothing of round-trip samples."""
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+
+    def _send_identify(
+        self,
+        addr: Address,
+        node_id: bytes | None,
+        now: float,
+        op: int | None = None,
+        force: bool = False,
+    ) -> bool:
+        if addr in self._identifying:
+            return False
+        if not force:
+            if len(self._identifying) >= self.config.max_identify_in_flight:
+                self.counters["identify.throttled"] += 1
+                return False
+            until = self._unverifiable.get(addr)
+            if until is not None and until > now:
+                return False
+        nonce = self._rng.getrandbits(8 * NONCE_BYTES).to_bytes(NONCE_BYTES, "big")
+        msg_id = self._send(addr, Identify(self.node_id, nonce), Purpose.IDENTIFY, now, node_id, op)
+        if msg_id is None:
+            return False
+        self._identifying[addr] = msg_id
+        return True
+
+    # --- responses ----------------------------------------------------------
+
+    def _on_response(self, msg_id: bytes, body: object, addr: Address, now: float) -> None:
+        pending = self._pending.get(msg_id)
+        if pending is None:
+            self.counters["drop.unexpected_response"] += 1
+            return
+        if pending.addr != addr:
+            self.counters["drop.wrong_source"] += 1
+            return
+        del self._pending[msg_id]
+        self._sample_rtt(now - pending.sent_at)
+        try:
+            reply = parse_reply(pending.request, body)
+        except WireError as exc:
+            self.counters[f"drop.reply_{exc.reason}"] += 1
+            self._rpc_failed(pending, now)
+            return
+        if pending.node_id is not None:
+            self.table.seen(pending.node_id)
+        handler = {
+            Purpose.LOOKUP: self._on_lookup_reply,
+            Purpose.PAGE: self._on_page_reply,
+            Purpose.STORE: self._on_store_reply,
+            Purpose.IDENTIFY: self._on_identify_reply,
+            Purpose.PING: self._on_ping_reply,
+        }[pending.purpose]
+        handler(pending, reply, now)
+
+    def _on_slow(self, msg_id: object, now: float) -> None:
+        pending = self._pending.get(msg_id)  # type: ignore[call-overload]
+        if pending is None or pending.purpose is not Purpose.LOOKUP:
+            return
+        pending.slow = True
+        op = self._operations.get(pending.op) if pending.op is not None else None
+        if op is not None and op.lookup is not None and pending.node_id is not None:
+            op.lookup.slow(pending.node_id)
+            self._advance(op, now)
+
+    def _on_timeout(self, msg_id: object, now: float) -> None:
+        pending = self._pending.pop(msg_id, None)  # type: ignore[call-overload]
+        if pending is not None:
+            self.counters["rpc.timeout"] += 1
+            self._rpc_failed(pending, now)
+
+    def _rpc_failed(self, pending: PendingRpc, now: float) -> None:
+        if pending.node_id is not None:
+            self.table.failed(pending.node_id)
+        if pending.purpose is Purpose.IDENTIFY:
+            self._identifying.pop(pending.addr, None)
+            self._mark_unverifiable(pending.addr, now)
+        op = self._operations.get(pending.op) if pending.op is not None else None
+        if op is None:
+            return
+        if pending.purpose is Purpose.LOOKUP and op.lookup is not None and pending.node_id:
+            op.lookup.failed(pending.node_id)
+        elif pending.purpose is not Purpose.LOOKUP:
+            op.outstanding -= 1
+        self._advance(op, now)
+
+    def _timer_live(self, kind: TimerKind, arg: object) -> bool:
+        if kind is TimerKind.RPC_SLOW:
+            pending = self._pending.get(arg)  # type: ignore[call-overload]
+            return pending is not None and not pending.slow and pending.purpose is Purpose.LOOKUP
+        if kind is TimerKind.RPC_TIMEOUT:
+            return arg in self._pending
+        return True
+
+    def _on_identify_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
+        assert isinstance(reply, IdentifyReply) and isinstance(pending.request, Identify)
+        self._identifying.pop(pending.addr, None)
+        op = self._operations.get(pending.op) if pending.op is not None else None
+        if op is not None:
+            op.outstanding -= 1
+        node_id = node_id_for(reply.public_key) if reply.public_key else None
+        payload = identify_payload(pending.request.nonce, self.node_id)
+        if (
+            node_id is None
+            or (pending.node_id is not None and node_id != pending.node_id)
+            or not self._verify(reply.public_key, payload, reply.signature)
+        ):
+            self.counters["identify.refused" if node_id is None else "identify.bad"] += 1
+            self._mark_unverifiable(pending.addr, now)
+        else:
+            self._admit(Contact.make(node_id, pending.addr), now)
+        if op is not None:
+            self._advance(op, now)
+
+    def _on_ping_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
+        """The least recently seen contact of a full bucket answered: it stays (paper 2.2)."""
+
+    def _mark_unverifiable(self, addr: Address, now: float) -> None:
+        self._unverifiable.pop(addr, None)
+        self._unverifiable[addr] = now + self.config.unverifiable_ttl
+        while len(self._unverifiable) > self.config.max_unverifiable:
+            del self._unverifiable[next(iter(self._unverifiable))]
+
+    # --- routing table admission --------------------------------------------
+
+    def _consider(self, node_id: bytes, addr: Address, now: float) -> None:
+        """We heard from `node_id` at `addr`; ask it to prove its id if we would keep it."""
+        if node_id == self.node_id or len(node_id) != ID_BYTES:
+            return
+        known = self.table.get(node_id)
+        if known is not None and known.addr == addr:
+            self.table.seen(node_id)
+            return
+        num = to_int(node_id)
+        bucket = self.table.bucket_for(num)
+        if self.table.is_full_for(num) and node_id in bucket.replacements:
+            return
+        self._send_identify(addr, node_id, now)
+
+    def _admit(self, contact: NodeContact, now: float) -> None:
+        if self.table.add(contact) is Admission.BUCKET_FULL:
+            oldest = self.table.bucket_for(contact.num).least_recently_seen()
+            # Ping the least recently seen resident; if it fails, table.failed() evicts it
+            # and promotes the newcomer from the replacement cache (paper section 2.2).
+            self._send(oldest.addr, Ping(self.node_id), Purpose.PING, now, oldest.node_id)
+
+    # --- operations ---------------------------------------------------------
+
+    def _new_operation(self, kind: OpKind, target: bytes, phase: Phase = Phase.LOOKUP) -> Operation:
+        if len(self._operations) >= self.config.max_operations:
+            raise LocalProtocolError(f"at most {self.config.max_operations} operations at once")
+        op = Operation(self._next_op, kind, target, phase)
+        self._next_op += 1
+        self._operations[op.op] = op
+        return op
+
+    def _start_lookup(self, op: Operation, now: float) -> int:
+        target = to_int(op.target)
+        op.phase = Phase.LOOKUP
+        op.lookup = Lookup(target, self.config.k, self.config.alpha, self.node_id)
+        op.lookup.add(self.table.closest(target, self.config.k))
+        self.table.touch(target, now)
+        if op.kind is OpKind.GET:
+            for record in self.records.get(op.target, now):
+                op.found[record.publisher] = record
+        self._advance(op, now)
+        return op.op
+
+    def _advance(self, op: Operation, now: float) -> None:
+        if op.phase is Phase.IDENTIFY:
+            if op.outstanding <= 0:
+                self._start_lookup(op, now)
+            return
+        if op.phase is Phase.LOOKUP:
+            assert op.lookup is not None
+            self._query(op, now)
+            if op.lookup.finished and op.outstanding <= 0:
+                self._lookup_finished(op, now)
+            return
+        if op.phase is Phase.STORE and op.outstanding <= 0:
+            self._finish(op, now)
+
+    def _query(self, op: Operation, now: float) -> None:
+        assert op.lookup is not None
+        for contact in op.lookup.next_queries():
+            request: Request
+            if op.kind is OpKind.GET:
+                request = FindRecords(self.node_id, op.target, b"")
+            else:
+                request = FindNode(self.node_id, op.target)
+            if not self._send(contact.addr, request, Purpose.LOOKUP, now, contact.node_id, op.op):
+                op.lookup.failed(contact.node_id)
+
+    def _on_lookup_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
+        op = self._operations.get(pending.op) if pending.op is not None else None
+        node_id = pending.node_id
+        if node_id is not None:
+            self._consider(node_id, pending.addr, now)
+        if op is None or op.lookup is None or node_id is None or op.phase is not Phase.LOOKUP:
+            return
+        if isinstance(reply, FindRecordsReply):
+            contacts = reply.contacts
+            self._merge_records(op, reply.records, now)
+            if reply.more and op.paged_from < self.config.page_sources:
+                op.paged_from += 1
+                self._request_page(op, pending.addr, node_id, reply.records, now)
+        elif isinstance(reply, NodesReply):
+            contacts = reply.contacts
+        else:
+            contacts = ()
+        op.lookup.answered(node_id, (Contact.make(c.node_id, (c.host, c.port)) for c in contacts))
+        self._advance(op, now)
+
+    def _request_page(
+        self, op: Operation, addr: Address, node_id: bytes, page: Iterable[Record], now: float
+    ) -> None:
+        last = max((r.publisher for r in page), default=b"")
+        if not last or op.pages >= self.config.max_pages:
+            return
+        op.pages += 1
+        request = FindRecords(self.node_id, op.target, last)
+        if self._send(addr, request, Purpose.PAGE, now, node_id, op.op):
+            op.outstanding += 1
+
+    def _on_page_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
+        op = self._operations.get(pending.op) if pending.op is not None else None
+        if op is None:
+            return
+        op.outstanding -= 1
+        if isinstance(reply, FindRecordsReply) and pending.node_id is not None:
+            self._merge_records(op, reply.records, now)
+            if reply.more:
+                self._request_page(op, pending.addr, pending.node_id, reply.records, now)
+        self._advance(op, now)
+
+    def _merge_records(self, op: Operation, records: Iterable[Record], now: float) -> None:
+        """Keep the newest valid record per publisher; reads validate again (never trust a node)."""
+        for record in records:
+            if record.key != op.target:
+                self.counters["drop.record_wrong_key"] += 1
+                continue
+            held = op.found.get(record.publisher)
+            if held is not None and (held.seq > record.seq or held == record):
+                continue
+            verdict = check_record(record, now, self.config.records, self._verify)
+            if verdict is Refusal.STORED:
+                op.found[record.publisher] = record
+            else:
+                self.counters[f"drop.record_{verdict.name.lower()}"] += 1
+
+    def _lookup_finished(self, op: Operation, now: float) -> None:
+        assert op.lookup is not None
+        closest = op.lookup.closest()
+        if op.kind in (OpKind.PUT, OpKind.REPUBLISH):
+            self._store_at(op, closest, now)
+            return
+        self._finish(op, now)
+
+    def _store_at(self, op: Operation, closest: list[NodeContact], now: float) -> None:
+        op.phase = Phase.STORE
+        target = to_int(op.target)
+        own_is_close = len(closest) < self.config.k or (self.table.own_num ^ target) < (
+            closest[-1].num ^ target
+        )
+        # A publisher among the k closest keeps a copy too (a republish already holds one).
+        if (
+            op.kind is OpKind.PUT
+            and own_is_close
+            and not self.config.read_only
+            and self._store_record(op.records[0], now) == Refusal.STORED
+        ):
+            op.stored += 1
+        for batch in _batches(op.records):
+            for contact in closest:
+                request = StoreRecords(self.node_id, tuple(batch))
+                if self._send(contact.addr, request, Purpose.STORE, now, contact.node_id, op.op):
+                    op.outstanding += 1
+        self._advance(op, now)
+
+    def _on_store_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
+        op = self._operations.get(pending.op) if pending.op is not None else None
+        if op is None:
+            return
+        op.outstanding -= 1
+        if isinstance(reply, StoreRecordsReply) and reply.statuses:
+            first = reply.statuses[0]
+            if first == Refusal.STORED:
+                op.stored += 1
+            else:
+                try:
+                    op.refusals.append(Refusal(first))
+                except ValueError:
+                    op.refusals.append(Refusal.MALFORMED)
+        self._advance(op, now)
+
+    def _finish(self, op: Operation, now: float) -> None:
+        op.phase = Phase.DONE
+        del self._operations[op.op]
+        lookup = op.lookup
+        queries = lookup.queries if lookup is not None else 0
+        match op.kind:
+            case OpKind.BOOTSTRAP:
+                self._events.append(Bootstrapped(op.op, len(self.table)))
+                self._refresh_buckets(now)
+            case OpKind.FIND:
+                closest = tuple(lookup.closest()) if lookup is not None else ()
+                self._events.append(LookupCompleted(op.op, op.target, closest, queries))
+            case OpKind.GET:
+                records = tuple(sorted(op.found.values(), key=lambda r: r.publisher))
+                self._events.append(RecordsFound(op.op, op.target, records, queries))
+            case OpKind.PUT:
+                self._events.append(RecordsStored(op.op, op.target, op.stored, tuple(op.refusals)))
+
+    # --- maintenance --------------------------------------------------------
+
+    def _schedule(self, when: float, kind: TimerKind, arg: object) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, kind, arg))
+
+    def _arm_republish(self, key: bytes, now: float) -> None:
+        when = now + self.config.republish_interval
+        self._republish_at[key] = when
+        self._schedule(when, TimerKind.REPUBLISH, key)
+
+    def _republish_due(self, key: object, now: float) -> None:
+        """Push the records of `key` to the k closest nodes now known (paper section 2.5).
+
+        If another node stored the key here within the interval, it has done this
+        round's work for us: wait one interval from that store instead.
+        """
+        assert isinstance(key, bytes)
+        when = self._republish_at.get(key)
+        if when is None or when > now:
+            return
+        records = self.records.get(key, now)
+        if not records:
+            del self._republish_at[key]
+            self._last_store_seen.pop(key, None)
+            return
+        last = self._last_store_seen.get(key, float("-inf"))
+        interval = self.config.republish_interval
+        if now - last < interval and last > when - interval:
+            self._republish_at[key] = last + interval
+            self._schedule(last + interval, TimerKind.REPUBLISH, key)
+            return
+        self._arm_republish(key, now)
+        if len(self._operations) < self.config.max_operations:
+            op = self._new_operation(OpKind.REPUBLISH, key)
+            op.records = records
+            self.counters["republish"] += 1
+            self._start_lookup(op, now)
+
+    def _maintain(self, now: float) -> None:
+        self._schedule(now + self.config.maintenance_interval, TimerKind.MAINTENANCE, None)
+        self.records.expire(now)
+        self._expire_plain(now)
+        for addr in [a for a, until in self._unverifiable.items() if until <= now]:
+            del self._unverifiable[addr]
+        self._refresh_buckets(now)
+
+    def _refresh_buckets(self, now: float) -> None:
+        """Look up a random id in every bucket idle for the refresh interval (paper 2.3)."""
+        own = self.table.own_num
+        for index in self.table.stale_buckets(now, self.config.bucket_refresh_interval):
+            if len(self._operations) >= self.config.max_operations:
+                return
+            target = random_id_in_bucket(own, index, self._rng.getrandbits(ID_BITS))
+            op = self._new_operation(OpKind.REFRESH, target.to_bytes(ID_BYTES, "big"))
+            self.counters["refresh"] += 1
+            self._start_lookup(op, now)
+
+    def _expire_plain(self, now: float) -> None:
+        ttl = self.config.plain_ttl
+        for key in [k for k, (_, stored) in self.plain.items() if now - stored >= ttl]:
+            del self.plain[key]
+
+    def _check_id(self, ident: bytes) -> None:
+        if len(ident) != ID_BYTES:
+            raise LocalProtocolError(f"ids and keys are {ID_BYTES} bytes, got {len(ident)}")
+
+
+def _batches(records: list[Record]) -> list[list[Record]]:
+    """Split records into pm_store requests that stay within the response budget."""
+    batches: list[list[Record]] = []
+    current: list[Record] = []
+    size = 0
+    for record in records:
+        cost = record.wire_size()
+        if current and (size + cost > RESPONSE_BUDGET or len(current) >= MAX_RECORDS_PER_MESSAGE):
+            batches.append(current)
+            current, size = [], 0
+        current.append(record)
+        size += cost + (64 if size == 0 else 0)
+    if current:
+        batches.append(current)
+    return batches
+
+
+__all__ = [
+    "MAX_CONTACTS",
+    "Bootstrapped",
+    "DHTConfig",
+    "DHTCore",
+    "Event",
+    "LocalProtocolError",
+    "LookupCompleted",
+    "RecordsFound",
+    "RecordsStored",
+]

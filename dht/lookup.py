@@ -1,0 +1,144 @@
+"""One iterative lookup (Kademlia paper section 2.3) as a plain state machine.
+
+The lookup keeps up to `alpha` requests *waiting*. A request that has not
+answered after the short "slow" deadline stops counting against alpha (it
+may still answer and is then used), so a dead contact never stalls a round;
+only the hard RPC timeout marks it failed. This is the change that made
+Mainline DHT lookups sub-second. The lookup ends when the `k` closest
+contacts that answered are nearer than every contact not yet asked, or when
+nothing is left to ask; slow contacts do not hold it open.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections.abc import Iterable
+from enum import IntEnum
+from typing import Generic, TypeVar
+
+from .routing import Contact
+
+A = TypeVar("A")
+
+
+class State(IntEnum):
+    NEW = 0
+    WAITING = 1
+    SLOW = 2
+    ANSWERED = 3
+    FAILED = 4
+
+
+class Candidate(Generic[A]):
+    __slots__ = ("contact", "distance", "state")
+
+    def __init__(self, contact: Contact[A], distance: int) -> None:
+        self.contact = contact
+        self.distance = distance
+        self.state = State.NEW
+
+    def __lt__(self, other: Candidate[A]) -> bool:
+        return self.distance < other.distance
+
+
+class Lookup(Generic[A]):
+    def __init__(
+        self, target: int, k: int, alpha: int, own_id: bytes, max_candidates: int = 0
+    ) -> None:
+        self.target = target
+        self.k = k
+        self.alpha = alpha
+        self.max_candidates = max_candidates or 8 * k
+        self._own_id = own_id
+        self._sorted: list[Candidate[A]] = []
+        self._by_id: dict[bytes, Candidate[A]] = {}
+        self._seen: set[bytes] = {own_id}
+        self.waiting = 0
+        self.queries = 0
+
+    def add(self, contacts: Iterable[Contact[A]]) -> None:
+        for contact in contacts:
+            if contact.node_id in self._seen:
+                continue
+            self._seen.add(contact.node_id)
+            candidate = Candidate(contact, contact.num ^ self.target)
+            insort(self._sorted, candidate)
+            self._by_id[contact.node_id] = candidate
+        self._trim()
+
+    def _trim(self) -> None:
+        """Forget the farthest never-asked candidates beyond `max_candidates`."""
+        index = len(self._sorted) - 1
+        while len(self._sorted) > self.max_candidates and index >= 0:
+            candidate = self._sorted[index]
+            if candidate.state is State.NEW:
+                del self._sorted[index]
+                del self._by_id[candidate.contact.node_id]
+            index -= 1
+
+    def _horizon(self) -> int | None:
+        """Distance of the k-th closest answered contact, once k have answered."""
+        answered = 0
+        for candidate in self._sorted:
+            if candidate.state is State.ANSWERED:
+                answered += 1
+                if answered == self.k:
+                    return candidate.distance
+        return None
+
+    def next_queries(self) -> list[Contact[A]]:
+        """Contacts to ask now, nearest first, keeping at most `alpha` waiting."""
+        if self.waiting >= self.alpha:
+            return []
+        horizon = self._horizon()
+        chosen = []
+        for candidate in self._sorted:
+            if self.waiting >= self.alpha:
+                break
+            if horizon is not None and candidate.distance > horizon:
+                break
+            if candidate.state is State.NEW:
+                candidate.state = State.WAITING
+                self.waiting += 1
+                self.queries += 1
+                chosen.append(candidate.contact)
+        return chosen
+
+    def _settle(self, node_id: bytes, state: State) -> Candidate[A] | None:
+        candidate = self._by_id.get(node_id)
+        if candidate is None or candidate.state not in (State.WAITING, State.SLOW):
+            return None
+        if candidate.state is State.WAITING:
+            self.waiting -= 1
+        candidate.state = state
+        return candidate
+
+    def answered(self, node_id: bytes, contacts: Iterable[Contact[A]]) -> None:
+        if self._settle(node_id, State.ANSWERED) is not None:
+            self.add(contacts)
+
+    def failed(self, node_id: bytes) -> None:
+        self._settle(node_id, State.FAILED)
+
+    def slow(self, node_id: bytes) -> None:
+        candidate = self._by_id.get(node_id)
+        if candidate is not None and candidate.state is State.WAITING:
+            candidate.state = State.SLOW
+            self.waiting -= 1
+
+    @property
+    def finished(self) -> bool:
+        if self.waiting:
+            return False
+        horizon = self._horizon()
+        for candidate in self._sorted:
+            if horizon is not None and candidate.distance > horizon:
+                return True
+            if candidate.state is State.NEW:
+                return False
+        return True
+
+    def closest(self) -> list[Contact[A]]:
+        """The k closest contacts that answered, nearest first."""
+        answered = [c.contact for c in self._sorted if c.state is State.ANSWERED]
+        return answered[: self.k]

@@ -1,0 +1,181 @@
+"""The routing table: k-buckets keyed by XOR distance (Kademlia paper sections 2.2 and 4.1).
+
+One bucket per distance bit, created on first use. A bucket keeps its
+contacts least-recently-seen first; when full, a newcomer waits in a small
+replacement cache until a resident fails (paper section 4.1), and a resident
+is evicted only after `max_failures` consecutive unanswered RPCs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Generic, TypeVar
+
+from .ids import bucket_index, to_int
+
+A = TypeVar("A")
+
+
+@dataclass(frozen=True, slots=True)
+class Contact(Generic[A]):
+    """A node we can reach: its id (as bytes and as an int for XOR) and its address."""
+
+    node_id: bytes
+    addr: A
+    num: int = field(compare=False, repr=False, default=-1)
+
+    @classmethod
+    def make(cls, node_id: bytes, addr: A) -> Contact[A]:
+        return cls(node_id, addr, to_int(node_id))
+
+
+class Admission(Enum):
+    ADDED = "added"
+    UPDATED = "updated"
+    BUCKET_FULL = "bucket_full"
+    SELF = "self"
+
+
+class Bucket(Generic[A]):
+    __slots__ = ("contacts", "failures", "last_refresh", "replacements")
+
+    def __init__(self) -> None:
+        # Plain dicts keep insertion order: the first entry is the least recently seen.
+        self.contacts: dict[bytes, Contact[A]] = {}
+        self.replacements: dict[bytes, Contact[A]] = {}
+        self.failures: dict[bytes, int] = {}
+        self.last_refresh = float("-inf")
+
+    def least_recently_seen(self) -> Contact[A]:
+        return next(iter(self.contacts.values()))
+
+
+class RoutingTable(Generic[A]):
+    def __init__(self, own_id: bytes, k: int, replacements: int = 8, max_failures: int = 2):
+        self.own_id = own_id
+        self.own_num = to_int(own_id)
+        self.k = k
+        self.max_replacements = replacements
+        self.max_failures = max_failures
+        self.buckets: dict[int, Bucket[A]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(b.contacts) for b in self.buckets.values())
+
+    def __contains__(self, node_id: bytes) -> bool:
+        bucket = self.buckets.get(bucket_index(self.own_num, to_int(node_id)))
+        return bucket is not None and node_id in bucket.contacts
+
+    def get(self, node_id: bytes) -> Contact[A] | None:
+        bucket = self.buckets.get(bucket_index(self.own_num, to_int(node_id)))
+        return bucket.contacts.get(node_id) if bucket is not None else None
+
+    def contacts(self) -> list[Contact[A]]:
+        return [c for b in self.buckets.values() for c in b.contacts.values()]
+
+    def bucket_for(self, num: int) -> Bucket[A]:
+        index = bucket_index(self.own_num, num)
+        bucket = self.buckets.get(index)
+        if bucket is None:
+            bucket = self.buckets[index] = Bucket()
+        return bucket
+
+    def is_full_for(self, num: int) -> bool:
+        bucket = self.buckets.get(bucket_index(self.own_num, num))
+        return bucket is not None and len(bucket.contacts) >= self.k
+
+    def add(self, contact: Contact[A]) -> Admission:
+        """Insert a verified contact, or mark it seen; a full bucket parks it as a replacement."""
+        if contact.num == self.own_num:
+            return Admission.SELF
+        bucket = self.bucket_for(contact.num)
+        if contact.node_id in bucket.contacts:
+            del bucket.contacts[contact.node_id]
+            bucket.contacts[contact.node_id] = contact  # to the tail, with its current address
+            bucket.failures.pop(contact.node_id, None)
+            return Admission.UPDATED
+        if len(bucket.contacts) < self.k:
+            bucket.contacts[contact.node_id] = contact
+            bucket.replacements.pop(contact.node_id, None)
+            return Admission.ADDED
+        bucket.replacements.pop(contact.node_id, None)
+        bucket.replacements[contact.node_id] = contact
+        while len(bucket.replacements) > self.max_replacements:
+            del bucket.replacements[next(iter(bucket.replacements))]
+        return Admission.BUCKET_FULL
+
+    def seen(self, node_id: bytes) -> None:
+        """A contact answered: it becomes the most recently seen and its failures reset."""
+        bucket = self.buckets.get(bucket_index(self.own_num, to_int(node_id)))
+        if bucket is not None and node_id in bucket.contacts:
+            bucket.contacts[node_id] = bucket.contacts.pop(node_id)
+            bucket.failures.pop(node_id, None)
+
+    def failed(self, node_id: bytes) -> bool:
+        """Count an unanswered RPC; evict after `max_failures` in a row. True if evicted."""
+        bucket = self.buckets.get(bucket_index(self.own_num, to_int(node_id)))
+        if bucket is None or node_id not in bucket.contacts:
+            if bucket is not None:
+                bucket.replacements.pop(node_id, None)
+            return False
+        count = bucket.failures.get(node_id, 0) + 1
+        if count < self.max_failures:
+            bucket.failures[node_id] = count
+            return False
+        self.remove(node_id)
+        return True
+
+    def remove(self, node_id: bytes) -> None:
+        """Drop a contact and promote the most recently seen replacement into its place."""
+        bucket = self.buckets.get(bucket_index(self.own_num, to_int(node_id)))
+        if bucket is None:
+            return
+        bucket.replacements.pop(node_id, None)
+        bucket.failures.pop(node_id, None)
+        if bucket.contacts.pop(node_id, None) is not None and bucket.replacements:
+            newest = next(reversed(bucket.replacements))
+            bucket.contacts[newest] = bucket.replacements.pop(newest)
+
+    def closest(self, target: int, count: int, exclude: bytes | None = None) -> list[Contact[A]]:
+        """The `count` known contacts closest to `target`, nearest first.
+
+        With j the bucket of `target`: contacts of bucket j are nearer than 2**j,
+        those of every bucket below j lie in [2**j, 2**(j+1)), and bucket i > j
+        lies in [2**i, 2**(i+1)). So buckets are visited in that order and only
+        the ones needed are sorted.
+        """
+        j = bucket_index(self.own_num, target)
+        found: list[Contact[A]] = []
+
+        def take(group: list[Contact[A]]) -> None:
+            group.sort(key=lambda c: c.num ^ target)
+            found.extend(c for c in group if c.node_id != exclude)
+
+        if j >= 0 and j in self.buckets:
+            take(list(self.buckets[j].contacts.values()))
+        if len(found) < count:
+            take([c for i, b in self.buckets.items() if i < j for c in b.contacts.values()])
+        for i in sorted(i for i in self.buckets if i > j):
+            if len(found) >= count:
+                break
+            take(list(self.buckets[i].contacts.values()))
+        return found[:count]
+
+    def stale_buckets(self, now: float, interval: float) -> list[int]:
+        """Bucket indices to refresh: from the nearest non-empty bucket outwards,
+        each one not refreshed (looked up into) for `interval` seconds (paper 2.3)."""
+        occupied = [i for i, b in self.buckets.items() if b.contacts]
+        if not occupied:
+            return []
+        stale = []
+        for index in range(min(occupied), max(occupied) + 1):
+            bucket = self.buckets.get(index)
+            if bucket is None or now - bucket.last_refresh >= interval:
+                stale.append(index)
+        return stale
+
+    def touch(self, target: int, now: float) -> None:
+        """A lookup went into the bucket of `target`: it counts as refreshed."""
+        if target != self.own_num:
+            self.bucket_for(target).last_refresh = now
