@@ -78,6 +78,7 @@ from .wire import (
 )
 
 NodeContact: TypeAlias = Contact[Address]
+MAX_SEEDS = 64
 
 
 class LocalProtocolError(Exception):
@@ -191,6 +192,7 @@ class PendingRpc:
     sent_at: float
     node_id: bytes | None
     op: int | None
+    datagram: bytes = b""
     slow: bool = False
 
 
@@ -248,6 +250,7 @@ class DHTCore:
         self._next_op = 1
         self._identifying: dict[Address, bytes] = {}  # addr -> msg id of the identify
         self._unverifiable: dict[Address, float] = {}  # addr -> until when we stop asking
+        self._seeds: list[Address] = []
         self._republish_at: dict[bytes, float] = {}
         self._last_store_seen: dict[bytes, float] = {}
         self._timers: list[tuple[float, int, TimerKind, object]] = []
@@ -311,6 +314,8 @@ class DHTCore:
     def bootstrap(self, addrs: Iterable[Address], now: float) -> int:
         """Prove the ids of `addrs`, then look up our own id (paper section 2.3)."""
         op = self._new_operation(OpKind.BOOTSTRAP, self.node_id, Phase.IDENTIFY)
+        addrs = list(addrs)
+        self._seeds = list(dict.fromkeys([*addrs, *self._seeds]))[:MAX_SEEDS]
         for addr in addrs:
             if self._send_identify(addr, None, now, op.op, force=True):
                 op.outstanding += 1
@@ -458,8 +463,11 @@ class DHTCore:
         msg_id = self._rng.getrandbits(8 * MSG_ID_BYTES).to_bytes(MSG_ID_BYTES, "big")
         while msg_id in self._pending:
             msg_id = self._rng.getrandbits(8 * MSG_ID_BYTES).to_bytes(MSG_ID_BYTES, "big")
-        self._pending[msg_id] = PendingRpc(msg_id, addr, request, purpose, now, node_id, op)
-        self._outbox.append((serialize_request(msg_id, request), addr))
+        datagram = serialize_request(msg_id, request)
+        self._pending[msg_id] = PendingRpc(
+            msg_id, addr, request, purpose, now, node_id, op, datagram
+        )
+        self._outbox.append((datagram, addr))
         self.counters[f"rpc.out.{type(request).__name__}"] += 1
         self._schedule(now + self._slow_after(), TimerKind.RPC_SLOW, msg_id)
         self._schedule(now + self.config.rpc_timeout, TimerKind.RPC_TIMEOUT, msg_id)
@@ -533,10 +541,16 @@ class DHTCore:
         handler(pending, reply, now)
 
     def _on_slow(self, msg_id: object, now: float) -> None:
+        """No answer within the smoothed round trip: send the request once more (a lost
+        datagram costs one RTT, not an RPC failure) and, in a lookup, free its slot."""
         pending = self._pending.get(msg_id)  # type: ignore[call-overload]
-        if pending is None or pending.purpose is not Purpose.LOOKUP:
+        if pending is None or pending.slow:
             return
         pending.slow = True
+        self.counters["rpc.retransmit"] += 1
+        self._outbox.append((pending.datagram, pending.addr))
+        if pending.purpose is not Purpose.LOOKUP:
+            return
         op = self._operations.get(pending.op) if pending.op is not None else None
         if op is not None and op.lookup is not None and pending.node_id is not None:
             op.lookup.slow(pending.node_id)
@@ -566,7 +580,7 @@ class DHTCore:
     def _timer_live(self, kind: TimerKind, arg: object) -> bool:
         if kind is TimerKind.RPC_SLOW:
             pending = self._pending.get(arg)  # type: ignore[call-overload]
-            return pending is not None and not pending.slow and pending.purpose is Purpose.LOOKUP
+            return pending is not None and not pending.slow
         if kind is TimerKind.RPC_TIMEOUT:
             return arg in self._pending
         return True
@@ -835,6 +849,12 @@ class DHTCore:
         self._expire_plain(now)
         for addr in [a for a, until in self._unverifiable.items() if until <= now]:
             del self._unverifiable[addr]
+        if not len(self.table) and self._seeds:
+            # Every contact is gone (a lost join, a partition): start over from the seeds.
+            self.counters["rebootstrap"] += 1
+            for addr in self._seeds:
+                self._send_identify(addr, None, now, force=True)
+            return
         self._refresh_buckets(now)
 
     def _refresh_buckets(self, now: float) -> None:

@@ -6,7 +6,8 @@ may still answer and is then used), so a dead contact never stalls a round;
 only the hard RPC timeout marks it failed. This is the change that made
 Mainline DHT lookups sub-second. The lookup ends when the `k` closest
 contacts that answered are nearer than every contact not yet asked, or when
-nothing is left to ask; slow contacts do not hold it open.
+nothing is left to ask; once k have answered, slow contacts no longer hold it
+open.
 """
 
 from __future__ import annotations
@@ -128,6 +129,12 @@ class Lookup(Generic[A]):
 
     @property
     def finished(self) -> bool:
+        """Done when nothing waits and nothing nearer than the k-th answer is left to ask.
+
+        Until k contacts have answered, slow ones still hold the lookup open (up
+        to their hard timeout): with fewer than k answers, a slow contact may be
+        all there is. Once k have answered, a slow contact no longer matters.
+        """
         if self.waiting:
             return False
         horizon = self._horizon()
@@ -135,6 +142,8 @@ class Lookup(Generic[A]):
             if horizon is not None and candidate.distance > horizon:
                 return True
             if candidate.state is State.NEW:
+                return False
+            if horizon is None and candidate.state is State.SLOW:
                 return False
         return True
 

@@ -53,9 +53,7 @@ class _Protocol(asyncio.DatagramProtocol):
 class DHTNode:
     """A running DHT node. Create it with `await DHTNode.start(...)`."""
 
-    def __init__(
-        self, core: DHTCore, data_dir: Path | None, save_interval: float = 60.0
-    ) -> None:
+    def __init__(self, core: DHTCore, data_dir: Path | None, save_interval: float = 60.0) -> None:
         self.core = core
         self.data_dir = data_dir
         self.save_interval = save_interval

@@ -1,0 +1,210 @@
+"""DHT cores wired together in memory, on a clock that moves only when the test says.
+
+Datagrams get a latency (plus optional jitter, which reorders them), may be
+lost or duplicated by pattern, and never touch a socket. Every run has a
+round limit, so a runaway protocol fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dht.core import DHTConfig, DHTCore, Event
+from dht.identity import Identity
+
+EPOCH = 1_700_000_000.0
+Address = tuple[str, int]
+
+
+class RoundLimitExceeded(AssertionError):
+    pass
+
+
+@dataclass
+class LinkModel:
+    latency: float = 0.010
+    jitter: float = 0.0
+    loss: float = 0.0
+    duplicate: float = 0.0
+
+
+@dataclass
+class MemoryNetwork:
+    seed: int = 1
+    link: LinkModel = field(default_factory=LinkModel)
+    now: float = EPOCH
+    max_rounds: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.cores: dict[Address, DHTCore] = {}
+        self.dead: set[Address] = set()
+        self.events: dict[Address, list[Event]] = {}
+        self.delivered = 0
+        self.dropped = 0
+        self._queue: list[tuple[float, int, Address, Address, bytes]] = []
+        self._seq = 0
+        self._dirty: set[Address] = set()
+        self._timers: list[tuple[float, Address]] = []
+        self._timer_of: dict[Address, float | None] = {}
+
+    # --- building ------------------------------------------------------------
+
+    def add_node(self, config: DHTConfig | None = None, read_only: bool = False) -> DHTCore:
+        index = len(self.cores)
+        addr = (f"198.18.{index // 250}.{index % 250 + 1}", 4000)
+        identity = Identity.from_seed(self.rng.randbytes(32))
+        core = DHTCore(identity, random.Random(self.rng.getrandbits(64)), self.now, config)
+        self.cores[addr] = core
+        self.events[addr] = []
+        self._dirty.add(addr)
+        return core
+
+    def addr_of(self, core: DHTCore) -> Address:
+        for addr, candidate in self.cores.items():
+            if candidate is core:
+                return addr
+        raise KeyError("core not on this network")
+
+    def kill(self, core: DHTCore) -> None:
+        """The node goes silent: what it would send and what is sent to it vanish."""
+        self.dead.add(self.addr_of(core))
+
+    def live(self) -> list[DHTCore]:
+        return [c for a, c in self.cores.items() if a not in self.dead]
+
+    # --- running -------------------------------------------------------------
+
+    def inject(self, data: bytes, src: Address, dst: Address) -> None:
+        """Put a datagram on the wire as if `src` had sent it (an attacker, a fuzzer)."""
+        self._push(self.now + self.link.latency, src, dst, data)
+
+    def _push(self, when: float, src: Address, dst: Address, data: bytes) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (when, self._seq, src, dst, data))
+
+    def _flush(self) -> None:
+        """Drain what touched cores want sent and learned; note their next timers."""
+        link = self.link
+        dirty, self._dirty = self._dirty, set()
+        for addr in dirty:
+            core = self.cores[addr]
+            for data, dst in core.datagrams_to_send(self.now):
+                if addr in self.dead or self.rng.random() < link.loss:
+                    self.dropped += 1
+                    continue
+                copies = 2 if self.rng.random() < link.duplicate else 1
+                for _ in range(copies):
+                    delay = link.latency + self.rng.random() * link.jitter
+                    self._push(self.now + delay, addr, dst, data)
+            while (event := core.next_event()) is not None:
+                self.events[addr].append(event)
+            timer = core.get_timer()
+            if timer != self._timer_of.get(addr):
+                self._timer_of[addr] = timer
+                if timer is not None:
+                    heapq.heappush(self._timers, (timer, addr))
+
+    def _next_timer(self) -> float | None:
+        timers = self._timers
+        while timers and (
+            timers[0][1] in self.dead or self._timer_of.get(timers[0][1]) != timers[0][0]
+        ):
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
+    def _next_time(self) -> float | None:
+        times = [self._queue[0][0]] if self._queue else []
+        timer = self._next_timer()
+        if timer is not None:
+            times.append(timer)
+        return min(times) if times else None
+
+    def step(self) -> bool:
+        """Advance to the next delivery or timer and process everything due then."""
+        self._flush()
+        when = self._next_time()
+        if when is None:
+            return False
+        self.now = max(self.now, when)
+        while self._queue and self._queue[0][0] <= self.now:
+            _, _, src, dst, data = heapq.heappop(self._queue)
+            core = self.cores.get(dst)
+            if core is None or dst in self.dead:
+                self.dropped += 1
+                continue
+            self.delivered += 1
+            core.receive(data, src, self.now)
+            self._dirty.add(dst)
+        while (timer := self._next_timer()) is not None and timer <= self.now:
+            _, addr = heapq.heappop(self._timers)
+            self._timer_of[addr] = None
+            self.cores[addr].handle_timer(self.now)
+            self._dirty.add(addr)
+        self._flush()
+        return True
+
+    def touch_all(self) -> None:
+        """The test called into cores directly: look at all of them on the next flush."""
+        self._dirty.update(a for a in self.cores if a not in self.dead)
+
+    def run_until(self, done: Callable[[], bool], timeout: float = 60.0) -> float:
+        """Step until `done()`; returns the virtual seconds it took. Fails past `timeout`."""
+        start = self.now
+        self.touch_all()
+        for _ in range(self.max_rounds):
+            if done():
+                return self.now - start
+            if self.now - start > timeout:
+                raise AssertionError(f"not done after {timeout} virtual seconds")
+            if not self.step():
+                if done():
+                    return self.now - start
+                raise AssertionError("network went idle before the condition held")
+        raise RoundLimitExceeded(f"more than {self.max_rounds} rounds")
+
+    def run_for(self, seconds: float) -> None:
+        end = self.now + seconds
+        self.touch_all()
+        for _ in range(self.max_rounds):
+            self._flush()
+            when = self._next_time()
+            if when is None or when > end:
+                self.now = end
+                return
+            self.step()
+        raise RoundLimitExceeded(f"more than {self.max_rounds} rounds")
+
+    def wait(self, core: DHTCore, op: int, timeout: float = 60.0) -> Event:
+        """Run until `core` emits the event of operation `op`, and return it."""
+        addr = self.addr_of(core)
+
+        def find() -> Event | None:
+            return next((e for e in self.events[addr] if e.op == op), None)
+
+        self.run_until(lambda: find() is not None, timeout)
+        event = find()
+        assert event is not None
+        return event
+
+    # --- whole meshes --------------------------------------------------------
+
+    def build_mesh(self, count: int, config: DHTConfig | None = None) -> list[DHTCore]:
+        """`count` nodes, each bootstrapping from the first once the previous one joined."""
+        first = self.add_node(config)
+        nodes = [first]
+        for _ in range(count - 1):
+            core = self.add_node(config)
+            op = core.bootstrap([self.addr_of(first)], self.now)
+            self.wait(core, op)
+            nodes.append(core)
+        return nodes
+
+
+def true_closest(nodes: list[DHTCore], target: bytes, k: int, exclude: DHTCore) -> list[bytes]:
+    num = int.from_bytes(target, "big")
+    ids = [n.node_id for n in nodes if n is not exclude]
+    return sorted(ids, key=lambda i: int.from_bytes(i, "big") ^ num)[:k]
