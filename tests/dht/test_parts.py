@@ -67,7 +67,7 @@ def test_the_store_keeps_newest_seq_per_publisher_within_bounds(ops: list) -> No
         assert len(store) == len(live) <= limits.max_records_total
         for key in {r.key for r in store}:
             assert len(store.get(key, now)) <= limits.max_records_per_key
-        assert all(r.expires_at > now for key in store.keys() for r in store.get(key, now))
+        assert all(r.expires_at > now for key in store for r in store.get(key, now))
 
 
 def test_expiry_is_exact_and_frees_the_slot() -> None:
