@@ -1,0 +1,113 @@
+"""The `pagemesh` command as an operator uses it: real processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dht.config import ConfigError, config_from_mapping, load_config
+
+PAGEMESH = [sys.executable, "-m", "pagemesh"]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(*args: str, data_dir: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PAGEMESH_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        [*PAGEMESH, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+@pytest.mark.integration
+def test_serve_put_get_and_a_clean_stop(tmp_path: Path) -> None:
+    ports = [free_udp_port(), free_udp_port()]
+    config = tmp_path / "node.toml"
+    config.write_text("[dht]\nmaintenance_interval = 2\n")
+    servers = []
+    try:
+        for i, port in enumerate(ports):
+            args = ["dht", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            args += ["--data-dir", str(tmp_path / f"n{i}"), "--config", str(config)]
+            if i:
+                args += ["--bootstrap", f"127.0.0.1:{ports[0]}"]
+            servers.append(subprocess.Popen([*PAGEMESH, *args], stderr=subprocess.PIPE, text=True))
+        for server in servers:  # each logs once it listens (after its bootstrap)
+            assert server.stderr is not None
+            assert "listening on 127.0.0.1" in server.stderr.readline()
+        node = f"127.0.0.1:{ports[1]}"
+        put = run("dht", "put", "greeting", "hello mesh", "--node", node, data_dir=tmp_path)
+        assert put.returncode == 0, put.stderr
+        assert json.loads(put.stdout)["stored_at_nodes"] == 2
+        got = run("dht", "get", "greeting", "--node", f"127.0.0.1:{ports[0]}", data_dir=tmp_path)
+        assert got.returncode == 0, got.stderr
+        (line,) = got.stdout.splitlines()
+        record = json.loads(line)
+        assert record["text"] == "hello mesh" and 3500 < record["expires_in"] <= 3600
+        assert (tmp_path / "client.key").stat().st_mode & 0o777 == 0o600
+        missing = run("dht", "get", "nothing here", "--node", node, data_dir=tmp_path)
+        assert missing.returncode == 1 and missing.stdout == ""
+    finally:
+        for server in servers:
+            server.send_signal(signal.SIGTERM)
+        for server in servers:
+            assert server.wait(timeout=10) == 0
+    saved = json.loads((tmp_path / "n0" / "routing.json").read_text())
+    assert [c["port"] for c in saved["contacts"]] == [ports[1]]
+    assert (tmp_path / "n0" / "node.key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.integration
+def test_a_client_with_no_node_to_talk_to_fails_clearly(tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_udp_port()}"
+    result = run("dht", "get", "x", "--node", dead, "--timeout", "3", data_dir=tmp_path)
+    assert result.returncode == 1
+    assert "no DHT node answered" in result.stderr
+
+
+def test_bad_arguments_are_refused_with_a_message(tmp_path: Path) -> None:
+    result = run("dht", "get", "x", "--node", "nowhere", data_dir=tmp_path)
+    assert result.returncode == 2 and "expected HOST:PORT" in result.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[dht]\nk = 'twenty'\n")
+    result = run("dht", "serve", "--config", str(bad), data_dir=tmp_path)
+    assert result.returncode == 2 and "'k' must be int" in result.stderr
+
+
+@pytest.mark.integration
+def test_the_demo_shows_records_and_lookups(tmp_path: Path) -> None:
+    result = run(
+        "demo", "--nodes", "6", "--duration", "0", "--data-dir", str(tmp_path), data_dir=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("stored at 6 nodes") == 3
+    assert "reads the key back" in result.stdout and "p50" in result.stdout
+
+
+def test_config_tables_map_onto_the_dht_config(tmp_path: Path) -> None:
+    config = config_from_mapping({"k": 8, "rpc_timeout": 1, "records": {"max_ttl": 60}})
+    assert (config.k, config.rpc_timeout, config.records.max_ttl) == (8, 1.0, 60)
+    for bad, message in [
+        ({"kk": 1}, "unknown dht option 'kk'"),
+        ({"read_only": 1}, "'read_only' must be bool"),
+        ({"alpha": True}, "'alpha' must be int"),
+        ({"records": {"max_ttl": "1h"}}, "must be an integer"),
+        ({"records": 3}, "must be a table"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            config_from_mapping(bad)
+    path = tmp_path / "c.toml"
+    path.write_text("[dht]\nalpha = 5\n")
+    assert load_config(path).alpha == 5
+    assert load_config(None).k == 20
