@@ -112,6 +112,8 @@ class DHTConfig:
     request_rate: float = 200.0
     request_burst: float = 400.0
     max_rate_sources: int = 10_000
+    welcome_max_keys: int = 1000
+    """Above this many held keys, newcomers get their records from the next republish."""
     page_sources: int = 2
     """How many of the closest nodes a record lookup pages through when a key overflows a reply."""
     max_pages: int = 64
@@ -631,11 +633,40 @@ class DHTCore:
         self._send_identify(addr, node_id, now)
 
     def _admit(self, contact: NodeContact, now: float) -> None:
-        if self.table.add(contact) is Admission.BUCKET_FULL:
+        admission = self.table.add(contact)
+        if admission is Admission.ADDED:
+            self._welcome(contact, now)
+        elif admission is Admission.BUCKET_FULL:
             oldest = self.table.bucket_for(contact.num).least_recently_seen()
             # Ping the least recently seen resident; if it fails, table.failed() evicts it
             # and promotes the newcomer from the replacement cache (paper section 2.2).
             self._send(oldest.addr, Ping(self.node_id), Purpose.PING, now, oldest.node_id)
+
+    def _welcome(self, contact: NodeContact, now: float) -> None:
+        """Hand a newcomer the records it is now among the k closest for (paper 2.5).
+
+        Only the holder closest to a key among those it knows does this, so a
+        join costs each key one transfer, not k. Beyond `welcome_max_keys` held
+        keys, the periodic republish does the work instead.
+        """
+        keys = self.records.keys()
+        if self.config.read_only or not keys or len(keys) > self.config.welcome_max_keys:
+            return
+        k = self.config.k
+        handed: list[Record] = []
+        for key in keys:
+            target = to_int(key)
+            known = self.table.closest(target, k, exclude=contact.node_id)
+            own = self.table.own_num ^ target
+            if known and own > known[0].num ^ target:
+                continue  # someone we know is closer to the key: theirs to hand over
+            if len(known) >= k and contact.num ^ target > known[-1].num ^ target:
+                continue  # the newcomer is not among the k closest
+            handed.extend(self.records.get(key, now))
+        for batch in _batches(handed):
+            request = StoreRecords(self.node_id, tuple(batch))
+            self._send(contact.addr, request, Purpose.STORE, now, contact.node_id)
+            self.counters["welcome"] += 1
 
     # --- operations ---------------------------------------------------------
 

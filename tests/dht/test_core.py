@@ -20,11 +20,13 @@ from dht.records import Record, Refusal
 from dht.wire import (
     FindNode,
     FindValue,
+    NodesReply,
     Store,
     StoreRecords,
     parse_frame,
     parse_reply,
     serialize_request,
+    serialize_response,
 )
 
 from .memnet import LinkModel, MemoryNetwork, true_closest
@@ -290,3 +292,53 @@ def test_misuse_of_the_api_raises_a_local_error() -> None:
     stale = core.create_record(b"k" * 20, b"x", ttl=10, seq=1, now=0.0)
     with pytest.raises(LocalProtocolError, match="expired"):
         core.put_record(stale, 20.0)
+
+
+def test_a_joining_node_is_handed_the_records_it_is_now_closest_to() -> None:
+    config = DHTConfig(republish_interval=3000.0, bucket_refresh_interval=3000.0)
+    net = MemoryNetwork(seed=31)
+    nodes = net.build_mesh(30, config)
+    newcomer = net.add_node(config)
+    key = newcomer.node_id  # the newcomer will be the closest node there is to this key
+    record = nodes[4].create_record(key, b"welcome", ttl=3000, seq=1, now=net.now)
+    put(net, nodes[4], record)
+    net.wait(newcomer, newcomer.bootstrap([net.addr_of(nodes[0])], net.now))
+    net.run_for(1.0)
+    assert newcomer.local_records(key, net.now) == [record]
+    assert sum(n.counters["welcome"] for n in nodes) <= 3  # not every holder hands it over
+    assert sum(n.counters["republish"] for n in nodes) == 0
+
+
+def test_a_response_from_another_address_is_dropped_and_the_request_stays_pending() -> None:
+    net = MemoryNetwork(seed=33)
+    a, b = net.build_mesh(2, FAST)
+    a.find_node(b"\x55" * 20, net.now)
+    (request, to), *_ = a.datagrams_to_send(net.now)
+    assert to == net.addr_of(b)
+    msg_id = request[1:21]
+    reply = serialize_response(msg_id, NodesReply(()))
+    a.receive(reply, ("203.0.113.7", to[1]), net.now)
+    assert a.counters["drop.wrong_source"] == 1 and a.pending_rpcs == 1
+    a.receive(reply, to, net.now)
+    assert a.pending_rpcs == 0
+    a.receive(reply, to, net.now)  # a duplicate, or a late copy after a retransmission
+    assert a.counters["drop.unexpected_response"] == 1
+
+
+def test_expired_and_future_records_are_refused_and_counted() -> None:
+    net = MemoryNetwork(seed=35)
+    (node,) = net.build_mesh(1, FAST)
+    publisher = Identity.from_seed(b"p" * 32)
+    key = key_for("time")
+    expired = Record.create(publisher, key, b"old", 1, int(net.now) - 1)
+    future = Record.create(publisher, key, b"new", 2, int(net.now) + 3600 + 61)
+    node.receive(
+        serialize_request(b"x" * 20, StoreRecords(b"\x01" * 20, (expired, future))),
+        ("203.0.113.8", 8),
+        net.now,
+    )
+    (data, _), *_ = node.datagrams_to_send(net.now)
+    assert parse_frame(data).body == [Refusal.EXPIRED, Refusal.FUTURE]
+    assert node.counters["record.refused.expired"] == 1
+    assert node.counters["record.refused.future"] == 1
+    assert node.local_records(key, net.now) == []
