@@ -440,7 +440,9 @@ class DHTCore:
             if record.publisher <= after:
                 continue
             size = record.wire_size()
-            if size > budget or len(page) >= MAX_RECORDS_PER_MESSAGE:
+            # At least one record per page, so paging always makes progress even
+            # when the contacts alone fill the budget (20 IPv6 contacts do).
+            if page and (size > budget or len(page) >= MAX_RECORDS_PER_MESSAGE):
                 more = True
                 break
             budget -= size

@@ -17,8 +17,11 @@ from dht.core import (
 from dht.identity import Identity
 from dht.ids import key_for
 from dht.records import Record, Refusal
+from dht.routing import Contact
 from dht.wire import (
     FindNode,
+    FindRecords,
+    FindRecordsReply,
     FindValue,
     NodesReply,
     Store,
@@ -342,3 +345,29 @@ def test_expired_and_future_records_are_refused_and_counted() -> None:
     assert node.counters["record.refused.expired"] == 1
     assert node.counters["record.refused.future"] == 1
     assert node.local_records(key, net.now) == []
+
+
+def test_paging_progresses_when_ipv6_contacts_fill_the_first_page() -> None:
+    config = DHTConfig(k=20)
+    net = MemoryNetwork(seed=37)
+    (node,) = net.build_mesh(1, config)
+    for i in range(20):  # twenty long IPv6 contacts: 1400+ bytes before any record
+        node.table.add(
+            Contact.make(bytes([i + 1]) * 20, (f"2001:db8:ffff:ffff:ffff:ffff:ffff:{i:x}", 4000))
+        )
+    key = key_for("v6")
+    publishers = [Identity.from_seed(bytes([i]) * 32) for i in range(3)]
+    for identity in publishers:
+        node.records.put(Record.create(identity, key, b"x" * 200, 1, int(net.now) + 60), net.now)
+    after, seen = b"", []
+    for _ in range(5):
+        request = FindRecords(b"\x09" * 20, key, after)
+        node.receive(serialize_request(b"r" * 20, request), ("203.0.113.2", 2), net.now)
+        (data, _), *_ = node.datagrams_to_send(net.now)
+        reply = parse_reply(request, parse_frame(data).body)
+        assert isinstance(reply, FindRecordsReply) and reply.records
+        seen.extend(reply.records)
+        if not reply.more:
+            break
+        after = reply.records[-1].publisher
+    assert {r.publisher for r in seen} == {p.public_key for p in publishers}
