@@ -112,6 +112,8 @@ class DHTConfig:
     request_rate: float = 200.0
     request_burst: float = 400.0
     max_rate_sources: int = 10_000
+    reply_extra: int = 8
+    """find_node replies carry up to k + this many contacts, budget permitting."""
     welcome_max_keys: int = 1000
     """Above this many held keys, newcomers get their records from the next republish."""
     page_sources: int = 2
@@ -218,6 +220,7 @@ class Operation:
 class TimerKind(Enum):
     RPC_SLOW = 0
     RPC_TIMEOUT = 1
+    RPC_ABANDON = 4
     MAINTENANCE = 2
     REPUBLISH = 3
 
@@ -306,6 +309,8 @@ class DHTCore:
                 self._on_slow(arg, now)
             elif kind is TimerKind.RPC_TIMEOUT:
                 self._on_timeout(arg, now)
+            elif kind is TimerKind.RPC_ABANDON:
+                self._on_abandon(arg, now)
             elif kind is TimerKind.MAINTENANCE:
                 self._maintain(now)
             elif kind is TimerKind.REPUBLISH:
@@ -375,7 +380,8 @@ class DHTCore:
                 self._store_plain(key, value, now)
                 reply = StoreReply(True)
             case FindNode(sender, target):
-                reply = NodesReply(self._closest_wire(to_int(target), sender, addr))
+                extra = self.config.reply_extra
+                reply = NodesReply(self._closest_wire(to_int(target), sender, addr, extra))
             case FindValue(sender, key):
                 reply = self._find_value(key, sender, addr, now)
             case Identify(sender, nonce):
@@ -390,12 +396,25 @@ class DHTCore:
             self._consider(sender_id, addr, now)
 
     def _closest_wire(
-        self, target: int, requester: bytes, addr: Address
+        self, target: int, requester: bytes, addr: Address, extra: int = 0
     ) -> tuple[WireContact, ...]:
-        contacts = self.table.closest(target, self.config.k, exclude=requester)
-        return tuple(
-            WireContact(c.node_id, c.addr[0], c.addr[1]) for c in contacts if c.addr != addr
-        )
+        """The k closest contacts, plus up to `extra` more while they fit the budget.
+
+        The extras are slack for contacts that died since we last heard from them:
+        without them, a lookup near a key whose neighbourhood lost nodes runs out
+        of candidates below k. Stock clients keep the closest k and ignore the rest.
+        """
+        k = self.config.k
+        chosen: list[WireContact] = []
+        budget = RESPONSE_BUDGET - 16
+        for contact in self.table.closest(target, k + extra + 1, exclude=requester):
+            if contact.addr == addr:
+                continue
+            budget -= len(contact.addr[0]) + 30
+            if len(chosen) >= k and (budget < 0 or len(chosen) >= k + extra):
+                break
+            chosen.append(WireContact(contact.node_id, contact.addr[0], contact.addr[1]))
+        return tuple(chosen)
 
     def _store_plain(self, key: bytes, value: PlainValue, now: float) -> None:
         """The stock `store` RPC: unsigned values, kept for interop, bounded and expiring."""
@@ -558,6 +577,18 @@ class DHTCore:
         op = self._operations.get(pending.op) if pending.op is not None else None
         if op is not None and op.lookup is not None and pending.node_id is not None:
             op.lookup.slow(pending.node_id)
+            self._schedule(now + self._slow_after(), TimerKind.RPC_ABANDON, msg_id)
+            self._advance(op, now)
+
+    def _on_abandon(self, msg_id: object, now: float) -> None:
+        """The retransmission had its round trip too: the lookup stops waiting for this
+        contact (it is almost surely gone). The RPC itself stays pending until the hard
+        timeout, which is what counts against the contact in the routing table."""
+        pending = self._pending.get(msg_id)  # type: ignore[call-overload]
+        op = self._operations.get(pending.op) if pending and pending.op is not None else None
+        if op is not None and op.lookup is not None and pending and pending.node_id:
+            self.counters["lookup.abandoned"] += 1
+            op.lookup.failed(pending.node_id)
             self._advance(op, now)
 
     def _on_timeout(self, msg_id: object, now: float) -> None:
@@ -585,7 +616,7 @@ class DHTCore:
         if kind is TimerKind.RPC_SLOW:
             pending = self._pending.get(arg)  # type: ignore[call-overload]
             return pending is not None and not pending.slow
-        if kind is TimerKind.RPC_TIMEOUT:
+        if kind in (TimerKind.RPC_TIMEOUT, TimerKind.RPC_ABANDON):
             return arg in self._pending
         return True
 
