@@ -911,6 +911,7 @@ class DHTCore:
         self._schedule(now + self.config.maintenance_interval, TimerKind.MAINTENANCE, None)
         self.records.expire(now)
         self._expire_plain(now)
+        self._limiter.prune(now)
         for addr in [a for a, until in self._unverifiable.items() if until <= now]:
             del self._unverifiable[addr]
         if not len(self.table) and self._seeds:

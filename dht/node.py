@@ -43,7 +43,8 @@ class _Protocol(asyncio.DatagramProtocol):
         self.node = node
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.node._datagram_received(data, (addr[0], addr[1]))
+        # IPv6 addresses come as 4-tuples; the core's addresses are (host, port).
+        self.node._datagram_received(data, addr if len(addr) == 2 else (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (a dead peer's port) surface here; the RPC timeout handles them.

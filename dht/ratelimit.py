@@ -30,5 +30,16 @@ class SourceRateLimiter:
             del self._buckets[next(iter(self._buckets))]
         return allowed
 
+    def prune(self, now: float) -> int:
+        """Forget sources whose bucket has refilled: a full bucket is the same as none."""
+        full = [
+            source
+            for source, (tokens, stamp) in self._buckets.items()
+            if tokens + (now - stamp) * self.rate >= self.burst
+        ]
+        for source in full:
+            del self._buckets[source]
+        return len(full)
+
     def __len__(self) -> int:
         return len(self._buckets)

@@ -208,3 +208,12 @@ def test_seeded_identities_are_reproducible() -> None:
     rng = random.Random(3)
     seed = rng.randbytes(32)
     assert Identity.from_seed(seed).node_id == Identity.from_seed(seed).node_id
+
+
+def test_pruning_forgets_only_refilled_buckets() -> None:
+    limiter = SourceRateLimiter(rate=10, burst=5)
+    for _ in range(5):
+        limiter.allow("busy", 1.0)
+    limiter.allow("idle", 0.0)
+    assert limiter.prune(1.05) == 1  # "idle" refilled long ago; "busy" is still empty
+    assert len(limiter) == 1 and limiter.allow("busy", 1.05) is False
