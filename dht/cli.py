@@ -18,7 +18,7 @@ from typing import Any
 from .config import ConfigError, load_config
 from .core import DHTConfig, LocalProtocolError
 from .identity import Identity
-from .ids import key_for
+from .ids import key_for, node_id_for
 from .node import DHTNode
 from .records import Record
 from .wire import Address
@@ -174,6 +174,7 @@ def record_json(record: Record) -> dict[str, Any]:
         value = {"base64": base64.b64encode(record.value).decode()}
     return {
         "publisher": record.publisher.hex(),
+        "publisher_id": node_id_for(record.publisher).hex(),
         "seq": record.seq,
         "expires_in": round(record.expires_at - time.time()),
         **value,

@@ -55,6 +55,7 @@ def test_serve_put_get_and_a_clean_stop(tmp_path: Path) -> None:
         (line,) = got.stdout.splitlines()
         record = json.loads(line)
         assert record["text"] == "hello mesh" and 3500 < record["expires_in"] <= 3600
+        assert len(record["publisher"]) == 64 and len(record["publisher_id"]) == 40
         assert (tmp_path / "client.key").stat().st_mode & 0o777 == 0o600
         missing = run("dht", "get", "nothing here", "--node", node, data_dir=tmp_path)
         assert missing.returncode == 1 and missing.stdout == ""
