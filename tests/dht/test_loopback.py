@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -24,35 +22,9 @@ from dht.wire import (
     serialize_request,
 )
 
+from .conftest import LOOPBACK_CONFIG, REPUBLISH, MeshFactory
+
 pytestmark = pytest.mark.integration
-
-REPUBLISH = 2.0
-CONFIG = DHTConfig(
-    republish_interval=REPUBLISH,
-    maintenance_interval=0.5,
-    bucket_refresh_interval=5.0,
-)
-
-
-async def start_mesh(count: int, root: Path, config: DHTConfig = CONFIG) -> list[DHTNode]:
-    first = await DHTNode.start("127.0.0.1", 0, root / "n0", config=config, save_interval=3600)
-    nodes = [first]
-    for i in range(1, count):
-        node = await DHTNode.start(
-            "127.0.0.1", 0, root / f"n{i}", bootstrap=[first.address], config=config
-        )
-        nodes.append(node)
-    return nodes
-
-
-@pytest.fixture
-async def mesh(tmp_path: Path) -> AsyncIterator[list[DHTNode]]:
-    nodes = await start_mesh(50, tmp_path)
-    try:
-        yield nodes
-    finally:
-        for node in nodes:
-            node.abort()
 
 
 async def read_all(nodes: list[DHTNode], key: bytes) -> list[list[bytes]]:
@@ -63,8 +35,9 @@ async def read_all(nodes: list[DHTNode], key: bytes) -> list[list[bytes]]:
 
 
 async def test_a_record_survives_the_crash_of_30_percent_of_the_mesh(
-    mesh: list[DHTNode], tmp_path: Path
+    udp_mesh: MeshFactory,
 ) -> None:
+    mesh = await udp_mesh(50)
     key = key_for("https://example.org/")
     assert await mesh[7].put_record(key, b"still here", ttl=600) >= 20
     assert await read_all(mesh, key) == [[b"still here"]] * len(mesh)
@@ -81,15 +54,14 @@ async def test_a_record_survives_the_crash_of_30_percent_of_the_mesh(
     assert len(holders) >= 15, "republishing should restore replicas on live nodes"
 
 
-async def test_a_restarted_node_rejoins_from_its_saved_table(
-    mesh: list[DHTNode], tmp_path: Path
-) -> None:
+async def test_a_restarted_node_rejoins_from_its_saved_table(udp_mesh: MeshFactory) -> None:
+    mesh = await udp_mesh(50)
     key = key_for("restart")
     await mesh[3].put_record(key, b"v", ttl=600)
     node = mesh[12]
     old_id = node.node_id
     await node.stop()  # saves routing.json and keeps node.key
-    again = await DHTNode.start("127.0.0.1", 0, node.data_dir, config=CONFIG)  # no bootstrap
+    again = await DHTNode.start("127.0.0.1", 0, node.data_dir, config=LOOPBACK_CONFIG)
     try:
         assert again.node_id == old_id
         assert len(again.core.table) >= 20
@@ -115,9 +87,9 @@ async def raw_socket() -> tuple[asyncio.DatagramTransport, RawSocket]:
 
 
 async def test_forged_hijacked_and_rolled_back_records_are_refused_by_every_node(
-    tmp_path: Path,
+    udp_mesh: MeshFactory,
 ) -> None:
-    nodes = await start_mesh(12, tmp_path)
+    nodes = await udp_mesh(12)
     transport, raw = await raw_socket()
     try:
         key = key_for("victim")
@@ -146,15 +118,12 @@ async def test_forged_hijacked_and_rolled_back_records_are_refused_by_every_node
             assert [r.value for r in await node.get_records(key)] == [b"honest"]
     finally:
         transport.close()
-        for node in nodes:
-            node.abort()
 
 
 async def test_a_flood_from_one_source_is_rate_limited_while_lookups_go_on(
-    tmp_path: Path,
+    udp_mesh: MeshFactory,
 ) -> None:
-    config = DHTConfig(request_rate=100.0, request_burst=200.0)
-    nodes = await start_mesh(12, tmp_path, config)
+    nodes = await udp_mesh(12, DHTConfig(request_rate=100.0, request_burst=200.0))
     target = nodes[5]
     transport, _ = await raw_socket()
     try:
@@ -175,5 +144,3 @@ async def test_a_flood_from_one_source_is_rate_limited_while_lookups_go_on(
         assert target.core.counters["rpc.in.FindNode"] < 1000
     finally:
         transport.close()
-        for node in nodes:
-            node.abort()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from kademlia.network import Server
@@ -12,7 +10,7 @@ from kademlia.utils import digest
 
 from dht.node import DHTNode
 
-from .test_loopback import start_mesh
+from .conftest import MeshFactory
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +24,8 @@ def quiet_stock_logs() -> None:
 
 
 @pytest.fixture
-async def mesh(tmp_path: Path) -> AsyncIterator[list[DHTNode]]:
-    nodes = await start_mesh(30, tmp_path)
-    try:
-        yield nodes
-    finally:
-        for node in nodes:
-            node.abort()
+async def mesh(udp_mesh: MeshFactory) -> list[DHTNode]:
+    return await udp_mesh(30)
 
 
 async def stock_server() -> Server:
