@@ -42,7 +42,6 @@ from .ratelimit import SourceRateLimiter
 from .records import Record, RecordLimits, RecordStore, Refusal, Verifier, check_record
 from .routing import Admission, Contact, RoutingTable
 from .wire import (
-    MAX_CONTACTS,
     MAX_RECORDS_PER_MESSAGE,
     MSG_ID_BYTES,
     NONCE_BYTES,
@@ -214,7 +213,6 @@ class Operation:
     paged_from: int = 0
     stored: int = 0
     refusals: list[Refusal] = field(default_factory=list)
-    emit: bool = True
 
 
 class TimerKind(Enum):
@@ -545,7 +543,9 @@ class DHTCore:
             self.counters["drop.wrong_source"] += 1
             return
         del self._pending[msg_id]
-        self._sample_rtt(now - pending.sent_at)
+        if not pending.slow:
+            # Karn's rule: a reply to a retransmitted request is an ambiguous sample.
+            self._sample_rtt(now - pending.sent_at)
         try:
             reply = parse_reply(pending.request, body)
         except WireError as exc:
@@ -660,9 +660,8 @@ class DHTCore:
             self.table.seen(node_id)
             return
         num = to_int(node_id)
-        bucket = self.table.bucket_for(num)
-        if self.table.is_full_for(num) and node_id in bucket.replacements:
-            return
+        if self.table.is_full_for(num) and node_id in self.table.bucket_for(num).replacements:
+            return  # already waiting for a place
         self._send_identify(addr, node_id, now)
 
     def _admit(self, contact: NodeContact, now: float) -> None:
@@ -961,7 +960,6 @@ def _batches(records: list[Record]) -> list[list[Record]]:
 
 
 __all__ = [
-    "MAX_CONTACTS",
     "Bootstrapped",
     "DHTConfig",
     "DHTCore",
