@@ -132,7 +132,9 @@ class DHTNode:
         `seq` defaults to the clock in milliseconds, so a later put replaces an earlier one.
         """
         now = time.time()
-        record = self.core.create_record(key, value, ttl, seq or int(now * 1000), now)
+        record = self.core.create_record(
+            key, value, ttl, seq if seq is not None else int(now * 1000), now
+        )
         return await self.publish(record)
 
     async def publish(self, record: Record) -> int:
