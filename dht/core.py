@@ -105,6 +105,11 @@ class DHTConfig:
     replacements: int = 8
     unverifiable_ttl: float = 600.0
     max_unverifiable: int = 4096
+    max_verified: int = 4096
+    """Proven (id, address) pairs remembered, so a node waiting for a bucket slot is
+    identified once, not every time it answers."""
+    lrs_ping_interval: float = 60.0
+    """A full bucket pings its least recently seen contact at most this often."""
     records: RecordLimits = field(default_factory=RecordLimits)
     plain_ttl: float = 7200.0
     max_plain_values: int = 10_000
@@ -253,6 +258,8 @@ class DHTCore:
         self._next_op = 1
         self._identifying: dict[Address, bytes] = {}  # addr -> msg id of the identify
         self._unverifiable: dict[Address, float] = {}  # addr -> until when we stop asking
+        self._verified: dict[bytes, Address] = {}  # proven ids, most recent last (bounded)
+        self._lrs_pinged: dict[bytes, float] = {}  # when a full bucket last pinged its oldest
         self._seeds: list[Address] = []
         self._republish_at: dict[bytes, float] = {}
         self._last_store_seen: dict[bytes, float] = {}
@@ -636,9 +643,16 @@ class DHTCore:
             self.counters["identify.refused" if node_id is None else "identify.bad"] += 1
             self._mark_unverifiable(pending.addr, now)
         else:
+            self._remember_verified(node_id, pending.addr)
             self._admit(Contact.make(node_id, pending.addr), now)
         if op is not None:
             self._advance(op, now)
+
+    def _remember_verified(self, node_id: bytes, addr: Address) -> None:
+        self._verified.pop(node_id, None)
+        self._verified[node_id] = addr
+        while len(self._verified) > self.config.max_verified:
+            del self._verified[next(iter(self._verified))]
 
     def _on_ping_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
         """The least recently seen contact of a full bucket answered: it stays (paper 2.2)."""
@@ -659,9 +673,9 @@ class DHTCore:
         if known is not None and known.addr == addr:
             self.table.seen(node_id)
             return
-        num = to_int(node_id)
-        if self.table.is_full_for(num) and node_id in self.table.bucket_for(num).replacements:
-            return  # already waiting for a place
+        if self._verified.get(node_id) == addr:
+            self._admit(Contact.make(node_id, addr), now)  # proven before: no new identify
+            return
         self._send_identify(addr, node_id, now)
 
     def _admit(self, contact: NodeContact, now: float) -> None:
@@ -672,6 +686,14 @@ class DHTCore:
             oldest = self.table.bucket_for(contact.num).least_recently_seen()
             # Ping the least recently seen resident; if it fails, table.failed() evicts it
             # and promotes the newcomer from the replacement cache (paper section 2.2).
+            # Once a minute at most: each newcomer heard from would ping it again.
+            last = self._lrs_pinged.get(oldest.node_id)
+            if last is not None and now - last < self.config.lrs_ping_interval:
+                return
+            self._lrs_pinged.pop(oldest.node_id, None)
+            self._lrs_pinged[oldest.node_id] = now
+            while len(self._lrs_pinged) > self.config.max_verified:
+                del self._lrs_pinged[next(iter(self._lrs_pinged))]
             self._send(oldest.addr, Ping(self.node_id), Purpose.PING, now, oldest.node_id)
 
     def _welcome(self, contact: NodeContact, now: float) -> None:
