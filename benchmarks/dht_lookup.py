@@ -56,7 +56,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from kademlia.crawling import NodeSpiderCrawl
 from kademlia.network import Server
@@ -67,6 +67,7 @@ from dht.identity import Identity
 from dht.node import DHTNode
 
 K, ALPHA = 20, 3
+T = TypeVar("T")
 HOST = "127.0.0.1"
 TARGETS = {"ratio_p50_max": 0.5, "p99_ms_max": 1000}
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
@@ -202,6 +203,21 @@ async def probe_closed_port() -> dict[str, Any]:
 # --- our mesh ---------------------------------------------------------------
 
 
+async def traced_per_node(
+    build: Awaitable[list[T]], settle: Callable[[list[T]], Awaitable[Any]]
+) -> tuple[list[T], float]:
+    """Build and settle a mesh under tracemalloc; returns it and its growth per node."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    mesh = await build
+    await settle(mesh)
+    gc.collect()
+    memory = (tracemalloc.get_traced_memory()[0] - before) / len(mesh)
+    tracemalloc.stop()
+    return mesh, memory
+
+
 async def build_ours(args: argparse.Namespace, rng: random.Random) -> list[DHTNode]:
     config = DHTConfig(k=K, alpha=ALPHA)
 
@@ -237,14 +253,10 @@ async def settle_ours(
 async def bench_ours(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     log(f"ours: building {args.nodes} nodes")
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    nodes = await build_ours(args, rng)
-    await settle_ours(nodes, args.settle_rounds, args.concurrency, rng)
-    gc.collect()
-    memory = (tracemalloc.get_traced_memory()[0] - before) / len(nodes)
-    tracemalloc.stop()
+    nodes, memory = await traced_per_node(
+        build_ours(args, rng),
+        lambda built: settle_ours(built, args.settle_rounds, args.concurrency, rng),
+    )
     # tracemalloc slows everything several times over, and our adaptive 'slow' deadline
     # remembers it (srtt + 4 rttvar): one untraced round brings it back to real speed.
     await settle_ours(nodes, 1, args.concurrency, rng)
@@ -363,14 +375,10 @@ async def bench_stock(args: argparse.Namespace) -> dict[str, Any]:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     rng = random.Random(args.seed)
     log(f"stock: building {args.nodes} nodes")
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    servers = await build_stock(args, rng)
-    await settle_stock(servers, args.settle_rounds, args.concurrency, rng)
-    gc.collect()
-    memory = (tracemalloc.get_traced_memory()[0] - before) / len(servers)
-    tracemalloc.stop()
+    servers, memory = await traced_per_node(
+        build_stock(args, rng),
+        lambda built: settle_stock(built, args.settle_rounds, args.concurrency, rng),
+    )
     await settle_stock(servers, 1, args.concurrency, rng)  # untraced, as ours
 
     dead = rng.sample(servers, round(args.nodes * args.dead_fraction))

@@ -33,7 +33,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 from .identity import Identity, verify_signature
 from .ids import ID_BITS, ID_BYTES, node_id_for, random_id_in_bucket, to_int
@@ -78,6 +78,8 @@ from .wire import (
 
 NodeContact: TypeAlias = Contact[Address]
 MAX_SEEDS = 64
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class LocalProtocolError(Exception):
@@ -643,25 +645,17 @@ class DHTCore:
             self.counters["identify.refused" if node_id is None else "identify.bad"] += 1
             self._mark_unverifiable(pending.addr, now)
         else:
-            self._remember_verified(node_id, pending.addr)
+            _remember(self._verified, node_id, pending.addr, self.config.max_verified)
             self._admit(Contact.make(node_id, pending.addr), now)
         if op is not None:
             self._advance(op, now)
-
-    def _remember_verified(self, node_id: bytes, addr: Address) -> None:
-        self._verified.pop(node_id, None)
-        self._verified[node_id] = addr
-        while len(self._verified) > self.config.max_verified:
-            del self._verified[next(iter(self._verified))]
 
     def _on_ping_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
         """The least recently seen contact of a full bucket answered: it stays (paper 2.2)."""
 
     def _mark_unverifiable(self, addr: Address, now: float) -> None:
-        self._unverifiable.pop(addr, None)
-        self._unverifiable[addr] = now + self.config.unverifiable_ttl
-        while len(self._unverifiable) > self.config.max_unverifiable:
-            del self._unverifiable[next(iter(self._unverifiable))]
+        until = now + self.config.unverifiable_ttl
+        _remember(self._unverifiable, addr, until, self.config.max_unverifiable)
 
     # --- routing table admission --------------------------------------------
 
@@ -690,10 +684,7 @@ class DHTCore:
             last = self._lrs_pinged.get(oldest.node_id)
             if last is not None and now - last < self.config.lrs_ping_interval:
                 return
-            self._lrs_pinged.pop(oldest.node_id, None)
-            self._lrs_pinged[oldest.node_id] = now
-            while len(self._lrs_pinged) > self.config.max_verified:
-                del self._lrs_pinged[next(iter(self._lrs_pinged))]
+            _remember(self._lrs_pinged, oldest.node_id, now, self.config.max_verified)
             self._send(oldest.addr, Ping(self.node_id), Purpose.PING, now, oldest.node_id)
 
     def _welcome(self, contact: NodeContact, now: float) -> None:
@@ -962,6 +953,14 @@ class DHTCore:
     def _check_id(self, ident: bytes) -> None:
         if len(ident) != ID_BYTES:
             raise LocalProtocolError(f"ids and keys are {ID_BYTES} bytes, got {len(ident)}")
+
+
+def _remember(mapping: dict[K, V], key: K, value: V, limit: int) -> None:
+    """Set `key` as the most recent entry of `mapping`, forgetting the oldest past `limit`."""
+    mapping.pop(key, None)
+    mapping[key] = value
+    while len(mapping) > limit:
+        del mapping[next(iter(mapping))]
 
 
 def _batches(records: list[Record]) -> list[list[Record]]:
