@@ -4,7 +4,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench clean
+.PHONY: demo test lint unit integration bench clean debs
+
+# Debian packages the integration tests drive as outside implementations:
+# coturn (turnutils_uclient, turnserver) against our relay. Installed only
+# when missing; needs root (CI runs as root).
+DEBS_CMDS := turnutils_uclient:coturn
+debs:
+	@missing=""; for pair in $(DEBS_CMDS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  else echo "not root: the tests that need$$missing will be skipped"; fi; \
+	fi
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) || { \
@@ -24,13 +39,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint debs
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"
 
-integration: $(STAMP)
+integration: $(STAMP) debs
 	$(BIN)/python -m pytest -m integration
 
 bench: $(STAMP)
