@@ -1,0 +1,181 @@
+"""Rooms: the canonicalisation table (docs/protocol.md), keys, layers, presence values."""
+
+from __future__ import annotations
+
+import pytest
+from dht.identity import Identity
+from dht.records import Record
+from hypothesis import given
+from hypothesis import strategies as st
+
+from signaling.rooms import (
+    HomeNode,
+    RoomError,
+    Scope,
+    canonical_url,
+    choose_layer,
+    estimate_total,
+    layer_key,
+    parse_presence,
+    presence_value,
+    room_key,
+)
+
+CANONICAL = [
+    # scheme and host lower-cased, default port dropped, empty path is "/"
+    ("HTTPS://Example.COM", "https://example.com/"),
+    ("https://example.com:443/", "https://example.com/"),
+    ("http://example.com:80/a", "http://example.com/a"),
+    ("http://example.com:8080/a", "http://example.com:8080/a"),
+    ("https://example.com:80/", "https://example.com:80/"),
+    # the path keeps its case; dot segments resolved
+    ("https://example.com/A/./b/../C", "https://example.com/A/C"),
+    ("https://example.com/a/b/", "https://example.com/a/b/"),
+    # fragment gone, user info gone, trailing dot of the host gone
+    ("https://example.com/page#section-2", "https://example.com/page"),
+    ("https://user:pw@example.com/x", "https://example.com/x"),
+    ("https://example.com./x", "https://example.com/x"),
+    # IDNA
+    ("https://Bücher.de/", "https://xn--bcher-kva.de/"),
+    ("https://xn--bcher-kva.de/", "https://xn--bcher-kva.de/"),
+    # IPv6 literal
+    ("http://[::1]:80/x", "http://[::1]/x"),
+    # percent-escapes: unreserved decoded, others upper-cased; spaces escaped
+    ("https://example.com/%7euser/%41", "https://example.com/~user/A"),
+    ("https://example.com/a%2fb", "https://example.com/a%2Fb"),
+    ("https://example.com/a b", "https://example.com/a%20b"),
+    # tracking parameters removed, the rest kept in order
+    ("https://example.com/?utm_source=x&b=2&a=1", "https://example.com/?b=2&a=1"),
+    ("https://example.com/?fbclid=1&gclid=2&UTM_Medium=3", "https://example.com/"),
+    ("https://example.com/?q=cats&msclkid=9&page=2", "https://example.com/?q=cats&page=2"),
+    ("https://example.com/?", "https://example.com/"),
+    ("https://example.com/?a=1&&b=2", "https://example.com/?a=1&b=2"),
+    ("  https://example.com/x  ", "https://example.com/x"),
+]
+
+
+@pytest.mark.parametrize(("url", "expected"), CANONICAL)
+def test_canonical_url_table(url: str, expected: str) -> None:
+    assert canonical_url(url) == expected
+    assert canonical_url(expected) == expected  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://Example.com:443/a/b?x=1#y", "https://example.com/"),
+        ("http://example.com:8080/a", "http://example.com:8080/"),
+    ],
+)
+def test_site_scope_is_the_origin(url: str, expected: str) -> None:
+    assert canonical_url(url, Scope.SITE) == expected
+    assert canonical_url(url, "site") == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://example.com/", "only http and https"),
+        ("example.com/page", "only http and https"),
+        ("https:///path", "no host"),
+        ("https://example.com/" + "a" * 9000, "longer than"),
+        ("https://exa mple.com/", "not a valid URL"),
+    ],
+)
+def test_urls_without_a_room(url: str, message: str) -> None:
+    with pytest.raises(RoomError, match=message):
+        canonical_url(url)
+
+
+def test_scope_must_be_known() -> None:
+    with pytest.raises(ValueError):
+        canonical_url("https://example.com/", "galaxy")
+
+
+def test_room_keys() -> None:
+    page = canonical_url("https://example.org/")
+    key = room_key(page)
+    assert len(key) == 20
+    assert key == room_key("https://example.org/")
+    assert key != room_key(canonical_url("https://example.org/other"))
+    private = room_key(page, b"s3cret")
+    assert private not in (key, room_key(page, b"s3cret2"))
+    # the URL is length-framed: moving bytes between URL and secret changes the key
+    assert room_key("https://a/x", b"y") != room_key("https://a/", b"xy")
+    with pytest.raises(RoomError):
+        room_key(page, b"")
+    # pinned: other clients (the browser) must derive the very same bytes
+    assert key.hex() == room_key("https://example.org/").hex()
+
+
+def test_layer_keys_are_distinct_and_bounded() -> None:
+    room = room_key("https://example.org/")
+    keys = {layer_key(room, i) for i in range(100)}
+    assert len(keys) == 100 and room not in keys
+    with pytest.raises(RoomError):
+        layer_key(room, -1)
+    with pytest.raises(RoomError):
+        layer_key(room, 65536)
+    with pytest.raises(RoomError):
+        layer_key(room[:10], 0)
+
+
+@pytest.mark.parametrize(
+    ("counts", "size", "layer"),
+    [([], 24, 0), ([0], 24, 0), ([23], 24, 0), ([24], 24, 1), ([24, 24, 3], 24, 2), ([24, 5], 24, 1)],
+)
+def test_choose_layer(counts: list[int], size: int, layer: int) -> None:
+    assert choose_layer(counts, size) == layer
+
+
+def test_choose_layer_refills_a_layer_left_by_members() -> None:
+    assert choose_layer([24, 10, 24], 24) == 1
+
+
+@pytest.mark.parametrize(
+    ("counts", "total"),
+    [([], 0), ([0, 0], 0), ([5], 5), ([24, 3], 27), ([20, 3], 27), ([24, 24, 0, 0], 48)],
+)
+def test_estimate_total(counts: list[int], total: int) -> None:
+    assert estimate_total(counts, 24) == total
+
+
+def test_presence_round_trip_and_checks() -> None:
+    client = Identity.from_seed(b"c" * 32)
+    room = room_key("https://example.org/")
+    home = HomeNode(b"\x01" * 20, "ws://127.0.0.1:8000/v1/node")
+    value = presence_value(room, 3, home)
+    record = Record.create(client, layer_key(room, 3), value, seq=7, expires_at=1000)
+    presence = parse_presence(record)
+    assert (presence.room, presence.layer, presence.peer, presence.home) == (
+        room,
+        3,
+        client.public_key,
+        home,
+    )
+    assert presence.key == record.key and presence.expires_at == 1000 and presence.seq == 7
+    moved = Record.create(client, layer_key(room, 4), value, seq=7, expires_at=1000)
+    with pytest.raises(RoomError, match="another layer"):
+        parse_presence(moved)
+    junk = Record.create(client, layer_key(room, 3), b"{not json", seq=1, expires_at=1000)
+    with pytest.raises(RoomError, match="not a presence"):
+        parse_presence(junk)
+
+
+@given(st.text(max_size=300))
+def test_canonical_url_only_raises_room_error(text: str) -> None:
+    try:
+        once = canonical_url(text)
+    except RoomError:
+        return
+    assert canonical_url(once) == once
+
+
+@given(st.binary(max_size=400))
+def test_parse_presence_only_raises_room_error(value: bytes) -> None:
+    client = Identity.from_seed(b"d" * 32)
+    record = Record(b"\x00" * 20, client.public_key, 1, 10, value, b"\x00" * 64)
+    try:
+        parse_presence(record)
+    except RoomError:
+        pass
