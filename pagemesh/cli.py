@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from dht import cli as dht_cli
+from signaling import cli as signaling_cli
 
 from . import demo
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dht_cli.register(commands)
+    signaling_cli.register(commands)
     demo.register(commands)
     return parser
 

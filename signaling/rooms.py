@@ -23,10 +23,11 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from yarl import URL
+
 from dht.identity import PUBLIC_KEY_BYTES
 from dht.ids import ID_BYTES
 from dht.records import Record
-from yarl import URL
 
 ROOM_KEY_BYTES = ID_BYTES
 MAX_URL_LENGTH = 8192

@@ -1,0 +1,90 @@
+"""`pagemesh node`: what a volunteer runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from dht.cli import default_data_dir, parse_address
+from dht.config import ConfigError
+
+from .config import load_node_config
+from .node import SignalingNode
+
+log = logging.getLogger(__name__)
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    node = commands.add_parser(
+        "node",
+        help="run a signaling node (DHT + client WebSocket API) until SIGINT/SIGTERM",
+        description="Every option can also be set in the [node] table of --config; "
+        "the command line wins. The relay secret comes from [node.ice] secret_file "
+        "or the environment variable PAGEMESH_RELAY_SECRET.",
+    )
+    node.add_argument("--host", help="address for HTTP/WebSocket and DHT (default 127.0.0.1)")
+    node.add_argument("--port", type=int, help="HTTP/WebSocket port (default 8000; 0 picks one)")
+    node.add_argument("--dht-port", type=int, help="UDP port of the DHT (default 4000)")
+    node.add_argument(
+        "--bootstrap", type=parse_address, action="append", metavar="HOST:PORT", help="DHT seed"
+    )
+    node.add_argument("--data-dir", type=Path, help="node key and routing table")
+    node.add_argument("--public-url", help="base URL others dial (default ws://HOST:PORT)")
+    node.add_argument("--relay-port", type=int, help="run an embedded TURN relay on this port")
+    node.add_argument("--config", type=Path, help="TOML file with [node] and [dht] tables")
+    node.set_defaults(run=_run_node)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    bootstrap = None
+    if args.bootstrap:
+        bootstrap = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in args.bootstrap]
+    return {
+        "host": args.host,
+        "port": args.port,
+        "dht_port": args.dht_port,
+        "bootstrap": bootstrap,
+        "data_dir": str(args.data_dir) if args.data_dir else None,
+        "public_url": args.public_url,
+        "relay_port": args.relay_port,
+    }
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    try:
+        config, dht_config = load_node_config(args.config, _overrides(args))
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"pagemesh node: bad config: {exc}", file=sys.stderr)
+        return 2
+    if not config.data_dir:
+        config = _with_data_dir(config, default_data_dir() / "node")
+    try:
+        asyncio.run(serve(config, dht_config))
+    except OSError as exc:
+        print(f"pagemesh node: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _with_data_dir(config: Any, path: Path) -> Any:
+    return dataclasses.replace(config, data_dir=str(path))
+
+
+async def serve(config: Any, dht_config: Any) -> None:
+    node = await SignalingNode.start(config, dht_config)
+    print(f"pagemesh node {node.node_id.hex()} at {node.url}", flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        log.info("stopping: telling %d clients where to go", len(node.clients))
+        await node.stop()

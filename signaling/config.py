@@ -1,0 +1,149 @@
+"""A signaling node's settings: every command-line option also lives in TOML.
+
+```toml
+[node]
+host = "0.0.0.0"          # HTTP/WebSocket listener
+port = 8000
+dht_port = 4000
+bootstrap = ["seed.example.net:4000"]
+public_url = "wss://node.example.net"   # what clients and nodes dial; default ws://host:port
+layer_size = 24
+presence_ttl = 60
+
+[node.limits]             # per client connection, see signaling.session.SessionLimits
+frames_per_second = 20
+
+[node.ice]
+stun_urls = ["stun:node.example.net:3478"]
+turn_urls = ["turn:node.example.net:3478?transport=udp"]
+secret_file = "/etc/pagemesh/turn.secret"   # or env PAGEMESH_RELAY_SECRET
+
+[dht]                     # see dht.config
+k = 20
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dht.config import ConfigError, config_from_mapping
+from dht.core import DHTConfig
+
+from .session import SessionLimits
+
+RELAY_SECRET_ENV = "PAGEMESH_RELAY_SECRET"
+
+
+@dataclass(frozen=True, slots=True)
+class IceConfig:
+    stun_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    secret_file: str = ""
+    """Secret shared with the relay for ephemeral TURN credentials (else env, see below)."""
+    credential_ttl: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dht_host: str = ""
+    """Defaults to `host`."""
+    dht_port: int = 4000
+    bootstrap: tuple[str, ...] = ()
+    data_dir: str = ""
+    public_url: str = ""
+    """The base URL clients and other nodes dial; defaults to ws://host:port."""
+    layer_size: int = 24
+    presence_ttl: float = 60.0
+    """Presence records lapse this long after their home node last refreshed them."""
+    refresh_interval: float = 0.0
+    """How often presence is re-signed and layers re-read; defaults to presence_ttl / 3."""
+    layer_scan_batch: int = 2
+    """Layers read in parallel while looking for one with room."""
+    max_clients: int = 20_000
+    sign_timeout: float = 10.0
+    """How long a client has to sign its presence record."""
+    directory_ttl: float = 600.0
+    """Lifetime of this node's entry in the DHT's node directory (re-published at half)."""
+    relay_port: int = 0
+    """Run an embedded TURN relay on this port (0: none)."""
+    limits: SessionLimits = field(default_factory=SessionLimits)
+    ice: IceConfig = field(default_factory=IceConfig)
+
+    @property
+    def refresh(self) -> float:
+        return self.refresh_interval or self.presence_ttl / 3
+
+
+def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
+    """`value` typed like `default`: ints pass for floats, lists become tuples, bools stay bools."""
+    expected = type(default)
+    if isinstance(default, tuple):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{section}.{name} must be a list of strings")
+    if isinstance(value, bool) == (expected is bool):
+        if isinstance(value, expected):
+            return value
+        if expected is float and isinstance(value, int):
+            return float(value)
+    raise ConfigError(f"{section}.{name} must be {expected.__name__}")
+
+
+def _build(cls: type, table: dict[str, Any], section: str) -> Any:
+    defaults = cls()
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        if name not in names:
+            raise ConfigError(f"unknown option {section}.{name}")
+        default = getattr(defaults, name)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{section}.{name} must be a table")
+            values[name] = _build(type(default), value, f"{section}.{name}")
+        else:
+            values[name] = _coerce(section, name, value, default)
+    return cls(**values)
+
+
+def load_node_config(
+    path: Path | None, overrides: dict[str, Any] | None = None
+) -> tuple[NodeConfig, DHTConfig]:
+    """Read `[node]` and `[dht]` from `path` (if any), then apply command-line overrides."""
+    document: dict[str, Any] = {}
+    if path is not None:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    unknown = set(document) - {"node", "dht", "relay"}
+    if unknown:
+        raise ConfigError(f"unknown table(s): {', '.join(sorted(unknown))}")
+    table = dict(document.get("node", {}))
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            table[name] = value
+    config = _build(NodeConfig, table, "node")
+    if config.layer_size < 1 or config.presence_ttl <= 0 or config.max_clients < 1:
+        raise ConfigError("node.layer_size, presence_ttl and max_clients must be positive")
+    dht_config = config_from_mapping(document.get("dht", {})) if "dht" in document else DHTConfig()
+    if config.presence_ttl > dht_config.records.max_ttl:
+        raise ConfigError("node.presence_ttl exceeds dht.records.max_ttl")
+    return config, dht_config
+
+
+def load_secret(path: str, env: str = RELAY_SECRET_ENV) -> bytes | None:
+    """A secret from a file (whitespace stripped) or else the environment; None if neither."""
+    if path:
+        secret = Path(path).read_bytes().strip()
+        if not secret:
+            raise ConfigError(f"secret file {path} is empty")
+        return secret
+    value = os.environ.get(env, "").strip()
+    return value.encode() if value else None

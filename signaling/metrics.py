@@ -1,0 +1,91 @@
+"""A node's Prometheus metrics, on a registry of its own (several nodes may share a process)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .node import SignalingNode
+
+
+class _DHTCollector(Collector):
+    """The DHT core's counters (RPCs by kind, drops by reason) read at scrape time."""
+
+    def __init__(self, node: SignalingNode) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        core = self.node.dht.core
+        events = CounterMetricFamily(
+            "pagemesh_dht_events", "DHT core counters: rpc.*, drop.* and others", labels=["event"]
+        )
+        for name, value in sorted(core.counters.items()):
+            events.add_metric([name], value)
+        yield events
+        yield GaugeMetricFamily(
+            "pagemesh_dht_contacts", "contacts in the routing table", len(core.table)
+        )
+        yield GaugeMetricFamily("pagemesh_dht_records", "records held", len(core.records))
+
+
+class NodeMetrics:
+    def __init__(self, node: SignalingNode) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.connections = Counter(
+            "pagemesh_client_connections",
+            "client WebSocket connections accepted",
+            registry=registry,
+        )
+        clients = Gauge("pagemesh_clients", "authenticated clients connected", registry=registry)
+        clients.set_function(lambda: len(node.clients))
+        layers = Gauge(
+            "pagemesh_layers", "room layers with clients on this node", registry=registry
+        )
+        layers.set_function(lambda: len(node.layers))
+        links = Gauge("pagemesh_node_links", "open links to other nodes", registry=registry)
+        links.set_function(lambda: len(node.links))
+        self.joins = Counter("pagemesh_joins", "room joins completed", registry=registry)
+        self.join_seconds = Histogram(
+            "pagemesh_join_seconds",
+            "join latency at the node (layer scan, presence signature, store)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
+        self.signals = Counter(
+            "pagemesh_signals",
+            "signals routed: local (same node), remote (forwarded), delivered (from a link)",
+            ["route"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "pagemesh_client_errors", "error frames sent to clients", ["code"], registry=registry
+        )
+        self.link_failures = Counter(
+            "pagemesh_link_failures",
+            "node links that could not be opened or used",
+            registry=registry,
+        )
+        self.link_drops = Counter(
+            "pagemesh_link_drops",
+            "malformed or unauthorised frames from other nodes",
+            registry=registry,
+        )
+        registry.register(_DHTCollector(node))
+
+    def count_error(self, frame: str) -> None:
+        try:
+            code = json.loads(frame).get("code", "unknown")
+        except ValueError:
+            code = "unknown"
+        self.errors.labels(str(code)).inc()
+
+    async def handler(self, _request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})

@@ -1,0 +1,247 @@
+"""One client connection's protocol state, with no I/O (docs/protocol.md, "Client API").
+
+`ClientSession` is fed the text of each WebSocket frame and the current time;
+it checks limits, parses, proves the client's key (hello), answers pings, and
+hands the node typed requests (`next_event`). What it has to say goes out
+through `frames_to_send`; when it decides the connection must end it sets
+`close_reason`. Time arrives as `now`, so its limits are tested on a virtual
+clock.
+
+Limits (all in `SessionLimits`): frame size, frames per second (token
+bucket), rooms per connection, distinct signal targets per window, an idle
+timeout, and a budget of protocol errors after which the connection is
+closed with a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from .protocol import (
+    NONCE_BYTES,
+    PROTOCOL_VERSION,
+    ClientFrame,
+    ErrorCode,
+    FrameError,
+    Hello,
+    Join,
+    Leave,
+    Ping,
+    Signal,
+    error_frame,
+    hello_message,
+    parse_client_frame,
+    server_frame,
+)
+
+Verifier = Callable[[bytes, bytes, bytes], bool]
+
+# WebSocket close codes (RFC 6455 section 7.4.1; 4000-4999 are ours).
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_IDLE = 4000
+CLOSE_REPLACED = 4001
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    max_frame_bytes: int = 65536
+    frames_per_second: float = 20.0
+    frame_burst: float = 40.0
+    max_rooms: int = 8
+    signal_peers: int = 64
+    """Distinct peers one connection may signal within `signal_window` seconds."""
+    signal_window: float = 10.0
+    idle_timeout: float = 60.0
+    error_burst: float = 20.0
+    """Protocol errors tolerated in a burst; they are forgiven at one per second."""
+
+
+class TokenBucket:
+    """`rate` tokens per second up to `burst`; two floats, so cheap per connection."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class State(Enum):
+    AWAIT_HELLO = "await-hello"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """The client proved it holds `key`."""
+
+    key: bytes
+    name: str | None
+
+
+SessionEvent = Authenticated | ClientFrame
+
+
+class ClientSession:
+    """The protocol state of one client connection."""
+
+    __slots__ = (
+        "_errors",
+        "_events",
+        "_frames",
+        "_last_activity",
+        "_rate",
+        "_signal_targets",
+        "_verify",
+        "close_reason",
+        "key",
+        "limits",
+        "node_id",
+        "nonce",
+        "rooms",
+        "state",
+    )
+
+    def __init__(
+        self, node_id: bytes, nonce: bytes, limits: SessionLimits, verify: Verifier, now: float
+    ) -> None:
+        if len(nonce) != NONCE_BYTES:
+            raise ValueError(f"a hello nonce is {NONCE_BYTES} bytes")
+        self.node_id = node_id
+        self.nonce = nonce
+        self.limits = limits
+        self._verify = verify
+        self.state = State.AWAIT_HELLO
+        self.key: bytes | None = None
+        self.rooms: set[bytes] = set()
+        """Rooms joined or being joined; the node removes a room when a join fails or on leave."""
+        self.close_reason: tuple[int, str] | None = None
+        self._rate = TokenBucket(limits.frames_per_second, limits.frame_burst, now)
+        self._errors = TokenBucket(1.0, limits.error_burst, now)
+        self._signal_targets: dict[bytes, float] = {}
+        self._last_activity = now
+        self._events: list[SessionEvent] = []
+        self._frames: list[str] = [
+            server_frame("challenge", version=PROTOCOL_VERSION, nonce=nonce, node=node_id)
+        ]
+
+    # --- input ---------------------------------------------------------------
+
+    def receive(self, text: str | bytes, now: float) -> None:
+        """One WebSocket frame from the client."""
+        if self.state is State.CLOSED:
+            return
+        self._last_activity = now
+        if not self._rate.take(now):
+            self.error(ErrorCode.RATE_LIMITED, "too many frames; slow down", None, now)
+            return
+        try:
+            frame = parse_client_frame(text, self.limits.max_frame_bytes)
+            self._accept(frame, now)
+        except FrameError as exc:
+            self.error(exc.code, exc.message, exc.ref, now)
+
+    def _accept(self, frame: ClientFrame, now: float) -> None:
+        if self.state is State.AWAIT_HELLO:
+            if not isinstance(frame, Hello):
+                raise FrameError(ErrorCode.NOT_AUTHENTICATED, "the first frame must be a hello")
+            message = hello_message(self.nonce, self.node_id)
+            if not self._verify(frame.key, message, frame.sig):
+                raise FrameError(ErrorCode.BAD_SIGNATURE, "hello signature does not verify")
+            self.state = State.OPEN
+            self.key = frame.key
+            self._events.append(Authenticated(frame.key, frame.name))
+            return
+        if isinstance(frame, Hello):
+            raise FrameError(ErrorCode.BAD_FRAME, "already authenticated")
+        if isinstance(frame, Ping):
+            self.send(server_frame("pong", id=frame.id))
+            return
+        if (
+            isinstance(frame, Join)
+            and frame.room not in self.rooms
+            and len(self.rooms) >= self.limits.max_rooms
+        ):
+            raise FrameError(
+                ErrorCode.TOO_MANY_ROOMS,
+                f"at most {self.limits.max_rooms} rooms per connection",
+                frame.id,
+            )
+        if isinstance(frame, Join):
+            self.rooms.add(frame.room)  # reserved now, so concurrent joins count too
+        if (
+            isinstance(frame, Leave | Signal)
+            and frame.room is not None
+            and frame.room not in self.rooms
+        ):
+            raise FrameError(ErrorCode.NOT_IN_ROOM, "not joined to that room", frame.id)
+        if isinstance(frame, Signal):
+            self._count_signal_target(frame, now)
+        self._events.append(frame)
+
+    def _count_signal_target(self, frame: Signal, now: float) -> None:
+        targets = self._signal_targets
+        horizon = now - self.limits.signal_window
+        if frame.to not in targets and len(targets) >= self.limits.signal_peers:
+            for key in [k for k, t in targets.items() if t <= horizon]:
+                del targets[key]
+            if len(targets) >= self.limits.signal_peers:
+                raise FrameError(
+                    ErrorCode.TOO_MANY_PEERS,
+                    f"at most {self.limits.signal_peers} peers per {self.limits.signal_window:g} s",
+                    frame.id,
+                )
+        targets[frame.to] = now
+
+    # --- output --------------------------------------------------------------
+
+    def send(self, frame: str) -> None:
+        if self.state is not State.CLOSED:
+            self._frames.append(frame)
+
+    def error(self, code: ErrorCode, message: str, ref: str | int | None, now: float) -> None:
+        """Tell the client what it did wrong; close after too many errors in a burst."""
+        self.send(error_frame(code, message, ref))
+        if not self._errors.take(now):
+            self.close(CLOSE_POLICY, f"{ErrorCode.ABUSE.value}: too many protocol errors")
+
+    def close(self, code: int, reason: str) -> None:
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self.close_reason = (code, reason)
+
+    def frames_to_send(self) -> list[str]:
+        frames, self._frames = self._frames, []
+        return frames
+
+    def next_event(self) -> SessionEvent | None:
+        return self._events.pop(0) if self._events else None
+
+    # --- time ------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        if self.state is State.CLOSED:
+            return None
+        return self._last_activity + self.limits.idle_timeout
+
+    def handle_timer(self, now: float) -> None:
+        deadline = self.get_timer()
+        if deadline is not None and now >= deadline:
+            self.send(error_frame(ErrorCode.IDLE, "no frame within the idle timeout"))
+            self.close(
+                CLOSE_IDLE, f"{ErrorCode.IDLE.value}: no frame in {self.limits.idle_timeout:g} s"
+            )

@@ -1,0 +1,62 @@
+"""Three signaling nodes on loopback: rooms, presence events and signal routing."""
+
+from __future__ import annotations
+
+import pytest
+
+from peer.signaling import PeerJoined, PeerLeft, SignalReceived
+from signaling.rooms import canonical_url, room_key
+
+from .conftest import ClientFactory, NodeFactory
+
+pytestmark = pytest.mark.integration
+
+ROOM = room_key(canonical_url("https://example.org/"))
+
+
+async def test_clients_on_different_nodes_meet_and_signal(
+    signaling_mesh: NodeFactory, connect: ClientFactory
+) -> None:
+    a, b, c = await signaling_mesh(3)
+    alice = await connect(a)
+    bob = await connect(b)
+    carol = await connect(c)
+
+    joined = await alice.join(ROOM)
+    assert (joined.layer, joined.members, joined.total) == (0, [], 1)
+
+    joined = await bob.join(ROOM)
+    assert [m.key for m in joined.members] == [alice.key]
+    assert joined.members[0].url == a.url and joined.total == 2
+    event = await alice.next_event()
+    assert isinstance(event, PeerJoined) and event.member.key == bob.key
+    assert event.member.node == b.node_id
+
+    joined = await carol.join(ROOM)
+    assert {m.key for m in joined.members} == {alice.key, bob.key}
+    for client in (alice, bob):
+        event = await client.next_event()
+        assert isinstance(event, PeerJoined) and event.member.key == carol.key
+
+    # carol (node C) -> alice (node A) through the forwarding path, and back
+    await carol.signal(alice.key, {"sdp": "offer from carol"}, room=ROOM)
+    got = await alice.next_event()
+    assert got == SignalReceived(carol.key, {"sdp": "offer from carol"}, ROOM)
+    await alice.signal(carol.key, {"sdp": "answer"})
+    got = await carol.next_event()
+    assert got == SignalReceived(alice.key, {"sdp": "answer"}, None)
+    # ordered: a burst arrives in order
+    for i in range(20):
+        await bob.signal(carol.key, {"candidate": i})
+    received = [await carol.next_event() for _ in range(20)]
+    assert [e.payload["candidate"] for e in received if isinstance(e, SignalReceived)] == list(
+        range(20)
+    )
+    assert a.metrics.signals.labels("delivered")._value.get() >= 1
+    assert c.metrics.signals.labels("remote")._value.get() >= 1
+
+    await bob.leave(ROOM)
+    for client in (alice, carol):
+        event = await client.next_event()
+        assert event == PeerLeft(ROOM, 0, bob.key)
+    assert {m.key for m in await alice.members(ROOM)} == {carol.key}
