@@ -177,6 +177,7 @@ class SignalingNode:
         self.url = self.config.public_url or f"ws://{bracketed}:{port}"
         self.home = HomeNode(self.node_id, self.url)
         self._spawn(self._refresh_loop())
+        await self._update_directory()  # so the first welcome can already name other nodes
         self._spawn(self._directory_loop())
         log.info(
             "signaling node %s serving %s (DHT %s:%d, %d contacts)",
@@ -403,12 +404,10 @@ class SignalingNode:
     async def _pick_layer(self, room: bytes, wanted: int | None) -> tuple[int, list[Presence], int]:
         """The layer a join goes to, its members, and an estimate of the room's size."""
         size = self.config.layer_size
-        if wanted is not None:
-            members, total = await self._read_layer(room, wanted)
-            return wanted, members, total
         counts: list[int] = []
         layers: list[list[Presence]] = []
         batch = max(1, self.config.layer_scan_batch)
+        chosen = 0
         while len(counts) < MAX_LAYER_SCAN:
             start = len(counts)
             reads = await asyncio.gather(
@@ -419,9 +418,16 @@ class SignalingNode:
                 layers.append(members)
             chosen = choose_layer(counts, size)
             if chosen < len(counts):
-                # All layers below are full; read on to estimate only if this one is full too.
-                return chosen, layers[chosen], estimate_total(counts, size)
-        raise _Refused(ErrorCode.UNAVAILABLE, "room full")
+                break
+        else:
+            raise _Refused(ErrorCode.UNAVAILABLE, "room full")
+        total = estimate_total(counts, size) + 1  # the newcomer counts too
+        if wanted is None:
+            return chosen, layers[chosen], total
+        if wanted < len(layers):
+            return wanted, layers[wanted], total
+        members, _ = await self._read_layer(room, wanted)
+        return wanted, members, total + len(members)
 
     async def _read_layer(self, room: bytes, layer: int) -> tuple[list[Presence], int]:
         records = await self.dht.get_records(layer_key(room, layer))
@@ -808,16 +814,18 @@ class SignalingNode:
 
     async def _directory_loop(self) -> None:
         """Publish this node's URL under the directory key; read the others' URLs."""
-        ttl = self.config.directory_ttl
         while True:
-            try:
-                value = json.dumps({"v": 1, "url": self.url}, separators=(",", ":")).encode()
-                await self.dht.put_record(NODE_DIRECTORY, value, ttl=ttl)
-                records = await self.dht.get_records(NODE_DIRECTORY)
-                self.known_nodes = _directory_urls(records)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                log.info("node directory update failed: %s", exc)
-            await asyncio.sleep(min(ttl / 2, self.config.refresh * 3))
+            await asyncio.sleep(min(self.config.directory_ttl / 2, self.config.refresh * 3))
+            await self._update_directory()
+
+    async def _update_directory(self) -> None:
+        try:
+            value = json.dumps({"v": 1, "url": self.url}, separators=(",", ":")).encode()
+            await self.dht.put_record(NODE_DIRECTORY, value, ttl=self.config.directory_ttl)
+            records = await self.dht.get_records(NODE_DIRECTORY)
+            self.known_nodes = _directory_urls(records)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            log.info("node directory update failed: %s", exc)
 
 
 class _Refused(Exception):

@@ -122,7 +122,14 @@ def test_layer_keys_are_distinct_and_bounded() -> None:
 
 @pytest.mark.parametrize(
     ("counts", "size", "layer"),
-    [([], 24, 0), ([0], 24, 0), ([23], 24, 0), ([24], 24, 1), ([24, 24, 3], 24, 2), ([24, 5], 24, 1)],
+    [
+        ([], 24, 0),
+        ([0], 24, 0),
+        ([23], 24, 0),
+        ([24], 24, 1),
+        ([24, 24, 3], 24, 2),
+        ([24, 5], 24, 1),
+    ],
 )
 def test_choose_layer(counts: list[int], size: int, layer: int) -> None:
     assert choose_layer(counts, size) == layer

@@ -1,0 +1,190 @@
+"""Refusals on a real node: forged hello, key takeover, presence signed by another key."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from nacl.signing import SigningKey
+
+from peer.signaling import NodeError, PeerJoined, SignalingError
+from signaling.node import SignalingNode
+from signaling.protocol import hello_message, presence_payload
+from signaling.rooms import HomeNode, canonical_url, room_key
+
+from .conftest import ClientFactory, NodeFactory
+
+pytestmark = pytest.mark.integration
+
+ROOM = room_key(canonical_url("https://example.org/security"))
+
+
+class RawClient:
+    """A WebSocket speaking frames by hand, to say what a well-behaved client never would."""
+
+    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.http, self.ws = http, ws
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.ws.send_str(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def receive(self) -> dict[str, Any]:
+        msg = await self.ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.TEXT, (msg.type, msg.extra)
+        frame: dict[str, Any] = json.loads(msg.data)
+        return frame
+
+    async def hello(self, key: SigningKey, signer: SigningKey | None = None) -> dict[str, Any]:
+        challenge = await self.receive()
+        message = hello_message(bytes.fromhex(challenge["nonce"]), bytes.fromhex(challenge["node"]))
+        sig = (signer or key).sign(message).signature
+        await self.send(
+            {
+                "type": "hello",
+                "key": bytes(key.verify_key).hex(),
+                "sig": base64.b64encode(sig).decode(),
+            }
+        )
+        return await self.receive()
+
+
+@pytest.fixture
+async def raw(signaling_mesh: NodeFactory) -> AsyncIterator[Any]:
+    opened: list[RawClient] = []
+
+    async def open_raw(node: SignalingNode) -> RawClient:
+        http = aiohttp.ClientSession()
+        ws = await http.ws_connect(node.url + "/v1/ws")
+        client = RawClient(http, ws)
+        opened.append(client)
+        return client
+
+    yield open_raw
+    for client in opened:
+        await client.ws.close()
+        await client.http.close()
+
+
+async def test_forged_hello_is_refused_and_nothing_else_is_accepted(
+    signaling_mesh: NodeFactory, raw: Any
+) -> None:
+    (node,) = await signaling_mesh(1)
+    mallory = await raw(node)
+    reply = await mallory.hello(SigningKey.generate(), signer=SigningKey.generate())
+    assert reply["type"] == "error" and reply["code"] == "bad-signature"
+    await mallory.send({"type": "join", "room": ROOM.hex()})
+    assert (await mallory.receive())["code"] == "not-authenticated"
+    assert node.clients == {}
+
+
+async def test_takeover_needs_the_private_key(
+    signaling_mesh: NodeFactory, connect: ClientFactory, raw: Any
+) -> None:
+    (node,) = await signaling_mesh(1)
+    key = SigningKey.generate()
+    alice = await connect(node, key)
+    await alice.join(ROOM)
+    mallory = await raw(node)
+    reply = await mallory.hello(key, signer=SigningKey.generate())  # alice's key, not her secret
+    assert reply["code"] == "bad-signature"
+    assert node.clients[alice.key] is not None
+    assert await alice.ping() < 5  # alice's connection is untouched
+
+    # the real owner reconnecting replaces the old connection
+    again = await connect(node, key)
+    event = await alice.next_event()
+    assert isinstance(event, NodeError) and event.code == "replaced"
+    assert await again.ping() < 5
+
+
+async def test_presence_signed_by_another_key_is_refused(
+    signaling_mesh: NodeFactory, connect: ClientFactory, raw: Any
+) -> None:
+    a, b = await signaling_mesh(2)
+    alice = await connect(a)
+    await alice.join(ROOM)
+    key, other = SigningKey.generate(), SigningKey.generate()
+    mallory = await raw(b)
+    assert (await mallory.hello(key))["type"] == "welcome"
+    await mallory.send({"type": "join", "id": "j", "room": ROOM.hex()})
+    sign = await mallory.receive()
+    assert sign["type"] == "sign"
+    payload = presence_payload(
+        bytes(other.verify_key),  # presence claimed for someone else's key
+        ROOM,
+        sign["layer"],
+        HomeNode(b.node_id, sign["url"]),
+        sign["seq"],
+        sign["expires"],
+    )
+    sig = base64.b64encode(other.sign(payload).signature).decode()
+    await mallory.send({"type": "signed", "id": sign["id"], "sig": sig})
+    reply = await mallory.receive()
+    assert (reply["type"], reply["code"], reply["id"]) == ("error", "bad-signature", "j")
+    assert await alice.members(ROOM) == []
+
+
+async def test_signal_to_an_unknown_peer_is_an_error(
+    signaling_mesh: NodeFactory, connect: ClientFactory
+) -> None:
+    (node,) = await signaling_mesh(1)
+    alice = await connect(node)
+    await alice.signal(b"\x05" * 32, {"sdp": "x"})
+    event = await alice.next_event()
+    assert isinstance(event, NodeError) and event.code == "unknown-peer"
+
+
+async def test_client_refuses_to_sign_a_foreign_record(
+    signaling_mesh: NodeFactory, connect: ClientFactory
+) -> None:
+    """A node cannot make a client sign presence for a room it did not join."""
+    (node,) = await signaling_mesh(1)
+    alice = await connect(node)
+    other_room = room_key("https://example.org/elsewhere")
+    await alice._dispatch(  # what a lying node would send
+        {
+            "type": "sign",
+            "id": "sign-99",
+            "room": other_room.hex(),
+            "layer": 0,
+            "key": "00" * 20,
+            "seq": 1,
+            "expires": 1,
+            "value": "{}",
+            "node": node.node_id.hex(),
+            "url": node.url,
+        }
+    )
+    event = await alice.next_event()
+    assert isinstance(event, NodeError) and event.code == "refused-sign"
+
+
+async def test_layers_fill_in_order_and_a_friend_can_pick_one(
+    signaling_mesh: NodeFactory, connect: ClientFactory
+) -> None:
+    a, b = await signaling_mesh(2, layer_size=2)
+    clients = [await connect(n) for n in (a, b, a, b)]
+    layers = [(await c.join(ROOM)).layer for c in clients[:3]]
+    assert layers == [0, 0, 1]
+    friend = await clients[3].join(ROOM, layer=0)  # sits with the first two, over the bound
+    assert friend.layer == 0 and len(friend.members) == 2 and friend.total >= 4
+    # the third client, alone in layer 1, hears nothing of layer 0
+    event = await clients[0].next_event()
+    assert isinstance(event, PeerJoined) and event.member.key == clients[1].key
+    assert {m.key for m in await clients[2].members(ROOM)} == set()
+
+
+async def test_joined_rooms_are_bounded(
+    signaling_mesh: NodeFactory, connect: ClientFactory
+) -> None:
+    (node,) = await signaling_mesh(
+        1, limits=__import__("signaling.session").session.SessionLimits(max_rooms=1)
+    )
+    alice = await connect(node)
+    await alice.join(ROOM)
+    with pytest.raises(SignalingError, match="too-many-rooms"):
+        await alice.join(room_key("https://example.org/second"))
