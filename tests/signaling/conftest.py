@@ -23,7 +23,7 @@ ClientFactory = Callable[..., Awaitable[SignalingClient]]
 
 @pytest.fixture
 async def signaling_mesh(tmp_path: Path) -> AsyncIterator[NodeFactory]:
-    """`await signaling_mesh(count, **node_options)`: nodes on 127.0.0.1 joined through the first."""
+    """`await signaling_mesh(count, **options)`: nodes on loopback joined through the first."""
     started: list[SignalingNode] = []
 
     async def start(count: int, **options: object) -> list[SignalingNode]:

@@ -179,7 +179,7 @@ def test_errors_are_forgiven_over_time() -> None:
 
 def test_rooms_per_connection() -> None:
     s = open_session(SessionLimits(max_rooms=2))
-    rooms = ["%040x" % i for i in range(3)]
+    rooms = [f"{i:040x}" for i in range(3)]
     for room in rooms:
         s.receive(json.dumps({"type": "join", "id": room[-1], "room": room}), 1.0)
     assert [type(e) for e in iter(s.next_event, None)] == [Join, Join]
@@ -203,12 +203,12 @@ def test_signal_peers_per_window() -> None:
     limits = SessionLimits(signal_peers=3, signal_window=10.0, frame_burst=100)
     s = open_session(limits)
     for peer in range(4):
-        s.receive(json.dumps({"type": "signal", "to": "%064x" % peer, "payload": "x"}), 1.0)
+        s.receive(json.dumps({"type": "signal", "to": f"{peer:064x}", "payload": "x"}), 1.0)
     assert len([e for e in iter(s.next_event, None) if isinstance(e, Signal)]) == 3
     assert frames(s)[0]["code"] == "too-many-peers"
-    s.receive(json.dumps({"type": "signal", "to": "%064x" % 0, "payload": "again"}), 2.0)
+    s.receive(json.dumps({"type": "signal", "to": f"{0:064x}", "payload": "again"}), 2.0)
     assert isinstance(s.next_event(), Signal)  # a known peer is fine
-    s.receive(json.dumps({"type": "signal", "to": "%064x" % 9, "payload": "x"}), 12.0)
+    s.receive(json.dumps({"type": "signal", "to": f"{9:064x}", "payload": "x"}), 12.0)
     assert isinstance(s.next_event(), Signal)  # the window has moved on
 
 
