@@ -78,7 +78,8 @@ def _with_data_dir(config: Any, path: Path) -> Any:
 
 async def serve(config: Any, dht_config: Any) -> None:
     node = await SignalingNode.start(config, dht_config)
-    print(f"pagemesh node {node.node_id.hex()} at {node.url}", flush=True)
+    host, port = node.dht.address
+    print(f"pagemesh node {node.node_id.hex()} at {node.url} dht {host}:{port}", flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
