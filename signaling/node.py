@@ -515,7 +515,7 @@ class SignalingNode:
         view.departed[client.key] = (membership.seq, expires)
         if announce:
             await self._announce_left(view, client.key, membership.seq, expires)
-        if not view.local:
+        if not view.local and self.layers.get((room, membership.layer)) is view:
             del self.layers[(room, membership.layer)]
 
     async def _members(self, client: Client, request: Members) -> None:
