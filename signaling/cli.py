@@ -36,7 +36,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     node.add_argument("--data-dir", type=Path, help="node key and routing table")
     node.add_argument("--public-url", help="base URL others dial (default ws://HOST:PORT)")
-    node.add_argument("--relay-port", type=int, help="run an embedded TURN relay on this port")
     node.add_argument("--config", type=Path, help="TOML file with [node] and [dht] tables")
     node.set_defaults(run=_run_node)
 
@@ -52,7 +51,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "bootstrap": bootstrap,
         "data_dir": str(args.data_dir) if args.data_dir else None,
         "public_url": args.public_url,
-        "relay_port": args.relay_port,
     }
 
 

@@ -26,7 +26,6 @@ k = 20
 from __future__ import annotations
 
 import dataclasses
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +35,6 @@ from dht.config import ConfigError, config_from_mapping
 from dht.core import DHTConfig
 
 from .session import SessionLimits
-
-RELAY_SECRET_ENV = "PAGEMESH_RELAY_SECRET"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +69,6 @@ class NodeConfig:
     """How long a client has to sign its presence record."""
     directory_ttl: float = 600.0
     """Lifetime of this node's entry in the DHT's node directory (re-published at half)."""
-    relay_port: int = 0
-    """Run an embedded TURN relay on this port (0: none)."""
     limits: SessionLimits = field(default_factory=SessionLimits)
     ice: IceConfig = field(default_factory=IceConfig)
 
@@ -136,14 +131,3 @@ def load_node_config(
     if config.presence_ttl > dht_config.records.max_ttl:
         raise ConfigError("node.presence_ttl exceeds dht.records.max_ttl")
     return config, dht_config
-
-
-def load_secret(path: str, env: str = RELAY_SECRET_ENV) -> bytes | None:
-    """A secret from a file (whitespace stripped) or else the environment; None if neither."""
-    if path:
-        secret = Path(path).read_bytes().strip()
-        if not secret:
-            raise ConfigError(f"secret file {path} is empty")
-        return secret
-    value = os.environ.get(env, "").strip()
-    return value.encode() if value else None

@@ -39,9 +39,10 @@ from dht.identity import verify_signature
 from dht.ids import key_for
 from dht.node import DHTNode
 from dht.records import Record, Refusal, check_record
+from relay.credentials import load_secret, mint_credentials
 
 from . import metrics as node_metrics
-from .config import NodeConfig, load_secret
+from .config import NodeConfig
 from .links import LINK_PATH, LinkError, LinkPool
 from .protocol import (
     ErrorCode,
@@ -802,8 +803,6 @@ class SignalingNode:
         if ice.stun_urls:
             servers.append({"urls": list(ice.stun_urls)})
         if ice.turn_urls and self._relay_secret is not None:
-            from relay.credentials import mint_credentials
-
             username, password = mint_credentials(
                 self._relay_secret, peer.hex(), ice.credential_ttl, _now()
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from peer.signaling import NodeError, PeerJoined, SignalingError
+from relay.credentials import check_username, password_for
+from signaling.config import IceConfig
 from signaling.node import SignalingNode
 from signaling.protocol import hello_message, presence_payload
 from signaling.rooms import HomeNode, canonical_url, room_key
@@ -188,3 +191,20 @@ async def test_joined_rooms_are_bounded(
     await alice.join(ROOM)
     with pytest.raises(SignalingError, match="too-many-rooms"):
         await alice.join(room_key("https://example.org/second"))
+
+
+async def test_ice_servers_carry_fresh_relay_credentials(
+    signaling_mesh: NodeFactory, connect: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAGEMESH_RELAY_SECRET", "relay-secret-for-tests")
+    ice = IceConfig(stun_urls=("stun:127.0.0.1:3478",), turn_urls=("turn:127.0.0.1:3478",))
+    (node,) = await signaling_mesh(1, ice=ice)
+    alice = await connect(node)
+    stun, turn = await alice.ice_servers()
+    assert stun == {"urls": ["stun:127.0.0.1:3478"]}
+    expiry, peer = turn["username"].split(":")
+    assert peer == alice.key.hex() and 3500 < int(expiry) - time.time() <= 3600
+    assert turn["credential"] == password_for(b"relay-secret-for-tests", turn["username"])
+    assert check_username(turn["username"], time.time()) == alice.key.hex()
+    joined = await alice.join(ROOM)
+    assert joined.ice_servers[1]["urls"] == ["turn:127.0.0.1:3478"]
