@@ -91,15 +91,20 @@ async def serve(
         *node.address,
         len(node.core.table),
     )
+    try:
+        await until_stop_signal()
+    finally:
+        log.info("stopping; routing table saved to %s", data_dir)
+        await node.stop()
+
+
+async def until_stop_signal() -> None:
+    """Return on SIGINT or SIGTERM (a service's way to stop cleanly)."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    try:
-        await stopping.wait()
-    finally:
-        log.info("stopping; routing table saved to %s", data_dir)
-        await node.stop()
+    await stopping.wait()
 
 
 def _client_identity(data_dir: Path | None) -> Identity:

@@ -6,12 +6,11 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from dht.cli import default_data_dir, parse_address
+from dht.cli import default_data_dir, parse_address, until_stop_signal
 from dht.config import ConfigError
 
 from .config import load_node_config
@@ -78,12 +77,8 @@ async def serve(config: Any, dht_config: Any) -> None:
     node = await SignalingNode.start(config, dht_config)
     host, port = node.dht.address
     print(f"pagemesh node {node.node_id.hex()} at {node.url} dht {host}:{port}", flush=True)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
     try:
-        await stopping.wait()
+        await until_stop_signal()
     finally:
         log.info("stopping: telling %d clients where to go", len(node.clients))
         await node.stop()
