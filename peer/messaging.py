@@ -169,7 +169,10 @@ class ReliableRoom:
         config: RoomConfig | None = None,
         seq: int = 0,
         lamport: int = 0,
+        delivered: dict[bytes, int] | None = None,
+        history: list[Envelope] | None = None,
     ) -> None:
+        """`seq`, `lamport`, `delivered` and `history` restore a room after a restart."""
         self.room = room
         self.key = key
         self.config = config or RoomConfig()
@@ -177,7 +180,10 @@ class ReliableRoom:
         self._verify = verify
         self.seq = seq
         self.lamport = lamport
-        self._authors: dict[bytes, _Author] = {key: _Author(delivered=seq)}
+        self._authors: dict[bytes, _Author] = {
+            author: _Author(delivered=upto) for author, upto in (delivered or {}).items()
+        }
+        self._authors[key] = _Author(delivered=seq)
         self._outbox: dict[int, Envelope] = {}
         self._acked: dict[bytes, int] = {}
         """Per member: the highest of our seqs it acknowledged."""
@@ -187,6 +193,10 @@ class ReliableRoom:
         self._events: list[RoomEvent] = []
         self._ack_due: dict[bytes, float] = {}
         self.counters: dict[str, int] = {}
+        for env in history or ():
+            self._remember(env)
+            if env.author == key:
+                self._outbox[env.seq] = env
 
     # --- the application's side ---------------------------------------------
 

@@ -1,0 +1,190 @@
+"""The peer's local store: one SQLite file in the user's data directory.
+
+It keeps what must survive a restart: the identity (the Ed25519 seed, in a
+0600 file beside the database, never in it), the display name, each room's
+own sequence number and Lamport clock (so a restarted author never reuses a
+seq), what was delivered per author (so a restarted reader resumes, and its
+acks stay truthful), message history, friends (name <-> public key) and
+partial downloads.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+from .messaging import Envelope
+
+KEY_FILE = "peer.key"
+DB_FILE = "peer.sqlite3"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (
+    room BLOB PRIMARY KEY, seq INTEGER NOT NULL DEFAULT 0, lamport INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS delivered (
+    room BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (room, author)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    room BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL, lamport INTEGER NOT NULL,
+    sent_at INTEGER NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL, signature BLOB NOT NULL,
+    PRIMARY KEY (room, author, seq)
+);
+CREATE INDEX IF NOT EXISTS messages_order ON messages (room, lamport, author);
+CREATE TABLE IF NOT EXISTS friends (key BLOB PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS downloads (
+    sha256 BLOB PRIMARY KEY, name TEXT NOT NULL, size INTEGER NOT NULL,
+    verified_bytes INTEGER NOT NULL, path TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PartialDownload:
+    sha256: bytes
+    name: str
+    size: int
+    verified_bytes: int
+    path: str
+
+
+def load_or_create_key(data_dir: Path) -> SigningKey:
+    """The peer's Ed25519 key from `data_dir/peer.key` (mode 0600), created on first use."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / KEY_FILE
+    try:
+        seed = path.read_bytes()
+    except FileNotFoundError:
+        seed = os.urandom(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(seed)
+    if len(seed) != 32:
+        raise ValueError(f"{path} is not a 32-byte Ed25519 seed")
+    return SigningKey(seed)
+
+
+class PeerStore:
+    """SQLite-backed state of one peer identity."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.key = load_or_create_key(data_dir)
+        self._db = sqlite3.connect(data_dir / DB_FILE)
+        self._db.executescript(_SCHEMA)
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._db:
+            yield self._db
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- identity -----------------------------------------------------------
+
+    @property
+    def name(self) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'display_name'").fetchone()
+        return row[0] if row else None
+
+    @name.setter
+    def name(self, value: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('display_name', ?)", (value,))
+
+    # --- rooms and messages -----------------------------------------------------
+
+    def room_clock(self, room: bytes) -> tuple[int, int]:
+        """(own seq, lamport) of a room; (0, 0) for a new one."""
+        row = self._db.execute("SELECT seq, lamport FROM rooms WHERE room = ?", (room,)).fetchone()
+        return (row[0], row[1]) if row else (0, 0)
+
+    def save_message(self, env: Envelope, own_seq: int, lamport: int) -> None:
+        """Record a delivered message and the room's clocks in one transaction."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    env.room,
+                    env.author,
+                    env.seq,
+                    env.lamport,
+                    env.sent_at,
+                    env.kind,
+                    env.body,
+                    env.signature,
+                ),
+            )
+            db.execute(
+                "INSERT INTO delivered VALUES (?, ?, ?) ON CONFLICT (room, author) "
+                "DO UPDATE SET seq = max(seq, excluded.seq)",
+                (env.room, env.author, env.seq),
+            )
+            db.execute(
+                "INSERT INTO rooms VALUES (?, ?, ?) ON CONFLICT (room) DO UPDATE SET "
+                "seq = max(seq, excluded.seq), lamport = max(lamport, excluded.lamport)",
+                (env.room, own_seq, lamport),
+            )
+
+    def delivered(self, room: bytes) -> dict[bytes, int]:
+        rows = self._db.execute("SELECT author, seq FROM delivered WHERE room = ?", (room,))
+        return {bytes(author): seq for author, seq in rows}
+
+    def history(self, room: bytes, limit: int = 1000) -> list[Envelope]:
+        """The newest `limit` messages of a room, in total order."""
+        rows = self._db.execute(
+            "SELECT room, author, seq, lamport, sent_at, kind, body, signature FROM messages "
+            "WHERE room = ? ORDER BY lamport DESC, author DESC LIMIT ?",
+            (room, limit),
+        ).fetchall()
+        return [
+            Envelope(bytes(r[0]), bytes(r[1]), r[2], r[3], r[4], r[5], r[6], bytes(r[7]))
+            for r in reversed(rows)
+        ]
+
+    # --- friends -------------------------------------------------------------------
+
+    def add_friend(self, key: bytes, name: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO friends VALUES (?, ?)", (key, name))
+
+    def friends(self) -> dict[bytes, str]:
+        return {bytes(k): n for k, n in self._db.execute("SELECT key, name FROM friends")}
+
+    # --- partial downloads -------------------------------------------------------------
+
+    def save_download(self, download: PartialDownload) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO downloads VALUES (?, ?, ?, ?, ?)",
+                (
+                    download.sha256,
+                    download.name,
+                    download.size,
+                    download.verified_bytes,
+                    download.path,
+                ),
+            )
+
+    def partial_download(self, sha256: bytes) -> PartialDownload | None:
+        row = self._db.execute(
+            "SELECT sha256, name, size, verified_bytes, path FROM downloads WHERE sha256 = ?",
+            (sha256,),
+        ).fetchone()
+        return PartialDownload(bytes(row[0]), row[1], row[2], row[3], row[4]) if row else None
+
+    def finish_download(self, sha256: bytes) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM downloads WHERE sha256 = ?", (sha256,))
