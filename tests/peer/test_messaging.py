@@ -224,3 +224,31 @@ def test_property_every_message_once_in_order_one_total_order(
     mesh.pump()
     check_converged(mesh, sent)
     assert not mesh.gaps
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=5)
+    ),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=300)
+@given(JSON, st.sampled_from(["msg", "hist", "ack", "hist-req", "x"]))
+def test_any_frame_is_delivered_or_counted_never_raised(value: object, kind: str) -> None:
+    mesh = Mesh(2)
+    a, b = mesh.keys
+    room = mesh.rooms[b]
+    env = mesh.rooms[a].send("real", 0.0).to_json()
+    for frame in (
+        value,
+        {"t": kind, "env": value, "envs": value, "seq": value, "since": value},
+        {"t": "msg", "env": {**env, **value}} if isinstance(value, dict) else value,
+    ):
+        before = sum(room.counters.values())
+        room.receive(a, frame, 0.0)
+        delivered = room.next_event() is not None
+        no_op = kind in ("ack", "hist-req") or (kind == "hist" and value == [])
+        assert delivered or sum(room.counters.values()) > before or no_op
