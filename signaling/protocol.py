@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from dht.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
+from dht.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, verify_signature
 from dht.ids import ID_BYTES
 from dht.records import signed_payload
 
@@ -59,6 +59,7 @@ __all__ = [
     "presence_value",
     "room_key",
     "server_frame",
+    "verify_signature",
 ]
 
 PROTOCOL_VERSION = 1

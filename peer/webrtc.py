@@ -1,0 +1,183 @@
+"""One aiortc RTCPeerConnection to one room member, with signed descriptions.
+
+`PeerLink` owns the connection, its control channel (negotiated, id 0,
+ordered and reliable: the messaging core's frames) and the file channels
+the remote side opens. aiortc gathers every candidate before it finishes
+`setLocalDescription` (no trickle ICE), so an offer and an answer are the
+only signals a connection needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aioice.ice
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+
+from .sdp import NONCE_BYTES, SignedDescription, sign_description
+
+log = logging.getLogger(__name__)
+
+CONTROL_LABEL = "control"
+MAX_CONTROL_FRAME = 256 * 1024
+
+
+def restrict_host_candidates(addresses: Sequence[str] | None) -> None:
+    """Offer only these local addresses as ICE host candidates (None: every interface).
+
+    aiortc passes no such option down to aioice, so this sets aioice's
+    address discovery for the whole process. Tests and the loopback demo use
+    ["127.0.0.1"] so that no traffic leaves the machine's loopback.
+    """
+    if addresses is None:
+        aioice.ice.get_host_addresses = _ORIGINAL_HOST_ADDRESSES
+    else:
+        chosen = list(addresses)
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(chosen)
+
+
+_ORIGINAL_HOST_ADDRESSES = aioice.ice.get_host_addresses
+
+
+def ice_configuration(
+    servers: Sequence[dict[str, Any]], relay_only: bool = False
+) -> RTCConfiguration:
+    """An aiortc configuration from a node's `ice_servers` list."""
+    ice = [
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+        for s in servers
+        if isinstance(s, dict) and s.get("urls")
+    ]
+    if relay_only:
+        ice = [s for s in ice if any(str(u).startswith("turn") for u in _as_list(s.urls))]
+    return RTCConfiguration(iceServers=ice)
+
+
+def _as_list(urls: str | list[str]) -> list[str]:
+    return [urls] if isinstance(urls, str) else list(urls)
+
+
+class PeerLink:
+    """A WebRTC connection to one member of a room."""
+
+    def __init__(
+        self,
+        room: bytes,
+        me: bytes,
+        member: bytes,
+        sign: Callable[[bytes], bytes],
+        config: RTCConfiguration,
+        on_frame: Callable[[bytes, Any], None],
+        on_state: Callable[[PeerLink], None],
+        on_file_channel: Callable[[PeerLink, RTCDataChannel], None],
+    ) -> None:
+        self.room, self.me, self.member = room, me, member
+        self._sign = sign
+        self.pc = RTCPeerConnection(config)
+        self.control = self.pc.createDataChannel(CONTROL_LABEL, negotiated=True, id=0)
+        self.open = False
+        self.closed = False
+        self.made_offer = False
+        self._on_frame = on_frame
+        self._on_state = on_state
+        self.control.on("open", self._control_open)
+        self.control.on("close", self._control_closed)
+        self.control.on("message", self._control_message)
+        self.pc.on("connectionstatechange", self._state_changed)
+        self.pc.on("datachannel", lambda channel: on_file_channel(self, channel))
+
+    # --- descriptions ------------------------------------------------------------
+
+    async def offer(self, now: float) -> SignedDescription:
+        self.made_offer = True
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self._signed("offer", now)
+
+    async def answer(self, offer: SignedDescription, now: float) -> SignedDescription:
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self._signed("answer", now)
+
+    async def accept_answer(self, answer: SignedDescription) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+
+    def _signed(self, kind: str, now: float) -> SignedDescription:
+        sdp = self.pc.localDescription.sdp
+        nonce = os.urandom(NONCE_BYTES)
+        return sign_description(kind, sdp, self.room, self.me, self.member, nonce, now, self._sign)
+
+    @property
+    def awaiting_answer(self) -> bool:
+        return self.pc.signalingState == "have-local-offer"
+
+    # --- the control channel ---------------------------------------------------------
+
+    def send(self, frame: Any) -> bool:
+        if not self.open or self.closed:
+            return False
+        try:
+            self.control.send(json.dumps(frame, separators=(",", ":")))
+        except Exception as exc:  # aiortc raises InvalidStateError when the channel just closed
+            log.debug("control send to %s failed: %s", self.member.hex()[:12], exc)
+            return False
+        return True
+
+    def _control_open(self) -> None:
+        self.open = True
+        self._on_state(self)
+
+    def _control_closed(self) -> None:
+        was_open, self.open = self.open, False
+        if was_open:
+            self._on_state(self)
+
+    def _control_message(self, message: str | bytes) -> None:
+        if len(message) > MAX_CONTROL_FRAME:
+            return
+        try:
+            frame = json.loads(message)
+        except ValueError:
+            return
+        self._on_frame(self.member, frame)
+
+    def _state_changed(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            self.open = False
+            self._on_state(self)
+
+    @property
+    def failed(self) -> bool:
+        return self.closed or self.pc.connectionState in ("failed", "closed")
+
+    # --- path --------------------------------------------------------------------------
+
+    def path(self) -> str | None:
+        """'direct' or 'relayed' once connected (from the nominated candidate pair)."""
+        sctp = self.pc.sctp
+        if sctp is None:
+            return None
+        connection = sctp.transport.transport._connection  # aioice.Connection
+        pairs = list(getattr(connection, "_nominated", {}).values())
+        if not pairs:
+            return None
+        pair = pairs[0]
+        types = {pair.local_candidate.type, pair.remote_candidate.type}
+        return "relayed" if "relay" in types else "direct"
+
+    async def close(self) -> None:
+        self.closed = True
+        self.open = False
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pc.close(), 5)
