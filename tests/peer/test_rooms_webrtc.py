@@ -55,45 +55,57 @@ async def test_two_peers_on_two_nodes_chat(signaling_mesh: NodeFactory, peers: P
     assert [e.body for e in room_a.transcript()] == [e.body for e in room_b.transcript()]
 
 
+class Watcher:
+    """Reads one room's events: which members are linked, which messages arrived."""
+
+    def __init__(self, room: Room, members: int, messages: int) -> None:
+        self.room = room
+        self.linked: set[bytes] = set()
+        self.seen: set[tuple[bytes, int]] = set()
+        self.all_linked = asyncio.Event()
+        self.all_delivered = asyncio.Event()
+        self.members, self.messages = members, messages
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for event in self.room.events():
+            if isinstance(event, Connected):
+                self.linked.add(event.key)
+            elif isinstance(event, Message):
+                self.seen.add((event.author, event.seq))
+            if len(self.linked) >= self.members:
+                self.all_linked.set()
+            if len(self.seen) >= self.messages:
+                self.all_delivered.set()
+
+
 async def test_five_peers_three_nodes_500_messages_through_forced_drops(
     signaling_mesh: NodeFactory, peers: PeerFactory
 ) -> None:
     nodes = await signaling_mesh(3)
     crowd = [await peers(f"p{i}", [nodes[i % 3].url]) for i in range(5)]
-    rooms = []
-    for peer in crowd:
-        rooms.append(await peer.join(URL))
-
-    # everyone sees everyone (4 links each)
-    async def linked(room: Room) -> None:
-        while len([k for k, link in room.links.items() if link.open]) < 4:
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(asyncio.gather(*(linked(r) for r in rooms)), 30)
+    rooms = [await peer.join(URL) for peer in crowd]
+    watchers = [Watcher(room, members=4, messages=500) for room in rooms]
+    await asyncio.wait_for(asyncio.gather(*(w.all_linked.wait() for w in watchers)), 30)
     rng = random.Random(7)
     for i in range(500):
-        room = rooms[i % 5]
-        await room.send(f"{i}")
+        await rooms[i % 5].send(f"{i}")
         if i % 60 == 59:  # force a random connection down
             victim = rng.choice(rooms)
-            link = rng.choice(list(victim.links.values()))
-            await link.pc.close()
+            await rng.choice(list(victim.links.values())).pc.close()
         if i % 25 == 0:
-            await asyncio.sleep(0.01)
-
-    async def complete(room: Room) -> None:
-        while len(room.transcript()) < 500 or len(room.core._history) < 500:
-            await asyncio.sleep(0.1)
-
+            await asyncio.sleep(0.01)  # let the links breathe: this is a chat, not a flood
     try:
-        await asyncio.wait_for(asyncio.gather(*(complete(r) for r in rooms)), 60)
+        await asyncio.wait_for(asyncio.gather(*(w.all_delivered.wait() for w in watchers)), 60)
     except TimeoutError:
-        for r in rooms:  # what each peer had, for the failure report
-            links = {k.hex()[:6]: (v.open, v.pc.connectionState) for k, v in r.links.items()}
-            print(r.peer.public_key.hex()[:6], len(r.transcript()), r.core.counters, links)
+        for w in watchers:  # what each peer had, for the failure report
+            links = {k.hex()[:6]: (v.open, v.pc.connectionState) for k, v in w.room.links.items()}
+            print(len(w.seen), w.room.core.counters, links)
         raise
+    for w in watchers:
+        w.task.cancel()
     orders = {tuple((e.author, e.seq) for e in r.transcript()) for r in rooms}
-    assert len(orders) == 1
+    assert len(orders) == 1 and len(orders.pop()) == 500
     for peer, room in zip(crowd, rooms, strict=True):
         ids = [(e.author, e.seq) for e in peer.store.history(room.key, 10_000)]
         assert len(ids) == len(set(ids)) == 500
