@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from dht import cli as dht_cli
+from peer import cli as peer_cli
 from signaling import cli as signaling_cli
 
 from . import demo
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dht_cli.register(commands)
     signaling_cli.register(commands)
+    peer_cli.register(commands)
     demo.register(commands)
     return parser
 

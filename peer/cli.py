@@ -1,0 +1,164 @@
+"""`pagemesh chat`, `pagemesh send`, `pagemesh receive`: a person's side of the mesh."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .peer import Connected, Gap, MemberJoined, MemberLeft, Message, Peer, PeerProblem, Room
+from .webrtc import restrict_host_candidates
+
+DEFAULT_NODE = "ws://127.0.0.1:8000"
+ICE_HOSTS_ENV = "PAGEMESH_ICE_HOSTS"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("PAGEMESH_DATA_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "pagemesh"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="the page whose room to join")
+    parser.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        metavar="ws://HOST:PORT",
+        help=f"a signaling node (repeat for fail-over; default {DEFAULT_NODE})",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="identity and history (default: PAGEMESH_DATA_DIR or XDG)"
+    )
+    parser.add_argument("--name", help="display name")
+    parser.add_argument(
+        "--ice-host",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help=f"offer only these local addresses to ICE (env {ICE_HOSTS_ENV}, comma-separated)",
+    )
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    chat = commands.add_parser("chat", help="chat in a page's room from the terminal")
+    _common(chat)
+    chat.add_argument("--say", help="send this, then print events until --wait seconds pass")
+    chat.add_argument("--wait", type=float, default=10.0, help="seconds to stay with --say")
+    chat.add_argument("--json", action="store_true", help="print events as JSON lines")
+    chat.set_defaults(run=_run_chat)
+
+
+def _peer(args: argparse.Namespace) -> Peer:
+    hosts = args.ice_host or [h for h in os.environ.get(ICE_HOSTS_ENV, "").split(",") if h]
+    if hosts:
+        restrict_host_candidates(hosts)
+    data_dir = args.data_dir or default_data_dir() / "peer"
+    return Peer(data_dir, args.node or [DEFAULT_NODE], name=args.name)
+
+
+def event_json(event: Any) -> dict[str, Any]:
+    """One room event as a JSON-ready object (the --json output, one per line)."""
+    if isinstance(event, Message):
+        return {
+            "event": "message",
+            "author": event.author.hex(),
+            "text": event.text,
+            "seq": event.seq,
+            "lamport": event.lamport,
+            "sent_at": event.sent_at,
+            "mine": event.mine,
+        }
+    if isinstance(event, MemberJoined | MemberLeft):
+        kind = "joined" if isinstance(event, MemberJoined) else "left"
+        return {"event": kind, "key": event.key.hex()}
+    if isinstance(event, Connected):
+        return {"event": "connected", "key": event.key.hex(), "path": event.path}
+    if isinstance(event, Gap):
+        return {
+            "event": "discontinuity",
+            "author": event.author.hex(),
+            "first": event.first,
+            "last": event.last,
+        }
+    if isinstance(event, PeerProblem):
+        return {"event": "problem", "message": event.message}
+    return {"event": type(event).__name__.lower()}
+
+
+def event_line(event: Any) -> str:
+    """One room event for a person."""
+    if isinstance(event, Message):
+        who = "me" if event.mine else event.author.hex()[:8]
+        stamp = time.strftime("%H:%M", time.localtime(event.sent_at))
+        return f"[{stamp}] <{who}> {event.text}"
+    data = event_json(event)
+    kind = data.pop("event")
+    return f"* {kind} " + " ".join(f"{k}={str(v)[:16]}" for k, v in data.items())
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_chat(args))
+    except (ValueError, OSError) as exc:
+        print(f"pagemesh chat: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    async with _peer(args) as peer:
+        room = await peer.join(args.url)
+        show = (lambda e: json.dumps(event_json(e))) if args.json else event_line
+        if args.say is not None:
+            await room.send(args.say)
+            await _print_events(room, show, args.wait)
+            return 0
+        print(f"joined the room of {args.url} as {peer.public_key.hex()[:8]}; /quit to leave")
+        printer = asyncio.create_task(_print_events(room, show, None))
+        try:
+            await _read_lines(room)
+        finally:
+            printer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await printer
+    return 0
+
+
+async def _print_events(room: Room, show: Any, seconds: float | None) -> None:
+    async def loop() -> None:
+        async for event in room.events():
+            print(show(event), flush=True)
+
+    if seconds is None:
+        await loop()
+    else:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(loop(), seconds)
+
+
+async def _read_lines(room: Room) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        text = line.decode(errors="replace").rstrip("\n")
+        if text == "/quit":
+            return
+        if text == "/who":
+            for key, path in room.paths().items():
+                print(f"* {key.hex()[:8]} {path}")
+            continue
+        if text:
+            try:
+                await room.send(text)
+            except ValueError as exc:
+                print(f"* not sent: {exc}")
