@@ -44,6 +44,7 @@ from .signaling import (
     SignalReceived,
 )
 from .store import PeerStore
+from .transfer import FileDone, FileEvent, FileFailed, FileOffered, FileProgress, Transfers
 from .webrtc import PeerLink, ice_configuration
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,23 @@ class PeerProblem:
     message: str
 
 
-RoomEventT = Message | MemberJoined | MemberLeft | Connected | Gap | PeerProblem
+RoomEventT = Message | MemberJoined | MemberLeft | Connected | Gap | PeerProblem | FileEvent
+
+__all__ = [
+    "Connected",
+    "FileDone",
+    "FileFailed",
+    "FileOffered",
+    "FileProgress",
+    "Gap",
+    "MemberJoined",
+    "MemberLeft",
+    "Message",
+    "Peer",
+    "PeerConfig",
+    "PeerProblem",
+    "Room",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +124,7 @@ class PeerConfig:
     relay_only: bool = False
     room: RoomConfig = field(default_factory=RoomConfig)
     max_events: int = 10_000
+    max_file_bytes: int = 1 << 30
 
 
 class Room:
@@ -135,6 +153,14 @@ class Room:
         self._timer: asyncio.TimerHandle | None = None
         self._relinks: dict[bytes, int] = {}
         self.dropped_events = 0
+        self.transfers = Transfers(
+            peer.store,
+            self._send_control,
+            self._open_file_channel,
+            self._emit,
+            peer.config.max_file_bytes,
+        )
+        self.transfers.auto_accept = peer.accept_files_to
 
     # --- the application's side ---------------------------------------------------
 
@@ -142,6 +168,25 @@ class Room:
         env = self.core.send(text, time.time())
         self._service()
         return env
+
+    async def send_file(self, path: Path) -> str:
+        """Offer a file to every member; returns its id (events follow its progress)."""
+        members = [k for k, link in self.links.items() if link.open]
+        offer = await self.transfers.offer(Path(path), members)
+        return offer.id
+
+    def accept_file(self, file_id: str, directory: Path) -> None:
+        self.transfers.accept(file_id, Path(directory))
+
+    def _send_control(self, member: bytes, frame: dict[str, Any]) -> bool:
+        link = self.links.get(member)
+        return link is not None and link.send(frame)
+
+    def _open_file_channel(self, member: bytes, label: str) -> RTCDataChannel | None:
+        link = self.links.get(member)
+        if link is None or not link.open:
+            return None
+        return link.pc.createDataChannel(label)
 
     async def events(self) -> AsyncIterator[RoomEventT]:
         while True:
@@ -182,6 +227,8 @@ class Room:
         await self.peer._signal(member, {"t": "sdp", "desc": desc.to_json()}, self.key)
 
     def _frame(self, member: bytes, frame: Any) -> None:
+        if isinstance(frame, dict) and self.transfers.on_control(member, frame):
+            return
         self.core.receive(member, frame, time.time())
         self._service()
 
@@ -192,6 +239,7 @@ class Room:
             self._relinks.pop(link.member, None)
             self.core.connected(link.member, time.time())
             self._emit(Connected(link.member, link.path()))
+            self.transfers.member_connected(link.member)
         else:
             self.core.disconnected(link.member)
             if link.failed and link.member in self.members:
@@ -220,7 +268,7 @@ class Room:
             self._emit(PeerProblem(f"cannot reach {member.hex()[:12]}: {exc}"))
 
     def _file_channel(self, link: PeerLink, channel: RTCDataChannel) -> None:
-        channel.close()  # files arrive with the file transfer module
+        self.transfers.on_channel(link.member, channel)
 
     # --- the core ---------------------------------------------------------------------
 
@@ -263,6 +311,7 @@ class Room:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        await self.transfers.close()
         for link in list(self.links.values()):
             await link.close()
         self.links.clear()
@@ -277,13 +326,16 @@ class Peer:
         nodes: Sequence[str],
         name: str | None = None,
         config: PeerConfig | None = None,
+        accept_files_to: Path | None = None,
     ) -> None:
+        """`accept_files_to`: take every offered file into this directory, unasked."""
         if not nodes:
             raise ValueError("a peer needs at least one signaling node URL")
         self.store = PeerStore(Path(data_dir))
         if name is not None:
             self.store.name = name
         self.config = config or PeerConfig()
+        self.accept_files_to = accept_files_to
         self.nodes = list(dict.fromkeys(nodes))
         self.public_key = bytes(self.store.key.verify_key)
         self.rooms: dict[bytes, Room] = {}

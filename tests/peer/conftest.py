@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,8 +27,10 @@ async def peers(tmp_path: Path) -> AsyncIterator[PeerFactory]:
     """`await peers(name, node_urls, config=None)`: a started Peer, closed at the end."""
     started: list[Peer] = []
 
-    async def start(name: str, nodes: list[str], config: PeerConfig | None = None) -> Peer:
-        peer = Peer(tmp_path / name, nodes, name=name, config=config)
+    async def start(
+        name: str, nodes: list[str], config: PeerConfig | None = None, **options: Any
+    ) -> Peer:
+        peer = Peer(tmp_path / name, nodes, name=name, config=config, **options)
         await peer.__aenter__()
         started.append(peer)
         return peer
