@@ -12,7 +12,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .peer import Connected, Gap, MemberJoined, MemberLeft, Message, Peer, PeerProblem, Room
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from .peer import (
+    Connected,
+    FileDone,
+    FileFailed,
+    FileOffered,
+    FileProgress,
+    Gap,
+    MemberJoined,
+    MemberLeft,
+    Message,
+    Peer,
+    PeerProblem,
+    Room,
+)
 from .webrtc import restrict_host_candidates
 
 DEFAULT_NODE = "ws://127.0.0.1:8000"
@@ -57,13 +79,29 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     chat.add_argument("--json", action="store_true", help="print events as JSON lines")
     chat.set_defaults(run=_run_chat)
 
+    send = commands.add_parser("send", help="offer a file to a page's room")
+    _common(send)
+    send.add_argument("file", type=Path)
+    send.add_argument("--wait", type=float, default=300.0, help="seconds to wait for receivers")
+    send.add_argument("--count", type=int, default=1, help="exit after this many receivers got it")
+    send.set_defaults(run=_run_send)
 
-def _peer(args: argparse.Namespace) -> Peer:
+    receive = commands.add_parser("receive", help="take the files offered in a page's room")
+    _common(receive)
+    receive.add_argument("--out", type=Path, required=True, help="directory for the files")
+    receive.add_argument("--count", type=int, default=1, help="exit after this many files")
+    receive.add_argument("--wait", type=float, default=3600.0, help="give up after seconds")
+    receive.set_defaults(run=_run_receive)
+
+
+def _peer(args: argparse.Namespace, accept_files_to: Path | None = None) -> Peer:
     hosts = args.ice_host or [h for h in os.environ.get(ICE_HOSTS_ENV, "").split(",") if h]
     if hosts:
         restrict_host_candidates(hosts)
     data_dir = args.data_dir or default_data_dir() / "peer"
-    return Peer(data_dir, args.node or [DEFAULT_NODE], name=args.name)
+    return Peer(
+        data_dir, args.node or [DEFAULT_NODE], name=args.name, accept_files_to=accept_files_to
+    )
 
 
 def event_json(event: Any) -> dict[str, Any]:
@@ -106,12 +144,85 @@ def event_line(event: Any) -> str:
     return f"* {kind} " + " ".join(f"{k}={str(v)[:16]}" for k, v in data.items())
 
 
-def _run_chat(args: argparse.Namespace) -> int:
+def _run(name: str, coro: Any) -> int:
     try:
-        return asyncio.run(_chat(args))
+        return int(asyncio.run(coro))
     except (ValueError, OSError) as exc:
-        print(f"pagemesh chat: {exc}", file=sys.stderr)
+        print(f"pagemesh {name}: {exc}", file=sys.stderr)
         return 1
+    except TimeoutError:
+        print(f"pagemesh {name}: timed out", file=sys.stderr)
+        return 3
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    return _run("chat", _chat(args))
+
+
+def _run_send(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        print(f"pagemesh send: no such file {args.file}", file=sys.stderr)
+        return 2
+    return _run("send", asyncio.wait_for(_send(args), args.wait))
+
+
+def _run_receive(args: argparse.Namespace) -> int:
+    return _run("receive", asyncio.wait_for(_receive(args), args.wait))
+
+
+async def _send(args: argparse.Namespace) -> int:
+    """Offer the file to everyone in the room now and to whoever connects later."""
+    async with _peer(args) as peer:
+        room = await peer.join(args.url)
+        file_id = await room.send_file(args.file)
+        received: set[bytes] = set()
+        with _progress() as bars:
+            tasks: dict[bytes, Any] = {}
+            async for event in room.events():
+                if isinstance(event, Connected) and event.key not in tasks:
+                    tasks[event.key] = bars.add_task(f"to {event.key.hex()[:8]}", total=None)
+                elif isinstance(event, FileDone) and event.id == file_id:
+                    received.add(event.sender)
+                    task = tasks.get(event.sender)
+                    if task is not None:
+                        bars.update(task, total=1, completed=1)
+                    if len(received) >= args.count:
+                        return 0
+    return 1
+
+
+async def _receive(args: argparse.Namespace) -> int:
+    async with _peer(args, accept_files_to=args.out) as peer:
+        room = await peer.join(args.url)
+        got = 0
+        with _progress() as bars:
+            tasks: dict[str, Any] = {}
+            async for event in room.events():
+                if isinstance(event, FileOffered):
+                    offer = event.offer
+                    tasks[offer.id] = bars.add_task(offer.name, total=offer.size)
+                elif isinstance(event, FileProgress) and event.id in tasks:
+                    bars.update(tasks[event.id], completed=event.done)
+                elif isinstance(event, FileDone) and event.path is not None:
+                    bars.update(tasks[event.id], completed=bars.tasks[tasks[event.id]].total)
+                    bars.console.print(f"received {event.path}")
+                    got += 1
+                    if got >= args.count:
+                        return 0
+                elif isinstance(event, FileFailed):
+                    bars.console.print(f"failed: {event.reason}")
+    return 1
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
 
 
 async def _chat(args: argparse.Namespace) -> int:

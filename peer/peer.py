@@ -121,6 +121,8 @@ class PeerConfig:
     backoff_cap: float = 30.0
     relink_base: float = 0.5
     relink_cap: float = 10.0
+    offer_grace: float = 1.0
+    """How long a member waits for a newcomer's offer before the keys decide who offers."""
     relay_only: bool = False
     room: RoomConfig = field(default_factory=RoomConfig)
     max_events: int = 10_000
@@ -246,8 +248,8 @@ class Room:
                 self.peer._spawn(self._relink(link.member, link))
         self._service()
 
-    async def _relink(self, member: bytes, failed: PeerLink) -> None:
-        """Re-establish a failed link: the lower key offers; the higher asks it to.
+    async def _relink(self, member: bytes, failed: PeerLink | None, wait: float = 0.0) -> None:
+        """Re-establish a failed (or never made) link: the lower key offers; the higher asks it.
 
         The other side may not have noticed the failure yet (a closed DTLS
         session is not always reported), so the higher key says so in a
@@ -256,7 +258,7 @@ class Room:
         attempt = self._relinks.get(member, 0)
         self._relinks[member] = attempt + 1
         cap = min(self.peer.config.relink_cap, self.peer.config.relink_base * 2**attempt)
-        await asyncio.sleep(random.uniform(0, cap))
+        await asyncio.sleep(wait + random.uniform(0, cap))
         if self.links.get(member) is not failed or member not in self.members:
             return
         try:
@@ -266,6 +268,12 @@ class Room:
                 await self.peer._signal(member, {"t": "relink"}, self.key)
         except (SignalingError, ConnectionError) as exc:
             self._emit(PeerProblem(f"cannot reach {member.hex()[:12]}: {exc}"))
+
+    def expect_offer(self, member: bytes) -> None:
+        """A member we heard of from the node: the newcomer offers, but if two joins
+        crossed, each may take the other for the newcomer; then the keys decide."""
+        if member not in self.links:
+            self.peer._spawn(self._relink(member, None, wait=self.peer.config.offer_grace))
 
     def _file_channel(self, link: PeerLink, channel: RTCDataChannel) -> None:
         self.transfers.on_channel(link.member, channel)
@@ -477,6 +485,7 @@ class Peer:
                 if room is not None and event.member.key not in room.members:
                     room.members.add(event.member.key)
                     room._emit(MemberJoined(event.member.key))
+                    room.expect_offer(event.member.key)
             elif isinstance(event, PeerLeft):
                 room = self.rooms.get(event.room)
                 if room is not None and event.key in room.members:

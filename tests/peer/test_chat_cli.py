@@ -51,3 +51,64 @@ async def test_two_chat_processes_talk(signaling_mesh: NodeFactory, tmp_path: Pa
         texts = {e["text"] for e in events if e["event"] == "message"}
         assert texts == {"hi from alice", "hi from bob"}, events
         assert any(e["event"] == "connected" and e["path"] == "direct" for e in events)
+
+
+async def run(*args: str, within: float = 60.0) -> tuple[int, str]:
+    env = {**os.environ, "PAGEMESH_ICE_HOSTS": "127.0.0.1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pagemesh",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), within)
+    return proc.returncode or 0, out.decode()
+
+
+async def test_send_and_receive_commands(signaling_mesh: NodeFactory, tmp_path: Path) -> None:
+    a, b = await signaling_mesh(2)
+    source = tmp_path / "photo.jpg"
+    source.write_bytes(os.urandom(2_000_000))
+    url = "https://example.org/photos"
+    receiver = asyncio.create_task(
+        run(
+            "receive",
+            url,
+            "--node",
+            b.url,
+            "--data-dir",
+            str(tmp_path / "r"),
+            "--out",
+            str(tmp_path / "inbox"),
+            "--count",
+            "1",
+            "--wait",
+            "50",
+        )
+    )
+    sender = asyncio.create_task(
+        run(
+            "send",
+            url,
+            str(source),
+            "--node",
+            a.url,
+            "--data-dir",
+            str(tmp_path / "s"),
+            "--wait",
+            "50",
+        )
+    )
+    (code_r, out_r), (code_s, out_s) = await asyncio.gather(receiver, sender)
+    assert code_r == 0, out_r
+    assert code_s == 0, out_s
+    assert (tmp_path / "inbox" / "photo.jpg").read_bytes() == source.read_bytes()
+    assert "received" in out_r
+
+
+async def test_send_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    code, out = await run("send", "https://example.org/", str(tmp_path / "nope"))
+    assert code == 2 and "no such file" in out
