@@ -1,0 +1,96 @@
+"""A peer restarts mid-conversation and catches up; a node that rewrites an offer is caught."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.peer import Connected, Message, Peer, PeerProblem, Room
+from signaling.node import SignalingNode
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import PeerFactory
+
+pytestmark = pytest.mark.integration
+
+URL = "https://example.org/recovery"
+
+
+async def until(room: Room, kind: type, within: float = 20.0, mine: bool | None = None) -> Any:
+    async def find() -> Any:
+        async for event in room.events():
+            if isinstance(event, kind) and (mine is None or event.mine == mine):
+                return event
+
+    return await asyncio.wait_for(find(), within)
+
+
+async def texts(room: Room, count: int, within: float = 20.0) -> list[str]:
+    got: list[str] = []
+    while len(got) < count:
+        got.append((await until(room, Message, within, mine=False)).text)
+    return got
+
+
+async def test_a_restarted_peer_catches_up_exactly_once(
+    signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path
+) -> None:
+    a, b = await signaling_mesh(2)
+    alice = await peers("alice", [a.url])
+    room_a = await alice.join(URL)
+    bob = Peer(tmp_path / "bob", [b.url])
+    await bob.__aenter__()
+    room_b = await bob.join(URL)
+    await until(room_b, Connected)
+    for i in range(3):
+        await room_a.send(f"before {i}")
+    assert await texts(room_b, 3) == ["before 0", "before 1", "before 2"]
+    await room_b.send("bob was here")
+
+    await bob.close()  # the process goes away...
+    assert (await until(room_a, Message, mine=False)).text == "bob was here"
+    for i in range(4):
+        await room_a.send(f"while away {i}")
+
+    bob = Peer(tmp_path / "bob", [b.url])  # ...and comes back with its data directory
+    await bob.__aenter__()
+    try:
+        room_b = await bob.join(URL)
+        assert await texts(room_b, 4) == [f"while away {i}" for i in range(4)]
+        env = await room_b.send("back")
+        assert env.seq == 2  # bob's seq survived the restart
+        history = bob.store.history(room_b.key)
+        ids = [(e.author, e.seq) for e in history]
+        assert len(ids) == len(set(ids)) == 9
+        assert [e.body for e in history][:3] == ["before 0", "before 1", "before 2"]
+    finally:
+        await bob.close()
+
+
+async def test_a_node_that_rewrites_the_fingerprint_is_refused(
+    signaling_mesh: NodeFactory, peers: PeerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (node,) = await signaling_mesh(1)
+    original = SignalingNode._signal
+
+    async def tampering(self: SignalingNode, client: Any, signal: Any) -> None:
+        payload = signal.payload
+        if isinstance(payload, dict) and payload.get("t") == "sdp":
+            sdp = payload["desc"]["sdp"]
+            forged = re.sub(r"(a=fingerprint:sha-256 )\S+", r"\g<1>" + "AB:" * 31 + "AB", sdp)
+            payload = {**payload, "desc": {**payload["desc"], "sdp": forged}}
+            signal = type(signal)(signal.to, payload, signal.room, signal.id)
+        await original(self, client, signal)
+
+    monkeypatch.setattr(SignalingNode, "_signal", tampering)
+    alice = await peers("alice", [node.url])
+    bob = await peers("bob", [node.url])
+    room_a = await alice.join(URL)
+    await bob.join(URL)
+    problem = await until(room_a, PeerProblem)
+    assert "refused a description" in problem.message and "fingerprint" in problem.message
+    assert not any(link.open for link in room_a.links.values())
