@@ -51,6 +51,7 @@ integration: $(STAMP) debs
 bench: $(STAMP)
 	$(BIN)/python benchmarks/dht_lookup.py
 	$(BIN)/python benchmarks/signaling_load.py
+	$(BIN)/python benchmarks/peer_messaging.py
 
 clean:
 	rm -rf demo-data .pytest_cache .mypy_cache .ruff_cache .hypothesis
