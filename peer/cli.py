@@ -33,6 +33,7 @@ from .peer import (
     Message,
     Peer,
     PeerProblem,
+    Rejoined,
     Room,
 )
 from .webrtc import restrict_host_candidates
@@ -130,6 +131,8 @@ def event_json(event: Any) -> dict[str, Any]:
         }
     if isinstance(event, PeerProblem):
         return {"event": "problem", "message": event.message}
+    if isinstance(event, Rejoined):
+        return {"event": "rejoined", "node": event.node, "layer": event.layer}
     return {"event": type(event).__name__.lower()}
 
 

@@ -90,13 +90,23 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejoined:
+    """The peer moved to another signaling node and sits in the room again through it."""
+
+    node: str
+    layer: int
+
+
+@dataclass(frozen=True, slots=True)
 class PeerProblem:
     """Something the application should show: a node unreachable, a refused offer..."""
 
     message: str
 
 
-RoomEventT = Message | MemberJoined | MemberLeft | Connected | Gap | PeerProblem | FileEvent
+RoomEventT = (
+    Message | MemberJoined | MemberLeft | Connected | Gap | Rejoined | PeerProblem | FileEvent
+)
 
 __all__ = [
     "Connected",
@@ -111,6 +121,7 @@ __all__ = [
     "Peer",
     "PeerConfig",
     "PeerProblem",
+    "Rejoined",
     "Room",
 ]
 
@@ -179,6 +190,9 @@ class Room:
 
     def accept_file(self, file_id: str, directory: Path) -> None:
         self.transfers.accept(file_id, Path(directory))
+
+    def decline_file(self, file_id: str) -> None:
+        self.transfers.decline(file_id)
 
     def _send_control(self, member: bytes, frame: dict[str, Any]) -> bool:
         link = self.links.get(member)
@@ -475,6 +489,7 @@ class Peer:
                 room._emit(PeerProblem(f"rejoin failed: {exc}"))
                 continue
             self._seat(room, joined, offer=False)
+            room._emit(Rejoined(self.node.node_url, joined.layer))
 
     async def _read_node(self, node: SignalingClient) -> None:
         async for event in node.events():

@@ -215,6 +215,11 @@ class Transfers:
         self.incoming[file_id] = incoming
         self._accept(file_id, incoming)
 
+    def decline(self, file_id: str) -> None:
+        """Say no to an offered file; the sender stops offering it to us."""
+        sender, _ = self.offers[file_id]
+        self._send_control(sender, {"t": "file-decline", "id": file_id})
+
     def _accept(self, file_id: str, incoming: _Incoming) -> None:
         offset = incoming.download.resume_offset
         self._send_control(incoming.sender, {"t": "file-accept", "id": file_id, "offset": offset})
@@ -302,6 +307,10 @@ class Transfers:
             self._on_offer(member, frame)
         elif kind == "file-accept":
             self._on_accept(member, frame)
+        elif kind == "file-decline":
+            file_id = str(frame.get("id"))
+            if file_id in self.outgoing:
+                self._emit(FileFailed(file_id, f"declined by {member.hex()[:12]}"))
         elif kind == "file-done":
             file_id = str(frame.get("id"))
             if file_id in self.outgoing:

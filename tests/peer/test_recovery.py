@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from peer.peer import Connected, Message, Peer, PeerProblem, Room
+from peer.peer import Connected, FileFailed, FileOffered, Message, Peer, PeerProblem, Rejoined, Room
 from signaling.node import SignalingNode
 from tests.signaling.conftest import NodeFactory
 
@@ -94,3 +94,42 @@ async def test_a_node_that_rewrites_the_fingerprint_is_refused(
     problem = await until(room_a, PeerProblem)
     assert "refused a description" in problem.message and "fingerprint" in problem.message
     assert not any(link.open for link in room_a.links.values())
+
+
+async def test_node_loss_fails_over_and_keeps_the_data_channel(
+    signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    a, b = await signaling_mesh(2)
+    alice = await peers("alice", [a.url, b.url])
+    bob = await peers("bob", [b.url])
+    room_a = await alice.join(URL)
+    room_b = await bob.join(URL)
+    await until(room_b, Connected)
+    link = room_a.links[bob.public_key]
+    await a.stop()  # alice's node goes away (graceful: it says `moving`)
+    await room_a.send("still here")  # the data channel does not need the node
+    assert (await until(room_b, Message, mine=False)).text == "still here"
+    assert room_a.links[bob.public_key] is link and link.open
+
+    rejoined = await until(room_a, Rejoined)
+    assert rejoined.node == b.url and alice.node is not None
+    assert room_a.key in alice.node.rooms
+
+
+async def test_a_declined_file_is_reported_to_the_sender(
+    signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path
+) -> None:
+    (node,) = await signaling_mesh(1)
+    alice = await peers("alice", [node.url])
+    bob = await peers("bob", [node.url])
+    room_a = await alice.join(URL)
+    room_b = await bob.join(URL)
+    await until(room_a, Connected)
+    source = tmp_path / "note.txt"
+    source.write_text("hello")
+    file_id = await room_a.send_file(source)
+    offered = await until(room_b, FileOffered)
+    assert offered.offer.id == file_id and offered.offer.name == "note.txt"
+    room_b.decline_file(file_id)
+    failed = await until(room_a, FileFailed)
+    assert failed.id == file_id and "declined" in failed.reason
