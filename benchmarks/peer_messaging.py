@@ -198,6 +198,7 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--joins", type=int, default=5)
     parser.add_argument("--file-mb", type=int, default=100)
+    parser.add_argument("--no-uvloop", action="store_true", help="use asyncio's own loop")
     args = parser.parse_args()
     restrict_host_candidates(["127.0.0.1"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -228,6 +229,7 @@ async def main() -> None:
             {
                 "benchmark": "peer_messaging",
                 "room_peers": args.peers,
+                "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
                 "message_latency": latency,
                 "join_of_last_peer": joins,
                 "file_mb": args.file_mb,
@@ -250,4 +252,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "--no-uvloop" in sys.argv:
+        asyncio.run(main())
+    else:
+        import uvloop
+
+        uvloop.run(main())
