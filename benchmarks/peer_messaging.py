@@ -31,7 +31,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from benchmarks.signaling_load import start_node, stop
 from peer.files import DEFAULT_CHUNK
-from peer.peer import Connected, FileDone, Message, Peer, PeerConfig, Room
+from peer.peer import Connected, FileDone, FileOffered, Message, Peer, PeerConfig, Room
 from peer.transfer import HIGH_WATER, LOW_WATER
 from peer.webrtc import restrict_host_candidates
 
@@ -55,6 +55,7 @@ class Inbox:
         self.arrivals: dict[str, float] = {}
         self.connected: dict[bytes, float] = {}
         self.files: dict[str, float] = {}
+        self.offered: dict[str, float] = {}
         self.changed = asyncio.Event()
         self.task = asyncio.create_task(self._run())
 
@@ -67,6 +68,8 @@ class Inbox:
                 self.connected.setdefault(event.key, now)
             elif isinstance(event, FileDone) and event.path is not None:
                 self.files[event.id] = now
+            elif isinstance(event, FileOffered):
+                self.offered[event.offer.id] = now
             self.changed.set()
 
     async def wait(self, condition: Any, within: float) -> None:
@@ -131,7 +134,10 @@ async def join_latency(
     }
 
 
-async def file_throughput(nodes: list[str], workdir: Path, source: Path, size: int) -> float:
+async def file_throughput(
+    nodes: list[str], workdir: Path, source: Path, size: int
+) -> tuple[float, float]:
+    """MB/s end to end (hashing the source, offer, transfer, verify) and from the offer on."""
     sender = Peer(workdir / "fs", [nodes[0]])
     receiver = Peer(workdir / "fr", [nodes[1]], accept_files_to=workdir / "inbox")
     await sender.__aenter__()
@@ -144,10 +150,11 @@ async def file_throughput(nodes: list[str], workdir: Path, source: Path, size: i
         file_id = await out.room.send_file(source)
         await inbox.wait(lambda: file_id in inbox.files, 600)
         elapsed = inbox.files[file_id] - started
+        transfer = inbox.files[file_id] - inbox.offered[file_id]
     finally:
         await sender.close()
         await receiver.close()
-    return size / elapsed / 1e6
+    return size / elapsed / 1e6, size / transfer / 1e6
 
 
 async def raw_aiortc_throughput(size: int) -> float:
@@ -217,7 +224,9 @@ async def main() -> None:
                 await peer.close()
             source = workdir / "file.bin"
             source.write_bytes(os.urandom(args.file_mb * 1024 * 1024))
-            ours = await file_throughput(nodes, workdir, source, args.file_mb * 1024 * 1024)
+            ours_total, ours = await file_throughput(
+                nodes, workdir, source, args.file_mb * 1024 * 1024
+            )
             raw = await raw_aiortc_throughput(args.file_mb * 1024 * 1024)
             digest = hashlib.sha256(source.read_bytes()).hexdigest()
             arrived = hashlib.sha256((workdir / "inbox" / "file.bin").read_bytes()).hexdigest()
@@ -234,6 +243,9 @@ async def main() -> None:
                 "join_of_last_peer": joins,
                 "file_mb": args.file_mb,
                 "file_mb_per_s": round(ours, 2),
+                "file_mb_per_s_note": "from the receiver seeing the offer to the file verified "
+                "and in place; the raw baseline likewise starts on an open channel",
+                "file_mb_per_s_end_to_end": round(ours_total, 2),
                 "raw_aiortc_mb_per_s": round(raw, 2),
                 "ratio_file_vs_raw": round(ours / raw, 3),
                 "file_verified": digest == arrived,

@@ -68,7 +68,7 @@ def test_a_whole_transfer_verifies() -> None:
 def test_a_corrupted_chunk_is_refused_and_the_transfer_resumes() -> None:
     download = FileDownload(offer_for(DATA))
     parts = frames(DATA)
-    out = download.receive_chunk(parts[0])
+    out = bytes(download.receive_chunk(parts[0]))
     bad = bytearray(parts[1])
     bad[-1] ^= 0xFF  # flipped in flight
     with pytest.raises(FileRejected, match="corrupted"):
