@@ -136,10 +136,10 @@ def event_json(event: Any) -> dict[str, Any]:
     return {"event": type(event).__name__.lower()}
 
 
-def event_line(event: Any) -> str:
+def event_line(event: Any, names: dict[bytes, str] | None = None) -> str:
     """One room event for a person."""
     if isinstance(event, Message):
-        who = "me" if event.mine else event.author.hex()[:8]
+        who = "me" if event.mine else (names or {}).get(event.author, event.author.hex()[:8])
         stamp = time.strftime("%H:%M", time.localtime(event.sent_at))
         return f"[{stamp}] <{who}> {event.text}"
     data = event_json(event)
@@ -231,7 +231,11 @@ def _progress() -> Progress:
 async def _chat(args: argparse.Namespace) -> int:
     async with _peer(args) as peer:
         room = await peer.join(args.url)
-        show = (lambda e: json.dumps(event_json(e))) if args.json else event_line
+        show = (
+            (lambda e: json.dumps(event_json(e)))
+            if args.json
+            else (lambda e: event_line(e, room.names))
+        )
         if args.say is not None:
             await room.send(args.say)
             await _print_events(room, show, args.wait)

@@ -49,6 +49,8 @@ from .webrtc import PeerLink, ice_configuration
 
 log = logging.getLogger(__name__)
 
+MAX_NAME = 64
+
 
 # --- what the application sees -------------------------------------------------
 
@@ -160,6 +162,8 @@ class Room:
             history=peer.store.history(key, peer.config.room.history_count),
         )
         self.members: set[bytes] = set()
+        self.names: dict[bytes, str] = {}
+        """Display names members gave themselves (self-declared, bound to their key)."""
         self.links: dict[bytes, PeerLink] = {}
         self.ice_servers: list[dict[str, Any]] = []
         self._events: asyncio.Queue[RoomEventT] = asyncio.Queue(peer.config.max_events)
@@ -243,6 +247,11 @@ class Room:
         await self.peer._signal(member, {"t": "sdp", "desc": desc.to_json()}, self.key)
 
     def _frame(self, member: bytes, frame: Any) -> None:
+        if isinstance(frame, dict) and frame.get("t") == "profile":
+            name = frame.get("name")
+            if isinstance(name, str) and 0 < len(name) <= MAX_NAME:
+                self.names[member] = name
+            return
         if isinstance(frame, dict) and self.transfers.on_control(member, frame):
             return
         self.core.receive(member, frame, time.time())
@@ -253,6 +262,8 @@ class Room:
             return
         if link.open:
             self._relinks.pop(link.member, None)
+            if self.peer.store.name:
+                link.send({"t": "profile", "name": self.peer.store.name[:MAX_NAME]})
             self.core.connected(link.member, time.time())
             self._emit(Connected(link.member, link.path()))
             self.transfers.member_connected(link.member)

@@ -53,6 +53,7 @@ async def test_two_peers_on_two_nodes_chat(signaling_mesh: NodeFactory, peers: P
     got_a = await messages(room_a, 2)
     assert {m.text for m in got_b} == {m.text for m in got_a} == {"hello bob", "hello alice"}
     assert [e.body for e in room_a.transcript()] == [e.body for e in room_b.transcript()]
+    assert room_b.names[alice.public_key] == "alice" and room_a.names[bob.public_key] == "bob"
 
 
 class Watcher:
