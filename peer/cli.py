@@ -150,12 +150,12 @@ def event_line(event: Any, names: dict[bytes, str] | None = None) -> str:
 def _run(name: str, coro: Any) -> int:
     try:
         return int(asyncio.run(coro))
+    except TimeoutError:  # before OSError, of which it is a subclass
+        print(f"pagemesh {name}: timed out", file=sys.stderr)
+        return 3
     except (ValueError, OSError) as exc:
         print(f"pagemesh {name}: {exc}", file=sys.stderr)
         return 1
-    except TimeoutError:
-        print(f"pagemesh {name}: timed out", file=sys.stderr)
-        return 3
 
 
 def _run_chat(args: argparse.Namespace) -> int:

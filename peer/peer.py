@@ -391,6 +391,8 @@ class Peer:
 
     async def close(self) -> None:
         self._closing = True
+        links = [link for room in self.rooms.values() for link in room.links.values()]
+        await asyncio.gather(*(link.drain() for link in links), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -176,6 +176,25 @@ class PeerLink:
         types = {pair.local_candidate.type, pair.remote_candidate.type}
         return "relayed" if "relay" in types else "direct"
 
+    def _drained(self) -> bool:
+        sctp = self.pc.sctp
+        if sctp is None or not self.open:
+            return True
+        pending = getattr(sctp, "_outbound_queue", ()) or getattr(sctp, "_sent_queue", ())
+        return self.control.bufferedAmount == 0 and not pending
+
+    async def drain(self, within: float = 2.0) -> None:
+        """Wait (bounded) until what was sent on this link is acknowledged.
+
+        Closing aborts the SCTP association, which drops anything still queued
+        (a last `file-done`, say). aiortc has no event for "all acknowledged",
+        so this looks every 10 ms.
+        """
+        for _ in range(int(within / 0.01)):
+            if self._drained():
+                return
+            await asyncio.sleep(0.01)
+
     async def close(self) -> None:
         self.closed = True
         self.open = False
