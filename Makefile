@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # Debian packages the integration tests drive as outside implementations:
 # coturn (turnutils_uclient, turnserver) against our relay. Installed only
 # when missing; needs root (CI runs as root).
-DEBS_CMDS := turnutils_uclient:coturn
+DEBS_CMDS := turnutils_uclient:coturn turnutils_peer:coturn turnserver:coturn
 debs:
 	@missing=""; for pair in $(DEBS_CMDS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from dht import cli as dht_cli
 from peer import cli as peer_cli
+from relay import cli as relay_cli
 from signaling import cli as signaling_cli
 
 from . import demo
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     dht_cli.register(commands)
     signaling_cli.register(commands)
     peer_cli.register(commands)
+    relay_cli.register(commands)
     demo.register(commands)
     return parser
 

@@ -46,7 +46,8 @@ def check_username(username: str, now: float) -> str:
     if len(username) > MAX_USERNAME:
         raise CredentialError("username too long")
     expiry, sep, peer = username.partition(":")
-    if not sep or not expiry.isdigit() or not peer:
+    # isascii: str.isdigit() is true for '²', which int() refuses.
+    if not sep or not (expiry.isascii() and expiry.isdigit()) or len(expiry) > 20 or not peer:
         raise CredentialError("username is not '<expiry>:<peer>'")
     if int(expiry) <= now:
         raise CredentialError("credentials expired")

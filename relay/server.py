@@ -1,0 +1,421 @@
+"""asyncio glue: a TurnCore on a UDP listener, a TCP listener and one UDP socket per allocation.
+
+Feed the core, drain it, send, re-arm one timer (the aioquic pattern). The
+core names sockets by integers; this module keeps the transport behind each
+(`self._sockets`) and binds a relayed UDP socket when the core asks for one.
+A `RelayServer` shares nothing global, so a node can run one inside its own
+event loop: `await RelayServer.start(...)`, later `await server.stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import socket
+from time import time as wall_clock
+from typing import Any
+
+from aiohttp import web
+
+from .core import RelayClosed, RelayConfig, RelayRequested, TurnCore
+from .metrics import CONTENT_TYPE, RelayMetrics
+from .wire import FAMILY_IPV6, Address, StreamFramer, WireError
+
+log = logging.getLogger("pagemesh.relay")
+
+MAX_TCP_CONNECTIONS = 1024
+READ_BATCH = 64
+SOCKET_BUFFER = 1 << 20
+"""SO_RCVBUF/SO_SNDBUF asked for (the kernel caps them at net.core.rmem_max/wmem_max)."""
+BIND_ATTEMPTS = 64
+TCP_WRITE_LIMIT = 256 * 1024
+"""Bytes queued towards a TCP client beyond which relayed data for it is dropped."""
+
+
+def _two(addr: Any) -> Address:
+    # IPv6 addresses come as 4-tuples; the core's addresses are (host, port).
+    return (addr[0], addr[1])
+
+
+class _UdpSocket:
+    """A non-blocking UDP socket read in batches: the listener, or one relayed socket.
+
+    asyncio's datagram transport reads one datagram per wake-up of the event
+    loop; reading up to `READ_BATCH` per wake-up and servicing the core once
+    per batch is what lets one Python process keep up with a relay's load.
+    A datagram that does not fit the kernel's send buffer is dropped and
+    counted (UDP may lose it anyway).
+    """
+
+    __slots__ = ("fileno", "server", "sock", "socket_id")
+
+    def __init__(self, server: RelayServer, socket_id: int, sock: socket.socket) -> None:
+        self.server = server
+        self.socket_id = socket_id
+        self.sock = sock
+        self.fileno = sock.fileno()
+        server._loop.add_reader(self.fileno, self._read_ready)
+
+    @classmethod
+    def bind(cls, server: RelayServer, socket_id: int, host: str, port: int) -> _UdpSocket:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            sock.bind(address)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(server, socket_id, sock)
+
+    @property
+    def address(self) -> Address:
+        return _two(self.sock.getsockname())
+
+    def _read_ready(self) -> None:
+        server = self.server
+        core = server.core
+        receive = core.receive
+        recvfrom = self.sock.recvfrom
+        socket_id = self.socket_id
+        now = wall_clock()
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                # ICMP errors (a closed peer port) can surface here; UDP relaying ignores them.
+                core.counters["socket.error"] += 1
+                break
+            receive(data, (addr[0], addr[1]), now, socket_id)
+        server._service()
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.server.core.counters["drop.send_buffer"] += 1
+        except OSError:
+            self.server.core.counters["socket.error"] += 1
+
+    def close(self) -> None:
+        if self.fileno >= 0:
+            self.server._loop.remove_reader(self.fileno)
+            self.fileno = -1
+            self.sock.close()
+
+
+class _TcpConnection(asyncio.Protocol):
+    """One TCP client: a stream of STUN and ChannelData messages (RFC 8656 section 12.5)."""
+
+    def __init__(self, server: RelayServer) -> None:
+        self.server = server
+        self.framer = StreamFramer()
+        self.socket_id = -1
+        self.peer: Address = ("", 0)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        server = self.server
+        if len(server._tcp) >= MAX_TCP_CONNECTIONS:
+            server.core.counters["refuse.tcp_connections"] += 1
+            transport.abort()
+            return
+        self.transport = transport
+        self.peer = _two(transport.get_extra_info("peername"))
+        self.socket_id = server.core.open_endpoint(stream=True)
+        server._sockets[self.socket_id] = _TcpSink(transport, server)
+        server._tcp[self.socket_id] = self
+
+    def data_received(self, data: bytes) -> None:
+        server = self.server
+        try:
+            messages = self.framer.feed(data)
+        except WireError as exc:
+            server.core.counters[f"drop.{exc.reason}"] += 1
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        now = wall_clock()
+        for message in messages:
+            server.core.receive(message, self.peer, now, self.socket_id)
+        server._service()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        if self.socket_id < 0:
+            return
+        server._sockets.pop(self.socket_id, None)
+        server._tcp.pop(self.socket_id, None)
+        server.core.close_endpoint(self.socket_id, wall_clock())
+        server._service()
+
+
+class _TcpSink:
+    """`sendto` for a TCP client, so the service loop treats every socket alike."""
+
+    __slots__ = ("server", "transport")
+
+    def __init__(self, transport: asyncio.Transport, server: RelayServer) -> None:
+        self.transport = transport
+        self.server = server
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        if self.transport.get_write_buffer_size() > TCP_WRITE_LIMIT:
+            self.server.core.counters["drop.tcp_backlog"] += 1
+            return
+        self.transport.write(data)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class RelayServer:
+    """A running TURN server. Create it with `await RelayServer.start(...)`."""
+
+    def __init__(self, core: TurnCore, relay_host: str, advertised_host: str) -> None:
+        self.core = core
+        self.relay_host = relay_host
+        self.advertised_host = advertised_host
+        self.metrics = RelayMetrics(lambda: self.core)
+        self._loop = asyncio.get_running_loop()
+        self._sockets: dict[int, Any] = {}
+        self._relays: dict[int, _UdpSocket] = {}
+        self._reserved: dict[int, _UdpSocket] = {}
+        self._tcp: dict[int, _TcpConnection] = {}
+        self._port_chooser = random.SystemRandom()
+        self._udp: _UdpSocket | None = None
+        self._tcp_server: asyncio.Server | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._closed = False
+        self.metrics_address: Address | None = None
+
+    @classmethod
+    async def start(
+        cls,
+        host: str = "0.0.0.0",
+        port: int = 3478,
+        secret: bytes = b"",
+        config: RelayConfig | None = None,
+        *,
+        tcp: bool = True,
+        relay_host: str | None = None,
+        external_host: str | None = None,
+        metrics_port: int | None = None,
+        rng: random.Random | None = None,
+    ) -> RelayServer:
+        """Listen on UDP (and TCP) `host:port`; relayed sockets bind `relay_host`.
+
+        `external_host` is the address put in XOR-RELAYED-ADDRESS when the
+        relay sits behind a 1:1 NAT (coturn's `external-ip`). `metrics_port`
+        serves `/metrics` for a standalone relay; a node mounts
+        `server.metrics` itself instead.
+        """
+        config = config or RelayConfig()
+        core = TurnCore(secret, rng or random.SystemRandom(), wall_clock(), config)
+        bind_host = relay_host or _concrete_host(host)
+        server = cls(core, bind_host, external_host or bind_host)
+        loop = asyncio.get_running_loop()
+        try:
+            server._udp = _UdpSocket.bind(server, 0, host, port)
+            server._sockets[0] = server._udp
+            if tcp:
+                bound_port = server.address[1]
+                server._tcp_server = await loop.create_server(
+                    lambda: _TcpConnection(server), host, bound_port, reuse_address=True
+                )
+            if metrics_port is not None:
+                await server._serve_metrics(host, metrics_port)
+        except BaseException:
+            await server.stop()
+            raise
+        return server
+
+    @property
+    def address(self) -> Address:
+        """The UDP listener's (host, port); the TCP listener has the same port."""
+        assert self._udp is not None
+        return self._udp.address
+
+    @property
+    def tcp_address(self) -> Address | None:
+        if self._tcp_server is None or not self._tcp_server.sockets:
+            return None
+        return _two(self._tcp_server.sockets[0].getsockname())
+
+    async def stop(self) -> None:
+        """Close every socket and cancel every task this server started."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        for connection in list(self._tcp.values()):
+            if connection.transport is not None:
+                connection.transport.abort()
+        for relay in [*self._relays.values(), *self._reserved.values()]:
+            relay.close()
+        self._relays.clear()
+        self._reserved.clear()
+        if self._udp is not None:
+            self._udp.close()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+        if self._tcp_server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._tcp_server.wait_closed(), 2.0)
+
+    # --- driving the core ---------------------------------------------------
+
+    def _service(self) -> None:
+        self._flush()
+        if self._handle_events():
+            self._flush()  # an Allocate's answer follows its relayed socket
+        deadline = self.core.get_timer()
+        if deadline != self._timer_at and not self._closed:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_at = deadline
+            if deadline is not None:
+                delay = max(0.0, deadline - wall_clock())
+                self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _flush(self) -> None:
+        sockets = self._sockets
+        for data, addr, socket_id in self.core.datagrams_to_send(wall_clock()):
+            sink = sockets.get(socket_id)
+            if sink is not None:
+                sink.sendto(data, addr)
+
+    def _handle_events(self) -> bool:
+        handled = False
+        while (event := self.core.next_event()) is not None:
+            handled = True
+            if isinstance(event, RelayRequested):
+                if self._closed:
+                    continue
+                self._open_relay(event)
+            elif isinstance(event, RelayClosed):
+                self._sockets.pop(event.socket, None)
+                for relays in (self._relays, self._reserved):
+                    relay = relays.pop(event.socket, None)
+                    if relay is not None:
+                        relay.close()
+        return handled
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.core.handle_timer(wall_clock())
+        self._service()
+
+    def _open_relay(self, event: RelayRequested) -> None:
+        host = self.relay_host
+        if event.family == FAMILY_IPV6:
+            host = self.core.config.relay_host6 or "::1"
+        reserved: _UdpSocket | None = None
+        try:
+            if event.reserved:
+                transport = self._reserved.pop(event.socket)
+            elif event.reserve_socket is not None:
+                transport, reserved = self._bind_pair(host, event.socket, event.reserve_socket)
+            else:
+                transport = self._bind_relay(host, event.socket, event.even_port)
+        except (OSError, KeyError) as exc:
+            log.warning("cannot bind a relayed socket on %s: %s", host, exc)
+            self.core.relay_failed(event.socket, wall_clock())
+            return
+        port = transport.address[1]
+        advertised = self.advertised_host if event.family != FAMILY_IPV6 else host
+        if self._closed or not self.core.relay_opened(
+            event.socket, (advertised, port), wall_clock()
+        ):
+            transport.close()
+            if reserved is not None:
+                reserved.close()
+        else:
+            self._relays[event.socket] = transport
+            self._sockets[event.socket] = transport
+            if reserved is not None and event.reserve_socket is not None:
+                self._reserved[event.reserve_socket] = reserved
+
+    def _bind_relay(self, host: str, socket_id: int, even: bool = False) -> _UdpSocket:
+        """A relayed UDP socket on `host`, in the configured port range, even if asked."""
+        error: OSError | None = None
+        for _ in range(BIND_ATTEMPTS):
+            try:
+                relay = _UdpSocket.bind(self, socket_id, host, self._pick_port(even))
+            except OSError as exc:
+                error = exc
+                continue
+            if not even or relay.address[1] % 2 == 0:
+                return relay
+            relay.close()
+        raise error or OSError("no even port found")
+
+    def _bind_pair(
+        self, host: str, socket_id: int, reserve_id: int
+    ) -> tuple[_UdpSocket, _UdpSocket]:
+        """An even port and the odd one above it, kept for a RESERVATION-TOKEN."""
+        for _ in range(BIND_ATTEMPTS):
+            first = self._bind_relay(host, socket_id, even=True)
+            try:
+                second = _UdpSocket.bind(self, reserve_id, host, first.address[1] + 1)
+            except OSError:
+                first.close()
+                continue
+            return first, second
+        raise OSError("no free pair of ports")
+
+    def _pick_port(self, even: bool) -> int:
+        config = self.core.config
+        if not (config.min_port and config.max_port >= config.min_port):
+            return 0
+        port = self._port_chooser.randint(config.min_port, config.max_port)
+        return port - port % 2 if even and port - 1 >= config.min_port else port
+
+    async def _serve_metrics(self, host: str, port: int) -> None:
+        async def metrics(request: web.Request) -> web.Response:
+            return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._metrics_runner = runner
+        server = site._server
+        if isinstance(server, asyncio.Server) and server.sockets:
+            self.metrics_address = _two(server.sockets[0].getsockname())
+
+
+def _concrete_host(host: str) -> str:
+    """The address relayed sockets bind and advertise when the listener binds `host`.
+
+    For a wildcard listener this is the address the kernel would use for an
+    outgoing route (connect on a UDP socket sends nothing).
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if not address.is_unspecified:
+        return host
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # documentation address; no packet leaves
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"

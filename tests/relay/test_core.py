@@ -1,0 +1,564 @@
+"""TurnCore on virtual time: allocations, lifetimes, permissions, channels, quotas, security."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from relay import wire
+from relay.core import RelayConfig
+from relay.credentials import mint_credentials
+
+from .turn import CLIENT, PEER, PEER2, SECRET, Harness, TurnClient, error_code
+
+CLIENT2 = ("198.51.100.21", 40001)
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+def bound(h: Harness, client: TurnClient, number: int = 0x4000, peer=PEER) -> None:
+    response = h.ask(client, client.channel_bind(number, peer))
+    assert response.cls == wire.SUCCESS, error_code(response)
+
+
+def permitted(h: Harness, client: TurnClient, *peers) -> None:
+    response = h.ask(client, client.create_permission(*(peers or (PEER,))))
+    assert response.cls == wire.SUCCESS, error_code(response)
+
+
+# --- STUN Binding and authentication ------------------------------------------
+
+
+def test_binding_answers_the_mapped_address(h: Harness) -> None:
+    client = h.client()
+    response = h.ask(client, client.request(wire.BINDING, sign=False))
+    assert response.cls == wire.SUCCESS
+    raw = response.get(wire.XOR_MAPPED_ADDRESS)
+    assert raw is not None
+    assert wire.decode_xor_address(raw, response.transaction_id) == CLIENT
+
+
+def test_unauthenticated_allocate_gets_401_with_realm_and_nonce(h: Harness) -> None:
+    client = h.client()
+    response = h.ask(client, client.allocate())
+    assert error_code(response) == 401
+    assert response.get(wire.REALM) == b"pagemesh"
+    assert response.get(wire.NONCE)
+    assert h.core.counters["refuse.unauthenticated"] == 1
+    assert h.core.allocation_count == 0
+
+
+def test_allocate_with_credentials(h: Harness) -> None:
+    client = h.client()
+    response = h.allocated(client)
+    assert wire.check_integrity(response, client.key)
+    assert h.relayed_address(response) in h.relayed.values()
+    raw = response.get(wire.LIFETIME)
+    assert raw is not None and wire.decode_u32(raw) == 600
+    assert h.core.allocation_count == 1
+
+
+def test_wrong_secret_gets_401(h: Harness) -> None:
+    username, password = mint_credentials(b"not-the-secret", "mallory", 3600, h.now)
+    client = TurnClient(username, password)
+    h.login(client)
+    response = h.ask(client, client.allocate())
+    assert error_code(response) == 401
+    assert h.core.counters["refuse.bad_credentials"] == 1
+    assert h.core.allocation_count == 0
+
+
+def test_expired_credentials_get_401(h: Harness) -> None:
+    username, password = mint_credentials(SECRET, "late", 60, h.now - 120)
+    client = TurnClient(username, password)
+    h.login(client)
+    response = h.ask(client, client.allocate())
+    assert error_code(response) == 401
+    assert h.core.counters["refuse.expired_credentials"] == 1
+
+
+def test_malformed_username_gets_401(h: Harness) -> None:
+    client = TurnClient("no-expiry-here", "x")
+    h.login(client)
+    assert error_code(h.ask(client, client.allocate())) == 401
+
+
+def test_stale_nonce_gets_438_and_a_fresh_nonce() -> None:
+    h = Harness(RelayConfig())
+    client = h.client()
+    h.login(client)
+    old = client.nonce
+    h.advance(h.core.config.nonce_lifetime + 1)
+    response = h.ask(client, client.allocate())
+    assert error_code(response) == 438
+    assert client.nonce != old
+    assert h.ask(client, client.allocate()).cls == wire.SUCCESS
+
+
+def test_forged_nonce_gets_438(h: Harness) -> None:
+    client = h.client()
+    client.nonce = b"ffffffff.forged"
+    assert error_code(h.ask(client, client.allocate())) == 438
+
+
+def test_nonce_is_bound_to_the_client_address(h: Harness) -> None:
+    client = h.client()
+    h.login(client, CLIENT)
+    assert error_code(h.ask(client, client.allocate(), CLIENT2)) == 438
+
+
+def test_integrity_without_username_is_400(h: Harness) -> None:
+    client = h.client()
+    message = wire.serialize_stun(
+        wire.ALLOCATE, wire.REQUEST, b"x" * 12, [(wire.REQUESTED_TRANSPORT, 17 << 24)], b"k" * 16
+    )
+    assert error_code(h.ask(client, message)) == 400
+
+
+def test_other_username_on_the_allocation_gets_441(h: Harness) -> None:
+    alice = h.client("alice")
+    h.allocated(alice)
+    bob = h.client("bob")
+    bob.nonce = alice.nonce
+    assert error_code(h.ask(bob, bob.refresh())) == 441
+
+
+# --- Allocate rules ----------------------------------------------------------
+
+
+def test_allocate_retransmission_gets_the_same_answer(h: Harness) -> None:
+    client = h.client()
+    h.login(client)
+    tid = client.tid()
+    first = h.feed(client.allocate(tid=tid))
+    again = h.feed(client.allocate(tid=tid))
+    assert first[0][0] == again[0][0]
+    assert h.core.allocation_count == 1
+
+
+def test_second_allocate_on_the_same_5_tuple_is_437(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client)
+    assert error_code(h.ask(client, client.allocate())) == 437
+
+
+def test_requested_lifetime_of_a_day_is_granted_at_the_cap(h: Harness) -> None:
+    client = h.client()
+    response = h.allocated(client, lifetime=86400)
+    raw = response.get(wire.LIFETIME)
+    assert raw is not None and wire.decode_u32(raw) == 3600
+    h.advance(3599)
+    assert h.core.allocation_count == 1
+    h.advance(2)
+    assert h.core.allocation_count == 0
+    assert h.closed == list(h.relayed)
+
+
+def test_short_requested_lifetime_gets_the_default(h: Harness) -> None:
+    response = h.allocated(h.client(), lifetime=30)
+    raw = response.get(wire.LIFETIME)
+    assert raw is not None and wire.decode_u32(raw) == 600
+
+
+def test_missing_requested_transport_is_400_and_tcp_is_442(h: Harness) -> None:
+    client = h.client()
+    h.login(client)
+    assert error_code(h.ask(client, client.request(wire.ALLOCATE, []))) == 400
+    tcp = client.request(wire.ALLOCATE, [(wire.REQUESTED_TRANSPORT, bytes([6, 0, 0, 0]))])
+    assert error_code(h.ask(client, tcp)) == 442
+
+
+def test_ipv6_relay_is_440_unless_configured(h: Harness) -> None:
+    client = h.client()
+    h.login(client)
+    attrs = [
+        (wire.REQUESTED_TRANSPORT, bytes([17, 0, 0, 0])),
+        (wire.REQUESTED_ADDRESS_FAMILY, bytes([2, 0, 0, 0])),
+    ]
+    assert error_code(h.ask(client, client.request(wire.ALLOCATE, attrs))) == 440
+
+
+def test_unknown_comprehension_required_attribute_is_420(h: Harness) -> None:
+    client = h.client()
+    h.login(client)
+    attrs = [(wire.REQUESTED_TRANSPORT, bytes([17, 0, 0, 0])), (0x7FFF, b"??")]
+    response = h.ask(client, client.request(wire.ALLOCATE, attrs))
+    assert error_code(response) == 420
+    assert response.get(wire.UNKNOWN_ATTRIBUTES) == b"\x7f\xff"
+
+
+def test_allocation_quota_per_user_plus_one_is_486(h: Harness) -> None:
+    limit = h.core.config.max_allocations_per_user
+    for i in range(limit):
+        h.allocated(h.client("alice"), ("198.51.100.30", 41000 + i))
+    client = h.client("alice")
+    h.login(client, ("198.51.100.30", 42000))
+    assert error_code(h.ask(client, client.allocate(), ("198.51.100.30", 42000))) == 486
+    # Another user is not affected, and a freed slot is usable again.
+    h.allocated(h.client("bob"), ("198.51.100.31", 41000))
+    first = TurnClient(*mint_credentials(SECRET, "alice", 3600, h.now))
+    h.login(first, ("198.51.100.30", 41000))
+    assert h.ask(first, first.refresh(0), ("198.51.100.30", 41000)).cls == wire.SUCCESS
+    assert h.ask(client, client.allocate(), ("198.51.100.30", 42000)).cls == wire.SUCCESS
+
+
+def test_total_allocation_quota_is_508() -> None:
+    h = Harness(RelayConfig(max_allocations=2))
+    h.allocated(h.client("a"), ("198.51.100.40", 1))
+    h.allocated(h.client("b"), ("198.51.100.40", 2))
+    client = h.client("c")
+    h.login(client, ("198.51.100.40", 3))
+    assert error_code(h.ask(client, client.allocate(), ("198.51.100.40", 3))) == 508
+    assert h.core.counters["refuse.quota_total"] == 1
+
+
+def test_relay_socket_failure_is_508() -> None:
+    h = Harness()
+    client = h.client()
+    h.login(client)
+    h.core.receive(client.allocate(), CLIENT, h.now)
+    event = h.core.next_event()
+    assert event is not None
+    h.core.relay_failed(event.socket, h.now)
+    (out,) = h.core.datagrams_to_send(h.now)
+    assert error_code(wire.parse_stun(out[0])) == 508
+    assert h.core.allocation_for(CLIENT) is None
+
+
+def test_pending_allocation_times_out() -> None:
+    h = Harness()
+    client = h.client()
+    h.login(client)
+    h.core.receive(client.allocate(), CLIENT, h.now)
+    event = h.core.next_event()
+    assert event is not None
+    h.now += 11
+    h.core.handle_timer(h.now)
+    (out,) = h.core.datagrams_to_send(h.now)
+    assert error_code(wire.parse_stun(out[0])) == 508
+    assert not h.core.relay_opened(event.socket, ("192.0.2.1", 1), h.now)
+
+
+# --- Refresh -----------------------------------------------------------------
+
+
+def test_refresh_extends_and_zero_deletes(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client)
+    h.advance(500)
+    response = h.ask(client, client.refresh(1000))
+    raw = response.get(wire.LIFETIME)
+    assert raw is not None and wire.decode_u32(raw) == 1000
+    h.advance(900)
+    assert h.core.allocation_count == 1
+    response = h.ask(client, client.refresh(0))
+    assert response.cls == wire.SUCCESS
+    assert h.core.allocation_count == 0
+    assert len(h.closed) == 1
+    assert error_code(h.ask(client, client.refresh())) == 437
+
+
+def test_refresh_above_the_cap_gets_the_cap(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client)
+    raw = h.ask(client, client.refresh(86400)).get(wire.LIFETIME)
+    assert raw is not None and wire.decode_u32(raw) == 3600
+
+
+def test_allocation_expires_without_refresh(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client)
+    h.advance(599)
+    assert h.core.allocation_count == 1
+    h.advance(2)
+    assert h.core.allocation_count == 0
+    assert h.core.counters["allocations.expired"] == 1
+
+
+# --- permissions and relaying ---------------------------------------------------
+
+
+def test_send_and_data_indications_through_a_permission(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client)
+    socket = h.socket_of()
+    assert h.feed(client.send(PEER, b"early")) == []
+    assert h.core.counters["drop.no_permission"] == 1
+    permitted(h, client)
+    assert h.feed(client.send(PEER, b"hello")) == [(b"hello", PEER, socket)]
+    (out,) = h.feed(b"answer", PEER, socket)
+    data, addr, via = out
+    assert (addr, via) == (CLIENT, 0)
+    message = wire.parse_stun(data)
+    assert (message.method, message.cls) == (wire.DATA, wire.INDICATION)
+    assert message.get(wire.DATA_ATTR) == b"answer"
+    raw = message.get(wire.XOR_PEER_ADDRESS)
+    assert raw is not None and wire.decode_xor_address(raw, message.transaction_id) == PEER
+    # The permission is per IP address: any port of the peer may answer.
+    assert len(h.feed(b"other port", (PEER[0], 9999), socket)) == 1
+    assert h.feed(b"stranger", PEER2, socket) == []
+
+
+def test_permission_expires_after_300_s_and_refreshes(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client, lifetime=3600)
+    socket = h.socket_of()
+    permitted(h, client)
+    h.advance(200)
+    permitted(h, client)  # refresh
+    h.advance(250)
+    assert len(h.feed(b"still", PEER, socket)) == 1
+    h.advance(51)
+    assert h.feed(b"late", PEER, socket) == []
+    assert h.feed(client.send(PEER, b"late")) == []
+    assert h.core.allocation_for(CLIENT).permissions == {}  # type: ignore[union-attr]
+
+
+def test_create_permission_with_several_peers_is_atomic(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client)
+    response = h.ask(client, client.create_permission(PEER, ("10.0.0.1", 1)))
+    assert error_code(response) == 403
+    assert h.core.allocation_for(CLIENT).permissions == {}  # type: ignore[union-attr]
+    permitted(h, client, PEER, PEER2)
+    assert set(h.core.allocation_for(CLIENT).permissions) == {PEER[0], PEER2[0]}  # type: ignore[union-attr]
+
+
+def test_permission_quota_is_508() -> None:
+    h = Harness(RelayConfig(max_permissions=2))
+    client = h.client()
+    h.allocated(client)
+    permitted(h, client, PEER, PEER2)
+    permitted(h, client, PEER)  # a refresh is not a new one
+    assert error_code(h.ask(client, client.create_permission(("93.184.216.99", 1)))) == 508
+
+
+def test_create_permission_without_allocation_is_437(h: Harness) -> None:
+    client = h.client()
+    h.login(client)
+    assert error_code(h.ask(client, client.create_permission(PEER))) == 437
+
+
+def test_create_permission_without_peer_is_400(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client)
+    assert error_code(h.ask(client, client.request(wire.CREATE_PERMISSION, []))) == 400
+
+
+def test_ipv6_peer_on_ipv4_allocation_is_443(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client)
+    response = h.ask(client, client.create_permission(("2606:4700::1111", 1)))
+    assert error_code(response) == 443
+
+
+REFUSED_PEERS = [
+    "127.0.0.1",
+    "0.0.0.0",
+    "::1",
+    "::",
+    "10.0.0.1",
+    "192.168.1.1",
+    "169.254.169.254",
+    "::ffff:127.0.0.1",
+    "64:ff9b::7f00:1",
+    "fe80::1",
+    "100.64.0.1",
+    "172.16.5.4",
+    "224.0.0.1",
+    "255.255.255.255",
+    "192.0.2.1",
+    "198.18.0.1",
+    "fc00::1",
+    "ff02::1",
+    "2001:db8::1",
+]
+
+
+@pytest.mark.parametrize("host", REFUSED_PEERS)
+def test_special_purpose_peers_are_refused_and_nothing_is_sent(host: str) -> None:
+    family = wire.FAMILY_IPV6 if ":" in host else wire.FAMILY_IPV4
+    h = Harness(RelayConfig(families=(wire.FAMILY_IPV4, wire.FAMILY_IPV6)))
+    client = h.client()
+    h.login(client)
+    attrs = [
+        (wire.REQUESTED_TRANSPORT, bytes([17, 0, 0, 0])),
+        (wire.REQUESTED_ADDRESS_FAMILY, bytes([family, 0, 0, 0])),
+    ]
+    assert h.ask(client, client.request(wire.ALLOCATE, attrs)).cls == wire.SUCCESS
+    peer = (host, 5000)
+    assert error_code(h.ask(client, client.create_permission(peer))) == 403
+    assert error_code(h.ask(client, client.channel_bind(0x4000, peer))) == 403
+    assert h.feed(client.send(peer, b"x")) == []
+    assert h.core.counters["drop.peer_refused"] == 1
+    assert h.core.counters["refuse.peer_address"] == 2
+    assert h.core.counters["relayed.packets.to_peer"] == 0
+
+
+def test_allow_list_opens_loopback() -> None:
+    h = Harness(RelayConfig(allow_peers=("127.0.0.1/32",)))
+    client = h.client()
+    h.allocated(client)
+    permitted(h, client, ("127.0.0.1", 3480))
+    assert error_code(h.ask(client, client.create_permission(("127.0.0.2", 1)))) == 403
+
+
+# --- channels ------------------------------------------------------------------
+
+
+def test_channel_data_both_ways(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client)
+    socket = h.socket_of()
+    bound(h, client)
+    assert h.feed(wire.serialize_channel_data(0x4000, b"up")) == [(b"up", PEER, socket)]
+    assert h.feed(b"down", PEER, socket) == [(b"\x40\x00\x00\x04down", CLIENT, 0)]
+    assert h.feed(wire.serialize_channel_data(0x4001, b"x")) == []
+    assert h.core.counters["drop.no_channel"] == 1
+    assert h.core.counters["relayed.bytes.to_peer"] == 2
+
+
+def test_channel_data_padding_over_udp_is_ignored(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client)
+    bound(h, client)
+    out = h.feed(b"\x40\x00\x00\x01z\x00\x00\x00")
+    assert out[0][0] == b"z"
+
+
+def test_truncated_channel_data_is_dropped(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client)
+    bound(h, client)
+    assert h.feed(b"\x40\x00\x00\x09abc") == []
+    assert h.core.counters["drop.truncated"] == 1
+
+
+def test_channel_rebinding_rules(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client, lifetime=3600)
+    bound(h, client, 0x4000, PEER)
+    # The same pair refreshes; the number to another peer, or the peer to another number, is 400.
+    bound(h, client, 0x4000, PEER)
+    assert error_code(h.ask(client, client.channel_bind(0x4000, PEER2))) == 400
+    assert error_code(h.ask(client, client.channel_bind(0x4001, PEER))) == 400
+    assert error_code(h.ask(client, client.channel_bind(0x3FFF, PEER2))) == 400
+    assert error_code(h.ask(client, client.channel_bind(0x8000, PEER2))) == 400
+    bound(h, client, 0x4001, PEER2)
+
+
+def test_channel_expires_then_stays_reserved_for_300_s(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client, lifetime=3600)
+    socket = h.socket_of()
+    bound(h, client, 0x4000, PEER)
+    h.advance(290)
+    permitted(h, client)  # keep the permission alive; the channel is not refreshed
+    h.advance(290)
+    permitted(h, client)
+    h.advance(21)  # 601 s: the channel has expired
+    assert h.feed(wire.serialize_channel_data(0x4000, b"x")) == []
+    (out,) = h.feed(b"down", PEER, socket)
+    assert wire.parse_stun(out[0]).method == wire.DATA  # a Data indication, not ChannelData
+    assert error_code(h.ask(client, client.channel_bind(0x4000, PEER2))) == 400
+    h.advance(300)
+    bound(h, client, 0x4000, PEER2)
+
+
+def test_channel_rebound_to_its_peer_during_cooldown(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client, lifetime=3600)
+    bound(h, client, 0x4000, PEER)
+    h.advance(650)
+    bound(h, client, 0x4000, PEER)
+    assert len(h.feed(wire.serialize_channel_data(0x4000, b"again"))) == 1
+
+
+def test_channel_bind_installs_a_permission(h: Harness) -> None:
+    client = h.client()
+    h.allocated(client)
+    bound(h, client)
+    assert len(h.feed(client.send(PEER, b"via send"))) == 1
+
+
+def test_channel_quota_is_508() -> None:
+    h = Harness(RelayConfig(max_channels=1))
+    client = h.client()
+    h.allocated(client)
+    bound(h, client, 0x4000, PEER)
+    assert error_code(h.ask(client, client.channel_bind(0x4001, PEER2))) == 508
+
+
+# --- bandwidth -----------------------------------------------------------------
+
+
+def test_bandwidth_is_enforced_per_allocation() -> None:
+    config = RelayConfig(bandwidth_bps=800_000, bandwidth_burst=0.1)  # 100 kB/s, 64 KiB bucket
+    h = Harness(config)
+    client = h.client()
+    h.allocated(client)
+    bound(h, client)
+    packet = wire.serialize_channel_data(0x4000, bytes(1000))
+    sent = sum(len(h.feed(packet)) for _ in range(200))
+    assert sent == 65  # the bucket's depth
+    assert h.core.counters["drop.bandwidth"] == 135
+    h.advance(0.5)  # 50 kB of new tokens
+    sent = sum(len(h.feed(packet)) for _ in range(200))
+    assert sent == 50
+
+
+def test_zero_bandwidth_means_unlimited() -> None:
+    h = Harness(dataclasses.replace(RelayConfig(), bandwidth_bps=0))
+    client = h.client()
+    h.allocated(client)
+    bound(h, client)
+    packet = wire.serialize_channel_data(0x4000, bytes(1200))
+    assert sum(len(h.feed(packet)) for _ in range(1000)) == 1000
+
+
+# --- sockets -------------------------------------------------------------------
+
+
+def test_tcp_endpoint_pads_channel_data_and_close_deletes(h: Harness) -> None:
+    endpoint = h.core.open_endpoint(stream=True)
+    client = h.client()
+    response = h.ask(client, client.allocate(), CLIENT, endpoint)
+    assert error_code(response) == 401
+    assert h.ask(client, client.allocate(), CLIENT, endpoint).cls == wire.SUCCESS
+    assert h.ask(client, client.channel_bind(0x4000, PEER), CLIENT, endpoint).cls == wire.SUCCESS
+    socket = h.core.allocation_for(CLIENT, endpoint).socket  # type: ignore[union-attr]
+    assert h.feed(b"abcde", PEER, socket) == [
+        (b"\x40\x00\x00\x05abcde\x00\x00\x00", CLIENT, endpoint)
+    ]
+    h.core.close_endpoint(endpoint, h.now)
+    h.drain()
+    assert h.core.allocation_count == 0
+    assert h.closed == [socket]
+
+
+def test_unknown_socket_and_junk_are_counted(h: Harness) -> None:
+    h.core.receive(b"\x00" * 20, CLIENT, h.now, socket=999)
+    h.core.receive(b"", CLIENT, h.now)
+    h.core.receive(b"\xff\xff", CLIENT, h.now)
+    h.core.receive(b"\x00\x01\x00\x00", CLIENT, h.now)
+    assert h.core.datagrams_to_send(h.now) == []
+    assert h.core.counters["drop.unknown_socket"] == 1
+    assert h.core.counters["drop.malformed"] == 1
+    assert h.core.counters["drop.truncated"] == 2
+
+
+def test_timers_stay_bounded_under_churn(h: Harness) -> None:
+    client = h.client()
+    h.login(client)
+    for _ in range(300):
+        assert h.ask(client, client.allocate()).cls == wire.SUCCESS
+        assert h.ask(client, client.create_permission(PEER)).cls == wire.SUCCESS
+        assert h.ask(client, client.refresh(0)).cls == wire.SUCCESS
+        h.advance(1)
+    assert len(h.core._timers) < 2000
+    h.advance(4000)
+    assert h.core.get_timer() is None
