@@ -18,6 +18,7 @@ from relay import cli as relay_cli
 from signaling import cli as signaling_cli
 
 from . import demo
+from .embedded_relay import start_embedded_relay
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dht_cli.register(commands)
-    signaling_cli.register(commands)
+    signaling_cli.register(commands, relay_starter=start_embedded_relay)
     peer_cli.register(commands)
     relay_cli.register(commands)
     demo.register(commands)

@@ -22,6 +22,7 @@ from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -60,8 +61,9 @@ def ice_configuration(
         for s in servers
         if isinstance(s, dict) and s.get("urls")
     ]
-    if relay_only:
+    if relay_only:  # gather relay candidates only: the path must go through TURN
         ice = [s for s in ice if any(str(u).startswith("turn") for u in _as_list(s.urls))]
+        return RTCConfiguration(iceServers=ice, iceTransportPolicy=RTCIceTransportPolicy.RELAY)
     return RTCConfiguration(iceServers=ice)
 
 

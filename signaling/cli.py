@@ -7,19 +7,28 @@ import asyncio
 import dataclasses
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from dht.cli import default_data_dir, parse_address, until_stop_signal
 from dht.config import ConfigError
 
-from .config import load_node_config
-from .node import SignalingNode
+from .config import NodeConfig, load_node_config
+from .node import EmbeddedRelay, SignalingNode
 
 log = logging.getLogger(__name__)
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+RelayStarter = Callable[[NodeConfig, Path | None], Awaitable[EmbeddedRelay]]
+
+
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    relay_starter: RelayStarter | None = None,
+) -> None:
+    """`relay_starter` runs `--relay-port`'s relay (given by the console command, which
+    may import the relay server; this package may not)."""
     node = commands.add_parser(
         "node",
         help="run a signaling node (DHT + client WebSocket API) until SIGINT/SIGTERM",
@@ -35,8 +44,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     node.add_argument("--data-dir", type=Path, help="node key and routing table")
     node.add_argument("--public-url", help="base URL others dial (default ws://HOST:PORT)")
-    node.add_argument("--config", type=Path, help="TOML file with [node] and [dht] tables")
-    node.set_defaults(run=_run_node)
+    node.add_argument(
+        "--relay-port", type=int, help="also run a TURN relay on this UDP+TCP port (0: any)"
+    )
+    node.add_argument("--config", type=Path, help="TOML file with [node], [dht], [relay] tables")
+    node.set_defaults(run=lambda args: _run_node(args, relay_starter))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -50,10 +62,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "bootstrap": bootstrap,
         "data_dir": str(args.data_dir) if args.data_dir else None,
         "public_url": args.public_url,
+        "relay_port": args.relay_port,
     }
 
 
-def _run_node(args: argparse.Namespace) -> int:
+def _run_node(args: argparse.Namespace, relay_starter: RelayStarter | None) -> int:
     try:
         config, dht_config = load_node_config(args.config, _overrides(args))
     except (ConfigError, OSError, ValueError) as exc:
@@ -61,8 +74,14 @@ def _run_node(args: argparse.Namespace) -> int:
         return 2
     if not config.data_dir:
         config = _with_data_dir(config, default_data_dir() / "node")
+    if config.relay_port >= 0 and relay_starter is None:
+        print("pagemesh node: this build has no relay for --relay-port", file=sys.stderr)
+        return 2
     try:
-        asyncio.run(serve(config, dht_config))
+        asyncio.run(serve(config, dht_config, relay_starter, args.config))
+    except ConfigError as exc:
+        print(f"pagemesh node: bad config: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"pagemesh node: {exc}", file=sys.stderr)
         return 1
@@ -73,10 +92,21 @@ def _with_data_dir(config: Any, path: Path) -> Any:
     return dataclasses.replace(config, data_dir=str(path))
 
 
-async def serve(config: Any, dht_config: Any) -> None:
-    node = await SignalingNode.start(config, dht_config)
+async def serve(
+    config: NodeConfig,
+    dht_config: Any,
+    relay_starter: RelayStarter | None = None,
+    config_path: Path | None = None,
+) -> None:
+    relay = None
+    if config.relay_port >= 0 and relay_starter is not None:
+        relay = await relay_starter(config, config_path)
+    node = await SignalingNode.start(config, dht_config, relay)
     host, port = node.dht.address
-    print(f"pagemesh node {node.node_id.hex()} at {node.url} dht {host}:{port}", flush=True)
+    line = f"pagemesh node {node.node_id.hex()} at {node.url} dht {host}:{port}"
+    if relay is not None:
+        line += " relay " + " ".join(relay.urls)
+    print(line, flush=True)
     try:
         await until_stop_signal()
     finally:

@@ -69,6 +69,10 @@ class NodeConfig:
     """How long a client has to sign its presence record."""
     directory_ttl: float = 600.0
     """Lifetime of this node's entry in the DHT's node directory (re-published at half)."""
+    relay_port: int = -1
+    """An embedded TURN relay on this UDP+TCP port: -1 for none, 0 for any free port."""
+    relay_host: str = ""
+    """Where clients reach the embedded relay (default: the host of public_url, else host)."""
     limits: SessionLimits = field(default_factory=SessionLimits)
     ice: IceConfig = field(default_factory=IceConfig)
 
@@ -112,7 +116,10 @@ def _build(cls: type, table: dict[str, Any], section: str) -> Any:
 def load_node_config(
     path: Path | None, overrides: dict[str, Any] | None = None
 ) -> tuple[NodeConfig, DHTConfig]:
-    """Read `[node]` and `[dht]` from `path` (if any), then apply command-line overrides."""
+    """Read `[node]` and `[dht]` from `path` (if any), then apply command-line overrides.
+
+    A `[relay]` table is left to the embedded relay (pagemesh/embedded_relay.py).
+    """
     document: dict[str, Any] = {}
     if path is not None:
         with path.open("rb") as handle:

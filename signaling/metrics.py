@@ -78,6 +78,8 @@ class NodeMetrics:
             registry=registry,
         )
         registry.register(_DHTCollector(node))
+        if node.relay is not None:
+            registry.register(node.relay.collector)
 
     def count_error(self, frame: str) -> None:
         try:

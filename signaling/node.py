@@ -31,9 +31,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
+from prometheus_client.registry import Collector
 
 from dht.identity import verify_signature
 from dht.ids import key_for
@@ -114,12 +115,27 @@ class LayerView:
     local: set[bytes] = field(default_factory=set)
 
 
+class EmbeddedRelay(Protocol):
+    """A TURN relay running in the node's process (started by whoever starts the node:
+    signaling imports nothing of the relay but its credentials, see docs/architecture.md)."""
+
+    secret: bytes
+    urls: list[str]
+    """stun: and turn: URLs at which clients reach it."""
+    collector: Collector
+
+    async def stop(self) -> None: ...
+
+
 class SignalingNode:
     """A running signaling node; create with `await SignalingNode.start(...)`."""
 
-    def __init__(self, config: NodeConfig, dht: DHTNode) -> None:
+    def __init__(
+        self, config: NodeConfig, dht: DHTNode, relay: EmbeddedRelay | None = None
+    ) -> None:
         self.config = config
         self.dht = dht
+        self.relay = relay
         self.identity = dht.core.identity
         self.node_id = dht.node_id
         self.clients: dict[bytes, Client] = {}
@@ -130,7 +146,7 @@ class SignalingNode:
         self.metrics = node_metrics.NodeMetrics(self)
         self.known_nodes: list[str] = []
         self.url = ""
-        self._relay_secret = load_secret(config.ice.secret_file)
+        self._relay_secret = relay.secret if relay else load_secret(config.ice.secret_file)
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rng = random.Random()
@@ -139,7 +155,9 @@ class SignalingNode:
     # --- life cycle ------------------------------------------------------------
 
     @classmethod
-    async def start(cls, config: NodeConfig, dht_config: Any = None) -> SignalingNode:
+    async def start(
+        cls, config: NodeConfig, dht_config: Any = None, relay: EmbeddedRelay | None = None
+    ) -> SignalingNode:
         bootstrap = [_address(text) for text in config.bootstrap]
         data_dir = Path(config.data_dir) if config.data_dir else None
         dht = await DHTNode.start(
@@ -149,11 +167,13 @@ class SignalingNode:
             bootstrap=bootstrap,
             config=dht_config,
         )
-        node = cls(config, dht)
+        node = cls(config, dht, relay)
         try:
             await node._serve()
         except BaseException:
             dht.abort()
+            if relay is not None:
+                await relay.stop()
             raise
         return node
 
@@ -202,6 +222,8 @@ class SignalingNode:
         await self.links.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.relay is not None:
+            await self.relay.stop()
         await self.dht.stop()
 
     async def _cancel_tasks(self) -> None:
@@ -799,16 +821,17 @@ class SignalingNode:
 
     def ice_servers(self, peer: bytes) -> list[dict[str, Any]]:
         ice = self.config.ice
+        relay_urls = self.relay.urls if self.relay is not None else []
+        stun_urls = [*ice.stun_urls, *(u for u in relay_urls if u.startswith("stun:"))]
+        turn_urls = [*ice.turn_urls, *(u for u in relay_urls if u.startswith("turn:"))]
         servers: list[dict[str, Any]] = []
-        if ice.stun_urls:
-            servers.append({"urls": list(ice.stun_urls)})
-        if ice.turn_urls and self._relay_secret is not None:
+        if stun_urls:
+            servers.append({"urls": stun_urls})
+        if turn_urls and self._relay_secret is not None:
             username, password = mint_credentials(
                 self._relay_secret, peer.hex(), ice.credential_ttl, _now()
             )
-            servers.append(
-                {"urls": list(ice.turn_urls), "username": username, "credential": password}
-            )
+            servers.append({"urls": turn_urls, "username": username, "credential": password})
         return servers
 
     async def _directory_loop(self) -> None:
@@ -819,7 +842,10 @@ class SignalingNode:
 
     async def _update_directory(self) -> None:
         try:
-            value = json.dumps({"v": 1, "url": self.url}, separators=(",", ":")).encode()
+            entry: dict[str, Any] = {"v": 1, "url": self.url}
+            if self.relay is not None:  # the node advertises its relay with itself
+                entry["relays"] = [u for u in self.relay.urls if u.startswith("turn:")]
+            value = json.dumps(entry, separators=(",", ":")).encode()
             await self.dht.put_record(NODE_DIRECTORY, value, ttl=self.config.directory_ttl)
             records = await self.dht.get_records(NODE_DIRECTORY)
             self.known_nodes = _directory_urls(records)

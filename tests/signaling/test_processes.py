@@ -149,3 +149,38 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert "node.layer_size must be int" in run.stderr
+
+
+async def test_node_with_an_embedded_relay(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pagemesh",
+        "node",
+        "--port",
+        "0",
+        "--dht-port",
+        "0",
+        "--relay-port",
+        "0",
+        "--data-dir",
+        str(tmp_path / "node"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert " relay stun:127.0.0.1:" in line and "turn:127.0.0.1:" in line, line
+        match = STARTED.search(line)
+        assert match is not None
+        url = match.group(2)
+        metrics_url = url.replace("ws://", "http://") + "/metrics"
+        async with aiohttp.ClientSession() as http, http.get(metrics_url) as response:
+            assert "pagemesh_relay_allocations" in await response.text()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

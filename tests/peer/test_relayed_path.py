@@ -1,0 +1,71 @@
+"""A node with an embedded relay: relay-only peers connect through it and say `relayed`."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from pagemesh.embedded_relay import start_embedded_relay
+from peer.peer import Connected, Message, PeerConfig, Room
+from signaling.node import SignalingNode
+from tests.signaling.conftest import FAST_DHT, FAST_NODE
+
+from .conftest import PeerFactory
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def relay_node(tmp_path: Path) -> AsyncIterator[SignalingNode]:
+    toml = tmp_path / "node.toml"
+    # loopback peers are refused by default (special-purpose addresses); this test allows them
+    toml.write_text('[relay]\nallow_peers = ["127.0.0.0/8"]\n')
+    config = dataclasses.replace(FAST_NODE, data_dir=str(tmp_path / "node"), relay_port=0)
+    relay = await start_embedded_relay(config, toml)
+    node = await SignalingNode.start(config, FAST_DHT, relay)
+    yield node
+    await node.stop(moving=False)
+
+
+async def until(room: Room, kind: type, within: float = 30.0) -> Any:
+    async def find() -> Any:
+        async for event in room.events():
+            if isinstance(event, kind) and not getattr(event, "mine", False):
+                return event
+
+    return await asyncio.wait_for(find(), within)
+
+
+async def test_relay_only_peers_connect_through_the_nodes_relay(
+    relay_node: SignalingNode, peers: PeerFactory
+) -> None:
+    relay_only = PeerConfig(relay_only=True)
+    alice = await peers("alice", [relay_node.url], relay_only)
+    bob = await peers("bob", [relay_node.url], relay_only)
+    room_a = await alice.join("https://example.org/relayed")
+    room_b = await bob.join("https://example.org/relayed")
+    assert any(s.get("username") for s in room_b.ice_servers)
+    link = await until(room_b, Connected)
+    assert link.path == "relayed"
+    await room_a.send("through the relay")
+    assert (await until(room_b, Message)).text == "through the relay"
+
+    async with aiohttp.ClientSession() as http:
+        base = relay_node.url.replace("ws://", "http://")
+        async with http.get(base + "/metrics") as response:
+            metrics = await response.text()
+    assert "pagemesh_relay_allocations" in metrics
+    packets = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("pagemesh_relay_packets_total")
+    ]
+    assert sum(packets) > 0
+    assert relay_node.relay is not None
+    assert any(u.startswith("turn:") for u in relay_node.relay.urls)
