@@ -48,10 +48,11 @@ unit: $(STAMP)
 integration: $(STAMP) debs
 	$(BIN)/python -m pytest -m integration
 
-bench: $(STAMP)
+bench: $(STAMP) debs
 	$(BIN)/python benchmarks/dht_lookup.py
 	$(BIN)/python benchmarks/signaling_load.py
 	$(BIN)/python benchmarks/peer_messaging.py
+	$(BIN)/python benchmarks/relay_throughput.py
 
 clean:
 	rm -rf demo-data .pytest_cache .mypy_cache .ruff_cache .hypothesis
