@@ -1,8 +1,10 @@
-"""`pagemesh demo`: a local mesh on loopback that a person can watch and poke at.
+"""`pagemesh demo`: a local mesh on loopback that a person can chat in.
 
-Today it runs the DHT that signaling nodes will form: a few nodes join, some
-records are published, lookups are timed, and the nodes keep serving so
-`pagemesh dht get/put --node ...` from another terminal works against them.
+Three signaling nodes (the first with an embedded TURN relay) form a DHT on
+127.0.0.1; a greeter peer sits in the room of https://example.org/ and says
+hello to whoever joins. The demo prints the commands to join from other
+terminals and runs until Ctrl-C (or `--duration`). Its data lives in one
+folder that `make clean` removes.
 """
 
 from __future__ import annotations
@@ -10,21 +12,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import random
 import shutil
 import signal
-import time
 from pathlib import Path
 
-from dht.cli import record_json
 from dht.core import DHTConfig
-from dht.ids import key_for, node_id_for
-from dht.node import DHTNode
+from peer.peer import MemberJoined, Message, Peer, Room
+from peer.webrtc import restrict_host_candidates
+from signaling.config import NodeConfig
+from signaling.node import SignalingNode
+
+from .embedded_relay import start_embedded_relay
+
+ROOM_URL = "https://example.org/"
+DEMO_RELAY = '[relay]\nallow_peers = ["127.0.0.0/8"]  # loopback peers, for the demo only\n'
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    demo = commands.add_parser("demo", help="run a local mesh on loopback and show it working")
-    demo.add_argument("--nodes", type=int, default=12, help="DHT nodes to start (default 12)")
+    demo = commands.add_parser("demo", help="run a local mesh on loopback that you can chat in")
+    demo.add_argument("--nodes", type=int, default=3, help="signaling nodes to start (default 3)")
     demo.add_argument("--data-dir", type=Path, default=Path("demo-data"))
     demo.add_argument(
         "--duration",
@@ -32,86 +38,94 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=None,
         help="stop after this many seconds (default: Ctrl-C)",
     )
-    demo.add_argument("--seed", type=int, default=None, help="seed for the demo's choices")
-    demo.set_defaults(run=lambda args: asyncio.run(run_demo(args)))
+    demo.set_defaults(run=_run)
 
 
-async def run_demo(args: argparse.Namespace) -> int:
-    rng = random.Random(args.seed)
-    data_dir: Path = args.data_dir
-    shutil.rmtree(data_dir / "dht", ignore_errors=True)
-    config = DHTConfig(maintenance_interval=10.0)
-    say(f"starting {args.nodes} DHT nodes on 127.0.0.1 (data in {data_dir}/dht)")
-    first = await DHTNode.start("127.0.0.1", 0, data_dir / "dht" / "node-0", config=config)
-    nodes = [first]
-    for i in range(1, args.nodes):
-        node = await DHTNode.start(
-            "127.0.0.1", 0, data_dir / "dht" / f"node-{i}", bootstrap=[first.address], config=config
-        )
-        nodes.append(node)
-    for i, node in enumerate(nodes):
-        say(
-            f"  node {i:2d}  {node.address[0]}:{node.address[1]:<5d}  id {node.node_id.hex()[:16]}…"
-            f"  knows {len(node.core.table)} others"
-        )
-    try:
-        await show_records(nodes, rng)
-        await show_lookups(nodes, rng)
-        say("")
-        say("the mesh keeps running; from another terminal try:")
-        say(
-            f"  .venv/bin/pagemesh dht get https://example.org/ --node 127.0.0.1:{first.address[1]}"
-        )
-        say(f"  .venv/bin/pagemesh dht put hello world --node 127.0.0.1:{nodes[-1].address[1]}")
-        say("Ctrl-C stops it")
-        await wait_for_stop(args.duration)
-    finally:
-        for node in nodes:
-            await node.stop()
-        say("stopped; routing tables saved")
-    return 0
-
-
-async def show_records(nodes: list[DHTNode], rng: random.Random) -> None:
-    key = key_for("https://example.org/")
-    say("")
-    say("three nodes publish signed records under one key (a page's room, later on):")
-    for node in rng.sample(nodes, 3):
-        text = f"hello from {node.node_id.hex()[:8]}"
-        stored = await node.put_record(key, text.encode(), ttl=600)
-        say(f"  {node.node_id.hex()[:8]} put {text!r}: stored at {stored} nodes")
-    reader = rng.choice(nodes)
-    start = time.perf_counter()
-    records = await reader.get_records(key)
-    took = (time.perf_counter() - start) * 1000
-    say(f"node {reader.node_id.hex()[:8]} reads the key back in {took:.1f} ms:")
-    for record in records:
-        publisher = node_id_for(record.publisher).hex()[:8]
-        say(f"  from {publisher}, seq {record.seq}: {record_json(record).get('text')!r}")
-
-
-async def show_lookups(nodes: list[DHTNode], rng: random.Random) -> None:
-    say("")
-    say("20 lookups for random ids from random nodes:")
-    times = []
-    for _ in range(20):
-        node = rng.choice(nodes)
-        start = time.perf_counter()
-        found = await node.find_node(rng.randbytes(20))
-        times.append((time.perf_counter() - start) * 1000)
-        assert found
-    times.sort()
-    say(f"  p50 {times[len(times) // 2]:.1f} ms, max {times[-1]:.1f} ms")
-
-
-async def wait_for_stop(duration: float | None) -> None:
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), duration)
+def _run(args: argparse.Namespace) -> int:
+    shutil.rmtree(args.data_dir, ignore_errors=True)  # a fresh mesh every time
+    args.data_dir.mkdir(parents=True)
+    return asyncio.run(run_demo(args))
 
 
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+async def start_nodes(count: int, data_dir: Path) -> list[SignalingNode]:
+    relay_toml = data_dir / "relay.toml"
+    relay_toml.write_text(DEMO_RELAY)
+    dht_config = DHTConfig(maintenance_interval=10.0)
+    nodes: list[SignalingNode] = []
+    for i in range(count):
+        seeds = (f"127.0.0.1:{nodes[0].dht.address[1]}",) if nodes else ()
+        config = NodeConfig(
+            port=0,
+            dht_port=0,
+            data_dir=str(data_dir / f"node-{i}"),
+            bootstrap=seeds,
+            relay_port=0 if i == 0 else -1,
+        )
+        relay = await start_embedded_relay(config, relay_toml) if i == 0 else None
+        nodes.append(await SignalingNode.start(config, dht_config, relay))
+    return nodes
+
+
+async def greet(room: Room) -> None:
+    """The greeter: hello to newcomers, and an echo for lines starting with `!echo`."""
+    names = room.names
+    async for event in room.events():
+        if isinstance(event, MemberJoined):
+            await room.send(f"hello {event.key.hex()[:8]}, welcome to the room of {ROOM_URL}")
+        elif isinstance(event, Message) and not event.mine and event.text.startswith("!echo"):
+            who = names.get(event.author, event.author.hex()[:8])
+            await room.send(f"{who} said: {event.text.removeprefix('!echo').strip()}")
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir
+    restrict_host_candidates(["127.0.0.1"])
+    say(f"starting {args.nodes} signaling nodes on 127.0.0.1 (data in {data_dir})")
+    nodes = await start_nodes(args.nodes, data_dir)
+    greeter: Peer | None = None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for i, node in enumerate(nodes):
+            relay = node.relay.urls[1] if node.relay is not None else "no relay"
+            say(
+                f"  node {i}  {node.url}  DHT 127.0.0.1:{node.dht.address[1]}  "
+                f"id {node.node_id.hex()[:12]}  {relay}"
+            )
+        greeter = Peer(data_dir / "greeter", [n.url for n in nodes], name="greeter")
+        await greeter.__aenter__()
+        room = await greeter.join(ROOM_URL)
+        tasks.append(asyncio.create_task(greet(room)))
+        say(f"\na greeter sits in the room of {ROOM_URL}. Join it from other terminals:\n")
+        for who, node in (("alice", nodes[0]), ("bob", nodes[-1])):
+            say(
+                f"  .venv/bin/pagemesh chat {ROOM_URL} --node {node.url} --name {who} "
+                f"--data-dir {data_dir}/{who} --ice-host 127.0.0.1"
+            )
+        say(
+            f"\n  health: curl {nodes[0].url.replace('ws://', 'http://')}/healthz"
+            f"   metrics: curl {nodes[0].url.replace('ws://', 'http://')}/metrics"
+        )
+        say("\nCtrl-C stops everything.")
+        await _wait(args.duration)
+    finally:
+        for task in tasks:
+            task.cancel()
+        if greeter is not None:
+            await greeter.close()
+        for node in nodes:
+            await node.stop()
+        say("stopped")
+    return 0
+
+
+async def _wait(duration: float | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), duration)

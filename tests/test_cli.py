@@ -87,13 +87,58 @@ def test_bad_arguments_are_refused_with_a_message(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_the_demo_shows_records_and_lookups(tmp_path: Path) -> None:
-    result = run(
-        "demo", "--nodes", "6", "--duration", "0", "--data-dir", str(tmp_path), data_dir=tmp_path
+@pytest.mark.integration
+def test_the_demo_is_a_mesh_one_can_chat_in(tmp_path: Path) -> None:
+    """`pagemesh demo` prints how to join; a chat client that does is greeted."""
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pagemesh",
+            "demo",
+            "--duration",
+            "60",
+            "--data-dir",
+            str(tmp_path / "d"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count("stored at 6 nodes") == 3
-    assert "reads the key back" in result.stdout and "p50" in result.stdout
+    try:
+        assert demo.stdout is not None
+        command = ""
+        for line in demo.stdout:
+            if "pagemesh chat" in line:
+                command = line.strip()
+                break
+        assert command, "the demo printed no chat command"
+        args = command.split()[2:]  # after ".venv/bin/pagemesh chat"
+        data_dir = args.index("--data-dir")
+        args[data_dir + 1] = str(tmp_path / "visitor")
+        chat = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pagemesh",
+                "chat",
+                *args,
+                "--say",
+                "hi",
+                "--wait",
+                "6",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert chat.returncode == 0, chat.stderr[-2000:]
+        texts = [json.loads(line).get("text", "") for line in chat.stdout.splitlines()]
+        assert any(text.startswith("hello ") and "welcome" in text for text in texts), texts
+    finally:
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=30) == 0
 
 
 def test_config_tables_map_onto_the_dht_config(tmp_path: Path) -> None:
