@@ -53,6 +53,7 @@ bench: $(STAMP) debs
 	$(BIN)/python benchmarks/signaling_load.py
 	$(BIN)/python benchmarks/peer_messaging.py
 	$(BIN)/python benchmarks/relay_throughput.py
+	$(BIN)/python benchmarks/sim_scale.py
 
 clean:
 	rm -rf demo-data .pytest_cache .mypy_cache .ruff_cache .hypothesis

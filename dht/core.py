@@ -8,7 +8,14 @@ Three things drive it, as in aioquic's QuicConnection:
 * time, through `get_timer()` and `handle_timer(now)`.
 
 What it wants sent comes out of `datagrams_to_send(now)`; what the
-application should learn comes out of `next_event()`. `now` is seconds on
+application should learn comes out of `next_event()`.
+
+The same contract exists one level up, for the simulator: `receive_message`
+and `messages_to_send` exchange typed `Message`s (a request or reply and its
+message id) instead of bytes. The byte path is exactly "decode, then the
+message path" and "message path, then encode", so the protocol logic lives
+once; only the codec is skipped. A `ContactCodec` lets the simulator share one
+`Contact` per node instead of building new ones from every reply. `now` is seconds on
 the Unix clock (records carry absolute expiry times, so every node must
 agree on the epoch); randomness comes only from the injected
 `random.Random`. Nothing here imports asyncio, socket or time: the same
@@ -80,6 +87,36 @@ NodeContact: TypeAlias = Contact[Address]
 MAX_SEEDS = 64
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A datagram before encoding (or after decoding): `body` is a request or a reply."""
+
+    request: bool
+    msg_id: bytes
+    body: Request | Reply
+
+    def encode(self) -> bytes:
+        if self.request:
+            return serialize_request(self.msg_id, self.body)  # type: ignore[arg-type]
+        return serialize_response(self.msg_id, self.body)  # type: ignore[arg-type]
+
+
+class ContactCodec:
+    """Turns wire contacts into routing contacts and back; this one builds fresh objects.
+
+    The simulator substitutes one that returns the same shared objects for a
+    node every time (bounded memory per simulated node, no parsing)."""
+
+    def make(self, node_id: bytes, addr: Address) -> NodeContact:
+        return Contact.make(node_id, addr)
+
+    def from_wire(self, contact: WireContact) -> NodeContact:
+        return self.make(contact.node_id, (contact.host, contact.port))
+
+    def to_wire(self, contact: NodeContact) -> WireContact:
+        return WireContact(contact.node_id, contact.addr[0], contact.addr[1])
 
 
 class LocalProtocolError(Exception):
@@ -202,7 +239,6 @@ class PendingRpc:
     sent_at: float
     node_id: bytes | None
     op: int | None
-    datagram: bytes = b""
     slow: bool = False
 
 
@@ -240,12 +276,14 @@ class DHTCore:
         now: float,
         config: DHTConfig | None = None,
         verify: Verifier = verify_signature,
+        contacts: ContactCodec | None = None,
     ) -> None:
         self.identity = identity
         self.node_id = identity.node_id
         self.config = config or DHTConfig()
         self._rng = rng
         self._verify = verify
+        self._contacts = contacts or ContactCodec()
         self.table: RoutingTable[Address] = RoutingTable(
             self.node_id, self.config.k, self.config.replacements, self.config.max_failures
         )
@@ -267,7 +305,7 @@ class DHTCore:
         self._last_store_seen: dict[bytes, float] = {}
         self._timers: list[tuple[float, int, TimerKind, object]] = []
         self._timer_seq = 0
-        self._outbox: list[tuple[bytes, Address]] = []
+        self._outbox: list[tuple[Message, Address]] = []
         self._events: deque[Event] = deque()
         self._srtt: float | None = None
         self._rttvar = 0.0
@@ -292,10 +330,37 @@ class DHTCore:
                 self.counters[f"drop.{exc.reason}"] += 1
                 return
             self._answer(frame.msg_id, request, addr, now)
-        else:
-            self._on_response(frame.msg_id, frame.body, addr, now)
+            return
+        # A response body is typed by the request it answers, so find that first.
+        pending = self._pending_for(frame.msg_id, addr)
+        if pending is None:
+            return
+        try:
+            reply = parse_reply(pending.request, frame.body)
+        except WireError as exc:
+            self._settle(pending, now)
+            self.counters[f"drop.reply_{exc.reason}"] += 1
+            self._rpc_failed(pending, now)
+            return
+        self._on_reply(pending, reply, now)
+
+    def receive_message(self, message: Message, addr: Address, now: float) -> None:
+        """Feed one decoded message: `receive` without the codec (the simulator's entry)."""
+        if message.request:
+            if not self._limiter.allow(addr, now):
+                self.counters["drop.rate_limited"] += 1
+                return
+            self._answer(message.msg_id, message.body, addr, now)  # type: ignore[arg-type]
+            return
+        pending = self._pending_for(message.msg_id, addr)
+        if pending is not None:
+            self._on_reply(pending, message.body, now)  # type: ignore[arg-type]
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return [(message.encode(), addr) for message, addr in self.messages_to_send(now)]
+
+    def messages_to_send(self, now: float) -> list[tuple[Message, Address]]:
+        """What `datagrams_to_send` would send, before encoding."""
         out, self._outbox = self._outbox, []
         return out
 
@@ -397,7 +462,7 @@ class DHTCore:
                 reply = StoreRecordsReply(tuple(self._store_record(r, now) for r in records))
             case FindRecords(sender, key, after):
                 reply = self._find_records(key, after, sender, addr, now)
-        self._outbox.append((serialize_response(msg_id, reply), addr))
+        self._outbox.append((Message(False, msg_id, reply), addr))
         sender_id = getattr(request, "sender_id", None)
         if sender_id is not None:
             self._consider(sender_id, addr, now)
@@ -420,7 +485,7 @@ class DHTCore:
             budget -= len(contact.addr[0]) + 30
             if len(chosen) >= k and (budget < 0 or len(chosen) >= k + extra):
                 break
-            chosen.append(WireContact(contact.node_id, contact.addr[0], contact.addr[1]))
+            chosen.append(self._contacts.to_wire(contact))
         return tuple(chosen)
 
     def _store_plain(self, key: bytes, value: PlainValue, now: float) -> None:
@@ -493,11 +558,8 @@ class DHTCore:
         msg_id = self._rng.getrandbits(8 * MSG_ID_BYTES).to_bytes(MSG_ID_BYTES, "big")
         while msg_id in self._pending:
             msg_id = self._rng.getrandbits(8 * MSG_ID_BYTES).to_bytes(MSG_ID_BYTES, "big")
-        datagram = serialize_request(msg_id, request)
-        self._pending[msg_id] = PendingRpc(
-            msg_id, addr, request, purpose, now, node_id, op, datagram
-        )
-        self._outbox.append((datagram, addr))
+        self._pending[msg_id] = PendingRpc(msg_id, addr, request, purpose, now, node_id, op)
+        self._outbox.append((Message(True, msg_id, request), addr))
         self.counters[f"rpc.out.{type(request).__name__}"] += 1
         self._schedule(now + self._slow_after(), TimerKind.RPC_SLOW, msg_id)
         self._schedule(now + self.config.rpc_timeout, TimerKind.RPC_TIMEOUT, msg_id)
@@ -543,24 +605,25 @@ class DHTCore:
 
     # --- responses ----------------------------------------------------------
 
-    def _on_response(self, msg_id: bytes, body: object, addr: Address, now: float) -> None:
+    def _pending_for(self, msg_id: bytes, addr: Address) -> PendingRpc | None:
+        """The request a response answers, if it came from where the request went."""
         pending = self._pending.get(msg_id)
         if pending is None:
             self.counters["drop.unexpected_response"] += 1
-            return
+            return None
         if pending.addr != addr:
             self.counters["drop.wrong_source"] += 1
-            return
-        del self._pending[msg_id]
+            return None
+        return pending
+
+    def _settle(self, pending: PendingRpc, now: float) -> None:
+        del self._pending[pending.msg_id]
         if not pending.slow:
             # Karn's rule: a reply to a retransmitted request is an ambiguous sample.
             self._sample_rtt(now - pending.sent_at)
-        try:
-            reply = parse_reply(pending.request, body)
-        except WireError as exc:
-            self.counters[f"drop.reply_{exc.reason}"] += 1
-            self._rpc_failed(pending, now)
-            return
+
+    def _on_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
+        self._settle(pending, now)
         if pending.node_id is not None:
             self.table.seen(pending.node_id)
         handler = {
@@ -580,7 +643,7 @@ class DHTCore:
             return
         pending.slow = True
         self.counters["rpc.retransmit"] += 1
-        self._outbox.append((pending.datagram, pending.addr))
+        self._outbox.append((Message(True, pending.msg_id, pending.request), pending.addr))
         if pending.purpose is not Purpose.LOOKUP:
             return
         op = self._operations.get(pending.op) if pending.op is not None else None
@@ -646,7 +709,7 @@ class DHTCore:
             self._mark_unverifiable(pending.addr, now)
         else:
             _remember(self._verified, node_id, pending.addr, self.config.max_verified)
-            self._admit(Contact.make(node_id, pending.addr), now)
+            self._admit(self._contacts.make(node_id, pending.addr), now)
         if op is not None:
             self._advance(op, now)
 
@@ -668,7 +731,7 @@ class DHTCore:
             self.table.seen(node_id)
             return
         if self._verified.get(node_id) == addr:
-            self._admit(Contact.make(node_id, addr), now)  # proven before: no new identify
+            self._admit(self._contacts.make(node_id, addr), now)  # proven before: no new identify
             return
         self._send_identify(addr, node_id, now)
 
@@ -777,7 +840,7 @@ class DHTCore:
             contacts = reply.contacts
         else:
             contacts = ()
-        op.lookup.answered(node_id, (Contact.make(c.node_id, (c.host, c.port)) for c in contacts))
+        op.lookup.answered(node_id, map(self._contacts.from_wire, contacts))
         self._advance(op, now)
 
     def _request_page(
@@ -982,11 +1045,13 @@ def _batches(records: list[Record]) -> list[list[Record]]:
 
 __all__ = [
     "Bootstrapped",
+    "ContactCodec",
     "DHTConfig",
     "DHTCore",
     "Event",
     "LocalProtocolError",
     "LookupCompleted",
+    "Message",
     "RecordsFound",
     "RecordsStored",
 ]

@@ -16,6 +16,7 @@ from dht import cli as dht_cli
 from peer import cli as peer_cli
 from relay import cli as relay_cli
 from signaling import cli as signaling_cli
+from simulations import cli as simulations_cli
 
 from . import demo
 from .embedded_relay import start_embedded_relay
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     signaling_cli.register(commands, relay_starter=start_embedded_relay)
     peer_cli.register(commands)
     relay_cli.register(commands)
+    simulations_cli.register(commands)
     demo.register(commands)
     return parser
 

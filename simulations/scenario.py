@@ -1,0 +1,265 @@
+"""Scenarios: TOML parameter files, overrides, the shared world they run in, their outputs.
+
+A scenario file is flat TOML: `scenario = "growth"` names the model, an
+optional `description`, and every other key is a parameter. Each scenario
+module declares its parameters and defaults (`DEFAULTS`); a file may set any
+of them and `--set name=value` may override any of them, with the value
+parsed as TOML and coerced to the default's type. The node count is `nodes`
+everywhere.
+
+A run returns a `Result`: the summary (only simulated quantities, so the same
+file and seed give a byte-identical summary.json), time series (CSV) and
+plots (PNG). Wall-clock measurements belong to the CLI (run.json).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dht.core import DHTConfig
+
+from .engine import Engine
+from .metrics import Series
+from .network import NetworkModel
+from .overlay import EPOCH, Overlay
+
+SCENARIOS = ("growth", "churn", "nat", "sybil")  # rooms: still to come (#7)
+
+COMMON: dict[str, Any] = {
+    "nodes": 1000,
+    "seed": 1,
+    "k": 20,
+    "alpha": 3,
+    "rpc_timeout": 2.0,
+    "transport": "message",
+    "identities": "sim",
+    "loss": 0.0,
+    "jitter_ms": 5.0,
+    "sample_every": 10.0,
+}
+"""Parameters every scenario takes."""
+
+Progress = Callable[[float, float, int], None]
+"""(simulated seconds done, simulated seconds planned, events so far)."""
+
+
+class ScenarioError(ValueError):
+    """A scenario file or override that cannot be used (the message says why)."""
+
+
+@dataclass
+class Plot:
+    """A figure to draw: named lines (x, y) or bars."""
+
+    name: str
+    title: str
+    xlabel: str
+    ylabel: str
+    lines: list[tuple[str, list[float], list[float]]] = field(default_factory=list)
+    kind: str = "line"
+    logy: bool = False
+
+
+@dataclass
+class Result:
+    summary: dict[str, Any]
+    series: list[Series] = field(default_factory=list)
+    plots: list[Plot] = field(default_factory=list)
+    events: int = 0
+
+
+@dataclass
+class Scenario:
+    kind: str
+    params: dict[str, Any]
+    description: str = ""
+
+
+def scenario_module(kind: str) -> Any:
+    if kind not in SCENARIOS:
+        raise ScenarioError(f"unknown scenario {kind!r}; known: {', '.join(SCENARIOS)}")
+    return importlib.import_module(f"simulations.scenarios.{kind}")
+
+
+def defaults(kind: str) -> dict[str, Any]:
+    return {**COMMON, **scenario_module(kind).DEFAULTS}
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value: TOML syntax when it parses (numbers, booleans, lists), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def coerce(name: str, value: Any, default: Any) -> Any:
+    """`value` as the type of `default` (an int where a float is expected is fine)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ScenarioError(f"{name} is true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ScenarioError(f"{name} is an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ScenarioError(f"{name} is a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ScenarioError(f"{name} is a string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ScenarioError(f"{name} is a list, got {value!r}")
+        return value
+    return value
+
+
+def make_scenario(kind: str, values: Mapping[str, Any], description: str = "") -> Scenario:
+    known = defaults(kind)
+    params = dict(known)
+    for name, value in values.items():
+        if name not in known:
+            raise ScenarioError(
+                f"{kind} has no parameter {name!r}; known: {', '.join(sorted(known))}"
+            )
+        params[name] = coerce(name, value, known[name])
+    return Scenario(kind, params, description)
+
+
+def parse_sets(sets: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in sets:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise ScenarioError(f"--set takes name=value, got {item!r}")
+        values[name.strip()] = parse_value(text.strip())
+    return values
+
+
+def load_scenario(path: Path, overrides: Mapping[str, Any] | None = None) -> Scenario:
+    """Read a scenario file and apply `overrides` (already parsed values)."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ScenarioError(f"cannot read scenario {path}: {exc}") from None
+    kind = data.pop("scenario", None)
+    if not isinstance(kind, str):
+        raise ScenarioError(f'{path}: missing `scenario = "NAME"`')
+    description = str(data.pop("description", ""))
+    return make_scenario(kind, {**data, **(overrides or {})}, description)
+
+
+def run(scenario: Scenario, progress: Progress | None = None) -> Result:
+    result: Result = scenario_module(scenario.kind).run(scenario.params, progress)
+    result.summary = {
+        "scenario": scenario.kind,
+        "params": dict(sorted(scenario.params.items())),
+        **result.summary,
+        "events": result.events,
+    }
+    return result
+
+
+def summary_json(result: Result) -> str:
+    return json.dumps(result.summary, sort_keys=True, indent=2) + "\n"
+
+
+def write_outputs(result: Result, out: Path) -> list[Path]:
+    """summary.json, one CSV per series, one PNG per plot; returns the files written."""
+    from .plots import render
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "summary.json"]
+    written[0].write_text(summary_json(result))
+    for series in result.series:
+        path = out / f"{series.name}.csv"
+        path.write_text(series.to_csv())
+        written.append(path)
+    for plot in result.plots:
+        path = out / f"{plot.name}.png"
+        render(plot, path)
+        written.append(path)
+    return written
+
+
+class World:
+    """What every scenario runs in: one engine, one seed, the network and the overlay."""
+
+    def __init__(self, params: Mapping[str, Any], progress: Progress | None = None) -> None:
+        self.params = params
+        self.progress = progress
+        root = random.Random(params["seed"])
+        self.rng = random.Random(root.getrandbits(64))
+        """Workload draws (arrivals, sessions, pages, lookup targets)."""
+        self.engine = Engine(EPOCH)
+        self.network = NetworkModel(loss=params["loss"], jitter_ms=params["jitter_ms"])
+        self.config = DHTConfig(
+            k=params["k"], alpha=params["alpha"], rpc_timeout=params["rpc_timeout"]
+        )
+        self.overlay = Overlay(
+            self.engine,
+            random.Random(root.getrandbits(64)),
+            self.network,
+            self.config,
+            transport=params["transport"],
+            identities=params["identities"],
+        )
+
+    @property
+    def t(self) -> float:
+        """Seconds since the start of the simulation."""
+        return self.engine.now - EPOCH
+
+    def at(self, t: float, fn: Callable[[Any], None], arg: Any = None) -> None:
+        self.engine.schedule(EPOCH + t, fn, arg)
+
+    def every(self, period: float, fn: Callable[[float], None], until: float) -> None:
+        """Call `fn(t)` at 0, period, 2*period... up to `until` (inclusive)."""
+
+        def tick(t: Any) -> None:
+            fn(t)
+            if t + period <= until + 1e-9:
+                self.at(t + period, tick, t + period)
+
+        self.at(0.0, tick, 0.0)
+
+    def run_until(self, t: float, planned: float | None = None) -> None:
+        """Advance to `t` simulated seconds, reporting progress about 200 times."""
+        planned = planned if planned is not None else t
+        step = max(planned / 200.0, 1e-3)
+        end = EPOCH + t
+        while self.engine.now < end:
+            self.engine.run(until=min(end, self.engine.now + step))
+            if self.progress is not None:
+                self.progress(self.t, planned, self.engine.events)
+
+
+__all__ = [
+    "COMMON",
+    "SCENARIOS",
+    "Plot",
+    "Result",
+    "Scenario",
+    "ScenarioError",
+    "World",
+    "defaults",
+    "load_scenario",
+    "make_scenario",
+    "parse_sets",
+    "run",
+    "summary_json",
+    "write_outputs",
+]

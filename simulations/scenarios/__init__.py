@@ -1,0 +1,1 @@
+"""The scenario models (one module each) and their TOML files (`NAME.toml`)."""
