@@ -30,7 +30,7 @@ from .metrics import Series
 from .network import NetworkModel
 from .overlay import EPOCH, Overlay
 
-SCENARIOS = ("growth", "churn", "nat", "sybil")  # rooms: still to come (#7)
+SCENARIOS = ("growth", "churn", "rooms", "nat", "sybil")
 
 COMMON: dict[str, Any] = {
     "nodes": 1000,
