@@ -383,17 +383,19 @@ class SignalingNode:
     async def _join(self, client: Client, join: Join) -> None:
         started = time.perf_counter()
         current = client.rooms.get(join.room)
+        seated = current is not None and join.layer in (None, current.layer)
         try:
-            if current is not None and (join.layer is None or join.layer == current.layer):
-                members, total = await self._read_layer(join.room, current.layer)
+            if current is not None and seated:
                 layer = current.layer
+                members, total = await self._read_layer(join.room, layer)
             else:
                 if current is not None:
                     await self._leave(client, join.room, announce=True)
                 layer, members, total = await self._pick_layer(join.room, join.layer)
-                view = self._view(join.room, layer)
-                for presence in members:
-                    self._learn(view, presence)
+            view = self._view(join.room, layer)
+            for presence in members:  # known before the seat, so the join is announced to them
+                self._learn(view, presence)
+            if not seated:
                 await self._take_seat(client, view)
         except (ConnectionError, TimeoutError) as exc:
             self._join_failed(client, join.room)
@@ -405,9 +407,6 @@ class SignalingNode:
             self._join_failed(client, join.room)
             await self._send(client, error_frame(exc.code, exc.message, join.id))
             return
-        view = self._view(join.room, layer)
-        for presence in members:
-            self._learn(view, presence)
         peers = [self._member_json(p) for p in view.members.values() if p.peer != client.key]
         self.metrics.joins.inc()
         self.metrics.join_seconds.observe(time.perf_counter() - started)
