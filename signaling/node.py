@@ -619,6 +619,11 @@ class SignalingNode:
     def _left_frame(self, view: LayerView, peer: bytes) -> str:
         return server_frame("peer-left", room=view.room, layer=view.layer, key=peer)
 
+    async def _member_left(self, view: LayerView, peer: bytes) -> None:
+        """A remote member is gone (lapsed or announced): forget it, tell the layer."""
+        del view.members[peer]
+        await self._push_to_layer(view, self._left_frame(view, peer))
+
     async def _announce_joined(self, view: LayerView, presence: Presence, record: Record) -> None:
         await self._push_to_layer(view, self._joined_frame(presence), skip=presence.peer)
         frame = {"type": "presence", "record": _record_json(record)}
@@ -665,8 +670,7 @@ class SignalingNode:
             if peer in view.local:
                 continue
             if peer not in seen and presence.expires_at <= now + 1:
-                del view.members[peer]
-                await self._push_to_layer(view, self._left_frame(view, peer))
+                await self._member_left(view, peer)
         for peer, (_, expires) in list(view.departed.items()):
             if expires <= now:
                 del view.departed[peer]
@@ -677,8 +681,7 @@ class SignalingNode:
         for view in list(self.layers.values()):
             for peer, presence in list(view.members.items()):
                 if peer not in view.local and presence.expires_at <= now:
-                    del view.members[peer]
-                    await self._push_to_layer(view, self._left_frame(view, peer))
+                    await self._member_left(view, peer)
 
     async def _refresh_loop(self) -> None:
         period = self.config.refresh
@@ -812,9 +815,8 @@ class SignalingNode:
         known = view.members.get(peer)
         if known is None or known.home.node_id != remote or known.seq > seq:
             return
-        del view.members[peer]
         view.departed[peer] = (seq, expires)
-        await self._push_to_layer(view, self._left_frame(view, peer))
+        await self._member_left(view, peer)
 
     # --- ICE servers and the node directory -------------------------------------------------
 
