@@ -79,11 +79,8 @@ Emit = Callable[[FileEvent], None]
 
 
 def file_sha256(path: Path) -> bytes:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.digest()
+        return hashlib.file_digest(handle, "sha256").digest()
 
 
 def _read_blocks(path: Path, limit: int) -> Any:

@@ -182,7 +182,8 @@ class PeerLink:
         sctp = self.pc.sctp
         if sctp is None or not self.open:
             return True
-        pending = getattr(sctp, "_outbound_queue", ()) or getattr(sctp, "_sent_queue", ())
+        queues = ("_outbound_queue", "_sent_queue")  # not yet sent; sent, not yet acked
+        pending = any(getattr(sctp, name, ()) for name in queues)
         return self.control.bufferedAmount == 0 and not pending
 
     async def drain(self, within: float = 2.0) -> None:
