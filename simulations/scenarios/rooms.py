@@ -101,16 +101,15 @@ def _one_pass(params: dict[str, Any], progress: Progress | None, layer_size: int
     served = [
         sum(v for name, v in n.core.counters.items() if name.startswith("rpc.in.")) for n in nodes
     ]
-    per_key = Counter()
-    for n in nodes:
-        for key in n.core.records.keys():  # noqa: SIM118 (a RecordStore, not a dict)
-            per_key[key] += len(n.core.records.get(key, overlay.now))
-    hottest_room = rooms[0]  # Zipf rank 1
+    hottest_room = rooms[0]  # Zipf rank 0
     hot_keys = {layer_key(hottest_room, i) for i in range(64)}
-    hot_per_node = [
-        sum(len(n.core.records.get(key, overlay.now)) for key in hot_keys) for n in nodes
-    ]
-    holders = [count for count in hot_per_node if count]
+    held_hot_keys: set[bytes] = set()
+    holders = []
+    for n in nodes:
+        counts = {key: len(n.core.records.get(key, overlay.now)) for key in hot_keys}
+        held_hot_keys.update(key for key, count in counts.items() if count)
+        if total := sum(counts.values()):
+            holders.append(total)
     layer_sizes = list(seats.values())
     return {
         "joins": len(latencies),
@@ -127,7 +126,7 @@ def _one_pass(params: dict[str, Any], progress: Progress | None, layer_size: int
             max(served) / (sum(served) / len(served)) if sum(served) else None
         ),
         "hottest_room_members": sum(c for (r, _), c in seats.items() if r == hottest_room),
-        "hottest_room_keys": len(hot_keys & set(per_key)),
+        "hottest_room_keys": len(held_hot_keys),
         "hottest_room_nodes_holding": len(holders),
         "hottest_room_records_at_one_node_max": max(holders, default=0),
         "hottest_room_records_per_holding_node_mean": rnd(
