@@ -7,9 +7,12 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test lint unit integration bench clean debs
 
 # Debian packages the integration tests drive as outside implementations:
-# coturn (turnutils_uclient, turnserver) against our relay. Installed only
+# coturn (turnutils_uclient, turnserver) against our relay, Chromium for the
+# browser client (Playwright drives /usr/bin/chromium, never a downloaded
+# browser), iproute2 and iptables for the NAT lab's namespaces. Installed only
 # when missing; needs root (CI runs as root).
-DEBS_CMDS := turnutils_uclient:coturn turnutils_peer:coturn turnserver:coturn
+DEBS_CMDS := turnutils_uclient:coturn turnutils_peer:coturn turnserver:coturn \
+             chromium:chromium ip:iproute2 iptables:iptables
 debs:
 	@missing=""; for pair in $(DEBS_CMDS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
