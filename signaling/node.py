@@ -79,6 +79,15 @@ NODE_DIRECTORY = key_for("pagemesh/nodes")
 MAX_MOVING_NODES = 8
 MAX_LAYER_SCAN = 64
 MAX_KNOWN_HOMES = 100_000
+WEB_DIR = Path(__file__).parent / "web"
+WEB_HEADERS = {
+    # The page talks to this node and to other nodes (fail-over), loads nothing from elsewhere.
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self' ws: wss: blob:; img-src 'self' blob: data:; "
+        "media-src blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+}
 
 
 @dataclass(slots=True)
@@ -186,6 +195,7 @@ class SignalingNode:
                 web.get("/healthz", self._healthz),
                 web.get("/metrics", self.metrics.handler),
                 web.get("/", self._index),
+                web.static("/web", WEB_DIR, append_version=False),
             ]
         )
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -255,15 +265,9 @@ class SignalingNode:
         }
         return web.json_response(body)
 
-    async def _index(self, _request: web.Request) -> web.Response:
-        # The browser client (signaling/web/) is served here once it exists.
-        index = Path(__file__).parent / "web" / "index.html"
-        if index.is_file():
-            return web.FileResponse(index)
-        return web.Response(
-            text="pagemesh signaling node. Clients connect to /v1/ws; see /healthz.\n",
-            content_type="text/plain",
-        )
+    async def _index(self, _request: web.Request) -> web.StreamResponse:
+        # The browser client: plain modules under /web/, no build step, nothing from elsewhere.
+        return web.FileResponse(WEB_DIR / "index.html", headers=WEB_HEADERS)
 
     # --- clients -------------------------------------------------------------------
 

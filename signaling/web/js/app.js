@@ -1,0 +1,299 @@
+// The page a person sees: join a page's room, chat, share files, see who is
+// here and how each connection goes (direct or through a relay).
+// Everything here is presentation; the protocol lives in peer.js.
+
+import { Peer, canonicalUrl } from "./peer.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const home = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
+const nodes = [...params.getAll("node"), home];
+
+const ui = { peer: null, room: null, files: new Map() };
+window.pagemesh = ui; // for people poking at the console, and for the tests
+
+function short(key) {
+  return key.slice(0, 8);
+}
+
+function who(key) {
+  if (ui.peer && key === ui.peer.keyHex) return ui.peer.name || "you";
+  return ui.room?.names.get(key) ?? short(key);
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name in node) node[name] = value;
+    else node.setAttribute(name, value);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+function banner(text) {
+  $("banner").textContent = text ?? "";
+  $("banner").hidden = !text;
+}
+
+function size(bytes) {
+  const units = ["B", "KB", "MB", "GB"];
+  let i = 0;
+  while (bytes >= 1024 && i < units.length - 1) {
+    bytes /= 1024;
+    i++;
+  }
+  return `${bytes.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+// --- the transcript, in the room's total order (lamport, author) ---
+
+function place(li, lamport, author) {
+  // Insert keeping (lamport, author) order; notes sort after messages of their lamport.
+  li.dataset.lamport = lamport;
+  li.dataset.order = author;
+  const list = $("messages");
+  const after = [...list.children].find(
+    (other) => +other.dataset.lamport > lamport || (+other.dataset.lamport === lamport && other.dataset.order > author),
+  );
+  list.insertBefore(li, after ?? null);
+  if (!after) list.scrollTop = list.scrollHeight;
+}
+
+function note(text, extra = {}) {
+  const li = el("li", { className: "note", ...extra }, text);
+  place(li, ui.room ? ui.room.core.lamport : 0, "~");
+  return li;
+}
+
+function showMessage({ env, mine }) {
+  if (document.querySelector(`#messages li[data-id="${env.author}:${env.seq}"]`)) return;
+  const when = new Date(env.ts).toLocaleTimeString();
+  const li = el(
+    "li",
+    { className: mine ? "msg mine" : "msg", dataset: { id: `${env.author}:${env.seq}`, author: env.author, seq: env.seq } },
+    el("span", { className: "who", dataset: { key: env.author } }, who(env.author)),
+    el("span", { className: "body" }, env.body),
+    el("span", { className: "when" }, when),
+  );
+  place(li, env.lamport, env.author);
+}
+
+// --- members ---
+
+function memberRow(key) {
+  let li = document.querySelector(`#members li[data-key="${key}"]`);
+  if (!li) {
+    li = el("li", { dataset: { key } }, el("span", { className: "name" }), el("span", { className: "path", dataset: { path: "connecting" } }, "connecting"));
+    $("members").append(li);
+  }
+  li.querySelector(".name").textContent = who(key);
+  return li;
+}
+
+function setPath(key, path) {
+  const badge = memberRow(key).querySelector(".path");
+  badge.dataset.path = path ?? "connecting";
+  badge.textContent = path ?? "connecting";
+}
+
+function renderTotal() {
+  const count = ui.room ? ui.room.members.size + 1 : 0;
+  $("total").textContent = ui.room ? `(${count})` : "";
+}
+
+// --- files ---
+
+function fileRow(id, name, bytes, text) {
+  let li = ui.files.get(id);
+  if (!li) {
+    li = note("", { dataset: { file: id } });
+    li.classList.add("file");
+    ui.files.set(id, li);
+  }
+  li.replaceChildren(el("span", {}, `${text} ${name} (${size(bytes)}) `));
+  return li;
+}
+
+function onFileEvent(event) {
+  const room = ui.room;
+  if (event.type === "file-offered") {
+    const { offer, sender } = event;
+    const li = fileRow(offer.id, offer.name, offer.size, `${who(sender)} offers`);
+    if (offer.size > ui.peer.config.autoAcceptBytes) {
+      li.append(
+        el("button", { type: "button", className: "accept", onclick: () => room.acceptFile(offer.id) }, "Accept"),
+        el("button", { type: "button", className: "decline", onclick: () => room.declineFile(offer.id) }, "Decline"),
+      );
+    }
+  } else if (event.type === "file-progress") {
+    const li = ui.files.get(event.id);
+    if (!li) return;
+    let bar = li.querySelector("progress");
+    if (!bar) li.append((bar = el("progress", { max: event.size })));
+    bar.value = event.done;
+  } else if (event.type === "file-done" && event.blob) {
+    const { offer, sender, blob, id } = event;
+    const url = URL.createObjectURL(blob);
+    const li = fileRow(id, offer.name, offer.size, `${who(sender)} shared`);
+    const link = el("a", { href: url, download: offer.name, className: "download", dataset: { sha256: offer.sha256, name: offer.name } }, "download");
+    li.append(link);
+    if (offer.mime.startsWith("image/")) li.append(el("img", { src: url, alt: offer.name }));
+  } else if (event.type === "file-done") {
+    const li = ui.files.get(event.id);
+    li?.append(el("span", { className: "delivered", dataset: { to: event.sender } }, ` ✓ ${who(event.sender)}`));
+  } else if (event.type === "file-failed") {
+    const li = ui.files.get(event.id) ?? note("");
+    li.append(el("span", { className: "failed" }, ` failed: ${event.reason}`));
+  }
+}
+
+// --- events from the peer ---
+
+function onEvent(event) {
+  switch (event.type) {
+    case "status":
+      $("status").textContent = event.state === "connected" ? `connected to ${event.node}` : `${event.state}: ${event.message ?? event.node ?? ""}`;
+      $("status").dataset.state = event.state;
+      if (event.state === "connected") banner(null);
+      else if (["lost", "retrying", "replaced"].includes(event.state)) banner(event.message);
+      break;
+    case "message":
+      showMessage(event);
+      break;
+    case "member-joined":
+      memberRow(event.key);
+      note(`${who(event.key)} joined`);
+      renderTotal();
+      break;
+    case "member-left":
+      document.querySelector(`#members li[data-key="${event.key}"]`)?.remove();
+      note(`${who(event.key)} left`, { dataset: { left: event.key } });
+      renderTotal();
+      break;
+    case "connected":
+      setPath(event.key, event.path);
+      break;
+    case "disconnected":
+      setPath(event.key, null);
+      break;
+    case "profile":
+      memberRow(event.key);
+      for (const span of document.querySelectorAll(`#messages .who[data-key="${event.key}"]`)) span.textContent = event.name;
+      break;
+    case "gap":
+      note(`${event.last - event.first + 1} messages of ${who(event.author)} could not be recovered`);
+      break;
+    case "rejoined":
+      note(`moved to node ${event.node}`);
+      break;
+    case "problem":
+    case "node-error":
+      console.warn("pagemesh:", event.message);
+      if (event.type === "problem") $("status").textContent = event.message;
+      break;
+    default:
+      if (event.type.startsWith("file-")) onFileEvent(event);
+  }
+}
+
+// --- the page's controls ---
+
+async function join(pageUrl) {
+  let canonical;
+  try {
+    canonical = canonicalUrl(pageUrl);
+  } catch (error) {
+    banner(error.message);
+    return;
+  }
+  if (ui.room) {
+    await ui.peer.leave(ui.room);
+    $("members").replaceChildren();
+    $("messages").replaceChildren();
+    ui.files.clear();
+  }
+  $("room-title").textContent = `Joining ${canonical}…`;
+  try {
+    ui.room = await ui.peer.join(canonical);
+  } catch (error) {
+    banner(`could not join: ${error.message}`);
+    $("room-title").textContent = "No room yet";
+    return;
+  }
+  $("room-title").textContent = canonical;
+  $("room-url").value = canonical;
+  history.replaceState(null, "", `?room=${encodeURIComponent(canonical)}`);
+  for (const id of ["text", "file", "send"]) $(id).disabled = false;
+  $("text").placeholder = "Say something";
+  memberRow(ui.peer.keyHex).classList.add("me");
+  setPath(ui.peer.keyHex, "you");
+  for (const env of ui.room.transcript()) showMessage({ env, mine: env.author === ui.peer.keyHex });
+  for (const key of ui.room.members) memberRow(key);
+  renderTotal();
+  $("text").focus();
+}
+
+async function sendFiles(files) {
+  for (const file of files) {
+    try {
+      const offer = await ui.room.sendFile(file);
+      const li = fileRow(offer.id, offer.name, offer.size, "you shared");
+      if (offer.mime.startsWith("image/")) li.append(el("img", { src: URL.createObjectURL(file), alt: offer.name }));
+    } catch (error) {
+      note(`could not share ${file.name}: ${error.message}`);
+    }
+  }
+}
+
+async function main() {
+  try {
+    ui.peer = await Peer.open(nodes, { name: params.get("name") });
+  } catch (error) {
+    banner(error.message);
+    return;
+  }
+  ui.peer.on(onEvent);
+  $("key").textContent = short(ui.peer.keyHex);
+  $("name").value = ui.peer.name;
+  $("name").addEventListener("change", () => ui.peer.setName($("name").value.trim()));
+  $("join-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    join($("room-url").value);
+  });
+  $("compose").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const text = $("text").value;
+    if (!text.trim() || !ui.room) return;
+    $("text").value = "";
+    try {
+      await ui.room.send(text);
+    } catch (error) {
+      banner(error.message);
+      $("text").value = text;
+    }
+  });
+  $("file").addEventListener("change", () => {
+    sendFiles([...$("file").files]);
+    $("file").value = "";
+  });
+  const chat = $("chat");
+  chat.addEventListener("dragover", (event) => event.preventDefault());
+  chat.addEventListener("drop", (event) => {
+    event.preventDefault();
+    if (ui.room) sendFiles([...event.dataTransfer.files]);
+  });
+  document.addEventListener("paste", (event) => {
+    const files = [...(event.clipboardData?.files ?? [])];
+    if (ui.room && files.length) sendFiles(files);
+  });
+  ui.peer.start();
+  if (params.get("room")) {
+    $("room-url").value = params.get("room");
+    await join(params.get("room"));
+  }
+  document.body.dataset.ready = "true";
+}
+
+ui.ready = main();

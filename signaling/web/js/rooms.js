@@ -1,0 +1,88 @@
+// Rooms, computed in the browser as in signaling/rooms.py (docs/protocol.md
+// section 2): the node only ever sees hashes, never the page's URL.
+
+import { ProtocolError, concat, hex, packb, u16be, u32be, utf8 } from "./bytes.js";
+import { sha256 } from "./crypto.js";
+
+export const MAX_URL_LENGTH = 8192;
+const TRACKING = new Set([
+  "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "twclid", "igshid",
+  "mc_cid", "mc_eid", "_ga", "_gl", "_hsenc", "_hsmi", "mkt_tok", "oly_anon_id", "oly_enc_id",
+  "vero_id",
+]);
+const UNRESERVED = /[A-Za-z0-9\-._~]/;
+const HOST = /^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])$/;
+
+function normaliseEscapes(text) {
+  // RFC 3986 section 6.2.2: decode escaped unreserved characters, upper-case the rest.
+  return text.replace(/%[0-9A-Fa-f]{2}/g, (escape) => {
+    const char = String.fromCharCode(parseInt(escape.slice(1), 16));
+    return UNRESERVED.test(char) ? char : escape.toUpperCase();
+  });
+}
+
+function stripTracking(query) {
+  const kept = [];
+  for (const part of query.split("&")) {
+    if (!part) continue;
+    const name = part.split("=", 1)[0].toLowerCase();
+    if (TRACKING.has(name) || name.startsWith("utm_")) continue;
+    kept.push(normaliseEscapes(part));
+  }
+  return kept.join("&");
+}
+
+export function canonicalUrl(input, scope = "page") {
+  // The one string every client derives for a page (docs/protocol.md 2.1).
+  if (input.length > MAX_URL_LENGTH) {
+    throw new ProtocolError("bad-url", `URL longer than ${MAX_URL_LENGTH} characters`);
+  }
+  let url;
+  try {
+    url = new URL(input.trim());
+  } catch {
+    throw new ProtocolError("bad-url", "not a valid URL");
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new ProtocolError("bad-url", "only http and https pages have rooms");
+  }
+  const host = url.hostname.toLowerCase().replace(/\.$/, "");
+  if (!host) throw new ProtocolError("bad-url", "the URL has no host");
+  if (!HOST.test(host)) throw new ProtocolError("bad-url", `not a valid URL: bad host ${host}`);
+  const origin = `${url.protocol}//${host}${url.port ? ":" + url.port : ""}`;
+  if (scope === "site") return origin + "/";
+  const query = stripTracking(url.search.replace(/^\?/, ""));
+  return origin + normaliseEscapes(url.pathname || "/") + (query ? "?" + query : "");
+}
+
+export async function roomKey(canonical, secret = null) {
+  const data = utf8(canonical);
+  if (secret === null) return (await sha256(concat(utf8("pagemesh/room\0"), data))).slice(0, 20);
+  if (!secret.length) throw new ProtocolError("bad-secret", "a private room's secret must not be empty");
+  const framed = concat(u32be(data.length), data, secret);
+  return (await sha256(concat(utf8("pagemesh/private-room\0"), framed))).slice(0, 20);
+}
+
+export async function layerKey(room, layer) {
+  if (room.length !== 20) throw new ProtocolError("bad-room", "a room key is 20 bytes");
+  if (!Number.isInteger(layer) || layer < 0 || layer > 65535) {
+    throw new ProtocolError("bad-layer", "a layer is in 0..65535");
+  }
+  return (await sha256(concat(utf8("pagemesh/layer\0"), room, u16be(layer)))).slice(0, 20);
+}
+
+export function presenceValue(room, layer, nodeId, url) {
+  // Compact JSON with sorted keys, byte for byte as signaling/rooms.py makes it.
+  const body = { layer, node: hex(nodeId), room: hex(room), url, v: 1 };
+  return utf8(JSON.stringify(body));
+}
+
+export async function presencePayload(peer, room, layer, nodeId, url, seq, expires) {
+  // What a client signs for its presence: the DHT record's payload (1.4, 2.4).
+  const key = await layerKey(room, layer);
+  return packb(["pagemesh-record/1", key, peer, seq, expires, presenceValue(room, layer, nodeId, url)]);
+}
+
+export function helloMessage(nonce, nodeId) {
+  return concat(utf8("pagemesh-hello/1\0"), nonce, nodeId);
+}

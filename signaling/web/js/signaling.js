@@ -1,0 +1,189 @@
+// A client of one signaling node's WebSocket API (docs/protocol.md 3), as
+// peer/signaling.py: prove the key (hello), then requests with ids, and what
+// the node pushes unasked goes to `onevent`. A node may ask for a presence
+// signature; the client checks the record is its own to sign first.
+
+import { ProtocolError, base64, fromHex, hex } from "./bytes.js";
+import { sign } from "./crypto.js";
+import { helloMessage, layerKey, presencePayload, presenceValue } from "./rooms.js";
+
+const MAX_PRESENCE_TTL = 3600;
+
+export class SignalingError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.name = "SignalingError";
+    this.code = code;
+  }
+}
+
+export function wsUrl(nodeUrl) {
+  return nodeUrl.replace(/\/$/, "") + "/v1/ws";
+}
+
+export class SignalingClient {
+  static connect(url, identity, publicKey, name, within = 10000) {
+    // Open `url` (ws://host:port) and prove the key; resolves once welcomed.
+    return new Promise((resolve, reject) => {
+      let ws;
+      try {
+        ws = new WebSocket(wsUrl(url));
+      } catch (error) {
+        reject(new SignalingError("unreachable", `cannot reach ${url}: ${error.message}`));
+        return;
+      }
+      const client = new SignalingClient(ws, identity, publicKey);
+      const timer = setTimeout(() => {
+        ws.close();
+        reject(new SignalingError("timeout", `no welcome from ${url}`));
+      }, within);
+      client.onwelcome = () => {
+        clearTimeout(timer);
+        resolve(client);
+      };
+      client.onfail = (error) => {
+        clearTimeout(timer);
+        reject(error);
+      };
+      client.name = name;
+      client.url = url;
+    });
+  }
+
+  constructor(ws, identity, publicKey) {
+    this.ws = ws;
+    this.identity = identity;
+    this.key = publicKey;
+    this.nodeId = null;
+    this.nodeUrl = "";
+    this.nodes = [];
+    this.rooms = new Map(); // room hex -> layer
+    this.joining = new Set();
+    this.waiters = new Map();
+    this.nextId = 0;
+    this.welcomed = false;
+    this.onevent = () => {};
+    this.queue = Promise.resolve();
+    ws.onmessage = (event) => {
+      // one frame at a time: a sign request must not overtake the frames before it
+      this.queue = this.queue.then(() => this.dispatch(event.data)).catch((error) => {
+        this.onevent({ type: "node-error", code: "bad-frame", message: String(error) });
+      });
+    };
+    ws.onclose = (event) => this.closed(event);
+    ws.onerror = () => {};
+  }
+
+  async dispatch(text) {
+    const frame = JSON.parse(text);
+    if (typeof frame !== "object" || frame === null) throw new ProtocolError("shape", "a frame is an object");
+    if (!this.welcomed) return this.handshake(frame);
+    const waiter = frame.id !== undefined ? this.waiters.get(frame.id) : undefined;
+    if (waiter && frame.type !== "sign") {
+      this.waiters.delete(frame.id);
+      waiter(frame);
+    } else if (frame.type === "sign") {
+      await this.signPresence(frame);
+    } else {
+      this.onevent(frame);
+    }
+  }
+
+  async handshake(frame) {
+    if (frame.type === "challenge") {
+      this.nodeId = fromHex(frame.node, 20);
+      const sig = await sign(this.identity, helloMessage(fromHex(frame.nonce, 32), this.nodeId));
+      const hello = { type: "hello", key: hex(this.key), sig: base64(sig) };
+      if (this.name) hello.name = this.name.slice(0, 64);
+      this.ws.send(JSON.stringify(hello));
+    } else if (frame.type === "welcome") {
+      this.welcomed = true;
+      this.nodeUrl = String(frame.url ?? this.url);
+      this.nodes = (frame.nodes ?? []).map(String);
+      this.onwelcome();
+    } else if (frame.type === "error") {
+      this.onfail(new SignalingError(frame.code, frame.message));
+      this.ws.close();
+    }
+  }
+
+  closed(event) {
+    const error = new SignalingError("closed", `connection to the node closed (${event.code})`);
+    if (!this.welcomed) {
+      this.onfail?.(new SignalingError("unreachable", `cannot reach ${this.url}`));
+    }
+    for (const waiter of this.waiters.values()) waiter({ type: "error", code: "closed", message: error.message });
+    this.waiters.clear();
+    if (this.welcomed) this.onevent({ type: "closed", code: event.code, reason: event.reason });
+  }
+
+  request(frame, within = 10000) {
+    const id = ++this.nextId;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(id);
+        reject(new SignalingError("timeout", `${frame.type}: no answer`));
+      }, within);
+      this.waiters.set(id, (reply) => {
+        clearTimeout(timer);
+        if (reply.type === "error") reject(new SignalingError(reply.code, reply.message));
+        else resolve(reply);
+      });
+      this.send({ ...frame, id });
+    });
+  }
+
+  send(frame) {
+    if (this.ws.readyState !== WebSocket.OPEN) throw new SignalingError("closed", "not connected");
+    this.ws.send(JSON.stringify(frame));
+  }
+
+  async join(room, layer = null) {
+    const frame = { type: "join", room };
+    if (layer !== null) frame.layer = layer;
+    this.joining.add(room);
+    try {
+      const reply = await this.request(frame);
+      this.rooms.set(room, reply.layer);
+      return reply;
+    } finally {
+      this.joining.delete(room);
+    }
+  }
+
+  async leave(room) {
+    this.rooms.delete(room);
+    await this.request({ type: "leave", room });
+  }
+
+  signal(to, payload, room) {
+    this.send({ type: "signal", to, payload, room });
+  }
+
+  async signPresence(frame) {
+    // Sign only our own presence: a room we joined, at this node, bounded expiry.
+    const room = fromHex(frame.room, 20);
+    const { layer, seq, expires } = frame;
+    const value = new TextDecoder().decode(presenceValue(room, layer, this.nodeId, String(frame.url)));
+    const acceptable =
+      (this.joining.has(frame.room) || this.rooms.get(frame.room) === layer) &&
+      frame.node === hex(this.nodeId) &&
+      frame.value === value &&
+      frame.key === hex(await layerKey(room, layer)) &&
+      Number.isSafeInteger(seq) &&
+      Number.isSafeInteger(expires) &&
+      expires <= Date.now() / 1000 + MAX_PRESENCE_TTL;
+    if (!acceptable) {
+      this.onevent({ type: "node-error", code: "refused-sign", message: "the node asked to sign a foreign record" });
+      return;
+    }
+    const payload = await presencePayload(this.key, room, layer, this.nodeId, String(frame.url), seq, expires);
+    const sig = await sign(this.identity, payload);
+    this.send({ type: "signed", id: frame.id, sig: base64(sig) });
+  }
+
+  close() {
+    this.onevent = () => {};
+    this.ws.close();
+  }
+}

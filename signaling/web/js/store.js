@@ -1,0 +1,73 @@
+// What a browser peer keeps between visits, in IndexedDB: its Ed25519 key
+// pair (the private half not extractable), its display name, and per room the
+// messaging state (own seq, Lamport clock, delivered per author, recent
+// history), so a reload never reuses a seq and resumes where it stopped.
+
+const DB_NAME = "pagemesh";
+const DB_VERSION = 1;
+
+function request(req) {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+export class Store {
+  static async open(name = DB_NAME) {
+    const opening = indexedDB.open(name, DB_VERSION);
+    opening.onupgradeneeded = () => {
+      const db = opening.result;
+      db.createObjectStore("identity");
+      db.createObjectStore("rooms");
+    };
+    return new Store(await request(opening));
+  }
+
+  constructor(db) {
+    this.db = db;
+  }
+
+  async get(storeName, key) {
+    const tx = this.db.transaction(storeName, "readonly");
+    return request(tx.objectStore(storeName).get(key));
+  }
+
+  async put(storeName, key, value) {
+    const tx = this.db.transaction(storeName, "readwrite");
+    tx.objectStore(storeName).put(value, key);
+    await new Promise((resolve, reject) => {
+      tx.oncomplete = resolve;
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
+  }
+
+  identity() {
+    return this.get("identity", "key");
+  }
+
+  saveIdentity(pair) {
+    return this.put("identity", "key", pair);
+  }
+
+  async name() {
+    return (await this.get("identity", "name")) ?? "";
+  }
+
+  saveName(name) {
+    return this.put("identity", "name", name);
+  }
+
+  roomState(roomHex) {
+    return this.get("rooms", roomHex);
+  }
+
+  saveRoomState(roomHex, state) {
+    return this.put("rooms", roomHex, state);
+  }
+
+  close() {
+    this.db.close();
+  }
+}

@@ -1,0 +1,86 @@
+"""Headless Chromium (Debian's, driven by Playwright) against real nodes on loopback.
+
+Each browser peer gets a browser context of its own (its own IndexedDB, so
+its own identity). Chromium is started with the flags that keep it off the
+network (no background services) and that let WebRTC use loopback with real
+addresses instead of mDNS names, which aiortc cannot resolve quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signaling.node import SignalingNode
+from tests.peer.conftest import loopback_ice, peers  # noqa: F401  (fixtures)
+from tests.signaling.conftest import signaling_mesh  # noqa: F401  (fixture)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",  # CI runs as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+]
+ARTIFACTS = Path(os.environ.get("PAGEMESH_ARTIFACTS", "test-artifacts"))
+
+PageFactory = Callable[..., Awaitable[Any]]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Any]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it as root)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def open_page(chromium: Any) -> AsyncIterator[PageFactory]:
+    """`await open_page(node, name, room=URL)`: the room page in a fresh browser profile."""
+    logs: list[str] = []
+
+    async def open_(node: SignalingNode, name: str, room: str | None = None, **query: str) -> Any:
+        context = await chromium.new_context(viewport={"width": 1100, "height": 700})
+        page = await context.new_page()
+        page.on("console", lambda msg: logs.append(f"{name} {msg.type}: {msg.text}"))
+        page.on("pageerror", lambda exc: logs.append(f"{name} error: {exc}"))
+        params = {"name": name, **query}
+        if room is not None:
+            params["room"] = room
+        from urllib.parse import urlencode
+
+        await page.goto(node.url.replace("ws://", "http://") + "/?" + urlencode(params))
+        await page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+        return page
+
+    try:
+        yield open_
+    finally:
+        if logs:
+            print("\n".join(logs[-200:]))

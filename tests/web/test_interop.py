@@ -1,0 +1,116 @@
+"""A browser and Python peers in one room: messages, files, leaving, one total order."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from peer.peer import Connected, FileDone, Message, Room
+from tests.peer.conftest import PeerFactory
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import ARTIFACTS, PageFactory
+
+ROOM = "https://example.org/interop"
+# A tiny valid PNG (1x1, red): an image the browser shows inline.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
+    "0000000c4944415408d763f8cfc000000301010018dd8db00000000049454e44ae426082"
+)
+
+
+async def next_of(room: Room, kind: type, within: float = 20.0, **match: Any) -> Any:
+    """The next event of `kind` (with matching fields) from a Python room."""
+    async with asyncio.timeout(within):
+        while True:
+            event = await room.next_event(within)
+            if isinstance(event, kind) and all(getattr(event, k) == v for k, v in match.items()):
+                return event
+
+
+def order(envelopes: list[Any]) -> list[tuple[str, int]]:
+    return [(e.author.hex(), e.seq) for e in envelopes]
+
+
+async def browser_order(page: Any) -> list[tuple[str, int]]:
+    pairs = await page.evaluate(
+        "() => window.pagemesh.room.transcript().map(e => [e.author, e.seq])"
+    )
+    return [(a, s) for a, s in pairs]
+
+
+async def say(page: Any, text: str) -> None:
+    await page.fill("#text", text)
+    await page.press("#text", "Enter")
+
+
+async def test_browser_and_python_peer_on_different_nodes(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory, tmp_path: Path
+) -> None:
+    a, b = await signaling_mesh(2)
+    inbox = tmp_path / "inbox"
+    py = await peers("py", [b.url], accept_files_to=inbox)
+    room = await py.join(ROOM)
+    page = await open_page(a, "browser", room=ROOM)
+    browser_key: str = await page.evaluate("window.pagemesh.peer.keyHex")
+
+    # The browser offers (newcomer); both ends see a direct path on loopback.
+    connected = await next_of(room, Connected, key=bytes.fromhex(browser_key))
+    assert connected.path == "direct"
+    badge = f'#members li[data-key="{py.public_key.hex()}"] .path[data-path="direct"]'
+    await page.wait_for_selector(badge, timeout=15_000)
+
+    # Messages both ways, interleaved; each side sees the other's in its order.
+    for i in range(5):
+        await say(page, f"from the browser {i}")
+        await room.send(f"from python {i}")
+    texts = [(await next_of(room, Message, mine=False)).text for _ in range(5)]
+    assert texts == [f"from the browser {i}" for i in range(5)]
+    await page.wait_for_function("document.querySelectorAll('#messages li.msg').length === 10")
+    shown = await page.eval_on_selector_all(
+        f'#messages li.msg[data-author="{py.public_key.hex()}"] .body',
+        "nodes => nodes.map(n => n.textContent)",
+    )
+    assert shown == [f"from python {i}" for i in range(5)]
+    await asyncio.sleep(0)  # let the last acks settle before comparing orders
+    assert await browser_order(page) == order(room.transcript())
+
+    # A file from Python to the browser (an image, shown inline) arrives verified.
+    picture = tmp_path / "red.png"
+    picture.write_bytes(PNG)
+    await room.send_file(picture)
+    link = await page.wait_for_selector('a.download[data-name="red.png"]', timeout=20_000)
+    got = await page.evaluate(
+        """async (a) => {
+            const data = await (await fetch(a.href)).arrayBuffer();
+            const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', data));
+            return Array.from(digest, b => b.toString(16).padStart(2, '0')).join('');
+        }""",
+        link,
+    )
+    assert got == hashlib.sha256(PNG).hexdigest()
+    await page.wait_for_selector('#messages li.file img[alt="red.png"]')
+
+    # A file from the browser to Python (2 MB, many chunks) arrives verified on disk.
+    blob = tmp_path / "upload.bin"
+    blob.write_bytes(os.urandom(2 * 1024 * 1024 + 123))
+    await page.set_input_files("#file", str(blob))
+    done = await next_of(room, FileDone, within=30, sender=bytes.fromhex(browser_key))
+    while done.path is None:  # the browser's receipt for red.png may come first
+        done = await next_of(room, FileDone, within=30, sender=bytes.fromhex(browser_key))
+    assert (
+        hashlib.sha256(done.path.read_bytes()).digest()
+        == hashlib.sha256(blob.read_bytes()).digest()
+    )
+    await page.wait_for_selector(f'#messages .delivered[data-to="{py.public_key.hex()}"]')
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "room.png"), full_page=True)
+
+    # The Python peer leaves: the browser shows it.
+    await py.leave(room)
+    await page.wait_for_selector(f'#messages li[data-left="{py.public_key.hex()}"]')
+    assert not await page.query_selector(f'#members li[data-key="{py.public_key.hex()}"]')
