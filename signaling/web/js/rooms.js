@@ -10,15 +10,32 @@ const TRACKING = new Set([
   "mc_cid", "mc_eid", "_ga", "_gl", "_hsenc", "_hsmi", "mkt_tok", "oly_anon_id", "oly_enc_id",
   "vero_id",
 ]);
-const UNRESERVED = /[A-Za-z0-9\-._~]/;
+const UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~";
+// Characters a path or a query may carry unescaped (RFC 3986 3.3, 3.4). An
+// escape of one of them is decoded, except those that would change how the
+// component splits: "/" in a path, "&", "=" and "+" in a query.
+const PATH_SAFE = new Set(UNRESERVED + "!$&'()*+,;=:@");
+const QUERY_SAFE = new Set(UNRESERVED + "!$'()*,;:@/?");
 const HOST = /^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])$/;
 
-function normaliseEscapes(text) {
-  // RFC 3986 section 6.2.2: decode escaped unreserved characters, upper-case the rest.
-  return text.replace(/%[0-9A-Fa-f]{2}/g, (escape) => {
-    const char = String.fromCharCode(parseInt(escape.slice(1), 16));
-    return UNRESERVED.test(char) ? char : escape.toUpperCase();
-  });
+function requote(text, safe, keep) {
+  // Normalise a component: decode escapes of safe characters, upper-case the
+  // other escapes, escape what may not appear raw (docs/protocol.md 2.1).
+  let out = "";
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    const escape = c === "%" && /^[0-9A-Fa-f]{2}$/.test(text.substr(i + 1, 2));
+    if (escape) {
+      const decoded = String.fromCharCode(parseInt(text.substr(i + 1, 2), 16));
+      out += safe.has(decoded) ? decoded : text.substr(i, 3).toUpperCase();
+      i += 2;
+    } else if (safe.has(c) || keep.includes(c)) {
+      out += c;
+    } else {
+      for (const b of utf8(c)) out += "%" + b.toString(16).toUpperCase().padStart(2, "0");
+    }
+  }
+  return out;
 }
 
 function stripTracking(query) {
@@ -27,7 +44,7 @@ function stripTracking(query) {
     if (!part) continue;
     const name = part.split("=", 1)[0].toLowerCase();
     if (TRACKING.has(name) || name.startsWith("utm_")) continue;
-    kept.push(normaliseEscapes(part));
+    kept.push(requote(part, QUERY_SAFE, "=+"));
   }
   return kept.join("&");
 }
@@ -46,13 +63,14 @@ export function canonicalUrl(input, scope = "page") {
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new ProtocolError("bad-url", "only http and https pages have rooms");
   }
-  const host = url.hostname.toLowerCase().replace(/\.$/, "");
+  const authority = /^[a-z][a-z0-9+.-]*:\/\/([^/?#\\]*)/i.exec(input.trim());
+  const host = authority && authority[1].replace(/^.*@/, "") ? url.hostname.toLowerCase().replace(/\.$/, "") : "";
   if (!host) throw new ProtocolError("bad-url", "the URL has no host");
   if (!HOST.test(host)) throw new ProtocolError("bad-url", `not a valid URL: bad host ${host}`);
   const origin = `${url.protocol}//${host}${url.port ? ":" + url.port : ""}`;
   if (scope === "site") return origin + "/";
   const query = stripTracking(url.search.replace(/^\?/, ""));
-  return origin + normaliseEscapes(url.pathname || "/") + (query ? "?" + query : "");
+  return origin + requote(url.pathname || "/", PATH_SAFE, "/") + (query ? "?" + query : "");
 }
 
 export async function roomKey(canonical, secret = null) {
