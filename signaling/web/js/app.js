@@ -9,7 +9,7 @@ const params = new URLSearchParams(location.search);
 const home = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
 const nodes = [...params.getAll("node"), home];
 
-const ui = { peer: null, room: null, files: new Map() };
+const ui = { peer: null, room: null, files: new Map(), statusLog: [] };
 window.pagemesh = ui; // for people poking at the console, and for the tests
 
 function short(key) {
@@ -154,6 +154,7 @@ function onFileEvent(event) {
 function onEvent(event) {
   switch (event.type) {
     case "status":
+      ui.statusLog.push(`${event.state} ${event.message ?? event.node ?? ""}`);
       $("status").textContent = event.state === "connected" ? `connected to ${event.node}` : `${event.state}: ${event.message ?? event.node ?? ""}`;
       $("status").dataset.state = event.state;
       if (event.state === "connected") banner(null);

@@ -489,6 +489,11 @@ export class Peer {
     }
   }
 
+  learnNode(url) {
+    // A member's home node is a live node too: one more place to go if ours fails.
+    if (typeof url === "string" && /^wss?:\/\/[^/]+$/.test(url) && !this.nodes.includes(url)) this.nodes.push(url);
+  }
+
   signal(to, payload, room) {
     try {
       this.node.signal(to, payload, room);
@@ -517,6 +522,7 @@ export class Peer {
     room.iceServers = joined.ice_servers ?? [];
     room.total = joined.total;
     for (const member of joined.members ?? []) {
+      this.learnNode(member.url);
       room.memberJoined(member.key);
       const link = room.links.get(member.key);
       if (offer && (!link || link.failed)) {
@@ -542,6 +548,7 @@ export class Peer {
     if (frame.type === "signal") {
       if (room) this.onSignal(room, frame.from, frame.payload).catch((error) => room.emit({ type: "problem", message: String(error) }));
     } else if (frame.type === "peer-joined") {
+      this.learnNode(frame.url);
       if (room && room.memberJoined(frame.key)) room.expectOffer(frame.key);
     } else if (frame.type === "peer-left") {
       room?.memberLeft(frame.key);

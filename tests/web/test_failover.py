@@ -1,0 +1,47 @@
+"""The browser's node goes away: the page says so, moves to another node, and the chat goes on."""
+
+from __future__ import annotations
+
+from peer.peer import Connected, Message
+from tests.peer.conftest import PeerFactory
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import PageFactory
+from .test_interop import next_of, say
+
+ROOM = "https://example.org/failover"
+
+
+async def test_lost_node_is_shown_and_another_node_is_used(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory
+) -> None:
+    a, b = await signaling_mesh(2)
+    py = await peers("py", [b.url])
+    room = await py.join(ROOM)
+    page = await open_page(a, "browser", room=ROOM)
+    await next_of(room, Connected)
+    known = await page.evaluate("window.pagemesh.peer.nodes")
+    assert b.url in known  # learned from the welcome (the node directory)
+
+    await a.stop(moving=False)  # as if it crashed: no `moving` frame
+    await page.wait_for_function(
+        f"document.querySelector('#status').textContent === 'connected to {b.url}'",
+        timeout=20_000,
+    )
+    log = await page.evaluate("window.pagemesh.statusLog")
+    assert f"lost lost the node {a.url}; trying others" in log
+    assert await page.is_hidden("#banner")  # shown while it was away, gone now
+    await page.wait_for_selector("#messages li.note:has-text('moved to node')", timeout=10_000)
+
+    # The data channel never needed the node: the chat goes on both ways.
+    await say(page, "still here")
+    assert (await next_of(room, Message, mine=False)).text == "still here"
+    await room.send("me too")
+    await page.wait_for_selector("#messages li.msg .body:has-text('me too')")
+
+    # Every node gone: the page says so and keeps trying; the chat still works.
+    await b.stop(moving=False)
+    banner = await page.wait_for_selector("#banner:has-text('no signaling node reachable')")
+    assert await banner.is_visible()
+    await say(page, "nodes are gone, peers are not")
+    assert (await next_of(room, Message, mine=False)).text == "nodes are gone, peers are not"
