@@ -1,10 +1,11 @@
 """`pagemesh demo`: a local mesh on loopback that a person can chat in.
 
 Three signaling nodes (the first with an embedded TURN relay) form a DHT on
-127.0.0.1; a greeter peer sits in the room of https://example.org/ and says
-hello to whoever joins. The demo prints the commands to join from other
-terminals and runs until Ctrl-C (or `--duration`). Its data lives in one
-folder that `make clean` removes.
+127.0.0.1; two bots sit in the room of https://example.org/: a greeter that
+says hello to whoever joins (and answers `!echo`), and a file bot that sends
+back every file it is given. The demo prints the browser client's address and
+the commands to join from other terminals, and runs until Ctrl-C (or
+`--duration`). Its data lives in one folder that `make clean` removes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import signal
 from pathlib import Path
 
 from dht.core import DHTConfig
-from peer.peer import MemberJoined, Message, Peer, Room
+from peer.peer import FileDone, MemberJoined, Message, Peer, Room
 from peer.webrtc import restrict_host_candidates
 from signaling.config import NodeConfig
 from signaling.node import SignalingNode
@@ -81,12 +82,30 @@ async def greet(room: Room) -> None:
             await room.send(f"{who} said: {event.text.removeprefix('!echo').strip()}")
 
 
+async def echo_files(room: Room) -> None:
+    """The file bot: every file it receives goes back to the room, renamed `echo-<name>`."""
+    async for event in room.events():
+        if isinstance(event, FileDone) and event.path is not None:
+            echoed = event.path.with_name(f"echo-{event.path.name}")
+            event.path.rename(echoed)
+            await room.send(f"got {event.path.name}; sending it back as {echoed.name}")
+            await room.send_file(echoed)
+
+
+async def start_bot(
+    name: str, data_dir: Path, nodes: list[str], files: Path | None = None
+) -> tuple[Peer, Room]:
+    bot = Peer(data_dir / name, nodes, name=name, accept_files_to=files)
+    await bot.__aenter__()
+    return bot, await bot.join(ROOM_URL)
+
+
 async def run_demo(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
     restrict_host_candidates(["127.0.0.1"])
     say(f"starting {args.nodes} signaling nodes on 127.0.0.1 (data in {data_dir})")
     nodes = await start_nodes(args.nodes, data_dir)
-    greeter: Peer | None = None
+    bots: list[Peer] = []
     tasks: list[asyncio.Task[None]] = []
     try:
         for i, node in enumerate(nodes):
@@ -95,27 +114,36 @@ async def run_demo(args: argparse.Namespace) -> int:
                 f"  node {i}  {node.url}  DHT 127.0.0.1:{node.dht.address[1]}  "
                 f"id {node.node_id.hex()[:12]}  {relay}"
             )
-        greeter = Peer(data_dir / "greeter", [n.url for n in nodes], name="greeter")
-        await greeter.__aenter__()
-        room = await greeter.join(ROOM_URL)
+        urls = [n.url for n in nodes]
+        greeter, room = await start_bot("greeter", data_dir, urls)
+        bots.append(greeter)
         tasks.append(asyncio.create_task(greet(room)))
-        say(f"\na greeter sits in the room of {ROOM_URL}. Join it from other terminals:\n")
+        filebot, room = await start_bot("filebot", data_dir, urls[::-1], data_dir / "filebot-in")
+        bots.append(filebot)
+        tasks.append(asyncio.create_task(echo_files(room)))
+        say(
+            f"\ntwo bots sit in the room of {ROOM_URL}: a greeter and a file bot that echoes files."
+        )
+        page = nodes[0].url.replace("ws://", "http://")
+        say(f"\nOpen it in a browser:\n\n  {page}/?room={ROOM_URL}\n")
+        say("or join from other terminals:\n")
         for who, node in (("alice", nodes[0]), ("bob", nodes[-1])):
             say(
                 f"  .venv/bin/pagemesh chat {ROOM_URL} --node {node.url} --name {who} "
                 f"--data-dir {data_dir}/{who} --ice-host 127.0.0.1"
             )
         say(
-            f"\n  health: curl {nodes[0].url.replace('ws://', 'http://')}/healthz"
-            f"   metrics: curl {nodes[0].url.replace('ws://', 'http://')}/metrics"
+            f"  .venv/bin/pagemesh send {ROOM_URL} FILE --node {nodes[1].url} "
+            f"--data-dir {data_dir}/carol --ice-host 127.0.0.1"
         )
+        say(f"\n  health: curl {page}/healthz   metrics: curl {page}/metrics")
         say("\nCtrl-C stops everything.")
         await _wait(args.duration)
     finally:
         for task in tasks:
             task.cancel()
-        if greeter is not None:
-            await greeter.close()
+        for bot in bots:
+            await bot.close()
         for node in nodes:
             await node.stop()
         say("stopped")

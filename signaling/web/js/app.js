@@ -61,8 +61,17 @@ function place(li, lamport, author) {
   if (!after) list.scrollTop = list.scrollHeight;
 }
 
-function note(text, extra = {}) {
-  const li = el("li", { className: "note", ...extra }, text);
+function whoSpan(key) {
+  return el("span", { className: "who", dataset: { key } }, who(key));
+}
+
+function renamed(key) {
+  memberRow(key);
+  for (const span of document.querySelectorAll(`#messages .who[data-key="${key}"]`)) span.textContent = who(key);
+}
+
+function note(text, extra = {}, ...children) {
+  const li = el("li", { className: "note", ...extra }, ...children, text);
   place(li, ui.room ? ui.room.core.lamport : 0, "~");
   return li;
 }
@@ -73,7 +82,7 @@ function showMessage({ env, mine }) {
   const li = el(
     "li",
     { className: mine ? "msg mine" : "msg", dataset: { id: `${env.author}:${env.seq}`, author: env.author, seq: env.seq } },
-    el("span", { className: "who", dataset: { key: env.author } }, who(env.author)),
+    whoSpan(env.author),
     el("span", { className: "body" }, env.body),
     el("span", { className: "when" }, when),
   );
@@ -165,12 +174,12 @@ function onEvent(event) {
       break;
     case "member-joined":
       memberRow(event.key);
-      note(`${who(event.key)} joined`);
+      note(" joined", {}, whoSpan(event.key));
       renderTotal();
       break;
     case "member-left":
       document.querySelector(`#members li[data-key="${event.key}"]`)?.remove();
-      note(`${who(event.key)} left`, { dataset: { left: event.key } });
+      note(" left", { dataset: { left: event.key } }, whoSpan(event.key));
       renderTotal();
       break;
     case "connected":
@@ -180,8 +189,7 @@ function onEvent(event) {
       setPath(event.key, null);
       break;
     case "profile":
-      memberRow(event.key);
-      for (const span of document.querySelectorAll(`#messages .who[data-key="${event.key}"]`)) span.textContent = event.name;
+      renamed(event.key);
       break;
     case "gap":
       note(`${event.last - event.first + 1} messages of ${who(event.author)} could not be recovered`);
@@ -258,7 +266,10 @@ async function main() {
   ui.peer.on(onEvent);
   $("key").textContent = short(ui.peer.keyHex);
   $("name").value = ui.peer.name;
-  $("name").addEventListener("change", () => ui.peer.setName($("name").value.trim()));
+  $("name").addEventListener("change", async () => {
+    await ui.peer.setName($("name").value.trim());
+    if (ui.room) renamed(ui.peer.keyHex);
+  });
   $("join-form").addEventListener("submit", (event) => {
     event.preventDefault();
     join($("room-url").value);

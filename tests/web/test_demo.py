@@ -1,0 +1,75 @@
+"""`pagemesh demo` as a person meets it: open the printed address in a browser,
+be greeted, hand the file bot a file and get it back."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from .conftest import ARTIFACTS
+
+
+async def test_the_demo_in_a_browser(chromium: Any, tmp_path: Path) -> None:
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pagemesh",
+        "demo",
+        "--duration",
+        "90",
+        "--data-dir",
+        str(tmp_path / "demo"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert demo.stdout is not None
+        address = ""
+        async with asyncio.timeout(60):
+            while not address:
+                line = (await demo.stdout.readline()).decode()
+                assert line, "the demo ended before printing the browser's address"
+                if "/?room=" in line:
+                    address = line.strip()
+        assert address.startswith("http://127.0.0.1:")
+
+        context = await chromium.new_context(viewport={"width": 1100, "height": 700})
+        page = await context.new_page()
+        await page.goto(address)
+        await page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+        await page.fill("#name", "visitor")
+        await page.dispatch_event("#name", "change")
+        greeting = "#messages li.msg .body:has-text('welcome to the room')"
+        await page.wait_for_selector(greeting, timeout=30_000)
+        await page.wait_for_function(
+            "document.querySelectorAll('#members .path[data-path=direct]').length === 2",
+            timeout=20_000,
+        )
+
+        original = tmp_path / "notes.txt"
+        original.write_bytes(os.urandom(300_000))
+        await page.set_input_files("#file", str(original))
+        echoed = await page.wait_for_selector(
+            'a.download[data-name="echo-notes.txt"]', timeout=30_000
+        )
+        digest = await page.evaluate(
+            """async (a) => {
+                const data = await (await fetch(a.href)).arrayBuffer();
+                const d = new Uint8Array(await crypto.subtle.digest('SHA-256', data));
+                return Array.from(d, b => b.toString(16).padStart(2, '0')).join('');
+            }""",
+            echoed,
+        )
+        assert digest == hashlib.sha256(original.read_bytes()).hexdigest()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+        await context.close()
+    finally:
+        demo.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            assert await demo.wait() == 0
