@@ -66,7 +66,11 @@ async def open_page(chromium: Any) -> AsyncIterator[PageFactory]:
     logs: list[str] = []
 
     async def open_(node: SignalingNode, name: str, room: str | None = None, **query: str) -> Any:
-        context = await chromium.new_context(viewport={"width": 1100, "height": 700})
+        # Polling page state (wait_for_function) evaluates strings, which the node's
+        # Content-Security-Policy forbids; test_demo.py runs the page under its policy.
+        context = await chromium.new_context(
+            viewport={"width": 1100, "height": 700}, bypass_csp=True
+        )
         page = await context.new_page()
         page.on("console", lambda msg: logs.append(f"{name} {msg.type}: {msg.text}"))
         page.on("pageerror", lambda exc: logs.append(f"{name} error: {exc}"))
