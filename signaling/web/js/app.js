@@ -174,12 +174,12 @@ function onEvent(event) {
       break;
     case "member-joined":
       memberRow(event.key);
-      note(" joined", {}, whoSpan(event.key));
+      note("joined", {}, whoSpan(event.key));
       renderTotal();
       break;
     case "member-left":
       document.querySelector(`#members li[data-key="${event.key}"]`)?.remove();
-      note(" left", { dataset: { left: event.key } }, whoSpan(event.key));
+      note("left", { dataset: { left: event.key } }, whoSpan(event.key));
       renderTotal();
       break;
     case "connected":
