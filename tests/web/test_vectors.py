@@ -27,7 +27,7 @@ from .conftest import PageFactory
 
 MODULES = """async () => {
     const m = {};
-    for (const name of ['bytes', 'rooms', 'messaging', 'files', 'sdp']) {
+    for (const name of ['bytes', 'rooms', 'messaging', 'files', 'sdp', 'transfer']) {
         Object.assign(m, await import(`/web/js/${name}.js`));
     }
     window.m = m;

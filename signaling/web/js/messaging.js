@@ -175,7 +175,8 @@ export class ReliableRoom {
     }
   }
 
-  accept(env, now) {
+  accept(data, now) {
+    const env = parseEnvelope(data, this.config.maxBodyBytes);
     if (env.room !== this.room) throw new ProtocolError("shape", "envelope for another room");
     this.lamport = Math.max(this.lamport, env.lamport);
     if (env.author === this.key) return; // our own, echoed back in history
