@@ -258,7 +258,9 @@ async function sendFiles(files) {
 
 async function main() {
   try {
-    ui.peer = await Peer.open(nodes, { name: params.get("name") });
+    // ?relay=only: every connection through the node's TURN relay (to try what a strict NAT sees)
+    const config = params.get("relay") === "only" ? { relayOnly: true } : {};
+    ui.peer = await Peer.open(nodes, { name: params.get("name"), config });
   } catch (error) {
     banner(error.message);
     return;
