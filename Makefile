@@ -55,6 +55,7 @@ bench: $(STAMP) debs
 	$(BIN)/python benchmarks/dht_lookup.py
 	$(BIN)/python benchmarks/signaling_load.py
 	$(BIN)/python benchmarks/peer_messaging.py
+	$(BIN)/python benchmarks/browser_messaging.py
 	$(BIN)/python benchmarks/relay_throughput.py
 	$(BIN)/python benchmarks/sim_scale.py
 

@@ -61,16 +61,19 @@ class Inbox:
 
     async def _run(self) -> None:
         async for event in self.room.events():
-            now = time.perf_counter()
-            if isinstance(event, Message) and not event.mine:
-                self.arrivals[event.text] = now
-            elif isinstance(event, Connected):
-                self.connected.setdefault(event.key, now)
-            elif isinstance(event, FileDone) and event.path is not None:
-                self.files[event.id] = now
-            elif isinstance(event, FileOffered):
-                self.offered[event.offer.id] = now
+            self.note(event)
             self.changed.set()
+
+    def note(self, event: Any) -> None:
+        now = time.perf_counter()
+        if isinstance(event, Message) and not event.mine:
+            self.arrivals[event.text] = now
+        elif isinstance(event, Connected):
+            self.connected.setdefault(event.key, now)
+        elif isinstance(event, FileDone) and event.path is not None:
+            self.files[event.id] = now
+        elif isinstance(event, FileOffered):
+            self.offered[event.offer.id] = now
 
     async def wait(self, condition: Any, within: float) -> None:
         async def loop() -> None:

@@ -9,7 +9,9 @@ const params = new URLSearchParams(location.search);
 const home = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
 const nodes = [...params.getAll("node"), home];
 
-const ui = { peer: null, room: null, files: new Map(), statusLog: [] };
+// connectedAt: per member, when its link first opened (ms since the page began loading)
+// joinStartedAt: when the last join began (same clock)
+const ui = { peer: null, room: null, files: new Map(), statusLog: [], connectedAt: {}, joinStartedAt: null };
 window.pagemesh = ui; // for people poking at the console, and for the tests
 
 function short(key) {
@@ -183,6 +185,7 @@ function onEvent(event) {
       renderTotal();
       break;
     case "connected":
+      ui.connectedAt[event.key] ??= performance.now();
       setPath(event.key, event.path);
       break;
     case "disconnected":
@@ -224,6 +227,7 @@ async function join(pageUrl) {
     ui.files.clear();
   }
   $("room-title").textContent = `Joining ${canonical}…`;
+  ui.joinStartedAt = performance.now();
   try {
     ui.room = await ui.peer.join(canonical);
   } catch (error) {
