@@ -30,7 +30,7 @@ from .metrics import Series
 from .network import NetworkModel
 from .overlay import EPOCH, Overlay
 
-SCENARIOS = ("growth", "churn", "rooms", "nat", "sybil")
+SCENARIOS = ("growth", "churn", "rooms", "nat", "sybil", "messaging")
 
 COMMON: dict[str, Any] = {
     "nodes": 1000,
