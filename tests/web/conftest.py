@@ -46,6 +46,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+async def download_sha256(page: Any, link: Any) -> str:
+    """SHA-256 (hex) of what a download link in the page holds (a blob: URL)."""
+    digest: str = await page.evaluate(
+        """async (a) => {
+            const data = await (await fetch(a.href)).arrayBuffer();
+            const d = new Uint8Array(await crypto.subtle.digest('SHA-256', data));
+            return Array.from(d, b => b.toString(16).padStart(2, '0')).join('');
+        }""",
+        link,
+    )
+    return digest
+
+
 @pytest.fixture
 async def chromium() -> AsyncIterator[Any]:
     if shutil.which(CHROMIUM) is None:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, download_sha256
 
 
 async def test_the_demo_in_a_browser(chromium: Any, tmp_path: Path) -> None:
@@ -56,14 +56,7 @@ async def test_the_demo_in_a_browser(chromium: Any, tmp_path: Path) -> None:
         echoed = await page.wait_for_selector(
             'a.download[data-name="echo-notes.txt"]', timeout=30_000
         )
-        digest = await page.evaluate(
-            """async (a) => {
-                const data = await (await fetch(a.href)).arrayBuffer();
-                const d = new Uint8Array(await crypto.subtle.digest('SHA-256', data));
-                return Array.from(d, b => b.toString(16).padStart(2, '0')).join('');
-            }""",
-            echoed,
-        )
+        digest = await download_sha256(page, echoed)
         assert digest == hashlib.sha256(original.read_bytes()).hexdigest()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)

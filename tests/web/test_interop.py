@@ -12,7 +12,7 @@ from peer.peer import Connected, FileDone, Message, Room
 from tests.peer.conftest import PeerFactory
 from tests.signaling.conftest import NodeFactory
 
-from .conftest import ARTIFACTS, PageFactory
+from .conftest import ARTIFACTS, PageFactory, download_sha256
 
 ROOM = "https://example.org/interop"
 # A tiny valid PNG (1x1, red): an image the browser shows inline.
@@ -83,15 +83,7 @@ async def test_browser_and_python_peer_on_different_nodes(
     picture.write_bytes(PNG)
     await room.send_file(picture)
     link = await page.wait_for_selector('a.download[data-name="red.png"]', timeout=20_000)
-    got = await page.evaluate(
-        """async (a) => {
-            const data = await (await fetch(a.href)).arrayBuffer();
-            const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', data));
-            return Array.from(digest, b => b.toString(16).padStart(2, '0')).join('');
-        }""",
-        link,
-    )
-    assert got == hashlib.sha256(PNG).hexdigest()
+    assert await download_sha256(page, link) == hashlib.sha256(PNG).hexdigest()
     await page.wait_for_selector('#messages li.file img[alt="red.png"]')
 
     # A file from the browser to Python (2 MB, many chunks) arrives verified on disk.
