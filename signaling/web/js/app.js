@@ -188,6 +188,10 @@ function onEvent(event) {
       ui.connectedAt[event.key] ??= performance.now();
       setPath(event.key, event.path);
       break;
+    case "path":
+      ui.statusLog.push(`path ${event.key.slice(0, 8)} ${event.path}`);
+      setPath(event.key, event.path);
+      break;
     case "disconnected":
       setPath(event.key, null);
       break;

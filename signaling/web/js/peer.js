@@ -137,6 +137,13 @@ class Link {
     return types.includes("relay") ? "relayed" : "direct";
   }
 
+  watchPath(onChange) {
+    // ICE may move to a better pair after connecting (Chromium renominates: a link
+    // that started relayed can go direct once a hole is punched).
+    const ice = this.pc.sctp?.transport?.iceTransport;
+    ice?.addEventListener("selectedcandidatepairchange", onChange);
+  }
+
   close() {
     this.closed = true;
     this.open = false;
@@ -289,6 +296,13 @@ export class Room {
       const path = await link.path();
       this.paths.set(link.member, path);
       this.emit({ type: "connected", key: link.member, path });
+      link.watchPath(async () => {
+        const now = await link.path();
+        if (link.open && this.links.get(link.member) === link && now !== this.paths.get(link.member)) {
+          this.paths.set(link.member, now);
+          this.emit({ type: "path", key: link.member, path: now });
+        }
+      });
     } else {
       this.core.disconnected(link.member);
       this.paths.delete(link.member);
