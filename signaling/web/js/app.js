@@ -188,6 +188,10 @@ function onEvent(event) {
       ui.connectedAt[event.key] ??= performance.now();
       setPath(event.key, event.path);
       break;
+    case "unreachable":
+      setPath(event.key, "unreachable");
+      note(event.message, { className: "note problem", dataset: { unreachable: event.key } });
+      break;
     case "path":
       ui.statusLog.push(`path ${event.key.slice(0, 8)} ${event.path}`);
       setPath(event.key, event.path);

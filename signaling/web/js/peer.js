@@ -19,6 +19,7 @@ export const CONFIG = {
   relinkBase: 0.5,
   relinkCap: 10,
   offerGrace: 1.0,
+  connectTimeout: 30,
   gatherTimeout: 5.0,
   relayOnly: false,
   maxFileBytes: 256 * 1024 * 1024,
@@ -44,9 +45,10 @@ class Link {
     this.pc = new RTCPeerConnection(config);
     this.control = this.pc.createDataChannel("control", { negotiated: true, id: 0 });
     this.open = false;
+    this.everOpen = false;
     this.closed = false;
     this.control.onopen = () => {
-      this.open = true;
+      this.open = this.everOpen = true;
       onState(this);
     };
     this.control.onclose = () => {
@@ -137,6 +139,16 @@ class Link {
     return types.includes("relay") ? "relayed" : "direct";
   }
 
+  failureReason() {
+    // Why a link that never opened failed, as far as this side can tell.
+    const sdp = this.pc.localDescription?.sdp ?? "";
+    if (/ typ relay/.test(sdp)) return "no direct path, and none through the relay either";
+    const relays = this.room.iceServers.some((s) => [s.urls].flat().some((u) => String(u).startsWith("turn")));
+    if (relays && !this.room.peer.config.relayOnly) return "no direct path, and the relay is unreachable";
+    if (relays) return "the relay is unreachable";
+    return "no direct path, and no relay to fall back on";
+  }
+
   watchPath(onChange) {
     // ICE may move to a better pair after connecting (Chromium renominates: a link
     // that started relayed can go direct once a hole is punched).
@@ -165,6 +177,7 @@ export class Room {
     this.links = new Map();
     this.iceServers = [];
     this.relinks = new Map();
+    this.unreachable = new Set(); // members the application was told about, until they connect
     this.core = new ReliableRoom(key, peer.keyHex, {}, state ?? {});
     this.chain = Promise.resolve();
     this.timer = null;
@@ -238,7 +251,21 @@ export class Room {
       (l, channel) => this.transfers.onChannel(l.member, channel),
     );
     this.links.set(member, link);
+    setTimeout(() => {
+      if (this.links.get(member) === link && !link.everOpen && !link.failed) {
+        link.close();
+        this.linkState(link); // given up: relink as after a failure
+        this.reportUnreachable(link);
+      }
+    }, this.peer.config.connectTimeout * 1000);
     return link;
+  }
+
+  reportUnreachable(link) {
+    if (this.unreachable.has(link.member)) return;
+    this.unreachable.add(link.member);
+    const message = `cannot connect to ${link.member.slice(0, 12)}: ${link.failureReason()}`;
+    this.emit({ type: "unreachable", key: link.member, message });
   }
 
   async offerTo(member) {
@@ -289,6 +316,7 @@ export class Room {
     if (this.links.get(link.member) !== link) return;
     if (link.open) {
       this.relinks.delete(link.member);
+      this.unreachable.delete(link.member);
       if (this.peer.name) link.send({ t: "profile", name: this.peer.name.slice(0, MAX_NAME) });
       this.core.connected(link.member, now());
       this.transfers.memberConnected(link.member);
@@ -307,6 +335,7 @@ export class Room {
       this.core.disconnected(link.member);
       this.paths.delete(link.member);
       this.emit({ type: "disconnected", key: link.member });
+      if (link.pc.connectionState === "failed" && !link.everOpen) this.reportUnreachable(link);
       if (link.failed && this.members.has(link.member)) this.relink(link.member, link);
       this.service();
     }
