@@ -10,6 +10,10 @@ A `Peer` is one identity (its data directory) talking to the mesh:
   offers, glare goes to the lower key, and a link that fails is offered
   again by the member with the lower key, so reconnection needs no
   coordination;
+- a link that does not open within `PeerConfig.connect_timeout` (or whose ICE
+  fails first) is given up and offered again; the room is told once, with a
+  `MemberUnreachable` (a `PeerProblem` naming the member and why: no direct
+  path, and the relay unreachable or not enough), until that member connects;
 - per room, a `ReliableRoom` core (peer/messaging.py) fed by the links, its
   clocks and deliveries saved in the SQLite store.
 """
@@ -106,6 +110,13 @@ class PeerProblem:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class MemberUnreachable(PeerProblem):
+    """No link to `key` could be made: neither a direct path nor one through the relay."""
+
+    key: bytes
+
+
 RoomEventT = (
     Message | MemberJoined | MemberLeft | Connected | Gap | Rejoined | PeerProblem | FileEvent
 )
@@ -119,6 +130,7 @@ __all__ = [
     "Gap",
     "MemberJoined",
     "MemberLeft",
+    "MemberUnreachable",
     "Message",
     "Peer",
     "PeerConfig",
@@ -136,6 +148,9 @@ class PeerConfig:
     relink_cap: float = 10.0
     offer_grace: float = 1.0
     """How long a member waits for a newcomer's offer before the keys decide who offers."""
+    connect_timeout: float = 30.0
+    """A link not open this long after it was made is given up (aioice's own checks
+    retransmit for about a minute before ICE fails)."""
     relay_only: bool = False
     room: RoomConfig = field(default_factory=RoomConfig)
     max_events: int = 10_000
@@ -169,6 +184,8 @@ class Room:
         self._events: asyncio.Queue[RoomEventT] = asyncio.Queue(peer.config.max_events)
         self._timer: asyncio.TimerHandle | None = None
         self._relinks: dict[bytes, int] = {}
+        self._unreachable: set[bytes] = set()
+        """Members the application was told are unreachable (once, until they connect)."""
         self.dropped_events = 0
         self.transfers = Transfers(
             peer.store,
@@ -239,7 +256,20 @@ class Room:
             self._file_channel,
         )
         self.links[member] = link
+        self.peer._spawn(self._connect_deadline(link))
         return link
+
+    async def _connect_deadline(self, link: PeerLink) -> None:
+        await asyncio.sleep(self.peer.config.connect_timeout)
+        if self.links.get(link.member) is link and not link.ever_open and not link.failed:
+            self._report_unreachable(link)
+            await link.close()  # the closed state relinks, as a failure does
+
+    def _report_unreachable(self, link: PeerLink) -> None:
+        if link.member not in self._unreachable:
+            self._unreachable.add(link.member)
+            reason = f"cannot connect to {link.member.hex()[:12]}: {link.failure_reason()}"
+            self._emit(MemberUnreachable(reason, link.member))
 
     async def offer_to(self, member: bytes) -> None:
         link = self._new_link(member)
@@ -262,6 +292,7 @@ class Room:
             return
         if link.open:
             self._relinks.pop(link.member, None)
+            self._unreachable.discard(link.member)
             if self.peer.store.name:
                 link.send({"t": "profile", "name": self.peer.store.name[:MAX_NAME]})
             self.core.connected(link.member, time.time())
@@ -269,6 +300,8 @@ class Room:
             self.transfers.member_connected(link.member)
         else:
             self.core.disconnected(link.member)
+            if link.pc.connectionState == "failed" and not link.ever_open:
+                self._report_unreachable(link)
             if link.failed and link.member in self.members:
                 self.peer._spawn(self._relink(link.member, link))
         self._service()

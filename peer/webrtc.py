@@ -71,6 +71,46 @@ def _as_list(urls: str | list[str]) -> list[str]:
     return [urls] if isinstance(urls, str) else list(urls)
 
 
+def retrigger_in_progress_checks(connection: aioice.Connection) -> None:
+    """Make this ICE agent check again at once a pair on which a check arrives mid-check.
+
+    RFC 8445 section 7.3.1.4: a check received on a pair whose own check is In-Progress
+    triggers a new check. aioice leaves such a pair to its retransmission timer (0.5 s,
+    then 1 s...). Behind two NATs that filter by address and port, the first check of the
+    side that starts first is dropped by the other NAT, not yet opened; when the other
+    side's check then arrives, the hole is open, but aioice repeated its own only half a
+    second later, and its aggressive nomination had meanwhile picked a relayed pair that
+    answered sooner (a quarter of cone-to-cone runs in tests/nat, docs/nat-lab.md).
+
+    Each pair is re-checked once at most, and only after the callbacks already due have
+    run: an answer that arrived just before the other side's check has by then completed
+    the check, which is left alone. (Re-checking every time, both sides can keep cancelling
+    each other's answered checks.)
+    """
+    received = connection.check_incoming
+    retriggered: set[aioice.ice.CandidatePair] = set()
+    in_progress = aioice.ice.CandidatePair.State.IN_PROGRESS
+
+    def retrigger(pair: aioice.ice.CandidatePair) -> None:
+        if pair.state != in_progress or connection._check_list_done or pair.task is None:
+            return
+        pair.task.cancel()
+        pair.task = None
+        connection.check_start_task(pair)
+
+    def check_incoming(
+        message: aioice.stun.Message, addr: tuple[str, int], protocol: aioice.ice.StunProtocol
+    ) -> None:
+        received(message, addr, protocol)
+        for pair in connection._check_list:
+            same = pair.protocol is protocol and pair.remote_addr == addr
+            if same and pair.state == in_progress and pair not in retriggered:
+                retriggered.add(pair)
+                asyncio.get_running_loop().call_soon(retrigger, pair)
+
+    connection.check_incoming = check_incoming  # type: ignore[method-assign]
+
+
 class PeerLink:
     """A WebRTC connection to one member of a room."""
 
@@ -89,9 +129,14 @@ class PeerLink:
         self._sign = sign
         self.pc = RTCPeerConnection(config)
         self.control = self.pc.createDataChannel(CONTROL_LABEL, negotiated=True, id=0)
+        retrigger_in_progress_checks(self.pc.sctp.transport.transport.iceGatherer._connection)
         self.open = False
+        self.ever_open = False
         self.closed = False
         self.made_offer = False
+        self.relay_configured = any(
+            str(url).startswith("turn") for s in config.iceServers or [] for url in _as_list(s.urls)
+        )
         self._on_frame = on_frame
         self._on_state = on_state
         self.control.on("open", self._control_open)
@@ -137,7 +182,7 @@ class PeerLink:
         return True
 
     def _control_open(self) -> None:
-        self.open = True
+        self.open = self.ever_open = True
         self._on_state(self)
 
     def _control_closed(self) -> None:
@@ -167,6 +212,13 @@ class PeerLink:
 
     def path(self) -> str | None:
         """'direct' or 'relayed' once connected (from the nominated candidate pair)."""
+        pair = self.selected_pair()
+        if pair is None:
+            return None
+        return "relayed" if "relay" in pair else "direct"
+
+    def selected_pair(self) -> tuple[str, str] | None:
+        """The candidate types, local and remote, of the nominated pair ('host', 'srflx')."""
         sctp = self.pc.sctp
         if sctp is None:
             return None
@@ -174,9 +226,22 @@ class PeerLink:
         pairs = list(getattr(connection, "_nominated", {}).values())
         if not pairs:
             return None
-        pair = pairs[0]
-        types = {pair.local_candidate.type, pair.remote_candidate.type}
-        return "relayed" if "relay" in types else "direct"
+        return pairs[0].local_candidate.type, pairs[0].remote_candidate.type
+
+    def gathered(self) -> set[str]:
+        """The types of the local candidates gathered so far ('host', 'srflx', 'relay')."""
+        sctp = self.pc.sctp
+        if sctp is None:
+            return set()
+        return {c.type for c in sctp.transport.transport.iceGatherer.getLocalCandidates()}
+
+    def failure_reason(self) -> str:
+        """Why a link that never opened failed, as far as this side can tell."""
+        if "relay" in self.gathered():
+            return "no direct path, and none through the relay either"
+        if self.relay_configured:
+            return "no direct path, and the relay is unreachable"
+        return "no direct path, and no relay to fall back on"
 
     def _drained(self) -> bool:
         sctp = self.pc.sctp
