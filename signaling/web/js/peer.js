@@ -587,6 +587,13 @@ export class Peer {
   // --- what the node says ---
 
   onNodeFrame(frame) {
+    // Nodes are trusted for availability only: keys must look like keys before use.
+    for (const name of ["key", "from"]) {
+      if (name in frame && !/^[0-9a-f]{64}$/.test(frame[name])) {
+        this.emit({ type: "node-error", code: "bad-frame", message: `node sent a bad ${name}` });
+        return;
+      }
+    }
     const room = this.rooms.get(frame.room);
     if (frame.type === "signal") {
       if (room) this.onSignal(room, frame.from, frame.payload).catch((error) => room.emit({ type: "problem", message: String(error) }));
