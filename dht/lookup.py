@@ -12,7 +12,7 @@ open.
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect
 from collections.abc import Iterable
 from enum import IntEnum
 from typing import Generic, TypeVar
@@ -52,20 +52,28 @@ class Lookup(Generic[A]):
         self.max_candidates = max_candidates or 8 * k
         self._own_id = own_id
         self._sorted: list[Candidate[A]] = []
+        self._distances: list[int] = []  # of `_sorted`, for bisecting on ints, not __lt__
         self._by_id: dict[bytes, Candidate[A]] = {}
         self._seen: set[bytes] = {own_id}
         self.waiting = 0
         self.queries = 0
 
     def add(self, contacts: Iterable[Contact[A]]) -> None:
+        seen = self._seen
+        distances = self._distances
+        target = self.target
         for contact in contacts:
-            if contact.node_id in self._seen:
+            if contact.node_id in seen:
                 continue
-            self._seen.add(contact.node_id)
-            candidate = Candidate(contact, contact.num ^ self.target)
-            insort(self._sorted, candidate)
+            seen.add(contact.node_id)
+            distance = contact.num ^ target
+            candidate = Candidate(contact, distance)
+            at = bisect(distances, distance)
+            distances.insert(at, distance)
+            self._sorted.insert(at, candidate)
             self._by_id[contact.node_id] = candidate
-        self._trim()
+        if len(self._sorted) > self.max_candidates:
+            self._trim()
 
     def _trim(self) -> None:
         """Forget the farthest never-asked candidates beyond `max_candidates`."""
@@ -74,6 +82,7 @@ class Lookup(Generic[A]):
             candidate = self._sorted[index]
             if candidate.state is State.NEW:
                 del self._sorted[index]
+                del self._distances[index]
                 del self._by_id[candidate.contact.node_id]
             index -= 1
 

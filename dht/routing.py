@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from .ids import bucket_index, to_int
+from .ids import ID_BITS, bucket_index, to_int
 
 A = TypeVar("A")
 
@@ -37,15 +37,33 @@ class Admission(Enum):
     SELF = "self"
 
 
+_NONE_YET: dict[bytes, Any] = {}
+"""Shared by every bucket without replacements or failures, never written to: most
+buckets never get either, and a simulation holds 10^7 buckets (an empty dict is 64
+bytes). `Bucket.park` and `Bucket.count_failure` give a bucket its own first."""
+
+
 class Bucket(Generic[A]):
     __slots__ = ("contacts", "failures", "last_refresh", "replacements")
 
     def __init__(self) -> None:
         # Plain dicts keep insertion order: the first entry is the least recently seen.
         self.contacts: dict[bytes, Contact[A]] = {}
-        self.replacements: dict[bytes, Contact[A]] = {}
-        self.failures: dict[bytes, int] = {}
+        self.replacements: dict[bytes, Contact[A]] = _NONE_YET
+        self.failures: dict[bytes, int] = _NONE_YET
         self.last_refresh = float("-inf")
+
+    def park(self, contact: Contact[A]) -> None:
+        """Put `contact` last (most recent) in the replacement cache."""
+        if self.replacements is _NONE_YET:
+            self.replacements = {}
+        self.replacements.pop(contact.node_id, None)
+        self.replacements[contact.node_id] = contact
+
+    def count_failure(self, node_id: bytes, count: int) -> None:
+        if self.failures is _NONE_YET:
+            self.failures = {}
+        self.failures[node_id] = count
 
     def least_recently_seen(self) -> Contact[A]:
         return next(iter(self.contacts.values()))
@@ -99,8 +117,7 @@ class RoutingTable(Generic[A]):
             bucket.contacts[contact.node_id] = contact
             bucket.replacements.pop(contact.node_id, None)
             return Admission.ADDED
-        bucket.replacements.pop(contact.node_id, None)
-        bucket.replacements[contact.node_id] = contact
+        bucket.park(contact)
         while len(bucket.replacements) > self.max_replacements:
             del bucket.replacements[next(iter(bucket.replacements))]
         return Admission.BUCKET_FULL
@@ -121,7 +138,7 @@ class RoutingTable(Generic[A]):
             return False
         count = bucket.failures.get(node_id, 0) + 1
         if count < self.max_failures:
-            bucket.failures[node_id] = count
+            bucket.count_failure(node_id, count)
             return False
         self.remove(node_id)
         return True
@@ -142,25 +159,40 @@ class RoutingTable(Generic[A]):
 
         With j the bucket of `target`: contacts of bucket j are nearer than 2**j,
         those of every bucket below j lie in [2**j, 2**(j+1)), and bucket i > j
-        lies in [2**i, 2**(i+1)). So buckets are visited in that order and only
-        the ones needed are sorted.
+        lies in [2**i, 2**(i+1)). Within the buckets below j the order is known
+        too (`_nearest_buckets`), so buckets are visited nearest first and only
+        the one or two needed are sorted, not the whole table.
         """
-        j = bucket_index(self.own_num, target)
+        buckets = self.buckets
         found: list[Contact[A]] = []
-
-        def take(group: list[Contact[A]]) -> None:
-            group.sort(key=lambda c: c.num ^ target)
-            found.extend(c for c in group if c.node_id != exclude)
-
-        if j >= 0 and j in self.buckets:
-            take(list(self.buckets[j].contacts.values()))
-        if len(found) < count:
-            take([c for i, b in self.buckets.items() if i < j for c in b.contacts.values()])
-        for i in sorted(i for i in self.buckets if i > j):
+        for index in self._nearest_buckets(target):
+            bucket = buckets.get(index)
+            if bucket is None or not bucket.contacts:
+                continue
+            group = sorted(bucket.contacts.values(), key=lambda c: c.num ^ target)
+            if exclude is not None and exclude in bucket.contacts:
+                group = [c for c in group if c.node_id != exclude]
+            found += group
             if len(found) >= count:
                 break
-            take(list(self.buckets[i].contacts.values()))
         return found[:count]
+
+    def _nearest_buckets(self, target: int) -> list[int]:
+        """Bucket indices in order of their contacts' distance to `target` (see `closest`).
+
+        With d = own ^ target and j its top bit: bucket j first. A bucket i < j
+        comes before every lower bucket when bit i of d is set (its contacts
+        clear that bit of the distance) and after them when it is not. Buckets
+        above j follow in increasing order. No two buckets' distances overlap,
+        so sorting within each bucket gives the global order.
+        """
+        d = self.own_num ^ target
+        j = d.bit_length() - 1
+        occupied = self.buckets.keys()
+        below = [i for i in occupied if i < j]
+        below.sort(key=lambda i: -i if (d >> i) & 1 else ID_BITS + i)
+        above = sorted(i for i in occupied if i > j)
+        return ([j] if j >= 0 else []) + below + above
 
     def stale_buckets(self, now: float, interval: float) -> list[int]:
         """Bucket indices to refresh: from the nearest non-empty bucket outwards,

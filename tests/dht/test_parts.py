@@ -14,7 +14,7 @@ from dht.ids import bucket_index, node_id_for, random_id_in_bucket, to_int
 from dht.lookup import Lookup
 from dht.ratelimit import SourceRateLimiter
 from dht.records import Record, RecordLimits, RecordStore, Refusal, check_record
-from dht.routing import Admission, Contact, RoutingTable
+from dht.routing import Admission, Bucket, Contact, RoutingTable
 
 NOW = 1_700_000_000.0
 ALICE = Identity.from_seed(b"a" * 32)
@@ -134,6 +134,39 @@ def test_closest_matches_a_brute_force_sort(own: int, nums: list, target: int, c
     assert [c.num for c in table.closest(target, count)] == expected
 
 
+@settings(max_examples=300)
+@given(
+    st.integers(0, 2**160 - 1),
+    st.lists(st.tuples(st.integers(0, 12), st.integers(0, 2**160 - 1)), max_size=80),
+    st.integers(0, 13),
+    st.integers(0, 2**160 - 1),
+    st.integers(1, 40),
+    st.integers(0, 79),
+)
+def test_closest_in_every_bucket_order_matches_a_brute_force_sort(
+    own: int,
+    placed: list[tuple[int, int]],
+    target_bucket: int,
+    bits: int,
+    count: int,
+    excluded: int,
+) -> None:
+    """Contacts and targets spread over many low buckets, so every order of the
+    buckets below the target's is exercised, with and without an excluded id."""
+    table: RoutingTable[tuple[str, int]] = RoutingTable(own.to_bytes(20, "big"), k=4)
+    for index, low_bits in placed:
+        table.add(make_contact(random_id_in_bucket(own, index, low_bits)))
+    kept = [c.num for c in table.contacts()]
+    target = random_id_in_bucket(own, target_bucket, bits) if target_bucket < 13 else own
+    expected = sorted(kept, key=lambda n: n ^ target)[:count]
+    assert [c.num for c in table.closest(target, count)] == expected
+    if kept:
+        gone = kept[excluded % len(kept)]
+        expected = sorted((n for n in kept if n != gone), key=lambda n: n ^ target)[:count]
+        got = table.closest(target, count, exclude=gone.to_bytes(20, "big"))
+        assert [c.num for c in got] == expected
+
+
 def test_a_full_bucket_parks_newcomers_and_promotes_them_on_eviction() -> None:
     own = 0
     table: RoutingTable[tuple[str, int]] = RoutingTable(own.to_bytes(20, "big"), k=2)
@@ -147,6 +180,19 @@ def test_a_full_bucket_parks_newcomers_and_promotes_them_on_eviction() -> None:
     assert table.failed(a.node_id) is False
     assert table.failed(a.node_id) is True
     assert {x.node_id for x in table.contacts()} == {b.node_id, c.node_id}
+
+
+def test_buckets_get_their_own_replacements_and_failures_when_first_needed() -> None:
+    table: RoutingTable[tuple[str, int]] = RoutingTable(bytes(20), k=1, max_failures=3)
+    far, far_too, near = (make_contact(n) for n in ((1 << 159) + 1, (1 << 159) + 2, 5))
+    table.add(far)
+    table.add(near)
+    assert table.add(far_too) is Admission.BUCKET_FULL
+    table.failed(far.node_id)
+    parked, quiet = table.bucket_for(far.num), table.bucket_for(near.num)
+    assert list(parked.replacements) == [far_too.node_id] and parked.failures == {far.node_id: 1}
+    assert quiet.replacements == {} and quiet.failures == {}  # not another bucket's
+    assert Bucket().replacements == {} and Bucket().failures == {}
 
 
 # --- lookup -------------------------------------------------------------------
