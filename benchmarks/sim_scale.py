@@ -2,28 +2,38 @@
 
 Workload: the growth scenario with a warm start (every node but `joins` gets
 an oracle-filled routing table), then `joins` real joins and `lookups` real
-lookups. Reported per size: events/s (engine callbacks: deliveries and
-timers), messages/s, bytes per simulated node (RSS growth while the network
-is built and run, divided by N), lookup success. The baseline runs the same
-workload at the smallest size through the datagram path (`receive` /
-`datagrams_to_send`, msgpack each way, fresh contacts), which is how the unit
-tests' in-memory network drives cores.
+find_node lookups at `lookup_rate` per simulated second, scored against the
+oracle. Each size runs in a child process of its own, so its peak RSS is its
+own. Reported per size: wall seconds (setup included), the setup's share,
+events (engine callbacks: datagram deliveries, timers), events/s and
+messages/s over the whole wall time, peak RSS and bytes per simulated node
+(peak RSS less the interpreter's RSS before the run, divided by N), lookup
+success and hops. `cost_growth` compares consecutive sizes: how wall time,
+events and memory scale with N (exponent b in cost ~ N^b).
 
-    .venv/bin/python benchmarks/sim_scale.py [--sizes 10000,100000] [--joins 20] [--lookups 100]
+The baseline runs the same workload at the smallest size through the datagram
+path (`receive` / `datagrams_to_send`, msgpack each way, fresh contacts),
+which is how the unit tests' in-memory network drives cores, in the same
+invocation, so the comparison is made on the same machine under the same load.
+
+    .venv/bin/python benchmarks/sim_scale.py                       # 10^4 and 10^5 nodes
+    .venv/bin/python benchmarks/sim_scale.py --sizes 1000000 --lookups 10000 --no-baseline
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import itertools
 import json
+import math
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from simulations.scenario import make_scenario, run
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def rss_bytes() -> int:
@@ -31,8 +41,19 @@ def rss_bytes() -> int:
         return int(handle.read().split()[1]) * 4096
 
 
-def measure(nodes: int, joins: int, lookups: int, transport: str) -> dict[str, object]:
-    gc.collect()
+def peak_rss_bytes() -> int:
+    """VmHWM of this process: its peak resident set."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure(nodes: int, joins: int, lookups: int, rate: float, transport: str) -> dict[str, Any]:
+    """One size, in this process (called in a child by `run_child`)."""
+    from simulations.scenario import make_scenario, run
+
     before = rss_bytes()
     scenario = make_scenario(
         "growth",
@@ -40,52 +61,112 @@ def measure(nodes: int, joins: int, lookups: int, transport: str) -> dict[str, o
             "nodes": nodes,
             "prefill": nodes - joins,
             "lookups": lookups,
+            "lookup_rate": rate,
             "settle": 10.0,
             "transport": transport,
             "fill_sample": 50,
         },
     )
+    first_report: list[float] = []
+
+    def progress(done: float, planned: float, events: int) -> None:
+        if not first_report:
+            first_report.append(time.perf_counter())
+
     started = time.perf_counter()
-    result = run(scenario)
+    result = run(scenario, progress)
     wall = time.perf_counter() - started
-    grown = rss_bytes() - before
+    peak = peak_rss_bytes()
     summary = result.summary
     return {
         "nodes": nodes,
         "transport": transport,
+        "lookups": lookups,
         "events": result.events,
-        "wall_seconds": round(wall, 2),
+        "messages": summary["messages"]["delivered"],
+        "sim_seconds": summary["sim_seconds"],
+        "wall_seconds": round(wall, 1),
+        "setup_seconds": round(first_report[0] - started, 1) if first_report else None,
         "events_per_second": round(result.events / wall),
         "messages_per_second": round(summary["messages"]["delivered"] / wall),
-        "bytes_per_node": round(grown / nodes),
+        "peak_rss_bytes": peak,
+        "bytes_per_node": round((peak - before) / nodes),
         "lookup_success_rate": summary["lookup"]["success_rate"],
         "lookup_hops_mean": summary["lookup"]["hops"]["mean"],
     }
+
+
+def run_child(nodes: int, joins: int, lookups: int, rate: float, transport: str) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", transport]
+    command += ["--sizes", str(nodes), "--joins", str(joins)]
+    command += ["--lookups", str(lookups), "--lookup-rate", str(rate)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"nodes": nodes, "transport": transport, "error": done.stderr.strip()[-2000:]}
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def exponent(small: dict[str, Any], large: dict[str, Any], key: str) -> float | None:
+    """b in cost ~ N^b between two sizes."""
+    a, b = small.get(key), large.get(key)
+    if not a or not b:
+        return None
+    return round(math.log(b / a) / math.log(large["nodes"] / small["nodes"]), 2)
+
+
+def cost_growth(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    steps = []
+    for small, large in itertools.pairwise(runs):
+        if "error" in small or "error" in large:
+            continue
+        steps.append(
+            {
+                "from_nodes": small["nodes"],
+                "to_nodes": large["nodes"],
+                "wall_exponent": exponent(small, large, "wall_seconds"),
+                "setup_exponent": exponent(small, large, "setup_seconds"),
+                "events_exponent": exponent(small, large, "events"),
+                "peak_rss_exponent": exponent(small, large, "peak_rss_bytes"),
+                "events_per_second_ratio": round(
+                    large["events_per_second"] / small["events_per_second"], 2
+                ),
+            }
+        )
+    return steps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--joins", type=int, default=20)
-    parser.add_argument("--lookups", type=int, default=100)
+    parser.add_argument("--lookups", type=int, default=10000)
+    parser.add_argument("--lookup-rate", type=float, default=1000.0)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    baseline = None
-    if not args.no_baseline:
-        baseline = measure(sizes[0], args.joins, args.lookups, "bytes")
-    runs = [measure(n, args.joins, args.lookups, "message") for n in sizes]
+    if args.child:
+        result = measure(sizes[0], args.joins, args.lookups, args.lookup_rate, args.child)
+        print(json.dumps(result))
+        return
+    workload = (args.joins, args.lookups, args.lookup_rate)
+    baseline = None if args.no_baseline else run_child(sizes[0], *workload, "bytes")
+    runs = [run_child(n, *workload, "message") for n in sizes]
     same = runs[0]
+    speedup = None
+    if baseline and "error" not in baseline and "error" not in same:
+        speedup = round(same["events_per_second"] / baseline["events_per_second"], 2)
     out = {
         "benchmark": "sim_scale",
-        "workload": f"growth warm start, {args.joins} joins, {args.lookups} lookups",
-        "runs": runs,
-        "baseline": baseline,
-        "speedup_vs_datagram_path": (
-            round(same["events_per_second"] / baseline["events_per_second"], 2)  # type: ignore[operator]
-            if baseline
-            else None
+        "workload": (
+            f"growth warm start, {args.joins} joins, {args.lookups} lookups "
+            f"at {args.lookup_rate:g}/s simulated"
         ),
+        "runs": runs,
+        "cost_growth": cost_growth(runs),
+        "baseline": baseline,
+        "speedup_vs_datagram_path": speedup,
         "target_events_per_second": 300_000,
     }
     print(json.dumps(out))

@@ -37,18 +37,40 @@ class IdSpace:
         """Node indices of the `count` ids nearest `target` in XOR, nearest first.
 
         The ids sharing the longest prefix with `target` form a contiguous run of
-        the sorted list, so widen the prefix until the run holds `count` ids.
+        the sorted list, so find the longest prefix whose run still holds `count`
+        ids (a binary search: runs only grow as the prefix shortens).
         """
         ids = self.ids
         lo, hi = 0, len(ids)
-        for bits in range(0, ID_BITS + 1):
+        low_bits, high_bits = 0, ID_BITS
+        while low_bits < high_bits:
+            bits = (low_bits + high_bits) // 2
             base = (target >> bits) << bits
-            lo, hi = self._range(base, base + (1 << bits))
-            if hi - lo >= count:
-                break
+            first, last = self._range(base, base + (1 << bits))
+            if last - first >= count:
+                high_bits = bits
+                lo, hi = first, last
+            else:
+                low_bits = bits + 1
+        if high_bits == ID_BITS:
+            lo, hi = 0, len(ids)
         run = range(lo, hi)
         best = heapq.nsmallest(count, run, key=lambda i: ids[i] ^ target)
         return [self.index[i] for i in best]
+
+    def nearest_bucket(self, own: int) -> int:
+        """The lowest bucket of `own` holding any id; every bucket below it is empty.
+
+        The id nearest `own` in XOR is a neighbour of `own` in sorted order (the
+        ids sharing its longest prefix are a contiguous run around it).
+        """
+        ids = self.ids
+        at = bisect_left(ids, own)
+        lowest = ID_BITS
+        for i in (at - 1, at, at + 1):
+            if 0 <= i < len(ids) and ids[i] != own:
+                lowest = min(lowest, (ids[i] ^ own).bit_length() - 1)
+        return lowest
 
     def bucket_population(self, own: int, bucket: int) -> tuple[int, int]:
         """The slice of sorted ids at distance [2**bucket, 2**(bucket+1)) from `own`."""
@@ -74,24 +96,44 @@ def fill_routing_tables(
 ) -> int:
     """Give each of `nodes` up to k random contacts per bucket among `space`; returns contacts.
 
-    Contacts go in through `RoutingTable.add`, as a verified contact would.
-    Buckets count as refreshed at `refreshed_at` (default: the node's clock
+    A contact goes into an empty bucket directly (exactly what `RoutingTable.add`
+    does with at most k new contacts, without its per-contact bookkeeping: at
+    10^6 nodes the warm start adds some 3 * 10^8 contacts); into a bucket that
+    already holds some, through `add`, as a verified contact would.
+    Buckets, the empty ones between the nearest and the farthest occupied one
+    included, count as refreshed at `refreshed_at` (default: the node's clock
     at creation), as in a network that has been running, so the first
     maintenance round does not refresh every bucket of every node at once.
+    Only buckets from the nearest populated one up are visited: below it the
+    id space holds nobody (a prefix of 140 bits is empty in any population).
     """
     added = 0
+    ordered = [by_index[i].contact for i in space.index]  # contacts in sorted id order
     for node in nodes:
         own = to_int(node.node_id)
         table = node.core.table
-        for bucket in range(ID_BITS):
+        for bucket in range(space.nearest_bucket(own), ID_BITS):
             lo, hi = space.bucket_population(own, bucket)
             if hi <= lo:
                 continue
-            picks = range(lo, hi) if hi - lo <= k else sorted(rng.sample(range(lo, hi), k))
-            for i in picks:
-                table.add(by_index[space.index[i]].contact)
-                added += 1
+            if hi - lo <= k:
+                contacts = ordered[lo:hi]
+            else:
+                contacts = [ordered[i] for i in sorted(rng.sample(range(lo, hi), k))]
+            state = table.bucket_for(contacts[0].num)
+            if not state.contacts and len(contacts) <= table.k:
+                state.contacts = {c.node_id: c for c in contacts}
+            else:
+                for contact in contacts:
+                    table.add(contact)
+            added += len(contacts)
         when = refreshed_at if refreshed_at is not None else node.created_at
+        # A running network has also looked into the empty buckets within its range
+        # (`RoutingTable.stale_buckets` lists them); without this, every node would
+        # refresh them in the first maintenance round, all at once.
+        occupied = [i for i, b in table.buckets.items() if b.contacts]
+        for bucket in range(min(occupied, default=0), max(occupied, default=-1) + 1):
+            table.touch(own ^ (1 << bucket), when)
         for bucket_state in table.buckets.values():
             bucket_state.last_refresh = when
     return added

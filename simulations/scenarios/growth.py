@@ -10,6 +10,7 @@ lookups for random targets from random nodes are scored against the truth.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from simulations.lookups import LookupProbe
@@ -104,6 +105,15 @@ def run(params: dict[str, Any], progress: Progress | None) -> Result:
     return summarise(world, params, joins, join_tables, probe, growth)
 
 
+def rpc_counts(nodes: list[SimNode]) -> dict[str, int]:
+    """The cores' own counts of requests by kind and of what happened to them."""
+    totals: Counter[str] = Counter()
+    for node in nodes:
+        totals.update(node.core.counters)
+    wanted = ("rpc.out.", "rpc.retransmit", "rpc.timeout", "lookup.abandoned")
+    return {name: totals[name] for name in sorted(totals) if name.startswith(wanted)}
+
+
 def summarise(
     world: World,
     params: dict[str, Any],
@@ -153,6 +163,7 @@ def summarise(
             "lost": stats.lost,
             "undeliverable": stats.undeliverable,
         },
+        "rpc": rpc_counts(overlay.nodes),
         "sim_seconds": rnd(world.t, 3),
     }
     lookups = Series("lookups", ["t", "latency", "hops", "queries", "success", "overlap"])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 import random
+from typing import Any
 
-from simulations.engine import Engine
+from simulations.engine import WINDOW, Engine
 
 
 def test_events_run_in_time_order_and_ties_in_scheduling_order() -> None:
@@ -95,3 +97,62 @@ def test_same_seed_same_trace() -> None:
 
     assert trace(7) == trace(7)
     assert trace(7) != trace(8)
+
+
+class OneHeap:
+    """The reference: every pending event in one heap of (time, sequence)."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+        self.queue: list[list[Any]] = []
+        self.seq = 0
+
+    def schedule(self, when: float, fn: Any, arg: Any) -> list[Any]:
+        self.seq += 1
+        entry = [max(when, self.now), self.seq, fn, arg]
+        heapq.heappush(self.queue, entry)
+        return entry
+
+    def run(self, until: float) -> None:
+        while self.queue and self.queue[0][0] <= until:
+            entry = heapq.heappop(self.queue)
+            if entry[2] is not None:
+                self.now = entry[0]
+                entry[2](entry[3])
+        self.now = max(self.now, until)
+
+
+def random_program(engine: Any, schedule: Any, cancel: Any, run: Any) -> list[tuple[float, int]]:
+    """Events that schedule 0-2 more at delays within, at the edge of and across
+    calendar windows (and in the past), cancel some, and run in short slices."""
+    rng = random.Random(5)
+    seen: list[tuple[float, int]] = []
+    handles: list[Any] = []
+    delays = [0.0, 1e-4, 0.003, WINDOW - 1e-9, WINDOW, 0.25, 3.0, -1.0]
+
+    def fire(name: int) -> None:
+        seen.append((engine.now, name))
+        for offset in range(rng.randrange(1, 3) if len(seen) < 3000 else 0):
+            delay = rng.choice(delays) if rng.random() < 0.7 else rng.random()
+            handles.append(schedule(engine.now + delay, fire, name * 3 + offset + 1))
+        if handles and rng.random() < 0.1:
+            cancel(handles[rng.randrange(len(handles))])
+
+    handles.append(schedule(engine.now, fire, 0))
+    for _ in range(3000):
+        run(engine.now + rng.random() * 0.05)
+    return seen
+
+
+def test_the_calendar_runs_events_in_the_order_of_one_heap() -> None:
+    calendar = Engine(start=100.0)
+    got = random_program(
+        calendar,
+        calendar.schedule,
+        lambda timer: timer.cancel(),
+        lambda until: calendar.run(until=until),
+    )
+    heap = OneHeap(start=100.0)
+    want = random_program(heap, heap.schedule, lambda entry: entry.__setitem__(2, None), heap.run)
+    assert len(want) > 1000
+    assert got == want
