@@ -64,6 +64,10 @@ def _sign(_message: bytes) -> bytes:
     return SIGNATURE
 
 
+def _to_whom(frame: tuple[bytes, Any]) -> bytes:
+    return frame[0]
+
+
 class _Link:
     """One data channel between two peers: ordered, reliable while up, lossy when it drops."""
 
@@ -102,7 +106,9 @@ def run(params: dict[str, Any], progress: Progress | None) -> Result:
     def service(peer: _Peer) -> None:
         now = engine.now
         core = peer.core
-        for member, frame in core.frames_to_send():
+        # The core sends to its members in set order, which differs between processes
+        # (hash seeds); by member key, the delay draws are the same in every run.
+        for member, frame in sorted(core.frames_to_send(), key=_to_whom):
             other = by_key[member]
             link = link_of(peer, other)
             if not link.up:
