@@ -484,7 +484,7 @@ class DHTCore:
         self._outbox.append((Message(False, msg_id, reply), addr))
         sender_id = getattr(request, "sender_id", None)
         if sender_id is not None:
-            self._consider(sender_id, addr, now)
+            self._consider(sender_id, addr, now, pinged=kind is Ping)
 
     def _closest_wire(
         self, target: int, requester: bytes, addr: Address, extra: int = 0
@@ -737,8 +737,16 @@ class DHTCore:
 
     # --- routing table admission --------------------------------------------
 
-    def _consider(self, node_id: bytes, addr: Address, now: float) -> None:
-        """We heard from `node_id` at `addr`; ask it to prove its id if we would keep it."""
+    def _consider(self, node_id: bytes, addr: Address, now: float, pinged: bool = False) -> None:
+        """We heard from `node_id` at `addr`; ask it to prove its id if we would keep it.
+
+        A ping from a node we do not know, for a bucket that is full, is not an
+        introduction: that node checks whether we are alive because we are the
+        oldest in one of its buckets. Identifying it would only make us ping our
+        own oldest contact of that bucket, whose node would do the same: a chain
+        across the network for every admission (docs/simulation.md, "identify/ping
+        chains").
+        """
         if node_id == self.node_id or len(node_id) != ID_BYTES:
             return
         known = self.table.get(node_id)
@@ -747,6 +755,9 @@ class DHTCore:
             return
         if self._verified.get(node_id) == addr:
             self._admit(self._contacts.make(node_id, addr), now)  # proven before: no new identify
+            return
+        if pinged and self.table.is_full_for(to_int(node_id)):
+            self.counters["identify.skipped_ping"] += 1
             return
         self._send_identify(addr, node_id, now)
 

@@ -371,3 +371,42 @@ def test_paging_progresses_when_ipv6_contacts_fill_the_first_page() -> None:
             break
         after = reply.records[-1].publisher
     assert {r.publisher for r in seen} == {p.public_key for p in publishers}
+
+
+def test_a_ping_from_a_stranger_for_a_full_bucket_is_answered_but_not_an_introduction() -> None:
+    """No identify (and so no ping of our own oldest contact) for such a ping: that is
+    what chained across the network on every admission (docs/simulation.md)."""
+    from dht.ids import bucket_index
+    from dht.wire import Identify, Ping, parse_request
+
+    config = DHTConfig(k=2)
+    core = DHTCore(Identity.from_seed(bytes(32)), random.Random(1), 0.0, config)
+    rng = random.Random(2)
+
+    def stranger(in_bucket: int) -> bytes:
+        while True:
+            node_id = rng.randbytes(20)
+            if bucket_index(core.table.own_num, int.from_bytes(node_id, "big")) == in_bucket:
+                return node_id
+
+    full = 159  # the far half of the id space: two contacts fill it at k=2
+    for i in range(2):
+        assert core.table.add(Contact.make(stranger(full), ("198.51.100.1", 4000 + i)))
+
+    def requests_after(request: object, port: int) -> list[object]:
+        core.receive(serialize_request(bytes(20), request), ("198.51.100.9", port), 0.0)  # type: ignore[arg-type]
+        out = []
+        for data, _ in core.datagrams_to_send(0.0):
+            frame = parse_frame(data)
+            out.append(parse_request(frame.body) if frame.is_request else frame.body)
+        return out
+
+    sent = requests_after(Ping(stranger(full)), 5001)
+    assert not any(isinstance(r, Identify) for r in sent), sent
+    assert core.counters["identify.skipped_ping"] == 1
+    assert len(sent) == 1  # the answer only
+    # A stranger asking something else is an introduction; so is a ping for a bucket with room.
+    assert any(
+        isinstance(r, Identify) for r in requests_after(FindNode(stranger(full), bytes(20)), 5002)
+    )
+    assert any(isinstance(r, Identify) for r in requests_after(Ping(stranger(150)), 5003))
