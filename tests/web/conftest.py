@@ -8,17 +8,20 @@ addresses instead of mDNS names, which aiortc cannot resolve quickly.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from peer.peer import Connected, Peer, Room
 from signaling.node import SignalingNode
-from tests.peer.conftest import loopback_ice, peers  # noqa: F401  (fixtures)
-from tests.signaling.conftest import signaling_mesh  # noqa: F401  (fixture)
+from tests.peer.conftest import PeerFactory, loopback_ice, peers  # noqa: F401  (fixtures)
+from tests.signaling.conftest import NodeFactory, signaling_mesh  # noqa: F401  (fixture)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -36,6 +39,51 @@ CHROMIUM_FLAGS = [
 ARTIFACTS = Path(os.environ.get("PAGEMESH_ARTIFACTS", "test-artifacts"))
 
 PageFactory = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class Meeting:
+    """A browser on node 0 and a Python peer on node 1, in one room, connected."""
+
+    nodes: list[SignalingNode]
+    python: Peer
+    room: Room
+    page: Any
+    browser: bytes
+    """The browser's public key."""
+    connected: Connected
+    """The Python side's Connected event for the browser."""
+
+
+MeetFactory = Callable[..., Awaitable[Meeting]]
+
+
+async def next_of(room: Room, kind: type, within: float = 20.0, **match: Any) -> Any:
+    """The next event of `kind` (with matching fields) from a Python room."""
+    async with asyncio.timeout(within):
+        while True:
+            event = await room.next_event(within)
+            if isinstance(event, kind) and all(getattr(event, k) == v for k, v in match.items()):
+                return event
+
+
+def order(envelopes: list[Any]) -> list[tuple[str, int]]:
+    """A Python transcript as (author hex, seq) pairs."""
+    return [(e.author.hex(), e.seq) for e in envelopes]
+
+
+async def browser_order(page: Any) -> list[tuple[str, int]]:
+    """The browser's transcript as (author hex, seq) pairs."""
+    pairs = await page.evaluate(
+        "() => window.pagemesh.room.transcript().map(e => [e.author, e.seq])"
+    )
+    return [(a, s) for a, s in pairs]
+
+
+async def say(page: Any, text: str) -> None:
+    """Type a line into the page and press Enter, as a person does."""
+    await page.fill("#text", text)
+    await page.press("#text", "Enter")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -101,3 +149,23 @@ async def open_page(chromium: Any) -> AsyncIterator[PageFactory]:
     finally:
         if logs:
             print("\n".join(logs[-200:]))
+
+
+@pytest.fixture
+async def meet(
+    signaling_mesh: NodeFactory,  # noqa: F811
+    peers: PeerFactory,  # noqa: F811
+    open_page: PageFactory,
+) -> MeetFactory:
+    """`await meet(room_url, **peer_options)`: a browser and a Python peer on two nodes."""
+
+    async def meet_(url: str, **peer_options: Any) -> Meeting:
+        a, b = await signaling_mesh(2)
+        python = await peers("py", [b.url], **peer_options)
+        room = await python.join(url)
+        page = await open_page(a, "browser", room=url)
+        browser = bytes.fromhex(await page.evaluate("window.pagemesh.peer.keyHex"))
+        connected = await next_of(room, Connected, key=browser)
+        return Meeting([a, b], python, room, page, browser, connected)
+
+    return meet_

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from peer.peer import Connected, Message
-from tests.peer.conftest import PeerFactory
-from tests.signaling.conftest import NodeFactory
+from peer.peer import Message
 
-from .conftest import PageFactory
-from .test_interop import next_of, say
+from .conftest import MeetFactory, next_of, say
 
 ROOM = "https://example.org/failover"
 
 
-async def test_lost_node_is_shown_and_another_node_is_used(
-    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory
-) -> None:
-    a, b = await signaling_mesh(2)
-    py = await peers("py", [b.url])
-    room = await py.join(ROOM)
-    page = await open_page(a, "browser", room=ROOM)
-    await next_of(room, Connected)
+async def test_lost_node_is_shown_and_another_node_is_used(meet: MeetFactory) -> None:
+    m = await meet(ROOM)
+    (a, b), room, page = m.nodes, m.room, m.page
     known = await page.evaluate("window.pagemesh.peer.nodes")
     assert b.url in known  # learned from the welcome (the node directory)
 

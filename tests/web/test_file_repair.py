@@ -10,23 +10,15 @@ from pathlib import Path
 import pytest
 
 import peer.transfer
-from peer.peer import Connected
-from tests.peer.conftest import PeerFactory
-from tests.signaling.conftest import NodeFactory
 
-from .conftest import PageFactory, download_sha256
-from .test_interop import next_of
+from .conftest import MeetFactory, download_sha256
 
 ROOM = "https://example.org/repair"
 CHUNK = 65536
 
 
 async def test_corrupt_chunk_and_dropped_link_are_repaired(
-    signaling_mesh: NodeFactory,
-    peers: PeerFactory,
-    open_page: PageFactory,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    meet: MeetFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corrupted: list[int] = []
     real_frame = peer.transfer.chunk_frame
@@ -39,12 +31,8 @@ async def test_corrupt_chunk_and_dropped_link_are_repaired(
         return frame
 
     monkeypatch.setattr(peer.transfer, "chunk_frame", flaky_frame)
-    a, b = await signaling_mesh(2)
-    sender = await peers("sender", [b.url])
-    room = await sender.join(ROOM)
-    page = await open_page(a, "browser", room=ROOM)
-    browser = bytes.fromhex(await page.evaluate("window.pagemesh.peer.keyHex"))
-    await next_of(room, Connected, key=browser)
+    m = await meet(ROOM)
+    room, page, browser = m.room, m.page, m.browser
 
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(24 * 1024 * 1024 + 5))

@@ -6,13 +6,18 @@ import asyncio
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
-from peer.peer import Connected, FileDone, Message, Room
-from tests.peer.conftest import PeerFactory
-from tests.signaling.conftest import NodeFactory
+from peer.peer import FileDone, Message
 
-from .conftest import ARTIFACTS, PageFactory, download_sha256
+from .conftest import (
+    ARTIFACTS,
+    MeetFactory,
+    browser_order,
+    download_sha256,
+    next_of,
+    order,
+    say,
+)
 
 ROOM = "https://example.org/interop"
 # A tiny valid PNG (1x1, red): an image the browser shows inline.
@@ -22,44 +27,14 @@ PNG = bytes.fromhex(
 )
 
 
-async def next_of(room: Room, kind: type, within: float = 20.0, **match: Any) -> Any:
-    """The next event of `kind` (with matching fields) from a Python room."""
-    async with asyncio.timeout(within):
-        while True:
-            event = await room.next_event(within)
-            if isinstance(event, kind) and all(getattr(event, k) == v for k, v in match.items()):
-                return event
-
-
-def order(envelopes: list[Any]) -> list[tuple[str, int]]:
-    return [(e.author.hex(), e.seq) for e in envelopes]
-
-
-async def browser_order(page: Any) -> list[tuple[str, int]]:
-    pairs = await page.evaluate(
-        "() => window.pagemesh.room.transcript().map(e => [e.author, e.seq])"
-    )
-    return [(a, s) for a, s in pairs]
-
-
-async def say(page: Any, text: str) -> None:
-    await page.fill("#text", text)
-    await page.press("#text", "Enter")
-
-
 async def test_browser_and_python_peer_on_different_nodes(
-    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory, tmp_path: Path
+    meet: MeetFactory, tmp_path: Path
 ) -> None:
-    a, b = await signaling_mesh(2)
-    inbox = tmp_path / "inbox"
-    py = await peers("py", [b.url], accept_files_to=inbox)
-    room = await py.join(ROOM)
-    page = await open_page(a, "browser", room=ROOM)
-    browser_key: str = await page.evaluate("window.pagemesh.peer.keyHex")
+    m = await meet(ROOM, accept_files_to=tmp_path / "inbox")
+    py, room, page = m.python, m.room, m.page
 
     # The browser offers (newcomer); both ends see a direct path on loopback.
-    connected = await next_of(room, Connected, key=bytes.fromhex(browser_key))
-    assert connected.path == "direct"
+    assert m.connected.path == "direct"
     badge = f'#members li[data-key="{py.public_key.hex()}"] .path[data-path="direct"]'
     await page.wait_for_selector(badge, timeout=15_000)
 
@@ -90,9 +65,9 @@ async def test_browser_and_python_peer_on_different_nodes(
     blob = tmp_path / "upload.bin"
     blob.write_bytes(os.urandom(2 * 1024 * 1024 + 123))
     await page.set_input_files("#file", str(blob))
-    done = await next_of(room, FileDone, within=30, sender=bytes.fromhex(browser_key))
+    done = await next_of(room, FileDone, within=30, sender=m.browser)
     while done.path is None:  # the browser's receipt for red.png may come first
-        done = await next_of(room, FileDone, within=30, sender=bytes.fromhex(browser_key))
+        done = await next_of(room, FileDone, within=30, sender=m.browser)
     assert (
         hashlib.sha256(done.path.read_bytes()).digest()
         == hashlib.sha256(blob.read_bytes()).digest()

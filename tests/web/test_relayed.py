@@ -12,8 +12,7 @@ from signaling.node import SignalingNode
 from tests.peer.conftest import PeerFactory
 from tests.peer.test_relayed_path import relay_node  # noqa: F401  (fixture)
 
-from .conftest import PageFactory
-from .test_interop import next_of, say
+from .conftest import PageFactory, next_of, say
 
 ROOM = "https://example.org/relayed"
 

@@ -3,25 +3,16 @@ what was said while it was away: nothing lost, nothing twice."""
 
 from __future__ import annotations
 
-from peer.peer import Connected, Message
-from tests.peer.conftest import PeerFactory
-from tests.signaling.conftest import NodeFactory
+from peer.peer import Message
 
-from .conftest import PageFactory
-from .test_interop import browser_order, next_of, order, say
+from .conftest import MeetFactory, browser_order, next_of, order, say
 
 ROOM = "https://example.org/reload"
 
 
-async def test_reload_resumes_without_loss_or_duplicates(
-    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory
-) -> None:
-    a, b = await signaling_mesh(2)
-    py = await peers("py", [b.url])
-    room = await py.join(ROOM)
-    page = await open_page(a, "browser", room=ROOM)
-    key = await page.evaluate("window.pagemesh.peer.keyHex")
-    await next_of(room, Connected)
+async def test_reload_resumes_without_loss_or_duplicates(meet: MeetFactory) -> None:
+    m = await meet(ROOM)
+    room, page, key = m.room, m.page, m.browser.hex()
     for i in range(3):
         await say(page, f"before {i}")
     assert [(await next_of(room, Message, mine=False)).seq for _ in range(3)] == [1, 2, 3]

@@ -8,8 +8,7 @@ from peer.peer import Connected, Message
 from tests.peer.conftest import PeerFactory
 from tests.signaling.conftest import NodeFactory
 
-from .conftest import PageFactory
-from .test_interop import browser_order, next_of, order
+from .conftest import PageFactory, browser_order, next_of, order
 
 ROOM = "https://example.org/three"
 EACH = 15
