@@ -60,4 +60,4 @@ bench: $(STAMP) debs
 	$(BIN)/python benchmarks/sim_scale.py
 
 clean:
-	rm -rf demo-data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf demo-data test-artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis
