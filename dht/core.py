@@ -48,6 +48,7 @@ from .lookup import Lookup
 from .ratelimit import SourceRateLimiter
 from .records import Record, RecordLimits, RecordStore, Refusal, Verifier, check_record
 from .routing import Admission, Contact, RoutingTable
+from .rtt import RoundTrips
 from .wire import (
     MAX_RECORDS_PER_MESSAGE,
     MSG_ID_BYTES,
@@ -136,7 +137,9 @@ class DHTConfig:
     """Hard deadline: an RPC unanswered by then counts as a failure of its contact."""
     slow_min: float = 0.05
     slow_max: float = 1.0
-    """Bounds of the adaptive 'slow' deadline (srtt + 4 rttvar, RFC 6298) that frees a slot."""
+    """Bounds of the adaptive 'slow' deadline that resends a request and frees its slot."""
+    slow_quantile: float = 0.95
+    """The slow deadline is this quantile of recent round trips (dht/rtt.py)."""
     max_pending_rpcs: int = 4096
     max_operations: int = 512
     max_identify_in_flight: int = 64
@@ -150,8 +153,6 @@ class DHTConfig:
     max_verified: int = 4096
     """Proven (id, address) pairs remembered, so a node waiting for a bucket slot is
     identified once, not every time it answers."""
-    lrs_ping_interval: float = 60.0
-    """A full bucket pings its least recently seen contact at most this often."""
     records: RecordLimits = field(default_factory=RecordLimits)
     plain_ttl: float = 7200.0
     max_plain_values: int = 10_000
@@ -214,7 +215,6 @@ class Purpose(Enum):
     PAGE = "page"
     STORE = "store"
     IDENTIFY = "identify"
-    PING = "ping"
 
 
 class OpKind(Enum):
@@ -302,7 +302,6 @@ class DHTCore:
         self._identifying: dict[Address, bytes] = {}  # addr -> msg id of the identify
         self._unverifiable: dict[Address, float] = {}  # addr -> until when we stop asking
         self._verified: dict[bytes, Address] = {}  # proven ids, most recent last (bounded)
-        self._lrs_pinged: dict[bytes, float] = {}  # when a full bucket last pinged its oldest
         self._seeds: list[Address] = []
         self._republish_at: dict[bytes, float] = {}
         self._last_store_seen: dict[bytes, float] = {}
@@ -312,8 +311,7 @@ class DHTCore:
         # A list, not a deque: rarely more than one event waits, and an empty deque
         # costs 700 bytes more (the simulator holds 10^6 cores).
         self._events: list[Event] = []
-        self._srtt: float | None = None
-        self._rttvar = 0.0
+        self.round_trips = RoundTrips()
         self._schedule(now + self.config.maintenance_interval, TimerKind.MAINTENANCE, None)
 
     # --- the I/O contract ---------------------------------------------------
@@ -484,7 +482,7 @@ class DHTCore:
         self._outbox.append((Message(False, msg_id, reply), addr))
         sender_id = getattr(request, "sender_id", None)
         if sender_id is not None:
-            self._consider(sender_id, addr, now, pinged=kind is Ping)
+            self._consider(sender_id, addr, now)
 
     def _closest_wire(
         self, target: int, requester: bytes, addr: Address, extra: int = 0
@@ -586,18 +584,11 @@ class DHTCore:
         return msg_id
 
     def _slow_after(self) -> float:
-        if self._srtt is None:
-            return self.config.slow_max / 2
-        estimate = self._srtt + 4 * self._rttvar
-        return min(self.config.slow_max, max(self.config.slow_min, estimate))
-
-    def _sample_rtt(self, rtt: float) -> None:
-        """RFC 6298 section 2 smoothing of round-trip samples."""
-        if self._srtt is None:
-            self._srtt, self._rttvar = rtt, rtt / 2
-        else:
-            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
-            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        config = self.config
+        estimate = self.round_trips.quantile(config.slow_quantile)
+        if estimate is None:
+            return config.slow_max / 2
+        return min(config.slow_max, max(config.slow_min, estimate))
 
     def _send_identify(
         self,
@@ -640,7 +631,7 @@ class DHTCore:
         del self._pending[pending.msg_id]
         if not pending.slow:
             # Karn's rule: a reply to a retransmitted request is an ambiguous sample.
-            self._sample_rtt(now - pending.sent_at)
+            self.round_trips.add(now - pending.sent_at)
 
     def _on_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
         self._settle(pending, now)
@@ -653,10 +644,8 @@ class DHTCore:
             self._on_identify_reply(pending, reply, now)
         elif purpose is Purpose.STORE:
             self._on_store_reply(pending, reply, now)
-        elif purpose is Purpose.PAGE:
-            self._on_page_reply(pending, reply, now)
         else:
-            self._on_ping_reply(pending, reply, now)
+            self._on_page_reply(pending, reply, now)
 
     def _on_slow(self, msg_id: object, now: float) -> None:
         """No answer within the smoothed round trip: send the request once more (a lost
@@ -683,7 +672,7 @@ class DHTCore:
         op = self._operations.get(pending.op) if pending and pending.op is not None else None
         if op is not None and op.lookup is not None and pending and pending.node_id:
             self.counters["lookup.abandoned"] += 1
-            op.lookup.failed(pending.node_id)
+            op.lookup.abandoned(pending.node_id)
             self._advance(op, now)
 
     def _on_timeout(self, msg_id: object, now: float) -> None:
@@ -693,11 +682,14 @@ class DHTCore:
             self._rpc_failed(pending, now)
 
     def _rpc_failed(self, pending: PendingRpc, now: float) -> None:
-        if pending.node_id is not None:
-            self.table.failed(pending.node_id)
+        node_id = pending.node_id
+        if node_id is not None and self.table.failed(node_id):
+            self._fill_slot(to_int(node_id), now)
         if pending.purpose is Purpose.IDENTIFY:
             self._identifying.pop(pending.addr, None)
             self._mark_unverifiable(pending.addr, now)
+            if node_id is not None:
+                self._fill_slot(to_int(node_id), now)  # the claim proven was not the one
         op = self._operations.get(pending.op) if pending.op is not None else None
         if op is None:
             return
@@ -722,14 +714,13 @@ class DHTCore:
         ):
             self.counters["identify.refused" if node_id is None else "identify.bad"] += 1
             self._mark_unverifiable(pending.addr, now)
+            if pending.node_id is not None:
+                self._fill_slot(to_int(pending.node_id), now)
         else:
             _remember(self._verified, node_id, pending.addr, self.config.max_verified)
             self._admit(self._contacts.make(node_id, pending.addr), now)
         if op is not None:
             self._advance(op, now)
-
-    def _on_ping_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
-        """The least recently seen contact of a full bucket answered: it stays (paper 2.2)."""
 
     def _mark_unverifiable(self, addr: Address, now: float) -> None:
         until = now + self.config.unverifiable_ttl
@@ -737,44 +728,50 @@ class DHTCore:
 
     # --- routing table admission --------------------------------------------
 
-    def _consider(self, node_id: bytes, addr: Address, now: float, pinged: bool = False) -> None:
+    def _consider(self, node_id: bytes, addr: Address, now: float) -> None:
         """We heard from `node_id` at `addr`; ask it to prove its id if we would keep it.
 
-        A ping from a node we do not know, for a bucket that is full, is not an
-        introduction: that node checks whether we are alive because we are the
-        oldest in one of its buckets. Identifying it would only make us ping our
-        own oldest contact of that bucket, whose node would do the same: a chain
-        across the network for every admission (docs/simulation.md, "identify/ping
-        chains").
+        A node we do not hold, for a bucket that is full, is only parked as a
+        claim in the bucket's replacement cache (paper section 4.1): it is
+        identified when a resident fails and a slot opens (`_fill_slot`), not
+        now. Identifying every passer-by, and then pinging the bucket's oldest
+        contact as section 2.2 does, cost more than the lookups themselves
+        (docs/simulation.md, "Lazy admission").
         """
         if node_id == self.node_id or len(node_id) != ID_BYTES:
             return
-        known = self.table.get(node_id)
-        if known is not None and known.addr == addr:
-            self.table.seen(node_id)
+        table = self.table
+        known = table.get(node_id)
+        if known is not None:
+            if known.addr == addr:
+                table.seen(node_id)
+                return
+        elif table.is_full_for(to_int(node_id)):
+            table.park(self._contacts.make(node_id, addr))
+            self.counters["table.parked"] += 1
             return
         if self._verified.get(node_id) == addr:
             self._admit(self._contacts.make(node_id, addr), now)  # proven before: no new identify
             return
-        if pinged and self.table.is_full_for(to_int(node_id)):
-            self.counters["identify.skipped_ping"] += 1
-            return
         self._send_identify(addr, node_id, now)
 
     def _admit(self, contact: NodeContact, now: float) -> None:
-        admission = self.table.add(contact)
-        if admission is Admission.ADDED:
+        if self.table.add(contact) is Admission.ADDED:
             self._welcome(contact, now)
-        elif admission is Admission.BUCKET_FULL:
-            oldest = self.table.bucket_for(contact.num).least_recently_seen()
-            # Ping the least recently seen resident; if it fails, table.failed() evicts it
-            # and promotes the newcomer from the replacement cache (paper section 2.2).
-            # Once a minute at most: each newcomer heard from would ping it again.
-            last = self._lrs_pinged.get(oldest.node_id)
-            if last is not None and now - last < self.config.lrs_ping_interval:
+
+    def _fill_slot(self, num: int, now: float) -> None:
+        """A bucket lost a contact: prove its newest parked claim, which then takes the slot.
+
+        Claims that cannot be asked now (an identify already in flight to that
+        address, or one that failed lately) are passed over.
+        """
+        while (claim := self.table.take_replacement(num)) is not None:
+            if self._verified.get(claim.node_id) == claim.addr:
+                self._admit(claim, now)
                 return
-            _remember(self._lrs_pinged, oldest.node_id, now, self.config.max_verified)
-            self._send(oldest.addr, Ping(self.node_id), Purpose.PING, now, oldest.node_id)
+            if self._send_identify(claim.addr, claim.node_id, now):
+                self.counters["table.promoting"] += 1
+                return
 
     def _welcome(self, contact: NodeContact, now: float) -> None:
         """Hand a newcomer the records it is now among the k closest for (paper 2.5).

@@ -4,7 +4,9 @@ The lookup keeps up to `alpha` requests *waiting*. A request that has not
 answered after the short "slow" deadline stops counting against alpha (it
 may still answer and is then used), so a dead contact never stalls a round;
 only the hard RPC timeout marks it failed. This is the change that made
-Mainline DHT lookups sub-second. The lookup ends when the `k` closest
+Mainline DHT lookups sub-second. A request that stays silent for a second
+slow deadline is abandoned: the lookup no longer waits for it, but an answer
+that still comes is used (a far host is not a dead one). The lookup ends when the `k` closest
 contacts that answered are nearer than every contact not yet asked, or when
 nothing is left to ask; once k have answered, slow contacts no longer hold it
 open.
@@ -28,6 +30,11 @@ class State(IntEnum):
     SLOW = 2
     ANSWERED = 3
     FAILED = 4
+    ABANDONED = 5
+
+
+_OPEN = (State.WAITING, State.SLOW, State.ABANDONED)
+"""States in which an answer is still taken."""
 
 
 class Candidate(Generic[A]):
@@ -116,7 +123,7 @@ class Lookup(Generic[A]):
 
     def _settle(self, node_id: bytes, state: State) -> Candidate[A] | None:
         candidate = self._by_id.get(node_id)
-        if candidate is None or candidate.state not in (State.WAITING, State.SLOW):
+        if candidate is None or candidate.state not in _OPEN:
             return None
         if candidate.state is State.WAITING:
             self.waiting -= 1
@@ -129,6 +136,12 @@ class Lookup(Generic[A]):
 
     def failed(self, node_id: bytes) -> None:
         self._settle(node_id, State.FAILED)
+
+    def abandoned(self, node_id: bytes) -> None:
+        """Stop waiting for a slow contact; it is still used if it answers."""
+        candidate = self._by_id.get(node_id)
+        if candidate is not None and candidate.state is State.SLOW:
+            candidate.state = State.ABANDONED
 
     def slow(self, node_id: bytes) -> None:
         candidate = self._by_id.get(node_id)

@@ -3,7 +3,10 @@
 One bucket per distance bit, created on first use. A bucket keeps its
 contacts least-recently-seen first; when full, a newcomer waits in a small
 replacement cache until a resident fails (paper section 4.1), and a resident
-is evicted only after `max_failures` consecutive unanswered RPCs.
+is evicted only after `max_failures` consecutive unanswered RPCs. The cache
+holds claims (an id heard from an address), not proven contacts: the core
+proves the newest one when a slot opens (`take_replacement`), so a node that
+is only passing by costs nothing.
 """
 
 from __future__ import annotations
@@ -53,12 +56,21 @@ class Bucket(Generic[A]):
         self.failures: dict[bytes, int] = _NONE_YET
         self.last_refresh = float("-inf")
 
-    def park(self, contact: Contact[A]) -> None:
-        """Put `contact` last (most recent) in the replacement cache."""
+    def park(self, contact: Contact[A], limit: int) -> None:
+        """Put `contact` last (most recent) in the replacement cache, keeping `limit`.
+
+        One claim per address: a host sending requests under many made-up ids
+        takes one place, not all of them.
+        """
         if self.replacements is _NONE_YET:
             self.replacements = {}
-        self.replacements.pop(contact.node_id, None)
-        self.replacements[contact.node_id] = contact
+        replacements = self.replacements
+        replacements.pop(contact.node_id, None)
+        for node_id in [n for n, c in replacements.items() if c.addr == contact.addr]:
+            del replacements[node_id]
+        replacements[contact.node_id] = contact
+        while len(replacements) > limit:
+            del replacements[next(iter(replacements))]
 
     def count_failure(self, node_id: bytes, count: int) -> None:
         if self.failures is _NONE_YET:
@@ -104,7 +116,7 @@ class RoutingTable(Generic[A]):
         return bucket is not None and len(bucket.contacts) >= self.k
 
     def add(self, contact: Contact[A]) -> Admission:
-        """Insert a verified contact, or mark it seen; a full bucket parks it as a replacement."""
+        """Insert a proven contact, or mark it seen; a full bucket parks it as a replacement."""
         if contact.num == self.own_num:
             return Admission.SELF
         bucket = self.bucket_for(contact.num)
@@ -117,10 +129,20 @@ class RoutingTable(Generic[A]):
             bucket.contacts[contact.node_id] = contact
             bucket.replacements.pop(contact.node_id, None)
             return Admission.ADDED
-        bucket.park(contact)
-        while len(bucket.replacements) > self.max_replacements:
-            del bucket.replacements[next(iter(bucket.replacements))]
+        bucket.park(contact, self.max_replacements)
         return Admission.BUCKET_FULL
+
+    def park(self, contact: Contact[A]) -> None:
+        """Remember a claim for when the bucket of `contact` has room."""
+        if contact.num != self.own_num:
+            self.bucket_for(contact.num).park(contact, self.max_replacements)
+
+    def take_replacement(self, num: int) -> Contact[A] | None:
+        """The newest parked claim of the bucket of `num`, removed, if that bucket has room."""
+        bucket = self.buckets.get(bucket_index(self.own_num, num))
+        if bucket is None or not bucket.replacements or len(bucket.contacts) >= self.k:
+            return None
+        return bucket.replacements.pop(next(reversed(bucket.replacements)))
 
     def seen(self, node_id: bytes) -> None:
         """A contact answered: it becomes the most recently seen and its failures reset."""
@@ -144,15 +166,13 @@ class RoutingTable(Generic[A]):
         return True
 
     def remove(self, node_id: bytes) -> None:
-        """Drop a contact and promote the most recently seen replacement into its place."""
+        """Drop a contact (its place is for `take_replacement` to fill)."""
         bucket = self.buckets.get(bucket_index(self.own_num, to_int(node_id)))
         if bucket is None:
             return
         bucket.replacements.pop(node_id, None)
         bucket.failures.pop(node_id, None)
-        if bucket.contacts.pop(node_id, None) is not None and bucket.replacements:
-            newest = next(reversed(bucket.replacements))
-            bucket.contacts[newest] = bucket.replacements.pop(newest)
+        bucket.contacts.pop(node_id, None)
 
     def closest(self, target: int, count: int, exclude: bytes | None = None) -> list[Contact[A]]:
         """The `count` known contacts closest to `target`, nearest first.

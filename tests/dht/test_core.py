@@ -373,40 +373,72 @@ def test_paging_progresses_when_ipv6_contacts_fill_the_first_page() -> None:
     assert {r.publisher for r in seen} == {p.public_key for p in publishers}
 
 
-def test_a_ping_from_a_stranger_for_a_full_bucket_is_answered_but_not_an_introduction() -> None:
-    """No identify (and so no ping of our own oldest contact) for such a ping: that is
-    what chained across the network on every admission (docs/simulation.md)."""
+def test_a_stranger_for_a_full_bucket_is_parked_and_proven_only_when_a_slot_opens() -> None:
+    """Paper section 4.1, lazily: no identify (and no ping of the oldest contact) for a
+    node that could not enter the table anyway; that traffic chained across the
+    network and outweighed the lookups (docs/simulation.md, "Lazy admission")."""
     from dht.ids import bucket_index
-    from dht.wire import Identify, Ping, parse_request
+    from dht.wire import Identify, parse_request
 
-    config = DHTConfig(k=2)
+    config = DHTConfig(k=2, alpha=2)
     core = DHTCore(Identity.from_seed(bytes(32)), random.Random(1), 0.0, config)
-    rng = random.Random(2)
+    own = core.table.own_num
 
-    def stranger(in_bucket: int) -> bytes:
-        while True:
-            node_id = rng.randbytes(20)
-            if bucket_index(core.table.own_num, int.from_bytes(node_id, "big")) == in_bucket:
-                return node_id
+    def identity_in(bucket: int, start: int) -> Identity:
+        for seed in range(start, start + 10_000):
+            identity = Identity.from_seed(seed.to_bytes(32, "big"))
+            if bucket_index(own, int.from_bytes(identity.node_id, "big")) == bucket:
+                return identity
+        raise AssertionError("no id in that bucket")
 
     full = 159  # the far half of the id space: two contacts fill it at k=2
-    for i in range(2):
-        assert core.table.add(Contact.make(stranger(full), ("198.51.100.1", 4000 + i)))
+    residents = [identity_in(full, 1), identity_in(full, 2000)]
+    for i, resident in enumerate(residents):
+        assert core.table.add(Contact.make(resident.node_id, ("198.51.100.1", 4000 + i)))
+    late, early = identity_in(full, 4000), identity_in(full, 6000)
 
-    def requests_after(request: object, port: int) -> list[object]:
-        core.receive(serialize_request(bytes(20), request), ("198.51.100.9", port), 0.0)  # type: ignore[arg-type]
+    def requests_after(request: object, port: int, now: float = 0.0) -> list[object]:
+        core.receive(serialize_request(bytes(20), request), ("198.51.100.9", port), now)  # type: ignore[arg-type]
+        return sent(now)
+
+    def sent(now: float) -> list[object]:
         out = []
-        for data, _ in core.datagrams_to_send(0.0):
+        for data, _ in core.datagrams_to_send(now):
             frame = parse_frame(data)
             out.append(parse_request(frame.body) if frame.is_request else frame.body)
         return out
 
-    sent = requests_after(Ping(stranger(full)), 5001)
-    assert not any(isinstance(r, Identify) for r in sent), sent
-    assert core.counters["identify.skipped_ping"] == 1
-    assert len(sent) == 1  # the answer only
-    # A stranger asking something else is an introduction; so is a ping for a bucket with room.
+    for who, port in ((early, 5001), (late, 5002)):
+        answers = requests_after(FindNode(who.node_id, bytes(20)), port)
+        assert not any(isinstance(r, Identify) for r in answers), answers
+        assert len(answers) == 1  # the answer only
+    assert core.counters["table.parked"] == 2
+    # A stranger for a bucket with room is identified at once.
     assert any(
-        isinstance(r, Identify) for r in requests_after(FindNode(stranger(full), bytes(20)), 5002)
+        isinstance(r, Identify)
+        for r in requests_after(FindNode(identity_in(150, 8000).node_id, bytes(20)), 5003)
     )
-    assert any(isinstance(r, Identify) for r in requests_after(Ping(stranger(150)), 5003))
+    # Both residents stop answering: two lookups each fail them twice.
+    now = 0.0
+    for _ in range(2):
+        core.find_node(bytes(20), now)
+        sent(now)
+        now += config.rpc_timeout + 0.1
+        core.handle_timer(now)
+    assert all(core.table.get(r.node_id) is None for r in residents)
+    # Two slots opened: the claims are asked to prove their ids, newest first ...
+    identifies = [
+        (frame, addr)
+        for frame, addr in ((parse_frame(d), a) for d, a in core.datagrams_to_send(now))
+        if frame.is_request and isinstance(parse_request(frame.body), Identify)
+    ]
+    assert [addr for _, addr in identifies] == [("198.51.100.9", 5002), ("198.51.100.9", 5001)]
+    # ... and a claim that proves it takes a slot.
+    frame, addr = identifies[0]
+    prover = DHTCore(late, random.Random(3), now, config)
+    request = serialize_request(frame.msg_id, parse_request(frame.body))
+    prover.receive(request, ("198.51.100.2", 1), now)
+    (answer, _), *_ = prover.datagrams_to_send(now)
+    core.receive(answer, addr, now)
+    assert core.table.get(late.node_id) is not None
+    assert core.table.get(early.node_id) is None  # not until it has proven its id too

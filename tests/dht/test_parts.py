@@ -179,7 +179,24 @@ def test_a_full_bucket_parks_newcomers_and_promotes_them_on_eviction() -> None:
     table.seen(a.node_id)  # ... and an answer forgives it
     assert table.failed(a.node_id) is False
     assert table.failed(a.node_id) is True
-    assert {x.node_id for x in table.contacts()} == {b.node_id, c.node_id}
+    assert {x.node_id for x in table.contacts()} == {b.node_id}  # the slot waits for a proof
+    assert table.take_replacement(a.num) == c
+    assert table.take_replacement(a.num) is None
+
+
+def test_the_replacement_cache_keeps_one_claim_per_address_and_the_newest() -> None:
+    table: RoutingTable[tuple[str, int]] = RoutingTable(bytes(20), k=1, replacements=3)
+    table.add(Contact.make(((1 << 159) + 1).to_bytes(20, "big"), ("192.0.2.1", 1)))
+    claims = [
+        Contact.make(((1 << 159) + n).to_bytes(20, "big"), ("192.0.2.9", port))
+        for n, port in ((2, 7), (3, 7), (4, 8), (5, 9), (6, 10))
+    ]
+    for claim in claims:
+        table.park(claim)
+    bucket = table.bucket_for(claims[0].num)
+    # (2, 7) gave way to (3, 7), the same address; then the oldest went past 3.
+    assert list(bucket.replacements.values()) == claims[2:]
+    assert table.take_replacement(claims[0].num) is None  # no room yet
 
 
 def test_buckets_get_their_own_replacements_and_failures_when_first_needed() -> None:
