@@ -29,7 +29,10 @@ def config_from_mapping(table: dict[str, Any]) -> DHTConfig:
             raise ConfigError(f"unknown dht option {name!r}")
         default = getattr(DHTConfig(), name)
         values[name] = _typed(name, value, type(default))
-    return DHTConfig(**values)
+    try:
+        return DHTConfig(**values)
+    except ValueError as exc:
+        raise ConfigError(f"dht: {exc}") from None
 
 
 def _typed(name: str, value: Any, expected: type) -> Any:

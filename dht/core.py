@@ -169,6 +169,12 @@ class DHTConfig:
     read_only: bool = False
     """A read-only node (a CLI client) asks but never joins other nodes' routing tables."""
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.slow_quantile <= 1.0:
+            raise ValueError(f"slow_quantile is in (0, 1], got {self.slow_quantile!r}")
+        if not 0.0 < self.slow_min <= self.slow_max:
+            raise ValueError("slow_min must be > 0 and at most slow_max")
+
 
 # --- events ---------------------------------------------------------------
 

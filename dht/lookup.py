@@ -14,7 +14,7 @@ open.
 
 from __future__ import annotations
 
-from bisect import bisect
+from bisect import bisect, insort
 from collections.abc import Iterable
 from enum import IntEnum
 from typing import Generic, TypeVar
@@ -61,19 +61,25 @@ class Lookup(Generic[A]):
         self._sorted: list[Candidate[A]] = []
         self._distances: list[int] = []  # of `_sorted`, for bisecting on ints, not __lt__
         self._by_id: dict[bytes, Candidate[A]] = {}
+        self._answered: list[int] = []  # distances of the contacts that answered, sorted
         self._seen: set[bytes] = {own_id}
         self.waiting = 0
         self.queries = 0
 
     def add(self, contacts: Iterable[Contact[A]]) -> None:
+        """Learn contacts. Those beyond the horizon are dropped: the horizon only moves
+        in, so they would never be asked nor returned."""
         seen = self._seen
         distances = self._distances
         target = self.target
+        horizon = self._horizon()
         for contact in contacts:
             if contact.node_id in seen:
                 continue
-            seen.add(contact.node_id)
             distance = contact.num ^ target
+            if horizon is not None and distance > horizon:
+                continue
+            seen.add(contact.node_id)
             candidate = Candidate(contact, distance)
             at = bisect(distances, distance)
             distances.insert(at, distance)
@@ -95,13 +101,8 @@ class Lookup(Generic[A]):
 
     def _horizon(self) -> int | None:
         """Distance of the k-th closest answered contact, once k have answered."""
-        answered = 0
-        for candidate in self._sorted:
-            if candidate.state is State.ANSWERED:
-                answered += 1
-                if answered == self.k:
-                    return candidate.distance
-        return None
+        answered = self._answered
+        return answered[self.k - 1] if len(answered) >= self.k else None
 
     def next_queries(self) -> list[Contact[A]]:
         """Contacts to ask now, nearest first, keeping at most `alpha` waiting."""
@@ -131,7 +132,9 @@ class Lookup(Generic[A]):
         return candidate
 
     def answered(self, node_id: bytes, contacts: Iterable[Contact[A]]) -> None:
-        if self._settle(node_id, State.ANSWERED) is not None:
+        candidate = self._settle(node_id, State.ANSWERED)
+        if candidate is not None:
+            insort(self._answered, candidate.distance)
             self.add(contacts)
 
     def failed(self, node_id: bytes) -> None:

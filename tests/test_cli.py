@@ -150,6 +150,8 @@ def test_config_tables_map_onto_the_dht_config(tmp_path: Path) -> None:
         ({"alpha": True}, "'alpha' must be int"),
         ({"records": {"max_ttl": "1h"}}, "must be an integer"),
         ({"records": 3}, "must be a table"),
+        ({"slow_quantile": 0}, "slow_quantile is in"),
+        ({"slow_min": 2.0}, "at most slow_max"),
     ]:
         with pytest.raises(ConfigError, match=message):
             config_from_mapping(bad)
