@@ -18,7 +18,11 @@ def render(plot: Plot, path: Path) -> None:
     try:
         for label, xs, ys in plot.lines:
             if plot.kind == "bar":
-                ax.bar([str(x) for x in xs], ys, label=label, alpha=0.7)
+                # Bars at numeric positions with text tick labels: string x values would
+                # make matplotlib guess category units, and log that it did.
+                positions = list(range(len(xs)))
+                ax.bar(positions, ys, label=label, alpha=0.7)
+                ax.set_xticks(positions, [str(x) for x in xs])
             else:
                 ax.plot(xs, ys, label=label, marker="." if len(xs) < 50 else None)
         ax.set_title(plot.title)

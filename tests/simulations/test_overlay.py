@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from dht.core import Bootstrapped, DHTConfig, Event, LookupCompleted
 from simulations.engine import Engine
 from simulations.network import NetworkModel
 from simulations.observe import HopCounter
-from simulations.oracle import IdSpace, fill_routing_tables
+from simulations.oracle import IdSpace, distinct_indices, fill_routing_tables
 from simulations.overlay import EPOCH, Overlay, SimNode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +90,25 @@ def test_loss_is_applied_and_the_protocol_retransmits() -> None:
     engine.run(until=EPOCH + 60)
     assert overlay.stats.lost > 0
     assert len(joined) == 10
+
+
+@given(st.integers(0, 10**6), st.integers(1, 10**6), st.integers(1, 40), st.integers(0, 2**32))
+def test_distinct_indices_are_distinct_in_range_and_sorted(
+    lo: int, span: int, count: int, seed: int
+) -> None:
+    count = min(count, span)
+    got = distinct_indices(random.Random(seed), lo, lo + span, count)
+    assert len(got) == len(set(got)) == count
+    assert got == sorted(got) and all(lo <= i < lo + span for i in got)
+
+
+def test_distinct_indices_are_uniform() -> None:
+    rng = random.Random(5)
+    hits = [0] * 100
+    for _ in range(2000):
+        for i in distinct_indices(rng, 0, 100, 10):
+            hits[i] += 1
+    assert min(hits) > 140 and max(hits) < 270  # 200 expected each, 5 sigma is about 70
 
 
 def test_oracle_tables_hold_k_contacts_per_bucket_up_to_the_population() -> None:
