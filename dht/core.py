@@ -122,6 +122,10 @@ class ContactCodec:
     def to_wire(self, contact: NodeContact) -> WireContact:
         return WireContact(contact.node_id, contact.addr[0], contact.addr[1])
 
+    def to_wire_all(self, contacts: list[NodeContact]) -> tuple[WireContact, ...]:
+        """A reply's contacts (one call per reply: the simulator's codec needs no work)."""
+        return tuple(map(self.to_wire, contacts))
+
 
 class LocalProtocolError(Exception):
     """The application misused the core (a record too large, an id of the wrong size...)."""
@@ -500,16 +504,14 @@ class DHTCore:
         of candidates below k. Stock clients keep the closest k and ignore the rest.
         """
         k = self.config.k
-        chosen: list[WireContact] = []
-        budget = RESPONSE_BUDGET - 16
-        for contact in self.table.closest(target, k + extra + 1, exclude=requester):
-            if contact.addr == addr:
-                continue
-            budget -= len(contact.addr[0]) + 30
-            if len(chosen) >= k and (budget < 0 or len(chosen) >= k + extra):
-                break
-            chosen.append(self._contacts.to_wire(contact))
-        return tuple(chosen)
+        found = self.table.closest(target, k + extra + 1, exclude=requester)
+        chosen = [c for c in found if c.addr != addr]  # not the asker under another id
+        del chosen[k + extra :]
+        if len(chosen) > k:
+            spare = RESPONSE_BUDGET - 16 - sum(len(c.addr[0]) + 30 for c in chosen)
+            while spare < 0 and len(chosen) > k:
+                spare += len(chosen.pop().addr[0]) + 30
+        return self._contacts.to_wire_all(chosen)
 
     def _store_plain(self, key: bytes, value: PlainValue, now: float) -> None:
         """The stock `store` RPC: unsigned values, kept for interop, bounded and expiring."""

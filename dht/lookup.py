@@ -73,6 +73,8 @@ class Lookup(Generic[A]):
         distances = self._distances
         target = self.target
         horizon = self._horizon()
+        if horizon is None and len(distances) >= self.max_candidates:
+            horizon = distances[-1]  # beyond the farthest kept, it would be trimmed at once
         for contact in contacts:
             if contact.node_id in seen:
                 continue

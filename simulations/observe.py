@@ -79,8 +79,11 @@ class HopCounter(MessageObserver):
             trace.found = depth if trace.found is None else min(trace.found, depth)
         if isinstance(reply, NodesReply | FindRecordsReply):
             depths = trace.depths
+            deeper = depth + 1
             for contact in reply.contacts:
-                depths.setdefault((contact.host, contact.port), depth + 1)
+                # A simulator contact carries its address tuple; a parsed one is rebuilt.
+                addr = getattr(contact, "addr", None) or (contact.host, contact.port)
+                depths.setdefault(addr, deeper)
 
     def finish(self, origin: Address, target: bytes, closest: Address | None) -> int | None:
         """Hops of the finished lookup: depth of `closest`, or of the first records found."""

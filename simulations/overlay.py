@@ -5,7 +5,8 @@ Each simulated node is one `dht.core.DHTCore` and a small `SimNode` record
 task or event loop per node: a datagram is one heap entry, a node's timers
 are one heap entry (re-armed from `core.get_timer()` after every call), and
 contacts are shared objects (`SharedContacts`), one per node for the whole
-simulation.
+simulation, and the same object serves as the node's routing contact and as
+its contact in replies (`SimContact`).
 
 Two transports feed the cores:
 
@@ -99,6 +100,25 @@ class SeededOnDemand:
         return rng.getrandbits(bits)
 
 
+class SimContact(Contact[Address]):
+    """A routing contact that also reads as a `WireContact` (node_id, host, port).
+
+    Replies then carry the contacts the answering table holds, and the asker
+    takes them back as they are: no conversion per contact each way, which was
+    a fifth of a lookup's cost at 10^5 nodes.
+    """
+
+    __slots__ = ()
+
+    @property
+    def host(self) -> str:
+        return self.addr[0]
+
+    @property
+    def port(self) -> int:
+        return self.addr[1]
+
+
 def host_address(index: int) -> Address:
     """Node `index`'s address: 10.x.y.z, so reply budgets see realistic host lengths."""
     return (f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}", PORT)
@@ -117,7 +137,6 @@ class SimNode:
         "joined_at",
         "region",
         "timer_at",
-        "wire",
     )
 
     def __init__(
@@ -131,8 +150,7 @@ class SimNode:
         self.timer_at: float | None = None
         self.joined_at: float | None = None
         self.created_at = created_at
-        self.contact: NodeContact = Contact.make(core.node_id, addr)
-        self.wire = WireContact(core.node_id, addr[0], addr[1])
+        self.contact: NodeContact = SimContact.make(core.node_id, addr)
 
     @property
     def node_id(self) -> bytes:
@@ -140,7 +158,9 @@ class SimNode:
 
 
 class SharedContacts(ContactCodec):
-    """Hands out each node's one `Contact` / `WireContact` instead of new copies."""
+    """Hands out each node's one `SimContact` instead of new copies, and uses it on
+    the wire as well. Contacts a scenario makes up (a Sybil's `WireContact`s) are
+    mapped to the node's own contact when they match it, to a new one otherwise."""
 
     def __init__(self, by_id: dict[bytes, SimNode]) -> None:
         self._by_id = by_id
@@ -149,21 +169,22 @@ class SharedContacts(ContactCodec):
         node = self._by_id.get(node_id)
         if node is not None and node.addr == addr:
             return node.contact
-        return Contact.make(node_id, addr)
+        return SimContact.make(node_id, addr)
 
     def from_wire(self, contact: WireContact) -> NodeContact:
-        node = self._by_id.get(contact.node_id)
-        if node is not None and (
-            node.wire is contact or (node.addr[0] == contact.host and node.addr[1] == contact.port)
-        ):
-            return node.contact
-        return Contact.make(contact.node_id, (contact.host, contact.port))
+        if type(contact) is SimContact:
+            return contact
+        return self.make(contact.node_id, (contact.host, contact.port))
 
     def to_wire(self, contact: NodeContact) -> WireContact:
-        node = self._by_id.get(contact.node_id)
-        if node is not None and node.contact is contact:
-            return node.wire
+        if type(contact) is SimContact:
+            return cast(WireContact, contact)
         return WireContact(contact.node_id, contact.addr[0], contact.addr[1])
+
+    def to_wire_all(self, contacts: list[NodeContact]) -> tuple[WireContact, ...]:
+        if all(type(c) is SimContact for c in contacts):
+            return cast(tuple[WireContact, ...], tuple(contacts))
+        return tuple(map(self.to_wire, contacts))
 
 
 class MessageObserver:
