@@ -6,10 +6,10 @@ may still answer and is then used), so a dead contact never stalls a round;
 only the hard RPC timeout marks it failed. This is the change that made
 Mainline DHT lookups sub-second. A request that stays silent for a second
 slow deadline is abandoned: the lookup no longer waits for it, but an answer
-that still comes is used (a far host is not a dead one). The lookup ends when the `k` closest
-contacts that answered are nearer than every contact not yet asked, or when
-nothing is left to ask; once k have answered, slow contacts no longer hold it
-open.
+that still comes is used (a far host is not a dead one). The lookup ends
+when the `k` closest contacts that answered are nearer than every contact
+not yet asked, or when nothing is left to ask; once k have answered, slow
+contacts no longer hold it open.
 """
 
 from __future__ import annotations
