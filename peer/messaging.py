@@ -15,6 +15,10 @@ Guarantees, for members that stay within the resume window:
   member's last ack whenever the connection to it comes up again;
 - a Lamport clock orders everything: `(lamport, author)` is one total order
   every member converges to (`transcript()`);
+- the clock is hybrid, anchored to wall time in milliseconds: a member's clock
+  never runs more than half of `max_clock_lead` ahead of its own wall clock,
+  whatever others sign, and an envelope more than `max_clock_lead` ahead is
+  refused; so no member can push anyone's clock out of reach of the others;
 - a gap nobody fills within `resume_window` becomes an explicit
   `Discontinuity` event, and delivery goes on after it.
 """
@@ -29,6 +33,8 @@ from typing import Any
 MESSAGE_CONTEXT = b"pagemesh-msg/1\0"
 KEY_BYTES = 32
 SIG_BYTES = 64
+MAX_NUMBER = 2**53 - 1
+"""The largest seq, lamport and ts on the wire (JavaScript's safe integers)."""
 
 Signer = Callable[[bytes], bytes]
 Verifier = Callable[[bytes, bytes, bytes], bool]
@@ -58,6 +64,11 @@ class RoomConfig:
     ack_delay: float = 0.02
     max_history: int = 5_000
     """Envelopes kept for the transcript and for newcomers."""
+    max_clock_lead: float = 3600.0
+    """Seconds an envelope's lamport (read as milliseconds) may be ahead of our wall
+    clock; beyond it the envelope is refused. Our own clock adopts what we receive only
+    up to half of this ahead, so honest members whose wall clocks differ by less than
+    half of it always accept each other's messages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +129,9 @@ def envelope_from_json(data: Any, max_body: int) -> Envelope:
     except (KeyError, TypeError, ValueError, AttributeError):
         raise FrameRejected("malformed envelope") from None
     ints = (env.seq, env.lamport, env.sent_at)
-    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**53 for i in ints):
+    if not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= MAX_NUMBER for i in ints
+    ):
         raise FrameRejected("envelope numbers out of range")
     if env.seq < 1 or len(env.author) != KEY_BYTES or len(env.signature) != SIG_BYTES:
         raise FrameRejected("envelope field of the wrong size")
@@ -171,8 +184,17 @@ class ReliableRoom:
         lamport: int = 0,
         delivered: dict[bytes, int] | None = None,
         history: list[Envelope] | None = None,
+        *,
+        now: float | None = None,
     ) -> None:
-        """`seq`, `lamport`, `delivered` and `history` restore a room after a restart."""
+        """`seq`, `lamport`, `delivered` and `history` restore a room after a restart.
+
+        Given `now`, the restored clock is repaired as if the history were received
+        now (docs/protocol.md 5.0.1): envelopes beyond the clock lead are left out
+        (listed in `refused_on_restore`, so the store can forget them; our own are
+        not re-sent, every member would refuse them), and the clock is brought down
+        to what the kept ones and the adoption bound allow.
+        """
         self.room = room
         self.key = key
         self.config = config or RoomConfig()
@@ -180,6 +202,13 @@ class ReliableRoom:
         self._verify = verify
         self.seq = seq
         self.lamport = lamport
+        kept = list(history or ())
+        self.refused_on_restore: list[Envelope] = []
+        if now is not None:
+            refuse_above, adopt_up_to = self._clock_bounds(now)
+            self.refused_on_restore = [e for e in kept if e.lamport > refuse_above]
+            kept = [e for e in kept if e.lamport <= refuse_above]
+            self.lamport = max(min(c, adopt_up_to) for c in [lamport, *(e.lamport for e in kept)])
         self._authors: dict[bytes, _Author] = {
             author: _Author(delivered=upto) for author, upto in (delivered or {}).items()
         }
@@ -193,7 +222,7 @@ class ReliableRoom:
         self._events: list[RoomEvent] = []
         self._ack_due: dict[bytes, float] = {}
         self.counters: dict[str, int] = {}
-        for env in history or ():
+        for env in kept:
             self._remember(env)
             if env.author == key:
                 self._outbox[env.seq] = env
@@ -207,11 +236,13 @@ class ReliableRoom:
         for member in self._connected:
             if self.seq - self._acked.get(member, 0) >= self.config.max_unacked:
                 raise MessagingError("too many messages not yet acknowledged; wait")
+        # A hybrid logical clock: one past everything seen, and never behind wall time.
+        lamport = max(self.lamport + 1, _millis(now))
+        if not 0 <= _millis(now) <= MAX_NUMBER or max(lamport, self.seq + 1) > MAX_NUMBER:
+            raise MessagingError("the clock is out of range; is the system time right?")
         self.seq += 1
-        self.lamport += 1
-        unsigned = Envelope(
-            self.room, self.key, self.seq, self.lamport, int(now * 1000), kind, body
-        )
+        self.lamport = lamport
+        unsigned = Envelope(self.room, self.key, self.seq, lamport, _millis(now), kind, body)
         env = Envelope(**{**_fields(unsigned), "signature": self._sign(unsigned.signed_bytes())})
         self._outbox[env.seq] = env
         while len(self._outbox) > self.config.max_outbox:
@@ -284,7 +315,18 @@ class ReliableRoom:
             raise FrameRejected("envelope for another room")
         if not self._verify(env.author, env.signed_bytes(), env.signature):
             raise FrameRejected("bad signature")
-        self.lamport = max(self.lamport, env.lamport)
+        refuse_above, adopt_up_to = self._clock_bounds(now)
+        if env.lamport > refuse_above:
+            # Not delivered, not adopted, not kept, so never forwarded: a gap of this
+            # author's, which a re-send fills or the resume window turns into a
+            # Discontinuity. Counted per envelope, the rest of a history batch goes on.
+            self._count("drop.clock_too_far_ahead")
+            return
+        # Adopt at most half the lead ahead of our wall clock: then our next message is
+        # within the lead of every member less than half the lead behind us, whatever
+        # was signed. Clamped rather than ignored, so a reply still sorts after any
+        # message from a clock up to half the lead ahead.
+        self.lamport = max(self.lamport, min(env.lamport, adopt_up_to))
         if env.author == self.key:
             return  # our own, echoed back in history
         state = self._authors.get(env.author)
@@ -305,6 +347,11 @@ class ReliableRoom:
             if state.gap_since is None:
                 state.gap_since = now
         self._ack_due.setdefault(env.author, now + self.config.ack_delay)
+
+    def _clock_bounds(self, now: float) -> tuple[int, int]:
+        """(refuse a lamport above, adopt a lamport up to), from our wall clock `now`."""
+        lead = int(self.config.max_clock_lead * 1000)
+        return _millis(now) + lead, _millis(now) + lead // 2
 
     def _deliver(self, state: _Author, env: Envelope) -> None:
         state.delivered = env.seq
@@ -381,6 +428,11 @@ class ReliableRoom:
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+
+
+def _millis(now: float) -> int:
+    """Wall time in whole milliseconds, the unit of the clock (and of `ts`)."""
+    return int(now * 1000)
 
 
 def _fields(env: Envelope) -> dict[str, Any]:

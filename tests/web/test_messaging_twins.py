@@ -1,6 +1,7 @@
 """The browser's messaging core and peer/messaging.py are twins: the same random
-run of connections, frames, sends and timers gives the same deliveries, gaps
-and frames out, step for step (hypothesis generates, Chromium runs the JS)."""
+run of connections, frames, sends and timers gives the same deliveries, gaps,
+frames out and clock, step for step, and the same restored state gives the same
+repair (hypothesis generates, Chromium runs the JS)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peer.messaging import Delivered, Discontinuity, Envelope, MessagingError, ReliableRoom
+from peer.messaging import (
+    Delivered,
+    Discontinuity,
+    Envelope,
+    MessagingError,
+    ReliableRoom,
+    RoomConfig,
+)
 
 from .test_vectors import page  # noqa: F401  (fixture)
 
@@ -17,29 +25,54 @@ ROOM = bytes(20)
 ME = bytes([1]) * 32
 MEMBERS = [bytes([2]) * 32, bytes([3]) * 32]
 SIG = bytes([0xAB]) * 64
+LEAD = 3_600_000
+"""The default max_clock_lead (one hour) in milliseconds."""
+TOP = 2**53 - 1
+STARTS = st.sampled_from([0.0, 1_763_880_000.0])
+"""Time 0 (a small clock, as the simulator runs it) or a wall clock in 2025."""
 
 
-def envelope(author: int, seq: int, lamport: int) -> dict[str, Any]:
-    env = Envelope(ROOM, MEMBERS[author], seq, lamport, 1_000 * seq, "text", f"m{seq}", SIG)
+def envelope(author: int, seq: int, lamport: int, start: float) -> dict[str, Any]:
+    ts = int(start * 1000) + 1_000 * seq
+    env = Envelope(ROOM, MEMBERS[author], seq, lamport, ts, "text", f"m{seq}", SIG)
     return env.to_json()
 
 
+def lamport_at(spec: int | tuple[str, int], now: float) -> int:
+    """A lamport given outright, or relative to the receiver's clock: around the lead's
+    edge, around half of it (where adoption stops), or around now."""
+    if isinstance(spec, int):
+        return spec
+    base = {"lead": LEAD, "half": LEAD // 2, "now": 0}[spec[0]]
+    return max(0, min(TOP, int(now * 1000) + base + spec[1]))
+
+
+LAMPORT = st.one_of(
+    st.integers(0, 20),
+    st.just(TOP),
+    st.tuples(st.sampled_from(["lead", "half", "now"]), st.integers(-3, 3)),
+)
 MEMBER = st.integers(0, 1)
 STEP = st.one_of(
     st.tuples(st.just("connect"), MEMBER),
     st.tuples(st.just("disconnect"), MEMBER),
     st.tuples(st.just("send"), st.text(max_size=8)),
     st.tuples(st.just("timer"), st.floats(0, 40)),
-    st.tuples(st.just("msg"), MEMBER, st.integers(0, 1), st.integers(1, 8), st.integers(0, 20)),
+    st.tuples(st.just("msg"), MEMBER, st.integers(0, 1), st.integers(1, 8), LAMPORT),
+    st.tuples(
+        st.just("hist"),
+        MEMBER,
+        st.lists(st.tuples(st.integers(0, 1), st.integers(1, 8), LAMPORT), max_size=4),
+    ),
     st.tuples(st.just("ack"), MEMBER, st.integers(-1, 6)),
     st.tuples(st.just("hist-req"), MEMBER, st.integers(0, 4)),
 )
 
-RUN_JS = """async (steps) => {
+RUN_JS = """async ([start, steps]) => {
     const m = window.m;
     const room = new m.ReliableRoom('00'.repeat(20), '01'.repeat(32), {resumeWindow: 5});
     const members = ['02'.repeat(32), '03'.repeat(32)];
-    let now = 0;
+    let now = start;
     const out = [];
     for (const step of steps) {
         let error = false;
@@ -58,27 +91,44 @@ RUN_JS = """async (steps) => {
         }
         const events = room.takeEvents().map(e => e.type === 'delivered'
             ? ['d', e.env.author, e.env.seq] : ['g', e.author, e.first, e.last]);
-        out.push([error, events, room.framesToSend(), room.timer()]);
+        const refused = room.counters['drop.clock_too_far_ahead'] ?? 0;
+        out.push([error, events, room.framesToSend(), room.timer(), room.lamport, refused]);
     }
     return [out, room.transcript().map(e => [e.author, e.seq])];
 }"""
 
 
-def frame_for(step: tuple[Any, ...]) -> dict[str, Any]:
+def frame_for(step: tuple[Any, ...], now: float, start: float) -> dict[str, Any]:
+    """The frame a member sends in `step`, when the receiver's clock reads `now`."""
     kind = step[0]
     if kind == "msg":
         _, _, author, seq, lamport = step
-        return {"t": "msg", "env": envelope(author, seq, lamport)}
+        return {"t": "msg", "env": envelope(author, seq, lamport_at(lamport, now), start)}
+    if kind == "hist":
+        envs = [envelope(a, seq, lamport_at(lamport, now), start) for a, seq, lamport in step[2]]
+        return {"t": "hist", "envs": envs}
     if kind == "ack":
         return {"t": "ack", "seq": step[2]}
     return {"t": "hist-req", "since": {MEMBERS[0].hex(): step[2]}}
 
 
-def run_python(steps: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any]]:
-    from peer.messaging import RoomConfig
+def with_frames(steps: list[tuple[Any, ...]], start: float) -> list[list[Any]]:
+    """The steps with each member's frame built here, so both cores get equal input."""
+    now = start
+    concrete: list[list[Any]] = []
+    for step in steps:
+        if step[0] == "timer":
+            now += step[1]
+        if step[0] in ("msg", "hist", "ack", "hist-req"):
+            concrete.append(["frame", step[1], frame_for(step, now, start)])
+        else:
+            concrete.append(list(step))
+    return concrete
 
+
+def run_python(steps: list[list[Any]], start: float) -> tuple[list[Any], list[Any]]:
     room = ReliableRoom(ROOM, ME, lambda _: SIG, lambda *_: True, RoomConfig(resume_window=5.0))
-    now = 0.0
+    now = start
     out = []
     for step in steps:
         error = False
@@ -94,7 +144,7 @@ def run_python(steps: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any]]:
                 now += step[1]
                 room.handle_timer(now)
             else:
-                room.receive(MEMBERS[step[1]], frame_for(step), now)
+                room.receive(MEMBERS[step[1]], step[2], now)
         except MessagingError:
             error = True
         events = []
@@ -104,26 +154,21 @@ def run_python(steps: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any]]:
             elif isinstance(event, Discontinuity):
                 events.append(["g", event.author.hex(), event.first, event.last])
         frames = [[member.hex(), frame] for member, frame in room.frames_to_send()]
-        out.append([error, events, frames, room.get_timer()])
+        refused = room.counters.get("drop.clock_too_far_ahead", 0)
+        out.append([error, events, frames, room.get_timer(), room.lamport, refused])
     return out, [[e.author.hex(), e.seq] for e in room.transcript()]
 
 
-def js_steps(steps: list[tuple[Any, ...]]) -> list[list[Any]]:
-    """The same steps for the page: frames built here, so both cores get equal input."""
-    converted: list[list[Any]] = []
-    for step in steps:
-        if step[0] in ("msg", "ack", "hist-req"):
-            converted.append(["frame", step[1], frame_for(step)])
-        else:
-            converted.append(list(step))
-    return converted
-
-
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
-@given(steps=st.lists(STEP, min_size=1, max_size=60))
-async def test_same_steps_same_outputs(page: Any, steps: list[tuple[Any, ...]]) -> None:  # noqa: F811
-    expected_steps, expected_transcript = run_python(steps)
-    got_steps, got_transcript = await page.evaluate(RUN_JS, js_steps(steps))
+@given(start=STARTS, steps=st.lists(STEP, min_size=1, max_size=60))
+async def test_same_steps_same_outputs(
+    page: Any,  # noqa: F811
+    start: float,
+    steps: list[tuple[Any, ...]],
+) -> None:
+    concrete = with_frames(steps, start)
+    expected_steps, expected_transcript = run_python(concrete, start)
+    got_steps, got_transcript = await page.evaluate(RUN_JS, [start, concrete])
     for i, (want, got) in enumerate(zip(expected_steps, got_steps, strict=True)):
         # Frames to different members may leave in any order (Python iterates a
         # set); to each member, the order is the protocol's and must match.
@@ -131,3 +176,69 @@ async def test_same_steps_same_outputs(page: Any, steps: list[tuple[Any, ...]]) 
             result[2] = sorted(result[2], key=lambda pair: pair[0])
         assert got == want, (i, steps[: i + 1])
     assert got_transcript == expected_transcript
+
+
+RESTORE_JS = """([now, state]) => {
+    const room = new window.m.ReliableRoom('00'.repeat(20), '01'.repeat(32), {}, state, now);
+    room.connected('02'.repeat(32), now);
+    const resent = room.framesToSend().filter(([, f]) => f.t === 'msg').map(([, f]) => f.env.seq);
+    const env = room.reserve('next', now);
+    return [
+        room.refusedOnRestore.map(e => [e.author, e.seq]),
+        room.transcript().map(e => [e.author, e.seq]),
+        resent,
+        env.lamport,
+    ];
+}"""
+
+RESTORED_ENVELOPE = st.tuples(st.integers(0, 2), st.integers(1, 6), LAMPORT | st.just(2**53))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    start=STARTS,
+    seq=st.integers(0, 6),
+    clock=LAMPORT | st.just(2**53),
+    saved=st.lists(RESTORED_ENVELOPE, max_size=8, unique_by=lambda e: (e[0], e[1])),
+)
+async def test_same_repair_on_restore(
+    page: Any,  # noqa: F811
+    start: float,
+    seq: int,
+    clock: int | tuple[str, int],
+    saved: list[tuple[int, int, int | tuple[str, int]]],
+) -> None:
+    """A saved state, poisoned or not (2^53 is what the old code signed after 2^53-1),
+    restores to the same clock, history and re-sends in both cores."""
+    authors = [ME, *MEMBERS]
+    history = [
+        Envelope(ROOM, authors[a], s, lamport_at(lam, start), int(start * 1000), "text", "", SIG)
+        for a, s, lam in saved
+    ]
+    state = {
+        "seq": seq,
+        "lamport": lamport_at(clock, start),
+        "delivered": {},
+        "history": [e.to_json() for e in history],
+    }
+    room = ReliableRoom(
+        ROOM,
+        ME,
+        lambda _: SIG,
+        lambda *_: True,
+        seq=seq,
+        lamport=lamport_at(clock, start),
+        history=history,
+        now=start,
+    )
+    room.connected(MEMBERS[0], start)
+    expected: list[Any] = [
+        [[e.author.hex(), e.seq] for e in room.refused_on_restore],
+        [[e.author.hex(), e.seq] for e in room.transcript()],
+        [f["env"]["seq"] for _, f in room.frames_to_send() if f["t"] == "msg"],
+    ]
+    lamport = room.send("next", start).lamport
+    expected.append(lamport)
+    got = await page.evaluate(RESTORE_JS, [start, state])
+    assert got == expected
+    assert lamport <= int(start * 1000) + LEAD // 2 + 1  # the repaired clock can send

@@ -6,7 +6,10 @@
 // Each author numbers its messages 1, 2, ...; receivers deliver each author's
 // messages exactly once and in seq order, acknowledge cumulatively, and a
 // Lamport clock gives the one display order (lamport, author) that every
-// member converges to.
+// member converges to. The clock is hybrid, anchored to wall time in ms: an
+// envelope more than maxClockLead ahead of our wall clock is refused, and our
+// clock adopts what it receives only up to half of that ahead, so nobody can
+// push a member's clock out of reach of the others.
 
 import { ProtocolError, utf8 } from "./bytes.js";
 
@@ -22,7 +25,12 @@ export const DEFAULTS = {
   resumeWindow: 30,
   ackDelay: 0.02,
   maxHistory: 5000,
+  maxClockLead: 3600, // seconds; see ReliableRoom.clockBounds
 };
+
+export const MAX_NUMBER = Number.MAX_SAFE_INTEGER; // the largest seq, lamport and ts on the wire
+
+const millis = (now) => Math.floor(now * 1000); // the clock's unit (and ts's)
 
 export function signedBytes(env) {
   const fields = [env.room, env.author, env.seq, env.lamport, env.ts, env.kind, env.body];
@@ -56,13 +64,26 @@ export const order = (a, b) => a.lamport - b.lamport || (a.author < b.author ? -
 export class MessagingError extends Error {}
 
 export class ReliableRoom {
-  constructor(room, key, config = {}, state = {}) {
+  constructor(room, key, config = {}, state = {}, now = null) {
     // `room` and `key` are hex; `state` restores seq, lamport, delivered and history.
+    // Given `now`, the restored clock is repaired as if the history were received now
+    // (docs/protocol.md 5.0.1): envelopes beyond the clock lead are left out (listed in
+    // refusedOnRestore; our own are not re-sent, every member would refuse them), and
+    // the clock comes down to what the kept ones and the adoption bound allow.
     this.room = room;
     this.key = key;
     this.config = { ...DEFAULTS, ...config };
     this.seq = state.seq ?? 0;
     this.lamport = state.lamport ?? 0;
+    let kept = state.history ?? [];
+    this.refusedOnRestore = [];
+    if (now !== null) {
+      const [refuseAbove, adoptUpTo] = this.clockBounds(now);
+      this.refusedOnRestore = kept.filter((env) => env.lamport > refuseAbove);
+      kept = kept.filter((env) => env.lamport <= refuseAbove);
+      const clocks = [this.lamport, ...kept.map((env) => env.lamport)];
+      this.lamport = Math.max(...clocks.map((c) => Math.min(c, adoptUpTo)));
+    }
     this.authors = new Map(
       Object.entries(state.delivered ?? {}).map(([a, n]) => [a, { delivered: n, early: new Map(), gapSince: null }]),
     );
@@ -75,7 +96,7 @@ export class ReliableRoom {
     this.events = [];
     this.ackDue = new Map();
     this.counters = {};
-    for (const env of state.history ?? []) {
+    for (const env of kept) {
       this.remember(env);
       if (env.author === this.key) this.outbox.set(env.seq, env);
     }
@@ -93,9 +114,14 @@ export class ReliableRoom {
         throw new MessagingError("too many messages not yet acknowledged; wait");
       }
     }
+    // A hybrid logical clock: one past everything seen, and never behind wall time.
+    const lamport = Math.max(this.lamport + 1, millis(now));
+    if (!(millis(now) >= 0 && millis(now) <= MAX_NUMBER) || Math.max(lamport, this.seq + 1) > MAX_NUMBER) {
+      throw new MessagingError("the clock is out of range; is the system time right?");
+    }
     this.seq += 1;
-    this.lamport += 1;
-    return { room: this.room, author: this.key, seq: this.seq, lamport: this.lamport, ts: Math.floor(now * 1000), kind, body };
+    this.lamport = lamport;
+    return { room: this.room, author: this.key, seq: this.seq, lamport, ts: millis(now), kind, body };
   }
 
   commit(env) {
@@ -178,7 +204,19 @@ export class ReliableRoom {
   accept(data, now) {
     const env = parseEnvelope(data, this.config.maxBodyBytes);
     if (env.room !== this.room) throw new ProtocolError("shape", "envelope for another room");
-    this.lamport = Math.max(this.lamport, env.lamport);
+    const [refuseAbove, adoptUpTo] = this.clockBounds(now);
+    if (env.lamport > refuseAbove) {
+      // Not delivered, not adopted, not kept, so never forwarded: a gap of this
+      // author's, which a re-send fills or the resume window turns into a
+      // discontinuity. Counted per envelope, the rest of a history batch goes on.
+      this.count("drop.clock_too_far_ahead");
+      return;
+    }
+    // Adopt at most half the lead ahead of our wall clock: then our next message is
+    // within the lead of every member less than half the lead behind us, whatever
+    // was signed. Clamped rather than ignored, so a reply still sorts after any
+    // message from a clock up to half the lead ahead.
+    this.lamport = Math.max(this.lamport, Math.min(env.lamport, adoptUpTo));
     if (env.author === this.key) return; // our own, echoed back in history
     let state = this.authors.get(env.author);
     if (state === undefined) {
@@ -198,6 +236,12 @@ export class ReliableRoom {
       if (state.gapSince === null) state.gapSince = now;
     }
     if (!this.ackDue.has(env.author)) this.ackDue.set(env.author, now + this.config.ackDelay);
+  }
+
+  clockBounds(now) {
+    // [refuse a lamport above, adopt a lamport up to], from our wall clock `now`.
+    const lead = Math.floor(this.config.maxClockLead * 1000);
+    return [millis(now) + lead, millis(now) + Math.floor(lead / 2)];
   }
 
   drainEarly(state) {

@@ -178,7 +178,7 @@ export class Room {
     this.iceServers = [];
     this.relinks = new Map();
     this.unreachable = new Set(); // members the application was told about, until they connect
-    this.core = new ReliableRoom(key, peer.keyHex, {}, state ?? {});
+    this.core = new ReliableRoom(key, peer.keyHex, {}, state ?? {}, now());
     this.chain = Promise.resolve();
     this.timer = null;
     this.saving = null;
