@@ -32,7 +32,7 @@ from nacl.signing import SigningKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from peer.signaling import SignalingClient, SignalReceived
+from peer.signaling import SignalFrom, SignalingClient
 from signaling.protocol import hello_message
 from signaling.rooms import room_key
 
@@ -71,6 +71,11 @@ max_clients = 50000
 idle_timeout = 600.0
 frames_per_second = 1000.0
 frame_burst = 2000.0
+
+[node.admission]            # every client of the benchmark comes from 127.0.0.1
+unauthenticated = 100000
+per_second = 100000.0
+burst = 100000.0
 """
 
 
@@ -221,7 +226,7 @@ async def cross_node_signals(mesh: list[Proc], pairs: int, total: int) -> dict[s
 
         async def receive(client: SignalingClient) -> None:
             async for event in client.events():
-                if isinstance(event, SignalReceived) and isinstance(event.payload, dict):
+                if isinstance(event, SignalFrom) and isinstance(event.payload, dict):
                     sent = event.payload.get("t")
                     if isinstance(sent, float):
                         latencies.append(time.perf_counter() - sent)
@@ -234,7 +239,7 @@ async def cross_node_signals(mesh: list[Proc], pairs: int, total: int) -> dict[s
 
         async def send(sender: SignalingClient, target: bytes) -> None:
             for seq in range(per_sender):
-                await sender.signal(target, {"t": time.perf_counter(), "seq": seq})
+                await sender.signal(target, {"t": time.perf_counter(), "seq": seq}, room)
                 if seq % 50 == 49:
                     await asyncio.sleep(0)
 

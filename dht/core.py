@@ -214,7 +214,17 @@ class RecordsStored:
     refusals: tuple[Refusal, ...]
 
 
-Event = Bootstrapped | LookupCompleted | RecordsFound | RecordsStored
+@dataclass(frozen=True, slots=True)
+class NodeVerified:
+    """Whether `node_id` proved its key at `addr` (a pm_identify answered and checked)."""
+
+    op: int
+    node_id: bytes
+    addr: Address
+    ok: bool
+
+
+Event = Bootstrapped | LookupCompleted | RecordsFound | RecordsStored | NodeVerified
 
 
 # --- internal bookkeeping ---------------------------------------------------
@@ -234,6 +244,7 @@ class OpKind(Enum):
     PUT = "put"
     REPUBLISH = "republish"
     REFRESH = "refresh"
+    VERIFY = "verify"
 
 
 class Phase(Enum):
@@ -269,6 +280,8 @@ class Operation:
     paged_from: int = 0
     stored: int = 0
     refusals: list[Refusal] = field(default_factory=list)
+    addr: Address | None = None
+    """Where a VERIFY operation asks."""
 
 
 class TimerKind(Enum):
@@ -426,6 +439,27 @@ class DHTCore:
                 op.outstanding += 1
         if not op.outstanding:
             self._start_lookup(op, now)
+        return op.op
+
+    def verify_node(self, node_id: bytes, addr: Address, now: float) -> int:
+        """Check that `node_id` answers at `addr`; ends in a NodeVerified event.
+
+        A node proven at that address before (in the table, or remembered) passes
+        at once; otherwise it is asked to prove its id (section 1.6). The
+        identify is subject to the usual throttles (in flight, recently
+        unverifiable), which then count as a failure: a caller acting for a
+        stranger must not make this node send unbounded requests.
+        """
+        self._check_id(node_id)
+        op = self._new_operation(OpKind.VERIFY, node_id, Phase.IDENTIFY)
+        op.addr = addr
+        known = self.table.get(node_id)
+        if (known is not None and known.addr == addr) or self._verified.get(node_id) == addr:
+            self._finish(op, now)
+        elif self._send_identify(addr, node_id, now, op.op):
+            op.outstanding += 1
+        else:
+            self._finish(op, now)
         return op.op
 
     def find_node(self, target: bytes, now: float) -> int:
@@ -831,7 +865,9 @@ class DHTCore:
 
     def _advance(self, op: Operation, now: float) -> None:
         if op.phase is Phase.IDENTIFY:
-            if op.outstanding <= 0:
+            if op.outstanding <= 0 and op.kind is OpKind.VERIFY:
+                self._finish(op, now)
+            elif op.outstanding <= 0:
                 self._start_lookup(op, now)
             return
         if op.phase is Phase.LOOKUP:
@@ -973,6 +1009,13 @@ class DHTCore:
                 self._events.append(RecordsFound(op.op, op.target, records, queries))
             case OpKind.PUT:
                 self._events.append(RecordsStored(op.op, op.target, op.stored, tuple(op.refusals)))
+            case OpKind.VERIFY:
+                assert op.addr is not None
+                known = self.table.get(op.target)
+                ok = (known is not None and known.addr == op.addr) or (
+                    self._verified.get(op.target) == op.addr
+                )
+                self._events.append(NodeVerified(op.op, op.target, op.addr, ok))
 
     # --- maintenance --------------------------------------------------------
 
@@ -1083,6 +1126,7 @@ __all__ = [
     "LocalProtocolError",
     "LookupCompleted",
     "Message",
+    "NodeVerified",
     "RecordsFound",
     "RecordsStored",
 ]

@@ -42,23 +42,36 @@ class Identity:
     @classmethod
     def load_or_create(cls, path: Path) -> Identity:
         """Load the key at `path`, or create it there with mode 0600."""
-        if path.exists():
-            mode = path.stat().st_mode & 0o777
-            if mode & 0o077:
-                os.chmod(path, 0o600)
-            return cls.from_seed(path.read_bytes())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        identity = cls.generate()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(bytes(identity._signing_key))
-        return identity
+        return cls.from_seed(load_or_create_seed(path))
 
     def sign(self, message: bytes) -> bytes:
         return self._signing_key.sign(message).signature
 
     def __repr__(self) -> str:
         return f"Identity(node_id={self.node_id.hex()})"
+
+
+def load_or_create_seed(path: Path) -> bytes:
+    """The 32-byte Ed25519 seed at `path`, created there on first use.
+
+    The file is created with mode 0600 (never readable by others, not even for
+    an instant) and tightened to 0600 if someone loosened it. Shared by nodes
+    (their DHT key) and peers (their identity).
+    """
+    try:
+        seed = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        seed = os.urandom(SEED_BYTES)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(seed)
+        return seed
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"{path} is not a {SEED_BYTES}-byte Ed25519 seed")
+    return seed
 
 
 def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:

@@ -25,6 +25,7 @@ from .core import (
     Event,
     LookupCompleted,
     NodeContact,
+    NodeVerified,
     RecordsFound,
     RecordsStored,
 )
@@ -113,6 +114,12 @@ class DHTNode:
         event = await self._run(self.core.bootstrap(list(addrs), time.time()))
         assert isinstance(event, Bootstrapped)
         return event.contacts
+
+    async def verify_node(self, node_id: bytes, addr: Address) -> bool:
+        """True when `node_id` proves its key at `addr` (the DHT's pm_identify)."""
+        event = await self._run(self.core.verify_node(node_id, addr, time.time()))
+        assert isinstance(event, NodeVerified)
+        return event.ok
 
     async def find_node(self, target: bytes) -> list[NodeContact]:
         event = await self._run(self.core.find_node(target, time.time()))

@@ -37,15 +37,16 @@ from signaling.protocol import Scope, canonical_url, room_key, verify_signature
 from .messaging import Delivered, Discontinuity, Envelope, ReliableRoom, RoomConfig
 from .sdp import DescriptionRejected, ReplayGuard, parse_description, verify_description
 from .signaling import (
+    BadNodeFrame,
     Closed,
+    ErrorFrame,
     Joined,
     Moving,
-    NodeError,
     PeerJoined,
     PeerLeft,
+    SignalFrom,
     SignalingClient,
     SignalingError,
-    SignalReceived,
 )
 from .store import PeerStore
 from .transfer import FileDone, FileEvent, FileFailed, FileOffered, FileProgress, Transfers
@@ -460,7 +461,7 @@ class Peer:
 
     def _seat(self, room: Room, joined: Joined, offer: bool) -> None:
         room.layer = joined.layer
-        room.ice_servers = joined.ice_servers
+        room.ice_servers = [server.to_json() for server in joined.ice_servers]
         for member in joined.members:
             new = member.key not in room.members
             room.members.add(member.key)
@@ -539,7 +540,7 @@ class Peer:
 
     async def _read_node(self, node: SignalingClient) -> None:
         async for event in node.events():
-            if isinstance(event, SignalReceived):
+            if isinstance(event, SignalFrom):
                 await self._on_signal(event)
             elif isinstance(event, PeerJoined):
                 room = self.rooms.get(event.room)
@@ -559,12 +560,12 @@ class Peer:
             elif isinstance(event, Moving):
                 self.nodes = [*event.nodes, *self.nodes]
                 return
-            elif isinstance(event, NodeError):
+            elif isinstance(event, ErrorFrame | BadNodeFrame):
                 log.info("node said %s: %s", event.code, event.message)
             elif isinstance(event, Closed):
                 return
 
-    async def _on_signal(self, event: SignalReceived) -> None:
+    async def _on_signal(self, event: SignalFrom) -> None:
         payload = event.payload
         room = self.rooms.get(event.room) if event.room is not None else None
         if room is None or not isinstance(payload, dict):

@@ -2,19 +2,24 @@
 
 `SignalingClient.connect(url, signing_key)` proves the key (hello), then
 offers `join`, `leave`, `members`, `signal`, `ice_servers` and `ping` as
-coroutines, and pushes what the node says unasked (`peer-joined`,
-`peer-left`, `signal`, `moving`, errors) to `events()`. When the node asks
-for a presence signature (`sign`), the client checks that the record is for a
-room it joined, at this node, with a bounded expiry, before signing it: a
-node cannot make it sign anything else.
+coroutines, and pushes what the node says unasked (`PeerJoined`,
+`PeerLeft`, `SignalFrom`, `Moving`, `ErrorFrame`, then `Closed`) to
+`events()`. Frames both ways are the typed frames of `signaling.protocol`:
+one parse, one serialise; a frame from the node that does not parse is a
+counted `BadNodeFrame` event, never an exception.
+
+It keeps the connection alive: a `ping` at least every third of the node's
+idle timeout (its `welcome` says how long), so an idle client is never
+dropped. When the node asks for a presence signature (`sign`), the client
+checks that the record is for a room it joined, at this node, with a bounded
+expiry, before signing it: a node cannot make it sign anything else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,15 +29,59 @@ import aiohttp
 from nacl.signing import SigningKey
 
 from signaling.protocol import (
+    MAX_SERVER_FRAME,
+    Challenge,
+    ClientFrame,
+    ErrorFrame,
+    FrameError,
+    Hello,
     HomeNode,
+    IceServer,
+    IceServerList,
+    IceServers,
+    Join,
+    Joined,
+    Leave,
+    Member,
+    MemberList,
+    Members,
+    Moving,
+    PeerJoined,
+    PeerLeft,
+    Ping,
+    ServerFrame,
+    Signal,
+    SignalFrom,
+    Signed,
+    SignRequest,
+    Welcome,
     hello_message,
     layer_key,
+    parse_server_frame,
     presence_payload,
     presence_value,
+    serialize,
 )
+
+__all__ = [
+    "BadNodeFrame",
+    "Closed",
+    "ErrorFrame",
+    "Joined",
+    "Member",
+    "Moving",
+    "PeerJoined",
+    "PeerLeft",
+    "SignalFrom",
+    "SignalingClient",
+    "SignalingError",
+    "SignalingEvent",
+]
 
 MAX_PRESENCE_TTL = 3600
 MAX_EVENTS = 10_000
+DEFAULT_IDLE = 60.0
+"""The idle timeout assumed of a node whose welcome does not say."""
 
 
 class SignalingError(Exception):
@@ -45,52 +94,12 @@ class SignalingError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Member:
-    key: bytes
-    node: bytes
-    url: str
+class BadNodeFrame:
+    """The node sent what this client refuses: a frame that does not parse, or a
+    request to sign something that is not ours to sign."""
 
-
-@dataclass(frozen=True, slots=True)
-class Joined:
-    room: bytes
-    layer: int
-    members: list[Member]
-    total: int
-    ice_servers: list[dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class PeerJoined:
-    room: bytes
-    layer: int
-    member: Member
-
-
-@dataclass(frozen=True, slots=True)
-class PeerLeft:
-    room: bytes
-    layer: int
-    key: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SignalReceived:
-    sender: bytes
-    payload: Any
-    room: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class NodeError:
     code: str
     message: str
-    ref: str | int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Moving:
-    nodes: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +108,7 @@ class Closed:
     reason: str
 
 
-SignalingEvent = PeerJoined | PeerLeft | SignalReceived | NodeError | Moving | Closed
-
-
-def _member(data: dict[str, Any]) -> Member:
-    return Member(bytes.fromhex(data["key"]), bytes.fromhex(data["node"]), str(data["url"]))
+SignalingEvent = PeerJoined | PeerLeft | SignalFrom | Moving | ErrorFrame | BadNodeFrame | Closed
 
 
 class SignalingClient:
@@ -116,15 +121,17 @@ class SignalingClient:
         self.key = b""
         self.node_id = b""
         self.node_url = ""
-        self.nodes: list[str] = []
+        self.nodes: tuple[str, ...] = ()
         """Other nodes the node named in its welcome (for fail-over)."""
+        self.idle_timeout = DEFAULT_IDLE
         self.rooms: dict[bytes, int] = {}
         self._joining: set[bytes] = set()
-        self._waiters: dict[str | int, asyncio.Future[dict[str, Any]]] = {}
+        self._waiters: dict[str | int, asyncio.Future[ServerFrame]] = {}
         self._events: asyncio.Queue[SignalingEvent] = asyncio.Queue(MAX_EVENTS)
         self._next_id = 0
-        self._reader: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.dropped_events = 0
+        self.bad_frames = 0
 
     @classmethod
     async def connect(
@@ -134,7 +141,9 @@ class SignalingClient:
         http = aiohttp.ClientSession()
         try:
             ws = await http.ws_connect(
-                url.rstrip("/") + "/v1/ws", timeout=aiohttp.ClientWSTimeout(ws_close=2.0)
+                url.rstrip("/") + "/v1/ws",
+                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                max_msg_size=MAX_SERVER_FRAME,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             await http.close()
@@ -147,100 +156,97 @@ class SignalingClient:
         except BaseException:
             await client.close()
             raise
-        client._reader = asyncio.create_task(client._read())
+        client._tasks = [
+            asyncio.create_task(client._read()),
+            asyncio.create_task(client._keepalive()),
+        ]
         return client
 
     async def _hello(self, name: str | None) -> None:
-        challenge = await self._receive_raw()
-        if challenge.get("type") != "challenge":
+        challenge = await self._receive_one()
+        if not isinstance(challenge, Challenge):
             raise SignalingError("bad-frame", f"expected a challenge, got {challenge!r:.100}")
-        nonce = bytes.fromhex(challenge["nonce"])
-        self.node_id = bytes.fromhex(challenge["node"])
-        signature = self.signing_key.sign(hello_message(nonce, self.node_id)).signature
-        hello = {
-            "type": "hello",
-            "key": self.key.hex(),
-            "sig": base64.b64encode(signature).decode(),
-        }
-        if name is not None:
-            hello["name"] = name
-        await self._ws.send_str(json.dumps(hello))
-        welcome = await self._receive_raw()
-        if welcome.get("type") == "error":
-            raise SignalingError(welcome.get("code", "error"), welcome.get("message", ""))
-        if welcome.get("type") != "welcome":
+        self.node_id = challenge.node
+        signature = self.signing_key.sign(hello_message(challenge.nonce, self.node_id)).signature
+        await self._send(Hello(self.key, signature, name))
+        welcome = await self._receive_one()
+        if isinstance(welcome, ErrorFrame):
+            raise SignalingError(str(welcome.code), welcome.message)
+        if not isinstance(welcome, Welcome):
             raise SignalingError("bad-frame", f"expected a welcome, got {welcome!r:.100}")
-        self.node_url = str(welcome.get("url", ""))
-        self.nodes = [str(u) for u in welcome.get("nodes", [])]
+        self.node_url = welcome.url
+        self.nodes = welcome.nodes
+        if welcome.idle is not None:
+            self.idle_timeout = welcome.idle
 
-    async def _receive_raw(self) -> dict[str, Any]:
+    async def _receive_one(self) -> ServerFrame:
         msg = await self._ws.receive()
         if msg.type is not aiohttp.WSMsgType.TEXT:
             raise SignalingError("closed", f"connection closed ({msg.type.name} {msg.extra})")
-        frame = json.loads(msg.data)
-        if not isinstance(frame, dict):
-            raise SignalingError("bad-frame", "a frame is a JSON object")
-        return frame
+        try:
+            return parse_server_frame(msg.data)
+        except FrameError as exc:
+            raise SignalingError(exc.code.value, exc.message) from None
+
+    async def _send(self, frame: ClientFrame) -> None:
+        try:
+            await self._ws.send_str(serialize(frame))
+        except (ConnectionError, RuntimeError) as exc:
+            raise SignalingError("closed", f"cannot send to the node: {exc}") from None
 
     # --- requests --------------------------------------------------------------------
 
-    async def request(self, frame: dict[str, Any], within: float = 10.0) -> dict[str, Any]:
+    async def request(self, frame: ClientFrame, within: float = 10.0) -> ServerFrame:
         """Send `frame` with a fresh id; return the node's reply with that id."""
         self._next_id += 1
         request_id = self._next_id
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[ServerFrame] = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = waiter
         try:
-            await self._ws.send_str(json.dumps({**frame, "id": request_id}))
+            await self._send(_with_id(frame, request_id))
             reply = await asyncio.wait_for(waiter, within)
         finally:
             self._waiters.pop(request_id, None)
-        if reply.get("type") == "error":
-            raise SignalingError(str(reply.get("code")), str(reply.get("message")))
+        if isinstance(reply, ErrorFrame):
+            raise SignalingError(str(reply.code), reply.message)
         return reply
 
     async def join(self, room: bytes, layer: int | None = None) -> Joined:
-        frame: dict[str, Any] = {"type": "join", "room": room.hex()}
-        if layer is not None:
-            frame["layer"] = layer
         self._joining.add(room)
         try:
-            reply = await self.request(frame)
+            reply = await self.request(Join(room, layer))
         finally:
             self._joining.discard(room)
-        joined = Joined(
-            room,
-            int(reply["layer"]),
-            [_member(m) for m in reply["members"]],
-            int(reply["total"]),
-            list(reply.get("ice_servers", [])),
-        )
-        self.rooms[room] = joined.layer
-        return joined
+        if not isinstance(reply, Joined):
+            raise SignalingError("bad-frame", "join answered with something else")
+        self.rooms[room] = reply.layer
+        return reply
 
     async def leave(self, room: bytes) -> None:
-        await self.request({"type": "leave", "room": room.hex()})
         self.rooms.pop(room, None)
+        await self.request(Leave(room))
 
-    async def members(self, room: bytes) -> list[Member]:
-        reply = await self.request({"type": "members", "room": room.hex()})
-        return [_member(m) for m in reply["members"]]
+    async def members(self, room: bytes) -> tuple[Member, ...]:
+        reply = await self.request(Members(room))
+        if not isinstance(reply, MemberList):
+            raise SignalingError("bad-frame", "members answered with something else")
+        return reply.members
 
-    async def ice_servers(self) -> list[dict[str, Any]]:
-        reply = await self.request({"type": "ice-servers"})
-        return list(reply["servers"])
+    async def ice_servers(self) -> tuple[IceServer, ...]:
+        reply = await self.request(IceServers())
+        if not isinstance(reply, IceServerList):
+            raise SignalingError("bad-frame", "ice-servers answered with something else")
+        return reply.servers
 
     async def ping(self) -> float:
         started = time.perf_counter()
-        await self.request({"type": "ping"})
+        await self.request(Ping())
         return time.perf_counter() - started
 
-    async def signal(self, to: bytes, payload: Any, room: bytes | None = None) -> None:
-        """Send a signal; a delivery failure arrives later as a NodeError event."""
-        frame: dict[str, Any] = {"type": "signal", "to": to.hex(), "payload": payload}
-        if room is not None:
-            frame["room"] = room.hex()
-        await self._ws.send_str(json.dumps(frame))
+    async def signal(self, to: bytes, payload: Any, room: bytes) -> None:
+        """Send a signal to a member of our layer in `room`; a delivery failure arrives
+        later as an ErrorFrame event (`unknown-peer`, `unavailable`)."""
+        await self._send(Signal(to, payload, room))
 
     async def send_raw(self, text: str) -> None:
         await self._ws.send_str(text)
@@ -263,6 +269,14 @@ class SignalingClient:
         except asyncio.QueueFull:
             self.dropped_events += 1
 
+    async def _keepalive(self) -> None:
+        """A ping at least every third of the node's idle timeout (docs/protocol.md 3.5)."""
+        period = max(0.2, self.idle_timeout / 3)
+        with contextlib.suppress(SignalingError):
+            while not self._ws.closed:
+                await asyncio.sleep(period)
+                await self._send(Ping())
+
     async def _read(self) -> None:
         reason = ""
         try:
@@ -270,12 +284,12 @@ class SignalingClient:
                 if msg.type is not aiohttp.WSMsgType.TEXT:
                     continue
                 try:
-                    frame = json.loads(msg.data)
-                    await self._dispatch(frame)
-                except (ValueError, KeyError, TypeError) as exc:
-                    self._push(
-                        NodeError("bad-frame", f"unreadable frame from the node: {exc}", None)
-                    )
+                    frame = parse_server_frame(msg.data)
+                except FrameError as exc:
+                    self.bad_frames += 1
+                    self._push(BadNodeFrame(exc.code.value, exc.message))
+                    continue
+                await self._dispatch(frame)
         except (aiohttp.ClientError, ConnectionError) as exc:
             reason = str(exc)
         for waiter in self._waiters.values():
@@ -283,54 +297,42 @@ class SignalingClient:
                 waiter.set_exception(SignalingError("closed", "connection to the node closed"))
         self._push(Closed(self._ws.close_code, reason or "connection closed"))
 
-    async def _dispatch(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        waiter = self._waiters.get(frame["id"]) if "id" in frame else None
-        if waiter is not None and not waiter.done() and kind != "sign":
-            waiter.set_result(frame)
-        elif kind == "sign":
+    async def _dispatch(self, frame: ServerFrame) -> None:
+        if isinstance(frame, SignRequest):
             await self._sign(frame)
-        elif kind == "peer-joined":
-            self._push(PeerJoined(bytes.fromhex(frame["room"]), frame["layer"], _member(frame)))
-        elif kind == "peer-left":
-            room, key = bytes.fromhex(frame["room"]), bytes.fromhex(frame["key"])
-            self._push(PeerLeft(room, frame["layer"], key))
-        elif kind == "signal":
-            room = bytes.fromhex(frame["room"]) if "room" in frame else None
-            self._push(SignalReceived(bytes.fromhex(frame["from"]), frame["payload"], room))
-        elif kind == "moving":
-            self._push(Moving([str(u) for u in frame.get("nodes", [])]))
-        elif kind == "error":
-            self._push(
-                NodeError(str(frame.get("code")), str(frame.get("message")), frame.get("id"))
-            )
+            return
+        ref = getattr(frame, "id", None)
+        waiter = self._waiters.get(ref) if ref is not None else None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(frame)
+        elif isinstance(frame, PeerJoined | PeerLeft | SignalFrom | Moving | ErrorFrame):
+            self._push(frame)
 
-    async def _sign(self, frame: dict[str, Any]) -> None:
+    async def _sign(self, frame: SignRequest) -> None:
         """Sign a presence record the node asks for, after checking it is ours to sign."""
-        room, layer = bytes.fromhex(frame["room"]), int(frame["layer"])
-        seq, expires = int(frame["seq"]), int(frame["expires"])
-        home = HomeNode(self.node_id, str(frame["url"]))
-        expected_value = presence_value(room, layer, home)
+        room, layer = frame.room, frame.layer
+        home = HomeNode(self.node_id, frame.url)
         acceptable = (
             (room in self._joining or self.rooms.get(room) == layer)
-            and bytes.fromhex(frame["node"]) == self.node_id
-            and frame["value"].encode() == expected_value
-            and bytes.fromhex(frame["key"]) == layer_key(room, layer)
-            and expires <= time.time() + MAX_PRESENCE_TTL
+            and frame.node == self.node_id
+            and frame.value.encode() == presence_value(room, layer, home)
+            and frame.key == layer_key(room, layer)
+            and frame.expires <= time.time() + MAX_PRESENCE_TTL
         )
         if not acceptable:
-            self._push(NodeError("refused-sign", "the node asked to sign a foreign record", None))
+            self._push(BadNodeFrame("refused-sign", "the node asked to sign a foreign record"))
             return
-        payload = presence_payload(self.key, room, layer, home, seq, expires)
+        payload = presence_payload(self.key, room, layer, home, frame.seq, frame.expires)
         signature = self.signing_key.sign(payload).signature
-        reply = {"type": "signed", "id": frame["id"], "sig": base64.b64encode(signature).decode()}
-        await self._ws.send_str(json.dumps(reply))
+        with contextlib.suppress(SignalingError):
+            await self._send(Signed(frame.id, signature))
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+                await task
         await self._ws.close()
         await self._http.close()
 
@@ -343,3 +345,7 @@ class SignalingClient:
     @property
     def closed(self) -> bool:
         return self._ws.closed
+
+
+def _with_id(frame: ClientFrame, request_id: int) -> ClientFrame:
+    return dataclasses.replace(frame, id=request_id)  # type: ignore[arg-type]  # Hello has no id

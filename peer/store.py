@@ -10,7 +10,6 @@ partial downloads.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nacl.signing import SigningKey
+
+from signaling.protocol import load_or_create_seed
 
 from .messaging import Envelope
 
@@ -59,18 +60,7 @@ class PartialDownload:
 
 def load_or_create_key(data_dir: Path) -> SigningKey:
     """The peer's Ed25519 key from `data_dir/peer.key` (mode 0600), created on first use."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / KEY_FILE
-    try:
-        seed = path.read_bytes()
-    except FileNotFoundError:
-        seed = os.urandom(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(seed)
-    if len(seed) != 32:
-        raise ValueError(f"{path} is not a 32-byte Ed25519 seed")
-    return SigningKey(seed)
+    return SigningKey(load_or_create_seed(data_dir / KEY_FILE))
 
 
 class PeerStore:

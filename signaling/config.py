@@ -13,6 +13,11 @@ presence_ttl = 60
 [node.limits]             # per client connection, see signaling.session.SessionLimits
 frames_per_second = 20
 
+[node.admission]          # per source address (IPv4, or IPv6 /64), see signaling.admission
+unauthenticated = 16      # connections waiting for their hello
+per_second = 4            # new connections per second, bursts of `burst`
+burst = 40
+
 [node.ice]
 stun_urls = ["stun:node.example.net:3478"]
 turn_urls = ["turn:node.example.net:3478?transport=udp"]
@@ -34,6 +39,7 @@ from typing import Any
 from dht.config import ConfigError, config_from_mapping
 from dht.core import DHTConfig
 
+from .admission import AdmissionLimits
 from .session import SessionLimits
 
 
@@ -73,7 +79,15 @@ class NodeConfig:
     """An embedded TURN relay on this UDP+TCP port: -1 for none, 0 for any free port."""
     relay_host: str = ""
     """Where clients reach the embedded relay (default: the host of public_url, else host)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses of reverse proxies whose X-Forwarded-For names the real client."""
     limits: SessionLimits = field(default_factory=SessionLimits)
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """Per source address, for client connections before their hello."""
+    link_admission: AdmissionLimits = field(
+        default_factory=lambda: AdmissionLimits(unauthenticated=4, per_second=1.0, burst=20.0)
+    )
+    """Per source address, for node links before they prove a reachable node."""
     ice: IceConfig = field(default_factory=IceConfig)
 
     @property

@@ -3,26 +3,30 @@
 A node forwards a signal to the peer's home node, and tells the home nodes of
 a layer's members when one of its clients joins or leaves, over one
 WebSocket per pair of nodes at `/v1/node`. Either side may open it; both
-directions carry frames once it is up. Each side proves it holds the DHT key
-behind its node id by signing the other side's nonce bound to the other side's
-id, so a link's node id is as good as a DHT node id (node id = H(public key)).
+directions carry frames once it is up.
+
+Only a node may open a link, and a node is more than a key (anyone has as
+many keys as they like): the connector signs the acceptor's nonce with the
+DHT key behind its node id, *and* its DHT node must answer an identify
+(`pm_identify`, docs/protocol.md 1.6) from the address the link came from,
+at the DHT port it names. So a link's node id is a node id some reachable DHT
+node proved. The acceptor proves its key back; the connector checks it is the
+node it meant to reach (the id from a presence record).
 
 Nodes are trusted for availability, not integrity: what travels over a link
-is checked by the receiver (presence records carry the client's signature;
-SDP inside signals carries the peers' own, see the peer protocol).
+is typed (`signaling.protocol.LINK`) and checked by the receiver, and a link
+may only speak for clients homed at the node at its other end (presence and
+signals carry the client's own signed presence record).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -30,15 +34,31 @@ from aiohttp import web
 from dht.identity import Identity, verify_signature
 from dht.ids import node_id_for
 
+from .admission import Admission, AdmissionLimits, source_of
+from .protocol import (
+    HANDSHAKE,
+    MAX_LINK_FRAME,
+    FrameError,
+    LinkChallenge,
+    LinkFrame,
+    LinkHello,
+    LinkWelcome,
+    parse_link_frame,
+    serialize,
+)
+
 log = logging.getLogger(__name__)
 
 LINK_PATH = "/v1/node"
 LINK_CONTEXT = b"pagemesh-link/1\0"
 HANDSHAKE_TIMEOUT = 5.0
-MAX_LINK_FRAME = 256 * 1024
 
-FrameHandler = Callable[[bytes, dict[str, Any]], Awaitable[None]]
-"""(remote node id, frame) -> None; frames are JSON objects with a `type`."""
+FrameHandler = Callable[[bytes, LinkFrame], Awaitable[None]]
+"""(remote node id, typed frame) -> None."""
+NodeVerifier = Callable[[bytes, tuple[str, int]], Awaitable[bool]]
+"""(node id, DHT address) -> whether that node proves its id there."""
+RemoteAddress = Callable[[web.Request], str]
+"""The address a request comes from (behind a trusted proxy, the one it forwards for)."""
 
 
 class LinkError(Exception):
@@ -49,34 +69,21 @@ def link_message(nonce: bytes, node_id: bytes) -> bytes:
     return LINK_CONTEXT + nonce + node_id
 
 
-def _prove(identity: Identity, nonce_hex: Any, node_id: bytes) -> dict[str, str]:
-    nonce = bytes.fromhex(nonce_hex)
-    return {
-        "key": identity.public_key.hex(),
-        "sig": base64.b64encode(identity.sign(link_message(nonce, node_id))).decode(),
-    }
-
-
-def _check_proof(frame: dict[str, Any], nonce: bytes, own_id: bytes) -> bytes:
+def _check_proof(key: bytes, sig: bytes, nonce: bytes, own_id: bytes) -> bytes:
     """The remote node id a proof establishes; LinkError when it does not verify."""
-    try:
-        key = bytes.fromhex(frame["key"])
-        sig = base64.b64decode(frame["sig"], validate=True)
-    except (KeyError, TypeError, ValueError, binascii.Error):
-        raise LinkError("malformed link proof") from None
-    if len(key) != 32 or not verify_signature(key, link_message(nonce, own_id), sig):
+    if not verify_signature(key, link_message(nonce, own_id), sig):
         raise LinkError("link proof does not verify")
     return node_id_for(key)
 
 
-async def _receive_json(ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> Any:
+async def _receive(ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> object:
     msg = await asyncio.wait_for(ws.receive(), HANDSHAKE_TIMEOUT)
     if msg.type is not aiohttp.WSMsgType.TEXT:
         raise LinkError(f"link closed during the handshake ({msg.type.name})")
     try:
-        return json.loads(msg.data)
-    except ValueError:
-        raise LinkError("link handshake frame is not JSON") from None
+        return HANDSHAKE.parse(msg.data, 4096)
+    except FrameError as exc:
+        raise LinkError(f"bad handshake frame: {exc.message}") from None
 
 
 class Link:
@@ -94,8 +101,8 @@ class Link:
     def closed(self) -> bool:
         return self.ws.closed
 
-    async def send(self, frame: dict[str, Any]) -> None:
-        await self.ws.send_str(json.dumps(frame, separators=(",", ":")))
+    async def send(self, frame: LinkFrame) -> None:
+        await self.ws.send_str(serialize(frame))
 
 
 class LinkPool:
@@ -106,21 +113,37 @@ class LinkPool:
     for sending.
     """
 
-    def __init__(self, identity: Identity, on_frame: FrameHandler) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        on_frame: FrameHandler,
+        dht_port: int,
+        verify_node: NodeVerifier,
+        limits: AdmissionLimits,
+        remote_address: RemoteAddress,
+    ) -> None:
         self.identity = identity
         self.node_id = node_id_for(identity.public_key)
+        self.dht_port = dht_port
         self._on_frame = on_frame
+        self._verify_node = verify_node
+        self._remote_address = remote_address
+        self.admission = Admission(limits)
         self._links: dict[bytes, Link] = {}
         self._opening: dict[bytes, asyncio.Task[Link]] = {}
         self._readers: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
         self.frames_in = 0
         self.frames_out = 0
+        self.drops: dict[str, int] = {}
+        """Frames refused from other nodes, by error code."""
+        self.refused: dict[str, int] = {}
+        """Links refused, by reason."""
 
     def __len__(self) -> int:
         return sum(1 for link in self._links.values() if not link.closed)
 
-    async def send(self, node_id: bytes, url: str, frame: dict[str, Any]) -> None:
+    async def send(self, node_id: bytes, url: str, frame: LinkFrame) -> None:
         """Send `frame` to node `node_id` at `url`, opening a link first if needed."""
         link = self._links.get(node_id)
         if link is None or link.closed:
@@ -130,10 +153,21 @@ class LinkPool:
                 self._opening[node_id] = task
                 task.add_done_callback(lambda _t: self._opening.pop(node_id, None))
             link = await asyncio.shield(task)
+        await self._send_on(link, frame)
+
+    async def reply(self, node_id: bytes, frame: LinkFrame) -> bool:
+        """Send on the open link to `node_id`, if there is one (answers go back the same way)."""
+        link = self._links.get(node_id)
+        if link is None or link.closed:
+            return False
+        await self._send_on(link, frame)
+        return True
+
+    async def _send_on(self, link: Link, frame: LinkFrame) -> None:
         try:
             await link.send(frame)
         except (ConnectionError, RuntimeError) as exc:
-            raise LinkError(f"link to {node_id.hex()[:12]} failed: {exc}") from None
+            raise LinkError(f"link to {link.remote_id.hex()[:12]} failed: {exc}") from None
         self.frames_out += 1
 
     async def _open(self, node_id: bytes, url: str) -> Link:
@@ -150,39 +184,69 @@ class LinkPool:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise LinkError(f"cannot reach node {node_id.hex()[:12]} at {url}: {exc}") from None
         try:
-            challenge = await _receive_json(ws)
+            challenge = await _receive(ws)
+            if not isinstance(challenge, LinkChallenge):
+                raise LinkError("expected a challenge")
             our_nonce = os.urandom(32)
-            proof = _prove(self.identity, challenge.get("nonce"), node_id)
-            await ws.send_str(json.dumps({"type": "hello", "nonce": our_nonce.hex(), **proof}))
-            welcome = await _receive_json(ws)
-            remote = _check_proof(welcome, our_nonce, self.node_id)
+            sig = self.identity.sign(link_message(challenge.nonce, node_id))
+            hello = LinkHello(self.identity.public_key, sig, our_nonce, self.dht_port)
+            await ws.send_str(serialize(hello))
+            welcome = await _receive(ws)
+            if not isinstance(welcome, LinkWelcome):
+                raise LinkError("expected a welcome")
+            remote = _check_proof(welcome.key, welcome.sig, our_nonce, self.node_id)
             if remote != node_id:
                 raise LinkError(f"node at {url} is not {node_id.hex()[:12]}")
-        except (LinkError, TimeoutError, ValueError, AttributeError, TypeError) as exc:
+        except (LinkError, TimeoutError) as exc:
             await ws.close()
             raise LinkError(f"link handshake with {url} failed: {exc}") from None
         link = Link(node_id, ws)
         self._adopt(link)
         return link
 
-    async def accept(self, request: web.Request) -> web.WebSocketResponse:
-        """The `/v1/node` handler: authenticate the caller, then read its frames."""
-        ws = web.WebSocketResponse(max_msg_size=MAX_LINK_FRAME, compress=False, heartbeat=30.0)
-        await ws.prepare(request)
-        nonce = os.urandom(32)
+    async def accept(self, request: web.Request) -> web.StreamResponse:
+        """The `/v1/node` handler: admit, authenticate and verify the caller, then read."""
+        address = self._remote_address(request)
+        source = source_of(address)
+        refusal = self.admission.admit(source, time.time())
+        if refusal is not None:
+            self._count(self.refused, "admission")
+            return web.Response(status=429, text=refusal)
+        settled = False
         try:
-            await ws.send_str(json.dumps({"type": "challenge", "nonce": nonce.hex()}))
-            hello = await _receive_json(ws)
-            remote = _check_proof(hello, nonce, self.node_id)
-            await ws.send_str(json.dumps(_prove(self.identity, hello.get("nonce"), remote)))
-        except (LinkError, TimeoutError, ValueError, AttributeError, TypeError) as exc:
-            log.info("refused a node link: %s", exc)
-            await ws.close(code=1008, message=b"link authentication failed")
+            ws = web.WebSocketResponse(max_msg_size=MAX_LINK_FRAME, compress=False, heartbeat=30.0)
+            await ws.prepare(request)
+            try:
+                remote = await self._authenticate(ws, address)
+            except (LinkError, TimeoutError) as exc:
+                log.info("refused a node link from %s: %s", source, exc)
+                self._count(self.refused, str(exc).split(":")[0][:40])
+                await ws.close(code=1008, message=b"link authentication failed")
+                return ws
+            self.admission.settled(source)
+            settled = True
+            link = Link(remote, ws)
+            self._links[remote] = link
+            await self._read(link)
             return ws
-        link = Link(remote, ws)
-        self._links[remote] = link
-        await self._read(link)
-        return ws
+        finally:
+            if not settled:
+                self.admission.settled(source)
+
+    async def _authenticate(self, ws: web.WebSocketResponse, address: str) -> bytes:
+        nonce = os.urandom(32)
+        await ws.send_str(serialize(LinkChallenge(nonce)))
+        hello = await _receive(ws)
+        if not isinstance(hello, LinkHello):
+            raise LinkError("expected a hello")
+        remote = _check_proof(hello.key, hello.sig, nonce, self.node_id)
+        if not await self._verify_node(remote, (address, hello.dht_port)):
+            raise LinkError(f"not a reachable node: no DHT node {remote.hex()[:12]} at {address}")
+        welcome = LinkWelcome(
+            self.identity.public_key, self.identity.sign(link_message(hello.nonce, remote))
+        )
+        await ws.send_str(serialize(welcome))
+        return remote
 
     def _adopt(self, link: Link) -> None:
         self._links[link.remote_id] = link
@@ -195,11 +259,9 @@ class LinkPool:
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 continue
             try:
-                frame = json.loads(msg.data)
-            except ValueError:
-                log.warning("dropped a non-JSON frame from node %s", link.remote_id.hex()[:12])
-                continue
-            if not isinstance(frame, dict):
+                frame = parse_link_frame(msg.data)
+            except FrameError as exc:
+                self._count(self.drops, exc.code.value)
                 continue
             self.frames_in += 1
             try:
@@ -209,14 +271,17 @@ class LinkPool:
         if self._links.get(link.remote_id) is link:
             del self._links[link.remote_id]
 
+    def _count(self, table: dict[str, int], reason: str) -> None:
+        table[reason] = table.get(reason, 0) + 1
+
     async def close(self) -> None:
-        for task in list(self._opening.values()):
-            task.cancel()
+        for opening in list(self._opening.values()):
+            opening.cancel()
         for link in list(self._links.values()):
             with contextlib.suppress(Exception):
                 await link.ws.close()
-        for task in list(self._readers):
-            task.cancel()
+        for reader in list(self._readers):
+            reader.cancel()
         if self._readers:
             await asyncio.gather(*self._readers, return_exceptions=True)
         if self._http is not None:

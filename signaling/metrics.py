@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -33,6 +32,21 @@ class _DHTCollector(Collector):
             "pagemesh_dht_contacts", "contacts in the routing table", len(core.table)
         )
         yield GaugeMetricFamily("pagemesh_dht_records", "records held", len(core.records))
+        links = self.node.links
+        malformed = CounterMetricFamily(
+            "pagemesh_link_frames_malformed",
+            "frames from other nodes that did not parse, by error code",
+            labels=["code"],
+        )
+        for code, count in sorted(links.drops.items()):
+            malformed.add_metric([code], count)
+        yield malformed
+        refused = CounterMetricFamily(
+            "pagemesh_links_refused", "node links refused, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(links.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
 
 
 class NodeMetrics:
@@ -74,19 +88,19 @@ class NodeMetrics:
         )
         self.link_drops = Counter(
             "pagemesh_link_drops",
-            "malformed or unauthorised frames from other nodes",
+            "frames from other nodes refused after parsing, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "pagemesh_connections_refused",
+            "client connections refused before the WebSocket upgrade, by reason",
+            ["reason"],
             registry=registry,
         )
         registry.register(_DHTCollector(node))
         if node.relay is not None:
             registry.register(node.relay.collector)
-
-    def count_error(self, frame: str) -> None:
-        try:
-            code = json.loads(frame).get("code", "unknown")
-        except ValueError:
-            code = "unknown"
-        self.errors.labels(str(code)).inc()
 
     async def handler(self, _request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

@@ -20,9 +20,9 @@ other home nodes when their clients join or leave, and pushes `peer-joined` /
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
+import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -43,25 +43,44 @@ from dht.records import Record, Refusal, check_record
 from relay.credentials import load_secret, mint_credentials
 
 from . import metrics as node_metrics
+from .admission import Admission, source_of
 from .config import NodeConfig
 from .links import LINK_PATH, LinkError, LinkPool
 from .protocol import (
     ErrorCode,
+    ErrorFrame,
     HomeNode,
+    IceServer,
+    IceServerList,
     IceServers,
     Join,
+    Joined,
     Leave,
+    Left,
+    LinkAbsence,
+    LinkFrame,
+    LinkPresence,
+    LinkSignal,
+    LinkSignalError,
+    Member,
+    MemberList,
     Members,
+    Moving,
+    PeerJoined,
+    PeerLeft,
     Presence,
     RoomError,
+    ServerFrame,
     Signal,
+    SignalFrom,
     Signed,
-    b64,
-    error_frame,
+    SignRequest,
+    Welcome,
+    error,
     layer_key,
     parse_presence,
     presence_value,
-    server_frame,
+    serialize,
 )
 from .rooms import choose_layer, estimate_total
 from .session import (
@@ -78,7 +97,6 @@ NODE_DIRECTORY = key_for("pagemesh/nodes")
 """DHT key under which every node publishes its URL, so clients and nodes find others."""
 MAX_MOVING_NODES = 8
 MAX_LAYER_SCAN = 64
-MAX_KNOWN_HOMES = 100_000
 WEB_DIR = Path(__file__).parent / "web"
 WEB_HEADERS = {
     # The page talks to this node and to other nodes (fail-over), loads nothing from elsewhere.
@@ -110,6 +128,10 @@ class Client:
     pending: dict[str | int, asyncio.Future[bytes]] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     sign_counter: int = 0
+    source: str = ""
+    """Where the connection comes from (an IPv4 address or an IPv6 /64), for admission."""
+    settled: bool = False
+    """Admission no longer counts this connection as waiting for its hello."""
 
 
 @dataclass(slots=True)
@@ -149,9 +171,15 @@ class SignalingNode:
         self.node_id = dht.node_id
         self.clients: dict[bytes, Client] = {}
         self.layers: dict[tuple[bytes, int], LayerView] = {}
-        self.homes: dict[bytes, HomeNode] = {}
-        """Where peers in our clients' layers live: peer key -> home node."""
-        self.links = LinkPool(self.identity, self._on_link_frame)
+        self.admission = Admission(config.admission)
+        self.links = LinkPool(
+            self.identity,
+            self._on_link_frame,
+            dht.address[1],
+            dht.verify_node,
+            config.link_admission,
+            self.remote_address,
+        )
         self.metrics = node_metrics.NodeMetrics(self)
         self.known_nodes: list[str] = []
         self.url = ""
@@ -208,6 +236,7 @@ class SignalingNode:
         self.url = self.config.public_url or f"ws://{bracketed}:{port}"
         self.home = HomeNode(self.node_id, self.url)
         self._spawn(self._refresh_loop())
+        self._spawn(self._prune_loop())
         await self._update_directory()  # so the first welcome can already name other nodes
         self._spawn(self._directory_loop())
         log.info(
@@ -226,7 +255,7 @@ class SignalingNode:
         for client in clients:
             with contextlib.suppress(Exception):
                 if moving:
-                    await client.ws.send_str(server_frame("moving", nodes=others))
+                    await client.ws.send_str(serialize(Moving(tuple(others))))
                 await client.ws.close(code=CLOSE_GOING_AWAY, message=b"node shutting down")
         await self._cancel_tasks()
         await self.links.close()
@@ -271,19 +300,43 @@ class SignalingNode:
 
     # --- clients -------------------------------------------------------------------
 
-    async def _client_handler(self, request: web.Request) -> web.WebSocketResponse:
+    def remote_address(self, request: web.Request) -> str:
+        """The address a request comes from; behind a trusted proxy, the one it forwards."""
+        address = request.remote or ""
+        if address in self.config.trusted_proxies:
+            forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+            with contextlib.suppress(ValueError):
+                address = str(ipaddress.ip_address(forwarded))
+        return address
+
+    async def _client_handler(self, request: web.Request) -> web.StreamResponse:
         limits = self.config.limits
-        # aiohttp's own cap is far above ours, so an oversized frame gets our typed
-        # error and the connection stays usable; past 4x it is closed (1009).
-        ws = web.WebSocketResponse(max_msg_size=4 * limits.max_frame_bytes, compress=False)
-        await ws.prepare(request)
-        if len(self.clients) >= self.config.max_clients or self._stopping:
-            await ws.send_str(error_frame(ErrorCode.UNAVAILABLE, "node full or stopping"))
-            await ws.close(code=1013, message=b"try another node")
-            return ws
-        session = ClientSession(self.node_id, os.urandom(32), limits, verify_signature, _now())
-        client = Client(ws, session)
-        self.metrics.connections.inc()
+        source = source_of(self.remote_address(request))
+        refusal = self.admission.admit(source, _now())
+        if refusal is not None:
+            # Before the upgrade: a flood from one address costs an accept and a few bytes.
+            self.metrics.refused.labels("admission").inc()
+            return web.Response(status=429, text=refusal, headers={"Retry-After": "1"})
+        client: Client | None = None
+        try:
+            # aiohttp's own cap is far above ours, so an oversized frame gets our typed
+            # error and the connection stays usable; past 4x it is closed (1009).
+            ws = web.WebSocketResponse(max_msg_size=4 * limits.max_frame_bytes, compress=False)
+            await ws.prepare(request)
+            if len(self.clients) >= self.config.max_clients or self._stopping:
+                await ws.send_str(serialize(error(ErrorCode.UNAVAILABLE, "node full or stopping")))
+                await ws.close(code=1013, message=b"try another node")
+                return ws
+            session = ClientSession(self.node_id, os.urandom(32), limits, verify_signature, _now())
+            client = Client(ws, session, source=source)
+            self.metrics.connections.inc()
+            return await self._serve_client(client)
+        finally:
+            if client is None or not client.settled:
+                self.admission.settled(source)
+
+    async def _serve_client(self, client: Client) -> web.WebSocketResponse:
+        ws, session = client.ws, client.session
         idle = self._spawn(self._watch_idle(client), client.tasks)
         try:
             await self._flush(client)
@@ -320,15 +373,15 @@ class SignalingNode:
     async def _flush(self, client: Client) -> None:
         session = client.session
         for frame in session.frames_to_send():
-            if frame.startswith('{"type":"error"'):
-                self.metrics.count_error(frame)
+            if isinstance(frame, ErrorFrame):
+                self.metrics.errors.labels(str(frame.code)).inc()
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await client.ws.send_str(frame)
+                await client.ws.send_str(serialize(frame))
         if session.close_reason is not None and not client.ws.closed:
             code, reason = session.close_reason
             await client.ws.close(code=code, message=reason.encode()[:120])
 
-    async def _send(self, client: Client, frame: str) -> None:
+    async def _send(self, client: Client, frame: ServerFrame) -> None:
         client.session.send(frame)
         await self._flush(client)
 
@@ -347,28 +400,29 @@ class SignalingNode:
                 waiter.set_result(event.sig)
         elif isinstance(event, Leave):
             await self._leave(client, event.room, announce=True)
-            client.session.send(server_frame("left", room=event.room, id=event.id))
+            client.session.send(Left(event.room, event.id))
         elif isinstance(event, Members):
             self._spawn(self._members(client, event), client.tasks)
         elif isinstance(event, Signal):
             await self._signal(client, event)
         elif isinstance(event, IceServers):
-            client.session.send(
-                server_frame("ice-servers", id=event.id, servers=self.ice_servers(client.key))
-            )
+            client.session.send(IceServerList(self.ice_servers(client.key), event.id))
 
     async def _authenticated(self, client: Client, event: Authenticated) -> None:
         client.key, client.name = event.key, event.name
+        client.settled = True
+        self.admission.settled(client.source)
         previous = self.clients.get(event.key)
         if previous is not None:
             # The newcomer proved the key too, so it is the same person reconnecting.
-            previous.session.send(error_frame(ErrorCode.REPLACED, "replaced by a newer connection"))
+            previous.session.send(error(ErrorCode.REPLACED, "replaced by a newer connection"))
             previous.session.close(CLOSE_REPLACED, "replaced by a newer connection")
             await self._flush(previous)
             await self._disconnect(previous)
         self.clients[event.key] = client
-        others = [url for url in self.known_nodes if url != self.url][:MAX_MOVING_NODES]
-        client.session.send(server_frame("welcome", key=event.key, url=self.url, nodes=others))
+        others = tuple(url for url in self.known_nodes if url != self.url)[:MAX_MOVING_NODES]
+        idle = self.config.limits.idle_timeout
+        client.session.send(Welcome(event.key, self.url, others, idle))
 
     async def _disconnect(self, client: Client) -> None:
         if self.clients.get(client.key) is client:
@@ -403,29 +457,18 @@ class SignalingNode:
                 await self._take_seat(client, view)
         except (ConnectionError, TimeoutError) as exc:
             self._join_failed(client, join.room)
-            await self._send(
-                client, error_frame(ErrorCode.UNAVAILABLE, f"join failed: {exc}", join.id)
-            )
+            await self._send(client, error(ErrorCode.UNAVAILABLE, f"join failed: {exc}", join.id))
             return
         except _Refused as exc:
             self._join_failed(client, join.room)
-            await self._send(client, error_frame(exc.code, exc.message, join.id))
+            await self._send(client, error(exc.code, exc.message, join.id))
             return
-        peers = [self._member_json(p) for p in view.members.values() if p.peer != client.key]
+        peers = tuple(_member(p) for p in view.members.values() if p.peer != client.key)
         self.metrics.joins.inc()
         self.metrics.join_seconds.observe(time.perf_counter() - started)
-        await self._send(
-            client,
-            server_frame(
-                "joined",
-                id=join.id,
-                room=join.room,
-                layer=layer,
-                members=peers,
-                total=max(total, len(view.members)),
-                ice_servers=self.ice_servers(client.key),
-            ),
-        )
+        total = max(total, len(view.members))
+        ice = self.ice_servers(client.key)
+        await self._send(client, Joined(join.room, layer, peers, total, ice, join.id))
 
     async def _pick_layer(self, room: bytes, wanted: int | None) -> tuple[int, list[Presence], int]:
         """The layer a join goes to, its members, and an estimate of the room's size."""
@@ -493,17 +536,16 @@ class SignalingNode:
         client.pending[request_id] = waiter
         await self._send(
             client,
-            server_frame(
-                "sign",
-                id=request_id,
-                room=membership.room,
-                layer=membership.layer,
-                key=key,
-                seq=seq,
-                expires=expires_at,
-                value=value.decode(),
-                node=self.node_id,
-                url=self.url,
+            SignRequest(
+                request_id,
+                membership.room,
+                membership.layer,
+                key,
+                seq,
+                expires_at,
+                value.decode(),
+                self.node_id,
+                self.url,
             ),
         )
         try:
@@ -548,28 +590,19 @@ class SignalingNode:
         membership = client.rooms.get(request.room)
         if membership is None:
             await self._send(
-                client, error_frame(ErrorCode.NOT_IN_ROOM, "not joined to that room", request.id)
+                client, error(ErrorCode.NOT_IN_ROOM, "not joined to that room", request.id)
             )
             return
         try:
             await self._refresh_view(request.room, membership.layer)
         except (ConnectionError, TimeoutError) as exc:
-            await self._send(
-                client, error_frame(ErrorCode.UNAVAILABLE, f"members: {exc}", request.id)
-            )
+            await self._send(client, error(ErrorCode.UNAVAILABLE, f"members: {exc}", request.id))
             return
         view = self.layers.get((request.room, membership.layer))
         members = list(view.members.values()) if view else []
+        others = tuple(_member(p) for p in members if p.peer != client.key)
         await self._send(
-            client,
-            server_frame(
-                "members",
-                id=request.id,
-                room=request.room,
-                layer=membership.layer,
-                members=[self._member_json(p) for p in members if p.peer != client.key],
-                total=len(members),
-            ),
+            client, MemberList(request.room, membership.layer, others, len(members), request.id)
         )
 
     def _join_failed(self, client: Client, room: bytes) -> None:
@@ -585,13 +618,6 @@ class SignalingNode:
             view = self.layers[(room, layer)] = LayerView(room, layer)
         return view
 
-    def _member_json(self, presence: Presence) -> dict[str, Any]:
-        return {
-            "key": presence.peer.hex(),
-            "node": presence.home.node_id.hex(),
-            "url": presence.home.url,
-        }
-
     def _learn(self, view: LayerView, presence: Presence) -> bool:
         """Take a presence into a view; True when it is news (a member we did not know)."""
         gone = view.departed.get(presence.peer)
@@ -602,26 +628,22 @@ class SignalingNode:
         if known is not None and known.seq >= presence.seq:
             return False
         view.members[presence.peer] = presence
-        if len(self.homes) >= MAX_KNOWN_HOMES and presence.peer not in self.homes:
-            del self.homes[next(iter(self.homes))]
-        self.homes[presence.peer] = presence.home
         return known is None
 
     # --- presence events ---------------------------------------------------------------
 
-    async def _push_to_layer(self, view: LayerView, frame: str, skip: bytes = b"") -> None:
+    async def _push_to_layer(self, view: LayerView, frame: ServerFrame, skip: bytes = b"") -> None:
         for key in list(view.local):
             client = self.clients.get(key)
             if client is not None and key != skip:
                 await self._send(client, frame)
 
-    def _joined_frame(self, presence: Presence) -> str:
-        return server_frame(
-            "peer-joined", room=presence.room, layer=presence.layer, **self._member_json(presence)
-        )
+    def _joined_frame(self, presence: Presence) -> PeerJoined:
+        home = presence.home
+        return PeerJoined(presence.room, presence.layer, presence.peer, home.node_id, home.url)
 
-    def _left_frame(self, view: LayerView, peer: bytes) -> str:
-        return server_frame("peer-left", room=view.room, layer=view.layer, key=peer)
+    def _left_frame(self, view: LayerView, peer: bytes) -> PeerLeft:
+        return PeerLeft(view.room, view.layer, peer)
 
     async def _member_left(self, view: LayerView, peer: bytes) -> None:
         """A remote member is gone (lapsed or announced): forget it, tell the layer."""
@@ -630,26 +652,17 @@ class SignalingNode:
 
     async def _announce_joined(self, view: LayerView, presence: Presence, record: Record) -> None:
         await self._push_to_layer(view, self._joined_frame(presence), skip=presence.peer)
-        frame = {"type": "presence", "record": _record_json(record)}
-        await self._tell_home_nodes(view, frame)
+        await self._tell_home_nodes(view, LinkPresence(record))
 
     async def _announce_left(self, view: LayerView, peer: bytes, seq: int, expires: int) -> None:
         await self._push_to_layer(view, self._left_frame(view, peer))
-        frame = {
-            "type": "absence",
-            "room": view.room.hex(),
-            "layer": view.layer,
-            "peer": peer.hex(),
-            "seq": seq,
-            "expires": expires,
-        }
-        await self._tell_home_nodes(view, frame)
+        await self._tell_home_nodes(view, LinkAbsence(view.room, view.layer, peer, seq, expires))
 
-    async def _tell_home_nodes(self, view: LayerView, frame: dict[str, Any]) -> None:
+    async def _tell_home_nodes(self, view: LayerView, frame: LinkFrame) -> None:
         homes = {p.home for p in view.members.values() if p.home.node_id != self.node_id}
         await asyncio.gather(*(self._send_link(home, frame) for home in homes))
 
-    async def _send_link(self, home: HomeNode, frame: dict[str, Any]) -> bool:
+    async def _send_link(self, home: HomeNode, frame: LinkFrame) -> bool:
         try:
             await self.links.send(home.node_id, home.url, frame)
         except LinkError as exc:
@@ -687,6 +700,13 @@ class SignalingNode:
                 if peer not in view.local and presence.expires_at <= now:
                     await self._member_left(view, peer)
 
+    async def _prune_loop(self) -> None:
+        """Forget admission buckets that have refilled (bounded memory without a flood)."""
+        while True:
+            await asyncio.sleep(30.0)
+            self.admission.prune(_now())
+            self.links.admission.prune(_now())
+
     async def _refresh_loop(self) -> None:
         period = self.config.refresh
         while True:
@@ -718,126 +738,150 @@ class SignalingNode:
     # --- signals -------------------------------------------------------------------------
 
     async def _signal(self, client: Client, signal: Signal) -> None:
-        frame = {"from": client.key.hex(), "payload": signal.payload}
-        if signal.room is not None:
-            frame["room"] = signal.room.hex()
-        target = self.clients.get(signal.to)
-        if target is not None:
-            await self._send(target, server_frame("signal", **frame))
+        """Route a signal within the sender's layer of `signal.room`, and nowhere else.
+
+        Who may signal whom (docs/protocol.md, 3.2): both ends seated in the same
+        room and layer, as this node sees it (its own clients, and remote members
+        it learned from the DHT or their home nodes). Anyone else, whatever keys
+        they hold, is an `unknown-peer`.
+        """
+        membership = client.rooms.get(signal.room)
+        view = self.layers.get((signal.room, membership.layer)) if membership else None
+        target = view.members.get(signal.to) if view is not None else None
+        if (
+            membership is None
+            or membership.record is None
+            or target is None
+            or signal.to == client.key
+        ):
+            self._unknown_peer(client, signal.id)
+            return
+        if target.home.node_id == self.node_id:
+            local = self.clients.get(signal.to)
+            if local is None or signal.to not in view.local:  # type: ignore[union-attr]
+                self._unknown_peer(client, signal.id)
+                return
+            await self._send(local, SignalFrom(client.key, signal.payload, signal.room))
             self.metrics.signals.labels("local").inc()
             return
-        home = self.homes.get(signal.to)
-        if home is None or home.node_id == self.node_id:
-            client.session.error(
-                ErrorCode.UNKNOWN_PEER, "no such peer in your rooms", signal.id, _now()
-            )
-            return
-        link_frame = {"type": "signal", "to": signal.to.hex(), "id": signal.id, **frame}
-        if await self._send_link(home, link_frame):
+        frame = LinkSignal(client.key, signal.to, signal.payload, membership.record, signal.id)
+        if await self._send_link(target.home, frame):
             self.metrics.signals.labels("remote").inc()
         else:
             client.session.error(
                 ErrorCode.UNAVAILABLE, "the peer's node is unreachable", signal.id, _now()
             )
 
+    def _unknown_peer(self, client: Client, ref: str | int | None) -> None:
+        self.metrics.signals.labels("refused").inc()
+        client.session.error(ErrorCode.UNKNOWN_PEER, "no such peer in your layer", ref, _now())
+
     # --- node links ------------------------------------------------------------------------
 
-    async def _on_link_frame(self, remote: bytes, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        if kind == "signal":
+    async def _on_link_frame(self, remote: bytes, frame: LinkFrame) -> None:
+        if isinstance(frame, LinkSignal):
             await self._link_signal(remote, frame)
-        elif kind == "signal-error":
-            client = self.clients.get(_hex_field(frame, "from"))
-            if client is not None:
-                message = str(frame.get("message", "signal not delivered"))[:200]
-                await self._send(
-                    client, error_frame(ErrorCode.UNKNOWN_PEER, message, frame.get("id"))
-                )
-        elif kind == "presence":
+        elif isinstance(frame, LinkSignalError):
+            await self._link_signal_error(remote, frame)
+        elif isinstance(frame, LinkPresence):
             await self._link_presence(remote, frame)
-        elif kind == "absence":
-            await self._link_absence(remote, frame)
         else:
-            self.metrics.link_drops.inc()
+            await self._link_absence(remote, frame)
 
-    async def _link_signal(self, remote: bytes, frame: dict[str, Any]) -> None:
-        target = self.clients.get(_hex_field(frame, "to"))
-        sender = _hex_field(frame, "from")
-        payload = frame.get("payload")
-        if len(sender) != 32 or not isinstance(payload, dict | str):
-            self.metrics.link_drops.inc()
-            return
-        if target is None:
-            reply = {
-                "type": "signal-error",
-                "from": frame["from"],
-                "to": frame.get("to"),
-                "id": frame.get("id"),
-                "message": "the peer has left this node",
-            }
-            home = self.homes.get(sender)
-            if home is not None:
-                await self._send_link(home, reply)
-            return
-        out = {"from": sender, "payload": payload}
-        room = _hex_field(frame, "room")
-        if len(room) == 20:
-            out["room"] = room
-        self.metrics.signals.labels("delivered").inc()
-        await self._send(target, server_frame("signal", **out))
-
-    async def _link_presence(self, remote: bytes, frame: dict[str, Any]) -> None:
-        record = _record_from_json(frame.get("record"))
-        if (
-            record is None
-            or check_record(record, _now(), self.dht.core.config.records, verify_signature)
-            is not Refusal.STORED
-        ):
-            self.metrics.link_drops.inc()
-            return
+    def _presence_from(self, remote: bytes, record: Record) -> Presence | None:
+        """A presence record a node sent: valid, and of a client homed at that node."""
+        verdict = check_record(record, _now(), self.dht.core.config.records, verify_signature)
+        if verdict is not Refusal.STORED:
+            self._link_drop("bad_record")
+            return None
         try:
             presence = parse_presence(record)
         except RoomError:
-            self.metrics.link_drops.inc()
-            return
+            self._link_drop("not_presence")
+            return None
         if presence.home.node_id != remote:
-            self.metrics.link_drops.inc()  # a node speaks only for its own clients
+            self._link_drop("foreign_client")  # a node speaks only for its own clients
+            return None
+        return presence
+
+    async def _link_signal(self, remote: bytes, frame: LinkSignal) -> None:
+        """A signal from a client of `remote`: delivered only within its layer."""
+        presence = self._presence_from(remote, frame.presence)
+        if presence is None or presence.peer != frame.sender:
+            if presence is not None:
+                self._link_drop("foreign_client")
+            return
+        view = self.layers.get((presence.room, presence.layer))
+        target = self.clients.get(frame.to)
+        if view is None or target is None or frame.to not in view.local:
+            reply = LinkSignalError(frame.sender, frame.to, "the peer is not in that layer here")
+            with contextlib.suppress(LinkError):
+                await self.links.reply(remote, dataclasses.replace(reply, id=frame.id))
+            self.metrics.signals.labels("refused").inc()
+            return
+        if self._learn(view, presence):  # a member we had not heard of yet: now we have
+            await self._push_to_layer(view, self._joined_frame(presence), skip=presence.peer)
+        seat = view.members.get(frame.sender)
+        if seat is None or seat.home.node_id != remote:
+            self._link_drop("departed")  # the seat of a member that has left, or moved
+            return
+        self.metrics.signals.labels("delivered").inc()
+        await self._send(target, SignalFrom(frame.sender, frame.payload, presence.room))
+
+    async def _link_signal_error(self, remote: bytes, frame: LinkSignalError) -> None:
+        """The peer a client signalled is not at `remote`: tell the client, if `remote` is
+        where that peer was homed (a node answers only for its own clients)."""
+        client = self.clients.get(frame.sender)
+        if client is None:
+            return
+        for membership in client.rooms.values():
+            view = self.layers.get((membership.room, membership.layer))
+            known = view.members.get(frame.to) if view is not None else None
+            if known is not None and known.home.node_id == remote:
+                await self._send(client, error(ErrorCode.UNKNOWN_PEER, frame.message, frame.id))
+                return
+        self._link_drop("foreign_client")
+
+    async def _link_presence(self, remote: bytes, frame: LinkPresence) -> None:
+        presence = self._presence_from(remote, frame.record)
+        if presence is None:
             return
         view = self.layers.get((presence.room, presence.layer))
         if view is not None and self._learn(view, presence):
             await self._push_to_layer(view, self._joined_frame(presence))
 
-    async def _link_absence(self, remote: bytes, frame: dict[str, Any]) -> None:
-        room, peer = _hex_field(frame, "room"), _hex_field(frame, "peer")
-        layer, seq, expires = frame.get("layer"), frame.get("seq"), frame.get("expires")
-        if not (isinstance(layer, int) and isinstance(seq, int) and isinstance(expires, int)):
-            self.metrics.link_drops.inc()
-            return
-        view = self.layers.get((room, layer))
+    async def _link_absence(self, remote: bytes, frame: LinkAbsence) -> None:
+        view = self.layers.get((frame.room, frame.layer))
         if view is None:
             return
-        known = view.members.get(peer)
-        if known is None or known.home.node_id != remote or known.seq > seq:
+        known = view.members.get(frame.peer)
+        if known is None or known.home.node_id != remote or known.seq > frame.seq:
+            if known is not None and known.home.node_id != remote:
+                self._link_drop("foreign_client")
             return
-        view.departed[peer] = (seq, expires)
-        await self._member_left(view, peer)
+        view.departed[frame.peer] = (frame.seq, frame.expires)
+        await self._member_left(view, frame.peer)
+
+    def _link_drop(self, reason: str) -> None:
+        self.metrics.link_drops.labels(reason).inc()
 
     # --- ICE servers and the node directory -------------------------------------------------
 
-    def ice_servers(self, peer: bytes) -> list[dict[str, Any]]:
+    def ice_servers(self, peer: bytes) -> tuple[IceServer, ...]:
+        """STUN servers, and TURN with credentials minted for `peer` (docs/protocol.md 3.2)."""
         ice = self.config.ice
         relay_urls = self.relay.urls if self.relay is not None else []
-        stun_urls = [*ice.stun_urls, *(u for u in relay_urls if u.startswith("stun:"))]
-        turn_urls = [*ice.turn_urls, *(u for u in relay_urls if u.startswith("turn:"))]
-        servers: list[dict[str, Any]] = []
+        stun_urls = (*ice.stun_urls, *(u for u in relay_urls if u.startswith("stun:")))
+        turn_urls = (*ice.turn_urls, *(u for u in relay_urls if u.startswith("turn:")))
+        servers: list[IceServer] = []
         if stun_urls:
-            servers.append({"urls": stun_urls})
+            servers.append(IceServer(stun_urls))
         if turn_urls and self._relay_secret is not None:
             username, password = mint_credentials(
                 self._relay_secret, peer.hex(), ice.credential_ttl, _now()
             )
-            servers.append({"urls": turn_urls, "username": username, "credential": password})
-        return servers
+            servers.append(IceServer(turn_urls, username, password))
+        return tuple(servers)
 
     async def _directory_loop(self) -> None:
         """Publish this node's URL under the directory key; read the others' URLs."""
@@ -869,45 +913,13 @@ def _now() -> float:
     return time.time()
 
 
+def _member(presence: Presence) -> Member:
+    return Member(presence.peer, presence.home.node_id, presence.home.url)
+
+
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _hex_field(frame: dict[str, Any], name: str) -> bytes:
-    value = frame.get(name)
-    if not isinstance(value, str) or len(value) > 128:
-        return b""
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        return b""
-
-
-def _record_json(record: Record) -> list[Any]:
-    return [
-        record.key.hex(),
-        record.publisher.hex(),
-        record.seq,
-        record.expires_at,
-        b64(record.value),
-        b64(record.signature),
-    ]
-
-
-def _record_from_json(data: Any) -> Record | None:
-    if not isinstance(data, list) or len(data) != 6:
-        return None
-    try:
-        key, publisher = bytes.fromhex(data[0]), bytes.fromhex(data[1])
-        seq, expires = data[2], data[3]
-        value = base64.b64decode(data[4], validate=True)
-        sig = base64.b64decode(data[5], validate=True)
-    except (TypeError, ValueError, binascii.Error):
-        return None
-    if not (isinstance(seq, int) and isinstance(expires, int)):
-        return None
-    return Record(key, publisher, seq, expires, value, sig)
 
 
 def _directory_urls(records: Iterable[Record]) -> list[str]:

@@ -19,9 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from dht.ratelimit import TokenBucket
+
 from .protocol import (
     NONCE_BYTES,
     PROTOCOL_VERSION,
+    Challenge,
     ClientFrame,
     ErrorCode,
     FrameError,
@@ -29,11 +32,12 @@ from .protocol import (
     Join,
     Leave,
     Ping,
+    Pong,
+    ServerFrame,
     Signal,
-    error_frame,
+    error,
     hello_message,
     parse_client_frame,
-    server_frame,
 )
 
 Verifier = Callable[[bytes, bytes, bytes], bool]
@@ -57,26 +61,6 @@ class SessionLimits:
     idle_timeout: float = 60.0
     error_burst: float = 20.0
     """Protocol errors tolerated in a burst; they are forgiven at one per second."""
-
-
-class TokenBucket:
-    """`rate` tokens per second up to `burst`; two floats, so cheap per connection."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.stamp = now
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class State(Enum):
@@ -135,9 +119,7 @@ class ClientSession:
         self._signal_targets: dict[bytes, float] = {}
         self._last_activity = now
         self._events: list[SessionEvent] = []
-        self._frames: list[str] = [
-            server_frame("challenge", version=PROTOCOL_VERSION, nonce=nonce, node=node_id)
-        ]
+        self._frames: list[ServerFrame] = [Challenge(PROTOCOL_VERSION, nonce, node_id)]
 
     # --- input ---------------------------------------------------------------
 
@@ -169,7 +151,7 @@ class ClientSession:
         if isinstance(frame, Hello):
             raise FrameError(ErrorCode.BAD_FRAME, "already authenticated")
         if isinstance(frame, Ping):
-            self.send(server_frame("pong", id=frame.id))
+            self.send(Pong(frame.id))
             return
         if (
             isinstance(frame, Join)
@@ -183,11 +165,7 @@ class ClientSession:
             )
         if isinstance(frame, Join):
             self.rooms.add(frame.room)  # reserved now, so concurrent joins count too
-        if (
-            isinstance(frame, Leave | Signal)
-            and frame.room is not None
-            and frame.room not in self.rooms
-        ):
+        if isinstance(frame, Leave | Signal) and frame.room not in self.rooms:
             raise FrameError(ErrorCode.NOT_IN_ROOM, "not joined to that room", frame.id)
         if isinstance(frame, Signal):
             self._count_signal_target(frame, now)
@@ -209,13 +187,13 @@ class ClientSession:
 
     # --- output --------------------------------------------------------------
 
-    def send(self, frame: str) -> None:
+    def send(self, frame: ServerFrame) -> None:
         if self.state is not State.CLOSED:
             self._frames.append(frame)
 
     def error(self, code: ErrorCode, message: str, ref: str | int | None, now: float) -> None:
         """Tell the client what it did wrong; close after too many errors in a burst."""
-        self.send(error_frame(code, message, ref))
+        self.send(error(code, message, ref))
         if not self._errors.take(now):
             self.close(CLOSE_POLICY, f"{ErrorCode.ABUSE.value}: too many protocol errors")
 
@@ -224,7 +202,7 @@ class ClientSession:
             self.state = State.CLOSED
             self.close_reason = (code, reason)
 
-    def frames_to_send(self) -> list[str]:
+    def frames_to_send(self) -> list[ServerFrame]:
         frames, self._frames = self._frames, []
         return frames
 
@@ -241,7 +219,7 @@ class ClientSession:
     def handle_timer(self, now: float) -> None:
         deadline = self.get_timer()
         if deadline is not None and now >= deadline:
-            self.send(error_frame(ErrorCode.IDLE, "no frame within the idle timeout"))
+            self.send(error(ErrorCode.IDLE, "no frame within the idle timeout"))
             self.close(
                 CLOSE_IDLE, f"{ErrorCode.IDLE.value}: no frame in {self.limits.idle_timeout:g} s"
             )

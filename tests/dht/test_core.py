@@ -11,6 +11,7 @@ from dht.core import (
     DHTCore,
     LocalProtocolError,
     LookupCompleted,
+    NodeVerified,
     RecordsFound,
     RecordsStored,
 )
@@ -442,3 +443,23 @@ def test_a_stranger_for_a_full_bucket_is_parked_and_proven_only_when_a_slot_open
     core.receive(answer, addr, now)
     assert core.table.get(late.node_id) is not None
     assert core.table.get(early.node_id) is None  # not until it has proven its id too
+
+
+def test_verify_node_proves_an_id_at_an_address_and_nowhere_else() -> None:
+    """What a node link asks of the DHT (signaling/links.py): does this id answer here?"""
+    net = MemoryNetwork(seed=11)
+    asker, other = net.add_node(FAST), net.add_node(FAST)
+    stranger = Identity.from_seed(b"s" * 32)
+
+    def verify(node_id: bytes, addr: tuple[str, int]) -> bool:
+        event = net.wait(asker, asker.verify_node(node_id, addr, net.now))
+        assert isinstance(event, NodeVerified)
+        return event.ok
+
+    assert verify(other.node_id, net.addr_of(other))  # identified over the wire
+    assert verify(other.node_id, net.addr_of(other))  # proven before: no new request
+    assert not verify(stranger.node_id, net.addr_of(other))  # someone else answers there
+    assert not verify(other.node_id, ("198.51.100.1", 4000))  # nobody answers there
+    net.kill(other)
+    assert verify(other.node_id, net.addr_of(other))  # remembered, within the table's trust
+    assert asker.counters["identify.bad"] == 1

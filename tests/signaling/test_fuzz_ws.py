@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
-from peer.signaling import PeerJoined, SignalReceived
+from peer.signaling import PeerJoined, SignalFrom
 from signaling.protocol import hello_message
 from signaling.rooms import canonical_url, room_key
 
@@ -86,9 +86,9 @@ async def test_fuzzed_frames_do_not_disturb_other_clients(
                         await ws.send_str(frame)
 
     # the node still serves: a signal crosses both ways, members answer
-    await bob.signal(alice.key, {"after": "fuzz"})
+    await bob.signal(alice.key, {"after": "fuzz"}, ROOM)
     event = await alice.next_event()
-    while not isinstance(event, SignalReceived):  # the fuzzer may have sent alice signals
+    while not isinstance(event, SignalFrom):  # the fuzzer may have sent alice signals
         event = await alice.next_event()
     while event.payload != {"after": "fuzz"}:
         event = await alice.next_event()

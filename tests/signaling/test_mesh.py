@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from peer.signaling import PeerJoined, PeerLeft, SignalReceived
+from peer.signaling import PeerJoined, PeerLeft, SignalFrom
 from signaling.rooms import canonical_url, room_key
 
 from .conftest import ClientFactory, NodeFactory
@@ -23,7 +23,7 @@ async def test_clients_on_different_nodes_meet_and_signal(
     carol = await connect(c)
 
     joined = await alice.join(ROOM)
-    assert (joined.layer, joined.members, joined.total) == (0, [], 1)
+    assert (joined.layer, joined.members, joined.total) == (0, (), 1)
 
     joined = await bob.join(ROOM)
     assert [m.key for m in joined.members] == [alice.key]
@@ -41,15 +41,15 @@ async def test_clients_on_different_nodes_meet_and_signal(
     # carol (node C) -> alice (node A) through the forwarding path, and back
     await carol.signal(alice.key, {"sdp": "offer from carol"}, room=ROOM)
     got = await alice.next_event()
-    assert got == SignalReceived(carol.key, {"sdp": "offer from carol"}, ROOM)
-    await alice.signal(carol.key, {"sdp": "answer"})
+    assert got == SignalFrom(carol.key, {"sdp": "offer from carol"}, ROOM)
+    await alice.signal(carol.key, {"sdp": "answer"}, ROOM)
     got = await carol.next_event()
-    assert got == SignalReceived(alice.key, {"sdp": "answer"}, None)
+    assert got == SignalFrom(alice.key, {"sdp": "answer"}, ROOM)
     # ordered: a burst arrives in order
     for i in range(20):
-        await bob.signal(carol.key, {"candidate": i})
+        await bob.signal(carol.key, {"candidate": i}, ROOM)
     received = [await carol.next_event() for _ in range(20)]
-    assert [e.payload["candidate"] for e in received if isinstance(e, SignalReceived)] == list(
+    assert [e.payload["candidate"] for e in received if isinstance(e, SignalFrom)] == list(
         range(20)
     )
     assert a.metrics.signals.labels("delivered")._value.get() >= 1

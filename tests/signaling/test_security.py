@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import base64
-import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
-from peer.signaling import NodeError, PeerJoined, SignalingError
+from peer.signaling import BadNodeFrame, ErrorFrame, PeerJoined, SignalingError
 from relay.credentials import check_username, password_for
 from signaling.config import IceConfig
-from signaling.node import SignalingNode
-from signaling.protocol import hello_message, presence_payload
+from signaling.protocol import SignRequest, presence_payload
 from signaling.rooms import HomeNode, canonical_url, room_key
 
 from .conftest import ClientFactory, NodeFactory
@@ -24,52 +20,6 @@ from .conftest import ClientFactory, NodeFactory
 pytestmark = pytest.mark.integration
 
 ROOM = room_key(canonical_url("https://example.org/security"))
-
-
-class RawClient:
-    """A WebSocket speaking frames by hand, to say what a well-behaved client never would."""
-
-    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.http, self.ws = http, ws
-
-    async def send(self, frame: dict[str, Any] | str) -> None:
-        await self.ws.send_str(frame if isinstance(frame, str) else json.dumps(frame))
-
-    async def receive(self) -> dict[str, Any]:
-        msg = await self.ws.receive(timeout=5)
-        assert msg.type is aiohttp.WSMsgType.TEXT, (msg.type, msg.extra)
-        frame: dict[str, Any] = json.loads(msg.data)
-        return frame
-
-    async def hello(self, key: SigningKey, signer: SigningKey | None = None) -> dict[str, Any]:
-        challenge = await self.receive()
-        message = hello_message(bytes.fromhex(challenge["nonce"]), bytes.fromhex(challenge["node"]))
-        sig = (signer or key).sign(message).signature
-        await self.send(
-            {
-                "type": "hello",
-                "key": bytes(key.verify_key).hex(),
-                "sig": base64.b64encode(sig).decode(),
-            }
-        )
-        return await self.receive()
-
-
-@pytest.fixture
-async def raw(signaling_mesh: NodeFactory) -> AsyncIterator[Any]:
-    opened: list[RawClient] = []
-
-    async def open_raw(node: SignalingNode) -> RawClient:
-        http = aiohttp.ClientSession()
-        ws = await http.ws_connect(node.url + "/v1/ws")
-        client = RawClient(http, ws)
-        opened.append(client)
-        return client
-
-    yield open_raw
-    for client in opened:
-        await client.ws.close()
-        await client.http.close()
 
 
 async def test_forged_hello_is_refused_and_nothing_else_is_accepted(
@@ -100,7 +50,7 @@ async def test_takeover_needs_the_private_key(
     # the real owner reconnecting replaces the old connection
     again = await connect(node, key)
     event = await alice.next_event()
-    assert isinstance(event, NodeError) and event.code == "replaced"
+    assert isinstance(event, ErrorFrame) and event.code == "replaced"
     assert await again.ping() < 5
 
 
@@ -128,7 +78,7 @@ async def test_presence_signed_by_another_key_is_refused(
     await mallory.send({"type": "signed", "id": sign["id"], "sig": sig})
     reply = await mallory.receive()
     assert (reply["type"], reply["code"], reply["id"]) == ("error", "bad-signature", "j")
-    assert await alice.members(ROOM) == []
+    assert await alice.members(ROOM) == ()
 
 
 async def test_signal_to_an_unknown_peer_is_an_error(
@@ -136,9 +86,10 @@ async def test_signal_to_an_unknown_peer_is_an_error(
 ) -> None:
     (node,) = await signaling_mesh(1)
     alice = await connect(node)
-    await alice.signal(b"\x05" * 32, {"sdp": "x"})
+    await alice.join(ROOM)
+    await alice.signal(b"\x05" * 32, {"sdp": "x"}, ROOM)
     event = await alice.next_event()
-    assert isinstance(event, NodeError) and event.code == "unknown-peer"
+    assert isinstance(event, ErrorFrame) and event.code == "unknown-peer"
 
 
 async def test_client_refuses_to_sign_a_foreign_record(
@@ -149,21 +100,10 @@ async def test_client_refuses_to_sign_a_foreign_record(
     alice = await connect(node)
     other_room = room_key("https://example.org/elsewhere")
     await alice._dispatch(  # what a lying node would send
-        {
-            "type": "sign",
-            "id": "sign-99",
-            "room": other_room.hex(),
-            "layer": 0,
-            "key": "00" * 20,
-            "seq": 1,
-            "expires": 1,
-            "value": "{}",
-            "node": node.node_id.hex(),
-            "url": node.url,
-        }
+        SignRequest("sign-99", other_room, 0, bytes(20), 1, 1, "{}", node.node_id, node.url)
     )
     event = await alice.next_event()
-    assert isinstance(event, NodeError) and event.code == "refused-sign"
+    assert isinstance(event, BadNodeFrame) and event.code == "refused-sign"
 
 
 async def test_layers_fill_in_order_and_a_friend_can_pick_one(
@@ -201,10 +141,12 @@ async def test_ice_servers_carry_fresh_relay_credentials(
     (node,) = await signaling_mesh(1, ice=ice)
     alice = await connect(node)
     stun, turn = await alice.ice_servers()
-    assert stun == {"urls": ["stun:127.0.0.1:3478"]}
-    expiry, peer = turn["username"].split(":")
+    assert stun.to_json() == {"urls": ["stun:127.0.0.1:3478"]}
+    assert turn.username is not None and turn.expires_at is not None
+    expiry, peer = turn.username.split(":")
     assert peer == alice.key.hex() and 3500 < int(expiry) - time.time() <= 3600
-    assert turn["credential"] == password_for(b"relay-secret-for-tests", turn["username"])
-    assert check_username(turn["username"], time.time()) == alice.key.hex()
+    assert turn.expires_at == int(expiry)
+    assert turn.credential == password_for(b"relay-secret-for-tests", turn.username)
+    assert check_username(turn.username, time.time()) == alice.key.hex()
     joined = await alice.join(ROOM)
-    assert joined.ice_servers[1]["urls"] == ["turn:127.0.0.1:3478"]
+    assert joined.ice_servers[1].urls == ("turn:127.0.0.1:3478",)

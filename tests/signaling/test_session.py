@@ -19,6 +19,7 @@ from signaling.protocol import (
     Signal,
     hello_message,
     parse_client_frame,
+    serialize,
 )
 from signaling.session import (
     CLOSE_IDLE,
@@ -36,7 +37,7 @@ CLIENT = Identity.from_seed(b"k" * 32)
 
 
 def frames(session: ClientSession) -> list[dict[str, object]]:
-    return [json.loads(f) for f in session.frames_to_send()]
+    return [json.loads(serialize(f)) for f in session.frames_to_send()]
 
 
 def hello(identity: Identity = CLIENT, nonce: bytes = NONCE, node: bytes = NODE_ID) -> str:
@@ -202,14 +203,26 @@ def test_leave_and_signal_need_the_room() -> None:
 def test_signal_peers_per_window() -> None:
     limits = SessionLimits(signal_peers=3, signal_window=10.0, frame_burst=100)
     s = open_session(limits)
+    s.rooms.add(bytes.fromhex(ROOM))
+
+    def signal(peer: int, payload: str, now: float) -> None:
+        frame = {"type": "signal", "to": f"{peer:064x}", "payload": payload, "room": ROOM}
+        s.receive(json.dumps(frame), now)
+
     for peer in range(4):
-        s.receive(json.dumps({"type": "signal", "to": f"{peer:064x}", "payload": "x"}), 1.0)
+        signal(peer, "x", 1.0)
     assert len([e for e in iter(s.next_event, None) if isinstance(e, Signal)]) == 3
     assert frames(s)[0]["code"] == "too-many-peers"
-    s.receive(json.dumps({"type": "signal", "to": f"{0:064x}", "payload": "again"}), 2.0)
+    signal(0, "again", 2.0)
     assert isinstance(s.next_event(), Signal)  # a known peer is fine
-    s.receive(json.dumps({"type": "signal", "to": f"{9:064x}", "payload": "x"}), 12.0)
+    signal(9, "x", 12.0)
     assert isinstance(s.next_event(), Signal)  # the window has moved on
+
+
+def test_a_signal_names_its_room() -> None:
+    s = open_session()
+    s.receive(json.dumps({"type": "signal", "to": "cd" * 32, "payload": {}}), 1.0)
+    assert frames(s)[0]["message"] == "signal: missing field 'room'"
 
 
 def test_idle_timeout_on_virtual_time() -> None:

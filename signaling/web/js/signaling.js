@@ -1,13 +1,15 @@
 // A client of one signaling node's WebSocket API (docs/protocol.md 3), as
 // peer/signaling.py: prove the key (hello), then requests with ids, and what
 // the node pushes unasked goes to `onevent`. A node may ask for a presence
-// signature; the client checks the record is its own to sign first.
+// signature; the client checks the record is its own to sign first. A ping
+// at least every third of the node's idle timeout keeps an idle page seated.
 
 import { ProtocolError, base64, fromHex, hex } from "./bytes.js";
 import { sign } from "./crypto.js";
 import { helloMessage, layerKey, presencePayload, presenceValue } from "./rooms.js";
 
 const MAX_PRESENCE_TTL = 3600;
+const DEFAULT_IDLE = 60; // seconds, for a node whose welcome does not say
 
 export class SignalingError extends Error {
   constructor(code, message) {
@@ -99,7 +101,11 @@ export class SignalingClient {
     } else if (frame.type === "welcome") {
       this.welcomed = true;
       this.nodeUrl = String(frame.url ?? this.url);
-      this.nodes = (frame.nodes ?? []).map(String);
+      this.nodes = [...new Set((Array.isArray(frame.nodes) ? frame.nodes : []).map(String))];
+      const idle = Number.isFinite(frame.idle) && frame.idle > 0 ? frame.idle : DEFAULT_IDLE;
+      this.keepalive = setInterval(() => {
+        if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: "ping" }));
+      }, Math.max(0.2, idle / 3) * 1000);
       this.onwelcome();
     } else if (frame.type === "error") {
       this.onfail(new SignalingError(frame.code, frame.message));
@@ -108,6 +114,7 @@ export class SignalingClient {
   }
 
   closed(event) {
+    clearInterval(this.keepalive);
     const error = new SignalingError("closed", `connection to the node closed (${event.code})`);
     if (!this.welcomed) {
       this.onfail?.(new SignalingError("unreachable", `cannot reach ${this.url}`));
@@ -183,6 +190,7 @@ export class SignalingClient {
   }
 
   close() {
+    clearInterval(this.keepalive);
     this.onevent = () => {};
     this.ws.close();
   }

@@ -1,0 +1,90 @@
+"""Who may open a connection to a node: per-source caps before anyone has proven a key.
+
+A stranger owns as many keys as it likes, but not as many addresses. So the
+limits a node puts on connections that have not yet proven a key (no hello
+yet) are per *source*: one IPv4 address, or one IPv6 /64 (what one host or
+one home network gets; a single address of it costs nothing). For each
+source a node keeps
+
+- how many of its connections are open and unauthenticated (at most
+  `unauthenticated`), and
+- a token bucket of connection attempts (`per_second`, bursts of `burst`):
+  every attempt costs a challenge, and its hello a signature check.
+
+What is over is refused before the WebSocket upgrade (HTTP 429), so a flood
+costs the node a TCP accept and a few bytes. Client connections (`/v1/ws`)
+and node links (`/v1/node`) have an `Admission` each. No I/O and no clock:
+time arrives as `now` (docs/protocol.md, "Limits per source").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from dht.ratelimit import SourceRateLimiter
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    unauthenticated: int = 16
+    """Connections from one source that may wait for their hello at once."""
+    per_second: float = 4.0
+    """New connections per second from one source, on average..."""
+    burst: float = 40.0
+    """...and in a burst."""
+    max_sources: int = 100_000
+    """Sources remembered (least recently seen forgotten first: they start afresh)."""
+
+
+def source_of(address: str | None) -> str:
+    """The unit a limit applies to: an IPv4 address, or the /64 of an IPv6 one."""
+    if not address:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class Admission:
+    """Counts unauthenticated connections and connection attempts per source."""
+
+    def __init__(self, limits: AdmissionLimits) -> None:
+        self.limits = limits
+        self._attempts = SourceRateLimiter(limits.per_second, limits.burst, limits.max_sources)
+        self._waiting: dict[str, int] = {}
+        self.refused: dict[str, int] = {"rate": 0, "unauthenticated": 0}
+
+    def admit(self, source: str, now: float) -> str | None:
+        """Take a new connection from `source`: None if admitted, else why not.
+
+        An admitted connection counts as unauthenticated until `settled`.
+        """
+        if self._waiting.get(source, 0) >= self.limits.unauthenticated:
+            self.refused["unauthenticated"] += 1
+            return "too many connections from your address waiting for their hello"
+        if not self._attempts.allow(source, now):
+            self.refused["rate"] += 1
+            return "too many connections from your address; slow down"
+        self._waiting[source] = self._waiting.get(source, 0) + 1
+        return None
+
+    def settled(self, source: str) -> None:
+        """An admitted connection proved a key, or closed before it did."""
+        left = self._waiting.get(source, 0) - 1
+        if left > 0:
+            self._waiting[source] = left
+        else:
+            self._waiting.pop(source, None)
+
+    def waiting(self, source: str) -> int:
+        return self._waiting.get(source, 0)
+
+    def prune(self, now: float) -> None:
+        self._attempts.prune(now)
