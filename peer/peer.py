@@ -176,7 +176,11 @@ class Room:
             lamport=lamport,
             delivered=peer.store.delivered(key),
             history=peer.store.history(key, peer.config.room.history_count),
+            now=time.time(),
         )
+        if self.core.lamport != lamport or self.core.refused_on_restore:
+            # a clock pushed ahead before such envelopes were refused, repaired on restore
+            peer.store.repair_room_clock(key, self.core.lamport, self.core.refused_on_restore)
         self.members: set[bytes] = set()
         self.names: dict[bytes, str] = {}
         """Display names members gave themselves (self-declared, bound to their key)."""

@@ -133,6 +133,27 @@ class PeerStore:
                 (env.room, own_seq, lamport),
             )
 
+    def repair_room_clock(
+        self, room: bytes, lamport: int, forget: list[Envelope] | None = None
+    ) -> None:
+        """Set a room's Lamport clock to exactly `lamport` and forget the `forget` messages.
+
+        `save_message` only ever raises the clock. A clock that a member pushed far
+        ahead of real time (stored before that was refused) is repaired when the room
+        is restored (docs/protocol.md 5.0.1); this writes the lower clock back, and
+        drops the envelopes the repair refused, so they stop taking history's places.
+        """
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO rooms VALUES (?, 0, ?) ON CONFLICT (room) DO UPDATE SET "
+                "lamport = excluded.lamport",
+                (room, lamport),
+            )
+            db.executemany(
+                "DELETE FROM messages WHERE room = ? AND author = ? AND seq = ?",
+                [(room, env.author, env.seq) for env in forget or ()],
+            )
+
     def delivered(self, room: bytes) -> dict[bytes, int]:
         rows = self._db.execute("SELECT author, seq FROM delivered WHERE room = ?", (room,))
         return {bytes(author): seq for author, seq in rows}

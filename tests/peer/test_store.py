@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 
 from nacl.signing import SigningKey
 
 from dht.identity import verify_signature
-from peer.messaging import Delivered, ReliableRoom
+from peer.messaging import Delivered, Envelope, ReliableRoom
+from peer.peer import Peer, Room
 from peer.store import PartialDownload, PeerStore
 
 ROOM = bytes(range(20))
 
 
-def room_from(store: PeerStore) -> ReliableRoom:
+def room_from(store: PeerStore, now: float | None = None) -> ReliableRoom:
+    """The room restored from the store, as `peer.peer.Room` restores it (repair included)."""
     key = store.key
     seq, lamport = store.room_clock(ROOM)
-    return ReliableRoom(
+    room = ReliableRoom(
         ROOM,
         bytes(key.verify_key),
         lambda m: key.sign(m).signature,
@@ -26,7 +29,11 @@ def room_from(store: PeerStore) -> ReliableRoom:
         lamport=lamport,
         delivered=store.delivered(ROOM),
         history=store.history(ROOM),
+        now=now,
     )
+    if room.lamport != lamport or room.refused_on_restore:
+        store.repair_room_clock(ROOM, room.lamport, room.refused_on_restore)
+    return room
 
 
 def drain(room: ReliableRoom, store: PeerStore) -> list[str]:
@@ -88,6 +95,65 @@ def test_restarted_author_never_reuses_a_seq_and_reader_resumes(tmp_path: Path) 
     assert drain(bob, bob_store) == ["three"]  # nothing twice after the restart
     assert [e.body for e in bob_store.history(ROOM)] == ["one", "two", "three"]
     assert [e.body for e in bob.transcript()] == ["one", "two", "three"]
+
+
+T0 = 1_763_880_000.0
+HALF_LEAD = 1_800_000
+"""Half of RoomConfig().max_clock_lead, in milliseconds: how far ahead a clock may be."""
+
+
+def signed_by(key: SigningKey, seq: int, lamport: int) -> Envelope:
+    env = Envelope(ROOM, bytes(key.verify_key), seq, lamport, int(T0 * 1000), "text", f"m{seq}")
+    return Envelope(
+        env.room, env.author, env.seq, env.lamport, env.sent_at, env.kind, env.body,
+        key.sign(env.signed_bytes()).signature,
+    )  # fmt: skip
+
+
+def test_a_poisoned_clock_is_repaired_and_written_back(tmp_path: Path) -> None:
+    # What a member stored before envelopes far ahead were refused: a rogue's 2^53-1 in
+    # its history, and its room clock there (save_message keeps the maximum).
+    store = PeerStore(tmp_path / "b")
+    friend, rogue = SigningKey(b"\x05" * 32), SigningKey(b"\x07" * 32)
+    fine = signed_by(friend, 1, int(T0 * 1000) - 1_000)
+    poison = signed_by(rogue, 1, 2**53 - 1)
+    for env in (fine, poison):
+        store.save_message(env, 0, env.lamport)
+    assert store.room_clock(ROOM) == (0, 2**53 - 1)
+
+    room = room_from(store, T0)
+    assert room.lamport == int(T0 * 1000) + HALF_LEAD
+    assert room.refused_on_restore == [poison]
+    assert store.room_clock(ROOM) == (0, int(T0 * 1000) + HALF_LEAD)  # written back, lower
+    assert store.history(ROOM) == [fine]
+    assert store.delivered(ROOM)[bytes(rogue.verify_key)] == 1  # not delivered again
+
+    # The next restart finds nothing to repair, and the clock moves on from the repair.
+    again = room_from(store, T0 + 10)
+    assert again.refused_on_restore == [] and again.lamport == int(T0 * 1000) + HALF_LEAD
+    env = again.send("hello", T0 + 10)
+    assert drain(again, store) == ["hello"]
+    assert store.room_clock(ROOM) == (1, env.lamport)
+    assert env.lamport == int(T0 * 1000) + HALF_LEAD + 1
+
+
+def test_a_peer_room_repairs_its_stored_clock(tmp_path: Path) -> None:
+    """The write-back where the Python client restores a room (peer.peer.Room)."""
+    store = PeerStore(tmp_path / "p")
+    rogue = SigningKey(b"\x07" * 32)
+    poison = signed_by(rogue, 1, 2**53 - 1)
+    store.save_message(poison, 0, poison.lamport)
+    store.close()
+    peer = Peer(tmp_path / "p", ["ws://127.0.0.1:9"])  # never connected
+    before = time.time()
+    room = Room(peer, ROOM, 0)
+    after = time.time()
+    assert peer.store.room_clock(ROOM)[0] == 0
+    lamport = peer.store.room_clock(ROOM)[1]
+    assert lamport == room.core.lamport
+    assert int(before * 1000) + HALF_LEAD <= lamport <= int(after * 1000) + HALF_LEAD
+    assert peer.store.history(ROOM) == [] and room.core.transcript() == []
+    peer.store.close()
 
 
 def test_partial_downloads(tmp_path: Path) -> None:
