@@ -70,6 +70,8 @@ def config_from_mapping(table: dict[str, Any]) -> tuple[RelayConfig, ListenOptio
         raise ConfigError(f"relay peer networks: {exc}") from None
     if config.max_lifetime < 60 or config.default_lifetime > config.max_lifetime:
         raise ConfigError("relay lifetimes need 60 <= default_lifetime <= max_lifetime")
+    if config.max_past_expiry < 0:
+        raise ConfigError("relay max_past_expiry must not be negative")
     if any(f not in (1, 2) for f in config.families):
         raise ConfigError("relay families are 1 (IPv4) and 2 (IPv6)")
     return config, ListenOptions(**listen_values)

@@ -26,10 +26,23 @@ Rules kept here (section numbers are RFC 8656's unless noted):
   `expiry:peer` whose password is base64(HMAC-SHA1(secret, username))
   (relay/credentials.py). Nonces are stateless: an expiry and an HMAC over it
   and the client's address under a key from the injected `random.Random`.
+* The expiry in a username is checked only where an allocation is created.
+  Requests on an existing allocation are checked against the allocation's
+  own username and key, expired or not (draft-uberti-behave-turn-rest-00
+  section 4.2: the timestamp is checked "when processing ALLOCATE requests";
+  coturn caches the key at a session's first request). A client cannot move
+  an allocation to fresh credentials (section 5, 441), so a stricter check
+  would cut every relayed link when its credentials expire. An allocation
+  ends at the latest `max_past_expiry` after its credentials' expiry.
 * Lifetimes: allocations `default_lifetime`, capped at `max_lifetime`
   (section 7.2); permissions 300 s (section 9); channels 600 s, and a
   channel number or peer address stays reserved for 300 s after its binding
   expires (section 12).
+* A live channel binding lets traffic through to and from its own peer
+  transport address, even once the permission it installed has expired:
+  aioice rebinds channels every 500 s and never sends CreatePermission.
+  coturn goes further (a ChannelBind gives the peer's whole IP a permission
+  for the channel's 600 s); see docs/relay.md, "Permissions".
 * Quotas: allocations per username (486) and in total (508), permissions and
   channels per allocation (508), a token bucket per allocation in bits per
   second (excess is dropped and counted).
@@ -51,7 +64,7 @@ import struct
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from .credentials import CredentialError, check_username, password_for
+from .credentials import CredentialError, parse_username, password_for
 from .policy import PeerPolicy
 from .wire import (
     ALLOCATE,
@@ -141,6 +154,13 @@ class RelayConfig:
     channel_lifetime: float = 600.0
     channel_cooldown: float = 300.0
     nonce_lifetime: float = 600.0
+    max_past_expiry: float = 86400.0
+    """How long an allocation may outlive the expiry of the credentials it was created with.
+
+    Requests on an allocation do not check that expiry (module docstring);
+    this bounds how long an allocation whose user is no longer given
+    credentials (banned, or the secret rotated) keeps the relay's resources.
+    Refreshes are granted at most up to it."""
     pending_timeout: float = 10.0
     """How long an Allocate may wait for the glue's relayed socket."""
     max_allocations: int = 1000
@@ -220,6 +240,7 @@ class Allocation:
         "channels",
         "client",
         "client_socket",
+        "credential_expiry",
         "expires",
         "family",
         "key",
@@ -249,6 +270,7 @@ class Allocation:
         transaction_id: bytes,
         tokens: float,
         now: float,
+        credential_expiry: float,
     ) -> None:
         self.socket = socket
         self.client_socket = client_socket
@@ -258,6 +280,8 @@ class Allocation:
         self.key = key
         self.family = family
         self.expires = expires
+        self.credential_expiry = credential_expiry
+        """When the username it was created with expired (unix seconds)."""
         self.transaction_id = transaction_id
         self.relayed: Address | None = None
         self.reserve_socket: int | None = None
@@ -279,6 +303,8 @@ class _Request:
     key: bytes | None = None
     username: str = ""
     user: str = ""
+    expiry: float = 0.0
+    """The credentials' expiry (unix seconds) in the request's username."""
     extra: list[Attribute] = field(default_factory=list)
 
 
@@ -375,7 +401,7 @@ class TurnCore:
             )
             self._push_timer(expires, _RESERVATION, allocation.reserve_socket, token)
             allocation.reserve_socket = None
-        allocation.response = self._encode_allocate_success(allocation, int(lifetime), token)
+        allocation.response = self._encode_allocate_success(allocation, _seconds(lifetime), token)
         self._out.append((allocation.response, allocation.client, allocation.client_socket))
         return True
 
@@ -487,14 +513,17 @@ class TurnCore:
     # --- peers to clients (section 11.3, 12.6) ----------------------------------
 
     def _from_peer(self, allocation: Allocation, data: bytes, addr: Address, now: float) -> None:
-        expires = allocation.permissions.get(addr[0])
-        if expires is None or expires <= now:
-            self.counters["drop.no_permission"] += 1
-            return
+        channel = allocation.peer_channels.get(addr)
+        if channel is None or channel.expires <= now:
+            # No live channel from this address: the permission decides (section 9).
+            channel = None
+            expires = allocation.permissions.get(addr[0])
+            if expires is None or expires <= now:
+                self.counters["drop.no_permission"] += 1
+                return
         if not self._take_tokens(allocation, len(data), now):
             return
-        channel = allocation.peer_channels.get(addr)
-        if channel is not None and channel.expires > now:
+        if channel is not None:
             header = _CHANNEL_HEADER.pack(channel.number, len(data))
             pad = -len(data) % 4
             message = header + data + bytes(pad) if allocation.stream and pad else header + data
@@ -521,11 +550,9 @@ class TurnCore:
         if channel is None or channel.expires <= now:
             self.counters["drop.no_channel"] += 1
             return
+        # A live binding is enough (section 12.6 checks nothing else): it
+        # stands for its peer's permission (module docstring).
         peer = channel.peer
-        expires = allocation.permissions.get(peer[0])
-        if expires is None or expires <= now:
-            self.counters["drop.no_permission"] += 1
-            return
         if not self._take_tokens(allocation, length, now):
             return
         payload = data[4 : 4 + length] if len(data) != 4 + length else data[4:]
@@ -550,8 +577,7 @@ class TurnCore:
             self.counters["drop.unknown_attribute"] += 1
             return
         peer = decode_xor_address(raw_peer, message.transaction_id)
-        expires = allocation.permissions.get(peer[0])
-        if expires is None or expires <= now:
+        if not self._permitted(allocation, peer, now):
             refused = not self._policy.permits_host(peer[0])
             self.counters["drop.peer_refused" if refused else "drop.no_permission"] += 1
             return
@@ -560,6 +586,15 @@ class TurnCore:
         self._out.append((payload, peer, allocation.socket))
         self.counters["relayed.packets.to_peer"] += 1
         self.counters["relayed.bytes.to_peer"] += len(payload)
+
+    @staticmethod
+    def _permitted(allocation: Allocation, peer: Address, now: float) -> bool:
+        """A permission for `peer`'s IP (section 9), or a live channel bound to `peer` itself."""
+        expires = allocation.permissions.get(peer[0])
+        if expires is not None and expires > now:
+            return True
+        channel = allocation.peer_channels.get(peer)
+        return channel is not None and channel.expires > now
 
     def _take_tokens(self, allocation: Allocation, size: int, now: float) -> bool:
         """Token bucket per allocation (bytes); False, counted, when over the bandwidth."""
@@ -613,12 +648,12 @@ class TurnCore:
             return
         if method not in (ALLOCATE, REFRESH, CREATE_PERMISSION, CHANNEL_BIND):
             raise _Refusal(400, "bad_request", signed=False)
-        self._authenticate(request, now)
+        allocation = self._by_client.get((request.socket, request.client))
+        self._authenticate(request, allocation, now)
         unknown = message.unknown_required()
         if unknown:
             request.extra = [(UNKNOWN_ATTRIBUTES, unknown)]
             raise _Refusal(420, "unknown_attribute")
-        allocation = self._by_client.get((request.socket, request.client))
         if method == ALLOCATE:
             self._allocate(request, allocation, now)
             return
@@ -633,8 +668,13 @@ class TurnCore:
         else:
             self._channel_bind(request, allocation, now)
 
-    def _authenticate(self, request: _Request, now: float) -> None:
-        """Long-term credentials, RFC 8489 section 9.2.4, steps in order."""
+    def _authenticate(self, request: _Request, allocation: Allocation | None, now: float) -> None:
+        """Long-term credentials, RFC 8489 section 9.2.4, steps in order.
+
+        The username of the 5-tuple's `allocation` is checked with the key
+        cached at its Allocate, whatever its expiry; any other username must
+        be well formed and unexpired (module docstring).
+        """
         message = request.message
         if message.get(MESSAGE_INTEGRITY) is None:
             self._challenge(request, now)
@@ -651,21 +691,28 @@ class TurnCore:
         ):
             self._challenge(request, now)
             raise _Refusal(438, "stale_nonce", signed=False)
-        try:
-            user = check_username(username, now)
-        except CredentialError as exc:
-            self._challenge(request, now)
-            expired = "expired" in str(exc)
-            raise _Refusal(
-                401, "expired_credentials" if expired else "bad_credentials", signed=False
-            ) from None
-        key = self._key_for(username)
+        if allocation is not None and username == allocation.username:
+            key = allocation.key
+            expiry = allocation.credential_expiry
+        else:
+            try:
+                expiry, _ = parse_username(username)
+            except CredentialError:
+                self._challenge(request, now)
+                raise _Refusal(401, "bad_credentials", signed=False) from None
+            if expiry <= now:
+                self._challenge(request, now)
+                raise _Refusal(401, "expired_credentials", signed=False)
+            key = self._key_for(username)
         if raw_realm != self._realm_key or not check_integrity(message, key):
             self._challenge(request, now)
             raise _Refusal(401, "bad_credentials", signed=False)
+        if expiry <= now:
+            self.counters["requests.past_expiry"] += 1
         request.key = key
         request.username = username
-        request.user = user
+        request.user = username.partition(":")[2]
+        request.expiry = expiry
 
     def _challenge(self, request: _Request, now: float) -> None:
         request.extra = [(REALM, self.config.realm), (NONCE, self._make_nonce(request.client, now))]
@@ -706,7 +753,8 @@ class TurnCore:
         raw_lifetime = message.get(LIFETIME)
         if raw_lifetime is not None:
             lifetime = max(min(float(decode_u32(raw_lifetime)), config.max_lifetime), lifetime)
-        lifetime = min(lifetime, config.max_lifetime)
+        ends_by = request.expiry + config.max_past_expiry
+        lifetime = min(lifetime, config.max_lifetime, ends_by - now)  # ends_by > now
         reserve_socket: int | None = None
         if raw_token is not None:
             reservation = self._reservations.pop(raw_token, None)
@@ -735,6 +783,7 @@ class TurnCore:
             message.transaction_id,
             self._depth,
             now,
+            request.expiry,
         )
         allocation.reserve_socket = reserve_socket
         self._by_client[(request.socket, request.client)] = allocation
@@ -780,10 +829,14 @@ class TurnCore:
             self._reply(request, SUCCESS, [(LIFETIME, 0)])
             self._delete(allocation, "deleted")
             return
-        lifetime = min(requested, self.config.max_lifetime)
+        ends_by = allocation.credential_expiry + self.config.max_past_expiry
+        lifetime = min(requested, self.config.max_lifetime, ends_by - now)
+        if lifetime <= 0:  # past `max_past_expiry`, before the timer has deleted it
+            self._delete(allocation, "expired")
+            raise _Refusal(437, "allocation_mismatch")
         allocation.expires = now + lifetime
         self.counters["requests.refresh"] += 1
-        self._reply(request, SUCCESS, [(LIFETIME, int(lifetime))])
+        self._reply(request, SUCCESS, [(LIFETIME, _seconds(lifetime))])
 
     def _peer_addresses(self, request: _Request, allocation: Allocation) -> list[Address]:
         message = request.message
@@ -938,6 +991,11 @@ class TurnCore:
         if self._per_user[user] <= 0:
             del self._per_user[user]
         self._events.append(RelayClosed(allocation.socket))
+
+
+def _seconds(lifetime: float) -> int:
+    """A LIFETIME attribute's value: whole seconds, at least 1 for a live allocation."""
+    return max(int(lifetime), 1)
 
 
 def _plain(address: Address) -> Address:

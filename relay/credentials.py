@@ -41,15 +41,25 @@ def mint_credentials(secret: bytes, peer: str, ttl: float, now: float) -> tuple[
     return username, password_for(secret, username)
 
 
-def check_username(username: str, now: float) -> str:
-    """The peer named by a REST-style `username`; CredentialError if malformed or expired."""
+def parse_username(username: str) -> tuple[int, str]:
+    """(expiry, peer) of a REST-style `username`; CredentialError if malformed.
+
+    The expiry is not checked here: a relay checks it only when an Allocate
+    creates an allocation (docs/relay.md, "Credentials").
+    """
     if len(username) > MAX_USERNAME:
         raise CredentialError("username too long")
     expiry, sep, peer = username.partition(":")
     # isascii: str.isdigit() is true for '²', which int() refuses.
     if not sep or not (expiry.isascii() and expiry.isdigit()) or len(expiry) > 20 or not peer:
         raise CredentialError("username is not '<expiry>:<peer>'")
-    if int(expiry) <= now:
+    return int(expiry), peer
+
+
+def check_username(username: str, now: float) -> str:
+    """The peer named by a REST-style `username`; CredentialError if malformed or expired."""
+    expiry, peer = parse_username(username)
+    if expiry <= now:
         raise CredentialError("credentials expired")
     return peer
 

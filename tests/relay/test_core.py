@@ -127,6 +127,134 @@ def test_other_username_on_the_allocation_gets_441(h: Harness) -> None:
     assert error_code(h.ask(bob, bob.refresh())) == 441
 
 
+# --- credentials that expire under a live allocation ---------------------------
+# draft-uberti-behave-turn-rest-00 section 4.2: the timestamp is checked on
+# Allocate; other requests only need the allocation's own username (RFC 8656
+# section 5), as coturn does (the key cached at the session's first request).
+
+
+def expired_after_allocating(h: Harness, ttl: float = 60.0) -> TurnClient:
+    """A client whose credentials expire `ttl` s after it allocated; the clock is past that."""
+    client = h.client(ttl=ttl)
+    h.allocated(client, lifetime=3600)
+    h.advance(ttl + 1)
+    return client
+
+
+def test_requests_on_an_allocation_outlive_its_credentials(h: Harness) -> None:
+    client = expired_after_allocating(h)
+    socket = h.socket_of()
+    response = h.ask(client, client.refresh(600))
+    assert response.cls == wire.SUCCESS, error_code(response)
+    assert wire.check_integrity(response, client.key)
+    raw = response.get(wire.LIFETIME)
+    assert raw is not None and wire.decode_u32(raw) == 600
+    permitted(h, client, PEER2)
+    bound(h, client, 0x4000, PEER)
+    assert h.feed(client.send(PEER2, b"indication")) == [(b"indication", PEER2, socket)]
+    assert h.feed(wire.serialize_channel_data(0x4000, b"channel")) == [(b"channel", PEER, socket)]
+    assert h.core.counters["refuse.expired_credentials"] == 0
+    # Still alive an hour past the expiry while refreshed, and deletable by its holder.
+    for _ in range(6):
+        h.advance(590)
+        assert h.ask(client, client.refresh(600)).cls == wire.SUCCESS
+    assert h.ask(client, client.refresh(0)).cls == wire.SUCCESS
+    assert h.core.allocation_count == 0
+
+
+def test_expired_username_cannot_allocate(h: Harness) -> None:
+    client = expired_after_allocating(h)
+    other = ("198.51.100.22", 40002)
+    elsewhere = TurnClient(client.username, client.password)  # the same credentials
+    h.login(elsewhere, other)
+    response = h.ask(elsewhere, elsewhere.allocate(), other)
+    assert error_code(response) == 401
+    assert response.get(wire.REALM) == b"pagemesh" and response.get(wire.NONCE)
+    assert h.core.counters["refuse.expired_credentials"] == 1
+    # Nor on its own 5-tuple once the allocation is gone.
+    assert h.ask(client, client.refresh(0)).cls == wire.SUCCESS
+    assert error_code(h.ask(client, client.allocate())) == 401
+    assert h.core.counters["refuse.expired_credentials"] == 2
+    assert h.core.allocation_count == 0
+
+
+def test_other_username_on_an_expired_allocation_gets_441_or_401(h: Harness) -> None:
+    alice = expired_after_allocating(h)
+    bob = h.client("bob")
+    bob.nonce = alice.nonce
+    assert error_code(h.ask(bob, bob.refresh())) == 441
+    assert error_code(h.ask(bob, bob.channel_bind(0x4000, PEER))) == 441
+    # Another username must pass authentication on its own, expiry included.
+    late = h.client("alice", ttl=10)
+    late.nonce = alice.nonce
+    h.advance(11)
+    assert error_code(h.ask(late, late.refresh())) == 401
+    assert h.core.counters["refuse.wrong_credentials"] == 2
+    assert h.core.counters["refuse.expired_credentials"] == 1
+
+
+def test_allocation_username_with_a_wrong_password_gets_401(h: Harness) -> None:
+    alice = expired_after_allocating(h)
+    forger = TurnClient(alice.username, "guessed")
+    forger.nonce = alice.nonce
+    response = h.ask(forger, forger.refresh())
+    assert error_code(response) == 401
+    assert not wire.check_integrity(response, alice.key)
+    assert h.core.counters["refuse.bad_credentials"] == 1
+    unsigned = alice.request(wire.REFRESH, sign=False)
+    assert error_code(h.ask(alice, unsigned)) == 401
+
+
+def test_stale_nonce_still_gets_438_after_the_credentials_expired() -> None:
+    h = Harness(RelayConfig())  # nonces last 600 s
+    client = expired_after_allocating(h, ttl=60)
+    h.advance(600)
+    assert error_code(h.ask(client, client.refresh(3600))) == 438
+    response = h.ask(client, client.refresh(3600))
+    assert response.cls == wire.SUCCESS, error_code(response)
+
+
+def test_refresh_after_expiry_keeps_the_lifetime_cap(h: Harness) -> None:
+    client = expired_after_allocating(h)
+    raw = h.ask(client, client.refresh(86400)).get(wire.LIFETIME)
+    assert raw is not None and wire.decode_u32(raw) == 3600
+
+
+def test_allocation_ends_max_past_expiry_after_its_credentials() -> None:
+    h = Harness(RelayConfig(nonce_lifetime=86400.0, max_past_expiry=5000.0))
+    client = h.client(ttl=100)  # expires at T0 + 100: the allocation ends by T0 + 5100
+    h.allocated(client, lifetime=3600)
+
+    def refreshed() -> int:
+        response = h.ask(client, client.refresh(3600))
+        assert response.cls == wire.SUCCESS, error_code(response)
+        raw = response.get(wire.LIFETIME)
+        assert raw is not None
+        return wire.decode_u32(raw)
+
+    assert refreshed() == 3600
+    h.advance(3599)
+    assert refreshed() == 1501  # up to the cap, not a full hour
+    h.advance(1500)
+    assert refreshed() == 1
+    h.advance(0.5)
+    assert h.core.allocation_count == 1
+    h.advance(1)
+    assert h.core.allocation_count == 0
+    assert h.core.counters["allocations.expired"] == 1
+
+
+def test_max_past_expiry_zero_ends_allocations_with_their_credentials() -> None:
+    h = Harness(RelayConfig(nonce_lifetime=86400.0, max_past_expiry=0.0))
+    client = h.client(ttl=100)
+    raw = h.allocated(client, lifetime=3600).get(wire.LIFETIME)
+    assert raw is not None and wire.decode_u32(raw) == 100
+    h.now += 101  # a Refresh that arrives before the relay's timer has run
+    assert error_code(h.ask(client, client.refresh(3600))) == 437
+    assert h.core.allocation_count == 0
+    assert h.core.counters["allocations.expired"] == 1
+
+
 # --- Allocate rules ----------------------------------------------------------
 
 
@@ -476,6 +604,33 @@ def test_channel_rebound_to_its_peer_during_cooldown(h: Harness) -> None:
     h.advance(650)
     bound(h, client, 0x4000, PEER)
     assert len(h.feed(wire.serialize_channel_data(0x4000, b"again"))) == 1
+
+
+def test_bound_channel_relays_past_the_permission_lifetime(h: Harness) -> None:
+    # aioice 0.13 never sends CreatePermission and rebinds its channels every
+    # 500 s; its link must not go dark between 300 s and 500 s after a bind.
+    client = h.client()
+    h.allocated(client, lifetime=3600)
+    socket = h.socket_of()
+    bound(h, client, 0x4000, PEER)
+    up = wire.serialize_channel_data(0x4000, b"up")
+    start = h.now
+    for at in (301, 400, 499):
+        h.advance(start + at - h.now)
+        assert h.feed(up) == [(b"up", PEER, socket)], at
+        assert h.feed(b"down", PEER, socket) == [(b"\x40\x00\x00\x04down", CLIENT, 0)], at
+        assert h.feed(client.send(PEER, b"send")) == [(b"send", PEER, socket)], at
+    # The binding covers its own peer address, not the rest of that host.
+    other_port = (PEER[0], PEER[1] + 1)
+    assert h.feed(b"other port", other_port, socket) == []
+    assert h.feed(client.send(other_port, b"x")) == []
+    assert h.core.counters["drop.no_permission"] == 2
+    bound(h, client, 0x4000, PEER)  # aioice rebinds after 500 s, on its next send
+    h.advance(599)
+    assert len(h.feed(up)) == 1 and len(h.feed(b"down", PEER, socket)) == 1
+    h.advance(2)  # the binding has expired, and with it the permission it gave
+    assert h.feed(up) == []
+    assert h.feed(b"down", PEER, socket) == []
 
 
 def test_channel_bind_installs_a_permission(h: Harness) -> None:
