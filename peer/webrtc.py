@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,6 +34,65 @@ log = logging.getLogger(__name__)
 
 CONTROL_LABEL = "control"
 MAX_CONTROL_FRAME = 256 * 1024
+"""Characters of one control frame (SCTP carries at most 256 KiB in one message anyway)."""
+MAX_CONTROL_DEPTH = 16
+"""Nesting of arrays and objects in a control frame (a history frame needs 3)."""
+_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]')
+"""A JSON string (skipped whole: brackets in it do not count; an unterminated one runs
+to the end, so that a match never fails and the scan stays linear) or a bracket."""
+
+
+class ControlFrameRejected(ValueError):
+    """A control frame that is not a JSON object within the bounds; `code` names the defect
+    (counted as `drop.control_<code>`)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_control_frame(data: str | bytes) -> dict[str, Any]:
+    """One control-channel frame (docs/protocol.md 5.0): a JSON object of at most
+    `MAX_CONTROL_FRAME` characters and `MAX_CONTROL_DEPTH` levels of nesting.
+
+    Raises ControlFrameRejected and nothing else. The depth is checked by a scan
+    before `json.loads`, whose C decoder recurses once per level.
+    """
+    if isinstance(data, bytes | bytearray | memoryview):
+        if len(data) > MAX_CONTROL_FRAME:
+            raise ControlFrameRejected("too_large", "control frame too large")
+        try:
+            data = bytes(data).decode()
+        except UnicodeDecodeError:
+            raise ControlFrameRejected("not_utf8", "control frame is not UTF-8") from None
+    if not isinstance(data, str):
+        raise ControlFrameRejected("not_json", "control frame is not text")
+    if len(data) > MAX_CONTROL_FRAME:
+        raise ControlFrameRejected("too_large", "control frame too large")
+    if _too_deep(data, MAX_CONTROL_DEPTH):
+        raise ControlFrameRejected("too_deep", f"control frame nested over {MAX_CONTROL_DEPTH}")
+    try:
+        frame = json.loads(data)
+    except (ValueError, RecursionError):  # RecursionError: a scan that missed is a bug
+        raise ControlFrameRejected("not_json", "control frame is not JSON") from None
+    if not isinstance(frame, dict):
+        raise ControlFrameRejected("not_object", "control frame is not a JSON object")
+    return frame
+
+
+def _too_deep(text: str, limit: int) -> bool:
+    if text.count("[") + text.count("{") <= limit:  # the common case, in C
+        return False
+    depth = 0
+    for match in _STRUCTURE.finditer(text):
+        char = text[match.start()]
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return False
 
 
 def restrict_host_candidates(addresses: Sequence[str] | None) -> None:
@@ -139,6 +199,8 @@ class PeerLink:
         )
         self._on_frame = on_frame
         self._on_state = on_state
+        self.counters: dict[str, int] = {}
+        """Control frames dropped (`drop.control_<code>`) and handler failures."""
         self.control.on("open", self._control_open)
         self.control.on("close", self._control_closed)
         self.control.on("message", self._control_message)
@@ -191,13 +253,22 @@ class PeerLink:
             self._on_state(self)
 
     def _control_message(self, message: str | bytes) -> None:
-        if len(message) > MAX_CONTROL_FRAME:
+        """aiortc's callback: a bad frame is a counted drop, and nothing escapes into aiortc
+        (an exception there would reset the association, and with it the link)."""
+        try:
+            frame = parse_control_frame(message)
+        except ControlFrameRejected as exc:
+            self._count(f"drop.control_{exc.code}")
             return
         try:
-            frame = json.loads(message)
-        except ValueError:
-            return
-        self._on_frame(self.member, frame)
+            self._on_frame(self.member, frame)
+        except Exception:  # a bug in the room's code: logged once per link, counted
+            self._count("error.frame_handler")
+            if self.counters["error.frame_handler"] == 1:
+                log.exception("frame from %s failed its handler", self.member.hex()[:12])
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
 
     def _state_changed(self) -> None:
         if self.pc.connectionState in ("failed", "closed"):

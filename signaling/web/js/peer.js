@@ -11,6 +11,7 @@ import { canonicalUrl, roomKey } from "./rooms.js";
 import { ReplayGuard, parseDescription, signDescription, verifyDescription } from "./sdp.js";
 import { SignalingClient, SignalingError } from "./signaling.js";
 import { Store } from "./store.js";
+import { parseControlFrame } from "./frames.js";
 import { Transfers } from "./transfer.js";
 
 export const CONFIG = {
@@ -57,14 +58,21 @@ class Link {
       if (was) onState(this);
     };
     this.control.onmessage = (event) => {
-      if (typeof event.data !== "string" || event.data.length > MAX_CONTROL_FRAME) return;
+      // A bad frame is a counted drop (docs/protocol.md 5.0); a handler that throws is a
+      // bug, counted and logged once, never a dead link.
       let frame;
       try {
-        frame = JSON.parse(event.data);
-      } catch {
+        frame = parseControlFrame(event.data);
+      } catch (error) {
+        room.core.count(`drop.control_${error.code ?? "not_json"}`);
         return;
       }
-      onFrame(this.member, frame);
+      try {
+        onFrame(this.member, frame);
+      } catch (error) {
+        room.core.count("error.frame_handler");
+        if (room.core.counters["error.frame_handler"] === 1) console.error("control frame handler failed", error);
+      }
     };
     this.pc.onconnectionstatechange = () => {
       if (["failed", "closed"].includes(this.pc.connectionState)) {
