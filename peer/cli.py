@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -21,6 +22,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from .files import local_name
 from .peer import (
     Connected,
     FileDone,
@@ -195,6 +197,12 @@ async def _send(args: argparse.Namespace) -> int:
 
 
 async def _receive(args: argparse.Namespace) -> int:
+    """Take what is offered into --out: the peer's accept policy runs a few downloads at
+    once and keeps the other offers waiting, within the bounds of docs/protocol.md 5.2.
+
+    Offers carry no time, so one made before we started is taken like a new one.
+    Names are shown as they will be saved (`local_name`), never as markup.
+    """
     async with _peer(args, accept_files_to=args.out) as peer:
         room = await peer.join(args.url)
         got = 0
@@ -203,17 +211,23 @@ async def _receive(args: argparse.Namespace) -> int:
             async for event in room.events():
                 if isinstance(event, FileOffered):
                     offer = event.offer
-                    tasks[offer.id] = bars.add_task(offer.name, total=offer.size)
+                    name = escape(local_name(offer.name))
+                    tasks[offer.id] = bars.add_task(name, total=offer.size)
                 elif isinstance(event, FileProgress) and event.id in tasks:
                     bars.update(tasks[event.id], completed=event.done)
                 elif isinstance(event, FileDone) and event.path is not None:
-                    bars.update(tasks[event.id], completed=bars.tasks[tasks[event.id]].total)
-                    bars.console.print(f"received {event.path}")
+                    task = tasks.pop(event.id, None)
+                    if task is not None:
+                        bars.update(task, completed=bars.tasks[task].total)
+                    bars.console.print(f"received {event.path}", markup=False, highlight=False)
                     got += 1
                     if got >= args.count:
                         return 0
                 elif isinstance(event, FileFailed):
-                    bars.console.print(f"failed: {event.reason}")
+                    task = tasks.pop(event.id, None)
+                    if task is not None:
+                        bars.remove_task(task)
+                    bars.console.print(f"failed: {event.reason}", markup=False, highlight=False)
     return 1
 
 

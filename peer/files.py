@@ -10,13 +10,20 @@ digest, hashes the verified prefix as it grows, and at the end compares the
 whole file's SHA-256 with the offer's. A corrupted chunk is refused and the
 transfer resumes from the last verified byte (`resume_offset`), after a
 reconnection or a restart alike (docs/protocol.md, "Files").
+
+What a member may make a receiver keep is bounded here too (`OfferBook`):
+offers per member and per room, a rate per member, an age, and the number
+of downloads an accept policy runs at once. The receiver's file names are
+its own business (`local_name`, `part_name`): the name in an offer is only
+a suggestion, mapped to one that any filesystem takes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +31,12 @@ CHUNK_HEADER = 8 + 32
 DEFAULT_CHUNK = 64 * 1024
 MAX_CHUNK = 256 * 1024
 MAX_NAME = 255
+MAX_LOCAL_NAME = 200
+"""UTF-8 bytes of a local file name: filesystems take 255, and ` (n)` may follow."""
+MAX_EXTENSION = 32
 _ID = re.compile(r"[0-9a-f]{32}")
 _MIME = re.compile(r"[\w.+-]+/[\w.+-]+")
+_EMPTY_SHA256 = hashlib.sha256(b"").digest()
 
 
 class FileRejected(ValueError):
@@ -83,6 +94,8 @@ def parse_offer(data: Any, max_size: int) -> FileOffer:
         raise FileRejected(f"file of {offer.size} bytes is over the limit of {max_size}")
     if not 1024 <= offer.chunk_size <= MAX_CHUNK:
         raise FileRejected(f"chunk size must be in 1024..{MAX_CHUNK}")
+    if offer.size == 0 and offer.sha256 != _EMPTY_SHA256:
+        raise FileRejected("an empty file's sha256 is that of no bytes")
     return offer
 
 
@@ -145,3 +158,240 @@ class FileDownload:
         if self.complete and self._hash.digest() != self.offer.sha256:
             raise FileRejected("file does not match the offered SHA-256")
         return data
+
+
+# --- local names ------------------------------------------------------------------------
+
+_UNSAFE = frozenset('/\\<>:"|?*')
+"""Separators, and what Windows and macOS refuse in a name: the file may travel on."""
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Controls, invisible format marks (bidi overrides that disguise an extension), lone
+surrogates (not encodable) and line separators."""
+_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10)]
+)
+"""Names Windows keeps for devices, whatever their extension."""
+
+
+def local_name(name: str) -> str:
+    """A file name for `name` that the local filesystem takes and that hides nothing.
+
+    Separators, control and format characters become `_`; leading dots and spaces
+    (a hidden file, `.` or `..`) and trailing ones (refused on Windows) go; the result
+    is at most `MAX_LOCAL_NAME` bytes of UTF-8, cut in the stem so that a short
+    extension survives. Never empty: nothing usable left gives `file`.
+    """
+    safe = "".join(
+        "_" if c in _UNSAFE or unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in name
+    )
+    safe = safe.strip(" .") or "file"
+    if safe.split(".")[0].rstrip(" ").upper() in _DEVICES:
+        safe = "_" + safe
+    stem, dot, extension = safe.rpartition(".")
+    if not dot or not stem or len(extension.encode()) + 1 > MAX_EXTENSION:
+        stem, extension = safe, ""
+    suffix = f".{extension}" if extension else ""
+    cut = stem.encode()[: MAX_LOCAL_NAME - len(suffix.encode())].decode(errors="ignore")
+    if cut != stem:  # cut inside the name: it must not end in a dot or space either
+        stem = cut.rstrip(" .") or "file"
+    return stem + suffix
+
+
+def part_name(file_id: str) -> str:
+    """The partial file of a download: named by the offer's id (32 hex digits) only."""
+    return f".{file_id}.part"
+
+
+# --- what a receiver keeps ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OfferLimits:
+    """How much a member may make a receiver keep (docs/protocol.md 5.2)."""
+
+    per_member: int = 32
+    """Offers kept, not yet accepted, per member."""
+    per_room: int = 256
+    """... and in the whole room."""
+    rate: float = 1.0
+    """New offers per second per member (a token bucket) ..."""
+    burst: float = 32.0
+    """... with a burst of a member's whole allowance: a sender re-offers all its files
+    at once on each connection, and one that joins late gets them all."""
+    max_age: float = 3600.0
+    """Seconds an offer is kept without being accepted."""
+    downloads_per_member: int = 4
+    """Downloads an accept policy runs at once per member ..."""
+    downloads_per_room: int = 8
+    """... and in the room; the other offers wait (and age)."""
+    stall: float = 120.0
+    """Seconds a download may go without a verified chunk before it fails."""
+    settled: int = 1024
+    """Ids of finished and declined files remembered, so that re-offers are ignored."""
+    members: int = 1024
+    """Members' rate buckets kept (a full bucket is forgotten when this many are kept)."""
+
+
+class _Bucket:
+    """`rate` tokens a second up to `burst` (as signaling.session.TokenBucket, which a
+    peer may not import: peer/ depends on signaling.protocol only)."""
+
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, burst: float, now: float) -> None:
+        self.tokens = burst
+        self.stamp = now
+
+    def take(self, rate: float, burst: float, now: float) -> bool:
+        self.tokens = min(burst, self.tokens + max(0.0, now - self.stamp) * rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def full(self, rate: float, burst: float, now: float) -> bool:
+        return self.tokens + max(0.0, now - self.stamp) * rate >= burst
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    member: bytes
+    offer: FileOffer
+    since: float
+
+
+class OfferBook:
+    """The offers a receiver keeps until a person or an accept policy takes them.
+
+    No I/O: the caller passes `now`. Everything is bounded by `OfferLimits`; an
+    offer over a bound is a counted drop (`counters`), never an exception. Offers
+    are kept in arrival order, so the oldest go first, to the policy and by age.
+    """
+
+    def __init__(self, limits: OfferLimits | None = None) -> None:
+        self.limits = limits or OfferLimits()
+        self.counters: dict[str, int] = {}
+        self._kept: dict[str, _Kept] = {}
+        self._per_member: dict[bytes, int] = {}
+        self._buckets: dict[bytes, _Bucket] = {}
+        self._settled: dict[str, None] = {}  # insertion-ordered: the oldest go first
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __contains__(self, file_id: object) -> bool:
+        return file_id in self._kept
+
+    def get(self, file_id: str) -> tuple[bytes, FileOffer] | None:
+        kept = self._kept.get(file_id)
+        return None if kept is None else (kept.member, kept.offer)
+
+    def values(self) -> list[tuple[bytes, FileOffer]]:
+        return [(kept.member, kept.offer) for kept in self._kept.values()]
+
+    def known(self, file_id: object) -> bool:
+        """Kept, or finished or declined not long ago: a re-offer changes nothing."""
+        return file_id in self._kept or file_id in self._settled
+
+    def admit(self, member: bytes, now: float) -> bool:
+        """Take one of `member`'s tokens for a new offer; False (counted) when it has none."""
+        limits = self.limits
+        bucket = self._buckets.get(member)
+        if bucket is None:
+            if len(self._buckets) >= limits.members:
+                self._forget_full_buckets(now)
+            if len(self._buckets) >= limits.members:
+                self._count("drop.offer_members")
+                return False
+            bucket = self._buckets[member] = _Bucket(limits.burst, now)
+        if not bucket.take(limits.rate, limits.burst, now):
+            self._count("drop.offer_rate")
+            return False
+        return True
+
+    def add(self, member: bytes, offer: FileOffer, now: float) -> bool:
+        """Keep an admitted offer; False (counted) over the member's or the room's count."""
+        if self.known(offer.id):
+            return False
+        if self._per_member.get(member, 0) >= self.limits.per_member:
+            self._count("drop.offer_member_full")
+            return False
+        if len(self._kept) >= self.limits.per_room:
+            self._count("drop.offer_room_full")
+            return False
+        self._kept[offer.id] = _Kept(member, offer, now)
+        self._per_member[member] = self._per_member.get(member, 0) + 1
+        return True
+
+    def take(self, file_id: str) -> tuple[bytes, FileOffer] | None:
+        """Remove an offer (accepted or declined); None if it is not kept."""
+        kept = self._kept.pop(file_id, None)
+        if kept is None:
+            return None
+        left = self._per_member[kept.member] - 1
+        if left:
+            self._per_member[kept.member] = left
+        else:
+            del self._per_member[kept.member]
+        return kept.member, kept.offer
+
+    def settle(self, file_id: str) -> None:
+        """Remember a finished or declined file, so that its re-offers are ignored."""
+        self._settled.pop(file_id, None)
+        self._settled[file_id] = None
+        while len(self._settled) > self.limits.settled:
+            del self._settled[next(iter(self._settled))]
+
+    def forget_member(self, member: bytes) -> list[str]:
+        """A member left: its offers and its bucket go. Returns the ids forgotten."""
+        gone = [i for i, kept in self._kept.items() if kept.member == member]
+        for file_id in gone:
+            self.take(file_id)
+        self._buckets.pop(member, None)
+        return gone
+
+    def expire(self, now: float) -> list[str]:
+        """Forget offers older than `max_age` (counted). Returns the ids forgotten."""
+        oldest = now - self.limits.max_age
+        gone = [i for i, kept in self._kept.items() if kept.since <= oldest]
+        for file_id in gone:
+            self.take(file_id)
+            self._count("expired.offer")
+        if len(self._buckets) > self.limits.per_room:
+            self._forget_full_buckets(now)
+        return gone
+
+    def next_expiry(self) -> float | None:
+        """When `expire` next has something to do (None: nothing kept)."""
+        if not self._kept:
+            return None
+        return min(kept.since for kept in self._kept.values()) + self.limits.max_age
+
+    def next_acceptable(
+        self,
+        busy: Mapping[bytes, int],
+        eligible: Callable[[FileOffer], bool] | None = None,
+    ) -> str | None:
+        """The oldest offer an accept policy may take now, given the downloads running
+        per member (`busy`); None when the room's or every waiting member's slots are full."""
+        limits = self.limits
+        if sum(busy.values()) >= limits.downloads_per_room:
+            return None
+        for file_id, kept in self._kept.items():
+            if busy.get(kept.member, 0) < limits.downloads_per_member and (
+                eligible is None or eligible(kept.offer)
+            ):
+                return file_id
+        return None
+
+    def _forget_full_buckets(self, now: float) -> None:
+        # A full bucket is what a new member gets: forgetting it changes nothing.
+        limits = self.limits
+        for member in [
+            m for m, b in self._buckets.items() if b.full(limits.rate, limits.burst, now)
+        ]:
+            del self._buckets[member]
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1

@@ -5,10 +5,16 @@ accepts answers `file-accept` with the offset it already holds (0, or the
 verified length of a partial download). The sender then opens a data
 channel labelled `file:<id>` and streams chunk frames from that offset,
 pausing while more than `HIGH_WATER` bytes are buffered (resuming on
-`bufferedamountlow`). The receiver writes verified chunks to
-`<name>.<id>.part`, and when the whole file's SHA-256 matches, moves it into
-place. A bad chunk closes the channel and the receiver asks again from its
-verified offset (docs/protocol.md, "Files").
+`bufferedamountlow`). The receiver writes verified chunks to `.<id>.part`,
+created when the first verified chunk arrives, and when the whole file's
+SHA-256 matches, moves it into place under a name of its own choosing
+(`local_name`). A bad chunk closes the channel and the receiver asks again
+from its verified offset (docs/protocol.md, "Files").
+
+What a member may make this side keep is bounded by `OfferLimits` (kept in
+`OfferBook`); an accept policy (`auto_accept`) runs a few downloads at once
+and takes the next offer when one ends. Nothing a member sends escapes from
+here into aiortc: a bad offer or chunk is counted or fails its transfer.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import hashlib
 import logging
 import mimetypes
 import os
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +39,12 @@ from .files import (
     FileDownload,
     FileOffer,
     FileRejected,
+    OfferBook,
+    OfferLimits,
     chunk_frame,
+    local_name,
     parse_offer,
+    part_name,
 )
 from .store import PartialDownload, PeerStore
 
@@ -91,18 +103,62 @@ def _read_blocks(path: Path, limit: int) -> Any:
             yield block
 
 
+class _PartFile:
+    """The partial file of one transfer, opened at its first verified chunk (nothing is
+    written for an offer whose sender never sends) and closed whenever its channel is."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: Any = None
+        self._lost = False
+
+    def write_at(self, offset: int, data: memoryview) -> None:
+        if self._lost:
+            raise OSError(f"{self.path.name}: an earlier write did not reach the disk")
+        if self._handle is None:
+            if offset == 0:
+                self._handle = self.path.open("wb")
+            else:  # resuming: the verified prefix is on disk (FileNotFoundError otherwise)
+                self._handle = self.path.open("r+b")
+                self._handle.truncate(offset)
+                self._handle.seek(offset)
+        self._handle.write(data)
+
+    def close(self) -> None:
+        """Flush and close; OSError if what was written did not reach the disk (and every
+        later write fails too: the file on disk no longer matches the verified prefix)."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError:
+                self._lost = True
+                raise
+
+
 @dataclass(slots=True)
 class _Incoming:
     sender: bytes
     download: FileDownload
     part: Path
     target_dir: Path
+    active_at: float
+    """When it was accepted or last took a verified chunk (a stall is counted from it)."""
+    part_file: _PartFile
+    channel: RTCDataChannel | None = None
+    """The one channel whose chunks count (a newer one replaces it)."""
     repairs: int = 0
     reported: int = 0
 
 
 class Transfers:
-    """The file transfers of one room."""
+    """The file transfers of one room.
+
+    `clock` gives the time for the offer bounds (monotonic seconds; tests pass
+    their own). `auto_accept` is the accept policy: offers go into that
+    directory unasked, at most `limits.downloads_per_member` and
+    `downloads_per_room` at once.
+    """
 
     def __init__(
         self,
@@ -111,17 +167,27 @@ class Transfers:
         open_channel: OpenChannel,
         emit: Emit,
         max_size: int,
+        *,
+        limits: OfferLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self._send_control = send_control
         self._open_channel = open_channel
         self._emit = emit
         self.max_size = max_size
+        self.limits = limits or OfferLimits()
+        self._clock = clock
         self.outgoing: dict[str, tuple[FileOffer, Path]] = {}
-        self.offers: dict[str, tuple[bytes, FileOffer]] = {}
+        self.offers = OfferBook(self.limits)
+        self.counters = self.offers.counters
+        """Drops and failures by name (shared with the offer book)."""
         self.incoming: dict[str, _Incoming] = {}
         self.auto_accept: Path | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._chunk_errors = 0
 
     # --- sending -------------------------------------------------------------------
 
@@ -133,17 +199,27 @@ class Transfers:
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         offer = FileOffer(os.urandom(16).hex(), path.name, size, mime, sha, DEFAULT_CHUNK)
         self.outgoing[offer.id] = (offer, path)
+        while len(self.outgoing) > self.limits.per_member:  # receivers keep no more of ours
+            del self.outgoing[next(iter(self.outgoing))]
         for member in members:
             self._send_control(member, offer.to_json())
         return offer
 
     def member_connected(self, member: bytes) -> None:
-        """A (re)opened link: offers still wanted go again, partial downloads resume."""
+        """A (re)opened link: offers still wanted go again, partial downloads resume.
+
+        The re-offers are what a member that joined late gets; they are bounded by
+        our own outgoing list, and a receiver ignores the ones it already knows.
+        """
         for offer, _ in self.outgoing.values():
             self._send_control(member, offer.to_json())
         for file_id, incoming in self.incoming.items():
             if incoming.sender == member:
                 self._accept(file_id, incoming)
+
+    def member_left(self, member: bytes) -> None:
+        """A member left the room: its offers are forgotten (its downloads stall out)."""
+        self.offers.forget_member(member)
 
     def _on_accept(self, member: bytes, frame: dict[str, Any]) -> None:
         entry = self.outgoing.get(str(frame.get("id")))
@@ -182,40 +258,85 @@ class Transfers:
     # --- receiving ----------------------------------------------------------------------
 
     def _on_offer(self, member: bytes, frame: dict[str, Any]) -> None:
+        file_id = frame.get("id")
+        if isinstance(file_id, str) and (
+            self.offers.known(file_id) or file_id in self.incoming or file_id in self.outgoing
+        ):
+            return  # a re-offer (every reconnection brings one), or our own
+        now = self._clock()
+        if not self.offers.admit(member, now):
+            return
         try:
             offer = parse_offer(frame, self.max_size)
         except FileRejected as exc:
-            self._emit(FileFailed(str(frame.get("id", ""))[:32], f"offer refused: {exc}"))
+            self._count("drop.offer_malformed")
+            self._emit(FileFailed(str(file_id or "")[:32], f"offer refused: {exc}"))
             return
-        if offer.id in self.offers or offer.id in self.incoming:
+        self._expire(now)
+        if not self.offers.add(member, offer, now):
             return
-        self.offers[offer.id] = (member, offer)
         self._emit(FileOffered(member, offer))
-        if self.auto_accept is not None:
-            self.accept(offer.id, self.auto_accept)
+        self._fill_slots()
+        self._arm()
 
     def accept(self, file_id: str, directory: Path) -> None:
-        """Take an offered file into `directory`, resuming a partial download if there is one."""
-        sender, offer = self.offers[file_id]
+        """Take an offered file into `directory`, resuming a partial download if there is one.
+
+        KeyError if no such offer is kept (never made, declined, or forgotten by age).
+        No file is created until the first verified chunk arrives.
+        """
+        if file_id in self.incoming:
+            return
+        entry = self.offers.get(file_id)
+        if entry is None:
+            raise KeyError(file_id)
         directory.mkdir(parents=True, exist_ok=True)
-        part = directory / f".{offer.name}.{offer.id}.part"
-        saved = self.store.partial_download(offer.sha256)
-        prefix: Any = ()
-        if saved is not None and Path(saved.path) == part and part.exists():
-            prefix = _read_blocks(part, saved.verified_bytes)
-        else:
-            part.write_bytes(b"")
-        download = FileDownload(offer, prefix)
-        with part.open("r+b") as handle:
-            handle.truncate(download.verified)
-        incoming = _Incoming(sender, download, part, directory)
+        self.offers.take(file_id)
+        sender, offer = entry
+        part = directory / part_name(offer.id)
+        download = self._resume(offer, part)
+        incoming = _Incoming(sender, download, part, directory, self._clock(), _PartFile(part))
         self.incoming[file_id] = incoming
-        self._accept(file_id, incoming)
+        if incoming.download.complete:  # empty, or finished before a restart
+            self._finish(file_id, incoming)
+        else:
+            self._accept(file_id, incoming)
+        self._arm()
+
+    def _resume(self, offer: FileOffer, part: Path) -> FileDownload:
+        """The download of `offer`, from the verified prefix of its partial file if any."""
+        saved = self.store.partial_download(offer.sha256)
+        if saved is None or Path(saved.path) != part:
+            return FileDownload(offer)
+        try:
+            return FileDownload(offer, _read_blocks(part, saved.verified_bytes))
+        except (OSError, FileRejected) as exc:
+            log.info("file %s: partial file not usable (%s); from the start", offer.id[:8], exc)
+            self.store.finish_download(offer.sha256)
+            return FileDownload(offer)
 
     def decline(self, file_id: str) -> None:
-        """Say no to an offered file; the sender stops offering it to us."""
-        sender, _ = self.offers[file_id]
-        self._send_control(sender, {"t": "file-decline", "id": file_id})
+        """Say no to an offered file; the sender stops offering it to us (KeyError if unknown)."""
+        entry = self.offers.take(file_id)
+        if entry is None:
+            raise KeyError(file_id)
+        self.offers.settle(file_id)
+        self._send_control(entry[0], {"t": "file-decline", "id": file_id})
+        self._fill_slots()
+
+    def _fill_slots(self) -> None:
+        """The accept policy: take the oldest waiting offers while slots are free."""
+        if self.auto_accept is None:
+            return
+        busy = Counter(incoming.sender for incoming in self.incoming.values())
+        while (file_id := self.offers.next_acceptable(busy)) is not None:
+            sender = self.offers.get(file_id)
+            try:
+                self.accept(file_id, self.auto_accept)
+            except OSError as exc:  # the directory cannot be made: the offers wait (and age)
+                self._emit(FileFailed(file_id, f"cannot receive into {self.auto_accept}: {exc}"))
+                return
+            busy[sender[0] if sender else b""] += 1
 
     def _accept(self, file_id: str, incoming: _Incoming) -> None:
         offset = incoming.download.resume_offset
@@ -223,36 +344,56 @@ class Transfers:
 
     def on_channel(self, member: bytes, channel: RTCDataChannel) -> None:
         label = channel.label
-        incoming = self.incoming.get(label.removeprefix("file:"))
+        file_id = label.removeprefix("file:")
+        incoming = self.incoming.get(file_id)
         if not label.startswith("file:") or incoming is None or incoming.sender != member:
             channel.close()
             return
-        file_id = label.removeprefix("file:")
-        handle = incoming.part.open("r+b")
-        handle.seek(incoming.download.verified)
-        dead = False  # after a bad chunk, what is still in flight on this channel is moot
+        self._drop_channel(incoming)  # what an older channel still carries is moot
+        incoming.channel = channel
 
         def on_message(message: bytes | str) -> None:
-            nonlocal dead
-            if isinstance(message, str) or dead:
+            if incoming.channel is not channel or isinstance(message, str):
                 return
             try:
-                data = incoming.download.receive_chunk(message)
+                self._chunk(file_id, incoming, message)
             except FileRejected as exc:
-                dead = True
-                handle.close()
-                channel.close()
+                self._drop_channel(incoming)
                 self._repair(file_id, incoming, str(exc))
-                return
-            handle.write(data)
-            self._progress(file_id, incoming)
-            if incoming.download.complete:
-                handle.close()
-                channel.close()
-                self._finish(file_id, incoming)
+            except OSError as exc:
+                self._fail(file_id, incoming, f"cannot write the file: {exc}", "failed.download_io")
+            except Exception:  # a bug; never out of aiortc's callback
+                self._chunk_errors += 1
+                if self._chunk_errors == 1:
+                    log.exception("file %s: chunk handler failed", file_id[:8])
+                self._fail(file_id, incoming, "internal error", "error.chunk_handler")
+
+        def on_close() -> None:
+            if incoming.channel is channel:
+                self._drop_channel(incoming)
 
         channel.on("message", on_message)
-        channel.on("close", handle.close)
+        channel.on("close", on_close)
+
+    @staticmethod
+    def _drop_channel(incoming: _Incoming) -> None:
+        channel, incoming.channel = incoming.channel, None
+        with contextlib.suppress(OSError):  # remembered: the next write fails the transfer
+            incoming.part_file.close()
+        if channel is not None:
+            channel.close()
+
+    def _chunk(self, file_id: str, incoming: _Incoming, frame: bytes) -> None:
+        """Verify and write one chunk; place the file when it is complete."""
+        offset = incoming.download.verified
+        data = incoming.download.receive_chunk(frame)
+        incoming.part_file.write_at(offset, data)
+        incoming.active_at = self._clock()
+        self._progress(file_id, incoming)
+        if incoming.download.complete:
+            incoming.part_file.close()  # OSError if the file did not reach the disk
+            self._drop_channel(incoming)
+            self._finish(file_id, incoming)
 
     def _progress(self, file_id: str, incoming: _Incoming) -> None:
         done, size = incoming.download.verified, incoming.download.offer.size
@@ -274,26 +415,96 @@ class Transfers:
         log.info(
             "file %s: %s; asking again from %d", file_id[:8], reason, incoming.download.verified
         )
-        with incoming.part.open("r+b") as handle:
-            handle.truncate(incoming.download.verified)
         if incoming.repairs > MAX_REPAIRS:
-            del self.incoming[file_id]
-            self._emit(FileFailed(file_id, f"gave up after {MAX_REPAIRS} repairs: {reason}"))
+            self._fail(file_id, incoming, f"gave up after {MAX_REPAIRS} repairs: {reason}")
             return
         self._accept(file_id, incoming)
 
-    def _finish(self, file_id: str, incoming: _Incoming) -> None:
+    def _fail(self, file_id: str, incoming: _Incoming, reason: str, counter: str = "") -> None:
+        """End a download: its channel, partial file and record go, its slot frees."""
         del self.incoming[file_id]
-        name = incoming.download.offer.name
-        target = incoming.target_dir / name
+        self._drop_channel(incoming)
+        if counter:
+            self._count(counter)
+        with contextlib.suppress(OSError):
+            incoming.part.unlink(missing_ok=True)
+        self.store.finish_download(incoming.download.offer.sha256)
+        self._emit(FileFailed(file_id, reason))
+        self._fill_slots()
+
+    def _finish(self, file_id: str, incoming: _Incoming) -> None:
+        try:
+            target = self._place(incoming)
+        except OSError as exc:
+            self._fail(file_id, incoming, f"cannot place the file: {exc}", "failed.download_io")
+            return
+        del self.incoming[file_id]
+        self.offers.settle(file_id)
+        self.store.finish_download(incoming.download.offer.sha256)
+        self._send_control(incoming.sender, {"t": "file-done", "id": file_id})
+        self._emit(FileDone(file_id, target, incoming.sender))
+        self._fill_slots()
+
+    @staticmethod
+    def _place(incoming: _Incoming) -> Path:
+        """Move the verified file into its directory under a local name not yet taken."""
+        target = incoming.target_dir / local_name(incoming.download.offer.name)
         stem, suffix, n = target.stem, target.suffix, 1
         while target.exists():
             target = incoming.target_dir / f"{stem} ({n}){suffix}"
             n += 1
-        os.replace(incoming.part, target)
-        self.store.finish_download(incoming.download.offer.sha256)
-        self._send_control(incoming.sender, {"t": "file-done", "id": file_id})
-        self._emit(FileDone(file_id, target, incoming.sender))
+        size = incoming.download.offer.size
+        if size == 0:
+            target.touch(exist_ok=False)
+        elif incoming.part.stat().st_size != size:  # the digest was of the stream, not the disk
+            raise OSError(f"{incoming.part.name} holds {incoming.part.stat().st_size} bytes")
+        else:
+            os.replace(incoming.part, target)
+        return target
+
+    # --- time: offers age, downloads stall ---------------------------------------------------
+
+    def handle_timer(self) -> None:
+        """Forget offers past their age and fail downloads that stalled (the timer calls
+        this; tests with their own clock call it by hand)."""
+        self._timer = self._timer_at = None
+        now = self._clock()
+        self._expire(now)
+        stall = self.limits.stall
+        for file_id, incoming in list(self.incoming.items()):
+            if self.incoming.get(file_id) is incoming and now - incoming.active_at >= stall:
+                reason = f"stalled: no data for {stall:g} s"
+                self._fail(file_id, incoming, reason, "failed.download_stalled")
+        self._fill_slots()
+        self._arm()
+
+    def _expire(self, now: float) -> None:
+        deadline = self.offers.next_expiry()
+        if deadline is not None and deadline <= now:
+            self.offers.expire(now)
+
+    def _arm(self) -> None:
+        """Keep one timer, at the earliest offer expiry or download stall."""
+        deadlines = [i.active_at + self.limits.stall for i in self.incoming.values()]
+        expiry = self.offers.next_expiry()
+        if expiry is not None:
+            deadlines.append(expiry)
+        if not deadlines:
+            return
+        deadline = min(deadlines)
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven by hand (tests): handle_timer is called directly
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = loop.call_later(max(0.0, deadline - self._clock()), self.handle_timer)
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
 
     # --- the control frames ----------------------------------------------------------------
 
@@ -322,6 +533,9 @@ class Transfers:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(Exception):

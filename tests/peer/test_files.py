@@ -1,23 +1,34 @@
-"""File offers and chunks: corruption detected, resumed from the last verified byte."""
+"""File offers and chunks: corruption detected, resumed from the last verified byte;
+what a member may make a receiver keep is bounded; local names are the receiver's."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import unicodedata
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.files import (
+    MAX_LOCAL_NAME,
     FileDownload,
     FileOffer,
     FileRejected,
+    OfferBook,
+    OfferLimits,
     chunk_frame,
+    local_name,
     parse_chunk,
     parse_offer,
+    part_name,
 )
+from peer.store import PeerStore
+from peer.transfer import FileDone, FileEvent, FileFailed, FileOffered, Transfers
 
 DATA = os.urandom(300_000)
 CHUNK = 65536
@@ -127,12 +138,299 @@ def test_parse_chunk_only_raises_file_rejected(frame: bytes) -> None:
         download.receive_chunk(frame)
 
 
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=300)
+    | st.sampled_from(["ab" * 16, "00" * 32, "image/png", ".", "..", "a/b", "\x00"]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children),
+    max_leaves=10,
+)
+
+
 @given(
     st.dictionaries(
-        st.sampled_from(["id", "name", "size", "mime", "sha256", "chunk"]),
-        st.one_of(st.text(max_size=70), st.integers(), st.none(), st.booleans()),
+        st.sampled_from(["t", "id", "name", "size", "mime", "sha256", "chunk", "x"]),
+        JSON,
     )
 )
 def test_parse_offer_only_raises_file_rejected(data: dict[str, object]) -> None:
     with contextlib.suppress(FileRejected):
-        parse_offer(data, max_size=10**6)
+        offer = parse_offer(data, max_size=10**6)
+        assert 0 < len(offer.name) <= 255 and 0 <= offer.size <= 10**6
+
+
+# --- local names -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("cat.png", "cat.png"),
+        ("../etc/passwd", "_etc_passwd"),
+        (".bashrc", "bashrc"),
+        ("..", "file"),
+        (" . ", "file"),
+        ("a\x00b\nc", "a_b_c"),
+        ("a\u202egnp.exe", "a_gnp.exe"),  # a right-to-left override would hide the .exe
+        ("CON.txt", "_CON.txt"),
+        ('what? "x" <y>|z*.md', "what_ _x_ _y__z_.md"),
+        ("\ud800.txt", "_.txt"),
+    ],
+)
+def test_local_names(name: str, expected: str) -> None:
+    assert local_name(name) == expected
+
+
+def test_a_long_name_is_cut_in_its_stem_and_keeps_its_extension() -> None:
+    name = local_name("\u00fc" * 251 + ".txt")
+    assert name.endswith("\u00fc.txt") and len(name.encode()) == MAX_LOCAL_NAME
+    assert len(local_name("x" * 255).encode()) == MAX_LOCAL_NAME
+    assert local_name("a" * 250 + "." + "b" * 40) == "a" * 200  # no such extension
+    assert part_name("ab" * 16) == f".{'ab' * 16}.part"
+
+
+@given(st.text(min_size=1, max_size=255))
+def test_any_name_maps_to_one_the_filesystem_takes(
+    tmp_path_factory: pytest.TempPathFactory, name: str
+) -> None:
+    safe = local_name(name)
+    assert 0 < len(safe.encode()) <= MAX_LOCAL_NAME
+    assert not safe.startswith((".", " ")) and not safe.endswith((".", " "))
+    assert safe not in (".", "..") and "/" not in safe and "\\" not in safe
+    assert not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in safe)
+    directory = tmp_path_factory.mktemp("names")
+    (directory / safe).write_bytes(b"x")
+    assert [p.name for p in directory.iterdir()] == [safe]
+    (directory / f"{Path(safe).stem} (12){Path(safe).suffix}").write_bytes(b"")  # room left
+
+
+# --- the offer book -------------------------------------------------------------------
+
+A, B = b"\xaa" * 32, b"\xbb" * 32
+
+
+def an_offer(n: int = 0, size: int = 10) -> FileOffer:
+    return FileOffer(f"{n:032x}", "f.bin", size, "application/octet-stream", b"\x00" * 32)
+
+
+def offer_to(book: OfferBook, member: bytes, offer: FileOffer, now: float) -> bool:
+    return book.admit(member, now) and book.add(member, offer, now)
+
+
+def test_the_book_bounds_rate_count_and_age() -> None:
+    limits = OfferLimits(per_member=3, per_room=5, rate=1.0, burst=2.0, max_age=10.0)
+    book = OfferBook(limits)
+    assert [offer_to(book, A, an_offer(n), 0.0) for n in range(3)] == [True, True, False]
+    assert book.counters == {"drop.offer_rate": 1}
+    assert offer_to(book, A, an_offer(3), 1.0) and not offer_to(book, A, an_offer(4), 2.0)
+    assert book.counters["drop.offer_member_full"] == 1 and len(book) == 3
+    assert offer_to(book, B, an_offer(5), 2.0) and offer_to(book, B, an_offer(6), 2.0)
+    assert not offer_to(book, B, an_offer(7), 3.0)
+    assert book.counters["drop.offer_room_full"] == 1
+    assert book.next_expiry() == 10.0
+    assert book.expire(10.0) == [f"{n:032x}" for n in (0, 1)]
+    assert book.counters["expired.offer"] == 2 and len(book) == 3
+    assert book.forget_member(B) == [f"{n:032x}" for n in (5, 6)] and len(book) == 1
+
+
+def test_settled_files_are_not_offered_again_and_the_memory_is_bounded() -> None:
+    book = OfferBook(OfferLimits(settled=3))
+    offer_to(book, A, an_offer(1), 0.0)
+    assert book.take(an_offer(1).id) == (A, an_offer(1)) and book.take(an_offer(1).id) is None
+    for n in range(1, 6):
+        book.settle(an_offer(n).id)
+    assert not book.known(an_offer(1).id) and book.known(an_offer(5).id)
+    assert not book.add(A, an_offer(5), 1.0)
+
+
+def test_the_accept_policy_takes_the_oldest_within_its_slots() -> None:
+    book = OfferBook(OfferLimits(downloads_per_member=1, downloads_per_room=2))
+    for n, member in enumerate([A, A, B]):
+        offer_to(book, member, an_offer(n, size=n), 0.0)
+    assert book.next_acceptable({}) == an_offer(0).id
+    assert book.next_acceptable({A: 1}) == an_offer(2).id
+    assert book.next_acceptable({A: 1, B: 1}) is None
+    assert book.next_acceptable({}, eligible=lambda o: o.size > 0) == an_offer(1).id
+
+
+def test_member_buckets_are_bounded() -> None:
+    book = OfferBook(OfferLimits(members=4, burst=1.0, rate=1.0))
+    for n in range(4):
+        assert book.admit(bytes([n]) * 32, 0.0)
+    assert not book.admit(b"\x09" * 32, 0.5)  # four empty buckets: no room for a fifth
+    assert book.counters["drop.offer_members"] == 1
+    assert book.admit(b"\x09" * 32, 1.0)  # refilled buckets are forgotten, as new
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["offer", "take", "settle", "leave", "expire"]),
+            st.integers(0, 5),
+            st.integers(0, 40),
+            st.floats(0, 50),
+        ),
+        max_size=200,
+    )
+)
+def test_the_book_stays_within_its_limits(ops: list[tuple[str, int, int, float]]) -> None:
+    limits = OfferLimits(per_member=4, per_room=10, burst=3, max_age=20, settled=5, members=3)
+    book = OfferBook(limits)
+    now = 0.0
+    for op, member, n, step in ops:
+        now += step
+        key, offer = bytes([member]) * 32, an_offer(n)
+        if op == "offer":
+            offer_to(book, key, offer, now)
+        elif op == "take":
+            book.take(offer.id)
+        elif op == "settle":
+            book.settle(offer.id)
+        elif op == "leave":
+            book.forget_member(key)
+        else:
+            book.expire(now)
+        kept = book.values()
+        assert len(kept) == len(book) <= limits.per_room
+        for m in {m for m, _ in kept}:
+            assert sum(1 for k, _ in kept if k == m) <= limits.per_member
+        assert len(book._settled) <= limits.settled and len(book._buckets) <= limits.members
+
+
+# --- Transfers, receiving (no network: frames and channels by hand) ----------------
+
+
+class FakeChannel:
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.handlers: dict[str, Any] = {}
+        self.closed = False
+
+    def on(self, event: str, handler: Any) -> None:
+        self.handlers[event] = handler
+
+    def close(self) -> None:
+        self.closed = True
+
+    def deliver(self, message: bytes) -> None:
+        self.handlers["message"](message)
+
+
+class Receiver:
+    def __init__(self, tmp_path: Path, inbox: Path | None = None) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.events: list[FileEvent] = []
+        self.transfers = Transfers(
+            PeerStore(tmp_path / "store"),
+            lambda member, frame: self.sent.append(frame) is None,
+            lambda member, label: None,
+            self.events.append,
+            1 << 20,
+        )
+        self.transfers.auto_accept = inbox
+
+    def offer(self, data: bytes, name: str = "cat.png", member: bytes = A) -> FileOffer:
+        offer = FileOffer(
+            os.urandom(16).hex(), name, len(data), "image/png", hashlib.sha256(data).digest(), 1024
+        )
+        self.transfers.on_control(member, offer.to_json())
+        return offer
+
+
+def test_nothing_is_written_before_the_first_verified_chunk(tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    r = Receiver(tmp_path)
+    data = os.urandom(5000)
+    offer = r.offer(data, name="..." + "\u00e9" * 252)
+    assert isinstance(r.events[-1], FileOffered)
+    r.transfers.accept(offer.id, inbox)
+    assert r.sent[-1] == {"t": "file-accept", "id": offer.id, "offset": 0}
+    assert list(inbox.iterdir()) == []
+    channel = FakeChannel(f"file:{offer.id}")
+    r.transfers.on_channel(A, channel)  # type: ignore[arg-type]
+    bad = bytearray(chunk_frame(0, data[:1024]))
+    bad[-1] ^= 1
+    channel.deliver(bytes(bad))
+    assert channel.closed and list(inbox.iterdir()) == []  # a bad first chunk writes nothing
+    channel = FakeChannel(f"file:{offer.id}")
+    r.transfers.on_channel(A, channel)  # type: ignore[arg-type]
+    channel.deliver(chunk_frame(0, data[:1024]))
+    assert [p.name for p in inbox.iterdir()] == [part_name(offer.id)]
+    for offset in range(1024, len(data), 1024):
+        channel.deliver(chunk_frame(offset, data[offset : offset + 1024]))
+    done = r.events[-1]
+    assert isinstance(done, FileDone) and done.path is not None
+    assert done.path.name == local_name(offer.name) and done.path.read_bytes() == data
+    assert [p.name for p in inbox.iterdir()] == [done.path.name]
+    r.transfers.on_control(A, offer.to_json())  # the sender re-offers on reconnection
+    assert not r.transfers.offers and not r.transfers.incoming
+
+
+def test_an_empty_file_is_placed_at_once(tmp_path: Path) -> None:
+    r = Receiver(tmp_path, tmp_path / "in")
+    offer = r.offer(b"", name="empty.txt")
+    done = r.events[-1]
+    assert isinstance(done, FileDone) and done.path == tmp_path / "in" / "empty.txt"
+    assert done.path.read_bytes() == b"" and r.sent[-1] == {"t": "file-done", "id": offer.id}
+
+
+def test_a_write_that_fails_fails_the_transfer_and_not_the_channel_callback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = Receiver(tmp_path, tmp_path / "in")
+    data = os.urandom(3000)
+    offer = r.offer(data)
+    channel = FakeChannel(f"file:{offer.id}")
+    r.transfers.on_channel(A, channel)  # type: ignore[arg-type]
+
+    def full_disk(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "open", full_disk)
+    channel.deliver(chunk_frame(0, data[:1024]))  # must not raise
+    failed = r.events[-1]
+    assert isinstance(failed, FileFailed) and "No space left" in failed.reason
+    assert channel.closed and not r.transfers.incoming
+    assert r.transfers.counters["failed.download_io"] == 1
+
+
+def test_decline_forgets_the_offer_and_ignores_its_re_offers(tmp_path: Path) -> None:
+    r = Receiver(tmp_path)
+    offer = r.offer(b"abc")
+    r.transfers.decline(offer.id)
+    assert r.sent[-1] == {"t": "file-decline", "id": offer.id}
+    events = len(r.events)
+    r.transfers.on_control(A, offer.to_json())
+    assert len(r.events) == events and offer.id not in r.transfers.offers
+    with pytest.raises(KeyError):
+        r.transfers.accept(offer.id, tmp_path)
+
+
+def test_a_malformed_offer_is_counted_and_reported(tmp_path: Path) -> None:
+    r = Receiver(tmp_path)
+    r.transfers.on_control(A, {"t": "file-offer", "id": ["not", "hashable", {}], "name": 3})
+    r.transfers.on_control(A, {"t": "file-offer", "id": {"x": 1}})
+    assert r.transfers.counters["drop.offer_malformed"] == 2
+    assert all(isinstance(e, FileFailed) for e in r.events)
+
+
+async def test_the_sender_keeps_its_newest_offers_only(tmp_path: Path) -> None:
+    sent: list[tuple[bytes, dict[str, Any]]] = []
+    transfers = Transfers(
+        PeerStore(tmp_path / "store"),
+        lambda member, frame: sent.append((member, frame)) is None,
+        lambda member, label: None,
+        lambda event: None,
+        1 << 20,
+        limits=OfferLimits(per_member=3),
+    )
+    for n in range(5):
+        path = tmp_path / f"f{n}.txt"
+        path.write_text(str(n))
+        await transfers.offer(path, [A])
+    sent.clear()
+    transfers.member_connected(B)  # a late joiner gets the newest three
+    assert [frame["name"] for _, frame in sent] == ["f2.txt", "f3.txt", "f4.txt"]

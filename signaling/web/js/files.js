@@ -9,6 +9,7 @@ export const DEFAULT_CHUNK = 64 * 1024;
 export const MAX_CHUNK = 256 * 1024;
 const ID = /^[0-9a-f]{32}$/;
 const MIME = /^[\w.+-]+\/[\w.+-]+$/;
+const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 export function parseOffer(data, maxSize) {
   if (typeof data !== "object" || data === null) throw new ProtocolError("malformed", "malformed file offer");
@@ -26,6 +27,7 @@ export function parseOffer(data, maxSize) {
   if (!Number.isSafeInteger(size) || !Number.isSafeInteger(chunk)) throw new ProtocolError("malformed", "size and chunk are integers");
   if (size < 0 || size > maxSize) throw new ProtocolError("too-large", `file of ${size} bytes is over the limit of ${maxSize}`);
   if (chunk < 1024 || chunk > MAX_CHUNK) throw new ProtocolError("malformed", `chunk size must be in 1024..${MAX_CHUNK}`);
+  if (size === 0 && digest.toLowerCase() !== EMPTY_SHA256) throw new ProtocolError("malformed", "an empty file's sha256 is that of no bytes");
   return { id, name, size, mime, sha256: digest, chunk };
 }
 
@@ -80,5 +82,169 @@ export class Download {
     const digest = hex(await sha256(await blob.arrayBuffer()));
     if (digest !== this.offer.sha256) throw new ProtocolError("corrupt", "file does not match the offered SHA-256");
     return blob;
+  }
+}
+
+// --- what a receiver keeps (as OfferLimits and OfferBook in peer/files.py) ---
+
+export const OFFER_LIMITS = Object.freeze({
+  perMember: 32, // offers kept, not yet accepted, per member
+  perRoom: 256, // ... and in the whole room
+  rate: 1.0, // new offers per second per member (a token bucket) ...
+  burst: 32, // ... with a burst of a member's whole allowance (re-offers on connection)
+  maxAge: 3600, // seconds an offer is kept without being accepted
+  downloadsPerMember: 4, // downloads an accept policy runs at once per member ...
+  downloadsPerRoom: 8, // ... and in the room; the other offers wait (and age)
+  stall: 120, // seconds a download may go without a verified chunk before it fails
+  settled: 1024, // ids of finished and declined files remembered (re-offers ignored)
+  members: 1024, // members' rate buckets kept (full ones are forgotten beyond this)
+});
+
+class Bucket {
+  constructor(burst, now) {
+    this.tokens = burst;
+    this.stamp = now;
+  }
+
+  refilled(rate, burst, now) {
+    return Math.min(burst, this.tokens + Math.max(0, now - this.stamp) * rate);
+  }
+
+  take(rate, burst, now) {
+    this.tokens = this.refilled(rate, burst, now);
+    this.stamp = now;
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      return true;
+    }
+    return false;
+  }
+}
+
+export class OfferBook {
+  // The offers a receiver keeps until a person or an accept policy takes them. No
+  // I/O: the caller passes `now`. An offer over a bound is a counted drop, never an
+  // exception. Offers stay in arrival order: the oldest go first, to the policy and by age.
+  constructor(limits = OFFER_LIMITS) {
+    this.limits = limits;
+    this.counters = {};
+    this.kept = new Map(); // id -> {member, offer, since}
+    this.perMember = new Map();
+    this.buckets = new Map();
+    this.settled = new Set(); // insertion-ordered: the oldest go first
+  }
+
+  get size() {
+    return this.kept.size;
+  }
+
+  has(id) {
+    return this.kept.has(id);
+  }
+
+  get(id) {
+    const kept = this.kept.get(id);
+    return kept ? { sender: kept.member, offer: kept.offer } : undefined;
+  }
+
+  known(id) {
+    // Kept, or finished or declined not long ago: a re-offer changes nothing.
+    return this.kept.has(id) || this.settled.has(id);
+  }
+
+  admit(member, now) {
+    // Take one of the member's tokens for a new offer; false (counted) when it has none.
+    const { rate, burst, members } = this.limits;
+    let bucket = this.buckets.get(member);
+    if (!bucket) {
+      if (this.buckets.size >= members) this.forgetFullBuckets(now);
+      if (this.buckets.size >= members) return this.drop("drop.offer_members");
+      bucket = new Bucket(burst, now);
+      this.buckets.set(member, bucket);
+    }
+    return bucket.take(rate, burst, now) || this.drop("drop.offer_rate");
+  }
+
+  add(member, offer, now) {
+    // Keep an admitted offer; false (counted) over the member's or the room's count.
+    if (this.known(offer.id)) return false;
+    if ((this.perMember.get(member) ?? 0) >= this.limits.perMember) return this.drop("drop.offer_member_full");
+    if (this.kept.size >= this.limits.perRoom) return this.drop("drop.offer_room_full");
+    this.kept.set(offer.id, { member, offer, since: now });
+    this.perMember.set(member, (this.perMember.get(member) ?? 0) + 1);
+    return true;
+  }
+
+  take(id) {
+    // Remove an offer (accepted or declined); undefined if it is not kept.
+    const kept = this.kept.get(id);
+    if (!kept) return undefined;
+    this.kept.delete(id);
+    const left = this.perMember.get(kept.member) - 1;
+    if (left) this.perMember.set(kept.member, left);
+    else this.perMember.delete(kept.member);
+    return { sender: kept.member, offer: kept.offer };
+  }
+
+  settle(id) {
+    // Remember a finished or declined file, so that its re-offers are ignored.
+    this.settled.delete(id);
+    this.settled.add(id);
+    while (this.settled.size > this.limits.settled) this.settled.delete(this.settled.values().next().value);
+  }
+
+  forgetMember(member) {
+    const gone = [...this.kept].filter(([, kept]) => kept.member === member).map(([id]) => id);
+    for (const id of gone) this.take(id);
+    this.buckets.delete(member);
+    return gone;
+  }
+
+  expire(now) {
+    // Forget offers older than maxAge (counted); returns the ids forgotten.
+    const oldest = now - this.limits.maxAge;
+    const gone = [...this.kept].filter(([, kept]) => kept.since <= oldest).map(([id]) => id);
+    for (const id of gone) {
+      this.take(id);
+      this.count("expired.offer");
+    }
+    if (this.buckets.size > this.limits.perRoom) this.forgetFullBuckets(now);
+    return gone;
+  }
+
+  nextExpiry() {
+    if (!this.kept.size) return null;
+    let first = Infinity;
+    for (const kept of this.kept.values()) first = Math.min(first, kept.since);
+    return first + this.limits.maxAge;
+  }
+
+  nextAcceptable(busy, eligible = () => true) {
+    // The oldest offer an accept policy may take now, given the downloads running per
+    // member (`busy`, a Map); null when the room's or every waiting member's slots are full.
+    let running = 0;
+    for (const n of busy.values()) running += n;
+    if (running >= this.limits.downloadsPerRoom) return null;
+    for (const [id, kept] of this.kept) {
+      if ((busy.get(kept.member) ?? 0) < this.limits.downloadsPerMember && eligible(kept.offer)) return id;
+    }
+    return null;
+  }
+
+  forgetFullBuckets(now) {
+    // A full bucket is what a new member gets: forgetting it changes nothing.
+    const { rate, burst } = this.limits;
+    for (const [member, bucket] of this.buckets) {
+      if (bucket.refilled(rate, burst, now) >= burst) this.buckets.delete(member);
+    }
+  }
+
+  drop(name) {
+    this.count(name);
+    return false;
+  }
+
+  count(name) {
+    this.counters[name] = (this.counters[name] ?? 0) + 1;
   }
 }

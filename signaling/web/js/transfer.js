@@ -3,25 +3,35 @@
 // its verified offset; the sender opens `file:<id>` and streams chunk frames,
 // pausing above 4 MiB buffered. The browser keeps received files in memory
 // (a Blob) and verifies each chunk and the whole file's SHA-256.
+//
+// What a member may make this side keep is bounded by OFFER_LIMITS (kept in an
+// OfferBook): offers per member and room, a rate, an age; the accept policy
+// (files up to autoAcceptBytes) runs a few downloads at once and takes the next
+// offer when one ends; a download that stalls fails and frees its slot.
 
 import { ProtocolError, hex } from "./bytes.js";
 import { randomBytes, sha256 } from "./crypto.js";
-import { DEFAULT_CHUNK, Download, chunkFrame, offerFrame, parseOffer } from "./files.js";
+import { DEFAULT_CHUNK, Download, OFFER_LIMITS, OfferBook, chunkFrame, offerFrame, parseOffer } from "./files.js";
 
 export const HIGH_WATER = 4 * 1024 * 1024;
 export const LOW_WATER = 1024 * 1024;
 export const MAX_REPAIRS = 5;
 
 export class Transfers {
-  constructor({ sendControl, openChannel, emit, maxSize, autoAcceptBytes }) {
+  constructor({ sendControl, openChannel, emit, maxSize, autoAcceptBytes, limits = OFFER_LIMITS, now = () => performance.now() / 1000 }) {
     this.sendControl = sendControl; // (member, frame) -> bool
     this.openChannel = openChannel; // (member, label) -> RTCDataChannel | null
     this.emit = emit;
     this.maxSize = maxSize;
     this.autoAcceptBytes = autoAcceptBytes;
+    this.limits = limits;
+    this.now = now; // seconds, monotonic; tests pass their own
     this.outgoing = new Map(); // id -> {offer, file}
-    this.offers = new Map(); // id -> {sender, offer}
-    this.incoming = new Map(); // id -> {sender, download, repairs, channel}
+    this.offers = new OfferBook(limits); // id -> {sender, offer}, bounded
+    this.counters = this.offers.counters; // drops and failures by name
+    this.incoming = new Map(); // id -> {sender, download, repairs, channel, activeAt}
+    this.timer = null;
+    this.timerAt = null;
   }
 
   // --- sending ---
@@ -33,16 +43,24 @@ export class Transfers {
     const name = (file.name || "file").replace(/[/\\\0]/g, "_");
     const offer = { id: hex(randomBytes(16)), name, size: file.size, mime, sha256: digest, chunk: DEFAULT_CHUNK };
     this.outgoing.set(offer.id, { offer, file });
+    // Receivers keep no more of ours than perMember: the newest stay offered.
+    while (this.outgoing.size > this.limits.perMember) this.outgoing.delete(this.outgoing.keys().next().value);
     for (const member of members) this.sendControl(member, offerFrame(offer));
     return offer;
   }
 
   memberConnected(member) {
-    // A (re)opened link: offers still wanted go again, partial downloads resume.
+    // A (re)opened link: offers still wanted go again (how a late joiner gets them;
+    // bounded by our outgoing list, and known ones are ignored), partial downloads resume.
     for (const { offer } of this.outgoing.values()) this.sendControl(member, offerFrame(offer));
     for (const [id, incoming] of this.incoming) {
       if (incoming.sender === member) this.askFrom(id, incoming);
     }
+  }
+
+  memberLeft(member) {
+    // A member left the room: its offers are forgotten (its downloads stall out).
+    this.offers.forgetMember(member);
   }
 
   onAccept(member, frame) {
@@ -81,30 +99,56 @@ export class Transfers {
   // --- receiving ---
 
   onOffer(member, frame) {
+    const id = frame.id;
+    if (typeof id === "string" && (this.offers.known(id) || this.incoming.has(id) || this.outgoing.has(id))) return;
+    const now = this.now();
+    if (!this.offers.admit(member, now)) return;
     let offer;
     try {
       offer = parseOffer(frame, this.maxSize);
     } catch (error) {
-      this.emit({ type: "file-failed", id: String(frame.id ?? "").slice(0, 32), reason: `offer refused: ${error.message}` });
+      this.offers.count("drop.offer_malformed");
+      this.emit({ type: "file-failed", id: String(id ?? "").slice(0, 32), reason: `offer refused: ${error.message}` });
       return;
     }
-    if (this.offers.has(offer.id) || this.incoming.has(offer.id) || this.outgoing.has(offer.id)) return;
-    this.offers.set(offer.id, { sender: member, offer });
+    this.expire(now);
+    if (!this.offers.add(member, offer, now)) return;
     this.emit({ type: "file-offered", sender: member, offer });
-    if (offer.size <= this.autoAcceptBytes) this.accept(offer.id);
+    this.fillSlots();
+    this.arm();
   }
 
   accept(id) {
-    const entry = this.offers.get(id);
-    if (!entry || this.incoming.has(id)) return;
-    const incoming = { sender: entry.sender, download: new Download(entry.offer), repairs: 0, channel: null };
+    // A person (or the policy) takes an offered file; nothing if it is not kept.
+    if (this.incoming.has(id)) return;
+    const entry = this.offers.take(id);
+    if (!entry) return;
+    const incoming = { sender: entry.sender, download: new Download(entry.offer), repairs: 0, channel: null, activeAt: this.now() };
     this.incoming.set(id, incoming);
-    this.askFrom(id, incoming);
+    if (incoming.download.complete) this.finish(id, incoming); // an empty file
+    else this.askFrom(id, incoming);
+    this.arm();
   }
 
   decline(id) {
-    const entry = this.offers.get(id);
-    if (entry) this.sendControl(entry.sender, { t: "file-decline", id });
+    const entry = this.offers.take(id);
+    if (!entry) return;
+    this.offers.settle(id);
+    this.sendControl(entry.sender, { t: "file-decline", id });
+    this.fillSlots();
+  }
+
+  fillSlots() {
+    // The accept policy: the oldest waiting offers up to autoAcceptBytes, while slots are free.
+    const busy = new Map();
+    for (const { sender } of this.incoming.values()) busy.set(sender, (busy.get(sender) ?? 0) + 1);
+    const eligible = (offer) => offer.size <= this.autoAcceptBytes;
+    let id;
+    while ((id = this.offers.nextAcceptable(busy, eligible)) !== null) {
+      const { sender } = this.offers.get(id);
+      this.accept(id);
+      busy.set(sender, (busy.get(sender) ?? 0) + 1);
+    }
   }
 
   askFrom(id, incoming) {
@@ -119,6 +163,7 @@ export class Transfers {
       return;
     }
     channel.binaryType = "arraybuffer";
+    incoming.channel?.close(); // one channel per transfer: what an older one carries is moot
     incoming.channel = channel;
     let chain = Promise.resolve();
     let dead = false; // after a bad chunk, what is still in flight on this channel is moot
@@ -126,15 +171,17 @@ export class Transfers {
       if (typeof event.data === "string") return;
       const frame = new Uint8Array(event.data);
       chain = chain.then(async () => {
-        if (dead || this.incoming.get(id) !== incoming) return;
+        if (dead || this.incoming.get(id) !== incoming || incoming.channel !== channel) return;
         try {
           await incoming.download.receiveChunk(frame);
         } catch (error) {
           dead = true;
           channel.close();
-          this.repair(id, incoming, error.message);
+          if (error instanceof ProtocolError) this.repair(id, incoming, error.message);
+          else this.fail(id, incoming, `internal error: ${error}`, "error.chunk_handler");
           return;
         }
+        incoming.activeAt = this.now();
         const { verified } = incoming.download;
         this.emit({ type: "file-progress", id, done: verified, size: incoming.download.offer.size, sending: false });
         if (incoming.download.complete) {
@@ -149,24 +196,72 @@ export class Transfers {
   repair(id, incoming, reason) {
     incoming.repairs += 1;
     if (incoming.repairs > MAX_REPAIRS) {
-      this.incoming.delete(id);
-      this.emit({ type: "file-failed", id, reason: `gave up after ${MAX_REPAIRS} repairs: ${reason}` });
+      this.fail(id, incoming, `gave up after ${MAX_REPAIRS} repairs: ${reason}`);
       return;
     }
     this.askFrom(id, incoming);
   }
 
+  fail(id, incoming, reason, counter = null) {
+    // End a download: its channel and what it held go, its slot frees.
+    this.incoming.delete(id);
+    incoming.channel?.close();
+    if (counter) this.offers.count(counter);
+    this.emit({ type: "file-failed", id, reason });
+    this.fillSlots();
+  }
+
   async finish(id, incoming) {
     this.incoming.delete(id);
+    this.offers.settle(id);
     let blob;
     try {
       blob = await incoming.download.finish();
     } catch (error) {
       this.emit({ type: "file-failed", id, reason: error.message });
+      this.fillSlots();
       return;
     }
     this.sendControl(incoming.sender, { t: "file-done", id });
     this.emit({ type: "file-done", id, sender: incoming.sender, offer: incoming.download.offer, blob });
+    this.fillSlots();
+  }
+
+  // --- time: offers age, downloads stall ---
+
+  handleTimer() {
+    // Forget offers past their age and fail downloads that stalled (the timer calls
+    // this; tests with their own clock call it by hand).
+    this.timer = this.timerAt = null;
+    const now = this.now();
+    this.expire(now);
+    for (const [id, incoming] of [...this.incoming]) {
+      if (this.incoming.get(id) === incoming && now - incoming.activeAt >= this.limits.stall) {
+        this.fail(id, incoming, `stalled: no data for ${this.limits.stall} s`, "failed.download_stalled");
+      }
+    }
+    this.fillSlots();
+    this.arm();
+  }
+
+  expire(now) {
+    const deadline = this.offers.nextExpiry();
+    if (deadline !== null && deadline <= now) this.offers.expire(now);
+  }
+
+  arm() {
+    // Keep one timer, at the earliest offer expiry or download stall.
+    let deadline = this.offers.nextExpiry() ?? Infinity;
+    for (const { activeAt } of this.incoming.values()) deadline = Math.min(deadline, activeAt + this.limits.stall);
+    if (deadline === Infinity || (this.timerAt !== null && this.timerAt <= deadline)) return;
+    clearTimeout(this.timer);
+    this.timerAt = deadline;
+    this.timer = setTimeout(() => this.handleTimer(), Math.max(0, deadline - this.now()) * 1000);
+  }
+
+  close() {
+    clearTimeout(this.timer);
+    this.timer = this.timerAt = null;
   }
 
   // --- the control frames ---
