@@ -1,21 +1,22 @@
 """The peer API: `async with Peer(...) as p: room = await p.join(url)`.
 
-A `Peer` is one identity (its data directory) talking to the mesh:
+A `Peer` is one identity (its data directory) talking to the mesh. Who to
+connect to, and when, is decided by the sans-IO core `peer.mesh.Mesh`
+(docs/protocol.md 5.0): node fail-over with backoff, who offers, glare,
+relinks, connect deadlines, make-before-break spares, membership
+reconciliation on every rejoin, ICE credential renewal. This module is the
+glue that carries out its commands:
 
-- a smart signaling client: a list of node URLs; it connects to one, and
-  when the connection drops (or the node says `moving`) it tries the next
-  with exponential backoff and full jitter, then rejoins every room. Data
-  channels stay up meanwhile: they do not need the node once connected;
-- per room, one `PeerLink` (aiortc) per member of the layer; the newcomer
-  offers, glare goes to the lower key, and a link that fails is offered
-  again by the member with the lower key, so reconnection needs no
-  coordination;
-- a link that does not open within `PeerConfig.connect_timeout` (or whose ICE
-  fails first) is given up and offered again; the room is told once, with a
-  `MemberUnreachable` (a `PeerProblem` naming the member and why: no direct
-  path, and the relay unreachable or not enough), until that member connects;
-- per room, a `ReliableRoom` core (peer/messaging.py) fed by the links, its
-  clocks and deliveries saved in the SQLite store.
+- one `SignalingClient` at a time (the Mesh says which node);
+- per room, one `PeerLink` (aiortc) per link id the Mesh makes; signals
+  (offers, answers, relinks) are signed end to end and verified here
+  before the Mesh hears of them;
+- per room, a `ReliableRoom` core (peer/messaging.py) fed by the current
+  link of each member, its clocks and deliveries saved in the SQLite store;
+- file transfers (peer/transfer.py) on the same links.
+
+One timer for the Mesh, one per room for its messaging core, each re-armed
+after every event: neither core ever waits.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -32,10 +34,20 @@ from typing import Any
 
 from aiortc import RTCDataChannel
 
-from signaling.protocol import Scope, canonical_url, room_key, verify_signature
+from signaling.protocol import IceServer, Scope, canonical_url, room_key, verify_signature
 
+from . import mesh
 from .messaging import Delivered, Discontinuity, Envelope, ReliableRoom, RoomConfig
-from .sdp import DescriptionRejected, ReplayGuard, parse_description, verify_description
+from .sdp import (
+    NONCE_BYTES,
+    RELINK,
+    DescriptionRejected,
+    ReplayGuard,
+    SignedDescription,
+    parse_description,
+    sign_description,
+    verify_description,
+)
 from .signaling import (
     BadNodeFrame,
     Closed,
@@ -55,6 +67,7 @@ from .webrtc import PeerLink, ice_configuration
 log = logging.getLogger(__name__)
 
 MAX_NAME = 64
+JOIN_TIMEOUT = 30.0
 
 
 # --- what the application sees -------------------------------------------------
@@ -118,6 +131,12 @@ class MemberUnreachable(PeerProblem):
     key: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Replaced(PeerProblem):
+    """This identity connected to the node from elsewhere (another process or device);
+    this one stops using the node rather than fight over it. Links stay up."""
+
+
 RoomEventT = (
     Message | MemberJoined | MemberLeft | Connected | Gap | Rejoined | PeerProblem | FileEvent
 )
@@ -137,21 +156,15 @@ __all__ = [
     "PeerConfig",
     "PeerProblem",
     "Rejoined",
+    "Replaced",
     "Room",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class PeerConfig:
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    relink_base: float = 0.5
-    relink_cap: float = 10.0
-    offer_grace: float = 1.0
-    """How long a member waits for a newcomer's offer before the keys decide who offers."""
-    connect_timeout: float = 30.0
-    """A link not open this long after it was made is given up (aioice's own checks
-    retransmit for about a minute before ICE fails)."""
+    mesh: mesh.MeshConfig = field(default_factory=mesh.MeshConfig)
+    """Fail-over, who offers, backoff, deadlines, renewal: the link-management rules."""
     relay_only: bool = False
     room: RoomConfig = field(default_factory=RoomConfig)
     max_events: int = 10_000
@@ -161,7 +174,7 @@ class PeerConfig:
 class Room:
     """A joined room: send messages, read events."""
 
-    def __init__(self, peer: Peer, key: bytes, layer: int) -> None:
+    def __init__(self, peer: Peer, key: bytes, layer: int = 0) -> None:
         self.peer = peer
         self.key = key
         self.layer = layer
@@ -185,12 +198,12 @@ class Room:
         self.names: dict[bytes, str] = {}
         """Display names members gave themselves (self-declared, bound to their key)."""
         self.links: dict[bytes, PeerLink] = {}
-        self.ice_servers: list[dict[str, Any]] = []
+        """The current link to each member (a spare being negotiated is not here)."""
+        self._by_id: dict[int, PeerLink] = {}
         self._events: asyncio.Queue[RoomEventT] = asyncio.Queue(peer.config.max_events)
         self._timer: asyncio.TimerHandle | None = None
-        self._relinks: dict[bytes, int] = {}
-        self._unreachable: set[bytes] = set()
-        """Members the application was told are unreachable (once, until they connect)."""
+        self.seated: asyncio.Future[Joined] | None = None
+        """Resolved by the first `joined` (Peer.join waits on it)."""
         self.dropped_events = 0
         self.transfers = Transfers(
             peer.store,
@@ -243,43 +256,61 @@ class Room:
     def transcript(self) -> list[Envelope]:
         return self.core.transcript()
 
-    # --- links ---------------------------------------------------------------------------
+    @property
+    def ice_servers(self) -> list[dict[str, Any]]:
+        """The STUN/TURN servers new links use (the peer's freshest, for every room)."""
+        return self.peer.ice_servers
 
-    def _new_link(self, member: bytes) -> PeerLink:
-        old = self.links.pop(member, None)
-        if old is not None:
-            self.core.disconnected(member)
-            self.peer._spawn(old.close())
+    # --- links, as the Mesh says ------------------------------------------------------
+
+    def make_link(self, member: bytes, link_id: int) -> PeerLink:
         link = PeerLink(
             self.key,
             self.peer.public_key,
             member,
             self.peer.sign,
-            ice_configuration(self.ice_servers, self.peer.config.relay_only),
+            ice_configuration(self.peer.ice_servers, self.peer.config.relay_only),
             self._frame,
-            self._link_state,
+            lambda changed: self.peer.link_changed(self, link_id, changed),
             self._file_channel,
         )
-        self.links[member] = link
-        self.peer._spawn(self._connect_deadline(link))
+        self._by_id[link_id] = link
+        if member not in self.links or not self.links[member].open:
+            self.links[member] = link  # a spare waits beside the open link until it opens
         return link
 
-    async def _connect_deadline(self, link: PeerLink) -> None:
-        await asyncio.sleep(self.peer.config.connect_timeout)
-        if self.links.get(link.member) is link and not link.ever_open and not link.failed:
-            self._report_unreachable(link)
-            await link.close()  # the closed state relinks, as a failure does
+    def link(self, link_id: int) -> PeerLink | None:
+        return self._by_id.get(link_id)
 
-    def _report_unreachable(self, link: PeerLink) -> None:
-        if link.member not in self._unreachable:
-            self._unreachable.add(link.member)
-            reason = f"cannot connect to {link.member.hex()[:12]}: {link.failure_reason()}"
-            self._emit(MemberUnreachable(reason, link.member))
+    def awaiting_answer(self, member: bytes) -> tuple[int, PeerLink] | None:
+        for link_id, link in self._by_id.items():
+            if link.member == member and link.awaiting_answer:
+                return link_id, link
+        return None
 
-    async def offer_to(self, member: bytes) -> None:
-        link = self._new_link(member)
-        desc = await link.offer(time.time())
-        await self.peer._signal(member, {"t": "sdp", "desc": desc.to_json()}, self.key)
+    def close_link(self, member: bytes, link_id: int) -> None:
+        link = self._by_id.pop(link_id, None)
+        if link is None:
+            return
+        if self.links.get(member) is link:
+            del self.links[member]
+        self.peer._spawn(link.close())
+
+    def link_up(self, member: bytes, link_id: int) -> None:
+        link = self._by_id.get(link_id)
+        if link is None:
+            return
+        self.links[member] = link
+        if self.peer.store.name:
+            link.send({"t": "profile", "name": self.peer.store.name[:MAX_NAME]})
+        self.core.connected(member, time.time())
+        self._emit(Connected(member, link.path()))
+        self.transfers.member_connected(member)
+        self._service()
+
+    def link_down(self, member: bytes) -> None:
+        self.core.disconnected(member)
+        self._service()
 
     def _frame(self, member: bytes, frame: Any) -> None:
         if isinstance(frame, dict) and frame.get("t") == "profile":
@@ -292,56 +323,10 @@ class Room:
         self.core.receive(member, frame, time.time())
         self._service()
 
-    def _link_state(self, link: PeerLink) -> None:
-        if self.links.get(link.member) is not link:
-            return
-        if link.open:
-            self._relinks.pop(link.member, None)
-            self._unreachable.discard(link.member)
-            if self.peer.store.name:
-                link.send({"t": "profile", "name": self.peer.store.name[:MAX_NAME]})
-            self.core.connected(link.member, time.time())
-            self._emit(Connected(link.member, link.path()))
-            self.transfers.member_connected(link.member)
-        else:
-            self.core.disconnected(link.member)
-            if link.pc.connectionState == "failed" and not link.ever_open:
-                self._report_unreachable(link)
-            if link.failed and link.member in self.members:
-                self.peer._spawn(self._relink(link.member, link))
-        self._service()
-
-    async def _relink(self, member: bytes, failed: PeerLink | None, wait: float = 0.0) -> None:
-        """Re-establish a failed (or never made) link: the lower key offers; the higher asks it.
-
-        The other side may not have noticed the failure yet (a closed DTLS
-        session is not always reported), so the higher key says so in a
-        `relink` signal rather than waiting for ICE consent to expire there.
-        """
-        attempt = self._relinks.get(member, 0)
-        self._relinks[member] = attempt + 1
-        cap = min(self.peer.config.relink_cap, self.peer.config.relink_base * 2**attempt)
-        await asyncio.sleep(wait + random.uniform(0, cap))
-        if self.links.get(member) is not failed or member not in self.members:
-            return
-        try:
-            if self.peer.public_key < member:
-                await self.offer_to(member)
-            else:
-                await self.peer._signal(member, {"t": "relink"}, self.key)
-        except (SignalingError, ConnectionError) as exc:
-            self._emit(PeerProblem(f"cannot reach {member.hex()[:12]}: {exc}"))
-
-    def expect_offer(self, member: bytes) -> None:
-        """A member we heard of from the node: the newcomer offers, but if two joins
-        crossed, each may take the other for the newcomer; then the keys decide."""
-        if member not in self.links:
-            self.peer._spawn(self._relink(member, None, wait=self.peer.config.offer_grace))
-
     def _file_channel(self, link: PeerLink, channel: RTCDataChannel) -> None:
         self.transfers.on_channel(link.member, channel)
 
-    # --- the core ---------------------------------------------------------------------
+    # --- the messaging core -------------------------------------------------------------
 
     def _service(self) -> None:
         core = self.core
@@ -359,14 +344,7 @@ class Room:
                 )
             elif isinstance(event, Discontinuity):
                 self._emit(Gap(event.author, event.first, event.last))
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        deadline = core.get_timer()
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            delay = max(0.0, deadline - time.time())
-            self._timer = loop.call_at(loop.time() + delay, self._on_timer)
+        self._timer = _rearm(self._timer, core.get_timer(), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -383,8 +361,9 @@ class Room:
         if self._timer is not None:
             self._timer.cancel()
         await self.transfers.close()
-        for link in list(self.links.values()):
+        for link in list(self._by_id.values()):
             await link.close()
+        self._by_id.clear()
         self.links.clear()
 
 
@@ -407,21 +386,33 @@ class Peer:
             self.store.name = name
         self.config = config or PeerConfig()
         self.accept_files_to = accept_files_to
-        self.nodes = list(dict.fromkeys(nodes))
         self.public_key = bytes(self.store.key.verify_key)
+        self.mesh = mesh.Mesh(
+            self.public_key, list(nodes), self.config.mesh, random.Random().random, time.time()
+        )
         self.rooms: dict[bytes, Room] = {}
         self.node: SignalingClient | None = None
+        self.ice_servers: list[dict[str, Any]] = []
+        self._offers: dict[tuple[bytes, bytes], SignedDescription] = {}
+        """A verified offer waits here for the Mesh's Answer (taken in the same turn)."""
         self._replays = ReplayGuard()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connected = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
         self._closing = False
+
+    @property
+    def nodes(self) -> list[str]:
+        """The nodes this peer knows, in the order it would try them."""
+        return list(self.mesh.nodes)
 
     def sign(self, message: bytes) -> bytes:
         return self.store.key.sign(message).signature
 
     async def __aenter__(self) -> Peer:
-        await self._connect_any()
-        self._spawn(self._stay_connected())
+        self.mesh.start(time.time())
+        self._drive()
+        await self._connected.wait()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -431,6 +422,10 @@ class Peer:
         self._closing = True
         links = [link for room in self.rooms.values() for link in room.links.values()]
         await asyncio.gather(*(link.drain() for link in links), return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+        self.mesh.close()
+        self.mesh.commands()  # closing links is the rooms' job below
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -443,8 +438,13 @@ class Peer:
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
         return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("a peer task failed", exc_info=error)
 
     # --- rooms ---------------------------------------------------------------------------
 
@@ -453,163 +453,292 @@ class Peer:
     ) -> Room:
         """Join the room of a page; links to its members are set up in the background."""
         key = room_key(canonical_url(url, scope), secret)
-        if key in self.rooms:
-            return self.rooms[key]
-        await self._connected.wait()
-        assert self.node is not None
-        joined = await self.node.join(key)
-        room = Room(self, key, joined.layer)
-        self.rooms[key] = room
-        self._seat(room, joined, offer=True)
-        return room
-
-    def _seat(self, room: Room, joined: Joined, offer: bool) -> None:
-        room.layer = joined.layer
-        room.ice_servers = [server.to_json() for server in joined.ice_servers]
-        for member in joined.members:
-            new = member.key not in room.members
-            room.members.add(member.key)
-            if new:
-                room._emit(MemberJoined(member.key))
-            link = room.links.get(member.key)
-            if offer and (link is None or link.failed):
-                self._spawn(self._offer(room, member.key))
-
-    async def _offer(self, room: Room, member: bytes) -> None:
+        room = self.rooms.get(key)
+        if room is None:
+            room = self.rooms[key] = Room(self, key)
+            room.seated = asyncio.get_running_loop().create_future()
+            self.mesh.join(key)
+            self._drive()
+        assert room.seated is not None
         try:
-            await room.offer_to(member)
-        except (SignalingError, ConnectionError) as exc:
-            room._emit(PeerProblem(f"cannot offer to {member.hex()[:12]}: {exc}"))
+            await asyncio.wait_for(asyncio.shield(room.seated), JOIN_TIMEOUT)
+        except BaseException:
+            if not room.seated.done() or room.seated.exception() is not None:
+                await self.leave(room)
+            raise
+        return room
 
     async def leave(self, room: Room) -> None:
         self.rooms.pop(room.key, None)
+        self.mesh.leave(room.key)
+        self._drive()
         await room.close()
         if self.node is not None:
             with contextlib.suppress(SignalingError):
                 await self.node.leave(room.key)
 
-    # --- signaling ------------------------------------------------------------------------
+    # --- the Mesh: feed it, carry out what it says ---------------------------------
 
-    async def _signal(self, to: bytes, payload: dict[str, Any], room: bytes) -> None:
-        await self._connected.wait()
-        assert self.node is not None
-        await self.node.signal(to, payload, room)
-
-    async def _connect_any(self) -> None:
-        """Connect to the first node that answers; backoff with full jitter between rounds."""
-        attempt = 0
-        while True:
-            for url in list(self.nodes):
-                try:
-                    client = await SignalingClient.connect(url, self.store.key, self.store.name)
-                except (SignalingError, OSError, TimeoutError) as exc:
-                    log.info("node %s unreachable: %s", url, exc)
-                    continue
-                self.node = client
-                for learned in client.nodes:
-                    if learned not in self.nodes:
-                        self.nodes.append(learned)
-                self._connected.set()
-                return
-            cap = min(self.config.backoff_cap, self.config.backoff_base * 2**attempt)
-            attempt += 1
-            for room in self.rooms.values():
-                room._emit(PeerProblem("no signaling node reachable; retrying"))
-            await asyncio.sleep(random.uniform(0, cap))
-
-    async def _stay_connected(self) -> None:
-        while not self._closing:
-            assert self.node is not None
-            await self._read_node(self.node)
-            self._connected.clear()
-            failed = self.node
-            # Try the other nodes first: the one that dropped us is the least likely to answer.
-            if failed.node_url in self.nodes:
-                self.nodes.remove(failed.node_url)
-                self.nodes.append(failed.node_url)
-            await failed.close()
-            await self._connect_any()
-            await self._rejoin()
-
-    async def _rejoin(self) -> None:
-        assert self.node is not None
-        for room in list(self.rooms.values()):
+    def _drive(self) -> None:
+        for command in self.mesh.commands():
             try:
-                joined = await self.node.join(room.key, room.layer)
-            except SignalingError as exc:
-                room._emit(PeerProblem(f"rejoin failed: {exc}"))
-                continue
-            self._seat(room, joined, offer=False)
-            room._emit(Rejoined(self.node.node_url, joined.layer))
+                self._carry_out(command)
+            except Exception:  # one failed command must not stop the others
+                log.exception("carrying out %r", command)
+        if not self._closing:
+            self._timer = _rearm(self._timer, self.mesh.get_timer(), self._on_timer)
 
-    async def _read_node(self, node: SignalingClient) -> None:
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.mesh.handle_timer(time.time())
+        self._drive()
+
+    def _carry_out(self, command: mesh.Command | mesh.Notice) -> None:
+        if isinstance(command, mesh.ConnectNode):
+            self._spawn(self._connect(command.url))
+        elif isinstance(command, mesh.JoinRoom):
+            self._spawn(self._join(command.room, command.layer))
+        elif isinstance(command, mesh.RequestIceServers):
+            self._spawn(self._renew_ice_servers())
+        elif isinstance(command, mesh.Offer | mesh.Answer | mesh.SendRelink | mesh.CloseLink):
+            self._link_command(command)
+        else:
+            self._tell(command)
+
+    def _link_command(
+        self, command: mesh.Offer | mesh.Answer | mesh.SendRelink | mesh.CloseLink
+    ) -> None:
+        room = self.rooms.get(command.room)
+        if room is None:
+            return
+        if isinstance(command, mesh.Offer):
+            link = room.make_link(command.member, command.link)
+            self._spawn(self._send_offer(room, link))
+        elif isinstance(command, mesh.Answer):
+            offer = self._offers.pop((command.room, command.member), None)
+            if offer is not None:
+                link = room.make_link(command.member, command.link)
+                self._spawn(self._send_answer(room, link, offer))
+        elif isinstance(command, mesh.SendRelink):
+            self._spawn(self._send_relink(room, command.member))
+        else:
+            room.close_link(command.member, command.link)
+
+    def _tell(self, notice: mesh.Notice) -> None:
+        """What the Mesh has the application learn."""
+        if isinstance(notice, mesh.NodeStatus):
+            self._node_status(notice)
+            return
+        room = self.rooms.get(notice.room)
+        if room is None:
+            return
+        if isinstance(notice, mesh.MemberJoined):
+            room.members.add(notice.member)
+            room._emit(MemberJoined(notice.member))
+        elif isinstance(notice, mesh.MemberLeft):
+            room.members.discard(notice.member)
+            room.transfers.member_left(notice.member)
+            room._emit(MemberLeft(notice.member))
+        elif isinstance(notice, mesh.LinkUp):
+            room.link_up(notice.member, notice.link)
+        elif isinstance(notice, mesh.LinkDown):
+            room.link_down(notice.member)
+        elif isinstance(notice, mesh.Unreachable):
+            link = room.link(notice.link)
+            why = link.failure_reason() if link is not None else "no path"
+            message = f"cannot connect to {notice.member.hex()[:12]}: {why}"
+            room._emit(MemberUnreachable(message, notice.member))
+        else:
+            log.info("refused a signal from %s: %s", notice.member.hex()[:12], notice.reason)
+
+    def _node_status(self, status: mesh.NodeStatus) -> None:
+        if status.state == "connected":
+            self._connected.set()
+            return
+        self._connected.clear()
+        if status.state == "retrying":
+            for room in self.rooms.values():
+                room._emit(
+                    PeerProblem(f"no signaling node reachable; retrying in {status.wait:.1f} s")
+                )
+        elif status.state == "replaced":
+            message = "this identity connected from elsewhere; not reconnecting"
+            for room in self.rooms.values():
+                room._emit(Replaced(message))
+            for room in list(self.rooms.values()):
+                if room.seated is not None and not room.seated.done():
+                    room.seated.set_exception(SignalingError("replaced", message))
+
+    # --- the signaling node ------------------------------------------------------------
+
+    async def _connect(self, url: str) -> None:
+        try:
+            client = await SignalingClient.connect(url, self.store.key, self.store.name)
+        except (SignalingError, OSError, TimeoutError) as exc:
+            log.info("node %s unreachable: %s", url, exc)
+            self.mesh.node_failed(url, time.time())
+            self._drive()
+            return
+        if self._closing:
+            await client.close()
+            return
+        previous, self.node = self.node, client
+        if previous is not None:
+            self._spawn(previous.close())
+        self.mesh.node_connected(url, list(client.nodes), time.time())
+        self._drive()
+        self._spawn(self._read_node(client, url))
+
+    async def _join(self, key: bytes, layer: int | None) -> None:
+        room, node = self.rooms.get(key), self.node
+        if room is None or room.seated is None or node is None:
+            return
+        try:
+            joined = await node.join(key, layer)
+        except SignalingError as exc:
+            if not room.seated.done():
+                room.seated.set_exception(exc)
+            else:
+                room._emit(PeerProblem(f"rejoin failed: {exc}"))
+            return
+        if self.rooms.get(key) is not room:
+            return
+        first = not room.seated.done()
+        room.layer = joined.layer
+        self._use_ice_servers(joined.ice_servers)
+        members = [member.key for member in joined.members]
+        self.mesh.joined(key, joined.layer, members, _expiry(joined.ice_servers), time.time())
+        if first:
+            room.seated.set_result(joined)
+        else:
+            room._emit(Rejoined(node.node_url, joined.layer))
+        self._drive()
+
+    async def _renew_ice_servers(self) -> None:
+        if self.node is None:
+            return
+        try:
+            servers = await self.node.ice_servers()
+        except SignalingError as exc:
+            log.info("could not renew ICE servers: %s", exc)
+            return
+        self._use_ice_servers(servers)
+        self.mesh.ice_servers(_expiry(servers), time.time())
+        self._drive()
+
+    def _use_ice_servers(self, servers: tuple[IceServer, ...]) -> None:
+        self.ice_servers = [server.to_json() for server in servers]
+
+    async def _read_node(self, node: SignalingClient, url: str) -> None:
+        code: int | None = None
         async for event in node.events():
+            now = time.time()
             if isinstance(event, SignalFrom):
-                await self._on_signal(event)
+                self._on_signal(event, now)
             elif isinstance(event, PeerJoined):
-                room = self.rooms.get(event.room)
-                if room is not None and event.member.key not in room.members:
-                    room.members.add(event.member.key)
-                    room._emit(MemberJoined(event.member.key))
-                    room.expect_offer(event.member.key)
+                self.mesh.peer_joined(event.room, event.key, now)
             elif isinstance(event, PeerLeft):
-                room = self.rooms.get(event.room)
-                if room is not None and event.key in room.members:
-                    room.members.discard(event.key)
-                    link = room.links.pop(event.key, None)
-                    room.core.disconnected(event.key)
-                    if link is not None:
-                        self._spawn(link.close())
-                    room._emit(MemberLeft(event.key))
+                self.mesh.peer_left(event.room, event.key)
             elif isinstance(event, Moving):
-                self.nodes = [*event.nodes, *self.nodes]
-                return
+                self.mesh.moving(list(event.nodes))
             elif isinstance(event, ErrorFrame | BadNodeFrame):
                 log.info("node said %s: %s", event.code, event.message)
             elif isinstance(event, Closed):
-                return
+                code = event.code
+            self._drive()
+        if self.node is node and not self._closing:
+            self.mesh.node_lost(url, code, time.time())
+            self._drive()
 
-    async def _on_signal(self, event: SignalFrom) -> None:
+    # --- signals: verified here, decided by the Mesh ------------------------------------
+
+    def _on_signal(self, event: SignalFrom, now: float) -> None:
+        room = self.rooms.get(event.room)
         payload = event.payload
-        room = self.rooms.get(event.room) if event.room is not None else None
-        if room is None or not isinstance(payload, dict):
-            return
-        if payload.get("t") == "relink":
-            if event.sender in room.members and self.public_key < event.sender:
-                link = room.links.get(event.sender)
-                if link is None or not link.awaiting_answer:
-                    await self._offer(room, event.sender)
-            return
-        if payload.get("t") != "sdp":
+        kind = payload.get("t") if isinstance(payload, dict) else None
+        if room is None or kind not in ("sdp", "relink"):
             return
         try:
             desc = parse_description(payload.get("desc"))
+            if (desc.kind == RELINK) != (kind == "relink"):
+                raise DescriptionRejected("a relink must be signed as a relink")
             verify_description(
-                desc,
-                room.key,
-                event.sender,
-                self.public_key,
-                time.time(),
-                verify_signature,
-                self._replays,
+                desc, room.key, event.sender, self.public_key, now, verify_signature, self._replays
             )
         except DescriptionRejected as exc:
             room._emit(PeerProblem(f"refused a description from {event.sender.hex()[:12]}: {exc}"))
             return
         if desc.kind == "offer":
-            await self._on_offer(room, event.sender, desc)
-        else:
-            link = room.links.get(event.sender)
-            if link is not None and link.awaiting_answer:
-                await link.accept_answer(desc)
+            self._offers[(room.key, event.sender)] = desc
+            self.mesh.offer_received(room.key, event.sender, now)
+            self._drive()  # an Answer takes the offer now
+            self._offers.pop((room.key, event.sender), None)  # not taken: refused, or glare
+        elif desc.kind == RELINK:
+            self.mesh.relink_received(room.key, event.sender, now)
+        elif (pending := room.awaiting_answer(event.sender)) is not None:
+            link_id, link = pending
+            self._spawn(self._accept_answer(room, link_id, link, desc))
 
-    async def _on_offer(self, room: Room, sender: bytes, desc: Any) -> None:
-        link = room.links.get(sender)
-        if link is not None and link.awaiting_answer and self.public_key < sender:
-            return  # glare: both offered; the lower key's offer wins, and that is ours
-        if sender not in room.members:
-            room.members.add(sender)
-            room._emit(MemberJoined(sender))
-        link = room._new_link(sender)
-        answer = await link.answer(desc, time.time())
-        await self._signal(sender, {"t": "sdp", "desc": answer.to_json()}, room.key)
+    async def _send_offer(self, room: Room, link: PeerLink) -> None:
+        desc = await link.offer(time.time())
+        await self._signal(room, link.member, {"t": "sdp", "desc": desc.to_json()})
+
+    async def _send_answer(self, room: Room, link: PeerLink, offer: SignedDescription) -> None:
+        answer = await link.answer(offer, time.time())
+        await self._signal(room, link.member, {"t": "sdp", "desc": answer.to_json()})
+
+    async def _accept_answer(
+        self, room: Room, link_id: int, link: PeerLink, answer: SignedDescription
+    ) -> None:
+        await link.accept_answer(answer)
+        self.mesh.answered(room.key, link.member, link_id)
+        self._drive()
+
+    async def _send_relink(self, room: Room, member: bytes) -> None:
+        nonce = os.urandom(NONCE_BYTES)
+        desc = sign_description(
+            RELINK, "", room.key, self.public_key, member, nonce, time.time(), self.sign
+        )
+        await self._signal(room, member, {"t": "relink", "desc": desc.to_json()})
+
+    async def _signal(self, room: Room, member: bytes, payload: dict[str, Any]) -> None:
+        node = self.node
+        if node is None:
+            return  # the Mesh retries once a node is back
+        try:
+            await node.signal(member, payload, room.key)
+        except SignalingError as exc:
+            room._emit(PeerProblem(f"cannot signal {member.hex()[:12]}: {exc}"))
+
+    # --- links -----------------------------------------------------------------------
+
+    def link_changed(self, room: Room, link_id: int, link: PeerLink) -> None:
+        if room.link(link_id) is not link:
+            return
+        now = time.time()
+        if link.open:
+            pair = link.selected_pair()
+            relayed = pair is not None and pair[0] == "relay"
+            self.mesh.link_open(room.key, link.member, link_id, relayed, now)
+        elif link.failed or link.ever_open:
+            ice_failed = link.pc.connectionState == "failed" and not link.ever_open
+            self.mesh.link_failed(room.key, link.member, link_id, ice_failed, now)
+        self._drive()
+
+
+def _expiry(servers: tuple[IceServer, ...]) -> float | None:
+    """When the first of these credentials expires (None: none expire)."""
+    times = [s.expires_at for s in servers if s.expires_at is not None]
+    return float(min(times)) if times else None
+
+
+def _rearm(
+    timer: asyncio.TimerHandle | None, deadline: float | None, callback: Any
+) -> asyncio.TimerHandle | None:
+    """One timer per core: cancel the old one, arm one for `deadline` (wall clock)."""
+    if timer is not None:
+        timer.cancel()
+    if deadline is None:
+        return None
+    loop = asyncio.get_running_loop()
+    return loop.call_at(loop.time() + max(0.0, deadline - time.time()), callback)

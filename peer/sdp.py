@@ -7,6 +7,9 @@ encrypted to), the room, both peers' keys, a nonce and an expiry. The
 receiver checks all of it before it applies the remote description, so a
 node that swaps the fingerprint (a man in the middle) or replays an old offer
 is refused (docs/protocol.md, "Signed descriptions").
+
+A `relink` ("please offer me a new link") is signed the same way, with kind
+"relink" and no SDP: a node cannot forge one for a member, nor replay one.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ SDP_CONTEXT = b"pagemesh-sdp/1\0"
 MAX_SDP_BYTES = 16_384
 MAX_LIFETIME = 120
 NONCE_BYTES = 16
+RELINK = "relink"
+KINDS = ("offer", "answer", RELINK)
 _FINGERPRINT = re.compile(r"^a=fingerprint:(\S+) ([0-9A-Fa-f:]+)\s*$", re.MULTILINE)
 
 Signer = Callable[[bytes], bytes]
@@ -41,7 +46,7 @@ def fingerprints(sdp: str) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class SignedDescription:
     kind: str
-    """"offer" or "answer"."""
+    """"offer", "answer", or "relink" (no SDP)."""
     sdp: str
     room: bytes
     sender: bytes
@@ -86,7 +91,10 @@ def sign_description(
     sign: Signer,
     lifetime: int = 60,
 ) -> SignedDescription:
-    if not fingerprints(sdp):
+    if kind == RELINK:
+        if sdp:
+            raise ValueError("a relink carries no SDP")
+    elif not fingerprints(sdp):
         raise ValueError("an SDP without a DTLS fingerprint cannot be bound to a key")
     unsigned = SignedDescription(kind, sdp, room, sender, receiver, nonce, int(now) + lifetime)
     return SignedDescription(
@@ -109,8 +117,8 @@ def parse_description(data: Any) -> SignedDescription:
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise DescriptionRejected("malformed signed description") from None
-    if desc.kind not in ("offer", "answer") or not isinstance(desc.sdp, str):
-        raise DescriptionRejected("kind must be offer or answer, sdp a string")
+    if desc.kind not in KINDS or not isinstance(desc.sdp, str):
+        raise DescriptionRejected("kind must be offer, answer or relink, sdp a string")
     if len(desc.sdp) > MAX_SDP_BYTES or len(desc.nonce) != NONCE_BYTES:
         raise DescriptionRejected("sdp too large or nonce of the wrong size")
     if not isinstance(desc.expires, int) or isinstance(desc.expires, bool):
@@ -151,7 +159,10 @@ def verify_description(
         raise DescriptionRejected("description expired")
     if desc.expires > now + MAX_LIFETIME:
         raise DescriptionRejected("description lives too long")
-    if not fingerprints(desc.sdp):
+    if desc.kind == RELINK:
+        if desc.sdp:
+            raise DescriptionRejected("a relink carries no SDP")
+    elif not fingerprints(desc.sdp):
         raise DescriptionRejected("description has no DTLS fingerprint")
     if not verify(sender, desc.signed_bytes(), desc.signature):
         raise DescriptionRejected("signature does not cover this SDP's fingerprint")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from peer.cli import event_json
+from peer.mesh import MeshConfig
 from peer.peer import Connected, FileDone, MemberUnreachable, Peer, PeerConfig, Room
 from peer.webrtc import PeerLink
 
@@ -60,7 +61,7 @@ def candidates(link: PeerLink) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    config = PeerConfig(connect_timeout=args.connect_timeout)
+    config = PeerConfig(mesh=MeshConfig(connect_timeout=args.connect_timeout))
     async with Peer(args.data_dir, args.node, config=config, accept_files_to=args.accept_to) as me:
         started = time.monotonic()
         room = await me.join(args.url)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pagemesh.embedded_relay import start_embedded_relay
+from pagemesh.embedded_relay import EmbeddedRelay, start_embedded_relay
 from peer.peer import Connected, Message, PeerConfig, Room
+from relay.core import RelayConfig
+from relay.server import RelayServer
+from signaling.config import IceConfig
 from signaling.node import SignalingNode
 from tests.signaling.conftest import FAST_DHT, FAST_NODE
 
@@ -69,3 +74,47 @@ async def test_relay_only_peers_connect_through_the_nodes_relay(
     assert sum(packets) > 0
     assert relay_node.relay is not None
     assert any(u.startswith("turn:") for u in relay_node.relay.urls)
+
+
+@pytest.fixture
+async def short_lived_relay_node(tmp_path: Path) -> AsyncIterator[SignalingNode]:
+    """A node whose relay grants 4 s allocations and whose credentials last 5 s, so that
+    allocation refreshes and credential expiry both happen within a test."""
+    secret = os.urandom(32)
+    relay_config = RelayConfig(default_lifetime=4.0, max_lifetime=4.0, allow_peers=("127.0.0.0/8",))
+    server = await RelayServer.start("127.0.0.1", 0, secret, relay_config)
+    port = server.address[1]
+    urls = [f"stun:127.0.0.1:{port}", f"turn:127.0.0.1:{port}?transport=udp"]
+    relay = EmbeddedRelay(server, secret, urls)
+    config = dataclasses.replace(
+        FAST_NODE, data_dir=str(tmp_path / "node"), ice=IceConfig(credential_ttl=5.0)
+    )
+    node = await SignalingNode.start(config, FAST_DHT, relay)
+    yield node
+    await node.stop(moving=False)
+
+
+async def test_a_relayed_link_outlives_its_credentials(
+    short_lived_relay_node: SignalingNode, peers: PeerFactory
+) -> None:
+    """The probe's finding 5: credentials were minted once per join, and a relayed link
+    died at the first allocation refresh after they expired. Now the client fetches fresh
+    credentials before they expire, replaces a relayed link in time (make before break),
+    and the relay itself keeps an allocation alive past its credentials (docs/relay.md)."""
+    node = short_lived_relay_node
+    relay_only = PeerConfig(relay_only=True)
+    alice = await peers("alice", [node.url], relay_only)
+    bob = await peers("bob", [node.url], relay_only)
+    room_a = await alice.join("https://example.org/relayed-long")
+    room_b = await bob.join("https://example.org/relayed-long")
+    assert (await until(room_b, Connected)).path == "relayed"
+    first = room_a.links[bob.public_key]
+    sent = [f"message {i}" for i in range(24)]
+    for text in sent:  # 12 s: past two credential lifetimes and several refreshes
+        await room_a.send(text)
+        await asyncio.sleep(0.5)
+    got = [(await until(room_b, Message)).text for _ in sent]
+    assert got == sent
+    assert room_a.links[bob.public_key] is not first  # replaced before its credentials went
+    assert room_a.links[bob.public_key].open
+    assert alice.mesh._ice_expires is not None and alice.mesh._ice_expires > time.time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from peer.mesh import MeshConfig
 from peer.peer import PeerConfig
 from tests.peer.conftest import PeerFactory
 from tests.signaling.conftest import NodeFactory
@@ -16,7 +17,8 @@ async def test_the_page_says_when_a_member_cannot_be_reached(
 ) -> None:
     (node,) = await signaling_mesh(1)  # no relay on this node
     # A peer that insists on a relay, where there is none, offers no candidates at all.
-    python = await peers("py", [node.url], PeerConfig(relay_only=True, connect_timeout=3.0))
+    config = PeerConfig(mesh=MeshConfig(connect_timeout=3.0), relay_only=True)
+    python = await peers("py", [node.url], config)
     await python.join(ROOM)
     page = await open_page(node, "browser")
     await page.evaluate("window.pagemesh.peer.config.connectTimeout = 3")

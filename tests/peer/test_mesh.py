@@ -1,0 +1,368 @@
+"""The link-management core (peer/mesh.py) on virtual time: who offers, glare, relinks,
+make before break, fail-over, reconciliation, renewal, and what a rogue member or a
+stranger cannot make it do."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peer import mesh
+
+from .meshnet import ROOM, MeshNet
+
+STRANGER = bytes([0xEE]) * 32
+
+
+def everyone_connected(net: MeshNet, keys: list[bytes]) -> bool:
+    return all(net.connected(a, b) for a, b in itertools.combinations(keys, 2))
+
+
+def test_a_room_of_five_ends_with_one_link_per_pair() -> None:
+    net = MeshNet(seed=3)
+    keys = [net.add_peer() for _ in range(5)]
+    net.run_for(0.5)
+    for key in keys:
+        net.join(key)
+        net.run_for(0.05)
+    net.run_for(5)
+    assert everyone_connected(net, keys)
+    for key in keys:  # each made or answered exactly one link per member, nothing more
+        made = len(net.commands_of(key, mesh.Offer)) + len(net.commands_of(key, mesh.Answer))
+        assert made == 4, (key.hex()[:4], net.log[key])
+
+
+def test_crossed_joins_let_the_keys_decide() -> None:
+    """Two joins at once: each is seated before it hears of the other, so neither is the
+    newcomer. After the grace period the lower key offers and the higher relinks."""
+    net = MeshNet(seed=1)
+    low, high = net.add_peer(1), net.add_peer(2)
+    net.run_for(0.5)
+    net.crossing = True
+    net.join(low)
+    net.join(high)
+    net.run_for(0.5)
+    assert not net.connected(low, high)
+    net.run_for(2)
+    assert net.connected(low, high)
+    assert net.commands_of(low, mesh.Offer) and not net.commands_of(high, mesh.Offer)
+
+
+def test_glare_goes_to_the_lower_key() -> None:
+    net = MeshNet(seed=2)
+    low, high = net.add_peer(1), net.add_peer(2)
+    net.run_for(0.5)
+    for key in (low, high):
+        net.join(key)
+    net.run_for(0.2)
+    # both decide to offer at the same moment (a relink crossing an offer, say)
+    for me, other in ((low, high), (high, low)):
+        core = net.peers[me]
+        core._offer(ROOM, other, core.rooms[ROOM].members[other], net.now)
+        net.pump(me)
+    net.run_for(3)
+    assert net.connected(low, high)
+    assert net.peers[low].counters.get("glare.ours") == 1
+
+
+def test_a_broken_link_is_offered_again_with_backoff() -> None:
+    net = MeshNet(seed=4)
+    a, b = net.add_peer(1), net.add_peer(2)
+    net.run_for(0.5)
+    net.join(a)
+    net.run_for(0.2)
+    net.join(b)
+    net.run_for(2)
+    assert net.connected(a, b)
+    net.cut(a, b)
+    net.run_for(0.01)
+    assert not net.connected(a, b)
+    net.run_for(5)
+    assert net.connected(a, b)
+    ups = [c for c in net.log[a] if isinstance(c, mesh.LinkUp)]
+    downs = [c for c in net.log[a] if isinstance(c, mesh.LinkDown)]
+    assert len(ups) == 2 and len(downs) == 1
+
+
+def test_a_member_with_no_path_is_reported_once_and_retried() -> None:
+    config = mesh.MeshConfig(connect_timeout=3.0)
+    net = MeshNet(seed=5, config=config)
+    a, b = net.add_peer(1), net.add_peer(2)
+    net.blocked.add(frozenset((a, b)))
+    net.run_for(0.5)
+    net.join(a)
+    net.run_for(0.2)
+    net.join(b)
+    net.run_for(30)
+    assert not net.connected(a, b)
+    reports = net.commands_of(a, mesh.Unreachable)
+    assert len(reports) == 1  # told once...
+    assert len(net.commands_of(a, mesh.Offer)) >= 4  # ...and tried again and again, spaced out
+    net.blocked.clear()
+    net.run_for(20)
+    assert net.connected(a, b)
+
+
+def test_an_offer_from_a_stranger_is_refused_and_adds_no_member() -> None:
+    """The probe's finding 3, client side: a key the node never seated with us offered,
+    and was listed as a member, connected and delivered messages."""
+    net = MeshNet(seed=6)
+    a = net.add_peer(1)
+    net.run_for(0.5)
+    net.join(a)
+    net.run_for(0.5)
+    core = net.peers[a]
+    for _ in range(100):
+        core.offer_received(ROOM, STRANGER, net.now)
+        core.relink_received(ROOM, STRANGER, net.now)
+    out = core.commands()
+    assert not [c for c in out if isinstance(c, mesh.Answer | mesh.Offer | mesh.MemberJoined)]
+    assert STRANGER not in core.rooms[ROOM].members
+    assert core.counters["refused.offer.not_member"] == 100
+    # a relink goes only to the lower key: a higher key never asks
+    assert core.counters["refused.relink.not_member"] == 100
+
+
+def test_a_signal_never_closes_an_open_link() -> None:
+    """The probe's finding 2: an unsigned relink closed a working link (154 renegotiations
+    in 8 s). Signals are now signed; and even a member's own valid relinks and offers, in a
+    flood, make a spare beside the open link at a bounded rate, never a break."""
+    net = MeshNet(seed=7)
+    low, high = net.add_peer(1), net.add_peer(2)
+    net.run_for(0.5)
+    net.join(low)
+    net.run_for(0.2)
+    net.join(high)
+    net.run_for(2)
+    assert net.connected(low, high)
+    first = net.peers[low].rooms[ROOM].members[high].link
+    assert first is not None
+    core = net.peers[low]
+    for i in range(400):  # 8 s of a member relinking every 20 ms
+        net.at(
+            i * 0.02, lambda: net._deliver(low, lambda c: c.relink_received(ROOM, high, net.now))
+        )
+    net.run_for(8.5)
+    log = net.log[low]
+    for i, command in enumerate(log):  # a link goes down only as its spare takes over
+        if isinstance(command, mesh.LinkDown):
+            assert isinstance(log[i + 2], mesh.LinkUp), log[i : i + 3]
+    assert net.connected(low, high)
+    offers = len(net.commands_of(low, mesh.Offer))
+    assert offers <= 1 + core.config.offer_burst + core.config.offers_per_second * 8.5
+    assert core.counters["refused.relink.rate"] >= 390
+
+
+def test_a_spare_that_fails_leaves_the_open_link_alone() -> None:
+    net = MeshNet(seed=8)
+    low, high = net.add_peer(1), net.add_peer(2)
+    net.run_for(0.5)
+    net.join(low)
+    net.run_for(0.2)
+    net.join(high)
+    net.run_for(2)
+    old = net.peers[low].rooms[ROOM].members[high].link
+    assert old is not None and old.open
+    net.blocked.add(frozenset((low, high)))  # the spare will never find a path
+    net._deliver(low, lambda c: c.relink_received(ROOM, high, net.now))
+    net.run_for(40)
+    entry = net.peers[low].rooms[ROOM].members[high]
+    assert entry.link is old and old.open and entry.spare is None
+    assert net.connected(low, high)
+    assert not net.commands_of(low, mesh.LinkDown)
+
+
+def test_fail_over_tries_every_node_then_backs_off_with_jitter() -> None:
+    core = mesh.Mesh(
+        b"\x01" * 32, ["ws://a", "ws://b", "ws://a"], mesh.MeshConfig(), lambda: 1.0, 0
+    )
+    core.start(0.0)
+    assert [c for c in core.commands() if isinstance(c, mesh.ConnectNode)] == [
+        mesh.ConnectNode("ws://a")
+    ]
+    core.node_failed("ws://a", 0.1)
+    assert mesh.ConnectNode("ws://b") in core.commands()
+    core.node_failed("ws://b", 0.2)
+    out = core.commands()
+    assert mesh.NodeStatus("retrying", "", 0.5) in out  # full jitter (rng 1.0) of base 0.5
+    assert core.get_timer() == 0.7
+    waits = []
+    for attempt in range(8):
+        core.handle_timer(core.get_timer() or 0)
+        core.node_failed("ws://a", core.get_timer() or 0)
+        now = 100.0 * (attempt + 1)
+        core.node_failed("ws://b", now)
+        waits += [c.wait for c in core.commands() if isinstance(c, mesh.NodeStatus) and c.wait]
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]  # capped at 30 s
+
+
+def test_a_replaced_identity_does_not_reconnect() -> None:
+    """Python ignored close code 4001: two processes with one key replaced each other in
+    a loop. Now the one replaced stops, and says so."""
+    core = mesh.Mesh(b"\x01" * 32, ["ws://a", "ws://b"], mesh.MeshConfig(), random.random, 0)
+    core.start(0.0)
+    core.node_connected("ws://a", ["ws://b", "ws://b", "ws://c"], 0.1)
+    assert core.nodes == ["ws://a", "ws://b", "ws://c"]  # learned, deduplicated
+    core.commands()
+    core.node_lost("ws://a", mesh.CLOSE_REPLACED, 5.0)
+    assert core.commands() == [mesh.NodeStatus("replaced", "ws://a")]
+    assert core.get_timer() is None and core.state is mesh.NodeState.REPLACED
+
+
+def test_moving_lists_are_deduplicated_and_bounded() -> None:
+    core = mesh.Mesh(b"\x01" * 32, ["ws://a"], mesh.MeshConfig(), random.random, 0)
+    core.moving(["ws://b", "ws://b", "ws://a"] + [f"ws://n{i}" for i in range(200)])
+    assert core.nodes[:2] == ["ws://b", "ws://a"]
+    assert len(core.nodes) == len(set(core.nodes)) == mesh.MAX_NODES
+
+
+def test_a_member_who_left_during_fail_over_is_reconciled_away() -> None:
+    """The probe's finding 6: a member who left while we were between nodes stayed
+    listed, with no MemberLeft, and was retried forever."""
+    net = MeshNet(seed=9)
+    a, b, c = net.add_peer(1), net.add_peer(2), net.add_peer(3)
+    net.run_for(0.5)
+    for key in (a, b, c):
+        net.join(key)
+        net.run_for(0.2)
+    net.run_for(3)
+    assert everyone_connected(net, [a, b, c])
+    # a's node goes away; while a is between nodes, c leaves the room (and its links die)
+    net.node_up = False
+    net._deliver(a, lambda core: core.node_lost("ws://node", 1006, net.now))
+    net.leave_room(c)
+    net.peers[c].leave(ROOM)
+    net.pump(c)
+    net.run_for(2)
+    net.node_up = True
+    net.run_for(40)
+    members = net.peers[a].rooms[ROOM].members
+    assert c not in members and b in members
+    assert mesh.MemberLeft(ROOM, c) in net.log[a]
+    assert net.connected(a, b)
+
+
+def test_an_open_link_is_kept_when_the_rejoin_list_misses_its_member() -> None:
+    """A fresh DHT read can miss a record for a moment; an open link proves the member is
+    there, so reconciliation removes only members we have no open link to."""
+    core = mesh.Mesh(b"\x01" * 32, ["ws://a"], mesh.MeshConfig(), random.random, 0.0)
+    core.start(0.0)
+    core.node_connected("ws://a", [], 0.0)
+    core.join(ROOM)
+    other = b"\x02" * 32
+    core.joined(ROOM, 0, [other], None, 0.0)
+    offer = next(c for c in core.commands() if isinstance(c, mesh.Offer))
+    core.link_open(ROOM, other, offer.link, False, 0.5)
+    core.node_lost("ws://a", 1006, 1.0)
+    core.node_connected("ws://a", [], 1.5)
+    core.joined(ROOM, 0, [], None, 1.6)
+    assert other in core.rooms[ROOM].members
+    assert not [c for c in core.commands() if isinstance(c, mesh.MemberLeft | mesh.CloseLink)]
+
+
+def test_ice_credentials_are_renewed_and_relayed_links_replaced_before_expiry() -> None:
+    """The probe's finding 5: credentials minted once per join; a relayed link died at the
+    first allocation refresh after they expired (5 s TTL)."""
+    net = MeshNet(seed=10)
+    net.ice_expires = net.now + 5.0
+    low, high = net.add_peer(1), net.add_peer(2)
+    net.run_for(0.1)
+    net.join(low)
+    net.run_for(0.1)
+    net.join(high)
+    net.run_for(0.5)
+    assert net.connected(low, high)
+    # the links came up through the relay
+    for key, other in ((low, high), (high, low)):
+        entry = net.peers[key].rooms[ROOM].members[other]
+        assert entry.link is not None
+        entry.link.relayed = True
+    first = net.peers[low].rooms[ROOM].members[high].link
+    # fresh credentials are handed out by the node on request
+    net.ice_expires = net.now + 60.0
+    net.run_for(3.5)
+    assert net.commands_of(low, mesh.RequestIceServers)
+    assert net.peers[low]._ice_expires is not None and net.peers[low]._ice_expires > 1000 + 50
+    entry = net.peers[low].rooms[ROOM].members[high]
+    assert entry.link is not first and entry.link is not None and entry.link.open
+    assert entry.link.credentials_expire is not None and entry.link.credentials_expire > 1050
+    assert net.connected(low, high)
+    assert not net.commands_of(low, mesh.Unreachable)
+
+
+def test_timers_never_fall_in_the_past_while_the_node_is_away() -> None:
+    core = mesh.Mesh(b"\x02" * 32, ["ws://a"], mesh.MeshConfig(), lambda: 0.5, 0.0)
+    core.start(0.0)
+    core.node_connected("ws://a", [], 0.0)
+    core.join(ROOM)
+    core.joined(ROOM, 0, [b"\x01" * 32], 10.0, 0.0)
+    core.commands()
+    core.node_lost("ws://a", 1006, 0.1)
+    core.node_failed("ws://a", 0.2)
+    for _ in range(50):  # the node stays away: timers move on, nothing spins
+        when = core.get_timer()
+        assert when is not None
+        core.handle_timer(when)
+        assert (core.get_timer() or when + 1) > when
+        core.node_failed("ws://a", when)
+
+
+# --- property: whatever members and strangers do, the rules hold --------------------------
+
+EVENT = st.one_of(
+    st.tuples(st.just("run"), st.floats(0.01, 3.0)),
+    st.tuples(st.just("cut"), st.integers(0, 3), st.integers(0, 3)),
+    st.tuples(st.just("stranger"), st.integers(0, 3)),
+    st.tuples(st.just("relink"), st.integers(0, 3), st.integers(0, 3)),
+    st.tuples(st.just("offer"), st.integers(0, 3), st.integers(0, 3)),
+    st.tuples(st.just("node"), st.booleans()),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), events=st.lists(EVENT, max_size=25))
+def test_after_any_storm_the_room_converges(seed: int, events: list[tuple[object, ...]]) -> None:
+    net = MeshNet(seed=seed)
+    keys = [net.add_peer(i + 1) for i in range(4)]
+    net.run_for(0.2)
+    for key in keys:
+        net.join(key)
+        net.run_for(0.05)
+    for event in events:
+        kind = event[0]
+        if kind == "run":
+            net.run_for(float(event[1]))  # type: ignore[arg-type]
+        elif kind == "cut":
+            net.cut(keys[event[1]], keys[event[2]])  # type: ignore[index]
+        elif kind == "stranger":
+            target = keys[event[1]]  # type: ignore[index]
+            net._deliver(target, lambda c: c.offer_received(ROOM, STRANGER, net.now))
+        elif kind in ("relink", "offer"):
+            target, sender = keys[event[1]], keys[event[2]]  # type: ignore[index]
+            if target != sender:
+                method = "relink_received" if kind == "relink" else "offer_received"
+                net._deliver(target, lambda c, m=method, s=sender: getattr(c, m)(ROOM, s, net.now))
+        else:
+            up = bool(event[1])
+            if net.node_up and not up:
+                for key in keys:
+                    net._deliver(key, lambda c: c.node_lost("ws://node", 1006, net.now))
+            net.node_up = up
+        for key in keys:  # invariants after every step
+            core = net.peers[key]
+            members = core.rooms[ROOM].members if ROOM in core.rooms else {}
+            assert STRANGER not in members and key not in members
+    net.node_up = True
+    for key in keys:
+        if net.peers[key].state is mesh.NodeState.CONNECTED:
+            continue
+        if net.peers[key].state is mesh.NodeState.CONNECTING:
+            net._deliver(key, lambda c: c.node_failed(c.node or "", net.now))
+    net.run_for(120)
+    assert everyone_connected(net, keys), {k.hex()[:2]: net.log[k][-6:] for k in keys}
+    for key in keys:
+        for entry in net.peers[key].rooms[ROOM].members.values():
+            assert entry.link is not None and entry.link.open and entry.spare is None
