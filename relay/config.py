@@ -10,7 +10,8 @@ bandwidth_bps = 4000000
 allow_peers = []          # e.g. ["10.1.0.0/16"] for a private deployment
 ```
 
-Unknown keys and wrong types raise ConfigError, so a typo never passes silently.
+Unknown keys and wrong types raise ConfigError, so a typo never passes silently; the
+rule is the one every table follows (`dht.config.typed_option`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dht.config import ConfigError, options_from_table, typed_option
+
 from .core import RelayConfig
 from .policy import PeerPolicy
 
-
-class ConfigError(ValueError):
-    """A config file that names an unknown option or gives it the wrong type."""
+__all__ = ["ConfigError", "ListenOptions", "config_from_mapping", "load_config"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,26 +45,18 @@ class ListenOptions:
     secret_file: str = ""
 
 
-_TUPLE_FIELDS = {"allow_peers": str, "deny_peers": str, "families": int}
-
-
 def config_from_mapping(table: dict[str, Any]) -> tuple[RelayConfig, ListenOptions]:
-    relay_fields = {f.name: f for f in dataclasses.fields(RelayConfig)}
-    listen_fields = {f.name: f for f in dataclasses.fields(ListenOptions)}
-    relay_values: dict[str, Any] = {}
-    listen_values: dict[str, Any] = {}
-    for name, value in table.items():
-        if name in _TUPLE_FIELDS:
-            relay_values[name] = _typed_list(name, value, _TUPLE_FIELDS[name])
-        elif name in relay_fields:
-            relay_values[name] = _typed(name, value, type(getattr(RelayConfig(), name)))
-        elif name == "metrics_port":
-            listen_values[name] = None if value is None else _typed(name, value, int)
-        elif name in listen_fields:
-            listen_values[name] = _typed(name, value, type(getattr(ListenOptions(), name)))
-        else:
-            raise ConfigError(f"unknown relay option {name!r}")
-    config = RelayConfig(**relay_values)
+    """The protocol settings and the listening options one `[relay]` table sets."""
+    listen_names = {f.name for f in dataclasses.fields(ListenOptions)}
+    listen = {name: value for name, value in table.items() if name in listen_names}
+    metrics_port = listen.pop("metrics_port", None)
+    options = options_from_table(listen, ListenOptions(), "relay")
+    if metrics_port is not None:
+        options = dataclasses.replace(
+            options, metrics_port=typed_option("relay", "metrics_port", metrics_port, 0)
+        )
+    relay = {name: value for name, value in table.items() if name not in listen_names}
+    config: RelayConfig = options_from_table(relay, RelayConfig(), "relay")
     try:
         PeerPolicy.from_strings(config.allow_peers, config.deny_peers)
     except ValueError as exc:
@@ -74,25 +67,7 @@ def config_from_mapping(table: dict[str, Any]) -> tuple[RelayConfig, ListenOptio
         raise ConfigError("relay max_past_expiry must not be negative")
     if any(f not in (1, 2) for f in config.families):
         raise ConfigError("relay families are 1 (IPv4) and 2 (IPv6)")
-    return config, ListenOptions(**listen_values)
-
-
-def _typed(name: str, value: Any, expected: type) -> Any:
-    """`value` as `expected`; an int is fine where a float is expected, a bool never is."""
-    if isinstance(value, bool) == (expected is bool):
-        if isinstance(value, expected):
-            return value
-        if expected is float and isinstance(value, int):
-            return float(value)
-    raise ConfigError(f"relay option {name!r} must be {expected.__name__}")
-
-
-def _typed_list(name: str, value: Any, item: type) -> tuple[Any, ...]:
-    if not isinstance(value, list) or not all(
-        isinstance(v, item) and not isinstance(v, bool) for v in value
-    ):
-        raise ConfigError(f"relay option {name!r} must be a list of {item.__name__}")
-    return tuple(value)
+    return config, options
 
 
 def load_config(path: str | Path | None) -> tuple[RelayConfig, ListenOptions]:

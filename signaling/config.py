@@ -30,13 +30,12 @@ k = 20
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dht.config import ConfigError, config_from_mapping
+from dht.config import ConfigError, config_from_mapping, options_from_table
 from dht.core import DHTConfig
 
 from .admission import AdmissionLimits
@@ -95,38 +94,6 @@ class NodeConfig:
         return self.refresh_interval or self.presence_ttl / 3
 
 
-def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
-    """`value` typed like `default`: ints pass for floats, lists become tuples, bools stay bools."""
-    expected = type(default)
-    if isinstance(default, tuple):
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise ConfigError(f"{section}.{name} must be a list of strings")
-    if isinstance(value, bool) == (expected is bool):
-        if isinstance(value, expected):
-            return value
-        if expected is float and isinstance(value, int):
-            return float(value)
-    raise ConfigError(f"{section}.{name} must be {expected.__name__}")
-
-
-def _build(cls: type, table: dict[str, Any], section: str) -> Any:
-    defaults = cls()
-    names = {f.name for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    for name, value in table.items():
-        if name not in names:
-            raise ConfigError(f"unknown option {section}.{name}")
-        default = getattr(defaults, name)
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{section}.{name} must be a table")
-            values[name] = _build(type(default), value, f"{section}.{name}")
-        else:
-            values[name] = _coerce(section, name, value, default)
-    return cls(**values)
-
-
 def load_node_config(
     path: Path | None, overrides: dict[str, Any] | None = None
 ) -> tuple[NodeConfig, DHTConfig]:
@@ -145,7 +112,7 @@ def load_node_config(
     for name, value in (overrides or {}).items():
         if value is not None:
             table[name] = value
-    config = _build(NodeConfig, table, "node")
+    config: NodeConfig = options_from_table(table, NodeConfig(), "node")
     if config.layer_size < 1 or config.presence_ttl <= 0 or config.max_clients < 1:
         raise ConfigError("node.layer_size, presence_ttl and max_clients must be positive")
     dht_config = config_from_mapping(document.get("dht", {})) if "dht" in document else DHTConfig()

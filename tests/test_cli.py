@@ -148,7 +148,7 @@ def test_config_tables_map_onto_the_dht_config(tmp_path: Path) -> None:
         ({"kk": 1}, "unknown dht option 'kk'"),
         ({"read_only": 1}, "'read_only' must be bool"),
         ({"alpha": True}, "'alpha' must be int"),
-        ({"records": {"max_ttl": "1h"}}, "must be an integer"),
+        ({"records": {"max_ttl": "1h"}}, "dht.records option 'max_ttl' must be int"),
         ({"records": 3}, "must be a table"),
         ({"slow_quantile": 0}, "slow_quantile is in"),
         ({"slow_min": 2.0}, "at most slow_max"),

@@ -148,7 +148,7 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
         env={**os.environ},
     )
     assert run.returncode == 2
-    assert "node.layer_size must be int" in run.stderr
+    assert "node option 'layer_size' must be int" in run.stderr
 
 
 async def test_node_with_an_embedded_relay(tmp_path: Path) -> None:
