@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dht.config import ConfigError, options_from_table, typed_option
+from dht.options import ConfigError, options_from_table, typed_option
 
 from .core import RelayConfig
 from .policy import PeerPolicy

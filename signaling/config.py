@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dht.config import ConfigError, config_from_mapping, options_from_table
+from dht.config import config_from_mapping
 from dht.core import DHTConfig
+from dht.options import ConfigError, options_from_table
 
 from .admission import AdmissionLimits
 from .session import SessionLimits
