@@ -27,7 +27,7 @@ from .conftest import PageFactory
 
 MODULES = """async () => {
     const m = {};
-    for (const name of ['bytes', 'rooms', 'messaging', 'files', 'sdp', 'transfer']) {
+    for (const name of ['bytes', 'rooms', 'messaging', 'files', 'sdp', 'transfer', 'mesh']) {
         Object.assign(m, await import(`/web/js/${name}.js`));
     }
     window.m = m;

@@ -1,12 +1,16 @@
 // Signed session descriptions (docs/protocol.md 5.1), as peer/sdp.py: the
 // sender signs the DTLS fingerprints with its Ed25519 key, so a node that
-// swaps the certificate or replays an old offer is caught.
+// swaps the certificate or replays an old offer is caught. A relink ("offer
+// me a new link") is signed the same way, with kind "relink" and no SDP: a
+// node cannot forge one for a member, nor replay one.
 
 import { ProtocolError, fromHex, hex, utf8 } from "./bytes.js";
 import { randomBytes, sign, verify } from "./crypto.js";
 
 export const MAX_SDP_BYTES = 16384;
 export const MAX_LIFETIME = 120;
+export const RELINK = "relink";
+export const KINDS = Object.freeze(["offer", "answer", RELINK]);
 const FINGERPRINT = /^a=fingerprint:(\S+) ([0-9A-Fa-f:]+)\s*$/;
 
 export function fingerprints(sdp) {
@@ -24,7 +28,11 @@ function signedBytes(desc) {
 }
 
 export async function signDescription(kind, sdp, room, from, to, identity, now, lifetime = 60) {
-  if (!fingerprints(sdp).length) throw new ProtocolError("no-fingerprint", "an SDP without a DTLS fingerprint");
+  if (kind === RELINK) {
+    if (sdp) throw new ProtocolError("malformed", "a relink carries no SDP");
+  } else if (!fingerprints(sdp).length) {
+    throw new ProtocolError("no-fingerprint", "an SDP without a DTLS fingerprint");
+  }
   const desc = { kind, sdp, room, from, to, nonce: hex(randomBytes(16)), expires: Math.floor(now) + lifetime };
   desc.sig = hex(await sign(identity, signedBytes(desc)));
   return desc;
@@ -33,7 +41,7 @@ export async function signDescription(kind, sdp, room, from, to, identity, now, 
 export function parseDescription(data) {
   if (typeof data !== "object" || data === null) throw new ProtocolError("malformed", "malformed signed description");
   const { kind, sdp, room, from, to, nonce, expires, sig } = data;
-  if (kind !== "offer" && kind !== "answer") throw new ProtocolError("malformed", "kind must be offer or answer");
+  if (!KINDS.includes(kind)) throw new ProtocolError("malformed", "kind must be offer, answer or relink");
   if (typeof sdp !== "string" || sdp.length > MAX_SDP_BYTES) throw new ProtocolError("malformed", "sdp missing or too large");
   for (const [value, size] of [[room, 20], [from, 32], [to, 32], [nonce, 16], [sig, 64]]) fromHex(value, size);
   if (!Number.isSafeInteger(expires)) throw new ProtocolError("malformed", "expires must be an integer");
@@ -62,7 +70,11 @@ export async function verifyDescription(desc, room, sender, me, now, replays) {
   }
   if (desc.expires <= now) throw new ProtocolError("expired", "description expired");
   if (desc.expires > now + MAX_LIFETIME) throw new ProtocolError("too-long", "description lives too long");
-  if (!fingerprints(desc.sdp).length) throw new ProtocolError("no-fingerprint", "description has no DTLS fingerprint");
+  if (desc.kind === RELINK) {
+    if (desc.sdp) throw new ProtocolError("malformed", "a relink carries no SDP");
+  } else if (!fingerprints(desc.sdp).length) {
+    throw new ProtocolError("no-fingerprint", "description has no DTLS fingerprint");
+  }
   if (!(await verify(fromHex(sender), signedBytes(desc), fromHex(desc.sig)))) {
     throw new ProtocolError("bad-signature", "signature does not cover this SDP's fingerprint");
   }

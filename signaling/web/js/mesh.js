@@ -1,0 +1,570 @@
+// A peer's links and its signaling node, as a core with no I/O: the browser's
+// twin of peer/mesh.py (docs/protocol.md 5.0). Read that module's docstring
+// for the rules and whom they constrain; this file follows it function by
+// function, so the two can be read side by side, and
+// tests/web/test_mesh_twins.py runs both on one random sequence of events
+// and compares every output.
+//
+// The glue (peer.js) tells the Mesh what happened (a node connected or lost,
+// a join answered, a member joined or left, a verified offer or relink, a
+// link opened or failed, fresh ICE servers) and the time; it takes out
+// commands (`commands()`) and re-arms one timer at `getTimer()`. Randomness
+// (backoff jitter) comes from an injected `rng() -> [0, 1)`.
+//
+// Keys and rooms are lower-case hex strings (bytes in Python; hex order is
+// byte order). Commands and notices are plain objects `{type, ...fields}`
+// with the Python dataclasses' field names, in their order. Float arithmetic
+// is written in Python's order, so both cores compute the same numbers.
+
+export const MAX_NODES = 64; // node URLs remembered for fail-over
+export const CLOSE_REPLACED = 4001;
+
+export const MESH_DEFAULTS = Object.freeze({
+  // Fail-over rounds over the node list: full jitter up to base * 2^round, capped.
+  backoffBase: 0.5,
+  backoffCap: 30.0,
+  // Re-offering a failed link: full jitter up to base * 2^attempt, capped.
+  relinkBase: 0.5,
+  relinkCap: 10.0,
+  // How long a member waits for a newcomer's offer before the keys decide who offers.
+  offerGrace: 1.0,
+  // A link not open this long after it was made is given up.
+  connectTimeout: 30.0,
+  // Fetch fresh ICE credentials this long before they expire (or at half their life).
+  renewBefore: 300.0,
+  // Offers and relinks taken from one member (a token bucket).
+  offersPerSecond: 0.5,
+  offerBurst: 4.0,
+});
+
+// --- rate: dht/ratelimit.py's TokenBucket, the same arithmetic ---
+
+export class TokenBucket {
+  // `rate` tokens per second up to `burst`.
+  constructor(rate, burst, now) {
+    this.rate = rate;
+    this.burst = burst;
+    this.tokens = burst;
+    this.stamp = now;
+  }
+
+  take(now, cost = 1.0) {
+    // Spend `cost` tokens if there are that many; false (nothing spent) if not.
+    this.tokens = Math.min(this.burst, this.tokens + Math.max(0.0, now - this.stamp) * this.rate);
+    this.stamp = now;
+    if (this.tokens >= cost) {
+      this.tokens -= cost;
+      return true;
+    }
+    return false;
+  }
+
+  full(now) {
+    return this.tokens + Math.max(0.0, now - this.stamp) * this.rate >= this.burst;
+  }
+}
+
+// --- commands (what the glue does) and notices (what the application learns) ---
+// The same names and fields as the dataclasses of peer/mesh.py.
+
+const ConnectNode = (url) => ({ type: "connect-node", url });
+const JoinRoom = (room, layer) => ({ type: "join-room", room, layer });
+const RequestIceServers = () => ({ type: "request-ice-servers" });
+const Offer = (room, member, link) => ({ type: "offer", room, member, link }); // make `link`, signal a signed offer
+const Answer = (room, member, link) => ({ type: "answer", room, member, link }); // make `link` from the offer, answer it
+const SendRelink = (room, member) => ({ type: "send-relink", room, member }); // "offer me a (new) link", signed
+const CloseLink = (room, member, link) => ({ type: "close-link", room, member, link });
+const MemberJoined = (room, member) => ({ type: "member-joined", room, member });
+const MemberLeft = (room, member) => ({ type: "member-left", room, member });
+const LinkUp = (room, member, link) => ({ type: "link-up", room, member, link });
+const LinkDown = (room, member, link) => ({ type: "link-down", room, member, link });
+const Unreachable = (room, member, link) => ({ type: "unreachable", room, member, link });
+const Refused = (room, member, reason) => ({ type: "refused", room, member, reason });
+const NodeStatus = (state, url, wait = 0.0) => ({ type: "node-status", state, url, wait });
+
+// --- state ---
+
+export const NodeState = Object.freeze({
+  IDLE: "idle",
+  CONNECTING: "connecting",
+  CONNECTED: "connected",
+  WAITING: "waiting",
+  REPLACED: "replaced",
+  CLOSED: "closed",
+});
+
+class Link {
+  constructor(id, offered, created, credentialsExpire) {
+    this.id = id;
+    this.offered = offered; // we made the offer (else we answered one)
+    this.created = created;
+    this.credentialsExpire = credentialsExpire;
+    this.open = false;
+    this.answered = false; // for an offer: the answer was applied (no longer a glare candidate)
+    this.relayed = false;
+    this.renewing = false; // a spare was asked for before this link's credentials expire
+  }
+}
+
+class Member {
+  constructor(offers) {
+    this.offers = offers;
+    this.link = null;
+    this.spare = null;
+    this.attempts = 0;
+    this.retryAt = null; // when to try again (grace, backoff): the lower key offers, the higher relinks
+    this.reported = false;
+  }
+}
+
+class Room {
+  constructor(layer = null) {
+    this.layer = layer;
+    this.seated = false;
+    this.everSeated = false;
+    this.members = new Map(); // insertion order, as a Python dict
+  }
+}
+
+export class Mesh {
+  // Node fail-over and room links of one identity; see peer/mesh.py's docstring.
+  constructor(key, nodes, config, rng, now) {
+    if (!nodes.length) throw new Error("a peer needs at least one signaling node URL");
+    this.key = key;
+    this.config = { ...MESH_DEFAULTS, ...config };
+    this.rng = rng;
+    this.nodes = [];
+    this.learnNodes(nodes);
+    this.state = NodeState.IDLE;
+    this.node = null;
+    this.tried = new Set();
+    this.round = 0;
+    this.waitUntil = null;
+    this.rooms = new Map();
+    this.nextLink = 0;
+    this.iceExpires = null;
+    this.iceRenewAt = null;
+    this.iceAsked = false;
+    this.out = [];
+    this.counters = {};
+    void now; // as in Python: nothing is due before start()
+  }
+
+  // --- output ---
+
+  commands() {
+    const out = this.out;
+    this.out = [];
+    return out;
+  }
+
+  count(name) {
+    this.counters[name] = (this.counters[name] ?? 0) + 1;
+  }
+
+  // --- the signaling node ---
+
+  start(now) {
+    if (this.state === NodeState.IDLE) this.connectNext(now);
+  }
+
+  close() {
+    this.state = NodeState.CLOSED;
+    for (const room of [...this.rooms.keys()]) this.leave(room);
+  }
+
+  nodeConnected(url, learned, now) {
+    if (this.state !== NodeState.CONNECTING) return;
+    this.state = NodeState.CONNECTED;
+    this.node = url;
+    this.round = 0;
+    this.tried.clear();
+    this.learnNodes(learned);
+    this.out.push(NodeStatus("connected", url));
+    for (const [key, room] of this.rooms) this.out.push(JoinRoom(key, room.layer));
+  }
+
+  nodeFailed(url, now) {
+    // A connection attempt to `url` did not get as far as the welcome.
+    if (this.state === NodeState.CONNECTING && url === this.node) this.connectNext(now);
+  }
+
+  nodeLost(url, code, now) {
+    // The connection to `url` closed (after its welcome).
+    if (this.state !== NodeState.CONNECTED || url !== this.node) return;
+    for (const room of this.rooms.values()) room.seated = false;
+    if (code === CLOSE_REPLACED) {
+      // the same key connected elsewhere: not ours to fight
+      this.state = NodeState.REPLACED;
+      this.out.push(NodeStatus("replaced", url));
+      return;
+    }
+    // the node that dropped us is the least likely to answer: try the others first
+    this.nodes = [...this.nodes.filter((n) => n !== url), url];
+    this.tried = new Set([url]);
+    this.out.push(NodeStatus("lost", url));
+    this.connectNext(now);
+  }
+
+  moving(nodes) {
+    // The node is going away and names others: try those first.
+    this.nodes = [...new Set([...nodes, ...this.nodes])].slice(0, MAX_NODES);
+  }
+
+  learnNodes(urls) {
+    for (const url of urls) {
+      if (!this.nodes.includes(url) && this.nodes.length < MAX_NODES) this.nodes.push(url);
+    }
+  }
+
+  connectNext(now) {
+    const untried = this.nodes.filter((url) => !this.tried.has(url));
+    if (!untried.length) {
+      // a whole round failed: wait, then start a new one
+      const cap = Math.min(this.config.backoffCap, this.config.backoffBase * 2 ** this.round);
+      const wait = this.rng() * cap;
+      this.round += 1;
+      this.tried.clear();
+      this.state = NodeState.WAITING;
+      this.waitUntil = now + wait;
+      this.out.push(NodeStatus("retrying", "", wait));
+      return;
+    }
+    const url = untried[0];
+    this.tried.add(url);
+    this.state = NodeState.CONNECTING;
+    this.node = url;
+    this.out.push(NodeStatus("connecting", url));
+    this.out.push(ConnectNode(url));
+  }
+
+  // --- rooms ---
+
+  join(room, layer = null) {
+    if (this.rooms.has(room)) return;
+    this.rooms.set(room, new Room(layer));
+    if (this.state === NodeState.CONNECTED) this.out.push(JoinRoom(room, layer));
+  }
+
+  leave(room) {
+    const state = this.rooms.get(room);
+    if (state === undefined) return;
+    this.rooms.delete(room);
+    for (const [member, entry] of state.members) this.dropLinks(room, member, entry);
+  }
+
+  joined(room, layer, members, iceExpires, now) {
+    // The node seated us in `layer`, with these members (a first join or a rejoin).
+    const state = this.rooms.get(room);
+    if (state === undefined) return;
+    const newcomer = !state.everSeated;
+    state.layer = layer;
+    state.seated = true;
+    state.everSeated = true;
+    this.iceServers(iceExpires, now);
+    const listed = new Set(members);
+    listed.delete(this.key);
+    for (const member of [...state.members.keys()].filter((m) => !listed.has(m))) {
+      const link = state.members.get(member).link;
+      if (link === null || !link.open) this.remove(room, state, member); // gone while we were away
+    }
+    for (const member of members) {
+      const known = state.members.get(member);
+      if (member === this.key) continue;
+      if (known === undefined) {
+        const entry = this.add(room, state, member, now);
+        if (newcomer) this.offer(room, member, entry, now);
+        else entry.retryAt = now + this.config.offerGrace;
+      } else if (known.link === null && known.retryAt === null) {
+        this.retryLater(known, now);
+      }
+    }
+  }
+
+  peerJoined(room, member, now) {
+    const state = this.rooms.get(room);
+    if (state === undefined || member === this.key || state.members.has(member)) return;
+    const entry = this.add(room, state, member, now);
+    entry.retryAt = now + this.config.offerGrace; // the newcomer offers; if not, keys decide
+  }
+
+  peerLeft(room, member) {
+    const state = this.rooms.get(room);
+    if (state !== undefined && state.members.has(member)) this.remove(room, state, member);
+  }
+
+  add(room, state, member, now) {
+    const bucket = new TokenBucket(this.config.offersPerSecond, this.config.offerBurst, now);
+    const entry = new Member(bucket);
+    state.members.set(member, entry);
+    this.out.push(MemberJoined(room, member));
+    return entry;
+  }
+
+  remove(room, state, member) {
+    const entry = state.members.get(member);
+    state.members.delete(member);
+    this.dropLinks(room, member, entry);
+    this.out.push(MemberLeft(room, member));
+  }
+
+  dropLinks(room, member, entry) {
+    for (const link of [entry.spare, entry.link]) {
+      if (link !== null) {
+        if (link.open && link === entry.link) this.out.push(LinkDown(room, member, link.id));
+        this.out.push(CloseLink(room, member, link.id));
+      }
+    }
+    entry.link = entry.spare = null;
+  }
+
+  // --- signals from members (verified by the glue) ---
+
+  member(room, sender, now, what) {
+    const state = this.rooms.get(room);
+    const entry = state !== undefined ? state.members.get(sender) : undefined;
+    if (entry === undefined) {
+      this.count(`refused.${what}.not_member`);
+      this.out.push(Refused(room, sender, `${what} from a key that is not a member`));
+      return null;
+    }
+    if (!entry.offers.take(now)) {
+      this.count(`refused.${what}.rate`);
+      this.out.push(Refused(room, sender, `too many ${what}s`));
+      return null;
+    }
+    return entry;
+  }
+
+  offerReceived(room, sender, now) {
+    const entry = this.member(room, sender, now, "offer");
+    if (entry === null) return;
+    const waiting = pending(entry);
+    if (waiting !== null && waiting.offered && !waiting.answered && this.key < sender) {
+      this.count("glare.ours"); // both offered: the lower key's offer wins
+      return;
+    }
+    const fresh = this.newLink(entry, false, now);
+    this.place(room, sender, entry, fresh);
+    this.out.push(Answer(room, sender, fresh.id));
+  }
+
+  relinkReceived(room, sender, now) {
+    // The member asks us (the lower key) to offer a new link.
+    if (this.key > sender) {
+      this.count("refused.relink.higher_key"); // only the lower key is asked
+      return;
+    }
+    const entry = this.member(room, sender, now, "relink");
+    if (entry === null) return;
+    const waiting = pending(entry);
+    if (waiting !== null && waiting.offered && !waiting.answered) return; // an offer of ours is on its way already
+    this.offer(room, sender, entry, now);
+  }
+
+  answered(room, member, link) {
+    // The answer to our offer on `link` was applied.
+    const found = this.find(room, member, link);
+    if (found !== null) found[1].answered = true;
+  }
+
+  // --- links ---
+
+  newLink(entry, offered, now) {
+    this.nextLink += 1;
+    return new Link(this.nextLink, offered, now, this.iceExpires);
+  }
+
+  offer(room, member, entry, now) {
+    const fresh = this.newLink(entry, true, now);
+    this.place(room, member, entry, fresh);
+    this.out.push(Offer(room, member, fresh.id));
+  }
+
+  place(room, member, entry, fresh) {
+    // A new link goes beside an open one as its spare (make before break), or
+    // replaces a link that is not open.
+    const slot = entry.link !== null && entry.link.open ? "spare" : "link";
+    const old = entry[slot];
+    if (old !== null) this.out.push(CloseLink(room, member, old.id));
+    entry[slot] = fresh;
+    entry.retryAt = null;
+  }
+
+  find(room, member, link) {
+    const state = this.rooms.get(room);
+    const entry = state !== undefined ? state.members.get(member) : undefined;
+    if (entry === undefined) return null;
+    for (const candidate of [entry.link, entry.spare]) {
+      if (candidate !== null && candidate.id === link) return [entry, candidate];
+    }
+    return null;
+  }
+
+  linkOpen(room, member, link, relayed, now) {
+    const found = this.find(room, member, link);
+    if (found === null) return;
+    const [entry, opened] = found;
+    opened.open = true;
+    opened.relayed = relayed;
+    if (opened === entry.spare) {
+      // the spare takes over; the old link goes
+      const old = entry.link;
+      entry.link = opened;
+      entry.spare = null;
+      if (old !== null) {
+        if (old.open) this.out.push(LinkDown(room, member, old.id));
+        this.out.push(CloseLink(room, member, old.id));
+      }
+    }
+    entry.attempts = 0;
+    entry.retryAt = null;
+    entry.reported = false;
+    this.out.push(LinkUp(room, member, link));
+  }
+
+  linkFailed(room, member, link, iceFailed, now) {
+    // `link` closed or failed (`iceFailed`: no path was ever found).
+    const found = this.find(room, member, link);
+    if (found === null) return;
+    const [entry, failed] = found;
+    this.out.push(CloseLink(room, member, link));
+    if (failed === entry.spare) {
+      // the open link stays; nothing else changes
+      entry.spare = null;
+      return;
+    }
+    entry.link = null;
+    if (failed.open) this.out.push(LinkDown(room, member, link));
+    else if (iceFailed) this.report(room, member, entry, link);
+    if (entry.spare !== null) {
+      // a spare on its way takes the place of the failed link
+      entry.link = entry.spare;
+      entry.spare = null;
+      return;
+    }
+    this.retryLater(entry, now);
+  }
+
+  report(room, member, entry, link) {
+    if (!entry.reported) {
+      entry.reported = true;
+      this.out.push(Unreachable(room, member, link));
+    }
+  }
+
+  retryLater(entry, now) {
+    const cap = Math.min(this.config.relinkCap, this.config.relinkBase * 2 ** entry.attempts);
+    entry.attempts += 1;
+    entry.retryAt = now + this.rng() * cap;
+  }
+
+  retry(room, member, entry, now) {
+    // Grace or backoff is over and there is no usable link: the lower key offers,
+    // the higher asks it to (and tries again later, in case the relink is lost).
+    entry.retryAt = null;
+    if (entry.link !== null) return;
+    if (this.key < member) {
+      this.offer(room, member, entry, now);
+    } else {
+      this.out.push(SendRelink(room, member));
+      this.retryLater(entry, now);
+    }
+  }
+
+  // --- ICE credentials ---
+
+  iceServers(expires, now) {
+    // Fresh ICE servers arrived (with a join or on request): new links use them.
+    this.iceAsked = false;
+    if (expires === null) {
+      this.iceExpires = this.iceRenewAt = null;
+      return;
+    }
+    this.iceExpires = expires;
+    const life = Math.max(0.0, expires - now);
+    this.iceRenewAt = now + Math.max(life / 2, life - this.config.renewBefore);
+  }
+
+  linkRenewAt(link) {
+    // When a relayed link replaces itself, before its credentials expire.
+    if (!link.open || !link.relayed || link.renewing || link.credentialsExpire === null) return null;
+    const life = Math.max(0.0, link.credentialsExpire - link.created);
+    return link.created + Math.max((life * 3) / 4, life - this.config.renewBefore / 2);
+  }
+
+  // --- time ---
+
+  getTimer() {
+    // The next deadline. What needs the node (retries, renewals) waits while there
+    // is none: it resumes with the next `joined`, so no deadline is ever in the past.
+    const deadlines = [];
+    const signalling = this.state === NodeState.CONNECTED;
+    if (this.state === NodeState.WAITING && this.waitUntil !== null) deadlines.push(this.waitUntil);
+    if (signalling && this.iceRenewAt !== null && !this.iceAsked) deadlines.push(this.iceRenewAt);
+    for (const state of this.rooms.values()) {
+      for (const entry of state.members.values()) {
+        for (const link of [entry.link, entry.spare]) {
+          if (link !== null && !link.open) deadlines.push(link.created + this.config.connectTimeout);
+        }
+        if (!(signalling && state.seated)) continue;
+        if (entry.retryAt !== null) deadlines.push(entry.retryAt);
+        const renew = entry.link !== null ? this.linkRenewAt(entry.link) : null;
+        if (renew !== null) deadlines.push(renew);
+      }
+    }
+    return deadlines.length ? Math.min(...deadlines) : null;
+  }
+
+  handleTimer(now) {
+    const waiting = this.state === NodeState.WAITING && this.waitUntil !== null;
+    if (waiting && this.waitUntil !== null && this.waitUntil <= now) {
+      this.waitUntil = null;
+      this.connectNext(now);
+    }
+    const signalling = this.state === NodeState.CONNECTED;
+    const renew = this.iceRenewAt;
+    if (signalling && renew !== null && !this.iceAsked && renew <= now) {
+      this.iceAsked = true;
+      this.out.push(RequestIceServers());
+    }
+    for (const [room, state] of this.rooms) {
+      for (const [member, entry] of [...state.members]) {
+        this.deadlines(room, member, entry, now);
+        if (signalling && state.seated) this.due(room, member, entry, now);
+      }
+    }
+  }
+
+  deadlines(room, member, entry, now) {
+    // Links not open `connectTimeout` after they were made are given up.
+    const deadline = this.config.connectTimeout;
+    const spare = entry.spare;
+    if (spare !== null && !spare.open && spare.created + deadline <= now) {
+      this.linkFailed(room, member, spare.id, false, now);
+    }
+    const link = entry.link;
+    if (link !== null && !link.open && link.created + deadline <= now) {
+      this.report(room, member, entry, link.id); // as after an ICE failure
+      this.linkFailed(room, member, link.id, false, now);
+    }
+  }
+
+  due(room, member, entry, now) {
+    // Retries and renewals, which need the node to carry a signal.
+    if (entry.retryAt !== null && entry.retryAt <= now) this.retry(room, member, entry, now);
+    const link = entry.link;
+    const renew = link !== null ? this.linkRenewAt(link) : null;
+    if (link !== null && renew !== null && renew <= now) {
+      link.renewing = true;
+      if (this.key < member) this.offer(room, member, entry, now);
+      else this.out.push(SendRelink(room, member));
+    }
+  }
+}
+
+function pending(entry) {
+  // The link being negotiated: the spare beside an open link, else a link not yet open.
+  if (entry.link !== null && entry.link.open) return entry.spare;
+  return entry.link;
+}
