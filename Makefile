@@ -54,6 +54,7 @@ integration: $(STAMP) debs
 bench: $(STAMP) debs
 	$(BIN)/python benchmarks/dht_lookup.py
 	$(BIN)/python benchmarks/signaling_load.py
+	$(BIN)/python benchmarks/admission_flood.py
 	$(BIN)/python benchmarks/peer_messaging.py
 	$(BIN)/python benchmarks/browser_messaging.py
 	$(BIN)/python benchmarks/relay_throughput.py
