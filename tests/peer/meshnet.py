@@ -76,6 +76,16 @@ class MeshNet:
         self.peers[key].join(room)
         self.pump(key)
 
+    def seated_peers(self, count: int, settle: float = 2.0) -> list[bytes]:
+        """`count` peers (keys 1, 2, ... in that order) joined one after the other."""
+        keys = [self.add_peer(i + 1) for i in range(count)]
+        self.run_for(0.5)
+        for key in keys:
+            self.join(key)
+            self.run_for(0.2)
+        self.run_for(settle)
+        return keys
+
     # --- the world around the cores ----------------------------------------------------
 
     def at(self, delay: float, action: Callable[[], None]) -> None:

@@ -70,12 +70,7 @@ def test_glare_goes_to_the_lower_key() -> None:
 
 def test_a_broken_link_is_offered_again_with_backoff() -> None:
     net = MeshNet(seed=4)
-    a, b = net.add_peer(1), net.add_peer(2)
-    net.run_for(0.5)
-    net.join(a)
-    net.run_for(0.2)
-    net.join(b)
-    net.run_for(2)
+    a, b = net.seated_peers(2)
     assert net.connected(a, b)
     net.cut(a, b)
     net.run_for(0.01)
@@ -131,12 +126,7 @@ def test_a_signal_never_closes_an_open_link() -> None:
     in 8 s). Signals are now signed; and even a member's own valid relinks and offers, in a
     flood, make a spare beside the open link at a bounded rate, never a break."""
     net = MeshNet(seed=7)
-    low, high = net.add_peer(1), net.add_peer(2)
-    net.run_for(0.5)
-    net.join(low)
-    net.run_for(0.2)
-    net.join(high)
-    net.run_for(2)
+    low, high = net.seated_peers(2)
     assert net.connected(low, high)
     first = net.peers[low].rooms[ROOM].members[high].link
     assert first is not None
@@ -158,12 +148,7 @@ def test_a_signal_never_closes_an_open_link() -> None:
 
 def test_a_spare_that_fails_leaves_the_open_link_alone() -> None:
     net = MeshNet(seed=8)
-    low, high = net.add_peer(1), net.add_peer(2)
-    net.run_for(0.5)
-    net.join(low)
-    net.run_for(0.2)
-    net.join(high)
-    net.run_for(2)
+    low, high = net.seated_peers(2)
     old = net.peers[low].rooms[ROOM].members[high].link
     assert old is not None and old.open
     net.blocked.add(frozenset((low, high)))  # the spare will never find a path
