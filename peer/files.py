@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from signaling.protocol import TokenBucket
+
 CHUNK_HEADER = 8 + 32
 DEFAULT_CHUNK = 64 * 1024
 MAX_CHUNK = 256 * 1024
@@ -232,28 +234,6 @@ class OfferLimits:
     """Members' rate buckets kept (a full bucket is forgotten when this many are kept)."""
 
 
-class _Bucket:
-    """`rate` tokens a second up to `burst` (as signaling.session.TokenBucket, which a
-    peer may not import: peer/ depends on signaling.protocol only)."""
-
-    __slots__ = ("stamp", "tokens")
-
-    def __init__(self, burst: float, now: float) -> None:
-        self.tokens = burst
-        self.stamp = now
-
-    def take(self, rate: float, burst: float, now: float) -> bool:
-        self.tokens = min(burst, self.tokens + max(0.0, now - self.stamp) * rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    def full(self, rate: float, burst: float, now: float) -> bool:
-        return self.tokens + max(0.0, now - self.stamp) * rate >= burst
-
-
 @dataclass(frozen=True, slots=True)
 class _Kept:
     member: bytes
@@ -274,7 +254,7 @@ class OfferBook:
         self.counters: dict[str, int] = {}
         self._kept: dict[str, _Kept] = {}
         self._per_member: dict[bytes, int] = {}
-        self._buckets: dict[bytes, _Bucket] = {}
+        self._buckets: dict[bytes, TokenBucket] = {}
         self._settled: dict[str, None] = {}  # insertion-ordered: the oldest go first
 
     def __len__(self) -> int:
@@ -304,8 +284,8 @@ class OfferBook:
             if len(self._buckets) >= limits.members:
                 self._count("drop.offer_members")
                 return False
-            bucket = self._buckets[member] = _Bucket(limits.burst, now)
-        if not bucket.take(limits.rate, limits.burst, now):
+            bucket = self._buckets[member] = TokenBucket(limits.rate, limits.burst, now)
+        if not bucket.take(now):
             self._count("drop.offer_rate")
             return False
         return True
@@ -387,10 +367,7 @@ class OfferBook:
 
     def _forget_full_buckets(self, now: float) -> None:
         # A full bucket is what a new member gets: forgetting it changes nothing.
-        limits = self.limits
-        for member in [
-            m for m, b in self._buckets.items() if b.full(limits.rate, limits.burst, now)
-        ]:
+        for member in [m for m, bucket in self._buckets.items() if bucket.full(now)]:
             del self._buckets[member]
 
     def _count(self, name: str) -> None:

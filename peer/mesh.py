@@ -51,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from dht.ratelimit import TokenBucket
+from signaling.protocol import TokenBucket
 
 Rng = Callable[[], float]
 

@@ -16,8 +16,9 @@ One parse and one serialise per direction. Every defect in a frame raises
 escaping a parser is a bug (tests/signaling/test_frames.py fuzzes all three).
 Unknown fields are ignored, so newer peers can add some; unknown frame types
 are an error. It also holds what clients sign (hello, presence) and, from
-`signaling.rooms`, the room key derivation. Python peers import only this
-module of the signaling package.
+`signaling.rooms`, the room key derivation, and the project's one rate rule
+(`TokenBucket`, which peers apply to what members send them). Python peers
+import only this module of the signaling package.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any, ClassVar
 
 from dht.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, load_or_create_seed, verify_signature
 from dht.ids import ID_BYTES
+from dht.ratelimit import TokenBucket
 from dht.records import MAX_EXPIRES_AT, MAX_SEQ, Record, signed_payload
 
 from .rooms import (
@@ -59,6 +61,7 @@ __all__ = [
     "Presence",
     "RoomError",
     "Scope",
+    "TokenBucket",
     "canonical_url",
     "hello_message",
     "layer_key",
