@@ -21,7 +21,7 @@ async def test_the_page_says_when_a_member_cannot_be_reached(
     python = await peers("py", [node.url], config)
     await python.join(ROOM)
     page = await open_page(node, "browser")
-    await page.evaluate("window.pagemesh.peer.config.connectTimeout = 3")
+    await page.evaluate("window.pagemesh.peer.mesh.config.connectTimeout = 3")
     await page.fill("#room-url", ROOM)
     await page.click("#join")
     key = python.public_key.hex()
@@ -32,8 +32,9 @@ async def test_the_page_says_when_a_member_cannot_be_reached(
     assert "no relay to fall back on" in text
     badge = f'#members li[data-key="{key}"] .path'
     assert await page.get_attribute(badge, "data-path") == "unreachable"
-    # Told once, not at every retry: wait until the link has been given up twice.
+    # Told once, not at every retry: wait until the link has been given up twice
+    # (a third link made to that member).
     await page.wait_for_function(
-        f"(window.pagemesh.room.relinks.get('{key}') ?? 0) >= 2", timeout=20_000
+        f"(window.pagemesh.room.linksMade.get('{key}') ?? 0) >= 3", timeout=30_000
     )
     assert len(await page.query_selector_all(f'#messages li[data-unreachable="{key}"]')) == 1

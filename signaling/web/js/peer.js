@@ -1,53 +1,91 @@
-// The browser peer: one identity, a smart signaling client with fail-over,
-// and per room one RTCPeerConnection per member, as peer/peer.py
-// (docs/protocol.md 5.0). The newcomer offers; in glare the lower key wins; a
-// member heard of through `peer-joined` waits a grace period for an offer and
-// then the keys decide; a failed link is re-offered by the lower key.
+// The browser peer: one identity, its signaling node, and per room one
+// RTCPeerConnection per link to each member, as peer/peer.py
+// (docs/protocol.md 5.0). Who to connect to, and when, is decided by the
+// sans-IO core in mesh.js (the twin of peer/mesh.py): node fail-over with
+// backoff, who offers, glare, relinks, connect deadlines, make-before-break
+// spares, membership reconciliation on every rejoin, ICE credential renewal.
+// This module is the glue that carries out its commands and tells it what
+// happened: node frames, link states, and signals, each verified (signed
+// end to end, docs/protocol.md 5.1) before the Mesh hears of it. One timer
+// for the Mesh and one per room for the messaging core, each re-armed after
+// every event.
 
 import { ProtocolError, fromHex, hex } from "./bytes.js";
 import { generateIdentity, publicKeyBytes, requireWebCrypto, sign, verify } from "./crypto.js";
+import { MESH_DEFAULTS, Mesh } from "./mesh.js";
 import { MessagingError, ReliableRoom, parseEnvelope, signedBytes } from "./messaging.js";
 import { canonicalUrl, roomKey } from "./rooms.js";
-import { ReplayGuard, parseDescription, signDescription, verifyDescription } from "./sdp.js";
+import { RELINK, ReplayGuard, parseDescription, signDescription, verifyDescription } from "./sdp.js";
 import { SignalingClient, SignalingError } from "./signaling.js";
 import { Store } from "./store.js";
 import { parseControlFrame } from "./frames.js";
 import { Transfers } from "./transfer.js";
 
 export const CONFIG = {
-  backoffBase: 0.5,
-  backoffCap: 30,
-  relinkBase: 0.5,
-  relinkCap: 10,
-  offerGrace: 1.0,
-  connectTimeout: 30,
+  ...MESH_DEFAULTS, // the link-management rules, read once by the Mesh (peer.mesh.config after)
   gatherTimeout: 5.0,
   relayOnly: false,
   maxFileBytes: 256 * 1024 * 1024,
   autoAcceptBytes: 32 * 1024 * 1024,
 };
 const MAX_NAME = 64;
-const MAX_CONTROL_FRAME = 256 * 1024;
+const JOIN_TIMEOUT = 30; // seconds for the first `joined`
+const RETIRED_LINKS = 16; // closed links remembered, to say why a member was unreachable
+const NODE_URL = /^wss?:\/\/[^/\s]{1,250}$/;
+const KEY = /^[0-9a-f]{64}$/;
 
-const now = () => Date.now() / 1000;
+const now = () => Date.now() / 1000; // wall clock: TURN credentials expire in Unix time
 const sleep = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
-const jitter = (attempt, base, cap) => Math.random() * Math.min(cap, base * 2 ** attempt);
 
 export { MessagingError, ProtocolError, SignalingError, canonicalUrl };
 
-// --- one connection to one member ---
+function iceExpiry(servers) {
+  // When the first of these TURN credentials expires (`expiry:peer` usernames), or null.
+  const times = [];
+  for (const server of servers) {
+    const head = typeof server?.username === "string" ? server.username.split(":")[0] : "";
+    if (/^\d{1,15}$/.test(head)) times.push(Number(head));
+  }
+  return times.length ? Math.min(...times) : null;
+}
+
+function nodeUrls(list) {
+  // Node URLs from a node (welcome, moving): plain ws(s)://host:port strings only.
+  return (Array.isArray(list) ? list : []).filter((url) => typeof url === "string" && NODE_URL.test(url));
+}
+
+function deferred() {
+  const d = { done: false };
+  d.promise = new Promise((resolve, reject) => {
+    d.resolve = (value) => {
+      d.done = true;
+      resolve(value);
+    };
+    d.reject = (error) => {
+      d.done = true;
+      reject(error);
+    };
+  });
+  d.promise.catch(() => {}); // a join nobody waits for any more must not be an unhandled rejection
+  return d;
+}
+
+// --- one connection to one member (the Mesh's link `id`) ---
 
 class Link {
-  constructor(room, member, onFrame, onState, onFileChannel) {
+  constructor(room, member, id, onFrame, onState, onFileChannel) {
     this.room = room;
     this.member = member;
-    const config = { iceServers: room.iceServers };
+    this.id = id;
+    const config = { iceServers: room.peer.iceServers };
     if (room.peer.config.relayOnly) config.iceTransportPolicy = "relay";
+    this.iceServers = config.iceServers;
     this.pc = new RTCPeerConnection(config);
     this.control = this.pc.createDataChannel("control", { negotiated: true, id: 0 });
     this.open = false;
     this.everOpen = false;
     this.closed = false;
+    this.path = null; // 'direct' or 'relayed', once open
     this.control.onopen = () => {
       this.open = this.everOpen = true;
       onState(this);
@@ -88,7 +126,7 @@ class Link {
   }
 
   get awaitingAnswer() {
-    return this.pc.signalingState === "have-local-offer";
+    return !this.closed && this.pc.signalingState === "have-local-offer";
   }
 
   async gathered() {
@@ -135,7 +173,7 @@ class Link {
     }
   }
 
-  async path() {
+  async selectedPath() {
     // 'direct' or 'relayed', from the selected candidate pair.
     const stats = await this.pc.getStats();
     let pair = null;
@@ -151,7 +189,7 @@ class Link {
     // Why a link that never opened failed, as far as this side can tell.
     const sdp = this.pc.localDescription?.sdp ?? "";
     if (/ typ relay/.test(sdp)) return "no direct path, and none through the relay either";
-    const relays = this.room.iceServers.some((s) => [s.urls].flat().some((u) => String(u).startsWith("turn")));
+    const relays = this.iceServers.some((s) => [s.urls].flat().some((u) => String(u).startsWith("turn")));
     if (relays && !this.room.peer.config.relayOnly) return "no direct path, and the relay is unreachable";
     if (relays) return "the relay is unreachable";
     return "no direct path, and no relay to fall back on";
@@ -174,18 +212,19 @@ class Link {
 // --- a joined room ---
 
 export class Room {
-  constructor(peer, key, url, layer, state) {
+  constructor(peer, key, url, state) {
     this.peer = peer;
     this.key = key;
     this.url = url;
-    this.layer = layer;
+    this.layer = null;
     this.members = new Set();
     this.names = new Map();
     this.paths = new Map();
-    this.links = new Map();
-    this.iceServers = [];
-    this.relinks = new Map();
-    this.unreachable = new Set(); // members the application was told about, until they connect
+    this.links = new Map(); // member -> the current link (a spare being negotiated is not here)
+    this.byId = new Map(); // the Mesh's link id -> Link, spares included
+    this.retired = new Map(); // the last few closed links, by id
+    this.linksMade = new Map(); // member -> how many links were made to it (tests read it)
+    this.seated = deferred(); // resolved by the first `joined`
     this.core = new ReliableRoom(key, peer.keyHex, {}, state ?? {}, now());
     this.chain = Promise.resolve();
     this.timer = null;
@@ -243,43 +282,84 @@ export class Room {
     return this.core.transcript();
   }
 
-  // --- links ---
+  // --- links, as the Mesh says ---
 
-  newLink(member) {
-    const old = this.links.get(member);
-    if (old) {
-      this.core.disconnected(member);
-      old.close();
-    }
+  makeLink(member, id) {
     const link = new Link(
       this,
       member,
+      id,
       (from, frame) => this.onFrame(from, frame),
-      (l) => this.linkState(l),
-      (l, channel) => this.transfers.onChannel(l.member, channel),
+      (changed) => this.peer.linkChanged(this, id, changed),
+      (changed, channel) => this.transfers.onChannel(changed.member, channel),
     );
-    this.links.set(member, link);
-    setTimeout(() => {
-      if (this.links.get(member) === link && !link.everOpen && !link.failed) {
-        link.close();
-        this.linkState(link); // given up: relink as after a failure
-        this.reportUnreachable(link);
-      }
-    }, this.peer.config.connectTimeout * 1000);
+    this.byId.set(id, link);
+    this.linksMade.set(member, (this.linksMade.get(member) ?? 0) + 1);
+    if (!this.links.get(member)?.open) this.links.set(member, link); // a spare waits beside the open link
     return link;
   }
 
-  reportUnreachable(link) {
-    if (this.unreachable.has(link.member)) return;
-    this.unreachable.add(link.member);
-    const message = `cannot connect to ${link.member.slice(0, 12)}: ${link.failureReason()}`;
-    this.emit({ type: "unreachable", key: link.member, message });
+  link(id) {
+    return this.byId.get(id) ?? this.retired.get(id) ?? null;
   }
 
-  async offerTo(member) {
-    const link = this.newLink(member);
-    const desc = await link.offer();
-    if (this.links.get(member) === link) this.peer.signal(member, { t: "sdp", desc }, this.key);
+  awaitingAnswer(member) {
+    for (const link of this.byId.values()) if (link.member === member && link.awaitingAnswer) return link;
+    return null;
+  }
+
+  closeLink(member, id) {
+    const link = this.byId.get(id);
+    if (!link) return;
+    this.byId.delete(id);
+    this.retired.set(id, link);
+    if (this.retired.size > RETIRED_LINKS) this.retired.delete(this.retired.keys().next().value);
+    if (this.links.get(member) === link) this.links.delete(member);
+    link.close();
+  }
+
+  linkUp(member, id) {
+    const link = this.byId.get(id);
+    if (!link) return;
+    this.links.set(member, link);
+    if (this.peer.name) link.send({ t: "profile", name: this.peer.name.slice(0, MAX_NAME) });
+    this.core.connected(member, now());
+    this.transfers.memberConnected(member); // a spare taking over: transfers resume from the verified offset
+    this.service();
+    this.paths.set(member, link.path);
+    this.emit({ type: "connected", key: member, path: link.path });
+    link.watchPath(async () => {
+      const path = await link.selectedPath();
+      if (link.open && this.links.get(member) === link && path !== this.paths.get(member)) {
+        link.path = path;
+        this.paths.set(member, path);
+        this.emit({ type: "path", key: member, path });
+      }
+    });
+  }
+
+  linkDown(member) {
+    this.core.disconnected(member);
+    this.paths.delete(member);
+    this.emit({ type: "disconnected", key: member });
+    this.service();
+  }
+
+  unreachable(member, id) {
+    const why = this.link(id)?.failureReason() ?? "no path";
+    this.emit({ type: "unreachable", key: member, message: `cannot connect to ${member.slice(0, 12)}: ${why}` });
+  }
+
+  memberJoined(member) {
+    this.members.add(member);
+    this.emit({ type: "member-joined", key: member });
+  }
+
+  memberLeft(member) {
+    this.members.delete(member);
+    this.paths.delete(member);
+    this.transfers.memberLeft?.(member);
+    this.emit({ type: "member-left", key: member });
   }
 
   onFrame(member, frame) {
@@ -320,72 +400,7 @@ export class Room {
     return frame.t === "msg" ? { t: "msg", env: good[0] } : { t: "hist", envs: good };
   }
 
-  async linkState(link) {
-    if (this.links.get(link.member) !== link) return;
-    if (link.open) {
-      this.relinks.delete(link.member);
-      this.unreachable.delete(link.member);
-      if (this.peer.name) link.send({ t: "profile", name: this.peer.name.slice(0, MAX_NAME) });
-      this.core.connected(link.member, now());
-      this.transfers.memberConnected(link.member);
-      this.service();
-      const path = await link.path();
-      this.paths.set(link.member, path);
-      this.emit({ type: "connected", key: link.member, path });
-      link.watchPath(async () => {
-        const now = await link.path();
-        if (link.open && this.links.get(link.member) === link && now !== this.paths.get(link.member)) {
-          this.paths.set(link.member, now);
-          this.emit({ type: "path", key: link.member, path: now });
-        }
-      });
-    } else {
-      this.core.disconnected(link.member);
-      this.paths.delete(link.member);
-      this.emit({ type: "disconnected", key: link.member });
-      if (link.pc.connectionState === "failed" && !link.everOpen) this.reportUnreachable(link);
-      if (link.failed && this.members.has(link.member)) this.relink(link.member, link);
-      this.service();
-    }
-  }
-
-  async relink(member, failed, wait = 0) {
-    // The lower key offers again; the higher key asks it to with `relink`.
-    const attempt = this.relinks.get(member) ?? 0;
-    this.relinks.set(member, attempt + 1);
-    const { relinkBase, relinkCap } = this.peer.config;
-    await sleep(wait + jitter(attempt, relinkBase, relinkCap));
-    if ((this.links.get(member) ?? null) !== failed || !this.members.has(member)) return;
-    try {
-      if (this.peer.keyHex < member) await this.offerTo(member);
-      else this.peer.signal(member, { t: "relink" }, this.key);
-    } catch (error) {
-      this.emit({ type: "problem", message: `cannot reach ${member.slice(0, 12)}: ${error.message}` });
-    }
-  }
-
-  expectOffer(member) {
-    if (!this.links.has(member)) this.relink(member, null, this.peer.config.offerGrace);
-  }
-
-  memberJoined(member) {
-    if (member === this.peer.keyHex || this.members.has(member)) return false;
-    this.members.add(member);
-    this.emit({ type: "member-joined", key: member });
-    return true;
-  }
-
-  memberLeft(member) {
-    if (!this.members.delete(member)) return;
-    const link = this.links.get(member);
-    this.links.delete(member);
-    this.core.disconnected(member);
-    this.paths.delete(member);
-    link?.close();
-    this.emit({ type: "member-left", key: member });
-  }
-
-  // --- the core ---
+  // --- the messaging core ---
 
   service() {
     for (const [member, frame] of this.core.framesToSend()) this.links.get(member)?.send(frame);
@@ -423,7 +438,9 @@ export class Room {
 
   close() {
     clearTimeout(this.timer);
-    for (const link of this.links.values()) link.close();
+    this.transfers.close();
+    for (const link of this.byId.values()) link.close();
+    this.byId.clear();
     this.links.clear();
   }
 }
@@ -445,19 +462,31 @@ export class Peer {
     return peer;
   }
 
-  constructor(store, identity, publicKey, nodes, config) {
+  constructor(store, identity, publicKey, nodes, config, rng = Math.random) {
     this.store = store;
     this.identity = identity;
     this.publicKey = publicKey;
     this.keyHex = hex(publicKey);
-    this.nodes = [...new Set(nodes)];
     this.config = config;
+    const meshConfig = Object.fromEntries(Object.keys(MESH_DEFAULTS).map((name) => [name, config[name]]));
+    this.mesh = new Mesh(this.keyHex, [...nodes], meshConfig, rng, now());
     this.rooms = new Map();
-    this.node = null;
-    this.listeners = new Set();
+    this.node = null; // the SignalingClient the Mesh chose, while connected
+    this.nodeUrl = null; // the URL the Mesh knows it by
+    this.iceServers = []; // the freshest STUN/TURN servers: new links use them
+    this.offers = new Map(); // "room:member" -> a verified offer, for the Mesh's Answer (same turn)
     this.replays = new ReplayGuard();
+    this.signals = Promise.resolve(); // signals are verified one at a time, in order
+    this.counters = {}; // signals refused before the Mesh heard of them, by reason
+    this.listeners = new Set();
+    this.timer = null;
     this.closing = false;
-    this.connectedOnce = null;
+    this.connected = deferred();
+  }
+
+  get nodes() {
+    // The nodes this peer knows, in the order it would try them.
+    return [...this.mesh.nodes];
   }
 
   on(listener) {
@@ -475,6 +504,10 @@ export class Peer {
     }
   }
 
+  count(name) {
+    this.counters[name] = (this.counters[name] ?? 0) + 1;
+  }
+
   async setName(name) {
     this.name = name.slice(0, MAX_NAME);
     await this.store.saveName(this.name);
@@ -483,69 +516,189 @@ export class Peer {
     }
   }
 
-  // --- nodes ---
+  // --- the Mesh: feed it, carry out what it says ---
 
   start() {
-    this.connectedOnce ??= this.connectAny().then(() => this.stayConnected());
-    return this.connectedOnce;
+    // Resolves once a node has welcomed us (the Mesh keeps trying until one does).
+    this.mesh.start(now());
+    this.drive();
+    return this.connected.promise;
   }
 
-  async connectAny() {
-    // The first node that answers; backoff with full jitter between rounds.
-    for (let attempt = 0; !this.closing; attempt++) {
-      for (const url of [...this.nodes]) {
-        this.emit({ type: "status", state: "connecting", node: url });
-        try {
-          this.node = await SignalingClient.connect(url, this.identity, this.publicKey, this.name);
-        } catch (error) {
-          this.emit({ type: "status", state: "unreachable", node: url, message: error.message });
-          continue;
-        }
-        for (const learned of this.node.nodes) if (!this.nodes.includes(learned)) this.nodes.push(learned);
-        this.node.onevent = (frame) => this.onNodeFrame(frame);
-        this.emit({ type: "status", state: "connected", node: this.node.nodeUrl, nodes: [...this.nodes] });
-        return;
-      }
-      const wait = jitter(attempt, this.config.backoffBase, this.config.backoffCap);
-      this.emit({ type: "status", state: "retrying", in: wait, message: "no signaling node reachable; retrying" });
-      await sleep(wait);
-    }
-  }
-
-  stayConnected() {
-    // Returns at once; a lost node is replaced in the background and rooms rejoined.
-    this.lost = async (code) => {
-      if (this.closing) return;
-      if (code === 4001) {
-        this.emit({ type: "status", state: "replaced", message: "this identity connected from another tab" });
-        return;
-      }
-      const failed = this.node;
-      this.nodes = this.nodes.filter((u) => u !== failed.nodeUrl && u !== failed.url).concat([failed.url]);
-      this.emit({ type: "status", state: "lost", node: failed.url, message: `lost the node ${failed.url}; trying others` });
-      await this.connectAny();
-      await this.rejoin();
-    };
-  }
-
-  async rejoin() {
-    for (const room of this.rooms.values()) {
+  drive() {
+    for (const command of this.mesh.commands()) {
       try {
-        const joined = await this.node.join(room.key, room.layer);
-        this.seat(room, joined, false);
-        room.emit({ type: "rejoined", node: this.node.nodeUrl, layer: joined.layer });
+        this.carryOut(command);
       } catch (error) {
-        room.emit({ type: "problem", message: `rejoin failed: ${error.message}` });
+        console.error("pagemesh: carrying out", command, error); // one failed command must not stop the others
+      }
+    }
+    if (this.closing) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    const deadline = this.mesh.getTimer();
+    if (deadline !== null) {
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        this.mesh.handleTimer(now());
+        this.drive();
+      }, Math.max(0, (deadline - now()) * 1000));
+    }
+  }
+
+  spawn(task, what) {
+    // An asynchronous part of a command; a failure is shown, never thrown at the Mesh.
+    task.catch((error) => this.emit({ type: "problem", message: `${what}: ${error.message ?? error}` }));
+  }
+
+  carryOut(command) {
+    switch (command.type) {
+      case "connect-node":
+        return this.spawn(this.connect(command.url), `cannot reach ${command.url}`);
+      case "join-room":
+        return this.spawn(this.seat(command.room, command.layer), "join failed");
+      case "request-ice-servers":
+        return this.spawn(this.renewIceServers(), "cannot renew ICE servers");
+      case "offer":
+      case "answer":
+      case "send-relink":
+      case "close-link":
+        return this.linkCommand(command);
+      default:
+        return this.tell(command);
+    }
+  }
+
+  linkCommand(command) {
+    const room = this.rooms.get(command.room);
+    if (!room) return;
+    const { member } = command;
+    const who = member.slice(0, 12);
+    if (command.type === "offer") {
+      const link = room.makeLink(member, command.link);
+      this.spawn(this.sendOffer(room, link), `cannot offer to ${who}`);
+    } else if (command.type === "answer") {
+      const slot = `${room.key}:${member}`;
+      const offer = this.offers.get(slot);
+      this.offers.delete(slot);
+      if (offer) {
+        const link = room.makeLink(member, command.link);
+        this.spawn(this.sendAnswer(room, link, offer), `cannot answer ${who}`);
+      }
+    } else if (command.type === "send-relink") {
+      this.spawn(this.sendRelink(room, member), `cannot ask ${who} to offer`);
+    } else {
+      room.closeLink(member, command.link);
+    }
+  }
+
+  tell(notice) {
+    // What the Mesh has the application learn.
+    if (notice.type === "node-status") return this.nodeStatus(notice);
+    const room = this.rooms.get(notice.room);
+    if (!room) return;
+    if (notice.type === "member-joined") room.memberJoined(notice.member);
+    else if (notice.type === "member-left") room.memberLeft(notice.member);
+    else if (notice.type === "link-up") room.linkUp(notice.member, notice.link);
+    else if (notice.type === "link-down") room.linkDown(notice.member);
+    else if (notice.type === "unreachable") room.unreachable(notice.member, notice.link);
+    // "refused": counted in mesh.counters; a stranger's noise is not the application's business
+  }
+
+  nodeStatus({ state, url, wait }) {
+    if (state === "connecting") {
+      this.emit({ type: "status", state, node: url });
+    } else if (state === "connected") {
+      this.connected.resolve();
+      this.emit({ type: "status", state, node: this.node?.nodeUrl || url, nodes: this.nodes });
+    } else if (state === "lost") {
+      this.emit({ type: "status", state, node: url, message: `lost the node ${url}; trying others` });
+    } else if (state === "retrying") {
+      this.emit({ type: "status", state, in: wait, message: "no signaling node reachable; retrying" });
+    } else if (state === "replaced") {
+      const message = "this identity connected from another tab";
+      this.emit({ type: "status", state, node: url, message });
+      for (const room of this.rooms.values()) {
+        if (!room.seated.done) room.seated.reject(new SignalingError("replaced", message));
       }
     }
   }
 
-  learnNode(url) {
-    // A member's home node is a live node too: one more place to go if ours fails.
-    if (typeof url === "string" && /^wss?:\/\/[^/]+$/.test(url) && !this.nodes.includes(url)) this.nodes.push(url);
+  // --- the signaling node ---
+
+  async connect(url) {
+    let client;
+    try {
+      client = await SignalingClient.connect(url, this.identity, this.publicKey, this.name);
+    } catch (error) {
+      if (this.closing) return;
+      this.emit({ type: "status", state: "unreachable", node: url, message: error.message });
+      this.mesh.nodeFailed(url, now());
+      this.drive();
+      return;
+    }
+    if (this.closing || this.mesh.state !== "connecting" || this.mesh.node !== url) {
+      client.close(); // closed, or the Mesh moved on meanwhile
+      return;
+    }
+    this.node?.close();
+    this.node = client;
+    this.nodeUrl = url;
+    client.onevent = (frame) => this.onNodeFrame(client, url, frame);
+    this.mesh.nodeConnected(url, nodeUrls(client.nodes), now());
+    this.drive();
+  }
+
+  async seat(key, layer) {
+    // Join (or rejoin) a room at the current node; the Mesh reconciles the members.
+    const room = this.rooms.get(key);
+    const node = this.node;
+    if (!room || !node) return;
+    let joined;
+    try {
+      joined = await node.join(key, layer);
+    } catch (error) {
+      if (!room.seated.done) room.seated.reject(error);
+      else room.emit({ type: "problem", message: `rejoin failed: ${error.message}` });
+      return;
+    }
+    if (this.rooms.get(key) !== room || this.node !== node) return; // left, or moved on: the next join seats it
+    if (!Number.isSafeInteger(joined.layer) || joined.layer < 0) {
+      room.emit({ type: "problem", message: "the node seated us in no layer" });
+      return;
+    }
+    const first = !room.seated.done;
+    room.layer = joined.layer;
+    room.total = joined.total;
+    this.iceServers = Array.isArray(joined.ice_servers) ? joined.ice_servers : [];
+    const listed = Array.isArray(joined.members) ? joined.members : [];
+    this.learnNodes(listed.map((m) => m?.url));
+    const members = listed.map((m) => m?.key).filter((k) => KEY.test(k));
+    this.mesh.joined(key, joined.layer, members, iceExpiry(this.iceServers), now());
+    if (first) room.seated.resolve(joined);
+    else room.emit({ type: "rejoined", node: node.nodeUrl, layer: joined.layer });
+    this.drive();
+  }
+
+  async renewIceServers() {
+    const node = this.node;
+    if (!node) return;
+    const reply = await node.request({ type: "ice-servers" });
+    const servers = Array.isArray(reply.servers) ? reply.servers : [];
+    this.iceServers = servers;
+    this.mesh.iceServers(iceExpiry(servers), now());
+    this.drive();
+  }
+
+  learnNodes(urls) {
+    // A member's home node is a live node too: one more place to go if ours fails
+    // (the directory in `welcome` may not name it yet). The Mesh's own rule for
+    // learned nodes (deduplicated, at most 64), which peer/mesh.py keeps private.
+    this.mesh.learnNodes(nodeUrls(urls));
   }
 
   signal(to, payload, room) {
+    if (!this.node) return; // the Mesh tries again once a node is back
     try {
       this.node.signal(to, payload, room);
     } catch (error) {
@@ -556,34 +709,39 @@ export class Peer {
   // --- rooms ---
 
   async join(pageUrl, { scope = "page" } = {}) {
+    // Join the room of a page; links to its members are set up in the background.
     const canonical = canonicalUrl(pageUrl, scope);
     const key = hex(await roomKey(canonical));
-    if (this.rooms.has(key)) return this.rooms.get(key);
-    await this.start();
-    const state = await this.store.roomState(key);
-    const joined = await this.node.join(key);
-    const room = new Room(this, key, canonical, joined.layer, state);
-    this.rooms.set(key, room);
-    this.seat(room, joined, true);
+    let room = this.rooms.get(key);
+    if (!room) {
+      const state = await this.store.roomState(key);
+      room = this.rooms.get(key);
+      if (!room) {
+        room = new Room(this, key, canonical, state);
+        this.rooms.set(key, room);
+        this.mesh.join(key);
+        this.start();
+      }
+    }
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new SignalingError("timeout", "no node seated us in the room")), JOIN_TIMEOUT * 1000);
+    });
+    try {
+      await Promise.race([room.seated.promise, timeout]);
+    } catch (error) {
+      if (this.rooms.get(key) === room) await this.leave(room);
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
     return room;
   }
 
-  seat(room, joined, offer) {
-    room.layer = joined.layer;
-    room.iceServers = joined.ice_servers ?? [];
-    room.total = joined.total;
-    for (const member of joined.members ?? []) {
-      this.learnNode(member.url);
-      room.memberJoined(member.key);
-      const link = room.links.get(member.key);
-      if (offer && (!link || link.failed)) {
-        room.offerTo(member.key).catch((error) => room.emit({ type: "problem", message: `cannot offer to ${member.key.slice(0, 12)}: ${error.message}` }));
-      }
-    }
-  }
-
   async leave(room) {
-    this.rooms.delete(room.key);
+    if (this.rooms.get(room.key) === room) this.rooms.delete(room.key);
+    this.mesh.leave(room.key);
+    this.drive(); // its links' CloseLinks find no room: room.close() closes them all
     room.close();
     try {
       await this.node?.leave(room.key);
@@ -594,65 +752,138 @@ export class Peer {
 
   // --- what the node says ---
 
-  onNodeFrame(frame) {
+  onNodeFrame(client, url, frame) {
+    if (client !== this.node) return;
     // Nodes are trusted for availability only: keys must look like keys before use.
     for (const name of ["key", "from"]) {
-      if (name in frame && !/^[0-9a-f]{64}$/.test(frame[name])) {
+      if (name in frame && !KEY.test(frame[name])) {
         this.emit({ type: "node-error", code: "bad-frame", message: `node sent a bad ${name}` });
         return;
       }
     }
-    const room = this.rooms.get(frame.room);
+    const at = now();
     if (frame.type === "signal") {
-      if (room) this.onSignal(room, frame.from, frame.payload).catch((error) => room.emit({ type: "problem", message: String(error) }));
+      const { room, from, payload } = frame;
+      this.signals = this.signals
+        .then(() => this.onSignal(room, from, payload))
+        .catch((error) => this.emit({ type: "problem", message: `signal from ${from.slice(0, 12)}: ${error.message ?? error}` }));
+      return;
     } else if (frame.type === "peer-joined") {
-      this.learnNode(frame.url);
-      if (room && room.memberJoined(frame.key)) room.expectOffer(frame.key);
+      this.learnNodes([frame.url]);
+      this.mesh.peerJoined(frame.room, frame.key, at);
     } else if (frame.type === "peer-left") {
-      room?.memberLeft(frame.key);
+      this.mesh.peerLeft(frame.room, frame.key);
     } else if (frame.type === "moving") {
-      this.nodes = [...new Set([...(frame.nodes ?? []), ...this.nodes])];
+      this.mesh.moving(nodeUrls(frame.nodes));
     } else if (frame.type === "closed") {
-      this.lost?.(frame.code);
+      this.node = null;
+      this.mesh.nodeLost(url, frame.code ?? null, at);
     } else if (frame.type === "error" || frame.type === "node-error") {
       this.emit({ type: "node-error", code: frame.code, message: frame.message });
-    }
-  }
-
-  async onSignal(room, sender, payload) {
-    if (typeof payload !== "object" || payload === null) return;
-    if (payload.t === "relink") {
-      if (room.members.has(sender) && this.keyHex < sender) {
-        const link = room.links.get(sender);
-        if (!link || !link.awaitingAnswer) await room.offerTo(sender);
-      }
+      return;
+    } else {
       return;
     }
-    if (payload.t !== "sdp") return;
+    this.drive();
+  }
+
+  async onSignal(key, sender, payload) {
+    // Verify first: the Mesh only ever hears of signals their sender signed for us.
+    const room = this.rooms.get(key);
+    const kind = typeof payload === "object" && payload !== null ? payload.t : null;
+    if (!room || (kind !== "sdp" && kind !== RELINK)) {
+      this.count("refused.signal.unknown");
+      return;
+    }
     let desc;
     try {
       desc = parseDescription(payload.desc);
+      if ((desc.kind === RELINK) !== (kind === RELINK)) throw new ProtocolError("wrong-kind", "a relink must be signed as a relink");
       await verifyDescription(desc, room.key, sender, this.keyHex, now(), this.replays);
     } catch (error) {
-      room.emit({ type: "problem", message: `refused a description from ${sender.slice(0, 12)}: ${error.message}` });
+      this.count(`refused.signal.${error.code ?? "error"}`);
+      room.emit({ type: "refused", key: sender, message: `refused a ${kind} from ${sender.slice(0, 12)}: ${error.message}` });
       return;
     }
+    if (this.rooms.get(key) !== room) return;
     if (desc.kind === "offer") {
-      const link = room.links.get(sender);
-      if (link && link.awaitingAnswer && this.keyHex < sender) return; // glare: our offer wins
-      room.memberJoined(sender);
-      const fresh = room.newLink(sender);
-      const answer = await fresh.answer(desc);
-      this.signal(sender, { t: "sdp", desc: answer }, room.key);
+      const slot = `${key}:${sender}`;
+      this.offers.set(slot, desc);
+      this.mesh.offerReceived(key, sender, now());
+      this.drive(); // an Answer takes the offer now
+      this.offers.delete(slot); // not taken: refused, or glare
+    } else if (desc.kind === RELINK) {
+      this.mesh.relinkReceived(key, sender, now());
+      this.drive();
     } else {
-      const link = room.links.get(sender);
-      if (link && link.awaitingAnswer) await link.acceptAnswer(desc);
+      const link = room.awaitingAnswer(sender);
+      if (link) await this.acceptAnswer(room, link, desc);
     }
+  }
+
+  async sendOffer(room, link) {
+    const desc = await this.broken(room, link, link.offer());
+    if (desc && room.byId.get(link.id) === link) this.signal(link.member, { t: "sdp", desc }, room.key);
+  }
+
+  async sendAnswer(room, link, offer) {
+    const desc = await this.broken(room, link, link.answer(offer));
+    if (desc && room.byId.get(link.id) === link) this.signal(link.member, { t: "sdp", desc }, room.key);
+  }
+
+  async acceptAnswer(room, link, desc) {
+    await this.broken(room, link, link.acceptAnswer(desc));
+    if (room.byId.get(link.id) !== link) return;
+    this.mesh.answered(room.key, link.member, link.id);
+    this.drive();
+  }
+
+  async broken(room, link, step) {
+    // A link whose negotiation fails (a description the browser refuses) is failed at
+    // once, rather than left to its connect deadline.
+    try {
+      return await step;
+    } catch (error) {
+      if (link.closed) return null; // closed meanwhile, as the Mesh said: nothing to tell
+      this.linkChanged(room, link.id, link, true);
+      throw error;
+    }
+  }
+
+  async sendRelink(room, member) {
+    const desc = await signDescription(RELINK, "", room.key, this.keyHex, member, this.identity, now());
+    this.signal(member, { t: RELINK, desc }, room.key);
+  }
+
+  // --- links ---
+
+  async linkChanged(room, id, link, broken = false) {
+    // A link opened, closed or failed: the Mesh decides what follows.
+    if (room.byId.get(id) !== link || this.closing) return;
+    if (link.open && !broken) {
+      if (link.told === "open") return;
+      link.told = "open";
+      link.path = await link.selectedPath().catch(() => null);
+      if (room.byId.get(id) !== link || !link.open) return; // closed meanwhile: told below
+      this.mesh.linkOpen(room.key, link.member, id, link.path === "relayed", now());
+    } else if (link.failed || link.everOpen || broken) {
+      if (link.told === "failed") return;
+      link.told = "failed";
+      const iceFailed = link.pc.connectionState === "failed" && !link.everOpen;
+      this.mesh.linkFailed(room.key, link.member, id, iceFailed, now());
+    } else {
+      return;
+    }
+    this.drive();
   }
 
   close() {
     this.closing = true;
+    clearTimeout(this.timer);
+    this.mesh.close();
+    this.mesh.commands(); // closing links is the rooms' job below
     for (const room of this.rooms.values()) room.close();
     this.node?.close();
+    this.node = null;
   }
 }
