@@ -212,6 +212,7 @@ export class Mesh {
   }
 
   learnNodes(urls) {
+    // Also called by peer.js with member home nodes (peer/mesh.py's _learn_nodes).
     for (const url of urls) {
       if (!this.nodes.includes(url) && this.nodes.length < MAX_NODES) this.nodes.push(url);
     }
@@ -454,6 +455,8 @@ export class Mesh {
   }
 
   retryLater(entry, now) {
+    // 2 ** attempts is exact up to 2 ** 1023 here as in Python; past that Python's int
+    // does not convert to a float (OverflowError, reported), where this caps at relinkCap.
     const cap = Math.min(this.config.relinkCap, this.config.relinkBase * 2 ** entry.attempts);
     entry.attempts += 1;
     entry.retryAt = now + this.rng() * cap;
