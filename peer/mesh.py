@@ -58,6 +58,10 @@ Rng = Callable[[], float]
 MAX_NODES = 64
 """Node URLs remembered for fail-over (bootstrap list, welcome and moving lists)."""
 CLOSE_REPLACED = 4001
+MAX_DOUBLINGS = 32
+"""Backoff stops doubling here (any cap is reached long before; 2**1024 would overflow)."""
+RETRY_ICE_AFTER = 30.0
+"""An `ice-servers` request not answered this long ago is asked again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +224,8 @@ class _Link:
     answered: bool = False
     """For an offer: the answer was applied (no longer a glare candidate)."""
     relayed: bool = False
-    renewing: bool = False
-    """A spare was asked for before this link's credentials expire."""
+    renewed_at: float | None = None
+    """When a spare was last asked for, before this link's credentials expire."""
 
 
 @dataclass(slots=True)
@@ -233,6 +237,8 @@ class _Member:
     retry_at: float | None = None
     """When to try again (grace, backoff): the lower key offers, the higher relinks."""
     reported: bool = False
+    unlisted: bool = False
+    """Missing from the last `joined`, kept only for its open link: gone when it drops."""
 
 
 @dataclass(slots=True)
@@ -255,7 +261,7 @@ class Mesh:
         self.config = config
         self._rng = rng
         self.nodes: list[str] = []
-        self._learn_nodes(nodes)
+        self.learn_nodes(nodes)
         self.state = NodeState.IDLE
         self.node: str | None = None
         self._tried: set[str] = set()
@@ -265,7 +271,8 @@ class Mesh:
         self._next_link = 0
         self._ice_expires: float | None = None
         self._ice_renew_at: float | None = None
-        self._ice_asked = False
+        self._ice_asked: float | None = None
+        """When fresh ICE servers were last asked for (None: not waiting for any)."""
         self._out: list[Command | Notice] = []
         self.counters: dict[str, int] = {}
 
@@ -296,7 +303,7 @@ class Mesh:
         self.node = url
         self._round = 0
         self._tried.clear()
-        self._learn_nodes(learned)
+        self.learn_nodes(learned)
         self._out.append(NodeStatus("connected", url))
         for key, room in self.rooms.items():
             self._out.append(JoinRoom(key, room.layer))
@@ -326,7 +333,8 @@ class Mesh:
         """The node is going away and names others: try those first."""
         self.nodes = list(dict.fromkeys([*nodes, *self.nodes]))[:MAX_NODES]
 
-    def _learn_nodes(self, urls: list[str]) -> None:
+    def learn_nodes(self, urls: list[str]) -> None:
+        """More nodes to fail over to (a welcome's list, members' home nodes); bounded."""
         for url in urls:
             if url not in self.nodes and len(self.nodes) < MAX_NODES:
                 self.nodes.append(url)
@@ -334,7 +342,7 @@ class Mesh:
     def _connect_next(self, now: float) -> None:
         untried = [url for url in self.nodes if url not in self._tried]
         if not untried:  # a whole round failed: wait, then start a new one
-            cap = min(self.config.backoff_cap, self.config.backoff_base * 2**self._round)
+            cap = _backoff(self.config.backoff_base, self.config.backoff_cap, self._round)
             wait = self._rng() * cap
             self._round += 1
             self._tried.clear()
@@ -386,6 +394,8 @@ class Mesh:
             link = state.members[member].link
             if link is None or not link.open:  # gone while we were away
                 self._remove(room, state, member)
+            else:
+                state.members[member].unlisted = True
         for member in members:
             known = state.members.get(member)
             if member == self.key:
@@ -396,12 +406,17 @@ class Mesh:
                     self._offer(room, member, entry, now)
                 else:
                     entry.retry_at = now + self.config.offer_grace
-            elif known.link is None and known.retry_at is None:
-                self._retry_later(known, now)
+            else:
+                known.unlisted = False
+                if known.link is None and known.retry_at is None:
+                    self._retry_later(known, now)
 
     def peer_joined(self, room: bytes, member: bytes, now: float) -> None:
         state = self.rooms.get(room)
-        if state is None or member == self.key or member in state.members:
+        if state is None or member == self.key:
+            return
+        if member in state.members:
+            state.members[member].unlisted = False
             return
         entry = self._add(room, state, member, now)
         entry.retry_at = now + self.config.offer_grace  # the newcomer offers; if not, keys decide
@@ -459,11 +474,11 @@ class Mesh:
 
     def relink_received(self, room: bytes, sender: bytes, now: float) -> None:
         """The member asks us (the lower key) to offer a new link."""
-        if self.key > sender:
-            self._count("refused.relink.higher_key")  # only the lower key is asked
-            return
         entry = self._member(room, sender, now, "relink")
         if entry is None:
+            return
+        if self.key > sender:
+            self._count("refused.relink.higher_key")  # only the lower key is asked
             return
         pending = _pending(entry)
         if pending is not None and pending.offered and not pending.answered:
@@ -533,17 +548,21 @@ class Mesh:
         if found is None:
             return
         entry, failed = found
-        self._out.append(CloseLink(room, member, link))
         if failed is entry.spare:  # the open link stays; nothing else changes
             entry.spare = None
+            self._out.append(CloseLink(room, member, link))
             return
         entry.link = None
         if failed.open:
             self._out.append(LinkDown(room, member, link))
         elif ice_failed:
-            self._report(room, member, entry, link)
+            self._report(room, member, entry, link)  # before the close: the glue says why
+        self._out.append(CloseLink(room, member, link))
         if entry.spare is not None:  # a spare on its way takes the place of the failed link
             entry.link, entry.spare = entry.spare, None
+            return
+        if entry.unlisted:  # its link was all that said it was here
+            self._remove(room, self.rooms[room], member)
             return
         self._retry_later(entry, now)
 
@@ -553,7 +572,7 @@ class Mesh:
             self._out.append(Unreachable(room, member, link))
 
     def _retry_later(self, entry: _Member, now: float) -> None:
-        cap = min(self.config.relink_cap, self.config.relink_base * 2**entry.attempts)
+        cap = _backoff(self.config.relink_base, self.config.relink_cap, entry.attempts)
         entry.attempts += 1
         entry.retry_at = now + self._rng() * cap
 
@@ -573,7 +592,7 @@ class Mesh:
 
     def ice_servers(self, expires: float | None, now: float) -> None:
         """Fresh ICE servers arrived (with a join or on request): new links use them."""
-        self._ice_asked = False
+        self._ice_asked = None
         if expires is None:
             self._ice_expires = self._ice_renew_at = None
             return
@@ -581,12 +600,28 @@ class Mesh:
         life = max(0.0, expires - now)
         self._ice_renew_at = now + max(life / 2, life - self.config.renew_before)
 
-    def _link_renew_at(self, link: _Link) -> float | None:
-        """When a relayed link replaces itself, before its credentials expire."""
-        if not link.open or not link.relayed or link.renewing or link.credentials_expire is None:
+    def _ice_due(self) -> float | None:
+        """When to ask for fresh ICE servers: at renewal time, and again if unanswered."""
+        if self._ice_renew_at is None:
+            return None
+        if self._ice_asked is None:
+            return self._ice_renew_at
+        return self._ice_asked + RETRY_ICE_AFTER
+
+    def _renew_at(self, entry: _Member) -> float | None:
+        """When a member's relayed link replaces itself, before its credentials expire;
+        if a replacement failed, again `relink_cap` after the last try (never while a
+        spare is on its way)."""
+        link = entry.link
+        if link is None or not link.open or not link.relayed or link.credentials_expire is None:
+            return None
+        if entry.spare is not None:
             return None
         life = max(0.0, link.credentials_expire - link.created)
-        return link.created + max(life * 3 / 4, life - self.config.renew_before / 2)
+        due = link.created + max(life * 3 / 4, life - self.config.renew_before / 2)
+        if link.renewed_at is not None:
+            due = max(due, link.renewed_at + self.config.relink_cap)
+        return due
 
     # --- time --------------------------------------------------------------------
 
@@ -597,8 +632,8 @@ class Mesh:
         signalling = self.state is NodeState.CONNECTED
         if self.state is NodeState.WAITING and self._wait_until is not None:
             deadlines.append(self._wait_until)
-        if signalling and self._ice_renew_at is not None and not self._ice_asked:
-            deadlines.append(self._ice_renew_at)
+        if signalling and (renew_ice := self._ice_due()) is not None:
+            deadlines.append(renew_ice)
         for state in self.rooms.values():
             for entry in state.members.values():
                 for link in (entry.link, entry.spare):
@@ -608,8 +643,7 @@ class Mesh:
                     continue
                 if entry.retry_at is not None:
                     deadlines.append(entry.retry_at)
-                renew = self._link_renew_at(entry.link) if entry.link is not None else None
-                if renew is not None:
+                if (renew := self._renew_at(entry)) is not None:
                     deadlines.append(renew)
         return min(deadlines) if deadlines else None
 
@@ -619,9 +653,9 @@ class Mesh:
             self._wait_until = None
             self._connect_next(now)
         signalling = self.state is NodeState.CONNECTED
-        renew = self._ice_renew_at
-        if signalling and renew is not None and not self._ice_asked and renew <= now:
-            self._ice_asked = True
+        renew_ice = self._ice_due()
+        if signalling and renew_ice is not None and renew_ice <= now:
+            self._ice_asked = now
             self._out.append(RequestIceServers())
         for room, state in self.rooms.items():
             for member, entry in list(state.members.items()):
@@ -644,10 +678,9 @@ class Mesh:
         """Retries and renewals, which need the node to carry a signal."""
         if entry.retry_at is not None and entry.retry_at <= now:
             self._retry(room, member, entry, now)
-        link = entry.link
-        renew = self._link_renew_at(link) if link is not None else None
+        link, renew = entry.link, self._renew_at(entry)
         if link is not None and renew is not None and renew <= now:
-            link.renewing = True
+            link.renewed_at = now
             if self.key < member:
                 self._offer(room, member, entry, now)
             else:
@@ -659,3 +692,9 @@ def _pending(entry: _Member) -> _Link | None:
     if entry.link is not None and entry.link.open:
         return entry.spare
     return entry.link
+
+
+def _backoff(base: float, cap: float, attempts: int) -> float:
+    """The full-jitter window after `attempts` failures: base * 2^attempts, capped."""
+    doublings: int = 2 ** min(attempts, MAX_DOUBLINGS)
+    return min(cap, base * doublings)

@@ -607,6 +607,7 @@ class Peer:
         room.layer = joined.layer
         self._use_ice_servers(joined.ice_servers)
         members = [member.key for member in joined.members]
+        self.mesh.learn_nodes([member.url for member in joined.members])  # more to fail over to
         self.mesh.joined(key, joined.layer, members, _expiry(joined.ice_servers), time.time())
         if first:
             room.seated.set_result(joined)
@@ -636,6 +637,7 @@ class Peer:
             if isinstance(event, SignalFrom):
                 self._on_signal(event, now)
             elif isinstance(event, PeerJoined):
+                self.mesh.learn_nodes([event.url])
                 self.mesh.peer_joined(event.room, event.key, now)
             elif isinstance(event, PeerLeft):
                 self.mesh.peer_left(event.room, event.key)

@@ -230,24 +230,6 @@ def test_a_member_who_left_during_fail_over_is_reconciled_away() -> None:
     assert net.connected(a, b)
 
 
-def test_an_open_link_is_kept_when_the_rejoin_list_misses_its_member() -> None:
-    """A fresh DHT read can miss a record for a moment; an open link proves the member is
-    there, so reconciliation removes only members we have no open link to."""
-    core = mesh.Mesh(b"\x01" * 32, ["ws://a"], mesh.MeshConfig(), random.random, 0.0)
-    core.start(0.0)
-    core.node_connected("ws://a", [], 0.0)
-    core.join(ROOM)
-    other = b"\x02" * 32
-    core.joined(ROOM, 0, [other], None, 0.0)
-    offer = next(c for c in core.commands() if isinstance(c, mesh.Offer))
-    core.link_open(ROOM, other, offer.link, False, 0.5)
-    core.node_lost("ws://a", 1006, 1.0)
-    core.node_connected("ws://a", [], 1.5)
-    core.joined(ROOM, 0, [], None, 1.6)
-    assert other in core.rooms[ROOM].members
-    assert not [c for c in core.commands() if isinstance(c, mesh.MemberLeft | mesh.CloseLink)]
-
-
 def test_ice_credentials_are_renewed_and_relayed_links_replaced_before_expiry() -> None:
     """The probe's finding 5: credentials minted once per join; a relayed link died at the
     first allocation refresh after they expired (5 s TTL)."""
@@ -351,3 +333,90 @@ def test_after_any_storm_the_room_converges(seed: int, events: list[tuple[object
     for key in keys:
         for entry in net.peers[key].rooms[ROOM].members.values():
             assert entry.link is not None and entry.link.open and entry.spare is None
+
+
+def connected_core(key: bytes = b"\x01" * 32) -> mesh.Mesh:
+    core = mesh.Mesh(key, ["ws://a"], mesh.MeshConfig(), lambda: 1.0, 0.0)
+    core.start(0.0)
+    core.node_connected("ws://a", [], 0.0)
+    core.join(ROOM)
+    core.commands()
+    return core
+
+
+def reconnect(core: mesh.Mesh, lost_at: float) -> float:
+    """The node drops `core` at `lost_at`; it waits out its backoff and gets back on."""
+    core.node_lost("ws://a", 1006, lost_at)
+    when = core.get_timer()
+    assert when is not None and core.state is mesh.NodeState.WAITING
+    core.handle_timer(when)
+    assert mesh.ConnectNode("ws://a") in core.commands()
+    core.node_connected("ws://a", [], when)
+    return when
+
+
+def test_backoff_never_overflows_however_long_a_member_stays_unreachable() -> None:
+    """2**1024 does not fit a float: days of retries must not end in an exception."""
+    core = connected_core()
+    other = b"\x02" * 32
+    core.joined(ROOM, 0, [other], None, 0.0)
+    for _ in range(1100):
+        offer = next(c for c in core.commands() if isinstance(c, mesh.Offer))
+        core.link_failed(ROOM, other, offer.link, True, core.get_timer() or 0.0)
+        now = core.get_timer()
+        assert now is not None
+        core.handle_timer(now)
+    assert core.rooms[ROOM].members[other].attempts >= 1100
+
+
+def test_fresh_ice_servers_are_asked_again_when_the_node_does_not_answer() -> None:
+    core = connected_core()
+    core.joined(ROOM, 0, [], 100.0, 0.0)
+    assert core.get_timer() == 50.0  # half the credentials' life
+    core.handle_timer(50.0)
+    assert core.commands() == [mesh.RequestIceServers()]
+    assert core.get_timer() == 50.0 + mesh.RETRY_ICE_AFTER  # no answer: ask again
+    core.handle_timer(80.0)
+    assert core.commands() == [mesh.RequestIceServers()]
+    core.ice_servers(300.0, 85.0)
+    assert core.get_timer() == 85.0 + 107.5
+
+
+def test_a_member_missing_from_a_rejoin_is_kept_while_its_link_is_open() -> None:
+    """A fresh DHT read can miss a record for a moment, and an open link shows the member
+    is there: it is kept. Once that link drops, it is removed, not retried forever
+    against a node that answers `unknown-peer`."""
+    core = connected_core()
+    other = b"\x02" * 32
+    core.joined(ROOM, 0, [other], None, 0.0)
+    offer = next(c for c in core.commands() if isinstance(c, mesh.Offer))
+    core.link_open(ROOM, other, offer.link, False, 0.5)
+    back = reconnect(core, 1.0)
+    core.joined(ROOM, 0, [], None, back)
+    core.commands()
+    assert other in core.rooms[ROOM].members  # its link is open: kept
+    core.link_failed(ROOM, other, offer.link, False, back + 1)
+    out = core.commands()
+    assert mesh.MemberLeft(ROOM, other) in out
+    assert other not in core.rooms[ROOM].members and core.get_timer() is None
+
+
+def test_a_failed_renewal_is_tried_again_but_never_beside_a_pending_spare() -> None:
+    core = connected_core()
+    other = b"\x02" * 32
+    core.joined(ROOM, 0, [other], 100.0, 0.0)
+    offer = next(c for c in core.commands() if isinstance(c, mesh.Offer))
+    core.link_open(ROOM, other, offer.link, True, 1.0)  # relayed, credentials until 100
+    core.ice_servers(1000.0, 1.0)  # fresh ones are in (and due much later)
+    renew_at = 0.0 + 75.0  # three quarters of the link's credentials' life
+    assert core.get_timer() == renew_at
+    core.handle_timer(renew_at)
+    spare = next(c for c in core.commands() if isinstance(c, mesh.Offer))
+    assert core.get_timer() == renew_at + core.config.connect_timeout  # only the spare's deadline
+    core.handle_timer(renew_at + core.config.connect_timeout)
+    out = core.commands()
+    assert mesh.CloseLink(ROOM, other, spare.link) in out  # the spare gave up...
+    again = [c for c in out if isinstance(c, mesh.Offer)]
+    assert len(again) == 1 and again[0].link != spare.link  # ...and renewal tries again
+    assert core.rooms[ROOM].members[other].link is not None
+    assert core.rooms[ROOM].members[other].link.id == offer.link  # the open link stayed

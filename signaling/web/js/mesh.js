@@ -18,6 +18,8 @@
 
 export const MAX_NODES = 64; // node URLs remembered for fail-over
 export const CLOSE_REPLACED = 4001;
+export const MAX_DOUBLINGS = 32; // backoff stops doubling here (any cap is reached long before)
+export const RETRY_ICE_AFTER = 30; // an ice-servers request not answered this long ago is asked again
 
 export const MESH_DEFAULTS = Object.freeze({
   // Fail-over rounds over the node list: full jitter up to base * 2^round, capped.
@@ -102,7 +104,7 @@ class Link {
     this.open = false;
     this.answered = false; // for an offer: the answer was applied (no longer a glare candidate)
     this.relayed = false;
-    this.renewing = false; // a spare was asked for before this link's credentials expire
+    this.renewedAt = null; // when a spare was last asked for, before this link's credentials expire
   }
 }
 
@@ -114,6 +116,7 @@ class Member {
     this.attempts = 0;
     this.retryAt = null; // when to try again (grace, backoff): the lower key offers, the higher relinks
     this.reported = false;
+    this.unlisted = false; // missing from the last `joined`, kept only for its open link: gone when it drops
   }
 }
 
@@ -144,7 +147,7 @@ export class Mesh {
     this.nextLink = 0;
     this.iceExpires = null;
     this.iceRenewAt = null;
-    this.iceAsked = false;
+    this.iceAsked = null; // when fresh ICE servers were last asked for (null: not waiting for any)
     this.out = [];
     this.counters = {};
     void now; // as in Python: nothing is due before start()
@@ -212,7 +215,7 @@ export class Mesh {
   }
 
   learnNodes(urls) {
-    // Also called by peer.js with member home nodes (peer/mesh.py's _learn_nodes).
+    // More nodes to fail over to (a welcome's list, members' home nodes); bounded.
     for (const url of urls) {
       if (!this.nodes.includes(url) && this.nodes.length < MAX_NODES) this.nodes.push(url);
     }
@@ -222,7 +225,7 @@ export class Mesh {
     const untried = this.nodes.filter((url) => !this.tried.has(url));
     if (!untried.length) {
       // a whole round failed: wait, then start a new one
-      const cap = Math.min(this.config.backoffCap, this.config.backoffBase * 2 ** this.round);
+      const cap = backoff(this.config.backoffBase, this.config.backoffCap, this.round);
       const wait = this.rng() * cap;
       this.round += 1;
       this.tried.clear();
@@ -268,6 +271,7 @@ export class Mesh {
     for (const member of [...state.members.keys()].filter((m) => !listed.has(m))) {
       const link = state.members.get(member).link;
       if (link === null || !link.open) this.remove(room, state, member); // gone while we were away
+      else state.members.get(member).unlisted = true;
     }
     for (const member of members) {
       const known = state.members.get(member);
@@ -276,15 +280,20 @@ export class Mesh {
         const entry = this.add(room, state, member, now);
         if (newcomer) this.offer(room, member, entry, now);
         else entry.retryAt = now + this.config.offerGrace;
-      } else if (known.link === null && known.retryAt === null) {
-        this.retryLater(known, now);
+      } else {
+        known.unlisted = false;
+        if (known.link === null && known.retryAt === null) this.retryLater(known, now);
       }
     }
   }
 
   peerJoined(room, member, now) {
     const state = this.rooms.get(room);
-    if (state === undefined || member === this.key || state.members.has(member)) return;
+    if (state === undefined || member === this.key) return;
+    if (state.members.has(member)) {
+      state.members.get(member).unlisted = false;
+      return;
+    }
     const entry = this.add(room, state, member, now);
     entry.retryAt = now + this.config.offerGrace; // the newcomer offers; if not, keys decide
   }
@@ -352,12 +361,12 @@ export class Mesh {
 
   relinkReceived(room, sender, now) {
     // The member asks us (the lower key) to offer a new link.
+    const entry = this.member(room, sender, now, "relink");
+    if (entry === null) return;
     if (this.key > sender) {
       this.count("refused.relink.higher_key"); // only the lower key is asked
       return;
     }
-    const entry = this.member(room, sender, now, "relink");
-    if (entry === null) return;
     const waiting = pending(entry);
     if (waiting !== null && waiting.offered && !waiting.answered) return; // an offer of ours is on its way already
     this.offer(room, sender, entry, now);
@@ -429,19 +438,25 @@ export class Mesh {
     const found = this.find(room, member, link);
     if (found === null) return;
     const [entry, failed] = found;
-    this.out.push(CloseLink(room, member, link));
     if (failed === entry.spare) {
       // the open link stays; nothing else changes
       entry.spare = null;
+      this.out.push(CloseLink(room, member, link));
       return;
     }
     entry.link = null;
     if (failed.open) this.out.push(LinkDown(room, member, link));
-    else if (iceFailed) this.report(room, member, entry, link);
+    else if (iceFailed) this.report(room, member, entry, link); // before the close: the glue says why
+    this.out.push(CloseLink(room, member, link));
     if (entry.spare !== null) {
       // a spare on its way takes the place of the failed link
       entry.link = entry.spare;
       entry.spare = null;
+      return;
+    }
+    if (entry.unlisted) {
+      // its link was all that said it was here
+      this.remove(room, this.rooms.get(room), member);
       return;
     }
     this.retryLater(entry, now);
@@ -455,9 +470,7 @@ export class Mesh {
   }
 
   retryLater(entry, now) {
-    // 2 ** attempts is exact up to 2 ** 1023 here as in Python; past that Python's int
-    // does not convert to a float (OverflowError, reported), where this caps at relinkCap.
-    const cap = Math.min(this.config.relinkCap, this.config.relinkBase * 2 ** entry.attempts);
+    const cap = backoff(this.config.relinkBase, this.config.relinkCap, entry.attempts);
     entry.attempts += 1;
     entry.retryAt = now + this.rng() * cap;
   }
@@ -479,7 +492,7 @@ export class Mesh {
 
   iceServers(expires, now) {
     // Fresh ICE servers arrived (with a join or on request): new links use them.
-    this.iceAsked = false;
+    this.iceAsked = null;
     if (expires === null) {
       this.iceExpires = this.iceRenewAt = null;
       return;
@@ -489,11 +502,24 @@ export class Mesh {
     this.iceRenewAt = now + Math.max(life / 2, life - this.config.renewBefore);
   }
 
-  linkRenewAt(link) {
-    // When a relayed link replaces itself, before its credentials expire.
-    if (!link.open || !link.relayed || link.renewing || link.credentialsExpire === null) return null;
+  iceDue() {
+    // When to ask for fresh ICE servers: at renewal time, and again if unanswered.
+    if (this.iceRenewAt === null) return null;
+    if (this.iceAsked === null) return this.iceRenewAt;
+    return this.iceAsked + RETRY_ICE_AFTER;
+  }
+
+  renewAt(entry) {
+    // When a member's relayed link replaces itself, before its credentials expire;
+    // if a replacement failed, again `relinkCap` after the last try (never while a
+    // spare is on its way).
+    const link = entry.link;
+    if (link === null || !link.open || !link.relayed || link.credentialsExpire === null) return null;
+    if (entry.spare !== null) return null;
     const life = Math.max(0.0, link.credentialsExpire - link.created);
-    return link.created + Math.max((life * 3) / 4, life - this.config.renewBefore / 2);
+    let due = link.created + Math.max((life * 3) / 4, life - this.config.renewBefore / 2);
+    if (link.renewedAt !== null) due = Math.max(due, link.renewedAt + this.config.relinkCap);
+    return due;
   }
 
   // --- time ---
@@ -504,7 +530,8 @@ export class Mesh {
     const deadlines = [];
     const signalling = this.state === NodeState.CONNECTED;
     if (this.state === NodeState.WAITING && this.waitUntil !== null) deadlines.push(this.waitUntil);
-    if (signalling && this.iceRenewAt !== null && !this.iceAsked) deadlines.push(this.iceRenewAt);
+    const renewIce = this.iceDue();
+    if (signalling && renewIce !== null) deadlines.push(renewIce);
     for (const state of this.rooms.values()) {
       for (const entry of state.members.values()) {
         for (const link of [entry.link, entry.spare]) {
@@ -512,7 +539,7 @@ export class Mesh {
         }
         if (!(signalling && state.seated)) continue;
         if (entry.retryAt !== null) deadlines.push(entry.retryAt);
-        const renew = entry.link !== null ? this.linkRenewAt(entry.link) : null;
+        const renew = this.renewAt(entry);
         if (renew !== null) deadlines.push(renew);
       }
     }
@@ -526,9 +553,9 @@ export class Mesh {
       this.connectNext(now);
     }
     const signalling = this.state === NodeState.CONNECTED;
-    const renew = this.iceRenewAt;
-    if (signalling && renew !== null && !this.iceAsked && renew <= now) {
-      this.iceAsked = true;
+    const renewIce = this.iceDue();
+    if (signalling && renewIce !== null && renewIce <= now) {
+      this.iceAsked = now;
       this.out.push(RequestIceServers());
     }
     for (const [room, state] of this.rooms) {
@@ -557,9 +584,9 @@ export class Mesh {
     // Retries and renewals, which need the node to carry a signal.
     if (entry.retryAt !== null && entry.retryAt <= now) this.retry(room, member, entry, now);
     const link = entry.link;
-    const renew = link !== null ? this.linkRenewAt(link) : null;
+    const renew = this.renewAt(entry);
     if (link !== null && renew !== null && renew <= now) {
-      link.renewing = true;
+      link.renewedAt = now;
       if (this.key < member) this.offer(room, member, entry, now);
       else this.out.push(SendRelink(room, member));
     }
@@ -570,4 +597,9 @@ function pending(entry) {
   // The link being negotiated: the spare beside an open link, else a link not yet open.
   if (entry.link !== null && entry.link.open) return entry.spare;
   return entry.link;
+}
+
+function backoff(base, cap, attempts) {
+  // The full-jitter window after `attempts` failures: base * 2^attempts, capped.
+  return Math.min(cap, base * 2 ** Math.min(attempts, MAX_DOUBLINGS));
 }

@@ -358,7 +358,7 @@ export class Room {
   memberLeft(member) {
     this.members.delete(member);
     this.paths.delete(member);
-    this.transfers.memberLeft?.(member);
+    this.transfers.memberLeft(member);
     this.emit({ type: "member-left", key: member });
   }
 
