@@ -121,10 +121,15 @@ class LinkPool:
         verify_node: NodeVerifier,
         limits: AdmissionLimits,
         remote_address: RemoteAddress,
+        local_host: str = "",
     ) -> None:
+        """`local_host`: the address this node's DHT listens on; links go out from it, so
+        that the other side finds the DHT node where the link comes from (a host with
+        several addresses would otherwise pick one by route)."""
         self.identity = identity
         self.node_id = node_id_for(identity.public_key)
         self.dht_port = dht_port
+        self.local_host = "" if local_host in ("", "0.0.0.0", "::") else local_host
         self._on_frame = on_frame
         self._verify_node = verify_node
         self._remote_address = remote_address
@@ -172,7 +177,8 @@ class LinkPool:
 
     async def _open(self, node_id: bytes, url: str) -> Link:
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            local = (self.local_host, 0) if self.local_host else None
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=local))
         try:
             ws = await self._http.ws_connect(
                 url.rstrip("/") + LINK_PATH,

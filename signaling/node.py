@@ -179,6 +179,7 @@ class SignalingNode:
             dht.verify_node,
             config.link_admission,
             self.remote_address,
+            dht.address[0],
         )
         self.metrics = node_metrics.NodeMetrics(self)
         self.known_nodes: list[str] = []
