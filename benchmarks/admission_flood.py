@@ -41,6 +41,7 @@ CONFIGS = {
     "open": """
 [node.admission]
 unauthenticated = 1000000
+connections = 1000000
 per_second = 1000000.0
 burst = 1000000.0
 """,

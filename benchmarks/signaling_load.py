@@ -74,6 +74,7 @@ frame_burst = 2000.0
 
 [node.admission]            # every client of the benchmark comes from 127.0.0.1
 unauthenticated = 100000
+connections = 100000
 per_second = 100000.0
 burst = 100000.0
 """

@@ -79,6 +79,8 @@ class MeshConfig:
     retransmit for about a minute before ICE fails)."""
     renew_before: float = 300.0
     """Fetch fresh ICE credentials this long before they expire (or at half their life)."""
+    max_members: int = 256
+    """Members kept per room: a node that lists more (a rogue one) gets the first ones."""
     offers_per_second: float = 0.5
     offer_burst: float = 4.0
     """Offers and relinks taken from one member: a rogue member cannot make us build
@@ -402,6 +404,8 @@ class Mesh:
                 continue
             if known is None:
                 entry = self._add(room, state, member, now)
+                if entry is None:
+                    continue
                 if newcomer:
                     self._offer(room, member, entry, now)
                 else:
@@ -419,14 +423,18 @@ class Mesh:
             state.members[member].unlisted = False
             return
         entry = self._add(room, state, member, now)
-        entry.retry_at = now + self.config.offer_grace  # the newcomer offers; if not, keys decide
+        if entry is not None:  # the newcomer offers; if not, keys decide
+            entry.retry_at = now + self.config.offer_grace
 
     def peer_left(self, room: bytes, member: bytes) -> None:
         state = self.rooms.get(room)
         if state is not None and member in state.members:
             self._remove(room, state, member)
 
-    def _add(self, room: bytes, state: _Room, member: bytes, now: float) -> _Member:
+    def _add(self, room: bytes, state: _Room, member: bytes, now: float) -> _Member | None:
+        if len(state.members) >= self.config.max_members:
+            self._count("refused.member.full")
+            return None
         bucket = TokenBucket(self.config.offers_per_second, self.config.offer_burst, now)
         entry = state.members[member] = _Member(bucket)
         self._out.append(MemberJoined(room, member))

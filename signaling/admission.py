@@ -7,7 +7,8 @@ one home network gets; a single address of it costs nothing). For each
 source a node keeps
 
 - how many of its connections are open and unauthenticated (at most
-  `unauthenticated`), and
+  `unauthenticated`), and how many are open at all (at most `connections`,
+  so one address cannot take a node's every slot, key by key), and
 - a token bucket of connection attempts (`per_second`, bursts of `burst`):
   every attempt costs a challenge, and its hello a signature check.
 
@@ -29,6 +30,8 @@ from dht.ratelimit import SourceRateLimiter
 class AdmissionLimits:
     unauthenticated: int = 16
     """Connections from one source that may wait for their hello at once."""
+    connections: int = 64
+    """Connections from one source open at once, authenticated or not."""
     per_second: float = 4.0
     """New connections per second from one source, on average..."""
     burst: float = 40.0
@@ -59,13 +62,18 @@ class Admission:
         self.limits = limits
         self._attempts = SourceRateLimiter(limits.per_second, limits.burst, limits.max_sources)
         self._waiting: dict[str, int] = {}
-        self.refused: dict[str, int] = {"rate": 0, "unauthenticated": 0}
+        self._open: dict[str, int] = {}
+        self.refused: dict[str, int] = {"rate": 0, "unauthenticated": 0, "connections": 0}
 
     def admit(self, source: str, now: float) -> str | None:
         """Take a new connection from `source`: None if admitted, else why not.
 
-        An admitted connection counts as unauthenticated until `settled`.
+        An admitted connection counts as unauthenticated until `settled`, and as open
+        until `closed`.
         """
+        if self._open.get(source, 0) >= self.limits.connections:
+            self.refused["connections"] += 1
+            return "too many connections from your address"
         if self._waiting.get(source, 0) >= self.limits.unauthenticated:
             self.refused["unauthenticated"] += 1
             return "too many connections from your address waiting for their hello"
@@ -73,18 +81,30 @@ class Admission:
             self.refused["rate"] += 1
             return "too many connections from your address; slow down"
         self._waiting[source] = self._waiting.get(source, 0) + 1
+        self._open[source] = self._open.get(source, 0) + 1
         return None
 
     def settled(self, source: str) -> None:
         """An admitted connection proved a key, or closed before it did."""
-        left = self._waiting.get(source, 0) - 1
-        if left > 0:
-            self._waiting[source] = left
-        else:
-            self._waiting.pop(source, None)
+        _decrement(self._waiting, source)
+
+    def closed(self, source: str) -> None:
+        """An admitted connection ended (call `settled` first if it never proved a key)."""
+        _decrement(self._open, source)
 
     def waiting(self, source: str) -> int:
         return self._waiting.get(source, 0)
 
+    def open(self, source: str) -> int:
+        return self._open.get(source, 0)
+
     def prune(self, now: float) -> None:
         self._attempts.prune(now)
+
+
+def _decrement(counts: dict[str, int], source: str) -> None:
+    left = counts.get(source, 0) - 1
+    if left > 0:
+        counts[source] = left
+    else:
+        counts.pop(source, None)

@@ -71,6 +71,9 @@ class NodeConfig:
     layer_scan_batch: int = 2
     """Layers read in parallel while looking for one with room."""
     max_clients: int = 20_000
+    max_view_members: int = 0
+    """Members this node keeps of one layer; 0 means 4 x layer_size (a layer may run over
+    its size when people ask for a seat in it, but no stranger may make it unbounded)."""
     sign_timeout: float = 10.0
     """How long a client has to sign its presence record."""
     directory_ttl: float = 600.0
@@ -89,6 +92,10 @@ class NodeConfig:
     )
     """Per source address, for node links before they prove a reachable node."""
     ice: IceConfig = field(default_factory=IceConfig)
+
+    @property
+    def view_cap(self) -> int:
+        return self.max_view_members or 4 * self.layer_size
 
     @property
     def refresh(self) -> float:

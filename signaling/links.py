@@ -27,6 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -52,6 +53,12 @@ log = logging.getLogger(__name__)
 LINK_PATH = "/v1/node"
 LINK_CONTEXT = b"pagemesh-link/1\0"
 HANDSHAKE_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5.0
+LINKS_PER_NODE = 2
+"""Links kept open to one remote node: both sides may open one at once; more is abuse."""
+COOLDOWN_MIN, COOLDOWN_MAX = 10.0, 600.0
+"""A host that could not be linked to is not dialled again for this long (doubling)."""
+MAX_COOLDOWNS = 4096
 
 FrameHandler = Callable[[bytes, LinkFrame], Awaitable[None]]
 """(remote node id, typed frame) -> None."""
@@ -135,7 +142,15 @@ class LinkPool:
         self._remote_address = remote_address
         self.admission = Admission(limits)
         self._links: dict[bytes, Link] = {}
+        """The link used for sending to each remote node (the newest)."""
+        self._open_links: dict[bytes, list[Link]] = {}
+        """Every link open to each remote node, oldest first (at most LINKS_PER_NODE)."""
         self._opening: dict[bytes, asyncio.Task[Link]] = {}
+        self._dialing: dict[str, asyncio.Lock] = {}
+        self._cooldown: dict[str, tuple[float, float]] = {}
+        """host -> (not before, backoff): hosts we failed to link to. Presence records
+        name home URLs, and anyone can publish a presence: without this a stranger could
+        make a node dial any host over and over."""
         self._readers: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
         self.frames_in = 0
@@ -154,7 +169,12 @@ class LinkPool:
         if link is None or link.closed:
             task = self._opening.get(node_id)
             if task is None:
-                task = asyncio.create_task(self._open(node_id, url))
+                host = urlsplit(url).hostname or url
+                not_before, _ = self._cooldown.get(host, (0.0, 0.0))
+                if not_before > time.monotonic():
+                    self._count(self.refused, "cooldown")
+                    raise LinkError(f"{host} was unreachable; not dialled again yet")
+                task = asyncio.create_task(self._open(node_id, url, host))
                 self._opening[node_id] = task
                 task.add_done_callback(lambda _t: self._opening.pop(node_id, None))
             link = await asyncio.shield(task)
@@ -175,17 +195,48 @@ class LinkPool:
             raise LinkError(f"link to {link.remote_id.hex()[:12]} failed: {exc}") from None
         self.frames_out += 1
 
-    async def _open(self, node_id: bytes, url: str) -> Link:
+    async def _open(self, node_id: bytes, url: str, host: str) -> Link:
+        """Dial, one dial per host at a time: forty presences naming forty node ids at one
+        host cost that host one dial, and, if it fails, none for a while."""
+        lock = self._dialing.setdefault(host, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._dial_once(node_id, url, host)
+        finally:
+            if not lock.locked() and self._dialing.get(host) is lock:
+                del self._dialing[host]
+
+    async def _dial_once(self, node_id: bytes, url: str, host: str) -> Link:
+        not_before, _ = self._cooldown.get(host, (0.0, 0.0))
+        if not_before > time.monotonic():
+            self._count(self.refused, "cooldown")
+            raise LinkError(f"{host} was unreachable; not dialled again yet")
+        try:
+            link = await self._dial(node_id, url)
+        except LinkError:
+            _, backoff = self._cooldown.pop(host, (0.0, COOLDOWN_MIN / 2))
+            backoff = min(COOLDOWN_MAX, backoff * 2)
+            self._cooldown[host] = (time.monotonic() + backoff, backoff)
+            if len(self._cooldown) > MAX_COOLDOWNS:
+                del self._cooldown[next(iter(self._cooldown))]
+            raise
+        self._cooldown.pop(host, None)
+        return link
+
+    async def _dial(self, node_id: bytes, url: str) -> Link:
         if self._http is None:
             local = (self.local_host, 0) if self.local_host else None
             self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=local))
         try:
-            ws = await self._http.ws_connect(
-                url.rstrip("/") + LINK_PATH,
-                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
-                max_msg_size=MAX_LINK_FRAME,
-                compress=0,
-                heartbeat=30.0,
+            ws = await asyncio.wait_for(
+                self._http.ws_connect(
+                    url.rstrip("/") + LINK_PATH,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                    max_msg_size=MAX_LINK_FRAME,
+                    compress=0,
+                    heartbeat=30.0,
+                ),
+                CONNECT_TIMEOUT,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise LinkError(f"cannot reach node {node_id.hex()[:12]} at {url}: {exc}") from None
@@ -232,12 +283,13 @@ class LinkPool:
             self.admission.settled(source)
             settled = True
             link = Link(remote, ws)
-            self._links[remote] = link
+            self._keep(link)
             await self._read(link)
             return ws
         finally:
             if not settled:
                 self.admission.settled(source)
+            self.admission.closed(source)
 
     async def _authenticate(self, ws: web.WebSocketResponse, address: str) -> bytes:
         nonce = os.urandom(32)
@@ -254,8 +306,24 @@ class LinkPool:
         await ws.send_str(serialize(welcome))
         return remote
 
-    def _adopt(self, link: Link) -> None:
+    def _keep(self, link: Link) -> None:
+        """The newest link to a node sends; older ones beyond LINKS_PER_NODE are closed."""
         self._links[link.remote_id] = link
+        kept = self._open_links.setdefault(link.remote_id, [])
+        kept.append(link)
+        while len(kept) > LINKS_PER_NODE:
+            oldest = kept.pop(0)
+            self._count(self.refused, "superseded")
+            task = asyncio.create_task(self._close(oldest))
+            self._readers.add(task)  # owned: cancelled on close like the readers
+            task.add_done_callback(self._readers.discard)
+
+    async def _close(self, link: Link) -> None:
+        with contextlib.suppress(Exception):
+            await link.ws.close()
+
+    def _adopt(self, link: Link) -> None:
+        self._keep(link)
         task = asyncio.create_task(self._read(link))
         self._readers.add(task)
         task.add_done_callback(self._readers.discard)
@@ -276,6 +344,11 @@ class LinkPool:
                 log.exception("error handling a link frame from %s", link.remote_id.hex()[:12])
         if self._links.get(link.remote_id) is link:
             del self._links[link.remote_id]
+        kept = self._open_links.get(link.remote_id, [])
+        if link in kept:
+            kept.remove(link)
+        if not kept:
+            self._open_links.pop(link.remote_id, None)
 
     def _count(self, table: dict[str, int], reason: str) -> None:
         table[reason] = table.get(reason, 0) + 1

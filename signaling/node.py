@@ -82,7 +82,7 @@ from .protocol import (
     presence_value,
     serialize,
 )
-from .rooms import choose_layer, estimate_total
+from .rooms import choose_layer, estimate_total, is_node_url
 from .session import (
     CLOSE_GOING_AWAY,
     CLOSE_REPLACED,
@@ -132,6 +132,8 @@ class Client:
     """Where the connection comes from (an IPv4 address or an IPv6 /64), for admission."""
     settled: bool = False
     """Admission no longer counts this connection as waiting for its hello."""
+    joining: bool = False
+    """A join of this connection is being carried out (one at a time)."""
 
 
 @dataclass(slots=True)
@@ -335,6 +337,7 @@ class SignalingNode:
         finally:
             if client is None or not client.settled:
                 self.admission.settled(source)
+            self.admission.closed(source)
 
     async def _serve_client(self, client: Client) -> web.WebSocketResponse:
         ws, session = client.ws, client.session
@@ -390,7 +393,18 @@ class SignalingNode:
         if isinstance(event, Authenticated):
             await self._authenticated(client, event)
         elif isinstance(event, Join):
-            self._spawn(self._join(client, event), client.tasks)
+            if client.joining:  # each join reads the DHT: one at a time per connection
+                client.session.error(
+                    ErrorCode.RATE_LIMITED,
+                    "one join at a time; wait for the answer",
+                    event.id,
+                    _now(),
+                )
+                if event.room not in client.rooms:  # the session reserved it for this join
+                    client.session.rooms.discard(event.room)
+            else:
+                client.joining = True
+                self._spawn(self._join(client, event), client.tasks)
         elif isinstance(event, Signed):
             waiter = client.pending.pop(event.id, None)
             if waiter is None or waiter.done():
@@ -440,6 +454,12 @@ class SignalingNode:
     # --- rooms -----------------------------------------------------------------------
 
     async def _join(self, client: Client, join: Join) -> None:
+        try:
+            await self._seat_client(client, join)
+        finally:
+            client.joining = False
+
+    async def _seat_client(self, client: Client, join: Join) -> None:
         started = time.perf_counter()
         current = client.rooms.get(join.room)
         seated = current is not None and join.layer in (None, current.layer)
@@ -628,6 +648,9 @@ class SignalingNode:
         known = view.members.get(presence.peer)
         if known is not None and known.seq >= presence.seq:
             return False
+        if known is None and len(view.members) >= self.config.view_cap:
+            self.metrics.link_drops.labels("view_full").inc()  # a layer is bounded here too
+            return False
         view.members[presence.peer] = presence
         return known is None
 
@@ -660,8 +683,11 @@ class SignalingNode:
         await self._tell_home_nodes(view, LinkAbsence(view.room, view.layer, peer, seq, expires))
 
     async def _tell_home_nodes(self, view: LayerView, frame: LinkFrame) -> None:
+        """Tell the layer's other home nodes, in the background: a slow or dead home node
+        must not hold up the client whose join or leave this is."""
         homes = {p.home for p in view.members.values() if p.home.node_id != self.node_id}
-        await asyncio.gather(*(self._send_link(home, frame) for home in homes))
+        for home in homes:
+            self._spawn(self._send_link(home, frame))
 
     async def _send_link(self, home: HomeNode, frame: LinkFrame) -> bool:
         try:
@@ -766,12 +792,18 @@ class SignalingNode:
             self.metrics.signals.labels("local").inc()
             return
         frame = LinkSignal(client.key, signal.to, signal.payload, membership.record, signal.id)
-        if await self._send_link(target.home, frame):
+        self._spawn(self._forward(client, target.home, frame), client.tasks)
+
+    async def _forward(self, client: Client, home: HomeNode, frame: LinkSignal) -> None:
+        """A signal to the target's home node, in the background (a slow home node must not
+        stall the sender's other frames); the sender hears if it could not be sent."""
+        if await self._send_link(home, frame):
             self.metrics.signals.labels("remote").inc()
         else:
             client.session.error(
-                ErrorCode.UNAVAILABLE, "the peer's node is unreachable", signal.id, _now()
+                ErrorCode.UNAVAILABLE, "the peer's node is unreachable", frame.id, _now()
             )
+            await self._flush(client)
 
     def _unknown_peer(self, client: Client, ref: str | int | None) -> None:
         self.metrics.signals.labels("refused").inc()
@@ -930,6 +962,6 @@ def _directory_urls(records: Iterable[Record]) -> list[str]:
             url = json.loads(record.value)["url"]
         except (ValueError, KeyError, TypeError):
             continue
-        if isinstance(url, str) and url.startswith(("ws://", "wss://")) and len(url) < 300:
+        if isinstance(url, str) and is_node_url(url):
             urls.append(url)
     return urls

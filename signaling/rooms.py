@@ -207,6 +207,32 @@ def presence_value(room: bytes, layer: int, home: HomeNode) -> bytes:
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
+MAX_NODE_URL = 300
+
+
+def is_node_url(url: str) -> bool:
+    """A node's base URL as clients and nodes dial it: ws:// or wss://, a host, an optional
+    port and path; no user, query or fragment; printable ASCII, at most 300 characters.
+    (A presence names its home node's URL; nodes dial it, so nothing else is believed.)"""
+    if len(url) > MAX_NODE_URL or not url.isascii() or not url.isprintable() or " " in url:
+        return False
+    try:
+        parsed = URL(url)
+        port = parsed.port
+    except ValueError:
+        return False
+    return (
+        parsed.scheme in ("ws", "wss")
+        and bool(parsed.host)
+        and port is not None
+        and 0 < port < 65536
+        and not parsed.user
+        and not parsed.password
+        and not parsed.query_string
+        and not parsed.fragment
+    )
+
+
 def parse_presence(record: Record) -> Presence:
     """Read a presence record; RoomError when its value does not match its key.
 
@@ -230,5 +256,7 @@ def parse_presence(record: Record) -> Presence:
         raise RoomError("not a presence record: bad field")
     if len(room) != ROOM_KEY_BYTES or layer_key(room, layer) != record.key:
         raise RoomError("presence record stored under another layer's key")
+    if not is_node_url(url):
+        raise RoomError("not a presence record: the home URL is not a node's")
     home = HomeNode(node_id, url)
     return Presence(room, layer, record.publisher, home, record.expires_at, record.seq)

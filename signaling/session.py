@@ -8,7 +8,8 @@ through `frames_to_send`; when it decides the connection must end it sets
 clock.
 
 Limits (all in `SessionLimits`): frame size, frames per second (token
-bucket), rooms per connection, distinct signal targets per window, an idle
+bucket; a `join` or `members` costs `lookup_cost` tokens, since each makes the
+node read the DHT), rooms per connection, distinct signal targets per window, an idle
 timeout, and a budget of protocol errors after which the connection is
 closed with a reason.
 """
@@ -31,6 +32,7 @@ from .protocol import (
     Hello,
     Join,
     Leave,
+    Members,
     Ping,
     Pong,
     ServerFrame,
@@ -58,6 +60,8 @@ class SessionLimits:
     signal_peers: int = 64
     """Distinct peers one connection may signal within `signal_window` seconds."""
     signal_window: float = 10.0
+    lookup_cost: float = 5.0
+    """Tokens a `join` or `members` frame takes (each makes the node read the DHT)."""
     idle_timeout: float = 60.0
     error_burst: float = 20.0
     """Protocol errors tolerated in a burst; they are forgiven at one per second."""
@@ -133,6 +137,10 @@ class ClientSession:
             return
         try:
             frame = parse_client_frame(text, self.limits.max_frame_bytes)
+            if isinstance(frame, Join | Members) and not self._rate.take(
+                now, self.limits.lookup_cost - 1
+            ):
+                raise FrameError(ErrorCode.RATE_LIMITED, "too many joins; slow down", frame.id)
             self._accept(frame, now)
         except FrameError as exc:
             self.error(exc.code, exc.message, exc.ref, now)

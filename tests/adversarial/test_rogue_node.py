@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 
 import aiohttp
 import pytest
 
 from dht.identity import Identity
+from dht.records import Record
 from peer.signaling import PeerJoined, SignalFrom
 from signaling.links import link_message
 from signaling.node import SignalingNode
 from signaling.protocol import (
     HANDSHAKE,
+    HomeNode,
     LinkAbsence,
     LinkChallenge,
     LinkHello,
@@ -28,6 +31,7 @@ from signaling.protocol import (
     LinkSignal,
     layer_key,
     parse_presence,
+    presence_value,
     serialize,
 )
 from signaling.rooms import canonical_url, room_key
@@ -108,3 +112,114 @@ async def test_a_node_speaks_only_for_its_own_clients(
     drops = a.metrics.link_drops
     assert drops.labels("foreign_client")._value.get() >= 3
     assert a.metrics.signals.labels("refused")._value.get() >= 1
+
+
+class Tarpit:
+    """A TCP listener that accepts and never answers: a home URL that wastes a dial."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.server: asyncio.Server | None = None
+        self.held: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            self.held.append(writer)
+
+        self.server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        for writer in self.held:
+            writer.close()
+        if self.server is not None:
+            self.server.close()
+
+
+def forged_presence(layer: int, home: HomeNode, expires: int) -> Record:
+    """A presence a stranger signs with a throwaway key, naming any home it likes."""
+    key = Identity.generate()
+    value = presence_value(ROOM, layer, home)
+    return Record.create(key, layer_key(ROOM, layer), value, 1, expires)
+
+
+async def test_forged_homes_neither_stall_joins_nor_make_a_node_dial_at_will(
+    signaling_mesh: NodeFactory, connect: ClientFactory
+) -> None:
+    """The review's F1: a stranger's presence records named a junk URL (every join failed
+    to parse), a tarpit (joins and leaves hung until the client was dropped), or one host
+    many times (a node sent 1,433 upgrade requests a second to it). Now junk is skipped,
+    announcing runs beside the client, and a host that failed is not dialled again soon."""
+    a, b = await signaling_mesh(2)
+    tarpit = Tarpit()
+    port = await tarpit.start()
+    expires = int(time.time()) + 60
+    junk = forged_presence(0, HomeNode(os.urandom(20), "http://not-a-node.example"), expires)
+    stuck = [
+        forged_presence(0, HomeNode(os.urandom(20), f"ws://127.0.0.1:{port}/{i}"), expires)
+        for i in range(40)
+    ]
+    for record in (junk, *stuck):
+        await b.dht.publish(record)
+    try:
+        alice = await connect(a)
+        for _ in range(5):  # each join and leave would announce to all 40 "homes"
+            started = time.monotonic()
+            joined = await alice.join(ROOM, layer=0)  # (40 forged seats fill layer 0: M9)
+            assert time.monotonic() - started < 3.0
+            keys = {m.key for m in joined.members}
+            assert junk.publisher not in keys and len(keys) == len(stuck)
+            await alice.leave(ROOM)
+        assert await alice.ping() < 1
+        await asyncio.sleep(6.0)  # past the connect timeout of the first dials
+        assert tarpit.accepted <= 2  # one host, dialled once, then left alone
+        assert a.links.refused.get("cooldown", 0) > 0
+    finally:
+        await tarpit.close()
+
+
+async def test_a_rogue_node_cannot_grow_a_layer_without_bound(
+    signaling_mesh: NodeFactory, connect: ClientFactory
+) -> None:
+    a, rogue = await signaling_mesh(2)
+    alice = await connect(a)
+    await alice.join(ROOM)
+    expires = int(time.time()) + 60
+    home = HomeNode(rogue.node_id, rogue.url)
+    for _ in range(1000):  # members homed at the rogue, each with a valid signature
+        await rogue.links.send(a.node_id, a.url, LinkPresence(forged_presence(0, home, expires)))
+    await asyncio.sleep(1.0)
+    view = a.layers[(ROOM, 0)]
+    assert len(view.members) == a.config.view_cap
+    assert a.metrics.link_drops.labels("view_full")._value.get() >= 1000 - a.config.view_cap
+    other = await connect(a)
+    joined = await other.join(ROOM)  # a later join still works, and its list still parses
+    assert len(joined.members) <= a.config.view_cap
+
+
+async def test_a_node_keeps_at_most_two_links_to_another(signaling_mesh: NodeFactory) -> None:
+    """The review's F10: a rogue node opened 30 links in 11 s and all stayed open."""
+    a, rogue = await signaling_mesh(2)
+    async with aiohttp.ClientSession() as http:
+        held = []
+        for _ in range(6):  # the rogue's own key and DHT node: each link passes the proof
+            ws = await http.ws_connect(a.url + "/v1/node")
+            challenge = HANDSHAKE.parse((await ws.receive(timeout=5)).data, 4096)
+            assert isinstance(challenge, LinkChallenge)
+            sig = rogue.identity.sign(link_message(challenge.nonce, a.node_id))
+            hello = LinkHello(rogue.identity.public_key, sig, os.urandom(32), rogue.dht.address[1])
+            await ws.send_str(serialize(hello))
+            assert (await ws.receive(timeout=10)).type is aiohttp.WSMsgType.TEXT  # welcome
+            held.append(ws)
+        await asyncio.sleep(0.5)
+        kept = a.links._open_links.get(rogue.node_id, [])
+        assert len(kept) == 2
+        closed = 0
+        for ws in held[:4]:  # the four oldest were closed by `a`
+            msg = await ws.receive(timeout=2)
+            closed += msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert closed == 4
+        assert a.links.refused.get("superseded", 0) == 4
+        for ws in held:
+            await ws.close()

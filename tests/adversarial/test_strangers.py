@@ -207,3 +207,75 @@ def test_session_limits_default_idle_is_what_clients_assume() -> None:
     from peer.signaling import DEFAULT_IDLE
 
     assert SessionLimits().idle_timeout == DEFAULT_IDLE
+
+
+async def test_non_ascii_signals_are_measured_in_bytes_and_cross_links_intact(
+    signaling_mesh: NodeFactory, connect: ClientFactory
+) -> None:
+    """A member's signal of 50,000 'é' was 100 KB of UTF-8 under a 64 KiB limit counted in
+    characters; the node escaped it to 300 KB on the link, which the other node closed:
+    no signal crossed that link while the attack went on. Now frames are measured in
+    bytes and travel as UTF-8."""
+    a, b = await signaling_mesh(2)
+    alice, bob = await connect(a), await connect(b)
+    await alice.join(ROOM)
+    await bob.join(ROOM)
+    assert isinstance(await alice.next_event(), PeerJoined)
+    assert await refused_payload(bob, alice.key, "é" * 50_000) == "too-large"
+    big = "é" * 30_000  # 60 KB of UTF-8: within the limit, and it arrives whole
+    await bob.signal(alice.key, big, ROOM)
+    for i in range(20):
+        await bob.signal(alice.key, {"n": i}, ROOM)
+    event = await alice.next_event()
+    assert isinstance(event, SignalFrom) and event.payload == big
+    got = [(await alice.next_event()).payload for _ in range(20)]  # type: ignore[union-attr]
+    assert got == [{"n": i} for i in range(20)]
+    assert len(b.links) == 1
+
+
+async def refused_payload(client: SignalingClient, to: bytes, payload: object) -> str:
+    await client.signal(to, payload, ROOM)
+    event = await client.next_event()
+    assert isinstance(event, ErrorFrame)
+    return str(event.code)
+
+
+async def test_one_join_at_a_time_and_joins_cost_more_than_frames(
+    signaling_mesh: NodeFactory, raw: Any
+) -> None:
+    """98 join frames made a node send 13,929 DHT requests. A connection now has one
+    join in flight, and a join takes five tokens of the frame budget."""
+    (node,) = await signaling_mesh(1)
+    mallory = await raw(node)
+    assert (await mallory.hello(SigningKey.generate()))["type"] == "welcome"
+    rooms = [room_key(canonical_url(f"https://example.org/j{i}")) for i in range(8)]
+    for i, room in enumerate(rooms):
+        await mallory.send({"type": "join", "id": i, "room": room.hex()})
+    replies = []
+    async with asyncio.timeout(5):
+        while len(replies) < len(rooms) - 1:  # the first join waits for a signature
+            frame = await mallory.receive()
+            if frame["type"] == "sign":
+                continue  # not signing: that join fails in sign_timeout, the rest are refused
+            replies.append(frame)
+    assert [r.get("code") for r in replies] == ["rate-limited"] * (len(rooms) - 1)
+    rpcs = sum(v for k, v in node.dht.core.counters.items() if k.startswith("rpc.out."))
+    assert rpcs < 200
+
+
+async def test_one_address_cannot_take_every_seat_key_by_key(
+    signaling_mesh: NodeFactory,
+) -> None:
+    limits = AdmissionLimits(unauthenticated=8, connections=10, per_second=100.0, burst=100.0)
+    (node,) = await signaling_mesh(1, admission=limits)
+    held = [await SignalingClient.connect(node.url, SigningKey.generate()) for _ in range(10)]
+    try:
+        with pytest.raises(SignalingError, match="unreachable"):
+            await SignalingClient.connect(node.url, SigningKey.generate())
+        assert node.admission.refused["connections"] == 1
+        await held.pop().close()
+        await asyncio.sleep(0.1)
+        held.append(await SignalingClient.connect(node.url, SigningKey.generate()))
+    finally:
+        for client in held:
+            await client.close()

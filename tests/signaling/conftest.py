@@ -24,7 +24,9 @@ FAST_DHT = DHTConfig(maintenance_interval=0.5, bucket_refresh_interval=5.0)
 # Every client and node of a test comes from 127.0.0.1, so the per-source limits
 # that keep a stranger's flood out (signaling/admission.py) are opened wide here;
 # tests/adversarial/ sets them back to see them work.
-LOOPBACK_ADMISSION = AdmissionLimits(unauthenticated=10_000, per_second=10_000.0, burst=10_000.0)
+LOOPBACK_ADMISSION = AdmissionLimits(
+    unauthenticated=10_000, connections=10_000, per_second=10_000.0, burst=10_000.0
+)
 FAST_NODE = NodeConfig(
     port=0,
     dht_port=0,

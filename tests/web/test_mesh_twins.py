@@ -134,11 +134,17 @@ def hexed(value: Any) -> Any:
 
 
 def run_python(
-    start: float, nodes: list[str], randoms: list[float], steps: list[tuple[Any, ...]], close: bool
+    start: float,
+    nodes: list[str],
+    randoms: list[float],
+    steps: list[tuple[Any, ...]],
+    close: bool,
+    max_members: int = 256,
 ) -> tuple[list[list[Any]], list[Any], dict[str, int]]:
     """Run peer/mesh.py, resolving each drawn step into a concrete one (URLs, link ids,
     absolute times) that the JS run replays; the outputs after every step."""
-    mesh = core.Mesh(ME, nodes, core.MeshConfig(), cyclic(randoms), start)
+    config = core.MeshConfig(max_members=max_members)
+    mesh = core.Mesh(ME, nodes, config, cyclic(randoms), start)
     now = start
     links: list[tuple[bytes, bytes, int]] = []
     asked = nodes[0]
@@ -235,10 +241,10 @@ def run_python(
     return hexed(concrete), outputs, mesh.counters
 
 
-RUN_JS = """([start, nodes, randoms, steps]) => {
+RUN_JS = """([start, nodes, randoms, steps, maxMembers = 256]) => {
     let index = 0;
     const rng = () => randoms[index++ % randoms.length];
-    const mesh = new window.m.Mesh('80'.repeat(32), nodes, {}, rng, start);
+    const mesh = new window.m.Mesh('80'.repeat(32), nodes, {maxMembers}, rng, start);
     const run = {
         'start': (now) => mesh.start(now),
         'node-connected': (url, learned, now) => mesh.nodeConnected(url, learned, now),
@@ -281,6 +287,7 @@ RUN_JS = """([start, nodes, randoms, steps]) => {
     first=prologue(),
     steps=st.lists(step(), min_size=30, max_size=120),
     close=st.booleans(),
+    max_members=st.sampled_from([3, 256]),
 )
 async def test_same_events_same_commands(
     page: Any,  # noqa: F811
@@ -290,11 +297,13 @@ async def test_same_events_same_commands(
     first: list[tuple[Any, ...]],
     steps: list[tuple[Any, ...]],
     close: bool,
+    max_members: int,
 ) -> None:
-    concrete, expected, counters = run_python(start, nodes, randoms, first + steps, close)
+    runs = (start, nodes, randoms, first + steps, close, max_members)
+    concrete, expected, counters = run_python(*runs)
     for kind in {pairs[0][1] for out in expected for pairs in out[0]} | set(counters):
         event(kind)  # what the runs reach: pytest --hypothesis-show-statistics
-    got, got_counters = await page.evaluate(RUN_JS, [start, nodes, randoms, concrete])
+    got, got_counters = await page.evaluate(RUN_JS, [start, nodes, randoms, concrete, max_members])
     assert len(got) == len(expected)
     for i, (want, have) in enumerate(zip(expected, got, strict=True)):
         assert have == want, (i, concrete[: i + 1])

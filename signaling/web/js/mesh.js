@@ -35,6 +35,7 @@ export const MESH_DEFAULTS = Object.freeze({
   // Fetch fresh ICE credentials this long before they expire (or at half their life).
   renewBefore: 300.0,
   // Offers and relinks taken from one member (a token bucket).
+  maxMembers: 256, // members kept per room: a node that lists more (a rogue one) gets the first ones
   offersPerSecond: 0.5,
   offerBurst: 4.0,
 });
@@ -278,6 +279,7 @@ export class Mesh {
       if (member === this.key) continue;
       if (known === undefined) {
         const entry = this.add(room, state, member, now);
+        if (entry === null) continue;
         if (newcomer) this.offer(room, member, entry, now);
         else entry.retryAt = now + this.config.offerGrace;
       } else {
@@ -295,7 +297,7 @@ export class Mesh {
       return;
     }
     const entry = this.add(room, state, member, now);
-    entry.retryAt = now + this.config.offerGrace; // the newcomer offers; if not, keys decide
+    if (entry !== null) entry.retryAt = now + this.config.offerGrace; // the newcomer offers; if not, keys decide
   }
 
   peerLeft(room, member) {
@@ -304,6 +306,10 @@ export class Mesh {
   }
 
   add(room, state, member, now) {
+    if (state.members.size >= this.config.maxMembers) {
+      this.count("refused.member.full");
+      return null;
+    }
     const bucket = new TokenBucket(this.config.offersPerSecond, this.config.offerBurst, now);
     const entry = new Member(bucket);
     state.members.set(member, entry);
