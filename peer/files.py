@@ -372,3 +372,248 @@ class OfferBook:
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+
+
+# --- what a member's accepts may make a sender upload ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UploadLimits:
+    """What a member's `file-accept` frames may make a sender do (docs/protocol.md 5.2)."""
+
+    per_member: int = 2
+    """Uploads running at once to one member ..."""
+    per_room: int = 8
+    """... and in the whole room; the other accepts wait their turn."""
+    waiting_per_member: int = 32
+    """Accepts waiting per member (one per file: a sender keeps 32 offers) ..."""
+    waiting_per_room: int = 256
+    """... and in the room; past these an accept is dropped (counted)."""
+    rate: float = 1.0
+    """Accepts per second per member (a token bucket) ..."""
+    burst: float = 32.0
+    """... with a burst of one per file a sender keeps: a receiver asks again for every
+    download on each reconnection."""
+    stall: float = 120.0
+    """Seconds an upload may go without its channel taking data before it is stopped."""
+    wait_notice: float = 30.0
+    """Seconds between `file-wait` notices to a waiting receiver (a quarter of its stall)."""
+    buffered_per_member: int = 8 * 1024 * 1024
+    """Bytes buffered in one member's upload channels, closing ones included, before its
+    uploads pause (per channel, `HIGH_WATER` of peer/transfer.py still applies) ..."""
+    buffered_per_room: int = 32 * 1024 * 1024
+    """... and in all of the room's."""
+    members: int = 1024
+    """Members' rate buckets kept (a full bucket is forgotten when this many are kept)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartUpload:
+    """Open `file:<id>` to `member`; once it opens, `begin` gives the offset to stream from.
+    Report the end with `serial`."""
+
+    serial: int
+    member: bytes
+    file_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopUpload:
+    """Close the upload's channel and end its stream (replaced, stalled, or its member left)."""
+
+    serial: int
+    member: bytes
+    file_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class WaitNotice:
+    """Tell `member` that its accept of `file_id` waits for a slot (`file-wait`)."""
+
+    member: bytes
+    file_id: str
+
+
+UploadCommand = StartUpload | StopUpload | WaitNotice
+
+
+@dataclass(slots=True)
+class _Running:
+    member: bytes
+    file_id: str
+    offset: int
+    active_at: float
+    begun: bool = False
+
+
+@dataclass(slots=True)
+class _Waiting:
+    offset: int
+    noticed_at: float
+
+
+class UploadBook:
+    """A sender's uploads: at most one per (member, file), a few at once, the rest waiting.
+
+    No I/O: the caller passes `now`, feeds `accept` (a member's `file-accept`),
+    `begin` (an upload's channel opened), `progress` (it took data) and `ended` (its
+    stream ended or its channel closed), and carries out the commands
+    (`next_command`). A new accept of a file already streaming to that member
+    replaces that stream, from the new offset: a receiver asks again after a bad
+    chunk or a reconnection, and its latest word wins. Before the stream's channel
+    has opened, nothing was sent on it: the new offset is simply taken.
+    What a member may make the sender do is bounded by `UploadLimits`; over a bound
+    an accept is a counted drop (`counters`), never an exception.
+    """
+
+    def __init__(
+        self, limits: UploadLimits | None = None, counters: dict[str, int] | None = None
+    ) -> None:
+        self.limits = limits or UploadLimits()
+        self.counters: dict[str, int] = {} if counters is None else counters
+        self.running: dict[int, _Running] = {}
+        """Uploads under way, by serial."""
+        self.waiting: dict[tuple[bytes, str], _Waiting] = {}
+        """Accepts waiting for a slot, oldest first."""
+        self._serials: dict[tuple[bytes, str], int] = {}
+        self._next_serial = 1
+        self._buckets: dict[bytes, TokenBucket] = {}
+        self._commands: list[UploadCommand] = []
+
+    def accept(self, member: bytes, file_id: str, offset: int, now: float) -> None:
+        """A member asks for a file we offer, from `offset` (the caller checked both)."""
+        if not self._admit(member, now):
+            return
+        key = (member, file_id)
+        serial = self._serials.get(key)
+        if serial is not None and not self.running[serial].begun:
+            self.running[serial].offset = offset
+        elif serial is not None:  # the receiver's latest word wins, in the same slot
+            self._commands.append(StopUpload(serial, member, file_id))
+            self._start(member, file_id, offset, now, replacing=serial)
+        elif key in self.waiting:
+            self.waiting[key].offset = offset
+        elif self._free(member):
+            self._start(member, file_id, offset, now)
+        elif (
+            sum(1 for m, _ in self.waiting if m == member) >= self.limits.waiting_per_member
+            or len(self.waiting) >= self.limits.waiting_per_room
+        ):
+            self._count("drop.accept_queue_full")
+        else:
+            self.waiting[key] = _Waiting(offset, now)
+            self._commands.append(WaitNotice(member, file_id))
+
+    def begin(self, serial: int, now: float) -> int | None:
+        """The upload's channel opened: the offset to stream from (None: not running).
+        From now on, a new accept of the file replaces the stream."""
+        running = self.running.get(serial)
+        if running is None:
+            return None
+        running.begun = True
+        running.active_at = now
+        return running.offset
+
+    def progress(self, serial: int, now: float) -> None:
+        """The upload's channel opened or took data: it is not stalled."""
+        running = self.running.get(serial)
+        if running is not None:
+            running.active_at = now
+
+    def ended(self, serial: int, now: float) -> None:
+        """The upload's stream ended or its channel closed: its slot goes to one waiting."""
+        running = self.running.pop(serial, None)
+        if running is not None:
+            del self._serials[(running.member, running.file_id)]
+            self._fill(now)
+
+    def forget_member(self, member: bytes, now: float) -> None:
+        """A member left: its uploads stop, its waiting accepts and its bucket go."""
+        for key in [k for k in self.waiting if k[0] == member]:
+            del self.waiting[key]
+        for serial, running in list(self.running.items()):
+            if running.member == member:
+                self._stop(serial)
+        self._buckets.pop(member, None)
+        self._fill(now)
+
+    def handle_timer(self, now: float) -> None:
+        """Stop uploads that stalled; remind waiting receivers that they wait."""
+        for serial, running in list(self.running.items()):
+            if now - running.active_at >= self.limits.stall:
+                self._count("failed.upload_stalled")
+                self._stop(serial)
+        self._fill(now)  # before the notices: one about to start needs none
+        for (member, file_id), waiting in self.waiting.items():
+            if now - waiting.noticed_at >= self.limits.wait_notice:
+                waiting.noticed_at = now
+                self._commands.append(WaitNotice(member, file_id))
+        if len(self._buckets) > self.limits.per_room:
+            self._forget_full_buckets(now)
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` next has something to do (None: nothing running or waiting)."""
+        deadlines = [r.active_at + self.limits.stall for r in self.running.values()]
+        deadlines += [w.noticed_at + self.limits.wait_notice for w in self.waiting.values()]
+        return min(deadlines, default=None)
+
+    def next_command(self) -> UploadCommand | None:
+        return self._commands.pop(0) if self._commands else None
+
+    def _admit(self, member: bytes, now: float) -> bool:
+        bucket = self._buckets.get(member)
+        if bucket is None:
+            if len(self._buckets) >= self.limits.members:
+                self._forget_full_buckets(now)
+            if len(self._buckets) >= self.limits.members:
+                self._count("drop.accept_members")
+                return False
+            bucket = self._buckets[member] = TokenBucket(self.limits.rate, self.limits.burst, now)
+        if not bucket.take(now):
+            self._count("drop.accept_rate")
+            return False
+        return True
+
+    def _free(self, member: bytes) -> bool:
+        limits = self.limits
+        mine = sum(1 for r in self.running.values() if r.member == member)
+        return len(self.running) < limits.per_room and mine < limits.per_member
+
+    def _start(
+        self, member: bytes, file_id: str, offset: int, now: float, replacing: int = 0
+    ) -> None:
+        self.running.pop(replacing, None)
+        serial, self._next_serial = self._next_serial, self._next_serial + 1
+        self.running[serial] = _Running(member, file_id, offset, now)
+        self._serials[(member, file_id)] = serial
+        self._commands.append(StartUpload(serial, member, file_id))
+
+    def _stop(self, serial: int) -> None:
+        running = self.running.pop(serial)
+        del self._serials[(running.member, running.file_id)]
+        self._commands.append(StopUpload(serial, running.member, running.file_id))
+
+    def _fill(self, now: float) -> None:
+        """Give free slots to waiting accepts: a member with the fewest uploads running
+        first (one member's many accepts do not starve the others), the oldest of those."""
+        while self.waiting and len(self.running) < self.limits.per_room:
+            busy: dict[bytes, int] = {}
+            for running in self.running.values():
+                busy[running.member] = busy.get(running.member, 0) + 1
+            best: tuple[bytes, str] | None = None
+            for key in self.waiting:
+                if busy.get(key[0], 0) < self.limits.per_member and (
+                    best is None or busy.get(key[0], 0) < busy.get(best[0], 0)
+                ):
+                    best = key
+            if best is None:
+                return
+            waiting = self.waiting.pop(best)
+            self._start(best[0], best[1], waiting.offset, now)
+
+    def _forget_full_buckets(self, now: float) -> None:
+        for member in [m for m, bucket in self._buckets.items() if bucket.full(now)]:
+            del self._buckets[member]
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1

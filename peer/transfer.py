@@ -13,8 +13,12 @@ from its verified offset (docs/protocol.md, "Files").
 
 What a member may make this side keep is bounded by `OfferLimits` (kept in
 `OfferBook`); an accept policy (`auto_accept`) runs a few downloads at once
-and takes the next offer when one ends. Nothing a member sends escapes from
-here into aiortc: a bad offer or chunk is counted or fails its transfer.
+and takes the next offer when one ends. What a member's accepts may make this
+side upload is bounded by `UploadLimits` (decided by `UploadBook`): one stream
+per member and file, a few at once (the rest wait, and hear `file-wait`), a
+rate, and the bytes buffered per member and per room. Nothing a member sends
+escapes from here into aiortc: a bad offer or chunk is counted or fails its
+transfer.
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ from .files import (
     FileRejected,
     OfferBook,
     OfferLimits,
+    StartUpload,
+    StopUpload,
+    UploadBook,
+    UploadLimits,
+    WaitNotice,
     chunk_frame,
     local_name,
     parse_offer,
@@ -136,6 +145,22 @@ class _PartFile:
                 raise
 
 
+@dataclass(slots=True, eq=False)
+class _Upload:
+    """One stream of ours, from `StartUpload` until it ends or `StopUpload`."""
+
+    serial: int
+    member: bytes
+    channel: RTCDataChannel
+    task: asyncio.Task[None] | None = None
+    opened: asyncio.Future[int | None] | None = None
+    """The offset to stream from once the channel opens; None if it closed first."""
+    seen: int = 0
+    """Its channel's `bufferedAmount` when the timer last looked."""
+    sent_all: bool = False
+    """Every chunk sent: the receiver closes the channel once it has verified the file."""
+
+
 @dataclass(slots=True)
 class _Incoming:
     sender: bytes
@@ -154,10 +179,11 @@ class _Incoming:
 class Transfers:
     """The file transfers of one room.
 
-    `clock` gives the time for the offer bounds (monotonic seconds; tests pass
-    their own). `auto_accept` is the accept policy: offers go into that
-    directory unasked, at most `limits.downloads_per_member` and
-    `downloads_per_room` at once.
+    `clock` gives the time for the offer and upload bounds (monotonic seconds;
+    tests pass their own). `auto_accept` is the accept policy: offers go into
+    that directory unasked, at most `limits.downloads_per_member` and
+    `downloads_per_room` at once. `upload_limits` bounds what members' accepts
+    make this side upload.
     """
 
     def __init__(
@@ -169,6 +195,7 @@ class Transfers:
         max_size: int,
         *,
         limits: OfferLimits | None = None,
+        upload_limits: UploadLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -181,7 +208,13 @@ class Transfers:
         self.outgoing: dict[str, tuple[FileOffer, Path]] = {}
         self.offers = OfferBook(self.limits)
         self.counters = self.offers.counters
-        """Drops and failures by name (shared with the offer book)."""
+        """Drops and failures by name (shared with the offer and upload books)."""
+        self.uploads = UploadBook(upload_limits, self.counters)
+        self._uploads: dict[int, _Upload] = {}
+        self._buffering: dict[RTCDataChannel, bytes] = {}
+        """Our upload channels that may still hold data (closing ones too), by member."""
+        self._buffer_waiters: list[asyncio.Future[None]] = []
+        self._closed = False
         self.incoming: dict[str, _Incoming] = {}
         self.auto_accept: Path | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -218,42 +251,163 @@ class Transfers:
                 self._accept(file_id, incoming)
 
     def member_left(self, member: bytes) -> None:
-        """A member left the room: its offers are forgotten (its downloads stall out)."""
+        """A member left the room: its offers are forgotten (its downloads stall out),
+        its uploads stop and its waiting accepts go."""
         self.offers.forget_member(member)
+        self.uploads.forget_member(member, self._clock())
+        self._run_uploads()
 
     def _on_accept(self, member: bytes, frame: dict[str, Any]) -> None:
         entry = self.outgoing.get(str(frame.get("id")))
         offset = frame.get("offset")
-        if entry is None or not isinstance(offset, int) or not 0 <= offset <= entry[0].size:
+        if (
+            entry is None
+            or not isinstance(offset, int)
+            or isinstance(offset, bool)
+            or not 0 <= offset <= entry[0].size
+        ):
+            self._count("drop.accept_unknown")
             return
-        offer, path = entry
-        channel = self._open_channel(member, f"file:{offer.id}")
-        if channel is not None:
-            self._spawn(self._stream(member, offer, path, offset, channel))
+        self.uploads.accept(member, entry[0].id, offset, self._clock())
+        self._run_uploads()
+        self._arm()
 
-    async def _stream(
-        self, member: bytes, offer: FileOffer, path: Path, offset: int, channel: RTCDataChannel
-    ) -> None:
-        if channel.readyState != "open":
-            opened = asyncio.get_running_loop().create_future()
-            channel.on("open", lambda: opened.done() or opened.set_result(None))
-            await asyncio.wait_for(opened, 30)
+    def _run_uploads(self) -> None:
+        """Carry out what the upload book decided."""
+        while not self._closed and (command := self.uploads.next_command()) is not None:
+            if isinstance(command, StartUpload):
+                self._start_upload(command)
+            elif isinstance(command, StopUpload):
+                upload = self._uploads.pop(command.serial, None)
+                if upload is not None:
+                    self._end_stream(upload)
+            elif isinstance(command, WaitNotice):
+                self._send_control(command.member, {"t": "file-wait", "id": command.file_id})
+
+    def _start_upload(self, command: StartUpload) -> None:
+        entry = self.outgoing.get(command.file_id)
+        channel = None
+        if entry is not None:  # else forgotten since (we keep our newest offers only)
+            channel = self._open_channel(command.member, f"file:{command.file_id}")
+        if entry is None or channel is None:
+            self.uploads.ended(command.serial, self._clock())
+            return
+        upload = _Upload(command.serial, command.member, channel)
+        upload.opened = asyncio.get_running_loop().create_future()
+        self._uploads[upload.serial] = upload
+        self._buffering[channel] = command.member
         channel.bufferedAmountLowThreshold = LOW_WATER
-        drained = asyncio.Event()
-        channel.on("bufferedamountlow", drained.set)
+
+        def on_open() -> None:
+            # The offset is taken as the channel opens (a later accept replaces the
+            # stream), here rather than in the task, so that the order is the events'.
+            if upload.opened is not None and not upload.opened.done():
+                upload.opened.set_result(self.uploads.begin(upload.serial, self._clock()))
+
+        def on_low() -> None:
+            if self._uploads.get(upload.serial) is upload:
+                self.uploads.progress(upload.serial, self._clock())
+            self._buffer_freed()
+
+        def on_close() -> None:
+            self._buffering.pop(channel, None)
+            if upload.opened is not None and not upload.opened.done():
+                upload.opened.set_result(None)
+            if self._uploads.get(upload.serial) is upload:  # the receiver closed it
+                del self._uploads[upload.serial]
+                self._end_stream(upload)
+                self.uploads.ended(upload.serial, self._clock())
+                self._run_uploads()
+            self._buffer_freed()
+
+        channel.on("open", on_open)
+        channel.on("bufferedamountlow", on_low)
+        channel.on("close", on_close)
+        if channel.readyState == "open":
+            on_open()
+        upload.task = self._spawn(self._stream(upload, *entry))
+
+    def _end_stream(self, upload: _Upload) -> None:
+        """Close the channel (what it buffered still goes out, then it resets) and end
+        the stream's task; its bytes count against the bounds until they are sent."""
+        if upload.task is not None and upload.task is not asyncio.current_task():
+            upload.task.cancel()
+        upload.channel.close()
+        self._buffer_freed()
+
+    async def _stream(self, upload: _Upload, offer: FileOffer, path: Path) -> None:
+        """Send the chunks; then the upload keeps its slot until the receiver closes the
+        channel (it does once it has verified the file) or it stalls. Closing it here,
+        right behind the last chunk, can lose that chunk: Chromium drops what it has not
+        yet delivered when the stream resets."""
+        try:
+            offset = await upload.opened if upload.opened is not None else None
+            if offset is not None:
+                upload.sent_all = await self._send_from(upload, offer, path, offset)
+        except OSError as exc:  # the file went away or cannot be read
+            log.info("file %s: cannot send (%s)", offer.id[:8], exc)
+        finally:
+            if not upload.sent_all and self._uploads.get(upload.serial) is upload:
+                del self._uploads[upload.serial]
+                self._end_stream(upload)
+                self.uploads.ended(upload.serial, self._clock())
+                self._run_uploads()
+
+    async def _send_from(self, upload: _Upload, offer: FileOffer, path: Path, offset: int) -> bool:
+        """Stream from `offset`; True when every chunk was sent."""
+        channel = upload.channel
         with path.open("rb") as handle:
             handle.seek(offset)
             position = offset
             while position < offer.size and channel.readyState == "open":
-                data = handle.read(offer.chunk_size)
+                await self._room_to_send(upload)
+                data = handle.read(offer.chunk_size) if channel.readyState == "open" else b""
                 if not data:
                     break
                 channel.send(chunk_frame(position, data))
                 position += len(data)
-                if channel.bufferedAmount > HIGH_WATER:
-                    drained.clear()
-                    await drained.wait()
+                self.uploads.progress(upload.serial, self._clock())
+        if position < offer.size:
+            return False
         self._emit(FileProgress(offer.id, position, offer.size, sending=True))
+        return True
+
+    async def _room_to_send(self, upload: _Upload) -> None:
+        """Wait while the channel, its member's uploads or the room's buffer too much.
+
+        Checked right before each send, so a bound is passed by one chunk at most.
+        A wait ends when any of our upload channels drains below `LOW_WATER` or
+        closes; a stream waiting for others counts as moving once its own channel
+        has drained (it is not the one stalled)."""
+        channel = upload.channel
+        while channel.readyState == "open" and self._over_bounds(upload):
+            waiter = asyncio.get_running_loop().create_future()
+            self._buffer_waiters.append(waiter)
+            await waiter
+            if channel.bufferedAmount <= LOW_WATER:
+                self.uploads.progress(upload.serial, self._clock())
+
+    def _over_bounds(self, upload: _Upload) -> bool:
+        if upload.channel.bufferedAmount > HIGH_WATER:
+            return True
+        limits = self.uploads.limits
+        room = member = 0
+        for channel, owner in list(self._buffering.items()):
+            if channel.readyState == "closed" or (
+                channel.readyState == "closing" and not channel.bufferedAmount
+            ):
+                del self._buffering[channel]
+                continue
+            room += channel.bufferedAmount
+            if owner == upload.member:
+                member += channel.bufferedAmount
+        return member > limits.buffered_per_member or room > limits.buffered_per_room
+
+    def _buffer_freed(self) -> None:
+        waiters, self._buffer_waiters = self._buffer_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # --- receiving ----------------------------------------------------------------------
 
@@ -462,11 +616,12 @@ class Transfers:
             os.replace(incoming.part, target)
         return target
 
-    # --- time: offers age, downloads stall ---------------------------------------------------
+    # --- time: offers age, downloads and uploads stall, waiting receivers hear of it ----------
 
     def handle_timer(self) -> None:
-        """Forget offers past their age and fail downloads that stalled (the timer calls
-        this; tests with their own clock call it by hand)."""
+        """Forget offers past their age, fail downloads and stop uploads that stalled,
+        remind receivers waiting for an upload slot (the timer calls this; tests with
+        their own clock call it by hand)."""
         self._timer = self._timer_at = None
         now = self._clock()
         self._expire(now)
@@ -476,7 +631,23 @@ class Transfers:
                 reason = f"stalled: no data for {stall:g} s"
                 self._fail(file_id, incoming, reason, "failed.download_stalled")
         self._fill_slots()
+        self._look_at_uploads(now)
+        self.uploads.handle_timer(now)
+        self._run_uploads()
+        self._buffer_freed()  # streams waiting on the bounds look again
         self._arm()
+
+    def _look_at_uploads(self, now: float) -> None:
+        """Before the stall check: a channel that drained since we last looked took data,
+        even too slowly to fall to `LOW_WATER` (no event says so); one with nothing
+        buffered and more to send waits for the bounds, not for its receiver."""
+        for upload in self._uploads.values():
+            buffered, channel = upload.channel.bufferedAmount, upload.channel
+            if buffered < upload.seen or (
+                not buffered and channel.readyState == "open" and not upload.sent_all
+            ):
+                self.uploads.progress(upload.serial, now)
+            upload.seen = buffered
 
     def _expire(self, now: float) -> None:
         deadline = self.offers.next_expiry()
@@ -484,11 +655,12 @@ class Transfers:
             self.offers.expire(now)
 
     def _arm(self) -> None:
-        """Keep one timer, at the earliest offer expiry or download stall."""
+        """Keep one timer, at the earliest offer expiry, download or upload stall, or
+        `file-wait` notice."""
         deadlines = [i.active_at + self.limits.stall for i in self.incoming.values()]
-        expiry = self.offers.next_expiry()
-        if expiry is not None:
-            deadlines.append(expiry)
+        for deadline in (self.offers.next_expiry(), self.uploads.get_timer()):
+            if deadline is not None:
+                deadlines.append(deadline)
         if not deadlines:
             return
         deadline = min(deadlines)
@@ -515,6 +687,10 @@ class Transfers:
             self._on_offer(member, frame)
         elif kind == "file-accept":
             self._on_accept(member, frame)
+        elif kind == "file-wait":  # our accept waits for a slot at the sender: not stalled
+            incoming = self.incoming.get(str(frame.get("id")))
+            if incoming is not None and incoming.sender == member:
+                incoming.active_at = self._clock()
         elif kind == "file-decline":
             file_id = str(frame.get("id"))
             if file_id in self.outgoing:
@@ -527,12 +703,17 @@ class Transfers:
             return False
         return True
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def close(self) -> None:
+        self._closed = True  # ending streams starts no others
+        for upload in list(self._uploads.values()):
+            self._end_stream(upload)
+        self._uploads.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = self._timer_at = None

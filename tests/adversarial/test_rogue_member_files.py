@@ -1,7 +1,9 @@
-"""A rogue room member against a receiver's files (docs/protocol.md 5.0, 5.2).
+"""A rogue room member against a receiver's files, and a sender's (docs/protocol.md 5.0, 5.2).
 
 The member may offer files; it may never grow the receiver's memory or disk
 without bound, make it write where it chooses, or break its link with a frame.
+It may accept files; it may never make the sender upload, open channels or
+buffer without bound, or crowd out an honest receiver.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiortc import RTCDataChannel
 
-from peer.files import DEFAULT_CHUNK, FileOffer, OfferLimits, local_name
-from peer.peer import Connected, FileDone, Message, Room
+import peer.transfer
+from peer.files import DEFAULT_CHUNK, FileOffer, OfferLimits, UploadLimits, local_name
+from peer.peer import Connected, FileDone, FileOffered, Message, Room
 from peer.store import PeerStore
-from peer.transfer import FileEvent, Transfers
+from peer.transfer import HIGH_WATER, FileEvent, Transfers
 from tests.peer.conftest import PeerFactory, loopback_ice, peers  # noqa: F401  (fixtures)
 from tests.signaling.conftest import NodeFactory, signaling_mesh  # noqa: F401  (fixture)
 
@@ -242,3 +246,94 @@ async def test_deep_nesting_and_a_failing_handler_leave_the_link_up(
     assert link.open and victim_link.open
     await victim_room.send("and back")
     assert (await next_of(rogue_room, (Message,))).text == "and back"
+
+
+MIB = 1 << 20
+
+
+@pytest.mark.integration
+async def test_twenty_accepts_for_one_file_upload_it_once_within_the_bounds(
+    signaling_mesh: NodeFactory,  # noqa: F811
+    peers: PeerFactory,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The attacker review's F5: 20 `file-accept` frames (~1.4 KB) for an 8 MiB offer
+    made the sender open 20 channels, buffer 79 MiB and upload 160 MB."""
+    (node,) = await signaling_mesh(1)
+    sender = await peers("sender", [node.url])
+    rogue = await peers("rogue", [node.url])
+    honest = await peers("honest", [node.url], accept_files_to=tmp_path / "inbox")
+    room = await sender.join(URL)
+    rogue_room = await rogue.join(URL)
+    honest_room = await honest.join(URL)
+    for other in (rogue_room, honest_room):
+        await next_of(other, (Connected,))
+    while len([link for link in room.links.values() if link.open]) < 2:
+        await next_of(room, (Connected,))
+
+    kept: list[RTCDataChannel] = []  # the rogue keeps every file channel open and reads nothing
+    monkeypatch.setattr(rogue_room.transfers, "on_channel", lambda member, c: kept.append(c))
+    opened: list[RTCDataChannel] = []
+    rogue_streaming = asyncio.Event()
+    real_open = room.transfers._open_channel
+
+    def recording(member: bytes, label: str) -> RTCDataChannel | None:
+        channel = real_open(member, label)
+        if channel is not None:
+            opened.append(channel)
+            if member == rogue.public_key:
+                channel.on("open", rogue_streaming.set)
+        return channel
+
+    monkeypatch.setattr(room.transfers, "_open_channel", recording)
+    uploaded = [0]
+    real_frame = peer.transfer.chunk_frame
+
+    def counted(offset: int, data: bytes) -> bytes:
+        uploaded[0] += len(data)
+        return real_frame(offset, data)
+
+    monkeypatch.setattr(peer.transfer, "chunk_frame", counted)
+
+    peak = {"channels": 0, "live": 0, "buffered": 0}
+
+    async def sample() -> None:
+        while True:
+            alive = [c for c in opened if c.readyState != "closed"]
+            peak["channels"] = max(peak["channels"], len(alive))
+            peak["live"] = max(peak["live"], sum(c.readyState != "closing" for c in alive))
+            peak["buffered"] = max(peak["buffered"], sum(c.bufferedAmount for c in alive))
+            await asyncio.sleep(0.002)
+
+    sampler = asyncio.ensure_future(sample())
+    source = tmp_path / "eight.bin"
+    source.write_bytes(os.urandom(8 * MIB))
+    digest = hashlib.sha256(source.read_bytes()).digest()
+    file_id = await room.send_file(source)
+    assert (await next_of(rogue_room, (FileOffered,))).offer.id == file_id
+    done = asyncio.ensure_future(next_of(honest_room, (FileDone,), within=60))
+    link = rogue_room.links[sender.public_key]
+    for _ in range(20):
+        assert link.send({"t": "file-accept", "id": file_id, "offset": 0})
+    async with asyncio.timeout(30):  # once the rogue's stream has begun, 20 more
+        await rogue_streaming.wait()
+    for _ in range(20):
+        assert link.send({"t": "file-accept", "id": file_id, "offset": 0})
+    async with asyncio.timeout(60):
+        event = await done
+        while room.transfers._tasks:  # the rogue's streams end too
+            await asyncio.wait(set(room.transfers._tasks))
+    sampler.cancel()
+    assert event.path is not None and hashlib.sha256(event.path.read_bytes()).digest() == digest
+    print(
+        f"F5: {len(opened)} channels opened, at most {peak['live']} open and "
+        f"{peak['channels']} not yet closed at once, {peak['buffered'] / MIB:.1f} MiB "
+        f"buffered at most, {uploaded[0] / MIB:.1f} MiB uploaded"
+    )
+    uploads = UploadLimits()
+    assert peak["live"] <= 1 + 1  # one stream per member and file: the rogue's, the honest's
+    assert peak["channels"] <= 1 + 1 + 1  # and the rogue's replaced one, closing
+    assert peak["buffered"] <= uploads.buffered_per_member + HIGH_WATER + 2 * (DEFAULT_CHUNK + 40)
+    assert uploaded[0] <= 3 * 8 * MIB  # each receiver once, and what a replaced stream sent
+    assert room.transfers.counters.get("drop.accept_rate", 0) <= 40 - uploads.burst

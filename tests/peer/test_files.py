@@ -3,6 +3,7 @@ what a member may make a receiver keep is bounded; local names are the receiver'
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -21,6 +22,7 @@ from peer.files import (
     FileRejected,
     OfferBook,
     OfferLimits,
+    UploadLimits,
     chunk_frame,
     local_name,
     parse_chunk,
@@ -28,7 +30,7 @@ from peer.files import (
     part_name,
 )
 from peer.store import PeerStore
-from peer.transfer import FileDone, FileEvent, FileFailed, FileOffered, Transfers
+from peer.transfer import HIGH_WATER, FileDone, FileEvent, FileFailed, FileOffered, Transfers
 
 DATA = os.urandom(300_000)
 CHUNK = 65536
@@ -304,23 +306,72 @@ def test_the_book_stays_within_its_limits(ops: list[tuple[str, int, int, float]]
 
 
 class FakeChannel:
-    def __init__(self, label: str) -> None:
+    """A data channel as aiortc's behaves: `send` buffers until `drain`; `close` with data
+    still buffered leaves it closing (that data still goes out) until it drains."""
+
+    def __init__(self, label: str, member: bytes = b"", state: str = "open") -> None:
         self.label = label
-        self.handlers: dict[str, Any] = {}
+        self.member = member
+        self.readyState = state
+        self.handlers: dict[str, list[Any]] = {}
         self.closed = False
+        self.bufferedAmount = 0
+        self.bufferedAmountLowThreshold = 0
+        self.sent: list[bytes] = []
 
     def on(self, event: str, handler: Any) -> None:
-        self.handlers[event] = handler
+        self.handlers.setdefault(event, []).append(handler)
+
+    def _fire(self, event: str) -> None:
+        for handler in list(self.handlers.get(event, ())):
+            handler()
+
+    def open(self) -> None:
+        self.readyState = "open"
+        self._fire("open")
+
+    def send(self, data: bytes) -> None:
+        assert self.readyState == "open"
+        self.sent.append(data)
+        self.bufferedAmount += len(data)
+
+    def drain(self, to: int = 0) -> None:
+        was, self.bufferedAmount = self.bufferedAmount, min(to, self.bufferedAmount)
+        if was > self.bufferedAmountLowThreshold >= self.bufferedAmount:
+            self._fire("bufferedamountlow")
+        if self.readyState == "closing" and not self.bufferedAmount:
+            self._closed()
 
     def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
+        if self.bufferedAmount and self.readyState == "open":
+            self.readyState = "closing"
+        else:
+            self._closed()
+
+    def _closed(self) -> None:
+        self.readyState = "closed"
+        self._fire("close")
 
     def deliver(self, message: bytes) -> None:
-        self.handlers["message"](message)
+        for handler in self.handlers["message"]:
+            handler(message)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class Receiver:
-    def __init__(self, tmp_path: Path, inbox: Path | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, inbox: Path | None = None, clock: Clock | None = None
+    ) -> None:
         self.sent: list[dict[str, Any]] = []
         self.events: list[FileEvent] = []
         self.transfers = Transfers(
@@ -329,6 +380,7 @@ class Receiver:
             lambda member, label: None,
             self.events.append,
             1 << 20,
+            clock=clock or Clock(),
         )
         self.transfers.auto_accept = inbox
 
@@ -434,3 +486,268 @@ async def test_the_sender_keeps_its_newest_offers_only(tmp_path: Path) -> None:
     sent.clear()
     transfers.member_connected(B)  # a late joiner gets the newest three
     assert [frame["name"] for _, frame in sent] == ["f2.txt", "f3.txt", "f4.txt"]
+
+
+def test_a_download_waiting_for_a_sender_slot_does_not_stall(tmp_path: Path) -> None:
+    clock = Clock()
+    r = Receiver(tmp_path, tmp_path / "in", clock)
+    offer = r.offer(os.urandom(3000))
+    assert offer.id in r.transfers.incoming
+    for _ in range(10):  # the sender says, every 30 s, that our accept waits for a slot
+        clock.now += 30
+        r.transfers.on_control(A, {"t": "file-wait", "id": offer.id})
+        r.transfers.handle_timer()
+    assert offer.id in r.transfers.incoming and not r.transfers.counters
+    r.transfers.on_control(B, {"t": "file-wait", "id": offer.id})  # only its sender's count
+    clock.now += OfferLimits().stall
+    r.transfers.handle_timer()
+    assert r.transfers.counters == {"failed.download_stalled": 1}
+
+
+# --- Transfers, sending: what a member's accepts may make us upload ------------------
+
+MIB = 1 << 20
+UPLOADS = UploadLimits()
+FRAME = CHUNK + 40
+"""One chunk frame: a bound is checked before each send, so it may be passed by one."""
+
+
+class Sender:
+    """A Transfers that offers files and opens fake channels (they open when told)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.clock = Clock()
+        self.sent: list[tuple[bytes, dict[str, Any]]] = []
+        self.channels: list[FakeChannel] = []
+        self.sizes: dict[str, int] = {}
+        self.transfers = Transfers(
+            PeerStore(tmp_path / "store"),
+            lambda member, frame: self.sent.append((member, frame)) is None,
+            self.open_channel,
+            lambda event: None,
+            1 << 30,
+            clock=self.clock,
+        )
+
+    def open_channel(self, member: bytes, label: str) -> FakeChannel:
+        channel = FakeChannel(label, member, state="connecting")
+        self.channels.append(channel)
+        return channel
+
+    async def offer(self, size: int, n: int = 0) -> tuple[FileOffer, bytes]:
+        data = os.urandom(size)
+        path = self.tmp_path / f"f{n}.bin"
+        path.write_bytes(data)
+        offer = await self.transfers.offer(path, [])
+        self.sizes[f"file:{offer.id}"] = size
+        return offer, data
+
+    def accept(self, member: bytes, offer: FileOffer, offset: int = 0) -> None:
+        self.transfers.on_control(member, {"t": "file-accept", "id": offer.id, "offset": offset})
+
+    def live(self, member: bytes | None = None) -> list[FakeChannel]:
+        """Channels not closing or closed (of one member)."""
+        return [c for c in self.channels if not c.closed and (member is None or c.member == member)]
+
+    def waits(self) -> list[tuple[bytes, str]]:
+        return [(m, f["id"]) for m, f in self.sent if f["t"] == "file-wait"]
+
+    def buffered(self, member: bytes | None = None) -> int:
+        return sum(
+            c.bufferedAmount
+            for c in self.channels
+            if c.readyState != "closed" and (member is None or c.member == member)
+        )
+
+    async def pump(self, rounds: int = 400) -> None:
+        """Open and drain every channel until nothing moves any more; as a receiver, close
+        a channel once it has carried the file to its end (the sender waits for that)."""
+        for _ in range(rounds):
+            await settle()
+            moving = [c for c in self.channels if c.readyState != "closed"]
+            if not moving:
+                return
+            for channel in moving:
+                if channel.readyState == "connecting":
+                    channel.open()
+                else:
+                    channel.drain()
+                    if channel.sent and end_of(channel.sent[-1]) == self.sizes[channel.label]:
+                        channel.close()
+        raise AssertionError("still moving")
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def end_of(frame: bytes) -> int:
+    offset, _, data = parse_chunk(frame)
+    return offset + len(data)
+
+
+def received(channel: FakeChannel) -> tuple[int, bytes]:
+    """(first offset, data) of what a channel carried."""
+    first, _, _ = parse_chunk(channel.sent[0])
+    return first, b"".join(bytes(parse_chunk(frame)[2]) for frame in channel.sent)
+
+
+MEMBERS = [bytes([n]) * 32 for n in range(1, 12)]
+
+
+async def test_a_new_accept_replaces_the_stream_of_the_same_file(tmp_path: Path) -> None:
+    s = Sender(tmp_path)
+    offer, data = await s.offer(6 * MIB)
+    for _ in range(19):
+        s.accept(A, offer)
+    s.accept(A, offer, 2 * CHUNK)  # the receiver's latest word: from its verified offset
+    assert len(s.channels) == 1  # not open yet, nothing sent: the new offset is taken
+    first = s.channels[0]
+    first.open()
+    await settle()
+    assert parse_chunk(first.sent[0])[0] == 2 * CHUNK
+    assert HIGH_WATER < first.bufferedAmount <= HIGH_WATER + FRAME
+    s.clock.now += UPLOADS.burst / UPLOADS.rate  # a full bucket again
+    for n in range(3, 23):  # streaming now: a new accept replaces the stream
+        s.accept(A, offer, n * CHUNK)
+    assert len(s.channels) == 2 and s.live() == [s.channels[1]]
+    assert first.readyState == "closing"  # what it buffered still goes out
+    await s.pump()
+    assert received(s.channels[1]) == (22 * CHUNK, data[22 * CHUNK :])
+    assert received(first)[1] == data[2 * CHUNK : 2 * CHUNK + len(received(first)[1])]
+    assert not s.live() and not s.transfers.uploads.running  # done: the receiver closed it
+    s.clock.now += 1
+    s.accept(A, offer, 3 * CHUNK)  # a bad chunk later: asked again, served again
+    await s.pump()
+    assert received(s.channels[-1]) == (3 * CHUNK, data[3 * CHUNK :])
+
+
+async def test_uploads_are_capped_per_member_and_room_and_the_rest_wait(tmp_path: Path) -> None:
+    s = Sender(tmp_path)
+    offers = [(await s.offer(1000, n))[0] for n in range(3)]
+    for offer in offers:
+        s.accept(A, offer)
+    assert len(s.live(A)) == UPLOADS.per_member
+    assert s.waits() == [(A, offers[2].id)]
+    for member in MEMBERS[:8]:
+        s.accept(member, offers[0])
+    assert len(s.live()) == UPLOADS.per_room
+    waiting = [(A, offers[2].id)] + [(m, offers[0].id) for m in MEMBERS[6:8]]
+    assert s.waits() == waiting
+    assert sorted(s.transfers.uploads.waiting) == sorted(waiting)
+    s.live(A)[0].close()  # a receiver closed it: the slot goes to a member with none running
+    assert [c.member for c in s.live()][-1] == MEMBERS[6]
+    s.clock.now += UPLOADS.wait_notice
+    s.transfers.handle_timer()  # those still waiting hear it again, so they do not stall
+    assert s.waits()[len(waiting) :] == [(A, offers[2].id), (MEMBERS[7], offers[0].id)]
+    s.accept(MEMBERS[7], offers[0], 500)  # a new accept of a waiting one: its new offset
+    await s.pump()
+    served = {(c.member, c.label): received(c) for c in s.channels if c.sent}
+    assert served[(MEMBERS[7], f"file:{offers[0].id}")][0] == 500
+    assert len(served) == 2 + 8 and not s.transfers.uploads.waiting
+
+
+async def test_accepts_beyond_the_rate_are_dropped_and_counted(tmp_path: Path) -> None:
+    s = Sender(tmp_path)
+    offer, _ = await s.offer(1000)
+    for _ in range(40):
+        s.accept(A, offer)
+    assert s.transfers.counters["drop.accept_rate"] == 40 - UPLOADS.burst
+    assert len(s.channels) == 1
+    s.channels[0].open()
+    s.accept(A, offer)  # no token left: the stream is not replaced
+    s.accept(B, offer)  # another member has its own bucket
+    assert len(s.channels) == 2
+    s.clock.now += 1 / UPLOADS.rate
+    s.accept(A, offer)
+    assert len(s.channels) == 3 and s.transfers.counters["drop.accept_rate"] == 41 - 32
+    s.transfers.on_control(A, {"t": "file-accept", "id": "nope", "offset": 0})
+    s.transfers.on_control(A, {"t": "file-accept", "id": offer.id, "offset": True})
+    s.transfers.on_control(A, {"t": "file-accept", "id": offer.id, "offset": 1001})
+    assert s.transfers.counters["drop.accept_unknown"] == 3
+
+
+async def test_what_uploads_buffer_is_bounded_per_member_and_room(tmp_path: Path) -> None:
+    s = Sender(tmp_path)
+    offer, data = await s.offer(6 * MIB)
+    peak = peak_member = 0
+    for member in MEMBERS[:6]:  # nobody drains; each re-accepts, leaving a closing channel
+        for _ in range(4):
+            s.accept(member, offer)
+            for channel in s.live():
+                if channel.readyState == "connecting":
+                    channel.open()
+            await settle()
+            s.clock.now += 1
+            peak = max(peak, s.buffered())
+            peak_member = max(peak_member, *(s.buffered(m) for m in MEMBERS))
+    assert peak <= UPLOADS.buffered_per_room + FRAME
+    assert peak_member <= UPLOADS.buffered_per_member + FRAME
+    assert peak >= UPLOADS.buffered_per_room - HIGH_WATER  # and the room was used
+    await s.pump()  # the receivers read again: every stream goes on and ends
+    for member in MEMBERS[:6]:
+        (last,) = [c for c in s.channels if c.member == member][-1:]
+        assert received(last) == (0, data)
+
+
+async def test_an_upload_that_never_drains_is_stopped_and_its_slot_freed(tmp_path: Path) -> None:
+    s = Sender(tmp_path)
+    offer, _ = await s.offer(24 * MIB)
+    for member in MEMBERS[: UPLOADS.per_room + 1]:
+        s.accept(member, offer)
+    for channel in s.live():
+        channel.open()
+    await settle()
+    honest = s.live()[0]
+    for n in range(1, int(UPLOADS.stall / 10) + 1):
+        s.clock.now += 10
+        if n % 3 == 0:
+            honest.drain()  # only the first receiver reads, now and then
+        await settle()
+        s.transfers.handle_timer()
+    assert s.transfers.counters["failed.upload_stalled"] == UPLOADS.per_room - 1
+    assert not honest.closed and len(s.live()) == 2  # the one waiting got a slot
+    s.transfers.member_left(MEMBERS[0])  # a member that leaves: its uploads end
+    assert honest.closed
+    assert [r.member for r in s.transfers.uploads.running.values()] == [MEMBERS[8]]
+
+
+async def test_a_slow_receiver_that_drains_a_little_is_not_stopped(tmp_path: Path) -> None:
+    s = Sender(tmp_path)
+    offer, _ = await s.offer(6 * MIB)
+    s.accept(A, offer)
+    (channel,) = s.channels
+    channel.open()
+    await settle()
+    assert channel.bufferedAmount > HIGH_WATER
+    for _ in range(10):  # 100 kB a minute: never down to LOW_WATER, so no event says so
+        s.clock.now += 60
+        channel.drain(channel.bufferedAmount - 100_000)
+        s.transfers.handle_timer()
+    assert not channel.closed and "failed.upload_stalled" not in s.transfers.counters
+    s.clock.now += UPLOADS.stall  # and when it takes nothing at all, it is stopped
+    s.transfers.handle_timer()
+    assert channel.closed and s.transfers.counters["failed.upload_stalled"] == 1
+
+
+async def test_after_the_last_chunk_the_receiver_closes_or_the_upload_stalls(
+    tmp_path: Path,
+) -> None:
+    s = Sender(tmp_path)
+    offer, data = await s.offer(3000)
+    s.accept(A, offer)
+    (channel,) = s.channels
+    channel.open()
+    await settle()
+    assert received(channel) == (0, data)
+    assert not channel.closed  # a reset right behind the last chunk can lose it in a browser
+    channel.drain()
+    s.clock.now += UPLOADS.stall - 1
+    s.transfers.handle_timer()
+    assert not channel.closed and s.transfers.uploads.running  # its slot is still held
+    s.clock.now += 1  # a receiver that never closes it: stopped like any stalled upload
+    s.transfers.handle_timer()
+    assert channel.closed and not s.transfers.uploads.running
+    assert s.transfers.counters == {"failed.upload_stalled": 1}

@@ -1,7 +1,8 @@
 """The browser's parsers and messaging core take any input: a typed ProtocolError
 or a counted drop, never another exception (hypothesis generates, Chromium runs).
-Its file offers are bounded as Python's are: the same operations give the same
-counters and state in both (a differential test)."""
+Its file offers, and what members' accepts make it upload, are bounded as
+Python's are: the same operations give the same counters and state in both (a
+differential test)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peer.files import OfferLimits
+from peer.files import FileOffer, OfferLimits, UploadLimits
 from peer.store import PeerStore
-from peer.transfer import Transfers
+from peer.transfer import HIGH_WATER, Transfers
 from peer.webrtc import ControlFrameRejected, parse_control_frame
 
 from .test_vectors import page  # noqa: F401  (fixture)
@@ -136,6 +137,7 @@ TWIN = """async ([ops, limits]) => {
         if (kind === 'offer') t.onControl(member, value);
         else if (kind === 'accept') t.accept(value);
         else if (kind === 'decline') t.decline(value);
+        else if (kind === 'wait') t.onControl(member, {t: 'file-wait', id: value});
         else if (kind === 'leave') t.memberLeft(member);
         else t.handleTimer();
     }
@@ -176,7 +178,7 @@ OP = st.builds(
     lambda kind, m, i, size, good: (
         (kind, m, offer_frame(i, size, good) if kind == "offer" else i)
     ),
-    st.sampled_from(["offer"] * 6 + ["accept", "decline", "leave", "timer"]),
+    st.sampled_from(["offer"] * 6 + ["accept", "decline", "wait", "leave", "timer"]),
     st.sampled_from(MEMBERS),
     st.sampled_from(IDS),
     st.integers(1, 100),
@@ -206,6 +208,8 @@ async def python_twin(ops: list[Any], directory: Path) -> dict[str, Any]:
         elif kind in ("accept", "decline"):
             with contextlib.suppress(KeyError):  # the browser's says nothing
                 getattr(transfers, kind)(value, *([directory / "in"] if kind == "accept" else []))
+        elif kind == "wait":  # the sender says our accept waits for a slot
+            transfers.on_control(key, {"t": "file-wait", "id": value})
         elif kind == "leave":
             transfers.member_left(key)
         else:
@@ -276,6 +280,9 @@ async def test_every_bound_is_reached_the_same_way_in_both(page: Any, tmp_path: 
         offer(b),  # the room keeps 4 at most
         (("timer", a, None), 10.0),  # no data: both downloads stall, a's oldest is taken
         (("decline", a, IDS[2]), 0.0),
+        (("wait", a, IDS[1]), 9.0),  # a's download waits for a slot at a: not stalled
+        (("wait", b, IDS[1]), 0.0),  # b says so of a's download: nothing
+        (("timer", a, None), 2.0),
         (("timer", a, None), 31.0),  # the rest stall or age out
     ]
     result = await both(page, steps, tmp_path)
@@ -308,3 +315,364 @@ async def test_a_flood_of_offers_keeps_the_browser_bounded(page: Any) -> None:  
     offers, incoming, counters = await page.evaluate(FLOOD, 100_000)
     assert offers + incoming == limits.burst and incoming == limits.downloads_per_member
     assert counters == {"drop.offer_rate": 100_000 - limits.burst}
+
+
+# --- what a member's accepts make a sender do: the same in both ---------------------------
+
+UPLOAD_TWIN = """async ([ops, limits, files]) => {
+    const m = window.m;
+    let now = 0;
+    const log = [];
+    const channels = [];
+    const fake = (member, label) => {
+        const listeners = {};
+        const channel = {
+            label, member, readyState: 'connecting', bufferedAmount: 2 ** 40,  // never drains
+            bufferedAmountLowThreshold: 0, binaryType: 'blob',
+            addEventListener(type, fn) { (listeners[type] ??= []).push(fn); },
+            fire(type) { for (const fn of listeners[type] ?? []) fn(); },
+            send() { throw new Error('nothing is sent: the channel never drains'); },
+            close() {
+                if (channel.readyState === 'closed') return;
+                log.push(['closed', member, label]);
+                channel.readyState = 'closed';
+                channel.fire('close');
+            },
+        };
+        channels.push(channel);
+        return channel;
+    };
+    const t = new m.Transfers({
+        sendControl: (member, frame) => { log.push([member, frame.t, frame.id]); return true; },
+        openChannel: (member, label) => {
+            log.push(['opened', member, label]);
+            return fake(member, label);
+        },
+        emit: () => {}, maxSize: 1 << 20, autoAcceptBytes: 0, uploadLimits: limits, now: () => now,
+    });
+    for (const [id, size] of files) {
+        const offer = {id, name: 'f.bin', size, mime: 'a/b', sha256: '00'.repeat(32), chunk: 1024};
+        t.outgoing.set(id, {offer, file: new Blob([new Uint8Array(size)])});
+    }
+    const newest = (member, id) => channels.filter(
+        (c) => c.member === member && c.label === `file:${id}` && c.readyState !== 'closed').pop();
+    for (const [kind, member, id, offset, at] of ops) {
+        now = at;
+        if (kind === 'accept') t.onControl(member, {t: 'file-accept', id, offset});
+        else if (kind === 'open') {
+            const c = newest(member, id);
+            if (c && c.readyState === 'connecting') { c.readyState = 'open'; c.fire('open'); }
+        } else if (kind === 'close') {
+            const c = newest(member, id);
+            if (c) { c.readyState = 'closed'; c.fire('close'); }
+        } else if (kind === 'leave') t.memberLeft(member);
+        else t.handleTimer();
+    }
+    const running = [...t.uploads.running].map(
+        ([serial, r]) => [serial, r.member, r.id, r.offset, r.begun]);
+    const waiting = [...t.uploads.waiting.values()].map((w) => [w.member, w.id, w.offset]);
+    t.close();
+    return {counters: t.counters, log, running, waiting};
+}"""
+
+UPLOAD_TWIN_LIMITS = UploadLimits(
+    per_member=2,  # two, so that which member goes first when a slot frees matters
+    per_room=3,
+    waiting_per_member=2,
+    waiting_per_room=3,
+    rate=0.5,
+    burst=3,
+    stall=10,
+    wait_notice=4,
+    members=3,
+)
+UPLOAD_JS_LIMITS = {
+    "perMember": 2,
+    "perRoom": 3,
+    "waitingPerMember": 2,
+    "waitingPerRoom": 3,
+    "rate": 0.5,
+    "burst": 3,
+    "stall": 10,
+    "waitNotice": 4,
+    "bufferedPerMember": UPLOAD_TWIN_LIMITS.buffered_per_member,
+    "bufferedPerRoom": UPLOAD_TWIN_LIMITS.buffered_per_room,
+    "members": 3,
+}
+UPLOAD_MEMBERS = [*MEMBERS, "dd" * 32]  # one more than the buckets kept
+FILES = [(IDS[0], 100), (IDS[1], 100), (IDS[2], 0)]  # IDS[3] is not offered
+
+
+class TwinChannel:
+    """The browser test's fake channel: opens and closes when told, never drains."""
+
+    def __init__(self, log: list[list[Any]], member: str, label: str) -> None:
+        self.log, self.member, self.label = log, member, label
+        self.readyState = "connecting"
+        self.bufferedAmount = 2**40
+        self.bufferedAmountLowThreshold = 0
+        self.handlers: dict[str, list[Any]] = {}
+
+    def on(self, event: str, handler: Any) -> None:
+        self.handlers.setdefault(event, []).append(handler)
+
+    def fire(self, event: str) -> None:
+        for handler in self.handlers.get(event, []):
+            handler()
+
+    def send(self, data: bytes) -> None:
+        raise AssertionError("nothing is sent: the channel never drains")
+
+    def close(self) -> None:
+        if self.readyState != "closed":
+            self.log.append(["closed", self.member, self.label])
+            self.readyState = "closed"
+            self.fire("close")
+
+
+async def python_upload_twin(ops: list[Any], directory: Path) -> dict[str, Any]:
+    clock = [0.0]
+    log: list[list[Any]] = []
+    channels: list[TwinChannel] = []
+
+    def open_channel(member: bytes, label: str) -> Any:
+        log.append(["opened", member.hex(), label])
+        channels.append(TwinChannel(log, member.hex(), label))
+        return channels[-1]
+
+    transfers = Transfers(
+        PeerStore(directory / "store"),
+        lambda member, frame: log.append([member.hex(), frame["t"], frame["id"]]) is None,
+        open_channel,
+        lambda event: None,
+        1 << 20,
+        upload_limits=UPLOAD_TWIN_LIMITS,
+        clock=lambda: clock[0],
+    )
+    for file_id, size in FILES:
+        path = directory / file_id
+        path.write_bytes(bytes(size))
+        offer = FileOffer(file_id, "f.bin", size, "a/b", bytes(32), 1024)
+        transfers.outgoing[file_id] = (offer, path)
+
+    def newest(member: str, file_id: str) -> TwinChannel | None:
+        label = f"file:{file_id}"
+        found = [c for c in channels if (c.member, c.label) == (member, label)]
+        return found[-1] if found and found[-1].readyState != "closed" else None
+
+    for kind, member, file_id, offset, at in ops:
+        clock[0] = at
+        if kind == "accept":
+            transfers.on_control(
+                bytes.fromhex(member), {"t": "file-accept", "id": file_id, "offset": offset}
+            )
+        elif kind in ("open", "close") and (channel := newest(member, file_id)) is not None:
+            if kind == "open" and channel.readyState == "connecting":
+                channel.readyState = "open"
+                channel.fire("open")
+            elif kind == "close":
+                channel.readyState = "closed"
+                channel.fire("close")
+        elif kind == "leave":
+            transfers.member_left(bytes.fromhex(member))
+        elif kind == "timer":
+            transfers.handle_timer()
+    uploads = transfers.uploads
+    result = {
+        "counters": dict(transfers.counters),
+        "log": log,
+        "running": [
+            [serial, r.member.hex(), r.file_id, r.offset, r.begun]
+            for serial, r in uploads.running.items()
+        ],
+        "waiting": [[m.hex(), i, w.offset] for (m, i), w in uploads.waiting.items()],
+    }
+    await transfers.close()
+    return result
+
+
+UPLOAD_OP = st.tuples(
+    st.sampled_from(["accept"] * 5 + ["open"] * 3 + ["close"] * 2 + ["leave", "timer"]),
+    st.sampled_from(UPLOAD_MEMBERS),
+    st.sampled_from(IDS[:4]),
+    st.sampled_from([0, 0, 40, 100, 101, -1, True, "7", None]),
+)
+UPLOAD_STEP = st.sampled_from([0.0] * 4 + [0.3, 2.0, 4.0, 11.0])
+
+
+async def both_uploads(page: Any, steps: list[Any], directory: Path) -> dict[str, Any]:  # noqa: F811
+    ops, now = [], 0.0
+    for (kind, member, file_id, offset), step in steps:
+        now += step
+        ops.append([kind, member, file_id, offset, now])
+    browser = await page.evaluate(UPLOAD_TWIN, [ops, UPLOAD_JS_LIMITS, FILES])
+    python = await python_upload_twin(ops, directory)
+    assert browser == python
+    return python
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(steps=st.lists(st.tuples(UPLOAD_OP, UPLOAD_STEP), max_size=60))
+async def test_upload_bounds_are_the_same_in_the_browser_and_python(
+    page: Any,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+    steps: list[Any],
+) -> None:
+    await both_uploads(page, steps, tmp_path_factory.mktemp("uploads"))
+
+
+async def test_every_upload_bound_is_reached_the_same_way_in_both(
+    page: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    a, b, c, d = UPLOAD_MEMBERS
+    f, g, h, unknown = IDS[:4]
+
+    def op(kind: str, member: str, file_id: str = f, offset: Any = 0, step: float = 0.0) -> Any:
+        return ((kind, member, file_id, offset), step)
+
+    steps = [
+        op("accept", a, f),  # a's first slot
+        op("accept", a, f, 40),  # not open yet: the new offset is taken
+        op("open", a, f),  # streaming from 40
+        op("accept", a, f, 100),  # streaming: replaced, a new channel (a's burst of 3 spent)
+        op("accept", a, g),  # dropped by rate
+        op("accept", a, unknown),  # not offered
+        op("accept", a, f, 101),  # past the end
+        op("accept", b, f),
+        op("accept", c, f),  # the room's three slots are taken
+        op("accept", d, f),  # a fourth member: no bucket left for it
+        op("accept", a, g, step=2.0),  # a token later: waits, hears file-wait
+        op("accept", c, g),  # waits too
+        op("close", c, f),  # c's receiver closed it: the slot goes to c (none running), not a
+        op("timer", a, step=4.0),  # a still waits: it hears so again
+        op("accept", b, g),  # waits
+        op("accept", a, h),  # waits (a's second)
+        op("accept", b, h),  # the room keeps 3 waiting at most
+        op("timer", a, step=11.0),  # nothing moved: all stalled; a, b, then a's second start
+        op("leave", a),  # a left: its uploads stop
+    ]
+    result = await both_uploads(page, steps, tmp_path)
+    assert result["counters"] == {
+        "drop.accept_rate": 1,
+        "drop.accept_unknown": 2,
+        "drop.accept_members": 1,
+        "drop.accept_queue_full": 1,
+        "failed.upload_stalled": 3,
+    }, result
+    waits = [entry[::2] for entry in result["log"] if entry[1] == "file-wait"]
+    assert waits == [[a, g], [c, g], [a, g], [b, g], [a, h]], result
+    opened = [entry[1:] for entry in result["log"] if entry[0] == "opened"]
+    starts = [(a, f), (a, f), (b, f), (c, f), (c, g), (a, g), (b, g), (a, h)]
+    assert opened == [[m, f"file:{i}"] for m, i in starts], result
+    assert [r[1:3] for r in result["running"]] == [[b, g]] and not result["waiting"], result
+
+
+BUFFERED = """async ([size, members]) => {
+    const m = window.m;
+    let now = 0;
+    const channels = [];
+    const fake = (member, label) => {
+        const listeners = {};
+        const channel = {
+            label, member, readyState: 'connecting', bufferedAmount: 0,
+            bufferedAmountLowThreshold: 0, binaryType: 'blob', sent: [],
+            addEventListener(type, fn) { (listeners[type] ??= []).push(fn); },
+            fire(type) { for (const fn of listeners[type] ?? []) fn(); },
+            send(frame) {
+                if (channel.readyState !== 'open') throw new Error('not open');
+                channel.sent.push([m.readU64be(frame), frame.length - 40]);
+                channel.bufferedAmount += frame.length;
+            },
+            drain() {  // the receiver read everything
+                const was = channel.bufferedAmount;
+                channel.bufferedAmount = 0;
+                if (was > channel.bufferedAmountLowThreshold) channel.fire('bufferedamountlow');
+                if (channel.readyState === 'closing') channel.closed();
+            },
+            close() {  // what is buffered still goes out, then it closes (as a browser's)
+                if (channel.readyState !== 'open' && channel.readyState !== 'connecting') return;
+                const buffered = channel.bufferedAmount && channel.readyState === 'open';
+                if (buffered) channel.readyState = 'closing';
+                else channel.closed();
+            },
+            closed() { channel.readyState = 'closed'; channel.fire('close'); },
+        };
+        channels.push(channel);
+        return channel;
+    };
+    const t = new m.Transfers({
+        sendControl: () => true, openChannel: fake, emit: () => {},
+        maxSize: 1 << 30, autoAcceptBytes: 0, now: () => now,
+    });
+    const data = new Uint8Array(size);
+    for (let at = 0; at < size; at += 65536) crypto.getRandomValues(data.subarray(at, at + 65536));
+    const offer = await t.offer(new File([data], 'f.bin'), []);
+    const tick = () => new Promise((resolve) => {
+        const c = new MessageChannel();
+        c.port1.onmessage = resolve;
+        c.port2.postMessage(0);
+    });
+    const total = (member) => channels
+        .filter((c) => c.readyState !== 'closed' && (member === undefined || c.member === member))
+        .reduce((sum, c) => sum + c.bufferedAmount, 0);
+    const open = () => {
+        for (const c of channels) {
+            if (c.readyState === 'connecting') { c.readyState = 'open'; c.fire('open'); }
+        }
+    };
+    const settle = async () => {  // until nothing has moved for a while
+        for (let still = 0, last = -1; still < 30; ) {
+            await tick();
+            const sent = channels.reduce((sum, c) => sum + c.sent.length, 0);
+            still = sent === last ? still + 1 : 0;
+            last = sent;
+        }
+    };
+    let peak = 0, peakMember = 0;
+    for (const member of members) {  // nobody drains; each re-accepts, leaving a closing channel
+        for (let round = 0; round < 4; round++) {
+            t.onControl(member, {t: 'file-accept', id: offer.id, offset: 0});
+            open();
+            await settle();
+            now += 1;
+            peak = Math.max(peak, total());
+            for (const other of members) peakMember = Math.max(peakMember, total(other));
+        }
+    }
+    const complete = (c) => c.sent.length && c.sent.at(-1)[0] + c.sent.at(-1)[1] === size;
+    for (let round = 0; round < 400 && channels.some((c) => c.readyState !== 'closed'); round++) {
+        open();  // the receivers read again: every stream goes on and ends
+        for (const c of channels) {
+            if (c.readyState === 'closed') continue;
+            c.drain();
+            if (complete(c)) c.close();  // a receiver closes the channel once it has the file
+        }
+        await settle();
+    }
+    const whole = members.map((member) => {
+        const last = channels.filter((c) => c.member === member).pop();
+        let at = 0;
+        for (const [offset, length] of last.sent) {
+            if (offset !== at) return false;
+            at += length;
+        }
+        return at === size;
+    });
+    const left = channels.filter((c) => c.readyState !== 'closed').length;
+    const running = t.uploads.running.size;
+    t.close();
+    return {peak, peakMember, whole, left, running};
+}"""
+
+
+async def test_the_browser_bounds_what_its_uploads_buffer(page: Any) -> None:  # noqa: F811
+    limits = UploadLimits()
+    frame = 65536 + 40
+    members = [bytes([n]).hex() * 32 for n in range(1, 7)]
+    result = await page.evaluate(BUFFERED, [6 << 20, members])
+    assert result["peak"] <= limits.buffered_per_room + frame, result
+    assert result["peakMember"] <= limits.buffered_per_member + frame, result
+    assert result["peak"] >= limits.buffered_per_room - HIGH_WATER, result  # the room was used
+    assert result["whole"] == [True] * len(members), result
+    assert result["left"] == result["running"] == 0, result

@@ -3,6 +3,7 @@
 
 import { ProtocolError, concat, fromHex, hex, readU64be, u64be } from "./bytes.js";
 import { sha256 } from "./crypto.js";
+import { TokenBucket } from "./mesh.js";
 
 export const CHUNK_HEADER = 40;
 export const DEFAULT_CHUNK = 64 * 1024;
@@ -100,27 +101,6 @@ export const OFFER_LIMITS = Object.freeze({
   members: 1024, // members' rate buckets kept (full ones are forgotten beyond this)
 });
 
-class Bucket {
-  constructor(burst, now) {
-    this.tokens = burst;
-    this.stamp = now;
-  }
-
-  refilled(rate, burst, now) {
-    return Math.min(burst, this.tokens + Math.max(0, now - this.stamp) * rate);
-  }
-
-  take(rate, burst, now) {
-    this.tokens = this.refilled(rate, burst, now);
-    this.stamp = now;
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
-      return true;
-    }
-    return false;
-  }
-}
-
 export class OfferBook {
   // The offers a receiver keeps until a person or an accept policy takes them. No
   // I/O: the caller passes `now`. An offer over a bound is a counted drop, never an
@@ -159,10 +139,10 @@ export class OfferBook {
     if (!bucket) {
       if (this.buckets.size >= members) this.forgetFullBuckets(now);
       if (this.buckets.size >= members) return this.drop("drop.offer_members");
-      bucket = new Bucket(burst, now);
+      bucket = new TokenBucket(rate, burst, now);
       this.buckets.set(member, bucket);
     }
-    return bucket.take(rate, burst, now) || this.drop("drop.offer_rate");
+    return bucket.take(now) || this.drop("drop.offer_rate");
   }
 
   add(member, offer, now) {
@@ -233,10 +213,199 @@ export class OfferBook {
 
   forgetFullBuckets(now) {
     // A full bucket is what a new member gets: forgetting it changes nothing.
-    const { rate, burst } = this.limits;
     for (const [member, bucket] of this.buckets) {
-      if (bucket.refilled(rate, burst, now) >= burst) this.buckets.delete(member);
+      if (bucket.full(now)) this.buckets.delete(member);
     }
+  }
+
+  drop(name) {
+    this.count(name);
+    return false;
+  }
+
+  count(name) {
+    this.counters[name] = (this.counters[name] ?? 0) + 1;
+  }
+}
+
+// --- what a member's accepts may make a sender upload (as UploadLimits and UploadBook) ---
+
+export const UPLOAD_LIMITS = Object.freeze({
+  perMember: 2, // uploads running at once to one member ...
+  perRoom: 8, // ... and in the whole room; the other accepts wait their turn
+  waitingPerMember: 32, // accepts waiting per member (one per file: a sender keeps 32 offers) ...
+  waitingPerRoom: 256, // ... and in the room; past these an accept is dropped (counted)
+  rate: 1.0, // accepts per second per member (a token bucket) ...
+  burst: 32, // ... with a burst of one per file a sender keeps (re-sent on each reconnection)
+  stall: 120, // seconds an upload may go without its channel taking data before it is stopped
+  waitNotice: 30, // seconds between file-wait notices to a waiting receiver
+  bufferedPerMember: 8 * 1024 * 1024, // bytes buffered in one member's upload channels (closing ones too) ...
+  bufferedPerRoom: 32 * 1024 * 1024, // ... and in all of the room's, before uploads pause
+  members: 1024, // members' rate buckets kept (full ones are forgotten beyond this)
+});
+
+// Commands (what the glue does), the same names and fields as in peer/files.py.
+const StartUpload = (serial, member, id) => ({ type: "start-upload", serial, member, id }); // open file:<id>; `begin` gives the offset
+const StopUpload = (serial, member, id) => ({ type: "stop-upload", serial, member, id }); // close its channel, end its stream
+const WaitNotice = (member, id) => ({ type: "wait-notice", member, id }); // send file-wait
+
+const keyOf = (member, id) => `${member} ${id}`;
+
+export class UploadBook {
+  // A sender's uploads: at most one per (member, file), a few at once, the rest waiting.
+  // No I/O: the caller passes `now`, feeds accept (a member's file-accept), begin (an
+  // upload's channel opened), progress (it took data) and ended (its stream ended or its
+  // channel closed), and carries out the commands (nextCommand). A new accept of a file
+  // already streaming to that member replaces that stream, from the new offset (a receiver
+  // asks again after a bad chunk or a reconnection: its latest word wins); before the
+  // stream's channel has opened, nothing was sent on it and the new offset is simply taken.
+  // Over a bound an accept is a counted drop, never an exception.
+  constructor(limits = UPLOAD_LIMITS, counters = {}) {
+    this.limits = limits;
+    this.counters = counters;
+    this.running = new Map(); // serial -> {member, id, offset, activeAt, begun}
+    this.waiting = new Map(); // "member id" -> {member, id, offset, noticedAt}, oldest first
+    this.serials = new Map(); // "member id" -> serial
+    this.nextSerial = 1;
+    this.buckets = new Map();
+    this.commands = [];
+  }
+
+  accept(member, id, offset, now) {
+    // A member asks for a file we offer, from `offset` (the caller checked both).
+    if (!this.admit(member, now)) return;
+    const key = keyOf(member, id);
+    const serial = this.serials.get(key);
+    if (serial !== undefined && !this.running.get(serial).begun) this.running.get(serial).offset = offset;
+    else if (serial !== undefined) {
+      // the receiver's latest word wins, in the same slot
+      this.commands.push(StopUpload(serial, member, id));
+      this.start(member, id, offset, now, serial);
+    } else if (this.waiting.has(key)) this.waiting.get(key).offset = offset;
+    else if (this.free(member)) this.start(member, id, offset, now);
+    else if (
+      [...this.waiting.values()].filter((w) => w.member === member).length >= this.limits.waitingPerMember ||
+      this.waiting.size >= this.limits.waitingPerRoom
+    ) {
+      this.count("drop.accept_queue_full");
+    } else {
+      this.waiting.set(key, { member, id, offset, noticedAt: now });
+      this.commands.push(WaitNotice(member, id));
+    }
+  }
+
+  begin(serial, now) {
+    // The upload's channel opened: the offset to stream from (null: not running).
+    const running = this.running.get(serial);
+    if (!running) return null;
+    running.begun = true;
+    running.activeAt = now;
+    return running.offset;
+  }
+
+  progress(serial, now) {
+    const running = this.running.get(serial);
+    if (running) running.activeAt = now;
+  }
+
+  ended(serial, now) {
+    // The upload's stream ended or its channel closed: its slot goes to one waiting.
+    const running = this.running.get(serial);
+    if (!running) return;
+    this.running.delete(serial);
+    this.serials.delete(keyOf(running.member, running.id));
+    this.fill(now);
+  }
+
+  forgetMember(member, now) {
+    // A member left: its uploads stop, its waiting accepts and its bucket go.
+    for (const [key, waiting] of [...this.waiting]) if (waiting.member === member) this.waiting.delete(key);
+    for (const [serial, running] of [...this.running]) if (running.member === member) this.stop(serial);
+    this.buckets.delete(member);
+    this.fill(now);
+  }
+
+  handleTimer(now) {
+    // Stop uploads that stalled; remind waiting receivers that they wait.
+    for (const [serial, running] of [...this.running]) {
+      if (now - running.activeAt >= this.limits.stall) {
+        this.count("failed.upload_stalled");
+        this.stop(serial);
+      }
+    }
+    this.fill(now); // before the notices: one about to start needs none
+    for (const waiting of this.waiting.values()) {
+      if (now - waiting.noticedAt >= this.limits.waitNotice) {
+        waiting.noticedAt = now;
+        this.commands.push(WaitNotice(waiting.member, waiting.id));
+      }
+    }
+    if (this.buckets.size > this.limits.perRoom) this.forgetFullBuckets(now);
+  }
+
+  getTimer() {
+    // When handleTimer next has something to do (null: nothing running or waiting).
+    let deadline = Infinity;
+    for (const { activeAt } of this.running.values()) deadline = Math.min(deadline, activeAt + this.limits.stall);
+    for (const { noticedAt } of this.waiting.values()) deadline = Math.min(deadline, noticedAt + this.limits.waitNotice);
+    return deadline === Infinity ? null : deadline;
+  }
+
+  nextCommand() {
+    return this.commands.shift() ?? null;
+  }
+
+  admit(member, now) {
+    let bucket = this.buckets.get(member);
+    if (!bucket) {
+      if (this.buckets.size >= this.limits.members) this.forgetFullBuckets(now);
+      if (this.buckets.size >= this.limits.members) return this.drop("drop.accept_members");
+      bucket = new TokenBucket(this.limits.rate, this.limits.burst, now);
+      this.buckets.set(member, bucket);
+    }
+    return bucket.take(now) || this.drop("drop.accept_rate");
+  }
+
+  free(member) {
+    let mine = 0;
+    for (const running of this.running.values()) if (running.member === member) mine += 1;
+    return this.running.size < this.limits.perRoom && mine < this.limits.perMember;
+  }
+
+  start(member, id, offset, now, replacing = null) {
+    if (replacing !== null) this.running.delete(replacing);
+    const serial = this.nextSerial++;
+    this.running.set(serial, { member, id, offset, activeAt: now, begun: false });
+    this.serials.set(keyOf(member, id), serial);
+    this.commands.push(StartUpload(serial, member, id));
+  }
+
+  stop(serial) {
+    const running = this.running.get(serial);
+    this.running.delete(serial);
+    this.serials.delete(keyOf(running.member, running.id));
+    this.commands.push(StopUpload(serial, running.member, running.id));
+  }
+
+  fill(now) {
+    // Give free slots to waiting accepts: a member with the fewest uploads running first
+    // (one member's many accepts do not starve the others), the oldest of those.
+    while (this.waiting.size && this.running.size < this.limits.perRoom) {
+      const busy = new Map();
+      for (const { member } of this.running.values()) busy.set(member, (busy.get(member) ?? 0) + 1);
+      let best = null;
+      for (const [key, waiting] of this.waiting) {
+        const mine = busy.get(waiting.member) ?? 0;
+        if (mine < this.limits.perMember && (best === null || mine < (busy.get(best[1].member) ?? 0))) best = [key, waiting];
+      }
+      if (best === null) return;
+      this.waiting.delete(best[0]);
+      this.start(best[1].member, best[1].id, best[1].offset, now);
+    }
+  }
+
+  forgetFullBuckets(now) {
+    for (const [member, bucket] of this.buckets) if (bucket.full(now)) this.buckets.delete(member);
   }
 
   drop(name) {

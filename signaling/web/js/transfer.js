@@ -7,18 +7,40 @@
 // What a member may make this side keep is bounded by OFFER_LIMITS (kept in an
 // OfferBook): offers per member and room, a rate, an age; the accept policy
 // (files up to autoAcceptBytes) runs a few downloads at once and takes the next
-// offer when one ends; a download that stalls fails and frees its slot.
+// offer when one ends; a download that stalls fails and frees its slot. What a
+// member's accepts may make this side upload is bounded by UPLOAD_LIMITS (decided
+// by an UploadBook): one stream per member and file, a few at once (the rest wait,
+// and hear file-wait), a rate, and the bytes buffered per member and per room.
 
 import { ProtocolError, hex } from "./bytes.js";
 import { randomBytes, sha256 } from "./crypto.js";
-import { DEFAULT_CHUNK, Download, OFFER_LIMITS, OfferBook, chunkFrame, offerFrame, parseOffer } from "./files.js";
+import {
+  DEFAULT_CHUNK,
+  Download,
+  OFFER_LIMITS,
+  OfferBook,
+  UPLOAD_LIMITS,
+  UploadBook,
+  chunkFrame,
+  offerFrame,
+  parseOffer,
+} from "./files.js";
 
 export const HIGH_WATER = 4 * 1024 * 1024;
 export const LOW_WATER = 1024 * 1024;
 export const MAX_REPAIRS = 5;
 
 export class Transfers {
-  constructor({ sendControl, openChannel, emit, maxSize, autoAcceptBytes, limits = OFFER_LIMITS, now = () => performance.now() / 1000 }) {
+  constructor({
+    sendControl,
+    openChannel,
+    emit,
+    maxSize,
+    autoAcceptBytes,
+    limits = OFFER_LIMITS,
+    uploadLimits = UPLOAD_LIMITS,
+    now = () => performance.now() / 1000,
+  }) {
     this.sendControl = sendControl; // (member, frame) -> bool
     this.openChannel = openChannel; // (member, label) -> RTCDataChannel | null
     this.emit = emit;
@@ -28,7 +50,12 @@ export class Transfers {
     this.now = now; // seconds, monotonic; tests pass their own
     this.outgoing = new Map(); // id -> {offer, file}
     this.offers = new OfferBook(limits); // id -> {sender, offer}, bounded
-    this.counters = this.offers.counters; // drops and failures by name
+    this.counters = this.offers.counters; // drops and failures by name (shared with the upload book)
+    this.uploads = new UploadBook(uploadLimits, this.counters);
+    this.streams = new Map(); // serial -> {serial, member, channel, stopped, opened, offset}
+    this.buffering = new Map(); // our upload channels that may still hold data (closing ones too) -> member
+    this.bufferWaiters = [];
+    this.closed = false;
     this.incoming = new Map(); // id -> {sender, download, repairs, channel, activeAt}
     this.timer = null;
     this.timerAt = null;
@@ -59,41 +86,152 @@ export class Transfers {
   }
 
   memberLeft(member) {
-    // A member left the room: its offers are forgotten (its downloads stall out).
+    // A member left the room: its offers are forgotten (its downloads stall out), its
+    // uploads stop and its waiting accepts go.
     this.offers.forgetMember(member);
+    this.uploads.forgetMember(member, this.now());
+    this.runUploads();
   }
 
   onAccept(member, frame) {
     const entry = this.outgoing.get(String(frame.id));
     const offset = frame.offset;
-    if (!entry || !Number.isSafeInteger(offset) || offset < 0 || offset > entry.offer.size) return;
-    const channel = this.openChannel(member, `file:${entry.offer.id}`);
-    if (channel) this.stream(entry, offset, channel).catch((error) => this.emit({ type: "file-failed", id: entry.offer.id, reason: String(error) }));
+    if (!entry || !Number.isSafeInteger(offset) || offset < 0 || offset > entry.offer.size) {
+      this.offers.count("drop.accept_unknown");
+      return;
+    }
+    this.uploads.accept(member, entry.offer.id, offset, this.now());
+    this.runUploads();
+    this.arm();
   }
 
-  async stream({ offer, file }, offset, channel) {
-    channel.binaryType = "arraybuffer";
-    if (channel.readyState !== "open") {
-      await new Promise((resolve, reject) => {
-        channel.addEventListener("open", resolve, { once: true });
-        channel.addEventListener("close", () => reject(new Error("channel closed before it opened")), { once: true });
-      });
+  runUploads() {
+    // Carry out what the upload book decided.
+    let command;
+    while (!this.closed && (command = this.uploads.nextCommand()) !== null) {
+      if (command.type === "start-upload") this.startUpload(command);
+      else if (command.type === "stop-upload") {
+        const stream = this.streams.get(command.serial);
+        if (stream) {
+          this.streams.delete(command.serial);
+          this.endStream(stream);
+        }
+      } else if (command.type === "wait-notice") this.sendControl(command.member, { t: "file-wait", id: command.id });
     }
+  }
+
+  startUpload({ serial, member, id }) {
+    const entry = this.outgoing.get(id); // else forgotten since (we keep our newest offers only)
+    const channel = entry ? this.openChannel(member, `file:${id}`) : null;
+    if (!channel) {
+      this.uploads.ended(serial, this.now());
+      return;
+    }
+    let opened;
+    const opening = new Promise((resolve) => (opened = resolve));
+    // seen: the channel's bufferedAmount when the timer last looked; sentAll: every chunk
+    // sent, the receiver closes the channel once it has verified the file
+    const stream = { serial, member, channel, stopped: false, offset: null, opened: opening, seen: 0, sentAll: false };
+    this.streams.set(serial, stream);
+    this.buffering.set(channel, member);
+    channel.binaryType = "arraybuffer";
     channel.bufferedAmountLowThreshold = LOW_WATER;
-    let position = offset;
-    while (position < offer.size && channel.readyState === "open") {
+    const onOpen = () => {
+      // The offset is taken as the channel opens (a later accept replaces the stream),
+      // here rather than in the stream, so that the order is the events'.
+      if (stream.offset === null && !stream.stopped) stream.offset = this.uploads.begin(serial, this.now());
+      opened();
+    };
+    channel.addEventListener("open", onOpen, { once: true });
+    channel.addEventListener("bufferedamountlow", () => {
+      if (this.streams.get(serial) === stream) this.uploads.progress(serial, this.now());
+      this.bufferFreed();
+    });
+    channel.addEventListener("close", () => {
+      this.buffering.delete(channel);
+      opened();
+      if (this.streams.get(serial) === stream) {
+        // the receiver closed it
+        this.streams.delete(serial);
+        this.endStream(stream);
+        this.uploads.ended(serial, this.now());
+        this.runUploads();
+      }
+      this.bufferFreed();
+    });
+    if (channel.readyState === "open") onOpen();
+    this.stream(stream, entry)
+      .catch((error) => this.emit({ type: "file-failed", id, reason: String(error) }))
+      .finally(() => {
+        if (!stream.sentAll && this.streams.get(serial) === stream) {
+          // stopped early, or failed to read the file
+          this.streams.delete(serial);
+          this.endStream(stream);
+          this.uploads.ended(serial, this.now());
+          this.runUploads();
+        }
+      });
+  }
+
+  endStream(stream) {
+    // Close the channel (what it buffered still goes out, then it closes) and end the
+    // stream; its bytes count against the bounds until they are sent.
+    stream.stopped = true;
+    stream.channel.close();
+    this.bufferFreed();
+  }
+
+  async stream(stream, { offer, file }) {
+    // Send the chunks; then the upload keeps its slot until the receiver closes the channel
+    // (it does once it has verified the file) or it stalls. Closing it here, right behind
+    // the last chunk, can lose that chunk: Chromium drops what it has not yet delivered
+    // when the stream resets.
+    await stream.opened;
+    const { channel } = stream;
+    if (stream.stopped || stream.offset === null || channel.readyState !== "open") return;
+    let position = stream.offset;
+    while (position < offer.size && !stream.stopped && channel.readyState === "open") {
       const data = new Uint8Array(await file.slice(position, position + offer.chunk).arrayBuffer());
       if (!data.length) break;
-      channel.send(await chunkFrame(position, data));
+      const frame = await chunkFrame(position, data);
+      // Nothing is awaited between this check and the send: a bound is passed by one chunk at most.
+      while (!stream.stopped && channel.readyState === "open" && this.overBounds(stream)) await this.bufferWait(stream);
+      if (stream.stopped || channel.readyState !== "open") return;
+      channel.send(frame);
       position += data.length;
-      if (channel.bufferedAmount > HIGH_WATER) {
-        await new Promise((resolve) => {
-          channel.addEventListener("bufferedamountlow", resolve, { once: true });
-          channel.addEventListener("close", resolve, { once: true });
-        });
-      }
+      this.uploads.progress(stream.serial, this.now());
       this.emit({ type: "file-progress", id: offer.id, done: position, size: offer.size, sending: true });
     }
+    stream.sentAll = position >= offer.size && !stream.stopped && channel.readyState === "open";
+  }
+
+  async bufferWait(stream) {
+    // Wait until any of our upload channels drains below LOW_WATER or closes. A stream
+    // waiting for others counts as moving once its own channel has drained (it is not
+    // the one stalled).
+    await new Promise((resolve) => this.bufferWaiters.push(resolve));
+    if (stream.channel.bufferedAmount <= LOW_WATER) this.uploads.progress(stream.serial, this.now());
+  }
+
+  overBounds(stream) {
+    if (stream.channel.bufferedAmount > HIGH_WATER) return true;
+    let room = 0;
+    let member = 0;
+    for (const [channel, owner] of [...this.buffering]) {
+      if (channel.readyState === "closed" || (channel.readyState === "closing" && !channel.bufferedAmount)) {
+        this.buffering.delete(channel);
+        continue;
+      }
+      room += channel.bufferedAmount;
+      if (owner === stream.member) member += channel.bufferedAmount;
+    }
+    return member > this.uploads.limits.bufferedPerMember || room > this.uploads.limits.bufferedPerRoom;
+  }
+
+  bufferFreed() {
+    const waiters = this.bufferWaiters;
+    this.bufferWaiters = [];
+    for (const resolve of waiters) resolve();
   }
 
   // --- receiving ---
@@ -227,11 +365,12 @@ export class Transfers {
     this.fillSlots();
   }
 
-  // --- time: offers age, downloads stall ---
+  // --- time: offers age, downloads and uploads stall, waiting receivers hear of it ---
 
   handleTimer() {
-    // Forget offers past their age and fail downloads that stalled (the timer calls
-    // this; tests with their own clock call it by hand).
+    // Forget offers past their age, fail downloads and stop uploads that stalled, remind
+    // receivers waiting for an upload slot (the timer calls this; tests with their own
+    // clock call it by hand).
     this.timer = this.timerAt = null;
     const now = this.now();
     this.expire(now);
@@ -241,7 +380,23 @@ export class Transfers {
       }
     }
     this.fillSlots();
+    this.lookAtUploads(now);
+    this.uploads.handleTimer(now);
+    this.runUploads();
+    this.bufferFreed(); // streams waiting on the bounds look again
     this.arm();
+  }
+
+  lookAtUploads(now) {
+    // Before the stall check: a channel that drained since we last looked took data, even
+    // too slowly to fall to LOW_WATER (no event says so); one with nothing buffered and
+    // more to send waits for the bounds, not for its receiver.
+    for (const stream of this.streams.values()) {
+      const buffered = stream.channel.bufferedAmount;
+      const waiting = !buffered && stream.channel.readyState === "open" && !stream.sentAll;
+      if (buffered < stream.seen || waiting) this.uploads.progress(stream.serial, now);
+      stream.seen = buffered;
+    }
   }
 
   expire(now) {
@@ -250,8 +405,8 @@ export class Transfers {
   }
 
   arm() {
-    // Keep one timer, at the earliest offer expiry or download stall.
-    let deadline = this.offers.nextExpiry() ?? Infinity;
+    // Keep one timer, at the earliest offer expiry, download or upload stall, or file-wait notice.
+    let deadline = Math.min(this.offers.nextExpiry() ?? Infinity, this.uploads.getTimer() ?? Infinity);
     for (const { activeAt } of this.incoming.values()) deadline = Math.min(deadline, activeAt + this.limits.stall);
     if (deadline === Infinity || (this.timerAt !== null && this.timerAt <= deadline)) return;
     clearTimeout(this.timer);
@@ -262,6 +417,9 @@ export class Transfers {
   close() {
     clearTimeout(this.timer);
     this.timer = this.timerAt = null;
+    this.closed = true; // ending streams starts no others
+    for (const stream of this.streams.values()) this.endStream(stream);
+    this.streams.clear();
   }
 
   // --- the control frames ---
@@ -271,7 +429,11 @@ export class Transfers {
     const id = String(frame.id);
     if (frame.t === "file-offer") this.onOffer(member, frame);
     else if (frame.t === "file-accept") this.onAccept(member, frame);
-    else if (frame.t === "file-decline") {
+    else if (frame.t === "file-wait") {
+      // our accept waits for a slot at the sender: not stalled
+      const incoming = this.incoming.get(id);
+      if (incoming?.sender === member) incoming.activeAt = this.now();
+    } else if (frame.t === "file-decline") {
       if (this.outgoing.has(id)) this.emit({ type: "file-failed", id, reason: `declined by ${member.slice(0, 12)}` });
     } else if (frame.t === "file-done") {
       if (this.outgoing.has(id)) this.emit({ type: "file-done", id, sender: member, offer: this.outgoing.get(id).offer, blob: null });
