@@ -13,19 +13,29 @@ Guarantees, for members that stay within the resume window:
   buffering what arrives early, and acknowledges cumulatively to the author;
 - an author keeps what a member has not acknowledged and re-sends from the
   member's last ack whenever the connection to it comes up again;
-- a Lamport clock orders everything: `(lamport, author)` is one total order
+- a Lamport clock orders everything: `(lamport, author, seq)` is one total order
   every member converges to (`transcript()`);
 - the clock is hybrid, anchored to wall time in milliseconds: a member's clock
   never runs more than half of `max_clock_lead` ahead of its own wall clock,
   whatever others sign, and an envelope more than `max_clock_lead` ahead is
   refused; so no member can push anyone's clock out of reach of the others;
 - a gap nobody fills within `resume_window` becomes an explicit
-  `Discontinuity` event, and delivery goes on after it.
+  `Discontinuity` event, and delivery goes on after it;
+- an envelope the glue could not send (its link's queue was full) is sent
+  again on the same link: unacknowledged envelopes are re-sent every
+  `resend_interval` in which the member acknowledged nothing new.
+
+Nothing a member sends grows this state without bound or makes it answer
+without bound (docs/protocol.md 5.0.1): authors tracked, early envelopes in
+all, history kept, the `since` map, history answers (bytes and rate) are all
+capped, and what goes past a cap is counted in `counters`, never raised.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from bisect import insort
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,8 +67,30 @@ class RoomConfig:
     """Own messages kept for re-sending; older ones are gone (the resume window, by count)."""
     max_early: int = 1_000
     """Out-of-order envelopes buffered per author."""
+    max_early_total: int = 2_000
+    """Out-of-order envelopes buffered across all authors (authors are free: any key signs)."""
+    max_authors: int = 1_024
+    """Authors whose delivery state is kept; past it the least recently delivered one,
+    neither ourselves nor a connected member, is forgotten."""
     history_count: int = 200
+    """Envelopes in one history answer, at most (and our own re-sent to a new member)."""
     history_age: float = 3600.0
+    history_frame_bytes: int = 65_536
+    """A `hist` frame (compact ASCII JSON) is at most this long, unless it carries a
+    single envelope (one of max_body_bytes is at most ~99 KB, under the 256 KiB a data
+    channel message may have)."""
+    history_answer_bytes: int = 524_288
+    """Envelope bytes in one history answer, at most: under the glue's send-queue mark."""
+    hist_req_interval: float = 10.0
+    """A member's history request is answered once per connection, then at most once
+    per this many seconds; the rest are counted (`drop.hist_req_rate`)."""
+    max_since: int = 256
+    """Authors named in a `hist-req` (the most recently delivered); a longer one is refused."""
+    resend_interval: float = 2.0
+    """Unacknowledged envelopes are re-sent to a connected member after this long
+    without a new acknowledgement (the glue may have refused to queue them)."""
+    resend_burst: int = 200
+    """Envelopes re-sent to one member at each resend_interval, at most."""
     resume_window: float = 30.0
     """How long a gap may stay open before it becomes a Discontinuity."""
     ack_delay: float = 0.02
@@ -109,8 +141,15 @@ class Envelope:
         }
 
     @property
-    def order(self) -> tuple[int, bytes]:
-        return (self.lamport, self.author)
+    def order(self) -> tuple[int, bytes, int]:
+        """The total order: lamport, then author, then seq (an author who signs two
+        envelopes with one lamport gets them ordered the same way everywhere)."""
+        return (self.lamport, self.author, self.seq)
+
+    def wire_size(self) -> int:
+        """Characters of this envelope in a frame as the Python glue sends it (compact,
+        ASCII JSON): an upper bound of its bytes and characters from either client."""
+        return len(json.dumps(self.to_json(), separators=(",", ":")))
 
 
 def envelope_from_json(data: Any, max_body: int) -> Envelope:
@@ -137,9 +176,17 @@ def envelope_from_json(data: Any, max_body: int) -> Envelope:
         raise FrameRejected("envelope field of the wrong size")
     if not isinstance(env.kind, str) or not isinstance(env.body, str) or len(env.kind) > 32:
         raise FrameRejected("envelope kind and body are strings")
-    if len(env.body.encode()) > max_body:
+    try:
+        body_bytes = len(env.body.encode())
+        env.kind.encode()
+    except UnicodeEncodeError:  # a lone surrogate, from a "\ud800" escape
+        raise FrameRejected("malformed envelope") from None
+    if body_bytes > max_body:
         raise FrameRejected("envelope body too large")
     return env
+
+
+HIST_FRAME_OVERHEAD = len('{"t":"hist","envs":[]}')
 
 
 # --- events ------------------------------------------------------------------
@@ -189,11 +236,13 @@ class ReliableRoom:
     ) -> None:
         """`seq`, `lamport`, `delivered` and `history` restore a room after a restart.
 
-        Given `now`, the restored clock is repaired as if the history were received
-        now (docs/protocol.md 5.0.1): envelopes beyond the clock lead are left out
-        (listed in `refused_on_restore`, so the store can forget them; our own are
-        not re-sent, every member would refuse them), and the clock is brought down
-        to what the kept ones and the adoption bound allow.
+        `delivered` is read in order of activity, least recent first: past
+        `max_authors`, the first ones are forgotten. Given `now`, the restored clock
+        is repaired as if the history were received now (docs/protocol.md 5.0.1):
+        envelopes beyond the clock lead are left out (listed in `refused_on_restore`,
+        so the store can forget them; our own are not re-sent, every member would
+        refuse them), and the clock is brought down to what the kept ones and the
+        adoption bound allow.
         """
         self.room = room
         self.key = key
@@ -209,23 +258,44 @@ class ReliableRoom:
             self.refused_on_restore = [e for e in kept if e.lamport > refuse_above]
             kept = [e for e in kept if e.lamport <= refuse_above]
             self.lamport = max(min(c, adopt_up_to) for c in [lamport, *(e.lamport for e in kept)])
+        self.counters: dict[str, int] = {}
+        self._connected: set[bytes] = set()
         self._authors: dict[bytes, _Author] = {
             author: _Author(delivered=upto) for author, upto in (delivered or {}).items()
         }
+        """In order of activity: the least recently delivered author first."""
         self._authors[key] = _Author(delivered=seq)
+        self._early_total = 0
+        self._ack_due: dict[bytes, float] = {}
+        while len(self._authors) > self.config.max_authors and self._forget_an_author():
+            pass
         self._outbox: dict[int, Envelope] = {}
+        """Our own envelopes by seq, in seq order."""
         self._acked: dict[bytes, int] = {}
         """Per member: the highest of our seqs it acknowledged."""
-        self._connected: set[bytes] = set()
+        self._retry_at: dict[bytes, float] = {}
+        """Per connected member with envelopes unacknowledged: when to re-send them."""
+        self._hist_answered: dict[bytes, float] = {}
+        """Per member: when its last history request on this connection was answered."""
         self._history: dict[tuple[bytes, int], Envelope] = {}
+        self._order: list[tuple[int, bytes, int]] = []
+        """The keys of `_history` in total order (`Envelope.order`), kept sorted."""
         self._frames: list[tuple[bytes, dict[str, Any]]] = []
         self._events: list[RoomEvent] = []
-        self._ack_due: dict[bytes, float] = {}
-        self.counters: dict[str, int] = {}
         for env in kept:
             self._remember(env)
-            if env.author == key:
-                self._outbox[env.seq] = env
+        for env in sorted((e for e in kept if e.author == key), key=lambda e: e.seq):
+            self._outbox[env.seq] = env
+
+    @property
+    def tracked_authors(self) -> int:
+        """Authors whose delivery state is kept (ourselves included)."""
+        return len(self._authors)
+
+    @property
+    def early_envelopes(self) -> int:
+        """Out-of-order envelopes buffered, across all authors."""
+        return self._early_total
 
     # --- the application's side ---------------------------------------------
 
@@ -252,32 +322,58 @@ class ReliableRoom:
         self._events.append(Delivered(env))
         for member in self._connected:
             self._frames.append((member, {"t": "msg", "env": env.to_json()}))
+            self._retry_at.setdefault(member, now + self.config.resend_interval)
         return env
 
     def transcript(self) -> list[Envelope]:
         """Every message kept, in the total order all members converge to."""
-        return sorted(self._history.values(), key=lambda e: e.order)
+        return [self._history[(author, seq)] for _, author, seq in self._order]
 
     # --- connections ----------------------------------------------------------
 
     def connected(self, member: bytes, now: float) -> None:
-        """A data channel to `member` is (again) open: resume and ask for history."""
+        """A data channel to `member` is (again) open: ask for history and resume."""
         self._connected.add(member)
-        if member in self._acked:
-            start = self._acked[member] + 1
-        else:  # a member we never heard from gets recent history, not everything we said
-            start = max(1, self.seq - self.config.history_count + 1)
-            self._acked[member] = start - 1
-        for seq in range(start, self.seq + 1):
-            env = self._outbox.get(seq)
-            if env is not None:
-                self._frames.append((member, {"t": "msg", "env": env.to_json()}))
-        since = {a.hex(): s.delivered for a, s in self._authors.items()}
-        self._frames.append((member, {"t": "hist-req", "since": since}))
+        self._hist_answered.pop(member, None)  # one answer per connection
+        # First, while the link's queue is empty: the one frame never sent again.
+        self._frames.append((member, {"t": "hist-req", "since": self._since()}))
+        if member not in self._acked:
+            # a member we never heard from gets recent history, not everything we said
+            self._acked[member] = max(0, self.seq - self.config.history_count)
+        for env in self._unacked(member, self.seq):
+            self._frames.append((member, {"t": "msg", "env": env.to_json()}))
+        self._retry_at.pop(member, None)
+        if self._acked[member] < self.seq:
+            self._retry_at[member] = now + self.config.resend_interval
 
     def disconnected(self, member: bytes) -> None:
         self._connected.discard(member)
         self._ack_due.pop(member, None)
+        self._retry_at.pop(member, None)
+        self._hist_answered.pop(member, None)
+
+    def _since(self) -> dict[str, int]:
+        """What we have delivered, for the `max_since` most recently delivered authors."""
+        since: dict[str, int] = {}
+        for author in reversed(self._authors):
+            if len(since) >= self.config.max_since:
+                break
+            if author != self.key:
+                since[author.hex()] = self._authors[author].delivered
+        return since
+
+    def _unacked(self, member: bytes, limit: int) -> list[Envelope]:
+        """Our envelopes after `member`'s ack that the outbox still has, at most `limit`."""
+        if not self._outbox:
+            return []
+        start = max(self._acked.get(member, 0) + 1, next(iter(self._outbox)))
+        found: list[Envelope] = []
+        for seq in range(start, self.seq + 1):
+            if len(found) >= limit:
+                break
+            if (env := self._outbox.get(seq)) is not None:
+                found.append(env)
+        return found
 
     # --- input ----------------------------------------------------------------
 
@@ -304,11 +400,26 @@ class ReliableRoom:
             seq = frame.get("seq")
             if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= self.seq:
                 raise FrameRejected("bad ack")
-            self._acked[member] = max(self._acked.get(member, 0), seq)
+            self._acknowledged(member, seq, now)
         elif kind == "hist-req":
-            self._answer_history(member, frame.get("since"), now)
+            known = self._parse_since(frame.get("since"))
+            last = self._hist_answered.get(member)
+            if last is not None and now < last + self.config.hist_req_interval:
+                raise FrameRejected("hist req rate")
+            self._hist_answered[member] = now
+            self._answer_history(member, known, now)
         else:
             raise FrameRejected("unknown frame")
+
+    def _acknowledged(self, member: bytes, seq: int, now: float) -> None:
+        if seq <= self._acked.get(member, 0):
+            return
+        self._acked[member] = seq
+        if member in self._retry_at:  # progress: the link moves, wait a full interval again
+            if seq >= self.seq:
+                del self._retry_at[member]
+            else:
+                self._retry_at[member] = now + self.config.resend_interval
 
     def _accept(self, env: Envelope, now: float) -> None:
         if env.room != self.room:
@@ -331,60 +442,133 @@ class ReliableRoom:
             return  # our own, echoed back in history
         state = self._authors.get(env.author)
         if state is None:
+            if (env.author, env.seq) in self._history:
+                self._count("duplicate")  # of an author we forgot, still in our history
+                return
             # First word from this author: we start at what we got (history fills the rest).
-            state = self._authors[env.author] = _Author(delivered=env.seq - 1)
+            state = self._new_author(env.author, env.seq - 1)
+            if state is None:
+                return
+        # Bounds count per envelope; the rest of a history batch goes on.
         if env.seq <= state.delivered or env.seq in state.early:
             self._count("duplicate")
         elif env.seq == state.delivered + 1:
             self._deliver(state, env)
-            while (following := state.early.pop(state.delivered + 1, None)) is not None:
-                self._deliver(state, following)
+            self._drain_early(state)
             state.gap_since = now if state.early else None
+        elif len(state.early) >= self.config.max_early:
+            self._count("drop.too_many_early_envelopes")
+            return
+        elif self._early_total >= self.config.max_early_total:
+            self._count("drop.early_full")
+            return
         else:
-            if len(state.early) >= self.config.max_early:
-                raise FrameRejected("too many early envelopes")
             state.early[env.seq] = env
+            self._early_total += 1
             if state.gap_since is None:
                 state.gap_since = now
         self._ack_due.setdefault(env.author, now + self.config.ack_delay)
+
+    def _new_author(self, author: bytes, delivered: int) -> _Author | None:
+        """Track a new author, forgetting the least recently active one if full."""
+        if len(self._authors) >= self.config.max_authors and not self._forget_an_author():
+            self._count("drop.too_many_authors")
+            return None
+        state = self._authors[author] = _Author(delivered=delivered)
+        return state
+
+    def _forget_an_author(self) -> bool:
+        """Forget the least recently delivered author that is neither us nor connected.
+
+        Its envelopes stay in history (and count as duplicates if they come again);
+        a later one starts it afresh, as a first word does."""
+        for author in self._authors:
+            if author != self.key and author not in self._connected:
+                break
+        else:
+            return False
+        state = self._authors.pop(author)
+        self._early_total -= len(state.early)
+        self._ack_due.pop(author, None)
+        self._count("forgot.author")
+        return True
 
     def _clock_bounds(self, now: float) -> tuple[int, int]:
         """(refuse a lamport above, adopt a lamport up to), from our wall clock `now`."""
         lead = int(self.config.max_clock_lead * 1000)
         return _millis(now) + lead, _millis(now) + lead // 2
 
+    def _drain_early(self, state: _Author) -> None:
+        while (following := state.early.pop(state.delivered + 1, None)) is not None:
+            self._early_total -= 1
+            self._deliver(state, following)
+
     def _deliver(self, state: _Author, env: Envelope) -> None:
         state.delivered = env.seq
+        self._authors[env.author] = self._authors.pop(env.author)  # the most recent now
         self._remember(env)
         self._events.append(Delivered(env))
 
     def _remember(self, env: Envelope) -> None:
+        """Keep `env`; past `max_history`, the first in total order goes. A bisection:
+        O(log n) comparisons per envelope, never a scan of the history."""
+        if (env.author, env.seq) in self._history:
+            return
         self._history[(env.author, env.seq)] = env
-        if len(self._history) > self.config.max_history:
-            oldest = min(self._history.values(), key=lambda e: e.order)
-            del self._history[(oldest.author, oldest.seq)]
+        insort(self._order, (env.lamport, env.author, env.seq))
+        if len(self._order) > self.config.max_history:
+            _, author, seq = self._order.pop(0)
+            del self._history[(author, seq)]
 
-    def _answer_history(self, member: bytes, since: Any, now: float) -> None:
-        if not isinstance(since, dict) or len(since) > 10_000:
+    def _parse_since(self, since: Any) -> dict[bytes, int]:
+        """A `hist-req`'s map: at most `max_since` entries, or the request is refused.
+        An entry that is not (64 lower-case hex, a seq) counts as 0."""
+        if not isinstance(since, dict) or len(since) > self.config.max_since:
             raise FrameRejected("bad history request")
         known: dict[bytes, int] = {}
         for author, seq in since.items():
-            if isinstance(author, str) and isinstance(seq, int) and len(author) == 2 * KEY_BYTES:
-                try:
-                    known[bytes.fromhex(author)] = seq
-                except ValueError:
-                    continue
+            if (
+                isinstance(author, str)
+                and _LOWER_HEX_KEY.fullmatch(author)
+                and isinstance(seq, int)
+                and not isinstance(seq, bool)
+                and 0 <= seq <= MAX_NUMBER
+            ):
+                known[bytes.fromhex(author)] = seq
+        return known
+
+    def _answer_history(self, member: bytes, known: dict[bytes, int], now: float) -> None:
+        """Other authors' envelopes after `known`, the newest that fit in
+        `history_count` envelopes and `history_answer_bytes`, sent in total order in
+        frames of at most `history_frame_bytes`."""
         horizon = (now - self.config.history_age) * 1000
-        wanted = [
-            env
-            for env in self.transcript()
+        chosen: list[tuple[Envelope, int]] = []
+        total = 0
+        for _, author, seq in reversed(self._order):
+            if len(chosen) >= self.config.history_count:
+                break
+            env = self._history[(author, seq)]
             # our own words go by resend (from the member's ack), not twice
-            if env.author not in (self.key, member)
-            and env.seq > known.get(env.author, 0)
-            and env.sent_at >= horizon
-        ][-self.config.history_count :]
-        if wanted:
-            self._frames.append((member, {"t": "hist", "envs": [e.to_json() for e in wanted]}))
+            if author in (self.key, member) or seq <= known.get(author, 0):
+                continue
+            if env.sent_at < horizon:
+                continue
+            size = env.wire_size()
+            if chosen and total + size > self.config.history_answer_bytes:
+                break
+            chosen.append((env, size))
+            total += size
+        chosen.reverse()
+        frame: list[dict[str, Any]] = []
+        length = HIST_FRAME_OVERHEAD
+        for env, size in chosen:
+            if frame and length + 1 + size > self.config.history_frame_bytes:
+                self._frames.append((member, {"t": "hist", "envs": frame}))
+                frame, length = [], HIST_FRAME_OVERHEAD
+            length += size + (1 if frame else 0)
+            frame.append(env.to_json())
+        if frame:
+            self._frames.append((member, {"t": "hist", "envs": frame}))
 
     # --- output and time ---------------------------------------------------------
 
@@ -402,18 +586,34 @@ class ReliableRoom:
             for s in self._authors.values()
             if s.gap_since is not None
         ]
+        deadlines += self._retry_at.values()
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
         for author, due in list(self._ack_due.items()):
             if due <= now:
                 del self._ack_due[author]
-                if author in self._connected:
+                if author in self._connected and author in self._authors:
                     seq = self._authors[author].delivered
                     self._frames.append((author, {"t": "ack", "seq": seq}))
-        for author, state in self._authors.items():
+        # a copy: delivering after a gap moves the author to the end
+        for author, state in list(self._authors.items()):
             if state.gap_since is not None and state.gap_since + self.config.resume_window <= now:
                 self._skip_gap(author, state, now)
+        for member, due in list(self._retry_at.items()):
+            if due <= now:
+                self._resend(member, now)
+
+    def _resend(self, member: bytes, now: float) -> None:
+        """Re-send what `member` has not acknowledged: the glue may have refused it."""
+        envs = self._unacked(member, self.config.resend_burst)
+        if member not in self._connected or not envs:
+            del self._retry_at[member]
+            return
+        for env in envs:
+            self._frames.append((member, {"t": "msg", "env": env.to_json()}))
+            self._count("resent")
+        self._retry_at[member] = now + self.config.resend_interval
 
     def _skip_gap(self, author: bytes, state: _Author, now: float) -> None:
         """Declare the first gap lost, deliver what follows it."""
@@ -421,13 +621,15 @@ class ReliableRoom:
         self._events.append(Discontinuity(author, state.delivered + 1, first_early - 1))
         self._count("discontinuity")
         state.delivered = first_early - 1
-        while (following := state.early.pop(state.delivered + 1, None)) is not None:
-            self._deliver(state, following)
+        self._drain_early(state)
         state.gap_since = now if state.early else None
         self._ack_due.setdefault(author, now + self.config.ack_delay)
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+
+
+_LOWER_HEX_KEY = re.compile(f"[0-9a-f]{{{2 * KEY_BYTES}}}")
 
 
 def _millis(now: float) -> int:

@@ -37,6 +37,10 @@ MAX_CONTROL_FRAME = 256 * 1024
 """Characters of one control frame (SCTP carries at most 256 KiB in one message anyway)."""
 MAX_CONTROL_DEPTH = 16
 """Nesting of arrays and objects in a control frame (a history frame needs 3)."""
+MAX_CONTROL_BUFFERED = 1 << 20
+"""Bytes queued on a control channel above which `PeerLink.send` refuses (and counts) a
+frame: a member that asks for much (history, say) cannot grow our send queue without
+bound. Nothing is lost: the messaging core sends unacknowledged envelopes again."""
 _STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]')
 """A JSON string (skipped whole: brackets in it do not count; an unterminated one runs
 to the end, so that a match never fails and the scan stays linear) or a bracket."""
@@ -234,11 +238,18 @@ class PeerLink:
     # --- the control channel ---------------------------------------------------------
 
     def send(self, frame: Any) -> bool:
+        """Queue one control frame; False (counted) when the link is down, its queue is
+        over `MAX_CONTROL_BUFFERED` (docs/protocol.md 5.0.1), or aiortc refused it."""
         if not self.open or self.closed:
+            return False
+        if self.control.bufferedAmount > MAX_CONTROL_BUFFERED:
+            self._count("drop.send_queue_full")
             return False
         try:
             self.control.send(json.dumps(frame, separators=(",", ":")))
-        except Exception as exc:  # aiortc raises InvalidStateError when the channel just closed
+        except Exception as exc:  # InvalidStateError when the channel just closed, ValueError
+            # above the remote's maximum message size: counted, so neither is silent
+            self._count("error.send")
             log.debug("control send to %s failed: %s", self.member.hex()[:12], exc)
             return False
         return True

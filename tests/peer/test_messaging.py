@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import tracemalloc
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -33,8 +35,16 @@ class Mesh:
         seed: int = 0,
         start: float = 0.0,
         skews: list[float] | None = None,
+        max_message: int | None = 262_144,
     ) -> None:
         self.config = config
+        self.max_message = max_message
+        """Bytes of one control message the transport carries (aiortc raises above it)."""
+        self.too_large = 0
+        self.refusing: set[tuple[bytes, bytes]] = set()
+        """Pairs whose link stays up but refuses sends (its send queue is full)."""
+        self.sent: list[tuple[bytes, bytes, str]] = []
+        """Every frame that left, as (sender, receiver, text)."""
         self.ids: list[Identity] = []
         self.rooms: dict[bytes, ReliableRoom] = {}
         self.skew: dict[bytes, float] = {}
@@ -74,23 +84,35 @@ class Mesh:
         self.rooms[b].connected(a, self.clock(b))
 
     def drop(self, a: bytes, b: bytes) -> None:
+        # The glue hands a frame to its link as soon as the core makes it: what the two
+        # cores queued for each other goes down with this connection, never onto the next.
+        self.pump(rounds=1, settle=False, deliver=False)
         self.up -= {(a, b), (b, a)}
         self.wire = [w for w in self.wire if {w[0], w[1]} != {a, b}]
         self.rooms[a].disconnected(b)
         self.rooms[b].disconnected(a)
 
-    def pump(self, rounds: int = 10_000, settle: bool = True) -> None:
-        """Move frames and time until nothing is left (or only `rounds` steps when not settling)."""
+    def pump(self, rounds: int = 10_000, settle: bool = True, deliver: bool = True) -> None:
+        """Move frames and time until nothing is left (or only `rounds` steps when not
+        settling; `deliver=False`: only hand what the cores made to the wire)."""
         for _ in range(rounds):
             for key, room in self.rooms.items():
                 for member, frame in room.frames_to_send():
-                    if (key, member) in self.up:
-                        self.wire.append((key, member, json.dumps(frame)))
+                    text = json.dumps(frame, separators=(",", ":"))
+                    if (key, member) not in self.up or (key, member) in self.refusing:
+                        continue
+                    if self.max_message is not None and len(text.encode()) > self.max_message:
+                        self.too_large += 1  # what aiortc's send raises, and webrtc.py swallowed
+                        continue
+                    self.sent.append((key, member, text))
+                    self.wire.append((key, member, text))
                 while (event := room.next_event()) is not None:
                     if isinstance(event, Delivered):
                         self.delivered[key].append(event.envelope)
                     else:
                         self.gaps.append(event)
+            if not deliver:
+                return
             if self.wire:
                 sender, receiver, text = self.wire.pop(0)
                 self.rooms[receiver].receive(sender, json.loads(text), self.clock(receiver))
@@ -605,3 +627,238 @@ def test_property_no_attacker_stops_an_honest_member(
         sent[key] += 1
     mesh.pump()
     check_honest_converged(mesh, honest, sent)
+
+
+# --- a member may not make anyone amplify, or grow its memory (outside review F6-F9) -----
+
+
+def ids(count: int, base: int = 1_000) -> list[Identity]:
+    """`count` keys nobody seated: authors are free."""
+    return [Identity.from_seed((base + i).to_bytes(32, "big")) for i in range(count)]
+
+
+def frame_bytes(frame: dict[str, Any]) -> int:
+    """The frame as the Python glue sends it (compact, ASCII)."""
+    return len(json.dumps(frame, separators=(",", ":")))
+
+
+def room_with_history(
+    count: int, body: str, config: RoomConfig | None = None
+) -> tuple[Mesh, bytes, bytes]:
+    """A victim that heard `count` messages of `body` from a member who then left."""
+    mesh = Mesh(2, config, start=T0)
+    left, victim = mesh.keys
+    mesh.connect(left, victim)
+    for i in range(count):
+        mesh.rooms[left].send(f"{i} {body}"[: len(body)], mesh.clock(left))
+        mesh.now += 0.001
+        if i % 100 == 99:
+            mesh.pump()  # the sender waits for acks, as max_unacked asks
+    mesh.pump()
+    mesh.drop(left, victim)
+    assert len(mesh.delivered[victim]) == count
+    return mesh, left, victim
+
+
+def test_f6_a_flood_of_history_requests_is_answered_at_a_bounded_rate() -> None:
+    # The review: 30-byte hist-req frames each made the victim send a ~244 KB hist reply.
+    config = RoomConfig()
+    mesh, _, victim = room_with_history(200, "x" * 850)
+    rogue = mesh.add(77)
+    mesh.connect(rogue, victim)
+    mesh.pump()  # the rogue's own request on connecting: answered, as anyone's
+    first = sum(len(t) for s, r, t in mesh.sent if s == victim and r == rogue)
+    assert 230_000 < first <= config.history_answer_bytes
+    room = mesh.rooms[victim]
+    request = {"t": "hist-req", "since": {}}
+    sent_in = sent_out = answers = 0
+    flood_seconds = 30.0
+    for _ in range(300):
+        mesh.now += flood_seconds / 300
+        room.receive(rogue, request, mesh.clock(victim))
+        sent_in += frame_bytes(request)
+        replies = [f for _, f in room.frames_to_send() if f["t"] == "hist"]
+        answers += bool(replies)
+        sent_out += sum(frame_bytes(f) for f in replies)
+    print(
+        f"F6: {sent_out / sent_in:.0f}x amplification in {flood_seconds:.0f} s, {answers} answers"
+    )
+    # One answer per connection (given above), then one per hist_req_interval.
+    allowed = flood_seconds / config.hist_req_interval
+    assert answers <= allowed
+    assert sent_out <= allowed * config.history_answer_bytes
+    assert room.counters["drop.hist_req_rate"] == 300 - answers
+
+
+def test_f7_a_left_members_large_messages_reach_a_newcomer() -> None:
+    # 20 messages of 16 KiB made one 330 KB hist frame; aiortc refuses 256 KiB and more.
+    config = RoomConfig()
+    mesh, left, member = room_with_history(20, "y" * config.max_body_bytes)
+    newcomer = mesh.add(60)
+    mesh.connect(newcomer, member)
+    mesh.pump()
+    assert mesh.too_large == 0
+    got = [e.seq for e in mesh.delivered[newcomer] if e.author == left]
+    assert got == list(range(1, 21))
+    hist = [json.loads(t) for s, r, t in mesh.sent if (s, r) == (member, newcomer)]
+    hist = [f for f in hist if f["t"] == "hist"]
+    assert len(hist) > 1 and sum(len(f["envs"]) for f in hist) == 20
+    for frame in hist:
+        assert frame_bytes(frame) <= config.history_frame_bytes or len(frame["envs"]) == 1
+    seqs = [e["seq"] for f in hist for e in f["envs"]]
+    assert seqs == sorted(seqs), "in total order across the frames"
+
+
+def test_f7_an_envelope_of_the_largest_body_always_fits_one_frame() -> None:
+    # A body of max_body_bytes of control characters: each is 6 characters of JSON.
+    config = RoomConfig()
+    mesh, left, member = room_with_history(3, "\x01" * config.max_body_bytes)
+    newcomer = mesh.add(60)
+    mesh.connect(newcomer, member)
+    mesh.pump()
+    assert [e.seq for e in mesh.delivered[newcomer] if e.author == left] == [1, 2, 3]
+    assert mesh.too_large == 0
+
+
+def fake_envelopes(authors: list[Identity], seqs: range, body: str = "") -> list[Envelope]:
+    """Each author's envelopes `seqs`, signed (sent at T0, lamport T0 + seq)."""
+    envs = []
+    for identity in authors:
+        for seq in seqs:
+            env = Envelope(ROOM, identity.public_key, seq, ms(T0) + seq, ms(T0), "text", body)
+            envs.append(replace(env, signature=identity.sign(env.signed_bytes())))
+    return envs
+
+
+def push(room: ReliableRoom, member: bytes, envs: list[Envelope], now: float = T0) -> None:
+    """A rogue member hands over envelopes in hist frames of 200."""
+    for i in range(0, len(envs), 200):
+        frame = {"t": "hist", "envs": [e.to_json() for e in envs[i : i + 200]]}
+        room.receive(member, json.loads(json.dumps(frame)), now)  # as off the wire
+
+
+def test_f8_authors_nobody_seated_do_not_grow_the_history_request() -> None:
+    config = RoomConfig()
+    mesh = Mesh(3, start=T0)
+    victim, rogue, newcomer = mesh.keys
+    room = mesh.rooms[victim]
+    push(room, rogue, fake_envelopes(ids(4_000), range(1, 2)))
+    assert sum(1 for _ in iter(room.next_event, None)) == 4_000  # each delivered once
+    room.connected(newcomer, T0)
+    (since,) = [f["since"] for _, f in room.frames_to_send() if f["t"] == "hist-req"]
+    request = {"t": "hist-req", "since": since}
+    print(f"F8 (i): hist-req after 4,000 fake authors: {frame_bytes(request)} bytes")
+    assert len(since) <= config.max_since
+    assert frame_bytes(request) < 32 * 1024
+    assert room.tracked_authors <= config.max_authors
+    assert room.counters["forgot.author"] == 4_000 + 1 - config.max_authors
+    # The same after a restart from a saved state naming all of them.
+    delivered = {a.public_key: 1 for a in ids(4_000)}
+    again = ReliableRoom(ROOM, victim, mesh.ids[0].sign, verify_signature, delivered=delivered)
+    again.connected(newcomer, T0)
+    (since,) = [f["since"] for _, f in again.frames_to_send() if f["t"] == "hist-req"]
+    assert len(since) <= config.max_since and again.tracked_authors <= config.max_authors
+
+
+def test_f8_a_request_naming_too_many_authors_is_refused() -> None:
+    config = RoomConfig()
+    mesh, _, victim = room_with_history(3, "z")
+    room = mesh.rooms[victim]
+    rogue = mesh.add(77)
+    since = {bytes([i % 256, i // 256]).hex() * 16: 0 for i in range(config.max_since + 1)}
+    room.receive(rogue, {"t": "hist-req", "since": since}, mesh.clock(victim))
+    assert not room.frames_to_send()
+    assert room.counters["drop.bad_history_request"] == 1
+
+
+def test_f8_early_envelopes_are_bounded_across_authors() -> None:
+    # 8 fake authors x 1,000 early envelopes each (seq 2 held back) were all kept.
+    config = RoomConfig()
+    authors = ids(8)
+    mesh = Mesh(2, start=T0)
+    victim, rogue = mesh.keys
+    room = mesh.rooms[victim]
+    push(room, rogue, fake_envelopes(authors, range(1, 2)))  # a first word from each
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    push(room, rogue, fake_envelopes(authors, range(3, 1_003), "e" * 1_000))
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    list(iter(room.next_event, None))
+    push(room, rogue, fake_envelopes(authors, range(2, 3)))  # the gaps fill
+    delivered = sum(1 for _ in iter(room.next_event, None)) - len(authors)
+    print(f"F8 (ii): {delivered} early envelopes held, {held / 2**20:.1f} MiB")
+    assert delivered <= config.max_early_total
+    assert room.counters["drop.early_full"] == 8 * 1_000 - delivered
+
+
+def test_f9_keeping_history_costs_no_scan_per_envelope(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With 5,000 envelopes kept, each new one scanned them all for the oldest (min()).
+    config = RoomConfig()
+    author = Identity.from_seed(b"\x05" * 32)
+    kept = [signed(author, s, ms(T0) + s, T0) for s in range(1, config.max_history + 1)]
+    me = Identity.from_seed(b"\x01" * 32)
+    room = ReliableRoom(
+        ROOM, me.public_key, me.sign, verify_signature, delivered={author.public_key: len(kept)},
+        history=kept,
+    )  # fmt: skip
+    more = [signed(author, s, ms(T0) + s, T0) for s in range(len(kept) + 1, len(kept) + 201)]
+    calls = 0
+    original = Envelope.order
+
+    def counted(env: Envelope) -> tuple[int, bytes]:
+        nonlocal calls
+        calls += 1
+        return original.fget(env)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Envelope, "order", property(counted))
+    push(room, Identity.from_seed(b"\x02" * 32).public_key, more)
+    print(f"F9: {calls / len(more):.0f} order keys computed per envelope")
+    assert calls <= 4 * len(more)
+    transcript = room.transcript()
+    assert len(transcript) == config.max_history
+    assert transcript[0].seq == 201 and transcript[-1].seq == config.max_history + 200
+
+
+def test_a_send_the_link_refused_is_sent_again_on_the_same_link() -> None:
+    # The glue refuses a frame while the control channel's queue is over its mark; the
+    # link stays up, so no `connected` ever comes to re-send it.
+    config = RoomConfig()
+    mesh = Mesh(2)
+    a, b = mesh.keys
+    mesh.connect(a, b)
+    mesh.rooms[a].send("one", mesh.now)
+    mesh.pump()
+    mesh.refusing.add((a, b))
+    mesh.rooms[a].send("two", mesh.now)
+    mesh.rooms[a].send("three", mesh.now)
+    mesh.pump(rounds=1, settle=False, deliver=False)  # handed to the link, refused
+    mesh.refusing.clear()
+    refused_at = mesh.now
+    mesh.pump()
+    assert [e.body for e in mesh.delivered[b]] == ["one", "two", "three"]
+    assert mesh.now - refused_at <= config.resend_interval + 0.1
+    assert mesh.rooms[a].counters["resent"] >= 2
+    assert mesh.rooms[a].get_timer() is None  # all acknowledged: nothing more to re-send
+
+
+def test_forgetting_authors_spares_members_and_delivers_nothing_twice() -> None:
+    config = RoomConfig(max_authors=16)
+    mesh = Mesh(3, config, start=T0)
+    victim, honest, rogue = mesh.keys
+    mesh.connect(victim, honest)
+    mesh.rooms[honest].send("before", mesh.clock(honest))
+    mesh.pump()
+    room = mesh.rooms[victim]
+    fakes = fake_envelopes(ids(100), range(1, 3))
+    push(room, rogue, fakes)
+    assert room.tracked_authors == 16 and room.counters["forgot.author"] == 100 + 2 - 16
+    mesh.rooms[honest].send("after", mesh.clock(honest))  # its state was never forgotten
+    mesh.pump()
+    assert [e.body for e in mesh.delivered[victim] if e.author == honest] == ["before", "after"]
+    # Forgotten authors' envelopes still in history are duplicates, not news.
+    before = len(mesh.delivered[victim])
+    push(room, rogue, fakes[:40])
+    mesh.pump()
+    assert len(mesh.delivered[victim]) == before
+    assert room.counters["duplicate"] >= 40

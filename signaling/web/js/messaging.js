@@ -5,11 +5,19 @@
 //
 // Each author numbers its messages 1, 2, ...; receivers deliver each author's
 // messages exactly once and in seq order, acknowledge cumulatively, and a
-// Lamport clock gives the one display order (lamport, author) that every
+// Lamport clock gives the one display order (lamport, author, seq) that every
 // member converges to. The clock is hybrid, anchored to wall time in ms: an
 // envelope more than maxClockLead ahead of our wall clock is refused, and our
 // clock adopts what it receives only up to half of that ahead, so nobody can
 // push a member's clock out of reach of the others.
+//
+// Nothing a member sends grows this state without bound or makes it answer
+// without bound: authors tracked, early envelopes in all, history kept, the
+// `since` map, history answers (bytes and rate) are capped, and what goes past
+// a cap is counted, never thrown. An envelope the glue could not send (its
+// link's queue was full) is sent again on the same link: unacknowledged
+// envelopes go again every resendInterval in which the member acknowledged
+// nothing new. Every number here is RoomConfig's in peer/messaging.py.
 
 import { ProtocolError, utf8 } from "./bytes.js";
 
@@ -19,9 +27,17 @@ export const DEFAULTS = {
   maxBodyBytes: 16384,
   maxUnacked: 1000,
   maxOutbox: 10000,
-  maxEarly: 1000,
+  maxEarly: 1000, // out-of-order envelopes per author
+  maxEarlyTotal: 2000, // ... and across all authors (any key signs: authors are free)
+  maxAuthors: 1024, // delivery state kept; past it the least recently delivered goes
   historyCount: 200,
   historyAge: 3600,
+  historyFrameBytes: 65536, // a hist frame, unless it carries one envelope (wireSize)
+  historyAnswerBytes: 524288, // envelope bytes in one history answer
+  histReqInterval: 10, // a hist-req: once per connection, then once per this many seconds
+  maxSince: 256, // authors in a hist-req
+  resendInterval: 2, // unacknowledged envelopes go again after this long without an ack
+  resendBurst: 200, // ... at most this many each time
   resumeWindow: 30,
   ackDelay: 0.02,
   maxHistory: 5000,
@@ -59,17 +75,45 @@ export function parseEnvelope(data, maxBody = DEFAULTS.maxBodyBytes) {
   return { room, author, seq, lamport, ts, kind, body, sig };
 }
 
-export const order = (a, b) => a.lamport - b.lamport || (a.author < b.author ? -1 : a.author > b.author ? 1 : 0);
+// The total order: lamport, then author, then seq.
+export const order = (a, b) =>
+  a.lamport - b.lamport || (a.author < b.author ? -1 : a.author > b.author ? 1 : 0) || a.seq - b.seq;
+
+function asciiJsonLength(text) {
+  // Characters of a JSON string's contents as Python's json.dumps writes it (ASCII).
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 || c === 0x5c || c === 8 || c === 9 || c === 10 || c === 12 || c === 13) n += 2;
+    else if (c < 0x20 || c > 0x7e) n += 6;
+    else n += 1;
+  }
+  return n;
+}
+
+const ENVELOPE_FRAME = '{"room":"","author":"","seq":,"lamport":,"ts":,"kind":"","body":"","sig":""}'.length;
+const HIST_FRAME_OVERHEAD = '{"t":"hist","envs":[]}'.length;
+const LOWER_HEX_KEY = /^[0-9a-f]{64}$/;
+
+export function wireSize(env) {
+  // Characters of an envelope in a frame as the Python glue sends it (compact, ASCII
+  // JSON): an upper bound of its bytes and characters from either client.
+  const numbers = [env.seq, env.lamport, env.ts].reduce((n, x) => n + String(x).length, 0);
+  const text = asciiJsonLength(env.kind) + asciiJsonLength(env.body);
+  return ENVELOPE_FRAME + env.room.length + env.author.length + env.sig.length + numbers + text;
+}
 
 export class MessagingError extends Error {}
 
 export class ReliableRoom {
   constructor(room, key, config = {}, state = {}, now = null) {
-    // `room` and `key` are hex; `state` restores seq, lamport, delivered and history.
-    // Given `now`, the restored clock is repaired as if the history were received now
-    // (docs/protocol.md 5.0.1): envelopes beyond the clock lead are left out (listed in
-    // refusedOnRestore; our own are not re-sent, every member would refuse them), and
-    // the clock comes down to what the kept ones and the adoption bound allow.
+    // `room` and `key` are hex; `state` restores seq, lamport, delivered and history
+    // (delivered in order of activity, least recent first: past maxAuthors the first
+    // ones are forgotten). Given `now`, the restored clock is repaired as if the history
+    // were received now (docs/protocol.md 5.0.1): envelopes beyond the clock lead are
+    // left out (listed in refusedOnRestore; our own are not re-sent, every member would
+    // refuse them), and the clock comes down to what the kept ones and the adoption
+    // bound allow.
     this.room = room;
     this.key = key;
     this.config = { ...DEFAULTS, ...config };
@@ -84,22 +128,31 @@ export class ReliableRoom {
       const clocks = [this.lamport, ...kept.map((env) => env.lamport)];
       this.lamport = Math.max(...clocks.map((c) => Math.min(c, adoptUpTo)));
     }
+    this.counters = {};
+    this.connectedMembers = new Set();
+    // In order of activity: the least recently delivered author first.
     this.authors = new Map(
       Object.entries(state.delivered ?? {}).map(([a, n]) => [a, { delivered: n, early: new Map(), gapSince: null }]),
     );
     this.authors.set(this.key, { delivered: this.seq, early: new Map(), gapSince: null });
-    this.outbox = new Map();
-    this.acked = new Map();
-    this.connectedMembers = new Set();
-    this.history = new Map();
+    this.earlyTotal = 0;
+    this.ackDue = new Map();
+    while (this.authors.size > this.config.maxAuthors && this.forgetAnAuthor());
+    this.outbox = new Map(); // our own envelopes by seq, in seq order
+    this.acked = new Map(); // per member: the highest of our seqs it acknowledged
+    this.retryAt = new Map(); // per connected member with envelopes unacknowledged
+    this.histAnswered = new Map(); // per member: its last history request answered
+    this.history = new Map(); // `${author}:${seq}` -> envelope
+    this.ordered = []; // the same envelopes in total order, kept sorted
     this.frames = [];
     this.events = [];
-    this.ackDue = new Map();
-    this.counters = {};
-    for (const env of kept) {
-      this.remember(env);
-      if (env.author === this.key) this.outbox.set(env.seq, env);
-    }
+    for (const env of kept) this.remember(env);
+    const own = kept.filter((env) => env.author === this.key).sort((a, b) => a.seq - b.seq);
+    for (const env of own) this.outbox.set(env.seq, env);
+  }
+
+  get trackedAuthors() {
+    return this.authors.size;
   }
 
   // --- the application's side ---
@@ -124,23 +177,26 @@ export class ReliableRoom {
     return { room: this.room, author: this.key, seq: this.seq, lamport, ts: millis(now), kind, body };
   }
 
-  commit(env) {
+  commit(env, now) {
     this.outbox.set(env.seq, env);
     while (this.outbox.size > this.config.maxOutbox) this.outbox.delete(this.outbox.keys().next().value);
     this.authors.get(this.key).delivered = Math.max(this.authors.get(this.key).delivered, env.seq);
     this.remember(env);
     this.events.push({ type: "delivered", env });
-    for (const member of this.connectedMembers) this.frames.push([member, { t: "msg", env }]);
+    for (const member of this.connectedMembers) {
+      this.frames.push([member, { t: "msg", env }]);
+      if (!this.retryAt.has(member)) this.retryAt.set(member, now + this.config.resendInterval);
+    }
   }
 
   transcript() {
-    return [...this.history.values()].sort(order);
+    return [...this.ordered];
   }
 
   state() {
     const delivered = {};
     for (const [author, s] of this.authors) delivered[author] = s.delivered;
-    const recent = this.transcript().slice(-this.config.historyCount);
+    const recent = this.ordered.slice(-this.config.historyCount);
     return { seq: this.seq, lamport: this.lamport, delivered, history: recent };
   }
 
@@ -148,26 +204,48 @@ export class ReliableRoom {
 
   connected(member, now) {
     this.connectedMembers.add(member);
-    let start;
-    if (this.acked.has(member)) {
-      start = this.acked.get(member) + 1;
-    } else {
+    this.histAnswered.delete(member); // one answer per connection
+    // First, while the link's queue is empty: the one frame never sent again.
+    this.frames.push([member, { t: "hist-req", since: this.since() }]);
+    if (!this.acked.has(member)) {
       // a member we never heard from gets recent history, not everything we said
-      start = Math.max(1, this.seq - this.config.historyCount + 1);
-      this.acked.set(member, start - 1);
+      this.acked.set(member, Math.max(0, this.seq - this.config.historyCount));
     }
-    for (let seq = start; seq <= this.seq; seq++) {
-      const env = this.outbox.get(seq);
-      if (env) this.frames.push([member, { t: "msg", env }]);
-    }
-    const since = {};
-    for (const [author, s] of this.authors) since[author] = s.delivered;
-    this.frames.push([member, { t: "hist-req", since }]);
+    for (const env of this.unacked(member, this.seq)) this.frames.push([member, { t: "msg", env }]);
+    this.retryAt.delete(member);
+    if (this.acked.get(member) < this.seq) this.retryAt.set(member, now + this.config.resendInterval);
   }
 
   disconnected(member) {
     this.connectedMembers.delete(member);
     this.ackDue.delete(member);
+    this.retryAt.delete(member);
+    this.histAnswered.delete(member);
+  }
+
+  since() {
+    // What we have delivered, for the maxSince most recently delivered authors.
+    const since = {};
+    let count = 0;
+    const authors = [...this.authors.keys()];
+    for (let i = authors.length - 1; i >= 0 && count < this.config.maxSince; i--) {
+      if (authors[i] === this.key) continue;
+      since[authors[i]] = this.authors.get(authors[i]).delivered;
+      count += 1;
+    }
+    return since;
+  }
+
+  unacked(member, limit) {
+    // Our envelopes after the member's ack that the outbox still has, at most `limit`.
+    if (this.outbox.size === 0) return [];
+    const start = Math.max((this.acked.get(member) ?? 0) + 1, this.outbox.keys().next().value);
+    const found = [];
+    for (let seq = start; seq <= this.seq && found.length < limit; seq++) {
+      const env = this.outbox.get(seq);
+      if (env) found.push(env);
+    }
+    return found;
   }
 
   // --- input ---
@@ -193,11 +271,27 @@ export class ReliableRoom {
       for (const env of frame.envs) this.accept(env, now);
     } else if (frame.t === "ack") {
       if (!isCount(frame.seq) || frame.seq > this.seq) throw new ProtocolError("shape", "bad ack");
-      this.acked.set(member, Math.max(this.acked.get(member) ?? 0, frame.seq));
+      this.acknowledged(member, frame.seq, now);
     } else if (frame.t === "hist-req") {
-      this.answerHistory(member, frame.since, now);
+      const known = this.parseSince(frame.since);
+      const last = this.histAnswered.get(member);
+      if (last !== undefined && now < last + this.config.histReqInterval) {
+        throw new ProtocolError("rate", "hist req rate");
+      }
+      this.histAnswered.set(member, now);
+      this.answerHistory(member, known, now);
     } else {
       throw new ProtocolError("shape", "unknown frame");
+    }
+  }
+
+  acknowledged(member, seq, now) {
+    if (seq <= (this.acked.get(member) ?? 0)) return;
+    this.acked.set(member, seq);
+    if (this.retryAt.has(member)) {
+      // progress: the link moves, wait a full interval again
+      if (seq >= this.seq) this.retryAt.delete(member);
+      else this.retryAt.set(member, now + this.config.resendInterval);
     }
   }
 
@@ -220,22 +314,59 @@ export class ReliableRoom {
     if (env.author === this.key) return; // our own, echoed back in history
     let state = this.authors.get(env.author);
     if (state === undefined) {
+      if (this.history.has(`${env.author}:${env.seq}`)) {
+        this.count("duplicate"); // of an author we forgot, still in our history
+        return;
+      }
       // First word from this author: start at what we got (history fills the rest).
-      state = { delivered: env.seq - 1, early: new Map(), gapSince: null };
-      this.authors.set(env.author, state);
+      state = this.newAuthor(env.author, env.seq - 1);
+      if (state === null) return;
     }
+    // Bounds count per envelope; the rest of a history batch goes on.
     if (env.seq <= state.delivered || state.early.has(env.seq)) {
       this.count("duplicate");
     } else if (env.seq === state.delivered + 1) {
       this.deliver(state, env);
       this.drainEarly(state);
       state.gapSince = state.early.size ? now : null;
+    } else if (state.early.size >= this.config.maxEarly) {
+      this.count("drop.too_many_early_envelopes");
+      return;
+    } else if (this.earlyTotal >= this.config.maxEarlyTotal) {
+      this.count("drop.early_full");
+      return;
     } else {
-      if (state.early.size >= this.config.maxEarly) throw new ProtocolError("shape", "too many early envelopes");
       state.early.set(env.seq, env);
+      this.earlyTotal += 1;
       if (state.gapSince === null) state.gapSince = now;
     }
     if (!this.ackDue.has(env.author)) this.ackDue.set(env.author, now + this.config.ackDelay);
+  }
+
+  newAuthor(author, delivered) {
+    // Track a new author, forgetting the least recently active one if full.
+    if (this.authors.size >= this.config.maxAuthors && !this.forgetAnAuthor()) {
+      this.count("drop.too_many_authors");
+      return null;
+    }
+    const state = { delivered, early: new Map(), gapSince: null };
+    this.authors.set(author, state);
+    return state;
+  }
+
+  forgetAnAuthor() {
+    // Forget the least recently delivered author that is neither us nor connected. Its
+    // envelopes stay in history (duplicates if they come again); a later one starts it
+    // afresh, as a first word does.
+    for (const [author, state] of this.authors) {
+      if (author === this.key || this.connectedMembers.has(author)) continue;
+      this.authors.delete(author);
+      this.earlyTotal -= state.early.size;
+      this.ackDue.delete(author);
+      this.count("forgot.author");
+      return true;
+    }
+    return false;
   }
 
   clockBounds(now) {
@@ -248,35 +379,84 @@ export class ReliableRoom {
     let next;
     while ((next = state.early.get(state.delivered + 1)) !== undefined) {
       state.early.delete(next.seq);
+      this.earlyTotal -= 1;
       this.deliver(state, next);
     }
   }
 
   deliver(state, env) {
     state.delivered = env.seq;
+    this.authors.delete(env.author); // the most recent now
+    this.authors.set(env.author, state);
     this.remember(env);
     this.events.push({ type: "delivered", env });
   }
 
   remember(env) {
-    this.history.set(`${env.author}:${env.seq}`, env);
-    if (this.history.size > this.config.maxHistory) {
-      const oldest = [...this.history.values()].sort(order)[0];
+    // Keep `env`; past maxHistory the first in total order goes. A binary search:
+    // O(log n) comparisons per envelope, never a sort or a scan of the history.
+    const id = `${env.author}:${env.seq}`;
+    if (this.history.has(id)) return;
+    this.history.set(id, env);
+    let lo = 0;
+    let hi = this.ordered.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (order(env, this.ordered[mid]) < 0) hi = mid;
+      else lo = mid + 1;
+    }
+    this.ordered.splice(lo, 0, env);
+    if (this.ordered.length > this.config.maxHistory) {
+      const oldest = this.ordered.shift();
       this.history.delete(`${oldest.author}:${oldest.seq}`);
     }
   }
 
-  answerHistory(member, since, now) {
-    if (typeof since !== "object" || since === null || Object.keys(since).length > 10000) {
+  parseSince(since) {
+    // A hist-req's map: at most maxSince entries, or the request is refused. An entry
+    // that is not (64 lower-case hex, a seq) counts as 0.
+    if (typeof since !== "object" || since === null || Array.isArray(since)) {
       throw new ProtocolError("shape", "bad history request");
     }
+    const entries = Object.entries(since);
+    if (entries.length > this.config.maxSince) throw new ProtocolError("shape", "bad history request");
+    const known = new Map();
+    for (const [author, seq] of entries) {
+      if (LOWER_HEX_KEY.test(author) && isCount(seq)) known.set(author, seq);
+    }
+    return known;
+  }
+
+  answerHistory(member, known, now) {
+    // Other authors' envelopes after `known`, the newest that fit in historyCount
+    // envelopes and historyAnswerBytes, sent in total order in frames of at most
+    // historyFrameBytes.
     const horizon = (now - this.config.historyAge) * 1000;
-    const wanted = this.transcript()
-      .filter((env) => env.author !== this.key && env.author !== member)
-      .filter((env) => env.seq > (Number.isSafeInteger(since[env.author]) ? since[env.author] : 0))
-      .filter((env) => env.ts >= horizon)
-      .slice(-this.config.historyCount);
-    if (wanted.length) this.frames.push([member, { t: "hist", envs: wanted }]);
+    const chosen = [];
+    let total = 0;
+    for (let i = this.ordered.length - 1; i >= 0 && chosen.length < this.config.historyCount; i--) {
+      const env = this.ordered[i];
+      // our own words go by resend (from the member's ack), not twice
+      if (env.author === this.key || env.author === member || env.seq <= (known.get(env.author) ?? 0)) continue;
+      if (env.ts < horizon) continue;
+      const size = wireSize(env);
+      if (chosen.length && total + size > this.config.historyAnswerBytes) break;
+      chosen.push([env, size]);
+      total += size;
+    }
+    chosen.reverse();
+    let frame = [];
+    let length = HIST_FRAME_OVERHEAD;
+    for (const [env, size] of chosen) {
+      if (frame.length && length + 1 + size > this.config.historyFrameBytes) {
+        this.frames.push([member, { t: "hist", envs: frame }]);
+        frame = [];
+        length = HIST_FRAME_OVERHEAD;
+      }
+      length += size + (frame.length ? 1 : 0);
+      frame.push(env);
+    }
+    if (frame.length) this.frames.push([member, { t: "hist", envs: frame }]);
   }
 
   // --- output and time ---
@@ -298,6 +478,7 @@ export class ReliableRoom {
     for (const s of this.authors.values()) {
       if (s.gapSince !== null) deadlines.push(s.gapSince + this.config.resumeWindow);
     }
+    deadlines.push(...this.retryAt.values());
     return deadlines.length ? Math.min(...deadlines) : null;
   }
 
@@ -305,16 +486,34 @@ export class ReliableRoom {
     for (const [author, due] of [...this.ackDue]) {
       if (due <= now) {
         this.ackDue.delete(author);
-        if (this.connectedMembers.has(author)) {
+        if (this.connectedMembers.has(author) && this.authors.has(author)) {
           this.frames.push([author, { t: "ack", seq: this.authors.get(author).delivered }]);
         }
       }
     }
-    for (const [author, state] of this.authors) {
+    // a copy: delivering after a gap moves the author to the end
+    for (const [author, state] of [...this.authors]) {
       if (state.gapSince !== null && state.gapSince + this.config.resumeWindow <= now) {
         this.skipGap(author, state, now);
       }
     }
+    for (const [member, due] of [...this.retryAt]) {
+      if (due <= now) this.resend(member, now);
+    }
+  }
+
+  resend(member, now) {
+    // Re-send what `member` has not acknowledged: the glue may have refused it.
+    const envs = this.unacked(member, this.config.resendBurst);
+    if (!this.connectedMembers.has(member) || !envs.length) {
+      this.retryAt.delete(member);
+      return;
+    }
+    for (const env of envs) {
+      this.frames.push([member, { t: "msg", env }]);
+      this.count("resent");
+    }
+    this.retryAt.set(member, now + this.config.resendInterval);
   }
 
   skipGap(author, state, now) {

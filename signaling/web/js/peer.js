@@ -31,6 +31,10 @@ export const CONFIG = {
 const MAX_NAME = 64;
 const JOIN_TIMEOUT = 30; // seconds for the first `joined`
 const RETIRED_LINKS = 16; // closed links remembered, to say why a member was unreachable
+// A control channel takes no more frames while this much is queued (docs/protocol.md
+// 5.0.1): a refused frame is counted, and the messaging core sends unacknowledged
+// envelopes again (resendInterval), so nothing is lost, only delayed. As peer/webrtc.py.
+export const MAX_CONTROL_BUFFERED = 1 << 20;
 const NODE_URL = /^wss?:\/\/[^/\s]{1,250}$/;
 const KEY = /^[0-9a-f]{64}$/;
 
@@ -165,10 +169,15 @@ class Link {
 
   send(frame) {
     if (!this.open || this.closed) return false;
+    if (this.control.bufferedAmount > MAX_CONTROL_BUFFERED) {
+      this.room.core.count("drop.send_queue_full");
+      return false;
+    }
     try {
       this.control.send(JSON.stringify(frame));
       return true;
     } catch {
+      this.room.core.count("error.send");
       return false;
     }
   }
@@ -258,7 +267,7 @@ export class Room {
     return this.serial(async () => {
       const unsigned = this.core.reserve(text, now());
       const env = { ...unsigned, sig: hex(await sign(this.peer.identity, signedBytes(unsigned))) };
-      this.core.commit(env);
+      this.core.commit(env, now());
       await this.save(); // a reload must never reuse this seq
       this.service();
       return env;
