@@ -60,7 +60,7 @@ from .signaling import (
     SignalingClient,
     SignalingError,
 )
-from .store import PeerStore
+from .store import PRUNE_EVERY, PeerStore
 from .transfer import FileDone, FileEvent, FileFailed, FileOffered, FileProgress, Transfers
 from .webrtc import PeerLink, ice_configuration
 
@@ -194,6 +194,9 @@ class Room:
         if self.core.lamport != lamport or self.core.refused_on_restore:
             # a clock pushed ahead before such envelopes were refused, repaired on restore
             peer.store.repair_room_clock(key, self.core.lamport, self.core.refused_on_restore)
+        self._saved = 0
+        """Messages saved since the room's store was last pruned."""
+        self._prune_store()
         self.members: set[bytes] = set()
         self.names: dict[bytes, str] = {}
         """Display names members gave themselves (self-declared, bound to their key)."""
@@ -338,6 +341,9 @@ class Room:
             if isinstance(event, Delivered):
                 env = event.envelope
                 self.peer.store.save_message(env, core.seq, core.lamport)
+                self._saved += 1
+                if self._saved >= PRUNE_EVERY:
+                    self._prune_store()
                 mine = env.author == self.peer.public_key
                 self._emit(
                     Message(env.author, env.body, env.lamport, env.sent_at / 1000, env.seq, mine)
@@ -350,6 +356,14 @@ class Room:
         self._timer = None
         self.core.handle_timer(time.time())
         self._service()
+
+    def _prune_store(self) -> None:
+        """Keep no more of this room on disk than the core keeps (docs/protocol.md 5.0.1)."""
+        config = self.core.config
+        self.peer.store.prune_room(
+            self.key, config.max_history, config.max_authors, config.history_count
+        )
+        self._saved = 0
 
     def _emit(self, event: RoomEventT) -> None:
         try:

@@ -6,6 +6,13 @@ own sequence number and Lamport clock (so a restarted author never reuses a
 seq), what was delivered per author (so a restarted reader resumes, and its
 acks stay truthful), message history, friends (name <-> public key) and
 partial downloads.
+
+Per room it keeps no more than the messaging core does (`prune_room`, which
+the peer runs on opening a room and every `PRUNE_EVERY` messages): the newest
+`max_history` envelopes, our own last `history_count` (a restarted author
+re-sends those), and delivery state for the `max_authors` authors delivered
+most recently (docs/protocol.md 5.0.1). So a member sending many large
+messages, or envelopes from many keys, cannot grow the file without bound.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from signaling.protocol import load_or_create_seed
 
 from .messaging import Envelope
 
+PRUNE_EVERY = 64
+"""Messages saved in a room between two prunings of it."""
 KEY_FILE = "peer.key"
 DB_FILE = "peer.sqlite3"
 SCHEMA_VERSION = 1
@@ -122,9 +131,11 @@ class PeerStore:
                     env.signature,
                 ),
             )
+            # REPLACE gives the row a new rowid: rowid order is the order of activity,
+            # which `delivered` returns and `prune_room` keeps the end of.
             db.execute(
-                "INSERT INTO delivered VALUES (?, ?, ?) ON CONFLICT (room, author) "
-                "DO UPDATE SET seq = max(seq, excluded.seq)",
+                "INSERT OR REPLACE INTO delivered VALUES (?1, ?2, max(?3, coalesce("
+                "(SELECT seq FROM delivered WHERE room = ?1 AND author = ?2), 0)))",
                 (env.room, env.author, env.seq),
             )
             db.execute(
@@ -155,14 +166,42 @@ class PeerStore:
             )
 
     def delivered(self, room: bytes) -> dict[bytes, int]:
-        rows = self._db.execute("SELECT author, seq FROM delivered WHERE room = ?", (room,))
+        """What was delivered per author, the least recently delivered author first."""
+        rows = self._db.execute(
+            "SELECT author, seq FROM delivered WHERE room = ? ORDER BY rowid", (room,)
+        )
         return {bytes(author): seq for author, seq in rows}
+
+    def prune_room(
+        self, room: bytes, max_history: int, max_authors: int, own_resend: int
+    ) -> tuple[int, int]:
+        """Forget what the messaging core no longer keeps of a room: envelopes older
+        than the newest `max_history` (in total order), except our own last
+        `own_resend`, and delivery state beyond the `max_authors` authors delivered
+        most recently (ourselves always kept). Returns (messages, authors) forgotten.
+
+        Freed pages are reused by later messages, so the file stops growing."""
+        me = bytes(self.key.verify_key)
+        own_seq = self.room_clock(room)[0]
+        with self._write() as db:
+            messages = db.execute(
+                "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages WHERE room = ?1 "
+                "ORDER BY lamport DESC, author DESC, seq DESC LIMIT -1 OFFSET ?2) "
+                "AND NOT (author = ?3 AND seq > ?4)",
+                (room, max_history, me, own_seq - own_resend),
+            ).rowcount
+            authors = db.execute(
+                "DELETE FROM delivered WHERE rowid IN (SELECT rowid FROM delivered "
+                "WHERE room = ?1 AND author != ?2 ORDER BY rowid DESC LIMIT -1 OFFSET ?3)",
+                (room, me, max(0, max_authors - 1)),
+            ).rowcount
+        return messages, authors
 
     def history(self, room: bytes, limit: int = 1000) -> list[Envelope]:
         """The newest `limit` messages of a room, in total order."""
         rows = self._db.execute(
             "SELECT room, author, seq, lamport, sent_at, kind, body, signature FROM messages "
-            "WHERE room = ? ORDER BY lamport DESC, author DESC LIMIT ?",
+            "WHERE room = ? ORDER BY lamport DESC, author DESC, seq DESC LIMIT ?",
             (room, limit),
         ).fetchall()
         return [

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import stat
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from nacl.signing import SigningKey
 
 from dht.identity import verify_signature
-from peer.messaging import Delivered, Envelope, ReliableRoom
-from peer.peer import Peer, Room
-from peer.store import PartialDownload, PeerStore
+from peer.messaging import Delivered, Envelope, ReliableRoom, RoomConfig
+from peer.peer import Peer, PeerConfig, Room
+from peer.store import PRUNE_EVERY, PartialDownload, PeerStore
 
 ROOM = bytes(range(20))
 
@@ -168,3 +169,48 @@ def test_partial_downloads(tmp_path: Path) -> None:
 def test_a_new_key_is_generated_per_data_dir(tmp_path: Path) -> None:
     a, b = PeerStore(tmp_path / "a"), PeerStore(tmp_path / "b")
     assert isinstance(a.key, SigningKey) and a.key.verify_key != b.key.verify_key
+
+
+def store_bytes(data_dir: Path) -> int:
+    """The SQLite file and its write-ahead log."""
+    return sum(p.stat().st_size for p in data_dir.glob("peer.sqlite3*"))
+
+
+async def test_a_rooms_store_keeps_no_more_than_the_core(tmp_path: Path) -> None:
+    # The review: 1,000 envelopes of 16 KB grew the store by 14 MiB, and never shrank.
+    # Now it holds at most max_history + PRUNE_EVERY of them, and the log (WAL) has
+    # its own bound (SQLite checkpoints it at 1,000 pages, 4 MiB).
+    config = PeerConfig(room=RoomConfig(max_history=100, max_authors=50, history_count=20))
+    peer = Peer(tmp_path / "p", ["ws://127.0.0.1:9"], config=config)  # never connected
+    room = Room(peer, ROOM, 0)
+    own = [await room.send(f"mine {i}") for i in range(3)]  # older than what follows
+    member = SigningKey(b"\x05" * 32)
+    authors = [SigningKey(bytes([0x40 + i]) * 32) for i in range(60)]
+    start = store_bytes(tmp_path / "p")
+    now = time.time()
+    seqs: dict[SigningKey, int] = {}
+    for i in range(1, 2_001):
+        key = authors[i // 10 % 60] if i % 10 == 0 else member
+        seq = seqs[key] = seqs.get(key, 0) + 1
+        env = Envelope(ROOM, bytes(key.verify_key), seq, int(now * 1000) + i, int(now * 1000),
+                       "text", f"{i:05d}" + "b" * 16_000)  # fmt: skip
+        env = replace(env, signature=key.sign(env.signed_bytes()).signature)
+        room.core.receive(bytes(member.verify_key), {"t": "msg", "env": env.to_json()}, now)
+        room._service()
+    grown = store_bytes(tmp_path / "p") - start
+    print(f"store grew by {grown / 2**20:.1f} MiB for 2,000 envelopes of 16 KB")
+    assert grown < (100 + PRUNE_EVERY) * 17_000 + 5 * 2**20
+    store = peer.store
+    kept = store.history(ROOM, 10_000)
+    assert len(kept) <= 100 + PRUNE_EVERY + len(own)  # pruned every PRUNE_EVERY saves
+    assert [e for e in kept if e.author == peer.public_key] == own  # still re-sendable
+    assert len(store.delivered(ROOM)) <= 50 + PRUNE_EVERY
+    store.prune_room(ROOM, 100, 50, 20)
+    kept = store.history(ROOM, 10_000)
+    assert len(kept) == 100 + len(own) and kept[-1].body.startswith("02000")
+    delivered = store.delivered(ROOM)
+    assert len(delivered) == 50 and delivered[bytes(member.verify_key)] == 1_800
+    last_two = [bytes(member.verify_key), bytes(authors[200 % 60].verify_key)]  # 1,999, 2,000
+    assert peer.public_key in delivered and list(delivered)[-2:] == last_two
+    await room.close()
+    store.close()
