@@ -323,6 +323,7 @@ class DHTCore:
         self._operations: dict[int, Operation] = {}
         self._next_op = 1
         self._identifying: dict[Address, bytes] = {}  # addr -> msg id of the identify
+        self._verify_waiting: dict[Address, list[int]] = {}  # addr -> VERIFY ops waiting
         self._unverifiable: dict[Address, float] = {}  # addr -> until when we stop asking
         self._verified: dict[bytes, Address] = {}  # proven ids, most recent last (bounded)
         self._seeds: list[Address] = []
@@ -445,10 +446,11 @@ class DHTCore:
         """Check that `node_id` answers at `addr`; ends in a NodeVerified event.
 
         A node proven at that address before (in the table, or remembered) passes
-        at once; otherwise it is asked to prove its id (section 1.6). The
-        identify is subject to the usual throttles (in flight, recently
-        unverifiable), which then count as a failure: a caller acting for a
-        stranger must not make this node send unbounded requests.
+        at once; one whose address is being asked already waits for that answer;
+        otherwise it is asked to prove its id (section 1.6), even if the address
+        failed to prove another id lately (that says nothing of this one). The
+        caller bounds how often it asks for whom: links ask only the address a
+        link comes from, at the rate `link_admission` allows.
         """
         self._check_id(node_id)
         op = self._new_operation(OpKind.VERIFY, node_id, Phase.IDENTIFY)
@@ -456,11 +458,22 @@ class DHTCore:
         known = self.table.get(node_id)
         if (known is not None and known.addr == addr) or self._verified.get(node_id) == addr:
             self._finish(op, now)
-        elif self._send_identify(addr, node_id, now, op.op):
+        elif addr in self._identifying:
+            self._verify_waiting.setdefault(addr, []).append(op.op)
+            op.outstanding += 1
+        elif self._send_identify(addr, node_id, now, op.op, force=True):
             op.outstanding += 1
         else:
             self._finish(op, now)
         return op.op
+
+    def _identified(self, addr: Address, now: float) -> None:
+        """The identify at `addr` ended: verifications that waited for it can finish."""
+        for waiting in self._verify_waiting.pop(addr, ()):
+            op = self._operations.get(waiting)
+            if op is not None:
+                op.outstanding -= 1
+                self._advance(op, now)
 
     def find_node(self, target: bytes, now: float) -> int:
         """Find the k nodes closest to `target`; ends in a LookupCompleted event."""
@@ -732,6 +745,7 @@ class DHTCore:
             self._mark_unverifiable(pending.addr, now)
             if node_id is not None:
                 self._fill_slot(to_int(node_id), now)  # the claim proven was not the one
+            self._identified(pending.addr, now)
         op = self._operations.get(pending.op) if pending.op is not None else None
         if op is None:
             return
@@ -749,20 +763,20 @@ class DHTCore:
             op.outstanding -= 1
         node_id = node_id_for(reply.public_key) if reply.public_key else None
         payload = identify_payload(pending.request.nonce, self.node_id)
-        if (
-            node_id is None
-            or (pending.node_id is not None and node_id != pending.node_id)
-            or not self._verify(reply.public_key, payload, reply.signature)
-        ):
+        proven = node_id is not None and self._verify(reply.public_key, payload, reply.signature)
+        if proven and node_id is not None:  # whoever was expected, this id answers here
+            _remember(self._verified, node_id, pending.addr, self.config.max_verified)
+        if not proven or (pending.node_id is not None and node_id != pending.node_id):
             self.counters["identify.refused" if node_id is None else "identify.bad"] += 1
             self._mark_unverifiable(pending.addr, now)
             if pending.node_id is not None:
                 self._fill_slot(to_int(pending.node_id), now)
         else:
-            _remember(self._verified, node_id, pending.addr, self.config.max_verified)
+            assert node_id is not None
             self._admit(self._contacts.make(node_id, pending.addr), now)
         if op is not None:
             self._advance(op, now)
+        self._identified(pending.addr, now)
 
     def _mark_unverifiable(self, addr: Address, now: float) -> None:
         until = now + self.config.unverifiable_ttl

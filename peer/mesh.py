@@ -490,7 +490,9 @@ class Mesh:
             return
         pending = _pending(entry)
         if pending is not None and pending.offered and not pending.answered:
-            return  # an offer of ours is on its way already
+            if now - pending.created < 2 * self.config.offer_grace:
+                return  # an offer of ours is on its way already
+            self._count("reoffer")  # it asks again: our offer never reached it, or was lost
         self._offer(room, sender, entry, now)
 
     def answered(self, room: bytes, member: bytes, link: int) -> None:

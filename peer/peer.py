@@ -27,7 +27,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -696,12 +696,14 @@ class Peer:
             self._spawn(self._accept_answer(room, link_id, link, desc))
 
     async def _send_offer(self, room: Room, link: PeerLink) -> None:
-        desc = await link.offer(time.time())
-        await self._signal(room, link.member, {"t": "sdp", "desc": desc.to_json()})
+        with _unless_closed(link):
+            desc = await link.offer(time.time())
+            await self._signal(room, link.member, {"t": "sdp", "desc": desc.to_json()})
 
     async def _send_answer(self, room: Room, link: PeerLink, offer: SignedDescription) -> None:
-        answer = await link.answer(offer, time.time())
-        await self._signal(room, link.member, {"t": "sdp", "desc": answer.to_json()})
+        with _unless_closed(link):
+            answer = await link.answer(offer, time.time())
+            await self._signal(room, link.member, {"t": "sdp", "desc": answer.to_json()})
 
     async def _accept_answer(
         self, room: Room, link_id: int, link: PeerLink, answer: SignedDescription
@@ -740,6 +742,16 @@ class Peer:
             ice_failed = link.pc.connectionState == "failed" and not link.ever_open
             self.mesh.link_failed(room.key, link.member, link_id, ice_failed, now)
         self._drive()
+
+
+@contextlib.contextmanager
+def _unless_closed(link: PeerLink) -> Iterator[None]:
+    """Describing a link the Mesh has meanwhile closed fails in aiortc: that is no error."""
+    try:
+        yield
+    except Exception:
+        if not link.closed:
+            raise
 
 
 def _expiry(servers: tuple[IceServer, ...]) -> float | None:

@@ -148,9 +148,9 @@ class LinkPool:
         self._opening: dict[bytes, asyncio.Task[Link]] = {}
         self._dialing: dict[str, asyncio.Lock] = {}
         self._cooldown: dict[str, tuple[float, float]] = {}
-        """host -> (not before, backoff): hosts we failed to link to. Presence records
-        name home URLs, and anyone can publish a presence: without this a stranger could
-        make a node dial any host over and over."""
+        """host:port -> (not before, backoff): places we failed to link to. Presence
+        records name home URLs, and anyone can publish a presence: without this a
+        stranger could make a node dial any place over and over."""
         self._readers: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
         self.frames_in = 0
@@ -169,12 +169,8 @@ class LinkPool:
         if link is None or link.closed:
             task = self._opening.get(node_id)
             if task is None:
-                host = urlsplit(url).hostname or url
-                not_before, _ = self._cooldown.get(host, (0.0, 0.0))
-                if not_before > time.monotonic():
-                    self._count(self.refused, "cooldown")
-                    raise LinkError(f"{host} was unreachable; not dialled again yet")
-                task = asyncio.create_task(self._open(node_id, url, host))
+                self._check_cooldown(urlsplit(url).netloc)
+                task = asyncio.create_task(self._open(node_id, url))
                 self._opening[node_id] = task
                 task.add_done_callback(lambda _t: self._opening.pop(node_id, None))
             link = await asyncio.shield(task)
@@ -195,32 +191,37 @@ class LinkPool:
             raise LinkError(f"link to {link.remote_id.hex()[:12]} failed: {exc}") from None
         self.frames_out += 1
 
-    async def _open(self, node_id: bytes, url: str, host: str) -> Link:
-        """Dial, one dial per host at a time: forty presences naming forty node ids at one
-        host cost that host one dial, and, if it fails, none for a while."""
+    async def _open(self, node_id: bytes, url: str) -> Link:
+        """Dial, one dial per host at a time, and a place that failed not again for a
+        while: forty presences naming forty node ids at one place cost it one dial."""
+        parts = urlsplit(url)
+        host = parts.hostname or url
         lock = self._dialing.setdefault(host, asyncio.Lock())
         try:
             async with lock:
-                return await self._dial_once(node_id, url, host)
+                return await self._dial_once(node_id, url, parts.netloc)
         finally:
             if not lock.locked() and self._dialing.get(host) is lock:
                 del self._dialing[host]
 
-    async def _dial_once(self, node_id: bytes, url: str, host: str) -> Link:
-        not_before, _ = self._cooldown.get(host, (0.0, 0.0))
+    def _check_cooldown(self, place: str) -> None:
+        not_before, _ = self._cooldown.get(place, (0.0, 0.0))
         if not_before > time.monotonic():
             self._count(self.refused, "cooldown")
-            raise LinkError(f"{host} was unreachable; not dialled again yet")
+            raise LinkError(f"{place} was unreachable; not dialled again yet")
+
+    async def _dial_once(self, node_id: bytes, url: str, place: str) -> Link:
+        self._check_cooldown(place)
         try:
             link = await self._dial(node_id, url)
         except LinkError:
-            _, backoff = self._cooldown.pop(host, (0.0, COOLDOWN_MIN / 2))
+            _, backoff = self._cooldown.pop(place, (0.0, COOLDOWN_MIN / 2))
             backoff = min(COOLDOWN_MAX, backoff * 2)
-            self._cooldown[host] = (time.monotonic() + backoff, backoff)
+            self._cooldown[place] = (time.monotonic() + backoff, backoff)
             if len(self._cooldown) > MAX_COOLDOWNS:
                 del self._cooldown[next(iter(self._cooldown))]
             raise
-        self._cooldown.pop(host, None)
+        self._cooldown.pop(place, None)
         return link
 
     async def _dial(self, node_id: bytes, url: str) -> Link:

@@ -473,7 +473,9 @@ class SignalingNode:
                 layer, members, total = await self._pick_layer(join.room, join.layer)
             view = self._view(join.room, layer)
             for presence in members:  # known before the seat, so the join is announced to them
-                self._learn(view, presence)
+                if self._learn(view, presence) and presence.peer != client.key:
+                    # news for the clients already seated here, as from any other source
+                    await self._push_to_layer(view, self._joined_frame(presence), skip=client.key)
             if not seated:
                 await self._take_seat(client, view)
         except (ConnectionError, TimeoutError) as exc:

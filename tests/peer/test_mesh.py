@@ -420,3 +420,20 @@ def test_a_failed_renewal_is_tried_again_but_never_beside_a_pending_spare() -> N
     assert len(again) == 1 and again[0].link != spare.link  # ...and renewal tries again
     assert core.rooms[ROOM].members[other].link is not None
     assert core.rooms[ROOM].members[other].link.id == offer.link  # the open link stayed
+
+
+def test_a_relink_long_after_our_offer_means_it_never_arrived() -> None:
+    """An offer whose answer link the other side closed before answering is never
+    answered; the other side's relinks then make us offer again, not wait for the
+    connect deadline (30 s; seen in a five-peer room with forced drops)."""
+    core = connected_core()  # key 01: the lower key offers
+    other = b"\x02" * 32
+    core.joined(ROOM, 0, [other], None, 0.0)
+    first = next(c for c in core.commands() if isinstance(c, mesh.Offer))
+    core.relink_received(ROOM, other, 0.5)  # crossing our offer: it is on its way
+    assert core.commands() == []
+    core.relink_received(ROOM, other, 3.0)  # asked again later: it never got there
+    out = core.commands()
+    assert mesh.CloseLink(ROOM, other, first.link) in out
+    assert [c for c in out if isinstance(c, mesh.Offer)] != []
+    assert core.counters["reoffer"] == 1

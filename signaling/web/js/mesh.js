@@ -374,7 +374,10 @@ export class Mesh {
       return;
     }
     const waiting = pending(entry);
-    if (waiting !== null && waiting.offered && !waiting.answered) return; // an offer of ours is on its way already
+    if (waiting !== null && waiting.offered && !waiting.answered) {
+      if (now - waiting.created < 2 * this.config.offerGrace) return; // an offer of ours is on its way already
+      this.count("reoffer"); // it asks again: our offer never reached it, or was lost
+    }
     this.offer(room, sender, entry, now);
   }
 
