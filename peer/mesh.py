@@ -239,6 +239,9 @@ class _Member:
     retry_at: float | None = None
     """When to try again (grace, backoff): the lower key offers, the higher relinks."""
     reported: bool = False
+    trying_since: float | None = None
+    """When we started trying to connect (no link open since): the application hears
+    `connect_timeout` after this, however many links were tried meanwhile."""
     unlisted: bool = False
     """Missing from the last `joined`, kept only for its open link: gone when it drops."""
 
@@ -505,6 +508,8 @@ class Mesh:
 
     def _new_link(self, entry: _Member, offered: bool, now: float) -> _Link:
         self._next_link += 1
+        if entry.trying_since is None and (entry.link is None or not entry.link.open):
+            entry.trying_since = now
         return _Link(self._next_link, offered, now, self._ice_expires)
 
     def _offer(self, room: bytes, member: bytes, entry: _Member, now: float) -> None:
@@ -548,6 +553,7 @@ class Mesh:
         entry.attempts = 0
         entry.retry_at = None
         entry.reported = False
+        entry.trying_since = None
         self._out.append(LinkUp(room, member, link))
 
     def link_failed(
@@ -649,6 +655,8 @@ class Mesh:
                 for link in (entry.link, entry.spare):
                     if link is not None and not link.open:
                         deadlines.append(link.created + self.config.connect_timeout)
+                if entry.trying_since is not None and not entry.reported:
+                    deadlines.append(entry.trying_since + self.config.connect_timeout)
                 if not (signalling and state.seated):
                     continue
                 if entry.retry_at is not None:
@@ -683,6 +691,10 @@ class Mesh:
         if link is not None and not link.open and link.created + deadline <= now:
             self._report(room, member, entry, link.id)  # as after an ICE failure
             self.link_failed(room, member, link.id, False, now)
+        since = entry.trying_since
+        if since is not None and not entry.reported and since + deadline <= now:
+            current = entry.link.id if entry.link is not None else 0
+            self._report(room, member, entry, current)  # links replaced, none opened
 
     def _due(self, room: bytes, member: bytes, entry: _Member, now: float) -> None:
         """Retries and renewals, which need the node to carry a signal."""

@@ -437,3 +437,20 @@ def test_a_relink_long_after_our_offer_means_it_never_arrived() -> None:
     assert mesh.CloseLink(ROOM, other, first.link) in out
     assert [c for c in out if isinstance(c, mesh.Offer)] != []
     assert core.counters["reoffer"] == 1
+
+
+def test_unreachable_is_told_connect_timeout_after_the_first_try_however_many_links() -> None:
+    """Links replaced by glare or relinks restart their own deadlines; the person hears
+    `connect_timeout` after the first try all the same (the NAT lab's walled peer)."""
+    core = connected_core()
+    other = b"\x02" * 32
+    core.joined(ROOM, 0, [other], None, 0.0)
+    core.commands()
+    for at in (2.0, 5.0, 8.0, 11.0):  # the other side keeps offering: a new link each time
+        core.offer_received(ROOM, other, at)
+    out = core.commands()
+    assert not [c for c in out if isinstance(c, mesh.Unreachable)]
+    when = core.get_timer()
+    assert when == 0.0 + core.config.connect_timeout
+    core.handle_timer(when)
+    assert [c for c in core.commands() if isinstance(c, mesh.Unreachable)]

@@ -117,6 +117,7 @@ class Member {
     this.attempts = 0;
     this.retryAt = null; // when to try again (grace, backoff): the lower key offers, the higher relinks
     this.reported = false;
+    this.tryingSince = null; // when we started trying (no link open since): the application hears connectTimeout after
     this.unlisted = false; // missing from the last `joined`, kept only for its open link: gone when it drops
   }
 }
@@ -391,6 +392,7 @@ export class Mesh {
 
   newLink(entry, offered, now) {
     this.nextLink += 1;
+    if (entry.tryingSince === null && (entry.link === null || !entry.link.open)) entry.tryingSince = now;
     return new Link(this.nextLink, offered, now, this.iceExpires);
   }
 
@@ -439,6 +441,7 @@ export class Mesh {
     entry.attempts = 0;
     entry.retryAt = null;
     entry.reported = false;
+    entry.tryingSince = null;
     this.out.push(LinkUp(room, member, link));
   }
 
@@ -546,6 +549,9 @@ export class Mesh {
         for (const link of [entry.link, entry.spare]) {
           if (link !== null && !link.open) deadlines.push(link.created + this.config.connectTimeout);
         }
+        if (entry.tryingSince !== null && !entry.reported) {
+          deadlines.push(entry.tryingSince + this.config.connectTimeout);
+        }
         if (!(signalling && state.seated)) continue;
         if (entry.retryAt !== null) deadlines.push(entry.retryAt);
         const renew = this.renewAt(entry);
@@ -586,6 +592,11 @@ export class Mesh {
     if (link !== null && !link.open && link.created + deadline <= now) {
       this.report(room, member, entry, link.id); // as after an ICE failure
       this.linkFailed(room, member, link.id, false, now);
+    }
+    const since = entry.tryingSince;
+    if (since !== null && !entry.reported && since + deadline <= now) {
+      const current = entry.link !== null ? entry.link.id : 0;
+      this.report(room, member, entry, current); // links replaced, none opened
     }
   }
 
