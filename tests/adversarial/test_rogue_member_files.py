@@ -24,6 +24,7 @@ from peer.peer import Connected, FileDone, FileOffered, Message, Room
 from peer.store import PeerStore
 from peer.transfer import HIGH_WATER, FileEvent, Transfers
 from tests.peer.conftest import PeerFactory, loopback_ice, peers  # noqa: F401  (fixtures)
+from tests.peer.test_files import Clock
 from tests.signaling.conftest import NodeFactory, signaling_mesh  # noqa: F401  (fixture)
 
 URL = "https://example.org/rogue"
@@ -42,14 +43,6 @@ def fake_offer(name: str = "x.bin", size: int = 10) -> dict[str, Any]:
         "sha256": "00" * 32,
         "chunk": DEFAULT_CHUNK,
     }
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Receiver:
