@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import ipaddress
 import json
 import logging
@@ -473,9 +472,7 @@ class SignalingNode:
                 layer, members, total = await self._pick_layer(join.room, join.layer)
             view = self._view(join.room, layer)
             for presence in members:  # known before the seat, so the join is announced to them
-                if self._learn(view, presence) and presence.peer != client.key:
-                    # news for the clients already seated here, as from any other source
-                    await self._push_to_layer(view, self._joined_frame(presence), skip=client.key)
+                await self._learn_and_tell(view, presence, client.key)
             if not seated:
                 await self._take_seat(client, view)
         except (ConnectionError, TimeoutError) as exc:
@@ -658,10 +655,17 @@ class SignalingNode:
 
     # --- presence events ---------------------------------------------------------------
 
-    async def _push_to_layer(self, view: LayerView, frame: ServerFrame, skip: bytes = b"") -> None:
+    async def _learn_and_tell(self, view: LayerView, presence: Presence, *skip: bytes) -> None:
+        """Take a presence into a view; when it is news, the clients seated here hear it
+        (`peer-joined`), whichever source it came from: a DHT read, a join's read, a home
+        node's announcement or a signal's presence."""
+        if self._learn(view, presence):
+            await self._push_to_layer(view, self._joined_frame(presence), presence.peer, *skip)
+
+    async def _push_to_layer(self, view: LayerView, frame: ServerFrame, *skip: bytes) -> None:
         for key in list(view.local):
             client = self.clients.get(key)
-            if client is not None and key != skip:
+            if client is not None and key not in skip:
                 await self._send(client, frame)
 
     def _joined_frame(self, presence: Presence) -> PeerJoined:
@@ -677,7 +681,7 @@ class SignalingNode:
         await self._push_to_layer(view, self._left_frame(view, peer))
 
     async def _announce_joined(self, view: LayerView, presence: Presence, record: Record) -> None:
-        await self._push_to_layer(view, self._joined_frame(presence), skip=presence.peer)
+        await self._push_to_layer(view, self._joined_frame(presence), presence.peer)
         await self._tell_home_nodes(view, LinkPresence(record))
 
     async def _announce_left(self, view: LayerView, peer: bytes, seq: int, expires: int) -> None:
@@ -710,8 +714,7 @@ class SignalingNode:
         seen = set()
         for presence in members:
             seen.add(presence.peer)
-            if self._learn(view, presence):
-                await self._push_to_layer(view, self._joined_frame(presence), skip=presence.peer)
+            await self._learn_and_tell(view, presence)
         for peer, presence in list(view.members.items()):
             if peer in view.local:
                 continue
@@ -780,6 +783,7 @@ class SignalingNode:
         if (
             membership is None
             or membership.record is None
+            or view is None
             or target is None
             or signal.to == client.key
         ):
@@ -787,7 +791,7 @@ class SignalingNode:
             return
         if target.home.node_id == self.node_id:
             local = self.clients.get(signal.to)
-            if local is None or signal.to not in view.local:  # type: ignore[union-attr]
+            if local is None or signal.to not in view.local:
                 self._unknown_peer(client, signal.id)
                 return
             await self._send(local, SignalFrom(client.key, signal.payload, signal.room))
@@ -849,13 +853,14 @@ class SignalingNode:
         view = self.layers.get((presence.room, presence.layer))
         target = self.clients.get(frame.to)
         if view is None or target is None or frame.to not in view.local:
-            reply = LinkSignalError(frame.sender, frame.to, "the peer is not in that layer here")
+            message = "the peer is not in that layer here"
             with contextlib.suppress(LinkError):
-                await self.links.reply(remote, dataclasses.replace(reply, id=frame.id))
+                await self.links.reply(
+                    remote, LinkSignalError(frame.sender, frame.to, message, frame.id)
+                )
             self.metrics.signals.labels("refused").inc()
             return
-        if self._learn(view, presence):  # a member we had not heard of yet: now we have
-            await self._push_to_layer(view, self._joined_frame(presence), skip=presence.peer)
+        await self._learn_and_tell(view, presence)  # a member we may not have heard of yet
         seat = view.members.get(frame.sender)
         if seat is None or seat.home.node_id != remote:
             self._link_drop("departed")  # the seat of a member that has left, or moved
@@ -882,8 +887,8 @@ class SignalingNode:
         if presence is None:
             return
         view = self.layers.get((presence.room, presence.layer))
-        if view is not None and self._learn(view, presence):
-            await self._push_to_layer(view, self._joined_frame(presence))
+        if view is not None:
+            await self._learn_and_tell(view, presence)
 
     async def _link_absence(self, remote: bytes, frame: LinkAbsence) -> None:
         view = self.layers.get((frame.room, frame.layer))
