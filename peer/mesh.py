@@ -520,11 +520,12 @@ class Mesh:
     def _place(self, room: bytes, member: bytes, entry: _Member, fresh: _Link) -> None:
         """A new link goes beside an open one as its spare (make before break), or
         replaces a link that is not open."""
-        slot = "spare" if entry.link is not None and entry.link.open else "link"
-        old: _Link | None = getattr(entry, slot)
+        if entry.link is not None and entry.link.open:
+            old, entry.spare = entry.spare, fresh
+        else:
+            old, entry.link = entry.link, fresh
         if old is not None:
             self._out.append(CloseLink(room, member, old.id))
-        setattr(entry, slot, fresh)
         entry.retry_at = None
 
     def _find(self, room: bytes, member: bytes, link: int) -> tuple[_Member, _Link] | None:

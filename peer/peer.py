@@ -197,7 +197,6 @@ class Room:
         self._saved = 0
         """Messages saved since the room's store was last pruned."""
         self._prune_store()
-        self.members: set[bytes] = set()
         self.names: dict[bytes, str] = {}
         """Display names members gave themselves (self-declared, bound to their key)."""
         self.links: dict[bytes, PeerLink] = {}
@@ -258,6 +257,12 @@ class Room:
 
     def transcript(self) -> list[Envelope]:
         return self.core.transcript()
+
+    @property
+    def members(self) -> set[bytes]:
+        """The members the Mesh holds for this room (as the node listed them)."""
+        state = self.peer.mesh.rooms.get(self.key)
+        return set(state.members) if state is not None else set()
 
     @property
     def ice_servers(self) -> list[dict[str, Any]]:
@@ -547,10 +552,8 @@ class Peer:
         if room is None:
             return
         if isinstance(notice, mesh.MemberJoined):
-            room.members.add(notice.member)
             room._emit(MemberJoined(notice.member))
         elif isinstance(notice, mesh.MemberLeft):
-            room.members.discard(notice.member)
             room.transfers.member_left(notice.member)
             room._emit(MemberLeft(notice.member))
         elif isinstance(notice, mesh.LinkUp):

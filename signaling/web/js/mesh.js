@@ -405,10 +405,10 @@ export class Mesh {
   place(room, member, entry, fresh) {
     // A new link goes beside an open one as its spare (make before break), or
     // replaces a link that is not open.
-    const slot = entry.link !== null && entry.link.open ? "spare" : "link";
-    const old = entry[slot];
+    let old;
+    if (entry.link !== null && entry.link.open) [old, entry.spare] = [entry.spare, fresh];
+    else [old, entry.link] = [entry.link, fresh];
     if (old !== null) this.out.push(CloseLink(room, member, old.id));
-    entry[slot] = fresh;
     entry.retryAt = null;
   }
 
