@@ -12,13 +12,12 @@ them all, while the victim's send queue stays under its mark.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from peer.peer import Connected, Message, Room
 from peer.webrtc import MAX_CONTROL_BUFFERED
-from tests.peer.conftest import PeerFactory
+from tests.peer.conftest import PeerFactory, next_of
 from tests.signaling.conftest import NodeFactory
 
 pytestmark = pytest.mark.integration
@@ -27,14 +26,6 @@ URL = "https://example.org/rogue-history"
 FLOOD = 300
 BODY = 16_384
 """max_body_bytes: the largest message anyone may send."""
-
-
-async def next_of(room: Room, kind: type, within: float = 15.0, **match: Any) -> Any:
-    async with asyncio.timeout(within):
-        while True:
-            event = await room.next_event(within)
-            if isinstance(event, kind) and all(getattr(event, k) == v for k, v in match.items()):
-                return event
 
 
 async def messages_from(room: Room, author: bytes, count: int, within: float) -> list[Message]:

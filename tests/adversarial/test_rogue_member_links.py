@@ -26,21 +26,13 @@ from peer.signaling import SignalFrom, SignalingClient, SignalingError
 from peer.store import KEY_FILE
 from peer.webrtc import PeerLink
 from signaling.protocol import canonical_url, room_key
-from tests.peer.conftest import PeerFactory
+from tests.peer.conftest import PeerFactory, next_of
 from tests.signaling.conftest import NodeFactory
 
 pytestmark = pytest.mark.integration
 
 URL = "https://example.org/rogue-member"
 ROOM = room_key(canonical_url(URL))
-
-
-async def next_of(room: Room, kind: type, within: float = 15.0, **match: Any) -> Any:
-    async with asyncio.timeout(within):
-        while True:
-            event = await room.next_event(within)
-            if isinstance(event, kind) and all(getattr(event, k) == v for k, v in match.items()):
-                return event
 
 
 def relink_payload(signer: SigningKey, claimed: bytes, to: bytes) -> dict[str, Any]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from peer.peer import Peer, PeerConfig
+from peer.peer import Peer, PeerConfig, Room
 from peer.webrtc import restrict_host_candidates
 from tests.signaling.conftest import NodeFactory, signaling_mesh  # noqa: F401  (fixture)
 
@@ -38,3 +39,12 @@ async def peers(tmp_path: Path) -> AsyncIterator[PeerFactory]:
     yield start
     for peer in started:
         await peer.close()
+
+
+async def next_of(room: Room, kind: type, within: float = 15.0, **match: Any) -> Any:
+    """The next event of `kind` (with matching fields) a room emits, within `within` s."""
+    async with asyncio.timeout(within):
+        while True:
+            event = await room.next_event(within)
+            if isinstance(event, kind) and all(getattr(event, k) == v for k, v in match.items()):
+                return event
