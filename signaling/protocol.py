@@ -114,6 +114,7 @@ class ErrorCode(StrEnum):
     IDLE = "idle"
     REPLACED = "replaced"
     ABUSE = "abuse"
+    LAYER_FULL = "layer-full"
 
 
 class FrameError(ValueError):
@@ -474,10 +475,15 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class Join:
+    """Sit in `room`: in `layer` when given, else beside `friend` (a member's key) when
+    given, else where the node places newcomers (docs/protocol.md 3.1). A join while
+    seated in `room` moves the client to the layer asked for."""
+
     TYPE: ClassVar[str] = "join"
     room: bytes
     layer: int | None = None
     id: RequestId = None
+    friend: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,13 +532,30 @@ class Ping:
     id: RequestId = None
 
 
-ClientFrame = Hello | Join | Signed | Leave | Members | Signal | IceServers | Ping
+@dataclass(frozen=True, slots=True)
+class Layers:
+    """Ask for the room-wide picture: layers, people, and a few layers' counts."""
+
+    TYPE: ClassVar[str] = "layers"
+    room: bytes
+    id: RequestId = None
+
+
+ClientFrame = Hello | Join | Signed | Leave | Members | Signal | IceServers | Ping | Layers
 
 CLIENT = Codec(
     "client",
     [
         (Hello, (Field("key", KEY), Field("sig", SIG), Field("name", NAME))),
-        (Join, (Field("room", ROOM), Field("layer", LAYER), Field("id", REQUEST_ID))),
+        (
+            Join,
+            (
+                Field("room", ROOM),
+                Field("layer", LAYER),
+                Field("friend", KEY),
+                Field("id", REQUEST_ID),
+            ),
+        ),
         (Signed, (Field("id", REQUEST_ID), Field("sig", SIG))),
         (Leave, (Field("room", ROOM), Field("id", REQUEST_ID))),
         (Members, (Field("room", ROOM), Field("id", REQUEST_ID))),
@@ -547,6 +570,7 @@ CLIENT = Codec(
         ),
         (IceServers, (Field("id", REQUEST_ID),)),
         (Ping, (Field("id", REQUEST_ID),)),
+        (Layers, (Field("room", ROOM), Field("id", REQUEST_ID))),
     ],
 )
 
@@ -579,6 +603,8 @@ class Welcome:
 
 @dataclass(frozen=True, slots=True)
 class Joined:
+    """Seated in `layer`; `total` people in about `layers` layers (estimates, section 3.1)."""
+
     TYPE: ClassVar[str] = "joined"
     room: bytes
     layer: int
@@ -586,6 +612,7 @@ class Joined:
     total: int
     ice_servers: tuple[IceServer, ...] = ()
     id: RequestId = None
+    layers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -602,6 +629,43 @@ class MemberList:
     layer: int
     members: tuple[Member, ...]
     total: int
+    id: RequestId = None
+
+
+MAX_LAYER_COUNTS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class LayerCount:
+    layer: int
+    count: int
+
+
+def _layer_counts(value: Any) -> tuple[LayerCount, ...]:
+    if not isinstance(value, list) or len(value) > MAX_LAYER_COUNTS:
+        raise ValueError(f"expected a list of at most {MAX_LAYER_COUNTS} [layer, count] pairs")
+    counts = []
+    for pair in value:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ValueError("a layer count is a [layer, count] pair")
+        counts.append(LayerCount(LAYER.read(pair[0]), UINT53.read(pair[1])))
+    return tuple(counts)
+
+
+LAYER_COUNTS = FieldType(_layer_counts, lambda counts: [[c.layer, c.count] for c in counts])
+
+
+@dataclass(frozen=True, slots=True)
+class LayerList:
+    """The answer to `layers`: the caller's layer, the room-wide estimates, and the
+    member counts of a few layers (its own and others it may move to)."""
+
+    TYPE: ClassVar[str] = "layers"
+    room: bytes
+    layer: int
+    layers: int
+    total: int
+    counts: tuple[LayerCount, ...] = ()
     id: RequestId = None
 
 
@@ -686,6 +750,7 @@ ServerFrame = (
     | Joined
     | Left
     | MemberList
+    | LayerList
     | SignalFrom
     | IceServerList
     | Pong
@@ -712,6 +777,18 @@ SERVER = Codec(
                 Field("members", MEMBERS),
                 Field("total", UINT53),
                 Field("ice_servers", ICE_SERVERS),
+                Field("id", REQUEST_ID),
+                Field("layers", UINT53),
+            ),
+        ),
+        (
+            LayerList,
+            (
+                Field("room", ROOM),
+                Field("layer", LAYER),
+                Field("layers", UINT53),
+                Field("total", UINT53),
+                Field("counts", LAYER_COUNTS),
                 Field("id", REQUEST_ID),
             ),
         ),

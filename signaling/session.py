@@ -8,7 +8,7 @@ through `frames_to_send`; when it decides the connection must end it sets
 clock.
 
 Limits (all in `SessionLimits`): frame size, frames per second (token
-bucket; a `join` or `members` costs `lookup_cost` tokens, since each makes the
+bucket; a `join`, `members` or `layers` costs `lookup_cost` tokens, since each makes the
 node read the DHT), rooms per connection, distinct signal targets per window, an idle
 timeout, and a budget of protocol errors after which the connection is
 closed with a reason.
@@ -31,6 +31,7 @@ from .protocol import (
     FrameError,
     Hello,
     Join,
+    Layers,
     Leave,
     Members,
     Ping,
@@ -137,7 +138,7 @@ class ClientSession:
             return
         try:
             frame = parse_client_frame(text, self.limits.max_frame_bytes)
-            if isinstance(frame, Join | Members) and not self._rate.take(
+            if isinstance(frame, Join | Members | Layers) and not self._rate.take(
                 now, self.limits.lookup_cost - 1
             ):
                 raise FrameError(ErrorCode.RATE_LIMITED, "too many joins; slow down", frame.id)
@@ -173,7 +174,7 @@ class ClientSession:
             )
         if isinstance(frame, Join):
             self.rooms.add(frame.room)  # reserved now, so concurrent joins count too
-        if isinstance(frame, Leave | Signal) and frame.room not in self.rooms:
+        if isinstance(frame, Leave | Signal | Layers) and frame.room not in self.rooms:
             raise FrameError(ErrorCode.NOT_IN_ROOM, "not joined to that room", frame.id)
         if isinstance(frame, Signal):
             self._count_signal_target(frame, now)
