@@ -38,6 +38,15 @@ The rules, and who they constrain:
   a loop. Node lists (`welcome`, `moving`) are deduplicated and bounded.
 - Membership is reconciled on every (re)join: a member no longer in the
   layer, and with no open link to us, is removed with `MemberLeft`.
+- Moving (docs/protocol.md 3.2: a `join` while seated, for another layer or
+  beside a friend's key): the links stay until the node answers. A `joined`
+  in another layer than our seat means the old layer's members are no longer
+  ours: every one of them is let go, open link or not, and we offer to the
+  new layer's members as a newcomer does. A refused move asks for the old
+  seat again (the node may have let it go before refusing); a rejoin refused
+  because our layer filled up while we were away sits wherever the node
+  places us. A `peer_joined` for a layer we neither sit in nor asked for was
+  sent before a move and is ignored. Fail-over rejoins the layer we sit in.
 - TURN credentials are renewed before they expire: `RequestIceServers` at
   half their life, and at most `renew_before` before expiry; new links use
   the fresh ones. A relayed link whose own credentials are about to expire
@@ -97,8 +106,12 @@ class ConnectNode:
 
 @dataclass(frozen=True, slots=True)
 class JoinRoom:
+    """Join `room` (or, seated, move): in `layer`, else beside `friend`'s key, else
+    where the node places us."""
+
     room: bytes
     layer: int | None
+    friend: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +262,14 @@ class _Member:
 @dataclass(slots=True)
 class _Room:
     layer: int | None = None
+    """The layer a (re)join asks for: the one asked at first or by a move, else our seat."""
+    friend: bytes | None = None
+    """A join or move asked to sit beside this key (until the node answers)."""
+    seat: int | None = None
+    """The layer the node last seated us in (None: never seated yet)."""
     seated: bool = False
-    ever_seated: bool = False
+    moving: bool = False
+    """A move was asked and not answered yet."""
     members: dict[bytes, _Member] = field(default_factory=dict)
 
 
@@ -311,7 +330,7 @@ class Mesh:
         self.learn_nodes(learned)
         self._out.append(NodeStatus("connected", url))
         for key, room in self.rooms.items():
-            self._out.append(JoinRoom(key, room.layer))
+            self._out.append(JoinRoom(key, room.layer, room.friend))
 
     def node_failed(self, url: str, now: float) -> None:
         """A connection attempt to `url` did not get as far as the welcome."""
@@ -364,12 +383,43 @@ class Mesh:
 
     # --- rooms -------------------------------------------------------------------
 
-    def join(self, room: bytes, layer: int | None = None) -> None:
+    def join(self, room: bytes, layer: int | None = None, friend: bytes | None = None) -> None:
+        """Sit in `room`: in `layer`, else beside `friend`, else where the node says."""
         if room in self.rooms:
             return
-        self.rooms[room] = _Room(layer=layer)
+        self.rooms[room] = _Room(layer=layer, friend=friend)
         if self.state is NodeState.CONNECTED:
-            self._out.append(JoinRoom(room, layer))
+            self._out.append(JoinRoom(room, layer, friend))
+
+    def move(self, room: bytes, layer: int | None = None, friend: bytes | None = None) -> None:
+        """Sit elsewhere in a joined `room`: in `layer`, else beside `friend`. The links
+        stay until the node answers (`joined`, or `join_refused`)."""
+        state = self.rooms.get(room)
+        if state is None:
+            return
+        state.layer, state.friend, state.moving = layer, friend, True
+        if self.state is NodeState.CONNECTED:
+            self._out.append(JoinRoom(room, layer, friend))
+
+    def join_refused(self, room: bytes, full: bool) -> None:
+        """The node refused a join of `room` (`full`: the layer asked for has no seat).
+
+        A refused move asks for our seat again: the node may have let it go before
+        refusing. A rejoin refused because our layer filled up while we were away asks
+        for any seat. Anything else (a first join, a refused seat) is the application's
+        to tell; nothing is asked twice, so refusals never loop."""
+        state = self.rooms.get(room)
+        if state is None or state.seat is None:
+            return  # a first join: the application gives the room up
+        if state.moving:
+            state.moving, state.layer = False, state.seat
+        elif full and not state.seated and state.layer is not None:
+            state.layer = None
+        else:
+            return
+        state.friend = None
+        if self.state is NodeState.CONNECTED:
+            self._out.append(JoinRoom(room, state.layer))
 
     def leave(self, room: bytes) -> None:
         state = self.rooms.pop(room, None)
@@ -386,18 +436,22 @@ class Mesh:
         ice_expires: float | None,
         now: float,
     ) -> None:
-        """The node seated us in `layer`, with these members (a first join or a rejoin)."""
+        """The node seated us in `layer`, with these members (a first join, a rejoin or a
+        move). In another layer than our seat, the old layer's members are not ours any
+        more, whatever their links, and we are the newcomer who offers."""
         state = self.rooms.get(room)
         if state is None:
             return
-        newcomer = not state.ever_seated
-        state.layer, state.seated, state.ever_seated = layer, True, True
+        moved = state.seat is not None and state.seat != layer
+        newcomer = state.seat is None or moved
+        state.layer, state.seat, state.seated = layer, layer, True
+        state.friend, state.moving = None, False
         self.ice_servers(ice_expires, now)
         listed = set(members)
         listed.discard(self.key)
         for member in [m for m in state.members if m not in listed]:
             link = state.members[member].link
-            if link is None or not link.open:  # gone while we were away
+            if moved or link is None or not link.open:  # in another layer, or gone meanwhile
                 self._remove(room, state, member)
             else:
                 state.members[member].unlisted = True
@@ -418,9 +472,13 @@ class Mesh:
                 if known.link is None and known.retry_at is None:
                     self._retry_later(known, now)
 
-    def peer_joined(self, room: bytes, member: bytes, now: float) -> None:
+    def peer_joined(self, room: bytes, member: bytes, now: float, layer: int | None = None) -> None:
+        """The node says `member` sat down in our layer (`layer`, when it says which)."""
         state = self.rooms.get(room)
         if state is None or member == self.key:
+            return
+        if layer is not None and not _expects(state, layer):
+            self._count("refused.member.other_layer")  # sent before a move: not ours
             return
         if member in state.members:
             state.members[member].unlisted = False
@@ -708,6 +766,14 @@ class Mesh:
                 self._offer(room, member, entry, now)
             else:
                 self._out.append(SendRelink(room, member))
+
+
+def _expects(state: _Room, layer: int) -> bool:
+    """Whether a member announced in `layer` can be ours: it is the layer we sit in, or
+    the one a join on its way asked for (a friend's, not known yet, included)."""
+    if state.seat is None or state.layer is None:
+        return True
+    return layer in (state.seat, state.layer)
 
 
 def _pending(entry: _Member) -> _Link | None:

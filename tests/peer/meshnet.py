@@ -1,7 +1,9 @@
 """Mesh cores (peer/mesh.py) wired together on a clock that moves only when the test says.
 
 `MeshNet` plays everything around the cores: one signaling service that seats
-peers in a room's layer and relays signals after a latency, and WebRTC links
+peers in a room's layers (the first with a seat, the one asked for, a friend's;
+moving a seated peer when it asks again) and relays signals within a layer after
+a latency, and WebRTC links
 that open a few round trips after an offer is answered (or never, when the
 test cuts the pair's path). Every run has a round limit, so a core that
 spins fails the test instead of hanging it.
@@ -41,12 +43,16 @@ class MeshNet:
     config: mesh.MeshConfig = field(default_factory=mesh.MeshConfig)
     now: float = 1_000.0
     max_rounds: int = 200_000
+    layer_size: int | None = None
+    """Seats per layer (None: one layer holds everyone)."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.peers: dict[bytes, mesh.Mesh] = {}
         self.seated: dict[bytes, list[bytes]] = {}
         """room -> members the service has seated, in order."""
+        self.layer_of: dict[bytes, int] = {}
+        """member -> the layer the service seated it in."""
         self.log: dict[bytes, list[object]] = {}
         self.open: dict[tuple[bytes, int], bool] = {}
         """(peer, link id) -> open, for every link a core made and has not closed."""
@@ -72,8 +78,16 @@ class MeshNet:
         self.pump(key)
         return key
 
-    def join(self, key: bytes, room: bytes = ROOM) -> None:
-        self.peers[key].join(room)
+    def join(
+        self, key: bytes, room: bytes = ROOM, layer: int | None = None, friend: bytes | None = None
+    ) -> None:
+        self.peers[key].join(room, layer, friend)
+        self.pump(key)
+
+    def move(
+        self, key: bytes, layer: int | None = None, friend: bytes | None = None, room: bytes = ROOM
+    ) -> None:
+        self.peers[key].move(room, layer, friend)
         self.pump(key)
 
     def seated_peers(self, count: int, settle: float = 2.0) -> list[bytes]:
@@ -106,7 +120,10 @@ class MeshNet:
         if isinstance(command, mesh.ConnectNode):
             self.at(self.latency, lambda: self._connected(key, command.url))
         elif isinstance(command, mesh.JoinRoom):
-            self.at(self.latency, lambda: self._seat(key, command.room))
+            self.at(
+                self.latency,
+                lambda: self._seat(key, command.room, command.layer, command.friend),
+            )
         elif isinstance(command, mesh.RequestIceServers):
             self.at(
                 self.latency,
@@ -151,39 +168,75 @@ class MeshNet:
         else:
             self._deliver(key, lambda c: c.node_failed(url, self.now))
 
-    def _seat(self, key: bytes, room: bytes) -> None:
+    def in_layer(self, layer: int, room: bytes = ROOM) -> list[bytes]:
+        """The members the service has seated in `layer`, in order."""
+        return [m for m in self.seated.get(room, []) if self.layer_of.get(m) == layer]
+
+    def _seat(self, key: bytes, room: bytes, layer: int | None, friend: bytes | None) -> None:
+        """A join, as the node answers it (docs/protocol.md 3.2): a seated peer asking for
+        another layer (or a friend's) moves there; a full layer or an unknown friend is
+        refused."""
         if not self.node_up or key not in self.peers:
             return
         members = self.seated.setdefault(room, [])
-        others = [m for m in members if m != key]
+        current = self.layer_of.get(key) if key in members else None
+        if friend is not None:
+            if friend not in members:
+                self._deliver(key, lambda c: c.join_refused(room, False))
+                return
+            layer = self.layer_of[friend]
+        if layer is None:
+            layer = current if current is not None else self._first_with_room(room)
+        if layer != current and not self._has_seat(room, layer):
+            self._deliver(key, lambda c: c.join_refused(room, True))
+            return
+        if current is not None and current != layer:
+            self.leave_room(key, room)
+        others = [m for m in self.in_layer(layer, room) if m != key]
         if key not in members:
             members.append(key)
+            self.layer_of[key] = layer
             for other in others:
                 self._announce(room, key, to=other)
                 if self.crossing:  # the joiner's read missed it; the next refresh finds it
                     self._announce(room, other, to=key, delay=0.3)
         listed = [] if self.crossing else others
-        self._deliver(key, lambda c: c.joined(room, 0, listed, self.ice_expires, self.now))
+        seat = layer
+        self._deliver(key, lambda c: c.joined(room, seat, listed, self.ice_expires, self.now))
+
+    def _has_seat(self, room: bytes, layer: int) -> bool:
+        return self.layer_size is None or len(self.in_layer(layer, room)) < self.layer_size
+
+    def _first_with_room(self, room: bytes) -> int:
+        layer = 0
+        while not self._has_seat(room, layer):
+            layer += 1
+        return layer
 
     def _announce(self, room: bytes, member: bytes, to: bytes, delay: float = 0.0) -> None:
         """The service tells `to` that `member` sits in its layer (peer-joined)."""
+        layer = self.layer_of[member]
         self.at(
             self.latency + delay,
-            lambda: self._deliver(to, lambda c: c.peer_joined(room, member, self.now)),
+            lambda: self._deliver(to, lambda c: c.peer_joined(room, member, self.now, layer)),
         )
 
     def leave_room(self, key: bytes, room: bytes = ROOM) -> None:
-        """The service forgets `key` (it left, or its presence lapsed); others hear of it."""
+        """The service forgets `key` (it left, its presence lapsed, or it moved); the others
+        of its layer hear of it."""
         members = self.seated.get(room, [])
         if key in members:
+            layer = self.layer_of.pop(key, None)
             members.remove(key)
-            for other in members:
+            for other in self.in_layer(layer, room) if layer is not None else members:
                 self.at(
                     self.latency, lambda o=other: self._deliver(o, lambda c: c.peer_left(room, key))
                 )
 
     def _signal(self, sender: bytes, to: bytes, action: Callable[[mesh.Mesh], None]) -> None:
-        if self.node_up:
+        """Signals go within a layer only (the node answers `unknown-peer` otherwise)."""
+        apart = {self.layer_of.get(sender), self.layer_of.get(to)}
+        if self.node_up and (len(apart) == 1 or None in apart):
             self.at(2 * self.latency, lambda: self._deliver(to, action))
 
     def _offer_arrives(self, core: mesh.Mesh, sender: bytes, offer: mesh.Offer) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -454,3 +455,191 @@ def test_unreachable_is_told_connect_timeout_after_the_first_try_however_many_li
     assert when == 0.0 + core.config.connect_timeout
     core.handle_timer(when)
     assert [c for c in core.commands() if isinstance(c, mesh.Unreachable)]
+
+
+# --- moving between layers (docs/protocol.md 3.2: a join while seated) --------------------
+
+
+def layered(seed: int, layer_size: int = 2, count: int = 4) -> tuple[MeshNet, list[bytes]]:
+    """`count` peers joined one after the other into layers of `layer_size`."""
+    net = MeshNet(seed=seed, layer_size=layer_size)
+    keys = net.seated_peers(count)
+    return net, keys
+
+
+def linked_to(net: MeshNet, key: bytes) -> set[bytes]:
+    """The members `key` holds an open connection to."""
+    return {other for other in net.peers if other != key and net.connected(key, other)}
+
+
+def test_a_move_lets_the_old_layer_go_and_links_the_new_one() -> None:
+    net, (a, b, c, d) = layered(seed=21, layer_size=3)
+    assert net.in_layer(0) == [a, b, c] and net.in_layer(1) == [d]
+    assert linked_to(net, a) == {b, c}
+    net.move(a, 1)
+    net.run_for(0.01)
+    assert linked_to(net, a) == {b, c}  # nothing closes before the node answers
+    net.run_for(3)
+    assert net.in_layer(1) == [d, a]
+    assert linked_to(net, a) == {d} and linked_to(net, b) == {c}
+    assert set(net.peers[a].rooms[ROOM].members) == {d}
+    assert a not in net.peers[b].rooms[ROOM].members
+    assert a not in net.peers[c].rooms[ROOM].members
+    assert net.peers[a].rooms[ROOM].seat == 1
+    log = net.log[a]
+    for old in (b, c):
+        assert mesh.MemberLeft(ROOM, old) in log
+        assert any(isinstance(x, mesh.LinkDown) and x.member == old for x in log)
+    # the newcomer offered at once: no relink, no wait for the grace period
+    offers = [x for x in log if isinstance(x, mesh.Offer) and x.member == d]
+    assert len(offers) == 1 and not net.commands_of(d, mesh.Offer)
+    assert not net.commands_of(a, mesh.Unreachable) and not net.commands_of(b, mesh.Unreachable)
+
+
+def test_sitting_with_a_friend_moves_to_the_friends_layer() -> None:
+    net, (a, b, c, d) = layered(seed=22)
+    assert net.layer_of[a] == 0 and net.layer_of[d] == 1
+    net.move(d, friend=a)  # layer 0 is full
+    net.run_for(1)
+    assert net.layer_of[d] == 1 and linked_to(net, d) == {c}
+    net.move(c, friend=d)  # d and c share a layer already: nothing changes
+    net.run_for(1)
+    assert net.commands_of(c, mesh.JoinRoom)[-1] == mesh.JoinRoom(ROOM, None, d)
+    net.layer_size = 3
+    net.move(d, friend=a)
+    net.run_for(3)
+    assert net.layer_of[d] == 0 and linked_to(net, d) == {a, b}
+    assert linked_to(net, c) == set()
+    assert net.peers[d].rooms[ROOM].friend is None  # answered: a rejoin asks for the seat
+
+
+def test_a_refused_move_keeps_the_seat_and_its_links() -> None:
+    net, (a, b, _, _) = layered(seed=23)
+    net.move(a, 1)  # full
+    net.run_for(2)
+    joins = net.commands_of(a, mesh.JoinRoom)
+    assert joins[-2:] == [mesh.JoinRoom(ROOM, 1, None), mesh.JoinRoom(ROOM, 0, None)]
+    assert linked_to(net, a) == {b}
+    assert not net.commands_of(a, mesh.LinkDown) and not net.commands_of(a, mesh.MemberLeft)
+    state = net.peers[a].rooms[ROOM]
+    assert (state.seat, state.layer, state.moving) == (0, 0, False)
+    net.move(a, friend=bytes([0x77]) * 32)  # not in the room: unknown-peer
+    net.run_for(2)
+    assert net.commands_of(a, mesh.JoinRoom)[-1] == mesh.JoinRoom(ROOM, 0, None)
+    assert linked_to(net, a) == {b}
+
+
+def test_fail_over_rejoins_the_layer_moved_to() -> None:
+    net, (a, _, _, d) = layered(seed=24, layer_size=3)
+    net.move(a, 1)
+    net.run_for(3)
+    assert linked_to(net, a) == {d}
+    net.node_up = False
+    net._deliver(a, lambda core: core.node_lost("ws://node", 1006, net.now))
+    net.run_for(1)
+    net.node_up = True
+    net.run_for(40)
+    assert net.commands_of(a, mesh.JoinRoom)[-1] == mesh.JoinRoom(ROOM, 1, None)
+    assert net.layer_of[a] == 1 and linked_to(net, a) == {d}
+
+
+def test_a_move_asked_while_the_node_is_away_is_carried_by_the_rejoin() -> None:
+    net, (a, _, _, d) = layered(seed=25, layer_size=3)
+    net.node_up = False
+    net._deliver(a, lambda core: core.node_lost("ws://node", 1006, net.now))
+    net.move(a, 1)
+    assert net.commands_of(a, mesh.JoinRoom)[-1] == mesh.JoinRoom(ROOM, None, None)  # not sent
+    net.run_for(1)
+    net.node_up = True
+    net.run_for(40)
+    assert net.layer_of[a] == 1 and linked_to(net, a) == {d}
+
+
+def test_a_rejoin_to_a_layer_that_filled_up_sits_anywhere() -> None:
+    core = connected_core()
+    core.joined(ROOM, 3, [], None, 0.0)
+    back = reconnect(core, 1.0)
+    assert mesh.JoinRoom(ROOM, 3, None) in core.commands()
+    core.join_refused(ROOM, True)
+    assert core.commands() == [mesh.JoinRoom(ROOM, None, None)]
+    core.join_refused(ROOM, True)  # anywhere is refused too: the application hears it
+    core.join_refused(ROOM, False)
+    assert core.commands() == []
+    core.joined(ROOM, 5, [], None, back)
+    assert core.rooms[ROOM].seat == 5
+
+
+def test_a_first_join_refused_asks_nothing_more() -> None:
+    core = mesh.Mesh(b"\x01" * 32, ["ws://a"], mesh.MeshConfig(), lambda: 1.0, 0.0)
+    core.start(0.0)
+    core.node_connected("ws://a", [], 0.0)
+    core.join(ROOM, 7)
+    assert core.commands()[-1] == mesh.JoinRoom(ROOM, 7, None)
+    core.join_refused(ROOM, True)
+    assert core.commands() == [] and core.rooms[ROOM].seat is None
+
+
+def test_a_member_announced_in_another_layer_is_ignored() -> None:
+    """A `peer-joined` the node sent before it moved us names the old layer: that member
+    can never be linked through the node (signals stay within a layer)."""
+    core = connected_core()
+    other, late = b"\x02" * 32, b"\x03" * 32
+    core.joined(ROOM, 0, [other], None, 0.0)
+    core.move(ROOM, 4)
+    core.peer_joined(ROOM, late, 0.1, 0)  # our seat until the node answers: a member
+    core.joined(ROOM, 4, [], None, 0.2)
+    core.commands()
+    core.peer_joined(ROOM, b"\x04" * 32, 0.3, 0)  # the old layer, told late
+    core.peer_joined(ROOM, b"\x05" * 32, 0.3, 9)  # a layer never asked for
+    core.peer_joined(ROOM, b"\x06" * 32, 0.3, 4)
+    core.peer_joined(ROOM, b"\x07" * 32, 0.3)  # no layer named: believed
+    assert set(core.rooms[ROOM].members) == {b"\x06" * 32, b"\x07" * 32}
+    assert core.counters["refused.member.other_layer"] == 2
+
+
+MOVES = st.lists(
+    st.one_of(
+        st.tuples(st.just("run"), st.floats(0.01, 2.0)),
+        st.tuples(st.just("move"), st.integers(0, 5), st.integers(0, 3)),
+        st.tuples(st.just("friend"), st.integers(0, 5), st.integers(0, 5)),
+        st.tuples(st.just("node"), st.booleans()),
+    ),
+    max_size=20,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), events=MOVES)
+def test_after_any_moves_each_layer_converges(seed: int, events: list[tuple[Any, ...]]) -> None:
+    """Six peers in layers of three move about, to layers and beside each other, while
+    the node comes and goes: in the end each is linked to exactly the others of its
+    layer, and holds no one else."""
+    net = MeshNet(seed=seed, layer_size=3)
+    keys = net.seated_peers(6)
+    for event in events:
+        kind = event[0]
+        if kind == "run":
+            net.run_for(event[1])
+        elif kind == "move":
+            net.move(keys[event[1]], event[2])
+        elif kind == "friend":
+            if event[1] != event[2]:
+                net.move(keys[event[1]], friend=keys[event[2]])
+        else:
+            up = bool(event[1])
+            if net.node_up and not up:
+                for key in keys:
+                    net._deliver(key, lambda c: c.node_lost("ws://node", 1006, net.now))
+            net.node_up = up
+    net.node_up = True
+    for key in keys:
+        if net.peers[key].state is mesh.NodeState.CONNECTING:
+            net._deliver(key, lambda c: c.node_failed(c.node or "", net.now))
+    net.run_for(120)
+    for key in keys:
+        layer = net.layer_of[key]
+        mates = {m for m in net.in_layer(layer) if m != key}
+        state = net.peers[key].rooms[ROOM]
+        assert state.seat == layer, (key.hex()[:2], net.log[key][-6:])
+        assert set(state.members) == mates, (key.hex()[:2], layer, net.log[key][-8:])
+        assert linked_to(net, key) == mates

@@ -1,5 +1,6 @@
 """The browser's link core (web/js/mesh.js) and peer/mesh.py are twins: the same
-random run of node connections and losses, joins, members coming and going,
+random run of node connections and losses, joins, moves to other layers or beside a
+friend and their refusals, members coming and going (announced in our layer or another),
 offers and relinks from members and strangers, links opening and failing, ICE
 credentials and timers, with the same random numbers, gives the same commands,
 the same next timer, node state and list after every step, and the same
@@ -55,6 +56,8 @@ URL = st.none() | st.integers(0, len(URLS) - 1)
 ICE = st.none() | st.floats(-10, 7200)
 """TURN credentials' expiry relative to now (None: no relay)."""
 BURST = st.integers(1, 6)
+LAYER = st.none() | st.integers(0, 2)
+FRIEND = st.none() | WHO
 LINK = st.integers(0, 7)
 """Which issued link: 0 is the newest, 1 the one before..."""
 SENDER = st.integers(0, len(KEYS) - 1) | WHO
@@ -66,10 +69,12 @@ EVENTS: list[tuple[int, st.SearchStrategy[tuple[Any, ...]]]] = [
     (2, st.tuples(st.just("node-lost"), URL, st.sampled_from(CODES))),
     (2, st.tuples(st.just("moving"), st.lists(st.sampled_from(URLS), max_size=5))),
     (2, st.tuples(st.just("ice-servers"), ICE)),
-    (3, st.tuples(st.just("join"), ROOM, st.none() | st.integers(0, 2))),
+    (3, st.tuples(st.just("join"), ROOM, LAYER, FRIEND)),
     (1, st.tuples(st.just("leave"), ROOM)),
     (4, st.tuples(st.just("joined"), ROOM, st.integers(0, 2), st.lists(WHO, max_size=6), ICE)),
-    (4, st.tuples(st.just("peer-joined"), ROOM, WHO)),
+    (3, st.tuples(st.just("move"), ROOM, LAYER, FRIEND)),
+    (2, st.tuples(st.just("join-refused"), ROOM, st.booleans())),
+    (4, st.tuples(st.just("peer-joined"), ROOM, WHO, LAYER)),
     (2, st.tuples(st.just("peer-left"), ROOM, WHO)),
     (10, st.tuples(st.just("offer"), ROOM, SENDER, BURST)),
     (6, st.tuples(st.just("relink"), ROOM, SENDER, BURST)),
@@ -96,9 +101,9 @@ def prologue(draw: st.DrawFn) -> list[tuple[Any, ...]]:
     steps: list[tuple[Any, ...]] = [
         ("start",),
         ("node-connected", None, draw(st.lists(st.sampled_from(URLS), max_size=3))),
-        ("join", 0, None),
+        ("join", 0, None, None),
         ("joined", 0, 0, draw(st.lists(SENDER, min_size=2, max_size=6)), draw(ICE)),
-        ("join", 1, 2),
+        ("join", 1, 2, None),
         ("joined", 1, 2, draw(st.lists(SENDER, max_size=6)), draw(ICE)),
     ]
     return steps[: draw(st.sampled_from([6, 4, 2, 0]))]
@@ -174,8 +179,12 @@ def run_python(
         elif kind == "moving":
             mesh.moving(step[1])
             concrete.append([kind, step[1]])
-        elif kind == "join":
-            mesh.join(ROOMS[step[1]], step[2])
+        elif kind in ("join", "move"):
+            friend = None if len(step) < 4 or step[3] is None else ANYONE[step[3]]
+            (mesh.join if kind == "join" else mesh.move)(ROOMS[step[1]], step[2], friend)
+            concrete.append([kind, ROOMS[step[1]], step[2], friend])
+        elif kind == "join-refused":
+            mesh.join_refused(ROOMS[step[1]], step[2])
             concrete.append([kind, ROOMS[step[1]], step[2]])
         elif kind == "leave":
             mesh.leave(ROOMS[step[1]])
@@ -186,8 +195,9 @@ def run_python(
             mesh.joined(ROOMS[step[1]], step[2], members, expires, now)
             concrete.append([kind, ROOMS[step[1]], step[2], members, expires, now])
         elif kind == "peer-joined":
-            mesh.peer_joined(ROOMS[step[1]], ANYONE[step[2]], now)
-            concrete.append([kind, ROOMS[step[1]], ANYONE[step[2]], now])
+            layer = step[3] if len(step) > 3 else None
+            mesh.peer_joined(ROOMS[step[1]], ANYONE[step[2]], now, layer)
+            concrete.append([kind, ROOMS[step[1]], ANYONE[step[2]], now, layer])
         elif kind == "peer-left":
             mesh.peer_left(ROOMS[step[1]], ANYONE[step[2]])
             concrete.append([kind, ROOMS[step[1]], ANYONE[step[2]]])
@@ -251,10 +261,12 @@ RUN_JS = """([start, nodes, randoms, steps, maxMembers = 256]) => {
         'node-failed': (url, now) => mesh.nodeFailed(url, now),
         'node-lost': (url, code, now) => mesh.nodeLost(url, code, now),
         'moving': (urls) => mesh.moving(urls),
-        'join': (room, layer) => mesh.join(room, layer),
+        'join': (room, layer, friend) => mesh.join(room, layer, friend),
+        'move': (room, layer, friend) => mesh.move(room, layer, friend),
+        'join-refused': (room, full) => mesh.joinRefused(room, full),
         'leave': (room) => mesh.leave(room),
         'joined': (...a) => mesh.joined(...a),
-        'peer-joined': (room, member, now) => mesh.peerJoined(room, member, now),
+        'peer-joined': (room, member, now, layer) => mesh.peerJoined(room, member, now, layer),
         'peer-left': (room, member) => mesh.peerLeft(room, member),
         'offer': (room, sender, n, now) => {
             for (let i = 0; i < n; i++) mesh.offerReceived(room, sender, now);
@@ -323,7 +335,7 @@ SCRIPT: list[tuple[tuple[Any, ...], list[str]]] = [
     (("start",), ["node-status connecting ws://a 0.0", "connect-node ws://a"]),
     (("node-failed", None), ["node-status connecting ws://b 0.0", "connect-node ws://b"]),
     (("node-connected", None, ["ws://c"]), ["node-status connected ws://b 0.0"]),
-    (("join", 0, None), ["join-room 01 None"]),
+    (("join", 0, None), ["join-room 01 None None"]),
     # the newcomer offers to each member listed (once, though listed twice)
     (
         ("joined", 0, 1, [0, 2, 6, 2], 600.0),
@@ -363,7 +375,7 @@ SCRIPT: list[tuple[tuple[Any, ...], list[str]]] = [
         ("node-lost", None, 1006),
         ["node-status lost ws://b 0.0", "node-status connecting ws://a 0.0", "connect-node ws://a"],
     ),
-    (("node-connected", None, []), ["node-status connected ws://a 0.0", "join-room 01 1"]),
+    (("node-connected", None, []), ["node-status connected ws://a 0.0", "join-room 01 1 None"]),
     # reconciliation: f0 left while we were away (no link: removed); 10 is not listed
     # either but its link is open (kept); 40 is new
     (("joined", 0, 1, [1, 2], 1200.0), ["member-left 01 f0", "member-joined 01 40"]),
@@ -390,6 +402,66 @@ async def test_a_written_run(page: Any) -> None:  # noqa: F811
         "refused.offer.rate": 2,
     }
     got, got_counters = await page.evaluate(RUN_JS, [0.0, ["ws://a", "ws://b"], [0.5], concrete])
+    for i, (want_out, have) in enumerate(zip(expected, got, strict=True)):
+        assert have == want_out, (i, concrete[i])
+    assert got_counters == counters
+
+
+# A move, written out: links stay while the node answers; a refused move asks for the
+# old seat again; a member announced in a layer we neither sit in nor asked for is
+# ignored; `joined` in another layer lets every old member go (open links too) and
+# offers to the new ones; fail-over rejoins the new layer; a rejoin refused because
+# that layer filled up sits anywhere, once.
+MOVE_SCRIPT: list[tuple[tuple[Any, ...], list[str]]] = [
+    (("start",), ["node-status connecting ws://a 0.0", "connect-node ws://a"]),
+    (("node-connected", None, []), ["node-status connected ws://a 0.0"]),
+    (("join", 0, None), ["join-room 01 None None"]),
+    (
+        ("joined", 0, 0, [0, 2], None),
+        ["member-joined 01 10", "offer 01 10 1", "member-joined 01 c0", "offer 01 c0 2"],
+    ),
+    (("link-open", 1, False), ["link-up 01 10 1"]),
+    (("link-open", 0, False), ["link-up 01 c0 2"]),
+    (("move", 0, 2, None), ["join-room 01 2 None"]),
+    (("peer-joined", 0, 1, 0), ["member-joined 01 40"]),  # layer 0: still our seat
+    (("peer-joined", 0, 3, 1), []),  # layer 1: neither our seat nor asked for
+    (("join-refused", 0, True), ["join-room 01 0 None"]),  # layer 2 is full: our seat again
+    (("joined", 0, 0, [0, 2, 1], None), []),  # the same layer: nothing changes
+    (("move", 0, None, 3), ["join-room 01 None f0"]),  # beside f0
+    (("peer-joined", 0, 3, 1), ["member-joined 01 f0"]),  # f0's layer, not known yet
+    (
+        ("joined", 0, 1, [3, 5], None),
+        [
+            "link-down 01 10 1",
+            "close-link 01 10 1",
+            "member-left 01 10",
+            "link-down 01 c0 2",
+            "close-link 01 c0 2",
+            "member-left 01 c0",
+            "member-left 01 40",
+            "member-joined 01 e0",
+            "offer 01 e0 3",
+        ],
+    ),
+    (
+        ("node-lost", None, 1006),
+        ["node-status lost ws://a 0.0", "node-status connecting ws://b 0.0", "connect-node ws://b"],
+    ),
+    (("node-connected", None, []), ["node-status connected ws://b 0.0", "join-room 01 1 None"]),
+    (("join-refused", 0, True), ["join-room 01 None None"]),  # layer 1 filled up meanwhile
+    (("join-refused", 0, True), []),  # never asked twice
+    (("joined", 0, 2, [], None), ["member-left 01 f0", "close-link 01 e0 3", "member-left 01 e0"]),
+]
+
+
+async def test_a_written_move(page: Any) -> None:  # noqa: F811
+    steps = [step for step, _ in MOVE_SCRIPT]
+    nodes = ["ws://a", "ws://b"]
+    concrete, expected, counters = run_python(0.0, nodes, [0.5], steps, False)
+    for (step, want), out in zip(MOVE_SCRIPT, expected, strict=True):
+        assert [summary(c) for c in out[0]] == want, step
+    assert counters == {"refused.member.other_layer": 1}
+    got, got_counters = await page.evaluate(RUN_JS, [0.0, nodes, [0.5], concrete])
     for i, (want_out, have) in enumerate(zip(expected, got, strict=True)):
         assert have == want_out, (i, concrete[i])
     assert got_counters == counters

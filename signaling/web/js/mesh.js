@@ -71,7 +71,7 @@ export class TokenBucket {
 // The same names and fields as the dataclasses of peer/mesh.py.
 
 const ConnectNode = (url) => ({ type: "connect-node", url });
-const JoinRoom = (room, layer) => ({ type: "join-room", room, layer });
+const JoinRoom = (room, layer, friend = null) => ({ type: "join-room", room, layer, friend }); // or, seated, move
 const RequestIceServers = () => ({ type: "request-ice-servers" });
 const Offer = (room, member, link) => ({ type: "offer", room, member, link }); // make `link`, signal a signed offer
 const Answer = (room, member, link) => ({ type: "answer", room, member, link }); // make `link` from the offer, answer it
@@ -123,10 +123,12 @@ class Member {
 }
 
 class Room {
-  constructor(layer = null) {
-    this.layer = layer;
+  constructor(layer = null, friend = null) {
+    this.layer = layer; // the layer a (re)join asks for: the one asked at first or by a move, else our seat
+    this.friend = friend; // a join or move asked to sit beside this key (until the node answers)
+    this.seat = null; // the layer the node last seated us in (null: never seated yet)
     this.seated = false;
-    this.everSeated = false;
+    this.moving = false; // a move was asked and not answered yet
     this.members = new Map(); // insertion order, as a Python dict
   }
 }
@@ -186,7 +188,7 @@ export class Mesh {
     this.tried.clear();
     this.learnNodes(learned);
     this.out.push(NodeStatus("connected", url));
-    for (const [key, room] of this.rooms) this.out.push(JoinRoom(key, room.layer));
+    for (const [key, room] of this.rooms) this.out.push(JoinRoom(key, room.layer, room.friend));
   }
 
   nodeFailed(url, now) {
@@ -246,10 +248,42 @@ export class Mesh {
 
   // --- rooms ---
 
-  join(room, layer = null) {
+  join(room, layer = null, friend = null) {
+    // Sit in `room`: in `layer`, else beside `friend`, else where the node says.
     if (this.rooms.has(room)) return;
-    this.rooms.set(room, new Room(layer));
-    if (this.state === NodeState.CONNECTED) this.out.push(JoinRoom(room, layer));
+    this.rooms.set(room, new Room(layer, friend));
+    if (this.state === NodeState.CONNECTED) this.out.push(JoinRoom(room, layer, friend));
+  }
+
+  move(room, layer = null, friend = null) {
+    // Sit elsewhere in a joined `room`: in `layer`, else beside `friend`. The links
+    // stay until the node answers (`joined`, or `joinRefused`).
+    const state = this.rooms.get(room);
+    if (state === undefined) return;
+    state.layer = layer;
+    state.friend = friend;
+    state.moving = true;
+    if (this.state === NodeState.CONNECTED) this.out.push(JoinRoom(room, layer, friend));
+  }
+
+  joinRefused(room, full) {
+    // The node refused a join of `room` (`full`: the layer asked for has no seat).
+    // A refused move asks for our seat again: the node may have let it go before
+    // refusing. A rejoin refused because our layer filled up while we were away asks
+    // for any seat. Anything else (a first join, a refused seat) is the application's
+    // to tell; nothing is asked twice, so refusals never loop.
+    const state = this.rooms.get(room);
+    if (state === undefined || state.seat === null) return; // a first join: the application gives the room up
+    if (state.moving) {
+      state.moving = false;
+      state.layer = state.seat;
+    } else if (full && !state.seated && state.layer !== null) {
+      state.layer = null;
+    } else {
+      return;
+    }
+    state.friend = null;
+    if (this.state === NodeState.CONNECTED) this.out.push(JoinRoom(room, state.layer));
   }
 
   leave(room) {
@@ -260,19 +294,23 @@ export class Mesh {
   }
 
   joined(room, layer, members, iceExpires, now) {
-    // The node seated us in `layer`, with these members (a first join or a rejoin).
+    // The node seated us in `layer`, with these members (a first join, a rejoin or a
+    // move). In another layer than our seat, the old layer's members are not ours any
+    // more, whatever their links, and we are the newcomer who offers.
     const state = this.rooms.get(room);
     if (state === undefined) return;
-    const newcomer = !state.everSeated;
-    state.layer = layer;
+    const moved = state.seat !== null && state.seat !== layer;
+    const newcomer = state.seat === null || moved;
+    state.layer = state.seat = layer;
     state.seated = true;
-    state.everSeated = true;
+    state.friend = null;
+    state.moving = false;
     this.iceServers(iceExpires, now);
     const listed = new Set(members);
     listed.delete(this.key);
     for (const member of [...state.members.keys()].filter((m) => !listed.has(m))) {
       const link = state.members.get(member).link;
-      if (link === null || !link.open) this.remove(room, state, member); // gone while we were away
+      if (moved || link === null || !link.open) this.remove(room, state, member); // in another layer, or gone meanwhile
       else state.members.get(member).unlisted = true;
     }
     for (const member of members) {
@@ -290,9 +328,14 @@ export class Mesh {
     }
   }
 
-  peerJoined(room, member, now) {
+  peerJoined(room, member, now, layer = null) {
+    // The node says `member` sat down in our layer (`layer`, when it says which).
     const state = this.rooms.get(room);
     if (state === undefined || member === this.key) return;
+    if (layer !== null && !expects(state, layer)) {
+      this.count("refused.member.other_layer"); // sent before a move: not ours
+      return;
+    }
     if (state.members.has(member)) {
       state.members.get(member).unlisted = false;
       return;
@@ -611,6 +654,13 @@ export class Mesh {
       else this.out.push(SendRelink(room, member));
     }
   }
+}
+
+function expects(state, layer) {
+  // Whether a member announced in `layer` can be ours: it is the layer we sit in, or
+  // the one a join on its way asked for (a friend's, not known yet, included).
+  if (state.seat === null || state.layer === null) return true;
+  return layer === state.seat || layer === state.layer;
 }
 
 function pending(entry) {
