@@ -45,8 +45,10 @@ The rules, and who they constrain:
   new layer's members as a newcomer does. A refused move asks for the old
   seat again (the node may have let it go before refusing); a rejoin refused
   because our layer filled up while we were away sits wherever the node
-  places us. A `peer_joined` for a layer we neither sit in nor asked for was
-  sent before a move and is ignored. Fail-over rejoins the layer we sit in.
+  places us. A `peer_joined` or `peer_left` for a layer we neither sit in nor
+  asked for was sent before a move and is ignored (a member who moved with us
+  is not lost to its old layer's `peer_left`). Fail-over rejoins the layer we
+  sit in.
 - TURN credentials are renewed before they expire: `RequestIceServers` at
   half their life, and at most `renew_before` before expiry; new links use
   the fresh ones. A relayed link whose own credentials are about to expire
@@ -487,10 +489,15 @@ class Mesh:
         if entry is not None:  # the newcomer offers; if not, keys decide
             entry.retry_at = now + self.config.offer_grace
 
-    def peer_left(self, room: bytes, member: bytes) -> None:
+    def peer_left(self, room: bytes, member: bytes, layer: int | None = None) -> None:
+        """The node says `member` left our layer (`layer`, when it says which)."""
         state = self.rooms.get(room)
-        if state is not None and member in state.members:
-            self._remove(room, state, member)
+        if state is None or member not in state.members:
+            return
+        if layer is not None and not _expects(state, layer):
+            self._count("refused.member_left.other_layer")  # the old layer's, told late
+            return
+        self._remove(room, state, member)
 
     def _add(self, room: bytes, state: _Room, member: bytes, now: float) -> _Member | None:
         if len(state.members) >= self.config.max_members:

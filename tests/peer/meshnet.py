@@ -230,7 +230,8 @@ class MeshNet:
             members.remove(key)
             for other in self.in_layer(layer, room) if layer is not None else members:
                 self.at(
-                    self.latency, lambda o=other: self._deliver(o, lambda c: c.peer_left(room, key))
+                    self.latency,
+                    lambda o=other: self._deliver(o, lambda c: c.peer_left(room, key, layer)),
                 )
 
     def _signal(self, sender: bytes, to: bytes, action: Callable[[mesh.Mesh], None]) -> None:

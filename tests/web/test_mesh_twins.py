@@ -75,7 +75,7 @@ EVENTS: list[tuple[int, st.SearchStrategy[tuple[Any, ...]]]] = [
     (3, st.tuples(st.just("move"), ROOM, LAYER, FRIEND)),
     (2, st.tuples(st.just("join-refused"), ROOM, st.booleans())),
     (4, st.tuples(st.just("peer-joined"), ROOM, WHO, LAYER)),
-    (2, st.tuples(st.just("peer-left"), ROOM, WHO)),
+    (2, st.tuples(st.just("peer-left"), ROOM, WHO, LAYER)),
     (10, st.tuples(st.just("offer"), ROOM, SENDER, BURST)),
     (6, st.tuples(st.just("relink"), ROOM, SENDER, BURST)),
     (8, st.tuples(st.just("answered"), LINK)),
@@ -199,8 +199,9 @@ def run_python(
             mesh.peer_joined(ROOMS[step[1]], ANYONE[step[2]], now, layer)
             concrete.append([kind, ROOMS[step[1]], ANYONE[step[2]], now, layer])
         elif kind == "peer-left":
-            mesh.peer_left(ROOMS[step[1]], ANYONE[step[2]])
-            concrete.append([kind, ROOMS[step[1]], ANYONE[step[2]]])
+            layer = step[3] if len(step) > 3 else None
+            mesh.peer_left(ROOMS[step[1]], ANYONE[step[2]], layer)
+            concrete.append([kind, ROOMS[step[1]], ANYONE[step[2]], layer])
         elif kind in ("offer", "relink"):
             receive = mesh.offer_received if kind == "offer" else mesh.relink_received
             for _ in range(step[3]):
@@ -267,7 +268,7 @@ RUN_JS = """([start, nodes, randoms, steps, maxMembers = 256]) => {
         'leave': (room) => mesh.leave(room),
         'joined': (...a) => mesh.joined(...a),
         'peer-joined': (room, member, now, layer) => mesh.peerJoined(room, member, now, layer),
-        'peer-left': (room, member) => mesh.peerLeft(room, member),
+        'peer-left': (room, member, layer) => mesh.peerLeft(room, member, layer),
         'offer': (room, sender, n, now) => {
             for (let i = 0; i < n; i++) mesh.offerReceived(room, sender, now);
         },
@@ -408,8 +409,8 @@ async def test_a_written_run(page: Any) -> None:  # noqa: F811
 
 
 # A move, written out: links stay while the node answers; a refused move asks for the
-# old seat again; a member announced in a layer we neither sit in nor asked for is
-# ignored; `joined` in another layer lets every old member go (open links too) and
+# old seat again; a member announced (joined or left) in a layer we neither sit in
+# nor asked for is ignored; `joined` in another layer lets every old member go (open links too) and
 # offers to the new ones; fail-over rejoins the new layer; a rejoin refused because
 # that layer filled up sits anywhere, once.
 MOVE_SCRIPT: list[tuple[tuple[Any, ...], list[str]]] = [
@@ -443,6 +444,7 @@ MOVE_SCRIPT: list[tuple[tuple[Any, ...], list[str]]] = [
             "offer 01 e0 3",
         ],
     ),
+    (("peer-left", 0, 3, 0), []),  # layer 0's, told late: f0 sits with us in layer 1
     (
         ("node-lost", None, 1006),
         ["node-status lost ws://a 0.0", "node-status connecting ws://b 0.0", "connect-node ws://b"],
@@ -460,7 +462,10 @@ async def test_a_written_move(page: Any) -> None:  # noqa: F811
     concrete, expected, counters = run_python(0.0, nodes, [0.5], steps, False)
     for (step, want), out in zip(MOVE_SCRIPT, expected, strict=True):
         assert [summary(c) for c in out[0]] == want, step
-    assert counters == {"refused.member.other_layer": 1}
+    assert counters == {
+        "refused.member.other_layer": 1,
+        "refused.member_left.other_layer": 1,
+    }
     got, got_counters = await page.evaluate(RUN_JS, [0.0, nodes, [0.5], concrete])
     for i, (want_out, have) in enumerate(zip(expected, got, strict=True)):
         assert have == want_out, (i, concrete[i])

@@ -344,9 +344,15 @@ export class Mesh {
     if (entry !== null) entry.retryAt = now + this.config.offerGrace; // the newcomer offers; if not, keys decide
   }
 
-  peerLeft(room, member) {
+  peerLeft(room, member, layer = null) {
+    // The node says `member` left our layer (`layer`, when it says which).
     const state = this.rooms.get(room);
-    if (state !== undefined && state.members.has(member)) this.remove(room, state, member);
+    if (state === undefined || !state.members.has(member)) return;
+    if (layer !== null && !expects(state, layer)) {
+      this.count("refused.member_left.other_layer"); // the old layer's, told late
+      return;
+    }
+    this.remove(room, state, member);
   }
 
   add(room, state, member, now) {
