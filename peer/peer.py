@@ -1,5 +1,13 @@
 """The peer API: `async with Peer(...) as p: room = await p.join(url)`.
 
+A page's room is split into layers (groups of about 24, docs/protocol.md 2.3);
+a `Room` is our seat in one of them: `room.layer`, with `room.layers` and
+`room.total` the node's estimates for the whole page. `await room.census()`
+asks for a fresh picture with a few layers' counts, `await room.move(layer)`
+and `await room.sit_with(key)` move to another layer (the links follow), and
+`peer.join(url, layer=..., friend=...)` sits down where asked in the first
+place. Layers are counted from 0, as on the wire.
+
 A `Peer` is one identity (its data directory) talking to the mesh. Who to
 connect to, and when, is decided by the sans-IO core `peer.mesh.Mesh`
 (docs/protocol.md 5.0): node fail-over with backoff, who offers, glare,
@@ -34,7 +42,14 @@ from typing import Any
 
 from aiortc import RTCDataChannel
 
-from signaling.protocol import IceServer, Scope, canonical_url, room_key, verify_signature
+from signaling.protocol import (
+    MAX_LAYER,
+    IceServer,
+    Scope,
+    canonical_url,
+    room_key,
+    verify_signature,
+)
 
 from . import mesh
 from .messaging import Delivered, Discontinuity, Envelope, ReliableRoom, RoomConfig
@@ -53,6 +68,7 @@ from .signaling import (
     Closed,
     ErrorFrame,
     Joined,
+    LayerCount,
     Moving,
     PeerJoined,
     PeerLeft,
@@ -118,6 +134,28 @@ class Rejoined:
 
 
 @dataclass(frozen=True, slots=True)
+class Moved:
+    """The node seated us in another layer of the room, as asked (`Room.move`, `sit_with`):
+    the old layer's members are gone, the new layer's are being linked."""
+
+    layer: int
+    layers: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Census:
+    """A room-wide picture from the node (docs/protocol.md 3.2, `layers`): the layer we
+    sit in, the estimated number of layers and of people on the page, and the member
+    counts of a few layers (ours and others we could move to)."""
+
+    layer: int
+    layers: int
+    total: int
+    counts: tuple[LayerCount, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PeerProblem:
     """Something the application should show: a node unreachable, a refused offer..."""
 
@@ -138,10 +176,19 @@ class Replaced(PeerProblem):
 
 
 RoomEventT = (
-    Message | MemberJoined | MemberLeft | Connected | Gap | Rejoined | PeerProblem | FileEvent
+    Message
+    | MemberJoined
+    | MemberLeft
+    | Connected
+    | Gap
+    | Rejoined
+    | Moved
+    | PeerProblem
+    | FileEvent
 )
 
 __all__ = [
+    "Census",
     "Connected",
     "FileDone",
     "FileFailed",
@@ -152,6 +199,7 @@ __all__ = [
     "MemberLeft",
     "MemberUnreachable",
     "Message",
+    "Moved",
     "Peer",
     "PeerConfig",
     "PeerProblem",
@@ -178,6 +226,11 @@ class Room:
         self.peer = peer
         self.key = key
         self.layer = layer
+        """The layer we sit in (from 0), as the node last said."""
+        self.layers = 1
+        """The node's estimate of the room's layers (from `joined`, or a census)."""
+        self.total = 1
+        """The node's estimate of the people on the page, us included."""
         seq, lamport = peer.store.room_clock(key)
         self.core = ReliableRoom(
             key,
@@ -206,6 +259,8 @@ class Room:
         self._timer: asyncio.TimerHandle | None = None
         self.seated: asyncio.Future[Joined] | None = None
         """Resolved by the first `joined` (Peer.join waits on it)."""
+        self.moving: asyncio.Future[Joined] | None = None
+        """Resolved by the answer to a move (Room.move and sit_with wait on it)."""
         self.dropped_events = 0
         self.transfers = Transfers(
             peer.store,
@@ -228,6 +283,30 @@ class Room:
         members = [k for k, link in self.links.items() if link.open]
         offer = await self.transfers.offer(Path(path), members)
         return offer.id
+
+    async def census(self) -> Census:
+        """Ask the node for the room-wide picture; `layers` and `total` follow it."""
+        node = self.peer.node
+        if node is None:
+            raise SignalingError("closed", "no signaling node at the moment")
+        reply = await node.layers(self.key)
+        self.layers, self.total = reply.layers, reply.total
+        return Census(reply.layer, reply.layers, reply.total, reply.counts)
+
+    async def move(self, layer: int) -> int:
+        """Sit in `layer` (from 0) instead: links to the old layer's members close, links
+        to the new one's open in the background. Returns the layer the node seated us
+        in; a full layer raises SignalingError `layer-full` and we stay where we were."""
+        if not 0 <= layer <= MAX_LAYER:
+            raise ValueError(f"a layer is in 0..{MAX_LAYER}")
+        return await self.peer._move(self, layer, None)
+
+    async def sit_with(self, friend: bytes) -> int:
+        """Move to the layer `friend` (a member's public key) sits in; as `move`. A key
+        not in the room raises SignalingError `unknown-peer`."""
+        if len(friend) != 32:
+            raise ValueError("a friend is a 32-byte public key")
+        return await self.peer._move(self, None, friend)
 
     def accept_file(self, file_id: str, directory: Path) -> None:
         self.transfers.accept(file_id, Path(directory))
@@ -468,15 +547,30 @@ class Peer:
     # --- rooms ---------------------------------------------------------------------------
 
     async def join(
-        self, url: str, scope: Scope | str = Scope.PAGE, secret: bytes | None = None
+        self,
+        url: str,
+        scope: Scope | str = Scope.PAGE,
+        secret: bytes | None = None,
+        *,
+        layer: int | None = None,
+        friend: bytes | None = None,
     ) -> Room:
-        """Join the room of a page; links to its members are set up in the background."""
+        """Join the room of a page; links to its members are set up in the background.
+
+        `layer` (from 0) asks for that layer, else `friend` (a member's public key) for
+        the layer that member sits in; else the node places us. A full layer raises
+        SignalingError `layer-full`, a friend not in the room `unknown-peer`. A room
+        joined already is returned as it is (`Room.move` moves it)."""
+        if layer is not None and not 0 <= layer <= MAX_LAYER:
+            raise ValueError(f"a layer is in 0..{MAX_LAYER}")
+        if friend is not None and len(friend) != 32:
+            raise ValueError("a friend is a 32-byte public key")
         key = room_key(canonical_url(url, scope), secret)
         room = self.rooms.get(key)
         if room is None:
             room = self.rooms[key] = Room(self, key)
             room.seated = asyncio.get_running_loop().create_future()
-            self.mesh.join(key)
+            self.mesh.join(key, layer, friend)
             self._drive()
         assert room.seated is not None
         try:
@@ -486,6 +580,18 @@ class Peer:
                 await self.leave(room)
             raise
         return room
+
+    async def _move(self, room: Room, layer: int | None, friend: bytes | None) -> int:
+        if self.rooms.get(room.key) is not room:
+            raise SignalingError("not-in-room", "this room was left")
+        if room.moving is not None and not room.moving.done():
+            raise SignalingError("busy", "a move is on its way already")
+        moving: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
+        room.moving = moving
+        self.mesh.move(room.key, layer, friend)
+        self._drive()
+        joined = await asyncio.wait_for(moving, JOIN_TIMEOUT)  # a late answer: Rejoined
+        return joined.layer
 
     async def leave(self, room: Room) -> None:
         self.rooms.pop(room.key, None)
@@ -516,7 +622,7 @@ class Peer:
         if isinstance(command, mesh.ConnectNode):
             self._spawn(self._connect(command.url))
         elif isinstance(command, mesh.JoinRoom):
-            self._spawn(self._join(command.room, command.layer))
+            self._spawn(self._join(command.room, command.layer, command.friend))
         elif isinstance(command, mesh.RequestIceServers):
             self._spawn(self._renew_ice_servers())
         elif isinstance(command, mesh.Offer | mesh.Answer | mesh.SendRelink | mesh.CloseLink):
@@ -606,30 +712,46 @@ class Peer:
         self._drive()
         self._spawn(self._read_node(client, url))
 
-    async def _join(self, key: bytes, layer: int | None) -> None:
+    async def _join(self, key: bytes, layer: int | None, friend: bytes | None) -> None:
         room, node = self.rooms.get(key), self.node
         if room is None or room.seated is None or node is None:
             return
         try:
-            joined = await node.join(key, layer)
+            joined = await node.join(key, layer, friend)
         except SignalingError as exc:
-            if not room.seated.done():
-                room.seated.set_exception(exc)
-            else:
-                room._emit(PeerProblem(f"rejoin failed: {exc}"))
+            self._join_refused(room, exc)
             return
         if self.rooms.get(key) is not room:
             return
         first = not room.seated.done()
-        room.layer = joined.layer
+        room.layer, room.layers, room.total = joined.layer, joined.layers, joined.total
         self._use_ice_servers(joined.ice_servers)
         members = [member.key for member in joined.members]
         self.mesh.learn_nodes([member.url for member in joined.members])  # more to fail over to
         self.mesh.joined(key, joined.layer, members, _expiry(joined.ice_servers), time.time())
         if first:
             room.seated.set_result(joined)
+        elif room.moving is not None and not room.moving.done():
+            room.moving.set_result(joined)
+            room._emit(Moved(joined.layer, joined.layers, joined.total))
         else:
             room._emit(Rejoined(node.node_url, joined.layer))
+        self._drive()
+
+    def _join_refused(self, room: Room, exc: SignalingError) -> None:
+        """A first join fails `Peer.join`; a refused move fails `Room.move` and the Mesh
+        asks for the old seat again; a refused rejoin is told (docs/protocol.md 3.5)."""
+        assert room.seated is not None
+        if not room.seated.done():
+            room.seated.set_exception(exc)
+            return
+        if self.rooms.get(room.key) is not room:
+            return
+        if room.moving is not None and not room.moving.done():
+            room.moving.set_exception(exc)
+        else:
+            room._emit(PeerProblem(f"rejoin failed: {exc}"))
+        self.mesh.join_refused(room.key, exc.code == "layer-full")
         self._drive()
 
     async def _renew_ice_servers(self) -> None:
@@ -655,9 +777,9 @@ class Peer:
                 self._on_signal(event, now)
             elif isinstance(event, PeerJoined):
                 self.mesh.learn_nodes([event.url])
-                self.mesh.peer_joined(event.room, event.key, now)
+                self.mesh.peer_joined(event.room, event.key, now, event.layer)
             elif isinstance(event, PeerLeft):
-                self.mesh.peer_left(event.room, event.key)
+                self.mesh.peer_left(event.room, event.key, event.layer)
             elif isinstance(event, Moving):
                 self.mesh.moving(list(event.nodes))
             elif isinstance(event, ErrorFrame | BadNodeFrame):

@@ -1,7 +1,8 @@
 """A client of one signaling node's WebSocket API (docs/protocol.md, "Client API").
 
 `SignalingClient.connect(url, signing_key)` proves the key (hello), then
-offers `join`, `leave`, `members`, `signal`, `ice_servers` and `ping` as
+offers `join` (in a layer, beside a friend's key, or a move when seated),
+`leave`, `members`, `layers`, `signal`, `ice_servers` and `ping` as
 coroutines, and pushes what the node says unasked (`PeerJoined`,
 `PeerLeft`, `SignalFrom`, `Moving`, `ErrorFrame`, then `Closed`) to
 `events()`. Frames both ways are the typed frames of `signaling.protocol`:
@@ -41,6 +42,9 @@ from signaling.protocol import (
     IceServers,
     Join,
     Joined,
+    LayerCount,
+    LayerList,
+    Layers,
     Leave,
     Member,
     MemberList,
@@ -68,6 +72,8 @@ __all__ = [
     "Closed",
     "ErrorFrame",
     "Joined",
+    "LayerCount",
+    "LayerList",
     "Member",
     "Moving",
     "PeerJoined",
@@ -211,10 +217,14 @@ class SignalingClient:
             raise SignalingError(str(reply.code), reply.message)
         return reply
 
-    async def join(self, room: bytes, layer: int | None = None) -> Joined:
+    async def join(
+        self, room: bytes, layer: int | None = None, friend: bytes | None = None
+    ) -> Joined:
+        """Sit in `room`: in `layer`, else beside `friend` (a member's key), else where the
+        node places us. Seated already, this moves us (docs/protocol.md 3.2)."""
         self._joining.add(room)
         try:
-            reply = await self.request(Join(room, layer))
+            reply = await self.request(Join(room, layer, friend=friend))
         finally:
             self._joining.discard(room)
         if not isinstance(reply, Joined):
@@ -231,6 +241,14 @@ class SignalingClient:
         if not isinstance(reply, MemberList):
             raise SignalingError("bad-frame", "members answered with something else")
         return reply.members
+
+    async def layers(self, room: bytes) -> LayerList:
+        """The room-wide picture: our layer, the estimated layers and people, and the
+        member counts of a few layers."""
+        reply = await self.request(Layers(room))
+        if not isinstance(reply, LayerList):
+            raise SignalingError("bad-frame", "layers answered with something else")
+        return reply
 
     async def ice_servers(self) -> tuple[IceServer, ...]:
         reply = await self.request(IceServers())
