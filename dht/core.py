@@ -28,6 +28,9 @@ Rules kept here:
   nonce with the Ed25519 key its id is the hash of (`pm_identify`). Stock
   `kademlia` nodes cannot, so they are served but never routed to.
 * A response is accepted only from the address the request went to.
+* One source (an IPv4 address or an IPv6 /64) may bring a key only
+  `max_new_publishers_per_source_key` publishers it does not hold yet per
+  `new_publisher_window`; more is refused (`Refusal.SOURCE_KEY_LIMIT`).
 * Every peer-supplied input is bounded; a defect is dropped and counted in
   `counters` under `drop.<reason>`, never raised.
 """
@@ -45,7 +48,7 @@ from typing import TypeAlias, TypeVar
 from .identity import Identity, verify_signature
 from .ids import ID_BITS, ID_BYTES, node_id_for, random_id_in_bucket, to_int
 from .lookup import Lookup
-from .ratelimit import SourceRateLimiter
+from .ratelimit import SourceRateLimiter, source_of
 from .records import Record, RecordLimits, RecordStore, Refusal, Verifier, check_record
 from .routing import Admission, Contact, RoutingTable
 from .rtt import RoundTrips
@@ -533,7 +536,9 @@ class DHTCore:
             case Identify(sender, nonce):
                 reply = self._identify_reply(nonce, sender)
             case StoreRecords(sender, records):
-                reply = StoreRecordsReply(tuple(self._store_record(r, now) for r in records))
+                source = source_of(addr[0])  # the unit of the new-publisher quota
+                statuses = tuple(self._store_record(r, now, source) for r in records)
+                reply = StoreRecordsReply(statuses)
             case FindRecords(sender, key, after):
                 reply = self._find_records(key, after, sender, addr, now)
         self._outbox.append((Message(False, msg_id, reply), addr))
@@ -581,8 +586,10 @@ class DHTCore:
         signature = self.identity.sign(identify_payload(nonce, requester))
         return IdentifyReply(self.identity.public_key, signature)
 
-    def _store_record(self, record: Record, now: float) -> int:
-        verdict = self.records.put(record, now)
+    def _store_record(self, record: Record, now: float, source: str | None = None) -> int:
+        """Store one record; `source` (an IPv4 address or IPv6 /64) is who sent it,
+        None for our own, which no per-source quota limits."""
+        verdict = self.records.put(record, now, source)
         if verdict is Refusal.STORED:
             self._last_store_seen[record.key] = now
             if record.key not in self._republish_at:
@@ -1073,6 +1080,7 @@ class DHTCore:
     def _maintain(self, now: float) -> None:
         self._schedule(now + self.config.maintenance_interval, TimerKind.MAINTENANCE, None)
         self.records.expire(now)
+        self.records.new_publishers.prune(now)
         self._expire_plain(now)
         self._limiter.prune(now)
         for addr in [a for a, until in self._unverifiable.items() if until <= now]:

@@ -4,11 +4,33 @@ These are the project's only rate rule: DHT requests per address, client
 frames and errors per connection, connections and hellos per IP at a node,
 and (re-exported through `signaling.protocol`) what a peer takes from each
 room member. Time arrives as `now`, so all of them run on virtual time.
+`source_of` names the unit a per-address limit applies to.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Hashable
+
+
+def source_of(host: str) -> str:
+    """The unit a per-address limit applies to: an IPv4 address, or the /64 of an IPv6 one.
+
+    One IPv6 host usually owns a whole /64, so counting its addresses one by
+    one would give it 2**64 budgets. An IPv4-mapped address is its IPv4
+    address; a host that is no IP literal (the simulator's names) is itself.
+    The same grouping as the signaling node's admission (kept apart: the DHT
+    imports nothing else of the project).
+    """
+    if ":" not in host:
+        return host  # IPv4 as the socket reports it: already canonical, no parse
+    try:
+        ip = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host[:64]
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
 
 
 class TokenBucket:

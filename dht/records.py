@@ -4,12 +4,18 @@ A DHT key holds a *set* of records, one per publisher. A record is
 `(key, publisher, seq, expires_at, value, signature)`; the signature covers
 everything else, so any node may carry or republish it and a reader can check
 it again. A record replaces only an older `seq` of the same publisher.
+
+Besides the bounds per key and in total, one source (an IPv4 address or an
+IPv6 /64) may bring only so many publishers a key does not hold yet within a
+window (`NewPublisherBudget`): without it, one client could fill a key with
+records signed by throwaway keys until their TTL.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -71,6 +77,8 @@ class Refusal(IntEnum):
     STORE_FULL = 6
     STALE_SEQ = 7
     MALFORMED = 8
+    SOURCE_KEY_LIMIT = 9
+    """The sender's source brought the key its quota of new publishers this window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +88,23 @@ class RecordLimits:
     max_records_per_key: int = 256
     max_records_total: int = 100_000
     clock_skew: int = 60  # tolerated difference between publisher's and our clock
+    max_new_publishers_per_source_key: int = 32
+    """Publishers a key does not hold yet that one source may add to it per window.
+
+    Above the ~24 members of a room layer, so a holder's hand-over of a whole
+    key (a welcome, a republish) fits; records of publishers already held
+    (a newer seq, an identical copy) never count."""
+    new_publisher_window: float = 600.0
+    """The window of that quota, in seconds; the default republish interval, so one
+    republish round of a key from one holder fits in one window."""
+    max_source_keys: int = 10_000
+    """(source, key) pairs whose quota is remembered; the least recently active goes first."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_publishers_per_source_key < 1 or self.max_source_keys < 1:
+            raise ValueError("max_new_publishers_per_source_key and max_source_keys must be >= 1")
+        if not self.new_publisher_window > 0:
+            raise ValueError("new_publisher_window must be > 0")
 
 
 def check_record(record: Record, now: float, limits: RecordLimits, verify: Verifier) -> Refusal:
@@ -106,16 +131,85 @@ def check_record(record: Record, now: float, limits: RecordLimits, verify: Verif
     return Refusal.STORED
 
 
+class NewPublisherBudget:
+    """How many new publishers each source brought each key lately: a sliding window.
+
+    A source may add at most `limit` publishers to a key within any `window`
+    seconds: each addition is remembered by its time (an `array` of at most
+    `limit` floats, so an entry is a few hundred bytes at most). At most
+    `max_entries` (source, key) pairs are kept; past that the least recently
+    active is forgotten (counted in `forgotten`), which only ever errs towards
+    accepting, as the request rate limiter does. An entry whose additions all
+    left the window is the same as none, and `prune` drops it.
+    """
+
+    __slots__ = ("_entries", "forgotten", "limit", "max_entries", "window")
+
+    def __init__(self, limit: int, window: float, max_entries: int) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_entries = max_entries
+        self.forgotten = 0
+        # Least recently active first: a source being refused stays at the back.
+        self._entries: dict[tuple[Hashable, bytes], array[float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def allows(self, source: Hashable, key: bytes, now: float) -> bool:
+        """True if `source` may bring `key` one more new publisher at `now` (nothing spent)."""
+        slot = (source, key)
+        times = self._entries.pop(slot, None)
+        if times is None:
+            return True
+        times = self._recent(times, now)
+        if not times:
+            return True  # every addition left the window: the same as no entry
+        self._entries[slot] = times
+        return len(times) < self.limit
+
+    def charge(self, source: Hashable, key: bytes, now: float) -> None:
+        """`source` brought `key` a new publisher at `now`."""
+        slot = (source, key)
+        times = self._entries.pop(slot, None)
+        times = array("d") if times is None else self._recent(times, now)
+        times.append(now)
+        self._entries[slot] = times
+        if len(self._entries) > self.max_entries:
+            del self._entries[next(iter(self._entries))]
+            self.forgotten += 1
+
+    def prune(self, now: float) -> int:
+        """Forget entries with no addition left in the window; return how many went."""
+        cutoff = now - self.window
+        idle = [slot for slot, times in self._entries.items() if max(times) <= cutoff]
+        for slot in idle:
+            del self._entries[slot]
+        return len(idle)
+
+    def _recent(self, times: array[float], now: float) -> array[float]:
+        cutoff = now - self.window
+        if times and min(times) > cutoff:
+            return times
+        return array("d", (t for t in times if t > cutoff))
+
+
 class RecordStore:
     """Records by key and publisher, bounded per key and in total, expiring by TTL.
 
     Expiry is exact: a record is never returned at or after its `expires_at`,
-    and `expire(now)` frees its slot (a heap orders the deadlines).
+    and `expire(now)` frees its slot (a heap orders the deadlines). What one
+    source may add to a key is bounded too (`NewPublisherBudget`).
     """
 
     def __init__(self, limits: RecordLimits, verify: Verifier = verify_signature) -> None:
         self.limits = limits
         self._verify = verify
+        self.new_publishers = NewPublisherBudget(
+            limits.max_new_publishers_per_source_key,
+            limits.new_publisher_window,
+            limits.max_source_keys,
+        )
         self._by_key: dict[bytes, dict[bytes, Record]] = {}
         self._count = 0
         self._deadlines: list[tuple[int, bytes, bytes, int]] = []
@@ -126,14 +220,26 @@ class RecordStore:
     def keys(self) -> list[bytes]:
         return list(self._by_key)
 
-    def put(self, record: Record, now: float) -> Refusal:
-        """Store `record` if it is valid and newer than what its publisher had here."""
+    def put(self, record: Record, now: float, source: Hashable | None = None) -> Refusal:
+        """Store `record` if it is valid and newer than what its publisher had here.
+
+        `source` is who sent it (`dht.ratelimit.source_of` of its address), or
+        None for this node's own records. A publisher the key does not hold yet
+        counts against that source's `NewPublisherBudget` for the key; the quota
+        is checked before the signature, so a refused flood costs no verification.
+        """
         self.expire(now)
+        per_key = self._by_key.get(record.key)
+        previous = per_key.get(record.publisher) if per_key is not None else None
+        if (
+            previous is None
+            and source is not None
+            and not self.new_publishers.allows(source, record.key, now)
+        ):
+            return Refusal.SOURCE_KEY_LIMIT
         verdict = check_record(record, now, self.limits, self._verify)
         if verdict is not Refusal.STORED:
             return verdict
-        per_key = self._by_key.get(record.key)
-        previous = per_key.get(record.publisher) if per_key is not None else None
         if previous is not None:
             if record.seq < previous.seq:
                 return Refusal.STALE_SEQ
@@ -146,6 +252,8 @@ class RecordStore:
             if self._count >= self.limits.max_records_total:
                 return Refusal.STORE_FULL
             self._count += 1
+            if source is not None:
+                self.new_publishers.charge(source, record.key, now)
         self._by_key.setdefault(record.key, {})[record.publisher] = record
         heapq.heappush(
             self._deadlines, (record.expires_at, record.key, record.publisher, record.seq)
