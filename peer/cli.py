@@ -1,4 +1,10 @@
-"""`pagemesh chat`, `pagemesh send`, `pagemesh receive`: a person's side of the mesh."""
+"""`pagemesh chat`, `pagemesh send`, `pagemesh receive`: a person's side of the mesh.
+
+A busy page's room is split into groups of about 24 (the protocol's layers,
+docs/protocol.md 2.3). People see groups counted from 1, as the browser shows
+them: group 1 is layer 0. `--layer N` and `/move N` take that number too; the
+JSON lines keep the protocol's `layer` (from 0) beside a `group`.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +28,11 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from signaling.protocol import MAX_LAYER
+
 from .files import local_name
 from .peer import (
+    Census,
     Connected,
     FileDone,
     FileFailed,
@@ -33,11 +42,13 @@ from .peer import (
     MemberJoined,
     MemberLeft,
     Message,
+    Moved,
     Peer,
     PeerProblem,
     Rejoined,
     Room,
 )
+from .signaling import SignalingError
 from .webrtc import restrict_host_candidates
 
 DEFAULT_NODE = "ws://127.0.0.1:8000"
@@ -74,9 +85,45 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _group(text: str) -> int:
+    """A group number as people see it (from 1)."""
+    try:
+        group = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a group number: {text!r}") from None
+    if not 1 <= group <= MAX_LAYER + 1:
+        raise argparse.ArgumentTypeError(f"groups are numbered 1 to {MAX_LAYER + 1}")
+    return group
+
+
+def _key(text: str) -> bytes:
+    """A member's public key: 64 hex digits."""
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise argparse.ArgumentTypeError("a key is 64 hex digits (the friend's /key)")
+    return key
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     chat = commands.add_parser("chat", help="chat in a page's room from the terminal")
     _common(chat)
+    where = chat.add_mutually_exclusive_group()
+    where.add_argument(
+        "--layer",
+        "--group",
+        type=_group,
+        metavar="N",
+        help="sit in group N of the page (groups count from 1, as /layers shows them)",
+    )
+    where.add_argument(
+        "--friend",
+        type=_key,
+        metavar="KEY",
+        help="sit in the group of the member with this key (64 hex digits: their /key)",
+    )
     chat.add_argument("--say", help="send this, then print events until --wait seconds pass")
     chat.add_argument("--wait", type=float, default=10.0, help="seconds to stay with --say")
     chat.add_argument("--json", action="store_true", help="print events as JSON lines")
@@ -135,7 +182,36 @@ def event_json(event: Any) -> dict[str, Any]:
         return {"event": "problem", "message": event.message}
     if isinstance(event, Rejoined):
         return {"event": "rejoined", "node": event.node, "layer": event.layer}
+    if isinstance(event, Moved):
+        return {"event": "moved", **seat_json(event.layer, event.layers, event.total)}
     return {"event": type(event).__name__.lower()}
+
+
+def seat_json(layer: int, layers: int, total: int) -> dict[str, Any]:
+    """Where we sit, for the JSON lines: the protocol's layer and the group people see."""
+    return {"layer": layer, "group": layer + 1, "layers": layers, "total": total}
+
+
+def seat_sentence(layer: int, layers: int, total: int) -> str:
+    """ "you are in group 7 of 412, about 9,800 people on this page": groups from 1.
+
+    Both numbers after the group are the node's estimates; the group count never
+    reads below our own group."""
+    people = "person" if total == 1 else "people"
+    return (
+        f"you are in group {layer + 1:,} of {max(layers, layer + 1):,}, "
+        f"about {total:,} {people} on this page"
+    )
+
+
+def census_lines(census: Census) -> list[str]:
+    """What /layers prints: the sentence, then each listed group and its count."""
+    lines = [seat_sentence(census.layer, census.layers, census.total)]
+    for entry in sorted(census.counts, key=lambda c: c.layer):
+        people = "person" if entry.count == 1 else "people"
+        mark = " (yours)" if entry.layer == census.layer else f"  /move {entry.layer + 1}"
+        lines.append(f"  group {entry.layer + 1:,}: {entry.count:,} {people}{mark}")
+    return lines
 
 
 def event_line(event: Any, names: dict[bytes, str] | None = None) -> str:
@@ -144,6 +220,10 @@ def event_line(event: Any, names: dict[bytes, str] | None = None) -> str:
         who = "me" if event.mine else (names or {}).get(event.author, event.author.hex()[:8])
         stamp = time.strftime("%H:%M", time.localtime(event.sent_at))
         return f"[{stamp}] <{who}> {event.text}"
+    if isinstance(event, Moved):
+        return f"* moved: {seat_sentence(event.layer, event.layers, event.total)}"
+    if isinstance(event, Rejoined):
+        return f"* seated again through {event.node}, in group {event.layer + 1:,}"
     data = event_json(event)
     kind = data.pop("event")
     return f"* {kind} " + " ".join(f"{k}={str(v)[:16]}" for k, v in data.items())
@@ -158,6 +238,18 @@ def _run(name: str, coro: Any) -> int:
     except (ValueError, OSError) as exc:
         print(f"pagemesh {name}: {exc}", file=sys.stderr)
         return 1
+    except SignalingError as exc:
+        print(f"pagemesh {name}: {refusal(exc)}", file=sys.stderr)
+        return 1
+
+
+def refusal(exc: SignalingError, group: int | None = None) -> str:
+    """A node's refusal of a join or a move, for a person."""
+    if exc.code == "layer-full":
+        return f"group {group:,} is full" if group is not None else "that group is full"
+    if exc.code == "unknown-peer":
+        return "nobody with that key is on this page"
+    return str(exc)
 
 
 def _run_chat(args: argparse.Namespace) -> int:
@@ -244,17 +336,28 @@ def _progress() -> Progress:
 
 async def _chat(args: argparse.Namespace) -> int:
     async with _peer(args) as peer:
-        room = await peer.join(args.url)
+        layer = args.layer - 1 if args.layer is not None else None
+        try:
+            room = await peer.join(args.url, layer=layer, friend=args.friend)
+        except SignalingError as exc:
+            print(f"pagemesh chat: {refusal(exc, args.layer)}", file=sys.stderr)
+            return 1
         show = (
             (lambda e: json.dumps(event_json(e)))
             if args.json
             else (lambda e: event_line(e, room.names))
         )
+        if args.json:
+            print(json.dumps({"event": "seated", **seat_json(room.layer, room.layers, room.total)}))
         if args.say is not None:
+            if not args.json:
+                print(seat_sentence(room.layer, room.layers, room.total))
             await room.send(args.say)
             await _print_events(room, show, args.wait)
             return 0
-        print(f"joined the room of {args.url} as {peer.public_key.hex()[:8]}; /quit to leave")
+        print(f"joined the room of {args.url} as {peer.public_key.hex()[:8]}")
+        print(seat_sentence(room.layer, room.layers, room.total))
+        print("/layers, /move N, /friend KEY, /key, /who; /quit to leave")
         printer = asyncio.create_task(_print_events(room, show, None))
         try:
             await _read_lines(room)
@@ -285,12 +388,43 @@ async def _read_lines(room: Room) -> None:
         text = line.decode(errors="replace").rstrip("\n")
         if text == "/quit":
             return
-        if text == "/who":
-            for key, path in room.paths().items():
-                print(f"* {key.hex()[:8]} {path}")
+        if text.startswith("/"):
+            for out in await command(room, text):
+                print(out)
             continue
         if text:
             try:
                 await room.send(text)
             except ValueError as exc:
                 print(f"* not sent: {exc}")
+
+
+async def command(room: Room, text: str) -> list[str]:
+    """One slash command typed in `pagemesh chat`; the lines it prints."""
+    name, _, arg = text.strip().partition(" ")
+    arg = arg.strip()
+    try:
+        if name == "/who":
+            return [f"* {key.hex()[:8]} {path}" for key, path in room.paths().items()]
+        if name == "/key":
+            return [f"* your key: {room.peer.public_key.hex()}"]
+        if name == "/layers":
+            return ["* " + line for line in census_lines(await room.census())]
+        if name == "/move":
+            group = _group(arg)
+            try:
+                await room.move(group - 1)
+            except SignalingError as exc:
+                return [f"* not moved: {refusal(exc, group)}"]
+            return []  # the Moved event prints where we sit now
+        if name == "/friend":
+            try:
+                await room.sit_with(_key(arg))
+            except SignalingError as exc:
+                return [f"* not moved: {refusal(exc)}"]
+            return []
+    except argparse.ArgumentTypeError as exc:
+        return [f"* {exc}"]
+    except (SignalingError, TimeoutError) as exc:
+        return [f"* the node did not answer: {exc}"]
+    return [f"* unknown command {name}; try /layers, /move N, /friend KEY, /key, /who, /quit"]

@@ -261,6 +261,9 @@ class Room:
         """Resolved by the first `joined` (Peer.join waits on it)."""
         self.moving: asyncio.Future[Joined] | None = None
         """Resolved by the answer to a move (Room.move and sit_with wait on it)."""
+        self.move_unsent: asyncio.Future[Joined] | None = None
+        """The move the next join sent for this room carries (the Mesh sends it at once,
+        or with the rejoin once a node is back); other joins' answers are not its."""
         self.dropped_events = 0
         self.transfers = Transfers(
             peer.store,
@@ -587,7 +590,7 @@ class Peer:
         if room.moving is not None and not room.moving.done():
             raise SignalingError("busy", "a move is on its way already")
         moving: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
-        room.moving = moving
+        room.moving = room.move_unsent = moving
         self.mesh.move(room.key, layer, friend)
         self._drive()
         joined = await asyncio.wait_for(moving, JOIN_TIMEOUT)  # a late answer: Rejoined
@@ -622,7 +625,11 @@ class Peer:
         if isinstance(command, mesh.ConnectNode):
             self._spawn(self._connect(command.url))
         elif isinstance(command, mesh.JoinRoom):
-            self._spawn(self._join(command.room, command.layer, command.friend))
+            room = self.rooms.get(command.room)
+            move = None
+            if room is not None:
+                move, room.move_unsent = room.move_unsent, None
+            self._spawn(self._join(command.room, command.layer, command.friend, move))
         elif isinstance(command, mesh.RequestIceServers):
             self._spawn(self._renew_ice_servers())
         elif isinstance(command, mesh.Offer | mesh.Answer | mesh.SendRelink | mesh.CloseLink):
@@ -712,14 +719,23 @@ class Peer:
         self._drive()
         self._spawn(self._read_node(client, url))
 
-    async def _join(self, key: bytes, layer: int | None, friend: bytes | None) -> None:
+    async def _join(
+        self,
+        key: bytes,
+        layer: int | None,
+        friend: bytes | None,
+        move: asyncio.Future[Joined] | None,
+    ) -> None:
+        """Carry out a JoinRoom: a first join, a rejoin, or the join of `move`."""
         room, node = self.rooms.get(key), self.node
         if room is None or room.seated is None or node is None:
+            if move is not None and not move.done():
+                move.set_exception(SignalingError("closed", "no signaling node at the moment"))
             return
         try:
             joined = await node.join(key, layer, friend)
         except SignalingError as exc:
-            self._join_refused(room, exc)
+            self._join_refused(room, exc, move)
             return
         if self.rooms.get(key) is not room:
             return
@@ -731,14 +747,16 @@ class Peer:
         self.mesh.joined(key, joined.layer, members, _expiry(joined.ice_servers), time.time())
         if first:
             room.seated.set_result(joined)
-        elif room.moving is not None and not room.moving.done():
-            room.moving.set_result(joined)
+        elif move is not None and not move.done():
+            move.set_result(joined)
             room._emit(Moved(joined.layer, joined.layers, joined.total))
         else:
             room._emit(Rejoined(node.node_url, joined.layer))
         self._drive()
 
-    def _join_refused(self, room: Room, exc: SignalingError) -> None:
+    def _join_refused(
+        self, room: Room, exc: SignalingError, move: asyncio.Future[Joined] | None
+    ) -> None:
         """A first join fails `Peer.join`; a refused move fails `Room.move` and the Mesh
         asks for the old seat again; a refused rejoin is told (docs/protocol.md 3.5)."""
         assert room.seated is not None
@@ -747,9 +765,9 @@ class Peer:
             return
         if self.rooms.get(room.key) is not room:
             return
-        if room.moving is not None and not room.moving.done():
-            room.moving.set_exception(exc)
-        else:
+        if move is not None and not move.done():
+            move.set_exception(exc)
+        elif move is None:
             room._emit(PeerProblem(f"rejoin failed: {exc}"))
         self.mesh.join_refused(room.key, exc.code == "layer-full")
         self._drive()

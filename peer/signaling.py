@@ -132,6 +132,8 @@ class SignalingClient:
         self.idle_timeout = DEFAULT_IDLE
         self.rooms: dict[bytes, int] = {}
         self._joining: set[bytes] = set()
+        self._join_turn = asyncio.Lock()
+        """One join at a time: a node refuses a join while the previous one is answered."""
         self._waiters: dict[str | int, asyncio.Future[ServerFrame]] = {}
         self._events: asyncio.Queue[SignalingEvent] = asyncio.Queue(MAX_EVENTS)
         self._next_id = 0
@@ -221,12 +223,14 @@ class SignalingClient:
         self, room: bytes, layer: int | None = None, friend: bytes | None = None
     ) -> Joined:
         """Sit in `room`: in `layer`, else beside `friend` (a member's key), else where the
-        node places us. Seated already, this moves us (docs/protocol.md 3.2)."""
-        self._joining.add(room)
-        try:
-            reply = await self.request(Join(room, layer, friend=friend))
-        finally:
-            self._joining.discard(room)
+        node places us. Seated already, this moves us (docs/protocol.md 3.2). Joins
+        wait for each other's answers (3.5: a node refuses one sent meanwhile)."""
+        async with self._join_turn:
+            self._joining.add(room)
+            try:
+                reply = await self.request(Join(room, layer, friend=friend))
+            finally:
+                self._joining.discard(room)
         if not isinstance(reply, Joined):
             raise SignalingError("bad-frame", "join answered with something else")
         self.rooms[room] = reply.layer
