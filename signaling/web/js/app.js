@@ -1,8 +1,14 @@
 // The page a person sees: join a page's room, chat, share files, see who is
-// here and how each connection goes (direct or through a relay).
-// Everything here is presentation; the protocol lives in peer.js.
+// here and how each connection goes (direct or through a relay), which group
+// of the page one sits in and how many people the page has, move to another
+// group or to a friend's. Everything here is presentation; the protocol lives
+// in peer.js.
+//
+// Groups are the protocol's layers counted from 1, as `pagemesh chat` shows
+// them: group 1 is layer 0. `?group=N` and `?friend=KEY` in the page's address
+// sit down there when joining (an invite link carries `friend`).
 
-import { Peer, canonicalUrl } from "./peer.js";
+import { MAX_LAYER, Peer, canonicalUrl } from "./peer.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -11,7 +17,7 @@ const nodes = [...params.getAll("node"), home];
 
 // connectedAt: per member, when its link first opened (ms since the page began loading)
 // joinStartedAt: when the last join began (same clock)
-const ui = { peer: null, room: null, files: new Map(), statusLog: [], connectedAt: {}, joinStartedAt: null };
+const ui = { peer: null, room: null, files: new Map(), statusLog: [], connectedAt: {}, joinStartedAt: null, seatNode: null, census: null };
 window.pagemesh = ui; // for people poking at the console, and for the tests
 
 function short(key) {
@@ -114,6 +120,109 @@ function renderTotal() {
   $("total").textContent = ui.room ? `(${count})` : "";
 }
 
+// --- groups: where we sit on a busy page (group N is layer N - 1) ---
+
+const number = (n) => n.toLocaleString();
+const people = (n) => `${number(n)} ${n === 1 ? "person" : "people"}`;
+
+function seatText({ layer, layers, total }) {
+  // "You are in group 7 of 412 · about 9,800 people on this page" (estimates).
+  const group = layer + 1;
+  const about = total === null ? "" : ` · about ${people(total)} on this page`;
+  return `You are in group ${number(group)} of ${number(Math.max(layers ?? group, group))}${about}`;
+}
+
+function renderSeat() {
+  const room = ui.room;
+  $("seat").hidden = !room || room.layer === null;
+  if ($("seat").hidden) return;
+  $("group").textContent = seatText(room);
+  $("group").dataset.layer = room.layer;
+  $("my-key").textContent = ui.peer.keyHex;
+}
+
+function groupsNote(text, kind = "info") {
+  // What the groups panel has to say: progress, a copied key, or a refusal ("problem").
+  $("groups-note").textContent = text;
+  $("groups-note").dataset.kind = kind;
+  $("groups-note").hidden = !text;
+}
+
+function renderGroups(picture) {
+  const rows = [...picture.counts]
+    .sort((a, b) => a.layer - b.layer)
+    .map(({ layer, count }) => {
+      const mine = layer === ui.room.layer;
+      const group = `group ${number(layer + 1)}`;
+      const action = mine
+        ? el("span", { className: "here" }, "you are here")
+        : el(
+            "button",
+            { type: "button", className: "move", "aria-label": `Move to ${group} (${people(count)})`, onclick: () => moveTo(layer) },
+            "Move here",
+          );
+      return el(
+        "li",
+        { className: mine ? "mine" : "", dataset: { layer } },
+        el("span", { className: "group-name" }, `Group ${number(layer + 1)}`),
+        el("span", { className: "group-count" }, people(count)),
+        action,
+      );
+    });
+  const focused = $("group-list").contains(document.activeElement);
+  $("group-list").replaceChildren(...rows);
+  if (focused) $("groups").querySelector("summary").focus(); // its button is gone: stay in the panel
+}
+
+async function refreshGroups() {
+  // Ask the node for a fresh picture: the sentence and the list follow it.
+  const room = ui.room;
+  if (!room) return;
+  $("group-list").setAttribute("aria-busy", "true");
+  try {
+    const picture = await room.census();
+    if (room !== ui.room) return;
+    ui.census = picture;
+    renderSeat();
+    renderGroups(picture);
+  } catch (error) {
+    groupsNote(`Could not list the groups: ${error.message}`, "problem");
+  } finally {
+    $("group-list").removeAttribute("aria-busy");
+  }
+}
+
+function refusal(error, where) {
+  if (error.code === "layer-full") return `${where} is full`;
+  if (error.code === "unknown-peer") return "Nobody with that key is on this page";
+  return `Could not move: ${error.message}`;
+}
+
+async function move(how, where) {
+  // A move to another group (`how(room)`), shown while the node answers.
+  const room = ui.room;
+  if (!room) return;
+  const buttons = [...document.querySelectorAll("#groups button, #friend-form button")];
+  for (const button of buttons) button.disabled = true;
+  groupsNote(`Moving to ${where}…`);
+  try {
+    await how(room);
+    groupsNote("");
+  } catch (error) {
+    groupsNote(refusal(error, where.charAt(0).toUpperCase() + where.slice(1)), "problem");
+  } finally {
+    for (const button of buttons) button.disabled = false;
+  }
+}
+
+function moveTo(layer) {
+  return move((room) => room.move(layer), `group ${number(layer + 1)}`);
+}
+
+function sitWith(key) {
+  return move((room) => room.sitWith(key), "your friend's group");
+}
+
 // --- files ---
 
 function fileRow(id, name, bytes, text) {
@@ -206,7 +315,16 @@ function onEvent(event) {
       note(`${event.last - event.first + 1} messages of ${who(event.author)} could not be recovered`);
       break;
     case "rejoined":
-      note(`moved to node ${event.node}`);
+      if (event.room === ui.room && event.node !== ui.seatNode) note(`moved to node ${event.node}`);
+      if (event.room === ui.room) ui.seatNode = event.node;
+      break;
+    case "moved":
+      if (event.room === ui.room) note(`you moved to group ${number(event.layer + 1)}`, { className: "note moved" });
+      break;
+    case "seated":
+      if (event.room !== ui.room) break;
+      renderSeat();
+      if ($("groups").open) refreshGroups();
       break;
     case "problem":
     case "node-error":
@@ -220,7 +338,16 @@ function onEvent(event) {
 
 // --- the page's controls ---
 
-async function join(pageUrl) {
+function seatWish() {
+  // Where the page's address asks to sit: ?group=N (from 1) or ?friend=KEY.
+  const group = Number(params.get("group"));
+  if (Number.isSafeInteger(group) && group >= 1 && group <= MAX_LAYER + 1) return { layer: group - 1 };
+  const friend = (params.get("friend") ?? "").toLowerCase();
+  if (/^[0-9a-f]{64}$/.test(friend)) return { friend };
+  return {};
+}
+
+async function join(pageUrl, wish = {}) {
   let canonical;
   try {
     canonical = canonicalUrl(pageUrl);
@@ -234,15 +361,25 @@ async function join(pageUrl) {
     $("messages").replaceChildren();
     ui.files.clear();
   }
+  ui.room = null;
+  renderSeat();
   $("room-title").textContent = `Joining ${canonical}…`;
   ui.joinStartedAt = performance.now();
   try {
-    ui.room = await ui.peer.join(canonical);
+    try {
+      ui.room = await ui.peer.join(canonical, wish);
+    } catch (error) {
+      if (!["layer-full", "unknown-peer"].includes(error.code)) throw error;
+      // the group asked for has no seat, or the friend is not here: sit anywhere
+      banner(wish.friend ? `${refusal(error, "your friend's group")}; you sit in another group` : `${refusal(error, `group ${wish.layer + 1}`)}; you sit in another group`);
+      ui.room = await ui.peer.join(canonical);
+    }
   } catch (error) {
     banner(`could not join: ${error.message}`);
     $("room-title").textContent = "No room yet";
     return;
   }
+  ui.seatNode = ui.peer.node?.nodeUrl ?? null;
   $("room-title").textContent = canonical;
   $("room-url").value = canonical;
   history.replaceState(null, "", `?room=${encodeURIComponent(canonical)}`);
@@ -253,6 +390,8 @@ async function join(pageUrl) {
   for (const env of ui.room.transcript()) showMessage({ env, mine: env.author === ui.peer.keyHex });
   for (const key of ui.room.members) memberRow(key);
   renderTotal();
+  renderSeat();
+  if ($("groups").open) refreshGroups();
   $("text").focus();
 }
 
@@ -265,6 +404,15 @@ async function sendFiles(files) {
     } catch (error) {
       note(`could not share ${file.name}: ${error.message}`);
     }
+  }
+}
+
+async function copy(text, done) {
+  try {
+    await navigator.clipboard.writeText(text);
+    groupsNote(done);
+  } catch {
+    groupsNote(`Copy this: ${text}`);
   }
 }
 
@@ -314,10 +462,29 @@ async function main() {
     const files = [...(event.clipboardData?.files ?? [])];
     if (ui.room && files.length) sendFiles(files);
   });
+  $("groups").addEventListener("toggle", () => {
+    if ($("groups").open) refreshGroups();
+  });
+  $("groups-refresh").addEventListener("click", () => refreshGroups());
+  $("friend-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = $("friend-key").value.trim().toLowerCase();
+    if (!/^[0-9a-f]{64}$/.test(key)) {
+      groupsNote("A key is 64 hex digits: ask your friend to copy theirs from this panel", "problem");
+      return;
+    }
+    sitWith(key);
+  });
+  $("copy-key").addEventListener("click", () => copy(ui.peer.keyHex, "Your key is copied"));
+  $("copy-invite").addEventListener("click", () => {
+    const invite = new URL(location.href);
+    invite.search = new URLSearchParams({ room: ui.room.url, friend: ui.peer.keyHex }).toString();
+    copy(invite.href, "An invite link to your group is copied");
+  });
   ui.peer.start();
   if (params.get("room")) {
     $("room-url").value = params.get("room");
-    await join(params.get("room"));
+    await join(params.get("room"), seatWish());
   }
   document.body.dataset.ready = "true";
 }

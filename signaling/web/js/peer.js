@@ -9,6 +9,13 @@
 // end to end, docs/protocol.md 5.1) before the Mesh hears of it. One timer
 // for the Mesh and one per room for the messaging core, each re-armed after
 // every event.
+//
+// A busy page's room is split into layers (docs/protocol.md 2.3): a Room is our
+// seat in one, `room.layer` (from 0, as on the wire), with `room.layers` and
+// `room.total` the node's estimates for the page. `room.census()` asks for a
+// fresh picture, `room.move(layer)` and `room.sitWith(key)` move us, and
+// `peer.join(url, {layer, friend})` sits down where asked. After every `joined`
+// the room emits `seated`; an answered move also emits `moved`.
 
 import { ProtocolError, fromHex, hex } from "./bytes.js";
 import { generateIdentity, publicKeyBytes, requireWebCrypto, sign, verify } from "./crypto.js";
@@ -37,6 +44,8 @@ const RETIRED_LINKS = 16; // closed links remembered, to say why a member was un
 export const MAX_CONTROL_BUFFERED = 1 << 20;
 const NODE_URL = /^wss?:\/\/[^/\s]{1,250}$/;
 const KEY = /^[0-9a-f]{64}$/;
+export const MAX_LAYER = 65535;
+const MAX_LAYER_COUNTS = 16;
 
 const now = () => Date.now() / 1000; // wall clock: TURN credentials expire in Unix time
 const sleep = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
@@ -51,6 +60,30 @@ function iceExpiry(servers) {
     if (/^\d{1,15}$/.test(head)) times.push(Number(head));
   }
   return times.length ? Math.min(...times) : null;
+}
+
+function count(value) {
+  // A count or a layer from the node: a safe non-negative integer, else null.
+  return Number.isSafeInteger(value) && value >= 0 ? value : null;
+}
+
+function isLayer(value) {
+  return count(value) !== null && value <= MAX_LAYER;
+}
+
+function parseCensus(reply) {
+  // A `layers` answer (docs/protocol.md 3.2): numbers checked, at most 16 counts kept.
+  const [layer, layers, total] = [reply.layer, reply.layers, reply.total].map(count);
+  if (layer === null || layers === null || total === null) {
+    throw new ProtocolError("bad-frame", "the node's layers answer is malformed");
+  }
+  const counts = [];
+  for (const pair of (Array.isArray(reply.counts) ? reply.counts : []).slice(0, MAX_LAYER_COUNTS)) {
+    if (Array.isArray(pair) && pair.length === 2 && isLayer(pair[0]) && count(pair[1]) !== null) {
+      counts.push({ layer: pair[0], count: pair[1] });
+    }
+  }
+  return { layer, layers, total, counts };
 }
 
 function nodeUrls(list) {
@@ -225,7 +258,11 @@ export class Room {
     this.peer = peer;
     this.key = key;
     this.url = url;
-    this.layer = null;
+    this.layer = null; // the layer we sit in (from 0), as the node last said
+    this.layers = null; // the node's estimate of the room's layers
+    this.total = null; // the node's estimate of the people on the page, us included
+    this.moving = null; // a move on its way: resolved by its answer
+    this.moveUnsent = null; // the move the next join sent for this room carries
     this.members = new Set();
     this.names = new Map();
     this.paths = new Map();
@@ -289,6 +326,32 @@ export class Room {
 
   transcript() {
     return this.core.transcript();
+  }
+
+  // --- layers: where we sit on a busy page ---
+
+  async census() {
+    // Ask the node for the room-wide picture: {layer, layers, total, counts: [{layer, count}]}.
+    const node = this.peer.node;
+    if (!node) throw new SignalingError("closed", "no signaling node at the moment");
+    const picture = parseCensus(await node.layers(this.key));
+    this.layers = picture.layers;
+    this.total = picture.total;
+    return picture;
+  }
+
+  async move(layer) {
+    // Sit in `layer` (from 0) instead: links to the old layer's members close, links
+    // to the new one's open in the background. Resolves with the layer we sit in; a
+    // full layer rejects with `layer-full` and we stay where we were.
+    if (!isLayer(layer)) throw new RangeError(`a layer is in 0..${MAX_LAYER}`);
+    return this.peer.move(this, layer, null);
+  }
+
+  async sitWith(friend) {
+    // Move to the layer the member with public key `friend` (hex) sits in; as move().
+    if (!KEY.test(friend)) throw new RangeError("a friend is a 64-digit hex public key");
+    return this.peer.move(this, null, friend);
   }
 
   // --- links, as the Mesh says ---
@@ -564,8 +627,12 @@ export class Peer {
     switch (command.type) {
       case "connect-node":
         return this.spawn(this.connect(command.url), `cannot reach ${command.url}`);
-      case "join-room":
-        return this.spawn(this.seat(command.room, command.layer), "join failed");
+      case "join-room": {
+        const room = this.rooms.get(command.room);
+        const move = room?.moveUnsent ?? null; // this join carries the move asked last
+        if (room) room.moveUnsent = null;
+        return this.spawn(this.seat(command.room, command.layer, command.friend, move), "join failed");
+      }
       case "request-ice-servers":
         return this.spawn(this.renewIceServers(), "cannot renew ICE servers");
       case "offer":
@@ -658,35 +725,76 @@ export class Peer {
     this.drive();
   }
 
-  async seat(key, layer) {
-    // Join (or rejoin) a room at the current node; the Mesh reconciles the members.
+  async seat(key, layer, friend, move) {
+    // Join (or rejoin, or move: `move` is then its deferred) a room at the current
+    // node; the Mesh reconciles the members.
     const room = this.rooms.get(key);
     const node = this.node;
-    if (!room || !node) return;
+    if (!room || !node) {
+      if (move && !move.done) move.reject(new SignalingError("closed", "no signaling node at the moment"));
+      return;
+    }
     let joined;
     try {
-      joined = await node.join(key, layer);
+      joined = await node.join(key, layer, friend);
     } catch (error) {
-      if (!room.seated.done) room.seated.reject(error);
-      else room.emit({ type: "problem", message: `rejoin failed: ${error.message}` });
+      this.joinRefused(room, error, move);
       return;
     }
     if (this.rooms.get(key) !== room || this.node !== node) return; // left, or moved on: the next join seats it
-    if (!Number.isSafeInteger(joined.layer) || joined.layer < 0) {
+    if (!isLayer(joined.layer)) {
       room.emit({ type: "problem", message: "the node seated us in no layer" });
       return;
     }
     const first = !room.seated.done;
     room.layer = joined.layer;
-    room.total = joined.total;
+    room.layers = Math.max(count(joined.layers) ?? 1, joined.layer + 1);
+    room.total = count(joined.total);
     this.iceServers = Array.isArray(joined.ice_servers) ? joined.ice_servers : [];
     const listed = Array.isArray(joined.members) ? joined.members : [];
     this.learnNodes(listed.map((m) => m?.url));
     const members = listed.map((m) => m?.key).filter((k) => KEY.test(k));
     this.mesh.joined(key, joined.layer, members, iceExpiry(this.iceServers), now());
+    const seat = { layer: room.layer, layers: room.layers, total: room.total };
     if (first) room.seated.resolve(joined);
-    else room.emit({ type: "rejoined", node: node.nodeUrl, layer: joined.layer });
+    else if (move && !move.done) {
+      move.resolve(joined);
+      room.emit({ type: "moved", ...seat });
+    } else room.emit({ type: "rejoined", node: node.nodeUrl, layer: joined.layer });
+    room.emit({ type: "seated", ...seat });
     this.drive();
+  }
+
+  joinRefused(room, error, move) {
+    // A first join fails join(); a refused move fails move() and the Mesh asks for the
+    // old seat again; a refused rejoin is told (docs/protocol.md 3.5).
+    if (!room.seated.done) {
+      room.seated.reject(error);
+      return;
+    }
+    if (this.rooms.get(room.key) !== room) return;
+    if (move && !move.done) move.reject(error);
+    else if (!move) room.emit({ type: "problem", message: `rejoin failed: ${error.message}` });
+    this.mesh.joinRefused(room.key, error.code === "layer-full");
+    this.drive();
+  }
+
+  async move(room, layer, friend) {
+    // Room.move and Room.sitWith: a join while seated (docs/protocol.md 3.2).
+    if (this.rooms.get(room.key) !== room) throw new SignalingError("not-in-room", "this room was left");
+    if (room.moving && !room.moving.done) throw new SignalingError("busy", "a move is on its way already");
+    const moving = deferred();
+    room.moving = room.moveUnsent = moving;
+    const timer = setTimeout(() => {
+      if (!moving.done) moving.reject(new SignalingError("timeout", "the node did not answer the move"));
+    }, JOIN_TIMEOUT * 1000);
+    this.mesh.move(room.key, layer, friend);
+    this.drive();
+    try {
+      return (await moving.promise).layer;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async renewIceServers() {
@@ -717,8 +825,13 @@ export class Peer {
 
   // --- rooms ---
 
-  async join(pageUrl, { scope = "page" } = {}) {
+  async join(pageUrl, { scope = "page", layer = null, friend = null } = {}) {
     // Join the room of a page; links to its members are set up in the background.
+    // `layer` (from 0) asks for that layer, else `friend` (a member's hex key) for the
+    // layer that member sits in; a full layer rejects with `layer-full`, a friend not
+    // in the room with `unknown-peer`. A room joined already is returned as it is.
+    if (layer !== null && !isLayer(layer)) throw new RangeError(`a layer is in 0..${MAX_LAYER}`);
+    if (friend !== null && !KEY.test(friend)) throw new RangeError("a friend is a 64-digit hex public key");
     const canonical = canonicalUrl(pageUrl, scope);
     const key = hex(await roomKey(canonical));
     let room = this.rooms.get(key);
@@ -728,7 +841,7 @@ export class Peer {
       if (!room) {
         room = new Room(this, key, canonical, state);
         this.rooms.set(key, room);
-        this.mesh.join(key);
+        this.mesh.join(key, layer, friend);
         this.start();
       }
     }
@@ -779,9 +892,9 @@ export class Peer {
       return;
     } else if (frame.type === "peer-joined") {
       this.learnNodes([frame.url]);
-      this.mesh.peerJoined(frame.room, frame.key, at);
+      this.mesh.peerJoined(frame.room, frame.key, at, isLayer(frame.layer) ? frame.layer : null);
     } else if (frame.type === "peer-left") {
-      this.mesh.peerLeft(frame.room, frame.key);
+      this.mesh.peerLeft(frame.room, frame.key, isLayer(frame.layer) ? frame.layer : null);
     } else if (frame.type === "moving") {
       this.mesh.moving(nodeUrls(frame.nodes));
     } else if (frame.type === "closed") {

@@ -61,6 +61,7 @@ export class SignalingClient {
     this.nodes = [];
     this.rooms = new Map(); // room hex -> layer
     this.joining = new Set();
+    this.joinTurn = Promise.resolve(); // one join at a time: a node refuses one sent meanwhile
     this.waiters = new Map();
     this.nextId = 0;
     this.welcomed = false;
@@ -145,17 +146,30 @@ export class SignalingClient {
     this.ws.send(JSON.stringify(frame));
   }
 
-  async join(room, layer = null) {
+  join(room, layer = null, friend = null) {
+    // Sit in `room`: in `layer`, else beside `friend` (a member's key), else where the
+    // node places us; seated already, this moves us (docs/protocol.md 3.2). Joins wait
+    // for each other's answers, as the node requires (3.5).
     const frame = { type: "join", room };
     if (layer !== null) frame.layer = layer;
-    this.joining.add(room);
-    try {
-      const reply = await this.request(frame);
-      this.rooms.set(room, reply.layer);
-      return reply;
-    } finally {
-      this.joining.delete(room);
-    }
+    if (friend !== null) frame.friend = friend;
+    const turn = this.joinTurn.then(async () => {
+      this.joining.add(room);
+      try {
+        const reply = await this.request(frame);
+        this.rooms.set(room, reply.layer);
+        return reply;
+      } finally {
+        this.joining.delete(room);
+      }
+    });
+    this.joinTurn = turn.catch(() => {});
+    return turn;
+  }
+
+  layers(room) {
+    // The room-wide picture: our layer, the estimated layers and people, a few layers' counts.
+    return this.request({ type: "layers", room });
   }
 
   async leave(room) {
