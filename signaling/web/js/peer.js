@@ -71,7 +71,7 @@ function isLayer(value) {
   return count(value) !== null && value <= MAX_LAYER;
 }
 
-function parseCensus(reply) {
+export function parseCensus(reply) {
   // A `layers` answer (docs/protocol.md 3.2): numbers checked, at most 16 counts kept.
   const [layer, layers, total] = [reply.layer, reply.layers, reply.total].map(count);
   if (layer === null || layers === null || total === null) {
