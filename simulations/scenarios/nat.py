@@ -1,7 +1,8 @@
 """nat: peers behind a NAT mix meet in rooms; how many links need a relay, and how much.
 
-Users arrive (Poisson), pick a page by Zipf popularity, sit in a layer of
-`layer_size` (rooms.choose_layer over the live layer counts) and open one
+Users arrive (Poisson), pick a page by Zipf popularity, sit in the first layer
+of `layer_size` with a free seat (an idealised placement: the room core's own,
+with its DHT reads and estimates, is measured by the rooms scenario) and open one
 connection to every member of their layer, as the peer does. The NAT pair
 table (simulations.network.DIRECT) decides direct or relayed; a relayed link
 takes an allocation on the relay of the newcomer's home node (`relays` of the
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from signaling.rooms import choose_layer
 from simulations.metrics import Series, describe, ratio, rnd
 from simulations.network import NatMix, NatType, Relay, connects_directly
 from simulations.scenario import Plot, Progress, Result, World
@@ -73,13 +73,9 @@ def run(params: dict[str, Any], progress: Progress | None) -> Result:
     def arrive(_: Any) -> None:
         account(world.t)
         page = zipf.sample(rng)
-        layer_counts = []
-        index = 0
-        while (page, index) in layers and len(layers[(page, index)]) >= params["layer_size"]:
-            layer_counts.append(len(layers[(page, index)]))
-            index += 1
-        layer_counts.append(len(layers.get((page, index), [])))
-        layer = choose_layer(layer_counts, params["layer_size"])
+        layer = 0  # the first layer with a free seat
+        while (page, layer) in layers and len(layers[(page, layer)]) >= params["layer_size"]:
+            layer += 1
         home_relay = rng.randrange(params["nodes"])
         user = _User(mix.pick(rng), page, layer, home_relay)
         members = layers.setdefault((page, layer), [])
