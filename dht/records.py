@@ -84,7 +84,7 @@ class Refusal(IntEnum):
 @dataclass(frozen=True, slots=True)
 class RecordLimits:
     max_ttl: int = 3600
-    max_value_bytes: int = 1000
+    max_value_bytes: int = 2048
     max_records_per_key: int = 256
     max_records_total: int = 100_000
     clock_skew: int = 60  # tolerated difference between publisher's and our clock

@@ -41,6 +41,8 @@ RESPONSE_BUDGET = 1200
 MAX_CONTACTS = 32
 MAX_RECORDS_PER_MESSAGE = 64
 MAX_PLAIN_VALUE_BYTES = 1000
+MAX_RECORD_VALUE_BYTES = 2048
+"""A signed record's value: room seat lists name up to a layer's members in one record."""
 MAX_HOST_CHARS = 64
 NONCE_BYTES = 16
 MAX_REASON_CHARS = 100
@@ -265,8 +267,8 @@ def parse_record(value: object) -> Record:
     if len(item) != 6:
         raise WireError("bad_field", "a record is [key, publisher, seq, expires_at, value, sig]")
     key, publisher, seq, expires_at, data, signature = item
-    if not isinstance(data, bytes) or len(data) > MAX_PLAIN_VALUE_BYTES:
-        raise WireError("bad_field", f"a record value is bytes, at most {MAX_PLAIN_VALUE_BYTES}")
+    if not isinstance(data, bytes) or len(data) > MAX_RECORD_VALUE_BYTES:
+        raise WireError("bad_field", f"a record value is bytes, at most {MAX_RECORD_VALUE_BYTES}")
     return Record(
         key=_id(key, "record key"),
         publisher=_bytes(publisher, PUBLIC_KEY_BYTES, "publisher"),

@@ -40,6 +40,7 @@ from dht.core import DHTConfig
 from dht.options import ConfigError, options_from_table
 
 from .admission import AdmissionLimits
+from .layers import RoomConfig
 from .session import SessionLimits
 
 
@@ -68,8 +69,12 @@ class NodeConfig:
     """Presence records lapse this long after their home node last refreshed them."""
     refresh_interval: float = 0.0
     """How often presence is re-signed and layers re-read; defaults to presence_ttl / 3."""
-    layer_scan_batch: int = 2
-    """Layers read in parallel while looking for one with room."""
+    layer_choices: int = 2
+    """Random layers a newcomer is offered besides the last and the next (docs/protocol.md 3.1)."""
+    joins_per_minute: float = 12.0
+    """Joins one source address may make into one room through this node, per minute."""
+    seats_per_source: int = 16
+    """Seats one source address (IPv4, or IPv6 /64) may hold in one room through this node."""
     max_clients: int = 20_000
     max_view_members: int = 0
     """Members this node keeps of one layer; 0 means 4 x layer_size (a layer may run over
@@ -100,6 +105,20 @@ class NodeConfig:
     @property
     def refresh(self) -> float:
         return self.refresh_interval or self.presence_ttl / 3
+
+    def room_config(self, max_value_bytes: int) -> RoomConfig:
+        """The room core's settings (`max_value_bytes`: the DHT's record value limit)."""
+        return RoomConfig(
+            layer_size=self.layer_size,
+            presence_ttl=self.presence_ttl,
+            refresh=self.refresh,
+            choices=self.layer_choices,
+            view_cap=self.view_cap,
+            sign_timeout=self.sign_timeout,
+            joins_per_minute=self.joins_per_minute,
+            seats_per_source=self.seats_per_source,
+            max_value_bytes=max_value_bytes,
+        )
 
 
 def load_node_config(

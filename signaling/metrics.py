@@ -47,6 +47,15 @@ class _DHTCollector(Collector):
         for reason, count in sorted(links.refused.items()):
             refused.add_metric([reason], count)
         yield refused
+        rooms = CounterMetricFamily(
+            "pagemesh_room_events",
+            "room core counters: join.*, signal.* (local, remote, delivered, refused), "
+            "link.drop.* (frames from other nodes refused after parsing), read.*, home.*",
+            labels=["event"],
+        )
+        for name, value in sorted(self.node.rooms.counters.items()):
+            rooms.add_metric([name], value)
+        yield rooms
 
 
 class NodeMetrics:
@@ -62,7 +71,7 @@ class NodeMetrics:
         layers = Gauge(
             "pagemesh_layers", "room layers with clients on this node", registry=registry
         )
-        layers.set_function(lambda: len(node.layers))
+        layers.set_function(lambda: len(node.rooms.views))
         links = Gauge("pagemesh_node_links", "open links to other nodes", registry=registry)
         links.set_function(lambda: len(node.links))
         self.joins = Counter("pagemesh_joins", "room joins completed", registry=registry)
@@ -72,24 +81,12 @@ class NodeMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=registry,
         )
-        self.signals = Counter(
-            "pagemesh_signals",
-            "signals routed: local (same node), remote (forwarded), delivered (from a link)",
-            ["route"],
-            registry=registry,
-        )
         self.errors = Counter(
             "pagemesh_client_errors", "error frames sent to clients", ["code"], registry=registry
         )
         self.link_failures = Counter(
             "pagemesh_link_failures",
             "node links that could not be opened or used",
-            registry=registry,
-        )
-        self.link_drops = Counter(
-            "pagemesh_link_drops",
-            "frames from other nodes refused after parsing, by reason",
-            ["reason"],
             registry=registry,
         )
         self.refused = Counter(

@@ -34,16 +34,29 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 from prometheus_client.registry import Collector
+from yarl import URL
 
+from dht.core import LocalProtocolError
 from dht.identity import verify_signature
 from dht.ids import key_for
 from dht.node import DHTNode
-from dht.records import Record, Refusal, check_record
+from dht.records import Record
 from relay.credentials import load_secret, mint_credentials
 
 from . import metrics as node_metrics
 from .admission import Admission, source_of
 from .config import NodeConfig
+from .layers import (
+    CheckHome,
+    Forward,
+    JoinFinished,
+    PublishRecord,
+    Push,
+    ReadKey,
+    ReplyNode,
+    RoomCore,
+    TellNode,
+)
 from .links import LINK_PATH, LinkError, LinkPool
 from .protocol import (
     ErrorCode,
@@ -53,35 +66,19 @@ from .protocol import (
     IceServerList,
     IceServers,
     Join,
-    Joined,
+    Layers,
     Leave,
-    Left,
-    LinkAbsence,
     LinkFrame,
-    LinkPresence,
-    LinkSignal,
-    LinkSignalError,
-    Member,
-    MemberList,
     Members,
     Moving,
-    PeerJoined,
-    PeerLeft,
-    Presence,
-    RoomError,
     ServerFrame,
     Signal,
-    SignalFrom,
     Signed,
-    SignRequest,
     Welcome,
     error,
-    layer_key,
-    parse_presence,
-    presence_value,
     serialize,
 )
-from .rooms import choose_layer, estimate_total, is_node_url
+from .rooms import is_node_url
 from .session import (
     CLOSE_GOING_AWAY,
     CLOSE_REPLACED,
@@ -108,43 +105,16 @@ WEB_HEADERS = {
 
 
 @dataclass(slots=True)
-class Membership:
-    """One client's seat in one room."""
-
-    room: bytes
-    layer: int
-    seq: int = 0
-    record: Record | None = None
-
-
-@dataclass(slots=True)
 class Client:
     ws: web.WebSocketResponse
     session: ClientSession
     key: bytes = b""
     name: str | None = None
-    rooms: dict[bytes, Membership] = field(default_factory=dict)
-    pending: dict[str | int, asyncio.Future[bytes]] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    sign_counter: int = 0
     source: str = ""
     """Where the connection comes from (an IPv4 address or an IPv6 /64), for admission."""
     settled: bool = False
     """Admission no longer counts this connection as waiting for its hello."""
-    joining: bool = False
-    """A join of this connection is being carried out (one at a time)."""
-
-
-@dataclass(slots=True)
-class LayerView:
-    """What this node knows of one layer its clients sit in."""
-
-    room: bytes
-    layer: int
-    members: dict[bytes, Presence] = field(default_factory=dict)
-    departed: dict[bytes, tuple[int, int]] = field(default_factory=dict)
-    """peer -> (seq, expires_at) of a presence that has left: older records are ignored."""
-    local: set[bytes] = field(default_factory=set)
 
 
 class EmbeddedRelay(Protocol):
@@ -171,7 +141,8 @@ class SignalingNode:
         self.identity = dht.core.identity
         self.node_id = dht.node_id
         self.clients: dict[bytes, Client] = {}
-        self.layers: dict[tuple[bytes, int], LayerView] = {}
+        self.rooms: RoomCore  # made in _serve, once the node's URL is known
+        self._room_timer: asyncio.TimerHandle | None = None
         self.admission = Admission(config.admission)
         self.links = LinkPool(
             self.identity,
@@ -236,8 +207,16 @@ class SignalingNode:
         self.port = port
         bracketed = f"[{host}]" if ":" in host else host
         self.url = self.config.public_url or f"ws://{bracketed}:{port}"
-        self.home = HomeNode(self.node_id, self.url)
-        self._spawn(self._refresh_loop())
+        self.rooms = RoomCore(
+            self.config.room_config(self.dht.core.config.records.max_value_bytes),
+            self.identity,
+            self.url,
+            self._dht_address(),
+            self._rng,
+            verify_signature,
+            self.dht.core.config.records,
+            self._ice_servers_at,
+        )
         self._spawn(self._prune_loop())
         await self._update_directory()  # so the first welcome can already name other nodes
         self._spawn(self._directory_loop())
@@ -252,6 +231,10 @@ class SignalingNode:
     async def stop(self, moving: bool = True) -> None:
         """Graceful: tell each client where else to go (`moving`), close, save the DHT."""
         self._stopping = True
+        if hasattr(self, "rooms"):
+            self.rooms.stopping = True
+        if self._room_timer is not None:
+            self._room_timer.cancel()
         others = [url for url in self.known_nodes if url != self.url][:MAX_MOVING_NODES]
         clients = list(self.clients.values())
         for client in clients:
@@ -292,7 +275,7 @@ class SignalingNode:
             "dht_peers": len(self.dht.core.table),
             "clients": len(self.clients),
             "links": len(self.links),
-            "layers": len(self.layers),
+            "layers": len(self.rooms.views),
         }
         return web.json_response(body)
 
@@ -389,38 +372,31 @@ class SignalingNode:
         await self._flush(client)
 
     async def _handle(self, client: Client, event: SessionEvent) -> None:
+        now, rooms = _now(), self.rooms
         if isinstance(event, Authenticated):
             await self._authenticated(client, event)
         elif isinstance(event, Join):
-            if client.joining:  # each join reads the DHT: one at a time per connection
-                client.session.error(
-                    ErrorCode.RATE_LIMITED,
-                    "one join at a time; wait for the answer",
-                    event.id,
-                    _now(),
-                )
-                if event.room not in client.rooms:  # the session reserved it for this join
-                    client.session.rooms.discard(event.room)
-            else:
-                client.joining = True
-                self._spawn(self._join(client, event), client.tasks)
+            if not rooms.join(client.key, event, now):  # each join reads the DHT
+                message = "one join at a time; wait for the answer"
+                client.session.error(ErrorCode.RATE_LIMITED, message, event.id, now)
+                if event.room not in rooms.seated_rooms(client.key):
+                    client.session.rooms.discard(event.room)  # the session reserved it
         elif isinstance(event, Signed):
-            waiter = client.pending.pop(event.id, None)
-            if waiter is None or waiter.done():
-                client.session.error(
-                    ErrorCode.BAD_FIELD, "no signature was asked with that id", event.id, _now()
-                )
-            else:
-                waiter.set_result(event.sig)
+            if not rooms.signed(client.key, event.id, event.sig, now):
+                message = "no signature was asked with that id"
+                client.session.error(ErrorCode.BAD_FIELD, message, event.id, now)
         elif isinstance(event, Leave):
-            await self._leave(client, event.room, announce=True)
-            client.session.send(Left(event.room, event.id))
+            rooms.leave(client.key, event.room, event.id, now)
+            client.session.rooms.discard(event.room)
         elif isinstance(event, Members):
-            self._spawn(self._members(client, event), client.tasks)
+            rooms.members(client.key, event, now)
+        elif isinstance(event, Layers):
+            rooms.layers(client.key, event, now)
         elif isinstance(event, Signal):
-            await self._signal(client, event)
+            rooms.signal(client.key, event, now)
         elif isinstance(event, IceServers):
             client.session.send(IceServerList(self.ice_servers(client.key), event.id))
+        await self._run_rooms()
 
     async def _authenticated(self, client: Client, event: Authenticated) -> None:
         client.key, client.name = event.key, event.name
@@ -434,6 +410,7 @@ class SignalingNode:
             await self._flush(previous)
             await self._disconnect(previous)
         self.clients[event.key] = client
+        self.rooms.connect(event.key, client.source, _now())
         others = tuple(url for url in self.known_nodes if url != self.url)[:MAX_MOVING_NODES]
         idle = self.config.limits.idle_timeout
         client.session.send(Welcome(event.key, self.url, others, idle))
@@ -441,259 +418,93 @@ class SignalingNode:
     async def _disconnect(self, client: Client) -> None:
         if self.clients.get(client.key) is client:
             del self.clients[client.key]
+            self.rooms.disconnect(client.key, _now())
         for task in list(client.tasks):
             if task is not asyncio.current_task():
                 task.cancel()
-        for room in list(client.rooms):
-            await self._leave(client, room, announce=not self._stopping)
-        for waiter in client.pending.values():
-            waiter.cancel()
-        client.pending.clear()
+        await self._run_rooms()
 
-    # --- rooms -----------------------------------------------------------------------
+    # --- rooms: the core decides, the glue runs its commands ------------------------------
 
-    async def _join(self, client: Client, join: Join) -> None:
-        try:
-            await self._seat_client(client, join)
-        finally:
-            client.joining = False
-
-    async def _seat_client(self, client: Client, join: Join) -> None:
-        started = time.perf_counter()
-        current = client.rooms.get(join.room)
-        seated = current is not None and join.layer in (None, current.layer)
-        try:
-            if current is not None and seated:
-                layer = current.layer
-                members, total = await self._read_layer(join.room, layer)
+    async def _run_rooms(self) -> None:
+        """Carry out what the room core asked for; flush the clients it wrote to."""
+        touched: dict[bytes, Client] = {}
+        for command in self.rooms.commands():
+            if isinstance(command, Push):
+                client = self.clients.get(command.client)
+                if client is not None:
+                    client.session.send(command.frame)
+                    touched[command.client] = client
+            elif isinstance(command, ReadKey):
+                self._spawn(self._read(command))
+            elif isinstance(command, PublishRecord):
+                self._spawn(self._publish(command))
+            elif isinstance(command, CheckHome):
+                self._spawn(self._check_home(command))
+            elif isinstance(command, TellNode):
+                self._spawn(self._send_link(command.home, command.frame))
+            elif isinstance(command, ReplyNode):
+                self._spawn(self._reply_link(command.remote, command.frame))
+            elif isinstance(command, Forward):
+                self._spawn(self._forward(command))
             else:
-                if current is not None:
-                    await self._leave(client, join.room, announce=True)
-                layer, members, total = await self._pick_layer(join.room, join.layer)
-            view = self._view(join.room, layer)
-            for presence in members:  # known before the seat, so the join is announced to them
-                await self._learn_and_tell(view, presence, client.key)
-            if not seated:
-                await self._take_seat(client, view)
-        except (ConnectionError, TimeoutError) as exc:
-            self._join_failed(client, join.room)
-            await self._send(client, error(ErrorCode.UNAVAILABLE, f"join failed: {exc}", join.id))
+                self._join_finished(command)
+        self._arm_room_timer()
+        for client in touched.values():
+            await self._flush(client)
+
+    def _join_finished(self, done: JoinFinished) -> None:
+        if done.layer is None:
+            client = self.clients.get(done.client)
+            if client is not None and done.room not in self.rooms.seated_rooms(done.client):
+                client.session.rooms.discard(done.room)  # the session reserved it for the join
             return
-        except _Refused as exc:
-            self._join_failed(client, join.room)
-            await self._send(client, error(exc.code, exc.message, join.id))
-            return
-        peers = tuple(_member(p) for p in view.members.values() if p.peer != client.key)
         self.metrics.joins.inc()
-        self.metrics.join_seconds.observe(time.perf_counter() - started)
-        total = max(total, len(view.members))
-        ice = self.ice_servers(client.key)
-        await self._send(client, Joined(join.room, layer, peers, total, ice, join.id))
+        self.metrics.join_seconds.observe(done.seconds)
 
-    async def _pick_layer(self, room: bytes, wanted: int | None) -> tuple[int, list[Presence], int]:
-        """The layer a join goes to, its members, and an estimate of the room's size."""
-        size = self.config.layer_size
-        counts: list[int] = []
-        layers: list[list[Presence]] = []
-        batch = max(1, self.config.layer_scan_batch)
-        chosen = 0
-        while len(counts) < MAX_LAYER_SCAN:
-            start = len(counts)
-            reads = await asyncio.gather(
-                *(self._read_layer(room, i) for i in range(start, start + batch))
-            )
-            for members, _ in reads:
-                counts.append(len(members))
-                layers.append(members)
-            chosen = choose_layer(counts, size)
-            if chosen < len(counts):
-                break
-        else:
-            raise _Refused(ErrorCode.UNAVAILABLE, "room full")
-        total = estimate_total(counts, size) + 1  # the newcomer counts too
-        if wanted is None:
-            return chosen, layers[chosen], total
-        if wanted < len(layers):
-            return wanted, layers[wanted], total
-        members, _ = await self._read_layer(room, wanted)
-        return wanted, members, total + len(members)
-
-    async def _read_layer(self, room: bytes, layer: int) -> tuple[list[Presence], int]:
-        records = await self.dht.get_records(layer_key(room, layer))
-        members = []
-        for record in records:
-            try:
-                presence = parse_presence(record)
-            except RoomError:
-                continue  # somebody stored junk under the key; readers skip it
-            if presence.room == room and presence.layer == layer:
-                members.append(presence)
-        return members, len(members)
-
-    async def _take_seat(self, client: Client, view: LayerView) -> None:
-        """Have the client sign its presence, store it, and tell the layer."""
-        membership = Membership(view.room, view.layer)
-        record = await self._signed_presence(client, membership)
-        client.rooms[view.room] = membership
-        client.session.rooms.add(view.room)
-        view.local.add(client.key)
-        presence = parse_presence(record)
-        view.departed.pop(client.key, None)
-        await self._announce_joined(view, presence, record)
-        view.members[client.key] = presence
-        await self._store(record)
-
-    async def _signed_presence(self, client: Client, membership: Membership) -> Record:
-        """Ask the client to sign a fresh presence record for `membership`; check it."""
-        now = _now()
-        seq = max(membership.seq + 1, int(now * 1000))
-        expires_at = int(now + self.config.presence_ttl)
-        key = layer_key(membership.room, membership.layer)
-        value = presence_value(membership.room, membership.layer, self.home)
-        client.sign_counter += 1
-        request_id = f"sign-{client.sign_counter}"
-        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        client.pending[request_id] = waiter
-        await self._send(
-            client,
-            SignRequest(
-                request_id,
-                membership.room,
-                membership.layer,
-                key,
-                seq,
-                expires_at,
-                value.decode(),
-                self.node_id,
-                self.url,
-            ),
-        )
+    async def _read(self, command: ReadKey) -> None:
+        records: list[Record] | None
         try:
-            sig = await asyncio.wait_for(waiter, self.config.sign_timeout)
-        except TimeoutError:
-            raise _Refused(ErrorCode.BAD_SIGNATURE, "presence was not signed in time") from None
-        finally:
-            client.pending.pop(request_id, None)
-        record = Record(key, client.key, seq, expires_at, value, sig)
-        verdict = check_record(record, _now(), self.dht.core.config.records, verify_signature)
-        if verdict is not Refusal.STORED:
-            raise _Refused(
-                ErrorCode.BAD_SIGNATURE, f"presence record refused: {verdict.name.lower()}"
-            )
-        membership.seq, membership.record = seq, record
-        return record
+            records = await self.dht.get_records(command.key)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            log.info("layer read failed: %s", exc)
+            records = None
+        self.rooms.read_done(command.op, records, _now())
+        await self._run_rooms()
 
-    async def _store(self, record: Record) -> None:
+    async def _publish(self, command: PublishRecord) -> None:
         try:
-            await self.dht.publish(record)
-        except (ConnectionError, RuntimeError) as exc:
-            log.warning("could not store a presence record: %s", exc)
+            ok = await self.dht.publish(command.record) > 0
+        except (ConnectionError, RuntimeError, ValueError, LocalProtocolError) as exc:
+            log.warning("could not store a seat list: %s", exc)
+            ok = False
+        self.rooms.publish_done(command.op, ok, _now())
+        await self._run_rooms()
 
-    async def _leave(self, client: Client, room: bytes, announce: bool) -> None:
-        membership = client.rooms.pop(room, None)
-        client.session.rooms.discard(room)
-        if membership is None:
-            return
-        view = self.layers.get((room, membership.layer))
-        if view is None:
-            return
-        view.local.discard(client.key)
-        presence = view.members.pop(client.key, None)
-        expires = presence.expires_at if presence else int(_now() + self.config.presence_ttl)
-        view.departed[client.key] = (membership.seq, expires)
-        if announce:
-            await self._announce_left(view, client.key, membership.seq, expires)
-        if not view.local and self.layers.get((room, membership.layer)) is view:
-            del self.layers[(room, membership.layer)]
-
-    async def _members(self, client: Client, request: Members) -> None:
-        membership = client.rooms.get(request.room)
-        if membership is None:
-            await self._send(
-                client, error(ErrorCode.NOT_IN_ROOM, "not joined to that room", request.id)
-            )
-            return
+    async def _check_home(self, command: CheckHome) -> None:
         try:
-            await self._refresh_view(request.room, membership.layer)
-        except (ConnectionError, TimeoutError) as exc:
-            await self._send(client, error(ErrorCode.UNAVAILABLE, f"members: {exc}", request.id))
-            return
-        view = self.layers.get((request.room, membership.layer))
-        members = list(view.members.values()) if view else []
-        others = tuple(_member(p) for p in members if p.peer != client.key)
-        await self._send(
-            client, MemberList(request.room, membership.layer, others, len(members), request.id)
-        )
+            ok = await self.dht.verify_node(command.node_id, command.addr)
+        except (ConnectionError, RuntimeError, ValueError):
+            ok = False
+        self.rooms.home_checked(command.node_id, command.addr, ok, _now())
+        await self._run_rooms()
 
-    def _join_failed(self, client: Client, room: bytes) -> None:
-        if room not in client.rooms:
-            client.session.rooms.discard(room)
-        for where, view in list(self.layers.items()):
-            if not view.local:
-                del self.layers[where]
+    def _arm_room_timer(self) -> None:
+        """One timer for the room core, re-armed after everything it is fed (as aioquic's
+        protocol does): `call_at` on the loop's clock for the core's wall-clock deadline."""
+        deadline = self.rooms.get_timer()
+        if self._room_timer is not None:
+            self._room_timer.cancel()
+            self._room_timer = None
+        if deadline is not None and not self._stopping:
+            loop = asyncio.get_running_loop()
+            when = loop.time() + max(0.0, deadline - _now())
+            self._room_timer = loop.call_at(when, self._room_timer_due)
 
-    def _view(self, room: bytes, layer: int) -> LayerView:
-        view = self.layers.get((room, layer))
-        if view is None:
-            view = self.layers[(room, layer)] = LayerView(room, layer)
-        return view
-
-    def _learn(self, view: LayerView, presence: Presence) -> bool:
-        """Take a presence into a view; True when it is news (a member we did not know)."""
-        gone = view.departed.get(presence.peer)
-        if gone is not None and presence.seq <= gone[0]:
-            return False
-        view.departed.pop(presence.peer, None)
-        known = view.members.get(presence.peer)
-        if known is not None and known.seq >= presence.seq:
-            return False
-        if known is None and len(view.members) >= self.config.view_cap:
-            self.metrics.link_drops.labels("view_full").inc()  # a layer is bounded here too
-            return False
-        view.members[presence.peer] = presence
-        return known is None
-
-    # --- presence events ---------------------------------------------------------------
-
-    async def _learn_and_tell(self, view: LayerView, presence: Presence, *skip: bytes) -> None:
-        """Take a presence into a view; when it is news, the clients seated here hear it
-        (`peer-joined`), whichever source it came from: a DHT read, a join's read, a home
-        node's announcement or a signal's presence."""
-        if self._learn(view, presence):
-            await self._push_to_layer(view, self._joined_frame(presence), presence.peer, *skip)
-
-    async def _push_to_layer(self, view: LayerView, frame: ServerFrame, *skip: bytes) -> None:
-        for key in list(view.local):
-            client = self.clients.get(key)
-            if client is not None and key not in skip:
-                await self._send(client, frame)
-
-    def _joined_frame(self, presence: Presence) -> PeerJoined:
-        home = presence.home
-        return PeerJoined(presence.room, presence.layer, presence.peer, home.node_id, home.url)
-
-    def _left_frame(self, view: LayerView, peer: bytes) -> PeerLeft:
-        return PeerLeft(view.room, view.layer, peer)
-
-    async def _member_left(self, view: LayerView, peer: bytes) -> None:
-        """A remote member is gone (lapsed or announced): forget it, tell the layer."""
-        del view.members[peer]
-        await self._push_to_layer(view, self._left_frame(view, peer))
-
-    async def _announce_joined(self, view: LayerView, presence: Presence, record: Record) -> None:
-        await self._push_to_layer(view, self._joined_frame(presence), presence.peer)
-        await self._tell_home_nodes(view, LinkPresence(record))
-
-    async def _announce_left(self, view: LayerView, peer: bytes, seq: int, expires: int) -> None:
-        await self._push_to_layer(view, self._left_frame(view, peer))
-        await self._tell_home_nodes(view, LinkAbsence(view.room, view.layer, peer, seq, expires))
-
-    async def _tell_home_nodes(self, view: LayerView, frame: LinkFrame) -> None:
-        """Tell the layer's other home nodes, in the background: a slow or dead home node
-        must not hold up the client whose join or leave this is."""
-        homes = {p.home for p in view.members.values() if p.home.node_id != self.node_id}
-        for home in homes:
-            self._spawn(self._send_link(home, frame))
+    def _room_timer_due(self) -> None:
+        self._room_timer = None
+        self.rooms.handle_timer(_now())
+        self._spawn(self._run_rooms())
 
     async def _send_link(self, home: HomeNode, frame: LinkFrame) -> bool:
         try:
@@ -704,33 +515,20 @@ class SignalingNode:
             return False
         return True
 
-    async def _refresh_view(self, room: bytes, layer: int) -> None:
-        """Re-read a layer from the DHT; push what changed to the clients in it."""
-        members, _ = await self._read_layer(room, layer)
-        view = self.layers.get((room, layer))
-        if view is None:
-            return
-        now = _now()
-        seen = set()
-        for presence in members:
-            seen.add(presence.peer)
-            await self._learn_and_tell(view, presence)
-        for peer, presence in list(view.members.items()):
-            if peer in view.local:
-                continue
-            if peer not in seen and presence.expires_at <= now + 1:
-                await self._member_left(view, peer)
-        for peer, (_, expires) in list(view.departed.items()):
-            if expires <= now:
-                del view.departed[peer]
+    async def _reply_link(self, remote: bytes, frame: LinkFrame) -> None:
+        with contextlib.suppress(LinkError):
+            await self.links.reply(remote, frame)
 
-    async def _expire_members(self) -> None:
-        """Members whose record lapsed unrefreshed are gone, even between reads."""
-        now = _now()
-        for view in list(self.layers.values()):
-            for peer, presence in list(view.members.items()):
-                if peer not in view.local and presence.expires_at <= now:
-                    await self._member_left(view, peer)
+    async def _forward(self, command: Forward) -> None:
+        """A signal to the target's home node, in the background (a slow home node must not
+        stall the sender's other frames); the sender hears if it could not be sent."""
+        if await self._send_link(command.home, command.frame):
+            return
+        client = self.clients.get(command.client)
+        if client is not None:
+            message = "the peer's node is unreachable"
+            client.session.error(ErrorCode.UNAVAILABLE, message, command.frame.id, _now())
+            await self._flush(client)
 
     async def _prune_loop(self) -> None:
         """Forget admission buckets that have refilled (bounded memory without a flood)."""
@@ -739,173 +537,21 @@ class SignalingNode:
             self.admission.prune(_now())
             self.links.admission.prune(_now())
 
-    async def _refresh_loop(self) -> None:
-        period = self.config.refresh
-        while True:
-            await asyncio.sleep(period * self._rng.uniform(0.9, 1.1))
-            await self._expire_members()
-            for client in list(self.clients.values()):
-                for membership in list(client.rooms.values()):
-                    self._spawn(self._renew(client, membership), client.tasks)
-            for room, layer in list(self.layers):
-                self._spawn(self._refresh_view_logged(room, layer))
-
-    async def _refresh_view_logged(self, room: bytes, layer: int) -> None:
-        try:
-            await self._refresh_view(room, layer)
-        except (ConnectionError, TimeoutError) as exc:
-            log.info("layer refresh failed: %s", exc)
-
-    async def _renew(self, client: Client, membership: Membership) -> None:
-        try:
-            record = await self._signed_presence(client, membership)
-        except _Refused as exc:
-            log.info("client %s did not renew its presence: %s", client.key.hex()[:12], exc.message)
-            return
-        view = self.layers.get((membership.room, membership.layer))
-        if view is not None and client.key in view.members:
-            view.members[client.key] = parse_presence(record)
-        await self._store(record)
-
-    # --- signals -------------------------------------------------------------------------
-
-    async def _signal(self, client: Client, signal: Signal) -> None:
-        """Route a signal within the sender's layer of `signal.room`, and nowhere else.
-
-        Who may signal whom (docs/protocol.md, 3.2): both ends seated in the same
-        room and layer, as this node sees it (its own clients, and remote members
-        it learned from the DHT or their home nodes). Anyone else, whatever keys
-        they hold, is an `unknown-peer`.
-        """
-        membership = client.rooms.get(signal.room)
-        view = self.layers.get((signal.room, membership.layer)) if membership else None
-        target = view.members.get(signal.to) if view is not None else None
-        if (
-            membership is None
-            or membership.record is None
-            or view is None
-            or target is None
-            or signal.to == client.key
-        ):
-            self._unknown_peer(client, signal.id)
-            return
-        if target.home.node_id == self.node_id:
-            local = self.clients.get(signal.to)
-            if local is None or signal.to not in view.local:
-                self._unknown_peer(client, signal.id)
-                return
-            await self._send(local, SignalFrom(client.key, signal.payload, signal.room))
-            self.metrics.signals.labels("local").inc()
-            return
-        frame = LinkSignal(client.key, signal.to, signal.payload, membership.record, signal.id)
-        self._spawn(self._forward(client, target.home, frame), client.tasks)
-
-    async def _forward(self, client: Client, home: HomeNode, frame: LinkSignal) -> None:
-        """A signal to the target's home node, in the background (a slow home node must not
-        stall the sender's other frames); the sender hears if it could not be sent."""
-        if await self._send_link(home, frame):
-            self.metrics.signals.labels("remote").inc()
-        else:
-            client.session.error(
-                ErrorCode.UNAVAILABLE, "the peer's node is unreachable", frame.id, _now()
-            )
-            await self._flush(client)
-
-    def _unknown_peer(self, client: Client, ref: str | int | None) -> None:
-        self.metrics.signals.labels("refused").inc()
-        client.session.error(ErrorCode.UNKNOWN_PEER, "no such peer in your layer", ref, _now())
-
-    # --- node links ------------------------------------------------------------------------
-
     async def _on_link_frame(self, remote: bytes, frame: LinkFrame) -> None:
-        if isinstance(frame, LinkSignal):
-            await self._link_signal(remote, frame)
-        elif isinstance(frame, LinkSignalError):
-            await self._link_signal_error(remote, frame)
-        elif isinstance(frame, LinkPresence):
-            await self._link_presence(remote, frame)
-        else:
-            await self._link_absence(remote, frame)
-
-    def _presence_from(self, remote: bytes, record: Record) -> Presence | None:
-        """A presence record a node sent: valid, and of a client homed at that node."""
-        verdict = check_record(record, _now(), self.dht.core.config.records, verify_signature)
-        if verdict is not Refusal.STORED:
-            self._link_drop("bad_record")
-            return None
-        try:
-            presence = parse_presence(record)
-        except RoomError:
-            self._link_drop("not_presence")
-            return None
-        if presence.home.node_id != remote:
-            self._link_drop("foreign_client")  # a node speaks only for its own clients
-            return None
-        return presence
-
-    async def _link_signal(self, remote: bytes, frame: LinkSignal) -> None:
-        """A signal from a client of `remote`: delivered only within its layer."""
-        presence = self._presence_from(remote, frame.presence)
-        if presence is None or presence.peer != frame.sender:
-            if presence is not None:
-                self._link_drop("foreign_client")
-            return
-        view = self.layers.get((presence.room, presence.layer))
-        target = self.clients.get(frame.to)
-        if view is None or target is None or frame.to not in view.local:
-            message = "the peer is not in that layer here"
-            with contextlib.suppress(LinkError):
-                await self.links.reply(
-                    remote, LinkSignalError(frame.sender, frame.to, message, frame.id)
-                )
-            self.metrics.signals.labels("refused").inc()
-            return
-        await self._learn_and_tell(view, presence)  # a member we may not have heard of yet
-        seat = view.members.get(frame.sender)
-        if seat is None or seat.home.node_id != remote:
-            self._link_drop("departed")  # the seat of a member that has left, or moved
-            return
-        self.metrics.signals.labels("delivered").inc()
-        await self._send(target, SignalFrom(frame.sender, frame.payload, presence.room))
-
-    async def _link_signal_error(self, remote: bytes, frame: LinkSignalError) -> None:
-        """The peer a client signalled is not at `remote`: tell the client, if `remote` is
-        where that peer was homed (a node answers only for its own clients)."""
-        client = self.clients.get(frame.sender)
-        if client is None:
-            return
-        for membership in client.rooms.values():
-            view = self.layers.get((membership.room, membership.layer))
-            known = view.members.get(frame.to) if view is not None else None
-            if known is not None and known.home.node_id == remote:
-                await self._send(client, error(ErrorCode.UNKNOWN_PEER, frame.message, frame.id))
-                return
-        self._link_drop("foreign_client")
-
-    async def _link_presence(self, remote: bytes, frame: LinkPresence) -> None:
-        presence = self._presence_from(remote, frame.record)
-        if presence is None:
-            return
-        view = self.layers.get((presence.room, presence.layer))
-        if view is not None:
-            await self._learn_and_tell(view, presence)
-
-    async def _link_absence(self, remote: bytes, frame: LinkAbsence) -> None:
-        view = self.layers.get((frame.room, frame.layer))
-        if view is None:
-            return
-        known = view.members.get(frame.peer)
-        if known is None or known.home.node_id != remote or known.seq > frame.seq:
-            if known is not None and known.home.node_id != remote:
-                self._link_drop("foreign_client")
-            return
-        view.departed[frame.peer] = (frame.seq, frame.expires)
-        await self._member_left(view, frame.peer)
-
-    def _link_drop(self, reason: str) -> None:
-        self.metrics.link_drops.labels(reason).inc()
+        self.rooms.link_frame(remote, frame, _now())
+        await self._run_rooms()
 
     # --- ICE servers and the node directory -------------------------------------------------
+
+    def _ice_servers_at(self, peer: bytes, _now: float) -> tuple[IceServer, ...]:
+        return self.ice_servers(peer)
+
+    def _dht_address(self) -> tuple[str, int]:
+        """Where other nodes reach this node's DHT (to check the seat lists it publishes)."""
+        host, port = self.dht.address[:2]
+        if host in ("0.0.0.0", "::", ""):
+            host = URL(self.url).host or host
+        return host, port
 
     def ice_servers(self, peer: bytes) -> tuple[IceServer, ...]:
         """STUN servers, and TURN with credentials minted for `peer` (docs/protocol.md 3.2)."""
@@ -942,19 +588,8 @@ class SignalingNode:
             log.info("node directory update failed: %s", exc)
 
 
-class _Refused(Exception):
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 def _now() -> float:
     return time.time()
-
-
-def _member(presence: Presence) -> Member:
-    return Member(presence.peer, presence.home.node_id, presence.home.url)
 
 
 def _address(text: str) -> tuple[str, int]:

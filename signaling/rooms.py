@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
 from dataclasses import dataclass
 from enum import Enum
 
 from yarl import URL
 
 from dht.identity import PUBLIC_KEY_BYTES
-from dht.ids import ID_BYTES
+from dht.ids import ID_BYTES, node_id_for
 from dht.records import Record
 
 ROOM_KEY_BYTES = ID_BYTES
@@ -36,6 +37,7 @@ MAX_LAYER = 65535
 _ROOM_DOMAIN = b"pagemesh/room\0"
 _PRIVATE_ROOM_DOMAIN = b"pagemesh/private-room\0"
 _LAYER_DOMAIN = b"pagemesh/layer\0"
+_SEAT_OF_DOMAIN = b"pagemesh/seat-of\0"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 TRACKING_PARAMETERS = frozenset(
@@ -154,27 +156,9 @@ def layer_key(room: bytes, layer: int) -> bytes:
     return hashlib.sha256(_LAYER_DOMAIN + room + layer.to_bytes(2, "big")).digest()[:ID_BYTES]
 
 
-def choose_layer(counts: list[int], layer_size: int) -> int:
-    """The first layer with room, given the member counts of layers 0..len(counts)-1.
-
-    A layer past the scanned ones (count unknown, presumed empty) is chosen when
-    all scanned layers are full.
-    """
-    for index, count in enumerate(counts):
-        if count < layer_size:
-            return index
-    return len(counts)
-
-
-def estimate_total(counts: list[int], layer_size: int) -> int:
-    """An estimate of a room's size from the counts of the layers scanned so far.
-
-    Layers fill in order, so every layer before the last non-empty one is
-    taken as at least full (members may have left since); the count is exact
-    for a room that fits in the scanned layers.
-    """
-    last = max((i for i, c in enumerate(counts) if c), default=-1)
-    return sum(max(c, layer_size) if i < last else c for i, c in enumerate(counts[: last + 1]))
+def seat_of_key(room: bytes, peer: bytes) -> bytes:
+    """The DHT key where a member's home node says which layer of `room` it sits in."""
+    return hashlib.sha256(_SEAT_OF_DOMAIN + room + peer).digest()[:ID_BYTES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,3 +244,133 @@ def parse_presence(record: Record) -> Presence:
         raise RoomError("not a presence record: the home URL is not a node's")
     home = HomeNode(node_id, url)
     return Presence(room, layer, record.publisher, home, record.expires_at, record.seq)
+
+
+# --- what a home node stores: one seat list per (node, layer) -------------------------
+
+SEATS_MAGIC = b"pms1"
+SEAT_OF_MAGIC = b"pml1"
+SEAT_BYTES = PUBLIC_KEY_BYTES + 8
+MAX_HOST_BYTES = 64
+_SEATS_HEAD = struct.Struct(">4s20sHIIH")  # magic, room, layer, layers hint, total hint, port
+_SEAT = struct.Struct(">32sQ")  # member key, seated since (Unix milliseconds)
+_SEAT_OF = struct.Struct(">4s20s32sH")  # magic, room, member key, layer
+
+
+@dataclass(frozen=True, slots=True)
+class SeatList:
+    """The members one home node seats in one layer, as it publishes them (docs/protocol.md,
+    "Seat lists"). The record's publisher is the node itself, so only a node that holds
+    its DHT key can seat anyone; `dht` is where that node answers, so readers can check
+    it is a real, reachable node before they count its seats."""
+
+    room: bytes
+    layer: int
+    home: HomeNode
+    dht: tuple[str, int]
+    seats: tuple[tuple[bytes, int], ...]
+    """(member key, seated since in Unix milliseconds), in the order the node seated them."""
+    layers_hint: int
+    """How many layers the room has, as the publishing node estimates it."""
+    total_hint: int
+    expires_at: int
+    seq: int
+
+    @property
+    def key(self) -> bytes:
+        return layer_key(self.room, self.layer)
+
+    def presences(self) -> list[Presence]:
+        return [
+            Presence(self.room, self.layer, peer, self.home, self.expires_at, self.seq)
+            for peer, _ in self.seats
+        ]
+
+
+def seat_list_value(
+    room: bytes,
+    layer: int,
+    home: HomeNode,
+    dht: tuple[str, int],
+    seats: list[tuple[bytes, int]] | tuple[tuple[bytes, int], ...],
+    layers_hint: int,
+    total_hint: int,
+) -> bytes:
+    """The record value of a seat list (binary: it must fit a layer's seats in one record)."""
+    host, url = dht[0].encode(), home.url.encode()
+    head = _SEATS_HEAD.pack(
+        SEATS_MAGIC, room, layer, min(layers_hint, 2**32 - 1), min(total_hint, 2**32 - 1), dht[1]
+    )
+    body = b"".join(_SEAT.pack(peer, since) for peer, since in seats)
+    return b"".join((head, bytes([len(host)]), host, len(url).to_bytes(2, "big"), url, body))
+
+
+def seat_list_bytes(url: str, host: str, seats: int) -> int:
+    """The size of a seat list's value for `seats` members (to keep it under the record limit)."""
+    return _SEATS_HEAD.size + 1 + len(host.encode()) + 2 + len(url.encode()) + seats * SEAT_BYTES
+
+
+def parse_seat_list(record: Record) -> SeatList:
+    """Read a seat list; RoomError for anything that is not one (checked length by length)."""
+    data = record.value
+    if len(data) < _SEATS_HEAD.size + 3 or len(record.publisher) != PUBLIC_KEY_BYTES:
+        raise RoomError("not a seat list: too short")
+    magic, room, layer, layers_hint, total_hint, port = _SEATS_HEAD.unpack_from(data)
+    if magic != SEATS_MAGIC:
+        raise RoomError("not a seat list: bad magic")
+    at = _SEATS_HEAD.size
+    host_len = data[at]
+    at += 1
+    if host_len == 0 or host_len > MAX_HOST_BYTES or at + host_len + 2 > len(data):
+        raise RoomError("not a seat list: bad host")
+    host_raw = data[at : at + host_len]
+    at += host_len
+    url_len = int.from_bytes(data[at : at + 2], "big")
+    at += 2
+    if url_len > MAX_NODE_URL or at + url_len > len(data):
+        raise RoomError("not a seat list: bad url")
+    url_raw = data[at : at + url_len]
+    at += url_len
+    if (len(data) - at) % SEAT_BYTES:
+        raise RoomError("not a seat list: a partial seat")
+    try:
+        host, url = host_raw.decode("ascii"), url_raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise RoomError("not a seat list: non-ASCII host or url") from None
+    if not host.isprintable() or " " in host or port == 0:
+        raise RoomError("not a seat list: bad host")
+    if not is_node_url(url):
+        raise RoomError("not a seat list: the home URL is not a node's")
+    if layer_key(room, layer) != record.key:
+        raise RoomError("seat list stored under another layer's key")
+    seats = tuple(_SEAT.unpack_from(data, offset) for offset in range(at, len(data), SEAT_BYTES))
+    if len({peer for peer, _ in seats}) != len(seats):
+        raise RoomError("not a seat list: a member seated twice")
+    home = HomeNode(node_id_for(record.publisher), url)
+    return SeatList(
+        room,
+        layer,
+        home,
+        (host, port),
+        seats,
+        layers_hint,
+        total_hint,
+        record.expires_at,
+        record.seq,
+    )
+
+
+def seat_of_value(room: bytes, peer: bytes, layer: int) -> bytes:
+    return _SEAT_OF.pack(SEAT_OF_MAGIC, room, peer, layer)
+
+
+def parse_seat_of(record: Record, room: bytes, peer: bytes) -> int:
+    """The layer a seat-of record names for `peer` in `room`; RoomError if it names none."""
+    if len(record.value) != _SEAT_OF.size:
+        raise RoomError("not a seat-of record")
+    magic, their_room, their_peer, layer = _SEAT_OF.unpack(record.value)
+    if magic != SEAT_OF_MAGIC or their_room != room or their_peer != peer:
+        raise RoomError("not a seat-of record for this member")
+    if record.key != seat_of_key(room, peer):
+        raise RoomError("seat-of record stored under another key")
+    return int(layer)

@@ -290,8 +290,8 @@ def test_misuse_of_the_api_raises_a_local_error() -> None:
     core = MemoryNetwork(seed=1).add_node()
     with pytest.raises(LocalProtocolError, match="20 bytes"):
         core.find_node(b"short", 0.0)
-    with pytest.raises(LocalProtocolError, match="at most 1000 bytes"):
-        core.create_record(b"k" * 20, b"x" * 1001, ttl=10, seq=1, now=0.0)
+    with pytest.raises(LocalProtocolError, match="at most 2048 bytes"):
+        core.create_record(b"k" * 20, b"x" * 2049, ttl=10, seq=1, now=0.0)
     with pytest.raises(LocalProtocolError, match="ttl"):
         core.create_record(b"k" * 20, b"x", ttl=7200, seq=1, now=0.0)
     stale = core.create_record(b"k" * 20, b"x", ttl=10, seq=1, now=0.0)

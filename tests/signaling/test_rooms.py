@@ -11,16 +11,21 @@ from hypothesis import strategies as st
 from dht.identity import Identity
 from dht.records import Record
 from signaling.rooms import (
+    MAX_LAYER,
     HomeNode,
     RoomError,
     Scope,
     canonical_url,
-    choose_layer,
-    estimate_total,
     layer_key,
     parse_presence,
+    parse_seat_list,
+    parse_seat_of,
     presence_value,
     room_key,
+    seat_list_bytes,
+    seat_list_value,
+    seat_of_key,
+    seat_of_value,
 )
 
 CANONICAL = [
@@ -122,31 +127,67 @@ def test_layer_keys_are_distinct_and_bounded() -> None:
         layer_key(room[:10], 0)
 
 
+NODE = Identity.from_seed(b"n" * 32)
+ROOM = room_key("https://example.org/")
+
+
+def seat_list_record(value: bytes, layer: int = 2, seq: int = 5) -> Record:
+    return Record.create(NODE, layer_key(ROOM, layer), value, seq=seq, expires_at=1000)
+
+
+def test_seat_list_round_trip() -> None:
+    home = HomeNode(NODE.node_id, "ws://127.0.0.1:8000")
+    seats = [(bytes([i]) * 32, 1_700_000_000 + i) for i in range(24)]
+    value = seat_list_value(ROOM, 2, home, ("127.0.0.1", 4000), seats, 412, 9800)
+    assert len(value) == seat_list_bytes(home.url, "127.0.0.1", 24) <= 2048
+    parsed = parse_seat_list(seat_list_record(value))
+    assert (parsed.room, parsed.layer, parsed.home, parsed.dht) == (
+        ROOM,
+        2,
+        home,
+        ("127.0.0.1", 4000),
+    )
+    assert list(parsed.seats) == seats
+    assert (parsed.layers_hint, parsed.total_hint, parsed.seq) == (412, 9800, 5)
+    assert [p.peer for p in parsed.presences()] == [peer for peer, _ in seats]
+
+
 @pytest.mark.parametrize(
-    ("counts", "size", "layer"),
+    ("mangle", "reason"),
     [
-        ([], 24, 0),
-        ([0], 24, 0),
-        ([23], 24, 0),
-        ([24], 24, 1),
-        ([24, 24, 3], 24, 2),
-        ([24, 5], 24, 1),
+        (lambda v: v[:-1], "a partial seat"),
+        (lambda v: b"xxxx" + v[4:], "bad magic"),
+        (lambda v: v[:10], "too short"),
+        (lambda v: v + v[-40:], "seated twice"),
     ],
 )
-def test_choose_layer(counts: list[int], size: int, layer: int) -> None:
-    assert choose_layer(counts, size) == layer
+def test_seat_list_defects_are_named(mangle: object, reason: str) -> None:
+    home = HomeNode(NODE.node_id, "ws://127.0.0.1:8000")
+    value = seat_list_value(ROOM, 2, home, ("127.0.0.1", 4000), [(b"a" * 32, 1)], 1, 1)
+    with pytest.raises(RoomError, match=reason):
+        parse_seat_list(seat_list_record(mangle(value)))  # type: ignore[operator]
 
 
-def test_choose_layer_refills_a_layer_left_by_members() -> None:
-    assert choose_layer([24, 10, 24], 24) == 1
+def test_a_seat_list_under_another_layers_key_is_refused() -> None:
+    home = HomeNode(NODE.node_id, "ws://127.0.0.1:8000")
+    value = seat_list_value(ROOM, 2, home, ("127.0.0.1", 4000), [], 1, 0)
+    with pytest.raises(RoomError, match="another layer"):
+        parse_seat_list(seat_list_record(value, layer=3))
 
 
-@pytest.mark.parametrize(
-    ("counts", "total"),
-    [([], 0), ([0, 0], 0), ([5], 5), ([24, 3], 27), ([20, 3], 27), ([24, 24, 0, 0], 48)],
-)
-def test_estimate_total(counts: list[int], total: int) -> None:
-    assert estimate_total(counts, 24) == total
+@given(st.binary(max_size=1200))
+def test_parse_seat_list_raises_only_room_error(value: bytes) -> None:
+    with contextlib.suppress(RoomError):
+        parse_seat_list(seat_list_record(value))
+
+
+@given(st.binary(max_size=80), st.integers(0, MAX_LAYER))
+def test_parse_seat_of_raises_only_room_error(value: bytes, layer: int) -> None:
+    peer = b"p" * 32
+    good = Record.create(NODE, seat_of_key(ROOM, peer), seat_of_value(ROOM, peer, layer), 1, 10)
+    assert parse_seat_of(good, ROOM, peer) == layer
+    with contextlib.suppress(RoomError):
+        parse_seat_of(Record.create(NODE, seat_of_key(ROOM, peer), value, 1, 10), ROOM, peer)
 
 
 def test_presence_round_trip_and_checks() -> None:

@@ -106,19 +106,24 @@ async def test_client_refuses_to_sign_a_foreign_record(
     assert isinstance(event, BadNodeFrame) and event.code == "refused-sign"
 
 
-async def test_layers_fill_in_order_and_a_friend_can_pick_one(
+async def test_layers_fill_and_a_friend_can_pick_one_with_a_seat(
     signaling_mesh: NodeFactory, connect: ClientFactory
 ) -> None:
     a, b = await signaling_mesh(2, layer_size=2)
     clients = [await connect(n) for n in (a, b, a, b)]
     layers = [(await c.join(ROOM)).layer for c in clients[:3]]
     assert layers == [0, 0, 1]
-    friend = await clients[3].join(ROOM, layer=0)  # sits with the first two, over the bound
-    assert friend.layer == 0 and len(friend.members) == 2 and friend.total >= 4
-    # the third client, alone in layer 1, hears nothing of layer 0
+    with pytest.raises(SignalingError, match="layer-full"):
+        await clients[3].join(ROOM, layer=0)  # a layer asked for is honoured only with a seat
+    friend = await clients[3].join(ROOM, friend=clients[2].key)  # sits beside the third
+    assert friend.layer == 1 and [m.key for m in friend.members] == [clients[2].key]
+    assert friend.total == 4 and friend.layers == 2
+    # the third client hears of its friend, and nothing of layer 0
+    event = await clients[2].next_event()
+    assert isinstance(event, PeerJoined) and event.member.key == clients[3].key
     event = await clients[0].next_event()
     assert isinstance(event, PeerJoined) and event.member.key == clients[1].key
-    assert {m.key for m in await clients[2].members(ROOM)} == set()
+    assert {m.key for m in await clients[2].members(ROOM)} == {clients[3].key}
 
 
 async def test_joined_rooms_are_bounded(

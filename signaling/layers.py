@@ -1,0 +1,1327 @@
+"""The room core: every rule of seating, layer views, presence and departures, with no I/O.
+
+A node runs one `RoomCore`. Three things drive it (docs/protocol.md section 3.1,
+docs/architecture.md "Rooms"):
+
+- its clients: `connect`, `join`, `signed`, `leave`, `members`, `layers`,
+  `signal`, `disconnect`;
+- results of the commands it gave: `read_done` (records under a DHT key),
+  `publish_done`, `home_checked` (a home node proved its id at its address);
+- other nodes' link frames (`link_frame`) and the clock (`get_timer`,
+  `handle_timer`).
+
+Its output is a list of commands (`commands()`): read a key, publish a
+record, check a home node, push a frame to a client, send a frame to another
+node. `signaling/node.py` runs them over aiohttp and the DHT node; the
+simulator's rooms scenario runs them over its in-memory network. Time arrives
+as `now` (Unix seconds), randomness from an injected `random.Random`.
+
+The rules, in short:
+
+- A layer's members are published by their home nodes: one **seat list** per
+  (node, layer), a DHT record signed by the node (`signaling.rooms.SeatList`).
+  A seat list counts only once its node proved, at the DHT address it names,
+  that it holds the key (`CheckHome`): a stranger with keys but no reachable
+  node seats nobody.
+- **Placement** costs the same at any room size: the node keeps an estimate of
+  the room's layer count L; a newcomer is offered `choices` layers drawn at
+  random below L-1, plus the last layer L-1 and the next one L, all read at
+  once; it sits in the least full with a seat (power of two choices, so holes
+  left by leavers are refilled), else in L (a new layer). After its seat list
+  is stored the node reads the layer again: when concurrent joins overfilled
+  it, those seated last move on (at most `max_attempts` times).
+- A layer asked for (by number, or as a friend's) is honoured when it has a
+  seat; otherwise `layer-full`.
+- **Estimates**: each layer read moves L (a non-empty layer at or past L raises
+  it; an empty last layer lowers it), and feeds a moving average of the fill
+  of full-size layers; seat lists carry their node's estimates as hints for a
+  node that has none. total = (L - 1) x fill + (members of the last layer).
+- **Fairness**: per source address and room, `joins_per_minute` joins and at most
+  `seats_per_source` seats at this node.
+- A node speaks only for its own clients; a presence or absence about a member
+  homed elsewhere is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import statistics
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dht.identity import Identity
+from dht.ratelimit import TokenBucket
+from dht.records import Record, RecordLimits, Refusal, Verifier, check_record
+
+from .protocol import (
+    ErrorCode,
+    HomeNode,
+    IceServer,
+    Join,
+    Joined,
+    LayerCount,
+    LayerList,
+    Layers,
+    Left,
+    LinkAbsence,
+    LinkFrame,
+    LinkPresence,
+    LinkSignal,
+    LinkSignalError,
+    Member,
+    MemberList,
+    Members,
+    PeerJoined,
+    PeerLeft,
+    Presence,
+    RoomError,
+    ServerFrame,
+    Signal,
+    SignalFrom,
+    SignRequest,
+    error,
+    layer_key,
+    parse_presence,
+    presence_value,
+)
+from .rooms import (
+    MAX_LAYER,
+    SEAT_BYTES,
+    SeatList,
+    parse_seat_list,
+    parse_seat_of,
+    seat_list_bytes,
+    seat_list_value,
+    seat_of_key,
+    seat_of_value,
+)
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomConfig:
+    layer_size: int = 24
+    presence_ttl: float = 60.0
+    """A seat list lapses this long after its node last renewed it."""
+    refresh: float = 20.0
+    """How often seat lists are renewed, clients re-sign and seated layers are re-read."""
+    choices: int = 2
+    """Random layers offered to a newcomer besides the last and the next one."""
+    max_attempts: int = 3
+    view_cap: int = 96
+    """Members this node keeps of one layer (a bound against anyone who lists too many)."""
+    sign_timeout: float = 10.0
+    seat_of_ttl: float = 600.0
+    """Lifetime of the record that tells friends which layer a member sits in."""
+    home_ttl: float = 600.0
+    """How long a home node's proof is trusted; a failed proof is retried after a tenth."""
+    estimate_ttl: float = 300.0
+    max_estimates: int = 10_000
+    max_homes: int = 10_000
+    joins_per_minute: float = 12.0
+    """Per source address and room, at this node (bursts of the same size)."""
+    seats_per_source: int = 16
+    """Seats one source address may hold in one room through this node."""
+    layers_listed: int = 6
+    """Layers whose counts a `layers` answer carries besides the caller's own."""
+    max_value_bytes: int = 2048
+    """The DHT's record value limit: a seat list must fit in one record."""
+    fill_weight: float = 0.1
+    """Weight of a new sample in the moving average of a full-size layer's fill."""
+
+
+# --- commands (what the glue must do) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadKey:
+    op: int
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRecord:
+    op: int
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class CheckHome:
+    node_id: bytes
+    addr: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    client: bytes
+    frame: ServerFrame
+
+
+@dataclass(frozen=True, slots=True)
+class TellNode:
+    home: HomeNode
+    frame: LinkFrame
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyNode:
+    remote: bytes
+    frame: LinkFrame
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A client's signal to a member homed elsewhere; if it cannot be sent, the glue tells
+    the client `unavailable`."""
+
+    client: bytes
+    home: HomeNode
+    frame: LinkSignal
+
+
+@dataclass(frozen=True, slots=True)
+class JoinFinished:
+    """A join answered (for metrics): seated in `layer`, or refused when `layer` is None."""
+
+    client: bytes
+    room: bytes
+    layer: int | None
+    seconds: float
+    reads: int
+
+
+Command = ReadKey | PublishRecord | CheckHome | Push | TellNode | ReplyNode | Forward | JoinFinished
+
+
+# --- state ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Seat:
+    """One client's seat in one room at this node."""
+
+    room: bytes
+    layer: int
+    since: int
+    seq: int = 0
+    record: Record | None = None
+    """The client's own signed presence (it travels on node links as proof)."""
+    seat_of_at: float = float("-inf")
+    """When the friend-finding record was last published."""
+
+
+@dataclass(slots=True)
+class ClientState:
+    key: bytes
+    source: str
+    seats: dict[bytes, Seat] = field(default_factory=dict)
+    joining: bool = False
+    sign_counter: int = 0
+
+
+@dataclass(slots=True)
+class LayerView:
+    """What this node knows of one layer its clients sit in."""
+
+    room: bytes
+    layer: int
+    members: dict[bytes, Presence] = field(default_factory=dict)
+    since: dict[bytes, int] = field(default_factory=dict)
+    departed: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    """peer -> (ms of departure, expires_at): older evidence of that peer is ignored."""
+    local: set[bytes] = field(default_factory=set)
+    seats_seq: int = 0
+    publishing: bool = False
+    dirty: bool = False
+    waiting: list[Callable[[float], None]] = field(default_factory=list)
+    """Continuations to run once the seat list that includes the latest change is stored."""
+
+    def count(self) -> int:
+        return len(self.members)
+
+
+@dataclass(slots=True)
+class Estimate:
+    layers: int = 1
+    fill: float = 0.0
+    fill_samples: int = 0
+    last: int = 0
+    total_hints: list[int] = field(default_factory=list)
+    used_at: float = 0.0
+
+    def total(self, layer_size: int) -> int:
+        if self.layers <= 1:
+            return self.last
+        if self.fill_samples:
+            fill = self.fill
+        elif self.total_hints:
+            return int(statistics.median(self.total_hints))
+        else:
+            fill = layer_size
+        return round((self.layers - 1) * fill + self.last)
+
+
+@dataclass(slots=True)
+class HomeState:
+    addr: Address
+    ok: bool | None = None
+    until: float = 0.0
+    waiting: list[Callable[[float], None]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Layer:
+    """A layer as one read found it: verified members, with seat times and hints."""
+
+    room: bytes
+    layer: int
+    members: dict[bytes, Presence]
+    since: dict[bytes, int]
+    lists: list[SeatList]
+
+    def ranked(self) -> list[bytes]:
+        return sorted(self.members, key=lambda peer: (self.since.get(peer, 0), peer))
+
+
+@dataclass(slots=True)
+class JoinState:
+    client: bytes
+    frame: Join
+    started: float
+    attempt: int = 0
+    reads: int = 0
+    excluded: set[int] = field(default_factory=set)
+    requested: bool = False
+
+
+class RoomCore:
+    """Rooms at one node (see the module docstring for the rules)."""
+
+    def __init__(
+        self,
+        config: RoomConfig,
+        identity: Identity,
+        url: str,
+        dht_addr: Address,
+        rng: random.Random,
+        verify: Verifier,
+        record_limits: RecordLimits,
+        ice_servers: Callable[[bytes, float], tuple[IceServer, ...]] = lambda _k, _n: (),
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.home = HomeNode(identity.node_id, url)
+        self.dht_addr = dht_addr
+        self.rng = rng
+        self.verify = verify
+        self.record_limits = record_limits
+        self.ice_servers = ice_servers
+        self.clients: dict[bytes, ClientState] = {}
+        self.views: dict[tuple[bytes, int], LayerView] = {}
+        self.estimates: OrderedDict[bytes, Estimate] = OrderedDict()
+        self.homes: OrderedDict[bytes, HomeState] = OrderedDict()
+        self.counters: Counter[str] = Counter()
+        self.stopping = False
+        self._commands: list[Command] = []
+        self._op = 0
+        self._reads: dict[int, list[Callable[[list[Record], float], None]]] = {}
+        self._reading: dict[bytes, int] = {}
+        self._publishes: dict[int, Callable[[bool, float], None]] = {}
+        self._signs: dict[tuple[bytes, str], tuple[float, Callable[[bytes | None, float], None]]]
+        self._signs = {}
+        self._joins: dict[str, TokenBucket] = {}
+        self._seats_by_source: Counter[tuple[str, bytes]] = Counter()
+        self._next_refresh: float | None = None
+        self._timers: list[tuple[float, int, tuple[bytes, str] | tuple[bytes, int, bytes]]] = []
+        self._timer_seq = 0
+
+    def seated_rooms(self, client: bytes) -> set[bytes]:
+        """The rooms `client` holds a seat in at this node."""
+        state = self.clients.get(client)
+        return set(state.seats) if state is not None else set()
+
+    def seats_per_record(self) -> int:
+        """How many of this node's clients one seat list (one DHT record) can name."""
+        head = seat_list_bytes(self.home.url, self.dht_addr[0], 0)
+        return max(0, (self.config.max_value_bytes - head) // SEAT_BYTES)
+
+    # --- output -----------------------------------------------------------------------
+
+    def commands(self) -> list[Command]:
+        out, self._commands = self._commands, []
+        return out
+
+    def _push(self, client: bytes, frame: ServerFrame) -> None:
+        self._commands.append(Push(client, frame))
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` must run next: a signature's deadline, a remote member's
+        expiry, or the periodic refresh (entries are dropped lazily, so it may be early)."""
+        deadlines = [self._timers[0][0]] if self._timers else []
+        if self._next_refresh is not None:
+            deadlines.append(self._next_refresh)
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, what = heapq.heappop(self._timers)
+            if isinstance(what, tuple) and len(what) == 2:
+                waiter = self._signs.get(what)
+                if waiter is not None and waiter[0] <= now:
+                    del self._signs[what]
+                    waiter[1](None, now)
+            else:
+                room, layer, peer = what
+                view = self.views.get((room, layer))
+                known = view.members.get(peer) if view is not None else None
+                lapsed = known is not None and known.expires_at <= now
+                if view is not None and lapsed and peer not in view.local:
+                    self._member_left(view, peer)  # its home stopped renewing it
+        if self._next_refresh is not None and self._next_refresh <= now:
+            self._refresh(now)
+
+    def _at(self, when: float, what: tuple[bytes, str] | tuple[bytes, int, bytes]) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, what))
+
+    # --- clients ----------------------------------------------------------------------
+
+    def connect(self, client: bytes, source: str, now: float) -> None:
+        """A client proved its key (a reconnecting key replaces its old connection first)."""
+        if client in self.clients:
+            self.disconnect(client, now)
+        self.clients[client] = ClientState(client, source)
+        if self._next_refresh is None:
+            self._next_refresh = now + self._period()
+
+    def disconnect(self, client: bytes, now: float) -> None:
+        state = self.clients.pop(client, None)
+        if state is None:
+            return
+        for where in [w for w in self._signs if w[0] == client]:
+            del self._signs[where]
+        for room in list(state.seats):
+            self._unseat(state, room, now, announce=not self.stopping)
+
+    def join(self, client: bytes, frame: Join, now: float) -> bool:
+        """Start a join; False when one of this client's joins is still running."""
+        state = self.clients.get(client)
+        if state is None:
+            return False
+        if state.joining:
+            return False
+        bucket = self._join_bucket(state.source, frame.room, now)
+        if not bucket.take(now):
+            self.counters["join.refused.rate"] += 1
+            self._push(
+                client,
+                error(
+                    ErrorCode.RATE_LIMITED,
+                    "too many joins from your address to this room; wait a little",
+                    frame.id,
+                ),
+            )
+            return True
+        state.joining = True
+        job = JoinState(client, frame, now)
+        current = state.seats.get(frame.room)
+        if current is not None and frame.friend is None and frame.layer in (None, current.layer):
+            self._read_layer(
+                frame.room, current.layer, now, lambda found, t: self._answer(job, current.layer, t)
+            )
+            job.reads += 1
+        elif frame.friend is not None:
+            self._find_friend(job, now)
+        elif frame.layer is not None:
+            job.requested = True
+            self._try_layer(job, frame.layer, now)
+        elif frame.room in self.estimates:
+            self._choose(job, now)
+        else:
+            job.reads += 1
+            self._read_layer(frame.room, 0, now, lambda _found, t: self._choose(job, t))
+        return True
+
+    def signed(self, client: bytes, request: str | int, sig: bytes, now: float) -> bool:
+        """A client's signature for a presence it was asked to sign; False if none was asked."""
+        waiter = self._signs.pop((client, str(request)), None)
+        if waiter is None:
+            return False
+        waiter[1](sig, now)
+        return True
+
+    def leave(self, client: bytes, room: bytes, request: str | int | None, now: float) -> None:
+        state = self.clients.get(client)
+        if state is not None:
+            self._unseat(state, room, now, announce=True)
+        self._push(client, Left(room, request))
+
+    def members(self, client: bytes, request: Members, now: float) -> None:
+        seat = self._seat_of_client(client, request.room)
+        if seat is None:
+            self._push(client, error(ErrorCode.NOT_IN_ROOM, "not joined to that room", request.id))
+            return
+
+        def answer(_found: Layer, t: float) -> None:
+            view = self.views.get((request.room, seat.layer))
+            members = list(view.members.values()) if view else []
+            others = tuple(_member(p) for p in members if p.peer != client)
+            frame = MemberList(request.room, seat.layer, others, len(members), request.id)
+            self._push(client, frame)
+
+        self._read_layer(request.room, seat.layer, now, answer)
+
+    def layers(self, client: bytes, request: Layers, now: float) -> None:
+        """The room-wide picture: the caller's layer and a few others, read now."""
+        seat = self._seat_of_client(client, request.room)
+        if seat is None:
+            self._push(client, error(ErrorCode.NOT_IN_ROOM, "not joined to that room", request.id))
+            return
+        estimate = self._estimate(request.room, now)
+        others = [i for i in range(min(estimate.layers + 1, MAX_LAYER + 1)) if i != seat.layer]
+        wanted = [seat.layer, *self.rng.sample(others, min(len(others), self.config.layers_listed))]
+        counts: dict[int, int] = {}
+
+        def got(found: Layer, t: float) -> None:
+            counts[found.layer] = len(found.members)
+            if len(counts) < len(wanted):
+                return
+            est = self._estimate(request.room, t)
+            listed = tuple(
+                LayerCount(i, counts[i]) for i in sorted(counts) if counts[i] or i == seat.layer
+            )
+            frame = LayerList(
+                request.room,
+                seat.layer,
+                est.layers,
+                est.total(self.config.layer_size),
+                listed,
+                request.id,
+            )
+            self._push(client, frame)
+
+        for layer in wanted:
+            self._read_layer(request.room, layer, now, got)
+
+    def signal(self, client: bytes, frame: Signal, now: float) -> None:
+        """Route a signal within the sender's layer of `frame.room`, and nowhere else
+        (docs/protocol.md 3.2): both ends seated in the same room and layer as this node
+        sees it. Anyone else, whatever keys they hold, is an `unknown-peer`."""
+        seat = self._seat_of_client(client, frame.room)
+        view = self.views.get((frame.room, seat.layer)) if seat is not None else None
+        target = view.members.get(frame.to) if view is not None else None
+        if (
+            seat is None
+            or seat.record is None
+            or view is None
+            or target is None
+            or frame.to == client
+        ):
+            self._unknown_peer(client, frame.id)
+            return
+        if target.home.node_id == self.node_id:
+            if frame.to not in view.local or frame.to not in self.clients:
+                self._unknown_peer(client, frame.id)
+                return
+            self._push(frame.to, SignalFrom(client, frame.payload, frame.room))
+            self.counters["signal.local"] += 1
+            return
+        link = LinkSignal(client, frame.to, frame.payload, seat.record, frame.id)
+        self._commands.append(Forward(client, target.home, link))
+        self.counters["signal.remote"] += 1
+
+    def _unknown_peer(self, client: bytes, ref: str | int | None) -> None:
+        self.counters["signal.refused"] += 1
+        self._push(client, error(ErrorCode.UNKNOWN_PEER, "no such peer in your layer", ref))
+
+    # --- joining --------------------------------------------------------------------
+
+    def _choose(self, job: JoinState, now: float) -> None:
+        """Offer the newcomer a few random layers, the last and the next; read them at once."""
+        room = job.frame.room
+        estimate = self._estimate(room, now)
+        last = estimate.layers - 1
+        below = [i for i in range(last) if i not in job.excluded] if last < 4096 else None
+        if below is None:
+            picks = {self.rng.randrange(last) for _ in range(self.config.choices)} - job.excluded
+        else:
+            picks = set(self.rng.sample(below, min(len(below), self.config.choices)))
+        candidates = sorted((picks | {last, last + 1}) - job.excluded)
+        candidates = [c for c in candidates if c <= MAX_LAYER]
+        found: dict[int, Layer] = {}
+
+        def got(layer: Layer, t: float) -> None:
+            found[layer.layer] = layer
+            if len(found) == len(candidates):
+                self._place(job, found, t)
+
+        job.reads += len(candidates)
+        for layer in candidates:
+            self._read_layer(room, layer, now, got)
+
+    def _place(self, job: JoinState, found: dict[int, Layer], now: float) -> None:
+        size = self.config.layer_size
+        estimate = self._estimate(job.frame.room, now)
+        last = estimate.layers - 1
+        open_ = [
+            (len(f.members), i) for i, f in found.items() if len(f.members) < size and i <= last
+        ]
+        if open_:
+            layer = min(open_)[1]
+        else:
+            beyond = [i for i in sorted(found) if i > last and len(found[i].members) < size]
+            layer = beyond[0] if beyond else max(max(found, default=0) + 1, last + 1)
+        if layer > MAX_LAYER:
+            self._refuse(job, ErrorCode.UNAVAILABLE, "no layer with a seat", now)
+            return
+        self._sit(job, layer, now)
+
+    def _try_layer(self, job: JoinState, layer: int, now: float) -> None:
+        """A layer asked for: honoured when it has a seat."""
+        job.reads += 1
+
+        def got(found: Layer, t: float) -> None:
+            if len(found.members) - (job.client in found.members) >= self.config.layer_size:
+                self._refuse(job, ErrorCode.LAYER_FULL, f"layer {layer} has no seat", t)
+                return
+            self._sit(job, layer, t)
+
+        self._read_layer(job.frame.room, layer, now, got)
+
+    def _find_friend(self, job: JoinState, now: float) -> None:
+        """The layer a member sits in, from the records its home node keeps for friends;
+        believed only when a read of that layer shows the member there."""
+        room, friend = job.frame.room, job.frame.friend
+        assert friend is not None
+        job.reads += 1
+
+        def located(records: list[Record], t: float) -> None:
+            layers: set[int] = set()
+            for record in records:
+                try:
+                    layers.add(parse_seat_of(record, room, friend))
+                except RoomError:
+                    self.counters["read.junk"] += 1
+            if not layers:
+                self._refuse(job, ErrorCode.UNKNOWN_PEER, "that member is not in this room", t)
+                return
+            checked: dict[int, Layer] = {}
+            wanted = sorted(layers)[:3]
+
+            def got(found: Layer, t2: float) -> None:
+                checked[found.layer] = found
+                if len(checked) < len(wanted):
+                    return
+                for layer in wanted:
+                    if friend in checked[layer].members:
+                        job.requested = True
+                        self._try_layer(job, layer, t2)
+                        return
+                self._refuse(job, ErrorCode.UNKNOWN_PEER, "that member is not in this room", t2)
+
+            job.reads += len(wanted)
+            for layer in wanted:
+                self._read_layer(room, layer, t, got)
+
+        self._read(seat_of_key(room, friend), now, located)
+
+    def _sit(self, job: JoinState, layer: int, now: float) -> None:
+        state = self.clients.get(job.client)
+        if state is None:
+            return
+        room = job.frame.room
+        current = state.seats.get(room)
+        if current is not None and current.layer == layer:
+            self._answer(job, layer, now)  # a friend in the client's own layer
+            return
+        if current is not None:
+            self._unseat(state, room, now, announce=True)  # a move: leave the old layer first
+        view = self.views.get((room, layer))
+        if view is not None and len(view.local) >= self.seats_per_record():
+            # This node's seat list for the layer is as long as one record allows.
+            if job.requested:
+                self._refuse(job, ErrorCode.LAYER_FULL, f"layer {layer} has no seat here", now)
+            else:
+                job.excluded.add(layer)
+                self._choose(job, now)
+            return
+        if self._seats_by_source[(state.source, room)] >= self.config.seats_per_source:
+            self.counters["join.refused.seats"] += 1
+            message = "too many seats from your address in this room"
+            self._refuse(job, ErrorCode.RATE_LIMITED, message, now)
+            return
+        seat = Seat(room, layer, int(now * 1000))
+        self._ask_signature(state, seat, now, lambda ok, t: self._signed_seat(job, seat, ok, t))
+
+    def _signed_seat(self, job: JoinState, seat: Seat, ok: bool, now: float) -> None:
+        state = self.clients.get(job.client)
+        if state is None:
+            return
+        if not ok:
+            self._refuse(
+                job,
+                ErrorCode.BAD_SIGNATURE,
+                "presence was not signed in time, or not by your key",
+                now,
+            )
+            return
+        view = self._view(seat.room, seat.layer)
+        if state.seats.get(seat.room) is not seat:
+            self._unseat(state, seat.room, now, announce=True)
+            state.seats[seat.room] = seat
+            self._seats_by_source[(state.source, seat.room)] += 1
+        # Seated since the store that makes it visible: a joiner whose store starts later
+        # ranks later, so of two that overfill a layer the later one moves on.
+        seat.since = int(now * 1000)
+        view.local.add(job.client)
+        view.departed.pop(job.client, None)
+        assert seat.record is not None
+        view.members[job.client] = parse_presence(seat.record)
+        view.since[job.client] = seat.since
+        self._publish_seats(view, now, lambda t: self._verify_seat(job, seat, t))
+
+    def _verify_seat(self, job: JoinState, seat: Seat, now: float) -> None:
+        """Read the layer again: concurrent joins may have overfilled it; those seated
+        last move on (a layer asked for is exempt, it was checked to have a seat)."""
+        if job.requested:
+            self._seated(job, seat, now)
+            return
+        job.reads += 1
+
+        def got(found: Layer, t: float) -> None:
+            state = self.clients.get(job.client)
+            if state is None or state.seats.get(seat.room) is not seat:
+                self._refuse(job, ErrorCode.UNAVAILABLE, "left the room during the join", t)
+                return
+            size = self.config.layer_size
+            rank = found.ranked()
+            overfull = len(rank) > size and job.client in rank[size:]
+            if overfull and job.attempt + 1 < self.config.max_attempts:
+                self.counters["join.overfull"] += 1
+                self._unseat(state, seat.room, t, announce=True)
+                job.attempt += 1
+                job.excluded.add(seat.layer)
+                self._choose(job, t)
+                return
+            self._seated(job, seat, t)
+
+        self._read_layer(seat.room, seat.layer, now, got)
+
+    def _seated(self, job: JoinState, seat: Seat, now: float) -> None:
+        state = self.clients.get(job.client)
+        view = self.views.get((seat.room, seat.layer))
+        if state is None or view is None or job.client not in view.members:
+            self._refuse(job, ErrorCode.UNAVAILABLE, "left the room during the join", now)
+            return
+        state.joining = False
+        assert seat.record is not None
+        self._announce(
+            view,
+            LinkPresence(seat.record),
+            self._joined_frame(view.members[job.client]),
+            job.client,
+        )
+        self._publish_seat_of(seat, now)
+        estimate = self._estimate(seat.room, now)
+        if seat.layer >= estimate.layers:
+            estimate.layers = seat.layer + 1
+        peers = tuple(_member(p) for p in view.members.values() if p.peer != job.client)
+        total = max(estimate.total(self.config.layer_size), len(view.members))
+        frame = Joined(
+            seat.room,
+            seat.layer,
+            peers,
+            total,
+            self.ice_servers(job.client, now),
+            job.frame.id,
+            estimate.layers,
+        )
+        self._push(job.client, frame)
+        self._commands.append(
+            JoinFinished(job.client, seat.room, seat.layer, now - job.started, job.reads)
+        )
+
+    def _answer(self, job: JoinState, layer: int, now: float) -> None:
+        """A join while already seated in that layer: the layer as it is now."""
+        state = self.clients.get(job.client)
+        view = self.views.get((job.frame.room, layer))
+        if state is None or view is None:
+            return
+        state.joining = False
+        estimate = self._estimate(job.frame.room, now)
+        peers = tuple(_member(p) for p in view.members.values() if p.peer != job.client)
+        total = max(estimate.total(self.config.layer_size), len(view.members))
+        frame = Joined(
+            job.frame.room,
+            layer,
+            peers,
+            total,
+            self.ice_servers(job.client, now),
+            job.frame.id,
+            estimate.layers,
+        )
+        self._push(job.client, frame)
+
+    def _refuse(self, job: JoinState, code: ErrorCode, message: str, now: float) -> None:
+        state = self.clients.get(job.client)
+        if state is None:
+            return
+        state.joining = False
+        self.counters[f"join.refused.{code.value}"] += 1
+        self._push(job.client, error(code, message, job.frame.id))
+        self._commands.append(
+            JoinFinished(job.client, job.frame.room, None, now - job.started, job.reads)
+        )
+
+    # --- a client's signature ----------------------------------------------------------
+
+    def _ask_signature(
+        self, state: ClientState, seat: Seat, now: float, then: Callable[[bool, float], None]
+    ) -> None:
+        """Ask the client to sign its presence for `seat` (it proves its consent and travels
+        on node links); `then(ok)` once it answered, or failed to in time."""
+        seq = max(seat.seq + 1, int(now * 1000))
+        expires_at = int(now + self.config.presence_ttl)
+        key = layer_key(seat.room, seat.layer)
+        value = presence_value(seat.room, seat.layer, self.home)
+        state.sign_counter += 1
+        request = f"sign-{state.sign_counter}"
+        frame = SignRequest(
+            request,
+            seat.room,
+            seat.layer,
+            key,
+            seq,
+            expires_at,
+            value.decode(),
+            self.node_id,
+            self.home.url,
+        )
+
+        def answered(sig: bytes | None, t: float) -> None:
+            if sig is None:
+                then(False, t)
+                return
+            record = Record(key, state.key, seq, expires_at, value, sig)
+            if check_record(record, t, self.record_limits, self.verify) is not Refusal.STORED:
+                self.counters["sign.refused"] += 1
+                then(False, t)
+                return
+            seat.seq, seat.record = seq, record
+            then(True, t)
+
+        self._signs[(state.key, request)] = (now + self.config.sign_timeout, answered)
+        self._at(now + self.config.sign_timeout, (state.key, request))
+        self._push(state.key, frame)
+
+    # --- seats ---------------------------------------------------------------------------
+
+    def _unseat(self, state: ClientState, room: bytes, now: float, announce: bool) -> None:
+        seat = state.seats.pop(room, None)
+        if seat is None:
+            return
+        left = self._seats_by_source[(state.source, room)] - 1
+        if left > 0:
+            self._seats_by_source[(state.source, room)] = left
+        else:
+            del self._seats_by_source[(state.source, room)]
+        view = self.views.get((room, seat.layer))
+        if view is None:
+            return
+        view.local.discard(state.key)
+        view.members.pop(state.key, None)
+        view.since.pop(state.key, None)
+        departed = max(seat.seq, int(now * 1000))
+        expires = int(now + self.config.presence_ttl)
+        view.departed[state.key] = (departed, expires)
+        if announce:
+            absence = LinkAbsence(room, seat.layer, state.key, departed, expires)
+            self._announce(view, absence, PeerLeft(room, seat.layer, state.key), state.key)
+        self._publish_seats(view, now, None)
+        if not view.local:
+            del self.views[(room, seat.layer)]
+
+    def _publish_seats(
+        self, view: LayerView, now: float, then: Callable[[float], None] | None
+    ) -> None:
+        """Store this node's seat list for `view` (one record per node and layer); one
+        store at a time per layer, the latest state always ends up stored."""
+        if then is not None:
+            view.waiting.append(then)
+        if view.publishing:
+            view.dirty = True
+            return
+        view.publishing, view.dirty = True, False
+        waiting, view.waiting = view.waiting, []
+        estimate = self._estimate(view.room, now)
+        stamp = int(now * 1000)
+        seats = sorted(((p, view.since.get(p, stamp)) for p in view.local), key=_by_since)
+        limit = self.seats_per_record()
+        value = seat_list_value(
+            view.room,
+            view.layer,
+            self.home,
+            self.dht_addr,
+            seats[:limit],
+            estimate.layers,
+            estimate.total(self.config.layer_size),
+        )
+        view.seats_seq = max(view.seats_seq + 1, int(now * 1000))
+        # An empty list replaces the last one at once and lapses soon after.
+        ttl = (
+            self.config.presence_ttl
+            if seats
+            else min(self.config.presence_ttl, self.config.refresh)
+        )
+        key = layer_key(view.room, view.layer)
+        record = Record.create(self.identity, key, value, view.seats_seq, int(now + ttl) + 1)
+
+        def stored(ok: bool, t: float) -> None:
+            view.publishing = False
+            if not ok:
+                self.counters["publish.failed"] += 1
+            for then_ in waiting:
+                then_(t)
+            if view.dirty or (view.waiting and (view.room, view.layer) in self.views):
+                self._publish_seats(view, t, None)
+
+        self._publish(record, now, stored)
+
+    def _publish_seat_of(self, seat: Seat, now: float) -> None:
+        seat_of_at = now
+        seat.seat_of_at = seat_of_at
+        record = Record.create(
+            self.identity,
+            seat_of_key(seat.room, self._client_of(seat)),
+            seat_of_value(seat.room, self._client_of(seat), seat.layer),
+            int(now * 1000),
+            int(now + self.config.seat_of_ttl),
+        )
+        self._publish(record, now, lambda _ok, _t: None)
+
+    def _client_of(self, seat: Seat) -> bytes:
+        assert seat.record is not None
+        return seat.record.publisher
+
+    # --- reading layers -------------------------------------------------------------------
+
+    def _read(self, key: bytes, now: float, then: Callable[[list[Record], float], None]) -> None:
+        """Read the records under `key`; concurrent reads of one key share one lookup."""
+        op = self._reading.get(key)
+        if op is not None:
+            self._reads[op].append(then)
+            return
+        self._op += 1
+        self._reading[key] = self._op
+        self._reads[self._op] = [then]
+        self._commands.append(ReadKey(self._op, key))
+
+    def read_done(self, op: int, records: list[Record] | None, now: float) -> None:
+        """The records found under a key read (None: the read failed; taken as empty)."""
+        waiters = self._reads.pop(op, None)
+        if waiters is None:
+            return
+        for key, pending in list(self._reading.items()):
+            if pending == op:
+                del self._reading[key]
+        if records is None:
+            self.counters["read.failed"] += 1
+        for then in waiters:
+            then(records or [], now)
+
+    def _publish(self, record: Record, now: float, then: Callable[[bool, float], None]) -> None:
+        self._op += 1
+        self._publishes[self._op] = then
+        self._commands.append(PublishRecord(self._op, record))
+
+    def publish_done(self, op: int, ok: bool, now: float) -> None:
+        then = self._publishes.pop(op, None)
+        if then is not None:
+            then(ok, now)
+
+    def _read_layer(
+        self, room: bytes, layer: int, now: float, then: Callable[[Layer, float], None]
+    ) -> None:
+        """Read a layer: its seat lists whose home nodes proved themselves, this node's own
+        seats, the view and the estimate brought up to date; then `then(layer)`."""
+
+        def got(records: list[Record], t: float) -> None:
+            lists = []
+            for record in records:
+                if record.publisher == self.identity.public_key:
+                    continue  # this node's own seats are known first-hand
+                try:
+                    seat_list = parse_seat_list(record)
+                except RoomError:
+                    self.counters["read.junk"] += 1
+                    continue
+                if seat_list.room == room and seat_list.layer == layer:
+                    lists.append(seat_list)
+            self._check_homes(lists, t, lambda t2: self._layer_read(room, layer, lists, t2, then))
+
+        self._read(layer_key(room, layer), now, got)
+
+    def _layer_read(
+        self,
+        room: bytes,
+        layer: int,
+        lists: list[SeatList],
+        now: float,
+        then: Callable[[Layer, float], None],
+    ) -> None:
+        verified = [s for s in lists if self._home_ok(s.home.node_id, now) and s.expires_at > now]
+        members: dict[bytes, Presence] = {}
+        since: dict[bytes, int] = {}
+        for seat_list in verified:
+            for presence, (peer, seated) in zip(
+                seat_list.presences(), seat_list.seats, strict=True
+            ):
+                if len(members) >= self.config.view_cap:
+                    self.counters["read.view_full"] += 1
+                    break
+                members[peer] = presence
+                since[peer] = seated
+        view = self.views.get((room, layer))
+        if view is not None:
+            self._refresh_view(view, verified, members, now)
+            members = dict(view.members)
+            since = {p: view.since.get(p, since.get(p, 0)) for p in members}
+        else:
+            for state in self.clients.values():
+                seat = state.seats.get(room)
+                if seat is not None and seat.layer == layer and seat.record is not None:
+                    members[state.key] = parse_presence(seat.record)
+                    since[state.key] = seat.since
+        self._observe(room, layer, len(members), verified, now)
+        then(Layer(room, layer, members, since, verified), now)
+
+    def _refresh_view(
+        self, view: LayerView, lists: list[SeatList], seen: dict[bytes, Presence], now: float
+    ) -> None:
+        """Bring a view up to date with a read: newcomers are told, members a newer seat
+        list of their own home no longer lists have left."""
+        for seat_list in lists:
+            for presence, (peer, seated) in zip(
+                seat_list.presences(), seat_list.seats, strict=True
+            ):
+                if peer in seen and self._learn(view, presence):
+                    view.since[peer] = seated
+                    self._tell_layer(view, self._joined_frame(presence), peer)
+        latest = {s.home.node_id: s.seq for s in lists}
+        for peer, presence in list(view.members.items()):
+            if peer in view.local or peer in seen:
+                continue
+            newer = latest.get(presence.home.node_id, -1) >= presence.seq
+            if newer or presence.expires_at <= now + 1:
+                self._member_left(view, peer)
+        for peer, (_, expires) in list(view.departed.items()):
+            if expires <= now:
+                del view.departed[peer]
+
+    # --- estimates --------------------------------------------------------------------
+
+    def _estimate(self, room: bytes, now: float) -> Estimate:
+        estimate = self.estimates.get(room)
+        if estimate is None:
+            estimate = self.estimates[room] = Estimate(used_at=now)
+            while len(self.estimates) > self.config.max_estimates:
+                self.estimates.popitem(last=False)
+        self.estimates.move_to_end(room)
+        estimate.used_at = now
+        return estimate
+
+    def _observe(
+        self, room: bytes, layer: int, count: int, lists: list[SeatList], now: float
+    ) -> None:
+        """What a read of layer `layer` says about the room's size (module docstring)."""
+        fresh = room not in self.estimates
+        estimate = self._estimate(room, now)
+        hints = [s.layers_hint for s in lists if 0 < s.layers_hint <= MAX_LAYER + 1]
+        if hints:
+            hinted = int(statistics.median(hints))
+            if fresh or estimate.fill_samples == 0:
+                estimate.layers = max(estimate.layers, hinted)
+            else:
+                estimate.layers = max(estimate.layers, min(hinted, 2 * estimate.layers + 1))
+        totals = [s.total_hint for s in lists if s.total_hint]
+        if totals:
+            estimate.total_hints = [*estimate.total_hints[-15:], int(statistics.median(totals))]
+        if count and layer >= estimate.layers:
+            estimate.layers = layer + 1
+        elif not count and layer == estimate.layers - 1 and layer > 0:
+            estimate.layers = layer
+        if layer < estimate.layers - 1:
+            weight = max(self.config.fill_weight, 1 / (estimate.fill_samples + 1))
+            estimate.fill += weight * (count - estimate.fill)
+            estimate.fill_samples += 1
+        elif layer == estimate.layers - 1:
+            estimate.last = count
+
+    # --- home nodes -------------------------------------------------------------------
+
+    def _home_ok(self, node_id: bytes, now: float) -> bool:
+        if node_id == self.node_id:
+            return True
+        home = self.homes.get(node_id)
+        return home is not None and home.ok is True and home.until > now
+
+    def _check_homes(
+        self, lists: list[SeatList], now: float, then: Callable[[float], None]
+    ) -> None:
+        """Have every home node named in `lists` proved itself (cached); then `then()`."""
+        pending: set[bytes] = set()
+
+        def one_done(node_id: bytes) -> Callable[[float], None]:
+            def done(t: float) -> None:
+                pending.discard(node_id)
+                if not pending:
+                    then(t)
+
+            return done
+
+        for seat_list in lists:
+            node_id = seat_list.home.node_id
+            if node_id == self.node_id or node_id in pending:
+                continue
+            home = self.homes.get(node_id)
+            known = home is not None and home.addr == seat_list.dht
+            if known and home is not None and home.ok is not None and home.until > now:
+                continue  # proved (or failed) lately
+            if not known or home is None or home.ok is not None:
+                home = HomeState(seat_list.dht)
+                self.homes[node_id] = home
+                while len(self.homes) > self.config.max_homes:
+                    self.homes.popitem(last=False)
+                self._commands.append(CheckHome(node_id, seat_list.dht))
+            pending.add(node_id)
+            home.waiting.append(one_done(node_id))
+        if not pending:
+            then(now)
+
+    def home_checked(self, node_id: bytes, addr: Address, ok: bool, now: float) -> None:
+        """Whether `node_id` proved its key at `addr` (the DHT's identify)."""
+        home = self.homes.get(node_id)
+        if home is None or home.addr != addr:
+            return
+        home.ok = ok
+        home.until = now + (self.config.home_ttl if ok else self.config.home_ttl / 10)
+        if not ok:
+            self.counters["home.unproven"] += 1
+        waiting, home.waiting = home.waiting, []
+        for then in waiting:
+            then(now)
+
+    # --- views and what the layer hears ----------------------------------------------------
+
+    def _view(self, room: bytes, layer: int) -> LayerView:
+        view = self.views.get((room, layer))
+        if view is None:
+            view = self.views[(room, layer)] = LayerView(room, layer)
+        return view
+
+    def _learn(self, view: LayerView, presence: Presence) -> bool:
+        """Take a presence into a view; True when it is news (a member we did not know)."""
+        gone = view.departed.get(presence.peer)
+        if gone is not None and presence.seq <= gone[0]:
+            return False
+        view.departed.pop(presence.peer, None)
+        known = view.members.get(presence.peer)
+        if known is not None and known.seq >= presence.seq:
+            return False
+        if (
+            known is not None
+            and known.home.node_id != presence.home.node_id
+            and presence.peer in view.local
+        ):
+            return False  # our own client: nobody else's word moves it
+        if known is None and len(view.members) >= self.config.view_cap:
+            self.counters["view.full"] += 1
+            return False
+        view.members[presence.peer] = presence
+        if presence.peer not in view.local:
+            self._at(presence.expires_at, (view.room, view.layer, presence.peer))
+        return known is None
+
+    def _learn_and_tell(self, view: LayerView, presence: Presence) -> None:
+        if self._learn(view, presence):
+            self._tell_layer(view, self._joined_frame(presence), presence.peer)
+
+    def _member_left(self, view: LayerView, peer: bytes) -> None:
+        del view.members[peer]
+        view.since.pop(peer, None)
+        self._tell_layer(view, PeerLeft(view.room, view.layer, peer))
+
+    def _tell_layer(self, view: LayerView, frame: ServerFrame, *skip: bytes) -> None:
+        """Push `frame` to this node's clients in the layer; one whose join is still
+        running hears the layer as a whole in its `joined` instead."""
+        for key in sorted(view.local):
+            state = self.clients.get(key)
+            if key not in skip and state is not None and not state.joining:
+                self._push(key, frame)
+
+    def _announce(self, view: LayerView, link: LinkFrame, frame: ServerFrame, peer: bytes) -> None:
+        """Tell this node's clients in the layer, and the layer's other home nodes."""
+        self._tell_layer(view, frame, peer)
+        homes = {p.home for p in view.members.values() if p.home.node_id != self.node_id}
+        for home in sorted(homes, key=lambda h: h.node_id):
+            self._commands.append(TellNode(home, link))
+
+    def _joined_frame(self, presence: Presence) -> PeerJoined:
+        home = presence.home
+        return PeerJoined(presence.room, presence.layer, presence.peer, home.node_id, home.url)
+
+    def _seat_of_client(self, client: bytes, room: bytes) -> Seat | None:
+        state = self.clients.get(client)
+        return state.seats.get(room) if state is not None else None
+
+    def _join_bucket(self, source: str, room: bytes, now: float) -> TokenBucket:
+        where = f"{source}|{room.hex()}"
+        bucket = self._joins.get(where)
+        if bucket is None:
+            if len(self._joins) >= 50_000:
+                self._prune_buckets(now)
+            rate = self.config.joins_per_minute / 60
+            bucket = self._joins[where] = TokenBucket(rate, self.config.joins_per_minute, now)
+        return bucket
+
+    def _prune_buckets(self, now: float) -> None:
+        for where, bucket in list(self._joins.items()):
+            if bucket.full(now):
+                del self._joins[where]
+
+    # --- the clock -----------------------------------------------------------------------
+
+    def _period(self) -> float:
+        return self.config.refresh * self.rng.uniform(0.9, 1.1)
+
+    def _refresh(self, now: float) -> None:
+        """Renew what this node keeps alive, re-read its layers, forget what lapsed."""
+        self._next_refresh = now + self._period() if self.clients or self.views else None
+        for view in list(self.views.values()):
+            for peer, presence in list(view.members.items()):
+                if peer not in view.local and presence.expires_at <= now:
+                    self._member_left(view, peer)
+        for state in list(self.clients.values()):
+            for seat in list(state.seats.values()):
+                self._renew(state, seat, now)
+        for view in list(self.views.values()):
+            self._publish_seats(view, now, None)
+            self._read_layer(view.room, view.layer, now, lambda _found, _t: None)
+        self._prune_buckets(now)
+        for node_id, home in list(self.homes.items()):
+            if home.until <= now and not home.waiting:
+                del self.homes[node_id]
+        for room, estimate in list(self.estimates.items()):
+            if estimate.used_at + self.config.estimate_ttl <= now:
+                del self.estimates[room]
+
+    def _renew(self, state: ClientState, seat: Seat, now: float) -> None:
+        """A fresh client signature (it proves the seat on node links), and the record
+        friends find it by when that is half way to its expiry."""
+
+        def renewed(ok: bool, t: float) -> None:
+            if not ok:
+                self.counters["sign.renew_failed"] += 1
+                return
+            view = self.views.get((seat.room, seat.layer))
+            if view is not None and seat.record is not None and state.key in view.members:
+                view.members[state.key] = parse_presence(seat.record)
+
+        self._ask_signature(state, seat, now, renewed)
+        if now - seat.seat_of_at >= self.config.seat_of_ttl / 2:
+            self._publish_seat_of(seat, now)
+
+    # --- node links ---------------------------------------------------------------------------
+
+    def link_frame(self, remote: bytes, frame: LinkFrame, now: float) -> None:
+        """A frame from node `remote` (the link proved its id)."""
+        if isinstance(frame, LinkSignal):
+            self._link_signal(remote, frame, now)
+        elif isinstance(frame, LinkSignalError):
+            self._link_signal_error(remote, frame)
+        elif isinstance(frame, LinkPresence):
+            presence = self._presence_from(remote, frame.record, now)
+            view = self.views.get((presence.room, presence.layer)) if presence else None
+            if presence is not None and view is not None:
+                self._learn_and_tell(view, presence)
+        elif isinstance(frame, LinkAbsence):
+            self._link_absence(remote, frame)
+
+    def _link_drop(self, reason: str) -> None:
+        self.counters[f"link.drop.{reason}"] += 1
+
+    def _presence_from(self, remote: bytes, record: Record, now: float) -> Presence | None:
+        """A presence record a node sent: valid, and of a client homed at that node."""
+        if check_record(record, now, self.record_limits, self.verify) is not Refusal.STORED:
+            self._link_drop("bad_record")
+            return None
+        try:
+            presence = parse_presence(record)
+        except RoomError:
+            self._link_drop("not_presence")
+            return None
+        if presence.home.node_id != remote:
+            self._link_drop("foreign_client")  # a node speaks only for its own clients
+            return None
+        return presence
+
+    def _link_signal(self, remote: bytes, frame: LinkSignal, now: float) -> None:
+        """A signal from a client of `remote`: delivered only within its layer."""
+        presence = self._presence_from(remote, frame.presence, now)
+        if presence is None or presence.peer != frame.sender:
+            if presence is not None:
+                self._link_drop("foreign_client")
+            return
+        view = self.views.get((presence.room, presence.layer))
+        if view is None or frame.to not in self.clients or frame.to not in view.local:
+            message = "the peer is not in that layer here"
+            self._commands.append(
+                ReplyNode(remote, LinkSignalError(frame.sender, frame.to, message, frame.id))
+            )
+            self.counters["signal.refused"] += 1
+            return
+        self._learn_and_tell(view, presence)  # a member we may not have heard of yet
+        seat = view.members.get(frame.sender)
+        if seat is None or seat.home.node_id != remote:
+            self._link_drop("departed")  # the seat of a member that has left, or moved
+            return
+        self.counters["signal.delivered"] += 1
+        self._push(frame.to, SignalFrom(frame.sender, frame.payload, presence.room))
+
+    def _link_signal_error(self, remote: bytes, frame: LinkSignalError) -> None:
+        """The peer a client signalled is not at `remote`: tell the client, if `remote` is
+        where that peer was homed (a node answers only for its own clients)."""
+        state = self.clients.get(frame.sender)
+        if state is None:
+            return
+        for seat in state.seats.values():
+            view = self.views.get((seat.room, seat.layer))
+            known = view.members.get(frame.to) if view is not None else None
+            if known is not None and known.home.node_id == remote:
+                self._push(frame.sender, error(ErrorCode.UNKNOWN_PEER, frame.message, frame.id))
+                return
+        self._link_drop("foreign_client")
+
+    def _link_absence(self, remote: bytes, frame: LinkAbsence) -> None:
+        view = self.views.get((frame.room, frame.layer))
+        if view is None:
+            return
+        known = view.members.get(frame.peer)
+        if known is None or known.home.node_id != remote or known.seq > frame.seq:
+            if known is not None and known.home.node_id != remote:
+                self._link_drop("foreign_client")
+            return
+        view.departed[frame.peer] = (frame.seq, frame.expires)
+        self._member_left(view, frame.peer)
+
+
+def _by_since(seat: tuple[bytes, int]) -> tuple[int, bytes]:
+    return seat[1], seat[0]
+
+
+def _member(presence: Presence) -> Member:
+    return Member(presence.peer, presence.home.node_id, presence.home.url)
