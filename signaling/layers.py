@@ -249,18 +249,14 @@ class Estimate:
     fill: float = 0.0
     fill_samples: int = 0
     last: int = 0
-    total_hints: list[int] = field(default_factory=list)
     used_at: float = 0.0
 
     def total(self, layer_size: int) -> int:
         if self.layers <= 1:
             return self.last
-        if self.fill_samples:
-            fill = self.fill
-        elif self.total_hints:
-            return int(statistics.median(self.total_hints))
-        else:
-            fill = layer_size
+        # Until this node has read a layer below the last, take them as full: placement
+        # opens a new layer only when the ones offered are full.
+        fill = self.fill if self.fill_samples else layer_size
         return round((self.layers - 1) * fill + self.last)
 
 
@@ -295,6 +291,8 @@ class JoinState:
     reads: int = 0
     excluded: set[int] = field(default_factory=set)
     requested: bool = False
+    found: Layer | None = None
+    """The read of the layer chosen, whose members the new view starts from."""
 
 
 class RoomCore:
@@ -578,6 +576,7 @@ class RoomCore:
         if layer > MAX_LAYER:
             self._refuse(job, ErrorCode.UNAVAILABLE, "no layer with a seat", now)
             return
+        job.found = found.get(layer)
         self._sit(job, layer, now)
 
     def _try_layer(self, job: JoinState, layer: int, now: float) -> None:
@@ -588,6 +587,7 @@ class RoomCore:
             if len(found.members) - (job.client in found.members) >= self.config.layer_size:
                 self._refuse(job, ErrorCode.LAYER_FULL, f"layer {layer} has no seat", t)
                 return
+            job.found = found
             self._sit(job, layer, t)
 
         self._read_layer(job.frame.room, layer, now, got)
@@ -670,6 +670,10 @@ class RoomCore:
             )
             return
         view = self._view(seat.room, seat.layer)
+        if job.found is not None and job.found.layer == seat.layer:
+            for peer, presence in job.found.members.items():  # as the choice read them
+                if peer != job.client and self._learn(view, presence):
+                    view.since[peer] = job.found.since.get(peer, 0)
         if state.seats.get(seat.room) is not seat:
             self._unseat(state, seat.room, now, announce=True)
             state.seats[seat.room] = seat
@@ -727,8 +731,9 @@ class RoomCore:
         )
         self._publish_seat_of(seat, now)
         estimate = self._estimate(seat.room, now)
-        if seat.layer >= estimate.layers:
-            estimate.layers = seat.layer + 1
+        estimate.layers = max(estimate.layers, seat.layer + 1)
+        if seat.layer == estimate.layers - 1:
+            estimate.last = max(estimate.last, len(view.members))
         peers = tuple(_member(p) for p in view.members.values() if p.peer != job.client)
         total = max(estimate.total(self.config.layer_size), len(view.members))
         frame = Joined(
@@ -1047,9 +1052,6 @@ class RoomCore:
                 estimate.layers = max(estimate.layers, hinted)
             else:
                 estimate.layers = max(estimate.layers, min(hinted, 2 * estimate.layers + 1))
-        totals = [s.total_hint for s in lists if s.total_hint]
-        if totals:
-            estimate.total_hints = [*estimate.total_hints[-15:], int(statistics.median(totals))]
         if count and layer >= estimate.layers:
             estimate.layers = layer + 1
         elif not count and layer == estimate.layers - 1 and layer > 0:

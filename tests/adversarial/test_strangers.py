@@ -68,7 +68,7 @@ async def test_signals_reach_only_members_of_the_same_layer(
     # A join whose presence signature fails never seats its client: it cannot signal.
     mallory = await raw(b)
     assert (await mallory.hello(SigningKey.generate()))["type"] == "welcome"
-    await mallory.send({"type": "join", "id": "j", "room": ROOM.hex(), "layer": 0})
+    await mallory.send({"type": "join", "id": "j", "room": ROOM.hex()})
     sign = await mallory.receive()
     assert sign["type"] == "sign"
     await mallory.send({"type": "signed", "id": sign["id"], "sig": "A" * 86 + "=="})

@@ -34,6 +34,8 @@ FAST_NODE = NodeConfig(
     refresh_interval=0.5,
     admission=LOOPBACK_ADMISSION,
     link_admission=LOOPBACK_ADMISSION,
+    joins_per_minute=10_000.0,  # every test client comes from 127.0.0.1
+    seats_per_source=10_000,
 )
 
 NodeFactory = Callable[..., Awaitable[list[SignalingNode]]]
