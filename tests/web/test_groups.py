@@ -86,6 +86,12 @@ async def test_the_page_tells_its_group_and_moves_by_keyboard(
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await tab.screenshot(path=str(ARTIFACTS / "groups.png"), full_page=True)
 
+    # any group by its number: typed, Enter
+    await tab.fill("#move-group", "5")
+    await tab.press("#move-group", "Enter")
+    await sentence(tab, "You are in group 5 of 5 · about 3 people on this page")
+    await next_of(room_a, MemberLeft, key=me)
+
 
 @pytest.fixture
 async def node_of_three() -> AsyncIterator[LayerNode]:

@@ -202,7 +202,7 @@ async function move(how, where) {
   // A move to another group (`how(room)`), shown while the node answers.
   const room = ui.room;
   if (!room) return;
-  const buttons = [...document.querySelectorAll("#groups button, #friend-form button")];
+  const buttons = [...document.querySelectorAll("#groups button")];
   for (const button of buttons) button.disabled = true;
   groupsNote(`Moving to ${where}…`);
   try {
@@ -466,6 +466,15 @@ async function main() {
     if ($("groups").open) refreshGroups();
   });
   $("groups-refresh").addEventListener("click", () => refreshGroups());
+  $("move-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const group = Number($("move-group").value);
+    if (!Number.isSafeInteger(group) || group < 1 || group > MAX_LAYER + 1) {
+      groupsNote(`Groups are numbered 1 to ${number(MAX_LAYER + 1)}`, "problem");
+      return;
+    }
+    moveTo(group - 1);
+  });
   $("friend-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const key = $("friend-key").value.trim().toLowerCase();

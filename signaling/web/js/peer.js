@@ -748,7 +748,7 @@ export class Peer {
     }
     const first = !room.seated.done;
     room.layer = joined.layer;
-    room.layers = Math.max(count(joined.layers) ?? 1, joined.layer + 1);
+    room.layers = count(joined.layers) ?? 1; // as Python reads an absent field; shown as at least our group
     room.total = count(joined.total);
     this.iceServers = Array.isArray(joined.ice_servers) ? joined.ice_servers : [];
     const listed = Array.isArray(joined.members) ? joined.members : [];
