@@ -1,27 +1,41 @@
-"""rooms: users on Zipf-popular pages join rooms through their home node, with layers.
+"""rooms: people join pages' rooms through their home nodes, the real room core at every node.
 
-`nodes` DHT nodes (oracle-filled routing tables) serve as home nodes. `users`
-users arrive at `join_rate` per second; each picks a page by Zipf(`zipf_s`)
-over `pages` URLs and a random home node, which runs the node's join exactly
-as signaling/node.py does with the real cores: read layers
-`layer_scan_batch` at a time (`dht get_records` on `layer_key(room, i)`)
-until one has fewer than `layer_size` members (`signaling.rooms.choose_layer`),
-then store the user's presence record there (`put_record`). The same
-workload then runs again with one unbounded layer per room, to show what
-layers do to the hottest key.
+`nodes` DHT nodes (oracle-filled routing tables) each run the room core of
+signaling/layers.py, its commands carried out by simulations/roomnet.py as
+signaling/node.py carries them out: layer reads and seat-list stores are the
+nodes' own DHT lookups, home checks their identify RPC, node links a one-way
+delay, clients sign what they are asked after a round trip. `users` people
+arrive at `join_rate` per second, each picks a page by Zipf(`zipf_s`) over
+`pages` URLs (rank 0 the most popular) and a home node at random, connects and
+joins; a share `leave_share` of them closes the page after an exponential stay
+(mean `stay_mean` s). The run ends `drain` s after the last arrival.
+
+Measured: join latency (client side: the join sent to its answer received);
+DHT operations and DHT messages per join (each message counted against the
+join whose operation it serves, roomnet's attribution), and every DHT message
+of the run by cause (joins, the periodic refresh, departures, routing upkeep);
+layer sizes and fill; the `total` each `joined` announced against the people
+seated at that moment (after a room's first `warmup` joins); requests served
+per node and on the hottest key.
 """
 
 from __future__ import annotations
 
+import random
+import statistics
 from collections import Counter
 from typing import Any
 
-from dht.records import Record
-from signaling.rooms import HomeNode, choose_layer, layer_key, presence_value, room_key
-from simulations.metrics import describe, rnd
-from simulations.oracle import IdSpace, fill_routing_tables
-from simulations.overlay import make_identity
-from simulations.scenario import Progress, Result, World
+from dht.core import Message
+from dht.ids import to_int
+from dht.wire import Address, FindRecords, StoreRecords
+from signaling.layers import RoomConfig
+from signaling.rooms import MAX_LAYER, layer_key, room_key
+from simulations.metrics import Series, describe, histogram, ratio, rnd
+from simulations.oracle import IdSpace
+from simulations.overlay import MessageObserver, SimNode
+from simulations.roomnet import DEPARTURE, OTHER, REFRESH, JoinRecord, RoomNet, warm_overlay
+from simulations.scenario import Plot, Progress, Result, World
 from simulations.workload import Zipf
 
 DEFAULTS: dict[str, Any] = {
@@ -29,123 +43,252 @@ DEFAULTS: dict[str, Any] = {
     "pages": 100,
     "zipf_s": 1.0,
     "layer_size": 24,
-    "layer_scan_batch": 2,
+    "layer_choices": 2,
     "join_rate": 20.0,
-    "presence_ttl": 60,
+    "presence_ttl": 60.0,
+    "refresh": 20.0,
+    "leave_share": 0.0,
+    "stay_mean": 300.0,
+    "warmup": 200,
+    "drain": 30.0,
 }
 
+HOT_LAYERS = 8
+"""Layers of each of the top pages whose keys are named in the hot-key report."""
 
-def _one_pass(params: dict[str, Any], progress: Progress | None, layer_size: int) -> dict[str, Any]:
-    world = World(params, progress)
-    overlay, rng = world.overlay, world.rng
-    nodes = [overlay.add_node() for _ in range(params["nodes"])]
-    fill_routing_tables(nodes, IdSpace(nodes), overlay.nodes, params["k"], rng)
-    zipf = Zipf(params["pages"], params["zipf_s"])
-    rooms = [room_key(f"https://example.org/page/{i}") for i in range(params["pages"])]
-    batch = max(1, params["layer_scan_batch"])
-    latencies: list[float] = []
-    lookups: list[int] = []
-    seats: Counter[tuple[bytes, int]] = Counter()
 
-    def join(user: int) -> None:
-        room = rooms[zipf.sample(rng)]  # rank 0 is the most popular page
-        home = nodes[rng.randrange(len(nodes))]
-        identity = make_identity(params["identities"], rng.randbytes(32))
-        started = overlay.now
-        counts: list[int] = []
-        reads = [0]
+class KeyLoad(MessageObserver):
+    """Requests each record key receives (reads and stores), over all the nodes asked."""
 
-        def scan() -> None:
-            first = len(counts)
-            results: dict[int, int] = {}
-            for layer in range(first, first + batch):
-                op = home.core.get_records(layer_key(room, layer), overlay.now)
-                reads[0] += 1
+    def __init__(self) -> None:
+        self.by_key: Counter[bytes] = Counter()
 
-                def done(_n: Any, event: Any, layer: int = layer) -> None:
-                    results[layer] = len(event.records)
-                    if len(results) == batch:
-                        counts.extend(results[i] for i in sorted(results))
-                        chosen = choose_layer(counts, layer_size)
-                        if chosen < len(counts):
-                            seat(chosen)
-                        else:
-                            scan()
-
-                overlay.call(home, op, done)
-
-        def seat(layer: int) -> None:
-            key = layer_key(room, layer)
-            value = presence_value(room, layer, HomeNode(home.node_id, f"sim://{home.index}"))
-            expires = int(overlay.now + params["presence_ttl"])
-            record = Record.create(identity, key, value, user + 1, expires)
-            op = home.core.put_record(record, overlay.now)
-
-            def stored(_n: Any, _event: Any) -> None:
-                latencies.append(overlay.now - started)
-                lookups.append(reads[0] + 1)
-                seats[(room, layer)] += 1
-
-            overlay.call(home, op, stored)
-
-        scan()
-
-    gap = 1.0 / params["join_rate"]
-    for user in range(params["users"]):
-        world.at(1.0 + user * gap, join, user)
-    end = 1.0 + params["users"] * gap + 8 * params["rpc_timeout"]
-    world.run_until(end)
-
-    # Load per node: records held and requests served (by the real cores' counters).
-    held = [len(n.core.records) for n in nodes]
-    served = [
-        sum(v for name, v in n.core.counters.items() if name.startswith("rpc.in.")) for n in nodes
-    ]
-    hottest_room = rooms[0]  # Zipf rank 0
-    hot_keys = {layer_key(hottest_room, i) for i in range(64)}
-    held_hot_keys: set[bytes] = set()
-    holders = []
-    for n in nodes:
-        counts = {key: len(n.core.records.get(key, overlay.now)) for key in hot_keys}
-        held_hot_keys.update(key for key, count in counts.items() if count)
-        if total := sum(counts.values()):
-            holders.append(total)
-    layer_sizes = list(seats.values())
-    return {
-        "joins": len(latencies),
-        "join_latency_s": describe(latencies),
-        "lookups_per_join": describe(lookups),
-        "layers_used": len(seats),
-        "layer_size": describe(layer_sizes),
-        "records_held_per_node": describe(held),
-        "records_held_max_over_mean": rnd(
-            max(held) / (sum(held) / len(held)) if sum(held) else None
-        ),
-        "requests_served_per_node": describe(served),
-        "requests_served_max_over_mean": rnd(
-            max(served) / (sum(served) / len(served)) if sum(served) else None
-        ),
-        "hottest_room_members": sum(c for (r, _), c in seats.items() if r == hottest_room),
-        "hottest_room_keys": len(held_hot_keys),
-        "hottest_room_nodes_holding": len(holders),
-        "hottest_room_records_at_one_node_max": max(holders, default=0),
-        "hottest_room_records_per_holding_node_mean": rnd(
-            sum(holders) / len(holders) if holders else None
-        ),
-        "sim_seconds": rnd(world.t, 3),
-        "_events": world.engine.events,
-    }
+    def delivered(self, node: SimNode, message: Message, src: Address) -> None:
+        if not message.request:
+            return
+        body = message.body
+        if isinstance(body, FindRecords):
+            self.by_key[body.key] += 1
+        elif isinstance(body, StoreRecords) and body.records:
+            self.by_key[body.records[0].key] += 1
 
 
 def run(params: dict[str, Any], progress: Progress | None) -> Result:
-    layered = _one_pass(params, progress, params["layer_size"])
-    flat = _one_pass(params, progress, params["users"] + 1)
-    events = layered.pop("_events") + flat.pop("_events")
+    world = World(params, progress)
+    overlay, rng = world.overlay, world.rng
+    sims = warm_overlay(overlay, params["nodes"], rng)
+    config = RoomConfig(
+        layer_size=params["layer_size"],
+        presence_ttl=params["presence_ttl"],
+        refresh=params["refresh"],
+        choices=params["layer_choices"],
+    )
+    net = RoomNet(overlay, random.Random(rng.getrandbits(64)), config, keep_frames=False)
+    homes = [net.add_node(sim) for sim in sims]
+    load = KeyLoad()
+    overlay.observers.append(load)
+    zipf = Zipf(params["pages"], params["zipf_s"])
+    rooms = [room_key(f"https://example.org/page/{i}") for i in range(params["pages"])]
+    users, gap = params["users"], 1.0 / params["join_rate"]
+    largest_seen = [0]
+    series = Series(
+        "rooms_over_time",
+        ["t", "seated", "hottest_room", "hottest_layers", "largest_layer", "dht_messages"],
+    )
+
+    def arrive(user: int) -> None:
+        client = net.add_client(homes[rng.randrange(len(homes))])
+        net.connect(client)
+        net.join(client, rooms[zipf.sample(rng)])
+        if params["leave_share"] > 0 and rng.random() < params["leave_share"]:
+            stay = rng.expovariate(1.0 / params["stay_mean"])
+            world.at(world.t + stay, lambda _: net.disconnect(client))
+        if user + 1 < users:
+            world.at(1.0 + (user + 1) * gap, arrive, user + 1)
+
+    def sample(t: float) -> None:
+        counts = net.all_layer_counts()
+        largest = max((max(c.values()) for c in counts.values()), default=0)
+        largest_seen[0] = max(largest_seen[0], largest)
+        hottest = counts.get(rooms[0], {})
+        series.add(
+            t=t,
+            seated=sum(len(s) for s in net.seated.values()),
+            hottest_room=sum(hottest.values()),
+            hottest_layers=max(hottest, default=-1) + 1,
+            largest_layer=largest,
+            dht_messages=overlay.stats.sent,
+        )
+
+    end = 1.0 + users * gap + params["drain"]
+    world.at(1.0, arrive, 0)
+    world.every(params["sample_every"], sample, end)
+    world.run_until(end)
+
+    final = net.all_layer_counts()
     summary = {
         "nodes": params["nodes"],
-        "users": params["users"],
+        "users": users,
         "pages": params["pages"],
-        "with_layers": layered,
-        "without_layers": flat,
+        "join": _joins(net),
+        "messages": _messages(net, overlay.stats.sent),
+        "layers": _layers(final, rooms, config.layer_size, largest_seen[0]),
+        "estimate": _estimates(net.joins, params["warmup"]),
+        "load": _load(homes, load, sims, rooms, params["k"]),
+        "sim_seconds": rnd(world.t, 3),
     }
-    return Result(summary, [], [], events)
+    plots = _plots(net.joins, final.get(rooms[0], {}), rooms[0], config.layer_size)
+    return Result(summary, [series], plots, world.engine.events)
+
+
+def _joins(net: RoomNet) -> dict[str, Any]:
+    records = net.joins
+    seated = [r for r in records if r.layer is not None]
+    refused = Counter(r.refused for r in records if r.refused is not None)
+    return {
+        "count": len(records),
+        "seated": len(seated),
+        "unanswered": sum(r.answered_at is None for r in records),
+        "refused": dict(sorted(refused.items())),
+        "latency_s": describe([r.latency for r in seated if r.latency is not None]),
+        "dht_reads": describe([r.reads for r in seated if r.reads is not None]),
+        "dht_messages": describe([net.messages_of(r) for r in seated]),
+    }
+
+
+def _messages(net: RoomNet, sent: int) -> dict[str, Any]:
+    by_cause = net.messages_by_cause()
+    joins = sum(n for cause, n in by_cause.items() if cause > 0)
+    people = max(1, len(net.joins))
+    return {
+        "dht_total": sent,
+        "per_join_all_causes": rnd(sent / people, 3),
+        "joins": joins,
+        "refresh": by_cause.get(REFRESH, 0),
+        "departures": by_cause.get(DEPARTURE, 0),
+        "other_requests": by_cause.get(OTHER, 0),
+        "background": net.background_messages(),
+        "refused_operations": net.stats.dht_refused,
+        "link_frames": net.stats.link_frames,
+        "sign_requests": net.stats.sign_requests,
+    }
+
+
+def _layers(
+    final: dict[bytes, dict[int, int]], rooms: list[bytes], size: int, largest_seen: int
+) -> dict[str, Any]:
+    """Fill of the layers below each room's highest occupied one, pooled over rooms."""
+    below = seats = 0
+    sizes: list[int] = []
+    for counts in final.values():
+        top = max(counts)
+        sizes.extend(counts.get(i, 0) for i in range(top + 1))
+        below += top
+        seats += sum(min(counts.get(i, 0), size) for i in range(top))
+    hottest = final.get(rooms[0], {})
+    top = max(hottest, default=0)
+    return {
+        "rooms_occupied": len(final),
+        "layers": len(sizes),
+        "fill_below_last": ratio(seats, below * size),
+        "hottest_room_people": sum(hottest.values()),
+        "hottest_room_layers": top + 1 if hottest else 0,
+        "hottest_room_fill_below_last": ratio(
+            sum(min(hottest.get(i, 0), size) for i in range(top)), top * size
+        ),
+        "largest": max(sizes, default=0),
+        "largest_seen": largest_seen,
+        "over_size": sum(s > size for s in sizes),
+        "size_histogram": histogram(sizes),
+    }
+
+
+def _estimates(records: list[JoinRecord], warmup: int) -> dict[str, Any]:
+    """|announced total - people seated| / people seated, after each room's first joins."""
+    by_room: dict[bytes, list[JoinRecord]] = {}
+    for record in records:
+        if record.layer is not None and record.truth:
+            by_room.setdefault(record.room, []).append(record)
+    errors: list[float] = []
+    for seated in by_room.values():
+        seated.sort(key=lambda r: (r.answered_at or 0.0, r.id))
+        errors.extend(
+            abs((r.total or 0) - (r.truth or 0)) / (r.truth or 1) for r in seated[warmup:]
+        )
+    return {
+        "scored": len(errors),
+        "relative_error": describe(errors),
+        "median_error": rnd(statistics.median(errors)) if errors else None,
+        "within_10pct_share": ratio(sum(e <= 0.10 for e in errors), len(errors)),
+    }
+
+
+def _load(
+    homes: list[Any], load: KeyLoad, sims: list[SimNode], rooms: list[bytes], k: int
+) -> dict[str, Any]:
+    """Requests served per node (every RPC kind), and by the nodes closest to the hottest key."""
+    served = {
+        home.sim.index: sum(v for n, v in home.sim.core.counters.items() if n.startswith("rpc.in."))
+        for home in homes
+    }
+    values = list(served.values())
+    mean = sum(values) / len(values) if values else 0.0
+    hot: dict[str, Any] = {}
+    if load.by_key:
+        key, requests = max(load.by_key.items(), key=lambda item: (item[1], item[0]))
+        holders = IdSpace(sims).closest(to_int(key), k)
+        top = max(served[i] for i in holders)
+        hot = {
+            "key": _name_key(key, rooms),
+            "requests": requests,
+            "share_of_keyed_requests": ratio(requests, sum(load.by_key.values())),
+            "holders_served_max": top,
+            "holders_served_max_over_mean": rnd(top / mean) if mean else None,
+            "keys": len(load.by_key),
+        }
+    return {
+        "served_per_node": describe(values),
+        "served_max_over_mean": rnd(max(values) / mean) if mean else None,
+        "hottest_key": hot,
+    }
+
+
+def _name_key(key: bytes, rooms: list[bytes]) -> str:
+    """`page R layer L` for a layer key of one of the top pages, else `other`."""
+    for rank, room in enumerate(rooms[:8]):
+        for layer in range(min(HOT_LAYERS, MAX_LAYER + 1)):
+            if layer_key(room, layer) == key:
+                return f"page {rank} layer {layer}"
+    return "other"
+
+
+def _plots(
+    records: list[JoinRecord], hottest: dict[int, int], room: bytes, size: int
+) -> list[Plot]:
+    seated = sorted(
+        (r for r in records if r.room == room and r.layer is not None and r.truth),
+        key=lambda r: (r.answered_at or 0.0, r.id),
+    )
+    order = list(range(1, len(seated) + 1))
+    estimate = Plot(
+        "rooms_estimate",
+        "The hottest page: room size announced in `joined` vs seated",
+        "joins answered",
+        "people",
+        [
+            ("seated at that moment", order, [float(r.truth or 0) for r in seated]),
+            ("announced total", order, [float(r.total or 0) for r in seated]),
+        ],
+    )
+    index = list(range(max(hottest, default=-1) + 1))
+    layers = Plot(
+        "rooms_layer_sizes",
+        "The hottest page: members of each layer, at the end",
+        "layer",
+        "members",
+        [
+            ("members", index, [float(hottest.get(i, 0)) for i in index]),
+            ("layer size", index, [float(size)] * len(index)),
+        ],
+    )
+    return [estimate, layers]

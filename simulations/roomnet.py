@@ -1,0 +1,699 @@
+"""Room cores on the simulator: one `signaling.layers.RoomCore` per node over the in-memory DHT.
+
+`RoomNet` carries out the room core's commands the way `signaling/node.py`
+(`_run_rooms`) does, with the simulator in place of aiohttp and the UDP DHT:
+
+- `ReadKey` and `PublishRecord` run the node's own `DHTCore.get_records` /
+  `put_record` through the overlay (`Overlay.call`), and their events come back as
+  `read_done` / `publish_done` (a publish is ok when one node took the record, as
+  in the glue);
+- `CheckHome` runs the node's real `DHTCore.verify_node`: the overlay carries the
+  DHT's identify RPC like any other message, so a seat list counts only when a
+  node answering at the address it names proves the id it claims. Nothing is
+  answered from the simulator's knowledge of which ids exist;
+- node links (`TellNode`, `ReplyNode`, `Forward`) hand the frame to the other
+  node's `link_frame` after the one-way latency between the two nodes' regions,
+  without jitter: a link is one TCP connection, so frames between two nodes keep
+  their order. A frame for a node that is down or unknown is dropped; for a
+  `Forward` the sender is told `unavailable`, as the glue does when a link fails;
+- `VirtualClient`s reach their home node at a fixed one-way delay (a WebSocket:
+  ordered), and answer each `SignRequest` with a real signature over
+  `signaling.protocol.presence_payload`, one round trip after the node asked, as
+  `peer/signaling.py` does;
+- each core's one timer is one engine entry, re-armed after every input.
+
+None of the room's rules live here. A command that the DHT core refuses to start
+(`LocalProtocolError`: its bound on concurrent operations) is reported back to
+the room core as a failed read, publish or check at once, and counted in
+`stats.dht_refused`. (The aiohttp glue would leave such a read unanswered.)
+
+Signatures follow the overlay's `identities`: `"sim"` identities sign with a
+SHA-256 stand-in and every core verifies with `simulations.overlay.sim_verify`;
+`"ed25519"` signs and verifies for real.
+
+Measurement, beside the cores (the simulator sees what nodes do not):
+
+- every join is a `JoinRecord`: when the client sent it and heard back, where it
+  sat or why it was refused, the `total` the node announced and the true number
+  of people seated in that room at that moment, the DHT operations (`reads`) and
+  the DHT messages it cost;
+- DHT messages are attributed to what caused them: each input to a room core has
+  a cause (a join, the timer, a departure), each DHT operation a command starts
+  inherits it, and each request and reply of that operation is counted against it
+  (`messages_by_join`, `messages_by_cause`). A read shared by two waiters counts
+  for the one that started it.
+
+Randomness comes from the one `random.Random` handed in (each core gets its own
+generator seeded from it); time is the engine's clock (Unix seconds, t = 0 at
+`simulations.overlay.EPOCH`). The same seed gives the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dht.core import LocalProtocolError, Message, NodeVerified, RecordsFound, RecordsStored
+from dht.identity import verify_signature
+from dht.records import Verifier
+from signaling.layers import (
+    CheckHome,
+    Forward,
+    JoinFinished,
+    PublishRecord,
+    Push,
+    ReadKey,
+    ReplyNode,
+    RoomConfig,
+    RoomCore,
+    TellNode,
+)
+from signaling.protocol import (
+    ErrorCode,
+    ErrorFrame,
+    HomeNode,
+    Join,
+    Joined,
+    Layers,
+    LinkFrame,
+    Members,
+    ServerFrame,
+    Signal,
+    SignRequest,
+    error,
+    presence_payload,
+)
+
+from .engine import Engine
+from .oracle import IdSpace, fill_routing_tables
+from .overlay import EPOCH, MessageObserver, Overlay, SimNode, make_identity, sim_verify
+
+Act = Callable[[RoomCore, float], None]
+
+REFRESH = -1
+"""Cause of what a core does on its timer (renewals, re-reads, expiry)."""
+DEPARTURE = -2
+"""Cause of what a leave or a disconnect makes a core do."""
+OTHER = 0
+"""Cause of the other client requests (members, layers, signals)."""
+
+WS_PORT = 8443
+
+
+@dataclass(eq=False, slots=True)
+class RoomNode:
+    """A simulated signaling node: its room core beside its DHT node."""
+
+    sim: SimNode
+    core: RoomCore
+    alive: bool = True
+    timer_at: float | None = None
+    busy: bool = False
+    queue: deque[tuple[int, Act]] = field(default_factory=deque)
+    clients: set[bytes] = field(default_factory=set)
+
+    @property
+    def node_id(self) -> bytes:
+        return self.sim.node_id
+
+
+@dataclass(eq=False, slots=True)
+class JoinRecord:
+    """One join, as the simulator saw it end to end."""
+
+    id: int
+    client: bytes
+    room: bytes
+    request: str
+    """The join frame's id."""
+    sent_at: float
+    """Simulated seconds (t = 0 at EPOCH) when the client sent the join."""
+    asked_layer: int | None = None
+    friend: bytes | None = None
+    layer: int | None = None
+    refused: str | None = None
+    """The error code of a refusal."""
+    total: int | None = None
+    """The room size the node announced in `joined`."""
+    truth: int | None = None
+    """People seated in the room (joiner included) when the node answered."""
+    answered_at: float | None = None
+    """When the node answered (seated or refused), simulated seconds."""
+    heard_at: float | None = None
+    """When the client received the answer."""
+    node_seconds: float | None = None
+    reads: int | None = None
+
+    @property
+    def latency(self) -> float | None:
+        """Client-side: the join sent to its answer received."""
+        return None if self.heard_at is None else self.heard_at - self.sent_at
+
+
+@dataclass(eq=False, slots=True)
+class VirtualClient:
+    """A client with an Ed25519 (or stand-in) key, connected to one home node."""
+
+    identity: Any
+    node: RoomNode
+    source: str
+    delay: float
+    """One-way seconds between the client and its node."""
+    answers: bool = True
+    """Whether it signs what the node asks it to (a client that stops answering lapses)."""
+    connected: bool = False
+    frames: list[ServerFrame] | None = None
+    """Every frame received, when the net keeps them (tests); None at scale."""
+    layers: dict[bytes, int] = field(default_factory=dict)
+    """Room -> the layer of the last `joined` heard (the client's own view)."""
+    last: JoinRecord | None = None
+    requests: int = 0
+
+    @property
+    def key(self) -> bytes:
+        return bytes(self.identity.public_key)
+
+    def received(self, kind: type[Any]) -> list[Any]:
+        """The frames of one type received so far (needs `keep_frames`)."""
+        return [f for f in self.frames or () if isinstance(f, kind)]
+
+
+@dataclass(slots=True)
+class RoomNetStats:
+    link_frames: int = 0
+    link_dropped: int = 0
+    """Link frames for a node that is down or was never one."""
+    pushes: int = 0
+    sign_requests: int = 0
+    dht_reads: int = 0
+    dht_publishes: int = 0
+    dht_checks: int = 0
+    dht_refused: int = 0
+    """DHT operations the DHT core would not start (at its bound of concurrent operations)."""
+    messages_background: int = 0
+    """DHT messages of no room command (routing upkeep, identifies of new contacts)."""
+
+
+class _Attribution(MessageObserver):
+    """Counts each DHT message against the cause of the operation it belongs to."""
+
+    def __init__(self) -> None:
+        self.ops: dict[tuple[int, int], int] = {}
+        self.replies: dict[bytes, int] = {}
+        self.by_cause: Counter[int] = Counter()
+        self.background = 0
+
+    def sent(self, node: SimNode, message: Message, dst: Any) -> None:
+        if not message.request:
+            cause = self.replies.pop(message.msg_id, None)
+            if cause is None:
+                self.background += 1
+            else:
+                self.by_cause[cause] += 1
+            return
+        # The DHT core names no operation on the wire; the simulator, like the
+        # oracle, may look inside the core for the operation a request serves.
+        pending = node.core._pending.get(message.msg_id)
+        op = pending.op if pending is not None else None
+        cause = self.ops.get((node.index, op)) if op is not None else None
+        if cause is None:
+            self.background += 1
+            return
+        self.by_cause[cause] += 1
+        self.replies[message.msg_id] = cause
+
+
+class RoomNet:
+    """Room cores, their virtual clients and node links on one overlay (module docstring)."""
+
+    def __init__(
+        self,
+        overlay: Overlay,
+        rng: random.Random,
+        config: RoomConfig | None = None,
+        client_access_ms: float = 15.0,
+        keep_frames: bool = True,
+        attribute: bool = True,
+    ) -> None:
+        """`client_access_ms`: a client's last mile, one way, added to its region's
+        latency (clients sit in their home node's region). `keep_frames`: keep every
+        frame each client receives (tests; off at scale). `attribute`: count DHT
+        messages per cause (needs the overlay's typed-message transport)."""
+        self.overlay = overlay
+        self.engine: Engine = overlay.engine
+        self.rng = rng
+        limits = overlay.config.records
+        base = config or RoomConfig()
+        self.config = dataclasses.replace(base, max_value_bytes=limits.max_value_bytes)
+        self.verify: Verifier = sim_verify if overlay.identities == "sim" else verify_signature
+        self.client_access = client_access_ms / 1000.0
+        self.keep_frames = keep_frames
+        self.nodes: list[RoomNode] = []
+        self.by_id: dict[bytes, RoomNode] = {}
+        self.clients: dict[bytes, VirtualClient] = {}
+        self.joins: list[JoinRecord] = []
+        self.seated: dict[bytes, set[bytes]] = {}
+        """Room -> keys seated there now (the truth the estimates are scored against)."""
+        self.stats = RoomNetStats()
+        self.counters: Counter[str] = Counter()
+        self._open: dict[bytes, tuple[JoinRecord, Join]] = {}
+        self._attribution: _Attribution | None = None
+        if attribute and overlay.transport == "message":
+            self._attribution = _Attribution()
+            overlay.observers.append(self._attribution)
+
+    @property
+    def now(self) -> float:
+        return self.engine.now
+
+    @property
+    def t(self) -> float:
+        """Simulated seconds since the start."""
+        return self.engine.now - EPOCH
+
+    # --- population ----------------------------------------------------------------
+
+    def add_node(self, sim: SimNode) -> RoomNode:
+        """A room core for the DHT node `sim` (its URL names its address, port 8443)."""
+        url = f"ws://{sim.addr[0]}:{WS_PORT}"
+        core = RoomCore(
+            self.config,
+            sim.core.identity,
+            url,
+            sim.addr,
+            random.Random(self.rng.getrandbits(64)),
+            self.verify,
+            self.overlay.config.records,
+        )
+        node = RoomNode(sim, core)
+        self.nodes.append(node)
+        self.by_id[sim.node_id] = node
+        return node
+
+    def add_client(
+        self,
+        node: RoomNode,
+        source: str | None = None,
+        identity: Any = None,
+        answers: bool = True,
+    ) -> VirtualClient:
+        """A client homed at `node` (not connected yet); `source` is its address as the
+        node sees it (one per client unless given)."""
+        if identity is None:
+            identity = make_identity(self.overlay.identities, self.rng.randbytes(32))
+        index = len(self.clients)
+        if source is None:
+            source = f"198.{18 + (index >> 16) % 2}.{(index >> 8) & 255}.{index & 255}"
+        network = self.overlay.network
+        region = node.sim.region
+        delay = network.base_delay(region, region) + self.client_access
+        delay += self.rng.random() * network.jitter_ms / 1000.0
+        frames: list[ServerFrame] | None = [] if self.keep_frames else None
+        client = VirtualClient(identity, node, source, delay, answers, frames=frames)
+        self.clients[client.key] = client
+        return client
+
+    def kill(self, node: RoomNode) -> None:
+        """The node crashes: its DHT node stops answering, its core is driven no more,
+        its links and clients go silent. Nobody is told."""
+        node.alive = False
+        node.timer_at = None
+        node.queue.clear()
+        self.overlay.kill(node.sim)
+        for key in node.clients:
+            client = self.clients[key]
+            client.connected = False
+            for members in self.seated.values():
+                members.discard(key)
+        node.clients.clear()
+
+    # --- what clients do (each request reaches the node one `delay` later) ------------
+
+    def connect(self, client: VirtualClient) -> None:
+        """The client proved its key (the hello exchange, not modelled)."""
+        client.connected = True
+        client.node.clients.add(client.key)
+        source = client.source
+        self._send(client, OTHER, lambda core, now: core.connect(client.key, source, now))
+
+    def join(
+        self,
+        client: VirtualClient,
+        room: bytes,
+        layer: int | None = None,
+        friend: bytes | None = None,
+    ) -> JoinRecord:
+        """Send a join; its `JoinRecord` fills in as the node answers."""
+        client.requests += 1
+        request = f"j{client.requests}"
+        frame = Join(room, layer, request, friend)
+        record = JoinRecord(len(self.joins) + 1, client.key, room, request, self.t, layer, friend)
+        self.joins.append(record)
+        client.last = record
+
+        def arrive(core: RoomCore, now: float) -> None:
+            self._open[client.key] = (record, frame)
+            if not core.join(client.key, frame, now):
+                self._open.pop(client.key, None)
+                message = "one join at a time; wait for the answer"
+                self._deliver(client, error(ErrorCode.RATE_LIMITED, message, frame.id))
+                record.refused = ErrorCode.RATE_LIMITED.value
+
+        self._send(client, record.id, arrive)
+        return record
+
+    def leave(self, client: VirtualClient, room: bytes) -> None:
+        def arrive(core: RoomCore, now: float) -> None:
+            core.leave(client.key, room, None, now)
+            self.seated.get(room, set()).discard(client.key)
+
+        self._send(client, DEPARTURE, arrive)
+
+    def disconnect(self, client: VirtualClient) -> None:
+        client.connected = False
+
+        def arrive(core: RoomCore, now: float) -> None:
+            core.disconnect(client.key, now)
+            client.node.clients.discard(client.key)
+            for members in self.seated.values():
+                members.discard(client.key)
+
+        self._send(client, DEPARTURE, arrive)
+
+    def members(self, client: VirtualClient, room: bytes) -> None:
+        client.requests += 1
+        frame = Members(room, f"m{client.requests}")
+        self._send(client, OTHER, lambda core, now: core.members(client.key, frame, now))
+
+    def layer_list(self, client: VirtualClient, room: bytes) -> None:
+        client.requests += 1
+        frame = Layers(room, f"l{client.requests}")
+        self._send(client, OTHER, lambda core, now: core.layers(client.key, frame, now))
+
+    def signal(self, client: VirtualClient, room: bytes, to: bytes, payload: Any) -> None:
+        client.requests += 1
+        frame = Signal(to, payload, room, f"s{client.requests}")
+        self._send(client, OTHER, lambda core, now: core.signal(client.key, frame, now))
+
+    def _send(self, client: VirtualClient, cause: int, act: Act) -> None:
+        node = client.node
+        self.engine.post(self.now + client.delay, self._run_input, (node, cause, act))
+
+    def _deliver(self, client: VirtualClient, frame: ServerFrame) -> None:
+        self.engine.post(self.now + client.delay, self._client_receives, (client, frame, OTHER))
+
+    # --- inputs to a core: one at a time per node, then its commands, then its timer ------
+
+    def _run_input(self, item: tuple[RoomNode, int, Act]) -> None:
+        node, cause, act = item
+        self._input(node, cause, act)
+
+    def _input(self, node: RoomNode, cause: int, act: Act) -> None:
+        """Feed `act` to the node's core and carry out what it asks. An input that arrives
+        while the core's commands are being carried out (a DHT operation that ended at
+        once) waits its turn, so the core is never entered twice."""
+        if not node.alive:
+            return
+        node.queue.append((cause, act))
+        if node.busy:
+            return
+        node.busy = True
+        try:
+            while node.queue and node.alive:
+                cause, act = node.queue.popleft()
+                act(node.core, self.now)
+                self._execute(node, cause)
+        finally:
+            node.busy = False
+        self._arm(node)
+
+    def _arm(self, node: RoomNode) -> None:
+        when = node.core.get_timer()
+        if when != node.timer_at and node.alive:
+            node.timer_at = when
+            if when is not None:
+                self.engine.post(when, self._fire, node)
+
+    def _fire(self, node: RoomNode) -> None:
+        when = node.timer_at
+        if when is None or when > self.now or not node.alive:
+            return  # superseded: the core re-armed, or the node is down
+        node.timer_at = None
+        self._input(node, REFRESH, lambda core, now: core.handle_timer(now))
+
+    def _execute(self, node: RoomNode, cause: int) -> None:
+        for command in node.core.commands():
+            if isinstance(command, Push):
+                self._push(node, command.client, command.frame, cause)
+            elif isinstance(command, ReadKey):
+                self._read(node, command, cause)
+            elif isinstance(command, PublishRecord):
+                self._publish(node, command, cause)
+            elif isinstance(command, CheckHome):
+                self._check_home(node, command, cause)
+            elif isinstance(command, TellNode):
+                self._link(node, command.home.node_id, command.frame, cause)
+            elif isinstance(command, ReplyNode):
+                self._link(node, command.remote, command.frame, cause)
+            elif isinstance(command, Forward):
+                if not self._link(node, command.home.node_id, command.frame, cause):
+                    client = self.clients.get(command.client)
+                    if client is not None and client.node is node:
+                        message = "the peer's node is unreachable"
+                        self._deliver(
+                            client, error(ErrorCode.UNAVAILABLE, message, command.frame.id)
+                        )
+            else:
+                self._join_finished(command)
+
+    # --- the commands ------------------------------------------------------------------
+
+    def _push(self, node: RoomNode, key: bytes, frame: ServerFrame, cause: int) -> None:
+        client = self.clients.get(key)
+        if client is None or client.node is not node or not client.connected:
+            return
+        self.stats.pushes += 1
+        opened = self._open.get(key)
+        if opened is not None:
+            record, join = opened
+            if isinstance(frame, Joined) and frame.id == join.id:
+                self._seated_at(record, frame)
+            elif isinstance(frame, ErrorFrame) and frame.id == join.id:
+                del self._open[key]
+                record.refused = str(frame.code)
+                record.answered_at = self.t
+                if record.room not in node.core.seated_rooms(key):
+                    self.seated.get(record.room, set()).discard(key)
+        if isinstance(frame, SignRequest):
+            self.stats.sign_requests += 1
+        self.engine.post(self.now + client.delay, self._client_receives, (client, frame, cause))
+
+    def _seated_at(self, record: JoinRecord, frame: Joined) -> None:
+        del self._open[record.client]
+        members = self.seated.setdefault(record.room, set())
+        members.add(record.client)
+        record.layer = frame.layer
+        record.total = frame.total
+        record.truth = len(members)
+        record.answered_at = self.t
+
+    def _join_finished(self, done: JoinFinished) -> None:
+        client = self.clients.get(done.client)
+        record = client.last if client is not None else None
+        if record is None or record.room != done.room:
+            return
+        record.node_seconds = done.seconds
+        record.reads = done.reads
+
+    def _client_receives(self, item: tuple[VirtualClient, ServerFrame, int]) -> None:
+        client, frame, cause = item
+        if not client.connected:
+            return
+        if client.frames is not None:
+            client.frames.append(frame)
+        if isinstance(frame, SignRequest):
+            self._sign(client, frame, cause)
+            return
+        last = client.last
+        if isinstance(frame, Joined):
+            client.layers[frame.room] = frame.layer
+        if (
+            isinstance(frame, Joined | ErrorFrame)
+            and last is not None
+            and last.heard_at is None
+            and frame.id == last.request
+        ):
+            last.heard_at = self.t
+
+    def _sign(self, client: VirtualClient, frame: SignRequest, cause: int) -> None:
+        """Sign what the node asks, after the checks peer/signaling.py makes."""
+        node = client.node
+        if not client.answers or frame.node != node.node_id:
+            return
+        home = HomeNode(frame.node, frame.url)
+        payload = presence_payload(
+            client.key, frame.room, frame.layer, home, frame.seq, frame.expires
+        )
+        sig = client.identity.sign(payload)
+        request = frame.id
+
+        def answered(core: RoomCore, now: float) -> None:
+            if not core.signed(client.key, request, sig, now):
+                self.counters["sign.late"] += 1  # asked too long ago: the node gave up
+
+        self._send(client, cause, answered)
+
+    def _link(self, node: RoomNode, to: bytes, frame: LinkFrame, cause: int) -> bool:
+        """A frame over the node link to `to`; False when no node answers there."""
+        other = self.by_id.get(to)
+        if other is None or not other.alive:
+            self.stats.link_dropped += 1
+            return False
+        self.stats.link_frames += 1
+        delay = self.overlay.network.base_delay(node.sim.region, other.sim.region)
+        sender = node.node_id
+
+        def arrive(core: RoomCore, now: float) -> None:
+            core.link_frame(sender, frame, now)
+
+        self.engine.post(self.now + delay, self._run_input, (other, cause, arrive))
+        return True
+
+    def _read(self, node: RoomNode, command: ReadKey, cause: int) -> None:
+        self.stats.dht_reads += 1
+        sim = node.sim
+        try:
+            op = sim.core.get_records(command.key, self.now)
+        except LocalProtocolError:
+            self._refused(node, cause, lambda core, now: core.read_done(command.op, None, now))
+            return
+
+        def done(_sim: SimNode, event: Any) -> None:
+            records = list(event.records) if isinstance(event, RecordsFound) else None
+            self._op_done(sim, op)
+            self._input(node, cause, lambda core, now: core.read_done(command.op, records, now))
+
+        self._start(sim, op, cause, done)
+
+    def _publish(self, node: RoomNode, command: PublishRecord, cause: int) -> None:
+        self.stats.dht_publishes += 1
+        sim = node.sim
+        try:
+            op = sim.core.put_record(command.record, self.now)
+        except LocalProtocolError:
+            self._refused(node, cause, lambda core, now: core.publish_done(command.op, False, now))
+            return
+
+        def done(_sim: SimNode, event: Any) -> None:
+            ok = isinstance(event, RecordsStored) and event.stored > 0
+            self._op_done(sim, op)
+            self._input(node, cause, lambda core, now: core.publish_done(command.op, ok, now))
+
+        self._start(sim, op, cause, done)
+
+    def _check_home(self, node: RoomNode, command: CheckHome, cause: int) -> None:
+        self.stats.dht_checks += 1
+        sim = node.sim
+        node_id, addr = command.node_id, command.addr
+        try:
+            op = sim.core.verify_node(node_id, addr, self.now)
+        except LocalProtocolError:
+            failed: Act = lambda core, now: core.home_checked(node_id, addr, False, now)  # noqa: E731
+            self._refused(node, cause, failed)
+            return
+
+        def done(_sim: SimNode, event: Any) -> None:
+            ok = isinstance(event, NodeVerified) and event.ok
+            self._op_done(sim, op)
+            self._input(node, cause, lambda core, now: core.home_checked(node_id, addr, ok, now))
+
+        self._start(sim, op, cause, done)
+
+    def _start(
+        self, sim: SimNode, op: int, cause: int, done: Callable[[SimNode, Any], None]
+    ) -> None:
+        if self._attribution is not None:
+            self._attribution.ops[(sim.index, op)] = cause
+        self.overlay.call(sim, op, done)
+
+    def _op_done(self, sim: SimNode, op: int) -> None:
+        if self._attribution is not None:
+            self._attribution.ops.pop((sim.index, op), None)
+
+    def _refused(self, node: RoomNode, cause: int, act: Act) -> None:
+        self.stats.dht_refused += 1
+        self.engine.post(self.now, self._run_input, (node, cause, act))
+
+    # --- what the simulator knows and nodes do not ---------------------------------------
+
+    def messages_by_cause(self) -> Counter[int]:
+        """DHT messages (requests and replies) per cause; joins are their `JoinRecord.id`."""
+        return Counter(self._attribution.by_cause) if self._attribution else Counter()
+
+    def messages_of(self, record: JoinRecord) -> int:
+        return self._attribution.by_cause.get(record.id, 0) if self._attribution else 0
+
+    def background_messages(self) -> int:
+        return self._attribution.background if self._attribution else 0
+
+    def layer_counts(self, room: bytes) -> dict[int, int]:
+        """Layer -> people seated there: clients told `joined` (a join still being placed
+        is not counted) and still holding the seat at their node, as the node sees it."""
+        return self.all_layer_counts([room]).get(room, {})
+
+    def all_layer_counts(self, rooms: list[bytes] | None = None) -> dict[bytes, dict[int, int]]:
+        """`layer_counts` of every room (or of `rooms`), in one pass."""
+        counts: dict[bytes, Counter[int]] = {}
+        for room in rooms if rooms is not None else list(self.seated):
+            layers: Counter[int] = Counter()
+            for key in self.seated.get(room, ()):
+                node = self.clients[key].node
+                state = node.core.clients.get(key) if node.alive else None
+                seat = state.seats.get(room) if state is not None else None
+                if seat is not None:
+                    layers[seat.layer] += 1
+            if layers:
+                counts[room] = layers
+        return {room: dict(sorted(layers.items())) for room, layers in counts.items()}
+
+    def run(self, seconds: float, max_events: int | None = None) -> int:
+        """Advance the clock by `seconds`; `max_events` bounds a runaway run."""
+        end = self.now + seconds
+        ran = self.engine.run(until=end, max_events=max_events)
+        if max_events is not None and ran >= max_events:
+            raise RuntimeError(f"more than {max_events} events in {seconds} s")
+        return ran
+
+
+def warm_overlay(overlay: Overlay, count: int, rng: random.Random) -> list[SimNode]:
+    """`count` DHT nodes with routing tables filled as in a network that has been running
+    (`simulations.oracle.fill_routing_tables`)."""
+    nodes = [overlay.add_node() for _ in range(count)]
+    fill_routing_tables(nodes, IdSpace(nodes), overlay.nodes, overlay.config.k, rng)
+    return nodes
+
+
+def layer_fill(counts: dict[int, int], layer_size: int) -> float | None:
+    """Mean fill of every layer below the highest occupied one (holes count as empty)."""
+    top = max((layer for layer, count in counts.items() if count), default=None)
+    if not top:
+        return None
+    return sum(min(counts.get(i, 0), layer_size) for i in range(top)) / (top * layer_size)
+
+
+__all__ = [
+    "DEPARTURE",
+    "OTHER",
+    "REFRESH",
+    "JoinRecord",
+    "RoomNet",
+    "RoomNetStats",
+    "RoomNode",
+    "VirtualClient",
+    "layer_fill",
+    "warm_overlay",
+]
