@@ -25,7 +25,7 @@ from .scenario import Plot, Scenario, make_scenario, parse_value, run
 HEADLINES = {
     "growth": ["lookup.success_rate", "lookup.hops.mean", "lookup.latency_s.p50"],
     "churn": ["lookup.success_rate", "records.availability", "lookup.latency_s.p50"],
-    "rooms": ["join.latency_s.p50", "load.rpcs_per_s.max_over_mean", "hot_key.rpcs_layers"],
+    "rooms": ["join.dht_messages.mean", "join.latency_s.p50", "load.served_max_over_mean"],
     "nat": ["connections.relayed_share", "relays.bandwidth_bps.max"],
     "sybil": ["reads.honest_share", "reads.success_rate"],
 }
