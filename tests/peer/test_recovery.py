@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from peer.peer import Connected, FileFailed, FileOffered, Message, Peer, PeerProblem, Rejoined, Room
-from signaling.node import SignalingNode
+from signaling.layers import RoomCore
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import PeerFactory
@@ -75,18 +75,18 @@ async def test_a_node_that_rewrites_the_fingerprint_is_refused(
     signaling_mesh: NodeFactory, peers: PeerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (node,) = await signaling_mesh(1)
-    original = SignalingNode._signal
+    original = RoomCore.signal
 
-    async def tampering(self: SignalingNode, client: Any, signal: Any) -> None:
+    def tampering(self: RoomCore, client: bytes, signal: Any, now: float) -> None:
         payload = signal.payload
         if isinstance(payload, dict) and payload.get("t") == "sdp":
             sdp = payload["desc"]["sdp"]
             forged = re.sub(r"(a=fingerprint:sha-256 )\S+", r"\g<1>" + "AB:" * 31 + "AB", sdp)
             payload = {**payload, "desc": {**payload["desc"], "sdp": forged}}
             signal = type(signal)(signal.to, payload, signal.room, signal.id)
-        await original(self, client, signal)
+        original(self, client, signal, now)
 
-    monkeypatch.setattr(SignalingNode, "_signal", tampering)
+    monkeypatch.setattr(RoomCore, "signal", tampering)
     alice = await peers("alice", [node.url])
     bob = await peers("bob", [node.url])
     room_a = await alice.join(URL)
