@@ -480,8 +480,13 @@ class RoomCore:
             self._push(client, error(ErrorCode.NOT_IN_ROOM, "not joined to that room", request.id))
             return
         estimate = self._estimate(request.room, now)
-        others = [i for i in range(min(estimate.layers + 1, MAX_LAYER + 1)) if i != seat.layer]
-        wanted = [seat.layer, *self.rng.sample(others, min(len(others), self.config.layers_listed))]
+        span = min(estimate.layers, MAX_LAYER + 1)
+        listed = {seat.layer}
+        for _ in range(4 * self.config.layers_listed):  # a few others, drawn at O(1)
+            if len(listed) > min(self.config.layers_listed, span - 1):
+                break
+            listed.add(self.rng.randrange(span))
+        wanted = sorted(listed)
         counts: dict[int, int] = {}
 
         def got(found: Layer, t: float) -> None:
@@ -543,11 +548,13 @@ class RoomCore:
         room = job.frame.room
         estimate = self._estimate(room, now)
         last = estimate.layers - 1
-        below = [i for i in range(last) if i not in job.excluded] if last < 4096 else None
-        if below is None:
-            picks = {self.rng.randrange(last) for _ in range(self.config.choices)} - job.excluded
-        else:
-            picks = set(self.rng.sample(below, min(len(below), self.config.choices)))
+        picks: set[int] = set()
+        for _ in range(4 * self.config.choices):  # distinct draws below the last, at O(1)
+            if last <= 0 or len(picks) >= min(self.config.choices, last):
+                break
+            pick = self.rng.randrange(last)
+            if pick not in job.excluded:
+                picks.add(pick)
         candidates = sorted((picks | {last, last + 1}) - job.excluded)
         candidates = [c for c in candidates if c <= MAX_LAYER]
         found: dict[int, Layer] = {}
