@@ -269,7 +269,7 @@ def _plots(
         (r for r in records if r.room == room and r.layer is not None and r.truth),
         key=lambda r: (r.answered_at or 0.0, r.id),
     )
-    order = list(range(1, len(seated) + 1))
+    order = [float(i) for i in range(1, len(seated) + 1)]
     estimate = Plot(
         "rooms_estimate",
         "The hottest page: room size announced in `joined` vs seated",
@@ -280,14 +280,14 @@ def _plots(
             ("announced total", order, [float(r.total or 0) for r in seated]),
         ],
     )
-    index = list(range(max(hottest, default=-1) + 1))
+    index = [float(i) for i in range(max(hottest, default=-1) + 1)]
     layers = Plot(
         "rooms_layer_sizes",
         "The hottest page: members of each layer, at the end",
         "layer",
         "members",
         [
-            ("members", index, [float(hottest.get(i, 0)) for i in index]),
+            ("members", index, [float(hottest.get(int(i), 0)) for i in index]),
             ("layer size", index, [float(size)] * len(index)),
         ],
     )

@@ -17,7 +17,7 @@ from signaling.rooms import HomeNode, layer_key, room_key, seat_list_value
 from simulations.engine import Engine
 from simulations.network import NetworkModel
 from simulations.overlay import EPOCH, Overlay, make_identity
-from simulations.roomnet import RoomNet, RoomNode, warm_overlay
+from simulations.roomnet import RoomNet, RoomNode, VirtualClient, warm_overlay
 from simulations.scenario import make_scenario, run, summary_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,14 +33,20 @@ def small_net(seed: int, nodes: int = 6) -> tuple[RoomNet, list[RoomNode]]:
     return net, [net.add_node(sim) for sim in sims]
 
 
-def crowd_of(seed: int, people: int = 30) -> tuple[RoomNet, list[tuple[object, ...]]]:
+Trace = list[tuple[int | None, int | None, int | None, float | None, int]]
+
+
+def crowd_of(seed: int, people: int = 30) -> tuple[RoomNet, Trace]:
     net, homes = small_net(seed)
     rng = random.Random(seed)
+
+    def arrive(client: VirtualClient) -> None:
+        net.connect(client)
+        net.join(client, ROOM)
+
     for i in range(people):
         client = net.add_client(homes[rng.randrange(len(homes))])
-        net.engine.schedule(
-            EPOCH + 1.0 + 0.5 * i, lambda c: (net.connect(c), net.join(c, ROOM)), client
-        )
+        net.engine.schedule(EPOCH + 1.0 + 0.5 * i, arrive, client)
     net.run(60.0, max_events=2_000_000)
     trace = [(r.layer, r.total, r.truth, r.answered_at, net.messages_of(r)) for r in net.joins]
     return net, trace
