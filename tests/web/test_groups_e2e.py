@@ -45,10 +45,11 @@ async def test_browser_and_python_see_their_group_move_and_sit_with_a_friend(
         peer = await peers(name, [node.url])
         return await peer.join(URL, **where)  # type: ignore[no-any-return]
 
+    # placed by the nodes first, in the first layers; the others sit where they ask
+    crowd = [await join(f"crowd{i}", (a, b)[i % 2]) for i in range(2)]
     beside = await join("beside", b, layer=2)
     lonely = await join("lonely", a, layer=6)
     friend = await join("friend", b, layer=9)
-    crowd = [await join(f"crowd{i}", (a, b)[i % 2]) for i in range(2)]
     page = await open_page(a, "browser", room=URL, group="3")
     me = await join("me", b, layer=12)
     browser = bytes.fromhex(await page.evaluate("window.pagemesh.peer.keyHex"))
