@@ -59,7 +59,8 @@ from typing import Any
 
 from dht.core import LocalProtocolError, Message, NodeVerified, RecordsFound, RecordsStored
 from dht.identity import verify_signature
-from dht.records import Verifier
+from dht.ids import to_int
+from dht.records import Record, Verifier
 from signaling.layers import (
     CheckHome,
     Forward,
@@ -87,6 +88,7 @@ from signaling.protocol import (
     error,
     presence_payload,
 )
+from signaling.rooms import layer_key, seat_list_value
 
 from .engine import Engine
 from .oracle import IdSpace, fill_routing_tables
@@ -258,6 +260,8 @@ class RoomNet:
         self.joins: list[JoinRecord] = []
         self.seated: dict[bytes, set[bytes]] = {}
         """Room -> keys seated there now (the truth the estimates are scored against)."""
+        self.prefilled: dict[bytes, dict[int, int]] = {}
+        """Room -> layer -> members seated by `prefill` (made up, never driven)."""
         self.stats = RoomNetStats()
         self.counters: Counter[str] = Counter()
         self._open: dict[bytes, tuple[JoinRecord, Join]] = {}
@@ -498,7 +502,7 @@ class RoomNet:
         members.add(record.client)
         record.layer = frame.layer
         record.total = frame.total
-        record.truth = len(members)
+        record.truth = len(members) + sum(self.prefilled.get(record.room, {}).values())
         record.answered_at = self.t
 
     def _join_finished(self, done: JoinFinished) -> None:
@@ -646,10 +650,11 @@ class RoomNet:
         return self.all_layer_counts([room]).get(room, {})
 
     def all_layer_counts(self, rooms: list[bytes] | None = None) -> dict[bytes, dict[int, int]]:
-        """`layer_counts` of every room (or of `rooms`), in one pass."""
+        """`layer_counts` of every room (or of `rooms`), in one pass; prefilled seats count."""
         counts: dict[bytes, Counter[int]] = {}
-        for room in rooms if rooms is not None else list(self.seated):
-            layers: Counter[int] = Counter()
+        wanted = rooms if rooms is not None else list({*self.seated, *self.prefilled})
+        for room in wanted:
+            layers: Counter[int] = Counter(self.prefilled.get(room, {}))
             for key in self.seated.get(room, ()):
                 node = self.clients[key].node
                 state = node.core.clients.get(key) if node.alive else None
@@ -659,6 +664,42 @@ class RoomNet:
             if layers:
                 counts[room] = layers
         return {room: dict(sorted(layers.items())) for room, layers in counts.items()}
+
+    def prefill(
+        self, room: bytes, people: int, homes: list[RoomNode], ttl: int = 3600
+    ) -> dict[int, int]:
+        """Seat `people` made-up members in `room` as if they had joined before the run (a
+        warm start, like `warm_overlay` for routing tables): layers 0, 1, ... filled to
+        `layer_size` in turn, each member homed at a node drawn from `homes`, one seat
+        list per (home, layer) signed by that node, naming the room's true size in its
+        hints, written straight into the record stores of the k nodes closest to the
+        layer's key. The homes' cores are not told: they neither renew nor withdraw these
+        seats, which last `ttl` seconds, and a home that seats a client of its own in
+        such a layer replaces its made-up list, so give joiners other homes."""
+        size = self.config.layer_size
+        layers = -(-people // size)
+        by_list: dict[tuple[int, int], list[tuple[bytes, int]]] = {}
+        counts: Counter[int] = Counter()
+        since = int(self.now * 1000) - 1000
+        for person in range(people):
+            layer = person // size
+            home = self.rng.randrange(len(homes))
+            by_list.setdefault((layer, home), []).append((self.rng.randbytes(32), since))
+            counts[layer] += 1
+        space = IdSpace(self.overlay.nodes)
+        k = self.overlay.config.k
+        expires = int(self.now + ttl)
+        for (layer, index), seats in sorted(by_list.items()):
+            node = homes[index]
+            key = layer_key(room, layer)
+            value = seat_list_value(
+                room, layer, node.core.home, node.sim.addr, seats, layers, people
+            )
+            record = Record.create(node.sim.core.identity, key, value, since, expires)
+            for holder in space.closest(to_int(key), k):
+                self.overlay.nodes[holder].core.records.put(record, self.now)
+        self.prefilled[room] = dict(sorted(counts.items()))
+        return self.prefilled[room]
 
     def run(self, seconds: float, max_events: int | None = None) -> int:
         """Advance the clock by `seconds`; `max_events` bounds a runaway run."""

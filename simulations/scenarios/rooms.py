@@ -10,6 +10,12 @@ arrive at `join_rate` per second, each picks a page by Zipf(`zipf_s`) over
 joins; a share `leave_share` of them closes the page after an exponential stay
 (mean `stay_mean` s). The run ends `drain` s after the last arrival.
 
+`prefill` people are already seated on page 0 when the run starts (a warm start,
+`RoomNet.prefill`: full layers of made-up members whose seat lists, signed by half
+of the nodes, are written straight into the DHT), so joins into a room of 10^5
+can be measured without simulating 10^5 joins and their renewals first. Those
+homes then take no newcomers (their cores would replace the made-up lists).
+
 Measured: join latency (client side: the join sent to its answer received);
 DHT operations and DHT messages per join (each message counted against the
 join whose operation it serves, roomnet's attribution), and every DHT message
@@ -51,10 +57,13 @@ DEFAULTS: dict[str, Any] = {
     "stay_mean": 300.0,
     "warmup": 200,
     "drain": 30.0,
+    "prefill": 0,
 }
 
+HOT_PAGES = 8
 HOT_LAYERS = 8
-"""Layers of each of the top pages whose keys are named in the hot-key report."""
+"""The hot-key report names layer keys of the top `HOT_PAGES` pages, up to `HOT_LAYERS`
+past each one's highest occupied layer."""
 
 
 class KeyLoad(MessageObserver):
@@ -85,10 +94,14 @@ def run(params: dict[str, Any], progress: Progress | None) -> Result:
     )
     net = RoomNet(overlay, random.Random(rng.getrandbits(64)), config, keep_frames=False)
     homes = [net.add_node(sim) for sim in sims]
-    load = KeyLoad()
-    overlay.observers.append(load)
     zipf = Zipf(params["pages"], params["zipf_s"])
     rooms = [room_key(f"https://example.org/page/{i}") for i in range(params["pages"])]
+    if params["prefill"] > 0:
+        half = len(homes) // 2
+        net.prefill(rooms[0], params["prefill"], homes[:half])
+        homes = homes[half:]
+    load = KeyLoad()
+    overlay.observers.append(load)
     users, gap = params["users"], 1.0 / params["join_rate"]
     largest_seen = [0]
     series = Series(
@@ -133,8 +146,8 @@ def run(params: dict[str, Any], progress: Progress | None) -> Result:
         "join": _joins(net),
         "messages": _messages(net, overlay.stats.sent),
         "layers": _layers(final, rooms, config.layer_size, largest_seen[0]),
-        "estimate": _estimates(net.joins, params["warmup"]),
-        "load": _load(homes, load, sims, rooms, params["k"]),
+        "estimate": _estimates(net.joins, params["warmup"], set(net.prefilled)),
+        "load": _load(net.nodes, load, sims, rooms, params["k"], final),
         "sim_seconds": rnd(world.t, 3),
     }
     plots = _plots(net.joins, final.get(rooms[0], {}), rooms[0], config.layer_size)
@@ -203,8 +216,9 @@ def _layers(
     }
 
 
-def _estimates(records: list[JoinRecord], warmup: int) -> dict[str, Any]:
-    """|announced total - people seated| / people seated, after each room's first joins."""
+def _estimates(records: list[JoinRecord], warmup: int, prefilled: set[bytes]) -> dict[str, Any]:
+    """|announced total - people seated| / people seated, after each room's first `warmup`
+    joins (every join of a prefilled room)."""
     by_room: dict[bytes, list[JoinRecord]] = {}
     for record in records:
         if record.layer is not None and record.truth:
@@ -212,9 +226,8 @@ def _estimates(records: list[JoinRecord], warmup: int) -> dict[str, Any]:
     errors: list[float] = []
     for seated in by_room.values():
         seated.sort(key=lambda r: (r.answered_at or 0.0, r.id))
-        errors.extend(
-            abs((r.total or 0) - (r.truth or 0)) / (r.truth or 1) for r in seated[warmup:]
-        )
+        skip = 0 if seated[0].room in prefilled else warmup
+        errors.extend(abs((r.total or 0) - (r.truth or 0)) / (r.truth or 1) for r in seated[skip:])
     return {
         "scored": len(errors),
         "relative_error": describe(errors),
@@ -224,7 +237,12 @@ def _estimates(records: list[JoinRecord], warmup: int) -> dict[str, Any]:
 
 
 def _load(
-    homes: list[Any], load: KeyLoad, sims: list[SimNode], rooms: list[bytes], k: int
+    homes: list[Any],
+    load: KeyLoad,
+    sims: list[SimNode],
+    rooms: list[bytes],
+    k: int,
+    final: dict[bytes, dict[int, int]],
 ) -> dict[str, Any]:
     """Requests served per node (every RPC kind), and by the nodes closest to the hottest key."""
     served = {
@@ -239,7 +257,7 @@ def _load(
         holders = IdSpace(sims).closest(to_int(key), k)
         top = max(served[i] for i in holders)
         hot = {
-            "key": _name_key(key, rooms),
+            "key": _name_key(key, rooms, final),
             "requests": requests,
             "share_of_keyed_requests": ratio(requests, sum(load.by_key.values())),
             "holders_served_max": top,
@@ -253,10 +271,11 @@ def _load(
     }
 
 
-def _name_key(key: bytes, rooms: list[bytes]) -> str:
+def _name_key(key: bytes, rooms: list[bytes], final: dict[bytes, dict[int, int]]) -> str:
     """`page R layer L` for a layer key of one of the top pages, else `other`."""
-    for rank, room in enumerate(rooms[:8]):
-        for layer in range(min(HOT_LAYERS, MAX_LAYER + 1)):
+    for rank, room in enumerate(rooms[:HOT_PAGES]):
+        top = max(final.get(room, {}), default=0)
+        for layer in range(min(top + HOT_LAYERS, MAX_LAYER + 1)):
             if layer_key(room, layer) == key:
                 return f"page {rank} layer {layer}"
     return "other"
