@@ -152,3 +152,16 @@ def test_the_rooms_summary_is_byte_identical_across_processes_and_hash_seeds() -
         outputs.append(proc.stdout)
     assert outputs[0] == outputs[1]
     assert outputs[0] == summary_json(run(make_scenario("rooms", TINY))).encode()
+
+
+def test_a_prefilled_room_is_joined_at_its_frontier_and_sized_from_its_hints() -> None:
+    """120 people already seated on the page (20 full layers of 6, seat lists written
+    straight into the DHT): newcomers sit past them, and the size they are told is the
+    room's, not the handful that joined during the run."""
+    params = {"nodes": 30, "users": 12, "pages": 1, "layer_size": 6, "join_rate": 0.5}
+    summary = run(make_scenario("rooms", {**params, "prefill": 120})).summary
+    assert summary["join"]["seated"] == 12
+    assert summary["layers"]["hottest_room_people"] == 132
+    assert summary["layers"]["hottest_room_layers"] >= 22
+    assert summary["estimate"]["scored"] == 12
+    assert summary["estimate"]["median_error"] < 0.1
