@@ -29,14 +29,23 @@ Nothing a member sends grows this state without bound or makes it answer
 without bound (docs/protocol.md 5.0.1): authors tracked, early envelopes in
 all, history kept, the `since` map, history answers (bytes and rate) are all
 capped, and what goes past a cap is counted in `counters`, never raised.
+
+What an envelope says is read from its kind and body ("What an envelope
+says"): `text` (the body is the text), `chat` (text, a signed display name,
+the message it replies to) and `reaction` (an emoji on or off a message), as
+`Chat` and `Reaction`. A field that breaks its bound is counted and left out,
+never a reason to withhold the envelope: delivery is by seq, and a gap would
+hold back everything its author says next. The latest valid name of each
+author is kept (`name_of`), and `reactions_for` folds reactions over history.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from bisect import insort
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +110,8 @@ class RoomConfig:
     clock; beyond it the envelope is refused. Our own clock adopts what we receive only
     up to half of this ahead, so honest members whose wall clocks differ by less than
     half of it always accept each other's messages."""
+    max_names: int = 1_024
+    """Authors whose latest signed name is kept; past it the least recently named goes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,12 +200,307 @@ def envelope_from_json(data: Any, max_body: int) -> Envelope:
 HIST_FRAME_OVERHEAD = len('{"t":"hist","envs":[]}')
 
 
+# --- what an envelope says (docs/protocol.md 5.0.1, "What an envelope says") ---------
+
+MAX_NAME_BYTES = 64
+"""A display name: 1 to 64 UTF-8 bytes once in NFC."""
+MAX_EMOJI = 16
+"""A reaction: 1 to 16 code points (the longest emoji sequences have 10)."""
+MAX_BODY_DEPTH = 8
+"""Nested arrays and objects in a JSON body, checked by a scan before it is parsed."""
+CONTENT_DEFECTS = (
+    "drop.bad_body",
+    "drop.bad_text",
+    "drop.bad_name",
+    "drop.bad_reference",
+    "drop.bad_emoji",
+    "drop.bad_reaction",
+)
+"""What a delivered envelope's content may be counted as: the field is left out."""
+
+_LABEL_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+"""Control characters, line separators and bidi controls: none in a name or an emoji
+(they would break or reorder the line a UI shows them in)."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A lone surrogate, from a "\\ud800" escape (json joins the pairs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """A message of the room: its author and seq."""
+
+    author: bytes
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """What a member said: kind `text` (the body is the text) or `chat`."""
+
+    text: str
+    name: str | None = None
+    """The author's display name, signed with the text (NFC)."""
+    reply_to: MessageRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """Kind `reaction`: `emoji` on (or, `on` false, off) the message `target`."""
+
+    target: MessageRef
+    emoji: str
+    on: bool = True
+    name: str | None = None
+
+
+Content = Chat | Reaction
+
+
+class _Defect(ValueError):
+    """A field of a body that breaks its bound; args[0] is one of CONTENT_DEFECTS."""
+
+
+def _name(value: Any) -> str:
+    """A display name in NFC, or _Defect."""
+    if not isinstance(value, str) or _SURROGATE.search(value) or _LABEL_FORBIDDEN.search(value):
+        raise _Defect("drop.bad_name")
+    name = unicodedata.normalize("NFC", value)
+    if not 0 < len(name.encode()) <= MAX_NAME_BYTES:
+        raise _Defect("drop.bad_name")
+    return name
+
+
+def _emoji(value: Any) -> str:
+    """A reaction, exactly as signed (not normalized), or _Defect."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_EMOJI
+        or _SURROGATE.search(value)
+        or _LABEL_FORBIDDEN.search(value)
+    ):
+        raise _Defect("drop.bad_emoji")
+    return value
+
+
+def _reference(value: Any) -> MessageRef:
+    """`{"author": 64 lower-case hex, "seq": 1..2^53-1}`, or _Defect."""
+    if not isinstance(value, dict):
+        raise _Defect("drop.bad_reference")
+    author, seq = value.get("author"), value.get("seq")
+    if not isinstance(author, str) or not _LOWER_HEX_KEY.fullmatch(author):
+        raise _Defect("drop.bad_reference")
+    if type(seq) is not int or not 1 <= seq <= MAX_NUMBER:
+        raise _Defect("drop.bad_reference")
+    return MessageRef(bytes.fromhex(author), seq)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or _SURROGATE.search(value):
+        raise _Defect("drop.bad_text")
+    return value
+
+
+def _optional(read: Callable[[Any], Any], obj: dict[str, Any], key: str, defects: list[str]) -> Any:
+    """An optional field: absent is None, and so is a defective one (counted)."""
+    if key not in obj:
+        return None
+    try:
+        return read(obj[key])
+    except _Defect as defect:
+        defects.append(defect.args[0])
+        return None
+
+
+def _json_body(body: str) -> dict[str, Any]:
+    """A body that is one JSON object, read as JavaScript's JSON.parse reads it (numbers
+    are doubles, so 1.0 and 1e0 are the integer 1; no NaN or Infinity), or _Defect."""
+    if _too_deep(body, MAX_BODY_DEPTH):
+        raise _Defect("drop.bad_body")
+    try:
+        obj = json.loads(
+            body, parse_int=_js_number, parse_float=_js_number, parse_constant=_no_constant
+        )
+    except (ValueError, RecursionError):
+        raise _Defect("drop.bad_body") from None
+    if not isinstance(obj, dict):
+        raise _Defect("drop.bad_body")
+    return obj
+
+
+def _read_text(body: str, defects: list[str]) -> Chat:
+    return Chat(body)
+
+
+def _read_chat(body: str, defects: list[str]) -> Chat:
+    obj = _json_body(body)
+    text = _text(obj.get("text"))
+    name = _optional(_name, obj, "name", defects)
+    return Chat(text, name, _optional(_reference, obj, "re", defects))
+
+
+def _read_reaction(body: str, defects: list[str]) -> Reaction:
+    obj = _json_body(body)
+    target = _reference(obj.get("re"))
+    emoji = _emoji(obj.get("emoji"))
+    on = obj.get("on")
+    if not isinstance(on, bool):
+        raise _Defect("drop.bad_reaction")
+    return Reaction(target, emoji, on, _optional(_name, obj, "name", defects))
+
+
+CONTENT_KINDS: dict[str, Callable[[str, list[str]], Content]] = {
+    "text": _read_text,
+    "chat": _read_chat,
+    "reaction": _read_reaction,
+}
+"""The kinds read here; an envelope of any other kind is delivered with no content."""
+
+
+def parse_content(kind: str, body: str) -> tuple[Content | None, tuple[str, ...]]:
+    """What an envelope of `kind` with `body` says, and the defects of its fields (each
+    one of CONTENT_DEFECTS). A defective optional field (a name, a reply's reference) is
+    left out; a defective required one leaves no content. Never raises."""
+    read = CONTENT_KINDS.get(kind)
+    if read is None:
+        return None, ()
+    defects: list[str] = []
+    try:
+        return read(body, defects), tuple(defects)
+    except _Defect as defect:
+        return None, (*defects, defect.args[0])
+
+
+def read_content(env: Envelope) -> Content | None:
+    """What `env` says (a history entry, say), its defective fields left out."""
+    return parse_content(env.kind, env.body)[0]
+
+
+def check_name(name: str) -> str:
+    """`name` as it is sent (NFC); MessagingError unless it is a valid display name."""
+    try:
+        return _name(name)
+    except _Defect:
+        raise MessagingError(
+            f"a name is 1 to {MAX_NAME_BYTES} UTF-8 bytes, without control characters"
+        ) from None
+
+
+def chat_body(text: str, name: str | None = None, reply_to: MessageRef | None = None) -> str:
+    """The body of a `chat` envelope; MessagingError for a bad name or text."""
+    if _SURROGATE.search(text):
+        raise MessagingError("the text has a lone surrogate")
+    fields: dict[str, Any] = {"text": text}
+    if name is not None:
+        fields["name"] = check_name(name)
+    if reply_to is not None:
+        fields["re"] = _reference_json(reply_to)
+    return _compact(fields)
+
+
+def reaction_body(target: MessageRef, emoji: str, on: bool = True, name: str | None = None) -> str:
+    """The body of a `reaction` envelope; MessagingError for a bad emoji or name."""
+    try:
+        _emoji(emoji)
+    except _Defect:
+        raise MessagingError(
+            f"a reaction is 1 to {MAX_EMOJI} code points, without control characters"
+        ) from None
+    fields: dict[str, Any] = {"re": _reference_json(target), "emoji": emoji, "on": on}
+    if name is not None:
+        fields["name"] = check_name(name)
+    return _compact(fields)
+
+
+def reactions_for(history: Iterable[Envelope]) -> dict[MessageRef, dict[str, set[bytes]]]:
+    """Who reacts with what to each message: per message and emoji, the authors whose
+    latest reaction with it (in total order) is on. A pure fold over `history`."""
+    folded: dict[MessageRef, dict[str, set[bytes]]] = {}
+    for env in sorted((e for e in history if e.kind == "reaction"), key=lambda e: e.order):
+        reaction = read_content(env)
+        if not isinstance(reaction, Reaction):
+            continue
+        by_emoji = folded.setdefault(reaction.target, {})
+        who = by_emoji.setdefault(reaction.emoji, set())
+        if reaction.on:
+            who.add(env.author)
+        else:
+            who.discard(env.author)
+        if not who:
+            del by_emoji[reaction.emoji]
+        if not by_emoji:
+            del folded[reaction.target]
+    return folded
+
+
+def short_tag(key: bytes) -> str:
+    """A few characters that tell apart two members who gave themselves one name: the
+    first four hex digits of the key, as UIs show it elsewhere ("·3fa9")."""
+    return "\u00b7" + key[:2].hex()
+
+
+def key_hue(key: bytes) -> int:
+    """A hue (0..359) from the key's third and fourth bytes (the tag shows the first two)."""
+    return int.from_bytes(key[2:4], "big") % 360
+
+
+def key_colour(key: bytes) -> str:
+    """A CSS colour for the key's messages, the same in every client."""
+    return f"hsl({key_hue(key)} 65% 40%)"
+
+
+def _reference_json(ref: MessageRef) -> dict[str, Any]:
+    return {"author": ref.author.hex(), "seq": ref.seq}
+
+
+def _compact(fields: dict[str, Any]) -> str:
+    """JSON as JavaScript's JSON.stringify writes it (so both clients sign one body)."""
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+
+
+def _js_number(text: str) -> int | float:
+    """A JSON number as a double, an integer when it is one JavaScript holds exactly."""
+    value = float(text)
+    return int(value) if value.is_integer() and abs(value) <= MAX_NUMBER else value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+def _too_deep(text: str, limit: int) -> bool:
+    """Brackets outside strings nested over `limit` (an unterminated string runs to the
+    end; json fails there). A linear scan, so a deep body never reaches the parser's
+    recursion."""
+    depth = 0
+    in_string = False
+    escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif c in "]}" and depth > 0:
+            depth -= 1
+    return False
+
+
 # --- events ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
     envelope: Envelope
+    content: Content | None = None
+    """What it says (`parse_content`); None for a kind not read here or a bad body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +588,13 @@ class ReliableRoom:
         """The keys of `_history` in total order (`Envelope.order`), kept sorted."""
         self._frames: list[tuple[bytes, dict[str, Any]]] = []
         self._events: list[RoomEvent] = []
+        self._names: dict[bytes, tuple[tuple[int, bytes, int], str]] = {}
+        """Per author, the latest name (by total order) and its envelope's order; the
+        least recently named first."""
         for env in kept:
             self._remember(env)
+            content, _ = parse_content(env.kind, env.body)  # not counted: nobody sent it now
+            self._learn_name(env, content)
         for env in sorted((e for e in kept if e.author == key), key=lambda e: e.seq):
             self._outbox[env.seq] = env
 
@@ -298,6 +609,19 @@ class ReliableRoom:
         return self._early_total
 
     # --- the application's side ---------------------------------------------
+
+    def say(
+        self, text: str, now: float, name: str | None = None, reply_to: MessageRef | None = None
+    ) -> Envelope:
+        """Send `text` as a `chat` envelope, signed with our display name and the message
+        it replies to; MessagingError for a bad name or a body too large."""
+        return self.send(chat_body(text, name, reply_to), now, "chat")
+
+    def react(
+        self, target: MessageRef, emoji: str, now: float, on: bool = True, name: str | None = None
+    ) -> Envelope:
+        """Put `emoji` on `target` (or take it off, `on=False`) with a `reaction` envelope."""
+        return self.send(reaction_body(target, emoji, on, name), now, "reaction")
 
     def send(self, body: str, now: float, kind: str = "text") -> Envelope:
         """Number, sign and send a message to every connected member."""
@@ -319,7 +643,7 @@ class ReliableRoom:
             del self._outbox[next(iter(self._outbox))]
         self._authors[self.key].delivered = env.seq
         self._remember(env)
-        self._events.append(Delivered(env))
+        self._events.append(Delivered(env, self._read(env)))
         for member in self._connected:
             self._frames.append((member, {"t": "msg", "env": env.to_json()}))
             self._retry_at.setdefault(member, now + self.config.resend_interval)
@@ -328,6 +652,20 @@ class ReliableRoom:
     def transcript(self) -> list[Envelope]:
         """Every message kept, in the total order all members converge to."""
         return [self._history[(author, seq)] for _, author, seq in self._order]
+
+    def envelope(self, ref: MessageRef) -> Envelope | None:
+        """The message `ref` names, if it is kept (what a reply quotes)."""
+        return self._history.get((ref.author, ref.seq))
+
+    def name_of(self, author: bytes) -> str | None:
+        """The latest name (in total order) `author` signed that we have seen."""
+        known = self._names.get(author)
+        return known[1] if known is not None else None
+
+    @property
+    def names(self) -> dict[bytes, str]:
+        """Every author's latest signed name, at most `max_names` of them."""
+        return {author: name for author, (_, name) in self._names.items()}
 
     # --- connections ----------------------------------------------------------
 
@@ -507,7 +845,29 @@ class ReliableRoom:
         state.delivered = env.seq
         self._authors[env.author] = self._authors.pop(env.author)  # the most recent now
         self._remember(env)
-        self._events.append(Delivered(env))
+        self._events.append(Delivered(env, self._read(env)))
+
+    def _read(self, env: Envelope) -> Content | None:
+        """What a delivered envelope says; its defects counted once, here."""
+        content, defects = parse_content(env.kind, env.body)
+        for defect in defects:
+            self._count(defect)
+        self._learn_name(env, content)
+        return content
+
+    def _learn_name(self, env: Envelope, content: Content | None) -> None:
+        """Keep `env`'s name if it is its author's latest in total order (an old message
+        from history must not undo a rename); past `max_names`, the least recently named
+        author's goes."""
+        if content is None or content.name is None:
+            return
+        known = self._names.get(env.author)
+        if known is not None and known[0] >= env.order:
+            return
+        self._names.pop(env.author, None)
+        self._names[env.author] = (env.order, content.name)
+        if len(self._names) > self.config.max_names:
+            del self._names[next(iter(self._names))]
 
     def _remember(self, env: Envelope) -> None:
         """Keep `env`; past `max_history`, the first in total order goes. A bisection:

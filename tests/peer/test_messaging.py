@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from dht.identity import Identity, verify_signature
 from peer.messaging import (
+    Chat,
     Delivered,
     Discontinuity,
     Envelope,
@@ -538,7 +539,7 @@ def test_restore_repairs_a_poisoned_clock() -> None:
     events = []
     while (event := listener.next_event()) is not None:
         events.append(event)
-    assert events == [Delivered(env)]  # seq 4 after a first word: delivered
+    assert events == [Delivered(env, Chat(env.body))]  # seq 4 after a first word: delivered
 
     # A clock that was never poisoned is left as it is.
     fine = restored(me, ms(now) - 2_000, history[:2], now)

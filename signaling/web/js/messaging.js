@@ -18,6 +18,12 @@
 // link's queue was full) is sent again on the same link: unacknowledged
 // envelopes go again every resendInterval in which the member acknowledged
 // nothing new. Every number here is RoomConfig's in peer/messaging.py.
+//
+// What an envelope says is read from its kind and body (docs/protocol.md 5.0.1,
+// "What an envelope says"): `text`, `chat` (text, a signed display name, the
+// message it replies to) and `reaction` (an emoji on or off a message). A
+// field that breaks its bound is counted and left out, never a reason to
+// withhold the envelope: a gap would hold back all its author says next.
 
 import { ProtocolError, utf8 } from "./bytes.js";
 
@@ -42,6 +48,7 @@ export const DEFAULTS = {
   ackDelay: 0.02,
   maxHistory: 5000,
   maxClockLead: 3600, // seconds; see ReliableRoom.clockBounds
+  maxNames: 1024, // authors whose latest signed name is kept; the least recently named goes
 };
 
 export const MAX_NUMBER = Number.MAX_SAFE_INTEGER; // the largest seq, lamport and ts on the wire
@@ -105,6 +112,193 @@ export function wireSize(env) {
 
 export class MessagingError extends Error {}
 
+// --- what an envelope says (peer/messaging.py's twin) ---
+
+export const MAX_NAME_BYTES = 64; // a display name: 1 to 64 UTF-8 bytes once in NFC
+export const MAX_EMOJI = 16; // a reaction: 1 to 16 code points
+export const MAX_BODY_DEPTH = 8; // nested arrays and objects in a JSON body, scanned first
+// Control characters, line separators and bidi controls: none in a name or an emoji.
+const LABEL_FORBIDDEN = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
+const SURROGATE = /[\uD800-\uDFFF]/u; // with the u flag, only a lone one matches
+
+class Defect extends Error {} // a field of a body that breaks its bound; message: the counter
+
+const has = (obj, key) => Object.hasOwn(obj, key);
+const isObject = (v) => typeof v === "object" && v !== null && !Array.isArray(v);
+
+function readName(value) {
+  // A display name in NFC, or a Defect.
+  if (typeof value !== "string" || SURROGATE.test(value) || LABEL_FORBIDDEN.test(value)) {
+    throw new Defect("drop.bad_name");
+  }
+  const name = value.normalize("NFC");
+  const size = utf8(name).length;
+  if (size < 1 || size > MAX_NAME_BYTES) throw new Defect("drop.bad_name");
+  return name;
+}
+
+function readEmoji(value) {
+  // A reaction, exactly as signed (not normalized), or a Defect.
+  if (typeof value !== "string" || SURROGATE.test(value) || LABEL_FORBIDDEN.test(value)) {
+    throw new Defect("drop.bad_emoji");
+  }
+  const points = [...value].length;
+  if (points < 1 || points > MAX_EMOJI) throw new Defect("drop.bad_emoji");
+  return value;
+}
+
+function readReference(value) {
+  // {"author": 64 lower-case hex, "seq": 1..2^53-1}, or a Defect.
+  if (!isObject(value)) throw new Defect("drop.bad_reference");
+  const author = has(value, "author") ? value.author : undefined;
+  const seq = has(value, "seq") ? value.seq : undefined;
+  if (typeof author !== "string" || !LOWER_HEX_KEY.test(author)) throw new Defect("drop.bad_reference");
+  if (!Number.isSafeInteger(seq) || seq < 1) throw new Defect("drop.bad_reference");
+  return { author, seq };
+}
+
+function readText(value) {
+  if (typeof value !== "string" || SURROGATE.test(value)) throw new Defect("drop.bad_text");
+  return value;
+}
+
+function optional(read, obj, key, defects) {
+  // An optional field: absent is null, and so is a defective one (counted).
+  if (!has(obj, key)) return null;
+  try {
+    return read(obj[key]);
+  } catch (error) {
+    if (!(error instanceof Defect)) throw error;
+    defects.push(error.message);
+    return null;
+  }
+}
+
+function tooDeep(text, limit) {
+  // Brackets outside strings nested over `limit` (an unterminated string runs to the end).
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++; // a backslash escapes the next character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 91 || c === 123) {
+      if (++depth > limit) return true;
+    } else if ((c === 93 || c === 125) && depth > 0) depth--;
+  }
+  return false;
+}
+
+function jsonBody(body) {
+  // A body that is one JSON object, or a Defect.
+  if (tooDeep(body, MAX_BODY_DEPTH)) throw new Defect("drop.bad_body");
+  let obj;
+  try {
+    obj = JSON.parse(body);
+  } catch {
+    throw new Defect("drop.bad_body");
+  }
+  if (!isObject(obj)) throw new Defect("drop.bad_body");
+  return obj;
+}
+
+const field = (obj, key) => (has(obj, key) ? obj[key] : undefined);
+
+// The kinds read here; an envelope of any other kind is delivered with no content.
+export const CONTENT_KINDS = {
+  text: (body) => ({ type: "chat", text: body, name: null, replyTo: null }),
+  chat: (body, defects) => {
+    const obj = jsonBody(body);
+    const text = readText(field(obj, "text"));
+    const name = optional(readName, obj, "name", defects);
+    return { type: "chat", text, name, replyTo: optional(readReference, obj, "re", defects) };
+  },
+  reaction: (body, defects) => {
+    const obj = jsonBody(body);
+    const target = readReference(field(obj, "re"));
+    const emoji = readEmoji(field(obj, "emoji"));
+    const on = field(obj, "on");
+    if (typeof on !== "boolean") throw new Defect("drop.bad_reaction");
+    return { type: "reaction", target, emoji, on, name: optional(readName, obj, "name", defects) };
+  },
+};
+
+export function parseContent(kind, body) {
+  // [what an envelope of `kind` with `body` says (or null), the defects of its fields]. A
+  // defective optional field (a name, a reply's reference) is left out; a defective
+  // required one leaves no content. Never throws.
+  if (!Object.hasOwn(CONTENT_KINDS, kind)) return [null, []];
+  const defects = [];
+  try {
+    return [CONTENT_KINDS[kind](body, defects), defects];
+  } catch (error) {
+    if (!(error instanceof Defect)) throw error;
+    return [null, [...defects, error.message]];
+  }
+}
+
+export const readContent = (env) => parseContent(env.kind, env.body)[0];
+
+export function checkName(name) {
+  // `name` as it is sent (NFC); a MessagingError unless it is a valid display name.
+  try {
+    return readName(name);
+  } catch {
+    throw new MessagingError(`a name is 1 to ${MAX_NAME_BYTES} UTF-8 bytes, without control characters`);
+  }
+}
+
+export function chatBody(text, { name = null, replyTo = null } = {}) {
+  // The body of a `chat` envelope (the same bytes Python's chat_body makes).
+  if (typeof text !== "string" || SURROGATE.test(text)) throw new MessagingError("the text has a lone surrogate");
+  const fields = { text };
+  if (name !== null) fields.name = checkName(name);
+  if (replyTo !== null) fields.re = { author: replyTo.author, seq: replyTo.seq };
+  return JSON.stringify(fields);
+}
+
+export function reactionBody(target, emoji, { on = true, name = null } = {}) {
+  // The body of a `reaction` envelope (the same bytes Python's reaction_body makes).
+  try {
+    readEmoji(emoji);
+  } catch {
+    throw new MessagingError(`a reaction is 1 to ${MAX_EMOJI} code points, without control characters`);
+  }
+  const fields = { re: { author: target.author, seq: target.seq }, emoji, on };
+  if (name !== null) fields.name = checkName(name);
+  return JSON.stringify(fields);
+}
+
+export const refKey = (ref) => `${ref.author}:${ref.seq}`;
+
+export function reactionsFor(history) {
+  // Who reacts with what to each message: Map refKey -> Map emoji -> Set of authors whose
+  // latest reaction with it (in total order) is on. A pure fold over `history`.
+  const folded = new Map();
+  for (const env of history.filter((e) => e.kind === "reaction").sort(order)) {
+    const reaction = readContent(env);
+    if (reaction === null) continue;
+    const target = refKey(reaction.target);
+    if (!folded.has(target)) folded.set(target, new Map());
+    const byEmoji = folded.get(target);
+    if (!byEmoji.has(reaction.emoji)) byEmoji.set(reaction.emoji, new Set());
+    const who = byEmoji.get(reaction.emoji);
+    if (reaction.on) who.add(env.author);
+    else who.delete(env.author);
+    if (!who.size) byEmoji.delete(reaction.emoji);
+    if (!byEmoji.size) folded.delete(target);
+  }
+  return folded;
+}
+
+// Tell apart two members who gave themselves one name: the key's first four hex
+// digits ("·3fa9"), and a hue from its next two bytes. The same in Python.
+export const shortTag = (keyHex) => `\u00b7${keyHex.slice(0, 4)}`;
+export const keyHue = (keyHex) => parseInt(keyHex.slice(4, 8), 16) % 360;
+export const keyColour = (keyHex) => `hsl(${keyHue(keyHex)} 65% 40%)`;
+
 export class ReliableRoom {
   constructor(room, key, config = {}, state = {}, now = null) {
     // `room` and `key` are hex; `state` restores seq, lamport, delivered and history
@@ -146,7 +340,12 @@ export class ReliableRoom {
     this.ordered = []; // the same envelopes in total order, kept sorted
     this.frames = [];
     this.events = [];
-    for (const env of kept) this.remember(env);
+    // Per author, the latest name (by total order) and its envelope; least recently named first.
+    this.named = new Map();
+    for (const env of kept) {
+      this.remember(env);
+      this.learnName(env, parseContent(env.kind, env.body)[0]); // not counted: nobody sent it now
+    }
     const own = kept.filter((env) => env.author === this.key).sort((a, b) => a.seq - b.seq);
     for (const env of own) this.outbox.set(env.seq, env);
   }
@@ -177,12 +376,22 @@ export class ReliableRoom {
     return { room: this.room, author: this.key, seq: this.seq, lamport, ts: millis(now), kind, body };
   }
 
+  reserveChat(text, now, { name = null, replyTo = null } = {}) {
+    // A `chat` envelope to sign and commit(): text, our display name, what it replies to.
+    return this.reserve(chatBody(text, { name, replyTo }), now, "chat");
+  }
+
+  reserveReaction(target, emoji, now, { on = true, name = null } = {}) {
+    // A `reaction` envelope to sign and commit(): `emoji` on (or off) `target`.
+    return this.reserve(reactionBody(target, emoji, { on, name }), now, "reaction");
+  }
+
   commit(env, now) {
     this.outbox.set(env.seq, env);
     while (this.outbox.size > this.config.maxOutbox) this.outbox.delete(this.outbox.keys().next().value);
     this.authors.get(this.key).delivered = Math.max(this.authors.get(this.key).delivered, env.seq);
     this.remember(env);
-    this.events.push({ type: "delivered", env });
+    this.events.push({ type: "delivered", env, content: this.read(env) });
     for (const member of this.connectedMembers) {
       this.frames.push([member, { t: "msg", env }]);
       if (!this.retryAt.has(member)) this.retryAt.set(member, now + this.config.resendInterval);
@@ -191,6 +400,21 @@ export class ReliableRoom {
 
   transcript() {
     return [...this.ordered];
+  }
+
+  envelope(ref) {
+    // The message `ref` ({author, seq}) names, if it is kept (what a reply quotes).
+    return this.history.get(refKey(ref)) ?? null;
+  }
+
+  nameOf(author) {
+    // The latest name (in total order) `author` signed that we have seen.
+    return this.named.get(author)?.name ?? null;
+  }
+
+  names() {
+    // Every author's latest signed name, at most maxNames of them.
+    return new Map([...this.named].map(([author, { name }]) => [author, name]));
   }
 
   state() {
@@ -389,7 +613,26 @@ export class ReliableRoom {
     this.authors.delete(env.author); // the most recent now
     this.authors.set(env.author, state);
     this.remember(env);
-    this.events.push({ type: "delivered", env });
+    this.events.push({ type: "delivered", env, content: this.read(env) });
+  }
+
+  read(env) {
+    // What a delivered envelope says; its defects counted once, here.
+    const [content, defects] = parseContent(env.kind, env.body);
+    for (const defect of defects) this.count(defect);
+    this.learnName(env, content);
+    return content;
+  }
+
+  learnName(env, content) {
+    // Keep env's name if it is its author's latest in total order (an old message from
+    // history must not undo a rename); past maxNames the least recently named goes.
+    if (content === null || content.name === null) return;
+    const known = this.named.get(env.author);
+    if (known !== undefined && order(known.env, env) >= 0) return;
+    this.named.delete(env.author);
+    this.named.set(env.author, { env, name: content.name });
+    if (this.named.size > this.config.maxNames) this.named.delete(this.named.keys().next().value);
   }
 
   remember(env) {
