@@ -234,6 +234,8 @@ class LayerView:
     """peer -> (ms of departure, expires_at): older evidence of that peer is ignored."""
     local: set[bytes] = field(default_factory=set)
     seats_seq: int = 0
+    unstored: dict[bytes, Seat] = field(default_factory=dict)
+    """This node's newly seated clients whose seat no store has carried yet."""
     publishing: bool = False
     dirty: bool = False
     waiting: list[Callable[[float], None]] = field(default_factory=list)
@@ -494,6 +496,7 @@ class RoomCore:
             if len(counts) < len(wanted):
                 return
             est = self._estimate(request.room, t)
+            est.layers = max(est.layers, seat.layer + 1)
             listed = tuple(
                 LayerCount(i, counts[i]) for i in sorted(counts) if counts[i] or i == seat.layer
             )
@@ -645,8 +648,8 @@ class RoomCore:
         if current is not None and current.layer == layer:
             self._answer(job, layer, now)  # a friend in the client's own layer
             return
-        if current is not None:
-            self._unseat(state, room, now, announce=True)  # a move: leave the old layer first
+        # A move keeps the old seat until the new one is signed: a refused move leaves the
+        # client where it was.
         view = self.views.get((room, layer))
         if view is not None and len(view.local) >= self.seats_per_record():
             # This node's seat list for the layer is as long as one record allows.
@@ -656,7 +659,8 @@ class RoomCore:
                 job.excluded.add(layer)
                 self._choose(job, now)
             return
-        if self._seats_by_source[(state.source, room)] >= self.config.seats_per_source:
+        held = self._seats_by_source[(state.source, room)] - (current is not None)
+        if held >= self.config.seats_per_source:
             self.counters["join.refused.seats"] += 1
             message = "too many seats from your address in this room"
             self._refuse(job, ErrorCode.RATE_LIMITED, message, now)
@@ -685,14 +689,11 @@ class RoomCore:
             self._unseat(state, seat.room, now, announce=True)
             state.seats[seat.room] = seat
             self._seats_by_source[(state.source, seat.room)] += 1
-        # Seated since the store that makes it visible: a joiner whose store starts later
-        # ranks later, so of two that overfill a layer the later one moves on.
-        seat.since = int(now * 1000)
         view.local.add(job.client)
         view.departed.pop(job.client, None)
         assert seat.record is not None
         view.members[job.client] = parse_presence(seat.record)
-        view.since[job.client] = seat.since
+        view.unstored[job.client] = seat  # "seated since" is stamped when its store starts
         self._publish_seats(view, now, lambda t: self._verify_seat(job, seat, t))
 
     def _verify_seat(self, job: JoinState, seat: Seat, now: float) -> None:
@@ -710,7 +711,7 @@ class RoomCore:
                 return
             size = self.config.layer_size
             rank = found.ranked()
-            overfull = len(rank) > size and job.client in rank[size:]
+            overfull = len(rank) > size and self._yields(job.client, rank, found)
             if overfull and job.attempt + 1 < self.config.max_attempts:
                 self.counters["join.overfull"] += 1
                 self._unseat(state, seat.room, t, announce=True)
@@ -721,6 +722,16 @@ class RoomCore:
             self._seated(job, seat, t)
 
         self._read_layer(seat.room, seat.layer, now, got)
+
+    def _yields(self, client: bytes, rank: list[bytes], found: Layer) -> bool:
+        """In an overfilled layer, whether the newcomer moves on: when it ranks past the
+        layer's size, or when someone ranked after it is homed elsewhere (that one may
+        have checked before this store was visible, and stayed)."""
+        mine = rank.index(client) if client in rank else len(rank)
+        if mine >= self.config.layer_size:
+            return True
+        later = rank[mine + 1 :]
+        return any(found.members[peer].home.node_id != self.node_id for peer in later)
 
     def _seated(self, job: JoinState, seat: Seat, now: float) -> None:
         state = self.clients.get(job.client)
@@ -871,6 +882,12 @@ class RoomCore:
         waiting, view.waiting = view.waiting, []
         estimate = self._estimate(view.room, now)
         stamp = int(now * 1000)
+        # Seated since the store that makes a seat visible: of two joiners that overfill
+        # a layer, the one whose store started later ranks later and moves on.
+        for peer, seat in view.unstored.items():
+            if peer in view.local:
+                seat.since = view.since[peer] = stamp
+        view.unstored.clear()
         seats = sorted(((p, view.since.get(p, stamp)) for p in view.local), key=_by_since)
         limit = self.seats_per_record()
         value = seat_list_value(
