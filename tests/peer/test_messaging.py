@@ -5,22 +5,33 @@ from __future__ import annotations
 import json
 import random
 import tracemalloc
+import unicodedata
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from dht.identity import Identity, verify_signature
 from peer.messaging import (
+    CONTENT_DEFECTS,
     Chat,
+    Content,
     Delivered,
     Discontinuity,
     Envelope,
+    MessageRef,
     MessagingError,
+    Reaction,
     ReliableRoom,
     RoomConfig,
+    check_name,
+    key_colour,
+    parse_content,
+    reactions_for,
+    read_content,
+    short_tag,
 )
 
 ROOM = bytes(range(20))
@@ -863,3 +874,394 @@ def test_forgetting_authors_spares_members_and_delivers_nothing_twice() -> None:
     mesh.pump()
     assert len(mesh.delivered[victim]) == before
     assert room.counters["duplicate"] >= 40
+
+
+# --- what an envelope says: names, replies, reactions (docs/protocol.md 5.0.1) ------------
+
+
+def signed_body(identity: Identity, seq: int, kind: str, body: str, lamport: int = 0) -> Envelope:
+    """An envelope of `identity` with any kind and body, signed (sent at T0)."""
+    env = Envelope(ROOM, identity.public_key, seq, lamport or ms(T0) + seq, ms(T0), kind, body)
+    return replace(env, signature=identity.sign(env.signed_bytes()))
+
+
+def drain(room: ReliableRoom) -> list[Delivered]:
+    events = list(iter(room.next_event, None))
+    assert all(isinstance(e, Delivered) for e in events)
+    return [e for e in events if isinstance(e, Delivered)]
+
+
+def defects(room: ReliableRoom) -> dict[str, int]:
+    return {k: v for k, v in room.counters.items() if k in CONTENT_DEFECTS}
+
+
+def test_names_and_replies_reach_a_newcomer_after_their_author_left() -> None:
+    mesh = Mesh(3, start=T0)
+    a, b, c = mesh.keys
+    mesh.connect(a, b)
+    first = mesh.rooms[a].say("who is here?", mesh.now, name="Ana")
+    mesh.pump()
+    mesh.rooms[b].say("me", mesh.now, name="Ben", reply_to=MessageRef(a, first.seq))
+    mesh.pump()
+    mesh.drop(a, b)  # Ana leaves before Cleo comes
+    mesh.connect(b, c)
+    mesh.pump()
+    room = mesh.rooms[c]
+    said = [read_content(e) for e in room.transcript()]
+    assert said == [
+        Chat("who is here?", "Ana"),
+        Chat("me", "Ben", MessageRef(a, 1)),
+    ]
+    assert room.name_of(a) == "Ana" and room.names == {a: "Ana", b: "Ben"}
+    quoted = room.envelope(MessageRef(a, 1))
+    assert quoted is not None and read_content(quoted) == Chat("who is here?", "Ana")
+    assert room.envelope(MessageRef(a, 2)) is None
+    assert not defects(room)
+
+
+def test_a_bad_name_is_counted_and_its_message_still_delivered() -> None:
+    author, receiver = Identity.from_seed(b"\x05" * 32), Identity.from_seed(b"\x06" * 32)
+    room = ReliableRoom(ROOM, receiver.public_key, receiver.sign, verify_signature)
+    bad_names = ["", "x" * 65, "Ana\u202e", "A\nna", "\u0958" * 21, 7, None]
+    bodies = [json.dumps({"text": f"t{i}", "name": name}) for i, name in enumerate(bad_names)]
+    envs = [signed_body(author, i + 1, "chat", body) for i, body in enumerate(bodies)]
+    envs.append(signed_body(author, len(envs) + 1, "chat", '{"text":"ok","name":"Ana"}'))
+    push(room, author.public_key, envs)
+    events = drain(room)
+    assert [e.envelope.seq for e in events] == list(range(1, len(envs) + 1))
+    assert [e.content for e in events[:-1]] == [Chat(f"t{i}") for i in range(len(bad_names))]
+    assert events[-1].content == Chat("ok", "Ana")
+    assert defects(room) == {"drop.bad_name": len(bad_names)}
+    assert room.name_of(author.public_key) == "Ana"
+
+
+def test_a_name_is_nfc_and_at_most_64_bytes() -> None:
+    assert check_name("A\u0301na") == "\u00c1na"  # NFC: what receivers show and compare
+    assert check_name("\u00e9" * 32) == "\u00e9" * 32  # 64 bytes
+    assert check_name("e\u0301" * 32) == "\u00e9" * 32  # 96 bytes sent, 64 once in NFC
+    assert check_name("\U0001f600" * 16) and check_name("\u200d") == "\u200d"
+    # U+0958 is 3 bytes, and 6 in NFC (a composition exclusion): 63 bytes become 126
+    for bad in ["", "\u00e9" * 33, "\u0958" * 21, "a\x00", "a\x85", "a\u2028", "\u2066x"]:
+        with pytest.raises(MessagingError, match="a name is 1 to 64 UTF-8 bytes"):
+            check_name(bad)
+
+
+def test_bad_fields_are_counted_by_kind_and_never_hold_an_envelope_back() -> None:
+    author, receiver = Identity.from_seed(b"\x05" * 32), Identity.from_seed(b"\x06" * 32)
+    room = ReliableRoom(ROOM, receiver.public_key, receiver.sign, verify_signature)
+    key = "ab" * 32
+    cases: list[tuple[str, str, Content | None, list[str]]] = [
+        ("chat", "not json", None, ["drop.bad_body"]),
+        ("chat", "[1]", None, ["drop.bad_body"]),
+        ("chat", '{"text":NaN}', None, ["drop.bad_body"]),
+        ("chat", '{"x":' + "[" * 8 + "]" * 8 + "}", None, ["drop.bad_body"]),
+        ("chat", '{"x":' + "[" * 7 + "]" * 7 + "}", None, ["drop.bad_text"]),
+        ("chat", '{"text":"\\ud800"}', None, ["drop.bad_text"]),
+        ("chat", '{"text":"a","re":{"author":"' + key.upper() + '","seq":1}}', Chat("a"),
+         ["drop.bad_reference"]),
+        ("chat", '{"text":"a","re":{"author":"' + key + '","seq":0}}', Chat("a"),
+         ["drop.bad_reference"]),
+        ("chat", '{"text":"a","re":{"author":"' + key + '","seq":9007199254740992}}', Chat("a"),
+         ["drop.bad_reference"]),
+        ("chat", '{"text":"a","re":{"author":"' + key + '","seq":3.0},"name":1}',
+         Chat("a", None, MessageRef(bytes.fromhex(key), 3)), ["drop.bad_name"]),
+        ("chat", '{"text":"a","name":"x","name":"Ana","future":[1]}', Chat("a", "Ana"), []),
+        ("reaction", '{"re":{"author":"' + key + '","seq":2},"emoji":"\U0001f44d","on":true}',
+         Reaction(MessageRef(bytes.fromhex(key), 2), "\U0001f44d"), []),
+        ("reaction", '{"re":{"author":"' + key + '","seq":2},"emoji":"","on":true}', None,
+         ["drop.bad_emoji"]),
+        ("reaction", '{"re":{"author":"' + key + '","seq":2},"emoji":"' + "x" * 17
+         + '","on":true}', None, ["drop.bad_emoji"]),
+        ("reaction", '{"re":{"author":"' + key + '","seq":2},"emoji":"+1","on":1}', None,
+         ["drop.bad_reaction"]),
+        ("reaction", '{"emoji":"+1","on":false}', None, ["drop.bad_reference"]),
+        ("reaction", '{"re":{"author":"' + key + '","seq":2},"emoji":"+1","on":false,'
+         '"name":"\\u0007"}', Reaction(MessageRef(bytes.fromhex(key), 2), "+1", False),
+         ["drop.bad_name"]),
+        ("text", '{"text":"json, but a text body is text"}',
+         Chat('{"text":"json, but a text body is text"}'), []),
+        ("poll", "a kind not read here", None, []),
+    ]  # fmt: skip
+    envs = [signed_body(author, i + 1, kind, body) for i, (kind, body, _, _) in enumerate(cases)]
+    push(room, author.public_key, envs + envs[::-1])  # and each again: counted once
+    events = drain(room)
+    assert [e.envelope.seq for e in events] == list(range(1, len(cases) + 1))
+    for got, (kind, body, content, found) in zip(events, cases, strict=True):
+        assert got.content == content, body
+        assert parse_content(kind, body) == (content, tuple(found)), body
+    expected: dict[str, int] = {}
+    for *_, found in cases:
+        for name in found:
+            expected[name] = expected.get(name, 0) + 1
+    assert defects(room) == expected
+
+
+KISS = "\U0001f468\U0001f3fb\u200d\u2764\ufe0f\u200d\U0001f48b\u200d\U0001f468\U0001f3fc"
+"""The longest emoji sequences: 10 code points."""
+
+
+def test_reactions_fold_over_history_the_latest_wins() -> None:
+    mesh = Mesh(3, start=T0)
+    a, b, c = mesh.keys
+    for x, y in ((a, b), (b, c), (a, c)):
+        mesh.connect(x, y)
+    msg = MessageRef(a, mesh.rooms[a].say("lunch?", mesh.now, name="Ana").seq)
+    mesh.pump()
+    for who, emoji, on in [
+        (b, "\U0001f44d", True),
+        (c, "\U0001f44d", True),
+        (b, "\u2764\ufe0f", True),
+        (b, "\U0001f44d", False),
+        (c, "\U0001f44d", True),  # twice on is still one
+        (a, KISS, True),
+    ]:  # fmt: skip
+        mesh.now += 0.01
+        mesh.rooms[who].react(msg, emoji, mesh.now, on=on, name="x")
+        mesh.pump()
+    expected = {
+        msg: {
+            "\U0001f44d": {c},
+            "\u2764\ufe0f": {b},
+            KISS: {a},
+        }
+    }
+    for room in mesh.rooms.values():
+        assert reactions_for(room.transcript()) == expected
+        assert reactions_for(reversed(room.transcript())) == expected  # it sorts first
+    mesh.rooms[c].react(msg, "\U0001f44d", mesh.now + 1, on=False)
+    mesh.pump()
+    assert "\U0001f44d" not in reactions_for(mesh.rooms[a].transcript())[msg]
+
+
+def test_say_and_react_refuse_what_receivers_would_drop() -> None:
+    mesh = Mesh(1)
+    (a,) = mesh.keys
+    room = mesh.rooms[a]
+    target = MessageRef(a, 1)
+    with pytest.raises(MessagingError, match="a name is"):
+        room.say("hi", 0.0, name="x" * 65)
+    for emoji in ["", "x" * 17, "\U0001f44d\n", "\u202e"]:
+        with pytest.raises(MessagingError, match="a reaction is 1 to 16 code points"):
+            room.react(target, emoji, 0.0)
+    with pytest.raises(MessagingError, match="at most 16384 bytes"):
+        room.say("x" * 16_370, 0.0, name="Ana")
+    with pytest.raises(MessagingError, match="lone surrogate"):
+        room.say("\ud800", 0.0)
+    assert room.seq == 0  # nothing numbered
+    env = room.say("h\u00e9", 0.0, name="A\u0301na", reply_to=target)
+    assert env.kind == "chat"
+    assert env.body == (
+        '{"text":"h\u00e9","name":"\u00c1na","re":{"author":"' + a.hex() + '","seq":1}}'
+    )
+    assert (event := room.next_event()) is not None and isinstance(event, Delivered)
+    assert event.content == Chat("h\u00e9", "\u00c1na", target) and room.name_of(a) == "\u00c1na"
+
+
+def test_the_name_kept_is_the_latest_in_total_order_and_names_are_bounded() -> None:
+    rogue, me = Identity.from_seed(b"\x07" * 32), Identity.from_seed(b"\x08" * 32)
+    # seq 2 signed with an older lamport than seq 1: delivered second, yet older
+    first = signed_body(rogue, 1, "chat", '{"text":"","name":"New"}', ms(T0) + 50)
+    second = signed_body(rogue, 2, "chat", '{"text":"","name":"Old"}', ms(T0) + 10)
+    third = signed_body(rogue, 3, "chat", '{"text":"no name"}', ms(T0) + 90)
+    room = ReliableRoom(ROOM, me.public_key, me.sign, verify_signature)
+    push(room, rogue.public_key, [first, second, third])
+    assert room.name_of(rogue.public_key) == "New"
+    # restored from history in any order, the same
+    again = ReliableRoom(
+        ROOM, me.public_key, me.sign, verify_signature, history=[third, second, first]
+    )
+    assert again.names == {rogue.public_key: "New"} and not again.counters
+    config = RoomConfig(max_names=3)
+    room = ReliableRoom(ROOM, me.public_key, me.sign, verify_signature, config)
+    authors = ids(6)
+    push(room, rogue.public_key, [signed_body(x, 1, "chat", '{"text":"","name":"n"}')
+                                  for x in authors])  # fmt: skip
+    assert list(room.names) == [x.public_key for x in authors[3:]]
+
+
+def test_short_tag_and_key_colour() -> None:
+    key = bytes.fromhex("3fa9" + "0168" + "00" * 28)
+    assert short_tag(key) == "\u00b73fa9"
+    assert key_colour(key) == "hsl(0 65% 40%)"  # 0x0168 = 360
+    assert key_colour(bytes.fromhex("0000ffff" + "00" * 28)) == "hsl(15 65% 40%)"
+
+
+# Property tests: bodies of every shape, good and bad, from an author the receiver hears
+# in any order, twice.
+
+NAMEISH = (
+    st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=20)
+    | st.text(max_size=70)
+    | st.text(alphabet="a\u00e9\u20ac\U0001f600\u0958e\u0301", min_size=10, max_size=40)
+    | st.sampled_from(["", "\u202e", "a\x1f", "\x85", "\u2028"])
+    | st.integers()
+    | st.none()
+)
+EMOJIISH = (
+    st.sampled_from(["\U0001f44d", "+1", KISS, "\U0001f3f4" * 16])
+    | st.text(max_size=20)
+    | st.sampled_from(["", "\U0001f3f4" * 17, "\u2764\n"])
+    | JSON
+)
+GOOD_REF = st.fixed_dictionaries(
+    {"author": st.just("ab" * 32), "seq": st.integers(1, 5) | st.sampled_from([2**53 - 1, 3.0])}
+)
+REFISH = (
+    GOOD_REF
+    | GOOD_REF
+    | st.fixed_dictionaries(
+        {
+            "author": st.sampled_from(["ab" * 32, "AB" * 32, "ab" * 31, ""]) | st.integers(),
+            "seq": st.integers(-1, 2**53 + 1) | st.floats() | st.booleans(),
+        }
+    )
+    | JSON
+)
+TEXTISH = st.text(max_size=30) | st.text(max_size=30) | JSON
+CHAT = st.fixed_dictionaries(
+    {"text": TEXTISH}, optional={"name": NAMEISH, "re": REFISH, "zz": JSON}
+)
+REACTION = st.fixed_dictionaries(
+    {"re": REFISH, "emoji": EMOJIISH, "on": st.booleans() | st.booleans() | JSON},
+    optional={"name": NAMEISH},
+)
+DUMPS = st.sampled_from([json.dumps, lambda v: json.dumps(v, ensure_ascii=False)])
+"""Bodies with non-ASCII characters escaped or not (any client may write either)."""
+KIND_BODY = st.one_of(
+    st.tuples(st.just("chat"), st.builds(lambda f, v: f(v), DUMPS, CHAT)),
+    st.tuples(st.just("reaction"), st.builds(lambda f, v: f(v), DUMPS, REACTION)),
+    st.tuples(st.sampled_from(["chat", "reaction", "text", "other"]), st.text(max_size=40)),
+    st.tuples(st.sampled_from(["chat", "reaction"]), JSON.map(json.dumps)),
+)
+FORBIDDEN = set(range(0x20)) | set(range(0x7F, 0xA0)) | {0x200E, 0x200F, *range(0x2028, 0x202F)}
+FORBIDDEN |= set(range(0x2066, 0x206A))
+
+
+def name_ok(value: object) -> bool:
+    """The name rule, written out again from the protocol's text."""
+    if not isinstance(value, str) or any(ord(c) in FORBIDDEN for c in value):
+        return False
+    return 1 <= len(unicodedata.normalize("NFC", value).encode()) <= 64
+
+
+def emoji_ok(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and 1 <= len(value) <= 16
+        and not any(ord(c) in FORBIDDEN for c in value)
+    )
+
+
+def ref_ok(value: object) -> bool:
+    if not isinstance(value, dict):
+        return False
+    author, seq = value.get("author"), value.get("seq")
+    if isinstance(seq, float) and seq.is_integer():
+        seq = int(seq)
+    return author == "ab" * 32 and type(seq) is int and 1 <= seq <= 2**53 - 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(KIND_BODY, min_size=1, max_size=12), st.randoms(use_true_random=False))
+def test_property_any_body_is_delivered_once_and_bad_fields_counted(
+    bodies: list[tuple[str, str]], rnd: random.Random
+) -> None:
+    author, receiver = Identity.from_seed(b"\x05" * 32), Identity.from_seed(b"\x06" * 32)
+    room = ReliableRoom(
+        ROOM, receiver.public_key, receiver.sign, verify_signature, delivered={author.public_key: 0}
+    )  # tracked from seq 1, so an early seq 2 waits for 1 (a first word would start there)
+    envs = [signed_body(author, i + 1, kind, body) for i, (kind, body) in enumerate(bodies)]
+    copies = envs + rnd.sample(envs, len(envs))
+    rnd.shuffle(copies)
+    for env in copies:
+        frame = {"t": "msg", "env": env.to_json()} if rnd.random() < 0.5 else None
+        frame = frame or {"t": "hist", "envs": [env.to_json()]}
+        room.receive(author.public_key, json.loads(json.dumps(frame)), T0)
+    room.handle_timer(T0 + 60)
+    events = drain(room)
+    assert [e.envelope.seq for e in events] == list(range(1, len(envs) + 1)), "each once"
+    expected: dict[str, int] = {}
+    for got, (kind, body) in zip(events, bodies, strict=True):
+        content, found = parse_content(kind, body)
+        assert got.content == content
+        note(content, found)
+        for name in found:
+            expected[name] = expected.get(name, 0) + 1
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            obj = None
+        if kind in ("chat", "reaction") and content is not None:
+            assert isinstance(obj, dict)
+            if "name" in obj:  # a name is kept (in NFC) exactly when the rule allows it
+                good = name_ok(obj["name"])
+                assert content.name == (unicodedata.normalize("NFC", obj["name"]) if good else None)
+                assert ("drop.bad_name" in found) == (not good)
+        if isinstance(content, Chat) and kind == "chat":
+            assert isinstance(obj, dict) and content.text == obj["text"]
+            assert (content.reply_to is not None) == ref_ok(obj.get("re"))
+        if kind == "reaction" and isinstance(obj, dict):
+            whole = ref_ok(obj.get("re")) and emoji_ok(obj.get("emoji"))
+            assert (content is not None) == (whole and isinstance(obj.get("on"), bool))
+    assert defects(room) == expected, "each defect counted once, duplicates never"
+    names = [c.name for e in events if (c := e.content) is not None and c.name is not None]
+    assert room.name_of(author.public_key) == (names[-1] if names else None)
+
+
+def note(content: Content | None, found: tuple[str, ...]) -> None:
+    """What the examples covered (pytest --hypothesis-show-statistics)."""
+    shape = type(content).__name__ if content is not None else "no content"
+    if content is not None and content.name is not None:
+        shape += " with a name"
+    if isinstance(content, Chat) and content.reply_to is not None:
+        shape += " replying"
+    event(shape)
+    for name in found:
+        event(name)
+
+
+REACT_STEP = st.tuples(st.integers(0, 3), st.integers(0, 2), st.sampled_from("ab"), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(REACT_STEP, max_size=30), st.integers(0, 2**32))
+def test_property_reactions_converge_and_match_a_replay(
+    script: list[tuple[int, int, str, bool]], seed: int
+) -> None:
+    """Members react and un-react while links drop and come back; every member ends with
+    the same counts, and they are what replaying the reactions in total order gives."""
+    mesh = Mesh(3, seed=seed, start=T0)
+    keys = mesh.keys
+    for x in keys:
+        for y in keys:
+            if x < y:
+                mesh.connect(x, y)
+    targets = [MessageRef(k, mesh.rooms[k].say(f"m{i}", mesh.now, name=f"n{i}").seq)
+               for i, k in enumerate(keys)]  # fmt: skip
+    for who, target, emoji, on in script:
+        if who == 3:
+            x, y = keys[target], keys[(target + 1) % 3]
+            (mesh.connect if on else mesh.drop)(x, y)
+        else:
+            mesh.rooms[keys[who]].react(targets[target], emoji, mesh.now, on=on)
+        mesh.pump(rounds=mesh.rng.randint(0, 6), settle=False)
+        mesh.now += 0.001
+    for x in keys:
+        for y in keys:
+            if x < y:
+                mesh.connect(x, y)
+    mesh.pump()
+    transcripts = {tuple(r.transcript()) for r in mesh.rooms.values()}
+    assert len(transcripts) == 1
+    (transcript,) = transcripts
+    state: dict[tuple[MessageRef, str, bytes], bool] = {}
+    for env in transcript:
+        if isinstance(reaction := read_content(env), Reaction):
+            state[(reaction.target, reaction.emoji, env.author)] = reaction.on
+    replay: dict[MessageRef, dict[str, set[bytes]]] = {}
+    for (target, emoji, who), on in state.items():
+        if on:
+            replay.setdefault(target, {}).setdefault(emoji, set()).add(who)
+    for room in mesh.rooms.values():
+        assert reactions_for(room.transcript()) == replay
+        assert room.names == {k: f"n{i}" for i, k in enumerate(keys)}
