@@ -20,7 +20,7 @@
 import { ProtocolError, fromHex, hex } from "./bytes.js";
 import { generateIdentity, publicKeyBytes, requireWebCrypto, sign, verify } from "./crypto.js";
 import { MESH_DEFAULTS, Mesh } from "./mesh.js";
-import { MessagingError, ReliableRoom, parseEnvelope, signedBytes } from "./messaging.js";
+import { MessagingError, ReliableRoom, checkName, parseEnvelope, signedBytes } from "./messaging.js";
 import { canonicalUrl, roomKey } from "./rooms.js";
 import { RELINK, ReplayGuard, parseDescription, signDescription, verifyDescription } from "./sdp.js";
 import { SignalingClient, SignalingError } from "./signaling.js";
@@ -301,8 +301,24 @@ export class Room {
   // --- the application's side ---
 
   send(text) {
+    // A `text` envelope: the text alone, as every client reads it.
+    return this.signAndSend((at) => this.core.reserve(text, at));
+  }
+
+  sendChat(text, { replyTo = null } = {}) {
+    // A `chat` envelope (docs/protocol.md 5.0.1): the text, our display name, and the
+    // message ({author, seq}) it replies to.
+    return this.signAndSend((at) => this.core.reserveChat(text, at, { name: this.peer.signedName(), replyTo }));
+  }
+
+  react(target, emoji, on = true) {
+    // A `reaction` envelope: `emoji` on (or off) message `target` ({author, seq}).
+    return this.signAndSend((at) => this.core.reserveReaction(target, emoji, at, { on, name: this.peer.signedName() }));
+  }
+
+  signAndSend(reserve) {
     return this.serial(async () => {
-      const unsigned = this.core.reserve(text, now());
+      const unsigned = reserve(now());
       const env = { ...unsigned, sig: hex(await sign(this.peer.identity, signedBytes(unsigned))) };
       this.core.commit(env, now());
       await this.save(); // a reload must never reuse this seq
@@ -480,7 +496,7 @@ export class Room {
     for (const event of this.core.takeEvents()) {
       changed = true;
       if (event.type === "delivered") {
-        this.emit({ type: "message", env: event.env, mine: event.env.author === this.peer.keyHex });
+        this.emit({ type: "message", env: event.env, content: event.content, mine: event.env.author === this.peer.keyHex });
       } else {
         this.emit(event);
       }
@@ -578,6 +594,15 @@ export class Peer {
 
   count(name) {
     this.counters[name] = (this.counters[name] ?? 0) + 1;
+  }
+
+  signedName() {
+    // Our name as chat and reaction envelopes carry it, or null if it is not a valid one.
+    try {
+      return this.name ? checkName(this.name) : null;
+    } catch {
+      return null;
+    }
   }
 
   async setName(name) {
