@@ -399,13 +399,14 @@ def chat_body(text: str, name: str | None = None, reply_to: MessageRef | None = 
 
 def reaction_body(target: MessageRef, emoji: str, on: bool = True, name: str | None = None) -> str:
     """The body of a `reaction` envelope; MessagingError for a bad emoji or name."""
+    reference = _reference_json(target)
     try:
         _emoji(emoji)
     except _Defect:
         raise MessagingError(
             f"a reaction is 1 to {MAX_EMOJI} code points, without control characters"
         ) from None
-    fields: dict[str, Any] = {"re": _reference_json(target), "emoji": emoji, "on": on}
+    fields: dict[str, Any] = {"re": reference, "emoji": emoji, "on": on}
     if name is not None:
         fields["name"] = check_name(name)
     return _compact(fields)
@@ -449,6 +450,8 @@ def key_colour(key: bytes) -> str:
 
 
 def _reference_json(ref: MessageRef) -> dict[str, Any]:
+    if len(ref.author) != KEY_BYTES or type(ref.seq) is not int or not 1 <= ref.seq <= MAX_NUMBER:
+        raise MessagingError("a message is named by its author's key and a seq from 1")
     return {"author": ref.author.hex(), "seq": ref.seq}
 
 

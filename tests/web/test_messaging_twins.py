@@ -5,24 +5,38 @@ the same repair (hypothesis generates, Chromium runs the JS).
 
 Half the runs use small bounds (a few authors, early envelopes, `since` entries,
 history bytes per frame and per answer, a short hist-req interval and resend
-interval), so that many authors, big and oddly escaped bodies and repeated
-history requests reach every bound and both cores must cut at the same place."""
+interval, a few names), so that many authors, big and oddly escaped bodies and
+repeated history requests reach every bound and both cores must cut at the same
+place.
+
+Envelopes of every kind go through both: chats with names and replies,
+reactions on and off, bodies good and bad (numbers as doubles, deep nesting,
+lone surrogate escapes, names that change in NFC), sent by the cores
+themselves or signed by others; both must read the same content, count the
+same defects, keep the same names and fold the same reactions."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from peer.messaging import (
+    Chat,
+    Content,
     Delivered,
     Discontinuity,
     Envelope,
+    MessageRef,
     MessagingError,
     ReliableRoom,
     RoomConfig,
+    key_colour,
+    parse_content,
+    reactions_for,
+    short_tag,
 )
 
 from .test_vectors import page  # noqa: F401  (fixture)
@@ -57,6 +71,7 @@ SMALL = {
     "resend_burst": 3,
     "max_history": 12,
     "max_outbox": 8,
+    "max_names": 3,
 }
 """Small bounds, reached in a few steps; the other runs use the defaults."""
 CONFIGS = st.sampled_from([{"resume_window": 5.0}, SMALL, SMALL])
@@ -79,11 +94,129 @@ STARTS = st.sampled_from([0.0, 1_763_880_000.0])
 """Time 0 (a small clock, as the simulator runs it) or a wall clock in 2025."""
 
 
-def envelope(author: int, seq: int, lamport: int, start: float, body: int = -1) -> dict[str, Any]:
+def envelope(
+    author: int, seq: int, lamport: int, start: float, body: int | tuple[str, str] = -1
+) -> dict[str, Any]:
+    """An envelope of `author`: kind text with one of BODIES (-1: "m<seq>"), or a
+    (kind, body) of any content."""
     ts = int(start * 1000) + 1_000 * seq
-    text = f"m{seq}" if body < 0 else BODIES[body]
-    env = Envelope(ROOM, AUTHORS[author], seq, lamport, ts, "text", text, SIG)
+    if isinstance(body, tuple):
+        kind, text = body
+    else:
+        kind, text = "text", f"m{seq}" if body < 0 else BODIES[body]
+    env = Envelope(ROOM, AUTHORS[author], seq, lamport, ts, kind, text, SIG)
     return env.to_json()
+
+
+# What envelopes say: names, references, emoji and bodies, good and bad. Characters
+# unassigned in Python's Unicode database are left out of names: a browser with a later
+# Unicode may compose them differently in NFC (docs/protocol.md 5.0.1 lets it).
+CHARS = st.characters(exclude_categories=("Cs", "Cn"))
+NAME = st.one_of(
+    st.sampled_from(["Ana", "A\u0301na", "\u00c1na", "\u00e9" * 32, "e\u0301" * 32, "\u0958" * 21]),
+    st.sampled_from(["", "\u00e9" * 33, "Ana\u202e", "a\x00", "a\x9f", "\u2066", "\u200d"]),
+    st.text(CHARS, max_size=24),
+    st.text(st.sampled_from("ae\u0301\u0958\u1100\u1161\u11a8\u0344\u212b\U0001f600"), max_size=40),
+)
+"""Names: valid, at the 64-byte edge before and after NFC, forbidden characters,
+Hangul jamo and singletons that NFC composes or replaces."""
+EMOJI = st.one_of(
+    st.sampled_from(["\U0001f44d", "\u2764\ufe0f", "+1", "\U0001f3f4" * 16]),
+    st.sampled_from(["", "\U0001f3f4" * 17, "a\n", "\u202e"]),
+    st.text(CHARS, max_size=18),
+)
+REF_AUTHOR = st.sampled_from([*(a.hex() for a in AUTHORS), ME.hex(), "AB" * 32, "ab" * 31])
+REF = st.fixed_dictionaries(
+    {
+        "author": REF_AUTHOR,
+        "seq": st.integers(1, 4)
+        | st.sampled_from([0, -1, 2**53 - 1, 2**53, 2**64, 2.0, 2.5, True, "2", None]),
+    }
+)
+JSON_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(CHARS, max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(CHARS, max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+CHAT = st.fixed_dictionaries(
+    {"text": st.text(CHARS, max_size=12) | st.sampled_from(BODIES) | JSON_VALUE},
+    optional={"name": NAME | JSON_VALUE, "re": REF | JSON_VALUE, "later": JSON_VALUE},
+)
+REACTION = st.fixed_dictionaries(
+    {"re": REF, "emoji": EMOJI, "on": st.booleans()},
+    optional={"name": NAME, "x": JSON_VALUE},
+) | st.fixed_dictionaries({"re": REF | JSON_VALUE, "emoji": EMOJI | JSON_VALUE, "on": JSON_VALUE})
+
+
+def reply_body(seq: str) -> str:
+    """A chat replying to AUTHORS[0]'s message `seq`, written as given."""
+    return '{"text":"a","re":{"author":"' + AUTHORS[0].hex() + '","seq":' + seq + "}}"
+
+
+ODD_BODIES = st.sampled_from(
+    [
+        reply_body("1.0"),
+        reply_body("1e0"),
+        reply_body("9007199254740991.2"),
+        reply_body("9007199254740993"),
+        reply_body("-0"),
+        '{"text":"a","x":' + "1" * 5000 + "}",
+        '{"text":"a","x":1e999}',
+        '{"text":NaN}',
+        '{"text":"a","x":-Infinity}',
+        '{"text":"\\ud800"}',
+        '{"text":"\\ud83d\\ude00","name":"\\ud83d\\ude00"}',
+        '{"text":"a","name":"\\udc00"}',
+        '{"text":"a","name":"x","name":"Ana"}',
+        '{"__proto__":{"text":"a"},"text":"b"}',
+        '{"text":"a","x":' + "[" * 7 + "]" * 7 + "}",
+        '{"text":"a","x":' + "[" * 8 + "]" * 8 + "}",
+        '{"text":"a","x":"' + "[" * 20 + '"}',
+        '{"text":"a","x":"\\"' + "[" * 20 + '"}',
+        "[" * 3000 + "]" * 3000,
+        '{"text":"a"} ',
+        '\ufeff{"text":"a"}',
+        '{"text":"a"}x',
+        '{"emoji":"+1","on":true,"re":{"author":"' + AUTHORS[1].hex() + '","seq":1}}',
+    ]
+)
+"""Bodies where a JSON parser could read what JSON.parse reads differently."""
+
+
+def dumps(value: Any, ascii_only: bool) -> str:
+    return json.dumps(value, ensure_ascii=ascii_only)
+
+
+CONTENT = st.one_of(
+    st.tuples(st.just("chat"), st.builds(dumps, CHAT, st.booleans())),
+    st.tuples(st.just("reaction"), st.builds(dumps, REACTION, st.booleans())),
+    st.tuples(st.sampled_from(["chat", "reaction"]), ODD_BODIES),
+    st.tuples(st.sampled_from(["chat", "reaction", "text", "poll"]), st.text(CHARS, max_size=20)),
+)
+"""(kind, body) of an envelope someone else signed."""
+
+
+def content_json(content: Content | None) -> Any:
+    """Content as the JS run reports it."""
+    if content is None:
+        return None
+    if isinstance(content, Chat):
+        reply = content.reply_to
+        return ["chat", content.text, content.name, reply and [reply.author.hex(), reply.seq]]
+    target = [content.target.author.hex(), content.target.seq]
+    return ["reaction", target, content.emoji, content.on, content.name]
+
+
+def reactions_json(history: list[Envelope]) -> list[Any]:
+    return [
+        [
+            f"{ref.author.hex()}:{ref.seq}",
+            [[e, sorted(k.hex() for k in who)] for e, who in by.items()],
+        ]
+        for ref, by in reactions_for(history).items()
+    ]
 
 
 def lamport_at(spec: int | tuple[str, int], now: float) -> int:
@@ -102,7 +235,7 @@ LAMPORT = st.one_of(
 )
 MEMBER = st.integers(0, 1)
 AUTHOR = st.integers(0, len(AUTHORS) - 1)
-BODY = st.integers(-1, len(BODIES) - 1)
+BODY = st.integers(-1, len(BODIES) - 1) | CONTENT | CONTENT
 SINCE = st.lists(st.tuples(st.integers(0, len(AUTHORS)), st.integers(0, 4)), max_size=5)
 """Entries of a hist-req's map (index len(AUTHORS): a key that is not lower-case hex)."""
 LIKELY_LAMPORT = st.integers(0, 20) | st.integers(0, 20) | LAMPORT
@@ -112,6 +245,14 @@ FREQUENT_AUTHOR = st.integers(0, 3) | AUTHOR
 ENVELOPE = st.tuples(FREQUENT_AUTHOR, st.integers(1, 16), LIKELY_LAMPORT, BODY)
 CONNECT = st.tuples(st.just("connect"), MEMBER)
 SEND = st.tuples(st.just("send"), st.text(max_size=8) | st.sampled_from(BODIES))
+OWN_AUTHOR = st.sampled_from([*(a.hex() for a in AUTHORS), ME.hex(), "ab" * 31])
+"""What a UI names a message by (a key too short: refused by both)."""
+OWN_REF = st.none() | st.tuples(OWN_AUTHOR, st.integers(0, 4)).map(list)
+SAY = st.tuples(st.just("say"), st.text(CHARS, max_size=8), st.none() | NAME, OWN_REF)
+REACT = st.tuples(
+    st.just("react"), st.tuples(OWN_AUTHOR, st.integers(0, 4)).map(list), EMOJI,
+    st.booleans(), st.none() | NAME,
+)  # fmt: skip
 MSG = st.tuples(st.just("msg"), MEMBER, FREQUENT_AUTHOR, st.integers(1, 16), LIKELY_LAMPORT, BODY)
 HIST = st.tuples(st.just("hist"), MEMBER, st.lists(ENVELOPE, max_size=6))
 HIST_REQ = st.tuples(st.just("hist-req"), MEMBER, SINCE)
@@ -120,7 +261,8 @@ STEP = st.one_of(
     CONNECT,
     st.tuples(st.just("disconnect"), MEMBER),
     SEND,
-    SEND,
+    SAY,
+    REACT,
     st.tuples(st.just("timer"), st.floats(0, 40) | st.sampled_from([0.5, 1.5, 3.0])),
     MSG,
     MSG,
@@ -132,8 +274,19 @@ STEP = st.one_of(
 )
 """Weighted towards what fills the bounds: connections, envelopes, history requests."""
 
-RUN_JS = """async ([start, steps, config]) => {
-    const m = window.m;
+CONTENT_JS = """
+    const contentJson = (c) => c === null ? null : c.type === 'chat'
+        ? ['chat', c.text, c.name, c.replyTo && [c.replyTo.author, c.replyTo.seq]]
+        : ['reaction', [c.target.author, c.target.seq], c.emoji, c.on, c.name];
+    const reactionsJson = (history) => [...m.reactionsFor(history)].map(([target, by]) =>
+        [target, [...by].map(([emoji, who]) => [emoji, [...who].sort()])]);
+"""
+
+RUN_JS = (
+    """async ([start, steps, config]) => {
+    const m = window.m;"""
+    + CONTENT_JS
+    + """
     const room = new m.ReliableRoom('00'.repeat(20), '01'.repeat(32), config);
     const members = ['02'.repeat(32), '03'.repeat(32)];
     let now = start;
@@ -147,6 +300,17 @@ RUN_JS = """async ([start, steps, config]) => {
             else if (kind === 'send') {
                 room.commit({...room.reserve(step[1], now), sig: 'ab'.repeat(64)}, now);
             }
+            else if (kind === 'say') {
+                const replyTo = step[3] && {author: step[3][0], seq: step[3][1]};
+                const env = room.reserveChat(step[1], now, {name: step[2], replyTo});
+                room.commit({...env, sig: 'ab'.repeat(64)}, now);
+            }
+            else if (kind === 'react') {
+                const target = {author: step[1][0], seq: step[1][1]};
+                const options = {on: step[3], name: step[4]};
+                const env = room.reserveReaction(target, step[2], now, options);
+                room.commit({...env, sig: 'ab'.repeat(64)}, now);
+            }
             else if (kind === 'timer') { now += step[1]; room.handleTimer(now); }
             else room.receive(members[step[1]], step[2], now);
         } catch (e) {
@@ -154,13 +318,18 @@ RUN_JS = """async ([start, steps, config]) => {
             error = true;
         }
         const events = room.takeEvents().map(e => e.type === 'delivered'
-            ? ['d', e.env.author, e.env.seq] : ['g', e.author, e.first, e.last]);
+            ? ['d', e.env.author, e.env.seq, contentJson(e.content)]
+            : ['g', e.author, e.first, e.last]);
         const sizes = room.transcript().map(m.wireSize);
         out.push([error, events, room.framesToSend(), room.timer(), room.lamport,
-                  {...room.counters}, room.trackedAuthors, sizes]);
+                  {...room.counters}, room.trackedAuthors, sizes, [...room.names()]]);
     }
-    return [out, room.transcript().map(e => [e.author, e.seq])];
+    const transcript = room.transcript();
+    const keys = [...new Set(transcript.map(e => e.author))];
+    return [out, transcript.map(e => [e.author, e.seq]), reactionsJson(transcript),
+            keys.map(k => [m.shortTag(k), m.keyColour(k)])];
 }"""
+)
 
 
 def frame_for(step: tuple[Any, ...], now: float, start: float) -> dict[str, Any]:
@@ -198,6 +367,8 @@ def with_frames(steps: list[tuple[Any, ...]], start: float) -> list[list[Any]]:
 def run_python(
     steps: list[list[Any]], start: float, config: dict[str, Any]
 ) -> tuple[list[Any], list[Any]]:
+    """Each step's outputs, then the transcript, the reactions folded over it and the
+    tags and colours of its authors."""
     room = ReliableRoom(ROOM, ME, lambda _: SIG, lambda *_: True, RoomConfig(**config))
     now = start
     out = []
@@ -211,6 +382,12 @@ def run_python(
                 room.disconnected(MEMBERS[step[1]])
             elif kind == "send":
                 room.send(step[1], now)
+            elif kind == "say":
+                reply = step[3] and MessageRef(bytes.fromhex(step[3][0]), step[3][1])
+                room.say(step[1], now, name=step[2], reply_to=reply)
+            elif kind == "react":
+                target = MessageRef(bytes.fromhex(step[1][0]), step[1][1])
+                room.react(target, step[2], now, on=step[3], name=step[4])
             elif kind == "timer":
                 now += step[1]
                 room.handle_timer(now)
@@ -221,16 +398,24 @@ def run_python(
         events = []
         while (event := room.next_event()) is not None:
             if isinstance(event, Delivered):
-                events.append(["d", event.envelope.author.hex(), event.envelope.seq])
+                env, content = event.envelope, content_json(event.content)
+                events.append(["d", env.author.hex(), env.seq, content])
             elif isinstance(event, Discontinuity):
                 events.append(["g", event.author.hex(), event.first, event.last])
         frames = [[member.hex(), frame] for member, frame in room.frames_to_send()]
         sizes = [e.wire_size() for e in room.transcript()]
+        names = [[k.hex(), name] for k, name in room.names.items()]
         out.append(
             [error, events, frames, room.get_timer(), room.lamport, dict(room.counters),
-             room.tracked_authors, sizes]
+             room.tracked_authors, sizes, names]
         )  # fmt: skip
-    return out, [[e.author.hex(), e.seq] for e in room.transcript()]
+    transcript = room.transcript()
+    keys = list(dict.fromkeys(e.author for e in transcript))
+    return out, [
+        [[e.author.hex(), e.seq] for e in transcript],
+        reactions_json(transcript),
+        [[short_tag(k), key_colour(k)] for k in keys],
+    ]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -243,7 +428,7 @@ async def test_same_steps_same_outputs(
 ) -> None:
     concrete = with_frames(steps, start)
     expected_steps, expected_transcript = run_python(concrete, start, config)
-    got_steps, got_transcript = await page.evaluate(RUN_JS, [start, concrete, camel(config)])
+    got_steps, *got_transcript = await page.evaluate(RUN_JS, [start, concrete, camel(config)])
     for i, (want, got) in enumerate(zip(expected_steps, got_steps, strict=True)):
         # Frames to different members may leave in any order (Python iterates a
         # set); to each member, the order is the protocol's and must match.
@@ -251,6 +436,60 @@ async def test_same_steps_same_outputs(
             result[2] = sorted(result[2], key=lambda pair: pair[0])
         assert got == want, (i, steps[: i + 1])
     assert got_transcript == expected_transcript
+    covered(expected_steps)
+
+
+def covered(outputs: list[Any]) -> None:
+    """What a run reached (pytest --hypothesis-show-statistics)."""
+    for error, events, *_ in outputs:
+        for said in (e[3] for e in events if e[0] == "d" and e[3] is not None):
+            named = said[4] if said[0] == "reaction" else said[2]
+            event(f"delivered {said[0]}" + (" named" if named else ""))
+        if error:
+            event("an own send refused")
+    for counter in outputs[-1][5]:
+        if counter.startswith("drop.bad_") and counter != "drop.bad_history_request":
+            event(counter)
+    if any(len(names) >= 3 for *_, names in outputs):
+        event("names at the small bound")
+
+
+PARSE_JS = (
+    """([bodies, keys]) => {
+    const m = window.m;"""
+    + CONTENT_JS
+    + """
+    return [
+        bodies.map(([kind, body]) => {
+            const [content, defects] = m.parseContent(kind, body);
+            return [contentJson(content), defects];
+        }),
+        keys.map(k => [m.shortTag(k), m.keyColour(k)]),
+    ];
+}"""
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    bodies=st.lists(CONTENT, min_size=50, max_size=100),
+    keys=st.lists(st.binary(min_size=32, max_size=32), max_size=20),
+)
+async def test_same_content_from_the_same_body(
+    page: Any,  # noqa: F811
+    bodies: list[tuple[str, str]],
+    keys: list[bytes],
+) -> None:
+    """Many bodies per page call: the same content and the same defects, in the same
+    order, from both parsers; the same tag and colour from any key."""
+    expected = []
+    for kind, body in bodies:
+        content, defects = parse_content(kind, body)
+        expected.append([content_json(content), list(defects)])
+    got, tags = await page.evaluate(PARSE_JS, [bodies, [k.hex() for k in keys]])
+    for (kind, body), want, have in zip(bodies, expected, got, strict=True):
+        assert have == want, (kind, body)
+    assert tags == [[short_tag(k), key_colour(k)] for k in keys]
 
 
 RESTORE_JS = """([now, state, config]) => {
@@ -267,11 +506,16 @@ RESTORE_JS = """([now, state, config]) => {
         since,
         room.trackedAuthors,
         {...room.counters},
+        [...room.names()],
         env.lamport,
     ];
 }"""
 
-RESTORED_ENVELOPE = st.tuples(st.integers(0, 2), st.integers(1, 6), LAMPORT | st.just(2**53))
+RESTORED_ENVELOPE = st.tuples(
+    st.integers(0, 2), st.integers(1, 6), LAMPORT | st.just(2**53), st.integers(-1, 3)
+)
+"""(author, seq, lamport, name): -1 a text envelope, else a chat named n0..n2 or badly."""
+RESTORED_NAMES = ["n0", "n1", "n2", "\u202e"]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
@@ -288,19 +532,22 @@ async def test_same_repair_on_restore(
     start: float,
     seq: int,
     clock: int | tuple[str, int],
-    saved: list[tuple[int, int, int | tuple[str, int]]],
+    saved: list[tuple[int, int, int | tuple[str, int], int]],
     delivered: list[tuple[int, int]],
     config: dict[str, Any],
 ) -> None:
     """A saved state, poisoned or not (2^53 is what the old code signed after 2^53-1),
-    restores to the same clock, history, re-sends, authors and `since` in both cores
-    (with more authors saved than the small bounds keep)."""
+    restores to the same clock, history, re-sends, authors, `since` and names in both
+    cores (with more authors saved than the small bounds keep)."""
     authors = [ME, *MEMBERS]
     saved_delivered = {AUTHORS[a]: n for a, n in delivered}
     history = [
         Envelope(ROOM, authors[a], s, lamport_at(lam, start), int(start * 1000), "text", "", SIG)
-        for a, s, lam in saved
-    ]
+        if name < 0
+        else Envelope(ROOM, authors[a], s, lamport_at(lam, start), int(start * 1000), "chat",
+                      json.dumps({"text": "", "name": RESTORED_NAMES[name]}), SIG)
+        for a, s, lam, name in saved
+    ]  # fmt: skip
     state = {
         "seq": seq,
         "lamport": lamport_at(clock, start),
@@ -328,6 +575,7 @@ async def test_same_repair_on_restore(
         [f["since"] for _, f in frames if f["t"] == "hist-req"],
         room.tracked_authors,
         dict(room.counters),
+        [[k.hex(), name] for k, name in room.names.items()],
     ]
     lamport = room.send("next", start).lamport
     expected.append(lamport)

@@ -250,23 +250,33 @@ export function checkName(name) {
   }
 }
 
+function referenceJson(ref) {
+  // A message a sender names: {author: 64 lower-case hex, seq}, or a MessagingError.
+  const good = typeof ref?.author === "string" && LOWER_HEX_KEY.test(ref.author);
+  if (!good || !Number.isSafeInteger(ref.seq) || ref.seq < 1) {
+    throw new MessagingError("a message is named by its author's key and a seq from 1");
+  }
+  return { author: ref.author, seq: ref.seq };
+}
+
 export function chatBody(text, { name = null, replyTo = null } = {}) {
   // The body of a `chat` envelope (the same bytes Python's chat_body makes).
   if (typeof text !== "string" || SURROGATE.test(text)) throw new MessagingError("the text has a lone surrogate");
   const fields = { text };
   if (name !== null) fields.name = checkName(name);
-  if (replyTo !== null) fields.re = { author: replyTo.author, seq: replyTo.seq };
+  if (replyTo !== null) fields.re = referenceJson(replyTo);
   return JSON.stringify(fields);
 }
 
 export function reactionBody(target, emoji, { on = true, name = null } = {}) {
   // The body of a `reaction` envelope (the same bytes Python's reaction_body makes).
+  const re = referenceJson(target);
   try {
     readEmoji(emoji);
   } catch {
     throw new MessagingError(`a reaction is 1 to ${MAX_EMOJI} code points, without control characters`);
   }
-  const fields = { re: { author: target.author, seq: target.seq }, emoji, on };
+  const fields = { re, emoji, on };
   if (name !== null) fields.name = checkName(name);
   return JSON.stringify(fields);
 }
