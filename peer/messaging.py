@@ -30,13 +30,14 @@ without bound (docs/protocol.md 5.0.1): authors tracked, early envelopes in
 all, history kept, the `since` map, history answers (bytes and rate) are all
 capped, and what goes past a cap is counted in `counters`, never raised.
 
-What an envelope says is read from its kind and body ("What an envelope
-says"): `text` (the body is the text), `chat` (text, a signed display name,
-the message it replies to) and `reaction` (an emoji on or off a message), as
-`Chat` and `Reaction`. A field that breaks its bound is counted and left out,
-never a reason to withhold the envelope: delivery is by seq, and a gap would
-hold back everything its author says next. The latest valid name of each
-author is kept (`name_of`), and `reactions_for` folds reactions over history.
+What an envelope says is read from its kind and body (docs/protocol.md 5.0.1,
+"What an envelope says"): `text` (the body is the text), `chat` (text, a signed
+display name, the message it replies to) and `reaction` (an emoji on or off a
+message), as `Chat` and `Reaction`. A field that breaks its bound is counted
+and left out, never a reason to withhold the envelope: delivery is by seq, and
+a gap would hold back everything its author says next. The latest valid name
+of each author is kept (`name_of`), and `reactions_for` folds reactions over
+history.
 """
 
 from __future__ import annotations
