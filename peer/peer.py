@@ -52,7 +52,20 @@ from signaling.protocol import (
 )
 
 from . import mesh
-from .messaging import Delivered, Discontinuity, Envelope, ReliableRoom, RoomConfig
+from .messaging import (
+    Chat,
+    Content,
+    Delivered,
+    Discontinuity,
+    Envelope,
+    MessageRef,
+    MessagingError,
+    Reaction,
+    ReliableRoom,
+    RoomConfig,
+    check_name,
+    reactions_for,
+)
 from .sdp import (
     NONCE_BYTES,
     RELINK,
@@ -93,10 +106,13 @@ JOIN_TIMEOUT = 30.0
 class Message:
     author: bytes
     text: str
+    """What was said (a reaction's emoji for a reaction; empty for content not read)."""
     lamport: int
     sent_at: float
     seq: int
     mine: bool
+    content: Content | None = None
+    """The envelope read (`Chat`: text, signed name, the message replied to; `Reaction`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +293,40 @@ class Room:
     # --- the application's side ---------------------------------------------------
 
     async def send(self, text: str) -> Envelope:
+        """Send `text` as a plain `text` envelope (no name, no reply)."""
         env = self.core.send(text, time.time())
         self._service()
         return env
+
+    async def say(self, text: str, reply_to: MessageRef | None = None) -> Envelope:
+        """Send `text` as a `chat` envelope signed with our display name (so later readers
+        see who said it after we left), optionally replying to a message."""
+        env = self.core.say(text, time.time(), name=self._signed_name(), reply_to=reply_to)
+        self._service()
+        return env
+
+    async def react(self, target: MessageRef, emoji: str, on: bool = True) -> Envelope:
+        """Put `emoji` on a message (or take it off)."""
+        env = self.core.react(target, emoji, time.time(), on=on, name=self._signed_name())
+        self._service()
+        return env
+
+    def name_of(self, key: bytes) -> str | None:
+        """A member's name: signed in their envelopes, else from their link's profile."""
+        return self.core.name_of(key) or self.names.get(key)
+
+    def reactions(self) -> dict[MessageRef, dict[str, set[bytes]]]:
+        """Each message's reactions: emoji -> the keys that put it there."""
+        return reactions_for(self.core.transcript())
+
+    def _signed_name(self) -> str | None:
+        name = self.peer.store.name
+        if not name:
+            return None
+        try:
+            return check_name(name)
+        except MessagingError:
+            return None
 
     async def send_file(self, path: Path) -> str:
         """Offer a file to every member; returns its id (events follow its progress)."""
@@ -403,6 +450,8 @@ class Room:
         self._service()
 
     def _frame(self, member: bytes, frame: Any) -> None:
+        if isinstance(frame, dict) and frame.get("t") == "typing":
+            return  # ephemeral; the terminal shows no typing indicators
         if isinstance(frame, dict) and frame.get("t") == "profile":
             name = frame.get("name")
             if isinstance(name, str) and 0 < len(name) <= MAX_NAME:
@@ -432,9 +481,14 @@ class Room:
                 if self._saved >= PRUNE_EVERY:
                     self._prune_store()
                 mine = env.author == self.peer.public_key
-                self._emit(
-                    Message(env.author, env.body, env.lamport, env.sent_at / 1000, env.seq, mine)
-                )
+                content = event.content
+                text = env.body if env.kind == "text" else ""
+                if isinstance(content, Chat):
+                    text = content.text
+                elif isinstance(content, Reaction):
+                    text = content.emoji
+                sent_at = env.sent_at / 1000
+                self._emit(Message(env.author, text, env.lamport, sent_at, env.seq, mine, content))
             elif isinstance(event, Discontinuity):
                 self._emit(Gap(event.author, event.first, event.last))
         self._timer = _rearm(self._timer, core.get_timer(), self._on_timer)
