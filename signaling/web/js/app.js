@@ -1,23 +1,68 @@
-// The page a person sees: join a page's room, chat, share files, see who is
-// here and how each connection goes (direct or through a relay), which group
-// of the page one sits in and how many people the page has, move to another
-// group or to a friend's. Everything here is presentation; the protocol lives
-// in peer.js.
+// The page a person sees: join a page's room, chat, reply, react, share files,
+// see who is here and how each connection goes (direct or through a relay),
+// which group of the page one sits in and how many people the page has, move
+// to another group or to a friend's. Everything here is presentation; the
+// protocol lives in peer.js, what an envelope says in messaging.js.
 //
-// Groups are the protocol's layers counted from 1, as `pagemesh chat` shows
-// them: group 1 is layer 0. `?group=N` and `?friend=KEY` in the page's address
-// sit down there when joining (an invite link carries `friend`).
+// The room travels in the page's fragment (`/#room=URL&group=N&friend=KEY`,
+// address.js), which no browser sends to the node; old `?room=` links are
+// rewritten before anything connects. Groups are the protocol's layers counted
+// from 1, as `pagemesh chat` shows them: group 1 is layer 0.
+//
+// Every text a member wrote reaches the DOM through textContent or text nodes
+// (messagetext.js builds links with createElement), never as HTML.
 
+import { inviteLink, moveQueryToFragment, parseFragment, showRoom } from "./address.js";
+import { Attention } from "./attention.js";
+import { TranscriptFollower } from "./follow.js";
+import { readContent, reactionsFor, refKey } from "./messaging.js";
+import { messageText } from "./messagetext.js";
+import { acceptRuleTakes } from "./files.js";
 import { MAX_LAYER, Peer, canonicalUrl } from "./peer.js";
+import { avatarInk, initials, keyColour, labelsFor } from "./people.js";
+
+moveQueryToFragment(location, history); // before anything connects: the room stays in the fragment
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const home = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
 const nodes = [...params.getAll("node"), home];
+const TITLE = "pagemesh";
+
+// The reactions offered under every message (any emoji a member sends is shown).
+export const REACTIONS = [
+  ["👍", "thumbs up"],
+  ["❤️", "heart"],
+  ["😂", "laughing"],
+  ["🎉", "party"],
+  ["😮", "surprised"],
+];
+const EMOJI_NAMES = new Map(REACTIONS);
+
+// A plain message goes as a `text` envelope, which every client shows as it is;
+// a reply needs `chat` (docs/protocol.md 5.0.1). Python's Room still hands a
+// body over as it is, so `chat` for every message (and with it a signed name in
+// each) waits until it reads what an envelope says.
+const PLAIN_MESSAGES_AS_TEXT = true;
 
 // connectedAt: per member, when its link first opened (ms since the page began loading)
 // joinStartedAt: when the last join began (same clock)
-const ui = { peer: null, room: null, files: new Map(), statusLog: [], connectedAt: {}, joinStartedAt: null, seatNode: null, census: null };
+const ui = {
+  peer: null,
+  room: null,
+  files: new Map(),
+  statusLog: [],
+  connectedAt: {},
+  joinStartedAt: null,
+  seatNode: null,
+  census: null,
+  labels: null, // key -> how the page names that member (worked out again when null)
+  relabelling: false, // a relabel is due once this burst of events is done
+  folded: null, // reactionsFor(this room's history), until the next reaction
+  replyTo: null, // {author, seq} the composer answers
+  follower: null,
+  attention: null,
+};
 window.pagemesh = ui; // for people poking at the console, and for the tests
 
 function short(key) {
@@ -26,7 +71,8 @@ function short(key) {
 
 function who(key) {
   if (ui.peer && key === ui.peer.keyHex) return ui.peer.name || "you";
-  return ui.room?.names.get(key) ?? short(key);
+  ui.labels ??= labels();
+  return ui.labels.get(key) ?? labelsFor(new Map([[key, null]])).get(key);
 }
 
 function el(tag, props = {}, ...children) {
@@ -41,6 +87,7 @@ function el(tag, props = {}, ...children) {
 }
 
 function banner(text) {
+  // An error stays until the next thing that works (a join, a send, a share, a connection).
   $("banner").textContent = text ?? "";
   $("banner").hidden = !text;
 }
@@ -55,27 +102,70 @@ function size(bytes) {
   return `${bytes.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
-// --- the transcript, in the room's total order (lamport, author) ---
+// --- names and faces ---
 
-function place(li, lamport, author) {
-  // Insert keeping (lamport, author) order; notes sort after messages of their lamport.
-  li.dataset.lamport = lamport;
-  li.dataset.order = author;
-  const list = $("messages");
-  const after = [...list.children].find(
-    (other) => +other.dataset.lamport > lamport || (+other.dataset.lamport === lamport && other.dataset.order > author),
-  );
-  list.insertBefore(li, after ?? null);
-  if (!after) list.scrollTop = list.scrollHeight;
+function knownName(key) {
+  // The latest name `key` signed in this room's history, else its profile frame's.
+  if (ui.peer && key === ui.peer.keyHex) return ui.peer.name || null;
+  return ui.room?.core.nameOf(key) ?? ui.room?.names.get(key) ?? null;
+}
+
+function labels() {
+  // How the page names everyone it knows a name for (a namesake gets the key's tag).
+  const names = new Map();
+  if (ui.peer?.name) names.set(ui.peer.keyHex, ui.peer.name);
+  for (const [key, name] of ui.room?.names ?? []) names.set(key, name);
+  for (const [key, name] of ui.room?.core.names() ?? []) names.set(key, name); // signed ones win
+  return labelsFor(names);
+}
+
+function relabel() {
+  // Name everyone on the page again (a name came or went, or now has a namesake).
+  ui.labels = null;
+  for (const span of document.querySelectorAll(".who[data-key]")) span.textContent = who(span.dataset.key);
+  for (const face of document.querySelectorAll(".avatar[data-key]")) face.textContent = initials(knownName(face.dataset.key), face.dataset.key);
+  for (const li of document.querySelectorAll("#members li[data-key]")) li.querySelector(".name").textContent = who(li.dataset.key);
+  for (const button of document.querySelectorAll("#messages li.msg button.reply")) {
+    button.setAttribute("aria-label", `Reply to ${who(button.closest("li").dataset.author)}`);
+  }
+}
+
+function relabelSoon() {
+  // Once per burst: a history frame's messages must not name everyone again each.
+  if (ui.relabelling) return;
+  ui.relabelling = true;
+  setTimeout(() => {
+    ui.relabelling = false;
+    relabel();
+  }, 0);
+}
+
+function avatar(key) {
+  const face = el("span", { className: "avatar", dataset: { key }, "aria-hidden": "true" }, initials(knownName(key), key));
+  face.style.setProperty("background-color", keyColour(key));
+  face.style.setProperty("color", avatarInk(key));
+  return face;
 }
 
 function whoSpan(key) {
   return el("span", { className: "who", dataset: { key } }, who(key));
 }
 
-function renamed(key) {
-  memberRow(key);
-  for (const span of document.querySelectorAll(`#messages .who[data-key="${key}"]`)) span.textContent = who(key);
+// --- the transcript, in the room's total order (lamport, author) ---
+
+function place(li, lamport, author, { isNew = false, mine = false } = {}) {
+  // Insert keeping (lamport, author) order; notes sort after messages of their lamport.
+  li.dataset.lamport = lamport;
+  li.dataset.order = author;
+  const list = $("messages");
+  let after = null;
+  for (let node = list.lastElementChild; node; node = node.previousElementSibling) {
+    // from the end: what arrives is nearly always the newest
+    if (+node.dataset.lamport < lamport || (+node.dataset.lamport === lamport && node.dataset.order <= author)) break;
+    after = node;
+  }
+  list.insertBefore(li, after);
+  ui.follower.added({ isNew: isNew && !after, mine });
 }
 
 function note(text, extra = {}, ...children) {
@@ -84,17 +174,161 @@ function note(text, extra = {}, ...children) {
   return li;
 }
 
-function showMessage({ env, mine }) {
-  if (document.querySelector(`#messages li[data-id="${env.author}:${env.seq}"]`)) return;
-  const when = new Date(env.ts).toLocaleTimeString();
-  const li = el(
-    "li",
-    { className: mine ? "msg mine" : "msg", dataset: { id: `${env.author}:${env.seq}`, author: env.author, seq: env.seq } },
-    whoSpan(env.author),
-    el("span", { className: "body" }, env.body),
-    el("span", { className: "when" }, when),
+function quote(ref) {
+  // What a reply shows of the message it answers (which may be gone from history).
+  const target = ui.room?.core.envelope(ref);
+  const content = target ? readContent(target) : null;
+  const box = el("blockquote", { className: "quote", dataset: { ref: refKey(ref) } });
+  if (content?.type === "chat") box.append(el("span", { className: "who", dataset: { key: ref.author } }, who(ref.author)), " ", excerpt(content.text));
+  else box.append(el("span", { className: "who", dataset: { key: ref.author } }, who(ref.author)), " ", el("em", {}, "a message this page no longer has"));
+  return box;
+}
+
+function excerpt(text, max = 140) {
+  const line = text.replace(/\s+/g, " ").trim();
+  return line.length > max ? `${line.slice(0, max - 1)}…` : line;
+}
+
+function showMessage({ env, content, mine }, isNew) {
+  content ??= readContent(env);
+  if (content?.type === "reaction") {
+    ui.folded = null;
+    renderReactions(refKey(content.target));
+    return;
+  }
+  if (content?.type !== "chat") return; // a kind this page does not read is not shown (5.0.1)
+  const id = `${env.author}:${env.seq}`;
+  if (document.querySelector(`#messages li[data-id="${id}"]`)) return;
+  if (isNew && content.name) {
+    // this message is named right away; the rest of the page soon, if a label changed
+    const before = ui.labels?.get(env.author);
+    ui.labels = null;
+    if (who(env.author) !== before) relabelSoon();
+  }
+  const at = new Date(env.ts);
+  const main = el(
+    "div",
+    { className: "msg-main" },
+    el("div", { className: "msg-head" }, whoSpan(env.author), el("time", { className: "when", dateTime: at.toISOString() }, at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }))),
+    content.replyTo ? quote(content.replyTo) : null,
+    el("div", { className: "body" }, messageText(content.text)),
+    el("div", { className: "reactions", role: "group", "aria-label": "Reactions", hidden: true }),
+    el(
+      "div",
+      { className: "actions" },
+      el("button", { type: "button", className: "reply", "aria-label": `Reply to ${who(env.author)}`, onclick: () => startReply(env) }, "Reply"),
+      el("button", { type: "button", className: "react", "aria-expanded": "false", onclick: (event) => togglePicker(event.currentTarget, env) }, "React"),
+    ),
   );
-  place(li, env.lamport, env.author);
+  const li = el("li", { className: mine ? "msg mine" : "msg", tabIndex: -1, dataset: { id, author: env.author, seq: env.seq } }, avatar(env.author), main);
+  for (const img of li.querySelectorAll("img")) img.addEventListener("load", () => ui.follower.settle());
+  place(li, env.lamport, env.author, { isNew, mine });
+  renderReactions(id);
+  for (const box of document.querySelectorAll(`#messages .quote[data-ref="${id}"]`)) box.replaceWith(quote({ author: env.author, seq: env.seq }));
+  if (isNew && !mine) {
+    $("announce").textContent = `${who(env.author)}: ${excerpt(content.text, 300)}`;
+    ui.attention.arrived({ from: who(env.author), text: content.text, tag: ui.room?.key });
+  }
+}
+
+// --- replies and reactions ---
+
+function startReply(env) {
+  const content = readContent(env);
+  ui.replyTo = { author: env.author, seq: env.seq };
+  $("reply-who").textContent = who(env.author);
+  $("reply-quote").textContent = excerpt(content?.text ?? "", 80);
+  $("reply-bar").hidden = false;
+  $("text").focus();
+}
+
+function endReply() {
+  ui.replyTo = null;
+  $("reply-bar").hidden = true;
+}
+
+function reactionsOf(id) {
+  // Map emoji -> Set of keys reacting with it to message `id`: a fold over history,
+  // done again only after a reaction arrives.
+  if (ui.folded === null) {
+    const envs = ui.room ? ui.room.transcript().filter((e) => e.kind === "reaction") : [];
+    ui.folded = reactionsFor(envs);
+  }
+  return ui.folded.get(id) ?? new Map();
+}
+
+function renderReactions(id) {
+  const li = document.querySelector(`#messages li.msg[data-id="${id}"]`);
+  if (!li) return; // not shown (yet): its own rendering asks again
+  const box = li.querySelector(".reactions");
+  const [author, seq] = [li.dataset.author, Number(li.dataset.seq)];
+  const chips = [...reactionsOf(id)].map(([emoji, keys]) => {
+    const mine = keys.has(ui.peer.keyHex);
+    const names = [...keys].map((key) => (key === ui.peer.keyHex ? "you" : who(key))).join(", ");
+    const label = `${EMOJI_NAMES.get(emoji) ?? emoji}: ${keys.size} (${names})`;
+    return el(
+      "button",
+      { type: "button", className: "reaction", title: names, "aria-pressed": String(mine), "aria-label": label, dataset: { emoji }, onclick: () => react({ author, seq }, emoji, !mine) },
+      `${emoji} ${keys.size}`,
+    );
+  });
+  const focused = box.contains(document.activeElement) ? document.activeElement.dataset.emoji : null;
+  box.replaceChildren(...chips);
+  box.hidden = !chips.length;
+  if (focused) box.querySelector(`button[data-emoji="${focused}"]`)?.focus();
+  ui.follower.settle();
+}
+
+async function react(target, emoji, on) {
+  try {
+    await ui.room.react(target, emoji, on);
+    banner(null);
+  } catch (error) {
+    banner(`could not react: ${error.message}`);
+  }
+}
+
+function closePicker(restoreFocus = false) {
+  const picker = document.querySelector("#messages .picker");
+  if (!picker) return;
+  const opener = picker.previousElementSibling;
+  picker.remove();
+  opener?.setAttribute("aria-expanded", "false");
+  if (restoreFocus) opener?.focus();
+}
+
+function togglePicker(button, env) {
+  // A small row of emoji buttons after the React button; Escape closes it.
+  const open = button.getAttribute("aria-expanded") === "true";
+  closePicker();
+  if (open) return;
+  const target = { author: env.author, seq: env.seq };
+  const chosen = reactionsOf(`${env.author}:${env.seq}`);
+  const buttons = REACTIONS.map(([emoji, name]) => {
+    const mine = chosen.get(emoji)?.has(ui.peer.keyHex) ?? false;
+    return el(
+      "button",
+      {
+        type: "button",
+        className: "emoji",
+        "aria-label": mine ? `Take back ${name}` : `React with ${name}`,
+        "aria-pressed": String(mine),
+        onclick: () => {
+          closePicker(true);
+          react(target, emoji, !mine);
+        },
+      },
+      emoji,
+    );
+  });
+  const picker = el("div", { className: "picker", role: "group", "aria-label": "Pick a reaction" }, ...buttons);
+  picker.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") closePicker(true);
+  });
+  button.after(picker);
+  button.setAttribute("aria-expanded", "true");
+  buttons[0].focus();
+  ui.follower.settle();
 }
 
 // --- members ---
@@ -102,7 +336,13 @@ function showMessage({ env, mine }) {
 function memberRow(key) {
   let li = document.querySelector(`#members li[data-key="${key}"]`);
   if (!li) {
-    li = el("li", { dataset: { key } }, el("span", { className: "name" }), el("span", { className: "path", dataset: { path: "connecting" } }, "connecting"));
+    li = el(
+      "li",
+      { dataset: { key } },
+      avatar(key),
+      el("span", { className: "name" }),
+      el("span", { className: "path", dataset: { path: "connecting" } }, "connecting"),
+    );
     $("members").append(li);
   }
   li.querySelector(".name").textContent = who(key);
@@ -118,6 +358,7 @@ function setPath(key, path) {
 function renderTotal() {
   const count = ui.room ? ui.room.members.size + 1 : 0;
   $("total").textContent = ui.room ? `(${count})` : "";
+  $("people-toggle").textContent = ui.room ? `People (${count})` : "People";
 }
 
 // --- groups: where we sit on a busy page (group N is layer N - 1) ---
@@ -236,30 +477,41 @@ function fileRow(id, name, bytes, text) {
   return li;
 }
 
+function image(url, name) {
+  const img = el("img", { src: url, alt: name });
+  img.addEventListener("load", () => ui.follower.settle());
+  return img;
+}
+
 function onFileEvent(event) {
   const room = ui.room;
   if (event.type === "file-offered") {
-    const { offer, sender } = event;
-    const li = fileRow(offer.id, offer.name, offer.size, `${who(sender)} offers`);
-    if (offer.size > ui.peer.config.autoAcceptBytes) {
+    const { offer, sender, earlier } = event;
+    const li = fileRow(offer.id, offer.name, offer.size, `${who(sender)} ${earlier ? "shared earlier" : "offers"}`);
+    if (!acceptRuleTakes(ui.peer.config.autoAccept, offer, earlier)) {
       li.append(
-        el("button", { type: "button", className: "accept", onclick: () => room.acceptFile(offer.id) }, "Accept"),
-        el("button", { type: "button", className: "decline", onclick: () => room.declineFile(offer.id) }, "Decline"),
+        el("button", { type: "button", className: "accept", "aria-label": `Accept ${offer.name}`, onclick: () => room.acceptFile(offer.id) }, "Accept"),
+        el("button", { type: "button", className: "decline", "aria-label": `Decline ${offer.name}`, onclick: () => room.declineFile(offer.id) }, "Decline"),
       );
     }
   } else if (event.type === "file-progress") {
     const li = ui.files.get(event.id);
     if (!li) return;
     let bar = li.querySelector("progress");
-    if (!bar) li.append((bar = el("progress", { max: event.size })));
+    if (!bar) li.append((bar = el("progress", { max: event.size, "aria-label": "transferred" })));
     bar.value = event.done;
   } else if (event.type === "file-done" && event.blob) {
     const { offer, sender, blob, id } = event;
     const url = URL.createObjectURL(blob);
     const li = fileRow(id, offer.name, offer.size, `${who(sender)} shared`);
-    const link = el("a", { href: url, download: offer.name, className: "download", dataset: { sha256: offer.sha256, name: offer.name } }, "download");
+    const link = el(
+      "a",
+      { href: url, download: offer.name, className: "download", "aria-label": `download ${offer.name}`, dataset: { sha256: offer.sha256, name: offer.name } },
+      "download",
+    );
     li.append(link);
-    if (offer.mime.startsWith("image/")) li.append(el("img", { src: url, alt: offer.name }));
+    if (offer.mime.startsWith("image/")) li.append(image(url, offer.name));
+    ui.follower.settle();
   } else if (event.type === "file-done") {
     const li = ui.files.get(event.id);
     li?.append(el("span", { className: "delivered", dataset: { to: event.sender } }, ` ✓ ${who(event.sender)}`));
@@ -281,12 +533,13 @@ function onEvent(event) {
       else if (["lost", "retrying", "replaced"].includes(event.state)) banner(event.message);
       break;
     case "message":
-      showMessage(event);
+      if (event.room === ui.room) showMessage(event, true);
       break;
     case "member-joined":
       memberRow(event.key);
       note("joined", {}, whoSpan(event.key));
       renderTotal();
+      relabel();
       break;
     case "member-left":
       document.querySelector(`#members li[data-key="${event.key}"]`)?.remove();
@@ -309,7 +562,7 @@ function onEvent(event) {
       setPath(event.key, null);
       break;
     case "profile":
-      renamed(event.key);
+      relabel();
       break;
     case "gap":
       note(`${event.last - event.first + 1} messages of ${who(event.author)} could not be recovered`);
@@ -338,13 +591,31 @@ function onEvent(event) {
 
 // --- the page's controls ---
 
-function seatWish() {
-  // Where the page's address asks to sit: ?group=N (from 1) or ?friend=KEY.
-  const group = Number(params.get("group"));
-  if (Number.isSafeInteger(group) && group >= 1 && group <= MAX_LAYER + 1) return { layer: group - 1 };
-  const friend = (params.get("friend") ?? "").toLowerCase();
+function seatWish(fields) {
+  // Where the page's address asks to sit: group=N (from 1) or friend=KEY.
+  const group = Number(fields.group);
+  if (fields.group !== null && Number.isSafeInteger(group) && group >= 1 && group <= MAX_LAYER + 1) return { layer: group - 1 };
+  const friend = (fields.friend ?? "").toLowerCase();
   if (/^[0-9a-f]{64}$/.test(friend)) return { friend };
   return {};
+}
+
+function inRoom(on) {
+  for (const id of ["text", "file", "send", "file-button"]) $(id).disabled = !on;
+  $("leave").hidden = !on;
+  $("people-toggle").hidden = !on;
+  $("text").placeholder = on ? "Say something" : "Say something (join a room first)";
+}
+
+function clearRoom() {
+  $("members").replaceChildren();
+  $("messages").replaceChildren();
+  ui.files.clear();
+  ui.folded = null;
+  ui.labels = null;
+  endReply();
+  ui.follower.reset();
+  ui.attention.seen();
 }
 
 async function join(pageUrl, wish = {}) {
@@ -357,11 +628,10 @@ async function join(pageUrl, wish = {}) {
   }
   if (ui.room) {
     await ui.peer.leave(ui.room);
-    $("members").replaceChildren();
-    $("messages").replaceChildren();
-    ui.files.clear();
+    clearRoom();
   }
   ui.room = null;
+  inRoom(false);
   renderSeat();
   $("room-title").textContent = `Joining ${canonical}…`;
   ui.joinStartedAt = performance.now();
@@ -373,26 +643,45 @@ async function join(pageUrl, wish = {}) {
       // the group asked for has no seat, or the friend is not here: sit anywhere
       banner(wish.friend ? `${refusal(error, "your friend's group")}; you sit in another group` : `${refusal(error, `group ${wish.layer + 1}`)}; you sit in another group`);
       ui.room = await ui.peer.join(canonical);
+      wish = null; // the banner stays: it says what happened
     }
   } catch (error) {
     banner(`could not join: ${error.message}`);
     $("room-title").textContent = "No room yet";
     return;
   }
+  if (wish !== null) banner(null);
   ui.seatNode = ui.peer.node?.nodeUrl ?? null;
   $("room-title").textContent = canonical;
   $("room-url").value = canonical;
-  history.replaceState(null, "", `?room=${encodeURIComponent(canonical)}`);
-  for (const id of ["text", "file", "send"]) $(id).disabled = false;
-  $("text").placeholder = "Say something";
+  showRoom(location, history, { room: canonical });
+  inRoom(true);
   memberRow(ui.peer.keyHex).classList.add("me");
   setPath(ui.peer.keyHex, "you");
-  for (const env of ui.room.transcript()) showMessage({ env, mine: env.author === ui.peer.keyHex });
+  for (const env of ui.room.transcript()) showMessage({ env, mine: env.author === ui.peer.keyHex }, false);
   for (const key of ui.room.members) memberRow(key);
+  relabel();
   renderTotal();
   renderSeat();
+  ui.follower.reset();
+  ui.follower.toBottom();
   if ($("groups").open) refreshGroups();
   $("text").focus();
+}
+
+async function leave() {
+  // Leave the room and go back to the start: the address keeps no room.
+  const room = ui.room;
+  if (!room) return;
+  ui.room = null;
+  await ui.peer.leave(room);
+  clearRoom();
+  inRoom(false);
+  renderSeat();
+  renderTotal();
+  $("room-title").textContent = "No room yet";
+  showRoom(location, history, {});
+  $("room-url").focus();
 }
 
 async function sendFiles(files) {
@@ -400,11 +689,37 @@ async function sendFiles(files) {
     try {
       const offer = await ui.room.sendFile(file);
       const li = fileRow(offer.id, offer.name, offer.size, "you shared");
-      if (offer.mime.startsWith("image/")) li.append(el("img", { src: URL.createObjectURL(file), alt: offer.name }));
+      if (offer.mime.startsWith("image/")) li.append(image(URL.createObjectURL(file), offer.name));
+      banner(null);
     } catch (error) {
       note(`could not share ${file.name}: ${error.message}`);
     }
   }
+}
+
+async function send() {
+  const text = $("text").value;
+  if (!text.trim() || !ui.room) return;
+  const replyTo = ui.replyTo;
+  $("text").value = "";
+  fitComposer();
+  endReply();
+  try {
+    if (replyTo === null && PLAIN_MESSAGES_AS_TEXT) await ui.room.send(text);
+    else await ui.room.sendChat(text, { replyTo });
+    banner(null);
+  } catch (error) {
+    banner(error.message);
+    $("text").value = text;
+    fitComposer();
+  }
+}
+
+function fitComposer() {
+  // The box grows with its text, up to about eight lines, then scrolls.
+  const box = $("text");
+  box.style.setProperty("height", "auto");
+  box.style.setProperty("height", `${Math.min(box.scrollHeight + 2, 180)}px`);
 }
 
 async function copy(text, done) {
@@ -416,37 +731,31 @@ async function copy(text, done) {
   }
 }
 
-async function main() {
-  try {
-    // ?relay=only: every connection through the node's TURN relay (to try what a strict NAT sees)
-    const config = params.get("relay") === "only" ? { relayOnly: true } : {};
-    ui.peer = await Peer.open(nodes, { name: params.get("name"), config });
-  } catch (error) {
-    banner(error.message);
-    return;
-  }
-  ui.peer.on(onEvent);
-  $("key").textContent = short(ui.peer.keyHex);
-  $("name").value = ui.peer.name;
-  $("name").addEventListener("change", async () => {
-    await ui.peer.setName($("name").value.trim());
-    if (ui.room) renamed(ui.peer.keyHex);
-  });
-  $("join-form").addEventListener("submit", (event) => {
+function wireComposer() {
+  $("compose").addEventListener("submit", (event) => {
     event.preventDefault();
-    join($("room-url").value);
+    send();
   });
-  $("compose").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const text = $("text").value;
-    if (!text.trim() || !ui.room) return;
-    $("text").value = "";
-    try {
-      await ui.room.send(text);
-    } catch (error) {
-      banner(error.message);
-      $("text").value = text;
+  $("text").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("compose").requestSubmit();
+    } else if (event.key === "Escape" && ui.replyTo) {
+      endReply();
     }
+  });
+  $("text").addEventListener("input", fitComposer);
+  $("reply-cancel").addEventListener("click", () => {
+    endReply();
+    $("text").focus();
+  });
+  $("file-button").addEventListener("click", () => $("file").click());
+  // Enter clicks a button on key down, where Chromium opens no file chooser: open it on key up.
+  $("file-button").addEventListener("keydown", (event) => {
+    if (event.key === "Enter") event.preventDefault();
+  });
+  $("file-button").addEventListener("keyup", (event) => {
+    if (event.key === "Enter") $("file").click();
   });
   $("file").addEventListener("change", () => {
     sendFiles([...$("file").files]);
@@ -462,6 +771,9 @@ async function main() {
     const files = [...(event.clipboardData?.files ?? [])];
     if (ui.room && files.length) sendFiles(files);
   });
+}
+
+function wireGroups() {
   $("groups").addEventListener("toggle", () => {
     if ($("groups").open) refreshGroups();
   });
@@ -486,14 +798,54 @@ async function main() {
   });
   $("copy-key").addEventListener("click", () => copy(ui.peer.keyHex, "Your key is copied"));
   $("copy-invite").addEventListener("click", () => {
-    const invite = new URL(location.href);
-    invite.search = new URLSearchParams({ room: ui.room.url, friend: ui.peer.keyHex }).toString();
-    copy(invite.href, "An invite link to your group is copied");
+    copy(inviteLink(location, { room: ui.room.url, friend: ui.peer.keyHex }), "An invite link to your group is copied");
   });
+}
+
+function wirePage() {
+  $("join-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    join($("room-url").value);
+  });
+  $("leave").addEventListener("click", () => leave());
+  $("people-toggle").addEventListener("click", () => {
+    const open = $("people-toggle").getAttribute("aria-expanded") !== "true";
+    $("people-toggle").setAttribute("aria-expanded", String(open));
+    document.body.classList.toggle("people-open", open);
+  });
+  $("name").addEventListener("change", async () => {
+    await ui.peer.setName($("name").value.trim());
+    relabel();
+  });
+  window.addEventListener("hashchange", () => {
+    // A room link opened in this tab: go there.
+    const fields = parseFragment(location.hash);
+    if (fields.room && fields.room !== ui.room?.url) join(fields.room, seatWish(fields));
+  });
+}
+
+async function main() {
+  ui.follower = new TranscriptFollower($("messages"), $("new-pill"));
+  ui.attention = new Attention(document, { title: TITLE, checkbox: $("notify"), note: $("notify-note") });
+  try {
+    // ?relay=only: every connection through the node's TURN relay (to try what a strict NAT sees)
+    const config = params.get("relay") === "only" ? { relayOnly: true } : {};
+    ui.peer = await Peer.open(nodes, { name: params.get("name"), config });
+  } catch (error) {
+    banner(error.message);
+    return;
+  }
+  ui.peer.on(onEvent);
+  $("key").textContent = short(ui.peer.keyHex);
+  $("name").value = ui.peer.name;
+  wirePage();
+  wireComposer();
+  wireGroups();
   ui.peer.start();
-  if (params.get("room")) {
-    $("room-url").value = params.get("room");
-    await join(params.get("room"), seatWish());
+  const fields = parseFragment(location.hash);
+  if (fields.room) {
+    $("room-url").value = fields.room;
+    await join(fields.room, seatWish(fields));
   }
   document.body.dataset.ready = "true";
 }

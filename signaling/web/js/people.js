@@ -1,0 +1,56 @@
+// How the page names and draws a member: the name they gave themselves, told
+// apart from a namesake by their key's tag ("Ana ·3fa9"), and an avatar of
+// initials on a colour from the key. Names prove nothing beyond the key that
+// signed them (docs/protocol.md 5.0.1, "Names that hold"); the tag and the
+// colour are the messaging core's, the same in every client.
+
+import { keyColour, keyHue, shortTag } from "./messaging.js";
+
+export { keyColour, shortTag };
+
+export function labelsFor(names) {
+  // Map key -> label, from Map key -> name (or null): a name two keys share gets each
+  // key's tag; a key with no name is shown by its tag alone ("member ·3fa9").
+  const holders = new Map();
+  for (const [key, name] of names) {
+    if (name) holders.set(name, (holders.get(name) ?? 0) + 1);
+  }
+  const labels = new Map();
+  for (const [key, name] of names) {
+    if (!name) labels.set(key, `member ${shortTag(key)}`);
+    else labels.set(key, holders.get(name) > 1 ? `${name} ${shortTag(key)}` : name);
+  }
+  return labels;
+}
+
+export function initials(name, key) {
+  // One or two letters for an avatar: the first letters of the first two words, else
+  // the key's first two hex digits.
+  const words = (name ?? "").trim().split(/\s+/u).filter((w) => /[\p{L}\p{N}]/u.test(w));
+  if (!words.length) return key.slice(0, 2).toUpperCase();
+  const first = (word) => [...word.replace(/^[^\p{L}\p{N}]+/u, "")][0] ?? "";
+  return (first(words[0]) + (words.length > 1 ? first(words.at(-1)) : "")).toUpperCase();
+}
+
+function hslToRgb(h, s, l) {
+  const a = s * Math.min(l, 1 - l);
+  const f = (n) => {
+    const k = (n + h / 30) % 12;
+    return l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1));
+  };
+  return [f(0), f(8), f(4)];
+}
+
+function luminance([r, g, b]) {
+  // WCAG 2.x relative luminance of an sRGB colour (components 0..1).
+  const lin = (c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+  return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+}
+
+export function avatarInk(key) {
+  // White or black initials, whichever stands out more on the key's colour
+  // (hsl(H 65% 40%)): yellows and greens are too light for white text. The better
+  // of the two is at least 4.58:1 on any hue (WCAG AA asks 4.5:1).
+  const back = luminance(hslToRgb(keyHue(key), 0.65, 0.4));
+  return 1.05 / (back + 0.05) >= (back + 0.05) / 0.05 ? "#ffffff" : "#000000";
+}

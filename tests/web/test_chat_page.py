@@ -1,0 +1,361 @@
+"""The page as a chat app, in Chromium against real nodes and Python peers: the
+transcript scrolls inside its box under a fixed header and composer at desktop
+and phone sizes, a hidden tab counts unread messages in its title, everything
+works from the keyboard alone (join, send, reply, react, share a file, leave),
+the room's URL never reaches the node (it travels in the fragment), an idle page
+stays connected, and axe-core finds no serious or critical accessibility
+violation."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from aiohttp import web
+
+from peer.messaging import MessageRef
+from peer.peer import Connected, FileDone, MemberLeft, Message, Room
+from signaling.node import SignalingNode
+from signaling.session import SessionLimits
+
+from .conftest import ARTIFACTS, CHROMIUM_FLAGS, NodeFactory, PeerFactory, next_of
+
+ROOM = "https://example.org/a-page-about-tea"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+# axe-core's browser build, installed by `make test` (npm) beside the venv.
+AXE = Path(os.environ.get("PAGEMESH_AXE", ".venv/node/node_modules/axe-core/axe.min.js"))
+
+OpenChat = Callable[..., Awaitable[Any]]
+
+
+def page_url(node: SignalingNode, fragment: dict[str, str] | None = None, query: str = "") -> str:
+    """The node's page with the room in the fragment (`#room=...`), as the page writes it."""
+    base = node.url.replace("ws://", "http://") + "/" + (f"?{query}" if query else "")
+    if not fragment:
+        return base
+    return base + "#" + "&".join(f"{k}={quote(v, safe='')}" for k, v in fragment.items())
+
+
+@pytest.fixture
+async def open_chat(chromium: Any) -> AsyncIterator[OpenChat]:
+    """`await open_chat(node, name, room=URL, viewport=..., init=JS)`: a fresh profile's page."""
+    logs: list[str] = []
+    contexts: list[Any] = []
+
+    async def open_(
+        node: SignalingNode,
+        name: str,
+        room: str | None = None,
+        viewport: dict[str, int] | None = None,
+        init: str | None = None,
+        url: str | None = None,
+        ready: bool = True,
+    ) -> Any:
+        context = await chromium.new_context(viewport=viewport or DESKTOP, bypass_csp=True)
+        contexts.append(context)
+        page = await context.new_page()
+        page.on("console", lambda msg: logs.append(f"{name} {msg.type}: {msg.text}"))
+        page.on("pageerror", lambda exc: logs.append(f"{name} error: {exc}"))
+        if init is not None:
+            await page.add_init_script(init)
+        fragment = {"room": room} if room else None
+        await page.goto(url or page_url(node, fragment, f"name={name}"))
+        if ready:
+            await page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+        return page
+
+    open_.logs = logs  # type: ignore[attr-defined]
+    try:
+        yield open_
+    finally:
+        for context in contexts:
+            await context.close()
+        problems = [line for line in logs if " error" in line or "warning" in line]
+        if problems:
+            print("\n".join(problems[-100:]))
+
+
+async def python_in_room(
+    peers: PeerFactory, node: SignalingNode, name: str, url: str = ROOM, **options: Any
+) -> tuple[Any, Room]:
+    python = await peers(name, [node.url], **options)
+    return python, await python.join(url)
+
+
+def chat(room: Room, text: str, name: str | None = None, reply_to: MessageRef | None = None) -> Any:
+    """A `chat` envelope from a Python peer: its text, its signed name, what it answers."""
+    env = room.core.say(text, time.time(), name=name, reply_to=reply_to)
+    room._service()  # as Room.send does after the core numbered and signed it
+    return env
+
+
+def said(room: Room, message: Message) -> Any:
+    """The envelope a Python peer's Message came in, as signed (kind and body)."""
+    return next(e for e in room.core.transcript() if (e.author, e.seq) == (message.author, message.seq))
+
+
+async def browser_key(page: Any) -> bytes:
+    return bytes.fromhex(await page.evaluate("window.pagemesh.peer.keyHex"))
+
+
+async def in_viewport(page: Any, selector: str) -> bool:
+    """Whether the element's whole box lies inside the window and inside every scrolling box."""
+    result: bool = await page.eval_on_selector(
+        selector,
+        """(el) => {
+            const box = el.getBoundingClientRect();
+            if (box.height === 0) return false;
+            const inside = (outer) => box.top >= outer.top - 1 && box.bottom <= outer.bottom + 1
+                && box.left >= outer.left - 1 && box.right <= outer.right + 1;
+            if (!inside({top: 0, left: 0, bottom: innerHeight, right: innerWidth})) return false;
+            for (let p = el.parentElement; p; p = p.parentElement) {
+                const style = getComputedStyle(p);
+                if (/(auto|scroll|hidden)/.test(style.overflowY) && p !== document.body
+                    && p !== document.documentElement && !inside(p.getBoundingClientRect())) return false;
+            }
+            return true;
+        }""",
+    )
+    return result
+
+
+# --- the transcript scrolls in its box; the composer and the newest message stay in view ---
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+async def test_sixty_messages_keep_the_composer_and_the_newest_in_view(
+    size: str, signaling_mesh: NodeFactory, peers: PeerFactory, open_chat: OpenChat
+) -> None:
+    (node,) = await signaling_mesh(1)
+    ana, room = await python_in_room(peers, node, "ana")
+    viewport = DESKTOP if size == "desktop" else PHONE
+    page = await open_chat(node, "you", room=ROOM, viewport=viewport)
+    await next_of(room, Connected, key=await browser_key(page))
+    for i in range(60):
+        line = f"message {i}: " + ("a longer line that wraps on a phone, " * (i % 3))
+        chat(room, line.strip() + (" see https://example.org/tea?kind=green" if i % 7 == 0 else ""), "Ana")
+    await page.wait_for_function(
+        "document.querySelectorAll('#messages li.msg').length === 60", timeout=20_000
+    )
+    newest = "#messages li.msg:last-of-type"
+    await page.wait_for_function(  # the list follows to the bottom
+        "(() => { const m = document.querySelector('#messages');"
+        " return m.scrollHeight - m.scrollTop - m.clientHeight < 2; })()"
+    )
+    assert await page.inner_text(f"{newest} .body") == "message 59: a longer line that wraps on a phone, a longer line that wraps on a phone,"
+    for selector in ["#compose", "#text", "#send", "#file-button", newest, "header"]:
+        assert await in_viewport(page, selector), f"{selector} is out of view at {size}"
+    # The page itself does not scroll: only the transcript does.
+    assert await page.evaluate("document.scrollingElement.scrollHeight <= innerHeight + 1")
+    link = page.locator("#messages li.msg a[href='https://example.org/tea?kind=green']").first
+    assert await link.get_attribute("rel") == "noopener noreferrer"
+    assert await link.get_attribute("target") == "_blank"
+
+    # Scrolled up to read: what arrives is counted on a pill, which jumps down.
+    await page.eval_on_selector("#messages", "m => { m.scrollTop = 0; }")
+    await page.wait_for_function("document.querySelector('#messages').scrollTop === 0")
+    chat(room, "are you still reading?", "Ana")
+    chat(room, "there is more below", "Ana")
+    pill = page.locator("#new-pill")
+    await pill.wait_for(state="visible", timeout=10_000)
+    await page.wait_for_selector("#new-pill:text-is('2 new messages ↓')")
+    assert await page.eval_on_selector("#messages", "m => m.scrollTop") == 0  # not yanked down
+    await pill.click()
+    await pill.wait_for(state="hidden")
+    assert await in_viewport(page, "#messages li.msg:last-of-type")
+    assert await page.inner_text("#messages li.msg:last-of-type .body") == "there is more below"
+
+    # A reply and reactions, for the screenshot of the README as much as for the test.
+    ana_key = ana.public_key.hex()
+    await page.hover(f"#messages li.msg[data-author='{ana_key}']:last-of-type")
+    await page.click(f"#messages li.msg[data-author='{ana_key}']:last-of-type button.reply")
+    await page.wait_for_selector("#reply-bar:has-text('Replying to Ana')")
+    await page.fill("#text", "Still here, and see https://example.org/tea for the rest")
+    await page.press("#text", "Enter")
+    reply = "#messages li.msg.mine:last-of-type"
+    await page.wait_for_selector(f"{reply} .quote:has-text('there is more below')")
+    chat(room, "🎉 lovely", "Ana")
+    await page.wait_for_selector("#messages li.msg:last-of-type .body:text-is('🎉 lovely')")
+    target = page.locator(f"#messages li.msg[data-author='{ana_key}']").nth(-2)
+    await target.hover()
+    await target.locator("button.react").click()
+    await target.locator(".picker button[aria-label='React with heart']").click()
+    await target.locator(".reactions button[aria-pressed=true]:has-text('❤️ 1')").wait_for()
+    assert await in_viewport(page, "#compose")
+    await page.mouse.move(0, 0)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"chat-{size}.png"))
+
+
+# --- a hidden tab counts what arrived; desktop notifications only when asked for ---
+
+# Visibility as a background tab has it, and a Notification that records what the
+# page does with it (headless Chromium has no desktop to show one on).
+HIDDEN_TAB = """
+(() => {
+  let hidden = false;
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: () => (hidden ? "hidden" : "visible") });
+  window.setHidden = (value) => { hidden = value; document.dispatchEvent(new Event("visibilitychange")); };
+  window.noticeLog = { asked: 0, shown: [] };
+  class RecordedNotification {
+    static permission = "default";
+    static async requestPermission() { window.noticeLog.asked += 1; RecordedNotification.permission = "granted"; return "granted"; }
+    constructor(title, options) { window.noticeLog.shown.push({ title, body: options.body }); }
+    close() {}
+  }
+  window.Notification = RecordedNotification;
+})();
+"""
+
+
+async def test_a_hidden_tab_counts_unread_messages_in_its_title(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_chat: OpenChat
+) -> None:
+    (node,) = await signaling_mesh(1)
+    _, room = await python_in_room(peers, node, "ana")
+    page = await open_chat(node, "you", room=ROOM, init=HIDDEN_TAB)
+    await next_of(room, Connected, key=await browser_key(page))
+    assert await page.title() == "pagemesh"
+    assert await page.evaluate("window.noticeLog.asked") == 0  # nothing asked on load
+
+    # Opting in asks for permission on that click, not before.
+    await page.click("#notify")
+    await page.wait_for_function("window.noticeLog.asked === 1")
+    assert await page.is_checked("#notify")
+
+    await page.evaluate("window.setHidden(true)")
+    for text in ["one", "two", "three"]:
+        chat(room, text, "Ana")
+    await page.wait_for_function("document.title === '(3) pagemesh'", timeout=10_000)
+    shown = await page.evaluate("window.noticeLog.shown")
+    assert shown == [{"title": "Ana", "body": t} for t in ["one", "two", "three"]]
+
+    # Back to the tab: the count is read; a message while visible changes nothing.
+    await page.evaluate("window.setHidden(false)")
+    await page.wait_for_function("document.title === 'pagemesh'")
+    chat(room, "four", "Ana")
+    await page.wait_for_selector("#messages li.msg .body:text-is('four')")
+    assert await page.title() == "pagemesh"
+    assert len(await page.evaluate("window.noticeLog.shown")) == 3
+    # The live region says what arrived, for a screen reader.
+    assert await page.get_attribute("#announce", "aria-live") == "polite"
+    assert await page.inner_text("#announce") == "Ana: four"
+
+    # Opting out holds: hidden again, counted in the title, no notification.
+    await page.click("#notify")
+    await page.evaluate("window.setHidden(true)")
+    chat(room, "five", "Ana")
+    await page.wait_for_function("document.title === '(1) pagemesh'", timeout=10_000)
+    assert len(await page.evaluate("window.noticeLog.shown")) == 3
+
+
+# --- everything from the keyboard ---
+
+
+async def tab_to(page: Any, selector: str, limit: int = 60) -> None:
+    """Press Tab until `selector` has the focus (at most `limit` times)."""
+    for _ in range(limit):
+        if await page.evaluate("(s) => document.activeElement?.matches(s) ?? false", selector):
+            return
+        await page.keyboard.press("Tab")
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+async def focus_is_visible(page: Any) -> bool:
+    style: dict[str, str] = await page.evaluate(
+        "(() => { const s = getComputedStyle(document.activeElement);"
+        " return {style: s.outlineStyle, width: s.outlineWidth}; })()"
+    )
+    return style["style"] != "none" and style["width"] not in ("0px", "")
+
+
+async def test_keyboard_alone_joins_sends_replies_reacts_shares_and_leaves(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_chat: OpenChat, tmp_path: Path
+) -> None:
+    (node,) = await signaling_mesh(1)
+    ana, room = await python_in_room(peers, node, "ana", accept_files_to=tmp_path / "inbox")
+    page = await open_chat(node, "you")  # the start page: no room yet
+    assert await page.is_disabled("#text")
+
+    await tab_to(page, "#room-url")
+    assert await focus_is_visible(page)
+    await page.keyboard.type(ROOM)
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#leave:not([hidden])", timeout=15_000)
+    me = await browser_key(page)
+    await next_of(room, Connected, key=me)
+    assert await page.evaluate("document.activeElement.id") == "text"  # ready to type
+
+    await page.keyboard.type("hello from the keyboard")
+    await page.keyboard.press("Enter")
+    assert (await next_of(room, Message, mine=False)).text == "hello from the keyboard"
+    await page.keyboard.type("two")
+    await page.keyboard.press("Shift+Enter")
+    await page.keyboard.type("lines")
+    await page.keyboard.press("Enter")
+    assert (await next_of(room, Message, mine=False)).text == "two\nlines"
+    assert await page.input_value("#text") == ""
+
+    # Reply to Ana's message and react to it, all by Tab and Enter.
+    asked = chat(room, "tea or coffee?", "Ana")
+    ana_message = f"#messages li.msg[data-author='{ana.public_key.hex()}']"
+    await page.wait_for_selector(f"{ana_message} .body:text-is('tea or coffee?')")
+    await tab_to(page, f"{ana_message} button.reply")
+    assert await focus_is_visible(page)
+    assert await page.is_visible(f"{ana_message} .actions")  # shown while focused
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#reply-bar:not([hidden]):has-text('Replying to Ana')")
+    assert await page.evaluate("document.activeElement.id") == "text"
+    await page.keyboard.type("tea, of course")
+    await page.keyboard.press("Enter")
+    reply = await next_of(room, Message, mine=False)
+    assert json.loads(said(room, reply).body) == {
+        "text": "tea, of course",
+        "name": "you",
+        "re": {"author": ana.public_key.hex(), "seq": asked.seq},
+    }
+    await page.wait_for_selector("#messages li.msg.mine .quote:has-text('tea or coffee?')")
+    assert await page.is_hidden("#reply-bar")
+
+    await tab_to(page, f"{ana_message} button.react")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector(f"{ana_message} .picker")
+    assert await page.evaluate("document.activeElement.getAttribute('aria-label')") == "React with thumbs up"
+    await page.keyboard.press("Enter")
+    chip = f"{ana_message} .reactions button[aria-pressed=true]"
+    await page.wait_for_selector(f"{chip}:has-text('👍 1')")
+    reaction = said(room, await next_of(room, Message, mine=False))
+    assert (reaction.kind, json.loads(reaction.body)["emoji"]) == ("reaction", "👍")
+    await tab_to(page, chip)  # the chip toggles it off again
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector(f"{ana_message} .reactions", state="hidden")
+
+    # The file picker is a real button.
+    upload = tmp_path / "notes.txt"
+    upload.write_bytes(b"keyboard only\n" * 100)
+    await tab_to(page, "#file-button")
+    assert await focus_is_visible(page)
+    async with page.expect_file_chooser() as chooser:
+        await page.keyboard.press("Enter")
+    await (await chooser.value).set_files(str(upload))
+    done = await next_of(room, FileDone, within=20)
+    assert done.path.read_bytes() == upload.read_bytes()
+
+    await tab_to(page, "#leave")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#room-title:text-is('No room yet')")
+    await next_of(room, MemberLeft, key=me)
+    assert await page.evaluate("location.hash") == ""
+    assert await page.evaluate("document.activeElement.id") == "room-url"
+    assert await page.is_disabled("#text")
+    assert await page.locator("#messages li").count() == 0
