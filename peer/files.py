@@ -11,6 +11,12 @@ whole file's SHA-256 with the offer's. A corrupted chunk is refused and the
 transfer resumes from the last verified byte (`resume_offset`), after a
 reconnection or a restart alike (docs/protocol.md, "Files").
 
+An offer is new to the members present when it is made; a member who comes
+later hears it as one made `earlier` (a "shared earlier" entry it may fetch
+while the sender is here), never as a new one, and no accept policy takes it
+unless told to (`AcceptRule`). A sender offers its newest files only, each for
+an hour (`SharedFiles`), as a receiver keeps them.
+
 What a member may make a receiver keep is bounded here too (`OfferBook`):
 offers per member and per room, a rate per member, an age, and the number
 of downloads an accept policy runs at once. The receiver's file names are
@@ -24,7 +30,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from signaling.protocol import TokenBucket
@@ -54,8 +60,9 @@ class FileOffer:
     sha256: bytes
     chunk_size: int = DEFAULT_CHUNK
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def to_json(self, earlier: bool = False) -> dict[str, Any]:
+        """The `file-offer` frame; `earlier` for a member who was not here when it was made."""
+        frame = {
             "t": "file-offer",
             "id": self.id,
             "name": self.name,
@@ -64,6 +71,15 @@ class FileOffer:
             "sha256": self.sha256.hex(),
             "chunk": self.chunk_size,
         }
+        if earlier:
+            frame["earlier"] = True
+        return frame
+
+
+def parse_offer_frame(data: Any, max_size: int) -> tuple[FileOffer, bool]:
+    """A `file-offer` frame: the offer, and whether it was made before we came."""
+    offer = parse_offer(data, max_size)
+    return offer, data.get("earlier", False) is True
 
 
 def parse_offer(data: Any, max_size: int) -> FileOffer:
@@ -98,6 +114,8 @@ def parse_offer(data: Any, max_size: int) -> FileOffer:
         raise FileRejected(f"chunk size must be in 1024..{MAX_CHUNK}")
     if offer.size == 0 and offer.sha256 != _EMPTY_SHA256:
         raise FileRejected("an empty file's sha256 is that of no bytes")
+    if not isinstance(data.get("earlier", False), bool):
+        raise FileRejected("earlier is true or false")
     return offer
 
 
@@ -239,6 +257,8 @@ class _Kept:
     member: bytes
     offer: FileOffer
     since: float
+    earlier: bool = False
+    """Made before we came: a person may fetch it, a policy takes it only if told to."""
 
 
 class OfferBook:
@@ -267,6 +287,11 @@ class OfferBook:
         kept = self._kept.get(file_id)
         return None if kept is None else (kept.member, kept.offer)
 
+    def earlier(self, file_id: str) -> bool:
+        """Whether the kept offer was made before we came."""
+        kept = self._kept.get(file_id)
+        return kept is not None and kept.earlier
+
     def values(self) -> list[tuple[bytes, FileOffer]]:
         return [(kept.member, kept.offer) for kept in self._kept.values()]
 
@@ -290,7 +315,7 @@ class OfferBook:
             return False
         return True
 
-    def add(self, member: bytes, offer: FileOffer, now: float) -> bool:
+    def add(self, member: bytes, offer: FileOffer, now: float, earlier: bool = False) -> bool:
         """Keep an admitted offer; False (counted) over the member's or the room's count."""
         if self.known(offer.id):
             return False
@@ -300,7 +325,7 @@ class OfferBook:
         if len(self._kept) >= self.limits.per_room:
             self._count("drop.offer_room_full")
             return False
-        self._kept[offer.id] = _Kept(member, offer, now)
+        self._kept[offer.id] = _Kept(member, offer, now, earlier)
         self._per_member[member] = self._per_member.get(member, 0) + 1
         return True
 
@@ -351,16 +376,17 @@ class OfferBook:
     def next_acceptable(
         self,
         busy: Mapping[bytes, int],
-        eligible: Callable[[FileOffer], bool] | None = None,
+        eligible: Callable[[FileOffer, bool], bool] | None = None,
     ) -> str | None:
         """The oldest offer an accept policy may take now, given the downloads running
-        per member (`busy`); None when the room's or every waiting member's slots are full."""
+        per member (`busy`) and what it takes (`eligible(offer, earlier)`); None when
+        the room's or every waiting member's slots are full."""
         limits = self.limits
         if sum(busy.values()) >= limits.downloads_per_room:
             return None
         for file_id, kept in self._kept.items():
             if busy.get(kept.member, 0) < limits.downloads_per_member and (
-                eligible is None or eligible(kept.offer)
+                eligible is None or eligible(kept.offer, kept.earlier)
             ):
                 return file_id
         return None
@@ -372,6 +398,169 @@ class OfferBook:
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+
+
+# --- which offers an accept policy takes ----------------------------------------------
+
+INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"})
+"""Images a browser shows inline as they are (no SVG: it is a document, not a picture)."""
+INLINE_IMAGE_BYTES = 2 * 1024 * 1024
+"""The largest image the browser takes unasked, to show it inline."""
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptRule:
+    """Which offers an accept policy takes unasked (docs/protocol.md 5.2). Whatever
+    the rule, a file shared before we came is taken only with `earlier`."""
+
+    max_bytes: int | None = None
+    """The largest file taken (None: any the receiver's size limit lets through)."""
+    inline_images_only: bool = False
+    """Only `INLINE_IMAGE_TYPES`: what a browser shows in the conversation."""
+    earlier: bool = False
+    """Also the files shared before we came (`pagemesh receive --include-earlier`)."""
+
+    def takes(self, offer: FileOffer, earlier: bool) -> bool:
+        if earlier and not self.earlier:
+            return False
+        if self.max_bytes is not None and offer.size > self.max_bytes:
+            return False
+        return not self.inline_images_only or offer.mime.lower() in INLINE_IMAGE_TYPES
+
+
+BROWSER_ACCEPT = AcceptRule(INLINE_IMAGE_BYTES, inline_images_only=True)
+"""The browser's policy: the small images it shows inline, shared after it came."""
+
+
+# --- what a sender offers ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Shared:
+    offer: FileOffer
+    since: float
+    fresh: set[bytes]
+    """Members to whom it is new: those present when it was made, and those addressed
+    since (`SharedFiles.address`)."""
+    audience: set[bytes] | None = field(default=None)
+    """The members it is offered to; None: the whole room, newcomers too."""
+
+
+class SharedFiles:
+    """The files a sender offers, and to whom each is new.
+
+    No I/O: the caller passes `now`. A sender offers its `limits.per_member` newest
+    files, each for `limits.max_age` seconds: no receiver keeps more of one member's
+    offers, or longer, so one offered beyond that would only come back as new. A
+    member present when a file is offered hears of it as new; one who comes later
+    hears of it as shared `earlier`. A file meant for some members only (`audience`)
+    is offered, and served, to them alone. Recipient sets are bounded by
+    `limits.members`.
+    """
+
+    def __init__(self, limits: OfferLimits | None = None) -> None:
+        self.limits = limits or OfferLimits()
+        self._shared: dict[str, _Shared] = {}  # insertion-ordered: the oldest go first
+
+    def __len__(self) -> int:
+        return len(self._shared)
+
+    def __contains__(self, file_id: object) -> bool:
+        return file_id in self._shared
+
+    def add(
+        self,
+        offer: FileOffer,
+        now: float,
+        present: Iterable[bytes],
+        audience: Iterable[bytes] | None = None,
+    ) -> list[str]:
+        """Offer a file, new to the `present` members (of `audience`, if given). Returns
+        the ids of the oldest files no longer offered because of it."""
+        bound = self.limits.members
+        fresh = set(_first(present, bound))
+        chosen = None if audience is None else set(_first(audience, bound))
+        if chosen is not None:
+            fresh &= chosen
+        self._shared.pop(offer.id, None)
+        self._shared[offer.id] = _Shared(offer, now, fresh, chosen)
+        gone: list[str] = []
+        while len(self._shared) > self.limits.per_member:
+            gone.append(next(iter(self._shared)))
+            del self._shared[gone[-1]]
+        return gone
+
+    def address(self, file_id: str, members: Iterable[bytes]) -> list[bytes]:
+        """Offer a file to more members, as new to them (`pagemesh send --to` names them
+        as they come). Returns the members added; none past the bound."""
+        shared = self._shared.get(file_id)
+        if shared is None:
+            return []
+        added = []
+        for member in members:
+            if member in shared.fresh or len(shared.fresh) >= self.limits.members:
+                continue
+            if shared.audience is not None:
+                if len(shared.audience) >= self.limits.members:
+                    continue
+                shared.audience.add(member)
+            shared.fresh.add(member)
+            added.append(member)
+        return added
+
+    def get(self, file_id: str, now: float) -> FileOffer | None:
+        """The file, while it is offered (not yet past its age)."""
+        shared = self._shared.get(file_id)
+        if shared is None or now >= shared.since + self.limits.max_age:
+            return None
+        return shared.offer
+
+    def serves(self, file_id: str, member: bytes, now: float) -> bool:
+        """Whether `member` may fetch the file: offered, not too old, and meant for it."""
+        shared = self._shared.get(file_id)
+        return (
+            self.get(file_id, now) is not None
+            and shared is not None
+            and (shared.audience is None or member in shared.audience)
+        )
+
+    def earlier(self, file_id: str, member: bytes) -> bool:
+        """Whether the file is one `member` hears of as shared before it came."""
+        shared = self._shared.get(file_id)
+        return shared is not None and member not in shared.fresh
+
+    def for_member(self, member: bytes, now: float) -> list[tuple[FileOffer, bool]]:
+        """What to offer a member whose link (re)opened: every file still offered and
+        meant for it, oldest first, each with whether it was shared before it came."""
+        return [
+            (shared.offer, member not in shared.fresh)
+            for file_id, shared in self._shared.items()
+            if self.serves(file_id, member, now)
+        ]
+
+    def expire(self, now: float) -> list[str]:
+        """Stop offering files past their age. Returns their ids."""
+        oldest = now - self.limits.max_age
+        gone = [i for i, shared in self._shared.items() if shared.since <= oldest]
+        for file_id in gone:
+            del self._shared[file_id]
+        return gone
+
+    def next_expiry(self) -> float | None:
+        """When `expire` next has something to do (None: nothing offered)."""
+        if not self._shared:
+            return None
+        return next(iter(self._shared.values())).since + self.limits.max_age
+
+
+def _first(members: Iterable[bytes], bound: int) -> list[bytes]:
+    """At most `bound` members (a room's layer holds far fewer)."""
+    chosen: list[bytes] = []
+    for member in members:
+        if len(chosen) >= bound:
+            break
+        chosen.append(member)
+    return chosen
 
 
 # --- what a member's accepts may make a sender upload ------------------------------------

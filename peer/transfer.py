@@ -11,6 +11,11 @@ SHA-256 matches, moves it into place under a name of its own choosing
 (`local_name`). A bad chunk closes the channel and the receiver asks again
 from its verified offset (docs/protocol.md, "Files").
 
+A file is new to the members present when it is offered; one who comes later
+hears of it as shared `earlier`, and an accept policy takes that only if its
+rule says so (`accept_rule`). What this side offers is kept in `SharedFiles`:
+its newest files, each for an hour, to the whole room or to some members.
+
 What a member may make this side keep is bounded by `OfferLimits` (kept in
 `OfferBook`); an accept policy (`auto_accept`) runs a few downloads at once
 and takes the next offer when one ends. What a member's accepts may make this
@@ -31,7 +36,7 @@ import mimetypes
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +45,13 @@ from aiortc import RTCDataChannel
 
 from .files import (
     DEFAULT_CHUNK,
+    AcceptRule,
     FileDownload,
     FileOffer,
     FileRejected,
     OfferBook,
     OfferLimits,
+    SharedFiles,
     StartUpload,
     StopUpload,
     UploadBook,
@@ -52,7 +59,7 @@ from .files import (
     WaitNotice,
     chunk_frame,
     local_name,
-    parse_offer,
+    parse_offer_frame,
     part_name,
 )
 from .store import PartialDownload, PeerStore
@@ -68,6 +75,8 @@ MAX_REPAIRS = 5
 class FileOffered:
     sender: bytes
     offer: FileOffer
+    earlier: bool = False
+    """Shared before we came: fetch it if you like; no accept policy takes it unasked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +189,11 @@ class Transfers:
     """The file transfers of one room.
 
     `clock` gives the time for the offer and upload bounds (monotonic seconds;
-    tests pass their own). `auto_accept` is the accept policy: offers go into
-    that directory unasked, at most `limits.downloads_per_member` and
-    `downloads_per_room` at once. `upload_limits` bounds what members' accepts
-    make this side upload.
+    tests pass their own). `auto_accept` is the accept policy: the offers
+    `accept_rule` takes go into that directory unasked, at most
+    `limits.downloads_per_member` and `downloads_per_room` at once (by default
+    every file shared after we came, none shared before). `upload_limits`
+    bounds what members' accepts make this side upload.
     """
 
     def __init__(
@@ -206,6 +216,9 @@ class Transfers:
         self.limits = limits or OfferLimits()
         self._clock = clock
         self.outgoing: dict[str, tuple[FileOffer, Path]] = {}
+        """What we can serve, and from where (the files `shared` holds)."""
+        self.shared = SharedFiles(self.limits)
+        """What we offer, for how long, and to whom each file is new."""
         self.offers = OfferBook(self.limits)
         self.counters = self.offers.counters
         """Drops and failures by name (shared with the offer and upload books)."""
@@ -217,6 +230,7 @@ class Transfers:
         self._closed = False
         self.incoming: dict[str, _Incoming] = {}
         self.auto_accept: Path | None = None
+        self.accept_rule = AcceptRule()
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -224,7 +238,16 @@ class Transfers:
 
     # --- sending -------------------------------------------------------------------
 
-    async def offer(self, path: Path, members: list[bytes]) -> FileOffer:
+    async def offer(
+        self,
+        path: Path,
+        members: list[bytes],
+        present: Iterable[bytes] = (),
+        to: Collection[bytes] | None = None,
+    ) -> FileOffer:
+        """Offer a file to the `members` linked now (and to whoever connects later). It
+        is new to them and to the other `present` members; `to` offers it to those
+        members only."""
         size = (await asyncio.to_thread(path.stat)).st_size
         if size > self.max_size:
             raise ValueError(f"{path.name} is {size} bytes; the limit is {self.max_size}")
@@ -232,20 +255,35 @@ class Transfers:
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         offer = FileOffer(os.urandom(16).hex(), path.name, size, mime, sha, DEFAULT_CHUNK)
         self.outgoing[offer.id] = (offer, path)
-        while len(self.outgoing) > self.limits.per_member:  # receivers keep no more of ours
-            del self.outgoing[next(iter(self.outgoing))]
+        now = self._clock()
+        for gone in self.shared.add(offer, now, [*members, *present], to):
+            self.outgoing.pop(gone, None)  # receivers keep no more of ours
         for member in members:
-            self._send_control(member, offer.to_json())
+            if self.shared.serves(offer.id, member, now):
+                self._send_control(member, offer.to_json())
+        self._arm()
         return offer
+
+    def offer_to(self, file_id: str, members: Iterable[bytes], linked: Iterable[bytes]) -> None:
+        """Offer a file we offer already to more members, as new to them (now to the
+        `linked` ones, to the others when they connect)."""
+        added = set(self.shared.address(file_id, members))
+        offer = self.shared.get(file_id, self._clock())
+        if offer is None:
+            return
+        for member in linked:
+            if member in added:
+                self._send_control(member, offer.to_json())
 
     def member_connected(self, member: bytes) -> None:
         """A (re)opened link: offers still wanted go again, partial downloads resume.
 
-        The re-offers are what a member that joined late gets; they are bounded by
-        our own outgoing list, and a receiver ignores the ones it already knows.
+        The re-offers are what a member that joined late gets, as files shared
+        `earlier` (unless it was present when we offered them); they are bounded by
+        what we offer (`shared`), and a receiver ignores the ones it already knows.
         """
-        for offer, _ in self.outgoing.values():
-            self._send_control(member, offer.to_json())
+        for offer, earlier in self.shared.for_member(member, self._clock()):
+            self._send_control(member, offer.to_json(earlier))
         for file_id, incoming in self.incoming.items():
             if incoming.sender == member:
                 self._accept(file_id, incoming)
@@ -258,10 +296,12 @@ class Transfers:
         self._run_uploads()
 
     def _on_accept(self, member: bytes, frame: dict[str, Any]) -> None:
-        entry = self.outgoing.get(str(frame.get("id")))
+        file_id = str(frame.get("id"))
+        entry = self.outgoing.get(file_id)
         offset = frame.get("offset")
         if (
             entry is None
+            or (file_id in self.shared and not self.shared.serves(file_id, member, self._clock()))
             or not isinstance(offset, int)
             or isinstance(offset, bool)
             or not 0 <= offset <= entry[0].size
@@ -421,15 +461,15 @@ class Transfers:
         if not self.offers.admit(member, now):
             return
         try:
-            offer = parse_offer(frame, self.max_size)
+            offer, earlier = parse_offer_frame(frame, self.max_size)
         except FileRejected as exc:
             self._count("drop.offer_malformed")
             self._emit(FileFailed(str(file_id or "")[:32], f"offer refused: {exc}"))
             return
         self._expire(now)
-        if not self.offers.add(member, offer, now):
+        if not self.offers.add(member, offer, now, earlier):
             return
-        self._emit(FileOffered(member, offer))
+        self._emit(FileOffered(member, offer, earlier))
         self._fill_slots()
         self._arm()
 
@@ -483,7 +523,7 @@ class Transfers:
         if self.auto_accept is None:
             return
         busy = Counter(incoming.sender for incoming in self.incoming.values())
-        while (file_id := self.offers.next_acceptable(busy)) is not None:
+        while (file_id := self.offers.next_acceptable(busy, self.accept_rule.takes)) is not None:
             sender = self.offers.get(file_id)
             try:
                 self.accept(file_id, self.auto_accept)
@@ -653,12 +693,17 @@ class Transfers:
         deadline = self.offers.next_expiry()
         if deadline is not None and deadline <= now:
             self.offers.expire(now)
+        deadline = self.shared.next_expiry()
+        if deadline is not None and deadline <= now:
+            for file_id in self.shared.expire(now):
+                self.outgoing.pop(file_id, None)
 
     def _arm(self) -> None:
         """Keep one timer, at the earliest offer expiry, download or upload stall, or
         `file-wait` notice."""
         deadlines = [i.active_at + self.limits.stall for i in self.incoming.values()]
-        for deadline in (self.offers.next_expiry(), self.uploads.get_timer()):
+        timers = (self.offers.next_expiry(), self.shared.next_expiry(), self.uploads.get_timer())
+        for deadline in timers:
             if deadline is not None:
                 deadlines.append(deadline)
         if not deadlines:

@@ -16,17 +16,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.files import (
+    BROWSER_ACCEPT,
+    INLINE_IMAGE_BYTES,
     MAX_LOCAL_NAME,
+    AcceptRule,
     FileDownload,
     FileOffer,
     FileRejected,
     OfferBook,
     OfferLimits,
+    SharedFiles,
     UploadLimits,
     chunk_frame,
     local_name,
     parse_chunk,
     parse_offer,
+    parse_offer_frame,
     part_name,
 )
 from peer.store import PeerStore
@@ -211,7 +216,7 @@ def test_any_name_maps_to_one_the_filesystem_takes(
 
 # --- the offer book -------------------------------------------------------------------
 
-A, B = b"\xaa" * 32, b"\xbb" * 32
+A, B, C = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
 
 
 def an_offer(n: int = 0, size: int = 10) -> FileOffer:
@@ -255,7 +260,7 @@ def test_the_accept_policy_takes_the_oldest_within_its_slots() -> None:
     assert book.next_acceptable({}) == an_offer(0).id
     assert book.next_acceptable({A: 1}) == an_offer(2).id
     assert book.next_acceptable({A: 1, B: 1}) is None
-    assert book.next_acceptable({}, eligible=lambda o: o.size > 0) == an_offer(1).id
+    assert book.next_acceptable({}, eligible=lambda o, earlier: o.size > 0) == an_offer(1).id
 
 
 def test_member_buckets_are_bounded() -> None:
@@ -300,6 +305,66 @@ def test_the_book_stays_within_its_limits(ops: list[tuple[str, int, int, float]]
         for m in {m for m, _ in kept}:
             assert sum(1 for k, _ in kept if k == m) <= limits.per_member
         assert len(book._settled) <= limits.settled and len(book._buckets) <= limits.members
+
+
+# --- files shared earlier, accept rules, what a sender offers --------------------------
+
+
+def test_an_offer_says_when_it_was_made_before_the_receiver_came() -> None:
+    offer = offer_for(DATA)
+    assert "earlier" not in offer.to_json()  # a new offer reads as before
+    assert parse_offer_frame(offer.to_json(), 10**6) == (offer, False)
+    assert parse_offer_frame(offer.to_json(earlier=True), 10**6) == (offer, True)
+    for bad in ("yes", 1, None):
+        with pytest.raises(FileRejected, match="earlier is true or false"):
+            parse_offer({**offer.to_json(), "earlier": bad}, 10**6)
+
+
+@pytest.mark.parametrize(
+    ("rule", "mime", "size", "earlier", "taken"),
+    [
+        (AcceptRule(), "application/zip", 10**9, False, True),
+        (AcceptRule(), "image/png", 10, True, False),  # shared before we came: asked for only
+        (AcceptRule(earlier=True), "image/png", 10, True, True),
+        (AcceptRule(max_bytes=100), "text/plain", 101, False, False),
+        (BROWSER_ACCEPT, "image/png", INLINE_IMAGE_BYTES, False, True),
+        (BROWSER_ACCEPT, "IMAGE/JPEG", 10, False, True),
+        (BROWSER_ACCEPT, "image/png", INLINE_IMAGE_BYTES + 1, False, False),
+        (BROWSER_ACCEPT, "image/svg+xml", 10, False, False),  # a document, not a picture
+        (BROWSER_ACCEPT, "text/plain", 10, False, False),
+        (BROWSER_ACCEPT, "image/gif", 10, True, False),
+    ],
+)
+def test_accept_rules(rule: AcceptRule, mime: str, size: int, earlier: bool, taken: bool) -> None:
+    offer = FileOffer("ab" * 16, "x", size, mime, bytes(32))
+    assert rule.takes(offer, earlier) is taken
+
+
+def test_a_sender_offers_its_newest_files_for_an_hour_new_to_those_present() -> None:
+    shared = SharedFiles(OfferLimits(per_member=2, max_age=60.0))
+    first, second, third = an_offer(1), an_offer(2), an_offer(3)
+    assert shared.add(first, 0.0, [A]) == []
+    assert shared.add(second, 10.0, [A, B]) == []
+    assert shared.for_member(A, 10.0) == [(first, False), (second, False)]
+    assert shared.for_member(B, 10.0) == [(first, True), (second, False)]  # came after the first
+    assert shared.for_member(C, 10.0) == [(first, True), (second, True)]  # a newcomer
+    assert shared.add(third, 20.0, []) == [first.id]  # receivers keep no more of ours
+    assert shared.get(first.id, 20.0) is None and shared.next_expiry() == 70.0
+    assert shared.get(second.id, 69.9) == second and shared.get(second.id, 70.0) is None
+    assert not shared.serves(second.id, A, 70.0)  # too old to be fetched, even before expire
+    assert shared.expire(70.0) == [second.id] and len(shared) == 1
+
+
+def test_a_file_for_some_members_is_offered_and_served_to_them_alone() -> None:
+    shared = SharedFiles(OfferLimits(members=2))
+    offer = an_offer(1)
+    shared.add(offer, 0.0, present=[A, B], audience=[B])
+    assert shared.for_member(A, 1.0) == [] and not shared.serves(offer.id, A, 1.0)
+    assert shared.for_member(B, 1.0) == [(offer, False)] and shared.serves(offer.id, B, 1.0)
+    assert shared.address(offer.id, [C, B]) == [C]  # named later: new to it too
+    assert shared.for_member(C, 1.0) == [(offer, False)]
+    assert shared.address(offer.id, [A]) == []  # at most `members` recipients
+    assert shared.address("00" * 16, [A]) == []
 
 
 # --- Transfers, receiving (no network: frames and channels by hand) ----------------
@@ -486,6 +551,51 @@ async def test_the_sender_keeps_its_newest_offers_only(tmp_path: Path) -> None:
     sent.clear()
     transfers.member_connected(B)  # a late joiner gets the newest three
     assert [frame["name"] for _, frame in sent] == ["f2.txt", "f3.txt", "f4.txt"]
+
+
+async def test_a_newcomer_hears_of_past_files_as_shared_earlier(tmp_path: Path) -> None:
+    sent: list[tuple[bytes, dict[str, Any]]] = []
+    transfers = Transfers(
+        PeerStore(tmp_path / "store"),
+        lambda member, frame: sent.append((member, frame)) is None,
+        lambda member, label: None,
+        lambda event: None,
+        1 << 20,
+    )
+    path = tmp_path / "notes.txt"
+    path.write_text("notes")
+    offer = await transfers.offer(path, [A], present=[A, B])  # B is here, not yet linked
+    assert sent == [(A, offer.to_json())]
+    sent.clear()
+    for member in (A, B, C):  # links (re)open; C came after the offer
+        transfers.member_connected(member)
+    assert sent == [(A, offer.to_json()), (B, offer.to_json()), (C, offer.to_json(True))]
+    sent.clear()
+    only_c = await transfers.offer(path, [A, B], present=[A, B], to=[C])
+    assert sent == []  # for C alone, and C is not linked
+    transfers.offer_to(only_c.id, [B], linked=[A, B])
+    assert sent == [(B, only_c.to_json())]
+    transfers.on_control(A, {"t": "file-accept", "id": only_c.id, "offset": 0})
+    assert transfers.counters == {"drop.accept_unknown": 1}  # not offered to A: not served
+
+
+def test_an_accept_policy_takes_no_file_shared_earlier_unless_told(tmp_path: Path) -> None:
+    r = Receiver(tmp_path, tmp_path / "in")
+    data = os.urandom(3000)
+    earlier = FileOffer("01" * 16, "old.png", 3000, "image/png", hashlib.sha256(data).digest())
+    r.transfers.on_control(A, earlier.to_json(earlier=True))
+    fresh = r.offer(data)
+    assert [(type(e), getattr(e, "earlier", None)) for e in r.events] == [
+        (FileOffered, True),
+        (FileOffered, False),
+    ]
+    assert list(r.transfers.incoming) == [fresh.id] and earlier.id in r.transfers.offers
+    r.transfers.accept(earlier.id, tmp_path / "in")  # a person asks for it
+    assert earlier.id in r.transfers.incoming
+    told = Receiver(tmp_path / "told", tmp_path / "in2")
+    told.transfers.accept_rule = AcceptRule(earlier=True)  # `receive --include-earlier`
+    told.transfers.on_control(A, earlier.to_json(earlier=True))
+    assert list(told.transfers.incoming) == [earlier.id]
 
 
 def test_a_download_waiting_for_a_sender_slot_does_not_stall(tmp_path: Path) -> None:

@@ -53,6 +53,8 @@ async def test_the_demo_in_a_browser(chromium: Any, tmp_path: Path) -> None:
         original = tmp_path / "notes.txt"
         original.write_bytes(os.urandom(300_000))
         await page.set_input_files("#file", str(original))
+        # Not an image to show inline: the page asks before it downloads the echo.
+        await page.click('#messages li.file:has-text("echo-notes.txt") button.accept')
         echoed = await page.wait_for_selector(
             'a.download[data-name="echo-notes.txt"]', timeout=30_000
         )

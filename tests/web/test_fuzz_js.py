@@ -16,9 +16,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peer.files import FileOffer, OfferLimits, UploadLimits
+from peer.files import (
+    BROWSER_ACCEPT,
+    INLINE_IMAGE_BYTES,
+    AcceptRule,
+    FileOffer,
+    OfferLimits,
+    SharedFiles,
+    UploadLimits,
+)
 from peer.store import PeerStore
-from peer.transfer import HIGH_WATER, Transfers
+from peer.transfer import HIGH_WATER, FileOffered, Transfers
 from peer.webrtc import ControlFrameRejected, parse_control_frame
 
 from .test_vectors import page  # noqa: F401  (fixture)
@@ -123,14 +131,15 @@ async def test_control_frames_deep_or_bad_are_refused_as_in_python(page: Any) ->
     assert got[:4] == ["too_deep"] * 4 and got[-1] == "too_large"
 
 
-TWIN = """async ([ops, limits]) => {
+TWIN = """async ([ops, limits, autoAccept]) => {
     const m = window.m;
     let now = 0;
     const sent = [];
+    const offered = [];
     const t = new m.Transfers({
         sendControl: (member, frame) => { sent.push([member, frame.t, frame.id]); return true; },
-        openChannel: () => null, emit: () => {}, maxSize: 1 << 20, autoAcceptBytes: 1 << 30,
-        limits, now: () => now,
+        openChannel: () => null, maxSize: 1 << 22, autoAccept, limits, now: () => now,
+        emit: (e) => { if (e.type === 'file-offered') offered.push([e.offer.id, e.earlier]); },
     });
     for (const [kind, member, value, at] of ops) {
         now = at;
@@ -143,7 +152,7 @@ TWIN = """async ([ops, limits]) => {
     }
     t.close();
     return {counters: t.counters, offers: [...t.offers.kept.keys()],
-            incoming: [...t.incoming.keys()], sent};
+            incoming: [...t.incoming.keys()], sent, offered};
 }"""
 
 TWIN_LIMITS = OfferLimits(
@@ -162,44 +171,72 @@ MEMBERS = ["aa" * 32, "bb" * 32, "cc" * 32]
 IDS = [f"{n:032x}" for n in range(12)]
 
 
-def offer_frame(file_id: str, size: int, good: bool) -> dict[str, Any]:
-    return {
+def offer_frame(
+    file_id: str, size: int, good: bool, earlier: Any = False, mime: str = "application/x-f"
+) -> dict[str, Any]:
+    frame = {
         "t": "file-offer",
         "id": file_id,
         "name": "f.bin",
         "size": size,
-        "mime": "application/octet-stream" if good else "no mime",
+        "mime": mime if good else "no mime",
         "sha256": hashlib.sha256(b"x").hexdigest(),
         "chunk": 65536,
     }
+    if earlier is not False:
+        frame["earlier"] = earlier
+    return frame
 
 
 OP = st.builds(
-    lambda kind, m, i, size, good: (
-        (kind, m, offer_frame(i, size, good) if kind == "offer" else i)
+    lambda kind, m, i, size, good, earlier, mime: (
+        (kind, m, offer_frame(i, size, good, earlier, mime) if kind == "offer" else i)
     ),
     st.sampled_from(["offer"] * 6 + ["accept", "decline", "wait", "leave", "timer"]),
     st.sampled_from(MEMBERS),
     st.sampled_from(IDS),
     st.integers(1, 100),
     st.sampled_from([True, True, True, False]),
+    st.sampled_from([False, False, True, "yes"]),  # "yes": a malformed flag
+    st.sampled_from(["application/x-f", "image/png", "IMAGE/GIF", "image/svg+xml"]),
 )
+RULE = st.builds(
+    AcceptRule,
+    st.sampled_from([None, 50]),
+    st.booleans(),
+    st.booleans(),
+)
+
+
+def js_rule(rule: AcceptRule) -> dict[str, Any]:
+    return {
+        "maxBytes": rule.max_bytes,
+        "inlineImagesOnly": rule.inline_images_only,
+        "earlier": rule.earlier,
+    }
 STEP = st.sampled_from([0.0] * 4 + [0.3, 1.0, 4.0, 11.0, 31.0])
 
 
-async def python_twin(ops: list[Any], directory: Path) -> dict[str, Any]:
+async def python_twin(ops: list[Any], directory: Path, rule: AcceptRule) -> dict[str, Any]:
     clock = [0.0]
     sent: list[list[Any]] = []
+    offered: list[list[Any]] = []
+
+    def emit(event: Any) -> None:
+        if isinstance(event, FileOffered):
+            offered.append([event.offer.id, event.earlier])
+
     transfers = Transfers(
         PeerStore(directory / "store"),
         lambda member, frame: sent.append([member.hex(), frame["t"], frame["id"]]) is None,
         lambda member, label: None,
-        lambda event: None,
-        1 << 20,
+        emit,
+        1 << 22,
         limits=TWIN_LIMITS,
         clock=lambda: clock[0],
     )
     transfers.auto_accept = directory / "in"
+    transfers.accept_rule = rule
     for kind, member, value, at in ops:
         clock[0] = at
         key = bytes.fromhex(member)
@@ -220,6 +257,7 @@ async def python_twin(ops: list[Any], directory: Path) -> dict[str, Any]:
         "offers": [i for i in transfers.offers._kept],
         "incoming": list(transfers.incoming),
         "sent": sent,
+        "offered": offered,
     }
 
 
@@ -237,26 +275,120 @@ JS_LIMITS = {
 }
 
 
-async def both(page: Any, steps: list[Any], directory: Path) -> dict[str, Any]:  # noqa: F811
+async def both(
+    page: Any,  # noqa: F811
+    steps: list[Any],
+    directory: Path,
+    rule: AcceptRule | None = None,
+) -> dict[str, Any]:
     """Run the steps ((op, seconds since the previous), ...) in both; their common result."""
+    rule = rule or AcceptRule(earlier=True)
     ops, now = [], 0.0
     for (kind, member, value), step in steps:
         now += step
         ops.append([kind, member, value, now])
-    browser = await page.evaluate(TWIN, [ops, JS_LIMITS])
-    python = await python_twin(ops, directory)
+    browser = await page.evaluate(TWIN, [ops, JS_LIMITS, js_rule(rule)])
+    python = await python_twin(ops, directory, rule)
     assert browser == python
     return python
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(steps=st.lists(st.tuples(OP, STEP), max_size=60))
+@given(steps=st.lists(st.tuples(OP, STEP), max_size=60), rule=RULE)
 async def test_offer_bounds_are_the_same_in_the_browser_and_python(
     page: Any,  # noqa: F811
     tmp_path_factory: pytest.TempPathFactory,
     steps: list[Any],
+    rule: AcceptRule,
 ) -> None:
-    await both(page, steps, tmp_path_factory.mktemp("twin"))
+    await both(page, steps, tmp_path_factory.mktemp("twin"), rule)
+
+
+async def test_the_accept_rules_take_the_same_offers_in_both(page: Any, tmp_path: Path) -> None:  # noqa: F811
+    """The browser's own rule takes small inline images shared after it came, nothing
+    else; the same rule in Python takes the same."""
+    a, b = MEMBERS[:2]
+    offers = iter(IDS)
+
+    def offer(member: str, size: int, mime: str, earlier: bool = False) -> Any:
+        return (("offer", member, offer_frame(next(offers), size, True, earlier, mime)), 0.0)
+
+    small = INLINE_IMAGE_BYTES
+    steps = [
+        offer(a, 10, "image/png"),  # taken
+        offer(b, small, "image/jpeg"),  # taken: at the limit
+        offer(a, 10, "image/png", earlier=True),  # shared before we came: kept, not taken
+        offer(b, small + 1, "image/png"),  # too large to show inline
+        offer(a, 10, "image/svg+xml"),  # not a picture
+        offer(b, 10, "text/plain"),
+    ]
+    result = await both(page, steps, tmp_path, BROWSER_ACCEPT)
+    assert result["incoming"] == IDS[:2] and result["offers"] == IDS[2:6]
+    assert result["offered"] == [[i, i == IDS[2]] for i in IDS[:6]]
+
+
+SHARED_TWIN = """async ([ops, limits]) => {
+    const m = window.m;
+    const book = new m.SharedFiles(limits);
+    const out = [];
+    const offer = (id) => (
+        {id, name: 'f.bin', size: 1, mime: 'a/b', sha256: '00'.repeat(32), chunk: 1024});
+    for (const [kind, id, members, audience, at] of ops) {
+        if (kind === 'add') out.push(book.add(offer(id), at, members, audience));
+        else if (kind === 'address') out.push(book.address(id, members));
+        else if (kind === 'for') out.push(members.map(
+            (member) => book.forMember(member, at).map(({offer, earlier}) => [offer.id, earlier])));
+        else if (kind === 'serves') out.push(members.map((member) => book.serves(id, member, at)));
+        else if (kind === 'expire') out.push(book.expire(at));
+        out.push(book.nextExpiry());
+    }
+    return out;
+}"""
+SHARED_LIMITS = OfferLimits(per_member=3, max_age=30, members=2)
+SHARED_OP = st.tuples(
+    st.sampled_from(["add", "add", "address", "for", "serves", "expire"]),
+    st.sampled_from(IDS[:5]),
+    st.lists(st.sampled_from(MEMBERS), max_size=3),
+    st.none() | st.lists(st.sampled_from(MEMBERS), max_size=3),
+    STEP,
+)
+
+
+def python_shared(ops: list[Any]) -> list[Any]:
+    book = SharedFiles(SHARED_LIMITS)
+    out: list[Any] = []
+    for kind, file_id, members, audience, at in ops:
+        keys = [bytes.fromhex(m) for m in members]
+        chosen = None if audience is None else [bytes.fromhex(m) for m in audience]
+        if kind == "add":
+            offer = FileOffer(file_id, "f.bin", 1, "a/b", bytes(32), 1024)
+            out.append(book.add(offer, at, keys, chosen))
+        elif kind == "address":
+            out.append([m.hex() for m in book.address(file_id, keys)])
+        elif kind == "for":
+            out.append([[[o.id, e] for o, e in book.for_member(m, at)] for m in keys])
+        elif kind == "serves":
+            out.append([book.serves(file_id, m, at) for m in keys])
+        else:
+            out.append(book.expire(at))
+        out.append(book.next_expiry())
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(steps=st.lists(SHARED_OP, max_size=40))
+async def test_what_a_sender_offers_and_to_whom_is_the_same_in_both(
+    page: Any,  # noqa: F811
+    steps: list[Any],
+) -> None:
+    """A sender's newest files for an hour, new to whoever was present and shared
+    earlier to the rest, some for chosen members only: the same in both."""
+    ops, now = [], 0.0
+    for kind, file_id, members, audience, step in steps:
+        now += step
+        ops.append([kind, file_id, members, audience, now])
+    limits = {**JS_LIMITS, "perMember": 3, "maxAge": 30, "members": 2}
+    assert await page.evaluate(SHARED_TWIN, [ops, limits]) == python_shared(ops)
 
 
 async def test_every_bound_is_reached_the_same_way_in_both(page: Any, tmp_path: Path) -> None:  # noqa: F811
@@ -299,8 +431,9 @@ async def test_every_bound_is_reached_the_same_way_in_both(page: Any, tmp_path: 
 
 FLOOD = """async (count) => {
     const m = window.m;
+    const autoAccept = {maxBytes: null, inlineImagesOnly: false, earlier: false};
     const t = new m.Transfers({sendControl: () => true, openChannel: () => null, emit: () => {},
-                               maxSize: 1 << 20, autoAcceptBytes: 1 << 30, now: () => 5});
+                               maxSize: 1 << 20, autoAccept, now: () => 5});
     const frame = {t: 'file-offer', name: 'x', size: 10, mime: 'a/b', sha256: '00'.repeat(32)};
     for (let n = 0; n < count; n++) {
         t.onControl('66'.repeat(32), {...frame, id: n.toString(16).padStart(32, '0')});
@@ -348,7 +481,7 @@ UPLOAD_TWIN = """async ([ops, limits, files]) => {
             log.push(['opened', member, label]);
             return fake(member, label);
         },
-        emit: () => {}, maxSize: 1 << 20, autoAcceptBytes: 0, uploadLimits: limits, now: () => now,
+        emit: () => {}, maxSize: 1 << 20, uploadLimits: limits, now: () => now,
     });
     for (const [id, size] of files) {
         const offer = {id, name: 'f.bin', size, mime: 'a/b', sha256: '00'.repeat(32), chunk: 1024};
@@ -603,7 +736,7 @@ BUFFERED = """async ([size, members]) => {
     };
     const t = new m.Transfers({
         sendControl: () => true, openChannel: fake, emit: () => {},
-        maxSize: 1 << 30, autoAcceptBytes: 0, now: () => now,
+        maxSize: 1 << 30, now: () => now,
     });
     const data = new Uint8Array(size);
     for (let at = 0; at < size; at += 65536) crypto.getRandomValues(data.subarray(at, at + 65536));

@@ -29,12 +29,22 @@ export function parseOffer(data, maxSize) {
   if (size < 0 || size > maxSize) throw new ProtocolError("too-large", `file of ${size} bytes is over the limit of ${maxSize}`);
   if (chunk < 1024 || chunk > MAX_CHUNK) throw new ProtocolError("malformed", `chunk size must be in 1024..${MAX_CHUNK}`);
   if (size === 0 && digest.toLowerCase() !== EMPTY_SHA256) throw new ProtocolError("malformed", "an empty file's sha256 is that of no bytes");
+  if (data.earlier !== undefined && typeof data.earlier !== "boolean") throw new ProtocolError("malformed", "earlier is true or false");
   return { id, name, size, mime, sha256: digest, chunk };
 }
 
-export function offerFrame(offer) {
+export function parseOfferFrame(data, maxSize) {
+  // A file-offer frame: the offer, and whether it was made before we came.
+  const offer = parseOffer(data, maxSize);
+  return { offer, earlier: data.earlier === true };
+}
+
+export function offerFrame(offer, earlier = false) {
+  // `earlier` for a member who was not here when the file was offered.
   const { id, name, size, mime, sha256: digest, chunk } = offer;
-  return { t: "file-offer", id, name, size, mime, sha256: digest, chunk };
+  const frame = { t: "file-offer", id, name, size, mime, sha256: digest, chunk };
+  if (earlier) frame.earlier = true;
+  return frame;
 }
 
 export async function chunkFrame(offset, data) {
@@ -127,6 +137,11 @@ export class OfferBook {
     return kept ? { sender: kept.member, offer: kept.offer } : undefined;
   }
 
+  earlier(id) {
+    // Whether the kept offer was made before we came.
+    return this.kept.get(id)?.earlier ?? false;
+  }
+
   known(id) {
     // Kept, or finished or declined not long ago: a re-offer changes nothing.
     return this.kept.has(id) || this.settled.has(id);
@@ -145,12 +160,12 @@ export class OfferBook {
     return bucket.take(now) || this.drop("drop.offer_rate");
   }
 
-  add(member, offer, now) {
+  add(member, offer, now, earlier = false) {
     // Keep an admitted offer; false (counted) over the member's or the room's count.
     if (this.known(offer.id)) return false;
     if ((this.perMember.get(member) ?? 0) >= this.limits.perMember) return this.drop("drop.offer_member_full");
     if (this.kept.size >= this.limits.perRoom) return this.drop("drop.offer_room_full");
-    this.kept.set(offer.id, { member, offer, since: now });
+    this.kept.set(offer.id, { member, offer, since: now, earlier });
     this.perMember.set(member, (this.perMember.get(member) ?? 0) + 1);
     return true;
   }
@@ -201,12 +216,13 @@ export class OfferBook {
 
   nextAcceptable(busy, eligible = () => true) {
     // The oldest offer an accept policy may take now, given the downloads running per
-    // member (`busy`, a Map); null when the room's or every waiting member's slots are full.
+    // member (`busy`, a Map) and what it takes (`eligible(offer, earlier)`); null when the
+    // room's or every waiting member's slots are full.
     let running = 0;
     for (const n of busy.values()) running += n;
     if (running >= this.limits.downloadsPerRoom) return null;
     for (const [id, kept] of this.kept) {
-      if ((busy.get(kept.member) ?? 0) < this.limits.downloadsPerMember && eligible(kept.offer)) return id;
+      if ((busy.get(kept.member) ?? 0) < this.limits.downloadsPerMember && eligible(kept.offer, kept.earlier)) return id;
     }
     return null;
   }
@@ -225,6 +241,120 @@ export class OfferBook {
 
   count(name) {
     this.counters[name] = (this.counters[name] ?? 0) + 1;
+  }
+}
+
+// --- which offers an accept policy takes (as AcceptRule in peer/files.py) ---
+
+// Images a browser shows inline as they are (no SVG: it is a document, not a picture).
+export const INLINE_IMAGE_TYPES = Object.freeze(["image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"]);
+export const INLINE_IMAGE_BYTES = 2 * 1024 * 1024; // the largest image taken unasked
+
+// The browser's policy: the small images it shows inline, shared after it came.
+// maxBytes null: any size; earlier: also files shared before we came.
+export const BROWSER_ACCEPT = Object.freeze({ maxBytes: INLINE_IMAGE_BYTES, inlineImagesOnly: true, earlier: false });
+
+export function acceptRuleTakes(rule, offer, earlier) {
+  // Whether an accept policy with `rule` takes the offer unasked.
+  if (earlier && !rule.earlier) return false;
+  if (rule.maxBytes !== null && offer.size > rule.maxBytes) return false;
+  return !rule.inlineImagesOnly || INLINE_IMAGE_TYPES.includes(offer.mime.toLowerCase());
+}
+
+// --- what a sender offers (as SharedFiles in peer/files.py) ---
+
+export class SharedFiles {
+  // The files a sender offers, and to whom each is new. No I/O: the caller passes `now`.
+  // A sender offers its perMember newest files, each for maxAge seconds (no receiver
+  // keeps more of one member's offers, or longer). A member present when a file is
+  // offered hears of it as new; one who comes later hears of it as shared earlier. A
+  // file meant for some members only (`audience`) is offered, and served, to them alone.
+  // Recipient sets are bounded by `members`.
+  constructor(limits = OFFER_LIMITS) {
+    this.limits = limits;
+    this.shared = new Map(); // id -> {offer, since, fresh: Set, audience: Set | null}, oldest first
+  }
+
+  get size() {
+    return this.shared.size;
+  }
+
+  has(id) {
+    return this.shared.has(id);
+  }
+
+  add(offer, now, present, audience = null) {
+    // Offer a file, new to the `present` members (of `audience`, if given); returns the
+    // ids of the oldest files no longer offered because of it.
+    const bound = this.limits.members;
+    const chosen = audience === null ? null : new Set([...audience].slice(0, bound));
+    const fresh = new Set([...present].slice(0, bound).filter((m) => chosen === null || chosen.has(m)));
+    this.shared.delete(offer.id);
+    this.shared.set(offer.id, { offer, since: now, fresh, audience: chosen });
+    const gone = [];
+    while (this.shared.size > this.limits.perMember) {
+      const oldest = this.shared.keys().next().value;
+      gone.push(oldest);
+      this.shared.delete(oldest);
+    }
+    return gone;
+  }
+
+  address(id, members) {
+    // Offer a file to more members, as new to them; returns the members added.
+    const shared = this.shared.get(id);
+    if (!shared) return [];
+    const added = [];
+    for (const member of members) {
+      if (shared.fresh.has(member) || shared.fresh.size >= this.limits.members) continue;
+      if (shared.audience !== null) {
+        if (shared.audience.size >= this.limits.members) continue;
+        shared.audience.add(member);
+      }
+      shared.fresh.add(member);
+      added.push(member);
+    }
+    return added;
+  }
+
+  get(id, now) {
+    // The file, while it is offered (not yet past its age); null otherwise.
+    const shared = this.shared.get(id);
+    return shared && now < shared.since + this.limits.maxAge ? shared.offer : null;
+  }
+
+  serves(id, member, now) {
+    // Whether `member` may fetch the file: offered, not too old, and meant for it.
+    const shared = this.shared.get(id);
+    return this.get(id, now) !== null && (shared.audience === null || shared.audience.has(member));
+  }
+
+  earlier(id, member) {
+    const shared = this.shared.get(id);
+    return shared !== undefined && !shared.fresh.has(member);
+  }
+
+  forMember(member, now) {
+    // What to offer a member whose link (re)opened: every file still offered and meant
+    // for it, oldest first, each with whether it was shared before it came.
+    const found = [];
+    for (const [id, shared] of this.shared) {
+      if (this.serves(id, member, now)) found.push({ offer: shared.offer, earlier: !shared.fresh.has(member) });
+    }
+    return found;
+  }
+
+  expire(now) {
+    // Stop offering files past their age; returns their ids.
+    const oldest = now - this.limits.maxAge;
+    const gone = [...this.shared].filter(([, shared]) => shared.since <= oldest).map(([id]) => id);
+    for (const id of gone) this.shared.delete(id);
+    return gone;
+  }
+
+  nextExpiry() {
+    if (!this.shared.size) return null;
+    return this.shared.values().next().value.since + this.limits.maxAge;
   }
 }
 

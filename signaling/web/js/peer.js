@@ -26,6 +26,7 @@ import { RELINK, ReplayGuard, parseDescription, signDescription, verifyDescripti
 import { SignalingClient, SignalingError } from "./signaling.js";
 import { Store } from "./store.js";
 import { parseControlFrame } from "./frames.js";
+import { BROWSER_ACCEPT } from "./files.js";
 import { Transfers } from "./transfer.js";
 
 export const CONFIG = {
@@ -33,7 +34,7 @@ export const CONFIG = {
   gatherTimeout: 5.0,
   relayOnly: false,
   maxFileBytes: 256 * 1024 * 1024,
-  autoAcceptBytes: 32 * 1024 * 1024,
+  autoAccept: BROWSER_ACCEPT, // what the page takes unasked: small images, shown inline
 };
 const MAX_NAME = 64;
 const JOIN_TIMEOUT = 30; // seconds for the first `joined`
@@ -283,7 +284,7 @@ export class Room {
       },
       emit: (event) => this.emit(event),
       maxSize: peer.config.maxFileBytes,
-      autoAcceptBytes: peer.config.autoAcceptBytes,
+      autoAccept: peer.config.autoAccept,
     });
   }
 
@@ -329,7 +330,7 @@ export class Room {
 
   async sendFile(file) {
     const members = [...this.links].filter(([, link]) => link.open).map(([key]) => key);
-    return this.transfers.offer(file, members);
+    return this.transfers.offer(file, members, this.members); // new to whoever is here now
   }
 
   acceptFile(id) {

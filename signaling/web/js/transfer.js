@@ -4,10 +4,14 @@
 // pausing above 4 MiB buffered. The browser keeps received files in memory
 // (a Blob) and verifies each chunk and the whole file's SHA-256.
 //
+// A file is new to the members present when it is offered; one who comes later
+// hears of it as shared earlier, and the accept policy never takes that unasked.
+// What this side offers is kept in SharedFiles: its newest files, each for an hour.
+//
 // What a member may make this side keep is bounded by OFFER_LIMITS (kept in an
 // OfferBook): offers per member and room, a rate, an age; the accept policy
-// (files up to autoAcceptBytes) runs a few downloads at once and takes the next
-// offer when one ends; a download that stalls fails and frees its slot. What a
+// (`autoAccept`, by default the small images shown inline) runs a few downloads at
+// once and takes the next offer when one ends; a download that stalls fails and frees its slot. What a
 // member's accepts may make this side upload is bounded by UPLOAD_LIMITS (decided
 // by an UploadBook): one stream per member and file, a few at once (the rest wait,
 // and hear file-wait), a rate, and the bytes buffered per member and per room.
@@ -15,15 +19,18 @@
 import { ProtocolError, hex } from "./bytes.js";
 import { randomBytes, sha256 } from "./crypto.js";
 import {
+  BROWSER_ACCEPT,
   DEFAULT_CHUNK,
   Download,
   OFFER_LIMITS,
   OfferBook,
+  SharedFiles,
   UPLOAD_LIMITS,
   UploadBook,
+  acceptRuleTakes,
   chunkFrame,
   offerFrame,
-  parseOffer,
+  parseOfferFrame,
 } from "./files.js";
 
 export const HIGH_WATER = 4 * 1024 * 1024;
@@ -36,7 +43,7 @@ export class Transfers {
     openChannel,
     emit,
     maxSize,
-    autoAcceptBytes,
+    autoAccept = BROWSER_ACCEPT,
     limits = OFFER_LIMITS,
     uploadLimits = UPLOAD_LIMITS,
     now = () => performance.now() / 1000,
@@ -45,10 +52,11 @@ export class Transfers {
     this.openChannel = openChannel; // (member, label) -> RTCDataChannel | null
     this.emit = emit;
     this.maxSize = maxSize;
-    this.autoAcceptBytes = autoAcceptBytes;
+    this.autoAccept = autoAccept; // which offers the policy takes unasked (an accept rule)
     this.limits = limits;
     this.now = now; // seconds, monotonic; tests pass their own
-    this.outgoing = new Map(); // id -> {offer, file}
+    this.outgoing = new Map(); // id -> {offer, file}: what we can serve (the files `shared` holds)
+    this.shared = new SharedFiles(limits); // what we offer, for how long, and to whom each is new
     this.offers = new OfferBook(limits); // id -> {sender, offer}, bounded
     this.counters = this.offers.counters; // drops and failures by name (shared with the upload book)
     this.uploads = new UploadBook(uploadLimits, this.counters);
@@ -63,23 +71,36 @@ export class Transfers {
 
   // --- sending ---
 
-  async offer(file, members) {
+  async offer(file, members, present = [], to = null) {
+    // Offer a file to the members linked now (and to whoever connects later); it is new
+    // to them and to the other present members; `to` offers it to those members only.
     if (file.size > this.maxSize) throw new ProtocolError("too-large", `${file.name} is over the limit of ${this.maxSize} bytes`);
     const digest = hex(await sha256(await file.arrayBuffer()));
     const mime = /^[\w.+-]+\/[\w.+-]+$/.test(file.type) ? file.type : "application/octet-stream";
     const name = (file.name || "file").replace(/[/\\\0]/g, "_");
     const offer = { id: hex(randomBytes(16)), name, size: file.size, mime, sha256: digest, chunk: DEFAULT_CHUNK };
     this.outgoing.set(offer.id, { offer, file });
+    const now = this.now();
     // Receivers keep no more of ours than perMember: the newest stay offered.
-    while (this.outgoing.size > this.limits.perMember) this.outgoing.delete(this.outgoing.keys().next().value);
-    for (const member of members) this.sendControl(member, offerFrame(offer));
+    for (const gone of this.shared.add(offer, now, [...members, ...present], to)) this.outgoing.delete(gone);
+    for (const member of members) if (this.shared.serves(offer.id, member, now)) this.sendControl(member, offerFrame(offer));
+    this.arm();
     return offer;
   }
 
+  offerTo(id, members, linked) {
+    // Offer a file we offer already to more members, as new to them.
+    const added = new Set(this.shared.address(id, members));
+    const offer = this.shared.get(id, this.now());
+    if (!offer) return;
+    for (const member of linked) if (added.has(member)) this.sendControl(member, offerFrame(offer));
+  }
+
   memberConnected(member) {
-    // A (re)opened link: offers still wanted go again (how a late joiner gets them;
-    // bounded by our outgoing list, and known ones are ignored), partial downloads resume.
-    for (const { offer } of this.outgoing.values()) this.sendControl(member, offerFrame(offer));
+    // A (re)opened link: offers still wanted go again (how a late joiner gets them, as
+    // files shared earlier unless it was present when we offered them; bounded by what
+    // we offer, and known ones are ignored), partial downloads resume.
+    for (const { offer, earlier } of this.shared.forMember(member, this.now())) this.sendControl(member, offerFrame(offer, earlier));
     for (const [id, incoming] of this.incoming) {
       if (incoming.sender === member) this.askFrom(id, incoming);
     }
@@ -94,9 +115,11 @@ export class Transfers {
   }
 
   onAccept(member, frame) {
-    const entry = this.outgoing.get(String(frame.id));
+    const id = String(frame.id);
+    const entry = this.outgoing.get(id);
     const offset = frame.offset;
-    if (!entry || !Number.isSafeInteger(offset) || offset < 0 || offset > entry.offer.size) {
+    const refused = this.shared.has(id) && !this.shared.serves(id, member, this.now());
+    if (!entry || refused || !Number.isSafeInteger(offset) || offset < 0 || offset > entry.offer.size) {
       this.offers.count("drop.accept_unknown");
       return;
     }
@@ -242,16 +265,17 @@ export class Transfers {
     const now = this.now();
     if (!this.offers.admit(member, now)) return;
     let offer;
+    let earlier;
     try {
-      offer = parseOffer(frame, this.maxSize);
+      ({ offer, earlier } = parseOfferFrame(frame, this.maxSize));
     } catch (error) {
       this.offers.count("drop.offer_malformed");
       this.emit({ type: "file-failed", id: String(id ?? "").slice(0, 32), reason: `offer refused: ${error.message}` });
       return;
     }
     this.expire(now);
-    if (!this.offers.add(member, offer, now)) return;
-    this.emit({ type: "file-offered", sender: member, offer });
+    if (!this.offers.add(member, offer, now, earlier)) return;
+    this.emit({ type: "file-offered", sender: member, offer, earlier });
     this.fillSlots();
     this.arm();
   }
@@ -277,10 +301,10 @@ export class Transfers {
   }
 
   fillSlots() {
-    // The accept policy: the oldest waiting offers up to autoAcceptBytes, while slots are free.
+    // The accept policy: the oldest waiting offers its rule takes, while slots are free.
     const busy = new Map();
     for (const { sender } of this.incoming.values()) busy.set(sender, (busy.get(sender) ?? 0) + 1);
-    const eligible = (offer) => offer.size <= this.autoAcceptBytes;
+    const eligible = (offer, earlier) => acceptRuleTakes(this.autoAccept, offer, earlier);
     let id;
     while ((id = this.offers.nextAcceptable(busy, eligible)) !== null) {
       const { sender } = this.offers.get(id);
@@ -402,11 +426,13 @@ export class Transfers {
   expire(now) {
     const deadline = this.offers.nextExpiry();
     if (deadline !== null && deadline <= now) this.offers.expire(now);
+    const shared = this.shared.nextExpiry();
+    if (shared !== null && shared <= now) for (const id of this.shared.expire(now)) this.outgoing.delete(id);
   }
 
   arm() {
     // Keep one timer, at the earliest offer expiry, download or upload stall, or file-wait notice.
-    let deadline = Math.min(this.offers.nextExpiry() ?? Infinity, this.uploads.getTimer() ?? Infinity);
+    let deadline = Math.min(this.offers.nextExpiry() ?? Infinity, this.shared.nextExpiry() ?? Infinity, this.uploads.getTimer() ?? Infinity);
     for (const { activeAt } of this.incoming.values()) deadline = Math.min(deadline, activeAt + this.limits.stall);
     if (deadline === Infinity || (this.timerAt !== null && this.timerAt <= deadline)) return;
     clearTimeout(this.timer);
