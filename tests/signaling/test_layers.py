@@ -186,18 +186,6 @@ def test_a_crowd_hears_the_room_size_within_ten_percent(joins: int) -> None:
     assert statistics.median(errors) < 0.05
 
 
-OVERFULL = (
-    "signaling/layers.py _signed_seat/_verify_seat: a joiner stays when it ranks among the "
-    "first layer_size by `since`, but `since` is stamped when the client's signature "
-    "arrives, and _publish_seats stores one seat list per layer at a time: a second "
-    "joiner at a node whose store for that layer is in flight waits, and meanwhile a "
-    "joiner at another node with a later `since` stores, reads, sees a seat and stays; "
-    "the deferred joiner's check then sees one too many and ranks itself ahead (see "
-    "test_two_joins_at_one_node_and_one_at_another_do_not_overfill_a_layer)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=OVERFULL)
 @pytest.mark.parametrize("joins", CROWDS)
 def test_a_crowd_never_sits_more_than_a_layer_holds(joins: int) -> None:
     """Seats of answered joins, counted at the nodes every 10 s and at the end."""
@@ -206,14 +194,12 @@ def test_a_crowd_never_sits_more_than_a_layer_holds(joins: int) -> None:
     assert max(result.largest_at_checkpoints) <= result.layer_size
 
 
-@pytest.mark.xfail(strict=True, reason=OVERFULL)
 def test_two_joins_at_one_node_and_one_at_another_do_not_overfill_a_layer() -> None:
     """Layers of 4, two seated. At t=101 two clients of node Y ask for a seat, 10 ms later
-    one of node X; all three are offered layer 0 and sign within a few milliseconds, Y's
-    two at the same instant, X's 10 ms later. Y stores its seat list with the first of
-    its two, and the second waits for that store; X's client stores, reads 4 (the second
-    of Y's not stored yet) and stays. Y's checks then read 5, with both of its clients
-    ranked ahead of X's by `since`, and both stay: 5 in a layer of 4."""
+    one of node X; all three are offered layer 0 and sign within a few milliseconds. Y
+    stores one seat list per layer at a time, so its second client becomes visible only
+    after X's client has stored, checked (4 in the layer) and stayed. Y's check then
+    reads 5: one of Y's two must move on, though both signed before X's client."""
     net, (x, y, z, _) = mesh(4, seed=1, config=RoomConfig(layer_size=4), network=ONE_REGION)
     fill_room(net, [z], 2)
     net.run(100.0 - net.t)
