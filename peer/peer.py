@@ -35,7 +35,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,14 @@ class MemberLeft:
 
 
 @dataclass(frozen=True, slots=True)
+class Profile:
+    """A member said what to call it (its link's `profile` frame): a new or changed name."""
+
+    key: bytes
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Connected:
     key: bytes
     path: str | None
@@ -195,6 +203,7 @@ RoomEventT = (
     Message
     | MemberJoined
     | MemberLeft
+    | Profile
     | Connected
     | Gap
     | Rejoined
@@ -219,6 +228,7 @@ __all__ = [
     "Peer",
     "PeerConfig",
     "PeerProblem",
+    "Profile",
     "Rejoined",
     "Replaced",
     "Room",
@@ -328,10 +338,12 @@ class Room:
         except MessagingError:
             return None
 
-    async def send_file(self, path: Path) -> str:
-        """Offer a file to every member; returns its id (events follow its progress)."""
+    async def send_file(self, path: Path, to: Collection[bytes] | None = None) -> str:
+        """Offer a file to every member (or only to the members `to`); returns its id
+        (events follow its progress). It is new to the members here now; whoever comes
+        later hears of it as shared earlier (docs/protocol.md 5.2)."""
         members = [k for k, link in self.links.items() if link.open]
-        offer = await self.transfers.offer(Path(path), members)
+        offer = await self.transfers.offer(Path(path), members, self.members, to)
         return offer.id
 
     async def census(self) -> Census:
@@ -455,6 +467,8 @@ class Room:
         if isinstance(frame, dict) and frame.get("t") == "profile":
             name = frame.get("name")
             if isinstance(name, str) and 0 < len(name) <= MAX_NAME:
+                if self.names.get(member) != name:
+                    self._emit(Profile(member, name))
                 self.names[member] = name
             return
         if isinstance(frame, dict) and self.transfers.on_control(member, frame):
