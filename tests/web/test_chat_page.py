@@ -25,14 +25,21 @@ from peer.messaging import MessageRef
 from peer.peer import Connected, FileDone, MemberLeft, Message, Room
 from signaling.node import SignalingNode
 from signaling.session import SessionLimits
+from tests.peer.conftest import PeerFactory
+from tests.signaling.conftest import NodeFactory
 
-from .conftest import ARTIFACTS, CHROMIUM_FLAGS, NodeFactory, PeerFactory, next_of
+from .conftest import ARTIFACTS, next_of
 
 ROOM = "https://example.org/a-page-about-tea"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # axe-core's browser build, installed by `make test` (npm) beside the venv.
-AXE = Path(os.environ.get("PAGEMESH_AXE", ".venv/node/node_modules/axe-core/axe.min.js"))
+AXE = Path(
+    os.environ.get(
+        "PAGEMESH_AXE",
+        Path(__file__).parents[2] / ".venv/node/node_modules/axe-core/axe.min.js",
+    )
+)
 
 OpenChat = Callable[..., Awaitable[Any]]
 
@@ -59,10 +66,13 @@ async def open_chat(chromium: Any) -> AsyncIterator[OpenChat]:
         init: str | None = None,
         url: str | None = None,
         ready: bool = True,
+        watch: Callable[[Any], None] | None = None,
     ) -> Any:
         context = await chromium.new_context(viewport=viewport or DESKTOP, bypass_csp=True)
         contexts.append(context)
         page = await context.new_page()
+        if watch is not None:
+            watch(page)  # before the page loads: its first request and frames too
         page.on("console", lambda msg: logs.append(f"{name} {msg.type}: {msg.text}"))
         page.on("pageerror", lambda exc: logs.append(f"{name} error: {exc}"))
         if init is not None:
@@ -100,7 +110,9 @@ def chat(room: Room, text: str, name: str | None = None, reply_to: MessageRef | 
 
 def said(room: Room, message: Message) -> Any:
     """The envelope a Python peer's Message came in, as signed (kind and body)."""
-    return next(e for e in room.core.transcript() if (e.author, e.seq) == (message.author, message.seq))
+    return next(
+        e for e in room.core.transcript() if (e.author, e.seq) == (message.author, message.seq)
+    )
 
 
 async def browser_key(page: Any) -> bytes:
@@ -119,8 +131,9 @@ async def in_viewport(page: Any, selector: str) -> bool:
             if (!inside({top: 0, left: 0, bottom: innerHeight, right: innerWidth})) return false;
             for (let p = el.parentElement; p; p = p.parentElement) {
                 const style = getComputedStyle(p);
-                if (/(auto|scroll|hidden)/.test(style.overflowY) && p !== document.body
-                    && p !== document.documentElement && !inside(p.getBoundingClientRect())) return false;
+                const scrolls = /(auto|scroll|hidden)/.test(style.overflowY);
+                const page = p === document.body || p === document.documentElement;
+                if (scrolls && !page && !inside(p.getBoundingClientRect())) return false;
             }
             return true;
         }""",
@@ -142,7 +155,11 @@ async def test_sixty_messages_keep_the_composer_and_the_newest_in_view(
     await next_of(room, Connected, key=await browser_key(page))
     for i in range(60):
         line = f"message {i}: " + ("a longer line that wraps on a phone, " * (i % 3))
-        chat(room, line.strip() + (" see https://example.org/tea?kind=green" if i % 7 == 0 else ""), "Ana")
+        chat(
+            room,
+            line.strip() + (" see https://example.org/tea?kind=green" if i % 7 == 0 else ""),
+            "Ana",
+        )
     await page.wait_for_function(
         "document.querySelectorAll('#messages li.msg').length === 60", timeout=20_000
     )
@@ -151,7 +168,10 @@ async def test_sixty_messages_keep_the_composer_and_the_newest_in_view(
         "(() => { const m = document.querySelector('#messages');"
         " return m.scrollHeight - m.scrollTop - m.clientHeight < 2; })()"
     )
-    assert await page.inner_text(f"{newest} .body") == "message 59: a longer line that wraps on a phone, a longer line that wraps on a phone,"
+    assert (
+        await page.inner_text(f"{newest} .body")
+        == "message 59: a longer line that wraps on a phone, a longer line that wraps on a phone,"
+    )
     for selector in ["#compose", "#text", "#send", "#file-button", newest, "header"]:
         assert await in_viewport(page, selector), f"{selector} is out of view at {size}"
     # The page itself does not scroll: only the transcript does.
@@ -196,6 +216,61 @@ async def test_sixty_messages_keep_the_composer_and_the_newest_in_view(
     await page.screenshot(path=str(ARTIFACTS / f"chat-{size}.png"))
 
 
+# --- names that hold, namesakes told apart ---
+
+
+async def test_names_come_from_history_and_namesakes_are_told_apart(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_chat: OpenChat
+) -> None:
+    (node,) = await signaling_mesh(1)
+    first, room1 = await python_in_room(peers, node, "first")
+    second, room2 = await python_in_room(peers, node, "second")
+    page = await open_chat(node, "you", room=ROOM)
+    me = await browser_key(page)
+    await next_of(room1, Connected, key=me)
+    await next_of(room2, Connected, key=me)
+    chat(room1, "I am Ana", "Ana")
+    chat(room2, "so am I", "Ana")
+    keys = [first.public_key.hex(), second.public_key.hex()]
+    for key in keys:  # each label carries its key's tag: "Ana ·3fa9"
+        await page.wait_for_selector(
+            f"#messages li.msg .who[data-key='{key}']:text-is('Ana ·{key[:4]}')"
+        )
+    colours = await page.eval_on_selector_all(
+        "#messages li.msg .avatar",
+        "faces => faces.map(f => [f.dataset.key, f.textContent, f.style.backgroundColor])",
+    )
+    hues = {key: int(key[4:8], 16) % 360 for key in keys}
+    assert [(k, t) for k, t, _ in colours] == [(keys[0], "A"), (keys[1], "A")]
+    assert colours[0][2] != colours[1][2]  # hsl(H 65% 40%) with H from the key: told apart
+    assert (
+        await page.evaluate(
+            "(hue) => { const d = document.createElement('div');"
+            " d.style.backgroundColor = `hsl(${hue} 65% 40%)`; return d.style.backgroundColor; }",
+            hues[keys[0]],
+        )
+        == colours[0][2]
+    )
+
+    # The second Ana leaves; a newcomer still reads her name from history, not a key.
+    await second.leave(room2)
+    await page.wait_for_selector(f"#messages li[data-left='{keys[1]}']")
+    newcomer = await open_chat(node, "late", room=ROOM)
+    await newcomer.wait_for_selector(
+        f"#messages li.msg .who[data-key='{keys[1]}']:text-is('Ana ·{keys[1][:4]}')", timeout=20_000
+    )
+    # A rename shows on every message of hers, and the other Ana needs no tag any more.
+    chat(room1, "call me Ana Lima now", "Ana Lima")
+    await newcomer.wait_for_selector(
+        f"#messages li.msg .who[data-key='{keys[0]}']:text-is('Ana Lima')"
+    )
+    await newcomer.wait_for_selector(f"#messages li.msg .who[data-key='{keys[1]}']:text-is('Ana')")
+    assert (
+        await newcomer.inner_text(f"#messages li.msg[data-author='{keys[0]}'] .avatar >> nth=-1")
+        == "AL"
+    )
+
+
 # --- a hidden tab counts what arrived; desktop notifications only when asked for ---
 
 # Visibility as a background tab has it, and a Notification that records what the
@@ -203,14 +278,24 @@ async def test_sixty_messages_keep_the_composer_and_the_newest_in_view(
 HIDDEN_TAB = """
 (() => {
   let hidden = false;
+  const state = () => (hidden ? "hidden" : "visible");
   Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
-  Object.defineProperty(document, "visibilityState", { configurable: true, get: () => (hidden ? "hidden" : "visible") });
-  window.setHidden = (value) => { hidden = value; document.dispatchEvent(new Event("visibilitychange")); };
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: state });
+  window.setHidden = (value) => {
+    hidden = value;
+    document.dispatchEvent(new Event("visibilitychange"));
+  };
   window.noticeLog = { asked: 0, shown: [] };
   class RecordedNotification {
     static permission = "default";
-    static async requestPermission() { window.noticeLog.asked += 1; RecordedNotification.permission = "granted"; return "granted"; }
-    constructor(title, options) { window.noticeLog.shown.push({ title, body: options.body }); }
+    static async requestPermission() {
+      window.noticeLog.asked += 1;
+      RecordedNotification.permission = "granted";
+      return "granted";
+    }
+    constructor(title, options) {
+      window.noticeLog.shown.push({ title, body: options.body });
+    }
     close() {}
   }
   window.Notification = RecordedNotification;
@@ -330,7 +415,10 @@ async def test_keyboard_alone_joins_sends_replies_reacts_shares_and_leaves(
     await tab_to(page, f"{ana_message} button.react")
     await page.keyboard.press("Enter")
     await page.wait_for_selector(f"{ana_message} .picker")
-    assert await page.evaluate("document.activeElement.getAttribute('aria-label')") == "React with thumbs up"
+    assert (
+        await page.evaluate("document.activeElement.getAttribute('aria-label')")
+        == "React with thumbs up"
+    )
     await page.keyboard.press("Enter")
     chip = f"{ana_message} .reactions button[aria-pressed=true]"
     await page.wait_for_selector(f"{chip}:has-text('👍 1')")
@@ -359,3 +447,251 @@ async def test_keyboard_alone_joins_sends_replies_reacts_shares_and_leaves(
     assert await page.evaluate("document.activeElement.id") == "room-url"
     assert await page.is_disabled("#text")
     assert await page.locator("#messages li").count() == 0
+
+
+# --- the node never learns the page's URL ---
+
+SECRET = "https://example.org/secret-tea-room"
+OLD_SECRET = "https://example.org/an-old-link-room"
+
+
+@dataclasses.dataclass
+class NodeEars:
+    """Everything a node received over HTTP (request lines and headers), and what one page
+    sent it over WebSockets, as text."""
+
+    requests: list[str] = dataclasses.field(default_factory=list)
+    frames: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    def listen(self, name: str) -> Callable[[Any], None]:
+        sent = self.frames.setdefault(name, [])
+
+        def watch(page: Any) -> None:
+            def on_socket(ws: Any) -> None:
+                sent.append(f"open {ws.url}")
+                ws.on("framesent", lambda payload: sent.append(str(payload)))
+
+            page.on("websocket", on_socket)
+
+        return watch
+
+    def heard(self, text: str, frames_of: str) -> list[str]:
+        needle = text.lower()
+        return [r for r in self.requests + self.frames[frames_of] if needle in r.lower()]
+
+
+@pytest.fixture
+def ears(monkeypatch: pytest.MonkeyPatch) -> NodeEars:
+    """Every aiohttp application made from now on records its requests (the node's)."""
+    heard = NodeEars()
+    make = web.Application
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> Any:
+        headers = "; ".join(f"{k}: {v}" for k, v in request.headers.items())
+        heard.requests.append(f"{request.method} {request.path_qs} | {headers}")
+        return await handler(request)
+
+    def application(*args: Any, middlewares: Any = (), **kwargs: Any) -> web.Application:
+        return make(*args, middlewares=[record, *middlewares], **kwargs)
+
+    monkeypatch.setattr(web, "Application", application)
+    return heard
+
+
+async def test_the_room_url_travels_in_the_fragment_and_never_reaches_the_node(
+    ears: NodeEars, signaling_mesh: NodeFactory, peers: PeerFactory, open_chat: OpenChat
+) -> None:
+    (node,) = await signaling_mesh(1)
+    _, room = await python_in_room(peers, node, "ana", url=SECRET)
+    page = await open_chat(node, "you", room=SECRET, watch=ears.listen("new"))
+    await next_of(room, Connected, key=await browser_key(page))
+    await page.fill("#text", "hello")
+    await page.press("#text", "Enter")
+    assert (await next_of(room, Message, mine=False)).text == "hello"
+    await page.click("#leave")
+    await page.wait_for_selector("#room-title:text-is('No room yet')")
+
+    assert any(room.key.hex() in frame for frame in ears.frames["new"])  # the join, by hash
+    assert any(r.startswith("GET /web/js/app.js") for r in ears.requests)  # the node was heard
+    assert ears.heard("secret-tea-room", "new") == []
+
+    # An old link (`?room=`) is rewritten into the fragment before the page connects: the
+    # request for the page itself carried it (the browser sent it), nothing after that.
+    old = await open_chat(
+        node,
+        "old",
+        url=page_url(node, None, f"name=old&room={quote(OLD_SECRET, safe='')}&group=1"),
+        watch=ears.listen("old"),
+    )
+    await old.wait_for_selector("#leave:not([hidden])", timeout=15_000)
+    assert await old.evaluate("location.search") == "?name=old"
+    assert await old.evaluate("location.hash") == "#room=" + quote(OLD_SECRET, safe="")
+    heard = ears.heard("an-old-link-room", "old")
+    assert len(heard) == 1 and heard[0].startswith("GET /?name=old&room="), heard
+    # The invite link the page hands out keeps the room in the fragment too.
+    invite = await old.evaluate(
+        "import('/web/js/address.js').then(a => a.inviteLink(location,"
+        " {room: window.pagemesh.room.url, friend: window.pagemesh.peer.keyHex}))"
+    )
+    assert "?" not in invite and "#room=" in invite and "&friend=" in invite
+
+
+# --- an idle page stays connected ---
+
+IDLE = 5.0  # the node's idle timeout here (60 s by default): three of them pass idle
+
+
+async def stays_connected(page: Any, seconds: float) -> None:
+    """Watch the page for `seconds`: connected throughout, no banner, no reconnection."""
+    log_before = await page.evaluate("window.pagemesh.statusLog.length")
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        assert await page.get_attribute("#status", "data-state") == "connected"
+        assert await page.is_hidden("#banner"), await page.inner_text("#banner")
+        await asyncio.sleep(0.5)
+    assert await page.evaluate("window.pagemesh.statusLog.length") == log_before
+
+
+async def test_an_idle_page_stays_connected_with_no_room_and_in_one(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_chat: OpenChat
+) -> None:
+    (node,) = await signaling_mesh(
+        1, limits=dataclasses.replace(SessionLimits(), idle_timeout=IDLE)
+    )
+    assert node.config.limits.idle_timeout == IDLE
+    page = await open_chat(node, "you")  # the start page
+    await page.wait_for_selector("#status[data-state=connected]", timeout=10_000)
+    await stays_connected(page, 3 * IDLE)
+    assert len(node.clients) == 1
+
+    _, room = await python_in_room(peers, node, "ana")
+    await page.fill("#room-url", ROOM)
+    await page.press("#room-url", "Enter")
+    me = await browser_key(page)
+    await next_of(room, Connected, key=me)
+    await stays_connected(page, 3 * IDLE)
+    assert me in room.members  # still seated: the node never dropped it
+    await page.fill("#text", "still here")
+    await page.press("#text", "Enter")
+    assert (await next_of(room, Message, mine=False)).text == "still here"
+
+
+# --- accessibility ---
+
+# What every control needs, checked without axe: a name a screen reader can say, a
+# place in the keyboard's order (no positive tabindex), and nothing focusable hidden.
+OWN_CHECKS = """
+(() => {
+  const problems = [];
+  const visible = (el) =>
+    el.getClientRects().length > 0 && getComputedStyle(el).visibility !== "hidden";
+  const named = (el) => {
+    if (el.getAttribute("aria-label")?.trim()) return true;
+    const by = el.getAttribute("aria-labelledby");
+    const text = (id) => document.getElementById(id)?.textContent.trim();
+    if (by && by.split(/\\s+/).some(text)) return true;
+    if (el.labels && [...el.labels].some((l) => l.textContent.trim())) return true;
+    if (["BUTTON", "A", "SUMMARY"].includes(el.tagName) && el.textContent.trim()) return true;
+    return Boolean(el.getAttribute("title")?.trim());
+  };
+  const controls = "button, input, textarea, select, a[href], summary, [tabindex]";
+  for (const el of document.querySelectorAll(controls)) {
+    const what = `${el.tagName.toLowerCase()}#${el.id || "?"}.${el.className || ""}`;
+    if (el.tabIndex > 0) problems.push(`${what}: positive tabindex`);
+    if (el.type === "file" && el.hidden) continue;  // opened by its button
+    if (!visible(el) || el.closest("[hidden]")) continue;
+    if (!["LI", "UL"].includes(el.tagName) && !named(el)) problems.push(`${what}: no name`);
+  }
+  for (const region of document.querySelectorAll("[aria-live]")) {
+    const live = region.getAttribute("aria-live");
+    if (!["polite", "assertive", "off"].includes(live)) problems.push(`aria-live=${live}`);
+  }
+  return problems;
+})()
+"""
+SERIOUS = ("serious", "critical")
+AXE_FOUND = AXE.exists()
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
+
+
+async def accessibility_problems(page: Any, where: str) -> list[str]:
+    """axe-core's serious and critical violations (when installed), and our own checks."""
+    problems = [f"{where}: {p}" for p in await page.evaluate(OWN_CHECKS)]
+    if AXE_FOUND:
+        if not await page.evaluate("typeof window.axe === 'object'"):
+            await page.add_script_tag(path=str(AXE))
+        result = await page.evaluate(
+            "(tags) => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS
+        )
+        for violation in result["violations"]:
+            if violation["impact"] in SERIOUS:
+                targets = [n["target"] for n in violation["nodes"]][:5]
+                problems.append(f"{where}: {violation['id']} ({violation['impact']}) {targets}")
+    return problems
+
+
+async def test_accessibility_at_desktop_phone_and_200_percent_zoom(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_chat: OpenChat, tmp_path: Path
+) -> None:
+    if not AXE_FOUND:
+        print(f"axe-core not found at {AXE} (make test installs it with npm): own checks only")
+    (node,) = await signaling_mesh(1)
+    _, room = await python_in_room(peers, node, "ana")
+    start = await open_chat(node, "you")
+    problems = await accessibility_problems(start, "start page")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    page = await open_chat(node, "you", room=ROOM)
+    await next_of(room, Connected, key=await browser_key(page))
+    first = chat(room, "hello, see https://example.org/tea", "Ana")
+    chat(room, "a reply", "Ana", reply_to=MessageRef(first.author, first.seq))
+    await room.react(MessageRef(first.author, first.seq), "👍")
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"not an image, so the page asks\n")
+    await room.send_file(notes)
+    await page.wait_for_selector("#messages li.file button.accept")
+    await page.wait_for_selector("#messages li.msg .reactions button:has-text('👍 1')")
+    await page.click("#groups summary")
+    await page.wait_for_selector("#group-list li")
+    message = page.locator("#messages li.msg").first
+    await message.locator("button.reply").focus()
+    await page.keyboard.press("Enter")
+    await message.locator("button.react").focus()
+    await page.keyboard.press("Enter")  # the emoji picker is open during the scan
+    await page.wait_for_selector("#messages .picker")
+    problems += await accessibility_problems(page, "desktop")
+
+    for where, viewport, scale in [
+        ("phone", PHONE, 1),
+        ("200% zoom", {"width": 640, "height": 400}, 2),
+    ]:
+        zoomed = await (
+            await page.context.browser.new_context(
+                viewport=viewport, device_scale_factor=scale, bypass_csp=True
+            )
+        ).new_page()
+        await zoomed.goto(page_url(node, {"room": ROOM}, "name=zoomed"))
+        await zoomed.wait_for_selector("#leave:not([hidden])", timeout=15_000)
+        await zoomed.wait_for_selector("#messages li.msg .body:text-is('a reply')", timeout=15_000)
+        problems += await accessibility_problems(zoomed, where)
+        # Nothing is cut off sideways, and every control can be reached and seen.
+        assert await zoomed.evaluate("document.documentElement.scrollWidth <= innerWidth"), where
+        for control in [
+            "#room-url",
+            "#name",
+            "#leave",
+            "#text",
+            "#file-button",
+            "#send",
+            "#notify",
+        ]:
+            await zoomed.locator(control).scroll_into_view_if_needed()
+            assert await zoomed.locator(control).is_visible(), f"{control} at {where}"
+        await zoomed.screenshot(path=str(ARTIFACTS / f"chat-a11y-{where.split()[0]}.png"))
+        if where == "phone":
+            await zoomed.click("#people-toggle")
+            await zoomed.wait_for_selector("#members li[data-key]")
+            assert await zoomed.get_attribute("#people-toggle", "aria-expanded") == "true"
+        await zoomed.context.close()
+    assert problems == []

@@ -39,12 +39,6 @@ export const REACTIONS = [
 ];
 const EMOJI_NAMES = new Map(REACTIONS);
 
-// A plain message goes as a `text` envelope, which every client shows as it is;
-// a reply needs `chat` (docs/protocol.md 5.0.1). Python's Room still hands a
-// body over as it is, so `chat` for every message (and with it a signed name in
-// each) waits until it reads what an envelope says.
-const PLAIN_MESSAGES_AS_TEXT = true;
-
 // connectedAt: per member, when its link first opened (ms since the page began loading)
 // joinStartedAt: when the last join began (same clock)
 const ui = {
@@ -705,8 +699,8 @@ async function send() {
   fitComposer();
   endReply();
   try {
-    if (replyTo === null && PLAIN_MESSAGES_AS_TEXT) await ui.room.send(text);
-    else await ui.room.sendChat(text, { replyTo });
+    // a `chat` envelope: our signed name travels with every message (docs/protocol.md 5.0.1)
+    await ui.room.sendChat(text, { replyTo });
     banner(null);
   } catch (error) {
     banner(error.message);
