@@ -24,6 +24,14 @@ debs:
 	  else echo "not root: the tests that need$$missing will be skipped"; fi; \
 	fi
 
+# axe-core, the accessibility engine tests/web/test_chat_page.py runs in the page (npm,
+# beside the venv); without npm that scan is skipped and the test's own checks still run.
+AXE := $(VENV)/node/node_modules/axe-core/axe.min.js
+$(AXE):
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --silent --no-audit --no-fund --prefix $(VENV)/node axe-core@4.14.1; \
+	else echo "npm not found: the axe-core scan of the page will be skipped"; fi
+
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) || { \
 	  echo "venv failed; installing Debian's python3-venv"; \
@@ -42,13 +50,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint debs
+test: lint debs $(AXE)
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"
 
-integration: $(STAMP) debs
+integration: $(STAMP) debs $(AXE)
 	$(BIN)/python -m pytest -m integration
 
 bench: $(STAMP) debs
