@@ -695,3 +695,70 @@ async def test_accessibility_at_desktop_phone_and_200_percent_zoom(
             assert await zoomed.get_attribute("#people-toggle", "aria-expanded") == "true"
         await zoomed.context.close()
     assert problems == []
+
+
+# --- the README's pictures: a short conversation at desktop and phone sizes ---
+
+
+def teapot_png(path: Path) -> Path:
+    """A small picture to share (drawn here: nothing is fetched)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (320, 200), "#f3efe6")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((90, 60, 230, 170), fill="#6b8f71")  # the pot
+    draw.rectangle((140, 45, 180, 65), fill="#4d6b52")  # its lid
+    draw.polygon([(225, 100), (290, 70), (285, 85), (228, 125)], fill="#6b8f71")  # spout
+    draw.arc((40, 80, 110, 150), 90, 270, fill="#4d6b52", width=10)  # handle
+    image.save(path)
+    return path
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+async def test_a_conversation_as_the_readme_shows_it(
+    size: str,
+    signaling_mesh: NodeFactory,
+    peers: PeerFactory,
+    open_chat: OpenChat,
+    tmp_path: Path,
+) -> None:
+    a, b = await signaling_mesh(2)
+    ana, ana_room = await python_in_room(peers, a, "Ana")
+    bo, bo_room = await python_in_room(peers, b, "Bo")
+    page = await open_chat(a, "Kim", room=ROOM, viewport=DESKTOP if size == "desktop" else PHONE)
+    kim = await browser_key(page)
+    await next_of(ana_room, Connected, key=kim)
+    await next_of(bo_room, Connected, key=kim)
+
+    asked = await ana_room.say("Has anyone tried the oolong from https://example.org/tea/oolong ?")
+    await page.wait_for_selector("#messages li.msg >> nth=0")
+    tip = await bo_room.say("Yes! 90 °C, three short steepings.\nThe second one is the best.")
+    await page.wait_for_selector("#messages li.msg >> nth=1")
+    await bo_room.send_file(teapot_png(tmp_path / "teapot.png"))
+    await page.wait_for_selector('#messages li.file img[alt="teapot.png"]', timeout=20_000)
+    await ana_room.react(MessageRef(tip.author, tip.seq), "👍")
+
+    bo_message = page.locator(f"#messages li.msg[data-author='{bo.public_key.hex()}']").first
+    await bo_message.hover()
+    await bo_message.locator("button.reply").click()
+    await page.keyboard.type("Thanks, trying it tonight")
+    await page.keyboard.press("Enter")
+    said_by_kim = await next_of(bo_room, Message, mine=False, author=kim)
+    assert said_by_kim.text == "Thanks, trying it tonight"
+    await bo_message.hover()
+    await bo_message.locator("button.react").click()
+    await bo_message.locator(".picker button[aria-label='React with heart']").click()
+    await bo_message.locator(".reactions button:has-text('👍 1')").wait_for()
+    await bo_message.locator(".reactions button[aria-pressed=true]:has-text('❤️ 1')").wait_for()
+    await ana_room.say("🎉 enjoy", reply_to=MessageRef(asked.author, asked.seq))
+    await page.wait_for_selector("#messages li.msg .body:text-is('🎉 enjoy')")
+    await page.wait_for_selector(
+        f"#members li[data-key='{ana.public_key.hex()}'] .name:text-is('Ana')", state="attached"
+    )
+
+    await page.evaluate("document.activeElement?.blur()")
+    await page.mouse.move(0, 0)
+    assert await in_viewport(page, "#compose")
+    assert await in_viewport(page, "#messages li.msg:last-of-type")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"conversation-{size}.png"))
