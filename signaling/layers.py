@@ -99,6 +99,8 @@ from .rooms import (
 )
 
 Address = tuple[str, int]
+MAX_PROBES = 6
+"""Galloping rounds past the last known layer before a join sits in one it has not read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +295,8 @@ class JoinState:
     reads: int = 0
     excluded: set[int] = field(default_factory=set)
     requested: bool = False
+    probes: int = 0
+    """Rounds that found every layer read full: the room is bigger than this node knew."""
     found: Layer | None = None
     """The read of the layer chosen, whose members the new view starts from."""
 
@@ -553,12 +557,15 @@ class RoomCore:
         last = estimate.layers - 1
         picks: set[int] = set()
         for _ in range(4 * self.config.choices):  # distinct draws below the last, at O(1)
-            if last <= 0 or len(picks) >= min(self.config.choices, last):
+            if last <= 0 or len(picks) >= min(self.config.choices, last) or job.probes:
                 break
             pick = self.rng.randrange(last)
             if pick not in job.excluded:
                 picks.add(pick)
-        candidates = sorted((picks | {last, last + 1}) - job.excluded)
+        # Past the last layer: the next one; after a round that found everything full,
+        # galloping (last+1, +2, +4, ...) so a stale estimate costs O(log gap) rounds.
+        ahead = {last + 1} if not job.probes else {last + 2**i for i in range(2 * job.probes + 1)}
+        candidates = sorted((picks | {last} | ahead) - job.excluded)
         candidates = [c for c in candidates if c <= MAX_LAYER]
         found: dict[int, Layer] = {}
 
@@ -578,11 +585,25 @@ class RoomCore:
         open_ = [
             (len(f.members), i) for i, f in found.items() if len(f.members) < size and i <= last
         ]
+        open_ = [(count, i) for count, i in open_ if i not in job.excluded]
+        beyond = [
+            i
+            for i in sorted(found)
+            if i > last and len(found[i].members) < size and i not in job.excluded
+        ]
         if open_:
             layer = min(open_)[1]
+        elif beyond:
+            layer = beyond[0]
+        elif job.probes < MAX_PROBES:
+            job.probes += 1  # all full: the room has grown past what this node knew
+            self.counters["join.probe"] += 1
+            self._choose(job, now)
+            return
         else:
-            beyond = [i for i in sorted(found) if i > last and len(found[i].members) < size]
-            layer = beyond[0] if beyond else max(max(found, default=0) + 1, last + 1)
+            layer = max(max(found, default=0) + 1, last + 1)
+            while layer in job.excluded:
+                layer += 1
         if layer > MAX_LAYER:
             self._refuse(job, ErrorCode.UNAVAILABLE, "no layer with a seat", now)
             return
@@ -1237,6 +1258,12 @@ class RoomCore:
         for view in list(self.views.values()):
             self._publish_seats(view, now, None)
             self._read_layer(view.room, view.layer, now, lambda _found, _t: None)
+        # One read past each room's last layer keeps the estimate, and the hints this
+        # node's seat lists carry, from going stale while others' joins grow the room.
+        for room in sorted({view.room for view in self.views.values()}):
+            estimate = self._estimate(room, now)
+            if estimate.layers <= MAX_LAYER:
+                self._read_layer(room, estimate.layers, now, lambda _found, _t: None)
         self._prune_buckets(now)
         for node_id, home in list(self.homes.items()):
             if home.until <= now and not home.waiting:
