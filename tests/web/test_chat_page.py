@@ -529,6 +529,9 @@ async def test_the_room_url_travels_in_the_fragment_and_never_reaches_the_node(
     assert await old.evaluate("location.hash") == "#room=" + quote(OLD_SECRET, safe="")
     heard = ears.heard("an-old-link-room", "old")
     assert len(heard) == 1 and heard[0].startswith("GET /?name=old&room="), heard
+    # A room link opened in the same tab (only the fragment changes) goes there.
+    await old.evaluate("location.hash = '#room=' + encodeURIComponent('https://example.org/next')")
+    await old.wait_for_selector("#room-title:text-is('https://example.org/next')", timeout=15_000)
     # The invite link the page hands out keeps the room in the fragment too.
     invite = await old.evaluate(
         "import('/web/js/address.js').then(a => a.inviteLink(location,"

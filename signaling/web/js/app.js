@@ -159,6 +159,8 @@ function place(li, lamport, author, { isNew = false, mine = false } = {}) {
     after = node;
   }
   list.insertBefore(li, after);
+  follows(li);
+  if (after) follows(after);
   ui.follower.added({ isNew: isNew && !after, mine });
 }
 
@@ -216,6 +218,7 @@ function showMessage({ env, content, mine }, isNew) {
   );
   const li = el("li", { className: mine ? "msg mine" : "msg", tabIndex: -1, dataset: { id, author: env.author, seq: env.seq } }, avatar(env.author), main);
   for (const img of li.querySelectorAll("img")) img.addEventListener("load", () => ui.follower.settle());
+  li.dataset.ts = env.ts;
   place(li, env.lamport, env.author, { isNew, mine });
   renderReactions(id);
   for (const box of document.querySelectorAll(`#messages .quote[data-ref="${id}"]`)) box.replaceWith(quote({ author: env.author, seq: env.seq }));
@@ -223,6 +226,20 @@ function showMessage({ env, content, mine }, isNew) {
     $("announce").textContent = `${who(env.author)}: ${excerpt(content.text, 300)}`;
     ui.attention.arrived({ from: who(env.author), text: content.text, tag: ui.room?.key });
   }
+}
+
+const RUN_MS = 5 * 60 * 1000; // messages of one author this close together read as one run
+
+function follows(li) {
+  // A message right after its author's previous one (within RUN_MS) drops its face and
+  // name from view (a screen reader still reads the name).
+  const before = li.previousElementSibling;
+  const run =
+    li.classList.contains("msg") &&
+    before?.classList.contains("msg") &&
+    before.dataset.author === li.dataset.author &&
+    Math.abs(li.dataset.ts - before.dataset.ts) < RUN_MS;
+  li.classList.toggle("continued", Boolean(run));
 }
 
 // --- replies and reactions ---
