@@ -28,7 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chat with the other people on the same web page, "
         "with no company in the middle.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more logging: -v info, -vv debug (a node logs info without it)",
+    )
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dht_cli.register(commands)
@@ -37,7 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     relay_cli.register(commands)
     simulations_cli.register(commands)
     demo.register(commands)
+    for command in commands.choices.values():  # `pagemesh chat URL -v` reads naturally too
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0,
+            dest="command_verbose",
+            help="more logging: -v info, -vv debug",
+        )
     return parser
+
+
+QUIET_LOGGERS = ("aioice", "aiortc")
+"""Libraries whose warnings a person at a prompt cannot act on: errors only, unless -v."""
+
+
+def log_level(verbose: int, quiet: bool) -> int:
+    """The root logger's level. Commands a person types at (chat, send, receive, demo)
+    are `quiet`: warnings only, -v for info, -vv for debug. Servers log info, -v debug."""
+    if quiet:
+        return {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    return logging.DEBUG if verbose else logging.INFO
 
 
 class _JsonFormatter(logging.Formatter):
@@ -61,7 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
+    verbose = args.verbose + getattr(args, "command_verbose", 0)
+    quiet = bool(getattr(args, "quiet_logs", False))
+    logging.basicConfig(level=log_level(verbose, quiet), handlers=[handler])
+    if quiet and not verbose:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -3,9 +3,11 @@
 Three signaling nodes (the first with an embedded TURN relay) form a DHT on
 127.0.0.1; two bots sit in the room of https://example.org/: a greeter that
 says hello to whoever joins (and answers `!echo`), and a file bot that sends
-back every file it is given. The demo prints the browser client's address and
-the commands to join from other terminals, and runs until Ctrl-C (or
-`--duration`). Its data lives in one folder that `make clean` removes.
+back every file it is given. Once the mesh is up (the bots linked to each
+other), the demo prints the browser client's address and the commands to join
+from other terminals, and runs until Ctrl-C (or `--duration`). Library logs
+stay off unless `-v` asks for them, so nothing scrolls those instructions
+away. Its data lives in one folder that `make clean` removes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import signal
 from pathlib import Path
 
 from dht.core import DHTConfig
-from peer.peer import FileDone, MemberJoined, Message, Peer, Room
+from peer.cli import member_label
+from peer.peer import Connected, FileDone, MemberLeft, Message, Peer, Room
 from peer.webrtc import restrict_host_candidates
 from signaling.config import NodeConfig
 from signaling.node import SignalingNode
@@ -26,6 +29,10 @@ from signaling.node import SignalingNode
 from .embedded_relay import start_embedded_relay
 
 ROOM_URL = "https://example.org/"
+GREET_WAIT = 2.0
+"""Seconds the greeter waits for a newcomer's name before it greets its key's tag."""
+LINK_TIMEOUT = 30.0
+"""Seconds the bots may take to link to each other before the demo says so and goes on."""
 DEMO_RELAY = '[relay]\nallow_peers = ["127.0.0.0/8"]  # loopback peers, for the demo only\n'
 
 
@@ -39,7 +46,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=None,
         help="stop after this many seconds (default: Ctrl-C)",
     )
-    demo.set_defaults(run=_run)
+    demo.set_defaults(run=_run, quiet_logs=True)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -71,15 +78,34 @@ async def start_nodes(count: int, data_dir: Path) -> list[SignalingNode]:
     return nodes
 
 
-async def greet(room: Room) -> None:
-    """The greeter: hello to newcomers, and an echo for lines starting with `!echo`."""
-    names = room.names
-    async for event in room.events():
-        if isinstance(event, MemberJoined):
-            await room.send(f"hello {event.key.hex()[:8]}, welcome to the room of {ROOM_URL}")
+async def greet(room: Room, bots: set[bytes]) -> None:
+    """The greeter: hello to each newcomer by name (or, when it gives none within
+    `GREET_WAIT` seconds of its link opening, by its key's tag), and an echo for
+    lines starting with `!echo`."""
+    loop = asyncio.get_running_loop()
+    waiting: dict[bytes, float] = {}  # linked, not yet greeted: since when
+    greeted: set[bytes] = set(bots)
+    while True:
+        try:
+            event = await room.next_event(GREET_WAIT if waiting else 3600.0)
+        except TimeoutError:
+            event = None
+        if isinstance(event, Connected) and event.key not in greeted:
+            waiting.setdefault(event.key, loop.time())
+        elif isinstance(event, MemberLeft):
+            waiting.pop(event.key, None)
+            greeted.discard(event.key)
         elif isinstance(event, Message) and not event.mine and event.text.startswith("!echo"):
-            who = names.get(event.author, event.author.hex()[:8])
-            await room.send(f"{who} said: {event.text.removeprefix('!echo').strip()}")
+            who = member_label(room, event.author)
+            await room.say(f"{who} said: {event.text.removeprefix('!echo').strip()}")
+        for key, since in list(waiting.items()):
+            if room.name_of(key) or loop.time() - since >= GREET_WAIT:
+                del waiting[key]
+                greeted.add(key)
+                await room.say(
+                    f"hello {member_label(room, key)}, welcome to the room of {ROOM_URL}! "
+                    "Say !echo TEXT and I say it back; the file bot sends back any file."
+                )
 
 
 async def echo_files(room: Room) -> None:
@@ -88,8 +114,20 @@ async def echo_files(room: Room) -> None:
         if isinstance(event, FileDone) and event.path is not None:
             echoed = event.path.with_name(f"echo-{event.path.name}")
             event.path.rename(echoed)
-            await room.send(f"got {event.path.name}; sending it back as {echoed.name}")
-            await room.send_file(echoed)
+            await room.say(f"got {event.path.name}; sending it back as {echoed.name}")
+            await room.send_file(echoed, to=[event.sender])
+
+
+async def linked(room: Room, member: bytes) -> bool:
+    """Wait until `room` has a link to `member`: the mesh is up (False: not in time)."""
+    try:
+        async with asyncio.timeout(LINK_TIMEOUT):
+            while True:
+                event = await room.next_event(LINK_TIMEOUT)
+                if isinstance(event, Connected) and event.key == member:
+                    return True
+    except TimeoutError:
+        return False
 
 
 async def start_bot(
@@ -115,11 +153,13 @@ async def run_demo(args: argparse.Namespace) -> int:
                 f"id {node.node_id.hex()[:12]}  {relay}"
             )
         urls = [n.url for n in nodes]
-        greeter, room = await start_bot("greeter", data_dir, urls)
+        greeter, greeting = await start_bot("greeter", data_dir, urls)
         bots.append(greeter)
-        tasks.append(asyncio.create_task(greet(room)))
         filebot, room = await start_bot("filebot", data_dir, urls[::-1], data_dir / "filebot-in")
         bots.append(filebot)
+        tasks.append(asyncio.create_task(greet(greeting, {filebot.public_key})))
+        if not await linked(room, greeter.public_key):
+            say(f"  (the bots did not link within {LINK_TIMEOUT:g} s; try -v to see why)")
         tasks.append(asyncio.create_task(echo_files(room)))
         say(
             f"\ntwo bots sit in the room of {ROOM_URL}: a greeter and a file bot that echoes files."
@@ -133,11 +173,12 @@ async def run_demo(args: argparse.Namespace) -> int:
                 f"--data-dir {data_dir}/{who} --ice-host 127.0.0.1"
             )
         say(
-            f"  .venv/bin/pagemesh send {ROOM_URL} FILE --node {nodes[1].url} "
+            f"  .venv/bin/pagemesh send FILE {ROOM_URL} --to alice --node {nodes[1].url} "
             f"--data-dir {data_dir}/carol --ice-host 127.0.0.1"
         )
+        say("\nIn a chat, /help lists what you can do (/who, /get N, /send FILE, /leave).")
         say(f"\n  health: curl {page}/healthz   metrics: curl {page}/metrics")
-        say("\nCtrl-C stops everything.")
+        say("\nCtrl-C stops everything; pagemesh -v demo shows the libraries' logs too.")
         await _wait(args.duration)
     finally:
         for task in tasks:

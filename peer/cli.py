@@ -1,9 +1,21 @@
 """`pagemesh chat`, `pagemesh send`, `pagemesh receive`: a person's side of the mesh.
 
+What a person reads names people, never keys: the name a member signs in its
+messages or gives in its profile, or, when it gave none, a short tag of its
+key (`·3fa9`, as the browser shows it). Two members who give themselves one
+name are told apart by that tag after the name.
+
 A busy page's room is split into groups of about 24 (the protocol's layers,
 docs/protocol.md 2.3). People see groups counted from 1, as the browser shows
 them: group 1 is layer 0. `--layer N` and `/move N` take that number too; the
 JSON lines keep the protocol's `layer` (from 0) beside a `group`.
+
+Files (docs/protocol.md 5.2): `chat` numbers each offer and takes none
+unasked (`/get N`); a newcomer sees the files shared before it came as
+"shared earlier". `send` offers a file to chosen members (`--to`) or to
+everyone present (`--all-present`) and ends when each has verified it;
+`receive` takes the files offered after it started (`--include-earlier`:
+those before too).
 """
 
 from __future__ import annotations
@@ -15,6 +27,9 @@ import json
 import os
 import sys
 import time
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +45,8 @@ from rich.progress import (
 
 from signaling.protocol import MAX_LAYER
 
-from .files import local_name
+from .files import AcceptRule, FileOffer, local_name
+from .messaging import Chat, MessageRef, MessagingError, Reaction, read_content, short_tag
 from .peer import (
     Census,
     Connected,
@@ -41,10 +57,12 @@ from .peer import (
     Gap,
     MemberJoined,
     MemberLeft,
+    MemberUnreachable,
     Message,
     Moved,
     Peer,
     PeerProblem,
+    Profile,
     Rejoined,
     Room,
 )
@@ -53,6 +71,30 @@ from .webrtc import restrict_host_candidates
 
 DEFAULT_NODE = "ws://127.0.0.1:8000"
 ICE_HOSTS_ENV = "PAGEMESH_ICE_HOSTS"
+
+SETTLE = 0.3
+"""Seconds without news after which what `chat` holds back is printed: history (so
+that it reads in the room's order, not grouped by who passed it on), newcomers
+whose name has not come yet, files shared earlier."""
+MAX_NUMBERED = 1024
+"""File offers `chat` remembers by number; older numbers are forgotten."""
+QUOTE = 40
+"""Characters of a message quoted by a reply or a reaction."""
+TAG_MARK = short_tag(bytes(32))[0]
+"""What a key's tag begins with (`·3fa9`)."""
+
+HELP = [
+    "type a line and press Enter to say it to your group; //text says /text",
+    "/who            who is in your group, and how you reach each (direct or relayed)",
+    "/get N          download the file numbered N (/get alone lists them)",
+    "/send PATH      offer a file to your group",
+    "/layers         the groups of this page and how many sit in each",
+    "/move N         move to group N",
+    "/friend KEY     move to the group of the member with this key",
+    "/key            your key, for a friend's /friend",
+    "/leave          leave the room and quit (also /quit, or Ctrl-D)",
+    "/help           this list (nothing you type after / is sent to the room)",
+]
 
 
 def default_data_dir() -> Path:
@@ -63,8 +105,12 @@ def default_data_dir() -> Path:
     return Path(base) / "pagemesh"
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="the page whose room to join")
+# --- arguments ---------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser, url: bool = True) -> None:
+    if url:
+        parser.add_argument("url", help="the page whose room to join")
     parser.add_argument(
         "--node",
         action="append",
@@ -75,7 +121,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", type=Path, help="identity and history (default: PAGEMESH_DATA_DIR or XDG)"
     )
-    parser.add_argument("--name", help="display name")
+    parser.add_argument("--name", help="the name others see")
     parser.add_argument(
         "--ice-host",
         action="append",
@@ -83,6 +129,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help=f"offer only these local addresses to ICE (env {ICE_HOSTS_ENV}, comma-separated)",
     )
+    parser.set_defaults(quiet_logs=True)  # library logs only with -v (pagemesh/cli.py)
 
 
 def _group(text: str) -> int:
@@ -107,8 +154,22 @@ def _key(text: str) -> bytes:
     return key
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("a timeout is more than 0 seconds")
+    return value
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    chat = commands.add_parser("chat", help="chat in a page's room from the terminal")
+    chat = commands.add_parser(
+        "chat",
+        help="chat in a page's room from the terminal",
+        description="Chat in a page's room; /help lists the commands.",
+    )
     _common(chat)
     where = chat.add_mutually_exclusive_group()
     where.add_argument(
@@ -124,23 +185,70 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="KEY",
         help="sit in the group of the member with this key (64 hex digits: their /key)",
     )
+    chat.add_argument(
+        "--out", type=Path, default=Path("."), metavar="DIR", help="where /get saves files (.)"
+    )
     chat.add_argument("--say", help="send this, then print events until --wait seconds pass")
     chat.add_argument("--wait", type=float, default=10.0, help="seconds to stay with --say")
     chat.add_argument("--json", action="store_true", help="print events as JSON lines")
     chat.set_defaults(run=_run_chat)
 
-    send = commands.add_parser("send", help="offer a file to a page's room")
-    _common(send)
-    send.add_argument("file", type=Path)
-    send.add_argument("--wait", type=float, default=300.0, help="seconds to wait for receivers")
-    send.add_argument("--count", type=int, default=1, help="exit after this many receivers got it")
+    send = commands.add_parser(
+        "send",
+        help="offer a file to people in a page's room",
+        usage="%(prog)s [options] FILE URL",
+        description="Offer FILE in the room of URL and wait until each recipient has "
+        "verified it. Exit 0 when all did; 1 when one declined, left, or cannot be "
+        "named; 3 when --timeout passed first.",
+    )
+    send.add_argument("file_and_url", nargs=2, metavar="FILE URL", help=argparse.SUPPRESS)
+    _common(send, url=False)
+    to = send.add_mutually_exclusive_group()
+    to.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        metavar="NAME|KEY",
+        help="offer it to this member only, waiting for it to come (repeat for more); "
+        "a name, a key's tag as chat shows it (·3fa9), or a key (64 hex digits)",
+    )
+    to.add_argument(
+        "--all-present",
+        action="store_true",
+        help="offer it to everyone in the room when it is offered (the default)",
+    )
+    send.add_argument(
+        "--timeout",
+        "--wait",
+        type=_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up after this long (default 300)",
+    )
     send.set_defaults(run=_run_send)
 
-    receive = commands.add_parser("receive", help="take the files offered in a page's room")
+    receive = commands.add_parser(
+        "receive",
+        help="take the files offered in a page's room",
+        description="Take the files offered in the room of URL after this started, "
+        "into --out; exit 0 once --count files arrived verified.",
+    )
     _common(receive)
     receive.add_argument("--out", type=Path, required=True, help="directory for the files")
     receive.add_argument("--count", type=int, default=1, help="exit after this many files")
-    receive.add_argument("--wait", type=float, default=3600.0, help="give up after seconds")
+    receive.add_argument(
+        "--include-earlier",
+        action="store_true",
+        help="also take the files offered before this started",
+    )
+    receive.add_argument(
+        "--timeout",
+        "--wait",
+        type=_seconds,
+        default=3600.0,
+        metavar="SECONDS",
+        help="give up after this long (default 3600)",
+    )
     receive.set_defaults(run=_run_receive)
 
 
@@ -154,12 +262,253 @@ def _peer(args: argparse.Namespace, accept_files_to: Path | None = None) -> Peer
     )
 
 
-def event_json(event: Any) -> dict[str, Any]:
-    """One room event as a JSON-ready object (the --json output, one per line)."""
+# --- how people and things read ---------------------------------------------------------
+
+_HIDDEN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Controls (a terminal's escape sequences), invisible format marks (bidi overrides),
+lone surrogates, line separators: never written to the terminal as they are."""
+
+
+def printable(text: str, lines: bool = False) -> str:
+    """`text` as it may reach a terminal: each hidden character becomes U+FFFD; with
+    `lines`, line breaks stay (and tabs), the lines after the first indented."""
+    keep = {"\n", "\t"} if lines else set()
+    safe = "".join(
+        c if c in keep or unicodedata.category(c) not in _HIDDEN else "\ufffd" for c in text
+    )
+    return safe.replace("\n", "\n    ") if lines else safe
+
+
+def human_size(size: int) -> str:
+    """ "2.1 MB": bytes in SI units, as file managers show them."""
+    if size < 1000:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("kB", "MB", "GB"):
+        value /= 1000
+        if value < 999.95:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1000:.1f} TB"
+
+
+def member_label(room: Room, key: bytes) -> str:
+    """What to call a member: its name, else its key's tag; name and tag when another
+    member here gives itself the same name."""
+    name = room.name_of(key)
+    if not name:
+        return short_tag(key)
+    others = (room.members | set(room.links)) - {key}
+    if any(room.name_of(other) == name for other in others):
+        return printable(name) + short_tag(key)
+    return printable(name)
+
+
+def my_label(room: Room) -> str:
+    name = room.peer.store.name
+    return printable(name) if name else "you"
+
+
+def _quote(room: Room, ref: MessageRef) -> str:
+    """Who said the message `ref` names, and how it began: `Bob "hello the…"`."""
+    env = room.core.envelope(ref)
+    content = read_content(env) if env is not None else None
+    who = my_label(room) if ref.author == room.peer.public_key else member_label(room, ref.author)
+    if not isinstance(content, Chat):
+        return f"{who}'s message"
+    text = " ".join(content.text.split())
+    cut = text if len(text) <= QUOTE else text[: QUOTE - 1] + "\u2026"
+    return f'{who} "{printable(cut)}"'
+
+
+def message_line(room: Room, message: Message) -> str:
+    """One message for a person: `[12:04] <Ana> hello`, a reply's quote, a reaction."""
+    who = my_label(room) if message.mine else member_label(room, message.author)
+    content = message.content
+    if isinstance(content, Reaction):
+        did = "reacts" if content.on else "takes back"
+        return f"* {who} {did} {printable(content.emoji)} on {_quote(room, content.target)}"
+    stamp = time.strftime("%H:%M", time.localtime(message.sent_at))
+    reply = ""
+    if isinstance(content, Chat) and content.reply_to is not None:
+        reply = f"(to {_quote(room, content.reply_to)}) "
+    return f"[{stamp}] <{who}> {reply}{printable(message.text, lines=True)}"
+
+
+@dataclass(slots=True)
+class _Numbered:
+    number: int
+    sender: bytes
+    offer: FileOffer
+
+
+class ChatScreen:
+    """What `pagemesh chat` prints: one line for each thing that happened, names for
+    keys, history in the room's total order, every file offer once with its number.
+
+    Feed it the room's events (`feed`) and, after `SETTLE` seconds without any while
+    it holds something back (`holding`), call `settle`; each returns the lines to
+    print. History (messages older than our arrival) is held back and printed sorted
+    by the room's order, since each member passes on its own messages first; a
+    newcomer is announced once its name comes (or at the next settle, with its tag);
+    files shared earlier follow the history.
+    """
+
+    def __init__(self, room: Room, joined_at: float) -> None:
+        self.room = room
+        self.joined_ms = int(joined_at * 1000)
+        self._history: list[Message] = []
+        self._arriving: dict[bytes, str | None] = {}
+        """Members linked whose arrival is not yet told, with their path."""
+        self._earlier: list[FileOffered] = []
+        self._here: dict[bytes, str | None] = {}
+        """Members whose arrival was told, with their path."""
+        self.offers: dict[str, _Numbered] = {}
+        """Offers by id, numbered for /get (the newest `MAX_NUMBERED`)."""
+        self.numbers: dict[int, str] = {}
+        self._next_number = 1
+        self.mine: dict[str, str] = {}
+        """Our own offers: id -> file name (bounded as `offers`)."""
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._history or self._arriving or self._earlier)
+
+    def feed(self, event: Any) -> list[str]:
+        if isinstance(event, Message):
+            if not event.mine and event.lamport < self.joined_ms:
+                self._history.append(event)
+                return []
+            return [*self.settle(), message_line(self.room, event)]
+        if isinstance(event, FileOffered):
+            return self._offered(event)
+        if isinstance(event, Connected | Profile | MemberJoined | MemberLeft):
+            return self._presence(event)
+        if isinstance(event, FileDone | FileFailed | FileProgress):
+            return self._file(event)
+        return [self.other_line(event)]
+
+    def settle(self) -> list[str]:
+        """Everything held back, in order: history, arrivals, files shared earlier."""
+        history, self._history = self._history, []
+        history.sort(key=lambda m: (m.lamport, m.author, m.seq))
+        lines = [message_line(self.room, m) for m in history]
+        for key in list(self._arriving):
+            lines += self._arrived(key)
+        earlier, self._earlier = self._earlier, []
+        lines += [self._offer_line(e) for e in earlier]
+        return lines
+
+    def number(self, event: FileOffered) -> int:
+        known = self.offers.get(event.offer.id)
+        if known is not None:
+            return known.number
+        number, self._next_number = self._next_number, self._next_number + 1
+        self.offers[event.offer.id] = _Numbered(number, event.sender, event.offer)
+        self.numbers[number] = event.offer.id
+        while len(self.numbers) > MAX_NUMBERED:
+            oldest = next(iter(self.numbers))
+            self.offers.pop(self.numbers.pop(oldest), None)
+        return number
+
+    def _offered(self, event: FileOffered) -> list[str]:
+        if event.offer.id in self.offers:
+            return []  # told once: a re-offer after the sender left and came back
+        self.number(event)
+        if event.earlier:
+            self._earlier.append(event)
+            return []
+        return [*self.settle(), self._offer_line(event)]
+
+    def _offer_line(self, event: FileOffered) -> str:
+        offer = event.offer
+        who = member_label(self.room, event.sender)
+        what = f"{printable(offer.name)} ({human_size(offer.size)})"
+        number = self.offers[offer.id].number if offer.id in self.offers else self.number(event)
+        if event.earlier:
+            return f"* {who} shared {what} earlier \u2014 /get {number}"
+        return f"* {who} offers {what} \u2014 /get {number}"
+
+    def _presence(self, event: Connected | Profile | MemberJoined | MemberLeft) -> list[str]:
+        key = event.key
+        if isinstance(event, MemberJoined):
+            return []  # told when its link opens and its name comes
+        if isinstance(event, MemberLeft):
+            self._arriving.pop(key, None)
+            if key not in self._here:
+                return []
+            del self._here[key]
+            return [f"* {member_label(self.room, key)} left"]
+        if isinstance(event, Connected):
+            if key in self._here:
+                before, self._here[key] = self._here[key], event.path
+                if event.path != before and event.path is not None:
+                    return [f"* {member_label(self.room, key)} is {event.path} now"]
+                return []
+            self._arriving[key] = event.path
+            return self._arrived(key) if self.room.name_of(key) else []
+        if key in self._arriving:  # its name came: announce it now
+            return self._arrived(key)
+        return []  # a later rename shows in its next message
+
+    def _arrived(self, key: bytes) -> list[str]:
+        path = self._arriving.pop(key, None)
+        self._here[key] = path
+        return [f"* {member_label(self.room, key)} is here ({path or 'connecting'})"]
+
+    def _file(self, event: FileDone | FileFailed | FileProgress) -> list[str]:
+        if isinstance(event, FileProgress):
+            return []
+        numbered = self.offers.get(event.id)
+        if isinstance(event, FileDone):
+            if event.path is not None:
+                who = member_label(self.room, event.sender)
+                size = f"{human_size(numbered.offer.size)}, " if numbered else ""
+                return [f"* saved from {who}: {printable(str(event.path))} ({size}verified)"]
+            name = self.mine.get(event.id, "the file")
+            return [f"* {member_label(self.room, event.sender)} has {name} (verified)"]
+        if event.member is not None and event.id in self.mine:
+            return [f"* {member_label(self.room, event.member)} declined {self.mine[event.id]}"]
+        name = printable(numbered.offer.name) if numbered else self.mine.get(event.id, "a file")
+        return [f"* {name}: {printable(event.reason)}"]
+
+    def sent(self, file_id: str, name: str) -> None:
+        """We offered a file: name it in the receipts that follow."""
+        self.mine[file_id] = printable(name)
+        while len(self.mine) > MAX_NUMBERED:
+            del self.mine[next(iter(self.mine))]
+
+    def other_line(self, event: Any) -> str:
+        room = self.room
+        if isinstance(event, Moved):
+            return f"* moved: {seat_sentence(event.layer, event.layers, event.total)}"
+        if isinstance(event, Rejoined):
+            return f"* seated again through {event.node}, in group {event.layer + 1:,}"
+        if isinstance(event, Gap):
+            who = member_label(room, event.author)
+            return f"* {who}'s messages {event.first} to {event.last} are lost to this room"
+        if isinstance(event, MemberUnreachable):
+            why = event.message.partition(": ")[2] or event.message
+            return f"* cannot connect to {member_label(room, event.key)}: {printable(why)}"
+        if isinstance(event, PeerProblem):
+            return f"* {printable(event.message)}"
+        return f"* {type(event).__name__}"
+
+
+# --- JSON lines, sentences --------------------------------------------------------------
+
+
+def event_json(event: Any, room: Room | None = None) -> dict[str, Any]:
+    """One room event as a JSON-ready object (the --json output, one per line). With
+    `room`, members are named too (`name`: their name, or null)."""
+
+    def named(key: bytes, field: str = "name") -> dict[str, Any]:
+        return {field: room.name_of(key)} if room is not None else {}
+
     if isinstance(event, Message):
         return {
             "event": "message",
             "author": event.author.hex(),
+            **named(event.author),
             "text": event.text,
             "seq": event.seq,
             "lamport": event.lamport,
@@ -168,9 +517,34 @@ def event_json(event: Any) -> dict[str, Any]:
         }
     if isinstance(event, MemberJoined | MemberLeft):
         kind = "joined" if isinstance(event, MemberJoined) else "left"
-        return {"event": kind, "key": event.key.hex()}
+        return {"event": kind, "key": event.key.hex(), **named(event.key)}
     if isinstance(event, Connected):
-        return {"event": "connected", "key": event.key.hex(), "path": event.path}
+        return {
+            "event": "connected",
+            "key": event.key.hex(),
+            **named(event.key),
+            "path": event.path,
+        }
+    if isinstance(event, Profile):
+        return {"event": "profile", "key": event.key.hex(), "name": event.name}
+    if isinstance(event, FileOffered):
+        offer = event.offer
+        return {
+            "event": "file-offered",
+            "id": offer.id,
+            "file": offer.name,
+            "size": offer.size,
+            "mime": offer.mime,
+            "from": event.sender.hex(),
+            "earlier": event.earlier,
+        }
+    if isinstance(event, FileDone):
+        path = str(event.path) if event.path is not None else None
+        return {"event": "file-done", "id": event.id, "path": path, "member": event.sender.hex()}
+    if isinstance(event, FileFailed):
+        return {"event": "file-failed", "id": event.id, "reason": event.reason}
+    if isinstance(event, FileProgress):
+        return {"event": "file-progress", "id": event.id, "done": event.done, "size": event.size}
     if isinstance(event, Gap):
         return {
             "event": "discontinuity",
@@ -214,19 +588,16 @@ def census_lines(census: Census) -> list[str]:
     return lines
 
 
-def event_line(event: Any, names: dict[bytes, str] | None = None) -> str:
-    """One room event for a person."""
-    if isinstance(event, Message):
-        who = "me" if event.mine else (names or {}).get(event.author, event.author.hex()[:8])
-        stamp = time.strftime("%H:%M", time.localtime(event.sent_at))
-        return f"[{stamp}] <{who}> {event.text}"
-    if isinstance(event, Moved):
-        return f"* moved: {seat_sentence(event.layer, event.layers, event.total)}"
-    if isinstance(event, Rejoined):
-        return f"* seated again through {event.node}, in group {event.layer + 1:,}"
-    data = event_json(event)
-    kind = data.pop("event")
-    return f"* {kind} " + " ".join(f"{k}={str(v)[:16]}" for k, v in data.items())
+def refusal(exc: SignalingError, group: int | None = None) -> str:
+    """A node's refusal of a join or a move, for a person."""
+    if exc.code == "layer-full":
+        return f"group {group:,} is full" if group is not None else "that group is full"
+    if exc.code == "unknown-peer":
+        return "nobody with that key is on this page"
+    return str(exc)
+
+
+# --- running a command --------------------------------------------------------------------
 
 
 def _run(name: str, coro: Any) -> int:
@@ -243,84 +614,225 @@ def _run(name: str, coro: Any) -> int:
         return 1
 
 
-def refusal(exc: SignalingError, group: int | None = None) -> str:
-    """A node's refusal of a join or a move, for a person."""
-    if exc.code == "layer-full":
-        return f"group {group:,} is full" if group is not None else "that group is full"
-    if exc.code == "unknown-peer":
-        return "nobody with that key is on this page"
-    return str(exc)
-
-
 def _run_chat(args: argparse.Namespace) -> int:
     return _run("chat", _chat(args))
 
 
 def _run_send(args: argparse.Namespace) -> int:
+    """`send FILE URL` (or, as older versions took it, `send URL FILE`)."""
+    first, second = args.file_and_url
+    if not Path(first).is_file() and Path(second).is_file() and "://" in first:
+        first, second = second, first
+    args.file, args.url = Path(first), second
     if not args.file.is_file():
         print(f"pagemesh send: no such file {args.file}", file=sys.stderr)
         return 2
-    return _run("send", asyncio.wait_for(_send(args), args.wait))
+    args.size = args.file.stat().st_size
+    return _run("send", _send(args))
 
 
 def _run_receive(args: argparse.Namespace) -> int:
-    return _run("receive", asyncio.wait_for(_receive(args), args.wait))
+    return _run("receive", _receive(args))
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def _next_event(room: Room) -> Any:
+    """The room's next event, however long it takes (a caller bounds the whole)."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            return await room.next_event(within=3600.0)
+
+
+# --- pagemesh send ---------------------------------------------------------------------------
+
+
+def _match(room: Room, wanted: str, among: Iterable[bytes]) -> list[bytes]:
+    """The members `wanted` names: by key (64 hex digits), by a key's tag (·3fa9), or
+    by the name they give themselves."""
+    text = wanted.strip()
+    with contextlib.suppress(ValueError):
+        if len(text) == 64:
+            key = bytes.fromhex(text)
+            return [key]
+    found = [k for k in among if room.name_of(k) == text]
+    if not found and text.startswith(TAG_MARK):
+        found = [k for k in among if short_tag(k) == text]
+    return found
+
+
+class _Recipients:
+    """Whom a `send` waits for, and how each ended."""
+
+    def __init__(self, room: Room, wanted: list[str]) -> None:
+        self.room = room
+        self.unnamed = list(dict.fromkeys(wanted))
+        """`--to` names not matched to a member yet."""
+        self.waiting: set[bytes] = set()
+        self.done: list[bytes] = []
+        self.failed: dict[bytes, str] = {}
+
+    def name_more(self) -> tuple[list[bytes], list[str]]:
+        """Match the unmatched names to members here (linked ones have said their names).
+        Returns the members newly named and the names that name more than one."""
+        here = self.room.members | set(self.room.links)
+        found: list[bytes] = []
+        ambiguous: list[str] = []
+        for wanted in list(self.unnamed):
+            keys = _match(self.room, wanted, here)
+            if len(keys) > 1:
+                ambiguous.append(wanted)
+            elif keys:
+                self.unnamed.remove(wanted)
+                if keys[0] not in self.waiting and keys[0] not in self.done:
+                    self.waiting.add(keys[0])
+                    found.append(keys[0])
+        return found, ambiguous
+
+    @property
+    def finished(self) -> bool:
+        return not self.unnamed and not self.waiting
 
 
 async def _send(args: argparse.Namespace) -> int:
-    """Offer the file to everyone in the room now and to whoever connects later."""
+    """Offer the file; print each recipient as it verifies it; end when all did."""
+    name = printable(args.file.name)
     async with _peer(args) as peer:
         room = await peer.join(args.url)
-        file_id = await room.send_file(args.file)
-        received: set[bytes] = set()
-        with _progress() as bars:
-            tasks: dict[bytes, Any] = {}
-            async for event in room.events():
-                if isinstance(event, Connected) and event.key not in tasks:
-                    tasks[event.key] = bars.add_task(f"to {event.key.hex()[:8]}", total=None)
-                elif isinstance(event, FileDone) and event.id == file_id:
-                    received.add(event.sender)
-                    task = tasks.get(event.sender)
-                    if task is not None:
-                        bars.update(task, total=1, completed=1)
-                    if len(received) >= args.count:
-                        return 0
-    return 1
+        recipients = _Recipients(room, args.to)
+        me = peer.public_key
+        if args.to:
+            file_id = await room.send_file(args.file, to=())
+            _say(f"offering {name} ({human_size(args.size)}) to {', '.join(args.to)}")
+        else:
+            recipients.waiting = room.members - {me}
+            if not recipients.waiting:
+                print(
+                    f"pagemesh send: nobody else is in the room of {args.url}; "
+                    "--to NAME waits for someone",
+                    file=sys.stderr,
+                )
+                return 1
+            file_id = await room.send_file(args.file)
+            people = len(recipients.waiting)
+            _say(
+                f"offering {name} ({human_size(args.size)}) to the "
+                f"{people} {'person' if people == 1 else 'people'} here now"
+            )
+        try:
+            async with asyncio.timeout(args.timeout):
+                return await _until_received(room, file_id, name, recipients)
+        except TimeoutError:
+            missing = [member_label(room, k) for k in recipients.waiting] + recipients.unnamed
+            print(
+                f"pagemesh send: timed out after {args.timeout:g} s; "
+                f"{', '.join(missing)} did not get {name}",
+                file=sys.stderr,
+            )
+            return 3
+
+
+async def _until_received(room: Room, file_id: str, name: str, recipients: _Recipients) -> int:
+    def address() -> int | None:
+        found, ambiguous = recipients.name_more()
+        if ambiguous:
+            for wanted in ambiguous:
+                tags = [short_tag(k) for k in _match(room, wanted, room.members)]
+                print(
+                    f"pagemesh send: {len(tags)} members call themselves {wanted} "
+                    f"({', '.join(tags)}); name one by its tag or key",
+                    file=sys.stderr,
+                )
+            return 1
+        room.transfers.offer_to(file_id, found, room.paths())
+        return None
+
+    if recipients.unnamed and (code := address()) is not None:
+        return code
+    while not recipients.finished:
+        event = await _next_event(room)
+        if isinstance(event, Connected | Profile | MemberJoined) and recipients.unnamed:
+            if (code := address()) is not None:
+                return code
+        elif isinstance(event, FileDone) and event.id == file_id:
+            if event.sender in recipients.waiting:
+                recipients.waiting.discard(event.sender)
+                recipients.done.append(event.sender)
+                _say(f"{member_label(room, event.sender)} has {name} (verified)")
+        elif isinstance(event, FileFailed) and event.id == file_id and event.member is not None:
+            if event.member in recipients.waiting:
+                recipients.waiting.discard(event.member)
+                recipients.failed[event.member] = "declined it"
+                _say(f"{member_label(room, event.member)} declined {name}")
+        elif isinstance(event, MemberLeft) and event.key in recipients.waiting:
+            recipients.waiting.discard(event.key)
+            recipients.failed[event.key] = "left before it arrived"
+            _say(f"{member_label(room, event.key)} left before {name} arrived")
+    if recipients.failed:
+        failed = ", ".join(f"{member_label(room, k)} {why}" for k, why in recipients.failed.items())
+        print(f"pagemesh send: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- pagemesh receive -----------------------------------------------------------------------
 
 
 async def _receive(args: argparse.Namespace) -> int:
     """Take what is offered into --out: the peer's accept policy runs a few downloads at
     once and keeps the other offers waiting, within the bounds of docs/protocol.md 5.2.
 
-    Offers carry no time, so one made before we started is taken like a new one.
+    Files shared before we came are told and left alone unless --include-earlier.
     Names are shown as they will be saved (`local_name`), never as markup.
     """
     async with _peer(args, accept_files_to=args.out) as peer:
         room = await peer.join(args.url)
-        got = 0
-        with _progress() as bars:
-            tasks: dict[str, Any] = {}
-            async for event in room.events():
-                if isinstance(event, FileOffered):
-                    offer = event.offer
-                    name = escape(local_name(offer.name))
-                    tasks[offer.id] = bars.add_task(name, total=offer.size)
-                elif isinstance(event, FileProgress) and event.id in tasks:
-                    bars.update(tasks[event.id], completed=event.done)
-                elif isinstance(event, FileDone) and event.path is not None:
-                    task = tasks.pop(event.id, None)
-                    if task is not None:
-                        bars.update(task, completed=bars.tasks[task].total)
-                    bars.console.print(f"received {event.path}", markup=False, highlight=False)
-                    got += 1
-                    if got >= args.count:
-                        return 0
-                elif isinstance(event, FileFailed):
-                    task = tasks.pop(event.id, None)
-                    if task is not None:
-                        bars.remove_task(task)
-                    bars.console.print(f"failed: {event.reason}", markup=False, highlight=False)
-    return 1
+        room.transfers.set_accept_rule(AcceptRule(earlier=args.include_earlier))
+        _say(f"waiting for files in the room of {args.url}")
+        try:
+            async with asyncio.timeout(args.timeout):
+                return await _take_files(room, args.count, args.include_earlier)
+        except TimeoutError:
+            print(f"pagemesh receive: timed out after {args.timeout:g} s", file=sys.stderr)
+            return 3
+
+
+async def _take_files(room: Room, count: int, include_earlier: bool) -> int:
+    got = 0
+    with _progress() as bars:
+        tasks: dict[str, Any] = {}
+        senders: dict[str, bytes] = {}
+
+        def say(text: str) -> None:
+            bars.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+        while True:
+            event = await _next_event(room)
+            if isinstance(event, FileOffered):
+                offer = event.offer
+                what = f"{printable(local_name(offer.name))} ({human_size(offer.size)})"
+                who = member_label(room, event.sender)
+                if event.earlier and not include_earlier:
+                    say(f"skipping {what} from {who}: shared before this started")
+                    continue
+                senders[offer.id] = event.sender
+                tasks[offer.id] = bars.add_task(escape(local_name(offer.name)), total=offer.size)
+            elif isinstance(event, FileProgress) and event.id in tasks:
+                bars.update(tasks[event.id], completed=event.done)
+            elif isinstance(event, FileDone) and event.path is not None:
+                task = tasks.pop(event.id, None)
+                if task is not None:
+                    bars.update(task, completed=bars.tasks[task].total)
+                who = member_label(room, event.sender)
+                say(f"received {printable(str(event.path))} from {who} (verified)")
+                got += 1
+                if got >= count:
+                    return 0
+            elif isinstance(event, FileFailed) and event.id in tasks:
+                bars.remove_task(tasks.pop(event.id))
+                say(f"failed: {printable(event.reason)}")
 
 
 def _progress() -> Progress:
@@ -334,6 +846,9 @@ def _progress() -> Progress:
     )
 
 
+# --- pagemesh chat ---------------------------------------------------------------------------
+
+
 async def _chat(args: argparse.Namespace) -> int:
     async with _peer(args) as peer:
         layer = args.layer - 1 if args.layer is not None else None
@@ -342,72 +857,94 @@ async def _chat(args: argparse.Namespace) -> int:
         except SignalingError as exc:
             print(f"pagemesh chat: {refusal(exc, args.layer)}", file=sys.stderr)
             return 1
-        show = (
-            (lambda e: json.dumps(event_json(e)))
-            if args.json
-            else (lambda e: event_line(e, room.names))
-        )
+        screen = ChatScreen(room, time.time())
         if args.json:
-            print(json.dumps({"event": "seated", **seat_json(room.layer, room.layers, room.total)}))
+            _say(json.dumps({"event": "seated", **seat_json(room.layer, room.layers, room.total)}))
         if args.say is not None:
             if not args.json:
-                print(seat_sentence(room.layer, room.layers, room.total))
-            await room.send(args.say)
-            await _print_events(room, show, args.wait)
+                _say(seat_sentence(room.layer, room.layers, room.total))
+            await room.say(args.say)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(args.wait):
+                    await _show_events(room, screen, args.json)
             return 0
-        print(f"joined the room of {args.url} as {peer.public_key.hex()[:8]}")
-        print(seat_sentence(room.layer, room.layers, room.total))
-        print("/layers, /move N, /friend KEY, /key, /who; /quit to leave")
-        printer = asyncio.create_task(_print_events(room, show, None))
+        who = f" as {printable(peer.store.name)}" if peer.store.name else ""
+        _say(f"joined the room of {args.url}{who}")
+        _say(seat_sentence(room.layer, room.layers, room.total))
+        _say("type to chat; /help for the commands")
+        printer = asyncio.create_task(_show_events(room, screen, args.json))
         try:
-            await _read_lines(room)
+            await _read_lines(room, screen, args.out)
         finally:
             printer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await printer
+        await peer.leave(room)
     return 0
 
 
-async def _print_events(room: Room, show: Any, seconds: float | None) -> None:
-    async def loop() -> None:
-        async for event in room.events():
-            print(show(event), flush=True)
+async def _show_events(room: Room, screen: ChatScreen, as_json: bool) -> None:
+    """Print the room's events as they come; what the screen holds back, once the room
+    has been quiet for `SETTLE` seconds."""
+    while True:
+        try:
+            event = await room.next_event(within=SETTLE if screen.holding else 3600.0)
+        except TimeoutError:
+            lines = screen.settle()
+        else:
+            if as_json:
+                if isinstance(event, FileOffered):
+                    screen.number(event)
+                lines = [json.dumps(event_json(event, room))]
+            else:
+                lines = screen.feed(event)
+        for line in lines:
+            print(line, flush=True)
 
-    if seconds is None:
-        await loop()
-    else:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(loop(), seconds)
 
-
-async def _read_lines(room: Room) -> None:
+async def _read_lines(room: Room, screen: ChatScreen, out: Path) -> None:
+    """Read what the person types until /leave, /quit or the end of input."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    echoed = sys.stdin.isatty() and sys.stdout.isatty()
     while line := await reader.readline():
-        text = line.decode(errors="replace").rstrip("\n")
-        if text == "/quit":
-            return
-        if text.startswith("/"):
-            for out in await command(room, text):
-                print(out)
+        text = line.decode(errors="replace").rstrip("\r\n")
+        if text.startswith("/") and not text.startswith("//"):
+            if text.split(maxsplit=1)[0] in ("/leave", "/quit"):
+                return
+            for out_line in await command(room, text, screen, out):
+                print(out_line, flush=True)
             continue
-        if text:
-            try:
-                await room.send(text)
-            except ValueError as exc:
-                print(f"* not sent: {exc}")
+        if not text.strip():
+            continue
+        if echoed:  # the terminal showed what was typed: the room's line replaces it
+            sys.stdout.write("\x1b[1A\x1b[2K")
+        try:
+            await room.say(text.removeprefix("/"))
+        except (MessagingError, ValueError) as exc:
+            print(f"* not sent: {exc}", flush=True)
 
 
-async def command(room: Room, text: str) -> list[str]:
-    """One slash command typed in `pagemesh chat`; the lines it prints."""
+async def command(
+    room: Room, text: str, screen: ChatScreen | None = None, out: Path = Path(".")
+) -> list[str]:
+    """One slash command typed in `pagemesh chat`; the lines it prints. Nothing typed
+    after a / reaches the room."""
     name, _, arg = text.strip().partition(" ")
     arg = arg.strip()
+    screen = screen or ChatScreen(room, time.time())
+    handlers: dict[str, Callable[[], Any]] = {
+        "/help": lambda: ["* " + line for line in HELP],
+        "/who": lambda: who_lines(room),
+        "/key": lambda: [f"* your key: {room.peer.public_key.hex()}"],
+        "/get": lambda: get_file(room, screen, arg, out),
+    }
     try:
-        if name == "/who":
-            return [f"* {key.hex()[:8]} {path}" for key, path in room.paths().items()]
-        if name == "/key":
-            return [f"* your key: {room.peer.public_key.hex()}"]
+        if name in handlers:
+            return list(handlers[name]())
+        if name == "/send":
+            return await send_file(room, screen, arg)
         if name == "/layers":
             return ["* " + line for line in census_lines(await room.census())]
         if name == "/move":
@@ -427,4 +964,74 @@ async def command(room: Room, text: str) -> list[str]:
         return [f"* {exc}"]
     except (SignalingError, TimeoutError) as exc:
         return [f"* the node did not answer: {exc}"]
-    return [f"* unknown command {name}; try /layers, /move N, /friend KEY, /key, /who, /quit"]
+    return [f"* unknown command {printable(name)}; /help lists them"]
+
+
+def who_lines(room: Room) -> list[str]:
+    """/who: us and the members of our group, each with how we reach it."""
+    paths = room.paths()
+    others = sorted(room.members | set(paths), key=lambda k: member_label(room, k).casefold())
+    lines = [f"* {my_label(room)} (you), in group {room.layer + 1:,}"]
+    if not others:
+        return [*lines, "* nobody else is here"]
+    for key in others:
+        path = paths.get(key) or "connecting"
+        lines.append(f"*   {member_label(room, key)}  {path}")
+    return lines
+
+
+def get_file(room: Room, screen: ChatScreen, arg: str, out: Path) -> list[str]:
+    """/get N: download offer N into `out`; /get alone: the offers one may still get."""
+    if not arg:
+        listed = [
+            f"*   /get {n.number}  {printable(n.offer.name)} ({human_size(n.offer.size)}) "
+            f"from {member_label(room, n.sender)}"
+            for n in screen.offers.values()
+            if n.offer.id in room.transfers.offers
+        ]
+        return ["* files you can get:", *listed] if listed else ["* no files on offer"]
+    try:
+        number = int(arg)
+    except ValueError:
+        return [f"* /get takes a file's number, not {printable(arg)!r}"]
+    file_id = screen.numbers.get(number)
+    numbered = screen.offers.get(file_id) if file_id is not None else None
+    if file_id is None or numbered is None:
+        return [f"* no file numbered {number}"]
+    if file_id in room.transfers.incoming:
+        return [f"* {printable(numbered.offer.name)} is on its way"]
+    try:
+        room.accept_file(file_id, out)
+    except KeyError:
+        return [f"* file {number} is no longer offered (its sender left, or it got old)"]
+    except OSError as exc:
+        return [f"* cannot save into {printable(str(out))}: {printable(str(exc))}"]
+    sender = member_label(room, numbered.sender)
+    return [f"* getting {printable(numbered.offer.name)} from {sender}"]
+
+
+async def send_file(room: Room, screen: ChatScreen, arg: str) -> list[str]:
+    """/send PATH: offer a file to the group."""
+    found = _local_file(arg)
+    if isinstance(found, str):
+        return [found]
+    path, size = found
+    try:
+        file_id = await room.send_file(path)
+    except (OSError, ValueError) as exc:
+        return [f"* not offered: {printable(str(exc))}"]
+    screen.sent(file_id, path.name)
+    return [f"* you offer {printable(path.name)} ({human_size(size)})"]
+
+
+def _local_file(arg: str) -> tuple[Path, int] | str:
+    """The file a person named, and its size; or what is wrong with it."""
+    if not arg:
+        return "* /send takes a file's path"
+    path = Path(arg).expanduser()
+    try:
+        if path.is_file():
+            return path, path.stat().st_size
+    except OSError:
+        pass
+    return f"* no such file: {printable(arg)}"

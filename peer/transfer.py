@@ -99,6 +99,8 @@ class FileDone:
 class FileFailed:
     id: str
     reason: str
+    member: bytes | None = None
+    """On the sending side, the member who declined the file."""
 
 
 FileEvent = FileOffered | FileProgress | FileDone | FileFailed
@@ -518,6 +520,11 @@ class Transfers:
         self._send_control(entry[0], {"t": "file-decline", "id": file_id})
         self._fill_slots()
 
+    def set_accept_rule(self, rule: AcceptRule) -> None:
+        """Which offers the accept policy takes from now on (the kept ones included)."""
+        self.accept_rule = rule
+        self._fill_slots()
+
     def _fill_slots(self) -> None:
         """The accept policy: take the oldest waiting offers while slots are free."""
         if self.auto_accept is None:
@@ -739,7 +746,7 @@ class Transfers:
         elif kind == "file-decline":
             file_id = str(frame.get("id"))
             if file_id in self.outgoing:
-                self._emit(FileFailed(file_id, f"declined by {member.hex()[:12]}"))
+                self._emit(FileFailed(file_id, f"declined by {member.hex()[:12]}", member))
         elif kind == "file-done":
             file_id = str(frame.get("id"))
             if file_id in self.outgoing:

@@ -73,40 +73,39 @@ async def test_send_and_receive_commands(signaling_mesh: NodeFactory, tmp_path: 
     source = tmp_path / "photo.jpg"
     source.write_bytes(os.urandom(2_000_000))
     url = "https://example.org/photos"
-    receiver = asyncio.create_task(
-        run(
-            "receive",
-            url,
-            "--node",
-            b.url,
-            "--data-dir",
-            str(tmp_path / "r"),
-            "--out",
-            str(tmp_path / "inbox"),
-            "--count",
-            "1",
-            "--wait",
-            "50",
-        )
+    env = {**os.environ, "PAGEMESH_ICE_HOSTS": "127.0.0.1"}
+    receiver = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pagemesh",
+        "receive",
+        url,
+        "--node",
+        b.url,
+        "--data-dir",
+        str(tmp_path / "r"),
+        "--out",
+        str(tmp_path / "inbox"),
+        "--count",
+        "1",
+        "--timeout",
+        "50",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
     )
-    sender = asyncio.create_task(
-        run(
-            "send",
-            url,
-            str(source),
-            "--node",
-            a.url,
-            "--data-dir",
-            str(tmp_path / "s"),
-            "--wait",
-            "50",
-        )
-    )
-    (code_r, out_r), (code_s, out_s) = await asyncio.gather(receiver, sender)
-    assert code_r == 0, out_r
+    assert receiver.stdout is not None
+    first = await asyncio.wait_for(receiver.stdout.readline(), 30)  # seated: present now
+    assert first.startswith(b"waiting for files"), first
+    code_s, out_s = await run(
+        "send", str(source), url, "--node", a.url, "--data-dir", str(tmp_path / "s"),
+        "--timeout", "50",
+    )  # fmt: skip
+    out_r, _ = await asyncio.wait_for(receiver.communicate(), 30)
+    assert receiver.returncode == 0, out_r.decode()
     assert code_s == 0, out_s
     assert (tmp_path / "inbox" / "photo.jpg").read_bytes() == source.read_bytes()
-    assert "received" in out_r
+    assert "received" in out_r.decode() and "has photo.jpg (verified)" in out_s
 
 
 async def test_send_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:

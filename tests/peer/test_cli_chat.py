@@ -1,0 +1,251 @@
+"""`pagemesh chat`, `send` and `receive` as a person runs them: real processes on a
+loopback mesh, their output read line by line as it comes (every wait bounded)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import PeerFactory
+
+pytestmark = pytest.mark.integration
+
+URL = "https://example.org/a-page"
+
+
+class Pagemesh:
+    """A `pagemesh` process; `expect` reads its output up to a line that matches."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._next = 0  # the first line `expect` has not yet matched past
+
+    @classmethod
+    async def start(cls, *args: str) -> Pagemesh:
+        env = {**os.environ, "PAGEMESH_ICE_HOSTS": "127.0.0.1"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pagemesh",
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+        )
+        return cls(proc)
+
+    async def expect(self, pattern: str, within: float = 30.0) -> str:
+        """The next line (after the last one expected) that `pattern` finds."""
+        assert self.proc.stdout is not None
+        found = re.compile(pattern)
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    while self._next < len(self.lines):
+                        line = self.lines[self._next]
+                        self._next += 1
+                        if found.search(line):
+                            return line
+                    raw = await self.proc.stdout.readline()
+                    if not raw:
+                        raise AssertionError(f"ended before {pattern!r}:\n{self.text}")
+                    self.lines.append(raw.decode().rstrip("\n"))
+        except TimeoutError:
+            raise AssertionError(f"no {pattern!r} within {within} s:\n{self.text}") from None
+
+    async def type(self, *lines: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("".join(f"{line}\n" for line in lines).encode())
+        await self.proc.stdin.drain()
+
+    async def finish(self, within: float = 30.0) -> int:
+        """Wait for the process to end (reading the rest of its output); its exit code."""
+        assert self.proc.stdout is not None
+        try:
+            async with asyncio.timeout(within):
+                rest = await self.proc.stdout.read()
+                self.lines += rest.decode().splitlines()
+                return await self.proc.wait()
+        except TimeoutError:
+            raise AssertionError(f"still running after {within} s:\n{self.text}") from None
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def count(self, line: str) -> int:
+        return sum(1 for seen in self.lines if seen.endswith(line))
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+
+def chat(node: str, data_dir: Path, *args: str) -> list[str]:
+    return ["chat", URL, "--node", node, "--data-dir", str(data_dir), *args]
+
+
+Start = Callable[..., Awaitable[Pagemesh]]
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Start]:
+    """`await start(*args)`: a `pagemesh` process, killed at the end if it still runs."""
+    started: list[Pagemesh] = []
+
+    async def begin(*args: str) -> Pagemesh:
+        process = await Pagemesh.start(*args)
+        started.append(process)
+        return process
+
+    yield begin
+    for process in started:
+        process.kill()
+        await process.proc.wait()
+
+
+async def test_two_chats_see_names_and_messages_once(
+    signaling_mesh: NodeFactory, tmp_path: Path, start: Start
+) -> None:
+    a, b = await signaling_mesh(2)
+    alice = await start(*chat(a.url, tmp_path / "alice", "--name", "alice"))
+    bob = await start(*chat(b.url, tmp_path / "bob", "--name", "bob"))
+    await alice.expect(r"^\* bob is here \(direct\)$")
+    await bob.expect(r"^\* alice is here \(direct\)$")
+
+    await alice.type("hello bob")
+    await bob.expect(r"<alice> hello bob$")
+    await alice.expect(r"<alice> hello bob$")  # our own line, printed by the room
+    await bob.type("/help", "/who", "hi alice")
+    await bob.expect(r"^\* /leave +leave the room")
+    await bob.expect(r"^\* bob \(you\), in group 1$")
+    await bob.expect(r"^\*   alice  direct$")
+    await alice.expect(r"<bob> hi alice$")  # sent after /help: /help would have come first
+
+    await bob.type("/leave")
+    assert await bob.finish() == 0
+    await alice.expect(r"^\* bob left$")
+    await alice.type("/leave")
+    assert await alice.finish() == 0
+    for person in (alice, bob):  # each message once, in one order, and nothing else said
+        said = [line.partition("] ")[2] for line in person.lines if line.startswith("[")]
+        assert said == ["<alice> hello bob", "<bob> hi alice"], person.text
+    assert not re.search(r"\b[0-9a-f]{16,}\b", alice.text + bob.text)  # names, not keys
+    assert not re.search(r"aioice|aiortc|INFO|WARNING", alice.text + bob.text)  # no logs
+
+
+async def test_files_are_offered_once_numbered_and_taken_with_get(
+    signaling_mesh: NodeFactory, tmp_path: Path, start: Start
+) -> None:
+    """Three files shared in a chat: a member present sees each offer once; a newcomer
+    sees them as shared earlier and downloads nothing until it asks with /get N."""
+    a, b = await signaling_mesh(2)
+    files = []
+    for n, size in enumerate((1_500, 2_100_000, 30)):
+        files.append(tmp_path / f"file{n}.bin")
+        files[-1].write_bytes(os.urandom(size))
+    ana = await start(*chat(a.url, tmp_path / "ana", "--name", "Ana"))
+    bo_in = tmp_path / "bo-in"
+    bo = await start(*chat(b.url, tmp_path / "bo", "--name", "Bo", "--out", str(bo_in)))
+    await ana.expect(r"^\* Bo is here")
+    await bo.expect(r"^\* Ana is here")
+    await ana.type(*(f"/send {path}" for path in files))
+    for n, size in enumerate(("1.5 kB", "2.1 MB", "30 B")):
+        await bo.expect(rf"^\* Ana offers file{n}\.bin \({size}\) \u2014 /get {n + 1}$")
+    await bo.type("/get 2")
+    await bo.expect(r"^\* getting file1\.bin from Ana$")
+    saved = await bo.expect(r"^\* saved from Ana: ")
+    assert saved.endswith("file1.bin (2.1 MB, verified)")
+    assert (bo_in / "file1.bin").read_bytes() == files[1].read_bytes()
+    await ana.expect(r"^\* Bo has file1\.bin \(verified\)$")
+
+    newcomer = tmp_path / "cy-in"
+    cy = await start(*chat(a.url, tmp_path / "cy", "--name", "Cy", "--out", str(newcomer)))
+    for n in range(3):
+        await cy.expect(rf"^\* Ana shared file{n}\.bin \(.*\) earlier \u2014 /get {n + 1}$")
+    await cy.type("/get")
+    await cy.expect(r"^\* files you can get:$")
+    await cy.expect(r"^\*   /get 3  file2\.bin \(30 B\) from Ana$")
+    assert not newcomer.exists()  # nothing downloaded unasked
+    await cy.type("/get 3")
+    await cy.expect(r"^\* saved from Ana: ")
+    assert [p.name for p in newcomer.iterdir()] == ["file2.bin"]
+    for person in (ana, bo, cy):
+        await person.type("/leave")
+        assert await person.finish() == 0
+    assert bo.count("Ana offers file0.bin (1.5 kB) \u2014 /get 1") == 1
+
+
+async def test_send_ends_on_its_rule_with_a_clear_exit(
+    signaling_mesh: NodeFactory, tmp_path: Path, start: Start
+) -> None:
+    a, b = await signaling_mesh(2)
+    source = tmp_path / "photo.jpg"
+    source.write_bytes(os.urandom(300_000))
+
+    def send(*args: str) -> list[str]:
+        where = ["--node", a.url, "--data-dir", str(tmp_path / "sender")]
+        return ["send", str(source), *args, *where]
+
+    lonely = await start(*send("https://example.org/empty", "--all-present"))
+    assert await lonely.finish() == 1
+    await lonely.expect(r"nobody else is in the room of https://example.org/empty")
+
+    inbox = tmp_path / "inbox"
+    receiver = ["receive", URL, "--node", b.url, "--out", str(inbox), "--count", "2"]
+    bob = await start(*receiver, "--name", "bob", "--data-dir", str(tmp_path / "bob"))
+    await bob.expect(r"^waiting for files")
+    to_bob = await start(*send(URL, "--to", "bob", "--timeout", "30"))
+    await to_bob.expect(r"^offering photo\.jpg \(300\.0 kB\) to bob$")
+    await to_bob.expect(r"^bob has photo\.jpg \(verified\)$")
+    assert await to_bob.finish() == 0
+    await bob.expect(r"^received .*photo\.jpg from \S+ \(verified\)$")
+
+    everyone = await start(*send(URL, "--all-present", "--timeout", "30"))
+    await everyone.expect(r"^offering photo\.jpg \(300\.0 kB\) to the 1 person here now$")
+    await everyone.expect(r"^bob has photo\.jpg \(verified\)$")
+    assert await everyone.finish() == 0
+    assert await bob.finish() == 0
+    assert sorted(p.name for p in inbox.iterdir()) == ["photo (1).jpg", "photo.jpg"]
+
+    nobody = await start(*send(URL, "--to", "nobody", "--timeout", "3"))
+    assert await nobody.finish() == 3
+    await nobody.expect(r"timed out after 3 s; nobody did not get photo\.jpg")
+
+
+async def test_receive_takes_no_file_shared_before_it_started(
+    signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path, start: Start
+) -> None:
+    """A newcomer to a room where three files were shared downloads none of them; the
+    file offered after it came is the one it takes."""
+    a, b = await signaling_mesh(2)
+    ana = await peers("Ana", [a.url])
+    room = await ana.join(URL)
+    for n in range(3):
+        old = tmp_path / f"old{n}.txt"
+        old.write_text(f"shared before {n}")
+        await room.send_file(old)
+    inbox = tmp_path / "inbox"
+    receiver = ["receive", URL, "--node", b.url, "--out", str(inbox), "--count", "1"]
+    newcomer = await start(*receiver, "--data-dir", str(tmp_path / "newcomer"))
+    await newcomer.expect(r"^waiting for files")
+    for n in range(3):
+        skipped = rf"^skipping old{n}\.txt \(15 B\) from Ana: shared before this started$"
+        await newcomer.expect(skipped)
+    assert not inbox.exists()
+    new = tmp_path / "new.txt"
+    new.write_text("after you came")
+    await room.send_file(new)
+    await newcomer.expect(r"^received .*new\.txt from Ana \(verified\)$")
+    assert await newcomer.finish() == 0
+    assert [p.name for p in inbox.iterdir()] == ["new.txt"]
