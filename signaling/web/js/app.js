@@ -614,8 +614,9 @@ function seatWish(fields) {
 function inRoom(on) {
   for (const id of ["text", "file", "send", "file-button"]) $(id).disabled = !on;
   $("leave").hidden = !on;
+  $("empty-hint").hidden = on;
   $("people-toggle").hidden = !on;
-  $("text").placeholder = on ? "Say something" : "Say something (join a room first)";
+  $("text").placeholder = on ? "Say something" : "Join a room to chat";
 }
 
 function clearRoom() {
