@@ -271,6 +271,35 @@ async def test_names_come_from_history_and_namesakes_are_told_apart(
     )
 
 
+# --- what a member writes stays text; only http(s) becomes a link ---
+
+
+async def test_only_http_links_are_made_and_markup_stays_text(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_chat: OpenChat
+) -> None:
+    (node,) = await signaling_mesh(1)
+    _, room = await python_in_room(peers, node, "ana")
+    page = await open_chat(node, "you", room=ROOM)
+    await next_of(room, Connected, key=await browser_key(page))
+    text = (
+        '<img src=x onerror="window.owned=1"> javascript:alert(1) data:text/html,hi '
+        "ftp://example.org/f (see https://example.org/a_(b)), http://example.org/x."
+    )
+    chat(room, text, "<b>Ana</b>")
+    body = await page.wait_for_selector("#messages li.msg .body")
+    assert await body.text_content() == text
+    links = await body.eval_on_selector_all(
+        "a", "links => links.map(a => [a.href, a.rel, a.target, a.textContent])"
+    )
+    assert links == [
+        ["https://example.org/a_(b)", "noopener noreferrer", "_blank", "https://example.org/a_(b)"],
+        ["http://example.org/x", "noopener noreferrer", "_blank", "http://example.org/x"],
+    ]
+    assert await body.eval_on_selector_all("img", "imgs => imgs.length") == 0
+    assert await page.evaluate("window.owned") is None
+    assert await page.inner_text("#messages li.msg .who") == "<b>Ana</b>"
+
+
 # --- a hidden tab counts what arrived; desktop notifications only when asked for ---
 
 # Visibility as a background tab has it, and a Notification that records what the
