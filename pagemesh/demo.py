@@ -20,7 +20,7 @@ import signal
 from pathlib import Path
 
 from dht.core import DHTConfig
-from peer.cli import member_label
+from peer.chatscreen import member_label
 from peer.peer import Connected, FileDone, MemberLeft, Message, Peer, Room
 from peer.webrtc import restrict_host_candidates
 from signaling.config import NodeConfig

@@ -9,14 +9,16 @@ import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from peer.chatscreen import ChatScreen
+from peer.files import FileOffer
+from peer.peer import Connected, FileOffered, MemberJoined, MemberLeft, Message, Profile
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import PeerFactory
-
-pytestmark = pytest.mark.integration
 
 URL = "https://example.org/a-page"
 
@@ -114,6 +116,7 @@ async def start() -> AsyncIterator[Start]:
         await process.proc.wait()
 
 
+@pytest.mark.integration
 async def test_two_chats_see_names_and_messages_once(
     signaling_mesh: NodeFactory, tmp_path: Path, start: Start
 ) -> None:
@@ -144,6 +147,7 @@ async def test_two_chats_see_names_and_messages_once(
     assert not re.search(r"aioice|aiortc|INFO|WARNING", alice.text + bob.text)  # no logs
 
 
+@pytest.mark.integration
 async def test_files_are_offered_once_numbered_and_taken_with_get(
     signaling_mesh: NodeFactory, tmp_path: Path, start: Start
 ) -> None:
@@ -186,6 +190,7 @@ async def test_files_are_offered_once_numbered_and_taken_with_get(
     assert bo.count("Ana offers file0.bin (1.5 kB) \u2014 /get 1") == 1
 
 
+@pytest.mark.integration
 async def test_send_ends_on_its_rule_with_a_clear_exit(
     signaling_mesh: NodeFactory, tmp_path: Path, start: Start
 ) -> None:
@@ -223,6 +228,7 @@ async def test_send_ends_on_its_rule_with_a_clear_exit(
     await nobody.expect(r"timed out after 3 s; nobody did not get photo\.jpg")
 
 
+@pytest.mark.integration
 async def test_receive_takes_no_file_shared_before_it_started(
     signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path, start: Start
 ) -> None:
@@ -249,3 +255,59 @@ async def test_receive_takes_no_file_shared_before_it_started(
     await newcomer.expect(r"^received .*new\.txt from Ana \(verified\)$")
     assert await newcomer.finish() == 0
     assert [p.name for p in inbox.iterdir()] == ["new.txt"]
+
+
+# --- what the chat shows, with no network: events in, lines out -----------------------
+
+
+class FakeRoom:
+    """What ChatScreen reads of a room: names, members, links, our own key."""
+
+    def __init__(self, names: dict[bytes, str]) -> None:
+        self.known = names
+        self.members = set(names)
+        self.links: dict[bytes, object] = {}
+        self.peer = SimpleNamespace(public_key=ME, store=SimpleNamespace(name="me"))
+        self.core = SimpleNamespace(envelope=lambda ref: None)
+
+    def name_of(self, key: bytes) -> str | None:
+        return self.known.get(key)
+
+
+ME, ANA, BO, CY = (bytes([n]) * 32 for n in range(4))
+
+
+def said(author: bytes, lamport: int, seq: int, text: str) -> Message:
+    return Message(author, text, lamport, lamport / 1000, seq, author == ME)
+
+
+def test_history_reads_in_the_rooms_order_and_each_offer_once() -> None:
+    room = FakeRoom({ANA: "Ana", BO: "Bo"})
+    screen = ChatScreen(room, joined_at=100.0)  # type: ignore[arg-type]
+    # Each member passes on its own words first: history comes grouped by author.
+    history = [said(BO, 2_000, 1, "b1"), said(BO, 4_000, 2, "b2"), said(ANA, 3_000, 1, "a1")]
+    assert [line for m in history for line in screen.feed(m)] == [] and screen.holding
+    offer = FileOffer("ab" * 16, "photo.jpg", 2_100_000, "image/jpeg", bytes(32))
+    assert screen.feed(FileOffered(ANA, offer, earlier=True)) == []
+    assert [line.partition("] ")[2] or line for line in screen.settle()] == [
+        "<Bo> b1",
+        "<Ana> a1",
+        "<Bo> b2",
+        "* Ana shared photo.jpg (2.1 MB) earlier \u2014 /get 1",
+    ]
+    assert screen.feed(FileOffered(ANA, offer, earlier=False)) == []  # told once
+    later = FileOffer("cd" * 16, "b.txt", 12, "text/plain", bytes(32))
+    assert screen.feed(FileOffered(BO, later)) == ["* Bo offers b.txt (12 B) \u2014 /get 2"]
+    assert screen.feed(said(ME, 200_000, 1, "hi\x1b[2J"))[0].endswith("<me> hi\ufffd[2J")
+
+
+def test_a_newcomer_is_named_once_its_name_comes() -> None:
+    room = FakeRoom({ANA: "Ana"})
+    screen = ChatScreen(room, joined_at=100.0)  # type: ignore[arg-type]
+    assert screen.feed(MemberJoined(CY)) == [] and screen.feed(Connected(CY, "relayed")) == []
+    room.known[CY] = "Ana"  # its profile came, with a name someone here has already
+    assert screen.feed(Profile(CY, "Ana")) == ["* Ana\u00b70303 is here (relayed)"]
+    assert screen.feed(Connected(BO, "direct")) == [] and screen.holding
+    assert screen.settle() == ["* \u00b70202 is here (direct)"]  # no name came: its tag
+    assert screen.feed(Connected(BO, "relayed")) == ["* \u00b70202 is relayed now"]
+    assert screen.feed(MemberLeft(BO)) == ["* \u00b70202 left"]

@@ -1,0 +1,287 @@
+"""What `pagemesh chat` shows a person, with no I/O: the room's events as lines.
+
+Names, never keys: the name a member signs in its messages or gives in its
+profile, or, when it gave none, a short tag of its key (`·3fa9`, as the
+browser shows it); two members who give themselves one name are told apart by
+that tag after the name. Nothing a member sends reaches the terminal as it is:
+control characters (escape sequences) and invisible format marks become
+U+FFFD (`printable`).
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from .files import FileOffer
+from .messaging import Chat, MessageRef, Reaction, read_content, short_tag
+from .peer import (
+    Connected,
+    FileDone,
+    FileFailed,
+    FileOffered,
+    FileProgress,
+    Gap,
+    MemberJoined,
+    MemberLeft,
+    MemberUnreachable,
+    Message,
+    Moved,
+    PeerProblem,
+    Profile,
+    Rejoined,
+    Room,
+)
+
+SETTLE = 0.3
+"""Seconds without news after which what `chat` holds back is printed: history (so
+that it reads in the room's order, not grouped by who passed it on), newcomers
+whose name has not come yet, files shared earlier."""
+MAX_NUMBERED = 1024
+"""File offers `chat` remembers by number; older numbers are forgotten."""
+QUOTE = 40
+"""Characters of a message quoted by a reply or a reaction."""
+
+
+_HIDDEN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Controls (a terminal's escape sequences), invisible format marks (bidi overrides),
+lone surrogates, line separators: never written to the terminal as they are."""
+
+
+def printable(text: str, lines: bool = False) -> str:
+    """`text` as it may reach a terminal: each hidden character becomes U+FFFD; with
+    `lines`, line breaks stay (and tabs), the lines after the first indented."""
+    keep = {"\n", "\t"} if lines else set()
+    safe = "".join(
+        c if c in keep or unicodedata.category(c) not in _HIDDEN else "\ufffd" for c in text
+    )
+    return safe.replace("\n", "\n    ") if lines else safe
+
+
+def human_size(size: int) -> str:
+    """ "2.1 MB": bytes in SI units, as file managers show them."""
+    if size < 1000:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("kB", "MB", "GB"):
+        value /= 1000
+        if value < 999.95:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1000:.1f} TB"
+
+
+def member_label(room: Room, key: bytes) -> str:
+    """What to call a member: its name, else its key's tag; name and tag when another
+    member here gives itself the same name."""
+    name = room.name_of(key)
+    if not name:
+        return short_tag(key)
+    others = (room.members | set(room.links)) - {key}
+    if any(room.name_of(other) == name for other in others):
+        return printable(name) + short_tag(key)
+    return printable(name)
+
+
+def my_label(room: Room) -> str:
+    name = room.peer.store.name
+    return printable(name) if name else "you"
+
+
+def _quote(room: Room, ref: MessageRef) -> str:
+    """Who said the message `ref` names, and how it began: `Bob "hello the…"`."""
+    env = room.core.envelope(ref)
+    content = read_content(env) if env is not None else None
+    who = my_label(room) if ref.author == room.peer.public_key else member_label(room, ref.author)
+    if not isinstance(content, Chat):
+        return f"{who}'s message"
+    text = " ".join(content.text.split())
+    cut = text if len(text) <= QUOTE else text[: QUOTE - 1] + "\u2026"
+    return f'{who} "{printable(cut)}"'
+
+
+def message_line(room: Room, message: Message) -> str:
+    """One message for a person: `[12:04] <Ana> hello`, a reply's quote, a reaction."""
+    who = my_label(room) if message.mine else member_label(room, message.author)
+    content = message.content
+    if isinstance(content, Reaction):
+        did = "reacts" if content.on else "takes back"
+        return f"* {who} {did} {printable(content.emoji)} on {_quote(room, content.target)}"
+    stamp = time.strftime("%H:%M", time.localtime(message.sent_at))
+    reply = ""
+    if isinstance(content, Chat) and content.reply_to is not None:
+        reply = f"(to {_quote(room, content.reply_to)}) "
+    return f"[{stamp}] <{who}> {reply}{printable(message.text, lines=True)}"
+
+
+@dataclass(slots=True)
+class _Numbered:
+    number: int
+    sender: bytes
+    offer: FileOffer
+
+
+class ChatScreen:
+    """What `pagemesh chat` prints: one line for each thing that happened, names for
+    keys, history in the room's total order, every file offer once with its number.
+
+    Feed it the room's events (`feed`) and, after `SETTLE` seconds without any while
+    it holds something back (`holding`), call `settle`; each returns the lines to
+    print. History (messages older than our arrival) is held back and printed sorted
+    by the room's order, since each member passes on its own messages first; a
+    newcomer is announced once its name comes (or at the next settle, with its tag);
+    files shared earlier follow the history.
+    """
+
+    def __init__(self, room: Room, joined_at: float) -> None:
+        self.room = room
+        self.joined_ms = int(joined_at * 1000)
+        self._history: list[Message] = []
+        self._arriving: dict[bytes, str | None] = {}
+        """Members linked whose arrival is not yet told, with their path."""
+        self._earlier: list[FileOffered] = []
+        self._here: dict[bytes, str | None] = {}
+        """Members whose arrival was told, with their path."""
+        self.offers: dict[str, _Numbered] = {}
+        """Offers by id, numbered for /get (the newest `MAX_NUMBERED`)."""
+        self.numbers: dict[int, str] = {}
+        self._next_number = 1
+        self.mine: dict[str, str] = {}
+        """Our own offers: id -> file name (bounded as `offers`)."""
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._history or self._arriving or self._earlier)
+
+    def feed(self, event: Any) -> list[str]:
+        if isinstance(event, Message):
+            if not event.mine and event.lamport < self.joined_ms:
+                self._history.append(event)
+                return []
+            return [*self.settle(), message_line(self.room, event)]
+        if isinstance(event, FileOffered):
+            return self._offered(event)
+        if isinstance(event, Connected | Profile | MemberJoined | MemberLeft):
+            return self._presence(event)
+        if isinstance(event, FileDone | FileFailed | FileProgress):
+            return self._file(event)
+        return [self.other_line(event)]
+
+    def settle(self) -> list[str]:
+        """Everything held back, in order: history, arrivals, files shared earlier."""
+        history, self._history = self._history, []
+        history.sort(key=lambda m: (m.lamport, m.author, m.seq))
+        lines = [message_line(self.room, m) for m in history]
+        for key in list(self._arriving):
+            lines += self._arrived(key)
+        earlier, self._earlier = self._earlier, []
+        lines += [self._offer_line(e) for e in earlier]
+        return lines
+
+    def number(self, event: FileOffered) -> int:
+        known = self.offers.get(event.offer.id)
+        if known is not None:
+            return known.number
+        number, self._next_number = self._next_number, self._next_number + 1
+        self.offers[event.offer.id] = _Numbered(number, event.sender, event.offer)
+        self.numbers[number] = event.offer.id
+        while len(self.numbers) > MAX_NUMBERED:
+            oldest = next(iter(self.numbers))
+            self.offers.pop(self.numbers.pop(oldest), None)
+        return number
+
+    def _offered(self, event: FileOffered) -> list[str]:
+        if event.offer.id in self.offers:
+            return []  # told once: a re-offer after the sender left and came back
+        self.number(event)
+        if event.earlier:
+            self._earlier.append(event)
+            return []
+        return [*self.settle(), self._offer_line(event)]
+
+    def _offer_line(self, event: FileOffered) -> str:
+        offer = event.offer
+        who = member_label(self.room, event.sender)
+        what = f"{printable(offer.name)} ({human_size(offer.size)})"
+        number = self.offers[offer.id].number if offer.id in self.offers else self.number(event)
+        if event.earlier:
+            return f"* {who} shared {what} earlier \u2014 /get {number}"
+        return f"* {who} offers {what} \u2014 /get {number}"
+
+    def _presence(self, event: Connected | Profile | MemberJoined | MemberLeft) -> list[str]:
+        key = event.key
+        if isinstance(event, MemberJoined):
+            return []  # told when its link opens and its name comes
+        if isinstance(event, MemberLeft):
+            self._arriving.pop(key, None)
+            if key not in self._here:
+                return []
+            del self._here[key]
+            return [f"* {member_label(self.room, key)} left"]
+        if isinstance(event, Connected):
+            if key in self._here:
+                before, self._here[key] = self._here[key], event.path
+                if event.path != before and event.path is not None:
+                    return [f"* {member_label(self.room, key)} is {event.path} now"]
+                return []
+            self._arriving[key] = event.path
+            return self._arrived(key) if self.room.name_of(key) else []
+        if key in self._arriving:  # its name came: announce it now
+            return self._arrived(key)
+        return []  # a later rename shows in its next message
+
+    def _arrived(self, key: bytes) -> list[str]:
+        path = self._arriving.pop(key, None)
+        self._here[key] = path
+        return [f"* {member_label(self.room, key)} is here ({path or 'connecting'})"]
+
+    def _file(self, event: FileDone | FileFailed | FileProgress) -> list[str]:
+        if isinstance(event, FileProgress):
+            return []
+        numbered = self.offers.get(event.id)
+        if isinstance(event, FileDone):
+            if event.path is not None:
+                who = member_label(self.room, event.sender)
+                size = f"{human_size(numbered.offer.size)}, " if numbered else ""
+                return [f"* saved from {who}: {printable(str(event.path))} ({size}verified)"]
+            name = self.mine.get(event.id, "the file")
+            return [f"* {member_label(self.room, event.sender)} has {name} (verified)"]
+        if event.member is not None and event.id in self.mine:
+            return [f"* {member_label(self.room, event.member)} declined {self.mine[event.id]}"]
+        name = printable(numbered.offer.name) if numbered else self.mine.get(event.id, "a file")
+        return [f"* {name}: {printable(event.reason)}"]
+
+    def sent(self, file_id: str, name: str) -> None:
+        """We offered a file: name it in the receipts that follow."""
+        self.mine[file_id] = printable(name)
+        while len(self.mine) > MAX_NUMBERED:
+            del self.mine[next(iter(self.mine))]
+
+    def other_line(self, event: Any) -> str:
+        room = self.room
+        if isinstance(event, Moved):
+            return f"* moved: {seat_sentence(event.layer, event.layers, event.total)}"
+        if isinstance(event, Rejoined):
+            return f"* seated again through {event.node}, in group {event.layer + 1:,}"
+        if isinstance(event, Gap):
+            who = member_label(room, event.author)
+            return f"* {who}'s messages {event.first} to {event.last} are lost to this room"
+        if isinstance(event, MemberUnreachable):
+            why = event.message.partition(": ")[2] or event.message
+            return f"* cannot connect to {member_label(room, event.key)}: {printable(why)}"
+        if isinstance(event, PeerProblem):
+            return f"* {printable(event.message)}"
+        return f"* {type(event).__name__}"
+
+
+def seat_sentence(layer: int, layers: int, total: int) -> str:
+    """ "you are in group 7 of 412, about 9,800 people on this page": groups from 1.
+
+    Both numbers after the group are the node's estimates; the group count never
+    reads below our own group."""
+    people = "person" if total == 1 else "people"
+    return (
+        f"you are in group {layer + 1:,} of {max(layers, layer + 1):,}, "
+        f"about {total:,} {people} on this page"
+    )
