@@ -372,7 +372,7 @@ def _run_chat(args: argparse.Namespace) -> int:
 def _run_send(args: argparse.Namespace) -> int:
     """`send FILE URL` (or, as older versions took it, `send URL FILE`)."""
     first, second = args.file_and_url
-    if not Path(first).is_file() and Path(second).is_file() and "://" in first:
+    if "://" in first and "://" not in second:
         first, second = second, first
     args.file, args.url = Path(first), second
     if not args.file.is_file():
