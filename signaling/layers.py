@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import heapq
 import random
-import statistics
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -1092,7 +1091,10 @@ class RoomCore:
         estimate = self._estimate(room, now)
         hints = [s.layers_hint for s in lists if 0 < s.layers_hint <= MAX_LAYER + 1]
         if hints:
-            hinted = int(statistics.median(hints))
+            # Hints lag (a node learns growth only as it reads past its last layer), so
+            # the upper quartile: fresher than the median, still not any one node's word.
+            hints.sort()
+            hinted = hints[(3 * len(hints)) // 4] if len(hints) > 2 else hints[0]
             if fresh or estimate.fill_samples == 0:
                 estimate.layers = max(estimate.layers, hinted)
             else:
@@ -1262,8 +1264,9 @@ class RoomCore:
         # node's seat lists carry, from going stale while others' joins grow the room.
         for room in sorted({view.room for view in self.views.values()}):
             estimate = self._estimate(room, now)
-            if estimate.layers <= MAX_LAYER:
-                self._read_layer(room, estimate.layers, now, lambda _found, _t: None)
+            for ahead in (estimate.layers, estimate.layers + 1):
+                if ahead <= MAX_LAYER:
+                    self._read_layer(room, ahead, now, lambda _found, _t: None)
         self._prune_buckets(now)
         for node_id, home in list(self.homes.items()):
             if home.until <= now and not home.waiting:
