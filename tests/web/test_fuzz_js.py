@@ -214,6 +214,8 @@ def js_rule(rule: AcceptRule) -> dict[str, Any]:
         "inlineImagesOnly": rule.inline_images_only,
         "earlier": rule.earlier,
     }
+
+
 STEP = st.sampled_from([0.0] * 4 + [0.3, 1.0, 4.0, 11.0, 31.0])
 
 
