@@ -41,6 +41,9 @@ that it reads in the room's order, not grouped by who passed it on), newcomers
 whose name has not come yet, files shared earlier."""
 MAX_NUMBERED = 1024
 """File offers `chat` remembers by number; older numbers are forgotten."""
+MAX_HELD = 1000
+"""History messages held back at most; past this, what is held is printed (a member
+whose old messages never stop coming holds nothing back for long)."""
 QUOTE = 40
 """Characters of a message quoted by a reply or a reaction."""
 
@@ -158,7 +161,7 @@ class ChatScreen:
         if isinstance(event, Message):
             if not event.mine and event.lamport < self.joined_ms:
                 self._history.append(event)
-                return []
+                return self.settle() if len(self._history) >= MAX_HELD else []
             return [*self.settle(), message_line(self.room, event)]
         if isinstance(event, FileOffered):
             return self._offered(event)
