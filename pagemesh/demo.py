@@ -165,7 +165,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             f"\ntwo bots sit in the room of {ROOM_URL}: a greeter and a file bot that echoes files."
         )
         page = nodes[0].url.replace("ws://", "http://")
-        say(f"\nOpen it in a browser:\n\n  {page}/?room={ROOM_URL}\n")
+        say(f"\nOpen it in a browser:\n\n  {page}/#room={ROOM_URL}\n")
         say("or join from other terminals:\n")
         for who, node in (("alice", nodes[0]), ("bob", nodes[-1])):
             say(

@@ -34,7 +34,7 @@ async def test_the_demo_in_a_browser(chromium: Any, tmp_path: Path) -> None:
             while not address:
                 line = (await demo.stdout.readline()).decode()
                 assert line, "the demo ended before printing the browser's address"
-                if "/?room=" in line:
+                if "/#room=" in line:
                     address = line.strip()
         assert address.startswith("http://127.0.0.1:")
 
