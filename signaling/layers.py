@@ -221,6 +221,9 @@ class ClientState:
     seats: dict[bytes, Seat] = field(default_factory=dict)
     joining: bool = False
     sign_counter: int = 0
+    reserved: set[bytes] = field(default_factory=set)
+    """Rooms where a join holds a seat's place against its source until it is signed:
+    joins in flight together cannot pass `seats_per_source` between them."""
 
 
 @dataclass(slots=True)
@@ -295,6 +298,8 @@ class JoinState:
     excluded: set[int] = field(default_factory=set)
     requested: bool = False
     probes: int = 0
+    unchecked: bool = False
+    """The last attempt: seated without the check after the store."""
     """Rounds that found every layer read full: the room is bigger than this node knew."""
     found: Layer | None = None
     """The read of the layer chosen, whose members the new view starts from."""
@@ -333,6 +338,7 @@ class RoomCore:
         self._op = 0
         self._reads: dict[int, list[Callable[[list[Record], float], None]]] = {}
         self._reading: dict[bytes, int] = {}
+        self._read_keys: dict[int, bytes] = {}
         self._publishes: dict[int, Callable[[bool, float], None]] = {}
         self._signs: dict[tuple[bytes, str], tuple[float, Callable[[bytes | None, float], None]]]
         self._signs = {}
@@ -409,6 +415,8 @@ class RoomCore:
             del self._signs[where]
         for room in list(state.seats):
             self._unseat(state, room, now, announce=not self.stopping)
+        for room in list(state.reserved):
+            self._release(state, room)
 
     def join(self, client: bytes, frame: Join, now: float) -> bool:
         """Start a join; False when one of this client's joins is still running."""
@@ -680,11 +688,14 @@ class RoomCore:
                 self._choose(job, now)
             return
         held = self._seats_by_source[(state.source, room)] - (current is not None)
-        if held >= self.config.seats_per_source:
+        if room not in state.reserved and held >= self.config.seats_per_source:
             self.counters["join.refused.seats"] += 1
             message = "too many seats from your address in this room"
             self._refuse(job, ErrorCode.RATE_LIMITED, message, now)
             return
+        if room not in state.reserved:
+            state.reserved.add(room)
+            self._seats_by_source[(state.source, room)] += 1
         seat = Seat(room, layer, int(now * 1000))
         self._ask_signature(state, seat, now, lambda ok, t: self._signed_seat(job, seat, ok, t))
 
@@ -708,7 +719,10 @@ class RoomCore:
         if state.seats.get(seat.room) is not seat:
             self._unseat(state, seat.room, now, announce=True)
             state.seats[seat.room] = seat
-            self._seats_by_source[(state.source, seat.room)] += 1
+            if seat.room in state.reserved:
+                state.reserved.discard(seat.room)  # the place held becomes the seat
+            else:
+                self._seats_by_source[(state.source, seat.room)] += 1
         view.local.add(job.client)
         view.departed.pop(job.client, None)
         assert seat.record is not None
@@ -719,7 +733,7 @@ class RoomCore:
     def _verify_seat(self, job: JoinState, seat: Seat, now: float) -> None:
         """Read the layer again: concurrent joins may have overfilled it; those seated
         last move on (a layer asked for is exempt, it was checked to have a seat)."""
-        if job.requested:
+        if job.requested or job.unchecked:
             self._seated(job, seat, now)
             return
         job.reads += 1
@@ -732,16 +746,20 @@ class RoomCore:
             size = self.config.layer_size
             rank = found.ranked()
             overfull = len(rank) > size and self._yields(job.client, rank, found)
-            if overfull and job.attempt + 1 < self.config.max_attempts:
+            if overfull:
                 self.counters["join.overfull"] += 1
                 self._unseat(state, seat.room, t, announce=True)
                 job.attempt += 1
                 job.excluded.add(seat.layer)
+                if job.attempt + 1 >= self.config.max_attempts:
+                    # The last attempt goes past the last layer (read, with a seat) and
+                    # stays there unchecked: a join always ends.
+                    job.probes, job.unchecked = max(job.probes, 1), True
                 self._choose(job, t)
                 return
             self._seated(job, seat, t)
 
-        self._read_layer(seat.room, seat.layer, now, got)
+        self._read_layer(seat.room, seat.layer, now, got, fresh=True)
 
     def _yields(self, client: bytes, rank: list[bytes], found: Layer) -> bool:
         """In an overfilled layer, whether the newcomer moves on: when it ranks past the
@@ -814,11 +832,25 @@ class RoomCore:
         if state is None:
             return
         state.joining = False
+        self._release(state, job.frame.room)
         self.counters[f"join.refused.{code.value}"] += 1
         self._push(job.client, error(code, message, job.frame.id))
         self._commands.append(
             JoinFinished(job.client, job.frame.room, None, now - job.started, job.reads)
         )
+
+    def _release(self, state: ClientState, room: bytes) -> None:
+        """Give back the place a join held against its source."""
+        if room in state.reserved:
+            state.reserved.discard(room)
+            self._uncount(state.source, room)
+
+    def _uncount(self, source: str, room: bytes) -> None:
+        left = self._seats_by_source[(source, room)] - 1
+        if left > 0:
+            self._seats_by_source[(source, room)] = left
+        else:
+            del self._seats_by_source[(source, room)]
 
     # --- a client's signature ----------------------------------------------------------
 
@@ -867,11 +899,7 @@ class RoomCore:
         seat = state.seats.pop(room, None)
         if seat is None:
             return
-        left = self._seats_by_source[(state.source, room)] - 1
-        if left > 0:
-            self._seats_by_source[(state.source, room)] = left
-        else:
-            del self._seats_by_source[(state.source, room)]
+        self._uncount(state.source, room)
         view = self.views.get((room, seat.layer))
         if view is None:
             return
@@ -958,14 +986,22 @@ class RoomCore:
 
     # --- reading layers -------------------------------------------------------------------
 
-    def _read(self, key: bytes, now: float, then: Callable[[list[Record], float], None]) -> None:
-        """Read the records under `key`; concurrent reads of one key share one lookup."""
-        op = self._reading.get(key)
+    def _read(
+        self,
+        key: bytes,
+        now: float,
+        then: Callable[[list[Record], float], None],
+        fresh: bool = False,
+    ) -> None:
+        """Read the records under `key`; concurrent reads of one key share one lookup,
+        unless `fresh` (a check after a store must not join a lookup begun before it)."""
+        op = None if fresh else self._reading.get(key)
         if op is not None:
             self._reads[op].append(then)
             return
         self._op += 1
         self._reading[key] = self._op
+        self._read_keys[self._op] = key
         self._reads[self._op] = [then]
         self._commands.append(ReadKey(self._op, key))
 
@@ -974,9 +1010,9 @@ class RoomCore:
         waiters = self._reads.pop(op, None)
         if waiters is None:
             return
-        for key, pending in list(self._reading.items()):
-            if pending == op:
-                del self._reading[key]
+        key = self._read_keys.pop(op)
+        if self._reading.get(key) == op:
+            del self._reading[key]
         if records is None:
             self.counters["read.failed"] += 1
         for then in waiters:
@@ -993,7 +1029,12 @@ class RoomCore:
             then(ok, now)
 
     def _read_layer(
-        self, room: bytes, layer: int, now: float, then: Callable[[Layer, float], None]
+        self,
+        room: bytes,
+        layer: int,
+        now: float,
+        then: Callable[[Layer, float], None],
+        fresh: bool = False,
     ) -> None:
         """Read a layer: its seat lists whose home nodes proved themselves, this node's own
         seats, the view and the estimate brought up to date; then `then(layer)`."""
@@ -1012,7 +1053,7 @@ class RoomCore:
                     lists.append(seat_list)
             self._check_homes(lists, t, lambda t2: self._layer_read(room, layer, lists, t2, then))
 
-        self._read(layer_key(room, layer), now, got)
+        self._read(layer_key(room, layer), now, got, fresh)
 
     def _layer_read(
         self,

@@ -143,6 +143,9 @@ class SignalingNode:
         self.clients: dict[bytes, Client] = {}
         self.rooms: RoomCore  # made in _serve, once the node's URL is known
         self._room_timer: asyncio.TimerHandle | None = None
+        # The DHT refuses operations past its own bound; the room core's reads, stores
+        # and checks wait for a slot instead (a crowd of joins queues, nobody hangs).
+        self._dht_slots = asyncio.Semaphore(max(1, dht.core.config.max_operations // 2))
         self.admission = Admission(config.admission)
         self.links = LinkPool(
             self.identity,
@@ -465,8 +468,9 @@ class SignalingNode:
     async def _read(self, command: ReadKey) -> None:
         records: list[Record] | None
         try:
-            records = await self.dht.get_records(command.key)
-        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            async with self._dht_slots:
+                records = await self.dht.get_records(command.key)
+        except (ConnectionError, TimeoutError, RuntimeError, LocalProtocolError) as exc:
             log.info("layer read failed: %s", exc)
             records = None
         self.rooms.read_done(command.op, records, _now())
@@ -474,7 +478,8 @@ class SignalingNode:
 
     async def _publish(self, command: PublishRecord) -> None:
         try:
-            ok = await self.dht.publish(command.record) > 0
+            async with self._dht_slots:
+                ok = await self.dht.publish(command.record) > 0
         except (ConnectionError, RuntimeError, ValueError, LocalProtocolError) as exc:
             log.warning("could not store a seat list: %s", exc)
             ok = False
@@ -483,8 +488,9 @@ class SignalingNode:
 
     async def _check_home(self, command: CheckHome) -> None:
         try:
-            ok = await self.dht.verify_node(command.node_id, command.addr)
-        except (ConnectionError, RuntimeError, ValueError):
+            async with self._dht_slots:
+                ok = await self.dht.verify_node(command.node_id, command.addr)
+        except (ConnectionError, RuntimeError, ValueError, LocalProtocolError):
             ok = False
         self.rooms.home_checked(command.node_id, command.addr, ok, _now())
         await self._run_rooms()
