@@ -111,7 +111,7 @@ class RoomConfig:
     """How often seat lists are renewed, clients re-sign and seated layers are re-read."""
     choices: int = 2
     """Random layers offered to a newcomer besides the last and the next one."""
-    max_attempts: int = 3
+    max_attempts: int = 5
     view_cap: int = 96
     """Members this node keeps of one layer (a bound against anyone who lists too many)."""
     sign_timeout: float = 10.0
@@ -599,9 +599,12 @@ class RoomCore:
             if i > last and len(found[i].members) < size and i not in job.excluded
         ]
         if open_:
-            layer = min(open_)[1]
+            least = min(count for count, _ in open_)  # ties broken at random: joins at
+            layer = self.rng.choice([i for count, i in open_ if count == least])  # once spread
         elif beyond:
-            layer = beyond[0]
+            # The first new layer, unless this join was crowded out already: then one of
+            # the first two, so joins that collided do not all collide again.
+            layer = beyond[0] if not job.attempt else self.rng.choice(beyond[:2])
         elif job.probes < MAX_PROBES:
             job.probes += 1  # all full: the room has grown past what this node knew
             self.counters["join.probe"] += 1
