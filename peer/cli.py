@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import sys
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from nacl.signing import SigningKey
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -50,6 +52,14 @@ from .chatscreen import (
     seat_sentence,
 )
 from .files import AcceptRule, local_name
+from .identity_file import (
+    IdentityFileError,
+    export_identity,
+    import_identity,
+    parse_identity_file,
+    read_identity_file,
+    write_identity_file,
+)
 from .messaging import MessagingError, short_tag
 from .peer import (
     Census,
@@ -70,9 +80,11 @@ from .peer import (
     Room,
 )
 from .signaling import SignalingError
+from .store import KEY_FILE, PeerStore
 from .webrtc import restrict_host_candidates
 
 DEFAULT_NODE = "ws://127.0.0.1:8000"
+PASSPHRASE_ENV = "PAGEMESH_PASSPHRASE"
 ICE_HOSTS_ENV = "PAGEMESH_ICE_HOSTS"
 
 TAG_MARK = short_tag(bytes(32))[0]
@@ -245,6 +257,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="give up after this long (default 3600)",
     )
     receive.set_defaults(run=_run_receive)
+
+    _register_identity(commands)
 
 
 def _peer(args: argparse.Namespace, accept_files_to: Path | None = None) -> Peer:
@@ -786,3 +800,175 @@ def _local_file(arg: str) -> tuple[Path, int] | str:
     except OSError:
         pass
     return f"* no such file: {printable(arg)}"
+
+
+# --- identity files (docs/identity.md) ------------------------------------------------------
+
+
+def _register_identity(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    identity = commands.add_parser(
+        "identity",
+        help="show, export or import this client's key (docs/identity.md)",
+        description="Move your key between clients in a passphrase-encrypted file. "
+        f"The passphrase is asked twice at the terminal, or taken from the environment "
+        f"variable {PASSPHRASE_ENV} (for scripts; it is visible to other processes of yours).",
+    )
+    actions = identity.add_subparsers(dest="identity_command", required=True, metavar="ACTION")
+    data_dir_help = (
+        "the identity's directory, as chat's --data-dir (default: PAGEMESH_DATA_DIR or XDG)"
+    )
+
+    show = actions.add_parser("show", help="print this client's public key and name")
+    show.add_argument("--data-dir", type=Path, help=data_dir_help)
+    show.set_defaults(run=_run_identity_show)
+
+    export = actions.add_parser(
+        "export",
+        help="write this client's key (and name) to FILE, encrypted under a passphrase",
+        description="Write this client's key and name to FILE (mode 0600), encrypted "
+        "under a passphrase, and print the public key. The passphrase is asked twice, "
+        f"or read from the environment variable {PASSPHRASE_ENV}.",
+    )
+    export.add_argument("file", type=Path, metavar="FILE", help="the identity file to write")
+    export.add_argument("--data-dir", type=Path, help=data_dir_help)
+    export.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    export.set_defaults(run=_run_identity_export)
+
+    imp = actions.add_parser(
+        "import",
+        help="make the key in FILE this client's key",
+        description="Show the public key in FILE, ask its passphrase (or read the "
+        f"environment variable {PASSPHRASE_ENV}) and make that key and name this "
+        "client's. A different key already here is replaced only with --force "
+        "(export it first if you may want it back).",
+    )
+    imp.add_argument("file", type=Path, metavar="FILE", help="the identity file to read")
+    imp.add_argument("--data-dir", type=Path, help=data_dir_help)
+    imp.add_argument("--force", action="store_true", help="replace a different key here")
+    imp.set_defaults(run=_run_identity_import)
+
+
+class _IdentityError(Exception):
+    """A refusal of an identity command, said to the person as is."""
+
+
+def _identity_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir) if args.data_dir else default_data_dir() / "peer"
+
+
+def _existing_seed(data_dir: Path) -> bytes | None:
+    try:
+        seed = (data_dir / KEY_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    if len(seed) != 32:
+        raise _IdentityError(f"{data_dir / KEY_FILE} is not a 32-byte Ed25519 seed")
+    return seed
+
+
+def _passphrase(confirm: bool) -> str:
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise _IdentityError(f"no terminal to ask the passphrase; set {PASSPHRASE_ENV}")
+    first = getpass.getpass("passphrase: ")
+    if confirm and getpass.getpass("passphrase again: ") != first:
+        raise _IdentityError("the two passphrases differ")
+    return first
+
+
+def _identity_run(action: str, body: Callable[[argparse.Namespace], None]) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            body(args)
+        except IdentityFileError as exc:
+            print(f"pagemesh identity {action}: {exc} ({exc.code})", file=sys.stderr)
+            return 1
+        except FileExistsError as exc:
+            print(
+                f"pagemesh identity {action}: {exc.filename} exists (--force replaces it)",
+                file=sys.stderr,
+            )
+            return 1
+        except (_IdentityError, ValueError, OSError) as exc:
+            print(f"pagemesh identity {action}: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run
+
+
+def _identity_show(args: argparse.Namespace) -> None:
+    data_dir = _identity_dir(args)
+    seed = _existing_seed(data_dir)
+    if seed is None:
+        raise _IdentityError(f"no identity in {data_dir}")
+    store = PeerStore(data_dir)
+    try:
+        print(store.key.verify_key.encode().hex())
+        if store.name:
+            print(f"name: {store.name}")
+    finally:
+        store.close()
+
+
+def _identity_export(args: argparse.Namespace) -> None:
+    data_dir = _identity_dir(args)
+    seed = _existing_seed(data_dir)
+    if seed is None:
+        raise _IdentityError(f"no identity in {data_dir} to export (none was created there)")
+    if args.file.exists() and not args.force:
+        raise FileExistsError(17, "exists", str(args.file))
+    store = PeerStore(data_dir)
+    try:
+        name = store.name
+        public = store.key.verify_key.encode().hex()
+    finally:
+        store.close()
+    data = export_identity(seed, _passphrase(confirm=True), name)
+    write_identity_file(args.file, data, overwrite=args.force)
+    print(public)
+
+
+def _identity_import(args: argparse.Namespace) -> None:
+    data_dir = _identity_dir(args)
+    data = read_identity_file(args.file)
+    public = parse_identity_file(data).public_key.hex()
+    print(f"key in {args.file}: {public}", file=sys.stderr)
+    current = _existing_seed(data_dir)
+    same = current is not None and bytes(SigningKey(current).verify_key).hex() == public
+    if current is not None and not same and not args.force:
+        raise _IdentityError(
+            f"{data_dir} already holds another key; export it first, then import with --force"
+        )
+    seed, name = import_identity(data, _passphrase(confirm=False))
+    if not same:
+        _replace_key(data_dir / KEY_FILE, seed)
+    if name:
+        store = PeerStore(data_dir)
+        try:
+            store.name = name
+        finally:
+            store.close()
+    print(public)
+
+
+def _replace_key(path: Path, seed: bytes) -> None:
+    """`seed` at `path`, mode 0600, all or nothing (written beside it, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(seed)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+_run_identity_show = _identity_run("show", _identity_show)
+_run_identity_export = _identity_run("export", _identity_export)
+_run_identity_import = _identity_run("import", _identity_import)
