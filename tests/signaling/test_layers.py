@@ -188,9 +188,9 @@ def test_a_crowd_hears_the_room_size_within_ten_percent(joins: int) -> None:
 
 LONG_OVERFULL = pytest.mark.xfail(
     strict=True,
-    reason="measured with signaling/layers.py at 614f2ca: in the 10,000-join crowd a layer "
-    "holds more than 24 at 95 of 203 checkpoints (at most 29; 28 at the end), none in the "
-    "first 4,000 joins; the cause is not isolated (see the report in docs/simulation.md)",
+    reason="measured with signaling/layers.py at 4773923: in the 10,000-join crowd a layer "
+    "holds more than 24 at 87 of 203 checkpoints (at most 29), none in the first 4,000 "
+    "joins; the cause is not isolated (docs/simulation.md, Findings, rooms)",
 )
 OVERFULL_CROWDS = [
     CROWDS[0],
