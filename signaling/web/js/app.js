@@ -18,6 +18,7 @@ import { TranscriptFollower } from "./follow.js";
 import { readContent, reactionsFor, refKey } from "./messaging.js";
 import { messageText } from "./messagetext.js";
 import { acceptRuleTakes } from "./files.js";
+import { parseIdentityFile } from "./identityfile.js";
 import { MAX_LAYER, Peer, canonicalUrl } from "./peer.js";
 import { avatarInk, initials, keyColour, labelsFor } from "./people.js";
 
@@ -814,6 +815,94 @@ function wireGroups() {
   });
 }
 
+// --- identity files (docs/identity.md) ---
+
+function askPassphrase({ title, text, confirm, run }) {
+  // The identity dialog: one passphrase (twice when `confirm`), then `run(passphrase)`;
+  // an error from it is shown in the dialog, which stays open to try again.
+  const dialog = $("identity-dialog");
+  $("identity-dialog-title").textContent = title;
+  $("identity-dialog-text").textContent = text;
+  $("identity-passphrase").value = "";
+  $("identity-passphrase-again").value = "";
+  $("identity-confirm-row").hidden = !confirm;
+  $("identity-error").textContent = "";
+  $("identity-form").onsubmit = async (event) => {
+    event.preventDefault();
+    const passphrase = $("identity-passphrase").value;
+    if (confirm && passphrase !== $("identity-passphrase-again").value) {
+      $("identity-error").textContent = "The two passphrases differ.";
+      return;
+    }
+    $("identity-ok").disabled = true;
+    $("identity-error").textContent = "Working…";
+    try {
+      await run(passphrase);
+      dialog.close();
+    } catch (error) {
+      $("identity-error").textContent = error.message;
+    } finally {
+      $("identity-ok").disabled = false;
+    }
+  };
+  $("identity-cancel").onclick = () => dialog.close();
+  dialog.showModal();
+  $("identity-passphrase").focus();
+}
+
+function exportIdentity() {
+  askPassphrase({
+    title: "Export identity",
+    text: "Choose a passphrase of several random words; the file is as strong as it is.",
+    confirm: true,
+    run: async (passphrase) => {
+      const text = await ui.peer.exportIdentity(passphrase);
+      const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+      const link = el("a", { href: url, download: `${ui.peer.name || "pagemesh"}.pagemesh-identity` });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      $("identity-note").textContent = "Identity exported.";
+    },
+  });
+}
+
+async function importIdentityFile(file) {
+  const text = await file.text();
+  let publicKey;
+  try {
+    publicKey = parseIdentityFile(text).publicKey;
+  } catch (error) {
+    $("identity-note").textContent = `Cannot import ${file.name}: ${error.message}`;
+    return;
+  }
+  askPassphrase({
+    title: "Import identity",
+    text: `${file.name} holds the key ${publicKey}. Importing replaces this browser's key (${ui.peer.keyHex}) and its rooms' state; export it first if you may want it back.`,
+    confirm: false,
+    run: async (passphrase) => {
+      await ui.peer.importIdentity(text, passphrase);
+      location.reload();
+    },
+  });
+}
+
+function wireIdentity() {
+  if (!ui.peer.exportable) {
+    $("export-identity").disabled = true;
+    $("identity-note").textContent =
+      "This key was made before keys could be exported and cannot leave this browser; importing one replaces it.";
+  }
+  $("export-identity").addEventListener("click", exportIdentity);
+  $("import-identity").addEventListener("click", () => $("import-identity-file").click());
+  $("import-identity-file").addEventListener("change", async () => {
+    const [file] = $("import-identity-file").files;
+    $("import-identity-file").value = "";
+    if (file) await importIdentityFile(file);
+  });
+}
+
 function wirePage() {
   $("join-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -851,6 +940,7 @@ async function main() {
   $("key").textContent = short(ui.peer.keyHex);
   $("name").value = ui.peer.name;
   wirePage();
+  wireIdentity();
   wireComposer();
   wireGroups();
   ui.peer.start();

@@ -18,7 +18,8 @@
 // the room emits `seated`; an answered move also emits `moved`.
 
 import { ProtocolError, fromHex, hex } from "./bytes.js";
-import { generateIdentity, publicKeyBytes, requireWebCrypto, sign, verify } from "./crypto.js";
+import { publicKeyBytes, randomBytes, requireWebCrypto, sign, verify } from "./crypto.js";
+import { exportIdentity, importIdentity, keyPairFromSeed } from "./identityfile.js";
 import { MESH_DEFAULTS, Mesh } from "./mesh.js";
 import { MessagingError, ReliableRoom, checkName, parseEnvelope, signedBytes } from "./messaging.js";
 import { canonicalUrl, roomKey } from "./rooms.js";
@@ -542,10 +543,14 @@ export class Peer {
     const store = await Store.open(dbName);
     let identity = await store.identity();
     if (!identity) {
-      identity = await generateIdentity();
-      await store.saveIdentity(identity);
+      // From a kept seed, so the key can be exported (docs/identity.md); the private
+      // key itself stays non-extractable.
+      const seed = randomBytes(32);
+      identity = await keyPairFromSeed(seed);
+      await store.saveIdentity(identity, seed);
     }
     const peer = new Peer(store, identity, await publicKeyBytes(identity), nodes, { ...CONFIG, ...config });
+    peer.exportable = (await store.seed()) !== null;
     peer.name = name ?? (await store.name());
     if (name !== null) await store.saveName(name);
     return peer;
@@ -604,6 +609,23 @@ export class Peer {
     } catch {
       return null;
     }
+  }
+
+  async exportIdentity(passphrase) {
+    // The text of an identity file for this key and name; a key made before seeds
+    // were kept cannot be exported (WebCrypto never reveals it).
+    const seed = await this.store.seed();
+    if (!seed) throw new Error("this key was made before keys could be exported; it cannot leave this browser");
+    return exportIdentity(seed, passphrase, this.name || null);
+  }
+
+  async importIdentity(text, passphrase) {
+    // Make the key in an identity file this browser's (the caller reloads the page):
+    // the old key, its seed and its rooms' state are replaced. Returns the public key.
+    const imported = await importIdentity(text, passphrase);
+    await this.store.replaceIdentity(await keyPairFromSeed(imported.seed), imported.seed);
+    if (imported.name) await this.store.saveName(imported.name.slice(0, MAX_NAME));
+    return imported.publicKey;
   }
 
   async setName(name) {

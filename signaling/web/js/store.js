@@ -1,5 +1,7 @@
 // What a browser peer keeps between visits, in IndexedDB: its Ed25519 key
-// pair (the private half not extractable), its display name, and per room the
+// pair (the private half not extractable) and, for keys made or imported since
+// identity files exist, the 32-byte seed beside it (so the key can be exported,
+// docs/identity.md), its display name, and per room the
 // messaging state (own seq, Lamport clock, delivered per author, recent
 // history), so a reload never reuses a seq and resumes where it stopped.
 
@@ -47,8 +49,27 @@ export class Store {
     return this.get("identity", "key");
   }
 
-  saveIdentity(pair) {
-    return this.put("identity", "key", pair);
+  saveIdentity(pair, seed = null) {
+    return this.put("identity", "key", pair).then(() => (seed ? this.put("identity", "seed", seed) : undefined));
+  }
+
+  async seed() {
+    // The seed of the key, or null for a key made before seeds were kept (not exportable).
+    return (await this.get("identity", "seed")) ?? null;
+  }
+
+  async replaceIdentity(pair, seed) {
+    // An imported key in place of the old one, in one transaction: the key, its seed,
+    // and no room state of the old key (its seq counts and history are not the new key's).
+    const tx = this.db.transaction(["identity", "rooms"], "readwrite");
+    tx.objectStore("identity").put(pair, "key");
+    tx.objectStore("identity").put(seed, "seed");
+    tx.objectStore("rooms").clear();
+    await new Promise((resolve, reject) => {
+      tx.oncomplete = resolve;
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
   }
 
   async name() {
