@@ -9,7 +9,7 @@ connected but in no room (what renewal adds to); a room of 10 people (what
 joins into rooms of 1,000 and 10,000 are compared with).
 
     python benchmarks/signaling_load.py [--clients 10000] [--signals 8000]
-        [--renewal-clients 1000] [--spread-clients 100] [--refresh 2] [--rounds 4]
+        [--renewal-clients 1000] [--spread-clients 1000] [--refresh 2] [--rounds 4]
         [--sizes 10 1000 10000] [--size-joins 150]
 
 Renewal: one node (of three) carries `--renewal-clients` clients with
@@ -19,8 +19,9 @@ baseline; rounds counted from the presence signatures the clients are asked
 for) gives the CPU per client per round and the clients one core renews at
 the default refresh (20 s). Two layouts bracket a real node: "packed" (all
 its clients fill whole layers of 24: one seat list renews 24 people) and
-"spread" (`--spread-clients` of them, each the only one of this node in its
-layer, as in a big network: one store and one read per client and round).
+"spread" (`--spread-clients` of them, each alone in a room of its own: a seat
+list, a store and a few reads per client and round, as when a client's
+layer-mates all have other homes).
 
 Room sizes: 10, 1,000 and 10,000 people are seated by four helper nodes (real
 nodes in this process, whose DHT answers the identify that makes their seat
@@ -469,9 +470,7 @@ async def renewal_cost(
         "connected in no room, divided by the rounds in the window (presence signatures "
         "the clients were asked for, per seated client); clients_per_core = seated clients "
         "x 20 s / CPU per round. Outside the window: keepalive pings (one frame per client "
-        "per 20 s) and seat-of records (one store per client per 300 s). Spread is "
-        "measured at a few hundred layers at most: a node starts every store and read of "
-        "a round at once and its DHT runs at most 512 operations at a time",
+        "per 20 s) and seat-of records (one store per client per 300 s)",
         **layouts,
     }
 
@@ -585,7 +584,7 @@ async def main() -> None:
     parser.add_argument("--renewal-clients", type=int, default=1_000)
     parser.add_argument("--refresh", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--spread-clients", type=int, default=100)
+    parser.add_argument("--spread-clients", type=int, default=1_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 1_000, 10_000])
     parser.add_argument("--size-joins", type=int, default=150)
     args = parser.parse_args()

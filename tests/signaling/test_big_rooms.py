@@ -58,9 +58,10 @@ DEFAULT_LIMITS = {
 }
 """FAST_NODE lifts the per-source room limits for loopback; the fairness tests put them back."""
 OVERFILL = (
-    "concurrent joins still overfill a few layers by one (20 in flight over 3 nodes: the "
-    "fullest layer holds 5 of 4): a check after a store can miss a store that lands just "
-    "after it, and the last attempt is seated unchecked (layers.py _verify_seat)"
+    "concurrent joins overfill layers (20 in flight over 3 nodes: 4 to 10 layers of 5 to "
+    "10 members): a join's last attempt (max_attempts, 3) sits past the last layer "
+    "unchecked (layers.py _verify_seat, job.unchecked), and the joins that run out of "
+    "attempts together sit in that same layer together"
 )
 
 
@@ -146,7 +147,6 @@ class Crowd:
     nodes: list[SignalingNode]
     clients: list[SignalingClient]
     failures: Counter[str]
-    seconds: float
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -155,10 +155,9 @@ async def crowd(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Crowd
     nodes = await start_nodes(tmp_path_factory.mktemp("crowd"), 3, **BIG_ROOM)
     clients: list[SignalingClient] = []
     try:
-        started = time.perf_counter()
         async with asyncio.timeout(CROWD_WITHIN):
             failures = await seat_crowd(nodes, CLIENTS, AT_ONCE, clients)
-        yield Crowd(nodes, clients, failures, time.perf_counter() - started)
+        yield Crowd(nodes, clients, failures)
     finally:
         await close_clients(clients)
         await stop_nodes(nodes)
@@ -214,7 +213,7 @@ async def test_600_joins_one_at_a_time_fill_150_layers_of_four_and_a_newcomer_se
         seated = seated_by_clients(clients)
         assert Counter(seated.values()) == {LAYER_SIZE: CLIENTS // LAYER_SIZE}
         assert seated_by_nodes(nodes) == seated
-        await newcomer_sees(Crowd(nodes, clients, failures, 0.0), nodes[2])
+        await newcomer_sees(Crowd(nodes, clients, failures), nodes[2])
     finally:
         await close_clients(clients)
         await stop_nodes(nodes)
@@ -335,7 +334,8 @@ async def test_one_address_is_cut_at_seats_per_source_and_another_address_still_
 async def test_joins_from_one_address_at_once_are_cut_at_seats_per_source(
     signaling_mesh: NodeFactory, connect: ClientFactory
 ) -> None:
-    """The same limit when the joins arrive together, as a flood does."""
+    """The same limit when the joins arrive together, as a flood does: a join in flight
+    holds its seat's place against its source."""
     (node,) = await signaling_mesh(1, seats_per_source=DEFAULTS.seats_per_source)
     _, outcomes = await joins_from_one_address(node, connect, 24, at_once=True)
     assert outcomes == {"seated": 16, "rate-limited": 8}
@@ -349,7 +349,7 @@ async def test_joins_are_answered_when_they_need_more_dht_operations_than_run_at
 ) -> None:
     """Joins into 24 rooms at once through a node whose DHT runs two operations at a time
     (standing in for a node renewing more than 256 layers against the default 512): every
-    join is answered, seated or refused, not left waiting."""
+    join is seated, none left waiting (DHT operations past the bound queue)."""
     busy = dataclasses.replace(LOOPBACK_DHT, max_operations=2)
     nodes = await start_nodes(tmp_path, 2, dht=busy)
     clients = [
@@ -361,7 +361,7 @@ async def test_joins_are_answered_when_they_need_more_dht_operations_than_run_at
             answers = await asyncio.gather(
                 *(c.join(r) for c, r in zip(clients, rooms, strict=True)), return_exceptions=True
             )
-        assert all(not isinstance(a, TimeoutError) for a in answers), answers
+        assert [type(a).__name__ for a in answers] == ["Joined"] * len(rooms), answers
     finally:
         await close_clients(clients)
         await stop_nodes(nodes)
