@@ -58,10 +58,10 @@ DEFAULT_LIMITS = {
 }
 """FAST_NODE lifts the per-source room limits for loopback; the fairness tests put them back."""
 OVERFILL = (
-    "concurrent joins overfill layers (20 in flight over 3 nodes: 4 to 10 layers of 5 to "
-    "10 members): a join's last attempt (max_attempts, 3) sits past the last layer "
-    "unchecked (layers.py _verify_seat, job.unchecked), and the joins that run out of "
-    "attempts together sit in that same layer together"
+    "concurrent joins overfill layers (20 in flight over 3 nodes: 3 to 6 layers of 5 or 6 "
+    "members): a join's last attempt (max_attempts) sits past the last layer unchecked "
+    "(layers.py _verify_seat, job.unchecked), and joins that run out of attempts together "
+    "sit in the same new layer together"
 )
 
 
