@@ -582,8 +582,10 @@ class RoomCore:
                 self._place(job, found, t)
 
         job.reads += len(candidates)
+        # Read afresh: a lookup begun before the last join's store (a refresh's, say)
+        # would offer a seat that is gone.
         for layer in candidates:
-            self._read_layer(room, layer, now, got)
+            self._read_layer(room, layer, now, got, fresh=True)
 
     def _place(self, job: JoinState, found: dict[int, Layer], now: float) -> None:
         size = self.config.layer_size
@@ -631,7 +633,7 @@ class RoomCore:
             job.found = found
             self._sit(job, layer, t)
 
-        self._read_layer(job.frame.room, layer, now, got)
+        self._read_layer(job.frame.room, layer, now, got, fresh=True)
 
     def _find_friend(self, job: JoinState, now: float) -> None:
         """The layer a member sits in, from the records its home node keeps for friends;
