@@ -112,3 +112,21 @@ export function packb(value) {
   if (typeof value === "number") return packUint(value);
   throw new TypeError(`cannot pack ${typeof value}`);
 }
+
+export function tooDeep(text, limit) {
+  // JSON text nested deeper than `limit` (brackets outside strings; an unterminated
+  // string runs to the end, where JSON.parse fails), checked before parsing.
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++; // a backslash escapes the next character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 91 || c === 123) {
+      if (++depth > limit) return true;
+    } else if ((c === 93 || c === 125) && depth > 0) depth--;
+  }
+  return false;
+}

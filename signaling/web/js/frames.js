@@ -4,27 +4,11 @@
 // defect (counted as `drop.control_<code>`). The depth is checked by a scan
 // before JSON.parse ever sees the text.
 
-import { ProtocolError } from "./bytes.js";
+import { ProtocolError, tooDeep } from "./bytes.js";
 
 export const MAX_CONTROL_FRAME = 256 * 1024;
 export const MAX_CONTROL_DEPTH = 16;
 
-function tooDeep(text, limit) {
-  // Brackets outside strings; an unterminated string runs to the end (JSON.parse fails there).
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 92) i++; // a backslash escapes the next character
-      else if (c === 34) inString = false;
-    } else if (c === 34) inString = true;
-    else if (c === 91 || c === 123) {
-      if (++depth > limit) return true;
-    } else if ((c === 93 || c === 125) && depth > 0) depth--;
-  }
-  return false;
-}
 
 export function parseControlFrame(data) {
   if (typeof data !== "string") throw new ProtocolError("not_json", "control frame is not text");

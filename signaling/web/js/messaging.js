@@ -25,7 +25,7 @@
 // field that breaks its bound is counted and left out, never a reason to
 // withhold the envelope: a gap would hold back all its author says next.
 
-import { ProtocolError, utf8 } from "./bytes.js";
+import { ProtocolError, tooDeep, utf8 } from "./bytes.js";
 
 export const MESSAGE_CONTEXT = "pagemesh-msg/1\0";
 
@@ -174,22 +174,6 @@ function optional(read, obj, key, defects) {
   }
 }
 
-function tooDeep(text, limit) {
-  // Brackets outside strings nested over `limit` (an unterminated string runs to the end).
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 92) i++; // a backslash escapes the next character
-      else if (c === 34) inString = false;
-    } else if (c === 34) inString = true;
-    else if (c === 91 || c === 123) {
-      if (++depth > limit) return true;
-    } else if ((c === 93 || c === 125) && depth > 0) depth--;
-  }
-  return false;
-}
 
 function jsonBody(body) {
   // A body that is one JSON object, or a Defect.
