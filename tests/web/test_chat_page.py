@@ -273,7 +273,7 @@ async def test_names_come_from_history_and_namesakes_are_told_apart(
     )
     await newcomer.wait_for_selector(f"#messages li.msg .who[data-key='{keys[1]}']:text-is('Ana')")
     assert (
-        await newcomer.inner_text(f"#messages li.msg[data-author='{keys[0]}'] .avatar >> nth=-1")
+        await newcomer.text_content(f"#messages li.msg[data-author='{keys[0]}'] .avatar >> nth=-1")
         == "AL"
     )
 
