@@ -795,18 +795,7 @@ class RoomCore:
         estimate.layers = max(estimate.layers, seat.layer + 1)
         if seat.layer == estimate.layers - 1:
             estimate.last = max(estimate.last, len(view.members))
-        peers = tuple(_member(p) for p in view.members.values() if p.peer != job.client)
-        total = max(estimate.total(self.config.layer_size), len(view.members))
-        frame = Joined(
-            seat.room,
-            seat.layer,
-            peers,
-            total,
-            self.ice_servers(job.client, now),
-            job.frame.id,
-            estimate.layers,
-        )
-        self._push(job.client, frame)
+        self._push_joined(job, view, estimate, now)
         self._commands.append(
             JoinFinished(job.client, seat.room, seat.layer, now - job.started, job.reads)
         )
@@ -818,18 +807,14 @@ class RoomCore:
         if state is None or view is None:
             return
         state.joining = False
-        estimate = self._estimate(job.frame.room, now)
+        self._push_joined(job, view, self._estimate(job.frame.room, now), now)
+
+    def _push_joined(self, job: JoinState, view: LayerView, estimate: Estimate, now: float) -> None:
+        """Answer a join with the layer `view` as this node sees it, and the estimates."""
         peers = tuple(_member(p) for p in view.members.values() if p.peer != job.client)
         total = max(estimate.total(self.config.layer_size), len(view.members))
-        frame = Joined(
-            job.frame.room,
-            layer,
-            peers,
-            total,
-            self.ice_servers(job.client, now),
-            job.frame.id,
-            estimate.layers,
-        )
+        ice = self.ice_servers(job.client, now)
+        frame = Joined(view.room, view.layer, peers, total, ice, job.frame.id, estimate.layers)
         self._push(job.client, frame)
 
     def _refuse(self, job: JoinState, code: ErrorCode, message: str, now: float) -> None:
