@@ -801,3 +801,84 @@ async def test_a_conversation_as_the_readme_shows_it(
     assert await in_viewport(page, "#messages li.msg:last-of-type")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"conversation-{size}.png"))
+
+
+# --- typing indicators: ephemeral control frames, shown a few seconds at most ---
+
+
+async def test_typing_shows_under_the_messages_and_ends_with_the_message(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_chat: OpenChat
+) -> None:
+    a, b = await signaling_mesh(2)
+    _, py_room = await python_in_room(peers, b, "Py")
+    kim = await open_chat(a, "Kim", room=ROOM)
+    lee = await open_chat(b, "Lee", room=ROOM)
+    kim_key, lee_key = await browser_key(kim), await browser_key(lee)
+    await next_of(py_room, Connected, key=kim_key)
+    await next_of(py_room, Connected, key=lee_key)
+    await kim.wait_for_selector(
+        f"#members li[data-key='{lee_key.hex()}'] .path[data-path=direct]", state="attached"
+    )
+
+    await kim.focus("#text")
+    await kim.keyboard.type("I think the sec")
+    await lee.wait_for_selector("#typing:text-is('Kim is typing…')")
+    # one frame per few seconds however fast she types
+    sent = await kim.evaluate("window.pagemesh.room.typing.sentAt")
+    await kim.keyboard.type("ond steeping")
+    assert await kim.evaluate("window.pagemesh.room.typing.sentAt") == sent
+    await kim.keyboard.press("Enter")
+    await lee.wait_for_selector("#messages li.msg .body:text-is('I think the second steeping')")
+    assert await lee.text_content("#typing") == ""
+    # the Python peer took the frame and said nothing of it
+    said_by_kim = await next_of(py_room, Message, author=kim_key)
+    assert said_by_kim.text == "I think the second steeping"
+    assert not [k for k in py_room.core.counters if "drop" in k]
+
+    # a typist who stops is no longer shown after a few seconds, on the page's own timer
+    await lee.focus("#text")
+    await lee.keyboard.type("Agreed")
+    await kim.wait_for_selector("#typing:text-is('Lee is typing…')")
+    await kim.wait_for_selector("#typing:text-is('')", timeout=10_000)
+
+
+async def test_the_typing_core_on_virtual_time(open_chat: OpenChat, signaling_mesh: NodeFactory) -> None:
+    (node,) = await signaling_mesh(1)
+    page = await open_chat(node, "Kim")
+    result = await page.evaluate(
+        """async () => {
+            const { Typing, typingLine } = await import('/web/js/typing.js');
+            const t = new Typing({ sendEvery: 3, showFor: 6, maxTypists: 3 });
+            const out = {};
+            out.sends = [0, 1, 2.9, 3, 3.1, 6.5].map((now) => t.typed(now));
+            t.sent();
+            out.afterSend = t.typed(7);
+            out.first = t.heard('a', 10);
+            out.again = t.heard('a', 11);
+            t.heard('b', 12);
+            out.typists = t.typists(12.5);
+            out.next = t.nextChange(12.5);
+            out.expired = t.typists(17.5);
+            out.stopped = t.stopped('b', 17.5);
+            out.stoppedAgain = t.stopped('b', 17.5);
+            for (const k of ['c', 'd', 'e', 'f']) t.heard(k, 20);
+            out.bounded = t.heardAt.size;
+            out.lines = [[], ['Ana'], ['Ana', 'Bo'], ['Ana', 'Bo', 'Cy'], ['Ana', 'Bo', 'Cy', 'Di', 'Ed']].map(typingLine);
+            return out;
+        }"""
+    )
+    assert result["sends"] == [True, False, False, True, False, True]
+    assert result["afterSend"] is True
+    assert (result["first"], result["again"]) == (True, False)
+    assert result["typists"] == ["b", "a"]
+    assert result["next"] == 17
+    assert result["expired"] == ["b"]
+    assert (result["stopped"], result["stoppedAgain"]) == (True, False)
+    assert result["bounded"] == 3
+    assert result["lines"] == [
+        "",
+        "Ana is typing…",
+        "Ana and Bo are typing…",
+        "Ana, Bo and Cy are typing…",
+        "Ana, Bo and 3 others are typing…",
+    ]

@@ -21,6 +21,7 @@ import { acceptRuleTakes } from "./files.js";
 import { parseIdentityFile } from "./identityfile.js";
 import { MAX_LAYER, Peer, canonicalUrl } from "./peer.js";
 import { avatarInk, initials, keyColour, labelsFor } from "./people.js";
+import { typingLine } from "./typing.js";
 
 moveQueryToFragment(location, history); // before anything connects: the room stays in the fragment
 
@@ -57,6 +58,7 @@ const ui = {
   replyTo: null, // {author, seq} the composer answers
   follower: null,
   attention: null,
+  typingTimer: null, // clears the typing line when its last typist stops being shown
 };
 window.pagemesh = ui; // for people poking at the console, and for the tests
 
@@ -576,6 +578,9 @@ function onEvent(event) {
     case "profile":
       relabel();
       break;
+    case "typing":
+      if (event.room === ui.room) renderTyping();
+      break;
     case "gap":
       note(`${event.last - event.first + 1} messages of ${who(event.author)} could not be recovered`);
       break;
@@ -629,6 +634,8 @@ function clearRoom() {
   endReply();
   ui.follower.reset();
   ui.attention.seen();
+  clearTimeout(ui.typingTimer);
+  $("typing").textContent = "";
 }
 
 async function join(pageUrl, wish = {}) {
@@ -728,6 +735,16 @@ async function send() {
   }
 }
 
+function renderTyping() {
+  // "Ana is typing…" under the messages, until the last typist stops being shown.
+  clearTimeout(ui.typingTimer);
+  const at = Date.now() / 1000;
+  const typing = ui.room?.typing;
+  $("typing").textContent = typing ? typingLine(typing.typists(at).map(who)) : "";
+  const next = typing?.nextChange(at) ?? null;
+  if (next !== null) ui.typingTimer = setTimeout(renderTyping, Math.max(0, next - at) * 1000 + 50);
+}
+
 function fitComposer() {
   // The box grows with its text, up to about eight lines, then scrolls.
   const box = $("text");
@@ -757,7 +774,10 @@ function wireComposer() {
       endReply();
     }
   });
-  $("text").addEventListener("input", fitComposer);
+  $("text").addEventListener("input", () => {
+    fitComposer();
+    if (ui.room && $("text").value.trim()) ui.room.typed();
+  });
   $("reply-cancel").addEventListener("click", () => {
     endReply();
     $("text").focus();

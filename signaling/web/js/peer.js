@@ -29,6 +29,7 @@ import { Store } from "./store.js";
 import { parseControlFrame } from "./frames.js";
 import { BROWSER_ACCEPT } from "./files.js";
 import { Transfers } from "./transfer.js";
+import { Typing } from "./typing.js";
 
 export const CONFIG = {
   ...MESH_DEFAULTS, // the link-management rules, read once by the Mesh (peer.mesh.config after)
@@ -267,6 +268,7 @@ export class Room {
     this.moveUnsent = null; // the move the next join sent for this room carries
     this.members = new Set();
     this.names = new Map();
+    this.typing = new Typing(); // who is typing here, and when we last said we are
     this.paths = new Map();
     this.links = new Map(); // member -> the current link (a spare being negotiated is not here)
     this.byId = new Map(); // the Mesh's link id -> Link, spares included
@@ -318,7 +320,14 @@ export class Room {
     return this.signAndSend((at) => this.core.reserveReaction(target, emoji, at, { on, name: this.peer.signedName() }));
   }
 
+  typed() {
+    // The composer changed: tell the members we are typing, at most every few seconds.
+    if (!this.typing.typed(now())) return;
+    for (const link of this.links.values()) link.send({ t: "typing" });
+  }
+
   signAndSend(reserve) {
+    this.typing.sent();
     return this.serial(async () => {
       const unsigned = reserve(now());
       const env = { ...unsigned, sig: hex(await sign(this.peer.identity, signedBytes(unsigned))) };
@@ -447,6 +456,7 @@ export class Room {
 
   memberLeft(member) {
     this.members.delete(member);
+    if (this.typing.stopped(member, now())) this.emit({ type: "typing" });
     this.paths.delete(member);
     this.transfers.memberLeft(member);
     this.emit({ type: "member-left", key: member });
@@ -454,6 +464,10 @@ export class Room {
 
   onFrame(member, frame) {
     if (typeof frame !== "object" || frame === null) return;
+    if (frame.t === "typing") {
+      if (this.members.has(member) && this.typing.heard(member, now())) this.emit({ type: "typing" });
+      return;
+    }
     if (frame.t === "profile") {
       if (typeof frame.name === "string" && frame.name.length > 0 && frame.name.length <= MAX_NAME) {
         this.names.set(member, frame.name);
@@ -498,6 +512,7 @@ export class Room {
     for (const event of this.core.takeEvents()) {
       changed = true;
       if (event.type === "delivered") {
+        if (this.typing.stopped(event.env.author, now())) this.emit({ type: "typing" });
         this.emit({ type: "message", env: event.env, content: event.content, mine: event.env.author === this.peer.keyHex });
       } else {
         this.emit(event);
