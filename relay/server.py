@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
+import itertools
 import logging
 import random
 import socket
+from collections.abc import Iterable
 from time import time as wall_clock
 from typing import Any
 
@@ -33,6 +36,24 @@ SOCKET_BUFFER = 1 << 20
 BIND_ATTEMPTS = 64
 TCP_WRITE_LIMIT = 256 * 1024
 """Bytes queued towards a TCP client beyond which relayed data for it is dropped."""
+
+
+class ListenerBindError(OSError):
+    """The relay's UDP or TCP listener cannot have its port.
+
+    An OSError (errno EADDRINUSE when the port is taken), so whoever reports a
+    socket error at start reports this one too. `protocol` ("UDP" or "TCP") and
+    `port` name the listener; port 0 means no port was free on both protocols.
+    """
+
+    def __init__(self, message: str, code: int, protocol: str, port: int) -> None:
+        super().__init__(code, message)
+        self.message = message
+        self.protocol = protocol
+        self.port = port
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _two(addr: Any) -> Address:
@@ -61,18 +82,8 @@ class _UdpSocket:
 
     @classmethod
     def bind(cls, server: RelayServer, socket_id: int, host: str, port: int) -> _UdpSocket:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            sock.bind(address)
-        except BaseException:
-            sock.close()
-            raise
-        return cls(server, socket_id, sock)
+        family, address = _datagram_address(host, port)
+        return cls(server, socket_id, _bound_socket(family, socket.SOCK_DGRAM, address))
 
     @property
     def address(self) -> Address:
@@ -219,24 +230,29 @@ class RelayServer:
         `external_host` is the address put in XOR-RELAYED-ADDRESS when the
         relay sits behind a 1:1 NAT (coturn's `external-ip`). `metrics_port`
         serves `/metrics` for a standalone relay; a node mounts
-        `server.metrics` itself instead.
+        `server.metrics` itself instead. UDP and TCP listen on one port, found
+        by `bind_listeners` for port 0; a ListenerBindError says when there is none.
         """
         config = config or RelayConfig()
         core = TurnCore(secret, rng or random.SystemRandom(), wall_clock(), config)
         bind_host = relay_host or _concrete_host(host)
         server = cls(core, bind_host, external_host or bind_host)
         loop = asyncio.get_running_loop()
+        udp, tcp_listener = bind_listeners(host, port, tcp)
         try:
-            server._udp = _UdpSocket.bind(server, 0, host, port)
+            server._udp = _UdpSocket(server, 0, udp)
             server._sockets[0] = server._udp
-            if tcp:
-                bound_port = server.address[1]
+            if tcp_listener is not None:
                 server._tcp_server = await loop.create_server(
-                    lambda: _TcpConnection(server), host, bound_port, reuse_address=True
+                    lambda: _TcpConnection(server), sock=tcp_listener
                 )
             if metrics_port is not None:
                 await server._serve_metrics(host, metrics_port)
         except BaseException:
+            if server._udp is None:
+                udp.close()
+            if server._tcp_server is None and tcp_listener is not None:
+                tcp_listener.close()
             await server.stop()
             raise
         return server
@@ -419,3 +435,101 @@ def _concrete_host(host: str) -> str:
             return str(probe.getsockname()[0])
         except OSError:
             return "127.0.0.1"
+
+
+def bind_listeners(
+    host: str, port: int, tcp: bool = True, candidates: Iterable[int] | None = None
+) -> tuple[socket.socket, socket.socket | None]:
+    """The UDP listener's socket and, with `tcp`, the TCP listener's on the same port.
+
+    Clients reach a relay's UDP and TCP transports at one port (a node advertises
+    `turn:host:port?transport=udp` and `?transport=tcp`; RFC 8656 has 3478 for both),
+    so the two are bound together. An explicit `port` taken on either protocol is a
+    ListenerBindError naming it. With port 0 the kernel picks the UDP port, which may
+    be taken on TCP: such a port is passed over, for at most BIND_ATTEMPTS tries.
+    `candidates` stands in for the kernel's picks (0 lets the kernel pick), so that a
+    test can make a port clash.
+    """
+    family, address = _datagram_address(host, port)
+    udp_kind, tcp_kind = socket.SOCK_DGRAM, socket.SOCK_STREAM
+    if port or not tcp:
+        udp = _listener(family, udp_kind, address, host)
+        try:
+            return udp, _listener(family, tcp_kind, address, host) if tcp else None
+        except BaseException:
+            udp.close()
+            raise
+    passed_over: list[socket.socket] = []  # held open, so the kernel cannot pick them again
+    tries = 0
+    try:
+        picks = itertools.repeat(0) if candidates is None else candidates
+        for candidate in itertools.islice(picks, BIND_ATTEMPTS):
+            tries += 1
+            try:
+                udp = _listener(family, udp_kind, _with_port(address, candidate), host)
+            except ListenerBindError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                continue  # a candidate taken on UDP too
+            try:
+                return udp, _listener(family, tcp_kind, _with_port(address, _port(udp)), host)
+            except ListenerBindError as exc:
+                passed_over.append(udp)
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+    finally:
+        for sock in passed_over:
+            sock.close()
+    raise ListenerBindError(
+        f"no port on {host} is free on both UDP and TCP ({tries} tries)",
+        errno.EADDRINUSE,
+        "TCP",
+        0,
+    )
+
+
+def _listener(family: int, kind: int, address: Any, host: str) -> socket.socket:
+    """`_bound_socket`, its failure a ListenerBindError that names the protocol and port."""
+    try:
+        return _bound_socket(family, kind, address)
+    except OSError as exc:
+        protocol = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+        port = address[1]
+        if exc.errno == errno.EADDRINUSE:
+            message = f"{protocol} port {port} on {host} is in use"
+        else:
+            message = f"cannot bind {protocol} port {port} on {host}: {exc.strerror}"
+        raise ListenerBindError(message, exc.errno or 0, protocol, port) from exc
+
+
+def _bound_socket(family: int, kind: int, address: Any) -> socket.socket:
+    """A non-blocking socket bound to `address`; UDP ones with large buffers."""
+    sock = socket.socket(family, kind)
+    try:
+        sock.setblocking(False)
+        if kind == socket.SOCK_DGRAM:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        else:
+            # A restarted relay finds its last run's connections in TIME_WAIT on its port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _datagram_address(host: str, port: int) -> tuple[int, Any]:
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    return family, address
+
+
+def _with_port(address: Any, port: int) -> Any:
+    # IPv6 socket addresses carry flow info and scope id after the port.
+    return (address[0], port, *address[2:])
+
+
+def _port(sock: socket.socket) -> int:
+    return int(sock.getsockname()[1])
