@@ -159,6 +159,8 @@ class ChatScreen:
 
     def feed(self, event: Any) -> list[str]:
         if isinstance(event, Message):
+            if event.replaces is not None:
+                return []  # ours said again under a new seq: shown when we said it
             if not event.mine and event.lamport < self.joined_ms:
                 self._history.append(event)
                 return self.settle() if len(self._history) >= MAX_HELD else []

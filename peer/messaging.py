@@ -45,7 +45,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -505,6 +505,20 @@ class Delivered:
     envelope: Envelope
     content: Content | None = None
     """What it says (`parse_content`); None for a kind not read here or a bad body."""
+    replaces: int | None = None
+    """Our own message sent again under a new seq (`Reissue`): the seq it had."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reissue:
+    """Our own messages to send again under new seqs (`send(..., replaces=seq)`).
+
+    The room had seen our key say up to a higher seq than ours (another device
+    holding this identity, docs/protocol.md 5.0.1): members who had those seqs
+    took ours as duplicates. These are what we said since then, taken back.
+    """
+
+    envelopes: tuple[Envelope, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,7 +530,7 @@ class Discontinuity:
     last: int
 
 
-RoomEvent = Delivered | Discontinuity
+RoomEvent = Delivered | Discontinuity | Reissue
 
 
 @dataclass(slots=True)
@@ -560,6 +574,8 @@ class ReliableRoom:
         self._sign = sign
         self._verify = verify
         self.seq = seq
+        self._base = seq
+        """Our seqs above this were numbered here, not restored or proven elsewhere."""
         self.lamport = lamport
         kept = list(history or ())
         self.refused_on_restore: list[Envelope] = []
@@ -627,12 +643,18 @@ class ReliableRoom:
         """Put `emoji` on `target` (or take it off, `on=False`) with a `reaction` envelope."""
         return self.send(reaction_body(target, emoji, on, name), now, "reaction")
 
-    def send(self, body: str, now: float, kind: str = "text") -> Envelope:
-        """Number, sign and send a message to every connected member."""
+    def send(
+        self, body: str, now: float, kind: str = "text", replaces: int | None = None
+    ) -> Envelope:
+        """Number, sign and send a message to every connected member; `replaces` names
+        the seq of ours it sends again (`Reissue`), past the unacknowledged bound."""
         if len(body.encode()) > self.config.max_body_bytes:
             raise MessagingError(f"a message is at most {self.config.max_body_bytes} bytes")
         for member in self._connected:
-            if self.seq - self._acked.get(member, 0) >= self.config.max_unacked:
+            if (
+                replaces is None
+                and self.seq - self._acked.get(member, 0) >= self.config.max_unacked
+            ):
                 raise MessagingError("too many messages not yet acknowledged; wait")
         # A hybrid logical clock: one past everything seen, and never behind wall time.
         lamport = max(self.lamport + 1, _millis(now))
@@ -647,7 +669,7 @@ class ReliableRoom:
             del self._outbox[next(iter(self._outbox))]
         self._authors[self.key].delivered = env.seq
         self._remember(env)
-        self._events.append(Delivered(env, self._read(env)))
+        self._events.append(Delivered(env, self._read(env), replaces))
         for member in self._connected:
             self._frames.append((member, {"t": "msg", "env": env.to_json()}))
             self._retry_at.setdefault(member, now + self.config.resend_interval)
@@ -781,7 +803,9 @@ class ReliableRoom:
         # message from a clock up to half the lead ahead.
         self.lamport = max(self.lamport, min(env.lamport, adopt_up_to))
         if env.author == self.key:
-            return  # our own, echoed back in history
+            if env.seq > self.seq:
+                self._behind(env)
+            return  # our own, echoed back
         state = self._authors.get(env.author)
         if state is None:
             if (env.author, env.seq) in self._history:
@@ -810,6 +834,21 @@ class ReliableRoom:
             if state.gap_since is None:
                 state.gap_since = now
         self._ack_due.setdefault(env.author, now + self.config.ack_delay)
+
+    def _behind(self, env: Envelope) -> None:
+        """Our key said `env.seq` elsewhere (signed: only we could): take up numbering
+        after it, and take back what we numbered here at or below it, to send again."""
+        self._count("own.behind")
+        stale = tuple(e for seq, e in self._outbox.items() if seq > self._base)
+        for old in stale:
+            del self._outbox[old.seq]
+            self._forget(old)
+        self.seq = self._base = env.seq
+        self._authors[self.key].delivered = env.seq
+        self._remember(env)
+        self._events.append(Delivered(env, self._read(env)))
+        if stale:
+            self._events.append(Reissue(stale))
 
     def _new_author(self, author: bytes, delivered: int) -> _Author | None:
         """Track a new author, forgetting the least recently active one if full."""
@@ -884,6 +923,13 @@ class ReliableRoom:
             _, author, seq = self._order.pop(0)
             del self._history[(author, seq)]
 
+    def _forget(self, env: Envelope) -> None:
+        """Drop `env` from history (a bisection, as `_remember`)."""
+        if self._history.pop((env.author, env.seq), None) is None:
+            return
+        at = bisect_left(self._order, env.order)
+        del self._order[at]
+
     def _parse_since(self, since: Any) -> dict[bytes, int]:
         """A `hist-req`'s map: at most `max_since` entries, or the request is refused.
         An entry that is not (64 lower-case hex, a seq) counts as 0."""
@@ -933,6 +979,11 @@ class ReliableRoom:
             frame.append(env.to_json())
         if frame:
             self._frames.append((member, {"t": "hist", "envs": frame}))
+        # The asker's own last word we hold: proof of where its numbering is, for a
+        # key that moved to a device that does not know (it is signed by the asker).
+        state = self._authors.get(member)
+        if state is not None and (own := self._history.get((member, state.delivered))):
+            self._frames.append((member, {"t": "msg", "env": own.to_json()}))
 
     # --- output and time ---------------------------------------------------------
 

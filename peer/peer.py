@@ -61,6 +61,7 @@ from .messaging import (
     MessageRef,
     MessagingError,
     Reaction,
+    Reissue,
     ReliableRoom,
     RoomConfig,
     check_name,
@@ -113,6 +114,8 @@ class Message:
     mine: bool
     content: Content | None = None
     """The envelope read (`Chat`: text, signed name, the message replied to; `Reaction`)."""
+    replaces: int | None = None
+    """Ours, said again under a new seq: the seq it was shown with (docs/protocol.md 5.0.1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,12 +486,16 @@ class Room:
 
     def _service(self) -> None:
         core = self.core
-        for member, frame in core.frames_to_send():
-            link = self.links.get(member)
-            if link is not None:
-                link.send(frame)
         while (event := core.next_event()) is not None:
-            if isinstance(event, Delivered):
+            if isinstance(event, Reissue):
+                # our key moved here from a device that had said more: say ours again
+                self.peer.store.forget_messages(self.key, event.envelopes)
+                for env in event.envelopes:
+                    try:
+                        core.send(env.body, time.time(), env.kind, replaces=env.seq)
+                    except MessagingError as exc:  # only a clock out of range
+                        log.warning("could not say message %d again: %s", env.seq, exc)
+            elif isinstance(event, Delivered):
                 env = event.envelope
                 self.peer.store.save_message(env, core.seq, core.lamport)
                 self._saved += 1
@@ -502,9 +509,18 @@ class Room:
                 elif isinstance(content, Reaction):
                     text = content.emoji
                 sent_at = env.sent_at / 1000
-                self._emit(Message(env.author, text, env.lamport, sent_at, env.seq, mine, content))
+                self._emit(
+                    Message(
+                        env.author, text, env.lamport, sent_at, env.seq, mine, content,
+                        event.replaces,
+                    )
+                )  # fmt: skip
             elif isinstance(event, Discontinuity):
                 self._emit(Gap(event.author, event.first, event.last))
+        for member, frame in core.frames_to_send():
+            link = self.links.get(member)
+            if link is not None:
+                link.send(frame)
         self._timer = _rearm(self._timer, core.get_timer(), self._on_timer)
 
     def _on_timer(self) -> None:

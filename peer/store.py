@@ -18,7 +18,7 @@ messages, or envelopes from many keys, cannot grow the file without bound.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,9 +160,14 @@ class PeerStore:
                 "lamport = excluded.lamport",
                 (room, lamport),
             )
+        self.forget_messages(room, forget or ())
+
+    def forget_messages(self, room: bytes, envs: Iterable[Envelope]) -> None:
+        """Delete the `envs` of `room` (refused on restore, or our own taken back)."""
+        with self._write() as db:
             db.executemany(
                 "DELETE FROM messages WHERE room = ? AND author = ? AND seq = ?",
-                [(room, env.author, env.seq) for env in forget or ()],
+                [(room, env.author, env.seq) for env in envs],
             )
 
     def delivered(self, room: bytes) -> dict[bytes, int]:

@@ -24,6 +24,7 @@ from peer.messaging import (
     MessageRef,
     MessagingError,
     Reaction,
+    Reissue,
     ReliableRoom,
     RoomConfig,
     check_name,
@@ -121,6 +122,9 @@ class Mesh:
                 while (event := room.next_event()) is not None:
                     if isinstance(event, Delivered):
                         self.delivered[key].append(event.envelope)
+                    elif isinstance(event, Reissue):  # as the glue does
+                        for old in event.envelopes:
+                            room.send(old.body, self.clock(key), old.kind, replaces=old.seq)
                     else:
                         self.gaps.append(event)
             if not deliver:
@@ -1265,3 +1269,76 @@ def test_property_reactions_converge_and_match_a_replay(
     for room in mesh.rooms.values():
         assert reactions_for(room.transcript()) == replay
         assert room.names == {k: f"n{i}" for i, k in enumerate(keys)}
+
+
+# --- a key that moved to another device (an imported identity file) ---
+
+
+def new_device(mesh: Mesh, key: bytes) -> ReliableRoom:
+    """`key`'s identity on a device that never was in the room: no state at all."""
+    identity = next(i for i in mesh.ids if i.public_key == key)
+    room = ReliableRoom(ROOM, key, identity.sign, verify_signature, mesh.config)
+    mesh.rooms[key] = room
+    mesh.delivered[key] = []
+    return room
+
+
+def test_a_moved_key_takes_up_numbering_after_what_the_room_heard_from_it() -> None:
+    mesh = Mesh(3)
+    a, b, c = mesh.keys
+    mesh.connect(a, b)
+    mesh.connect(a, c)
+    for i in range(3):
+        mesh.rooms[a].say(f"m{i}", mesh.now, name="Ana")
+    mesh.pump()
+    mesh.drop(a, b)
+    mesh.drop(a, c)
+    moved = new_device(mesh, a)
+    mesh.rooms[a].say("said before the room answered", mesh.now, name="Ana")  # seq 1 again
+    mesh.connect(a, b)
+    mesh.pump()
+    mesh.connect(a, c)
+    mesh.pump()
+    for other in (b, c):
+        said = [read_content(e) for e in mesh.delivered[other] if e.author == a]
+        texts = [x.text for x in said if isinstance(x, Chat)]
+        assert texts == ["m0", "m1", "m2", "said before the room answered"], "nothing lost"
+        assert [e.seq for e in mesh.delivered[other] if e.author == a] == [1, 2, 3, 4]
+    assert moved.seq == 4 and moved.counters["own.behind"] == 1
+    assert [(e.seq, e.body) for e in moved.transcript() if e.author == a][-1][0] == 4
+    # and from now on it numbers after that
+    moved.say("next", mesh.now)
+    mesh.pump()
+    assert [e.seq for e in mesh.delivered[b] if e.author == a][-1] == 5
+
+
+def test_nobody_but_the_key_moves_its_numbering() -> None:
+    mesh = Mesh(2)
+    a, b = mesh.keys
+    mesh.connect(a, b)
+    mesh.rooms[a].send("one", mesh.now)
+    mesh.pump()
+    room = mesh.rooms[a]
+    forged = Envelope(ROOM, a, 1_000, 5, 0, "text", "forged", bytes(64))
+    room.receive(b, {"t": "msg", "env": forged.to_json()}, mesh.now)
+    room.receive(b, {"t": "ack", "seq": 1_000}, mesh.now)
+    assert room.seq == 1
+    assert room.counters["drop.bad_signature"] == 1 and room.counters["drop.bad_ack"] == 1
+    assert "own.behind" not in room.counters
+
+
+def test_our_own_last_word_is_proof_in_every_history_answer() -> None:
+    mesh = Mesh(2)
+    a, b = mesh.keys
+    mesh.connect(a, b)
+    mesh.rooms[a].send("one", mesh.now)
+    mesh.rooms[a].send("two", mesh.now)
+    mesh.pump()
+    mesh.sent.clear()
+    mesh.drop(a, b)
+    mesh.connect(a, b)
+    mesh.pump()
+    to_a = [json.loads(text) for sender, receiver, text in mesh.sent if receiver == a]
+    proofs = [f["env"] for f in to_a if f["t"] == "msg"]
+    assert [(p["author"], p["seq"]) for p in proofs] == [(a.hex(), 2)]
+    assert mesh.rooms[a].counters.get("own.behind", 0) == 0  # it knew: nothing moves

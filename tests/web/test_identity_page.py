@@ -9,6 +9,8 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from peer.identity_file import export_identity, import_identity
+from peer.peer import Connected, Message
+from tests.peer.conftest import PeerFactory, next_of
 from tests.signaling.conftest import NodeFactory
 from tests.web.conftest import PageFactory
 
@@ -63,3 +65,41 @@ async def test_a_python_exported_key_becomes_the_page_key(
     await page.wait_for_selector("body[data-ready=true]", timeout=15_000)
     assert await page.evaluate("window.pagemesh.peer.keyHex") == key != old
     assert await page.evaluate("window.pagemesh.peer.exportable")
+
+
+async def test_a_key_moved_from_python_to_the_page_loses_nothing_it_says(
+    signaling_mesh: NodeFactory, open_page: PageFactory, peers: PeerFactory, tmp_path: Path
+) -> None:
+    """The room heard three messages from a key in Python; the same key, imported into
+    a browser that never was in the room, speaks at once: every member gets its new
+    words after the old ones (seq 4 on), none taken for a duplicate (5.0.1)."""
+    a, b = await signaling_mesh(2)
+    room_url = "https://example.org/moving-house"
+    witness = await peers("witness", [b.url])
+    witness_room = await witness.join(room_url)
+    bo = await peers("bo", [a.url])
+    bo_room = await bo.join(room_url)
+    await next_of(witness_room, Connected, key=bo.public_key)
+    for text in ("one", "two", "three"):
+        await bo_room.say(text)
+    for text in ("one", "two", "three"):
+        await next_of(witness_room, Message, author=bo.public_key, text=text)
+    path = tmp_path / "bo.pagemesh-identity"
+    path.write_bytes(export_identity(bo.store.key.encode(), PASSPHRASE, "Bo"))
+    await bo.close()
+
+    page = await open_page(a, "Bo", room=room_url)
+    async with page.expect_file_chooser() as chooser:
+        await page.click("#import-identity")
+    await (await chooser.value).set_files(str(path))
+    await page.fill("#identity-passphrase", PASSPHRASE)
+    async with page.expect_navigation():
+        await page.click("#identity-ok")
+    await page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+    await page.wait_for_selector("#text:enabled", timeout=15_000)
+    await page.fill("#text", "moved to a browser")
+    await page.press("#text", "Enter")
+    said = await next_of(witness_room, Message, author=bo.public_key, text="moved to a browser")
+    assert said.seq == 4
+    await page.wait_for_selector(f"#messages li.msg[data-id='{bo.public_key.hex()}:4']")
+    assert await page.evaluate("window.pagemesh.room.core.seq") == 4

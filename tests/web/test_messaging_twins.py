@@ -31,6 +31,7 @@ from peer.messaging import (
     Envelope,
     MessageRef,
     MessagingError,
+    Reissue,
     ReliableRoom,
     RoomConfig,
     key_colour,
@@ -97,14 +98,14 @@ STARTS = st.sampled_from([0.0, 1_763_880_000.0])
 def envelope(
     author: int, seq: int, lamport: int, start: float, body: int | tuple[str, str] = -1
 ) -> dict[str, Any]:
-    """An envelope of `author`: kind text with one of BODIES (-1: "m<seq>"), or a
-    (kind, body) of any content."""
+    """An envelope of `author` (-1: ours, said on another device): kind text with one of
+    BODIES (-1: "m<seq>"), or a (kind, body) of any content."""
     ts = int(start * 1000) + 1_000 * seq
     if isinstance(body, tuple):
         kind, text = body
     else:
         kind, text = "text", f"m{seq}" if body < 0 else BODIES[body]
-    env = Envelope(ROOM, AUTHORS[author], seq, lamport, ts, kind, text, SIG)
+    env = Envelope(ROOM, ME if author < 0 else AUTHORS[author], seq, lamport, ts, kind, text, SIG)
     return env.to_json()
 
 
@@ -254,6 +255,8 @@ REACT = st.tuples(
     st.booleans(), st.none() | NAME,
 )  # fmt: skip
 MSG = st.tuples(st.just("msg"), MEMBER, FREQUENT_AUTHOR, st.integers(1, 16), LIKELY_LAMPORT, BODY)
+OWN = st.tuples(st.just("msg"), MEMBER, st.just(-1), st.integers(1, 12), LIKELY_LAMPORT, BODY)
+"""Our own envelope, said on another device holding our key: a proof we are behind."""
 HIST = st.tuples(st.just("hist"), MEMBER, st.lists(ENVELOPE, max_size=6))
 HIST_REQ = st.tuples(st.just("hist-req"), MEMBER, SINCE)
 STEP = st.one_of(
@@ -266,6 +269,7 @@ STEP = st.one_of(
     st.tuples(st.just("timer"), st.floats(0, 40) | st.sampled_from([0.5, 1.5, 3.0])),
     MSG,
     MSG,
+    OWN,
     HIST,
     HIST,
     st.tuples(st.just("ack"), MEMBER, st.integers(-1, 6)),
@@ -317,9 +321,21 @@ RUN_JS = (
             if (!(e instanceof m.MessagingError)) throw e;
             error = true;
         }
-        const events = room.takeEvents().map(e => e.type === 'delivered'
-            ? ['d', e.env.author, e.env.seq, contentJson(e.content)]
-            : ['g', e.author, e.first, e.last]);
+        const events = [];
+        for (let batch = room.takeEvents(); batch.length; batch = room.takeEvents()) {
+            for (const e of batch) {
+                if (e.type === 'delivered') {
+                    events.push(['d', e.env.author, e.env.seq, contentJson(e.content), e.replaces]);
+                } else if (e.type === 'reissue') {
+                    // as the glue does: each said again under a new seq
+                    events.push(['r', e.envs.map(env => env.seq)]);
+                    for (const old of e.envs) {
+                        const env = room.reserve(old.body, now, old.kind, old.seq);
+                        room.commit({...env, sig: 'ab'.repeat(64)}, now, old.seq);
+                    }
+                } else events.push(['g', e.author, e.first, e.last]);
+            }
+        }
         const sizes = room.transcript().map(m.wireSize);
         out.push([error, events, room.framesToSend(), room.timer(), room.lamport,
                   {...room.counters}, room.trackedAuthors, sizes, [...room.names()]]);
@@ -395,11 +411,15 @@ def run_python(
                 room.receive(MEMBERS[step[1]], step[2], now)
         except MessagingError:
             error = True
-        events = []
+        events: list[list[Any]] = []
         while (event := room.next_event()) is not None:
             if isinstance(event, Delivered):
                 env, content = event.envelope, content_json(event.content)
-                events.append(["d", env.author.hex(), env.seq, content])
+                events.append(["d", env.author.hex(), env.seq, content, event.replaces])
+            elif isinstance(event, Reissue):
+                events.append(["r", [old.seq for old in event.envelopes]])
+                for old in event.envelopes:
+                    room.send(old.body, now, old.kind, replaces=old.seq)
             elif isinstance(event, Discontinuity):
                 events.append(["g", event.author.hex(), event.first, event.last])
         frames = [[member.hex(), frame] for member, frame in room.frames_to_send()]
@@ -447,8 +467,12 @@ def covered(outputs: list[Any]) -> None:
             event(f"delivered {said[0]}" + (" named" if named else ""))
         if error:
             event("an own send refused")
+        if any(e[0] == "r" for e in events):
+            event("our key was behind: what we said taken back and said again")
     for counter in outputs[-1][5]:
-        if counter.startswith("drop.bad_") and counter != "drop.bad_history_request":
+        if counter == "own.behind" or (
+            counter.startswith("drop.bad_") and counter != "drop.bad_history_request"
+        ):
             event(counter)
     if any(len(names) >= 3 for *_, names in outputs):
         event("names at the small bound")

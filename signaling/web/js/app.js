@@ -188,8 +188,10 @@ function excerpt(text, max = 140) {
   return line.length > max ? `${line.slice(0, max - 1)}…` : line;
 }
 
-function showMessage({ env, content, mine }, isNew) {
+function showMessage({ env, content, mine, replaces = null }, isNew) {
   content ??= readContent(env);
+  // ours said again under a new seq (our key had said more elsewhere): it takes the old one's place
+  if (replaces !== null) document.querySelector(`#messages li[data-id="${env.author}:${replaces}"]`)?.remove();
   if (content?.type === "reaction") {
     ui.folded = null;
     renderReactions(refKey(content.target));

@@ -306,6 +306,7 @@ export class ReliableRoom {
     this.key = key;
     this.config = { ...DEFAULTS, ...config };
     this.seq = state.seq ?? 0;
+    this.base = this.seq; // our seqs above this were numbered here, not restored or proven elsewhere
     this.lamport = state.lamport ?? 0;
     let kept = state.history ?? [];
     this.refusedOnRestore = [];
@@ -350,13 +351,14 @@ export class ReliableRoom {
 
   // --- the application's side ---
 
-  reserve(body, now, kind = "text") {
-    // Number the next message; the caller signs it and hands it to commit().
+  reserve(body, now, kind = "text", replaces = null) {
+    // Number the next message; the caller signs it and hands it to commit(). `replaces`
+    // names the seq of ours it says again (a `reissue`), past the unacknowledged bound.
     if (utf8(body).length > this.config.maxBodyBytes) {
       throw new MessagingError(`a message is at most ${this.config.maxBodyBytes} bytes`);
     }
     for (const member of this.connectedMembers) {
-      if (this.seq - (this.acked.get(member) ?? 0) >= this.config.maxUnacked) {
+      if (replaces === null && this.seq - (this.acked.get(member) ?? 0) >= this.config.maxUnacked) {
         throw new MessagingError("too many messages not yet acknowledged; wait");
       }
     }
@@ -380,12 +382,12 @@ export class ReliableRoom {
     return this.reserve(reactionBody(target, emoji, { on, name }), now, "reaction");
   }
 
-  commit(env, now) {
+  commit(env, now, replaces = null) {
     this.outbox.set(env.seq, env);
     while (this.outbox.size > this.config.maxOutbox) this.outbox.delete(this.outbox.keys().next().value);
     this.authors.get(this.key).delivered = Math.max(this.authors.get(this.key).delivered, env.seq);
     this.remember(env);
-    this.events.push({ type: "delivered", env, content: this.read(env) });
+    this.events.push({ type: "delivered", env, content: this.read(env), replaces });
     for (const member of this.connectedMembers) {
       this.frames.push([member, { t: "msg", env }]);
       if (!this.retryAt.has(member)) this.retryAt.set(member, now + this.config.resendInterval);
@@ -529,7 +531,10 @@ export class ReliableRoom {
     // was signed. Clamped rather than ignored, so a reply still sorts after any
     // message from a clock up to half the lead ahead.
     this.lamport = Math.max(this.lamport, Math.min(env.lamport, adoptUpTo));
-    if (env.author === this.key) return; // our own, echoed back in history
+    if (env.author === this.key) {
+      if (env.seq > this.seq) this.behind(env);
+      return; // our own, echoed back
+    }
     let state = this.authors.get(env.author);
     if (state === undefined) {
       if (this.history.has(`${env.author}:${env.seq}`)) {
@@ -559,6 +564,22 @@ export class ReliableRoom {
       if (state.gapSince === null) state.gapSince = now;
     }
     if (!this.ackDue.has(env.author)) this.ackDue.set(env.author, now + this.config.ackDelay);
+  }
+
+  behind(env) {
+    // Our key said env.seq elsewhere (signed: only we could): take up numbering after
+    // it, and take back what we numbered here at or below it, to say again.
+    this.count("own.behind");
+    const stale = [...this.outbox.values()].filter((own) => own.seq > this.base);
+    for (const old of stale) {
+      this.outbox.delete(old.seq);
+      this.forget(old);
+    }
+    this.seq = this.base = env.seq;
+    this.authors.get(this.key).delivered = env.seq;
+    this.remember(env);
+    this.events.push({ type: "delivered", env, content: this.read(env), replaces: null });
+    if (stale.length) this.events.push({ type: "reissue", envs: stale });
   }
 
   newAuthor(author, delivered) {
@@ -635,6 +656,21 @@ export class ReliableRoom {
     const id = `${env.author}:${env.seq}`;
     if (this.history.has(id)) return;
     this.history.set(id, env);
+    this.ordered.splice(this.place(env), 0, env);
+    if (this.ordered.length > this.config.maxHistory) {
+      const oldest = this.ordered.shift();
+      this.history.delete(`${oldest.author}:${oldest.seq}`);
+    }
+  }
+
+  forget(env) {
+    // Drop `env` from history (a binary search, as remember).
+    if (!this.history.delete(`${env.author}:${env.seq}`)) return;
+    this.ordered.splice(this.place(env) - 1, 1);
+  }
+
+  place(env) {
+    // Where `env` goes in total order: after every envelope not after it.
     let lo = 0;
     let hi = this.ordered.length;
     while (lo < hi) {
@@ -642,11 +678,7 @@ export class ReliableRoom {
       if (order(env, this.ordered[mid]) < 0) hi = mid;
       else lo = mid + 1;
     }
-    this.ordered.splice(lo, 0, env);
-    if (this.ordered.length > this.config.maxHistory) {
-      const oldest = this.ordered.shift();
-      this.history.delete(`${oldest.author}:${oldest.seq}`);
-    }
+    return lo;
   }
 
   parseSince(since) {
@@ -694,6 +726,11 @@ export class ReliableRoom {
       frame.push(env);
     }
     if (frame.length) this.frames.push([member, { t: "hist", envs: frame }]);
+    // The asker's own last word we hold: proof of where its numbering is, for a key
+    // that moved to a device that does not know (it is signed by the asker).
+    const state = this.authors.get(member);
+    const own = state && this.history.get(`${member}:${state.delivered}`);
+    if (own) this.frames.push([member, { t: "msg", env: own }]);
   }
 
   // --- output and time ---

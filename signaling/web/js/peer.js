@@ -312,6 +312,7 @@ export class Room {
   sendChat(text, { replyTo = null } = {}) {
     // A `chat` envelope (docs/protocol.md 5.0.1): the text, our display name, and the
     // message ({author, seq}) it replies to.
+    this.typing.sent();
     return this.signAndSend((at) => this.core.reserveChat(text, at, { name: this.peer.signedName(), replyTo }));
   }
 
@@ -326,12 +327,11 @@ export class Room {
     for (const link of this.links.values()) link.send({ t: "typing" });
   }
 
-  signAndSend(reserve) {
-    this.typing.sent();
+  signAndSend(reserve, replaces = null) {
     return this.serial(async () => {
       const unsigned = reserve(now());
       const env = { ...unsigned, sig: hex(await sign(this.peer.identity, signedBytes(unsigned))) };
-      this.core.commit(env, now());
+      this.core.commit(env, now(), replaces);
       await this.save(); // a reload must never reuse this seq
       this.service();
       return env;
@@ -511,9 +511,13 @@ export class Room {
     let changed = false;
     for (const event of this.core.takeEvents()) {
       changed = true;
-      if (event.type === "delivered") {
+      if (event.type === "reissue") {
+        // our key moved here from a device that had said more: say ours again
+        for (const old of event.envs) this.signAndSend((at) => this.core.reserve(old.body, at, old.kind, old.seq), old.seq);
+      } else if (event.type === "delivered") {
         if (this.typing.stopped(event.env.author, now())) this.emit({ type: "typing" });
-        this.emit({ type: "message", env: event.env, content: event.content, mine: event.env.author === this.peer.keyHex });
+        const mine = event.env.author === this.peer.keyHex;
+        this.emit({ type: "message", env: event.env, content: event.content, mine, replaces: event.replaces });
       } else {
         this.emit(event);
       }
