@@ -823,6 +823,8 @@ async def test_typing_shows_under_the_messages_and_ends_with_the_message(
     await kim.focus("#text")
     await kim.keyboard.type("I think the sec")
     await lee.wait_for_selector("#typing:text-is('Kim is typing…')")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await lee.screenshot(path=str(ARTIFACTS / "typing.png"))
     # one frame per few seconds however fast she types
     sent = await kim.evaluate("window.pagemesh.room.typing.sentAt")
     await kim.keyboard.type("ond steeping")
