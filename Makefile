@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench clean debs
+.PHONY: demo test lint unit integration bench clean debs dist
 
 # Debian packages the integration tests drive as outside implementations:
 # coturn (turnutils_uclient, turnserver) against our relay, Chromium for the
@@ -68,5 +68,11 @@ bench: $(STAMP) debs
 	$(BIN)/python benchmarks/relay_throughput.py
 	$(BIN)/python benchmarks/sim_scale.py
 
+# What a volunteer installs without cloning: a wheel and an sdist in dist/, the browser
+# client inside as package data (`pip install dist/pagemesh-*.whl`, docs/operations.md).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
 clean:
-	rm -rf demo-data test-artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf dist demo-data test-artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis
