@@ -24,6 +24,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -143,15 +144,22 @@ class SignalingClient:
 
     @classmethod
     async def connect(
-        cls, url: str, signing_key: SigningKey, name: str | None = None, within: float = 10.0
+        cls,
+        url: str,
+        signing_key: SigningKey,
+        name: str | None = None,
+        within: float = 10.0,
+        ssl: SSLContext | bool = True,
     ) -> SignalingClient:
-        """Open `url` (the node's base URL, ws://host:port) and prove `signing_key`."""
+        """Open `url` (the node's base URL, ws://host:port or wss://) and prove `signing_key`.
+        `ssl`: the context that checks a wss:// node's certificate (default: the system's)."""
         http = aiohttp.ClientSession()
         try:
             ws = await http.ws_connect(
                 url.rstrip("/") + "/v1/ws",
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                 max_msg_size=MAX_SERVER_FRAME,
+                ssl=ssl,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             await http.close()

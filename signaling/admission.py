@@ -55,6 +55,51 @@ def source_of(address: str | None) -> str:
     return str(ip)
 
 
+# --- behind a reverse proxy ----------------------------------------------------------------
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+MAX_FORWARDED_HOPS = 16
+"""X-Forwarded-For entries looked at, from the right (a header is not a place to grow)."""
+
+
+def proxy_networks(texts: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """`trusted_proxies` as networks: an address is a network of one. ValueError on a typo."""
+    return tuple(ipaddress.ip_network(text.strip(), strict=False) for text in texts)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def client_address(peer: str, forwarded: list[str], proxies: tuple[IPNetwork, ...]) -> str:
+    """The address a connection stands for. Who may say what: a trusted proxy (`peer` in
+    `proxies`) names the client in its `X-Forwarded-For` (the header's lines, `forwarded`);
+    anyone else is its own socket address, whatever header it sends.
+
+    Entries are read from the right, where each trusted proxy appended the address it saw,
+    past the proxies (nginx's `real_ip_recursive`); a malformed entry stops the walk, so
+    what a client wrote to the left of its own address is never believed.
+    """
+    address = _ip(peer)
+    if address is None or not any(address in net for net in proxies):
+        return peer
+    hops = ",".join(forwarded).split(",")[-MAX_FORWARDED_HOPS:]
+    for text in reversed(hops):
+        hop = _ip(text.strip())
+        if hop is None:
+            break
+        address = hop
+        if not any(hop in net for net in proxies):
+            break
+    return str(address)
+
+
 class Admission:
     """Counts unauthenticated connections and connection attempts per source."""
 

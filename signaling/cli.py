@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,7 +35,8 @@ def register(
         help="run a signaling node (DHT + client WebSocket API) until SIGINT/SIGTERM",
         description="Every option can also be set in the [node] table of --config; "
         "the command line wins. The relay secret comes from [node.ice] secret_file "
-        "or the environment variable PAGEMESH_RELAY_SECRET.",
+        "or the environment variable PAGEMESH_RELAY_SECRET. SIGHUP reloads the TLS "
+        "certificate and key (connected clients stay).",
     )
     node.add_argument("--host", help="address for HTTP/WebSocket and DHT (default 127.0.0.1)")
     node.add_argument("--port", type=int, help="HTTP/WebSocket port (default 8000; 0 picks one)")
@@ -43,7 +45,15 @@ def register(
         "--bootstrap", type=parse_address, action="append", metavar="HOST:PORT", help="DHT seed"
     )
     node.add_argument("--data-dir", type=Path, help="node key and routing table")
-    node.add_argument("--public-url", help="base URL others dial (default ws://HOST:PORT)")
+    node.add_argument(
+        "--public-url", help="base URL others dial (default ws://HOST:PORT, wss:// with TLS)"
+    )
+    node.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="serve HTTPS/WSS with this PEM chain"
+    )
+    node.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="its PEM key (mode 0600, else refused)"
+    )
     node.add_argument(
         "--relay-port", type=int, help="also run a TURN relay on this UDP+TCP port (0: any)"
     )
@@ -62,6 +72,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "bootstrap": bootstrap,
         "data_dir": str(args.data_dir) if args.data_dir else None,
         "public_url": args.public_url,
+        "tls_cert": str(args.tls_cert) if args.tls_cert else None,
+        "tls_key": str(args.tls_key) if args.tls_key else None,
         "relay_port": args.relay_port,
     }
 
@@ -106,9 +118,12 @@ async def serve(
     line = f"pagemesh node {node.node_id.hex()} at {node.url} dht {host}:{port}"
     if relay is not None:
         line += " relay " + " ".join(relay.urls)
-    print(line, flush=True)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, node.reload_tls)  # before anyone learns we run
+    print(line + f" page {node.page_url}/", flush=True)
     try:
         await until_stop_signal()
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
         log.info("stopping: telling %d clients where to go", len(node.clients))
         await node.stop()

@@ -7,6 +7,9 @@ port = 8000
 dht_port = 4000
 bootstrap = ["seed.example.net:4000"]
 public_url = "wss://node.example.net"   # what clients and nodes dial; default ws://host:port
+tls_cert = "/etc/pagemesh/tls/fullchain.pem"  # serve TLS itself (reloaded on SIGHUP)
+tls_key = "/etc/pagemesh/tls/privkey.pem"     # mode 0600, else the node refuses it
+trusted_proxies = ["127.0.0.1", "::1"]       # whose X-Forwarded-For names the client
 layer_size = 24
 presence_ttl = 60
 
@@ -39,7 +42,7 @@ from dht.config import config_from_mapping
 from dht.core import DHTConfig
 from dht.options import ConfigError, options_from_table
 
-from .admission import AdmissionLimits
+from .admission import AdmissionLimits, proxy_networks
 from .layers import RoomConfig
 from .session import SessionLimits
 
@@ -63,7 +66,11 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = ()
     data_dir: str = ""
     public_url: str = ""
-    """The base URL clients and other nodes dial; defaults to ws://host:port."""
+    """The base URL clients and other nodes dial; defaults to ws://host:port (wss:// with TLS)."""
+    tls_cert: str = ""
+    """PEM certificate chain: the node serves HTTPS/WSS itself (reloaded on SIGHUP)."""
+    tls_key: str = ""
+    """PEM private key of `tls_cert`, readable by the node's user only (mode 0600)."""
     layer_size: int = 24
     presence_ttl: float = 60.0
     """Presence records lapse this long after their home node last refreshed them."""
@@ -88,7 +95,8 @@ class NodeConfig:
     relay_host: str = ""
     """Where clients reach the embedded relay (default: the host of public_url, else host)."""
     trusted_proxies: tuple[str, ...] = ()
-    """Addresses of reverse proxies whose X-Forwarded-For names the real client."""
+    """Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For names the real
+    client; from anyone else the header is ignored."""
     limits: SessionLimits = field(default_factory=SessionLimits)
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     """Per source address, for client connections before their hello."""
@@ -140,6 +148,12 @@ def load_node_config(
         if value is not None:
             table[name] = value
     config: NodeConfig = options_from_table(table, NodeConfig(), "node")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ConfigError("node.tls_cert and node.tls_key go together")
+    try:
+        proxy_networks(config.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"node.trusted_proxies: {exc}") from None
     if config.layer_size < 1 or config.presence_ttl <= 0 or config.max_clients < 1:
         raise ConfigError("node.layer_size, presence_ttl and max_clients must be positive")
     dht_config = config_from_mapping(document.get("dht", {})) if "dht" in document else DHTConfig()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -40,11 +39,12 @@ from dht.core import LocalProtocolError
 from dht.identity import verify_signature
 from dht.ids import key_for
 from dht.node import DHTNode
+from dht.options import ConfigError
 from dht.records import Record
 from relay.credentials import load_secret, mint_credentials
 
 from . import metrics as node_metrics
-from .admission import Admission, source_of
+from .admission import Admission, client_address, proxy_networks, source_of
 from .config import NodeConfig
 from .layers import (
     CheckHome,
@@ -86,6 +86,7 @@ from .session import (
     ClientSession,
     SessionEvent,
 )
+from .tls import ServerTls, TlsError
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,9 @@ class SignalingNode:
         # and checks wait for a slot instead (a crowd of joins queues, nobody hangs).
         self._dht_slots = asyncio.Semaphore(max(1, dht.core.config.max_operations // 2))
         self.admission = Admission(config.admission)
+        self._proxies = proxy_networks(config.trusted_proxies)
+        self.tls: ServerTls | None = None
+        """The listener's certificate when the node serves TLS itself (`tls_cert`)."""
         self.links = LinkPool(
             self.identity,
             self._on_link_frame,
@@ -202,14 +206,18 @@ class SignalingNode:
                 web.static("/web", WEB_DIR, append_version=False),
             ]
         )
+        if self.config.tls_cert:
+            self.tls = _server_tls(self.config)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        context = self.tls.context if self.tls is not None else None
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=context)
         await site.start()
         host, port = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
         self.port = port
         bracketed = f"[{host}]" if ":" in host else host
-        self.url = self.config.public_url or f"ws://{bracketed}:{port}"
+        scheme = "wss" if self.tls is not None else "ws"
+        self.url = self.config.public_url or f"{scheme}://{bracketed}:{port}"
         self.rooms = RoomCore(
             self.config.room_config(self.dht.core.config.records.max_value_bytes),
             self.identity,
@@ -230,6 +238,17 @@ class SignalingNode:
             *self.dht.address,
             len(self.dht.core.table),
         )
+
+    @property
+    def page_url(self) -> str:
+        """Where people open the browser client: `url` as https:// (or http://)."""
+        url = URL(self.url)
+        return str(url.with_scheme("https" if url.scheme == "wss" else "http"))
+
+    def reload_tls(self) -> bool:
+        """SIGHUP: read the certificate files again (new handshakes only; clients that are
+        connected stay). A bad pair keeps the previous one and logs why. False without TLS."""
+        return self.tls.reload() if self.tls is not None else False
 
     async def stop(self, moving: bool = True) -> None:
         """Graceful: tell each client where else to go (`moving`), close, save the DHT."""
@@ -290,12 +309,8 @@ class SignalingNode:
 
     def remote_address(self, request: web.Request) -> str:
         """The address a request comes from; behind a trusted proxy, the one it forwards."""
-        address = request.remote or ""
-        if address in self.config.trusted_proxies:
-            forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
-            with contextlib.suppress(ValueError):
-                address = str(ipaddress.ip_address(forwarded))
-        return address
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        return client_address(request.remote or "", forwarded, self._proxies)
 
     async def _client_handler(self, request: web.Request) -> web.StreamResponse:
         limits = self.config.limits
@@ -596,6 +611,13 @@ class SignalingNode:
 
 def _now() -> float:
     return time.time()
+
+
+def _server_tls(config: NodeConfig) -> ServerTls:
+    try:
+        return ServerTls(Path(config.tls_cert), Path(config.tls_key))
+    except TlsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _address(text: str) -> tuple[str, int]:
