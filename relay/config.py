@@ -8,6 +8,9 @@ realm = "relay.example.org"
 max_allocations = 500
 bandwidth_bps = 4000000
 allow_peers = []          # e.g. ["10.1.0.0/16"] for a private deployment
+tls_port = 443            # TURN over TLS (`turns:`) beside UDP and TCP; -1 (default): none
+tls_cert = "/etc/pagemesh/relay/fullchain.pem"
+tls_key = "/etc/pagemesh/relay/privkey.pem"   # mode 0600, else the relay refuses it
 ```
 
 Unknown keys and wrong types raise ConfigError, so a typo never passes silently; the
@@ -27,7 +30,7 @@ from dht.options import ConfigError, options_from_table, typed_option
 from .core import RelayConfig
 from .policy import PeerPolicy
 
-__all__ = ["ConfigError", "ListenOptions", "config_from_mapping", "load_config"]
+__all__ = ["ConfigError", "ListenOptions", "check_listen", "config_from_mapping", "load_config"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,22 @@ class ListenOptions:
     """Address advertised in XOR-RELAYED-ADDRESS behind a 1:1 NAT (coturn's external-ip)."""
     metrics_port: int | None = None
     secret_file: str = ""
+    tls_port: int = -1
+    """TURN over TLS on this TCP port (RFC 8656 section 3.1): -1 for none, 0 for any."""
+    tls_cert: str = ""
+    """PEM certificate chain of the TLS listener."""
+    tls_key: str = ""
+    """PEM private key of `tls_cert`, readable by the relay's user only (mode 0600)."""
+
+
+def check_listen(listen: ListenOptions) -> None:
+    """ConfigError for listener options that cannot work together."""
+    if listen.tls_port >= 0 and not (listen.tls_cert and listen.tls_key):
+        raise ConfigError("relay tls_port needs tls_cert and tls_key")
+    if (listen.tls_cert or listen.tls_key) and listen.tls_port < 0:
+        raise ConfigError("relay tls_cert and tls_key need tls_port (5349, or 443)")
+    if listen.tls_port > 0 and listen.tls_port == listen.port and listen.tcp:
+        raise ConfigError("relay tls_port must differ from port (TCP listens there)")
 
 
 def config_from_mapping(table: dict[str, Any]) -> tuple[RelayConfig, ListenOptions]:
@@ -55,6 +74,7 @@ def config_from_mapping(table: dict[str, Any]) -> tuple[RelayConfig, ListenOptio
         options = dataclasses.replace(
             options, metrics_port=typed_option("relay", "metrics_port", metrics_port, 0)
         )
+    check_listen(options)
     relay = {name: value for name, value in table.items() if name not in listen_names}
     config: RelayConfig = options_from_table(relay, RelayConfig(), "relay")
     try:

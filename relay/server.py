@@ -1,4 +1,4 @@
-"""asyncio glue: a TurnCore on a UDP listener, a TCP listener and one UDP socket per allocation.
+"""asyncio glue: a TurnCore on a UDP listener, TCP and TLS listeners, one UDP socket per allocation.
 
 Feed the core, drain it, send, re-arm one timer (the aioquic pattern). The
 core names sockets by integers; this module keeps the transport behind each
@@ -17,6 +17,8 @@ import itertools
 import logging
 import random
 import socket
+import ssl
+from asyncio.sslproto import SSLProtocol
 from collections.abc import Iterable
 from time import time as wall_clock
 from typing import Any
@@ -36,6 +38,9 @@ SOCKET_BUFFER = 1 << 20
 BIND_ATTEMPTS = 64
 TCP_WRITE_LIMIT = 256 * 1024
 """Bytes queued towards a TCP client beyond which relayed data for it is dropped."""
+TLS_HANDSHAKE_TIMEOUT = 10
+"""Seconds a TLS client has to finish its handshake; until then it holds one of the
+MAX_TCP_CONNECTIONS places (a stranger's half-open handshakes cannot grow without bound)."""
 
 
 class ListenerBindError(OSError):
@@ -136,6 +141,9 @@ class _TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         server = self.server
+        if server._closed:  # a TLS handshake that ended after stop()
+            transport.abort()
+            return
         if len(server._tcp) >= MAX_TCP_CONNECTIONS:
             server.core.counters["refuse.tcp_connections"] += 1
             transport.abort()
@@ -168,6 +176,44 @@ class _TcpConnection(asyncio.Protocol):
         server._tcp.pop(self.socket_id, None)
         server.core.close_endpoint(self.socket_id, wall_clock())
         server._service()
+
+
+class _TlsHandshake(asyncio.Protocol):
+    """A TLS client until its handshake ends; then a `_TcpConnection` like any TCP client.
+
+    TURN over TLS frames its stream as TCP does (RFC 8656 sections 3.1 and 12.5), so the
+    connection is a `_TcpConnection` behind asyncio's TLS protocol. The handshake is begun
+    here rather than by `create_server(ssl=...)`, which would start one for every accepted
+    socket unseen: a handshake in progress holds one of the MAX_TCP_CONNECTIONS places
+    and its socket is closed at `stop()`, and one past the cap is refused before any TLS.
+    (This is what `loop.start_tls` does, with the application's `connection_made` called
+    once the handshake is done.)
+    """
+
+    def __init__(self, server: RelayServer, context: ssl.SSLContext) -> None:
+        self.server = server
+        self.context = context
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        server = self.server
+        if server._closed or len(server._tcp) + len(server._handshakes) >= MAX_TCP_CONNECTIONS:
+            server.core.counters["refuse.tcp_connections"] += 1
+            transport.abort()
+            return
+        waiter: asyncio.Future[None] = server._loop.create_future()
+        server._handshakes[waiter] = transport
+        waiter.add_done_callback(server._handshake_ended)
+        tls = SSLProtocol(
+            server._loop,
+            _TcpConnection(server),
+            self.context,
+            waiter,
+            server_side=True,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+        )
+        transport.set_protocol(tls)
+        tls.connection_made(transport)
 
 
 class _TcpSink:
@@ -205,6 +251,8 @@ class RelayServer:
         self._port_chooser = random.SystemRandom()
         self._udp: _UdpSocket | None = None
         self._tcp_server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
+        self._handshakes: dict[asyncio.Future[None], asyncio.Transport] = {}
         self._metrics_runner: web.AppRunner | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -223,28 +271,41 @@ class RelayServer:
         relay_host: str | None = None,
         external_host: str | None = None,
         metrics_port: int | None = None,
+        tls_port: int | None = None,
+        tls_context: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
     ) -> RelayServer:
         """Listen on UDP (and TCP) `host:port`; relayed sockets bind `relay_host`.
 
         `external_host` is the address put in XOR-RELAYED-ADDRESS when the
-        relay sits behind a 1:1 NAT (coturn's `external-ip`). `metrics_port`
+        relay sits behind a 1:1 NAT (coturn's `external-ip`); without it, the
+        address relayed sockets bind (never a wildcard). `metrics_port`
         serves `/metrics` for a standalone relay; a node mounts
         `server.metrics` itself instead. UDP and TCP listen on one port, found
         by `bind_listeners` for port 0; a ListenerBindError says when there is none.
+        With `tls_context`, TURN over TLS listens on TCP `host:tls_port` too (0: any
+        free port; 443 reaches clients on networks that let nothing else out).
         """
         config = config or RelayConfig()
         core = TurnCore(secret, rng or random.SystemRandom(), wall_clock(), config)
         bind_host = relay_host or _concrete_host(host)
-        server = cls(core, bind_host, external_host or bind_host)
+        server = cls(core, bind_host, external_host or _concrete_host(bind_host))
         loop = asyncio.get_running_loop()
         udp, tcp_listener = bind_listeners(host, port, tcp)
+        tls_listener: socket.socket | None = None
         try:
             server._udp = _UdpSocket(server, 0, udp)
             server._sockets[0] = server._udp
             if tcp_listener is not None:
                 server._tcp_server = await loop.create_server(
                     lambda: _TcpConnection(server), sock=tcp_listener
+                )
+            if tls_context is not None:
+                family, address = _datagram_address(host, tls_port or 0)
+                tls_listener = _listener(family, socket.SOCK_STREAM, address, host)
+                context = tls_context
+                server._tls_server = await loop.create_server(
+                    lambda: _TlsHandshake(server, context), sock=tls_listener
                 )
             if metrics_port is not None:
                 await server._serve_metrics(host, metrics_port)
@@ -253,6 +314,8 @@ class RelayServer:
                 udp.close()
             if server._tcp_server is None and tcp_listener is not None:
                 tcp_listener.close()
+            if server._tls_server is None and tls_listener is not None:
+                tls_listener.close()
             await server.stop()
             raise
         return server
@@ -269,13 +332,23 @@ class RelayServer:
             return None
         return _two(self._tcp_server.sockets[0].getsockname())
 
+    @property
+    def tls_address(self) -> Address | None:
+        """The TURN-over-TLS listener's (host, port), if there is one."""
+        if self._tls_server is None or not self._tls_server.sockets:
+            return None
+        return _two(self._tls_server.sockets[0].getsockname())
+
     async def stop(self) -> None:
         """Close every socket and cancel every task this server started."""
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        if self._tcp_server is not None:
-            self._tcp_server.close()
+        for listener in (self._tcp_server, self._tls_server):
+            if listener is not None:
+                listener.close()
+        for transport in list(self._handshakes.values()):
+            transport.abort()
         for connection in list(self._tcp.values()):
             if connection.transport is not None:
                 connection.transport.abort()
@@ -287,9 +360,16 @@ class RelayServer:
             self._udp.close()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
-        if self._tcp_server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._tcp_server.wait_closed(), 2.0)
+        for listener in (self._tcp_server, self._tls_server):
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(listener.wait_closed(), 2.0)
+
+    def _handshake_ended(self, waiter: asyncio.Future[None]) -> None:
+        """A TLS handshake finished (the connection is a `_TcpConnection` now) or failed."""
+        self._handshakes.pop(waiter, None)
+        if not waiter.cancelled() and waiter.exception() is not None:
+            self.core.counters["drop.tls_handshake"] += 1
 
     # --- driving the core ---------------------------------------------------
 

@@ -1,0 +1,103 @@
+"""TURN over TLS (RFC 8656 section 3.1, `turns:` URLs): the relay's certificate and key.
+
+Over TLS a TURN client speaks exactly what it speaks over TCP (the same stream of STUN
+messages and padded ChannelData, RFC 8656 section 12.5); TLS only wraps the stream. Its
+use is reach: a network that lets nothing out but TCP to port 443 (many offices, hotels,
+schools) still lets a browser reach a relay listening there with `turns:`.
+
+Who may do what: the operator (whoever can write the files and signal the process) may
+swap the certificate at any time with `reload()` (SIGHUP for `pagemesh relay`); a client
+that is connected keeps its connection, one that connects afterwards sees the new
+certificate. Nobody else may read the key: a key file its group or other users could read
+or write is refused, at start and at every reload (the rule of the node's own keys).
+
+The listener keeps one `ssl.SSLContext` for its whole life; each load builds a fresh
+context, and only one that loaded completely becomes current: the listening context's
+SNI callback (OpenSSL calls it for every ClientHello, with or without a server name)
+hands each new handshake to it. A bad pair on reload changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import stat
+from pathlib import Path
+
+log = logging.getLogger("pagemesh.relay")
+
+ALPN = "stun.turn"
+"""RFC 7443's ALPN label for TURN over TLS; a client offering none or others is served too."""
+
+
+class TlsError(Exception):
+    """The certificate or key cannot be used; the message names the file and the reason."""
+
+
+def _no_passphrase() -> bytes:
+    # An encrypted key would make OpenSSL prompt on a terminal a service does not have.
+    raise TlsError("the TLS key is encrypted; give the relay an unencrypted key (mode 0600)")
+
+
+def check_key_mode(path: Path) -> None:
+    """TlsError unless only the owner may read or write `path`."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise TlsError(f"cannot read TLS key {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise TlsError(
+            f"TLS key {path} has mode {mode:04o}: others may read it; "
+            f"make it readable by the relay's user only (chmod 600 {path})"
+        )
+
+
+def load_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context with the PEM chain in `cert` and its key in `key`."""
+    check_key_mode(key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols([ALPN])
+    try:
+        context.load_cert_chain(cert, key, password=_no_passphrase)
+    except TlsError:
+        raise
+    except FileNotFoundError as exc:
+        raise TlsError(f"cannot read {exc.filename}: no such file") from None
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        raise TlsError(f"cannot use certificate {cert} with key {key}: {reason}") from None
+    return context
+
+
+class RelayTls:
+    """The TLS listener's context (`context`, fixed) and `reload()` for a renewed pair."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        """TlsError when the files do not hold a usable certificate and key."""
+        self.cert = cert
+        self.key = key
+        self.context = load_context(cert, key)
+        self._current = self.context
+        self.context.sni_callback = self._select
+        self.reloads = 0
+        self.failed_reloads = 0
+
+    def _select(
+        self, connection: ssl.SSLObject, _name: str | None, context: ssl.SSLContext
+    ) -> None:
+        if self._current is not context:
+            connection.context = self._current
+
+    def reload(self) -> bool:
+        """Load the files again: new handshakes use them, or (failing) the previous pair."""
+        try:
+            fresh = load_context(self.cert, self.key)
+        except TlsError as exc:
+            self.failed_reloads += 1
+            log.error("relay TLS reload failed, keeping the previous certificate: %s", exc)
+            return False
+        self._current = fresh
+        self.reloads += 1
+        log.info("relay TLS certificate reloaded from %s", self.cert)
+        return True
