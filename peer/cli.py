@@ -80,7 +80,7 @@ from .peer import (
     Room,
 )
 from .signaling import SignalingError
-from .store import KEY_FILE, PeerStore
+from .store import KEY_FILE, PeerStore, StoreVersionError
 from .webrtc import restrict_host_candidates
 
 DEFAULT_NODE = "ws://127.0.0.1:8000"
@@ -371,7 +371,7 @@ def _run(name: str, coro: Any) -> int:
     except TimeoutError:  # before OSError, of which it is a subclass
         print(f"pagemesh {name}: timed out", file=sys.stderr)
         return 3
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, StoreVersionError) as exc:
         print(f"pagemesh {name}: {exc}", file=sys.stderr)
         return 1
     except SignalingError as exc:
@@ -891,7 +891,7 @@ def _identity_run(action: str, body: Callable[[argparse.Namespace], None]) -> An
                 file=sys.stderr,
             )
             return 1
-        except (_IdentityError, ValueError, OSError) as exc:
+        except (_IdentityError, ValueError, OSError, StoreVersionError) as exc:
             print(f"pagemesh identity {action}: {exc}", file=sys.stderr)
             return 1
         return 0

@@ -18,7 +18,7 @@ messages, or envelopes from many keys, cannot grow the file without bound.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,29 +33,89 @@ PRUNE_EVERY = 64
 """Messages saved in a room between two prunings of it."""
 KEY_FILE = "peer.key"
 DB_FILE = "peer.sqlite3"
-SCHEMA_VERSION = 1
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS rooms (
-    room BLOB PRIMARY KEY, seq INTEGER NOT NULL DEFAULT 0, lamport INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS delivered (
-    room BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL,
-    PRIMARY KEY (room, author)
-);
-CREATE TABLE IF NOT EXISTS messages (
-    room BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL, lamport INTEGER NOT NULL,
-    sent_at INTEGER NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL, signature BLOB NOT NULL,
-    PRIMARY KEY (room, author, seq)
-);
-CREATE INDEX IF NOT EXISTS messages_order ON messages (room, lamport, author);
-CREATE TABLE IF NOT EXISTS friends (key BLOB PRIMARY KEY, name TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS downloads (
-    sha256 BLOB PRIMARY KEY, name TEXT NOT NULL, size INTEGER NOT NULL,
-    verified_bytes INTEGER NOT NULL, path TEXT NOT NULL
-);
-"""
+_V1_TABLES = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rooms (room BLOB PRIMARY KEY, "
+    "seq INTEGER NOT NULL DEFAULT 0, lamport INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS delivered (room BLOB NOT NULL, author BLOB NOT NULL, "
+    "seq INTEGER NOT NULL, PRIMARY KEY (room, author))",
+    "CREATE TABLE IF NOT EXISTS messages (room BLOB NOT NULL, author BLOB NOT NULL, "
+    "seq INTEGER NOT NULL, lamport INTEGER NOT NULL, sent_at INTEGER NOT NULL, "
+    "kind TEXT NOT NULL, body TEXT NOT NULL, signature BLOB NOT NULL, "
+    "PRIMARY KEY (room, author, seq))",
+    "CREATE INDEX IF NOT EXISTS messages_order ON messages (room, lamport, author)",
+    "CREATE TABLE IF NOT EXISTS friends (key BLOB PRIMARY KEY, name TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS downloads (sha256 BLOB PRIMARY KEY, name TEXT NOT NULL, "
+    "size INTEGER NOT NULL, verified_bytes INTEGER NOT NULL, path TEXT NOT NULL)",
+)
+"""Version 1's tables, frozen: a later change is a new step in MIGRATIONS, never an edit here."""
+
+
+def _create_v1(db: sqlite3.Connection) -> None:
+    """0 -> 1: the first tables."""
+    for statement in _V1_TABLES:
+        db.execute(statement)
+
+
+def _version_in_user_version(db: sqlite3.Connection) -> None:
+    """1 -> 2: the version is SQLite's user_version; version 1 kept it in a `meta` row."""
+    db.execute("DELETE FROM meta WHERE name = 'schema'")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _create_v1,
+    _version_in_user_version,
+)
+"""Step i brings a store from version i to i + 1, all steps in one transaction."""
+SCHEMA_VERSION = len(MIGRATIONS)
+"""What this code writes, kept in `PRAGMA user_version`."""
+
+
+class StoreVersionError(Exception):
+    """The store was written by a newer pagemesh, with a schema this one cannot read.
+
+    It is left untouched: an older program must not rewrite a newer one's tables."""
+
+    def __init__(self, path: Path, found: int, supported: int) -> None:
+        super().__init__(
+            f"the store {path} was written by a newer pagemesh (schema version {found}; "
+            f"this one reads up to {supported}): upgrade pagemesh"
+        )
+        self.path, self.found, self.supported = path, found, supported
+
+
+def _found_version(db: sqlite3.Connection) -> int:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    tables = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    if version == 0 and db.execute(tables).fetchone():
+        return 1  # version 1 left user_version at 0 and wrote ('schema', '1') in meta
+    return version
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """The store at `path`, migrated to SCHEMA_VERSION; StoreVersionError if newer."""
+    db = sqlite3.connect(path, isolation_level=None)  # transactions spelled out below
+    try:
+        # IMMEDIATE: two processes opening one old store migrate it once, one after the other.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            found = _found_version(db)
+            if found > SCHEMA_VERSION:
+                raise StoreVersionError(path, found, SCHEMA_VERSION)
+            for step in MIGRATIONS[found:]:
+                step(db)
+            if found != SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    except BaseException:
+        db.close()
+        raise
+    db.isolation_level = "DEFERRED"  # sqlite3's implicit transactions again, as `_write` expects
+    return db
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +138,12 @@ class PeerStore:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.key = load_or_create_key(data_dir)
-        self._db = sqlite3.connect(data_dir / DB_FILE)
+        self._db = _open(data_dir / DB_FILE)
         # WAL with synchronous=NORMAL: a commit per delivered message costs no fsync
         # (durable across a crash of the process, not of the machine's power). With the
         # default, each message waited for the disk: a few ms per member in a room.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from peer.identity_file import export_identity, import_identity
-from peer.store import PeerStore
+from peer.store import SCHEMA_VERSION, PeerStore
 
 PAGEMESH = [sys.executable, "-m", "pagemesh", "identity"]
 
@@ -124,3 +126,13 @@ def test_not_an_identity_file_and_no_passphrase_are_errors(tmp_path: Path) -> No
         "export", str(tmp_path / "x"), "--data-dir", str(tmp_path / "a"), passphrase=""
     )
     assert empty.returncode == 1 and "Traceback" not in empty.stderr
+
+
+def test_a_store_from_a_newer_pagemesh_is_a_clear_error(tmp_path: Path) -> None:
+    made_identity(tmp_path)
+    with contextlib.closing(sqlite3.connect(tmp_path / "peer.sqlite3")) as db, db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    shown = identity("show", "--data-dir", str(tmp_path), passphrase=None)
+    assert shown.returncode == 1
+    assert "written by a newer pagemesh" in shown.stderr and "upgrade pagemesh" in shown.stderr
+    assert "Traceback" not in shown.stderr

@@ -1,18 +1,30 @@
-"""The peer store: key file mode, clocks and delivery state that survive a restart."""
+"""The peer store: key file mode, clocks and delivery state that survive a restart, schema
+versions (older stores migrated, newer ones refused)."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import stat
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from nacl.signing import SigningKey
 
 from dht.identity import verify_signature
+from peer import store as store_module
 from peer.messaging import Delivered, Envelope, ReliableRoom, RoomConfig
 from peer.peer import Peer, PeerConfig, Room
-from peer.store import PRUNE_EVERY, PartialDownload, PeerStore
+from peer.store import (
+    MIGRATIONS,
+    PRUNE_EVERY,
+    SCHEMA_VERSION,
+    PartialDownload,
+    PeerStore,
+    StoreVersionError,
+)
 
 ROOM = bytes(range(20))
 
@@ -214,3 +226,118 @@ async def test_a_rooms_store_keeps_no_more_than_the_core(tmp_path: Path) -> None
     assert peer.public_key in delivered and list(delivered)[-2:] == last_two
     await room.close()
     store.close()
+
+
+# --- schema versions ------------------------------------------------------------------
+
+V1_SCHEMA = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE rooms (
+    room BLOB PRIMARY KEY, seq INTEGER NOT NULL DEFAULT 0, lamport INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE delivered (
+    room BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (room, author)
+);
+CREATE TABLE messages (
+    room BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL, lamport INTEGER NOT NULL,
+    sent_at INTEGER NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL, signature BLOB NOT NULL,
+    PRIMARY KEY (room, author, seq)
+);
+CREATE INDEX messages_order ON messages (room, lamport, author);
+CREATE TABLE friends (key BLOB PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE downloads (
+    sha256 BLOB PRIMARY KEY, name TEXT NOT NULL, size INTEGER NOT NULL,
+    verified_bytes INTEGER NOT NULL, path TEXT NOT NULL
+);
+"""
+"""The first store's tables, as pagemesh 0.1 wrote them: its version was a `meta` row
+('schema', '1'), and SQLite's user_version stayed 0."""
+
+
+def user_version(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def test_a_version_1_store_is_migrated_and_keeps_everything(tmp_path: Path) -> None:
+    data_dir = tmp_path / "old"
+    data_dir.mkdir()
+    key = SigningKey(b"\x03" * 32)
+    env = signed_by(key, 1, int(T0 * 1000))
+    part = PartialDownload(b"\x09" * 32, "cat.png", 1000, 256, str(tmp_path / "cat.part"))
+    with contextlib.closing(sqlite3.connect(data_dir / "peer.sqlite3")) as db, db:
+        db.executescript(V1_SCHEMA)
+        db.execute("INSERT INTO meta VALUES ('schema', '1'), ('display_name', 'Alice')")
+        db.execute("INSERT INTO rooms VALUES (?, 4, ?)", (ROOM, env.lamport))
+        db.execute("INSERT INTO delivered VALUES (?, ?, 1)", (ROOM, env.author))
+        db.execute(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (env.room, env.author, env.seq, env.lamport, env.sent_at, env.kind, env.body,
+             env.signature),
+        )  # fmt: skip
+        db.execute("INSERT INTO friends VALUES (?, 'Bob')", (b"\x01" * 32,))
+        db.execute(
+            "INSERT INTO downloads VALUES (?, ?, ?, ?, ?)",
+            (part.sha256, part.name, part.size, part.verified_bytes, part.path),
+        )
+    assert user_version(data_dir / "peer.sqlite3") == 0
+
+    store = PeerStore(data_dir)
+    assert store.name == "Alice"
+    assert store.room_clock(ROOM) == (4, env.lamport)
+    assert store.delivered(ROOM) == {env.author: 1}
+    assert store.history(ROOM) == [env]
+    assert store.friends() == {b"\x01" * 32: "Bob"}
+    assert store.partial_download(part.sha256) == part
+    store.close()
+    assert user_version(data_dir / "peer.sqlite3") == SCHEMA_VERSION
+    with contextlib.closing(sqlite3.connect(data_dir / "peer.sqlite3")) as db:
+        # from version 2 on, the version is SQLite's user_version alone
+        assert db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchall() == []
+    again = PeerStore(data_dir)  # a migrated store opens as it is
+    assert again.name == "Alice" and again.history(ROOM) == [env]
+    again.close()
+
+
+def test_a_new_store_starts_at_the_current_version(tmp_path: Path) -> None:
+    PeerStore(tmp_path).close()
+    assert user_version(tmp_path / "peer.sqlite3") == SCHEMA_VERSION == len(MIGRATIONS)
+
+
+def test_a_store_from_a_newer_pagemesh_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "peer.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE future (x)")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    before = path.read_bytes()
+    with pytest.raises(StoreVersionError) as refused:
+        PeerStore(tmp_path)
+    assert refused.value.found == SCHEMA_VERSION + 1
+    assert refused.value.supported == SCHEMA_VERSION
+    assert str(refused.value) == (
+        f"the store {path} was written by a newer pagemesh (schema version "
+        f"{SCHEMA_VERSION + 1}; this one reads up to {SCHEMA_VERSION}): upgrade pagemesh"
+    )
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.glob("peer.sqlite3*")) == ["peer.sqlite3"]
+
+
+def test_a_failed_migration_leaves_the_old_store_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "peer.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executescript(V1_SCHEMA)
+        db.execute("INSERT INTO meta VALUES ('schema', '1'), ('display_name', 'Alice')")
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM meta")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", (*MIGRATIONS[:-1], broken))
+    with pytest.raises(sqlite3.OperationalError):
+        PeerStore(tmp_path)
+    assert user_version(path) == 0
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT count(*) FROM meta").fetchone()[0] == 2
