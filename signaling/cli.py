@@ -57,6 +57,16 @@ def register(
     node.add_argument(
         "--relay-port", type=int, help="also run a TURN relay on this UDP+TCP port (0: any)"
     )
+    node.add_argument(
+        "--relay-tls-port",
+        type=int,
+        metavar="PORT",
+        help="and TURN over TLS (turns:) on this TCP port, e.g. 443 (certificate: --tls-cert)",
+    )
+    node.add_argument(
+        "--relay-tls-cert", type=Path, metavar="FILE", help="the relay's own PEM chain"
+    )
+    node.add_argument("--relay-tls-key", type=Path, metavar="FILE", help="its PEM key (mode 0600)")
     node.add_argument("--config", type=Path, help="TOML file with [node], [dht], [relay] tables")
     node.set_defaults(run=lambda args: _run_node(args, relay_starter))
 
@@ -75,6 +85,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "tls_cert": str(args.tls_cert) if args.tls_cert else None,
         "tls_key": str(args.tls_key) if args.tls_key else None,
         "relay_port": args.relay_port,
+        "relay_tls_port": args.relay_tls_port,
+        "relay_tls_cert": str(args.relay_tls_cert) if args.relay_tls_cert else None,
+        "relay_tls_key": str(args.relay_tls_key) if args.relay_tls_key else None,
     }
 
 
@@ -116,8 +129,15 @@ async def serve(
     node = await SignalingNode.start(config, dht_config, relay)
     host, port = node.dht.address
     line = f"pagemesh node {node.node_id.hex()} at {node.url} dht {host}:{port}"
+    listen = config.host if ":" not in config.host else f"[{config.host}]"
+    line += f" listen {listen}:{node.port}"  # where it binds, whatever `url` (a proxy) says
     if relay is not None:
-        line += " relay " + " ".join(relay.urls)
+        line += " relay " + (" ".join(relay.urls) or "(at the address each client reaches)")
+    elif not (config.ice.stun_urls or config.ice.turn_urls):
+        log.warning(
+            "no STUN or TURN servers for clients (no --relay-port, no [node.ice]): "
+            "peers behind NATs will rarely connect"
+        )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, node.reload_tls)  # before anyone learns we run
     print(line + f" page {node.page_url}/", flush=True)

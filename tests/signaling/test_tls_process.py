@@ -27,7 +27,7 @@ from tests.signaling.certs import Issued, TestCA, serial_of
 
 pytestmark = pytest.mark.integration
 
-STARTED = re.compile(r"pagemesh node [0-9a-f]{40} at (\S+) dht \S+ page (\S+)")
+STARTED = re.compile(r"pagemesh node [0-9a-f]{40} at (\S+) dht \S+ .*page (\S+)")
 ROOM = room_key(canonical_url("https://example.org/tls"))
 
 
