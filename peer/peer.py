@@ -243,6 +243,9 @@ class PeerConfig:
     mesh: mesh.MeshConfig = field(default_factory=mesh.MeshConfig)
     """Fail-over, who offers, backoff, deadlines, renewal: the link-management rules."""
     relay_only: bool = False
+    turn_transport: str = ""
+    """Which of the node's TURN URLs links use, as aiortc uses one: "udp", "tcp" or "tls"
+    (`turns:`, for networks that let only TCP to 443 out); "" keeps the node's order."""
     room: RoomConfig = field(default_factory=RoomConfig)
     max_events: int = 10_000
     max_file_bytes: int = 1 << 30
@@ -421,7 +424,9 @@ class Room:
             self.peer.public_key,
             member,
             self.peer.sign,
-            ice_configuration(self.peer.ice_servers, self.peer.config.relay_only),
+            ice_configuration(
+                self.peer.ice_servers, self.peer.config.relay_only, self.peer.config.turn_transport
+            ),
             self._frame,
             lambda changed: self.peer.link_changed(self, link_id, changed),
             self._file_channel,

@@ -117,18 +117,50 @@ _ORIGINAL_HOST_ADDRESSES = aioice.ice.get_host_addresses
 
 
 def ice_configuration(
-    servers: Sequence[dict[str, Any]], relay_only: bool = False
+    servers: Sequence[dict[str, Any]], relay_only: bool = False, turn_transport: str = ""
 ) -> RTCConfiguration:
-    """An aiortc configuration from a node's `ice_servers` list."""
+    """An aiortc configuration from a node's `ice_servers` list.
+
+    aiortc uses one TURN URL, the first (a browser uses them all): `turn_transport`
+    ("udp", "tcp" or "tls" for `turns:`) puts the node's URL of that transport first,
+    for a network that blocks UDP (and, for "tls", every port but 443). When the node
+    offers none of that transport, its own order stands (UDP first).
+    """
     ice = [
         RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
         for s in servers
         if isinstance(s, dict) and s.get("urls")
     ]
+    if turn_transport:
+        ice = _turn_first(ice, turn_transport)
     if relay_only:  # gather relay candidates only: the path must go through TURN
         ice = [s for s in ice if any(str(u).startswith("turn") for u in _as_list(s.urls))]
         return RTCConfiguration(iceServers=ice, iceTransportPolicy=RTCIceTransportPolicy.RELAY)
     return RTCConfiguration(iceServers=ice)
+
+
+def turn_kind(url: str) -> str | None:
+    """The transport of a TURN URL, "udp", "tcp" or "tls" (RFC 7065: turn: is UDP unless
+    it says ?transport=tcp; turns: is TLS over TCP); None for anything else."""
+    if url.startswith("turns:"):
+        return "tls"
+    if url.startswith("turn:"):
+        return "tcp" if url.split("?", 1)[-1] == "transport=tcp" else "udp"
+    return None
+
+
+def _turn_first(ice: list[RTCIceServer], transport: str) -> list[RTCIceServer]:
+    def preferred(url: str) -> bool:
+        return turn_kind(url) == transport
+
+    ordered: list[RTCIceServer] = []
+    for server in ice:
+        urls = _as_list(server.urls)
+        if any(preferred(u) for u in urls):
+            urls = sorted(urls, key=lambda u: not preferred(u))  # stable: the rest keep order
+            server = RTCIceServer(urls=urls, username=server.username, credential=server.credential)
+        ordered.append(server)
+    return sorted(ordered, key=lambda s: not any(preferred(u) for u in _as_list(s.urls)))
 
 
 def _as_list(urls: str | list[str]) -> list[str]:

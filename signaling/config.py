@@ -93,7 +93,14 @@ class NodeConfig:
     relay_port: int = -1
     """An embedded TURN relay on this UDP+TCP port: -1 for none, 0 for any free port."""
     relay_host: str = ""
-    """Where clients reach the embedded relay (default: the host of public_url, else host)."""
+    """Where clients reach the embedded relay (default: [relay] external_host, else the host
+    of public_url, else host); behind a 1:1 NAT its public address (pagemesh/embedded_relay.py)."""
+    relay_tls_port: int = -1
+    """The embedded relay's TURN over TLS (`turns:`) on this TCP port, e.g. 443: -1 for none."""
+    relay_tls_cert: str = ""
+    """PEM chain of the relay's TLS listener; default: `tls_cert`."""
+    relay_tls_key: str = ""
+    """PEM key of `relay_tls_cert` (mode 0600); default: `tls_key`."""
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For names the real
     client; from anyone else the header is ignored."""
@@ -150,6 +157,7 @@ def load_node_config(
     config: NodeConfig = options_from_table(table, NodeConfig(), "node")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("node.tls_cert and node.tls_key go together")
+    _check_relay_tls(config)
     try:
         proxy_networks(config.trusted_proxies)
     except ValueError as exc:
@@ -160,3 +168,18 @@ def load_node_config(
     if config.presence_ttl > dht_config.records.max_ttl:
         raise ConfigError("node.presence_ttl exceeds dht.records.max_ttl")
     return config, dht_config
+
+
+def _check_relay_tls(config: NodeConfig) -> None:
+    if bool(config.relay_tls_cert) != bool(config.relay_tls_key):
+        raise ConfigError("node.relay_tls_cert and node.relay_tls_key go together")
+    if config.relay_tls_port < 0:
+        if config.relay_tls_cert:
+            raise ConfigError("node.relay_tls_cert needs relay_tls_port (443, or 5349)")
+        return
+    if config.relay_port < 0:
+        raise ConfigError("node.relay_tls_port needs relay_port (the relay it is part of)")
+    if not (config.relay_tls_cert or config.tls_cert):
+        raise ConfigError("node.relay_tls_port needs relay_tls_cert/relay_tls_key or tls_cert")
+    if config.relay_tls_port and config.relay_tls_port == config.relay_port:
+        raise ConfigError("node.relay_tls_port must differ from relay_port (TCP listens there)")

@@ -90,6 +90,8 @@ from .tls import ServerTls, TlsError
 
 log = logging.getLogger(__name__)
 
+TURN_SCHEMES = ("turn:", "turns:")
+
 NODE_DIRECTORY = key_for("pagemesh/nodes")
 """DHT key under which every node publishes its URL, so clients and nodes find others."""
 MAX_MOVING_NODES = 8
@@ -111,6 +113,10 @@ class Client:
     session: ClientSession
     key: bytes = b""
     name: str | None = None
+    local_host: str = ""
+    """The address of this node the connection reached (where its relay is, too)."""
+    remote_host: str = ""
+    """The client's address (behind a trusted proxy, the one the proxy forwards)."""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     source: str = ""
     """Where the connection comes from (an IPv4 address or an IPv6 /64), for admission."""
@@ -123,9 +129,18 @@ class EmbeddedRelay(Protocol):
     signaling imports nothing of the relay but its credentials, see docs/architecture.md)."""
 
     secret: bytes
-    urls: list[str]
-    """stun: and turn: URLs at which clients reach it."""
     collector: Collector
+
+    @property
+    def urls(self) -> list[str]:
+        """stun:, turn: and turns: URLs at which anyone reaches it (none while unknown)."""
+        ...
+
+    def urls_for(self, local_host: str, client_host: str) -> list[str]:
+        """The URLs for a client that reached this node at `local_host` from `client_host`."""
+        ...
+
+    def reload_tls(self) -> bool: ...
 
     async def stop(self) -> None: ...
 
@@ -247,8 +262,10 @@ class SignalingNode:
 
     def reload_tls(self) -> bool:
         """SIGHUP: read the certificate files again (new handshakes only; clients that are
-        connected stay). A bad pair keeps the previous one and logs why. False without TLS."""
-        return self.tls.reload() if self.tls is not None else False
+        connected stay). A bad pair keeps the previous one and logs why. False without TLS.
+        The embedded relay's TLS listener reloads its own pair too."""
+        relayed = self.relay.reload_tls() if self.relay is not None else False
+        return self.tls.reload() if self.tls is not None else relayed
 
     async def stop(self, moving: bool = True) -> None:
         """Graceful: tell each client where else to go (`moving`), close, save the DHT."""
@@ -314,7 +331,8 @@ class SignalingNode:
 
     async def _client_handler(self, request: web.Request) -> web.StreamResponse:
         limits = self.config.limits
-        source = source_of(self.remote_address(request))
+        remote = self.remote_address(request)
+        source = source_of(remote)
         refusal = self.admission.admit(source, _now())
         if refusal is not None:
             # Before the upgrade: a flood from one address costs an accept and a few bytes.
@@ -331,7 +349,9 @@ class SignalingNode:
                 await ws.close(code=1013, message=b"try another node")
                 return ws
             session = ClientSession(self.node_id, os.urandom(32), limits, verify_signature, _now())
-            client = Client(ws, session, source=source)
+            sockname = request.transport.get_extra_info("sockname") if request.transport else None
+            local = str(sockname[0]) if sockname else ""
+            client = Client(ws, session, source=source, local_host=local, remote_host=remote)
             self.metrics.connections.inc()
             return await self._serve_client(client)
         finally:
@@ -577,9 +597,16 @@ class SignalingNode:
     def ice_servers(self, peer: bytes) -> tuple[IceServer, ...]:
         """STUN servers, and TURN with credentials minted for `peer` (docs/protocol.md 3.2)."""
         ice = self.config.ice
-        relay_urls = self.relay.urls if self.relay is not None else []
+        relay_urls: list[str] = []
+        if self.relay is not None:
+            client = self.clients.get(peer)
+            relay_urls = (
+                self.relay.urls_for(client.local_host, client.remote_host)
+                if client is not None
+                else self.relay.urls
+            )
         stun_urls = (*ice.stun_urls, *(u for u in relay_urls if u.startswith("stun:")))
-        turn_urls = (*ice.turn_urls, *(u for u in relay_urls if u.startswith("turn:")))
+        turn_urls = (*ice.turn_urls, *(u for u in relay_urls if u.startswith(TURN_SCHEMES)))
         servers: list[IceServer] = []
         if stun_urls:
             servers.append(IceServer(stun_urls))
@@ -600,7 +627,7 @@ class SignalingNode:
         try:
             entry: dict[str, Any] = {"v": 1, "url": self.url}
             if self.relay is not None:  # the node advertises its relay with itself
-                entry["relays"] = [u for u in self.relay.urls if u.startswith("turn:")]
+                entry["relays"] = [u for u in self.relay.urls if u.startswith(TURN_SCHEMES)]
             value = json.dumps(entry, separators=(",", ":")).encode()
             await self.dht.put_record(NODE_DIRECTORY, value, ttl=self.config.directory_ttl)
             records = await self.dht.get_records(NODE_DIRECTORY)

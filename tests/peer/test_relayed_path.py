@@ -19,6 +19,7 @@ from relay.core import RelayConfig
 from relay.server import RelayServer
 from signaling.config import IceConfig
 from signaling.node import SignalingNode
+from tests.signaling.certs import TestCA
 from tests.signaling.conftest import FAST_DHT, FAST_NODE
 
 from .conftest import PeerFactory
@@ -118,3 +119,57 @@ async def test_a_relayed_link_outlives_its_credentials(
     assert room_a.links[bob.public_key] is not first  # replaced before its credentials went
     assert room_a.links[bob.public_key].open
     assert alice.mesh._ice_expires is not None and alice.mesh._ice_expires > time.time()
+
+
+@pytest.fixture
+async def tls_relay_node(tmp_path: Path) -> AsyncIterator[tuple[SignalingNode, TestCA]]:
+    """A node whose relay also speaks TURN over TLS, with a certificate of the test's CA."""
+    ca = TestCA()
+    cert, key = tmp_path / "relay.pem", tmp_path / "relay.key"
+    ca.issue(1).write(cert, key)
+    toml = tmp_path / "node.toml"
+    toml.write_text('[relay]\nallow_peers = ["127.0.0.0/8"]\n')
+    config = dataclasses.replace(
+        FAST_NODE,
+        data_dir=str(tmp_path / "node"),
+        relay_port=0,
+        relay_tls_port=0,
+        relay_tls_cert=str(cert),
+        relay_tls_key=str(key),
+    )
+    relay = await start_embedded_relay(config, toml)
+    node = await SignalingNode.start(config, FAST_DHT, relay)
+    yield node, ca
+    await node.stop(moving=False)
+
+
+async def test_peers_connect_through_the_relay_over_tls_alone(
+    tls_relay_node: tuple[SignalingNode, TestCA],
+    peers: PeerFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aioice speaks `turns:` (its TURN client over TCP with ssl); a peer told to use that
+    URL connects through the relay's TLS listener, and through nothing else."""
+    node, ca = tls_relay_node
+    # aioice checks the relay's certificate with Python's default context: trust our CA.
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.write_ca(tmp_path / "ca.pem")))
+    assert node.relay is not None
+    tls_port = node.relay.server.tls_address[1]  # type: ignore[attr-defined]
+    over_tls = PeerConfig(relay_only=True, turn_transport="tls")
+    alice = await peers("alice", [node.url], over_tls)
+    bob = await peers("bob", [node.url], over_tls)
+    room_a = await alice.join("https://example.org/relayed-tls")
+    room_b = await bob.join("https://example.org/relayed-tls")
+    turn = next(s for s in room_b.ice_servers if s.get("username"))
+    assert f"turns:127.0.0.1:{tls_port}?transport=tcp" in turn["urls"]
+    assert any(u.startswith("stun:127.0.0.1:") for s in room_b.ice_servers for u in s["urls"])
+    link = await until(room_b, Connected)
+    assert link.path == "relayed"
+    await room_a.send("over TLS")
+    assert (await until(room_b, Message)).text == "over TLS"
+    server = node.relay.server  # type: ignore[attr-defined]
+    assert server.core.counters["relayed.packets.to_peer"] > 0
+    streams = [c.transport for c in server._tcp.values()]
+    assert len(streams) >= 2 and server.core.allocation_count == len(streams)
+    assert all(t.get_extra_info("ssl_object") is not None for t in streams)  # TLS, each
