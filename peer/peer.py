@@ -44,6 +44,7 @@ from aiortc import RTCDataChannel
 
 from signaling.protocol import (
     MAX_LAYER,
+    ErrorCode,
     IceServer,
     Scope,
     canonical_url,
@@ -794,7 +795,10 @@ class Peer:
         try:
             client = await SignalingClient.connect(url, self.store.key, self.store.name)
         except (SignalingError, OSError, TimeoutError) as exc:
-            log.info("node %s unreachable: %s", url, exc)
+            if isinstance(exc, SignalingError) and exc.code == ErrorCode.TOO_OLD:
+                log.warning("node %s: %s", url, exc)  # a person has to act: said, not hidden
+            else:
+                log.info("node %s unreachable: %s", url, exc)
             self.mesh.node_failed(url, time.time())
             self._drive()
             return

@@ -32,8 +32,10 @@ from nacl.signing import SigningKey
 
 from signaling.protocol import (
     MAX_SERVER_FRAME,
+    PROTOCOL_VERSION,
     Challenge,
     ClientFrame,
+    ErrorCode,
     ErrorFrame,
     FrameError,
     Hello,
@@ -131,6 +133,8 @@ class SignalingClient:
         self.nodes: tuple[str, ...] = ()
         """Other nodes the node named in its welcome (for fail-over)."""
         self.idle_timeout = DEFAULT_IDLE
+        self.node_version = 0
+        """The protocol version the node speaks (its challenge's, and welcome's `v`)."""
         self.rooms: dict[bytes, int] = {}
         self._joining: set[bytes] = set()
         self._join_turn = asyncio.Lock()
@@ -183,15 +187,21 @@ class SignalingClient:
         if not isinstance(challenge, Challenge):
             raise SignalingError("bad-frame", f"expected a challenge, got {challenge!r:.100}")
         self.node_id = challenge.node
+        self.node_version = challenge.version
         signature = self.signing_key.sign(hello_message(challenge.nonce, self.node_id)).signature
-        await self._send(Hello(self.key, signature, name))
+        await self._send(Hello(self.key, signature, name, PROTOCOL_VERSION))
         welcome = await self._receive_one()
+        if isinstance(welcome, ErrorFrame) and welcome.code == ErrorCode.TOO_OLD:
+            # Asking this node again cannot help, an upgrade can (docs/protocol.md 3.1).
+            raise SignalingError(str(welcome.code), f"{welcome.message}: upgrade pagemesh")
         if isinstance(welcome, ErrorFrame):
             raise SignalingError(str(welcome.code), welcome.message)
         if not isinstance(welcome, Welcome):
             raise SignalingError("bad-frame", f"expected a welcome, got {welcome!r:.100}")
         self.node_url = welcome.url
         self.nodes = welcome.nodes
+        if welcome.version is not None:
+            self.node_version = welcome.version
         if welcome.idle is not None:
             self.idle_timeout = welcome.idle
 

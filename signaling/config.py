@@ -44,6 +44,7 @@ from dht.options import ConfigError, options_from_table
 
 from .admission import AdmissionLimits, proxy_networks
 from .layers import RoomConfig
+from .protocol import MIN_CLIENT_VERSION, PROTOCOL_VERSION
 from .session import SessionLimits
 
 
@@ -164,6 +165,11 @@ def load_node_config(
         raise ConfigError(f"node.trusted_proxies: {exc}") from None
     if config.layer_size < 1 or config.presence_ttl <= 0 or config.max_clients < 1:
         raise ConfigError("node.layer_size, presence_ttl and max_clients must be positive")
+    if not MIN_CLIENT_VERSION <= config.limits.min_client_version <= PROTOCOL_VERSION:
+        raise ConfigError(
+            f"node.limits.min_client_version must be {MIN_CLIENT_VERSION} to "
+            f"{PROTOCOL_VERSION} (the versions this node speaks)"
+        )
     dht_config = config_from_mapping(document.get("dht", {})) if "dht" in document else DHTConfig()
     if config.presence_ttl > dht_config.records.max_ttl:
         raise ConfigError("node.presence_ttl exceeds dht.records.max_ttl")

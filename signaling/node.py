@@ -59,6 +59,7 @@ from .layers import (
 )
 from .links import LINK_PATH, LinkError, LinkPool
 from .protocol import (
+    PROTOCOL_VERSION,
     ErrorCode,
     ErrorFrame,
     HomeNode,
@@ -451,7 +452,7 @@ class SignalingNode:
         self.rooms.connect(event.key, client.source, _now())
         others = tuple(url for url in self.known_nodes if url != self.url)[:MAX_MOVING_NODES]
         idle = self.config.limits.idle_timeout
-        client.session.send(Welcome(event.key, self.url, others, idle))
+        client.session.send(Welcome(event.key, self.url, others, idle, PROTOCOL_VERSION))
 
     async def _disconnect(self, client: Client) -> None:
         if self.clients.get(client.key) is client:

@@ -54,6 +54,7 @@ from .rooms import (
 
 __all__ = [
     "MAX_LAYER",
+    "MIN_CLIENT_VERSION",
     "PROTOCOL_VERSION",
     "ROOM_KEY_BYTES",
     "ErrorCode",
@@ -78,7 +79,14 @@ __all__ = [
     "verify_signature",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""The client API's version this code speaks (docs/protocol.md 3.1): the challenge's
+`version`, the hello's and the welcome's `v`. Version 2 added `v` to hello and welcome."""
+MIN_CLIENT_VERSION = 1
+"""The oldest client a node can still serve; `SessionLimits.min_client_version` may ask more."""
+UNVERSIONED = 1
+"""The version of a hello without `v`: a client from before versions were announced."""
+MAX_VERSION = 2**31 - 1
 NONCE_BYTES = 32
 MAX_ID_LENGTH = 64
 MAX_NAME_LENGTH = 64
@@ -115,6 +123,7 @@ class ErrorCode(StrEnum):
     REPLACED = "replaced"
     ABUSE = "abuse"
     LAYER_FULL = "layer-full"
+    TOO_OLD = "too-old"
 
 
 class FrameError(ValueError):
@@ -249,6 +258,7 @@ SIG = _base64(SIGNATURE_BYTES)
 LAYER = _integer(0, MAX_LAYER)
 UINT53 = _integer(0, 2**53 - 1)
 PORT = _integer(1, 65535)
+VERSION = _integer(1, MAX_VERSION)
 REQUEST_ID = FieldType(_request_id)
 NAME = _text(MAX_NAME_LENGTH)
 MESSAGE = _text(MAX_MESSAGE_LENGTH)
@@ -471,6 +481,8 @@ class Hello:
     key: bytes
     sig: bytes
     name: str | None = None
+    version: int | None = None
+    """The protocol version the client speaks (`v`); None is UNVERSIONED."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,7 +558,15 @@ ClientFrame = Hello | Join | Signed | Leave | Members | Signal | IceServers | Pi
 CLIENT = Codec(
     "client",
     [
-        (Hello, (Field("key", KEY), Field("sig", SIG), Field("name", NAME))),
+        (
+            Hello,
+            (
+                Field("key", KEY),
+                Field("sig", SIG),
+                Field("name", NAME),
+                Field("version", VERSION, "v"),
+            ),
+        ),
         (
             Join,
             (
@@ -599,6 +619,8 @@ class Welcome:
     nodes: tuple[str, ...] = ()
     idle: float | None = None
     """The node's idle timeout: a client sends a ping at least every idle / 3 seconds."""
+    version: int | None = None
+    """The protocol version the node speaks (`v`); absent from version 1 nodes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -767,7 +789,13 @@ SERVER = Codec(
         (Challenge, (Field("version", UINT53), Field("nonce", NONCE), Field("node", NODE_ID))),
         (
             Welcome,
-            (Field("key", KEY), Field("url", URL), Field("nodes", URLS), Field("idle", SECONDS)),
+            (
+                Field("key", KEY),
+                Field("url", URL),
+                Field("nodes", URLS),
+                Field("idle", SECONDS),
+                Field("version", VERSION, "v"),
+            ),
         ),
         (
             Joined,

@@ -23,8 +23,10 @@ from enum import Enum
 from dht.ratelimit import TokenBucket
 
 from .protocol import (
+    MIN_CLIENT_VERSION,
     NONCE_BYTES,
     PROTOCOL_VERSION,
+    UNVERSIONED,
     Challenge,
     ClientFrame,
     ErrorCode,
@@ -50,6 +52,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_IDLE = 4000
 CLOSE_REPLACED = 4001
+CLOSE_TOO_OLD = 4002
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,8 @@ class SessionLimits:
     idle_timeout: float = 60.0
     error_burst: float = 20.0
     """Protocol errors tolerated in a burst; they are forgiven at one per second."""
+    min_client_version: int = MIN_CLIENT_VERSION
+    """The oldest protocol version served (docs/protocol.md 3.1); older hellos get `too-old`."""
 
 
 class State(Enum):
@@ -150,6 +155,8 @@ class ClientSession:
         if self.state is State.AWAIT_HELLO:
             if not isinstance(frame, Hello):
                 raise FrameError(ErrorCode.NOT_AUTHENTICATED, "the first frame must be a hello")
+            if self._too_old(frame):
+                return
             message = hello_message(self.nonce, self.node_id)
             if not self._verify(frame.key, message, frame.sig):
                 raise FrameError(ErrorCode.BAD_SIGNATURE, "hello signature does not verify")
@@ -179,6 +186,21 @@ class ClientSession:
         if isinstance(frame, Signal):
             self._count_signal_target(frame, now)
         self._events.append(frame)
+
+    def _too_old(self, hello: Hello) -> bool:
+        """A client older than this node serves is told so and closed (docs/protocol.md 3.1):
+        retrying cannot help it, an upgrade can. A newer one is served at our version."""
+        version = UNVERSIONED if hello.version is None else hello.version
+        oldest = self.limits.min_client_version
+        if version >= oldest:
+            return False
+        message = (
+            f"protocol version {version} is older than this node serves "
+            f"({oldest} to {PROTOCOL_VERSION})"
+        )
+        self.send(error(ErrorCode.TOO_OLD, message))
+        self.close(CLOSE_TOO_OLD, f"{ErrorCode.TOO_OLD.value}: {message}")
+        return True
 
     def _count_signal_target(self, frame: Signal, now: float) -> None:
         targets = self._signal_targets

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from dht.identity import Identity, verify_signature
 from signaling.protocol import (
+    MIN_CLIENT_VERSION,
+    PROTOCOL_VERSION,
     ErrorCode,
     FrameError,
     Join,
@@ -24,6 +26,7 @@ from signaling.protocol import (
 from signaling.session import (
     CLOSE_IDLE,
     CLOSE_POLICY,
+    CLOSE_TOO_OLD,
     Authenticated,
     ClientSession,
     SessionLimits,
@@ -40,11 +43,19 @@ def frames(session: ClientSession) -> list[dict[str, object]]:
     return [json.loads(serialize(f)) for f in session.frames_to_send()]
 
 
-def hello(identity: Identity = CLIENT, nonce: bytes = NONCE, node: bytes = NODE_ID) -> str:
+def hello(
+    identity: Identity = CLIENT, nonce: bytes = NONCE, node: bytes = NODE_ID, v: object = None
+) -> str:
+    """A hello; `v` the protocol version it announces (None: none, as version 1 clients)."""
     sig = identity.sign(hello_message(nonce, node))
-    return json.dumps(
-        {"type": "hello", "key": identity.public_key.hex(), "sig": base64.b64encode(sig).decode()}
-    )
+    frame = {
+        "type": "hello",
+        "key": identity.public_key.hex(),
+        "sig": base64.b64encode(sig).decode(),
+    }
+    if v is not None:
+        frame["v"] = v
+    return json.dumps(frame)
 
 
 def session(limits: SessionLimits | None = None, now: float = 0.0) -> ClientSession:
@@ -64,7 +75,7 @@ def test_challenge_then_hello_authenticates() -> None:
     (challenge,) = frames(s)
     assert challenge == {
         "type": "challenge",
-        "version": 1,
+        "version": PROTOCOL_VERSION,
         "nonce": NONCE.hex(),
         "node": NODE_ID.hex(),
     }
@@ -245,6 +256,51 @@ def test_ping_is_answered_by_the_core() -> None:
     assert frames(s) == [{"type": "pong", "id": "p"}]
     assert s.next_event() is None
     assert not isinstance(s.next_event(), Ping)
+
+
+# --- protocol versions (docs/protocol.md 3.1) -------------------------------------------
+
+
+@pytest.mark.parametrize("v", [None, MIN_CLIENT_VERSION, PROTOCOL_VERSION, PROTOCOL_VERSION + 5])
+def test_versions_from_the_oldest_served_up_are_welcome(v: int | None) -> None:
+    """A hello without `v` is a version 1 client; a client newer than the node is served
+    too (it speaks the node's version, which the challenge and welcome name)."""
+    s = session()
+    s.frames_to_send()
+    s.receive(hello(v=v), 1.0)
+    assert s.state is State.OPEN
+    assert s.next_event() == Authenticated(CLIENT.public_key, None)
+    assert frames(s) == []
+
+
+def test_a_client_older_than_the_node_serves_gets_too_old_and_is_closed() -> None:
+    limits = SessionLimits(min_client_version=PROTOCOL_VERSION)
+    for v in (None, PROTOCOL_VERSION - 1):
+        announced = 1 if v is None else v
+        s = session(limits)
+        s.frames_to_send()
+        s.receive(hello(v=v), 1.0)
+        assert frames(s) == [
+            {
+                "type": "error",
+                "code": "too-old",
+                "message": f"protocol version {announced} is older than this node "
+                f"serves ({PROTOCOL_VERSION} to {PROTOCOL_VERSION})",
+            }
+        ]
+        assert s.state is State.CLOSED and s.key is None
+        assert s.close_reason is not None and s.close_reason[0] == CLOSE_TOO_OLD
+        assert s.next_event() is None
+
+
+@pytest.mark.parametrize("v", [0, -1, "2", True, 1.5, 2**31])
+def test_a_malformed_version_is_a_bad_field(v: object) -> None:
+    s = session()
+    s.frames_to_send()
+    s.receive(hello(v=v), 1.0)
+    (frame,) = frames(s)
+    assert frame["code"] == "bad-field" and "hello.v" in str(frame["message"])
+    assert s.state is State.AWAIT_HELLO
 
 
 # --- fuzz: any input gives an error frame or an event, never an exception --------------

@@ -546,7 +546,7 @@ function onEvent(event) {
       $("status").textContent = event.state === "connected" ? `connected to ${event.node}` : `${event.state}: ${event.message ?? event.node ?? ""}`;
       $("status").dataset.state = event.state;
       if (event.state === "connected") banner(null);
-      else if (["lost", "retrying", "replaced"].includes(event.state)) banner(event.message);
+      else if (["lost", "retrying", "replaced", "too-old"].includes(event.state)) banner(event.message);
       break;
     case "message":
       if (event.room === ui.room) showMessage(event, true);

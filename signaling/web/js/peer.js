@@ -594,6 +594,7 @@ export class Peer {
     this.listeners = new Set();
     this.timer = null;
     this.closing = false;
+    this.tooOld = null; // what a node that found this page too old said, until one serves it
     this.connected = deferred();
   }
 
@@ -752,12 +753,14 @@ export class Peer {
     if (state === "connecting") {
       this.emit({ type: "status", state, node: url });
     } else if (state === "connected") {
+      this.tooOld = null;
       this.connected.resolve();
       this.emit({ type: "status", state, node: this.node?.nodeUrl || url, nodes: this.nodes });
     } else if (state === "lost") {
       this.emit({ type: "status", state, node: url, message: `lost the node ${url}; trying others` });
     } else if (state === "retrying") {
-      this.emit({ type: "status", state, in: wait, message: "no signaling node reachable; retrying" });
+      const message = this.tooOld ?? "no signaling node reachable; retrying";
+      this.emit({ type: "status", state, in: wait, message });
     } else if (state === "replaced") {
       const message = "this identity connected from another tab";
       this.emit({ type: "status", state, node: url, message });
@@ -775,7 +778,14 @@ export class Peer {
       client = await SignalingClient.connect(url, this.identity, this.publicKey, this.name);
     } catch (error) {
       if (this.closing) return;
-      this.emit({ type: "status", state: "unreachable", node: url, message: error.message });
+      if (error.code === "too-old") {
+        // Only a newer page helps (docs/protocol.md 3.1); other nodes are still tried,
+        // and the page keeps saying why until one of them serves it.
+        this.tooOld = `This page is out of date: ${error.detail}. Reload the page.`;
+        this.emit({ type: "status", state: "too-old", node: url, message: this.tooOld });
+      } else {
+        this.emit({ type: "status", state: "unreachable", node: url, message: error.message });
+      }
       this.mesh.nodeFailed(url, now());
       this.drive();
       return;

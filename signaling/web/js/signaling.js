@@ -10,12 +10,16 @@ import { helloMessage, layerKey, presencePayload, presenceValue } from "./rooms.
 
 const MAX_PRESENCE_TTL = 3600;
 const DEFAULT_IDLE = 60; // seconds, for a node whose welcome does not say
+// The client API version this page speaks, sent as the hello's `v` (docs/protocol.md 3.1);
+// signaling.protocol.PROTOCOL_VERSION is the same number.
+export const PROTOCOL_VERSION = 2;
 
 export class SignalingError extends Error {
   constructor(code, message) {
     super(`${code}: ${message}`);
     this.name = "SignalingError";
     this.code = code;
+    this.detail = message; // the node's own words, without the code
   }
 }
 
@@ -57,6 +61,7 @@ export class SignalingClient {
     this.identity = identity;
     this.key = publicKey;
     this.nodeId = null;
+    this.nodeVersion = 0; // the protocol version the node speaks (challenge, welcome `v`)
     this.nodeUrl = "";
     this.nodes = [];
     this.rooms = new Map(); // room hex -> layer
@@ -95,12 +100,14 @@ export class SignalingClient {
   async handshake(frame) {
     if (frame.type === "challenge") {
       this.nodeId = fromHex(frame.node, 20);
+      if (Number.isSafeInteger(frame.version)) this.nodeVersion = frame.version;
       const sig = await sign(this.identity, helloMessage(fromHex(frame.nonce, 32), this.nodeId));
-      const hello = { type: "hello", key: hex(this.key), sig: base64(sig) };
+      const hello = { type: "hello", key: hex(this.key), sig: base64(sig), v: PROTOCOL_VERSION };
       if (this.name) hello.name = this.name.slice(0, 64);
       this.ws.send(JSON.stringify(hello));
     } else if (frame.type === "welcome") {
       this.welcomed = true;
+      if (Number.isSafeInteger(frame.v)) this.nodeVersion = frame.v;
       this.nodeUrl = String(frame.url ?? this.url);
       this.nodes = [...new Set((Array.isArray(frame.nodes) ? frame.nodes : []).map(String))];
       const idle = Number.isFinite(frame.idle) && frame.idle > 0 ? frame.idle : DEFAULT_IDLE;
