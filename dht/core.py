@@ -33,6 +33,10 @@ Rules kept here:
   `new_publisher_window`; more is refused (`Refusal.SOURCE_KEY_LIMIT`).
 * Every peer-supplied input is bounded; a defect is dropped and counted in
   `counters` under `drop.<reason>`, never raised.
+* Reachability (dht/reach.py, docs/protocol.md 1.9): a node dials others back
+  only at their own source address and within `DialBackLimiter`'s limits; a
+  node found unreachable becomes a DHT client (`client`): its requests carry
+  `CLIENT_ID` so nobody adds it, it answers no requests and holds no records.
 """
 
 from __future__ import annotations
@@ -49,10 +53,25 @@ from .identity import Identity, verify_signature
 from .ids import ID_BITS, ID_BYTES, node_id_for, random_id_in_bucket, to_int
 from .lookup import Lookup
 from .ratelimit import SourceRateLimiter, source_of
+from .reach import (
+    DialBackLimiter,
+    DialTarget,
+    HelperState,
+    ReachConfig,
+    ReachRound,
+    ReachStatus,
+    ReachVerdict,
+    canonical_ip,
+    choose_helpers,
+    client_after,
+    dial_target,
+    next_check_at,
+)
 from .records import Record, RecordLimits, RecordStore, Refusal, Verifier, check_record
 from .routing import Admission, Contact, RoutingTable
 from .rtt import RoundTrips
 from .wire import (
+    CLIENT_ID,
     MAX_RECORDS_PER_MESSAGE,
     MSG_ID_BYTES,
     NONCE_BYTES,
@@ -68,6 +87,9 @@ from .wire import (
     Ping,
     PingReply,
     PlainValue,
+    Reach,
+    ReachProbe,
+    ReachReply,
     Reply,
     Request,
     Store,
@@ -83,15 +105,29 @@ from .wire import (
     parse_frame,
     parse_reply,
     parse_request,
+    reach_reply_payload,
+    reach_request_payload,
     serialize_request,
     serialize_response,
 )
 
 NodeContact: TypeAlias = Contact[Address]
 MAX_SEEDS = 64
-_REQUEST_TYPES = (Ping, Stun, Store, FindNode, FindValue, Identify, StoreRecords, FindRecords)
+_REQUEST_TYPES = (
+    Ping,
+    Stun,
+    Store,
+    FindNode,
+    FindValue,
+    Identify,
+    StoreRecords,
+    FindRecords,
+    Reach,
+    ReachProbe,
+)
 _COUNT_IN = {kind: f"rpc.in.{kind.__name__}" for kind in _REQUEST_TYPES}
 _COUNT_OUT = {kind: f"rpc.out.{kind.__name__}" for kind in _REQUEST_TYPES}
+_REACH_STATUSES = frozenset(int(status) for status in ReachStatus)
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -174,7 +210,10 @@ class DHTConfig:
     """How many of the closest nodes a record lookup pages through when a key overflows a reply."""
     max_pages: int = 64
     read_only: bool = False
-    """A read-only node (a CLI client) asks but never joins other nodes' routing tables."""
+    """A read-only node (a CLI client) is a DHT client for good: it asks but never joins
+    other nodes' routing tables, whatever its reachability."""
+    reach: ReachConfig = field(default_factory=ReachConfig)
+    """Reachability checks and dial-backs (`[dht.reach]`, dht/reach.py)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.slow_quantile <= 1.0:
@@ -227,7 +266,28 @@ class NodeVerified:
     ok: bool
 
 
-Event = Bootstrapped | LookupCompleted | RecordsFound | RecordsStored | NodeVerified
+@dataclass(frozen=True, slots=True)
+class ReachChecked:
+    """A reachability check ended (started by `check_reach`, or by the core's schedule)."""
+
+    op: int
+    verdict: ReachVerdict
+    client: bool
+    """Whether the node is a DHT client after it."""
+
+
+Event = Bootstrapped | LookupCompleted | RecordsFound | RecordsStored | NodeVerified | ReachChecked
+
+
+@dataclass(frozen=True, slots=True)
+class DialBack:
+    """Probes a helper owes a requester, for the glue to send from a socket other than the
+    DHT's (the requester's NAT would let in anything from the address it sent its request
+    to): `datagram` (a `pm_reach_probe`) to `to`, and the HTTP GET of `http` if any."""
+
+    datagram: bytes
+    to: Address
+    http: DialTarget | None
 
 
 # --- internal bookkeeping ---------------------------------------------------
@@ -238,6 +298,8 @@ class Purpose(Enum):
     PAGE = "page"
     STORE = "store"
     IDENTIFY = "identify"
+    REACH = "reach"
+    ADDRESS = "address"
 
 
 class OpKind(Enum):
@@ -248,12 +310,14 @@ class OpKind(Enum):
     REPUBLISH = "republish"
     REFRESH = "refresh"
     VERIFY = "verify"
+    REACH = "reach"
 
 
 class Phase(Enum):
     IDENTIFY = "identify"
     LOOKUP = "lookup"
     STORE = "store"
+    PROBE = "probe"
     DONE = "done"
 
 
@@ -285,6 +349,8 @@ class Operation:
     refusals: list[Refusal] = field(default_factory=list)
     addr: Address | None = None
     """Where a VERIFY operation asks."""
+    reach: ReachRound | None = None
+    """A REACH operation's helpers, answers and probes."""
 
 
 class TimerKind(Enum):
@@ -293,6 +359,9 @@ class TimerKind(Enum):
     RPC_ABANDON = 4
     MAINTENANCE = 2
     REPUBLISH = 3
+    REACH_DEADLINE = 5
+    REACH_DUE = 6
+    ADDRESS_DUE = 7
 
 
 class DHTCore:
@@ -339,6 +408,20 @@ class DHTCore:
         # costs 700 bytes more (the simulator holds 10^6 cores).
         self._events: list[Event] = []
         self.round_trips = RoundTrips()
+        self.client = self.config.read_only
+        """A DHT client asks but answers nothing and enters no routing table (see set_client)."""
+        self.dials_urls = False
+        """Whether the glue makes the HTTP probes `pm_reach` URLs ask for."""
+        self.reach_verdict: ReachVerdict | None = None
+        self._reach_url = ""
+        self._reach_url_hosts: tuple[str, ...] | None = None
+        self._reach_nonces: dict[bytes, int] = {}  # nonce -> REACH op, while it runs
+        self._reach_running: int | None = None
+        self._reach_next: float | None = None
+        self._address_watch = False
+        reach = self.config.reach
+        self._dial_limiter = DialBackLimiter(reach.dial_backs_per_minute, reach.source_interval)
+        self._dial_backs: list[DialBack] = []
         self._schedule(now + self.config.maintenance_interval, TimerKind.MAINTENANCE, None)
 
     # --- the I/O contract ---------------------------------------------------
@@ -397,6 +480,11 @@ class DHTCore:
     def next_event(self) -> Event | None:
         return self._events.pop(0) if self._events else None
 
+    def dial_backs(self) -> list[DialBack]:
+        """Probes to send for others' reachability checks, from another socket (DialBack)."""
+        out, self._dial_backs = self._dial_backs, []
+        return out
+
     def get_timer(self) -> float | None:
         # Timers of settled RPCs stay in the heap (lazy cancellation); drop them here.
         # Called after every input, so the liveness test is written out, not a call.
@@ -430,6 +518,12 @@ class DHTCore:
                 self._maintain(now)
             elif kind is TimerKind.REPUBLISH:
                 self._republish_due(arg, now)
+            elif kind is TimerKind.REACH_DEADLINE:
+                self._reach_deadline(arg, now)
+            elif kind is TimerKind.REACH_DUE:
+                self._reach_due(arg, now)
+            elif kind is TimerKind.ADDRESS_DUE:
+                self._address_due(now)
 
     # --- the application's API ----------------------------------------------
 
@@ -437,6 +531,11 @@ class DHTCore:
         """Prove the ids of `addrs`, then look up our own id (paper section 2.3)."""
         op = self._new_operation(OpKind.BOOTSTRAP, self.node_id, Phase.IDENTIFY)
         addrs = list(addrs)
+        if addrs and self.config.reach.check and self.reach_verdict is None:
+            # Until a check says others can reach it, a node with somewhere to join is a
+            # client: joining first and leaving when found unreachable would leave its
+            # id in the tables of the nodes it talked to, dead for everyone else.
+            self.set_client(True, now)
         self._seeds = list(dict.fromkeys([*addrs, *self._seeds]))[:MAX_SEEDS]
         for addr in addrs:
             if self._send_identify(addr, None, now, op.op, force=True):
@@ -510,6 +609,72 @@ class DHTCore:
     def local_records(self, key: bytes, now: float) -> list[Record]:
         return self.records.get(key, now)
 
+    # --- reachability (dht/reach.py, docs/protocol.md 1.9) ---------------------
+
+    def check_reach(
+        self, now: float, url: str | None = None, url_hosts: tuple[str, ...] | None = None
+    ) -> int:
+        """Ask helpers to dial this node back; ends in a ReachChecked event.
+
+        `url` (kept for the checks that follow) is what they GET besides sending the UDP
+        probe: "" for none, a URL without host (`ws://:8000`) for "at the address my
+        request comes from". `url_hosts` are the addresses its name resolves to, if it
+        has one. With `reach.check`, the core schedules the next checks itself.
+        """
+        if url is not None:
+            self._reach_url, self._reach_url_hosts = url, url_hosts
+        url = self._reach_url
+        op = self._new_operation(OpKind.REACH, self.node_id, Phase.PROBE)
+        config = self.config.reach
+        helpers: list[HelperState] = []
+        for contact in choose_helpers(self.table.contacts(), config.helpers, self._rng):
+            nonce = self._rng.getrandbits(8 * NONCE_BYTES).to_bytes(NONCE_BYTES, "big")
+            payload = reach_request_payload(nonce, contact.node_id, url)
+            request = Reach(
+                self.node_id, nonce, url, self.identity.public_key, self.identity.sign(payload)
+            )
+            if self._send(contact.addr, request, Purpose.REACH, now, contact.node_id, op.op):
+                helpers.append(HelperState(contact.node_id, contact.addr, nonce))
+                self._reach_nonces[nonce] = op.op
+        deadline = now + self.config.rpc_timeout + config.probe_wait
+        op.reach = ReachRound(helpers, url, now, deadline, self._reach_url_hosts)
+        self._reach_running = op.op
+        if helpers:
+            self._schedule(deadline, TimerKind.REACH_DEADLINE, op.op)
+        else:
+            self._finish(op, now)
+        return op.op
+
+    def url_probe_received(self, nonce: bytes, now: float) -> bool:
+        """A helper's HTTP probe reached this node's URL (the glue saw `nonce` arrive).
+        False when no running check sent that nonce."""
+        return self._probe_arrived(nonce, None, now)
+
+    def set_client(self, client: bool, now: float) -> None:
+        """Be a DHT client (ask, answer nothing, hold nothing) or a full node.
+
+        A client's requests carry `CLIENT_ID` as sender, so nobody adds it, and it answers
+        no requests, so a node that added it before sees it fail and drops it. It keeps
+        no records (their other holders keep them). A node turning full looks up its own
+        id, so that the nodes closest to it hear from it and add it (paper section 2.3).
+        """
+        client = client or self.config.read_only
+        if client == self.client:
+            return
+        self.client = client
+        self.counters["client.on" if client else "client.off"] += 1
+        if client:
+            self.records = RecordStore(self.config.records, self._verify)
+            self.plain.clear()
+            self._republish_at.clear()
+            self._last_store_seen.clear()
+        elif len(self._operations) < self.config.max_operations:
+            self._start_lookup(self._new_operation(OpKind.REFRESH, self.node_id), now)
+
+    @property
+    def _sender_id(self) -> bytes:
+        return CLIENT_ID if self.client else self.node_id
+
     @property
     def pending_rpcs(self) -> int:
         return len(self._pending)
@@ -518,6 +683,12 @@ class DHTCore:
 
     def _answer(self, msg_id: bytes, request: Request, addr: Address, now: float) -> None:
         kind = type(request)
+        if isinstance(request, ReachProbe):
+            self._probe_arrived(request.nonce, addr, now)
+            return
+        if self.client:
+            self.counters["drop.client"] += 1  # a client answers nothing (docs/protocol.md 1.9)
+            return
         self.counters[_COUNT_IN.get(kind) or f"rpc.in.{kind.__name__}"] += 1
         reply: Reply
         match request:
@@ -541,10 +712,53 @@ class DHTCore:
                 reply = StoreRecordsReply(statuses)
             case FindRecords(sender, key, after):
                 reply = self._find_records(key, after, sender, addr, now)
+            case Reach():
+                # Never a reason to add the sender: it asks because it may be unreachable.
+                answer = self._reach_answer(msg_id, request, addr, now)
+                if answer is not None:
+                    self._outbox.append((Message(False, msg_id, answer), addr))
+                return
         self._outbox.append((Message(False, msg_id, reply), addr))
         sender_id = getattr(request, "sender_id", None)
-        if sender_id is not None:
+        if sender_id is not None and sender_id != CLIENT_ID:
             self._consider(sender_id, addr, now)
+
+    def _reach_answer(
+        self, msg_id: bytes, request: Reach, addr: Address, now: float
+    ) -> ReachReply | None:
+        """Answer a `pm_reach` and queue its probes: to the request's own source only, and
+        within the dial-back limits (else BUSY). None: a bad signature, dropped."""
+        limiter = self._dial_limiter
+        status = limiter.answered(addr, msg_id, now)  # a retransmission: the same answer
+        if status is None:
+            payload = reach_request_payload(request.nonce, self.node_id, request.url)
+            if node_id_for(request.public_key) != request.sender_id or not self._verify(
+                request.public_key, payload, request.signature
+            ):
+                self.counters["drop.reach_signature"] += 1
+                return None
+            if not limiter.allow(addr, now):
+                self.counters["reach.busy"] += 1
+                status = ReachStatus.BUSY
+            else:
+                target = None
+                if not request.url:
+                    status = ReachStatus.ACCEPTED
+                elif not self.dials_urls:
+                    status = ReachStatus.URL_UNSUPPORTED
+                else:
+                    target = dial_target(request.url, addr[0], request.nonce)
+                    status = ReachStatus.ACCEPTED if target else ReachStatus.URL_REFUSED
+                limiter.served(addr, msg_id, status, now)
+                probe_id = self._rng.getrandbits(8 * MSG_ID_BYTES).to_bytes(MSG_ID_BYTES, "big")
+                probe = serialize_request(probe_id, ReachProbe(request.nonce))
+                self._dial_backs.append(DialBack(probe, addr, target))
+                self.counters["reach.dial_back"] += 1
+        ip = canonical_ip(addr[0])
+        host = str(ip) if ip is not None else addr[0]
+        payload = reach_reply_payload(request.nonce, request.sender_id, status, host, addr[1])
+        signature = self.identity.sign(payload)
+        return ReachReply(int(status), host, addr[1], self.identity.public_key, signature)
 
     def _closest_wire(
         self, target: int, requester: bytes, addr: Address, extra: int = 0
@@ -581,7 +795,7 @@ class DHTCore:
         return NodesReply(self._closest_wire(to_int(key), sender, addr))
 
     def _identify_reply(self, nonce: bytes, requester: bytes) -> IdentifyReply:
-        if self.config.read_only:
+        if self.client:
             return IdentifyReply(b"", b"")
         signature = self.identity.sign(identify_payload(nonce, requester))
         return IdentifyReply(self.identity.public_key, signature)
@@ -670,7 +884,8 @@ class DHTCore:
             if until is not None and until > now:
                 return False
         nonce = self._rng.getrandbits(8 * NONCE_BYTES).to_bytes(NONCE_BYTES, "big")
-        msg_id = self._send(addr, Identify(self.node_id, nonce), Purpose.IDENTIFY, now, node_id, op)
+        request = Identify(self._sender_id, nonce)
+        msg_id = self._send(addr, request, Purpose.IDENTIFY, now, node_id, op)
         if msg_id is None:
             return False
         self._identifying[addr] = msg_id
@@ -706,6 +921,10 @@ class DHTCore:
             self._on_identify_reply(pending, reply, now)
         elif purpose is Purpose.STORE:
             self._on_store_reply(pending, reply, now)
+        elif purpose is Purpose.REACH:
+            self._on_reach_reply(pending, reply, now)
+        elif purpose is Purpose.ADDRESS:
+            self._on_address_reply(reply, now)
         else:
             self._on_page_reply(pending, reply, now)
 
@@ -756,6 +975,10 @@ class DHTCore:
         op = self._operations.get(pending.op) if pending.op is not None else None
         if op is None:
             return
+        if op.reach is not None and isinstance(pending.request, Reach):
+            op.reach.failed(pending.request.nonce)
+            self._reach_advance(op, now)
+            return
         if pending.purpose is Purpose.LOOKUP and op.lookup is not None and pending.node_id:
             op.lookup.failed(pending.node_id)
         elif pending.purpose is not Purpose.LOOKUP:
@@ -769,7 +992,7 @@ class DHTCore:
         if op is not None:
             op.outstanding -= 1
         node_id = node_id_for(reply.public_key) if reply.public_key else None
-        payload = identify_payload(pending.request.nonce, self.node_id)
+        payload = identify_payload(pending.request.nonce, pending.request.sender_id)
         proven = node_id is not None and self._verify(reply.public_key, payload, reply.signature)
         if proven and node_id is not None:  # whoever was expected, this id answers here
             _remember(self._verified, node_id, pending.addr, self.config.max_verified)
@@ -844,7 +1067,7 @@ class DHTCore:
         keys, the periodic republish does the work instead.
         """
         keys = self.records.keys()
-        if self.config.read_only or not keys or len(keys) > self.config.welcome_max_keys:
+        if self.client or not keys or len(keys) > self.config.welcome_max_keys:
             return
         k = self.config.k
         handed: list[Record] = []
@@ -858,7 +1081,7 @@ class DHTCore:
                 continue  # the newcomer is not among the k closest
             handed.extend(self.records.get(key, now))
         for batch in _batches(handed):
-            request = StoreRecords(self.node_id, tuple(batch))
+            request = StoreRecords(self._sender_id, tuple(batch))
             self._send(contact.addr, request, Purpose.STORE, now, contact.node_id)
             self.counters["welcome"] += 1
 
@@ -905,9 +1128,9 @@ class DHTCore:
         for contact in op.lookup.next_queries():
             request: Request
             if op.kind is OpKind.GET:
-                request = FindRecords(self.node_id, op.target, b"")
+                request = FindRecords(self._sender_id, op.target, b"")
             else:
-                request = FindNode(self.node_id, op.target)
+                request = FindNode(self._sender_id, op.target)
             if not self._send(contact.addr, request, Purpose.LOOKUP, now, contact.node_id, op.op):
                 op.lookup.failed(contact.node_id)
 
@@ -938,7 +1161,7 @@ class DHTCore:
         if not last or op.pages >= self.config.max_pages:
             return
         op.pages += 1
-        request = FindRecords(self.node_id, op.target, last)
+        request = FindRecords(self._sender_id, op.target, last)
         if self._send(addr, request, Purpose.PAGE, now, node_id, op.op):
             op.outstanding += 1
 
@@ -986,13 +1209,13 @@ class DHTCore:
         if (
             op.kind is OpKind.PUT
             and own_is_close
-            and not self.config.read_only
+            and not self.client
             and self._store_record(op.records[0], now) == Refusal.STORED
         ):
             op.stored += 1
         for batch in _batches(op.records):
             for contact in closest:
-                request = StoreRecords(self.node_id, tuple(batch))
+                request = StoreRecords(self._sender_id, tuple(batch))
                 if self._send(contact.addr, request, Purpose.STORE, now, contact.node_id, op.op):
                     op.outstanding += 1
         self._advance(op, now)
@@ -1030,6 +1253,8 @@ class DHTCore:
                 self._events.append(RecordsFound(op.op, op.target, records, queries))
             case OpKind.PUT:
                 self._events.append(RecordsStored(op.op, op.target, op.stored, tuple(op.refusals)))
+            case OpKind.REACH:
+                self._reach_finished(op, now)
             case OpKind.VERIFY:
                 assert op.addr is not None
                 known = self.table.get(op.target)
@@ -1037,6 +1262,108 @@ class DHTCore:
                     self._verified.get(op.target) == op.addr
                 )
                 self._events.append(NodeVerified(op.op, op.target, op.addr, ok))
+
+    # --- reachability checks -----------------------------------------------
+
+    def _on_reach_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
+        op = self._operations.get(pending.op) if pending.op is not None else None
+        request = pending.request
+        if op is None or op.reach is None or not isinstance(request, Reach):
+            return
+        if isinstance(reply, ReachReply) and self._reach_reply_valid(pending, request, reply):
+            observed = (reply.host, reply.port)
+            op.reach.answered(request.nonce, ReachStatus(reply.status), observed)
+        else:
+            self.counters["reach.bad_reply"] += 1
+            op.reach.failed(request.nonce)
+        self._reach_advance(op, now)
+
+    def _reach_reply_valid(self, pending: PendingRpc, request: Reach, reply: ReachReply) -> bool:
+        """Signed by the key of the node asked, over our nonce and what it says."""
+        if reply.status not in _REACH_STATUSES or node_id_for(reply.public_key) != pending.node_id:
+            return False
+        payload = reach_reply_payload(
+            request.nonce, request.sender_id, reply.status, reply.host, reply.port
+        )
+        return self._verify(reply.public_key, payload, reply.signature)
+
+    def _probe_arrived(self, nonce: bytes, addr: Address | None, now: float) -> bool:
+        """A probe (`addr`: a UDP one from there; None: an HTTP one) for a running check."""
+        op = self._operations.get(self._reach_nonces.get(nonce, 0))
+        if op is None or op.reach is None:
+            self.counters["reach.probe_unknown"] += 1
+            return False
+        if addr is not None and addr == op.reach.by_nonce[nonce].addr:
+            # From the very address our request went to: our NAT lets that in, so it
+            # proves nothing about anyone else reaching us.
+            self.counters["reach.probe_same_socket"] += 1
+            return False
+        op.reach.probe_arrived(nonce, via_url=addr is None)
+        self.counters["reach.probe_in.url" if addr is None else "reach.probe_in.udp"] += 1
+        self._reach_advance(op, now)
+        return True
+
+    def _reach_advance(self, op: Operation, now: float) -> None:
+        if op.reach is not None and op.phase is Phase.PROBE and op.reach.complete():
+            self._finish(op, now)
+
+    def _reach_deadline(self, op_id: object, now: float) -> None:
+        op = self._operations.get(op_id)  # type: ignore[call-overload]
+        if op is not None and op.phase is Phase.PROBE:
+            self._finish(op, now)
+
+    def _reach_finished(self, op: Operation, now: float) -> None:
+        """Judge the round, become a client or a full node, and plan the next check."""
+        assert op.reach is not None
+        for nonce in op.reach.by_nonce:
+            self._reach_nonces.pop(nonce, None)
+        if self._reach_running == op.op:
+            self._reach_running = None
+        config = self.config.reach
+        verdict = op.reach.verdict(config.confirmations, now, self.reach_verdict)
+        self.reach_verdict = verdict
+        self.counters[f"reach.verdict.{verdict.dht.value}"] += 1
+        self.set_client(client_after(verdict, self.client), now)
+        if config.check:
+            self._plan_reach(next_check_at(verdict, config))
+            if not self._address_watch and config.address_interval > 0:
+                self._address_watch = True
+                self._schedule(now + config.address_interval, TimerKind.ADDRESS_DUE, None)
+        self._events.append(ReachChecked(op.op, verdict, self.client))
+
+    def _plan_reach(self, when: float) -> None:
+        """The next scheduled check at `when`, unless one is planned sooner."""
+        if self._reach_next is not None and self._reach_next <= when:
+            return
+        self._reach_next = when
+        self._schedule(when, TimerKind.REACH_DUE, when)
+
+    def _reach_due(self, when: object, now: float) -> None:
+        if when != self._reach_next:
+            return  # superseded by a sooner plan
+        self._reach_next = None
+        if self._reach_running is not None:
+            return  # the running check plans the next one when it ends
+        if len(self._operations) >= self.config.max_operations:
+            self._plan_reach(now + self.config.reach.retry_interval)
+            return
+        self.check_reach(now)
+
+    def _address_due(self, now: float) -> None:
+        """Ask one contact which address we come from; a change brings the check forward."""
+        self._schedule(now + self.config.reach.address_interval, TimerKind.ADDRESS_DUE, None)
+        contacts = self.table.contacts()
+        if contacts and self.reach_verdict is not None and self.reach_verdict.observed:
+            contact = self._rng.choice(contacts)
+            self._send(contact.addr, Stun(), Purpose.ADDRESS, now, contact.node_id)
+
+    def _on_address_reply(self, reply: Reply, now: float) -> None:
+        verdict = self.reach_verdict
+        if not isinstance(reply, StunReply) or verdict is None or verdict.observed is None:
+            return
+        if canonical_ip(reply.host) != canonical_ip(verdict.observed[0]):
+            self.counters["reach.address_changed"] += 1
+            self._plan_reach(now)
 
     # --- maintenance --------------------------------------------------------
 
@@ -1144,11 +1471,13 @@ __all__ = [
     "ContactCodec",
     "DHTConfig",
     "DHTCore",
+    "DialBack",
     "Event",
     "LocalProtocolError",
     "LookupCompleted",
     "Message",
     "NodeVerified",
+    "ReachChecked",
     "RecordsFound",
     "RecordsStored",
 ]

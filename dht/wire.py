@@ -5,7 +5,8 @@ framing of the `rpcudp` package under the stock `kademlia` package. A request
 body is `[name, args]`; a response body is whatever the RPC returns. The four
 stock RPCs (`ping`, `store`, `find_node`, `find_value`, plus `stun`) keep the
 stock shapes so a stock `kademlia.network.Server` can use our mesh; the
-`pm_*` RPCs carry signed records. docs/protocol.md is the contract.
+`pm_*` RPCs carry signed records, prove node ids and check reachability.
+docs/protocol.md is the contract.
 
 Parsing is pure and checks every length and type before use. A defect raises
 `WireError` whose `reason` is a short code used as a drop counter label; any
@@ -46,6 +47,10 @@ MAX_RECORD_VALUE_BYTES = 2048
 MAX_HOST_CHARS = 64
 NONCE_BYTES = 16
 MAX_REASON_CHARS = 100
+MAX_URL_CHARS = 256
+"""The URL a `pm_reach` asks to be dialled at (docs/protocol.md 1.9)."""
+CLIENT_ID = bytes(ID_BYTES)
+"""The sender id of a DHT client's requests: served, never added to a routing table."""
 
 
 class WireError(ValueError):
@@ -124,7 +129,42 @@ class FindRecords:
     after: bytes
 
 
-Request = Ping | Stun | Store | FindNode | FindValue | Identify | StoreRecords | FindRecords
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """Ask a node to dial this one back (docs/protocol.md 1.9): a `ReachProbe` from another
+    of its sockets to this request's source address, and an HTTP GET of `url` if one is given.
+
+    Signed by the requester over `reach_request_payload`; the signature binds the request
+    to the helper it is for, and pads the request above any answer's size.
+    """
+
+    sender_id: bytes
+    nonce: bytes
+    url: str
+    public_key: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReachProbe:
+    """The dial-back: the nonce of a `Reach`, sent from a socket the requester never sent to.
+    Never answered."""
+
+    nonce: bytes
+
+
+Request = (
+    Ping
+    | Stun
+    | Store
+    | FindNode
+    | FindValue
+    | Identify
+    | StoreRecords
+    | FindRecords
+    | Reach
+    | ReachProbe
+)
 PlainValue = int | float | bool | str | bytes
 
 
@@ -177,6 +217,18 @@ class FindRecordsReply:
     more: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ReachReply:
+    """A helper's answer: `status` (dht.reach.ReachStatus), the requester's address as the
+    helper saw it, signed by the helper over `reach_reply_payload`."""
+
+    status: int
+    host: str
+    port: int
+    public_key: bytes
+    signature: bytes
+
+
 Reply = (
     PingReply
     | StunReply
@@ -186,6 +238,7 @@ Reply = (
     | IdentifyReply
     | StoreRecordsReply
     | FindRecordsReply
+    | ReachReply
 )
 
 
@@ -305,6 +358,19 @@ def _parse_find_records(a: list[Any]) -> FindRecords:
     return FindRecords(_id(sender), _id(key, "key"), after)
 
 
+def _parse_reach(a: list[Any]) -> Reach:
+    sender, nonce, url, public_key, signature = _args(a, 5, "pm_reach")
+    if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
+        raise WireError("bad_field", f"a reach url is a string of at most {MAX_URL_CHARS}")
+    return Reach(
+        _id(sender),
+        _bytes(nonce, NONCE_BYTES, "nonce"),
+        url,
+        _bytes(public_key, PUBLIC_KEY_BYTES, "public key"),
+        _bytes(signature, SIGNATURE_BYTES, "signature"),
+    )
+
+
 REQUEST_TYPES: tuple[RequestType, ...] = (
     RequestType("ping", Ping, lambda a: Ping(_id(_args(a, 1, "ping")[0])), lambda m: [m.sender_id]),
     RequestType("stun", Stun, lambda a: (_args(a, 0, "stun"), Stun())[1], lambda m: []),
@@ -343,6 +409,18 @@ REQUEST_TYPES: tuple[RequestType, ...] = (
         FindRecords,
         _parse_find_records,
         lambda m: [m.sender_id, m.key, m.after],
+    ),
+    RequestType(
+        "pm_reach",
+        Reach,
+        _parse_reach,
+        lambda m: [m.sender_id, m.nonce, m.url, m.public_key, m.signature],
+    ),
+    RequestType(
+        "pm_reach_probe",
+        ReachProbe,
+        lambda a: ReachProbe(_bytes(_args(a, 1, "pm_reach_probe")[0], NONCE_BYTES, "nonce")),
+        lambda m: [m.nonce],
     ),
 )
 _BY_NAME = {t.name: t for t in REQUEST_TYPES}
@@ -413,6 +491,8 @@ def _reply_body(reply: Reply) -> object:
             return list(statuses)
         case FindRecordsReply(contacts, records, more):
             return [[c.to_wire() for c in contacts], [r.to_wire() for r in records], more]
+        case ReachReply(status, host, port, public_key, signature):
+            return [status, host, port, public_key, signature]
     raise TypeError(f"not a reply: {reply!r}")
 
 
@@ -456,9 +536,43 @@ def parse_reply(request: Request, body: Any) -> Reply:
             if len(triple) != 3 or not isinstance(triple[2], bool):
                 raise WireError("shape", "a find_records reply is [contacts, records, more]")
             return FindRecordsReply(_contacts(triple[0]), _records(triple[1]), triple[2])
+        case Reach():
+            return _parse_reach_reply(body)
     raise TypeError(f"not a request: {request!r}")
+
+
+def _parse_reach_reply(body: Any) -> ReachReply:
+    items = _list(body, 5, "reach reply")
+    if len(items) != 5:
+        raise WireError("shape", "a reach reply is [status, host, port, public key, signature]")
+    status, host, port, public_key, signature = items
+    if not isinstance(host, str) or len(host) > MAX_HOST_CHARS or not _is_ip_literal(host):
+        raise WireError("bad_field", "a reach reply's host is an IP address string")
+    return ReachReply(
+        _int(status, 0, 255, "status"),
+        host,
+        _int(port, 1, 65535, "port"),
+        _bytes(public_key, PUBLIC_KEY_BYTES, "public key"),
+        _bytes(signature, SIGNATURE_BYTES, "signature"),
+    )
 
 
 def identify_payload(nonce: bytes, requester_id: bytes) -> bytes:
     """What a node signs to prove its id to `requester_id` (docs/protocol.md, "Identify")."""
     return b"pagemesh-identify/1\x00" + nonce + requester_id
+
+
+REACH_DOMAIN = b"pagemesh-reach/1\x00"
+
+
+def reach_request_payload(nonce: bytes, helper_id: bytes, url: str) -> bytes:
+    """What a requester signs in a `pm_reach` to `helper_id` (docs/protocol.md 1.9)."""
+    return REACH_DOMAIN + b"Q" + nonce + helper_id + url.encode("utf-8")
+
+
+def reach_reply_payload(
+    nonce: bytes, requester_id: bytes, status: int, host: str, port: int
+) -> bytes:
+    """What a helper signs in its answer to `requester_id` (docs/protocol.md 1.9)."""
+    fixed = nonce + requester_id + bytes((status,)) + port.to_bytes(2, "big")
+    return REACH_DOMAIN + b"A" + fixed + host.encode("ascii")

@@ -3,6 +3,12 @@
 Datagrams get a latency (plus optional jitter, which reorders them), may be
 lost or duplicated by pattern, and never touch a socket. Every run has a
 round limit, so a runaway protocol fails the test instead of hanging it.
+
+A node may sit behind a `Nat`: others see it at the NAT's public address, and
+with `filtering` (a home router) only datagrams from addresses it sent to
+within `timeout` get in. Helpers' reachability probes (`DHTCore.dial_backs`)
+leave from another port of the helper's host; their HTTP probes reach a core
+that `serve_http` registered, unless its NAT filters them.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
 
 from dht.core import DHTConfig, DHTCore, Event
 from dht.identity import Identity
@@ -29,6 +36,25 @@ class LinkModel:
     jitter: float = 0.0
     loss: float = 0.0
     duplicate: float = 0.0
+
+
+PROBE_PORT = 49152
+"""The port helpers' UDP probes leave from (not the DHT's, as the protocol requires)."""
+
+
+@dataclass
+class Nat:
+    """A NAT in front of one node: `public` is where others reach it."""
+
+    public: Address
+    filtering: bool = True
+    """Let in only what comes from an address the node sent to (port-restricted cone)."""
+    timeout: float = 120.0
+    flows: dict[Address, float] = field(default_factory=dict)
+
+    def admits(self, src: Address, now: float) -> bool:
+        sent = self.flows.get(src)
+        return not self.filtering or (sent is not None and now - sent < self.timeout)
 
 
 @dataclass
@@ -50,10 +76,17 @@ class MemoryNetwork:
         self._dirty: set[Address] = set()
         self._timers: list[tuple[float, Address]] = []
         self._timer_of: dict[Address, float | None] = {}
+        self.nats: dict[Address, Nat] = {}  # a node's own address -> its NAT
+        self._behind: dict[Address, Address] = {}  # a NAT's public address -> the node's
+        self.http: dict[Address, Address] = {}  # (public host, port) -> the node serving it
+        self._probes: list[tuple[float, int, Address, bytes]] = []  # HTTP probes in flight
+        self.nat_dropped = 0
 
     # --- building ------------------------------------------------------------
 
-    def add_node(self, config: DHTConfig | None = None, read_only: bool = False) -> DHTCore:
+    def add_node(
+        self, config: DHTConfig | None = None, read_only: bool = False, nat: Nat | None = None
+    ) -> DHTCore:
         index = len(self.cores)
         addr = (f"198.18.{index // 250}.{index % 250 + 1}", 4000)
         identity = Identity.from_seed(self.rng.randbytes(32))
@@ -61,7 +94,31 @@ class MemoryNetwork:
         self.cores[addr] = core
         self.events[addr] = []
         self._dirty.add(addr)
+        if nat is not None:
+            self.nats[addr] = nat
+            self._behind[nat.public] = addr
         return core
+
+    def public_addr(self, core: DHTCore) -> Address:
+        """Where the other nodes reach `core` (its NAT's address, if it has one)."""
+        addr = self.addr_of(core)
+        nat = self.nats.get(addr)
+        return nat.public if nat is not None else addr
+
+    def renumber(self, core: DHTCore, public: Address) -> None:
+        """The node's NAT gets another public address (a new lease); its flows are lost."""
+        nat = self.nats[self.addr_of(core)]
+        del self._behind[nat.public]
+        nat.public = public
+        nat.flows.clear()
+        self._behind[public] = self.addr_of(core)
+
+    def serve_http(self, core: DHTCore, port: int) -> str:
+        """`core` answers HTTP probes on `port` of its public address; returns its URL."""
+        host, _ = self.public_addr(core)
+        self.http[(host, port)] = self.addr_of(core)
+        core.dials_urls = True
+        return f"ws://{host}:{port}"
 
     def addr_of(self, core: DHTCore) -> Address:
         for addr, candidate in self.cores.items():
@@ -92,14 +149,31 @@ class MemoryNetwork:
         dirty, self._dirty = self._dirty, set()
         for addr in dirty:
             core = self.cores[addr]
+            nat = self.nats.get(addr)
             for data, dst in core.datagrams_to_send(self.now):
                 if addr in self.dead or self.rng.random() < link.loss:
                     self.dropped += 1
                     continue
+                src = addr
+                if nat is not None:
+                    nat.flows[dst] = self.now
+                    src = nat.public
                 copies = 2 if self.rng.random() < link.duplicate else 1
                 for _ in range(copies):
                     delay = link.latency + self.rng.random() * link.jitter
-                    self._push(self.now + delay, addr, dst, data)
+                    self._push(self.now + delay, src, dst, data)
+            for dial in core.dial_backs():
+                if addr in self.dead:
+                    continue
+                host = nat.public[0] if nat is not None else addr[0]
+                self._push(self.now + link.latency, (host, PROBE_PORT), dial.to, dial.datagram)
+                if dial.http is not None:
+                    target = self.http.get((dial.http.address, dial.http.port))
+                    nonce = bytes.fromhex(parse_qs(urlsplit(dial.http.url).query)["reach"][0])
+                    if target is not None:
+                        self._seq += 1
+                        when = self.now + 2 * link.latency  # a TCP handshake first
+                        heapq.heappush(self._probes, (when, self._seq, target, nonce))
             while (event := core.next_event()) is not None:
                 self.events[addr].append(event)
             timer = core.get_timer()
@@ -118,6 +192,8 @@ class MemoryNetwork:
 
     def _next_time(self) -> float | None:
         times = [self._queue[0][0]] if self._queue else []
+        if self._probes:
+            times.append(self._probes[0][0])
         timer = self._next_timer()
         if timer is not None:
             times.append(timer)
@@ -132,12 +208,21 @@ class MemoryNetwork:
         self.now = max(self.now, when)
         while self._queue and self._queue[0][0] <= self.now:
             _, _, src, dst, data = heapq.heappop(self._queue)
+            dst = self._inbound(src, dst)
             core = self.cores.get(dst)
             if core is None or dst in self.dead:
                 self.dropped += 1
                 continue
             self.delivered += 1
             core.receive(data, src, self.now)
+            self._dirty.add(dst)
+        while self._probes and self._probes[0][0] <= self.now:
+            _, _, dst, nonce = heapq.heappop(self._probes)
+            nat = self.nats.get(dst)
+            if dst in self.dead or (nat is not None and nat.filtering):
+                self.nat_dropped += 1  # a new TCP connection from outside: a home router drops it
+                continue
+            self.cores[dst].url_probe_received(nonce, self.now)
             self._dirty.add(dst)
         while (timer := self._next_timer()) is not None and timer <= self.now:
             _, addr = heapq.heappop(self._timers)
@@ -146,6 +231,16 @@ class MemoryNetwork:
             self._dirty.add(addr)
         self._flush()
         return True
+
+    def _inbound(self, src: Address, dst: Address) -> Address:
+        """The node a datagram to `dst` reaches: through a NAT, if it lets it in."""
+        behind = self._behind.get(dst)
+        if behind is None:
+            return dst
+        if self.nats[behind].admits(src, self.now):
+            return behind
+        self.nat_dropped += 1
+        return ("nat-dropped", 0)
 
     def touch_all(self) -> None:
         """The test called into cores directly: look at all of them on the next flush."""
