@@ -11,7 +11,6 @@ own X-Forwarded-For ignored), and /metrics refused to anyone but 127.0.0.1
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import ssl
@@ -25,46 +24,23 @@ from nacl.signing import SigningKey
 
 from peer.signaling import PeerJoined, SignalFrom, SignalingClient
 from signaling.rooms import canonical_url, room_key
-from tests.deploy.conftest import DOCS, NodeLauncher, NodeProcess, free_port
+from tests.deploy.conftest import (
+    DOCS,
+    NODE_BEHIND,
+    NODE_DIRECT,
+    STRANGER,
+    NodeLauncher,
+    NodeProcess,
+    free_port,
+    from_address,
+    until_listening,
+)
 from tests.signaling.certs import TestCA
 
 pytestmark = pytest.mark.integration
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 ROOM = room_key(canonical_url("https://example.org/behind-nginx"))
-STRANGER = "127.0.0.2"  # a visitor from another address (loopback is all ours)
-
-NODE_BEHIND = """
-[node]
-host = "127.0.0.1"
-port = 0
-dht_port = 0
-public_url = "wss://localhost:{https}"
-trusted_proxies = ["127.0.0.1", "::1"]
-presence_ttl = 3.0
-refresh_interval = 0.5
-
-[node.admission]
-unauthenticated = 1   # a second connection waiting for its hello from one address: 429
-connections = 100
-per_second = 100.0
-burst = 100.0
-
-[dht]
-maintenance_interval = 0.5
-"""
-
-NODE_DIRECT = """
-[node]
-host = "127.0.0.1"
-port = 0
-dht_port = 0
-presence_ttl = 3.0
-refresh_interval = 0.5
-
-[dht]
-maintenance_interval = 0.5
-"""
 
 WRAPPER = """
 # The test's main file; the site is docs/deploy/nginx.conf, included as a distribution
@@ -145,17 +121,6 @@ async def run_nginx(directory: Path, site: str) -> asyncio.subprocess.Process:
     )
 
 
-async def until_listening(port: int, proc: asyncio.subprocess.Process, log: Path) -> None:
-    async with asyncio.timeout(15):
-        while True:
-            assert proc.returncode is None, f"nginx exited; see {log}"
-            with contextlib.suppress(OSError):
-                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                return
-            await asyncio.sleep(0.05)
-
-
 @dataclass
 class Deployment:
     nginx: Nginx
@@ -191,10 +156,6 @@ async def site(tmp_path: Path, ca: TestCA, launch_node: NodeLauncher) -> AsyncIt
         if proc.returncode is None:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 15)
-
-
-def from_address(source: str) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0)))
 
 
 async def test_page_health_and_redirect_through_nginx(
