@@ -123,6 +123,8 @@ class Client:
     """Where the connection comes from (an IPv4 address or an IPv6 /64), for admission."""
     settled: bool = False
     """Admission no longer counts this connection as waiting for its hello."""
+    timer: asyncio.TimerHandle | None = None
+    """The session's one timer: a WebSocket PING to a quiet client, or the idle close."""
 
 
 class EmbeddedRelay(Protocol):
@@ -342,8 +344,11 @@ class SignalingNode:
         client: Client | None = None
         try:
             # aiohttp's own cap is far above ours, so an oversized frame gets our typed
-            # error and the connection stays usable; past 4x it is closed (1009).
-            ws = web.WebSocketResponse(max_msg_size=4 * limits.max_frame_bytes, compress=False)
+            # error and the connection stays usable; past 4x it is closed (1009). PINGs
+            # and PONGs come to us (autoping off): they are the session's to count.
+            ws = web.WebSocketResponse(
+                max_msg_size=4 * limits.max_frame_bytes, compress=False, autoping=False
+            )
             await ws.prepare(request)
             if len(self.clients) >= self.config.max_clients or self._stopping:
                 await ws.send_str(serialize(error(ErrorCode.UNAVAILABLE, "node full or stopping")))
@@ -362,29 +367,57 @@ class SignalingNode:
 
     async def _serve_client(self, client: Client) -> web.WebSocketResponse:
         ws, session = client.ws, client.session
-        idle = self._spawn(self._watch_idle(client), client.tasks)
         try:
             await self._flush(client)
+            self._arm_client_timer(client)
             async for msg in ws:
-                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    session.receive(msg.data, _now())
+                elif msg.type is WSMsgType.PONG:
+                    session.receive_pong(_now())
+                elif msg.type is WSMsgType.PING:
+                    if session.receive_ping(_now()):
+                        with contextlib.suppress(ConnectionError, RuntimeError):
+                            await ws.pong(msg.data)
+                else:
                     continue
-                session.receive(msg.data, _now())
                 await self._drain(client)
                 if session.close_reason is not None:
                     break
+                self._arm_client_timer(client)
         finally:
-            idle.cancel()
             await self._disconnect(client)
         return ws
 
-    async def _watch_idle(self, client: Client) -> None:
-        session = client.session
-        while (deadline := session.get_timer()) is not None:
-            await asyncio.sleep(max(0.0, deadline - _now()))
-            session.handle_timer(_now())
-            if session.close_reason is not None:
-                await self._flush(client)
+    def _arm_client_timer(self, client: Client) -> None:
+        """Re-arm the session's timer after what it was fed, as `_arm_room_timer` does. An
+        armed handle due no later than the new deadline is kept (it fires, finds nothing due
+        and re-arms), so a busy client costs no timer churn; the hello moves it earlier."""
+        deadline = client.session.get_timer()
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(0.0, deadline - _now())
+        if client.timer is not None:
+            if client.timer.when() <= when:
                 return
+            client.timer.cancel()
+        client.timer = loop.call_at(when, self._client_timer_due, client)
+
+    def _client_timer_due(self, client: Client) -> None:
+        client.timer = None
+        session = client.session
+        session.handle_timer(_now())
+        if session.take_probe():  # a WebSocket PING: a hidden page answers it (session.py)
+            self._spawn(self._probe(client), client.tasks)
+        if session.close_reason is not None:
+            self._spawn(self._flush(client), client.tasks)
+        else:
+            self._arm_client_timer(client)
+
+    async def _probe(self, client: Client) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await client.ws.ping()
 
     async def _drain(self, client: Client) -> None:
         while (event := client.session.next_event()) is not None:
@@ -455,6 +488,9 @@ class SignalingNode:
         client.session.send(Welcome(event.key, self.url, others, idle, PROTOCOL_VERSION))
 
     async def _disconnect(self, client: Client) -> None:
+        if client.timer is not None:
+            client.timer.cancel()
+            client.timer = None
         if self.clients.get(client.key) is client:
             del self.clients[client.key]
             self.rooms.disconnect(client.key, _now())

@@ -1,11 +1,24 @@
 """One client connection's protocol state, with no I/O (docs/protocol.md, "Client API").
 
-`ClientSession` is fed the text of each WebSocket frame and the current time;
-it checks limits, parses, proves the client's key (hello), answers pings, and
-hands the node typed requests (`next_event`). What it has to say goes out
-through `frames_to_send`; when it decides the connection must end it sets
-`close_reason`. Time arrives as `now`, so its limits are tested on a virtual
-clock.
+`ClientSession` is fed the text of each WebSocket frame, the WebSocket PING
+and PONG control frames, and the current time; it checks limits, parses,
+proves the client's key (hello), answers pings, and hands the node typed
+requests (`next_event`). What it has to say goes out through `frames_to_send`,
+and `take_probe` says when the node sends a WebSocket PING; when it decides
+the connection must end it sets `close_reason`. Time arrives as `now`, so its
+limits are tested on a virtual clock.
+
+Liveness (docs/protocol.md 3.1). After the hello, a connection that has been
+quiet for a third of the idle timeout is probed with a WebSocket PING, again
+after each further third, and closed when nothing at all, a PONG included,
+arrived within the idle timeout. A browser answers a PING in its network
+stack, not in the page's JavaScript, so a hidden tab whose timers are
+throttled (Chromium wakes a chained timer of a page hidden for 5 minutes at
+most once a minute: "intensive wake up throttling", chromestatus.com feature
+4718288976216064) stays, while a client that is gone is still dropped. Only
+`handle_timer` makes a probe due: what a client sends can postpone probes,
+never add one. Before the hello there are no probes and control frames do not
+count as activity, so a connection that never proves a key still lapses.
 
 Limits (all in `SessionLimits`): frame size, frames per second (token
 bucket; a `join`, `members` or `layers` costs `lookup_cost` tokens, since each makes the
@@ -98,6 +111,8 @@ class ClientSession:
         "_events",
         "_frames",
         "_last_activity",
+        "_last_probe",
+        "_probe_due",
         "_rate",
         "_signal_targets",
         "_verify",
@@ -128,6 +143,8 @@ class ClientSession:
         self._errors = TokenBucket(1.0, limits.error_burst, now)
         self._signal_targets: dict[bytes, float] = {}
         self._last_activity = now
+        self._last_probe = now
+        self._probe_due = False
         self._events: list[SessionEvent] = []
         self._frames: list[ServerFrame] = [Challenge(PROTOCOL_VERSION, nonce, node_id)]
 
@@ -150,6 +167,28 @@ class ClientSession:
             self._accept(frame, now)
         except FrameError as exc:
             self.error(exc.code, exc.message, exc.ref, now)
+
+    def receive_ping(self, now: float) -> bool:
+        """A WebSocket PING from the client: True if the node should answer it with a PONG.
+
+        RFC 6455 section 5.5.2 asks for an answer; each PING costs a token of the frame
+        rate like any other frame, so a flood of them is refused and closed as one of
+        text frames is, rather than answered without end.
+        """
+        if self.state is State.CLOSED:
+            return False
+        if self.state is State.OPEN:
+            self._last_activity = now
+        if not self._rate.take(now):
+            self.error(ErrorCode.RATE_LIMITED, "too many frames; slow down", None, now)
+            return False
+        return True
+
+    def receive_pong(self, now: float) -> None:
+        """A WebSocket PONG from the client: the answer to a probe, or a heartbeat of its
+        own (RFC 6455 section 5.5.3 allows unsolicited ones). It asks nothing of the node."""
+        if self.state is State.OPEN:
+            self._last_activity = now
 
     def _accept(self, frame: ClientFrame, now: float) -> None:
         if self.state is State.AWAIT_HELLO:
@@ -240,17 +279,34 @@ class ClientSession:
     def next_event(self) -> SessionEvent | None:
         return self._events.pop(0) if self._events else None
 
+    def take_probe(self) -> bool:
+        """True once each time the node should send the client a WebSocket PING."""
+        due, self._probe_due = self._probe_due, False
+        return due
+
     # --- time ------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
+        """When `handle_timer` has something to do: the next probe or the idle deadline."""
         if self.state is State.CLOSED:
             return None
-        return self._last_activity + self.limits.idle_timeout
+        deadline = self._last_activity + self.limits.idle_timeout
+        if self.state is State.AWAIT_HELLO:
+            return deadline
+        return min(deadline, self._next_probe())
 
     def handle_timer(self, now: float) -> None:
-        deadline = self.get_timer()
-        if deadline is not None and now >= deadline:
+        if self.state is State.CLOSED:
+            return
+        if now >= self._last_activity + self.limits.idle_timeout:
             self.send(error(ErrorCode.IDLE, "no frame within the idle timeout"))
             self.close(
                 CLOSE_IDLE, f"{ErrorCode.IDLE.value}: no frame in {self.limits.idle_timeout:g} s"
             )
+        elif self.state is State.OPEN and now >= self._next_probe():
+            self._last_probe = now
+            self._probe_due = True
+
+    def _next_probe(self) -> float:
+        """A third of the idle timeout after the last frame or the last probe, if later."""
+        return max(self._last_activity, self._last_probe) + self.limits.idle_timeout / 3

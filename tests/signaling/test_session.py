@@ -240,6 +240,9 @@ def test_idle_timeout_on_virtual_time() -> None:
     s = open_session(SessionLimits(idle_timeout=30.0))
     s.receive('{"type": "ping"}', 20.0)
     s.frames_to_send()
+    assert s.get_timer() == 30.0  # a probe first (see below), the close at 50
+    s.handle_timer(30.0)
+    s.handle_timer(40.0)
     assert s.get_timer() == 50.0
     s.handle_timer(49.9)
     assert s.state is State.OPEN
@@ -248,6 +251,82 @@ def test_idle_timeout_on_virtual_time() -> None:
     assert s.close_reason[0] == CLOSE_IDLE
     assert frames(s)[0]["code"] == "idle"
     assert s.get_timer() is None
+
+
+# --- liveness: WebSocket PINGs to a quiet client (docs/protocol.md 3.1) -----------------
+
+
+def run_timer(s: ClientSession, until: float) -> list[float]:
+    """Fire the session's timer whenever it is due up to `until`; when it probed."""
+    probes = []
+    for _ in range(1000):  # a round limit against a timer that never moves on
+        due = s.get_timer()
+        if due is None or due > until:
+            return probes
+        s.handle_timer(due)
+        if s.take_probe():
+            probes.append(due)
+    raise AssertionError("the timer did not move on")
+
+
+def test_a_quiet_client_is_probed_every_third_and_closed_at_the_idle_timeout() -> None:
+    s = open_session(SessionLimits(idle_timeout=30.0))
+    assert run_timer(s, 100.0) == [10.0, 20.0]
+    assert s.close_reason == (CLOSE_IDLE, "idle: no frame in 30 s")
+    assert not s.take_probe()
+
+
+def test_a_pong_keeps_a_client_that_sends_nothing_else() -> None:
+    """A hidden page: its timers are asleep, its WebSocket answers every PING."""
+    s = open_session(SessionLimits(idle_timeout=30.0))
+    probes = []
+    for _ in range(30):
+        probes += run_timer(s, s.get_timer() or 0.0)
+        s.receive_pong(probes[-1] + 0.05)
+    assert s.state is State.OPEN and frames(s) == []
+    assert probes[:3] == pytest.approx([10.0, 20.05, 30.1])
+    assert len(probes) == 30  # one probe per third of the idle timeout, no more
+
+
+def test_any_frame_postpones_the_probe() -> None:
+    s = open_session(SessionLimits(idle_timeout=30.0))
+    s.receive('{"type": "ping"}', 8.0)
+    assert s.get_timer() == 18.0
+    assert s.receive_ping(12.0)
+    assert s.get_timer() == 22.0
+    s.handle_timer(21.9)
+    assert not s.take_probe()
+
+
+def test_what_a_client_sends_never_makes_a_probe() -> None:
+    s = open_session(SessionLimits(idle_timeout=30.0, frame_burst=1000.0))
+    for i in range(500):
+        now = i * 0.01
+        s.receive_pong(now)
+        s.receive_ping(now)
+        s.receive('{"type": "ping"}', now)
+        s.handle_timer(now)
+        assert not s.take_probe()
+    assert run_timer(s, 100.0) == pytest.approx([14.99, 24.99])
+
+
+def test_before_the_hello_there_are_no_probes_and_pongs_do_not_count() -> None:
+    s = session(SessionLimits(idle_timeout=30.0))
+    s.frames_to_send()
+    s.receive_pong(20.0)
+    assert s.receive_ping(25.0)  # answered, but it is no hello either
+    assert s.get_timer() == 30.0
+    assert run_timer(s, 100.0) == []
+    assert s.close_reason is not None and s.close_reason[0] == CLOSE_IDLE
+
+
+def test_client_pings_cost_the_frame_rate_and_a_flood_is_closed() -> None:
+    s = open_session(SessionLimits(frames_per_second=20.0, frame_burst=40.0, error_burst=5.0))
+    answered = sum(s.receive_ping(1.0) for _ in range(100))
+    assert answered == 40
+    assert {f["code"] for f in frames(s)} == {"rate-limited"}
+    assert s.close_reason is not None and s.close_reason[0] == CLOSE_POLICY
+    assert not s.receive_ping(100.0)  # closed: nothing more is answered
 
 
 def test_ping_is_answered_by_the_core() -> None:

@@ -1,8 +1,16 @@
 // A client of one signaling node's WebSocket API (docs/protocol.md 3), as
 // peer/signaling.py: prove the key (hello), then requests with ids, and what
 // the node pushes unasked goes to `onevent`. A node may ask for a presence
-// signature; the client checks the record is its own to sign first. A ping
-// at least every third of the node's idle timeout keeps an idle page seated.
+// signature; the client checks the record is its own to sign first.
+//
+// Liveness (docs/protocol.md 3.1): the node sends a WebSocket PING to a page
+// that has been quiet for a third of its idle timeout, and the browser answers
+// with a PONG in its network stack, whatever this page's timers do; that is
+// what keeps a hidden tab seated. Chromium wakes the chained timers (every
+// setInterval) of a page hidden for 5 minutes at most once a minute
+// ("intensive wake up throttling", chromestatus.com feature 4718288976216064),
+// so the `ping` this client sends every third of the idle timeout may come
+// late; it is kept for nodes that send no PINGs.
 
 import { ProtocolError, base64, fromHex, hex } from "./bytes.js";
 import { sign } from "./crypto.js";
