@@ -144,6 +144,10 @@ class EmbeddedRelay:
         if not self._external_configured and not is_local_address(address):
             self.server.advertised_host = address
 
+    @property
+    def serving(self) -> bool:
+        return self.server.serving
+
     def reload_tls(self) -> bool:
         """SIGHUP: read the TLS certificate and key again (new handshakes only)."""
         return self.tls.reload() if self.tls is not None else False

@@ -333,6 +333,14 @@ class RelayServer:
         return _two(self._tcp_server.sockets[0].getsockname())
 
     @property
+    def serving(self) -> bool:
+        """Whether its listeners are open: UDP, and TCP and TLS where it has them."""
+        if self._closed or self._udp is None or self._udp.fileno < 0:
+            return False
+        listeners = (self._tcp_server, self._tls_server)
+        return all(listener.is_serving() for listener in listeners if listener is not None)
+
+    @property
     def tls_address(self) -> Address | None:
         """The TURN-over-TLS listener's (host, port), if there is one."""
         if self._tls_server is None or not self._tls_server.sockets:

@@ -28,6 +28,7 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,6 +47,7 @@ from relay.credentials import load_secret, mint_credentials
 from . import metrics as node_metrics
 from .admission import Admission, client_address, proxy_networks, source_of
 from .config import NodeConfig
+from .health import HealthFacts, assess
 from .layers import (
     CheckHome,
     Forward,
@@ -145,6 +147,11 @@ class EmbeddedRelay(Protocol):
 
     def reload_tls(self) -> bool: ...
 
+    @property
+    def serving(self) -> bool:
+        """Its listeners are open (for /healthz)."""
+        ...
+
     async def stop(self) -> None: ...
 
 
@@ -181,6 +188,9 @@ class SignalingNode:
         self.metrics = node_metrics.NodeMetrics(self)
         self.known_nodes: list[str] = []
         self.url = ""
+        self._link_failed_at: float | None = None
+        self._link_ok_at: float | None = None
+        """When a link to another node last failed and last worked (for /healthz)."""
         self._relay_secret = relay.secret if relay else load_secret(config.ice.secret_file)
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -310,16 +320,41 @@ class SignalingNode:
     # --- HTTP routes -------------------------------------------------------------
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        body = {
-            "status": "ok",
+        """200 when the node can serve its clients, else 503 with the reasons
+        (signaling/health.py, docs/operations.md "Health")."""
+        others = sum(1 for url in self.known_nodes if url != self.url)
+        facts = HealthFacts(
+            now=_now(),
+            dht_peers=len(self.dht.core.table),
+            bootstrap=bool(self.config.bootstrap),
+            other_nodes=others,
+            links=len(self.links),
+            link_failed_at=self._link_failed_at,
+            link_ok_at=self._link_ok_at,
+            relay=self.relay.serving if self.relay is not None else None,
+            stopping=self._stopping,
+        )
+        health = assess(facts)
+        body: dict[str, Any] = {
+            "status": "ok" if health.ok else "unavailable",
+            "reasons": [str(reason) for reason in health.reasons],
+            "notes": [str(note) for note in health.notes],
             "node": self.node_id.hex(),
             "url": self.url,
-            "dht_peers": len(self.dht.core.table),
+            "version": PACKAGE_VERSION,
+            "protocol": {
+                "version": PROTOCOL_VERSION,
+                "oldest_served": self.config.limits.min_client_version,
+            },
+            "dht_peers": facts.dht_peers,
+            "other_nodes": others,
             "clients": len(self.clients),
-            "links": len(self.links),
+            "links": facts.links,
             "layers": len(self.rooms.views),
         }
-        return web.json_response(body)
+        if facts.relay is not None:
+            body["relay"] = "serving" if facts.relay else "down"
+        return web.json_response(body, status=200 if health.ok else 503)
 
     async def _index(self, _request: web.Request) -> web.StreamResponse:
         # The browser client: plain modules under /web/, no build step, nothing from elsewhere.
@@ -590,7 +625,9 @@ class SignalingNode:
         except LinkError as exc:
             log.info("%s", exc)
             self.metrics.link_failures.inc()
+            self._link_failed_at = _now()
             return False
+        self._link_ok_at = _now()
         return True
 
     async def _reply_link(self, remote: bytes, frame: LinkFrame) -> None:
@@ -675,6 +712,17 @@ class SignalingNode:
 
 def _now() -> float:
     return time.time()
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("pagemesh")
+    except metadata.PackageNotFoundError:  # run from a tree nobody installed
+        return "unknown"
+
+
+PACKAGE_VERSION = _package_version()
+"""The installed pagemesh's version, for /healthz."""
 
 
 def _server_tls(config: NodeConfig) -> ServerTls:
