@@ -8,7 +8,10 @@ and offers. The newcomer measures, in its own process, the time from calling
 `join` to its Connected event (signaling, candidate gathering with STUN and
 TURN at the relay, ICE, DTLS, SCTP). Prints one JSON object.
 
-    .venv/bin/python benchmarks/nat_paths.py [--runs 5]
+    .venv/bin/python benchmarks/nat_paths.py [--runs 5] [--pairs symmetric-tcp443 ...]
+
+`symmetric-tcp443`: the newcomer's network lets out only TCP to 443 (and the lab's
+signaling port); it uses node 2's `turns:` URL (`--turn-transport tls`).
 """
 
 from __future__ import annotations
@@ -28,22 +31,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.nat.lab import NatLab, is_event, missing_requirements
 
-PAIRS = {
-    "cone-cone": ("cone-a", "cone-b"),
-    "cone-symmetric": ("cone-a", "sym-b"),
-    "symmetric-cone": ("sym-a", "cone-b"),
-    "symmetric-symmetric": ("sym-a", "sym-b"),
-    "open-cone": ("open", "cone-a"),
-    "open-symmetric": ("open", "sym-a"),
+PAIRS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "cone-cone": ("cone-a", "cone-b", ()),
+    "cone-symmetric": ("cone-a", "sym-b", ()),
+    "symmetric-cone": ("sym-a", "cone-b", ()),
+    "symmetric-symmetric": ("sym-a", "sym-b", ()),
+    "open-cone": ("open", "cone-a", ()),
+    "open-symmetric": ("open", "sym-a", ()),
+    "symmetric-tcp443": ("sym-a", "tcp-443", ("--turn-transport", "tls")),
 }
 
 
-def measure(lab: NatLab, name: str, first: str, newcomer: str, runs: int) -> dict[str, Any]:
+def measure(
+    lab: NatLab, name: str, first: str, newcomer: str, options: tuple[str, ...], runs: int
+) -> dict[str, Any]:
     paths: Counter[str] = Counter()
     pairs: Counter[str] = Counter()
     times: list[float] = []
     for run in range(runs):
-        a, b = lab.pair(first, newcomer, f"{name}-{run}")
+        a, b = lab.pair(first, newcomer, f"{name}-{run}", newcomer_options=options)
         try:
             seen = b.until(is_event("connected"), 30)
         finally:
@@ -66,6 +72,7 @@ def measure(lab: NatLab, name: str, first: str, newcomer: str, runs: int) -> dic
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5, help="rooms per pair of NAT kinds")
+    parser.add_argument("--pairs", nargs="*", choices=sorted(PAIRS), help="default: all")
     args = parser.parse_args()
     reason = missing_requirements()
     if reason is not None:
@@ -77,8 +84,9 @@ def main() -> int:
         try:
             built = time.monotonic() - started
             results = {
-                name: measure(lab, name, first, newcomer, args.runs)
-                for name, (first, newcomer) in PAIRS.items()
+                name: measure(lab, name, first, newcomer, options, args.runs)
+                for name, (first, newcomer, options) in PAIRS.items()
+                if not args.pairs or name in args.pairs
             }
         finally:
             lab.close()

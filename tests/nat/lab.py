@@ -4,7 +4,9 @@ Topology and address plan (docs/nat-lab.md has the picture):
 
 - `pub`: a bridge, 198.18.0.0/24 (RFC 2544 benchmarking range). Signaling node 1
   at 198.18.0.1, node 2 at 198.18.0.2, the TURN relay at 198.18.0.3, all three
-  processes in this namespace. Routers' WAN sides are 198.18.0.11 and up.
+  processes in this namespace. Node 2 also runs its own relay, with TURN over TLS on
+  port 443 (a certificate of the lab's own CA, `NatLab.ca_file`). Routers' WAN sides
+  are 198.18.0.11 and up.
 - `open`: a host straight on the public segment, 198.18.0.20, no NAT.
 - one router namespace and one host namespace per private network, the host at
   .10 of its LAN, its router at .1:
@@ -16,6 +18,7 @@ Topology and address plan (docs/nat-lab.md has the picture):
   | `sym-a`   | 198.51.100.0/25    | MASQUERADE --random-fully (symmetric)         |
   | `sym-b`   | 198.51.100.128/25  | MASQUERADE --random-fully                     |
   | `walled`  | 203.0.113.0/24     | symmetric, and every packet to the relay dropped |
+  | `tcp-443` | 198.19.0.0/24      | MASQUERADE; no UDP out, TCP only to 443 (and 8000) |
 
 Every router also drops new flows arriving on its WAN side, in INPUT and
 FORWARD, as a home router's firewall does. Dropping in INPUT matters for hole
@@ -54,6 +57,8 @@ NODE_ADDRESSES = ("198.18.0.1", "198.18.0.2")
 RELAY_ADDRESS = "198.18.0.3"
 OPEN_ADDRESS = "198.18.0.20"
 HTTP_PORT, DHT_PORT, RELAY_PORT = 8000, 4000, 3478
+RELAY_TLS_PORT = 443
+"""Node 2's relay speaks TURN over TLS here (`turns:198.18.0.2:443?transport=tcp`)."""
 NAMESPACE_PREFIX = "pmlab"
 
 
@@ -69,6 +74,9 @@ class PrivateNetwork:
     """MASQUERADE --random-fully: a new mapping for every destination."""
     relay_blocked: bool = False
     """Drop everything to the relay's address (its STUN, TURN and relayed ports)."""
+    tcp_only_to: tuple[int, ...] = ()
+    """When set, nothing gets out but TCP to these ports: no UDP at all (an office or
+    hotel network that lets HTTPS out and little else)."""
 
     @property
     def router(self) -> str:
@@ -89,6 +97,9 @@ NETWORKS = (
     PrivateNetwork("sym-a", "198.51.100.0/25", "198.18.0.13", symmetric=True),
     PrivateNetwork("sym-b", "198.51.100.128/25", "198.18.0.14", symmetric=True),
     PrivateNetwork("walled", "203.0.113.0/24", "198.18.0.15", symmetric=True, relay_blocked=True),
+    PrivateNetwork(
+        "tcp-443", "198.19.0.0/24", "198.18.0.16", symmetric=False, tcp_only_to=(443, HTTP_PORT)
+    ),
 )
 
 
@@ -198,6 +209,12 @@ class NatLab:
     suffix: str = field(default_factory=lambda: os.urandom(3).hex())
     namespaces: list[str] = field(default_factory=list)
     processes: list[LabProcess] = field(default_factory=list)
+    ca_file: Path | None = None
+    """The lab's CA, which signed node 2's relay certificate: every process the lab starts
+    trusts it (SSL_CERT_FILE) and nothing else; Chromium is told its key (test_browser_nat)."""
+    relay_spki: str = ""
+    """base64 SHA-256 of the relay certificate's public key, for Chromium's
+    --ignore-certificate-errors-spki-list."""
 
     def ns(self, role: str) -> str:
         return f"{NAMESPACE_PREFIX}{self.suffix}-{role}"
@@ -270,6 +287,12 @@ class NatLab:
         self._iptables(router, "-A", "FORWARD", *new_from_wan)
         if network.relay_blocked:
             self._iptables(router, "-A", "FORWARD", "-o", "wan", "-d", RELAY_ADDRESS, "-j", "DROP")
+        if network.tcp_only_to:
+            for port in network.tcp_only_to:
+                out = ["-A", "FORWARD", "-o", "wan", "-p", "tcp", "--dport", str(port)]
+                self._iptables(router, *out, "-j", "ACCEPT")
+            self._iptables(router, "-A", "FORWARD", "-o", "wan", "-p", "tcp", "-j", "DROP")
+            self._iptables(router, "-A", "FORWARD", "-o", "wan", "-p", "udp", "-j", "DROP")
 
     def host_namespace(self, where: str) -> str:
         """The namespace a peer runs in: 'open' or a private network's name."""
@@ -281,6 +304,8 @@ class NatLab:
         """`python -m ...args` in `ns`; stdout is read as JSON lines, stderr goes to a log."""
         log = self.workdir / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if k != "PAGEMESH_ICE_HOSTS"}
+        if self.ca_file is not None:
+            env["SSL_CERT_FILE"] = str(self.ca_file)
         with log.open("wb") as stderr:
             process = subprocess.Popen(
                 ["ip", "netns", "exec", ns, sys.executable, "-m", *args],
@@ -331,12 +356,15 @@ class NatLab:
         relay_args += ["--allow-peer", str(PUBLIC)]
         relay = self.spawn(pub, "relay", relay_args)
         relay.until(lambda line: "pagemesh relay on" in line.get("text", ""), 20)
+        relay_tls = self._relay_certificate()
         config = self.workdir / "node.toml"
         config.write_text(
             "[node]\npresence_ttl = 10.0\n\n[node.ice]\n"
             f'stun_urls = ["stun:{RELAY_ADDRESS}:{RELAY_PORT}"]\n'
             f'turn_urls = ["turn:{RELAY_ADDRESS}:{RELAY_PORT}?transport=udp"]\n'
-            f'secret_file = "{secret}"\n'
+            f'secret_file = "{secret}"\n\n'
+            # Node 2's own relay: the same lab-only opening as the standalone relay's.
+            f'[relay]\nallow_peers = ["{PUBLIC}"]\n'
         )
         for i, address in enumerate(NODE_ADDRESSES):
             args = ["pagemesh", "node", "--host", address, "--port", str(HTTP_PORT)]
@@ -344,8 +372,23 @@ class NatLab:
             args += ["--data-dir", str(self.workdir / f"node{i + 1}")]
             if i:
                 args += ["--bootstrap", f"{NODE_ADDRESSES[0]}:{DHT_PORT}"]
+                args += ["--relay-port", str(RELAY_PORT), "--relay-tls-port", str(RELAY_TLS_PORT)]
+                args += relay_tls
             node = self.spawn(pub, f"node{i + 1}", args)
             node.until(lambda line: "pagemesh node" in line.get("text", ""), 20)
+
+    def _relay_certificate(self) -> list[str]:
+        """A CA of the lab's own and a certificate for node 2's relay (its IP address, as
+        `turns:` names it); the node options that give it to the relay."""
+        from tests.signaling.certs import TestCA
+
+        ca = TestCA("pagemesh NAT lab CA")
+        issued = ca.issue(1, names=(NODE_ADDRESSES[1],))
+        cert, key = self.workdir / "relay-tls.pem", self.workdir / "relay-tls.key"
+        issued.write(cert, key)
+        self.ca_file = ca.write_ca(self.workdir / "lab-ca.pem")
+        self.relay_spki = spki_hash(issued.cert_pem)
+        return ["--relay-tls-cert", str(cert), "--relay-tls-key", str(key)]
 
     def close(self) -> None:
         for process in reversed(self.processes):
@@ -361,3 +404,18 @@ class NatLab:
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         self.namespaces.clear()
+
+
+def spki_hash(cert_pem: bytes) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of a PEM certificate (Chromium's pin format)."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    public = x509.load_pem_x509_certificate(cert_pem).public_key()
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()

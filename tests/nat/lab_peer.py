@@ -2,6 +2,7 @@
 
     python -m tests.nat.lab_peer URL --node ws://198.18.0.1:8000 --data-dir D
         [--say TEXT] [--send-file F] [--accept-to DIR] [--connect-timeout S] [--wait S]
+        [--turn-transport udp|tcp|tls]
 
 Every line carries `t`, seconds since `join` was called. A connected line
 also has `path` ('direct' or 'relayed'), `pair` (the candidate types of
@@ -61,7 +62,9 @@ def candidates(link: PeerLink) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    config = PeerConfig(mesh=MeshConfig(connect_timeout=args.connect_timeout))
+    config = PeerConfig(
+        mesh=MeshConfig(connect_timeout=args.connect_timeout), turn_transport=args.turn_transport
+    )
     async with Peer(args.data_dir, args.node, config=config, accept_files_to=args.accept_to) as me:
         started = time.monotonic()
         room = await me.join(args.url)
@@ -96,6 +99,9 @@ def main() -> None:
     parser.add_argument("--accept-to", type=Path)
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--wait", type=float, default=120.0, help="seconds before it leaves")
+    parser.add_argument(
+        "--turn-transport", default="", help="the node's TURN URL to use: udp, tcp or tls"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

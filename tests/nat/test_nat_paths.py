@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from .lab import NETWORKS, OPEN_ADDRESS, RELAY_ADDRESS, LabProcess, NatLab, is_event
+from .lab import (
+    NETWORKS,
+    NODE_ADDRESSES,
+    OPEN_ADDRESS,
+    RELAY_ADDRESS,
+    LabProcess,
+    NatLab,
+    is_event,
+)
 
 pytestmark = [pytest.mark.nat, pytest.mark.integration]
 
@@ -110,3 +118,49 @@ def test_a_walled_peer_is_told_it_cannot_connect_instead_of_waiting(
     lines = first.reader.lines + newcomer.reader.lines
     assert not any(is_event("connected")(line) for line in lines), lines
     nat_times.append({"pair": "walled-symmetric", "path": None, "join_to_error_s": problem["t"]})
+
+
+def test_a_peer_that_may_only_reach_tcp_443_connects_through_turn_over_tls(
+    lab: NatLab, nat_times: list[dict[str, Any]]
+) -> None:
+    """No UDP out, TCP only to 443 (and the lab's signaling port): the newcomer's one way
+    out is `turns:` to node 2's relay on 443. aiortc uses one TURN URL, so the peer asks
+    for that one (`turn_transport="tls"`); the other side, behind a symmetric NAT, has
+    its relay candidate at the standalone relay, and the two relays carry it."""
+    first, newcomer = lab.pair(
+        "sym-a",
+        "tcp-443",
+        "tcp443-tls",
+        first_options=["--say", "hello from sym-a"],
+        newcomer_options=["--say", "hello from tcp-443", "--turn-transport", "tls"],
+    )
+    a, b = connected(first, newcomer)
+    assert a["path"] == b["path"] == "relayed", (a, b)
+    assert b["pair"][0] == "relay" and f"relay {NODE_ADDRESSES[1]}" in b["gathered"], b
+    assert not any(c.startswith("srflx") for c in b["gathered"]), b  # its STUN got nowhere
+
+    def said(text: str) -> Any:
+        return lambda line: line.get("event") == "message" and line.get("text") == text
+
+    assert not first.until(said("hello from tcp-443"), 20)["mine"]
+    assert not newcomer.until(said("hello from sym-a"), 20)["mine"]
+    record(nat_times, "tcp443(turns)-symmetric", b)
+
+
+def test_the_same_peer_with_turn_over_tcp_to_3478_is_told_it_cannot_connect(
+    lab: NatLab, nat_times: list[dict[str, Any]]
+) -> None:
+    """The control: through the same firewall `turn:...:3478?transport=tcp` is dropped,
+    and so would be everything but TLS on 443."""
+    timeout = 8.0
+    options = ["--connect-timeout", str(timeout)]
+    first, newcomer = lab.pair(
+        "sym-a", "tcp-443", "tcp443-tcp", options, [*options, "--turn-transport", "tcp"]
+    )
+    problem = newcomer.until(is_event("unreachable"), timeout + 15)
+    assert "the relay is unreachable" in problem["message"], problem
+    lines = first.reader.lines + newcomer.reader.lines
+    assert not any(is_event("connected")(line) for line in lines), lines
+    nat_times.append(
+        {"pair": "tcp443(turn tcp)-symmetric", "path": None, "join_to_error_s": problem["t"]}
+    )
