@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, load_config
+from .config import SERVER_DEFAULTS, ConfigError, load_config
 from .core import DHTConfig, LocalProtocolError
 from .identity import Identity
 from .ids import key_for, node_id_for
@@ -72,7 +72,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _run_serve(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, SERVER_DEFAULTS)
     except (ConfigError, OSError, ValueError) as exc:
         print(f"pagemesh dht serve: bad config: {exc}", file=sys.stderr)
         return 2
@@ -85,11 +85,19 @@ async def serve(
     host: str, port: int, data_dir: Path, bootstrap: list[Address], config: DHTConfig
 ) -> None:
     node = await DHTNode.start(host, port, data_dir, bootstrap=bootstrap, config=config)
+    reach = ""
+    if config.reach.check:
+        # Others dial it back first (docs/protocol.md 1.9); unreachable, it only asks.
+        verdict = await node.check_reach("")
+        reach = f"; reachable: {verdict.dht.value} ({verdict.confirmed} of {verdict.helpers})"
+        if node.core.client:
+            reach += f", running as a DHT client: open UDP port {node.address[1]}"
     log.info(
-        "dht node %s listening on %s:%d with %d contacts",
+        "dht node %s listening on %s:%d with %d contacts%s",
         node.node_id.hex(),
         *node.address,
         len(node.core.table),
+        reach,
     )
     try:
         await until_stop_signal()

@@ -8,22 +8,35 @@ from typing import Any
 
 from .core import DHTConfig
 from .options import ConfigError, options_from_table
+from .reach import ReachConfig
 
-__all__ = ["ConfigError", "config_from_mapping", "load_config", "options_from_table"]
+__all__ = [
+    "SERVER_DEFAULTS",
+    "ConfigError",
+    "config_from_mapping",
+    "load_config",
+    "options_from_table",
+]
+
+SERVER_DEFAULTS = DHTConfig(reach=ReachConfig(check=True))
+"""What a node someone runs for others starts from (`pagemesh node`, `pagemesh dht
+serve`): it checks that others can reach it (docs/protocol.md 1.9) unless
+`[dht.reach] check = false`. The library's own default checks nothing."""
 
 
-def config_from_mapping(table: dict[str, Any]) -> DHTConfig:
-    """Build a DHTConfig from `[dht]`-style keys; `[dht.records]` sets the record limits."""
-    config: DHTConfig = options_from_table(table, DHTConfig(), "dht")
+def config_from_mapping(table: dict[str, Any], defaults: DHTConfig | None = None) -> DHTConfig:
+    """Build a DHTConfig from `[dht]`-style keys over `defaults`; `[dht.records]` sets the
+    record limits, `[dht.reach]` the reachability checks."""
+    config: DHTConfig = options_from_table(table, defaults or DHTConfig(), "dht")
     return config
 
 
-def load_config(path: Path | None) -> DHTConfig:
+def load_config(path: Path | None, defaults: DHTConfig | None = None) -> DHTConfig:
     if path is None:
-        return DHTConfig()
+        return defaults or DHTConfig()
     with path.open("rb") as handle:
         document = tomllib.load(handle)
     table = document.get("dht", {})
     if not isinstance(table, dict):
         raise ConfigError("[dht] must be a table")
-    return config_from_mapping(table)
+    return config_from_mapping(table, defaults)

@@ -362,6 +362,7 @@ class TimerKind(Enum):
     REACH_DEADLINE = 5
     REACH_DUE = 6
     ADDRESS_DUE = 7
+    REACH_START = 8
 
 
 class DHTCore:
@@ -524,6 +525,8 @@ class DHTCore:
                 self._reach_due(arg, now)
             elif kind is TimerKind.ADDRESS_DUE:
                 self._address_due(now)
+            elif kind is TimerKind.REACH_START:
+                self._reach_may_start(arg, now)
 
     # --- the application's API ----------------------------------------------
 
@@ -570,12 +573,15 @@ class DHTCore:
         return op.op
 
     def _identified(self, addr: Address, now: float) -> None:
-        """The identify at `addr` ended: verifications that waited for it can finish."""
+        """The identify at `addr` ended: verifications that waited for it can finish, and
+        a reachability check that waited for every identify, once none is left."""
         for waiting in self._verify_waiting.pop(addr, ()):
             op = self._operations.get(waiting)
             if op is not None:
                 op.outstanding -= 1
                 self._advance(op, now)
+        if self._reach_running is not None and not self._identifying:
+            self._reach_may_start(self._reach_running, now)
 
     def find_node(self, target: bytes, now: float) -> int:
         """Find the k nodes closest to `target`; ends in a LookupCompleted event."""
@@ -619,12 +625,24 @@ class DHTCore:
         `url` (kept for the checks that follow) is what they GET besides sending the UDP
         probe: "" for none, a URL without host (`ws://:8000`) for "at the address my
         request comes from". `url_hosts` are the addresses its name resolves to, if it
-        has one. With `reach.check`, the core schedules the next checks itself.
+        has one. With `reach.check`, the core acts on the verdict (a DHT client or a full
+        node, `client_after`) and schedules the next checks itself; without, it reports.
         """
         if url is not None:
             self._reach_url, self._reach_url_hosts = url, url_hosts
+        op = self._new_operation(OpKind.REACH, self.node_id, Phase.IDENTIFY)
+        self._reach_running = op.op
+        if len(self.table) < self.config.reach.helpers and self._identifying:
+            # Just joined: the contacts its join found are proving their ids. Ask once
+            # they have (a check with one helper can find a node reachable, never not).
+            self._schedule(now + self.config.rpc_timeout, TimerKind.REACH_START, op.op)
+        else:
+            self._start_round(op, now)
+        return op.op
+
+    def _start_round(self, op: Operation, now: float) -> None:
+        op.phase = Phase.PROBE
         url = self._reach_url
-        op = self._new_operation(OpKind.REACH, self.node_id, Phase.PROBE)
         config = self.config.reach
         helpers: list[HelperState] = []
         for contact in choose_helpers(self.table.contacts(), config.helpers, self._rng):
@@ -638,12 +656,20 @@ class DHTCore:
                 self._reach_nonces[nonce] = op.op
         deadline = now + self.config.rpc_timeout + config.probe_wait
         op.reach = ReachRound(helpers, url, now, deadline, self._reach_url_hosts)
-        self._reach_running = op.op
         if helpers:
             self._schedule(deadline, TimerKind.REACH_DEADLINE, op.op)
         else:
             self._finish(op, now)
-        return op.op
+
+    def _reach_may_start(self, op_id: object, now: float) -> None:
+        """A check waiting for its contacts' ids starts: they are proven, or it is time."""
+        op = self._operations.get(op_id)  # type: ignore[call-overload]
+        if op is not None and op.kind is OpKind.REACH and op.phase is Phase.IDENTIFY:
+            self._start_round(op, now)
+
+    def set_reach_url(self, url: str, url_hosts: tuple[str, ...] | None = None) -> None:
+        """The URL the next checks ask helpers to GET (see `check_reach`)."""
+        self._reach_url, self._reach_url_hosts = url, url_hosts
 
     def url_probe_received(self, nonce: bytes, now: float) -> bool:
         """A helper's HTTP probe reached this node's URL (the glue saw `nonce` arrive).
@@ -1323,8 +1349,8 @@ class DHTCore:
         verdict = op.reach.verdict(config.confirmations, now, self.reach_verdict)
         self.reach_verdict = verdict
         self.counters[f"reach.verdict.{verdict.dht.value}"] += 1
-        self.set_client(client_after(verdict, self.client), now)
         if config.check:
+            self.set_client(client_after(verdict, self.client), now)
             self._plan_reach(next_check_at(verdict, config))
             if not self._address_watch and config.address_interval > 0:
                 self._address_watch = True

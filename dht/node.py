@@ -4,6 +4,11 @@ Feed the core, drain it, send, re-arm one timer (the aioquic pattern). The
 data directory holds `node.key` (the Ed25519 seed, mode 0600) and
 `routing.json` (known contacts), so a restarted node rejoins without a
 bootstrap list.
+
+Reachability probes the node owes others (docs/protocol.md 1.9) leave from a
+second UDP socket, never the DHT's: the requester's NAT lets in whatever comes
+from where it sent its request, which would prove nothing. HTTP probes go
+through `url_dialer` when the application sets one (a signaling node does).
 """
 
 from __future__ import annotations
@@ -15,21 +20,24 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from .core import (
     Bootstrapped,
     DHTConfig,
     DHTCore,
+    DialBack,
     Event,
     LookupCompleted,
     NodeContact,
     NodeVerified,
+    ReachChecked,
     RecordsFound,
     RecordsStored,
 )
 from .identity import Identity
+from .reach import DialTarget, ReachVerdict
 from .records import Record
 from .wire import Address
 
@@ -37,6 +45,13 @@ log = logging.getLogger(__name__)
 
 KEY_FILE = "node.key"
 ROUTING_FILE = "routing.json"
+
+
+class _ProbeProtocol(asyncio.DatagramProtocol):
+    """The probe socket only sends; whatever comes to it is nobody's business."""
+
+    def error_received(self, exc: Exception) -> None:
+        pass
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -64,6 +79,11 @@ class DHTNode:
         self._timer: asyncio.TimerHandle | None = None
         self._waiters: dict[int, asyncio.Future[Event]] = {}
         self._saver: asyncio.Task[None] | None = None
+        self._probe_transport: asyncio.DatagramTransport | None = None
+        self._url_dialer: Callable[[DialTarget], Awaitable[None]] | None = None
+        self._dials: set[asyncio.Task[None]] = set()
+        self.reach_listeners: list[Callable[[ReachChecked], None]] = []
+        """Called with every check's result, scheduled ones included."""
 
     @classmethod
     async def start(
@@ -89,6 +109,9 @@ class DHTNode:
         node._transport, _ = await loop.create_datagram_endpoint(
             lambda: _Protocol(node), local_addr=(host, port)
         )
+        node._probe_transport, _ = await loop.create_datagram_endpoint(
+            _ProbeProtocol, local_addr=(host, 0)
+        )
         seeds = list(dict.fromkeys([*bootstrap, *node._saved_contacts()]))
         if seeds:
             await node.bootstrap(seeds)
@@ -106,6 +129,16 @@ class DHTNode:
     @property
     def node_id(self) -> bytes:
         return self.core.node_id
+
+    @property
+    def url_dialer(self) -> Callable[[DialTarget], Awaitable[None]] | None:
+        """Makes the HTTP probes others' checks ask for; without one, URLs are declined."""
+        return self._url_dialer
+
+    @url_dialer.setter
+    def url_dialer(self, dialer: Callable[[DialTarget], Awaitable[None]] | None) -> None:
+        self._url_dialer = dialer
+        self.core.dials_urls = dialer is not None
 
     # --- the API ------------------------------------------------------------
 
@@ -150,6 +183,20 @@ class DHTNode:
         assert isinstance(event, RecordsStored)
         return event.stored
 
+    async def check_reach(
+        self, url: str | None = None, url_hosts: tuple[str, ...] | None = None
+    ) -> ReachVerdict:
+        """Ask other nodes to dial this one back (DHTCore.check_reach); the verdict."""
+        event = await self._run(self.core.check_reach(time.time(), url, url_hosts))
+        assert isinstance(event, ReachChecked)
+        return event.verdict
+
+    def url_probe_received(self, nonce: bytes) -> bool:
+        """A helper's HTTP probe arrived (the application serves the URL): tell the core."""
+        seen = self.core.url_probe_received(nonce, time.time())
+        self._service()
+        return seen
+
     async def stop(self) -> None:
         """Save the routing table and close the socket."""
         if self._saver is not None:
@@ -166,6 +213,11 @@ class DHTNode:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        if self._probe_transport is not None:
+            self._probe_transport.close()
+            self._probe_transport = None
+        for dial in self._dials:
+            dial.cancel()
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_exception(ConnectionAbortedError("DHT node stopped"))
@@ -215,6 +267,16 @@ class DHTNode:
         self.core.receive(data, addr, time.time())
         self._service()
 
+    def _dial_back(self, dial: DialBack) -> None:
+        """Send a probe another node's check asked for (the core bounded how many)."""
+        if self._probe_transport is None:
+            return
+        self._probe_transport.sendto(dial.datagram, dial.to)
+        if dial.http is not None and self._url_dialer is not None:
+            task = asyncio.create_task(self._url_dialer(dial.http))
+            self._dials.add(task)
+            task.add_done_callback(self._dials.discard)
+
     def _on_timer(self) -> None:
         self._timer = None
         self.core.handle_timer(time.time())
@@ -226,7 +288,12 @@ class DHTNode:
         if self._transport is not None:
             for data, addr in core.datagrams_to_send(now):
                 self._transport.sendto(data, addr)
+        for dial in core.dial_backs():
+            self._dial_back(dial)
         while (event := core.next_event()) is not None:
+            if isinstance(event, ReachChecked):
+                for listener in self.reach_listeners:
+                    listener(event)
             waiter = self._waiters.pop(event.op, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(event)

@@ -62,9 +62,11 @@ class ReachConfig:
     """Reachability checks (`[dht.reach]`). Intervals are seconds."""
 
     check: bool = False
-    """Check this node's own reachability (`pagemesh node` and `pagemesh dht serve` do by
-    default); a node that checks starts as a DHT client when it has seeds, until its first
-    check says it is reachable. Helping others is always on, within the limits below."""
+    """Check this node's own reachability and act on it (`pagemesh node` and `pagemesh dht
+    serve` do by default): a node that checks starts as a DHT client when it has seeds,
+    until its first check says it is reachable, becomes one whenever a check finds it
+    unreachable, and checks again on the schedule below. Helping others is always on,
+    within the limits below."""
     helpers: int = 3
     """Nodes asked in each check, from different /24s (IPv6: /64s) when the table allows."""
     confirmations: int = 2

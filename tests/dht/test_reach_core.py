@@ -74,6 +74,15 @@ def test_a_node_behind_a_nat_is_found_unreachable_and_kept_out_of_every_table() 
     assert home.counters["reach.verdict.unreachable"] >= 2, "checked again meanwhile"
 
 
+def test_a_check_right_after_joining_waits_for_the_contacts_the_join_found() -> None:
+    net = MemoryNetwork(seed=42)
+    nodes = net.build_mesh(12, FAST)
+    home = net.add_node(CHECKING, nat=Nat(("192.0.2.76", 4000)))
+    net.wait(home, home.bootstrap([net.addr_of(nodes[0])], net.now))
+    verdict = checked(net, home, home.check_reach(net.now)).verdict
+    assert verdict.helpers == 3 and verdict.dht is Reachability.UNREACHABLE
+
+
 def test_without_checks_the_same_node_ends_up_in_tables_as_a_dead_contact() -> None:
     """What the checks are for: the NAT lets answers in, so the nodes it talks to add it."""
     net = MemoryNetwork(seed=41)
