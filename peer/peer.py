@@ -398,7 +398,15 @@ class Room:
             yield await self._events.get()
 
     async def next_event(self, within: float = 10.0) -> RoomEventT:
-        return await asyncio.wait_for(self._events.get(), within)
+        """The room's next event; TimeoutError after `within` seconds.
+
+        Cancelled just as an event comes, this raises CancelledError and the event stays
+        queued. `asyncio.wait_for` on Python 3.11 returns the event instead and drops the
+        cancellation (bpo-42130): `pagemesh chat` then waited up to an hour for its
+        printer to stop when a file's `file-done` came in with the /leave.
+        """
+        async with asyncio.timeout(within):
+            return await self._events.get()
 
     def paths(self) -> dict[bytes, str | None]:
         return {k: link.path() for k, link in self.links.items() if link.open}
