@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dht.config import config_from_mapping
+from dht.config import SERVER_DEFAULTS, config_from_mapping
 from dht.core import DHTConfig
 from dht.options import ConfigError, options_from_table
 
@@ -170,7 +170,7 @@ def load_node_config(
             f"node.limits.min_client_version must be {MIN_CLIENT_VERSION} to "
             f"{PROTOCOL_VERSION} (the versions this node speaks)"
         )
-    dht_config = config_from_mapping(document.get("dht", {})) if "dht" in document else DHTConfig()
+    dht_config = config_from_mapping(document.get("dht", {}), SERVER_DEFAULTS)
     if config.presence_ttl > dht_config.records.max_ttl:
         raise ConfigError("node.presence_ttl exceeds dht.records.max_ttl")
     return config, dht_config

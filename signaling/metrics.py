@@ -74,6 +74,22 @@ class NodeMetrics:
         layers.set_function(lambda: len(node.rooms.views))
         links = Gauge("pagemesh_node_links", "open links to other nodes", registry=registry)
         links.set_function(lambda: len(node.links))
+        reachable = Gauge(
+            "pagemesh_reachable",
+            "whether other nodes reach this node unasked, by check (dht: its UDP port, "
+            "url: its advertised URL): 1 yes, 0 no, -1 not known (docs/operations.md)",
+            ["check"],
+            registry=registry,
+        )
+        for check in ("dht", "url"):
+            reachable.labels(check).set_function(lambda check=check: node.reach.gauge(check))
+        client = Gauge(
+            "pagemesh_dht_client",
+            "1 while the node runs as a DHT client (found unreachable): it asks, holds no "
+            "records and is in no routing table",
+            registry=registry,
+        )
+        client.set_function(lambda: float(node.dht.core.client))
         self.joins = Counter("pagemesh_joins", "room joins completed", registry=registry)
         self.join_seconds = Histogram(
             "pagemesh_join_seconds",

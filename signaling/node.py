@@ -81,6 +81,7 @@ from .protocol import (
     error,
     serialize,
 )
+from .reachability import NodeReachability, reachability_reasons
 from .rooms import is_node_url
 from .session import (
     CLOSE_GOING_AWAY,
@@ -147,6 +148,10 @@ class EmbeddedRelay(Protocol):
 
     def reload_tls(self) -> bool: ...
 
+    def use_public_address(self, address: str) -> None:
+        """The node learned its public address from other nodes (signaling/reachability.py)."""
+        ...
+
     @property
     def serving(self) -> bool:
         """Its listeners are open (for /healthz)."""
@@ -185,6 +190,8 @@ class SignalingNode:
             self.remote_address,
             dht.address[0],
         )
+        self.reach = NodeReachability(dht)
+        """Whether other nodes reach this one (dht/reach.py); learns `url` on 0.0.0.0."""
         self.metrics = node_metrics.NodeMetrics(self)
         self.known_nodes: list[str] = []
         self.url = ""
@@ -223,7 +230,7 @@ class SignalingNode:
         return node
 
     async def _serve(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self.reach.middleware])
         app.add_routes(
             [
                 web.get("/v1/ws", self._client_handler),
@@ -243,9 +250,12 @@ class SignalingNode:
         await site.start()
         host, port = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
         self.port = port
-        bracketed = f"[{host}]" if ":" in host else host
         scheme = "wss" if self.tls is not None else "ws"
-        self.url = self.config.public_url or f"{scheme}://{bracketed}:{port}"
+        # Never ws://0.0.0.0: on a wildcard address without public_url, the address other
+        # nodes see; checked by them first when checks are on (signaling/reachability.py).
+        self.url = await self.reach.start(host, port, scheme, self.config.public_url)
+        if self.reach.learned and self.relay is not None:
+            self.relay.use_public_address(URL(self.url).host or "")
         self.rooms = RoomCore(
             self.config.room_config(self.dht.core.config.records.max_value_bytes),
             self.identity,
@@ -354,7 +364,17 @@ class SignalingNode:
         }
         if facts.relay is not None:
             body["relay"] = "serving" if facts.relay else "down"
-        return web.json_response(body, status=200 if health.ok else 503)
+        return self._with_reachability(body, health.ok)
+
+    def _with_reachability(self, body: dict[str, Any], ok: bool) -> web.Response:
+        """/healthz with the reachability checks' reasons and report added
+        (signaling/reachability.py, docs/operations.md "Reachability")."""
+        unreachable = reachability_reasons(self.reach)
+        body["reasons"] = [*body["reasons"], *unreachable]
+        body["reachability"] = self.reach.report()
+        ok = ok and not unreachable
+        body["status"] = "ok" if ok else "unavailable"
+        return web.json_response(body, status=200 if ok else 503)
 
     async def _index(self, _request: web.Request) -> web.StreamResponse:
         # The browser client: plain modules under /web/, no build step, nothing from elsewhere.
@@ -699,6 +719,10 @@ class SignalingNode:
 
     async def _update_directory(self) -> None:
         try:
+            if self.dht.core.client:
+                # Found unreachable: its URL would be a dead entry for everyone who reads it.
+                self.known_nodes = _directory_urls(await self.dht.get_records(NODE_DIRECTORY))
+                return
             entry: dict[str, Any] = {"v": 1, "url": self.url}
             if self.relay is not None:  # the node advertises its relay with itself
                 entry["relays"] = [u for u in self.relay.urls if u.startswith(TURN_SCHEMES)]

@@ -24,6 +24,7 @@ import logging
 import socket
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -238,9 +239,11 @@ class NodeReachability:
         dht_port = self.dht.address[1]
         if verdict.dht is Reachability.UNREACHABLE:
             closed.append(f"UDP port {dht_port} (the DHT)")
-        url = URL(self.url) if self.url else None
-        if verdict.url is Reachability.UNREACHABLE and url is not None:
-            closed.append(f"TCP port {url.port} (HTTP and WebSockets, {self.url})")
+        if verdict.url is Reachability.UNREACHABLE:
+            checked = urlsplit(verdict.checked_url)  # `ws://:8000` while the URL is learned
+            port = checked.port or (443 if checked.scheme in ("wss", "https") else 80)
+            shown = f", {self.url}" if self.url else ""
+            closed.append(f"TCP port {port} (HTTP and WebSockets{shown})")
         if not closed:
             return None
         seen = ""
