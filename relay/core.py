@@ -50,6 +50,20 @@ Rules kept here (section numbers are RFC 8656's unless noted):
   and ChannelBind, silently dropped for Send.
 * Any bytes in are either handled, answered with an error, or dropped and
   counted in `counters` under `drop.<reason>`; nothing is raised.
+
+Routes. Relaying ChannelData is most of a relay's work, so the core also
+publishes what it decided for a channel as data the glue may act on without
+calling `receive`: `channel_routes(socket)` (ChannelData from a client on a
+UDP socket, by client address and channel number) and `peer_routes(socket)`
+(datagrams from a peer address on a relayed socket, sent on as ChannelData).
+A route holds exactly what the packet path decided (destination, sending
+socket, and `until`, the time from which its decision no longer holds), and is
+installed only when a packet took that path. Every change to an allocation
+(ChannelBind, CreatePermission, Refresh, a permission or channel timed out,
+the allocation gone) removes its routes, so a route never says more than
+`receive` would. The bandwidth limit still applies packet by packet:
+`route.metered` is the allocation whose bucket `take_tokens` charges.
+Routes cover UDP clients only (TCP pads ChannelData and reads by stream).
 """
 
 from __future__ import annotations
@@ -60,7 +74,6 @@ import heapq
 import hmac
 import ipaddress
 import random
-import struct
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
@@ -70,6 +83,7 @@ from .wire import (
     ALLOCATE,
     BINDING,
     CHANNEL_BIND,
+    CHANNEL_HEADER,
     CHANNEL_NUMBER,
     CREATE_PERMISSION,
     DATA_ATTR,
@@ -138,8 +152,6 @@ REASONS = {
     486: "Allocation Quota Reached",
     508: "Insufficient Capacity",
 }
-
-_CHANNEL_HEADER = struct.Struct("!HH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +243,43 @@ class Channel:
         self.number = number
         self.peer = peer
         self.expires = expires
+
+
+class ChannelRoute:
+    """ChannelData from one client on one channel: send its data to `peer` from `socket`.
+
+    Holds while `now < until` (the channel's expiry, section 12). `metered` is
+    the allocation whose token bucket each packet is charged to
+    (`TurnCore.take_tokens`), None when the relay has no bandwidth limit.
+    """
+
+    __slots__ = ("metered", "peer", "socket", "until")
+
+    def __init__(
+        self, peer: Address, socket: int, until: float, metered: Allocation | None
+    ) -> None:
+        self.peer = peer
+        self.socket = socket
+        self.until = until
+        self.metered = metered
+
+
+class PeerRoute:
+    """A datagram from one peer address: to `client` on socket `socket` as ChannelData `number`.
+
+    Holds while `now < until` (the channel's expiry); `metered` as in ChannelRoute.
+    """
+
+    __slots__ = ("client", "metered", "number", "socket", "until")
+
+    def __init__(
+        self, number: int, client: Address, socket: int, until: float, metered: Allocation | None
+    ) -> None:
+        self.number = number
+        self.client = client
+        self.socket = socket
+        self.until = until
+        self.metered = metered
 
 
 class Allocation:
@@ -344,7 +393,10 @@ class TurnCore:
         rng: random.Random,
         now: float,
         config: RelayConfig | None = None,
+        *,
+        routes: bool = True,
     ) -> None:
+        """`routes=False` publishes no routes: every packet goes through `receive`."""
         if not secret:
             raise ValueError("a relay secret must not be empty")
         self.config = config or RelayConfig()
@@ -367,6 +419,9 @@ class TurnCore:
         self._reservations: dict[bytes, _Reservation] = {}
         self._rate = self.config.bandwidth_bps / 8.0
         self._depth = max(self._rate * self.config.bandwidth_burst, 65536.0)
+        self._routing = routes
+        self._channel_routes: dict[int, dict[Address, dict[int, ChannelRoute]]] = {0: {}}
+        self._peer_routes: dict[int, dict[Address, PeerRoute]] = {}
 
     # --- sockets ------------------------------------------------------------
 
@@ -374,6 +429,8 @@ class TurnCore:
         """A socket id for a client-facing socket: a UDP listener, or one TCP connection."""
         socket = self._new_socket()
         self._endpoints[socket] = stream
+        if not stream:
+            self._channel_routes[socket] = {}
         return socket
 
     def close_endpoint(self, socket: int, now: float) -> None:
@@ -381,6 +438,9 @@ class TurnCore:
         self._endpoints.pop(socket, None)
         for key in [k for k in self._by_client if k[0] == socket]:
             self._delete(self._by_client[key], "closed")
+        routes = self._channel_routes.pop(socket, None)
+        if routes is not None:
+            routes.clear()
 
     def relay_opened(self, socket: int, relayed: Address, now: float) -> bool:
         """The glue bound relayed socket `socket` at `relayed`; False if nobody wants it now."""
@@ -388,6 +448,7 @@ class TurnCore:
         if allocation is None or allocation.relayed is not None:
             return False
         allocation.relayed = relayed
+        self._peer_routes[socket] = {}
         lifetime = allocation.expires
         allocation.expires = now + lifetime
         self._push_timer(allocation.expires, _ALLOCATION, socket, None)
@@ -484,6 +545,7 @@ class TurnCore:
                     continue
                 if expires <= now:
                     del allocation.permissions[key]
+                    self._unroute(allocation)
                 else:
                     self._push_timer(expires, _PERMISSION, socket, key)
             else:
@@ -495,11 +557,47 @@ class TurnCore:
                 if release <= now:
                     del allocation.channels[key]
                     del allocation.peer_channels[channel.peer]
+                    self._unroute(allocation)
                 else:
                     self._push_timer(release, _CHANNEL, socket, key)
         live = len(self._by_socket) * (1 + self.config.max_permissions + self.config.max_channels)
         if len(timers) > 2 * live + 1024:
             self._rebuild_timers(now)
+
+    # --- routes (module docstring) --------------------------------------------
+
+    def channel_routes(self, socket: int) -> dict[Address, dict[int, ChannelRoute]]:
+        """ChannelData routes of client-facing UDP socket `socket`: client address, channel.
+
+        The same dict for the socket's life (changed in place), so the glue may
+        keep it; empty for a socket that is not a UDP endpoint.
+        """
+        return self._channel_routes.get(socket, {})
+
+    def peer_routes(self, socket: int) -> dict[Address, PeerRoute]:
+        """Routes of relayed socket `socket` by peer address, once `relay_opened` took it."""
+        return self._peer_routes.get(socket, {})
+
+    def count_relayed(
+        self, to_peer: int, to_peer_bytes: int, to_client: int, to_client_bytes: int
+    ) -> None:
+        """Packets and bytes the glue relayed on routes (added up per read, not per packet)."""
+        counters = self.counters
+        if to_peer:
+            counters["relayed.packets.to_peer"] += to_peer
+            counters["relayed.bytes.to_peer"] += to_peer_bytes
+        if to_client:
+            counters["relayed.packets.to_client"] += to_client
+            counters["relayed.bytes.to_client"] += to_client_bytes
+
+    def _unroute(self, allocation: Allocation) -> None:
+        """Something about `allocation` changed: none of its routes may be used any more."""
+        clients = self._channel_routes.get(allocation.client_socket)
+        if clients is not None:
+            clients.pop(allocation.client, None)
+        peers = self._peer_routes.get(allocation.socket)
+        if peers is not None:
+            peers.clear()
 
     # --- introspection (tests, metrics) ---------------------------------------
 
@@ -521,10 +619,18 @@ class TurnCore:
             if expires is None or expires <= now:
                 self.counters["drop.no_permission"] += 1
                 return
-        if not self._take_tokens(allocation, len(data), now):
+        if channel is not None and not allocation.stream and self._routing:
+            self._peer_routes[allocation.socket][addr] = PeerRoute(
+                channel.number,
+                allocation.client,
+                allocation.client_socket,
+                channel.expires,
+                allocation if self._rate else None,
+            )
+        if not self.take_tokens(allocation, len(data), now):
             return
         if channel is not None:
-            header = _CHANNEL_HEADER.pack(channel.number, len(data))
+            header = CHANNEL_HEADER.pack(channel.number, len(data))
             pad = -len(data) % 4
             message = header + data + bytes(pad) if allocation.stream and pad else header + data
         else:
@@ -539,7 +645,7 @@ class TurnCore:
     def _from_client_channel(self, data: bytes, client: tuple[int, Address], now: float) -> None:
         if len(data) < 4:
             raise WireError("truncated", "ChannelData shorter than its header")
-        number, length = _CHANNEL_HEADER.unpack_from(data)
+        number, length = CHANNEL_HEADER.unpack_from(data)
         if len(data) < 4 + length:
             raise WireError("truncated", "ChannelData shorter than its length field")
         allocation = self._by_client.get(client)
@@ -553,7 +659,13 @@ class TurnCore:
         # A live binding is enough (section 12.6 checks nothing else): it
         # stands for its peer's permission (module docstring).
         peer = channel.peer
-        if not self._take_tokens(allocation, length, now):
+        if not allocation.stream and self._routing:
+            routes = self._channel_routes.get(client[0])
+            if routes is not None:
+                routes.setdefault(allocation.client, {})[number] = ChannelRoute(
+                    peer, allocation.socket, channel.expires, allocation if self._rate else None
+                )
+        if not self.take_tokens(allocation, length, now):
             return
         payload = data[4 : 4 + length] if len(data) != 4 + length else data[4:]
         self._out.append((payload, peer, allocation.socket))
@@ -581,7 +693,7 @@ class TurnCore:
             refused = not self._policy.permits_host(peer[0])
             self.counters["drop.peer_refused" if refused else "drop.no_permission"] += 1
             return
-        if not self._take_tokens(allocation, len(payload), now):
+        if not self.take_tokens(allocation, len(payload), now):
             return
         self._out.append((payload, peer, allocation.socket))
         self.counters["relayed.packets.to_peer"] += 1
@@ -596,8 +708,11 @@ class TurnCore:
         channel = allocation.peer_channels.get(peer)
         return channel is not None and channel.expires > now
 
-    def _take_tokens(self, allocation: Allocation, size: int, now: float) -> bool:
-        """Token bucket per allocation (bytes); False, counted, when over the bandwidth."""
+    def take_tokens(self, allocation: Allocation, size: int, now: float) -> bool:
+        """Token bucket per allocation (bytes); False, counted, when over the bandwidth.
+
+        Public for the glue's routes (`route.metered`): the same bucket, packet by packet.
+        """
         rate = self._rate
         if not rate:
             return True
@@ -835,6 +950,7 @@ class TurnCore:
             self._delete(allocation, "expired")
             raise _Refusal(437, "allocation_mismatch")
         allocation.expires = now + lifetime
+        self._unroute(allocation)
         self.counters["requests.refresh"] += 1
         self._reply(request, SUCCESS, [(LIFETIME, _seconds(lifetime))])
 
@@ -867,6 +983,7 @@ class TurnCore:
         if host not in allocation.permissions:
             self._push_timer(expires, _PERMISSION, allocation.socket, host)
         allocation.permissions[host] = expires
+        self._unroute(allocation)
 
     def _channel_bind(self, request: _Request, allocation: Allocation, now: float) -> None:
         """Section 11.2, and the rebinding rules of section 12."""
@@ -896,7 +1013,7 @@ class TurnCore:
             )
         else:
             channel.expires = now + self.config.channel_lifetime
-        self._permit(allocation, peer[0], now)
+        self._permit(allocation, peer[0], now)  # and unroutes
         self.counters["requests.channel_bind"] += 1
         self._reply(request, SUCCESS, [])
 
@@ -984,6 +1101,8 @@ class TurnCore:
         self._forget(allocation)
 
     def _forget(self, allocation: Allocation) -> None:
+        self._unroute(allocation)
+        self._peer_routes.pop(allocation.socket, None)
         self._by_client.pop((allocation.client_socket, allocation.client), None)
         self._by_socket.pop(allocation.socket, None)
         user = allocation.username.partition(":")[2]

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from .core import RelayClosed, RelayConfig, RelayRequested, TurnCore
 from .metrics import CONTENT_TYPE, RelayMetrics
-from .wire import FAMILY_IPV6, Address, StreamFramer, WireError
+from .wire import CHANNEL_HEADER, FAMILY_IPV6, Address, StreamFramer, WireError
 
 log = logging.getLogger("pagemesh.relay")
 
@@ -74,43 +74,143 @@ class _UdpSocket:
     per batch is what lets one Python process keep up with a relay's load.
     A datagram that does not fit the kernel's send buffer is dropped and
     counted (UDP may lose it anyway).
+
+    ChannelData with a route (`TurnCore.channel_routes`, `peer_routes`) is
+    relayed here without a call into the core: read into the server's one
+    buffer, sent from a view of it (no copy), counted per batch. The core
+    decided every route and removes it when anything about the allocation
+    changes; this loop checks only the route's `until` against the batch's
+    clock and charges the allocation's token bucket as the core would. Everything
+    else goes to `core.receive`, and what the core sends in answer leaves
+    before the next routed packet, so the order of what is sent is the order
+    of what came in.
     """
 
-    __slots__ = ("fileno", "server", "sock", "socket_id")
+    __slots__ = ("fileno", "server", "sock", "socket_id", "wide")
 
-    def __init__(self, server: RelayServer, socket_id: int, sock: socket.socket) -> None:
+    def __init__(
+        self, server: RelayServer, socket_id: int, sock: socket.socket, relayed: bool = False
+    ) -> None:
         self.server = server
         self.socket_id = socket_id
         self.sock = sock
         self.fileno = sock.fileno()
-        server._loop.add_reader(self.fileno, self._read_ready)
+        self.wide = sock.family == socket.AF_INET6  # addresses come as 4-tuples
+        server._senders[socket_id] = sock.sendto
+        server._loop.add_reader(self.fileno, self._from_peers if relayed else self._from_clients)
 
     @classmethod
     def bind(cls, server: RelayServer, socket_id: int, host: str, port: int) -> _UdpSocket:
+        """A relayed socket (peers send to it) on `host:port`."""
         family, address = _datagram_address(host, port)
-        return cls(server, socket_id, _bound_socket(family, socket.SOCK_DGRAM, address))
+        return cls(server, socket_id, _bound_socket(family, socket.SOCK_DGRAM, address), True)
 
     @property
     def address(self) -> Address:
         return _two(self.sock.getsockname())
 
-    def _read_ready(self) -> None:
+    def _from_clients(self) -> None:
+        """The listener: ChannelData on a route goes straight to its peer."""
         server = self.server
         core = server.core
         receive = core.receive
-        recvfrom = self.sock.recvfrom
+        take_tokens = core.take_tokens
+        recv_into = self.sock.recvfrom_into
+        senders = server._senders
+        buffer = server._buffer
+        view = server._view
         socket_id = self.socket_id
+        wide = self.wide
+        routes = core.channel_routes(socket_id)
+        unpack_header = CHANNEL_HEADER.unpack_from
         now = wall_clock()
+        relayed = octets = 0
+        answered = False  # the core has output not yet flushed
         for _ in range(READ_BATCH):
             try:
-                data, addr = recvfrom(65536)
+                size, addr = recv_into(buffer)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 # ICMP errors (a closed peer port) can surface here; UDP relaying ignores them.
                 core.counters["socket.error"] += 1
                 break
-            receive(data, (addr[0], addr[1]), now, socket_id)
+            if wide:
+                addr = (addr[0], addr[1])
+            channels = routes.get(addr)
+            if channels is not None and size >= 4:
+                number, length = unpack_header(buffer)
+                route = channels.get(number)
+                if route is not None and now < route.until and size >= 4 + length:
+                    if route.metered is None or take_tokens(route.metered, length, now):
+                        relayed += 1
+                        octets += length
+                        if answered:
+                            server._flush()
+                            answered = False
+                        send = senders.get(route.socket)
+                        if send is not None:
+                            try:
+                                send(view[4 : 4 + length], route.peer)
+                            except (BlockingIOError, InterruptedError):
+                                core.counters["drop.send_buffer"] += 1
+                            except OSError:
+                                core.counters["socket.error"] += 1
+                    continue
+            receive(bytes(view[:size]), addr, now, socket_id)
+            answered = True
+        core.count_relayed(relayed, octets, 0, 0)
+        server._service()
+
+    def _from_peers(self) -> None:
+        """A relayed socket: a datagram on a route goes to its client as ChannelData."""
+        server = self.server
+        core = server.core
+        receive = core.receive
+        take_tokens = core.take_tokens
+        senders = server._senders
+        buffer = server._buffer
+        view = server._view
+        payload = server._payload  # the buffer after a ChannelData header's 4 bytes
+        recv_into = self.sock.recvfrom_into
+        socket_id = self.socket_id
+        wide = self.wide
+        routes = core.peer_routes(socket_id)
+        pack_header = CHANNEL_HEADER.pack_into
+        now = wall_clock()
+        relayed = octets = 0
+        answered = False
+        for _ in range(READ_BATCH):
+            try:
+                size, addr = recv_into(payload)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                core.counters["socket.error"] += 1
+                break
+            if wide:
+                addr = (addr[0], addr[1])
+            route = routes.get(addr)
+            if route is not None and now < route.until:
+                if route.metered is None or take_tokens(route.metered, size, now):
+                    relayed += 1
+                    octets += size
+                    if answered:
+                        server._flush()
+                        answered = False
+                    send = senders.get(route.socket)
+                    if send is not None:
+                        pack_header(buffer, 0, route.number, size)
+                        try:
+                            send(view[: 4 + size], route.client)
+                        except (BlockingIOError, InterruptedError):
+                            core.counters["drop.send_buffer"] += 1
+                        except OSError:
+                            core.counters["socket.error"] += 1
+                continue
+            receive(bytes(payload[:size]), addr, now, socket_id)
+            answered = True
+        core.count_relayed(0, 0, relayed, octets)
         server._service()
 
     def sendto(self, data: bytes, addr: Address) -> None:
@@ -123,6 +223,9 @@ class _UdpSocket:
 
     def close(self) -> None:
         if self.fileno >= 0:
+            senders = self.server._senders
+            if senders.get(self.socket_id) == self.sock.sendto:
+                del senders[self.socket_id]
             self.server._loop.remove_reader(self.fileno)
             self.fileno = -1
             self.sock.close()
@@ -245,6 +348,12 @@ class RelayServer:
         self.metrics = RelayMetrics(lambda: self.core)
         self._loop = asyncio.get_running_loop()
         self._sockets: dict[int, Any] = {}
+        self._senders: dict[int, Any] = {}
+        """`sendto` of each UDP socket by socket id, for routed ChannelData (_UdpSocket)."""
+        self._buffer = bytearray(4 + 65536)
+        """Every UDP datagram is read into this; routed ones leave from views of it."""
+        self._view = memoryview(self._buffer)
+        self._payload = self._view[4:]
         self._relays: dict[int, _UdpSocket] = {}
         self._reserved: dict[int, _UdpSocket] = {}
         self._tcp: dict[int, _TcpConnection] = {}

@@ -112,7 +112,8 @@ coturn's clients still pick from that range, so it is accepted."""
 
 _HEADER = struct.Struct("!HHI12s")
 _TLV = struct.Struct("!HH")
-_CHANNEL_HEADER = struct.Struct("!HH")
+CHANNEL_HEADER = struct.Struct("!HH")
+"""ChannelData's header: channel number, length of the application data (section 12.4)."""
 _U32 = struct.Struct("!I")
 _XOR_HIGH = COOKIE >> 16
 
@@ -361,7 +362,7 @@ def parse_channel_data(data: bytes) -> tuple[int, bytes]:
     """
     if len(data) < 4:
         raise WireError("truncated", "ChannelData shorter than its 4-byte header")
-    channel, length = _CHANNEL_HEADER.unpack_from(data)
+    channel, length = CHANNEL_HEADER.unpack_from(data)
     if not MIN_CHANNEL <= channel <= MAX_CHANNEL:
         raise WireError("malformed", "not a ChannelData channel number")
     if len(data) < 4 + length:
@@ -371,7 +372,7 @@ def parse_channel_data(data: bytes) -> tuple[int, bytes]:
 
 def serialize_channel_data(channel: int, payload: bytes, stream: bool = False) -> bytes:
     """ChannelData; over a stream (TCP) padded to a multiple of 4 bytes."""
-    header = _CHANNEL_HEADER.pack(channel, len(payload))
+    header = CHANNEL_HEADER.pack(channel, len(payload))
     if stream and len(payload) % 4:
         return header + payload + bytes(-len(payload) % 4)
     return header + payload
