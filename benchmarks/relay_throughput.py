@@ -3,7 +3,8 @@
 Both servers run on 127.0.0.1 with the same long-term REST credentials, the
 loopback peer allowed, one relay thread for coturn, and no bandwidth limit.
 The load is coturn's own `turnutils_uclient` (M clients, N messages each,
-channel mode, no packet interval) echoed by `turnutils_peer`. Every message
+ChannelData, or Send and Data indications with `--indications`; no packet
+interval) echoed by `turnutils_peer`. Every message
 crosses the relay twice (client to peer, peer back to client), so
 
     packets relayed = tot_send_msgs + tot_recv_msgs
@@ -104,7 +105,9 @@ def start_coturn(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run_load(port: int, peer_port: int, clients: int, messages: int, length: int) -> dict[str, Any]:
+def run_load(
+    port: int, peer_port: int, clients: int, messages: int, length: int, indications: bool = False
+) -> dict[str, Any]:
     args = [
         "turnutils_uclient",
         "-u",
@@ -126,6 +129,7 @@ def run_load(port: int, peer_port: int, clients: int, messages: int, length: int
         "-z",
         "0",
         "-c",  # no RTCP allocations: one allocation per client
+        *(["-s"] if indications else []),  # Send indications out, Data indications back
         "127.0.0.1",
     ]
     started = time.monotonic()
@@ -157,7 +161,7 @@ def measure(
     try:
         wait_udp_ready(port, time.monotonic() + 10)
         cpu_before = cpu_seconds(server.pid)
-        load = run_load(port, peer_port, args.clients, args.messages, args.length)
+        load = run_load(port, peer_port, args.clients, args.messages, args.length, args.indications)
         cpu = cpu_seconds(server.pid) - cpu_before
     finally:
         for process in (peer, server):
@@ -187,6 +191,9 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--length", type=int, default=100)
     parser.add_argument("--uvloop", action="store_true", help="run our relay on uvloop")
+    parser.add_argument(
+        "--indications", action="store_true", help="Send/Data indications instead of ChannelData"
+    )
     args = parser.parse_args()
     for tool in ("turnserver", "turnutils_uclient", "turnutils_peer"):
         if shutil.which(tool) is None:
@@ -203,7 +210,7 @@ def main() -> int:
             "clients": args.clients,
             "messages_per_client": args.messages,
             "length": args.length,
-            "mode": "channels, -z 0, -c",
+            "mode": f"{'indications, -s' if args.indications else 'channels'}, -z 0, -c",
         },
         "event_loop": "uvloop" if args.uvloop else "asyncio",
         "ours": ours,

@@ -420,6 +420,8 @@ class TurnCore:
         self._rate = self.config.bandwidth_bps / 8.0
         self._depth = max(self._rate * self.config.bandwidth_burst, 65536.0)
         self._routing = routes
+        self._tid_pool = b""
+        self._tid_at = 0
         self._channel_routes: dict[int, dict[Address, dict[int, ChannelRoute]]] = {0: {}}
         self._peer_routes: dict[int, dict[Address, PeerRoute]] = {}
 
@@ -634,7 +636,7 @@ class TurnCore:
             pad = -len(data) % 4
             message = header + data + bytes(pad) if allocation.stream and pad else header + data
         else:
-            message = data_indication(addr, data, self._rng.randbytes(12))
+            message = data_indication(addr, data, self._transaction_id())
         self._out.append((message, allocation.client, allocation.client_socket))
         counters = self.counters
         counters["relayed.packets.to_client"] += 1
@@ -685,7 +687,7 @@ class TurnCore:
         if raw_peer is None or payload is None:
             self.counters["drop.malformed"] += 1
             return
-        if message.unknown_required():
+        if message.has_unknown_required():
             self.counters["drop.unknown_attribute"] += 1
             return
         peer = decode_xor_address(raw_peer, message.transaction_id)
@@ -1070,6 +1072,19 @@ class TurnCore:
         return key
 
     # --- bookkeeping --------------------------------------------------------
+
+    def _transaction_id(self) -> bytes:
+        """A Data indication's 12 random bytes, from a pool drawn 4 KiB at a time.
+
+        `rng` is the glue's SystemRandom: one draw per indication was one
+        getrandom() system call per relayed packet.
+        """
+        at = self._tid_at
+        if at + 12 > len(self._tid_pool):
+            self._tid_pool = self._rng.randbytes(12 * 341)
+            at = 0
+        self._tid_at = at + 12
+        return self._tid_pool[at : at + 12]
 
     def _new_socket(self) -> int:
         socket = self._next_socket
