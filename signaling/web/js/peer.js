@@ -22,6 +22,7 @@ import { publicKeyBytes, randomBytes, requireWebCrypto, sign, verify } from "./c
 import { exportIdentity, importIdentity, keyPairFromSeed } from "./identityfile.js";
 import { MESH_DEFAULTS, Mesh } from "./mesh.js";
 import { MessagingError, ReliableRoom, checkName, parseEnvelope, signedBytes } from "./messaging.js";
+import { GATHER_BOUND, GATHER_SETTLE, GatherWait, expectedTypes } from "./gathering.js";
 import { canonicalUrl, roomKey } from "./rooms.js";
 import { RELINK, ReplayGuard, parseDescription, signDescription, verifyDescription } from "./sdp.js";
 import { SignalingClient, SignalingError } from "./signaling.js";
@@ -33,7 +34,8 @@ import { Typing } from "./typing.js";
 
 export const CONFIG = {
   ...MESH_DEFAULTS, // the link-management rules, read once by the Mesh (peer.mesh.config after)
-  gatherTimeout: 5.0,
+  gatherTimeout: GATHER_BOUND, // the longest wait for candidates (gathering.js)
+  gatherSettle: GATHER_SETTLE, // once the candidates a description needs are there, for their siblings
   relayOnly: false,
   maxFileBytes: 256 * 1024 * 1024,
   autoAccept: BROWSER_ACCEPT, // what the page takes unasked: small images, shown inline
@@ -51,7 +53,7 @@ export const MAX_LAYER = 65535;
 const MAX_LAYER_COUNTS = 16;
 
 const now = () => Date.now() / 1000; // wall clock: TURN credentials expire in Unix time
-const sleep = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+const monotonic = () => performance.now() / 1000; // for waits and timings within the page
 
 export { MessagingError, ProtocolError, SignalingError, canonicalUrl };
 
@@ -118,15 +120,30 @@ class Link {
     this.member = member;
     this.id = id;
     const config = { iceServers: room.peer.iceServers };
-    if (room.peer.config.relayOnly) config.iceTransportPolicy = "relay";
+    const { relayOnly, gatherSettle, gatherTimeout } = room.peer.config;
+    if (relayOnly) config.iceTransportPolicy = "relay";
     this.iceServers = config.iceServers;
+    this.timings = { made: monotonic() }; // when each step of the negotiation happened (tests, benchmarks)
+    this.gathering = new GatherWait(expectedTypes(config.iceServers, relayOnly), { settle: gatherSettle, bound: gatherTimeout });
+    this.gatherTimer = null;
+    this.onGathering = () => {}; // re-checks the wait of describe(), while there is one
     this.pc = new RTCPeerConnection(config);
+    this.pc.addEventListener("icecandidate", (event) => {
+      if (event.candidate) this.gathering.candidate(event.candidate.type, monotonic());
+      else this.gathering.complete();
+      this.onGathering();
+    });
+    this.pc.addEventListener("icegatheringstatechange", () => {
+      if (this.pc.iceGatheringState === "complete") this.gathering.complete();
+      this.onGathering();
+    });
     this.control = this.pc.createDataChannel("control", { negotiated: true, id: 0 });
     this.open = false;
     this.everOpen = false;
     this.closed = false;
     this.path = null; // 'direct' or 'relayed', once open
     this.control.onopen = () => {
+      this.timings.open ??= monotonic();
       this.open = this.everOpen = true;
       onState(this);
     };
@@ -169,37 +186,48 @@ class Link {
     return !this.closed && this.pc.signalingState === "have-local-offer";
   }
 
-  async gathered() {
-    // No trickle: the whole description, candidates included, is one signal.
-    if (this.pc.iceGatheringState === "complete") return;
-    await Promise.race([
-      new Promise((resolve) => {
-        this.pc.addEventListener("icegatheringstatechange", () => {
-          if (this.pc.iceGatheringState === "complete") resolve();
-        });
-      }),
-      sleep(this.room.peer.config.gatherTimeout),
-    ]);
+  gathered() {
+    // No trickle: the whole description, candidates included, is one signal. It goes
+    // once it holds what it needs, not when gathering completes (gathering.js).
+    this.gathering.start(monotonic());
+    return new Promise((resolve) => {
+      this.onGathering = () => {
+        clearTimeout(this.gatherTimer);
+        if (this.closed || this.gathering.ready(monotonic())) {
+          this.onGathering = () => {};
+          resolve();
+          return;
+        }
+        this.gatherTimer = setTimeout(() => this.onGathering(), (this.gathering.timer() - monotonic()) * 1000);
+      };
+      this.onGathering();
+    });
   }
 
   async describe(kind) {
     await this.gathered();
+    this.timings.gathered = monotonic();
     const { peer } = this.room;
-    return signDescription(kind, this.pc.localDescription.sdp, this.room.key, peer.keyHex, this.member, peer.identity, now());
+    const desc = await signDescription(kind, this.pc.localDescription.sdp, this.room.key, peer.keyHex, this.member, peer.identity, now());
+    this.timings.described = monotonic();
+    return desc;
   }
 
   async offer() {
     await this.pc.setLocalDescription(await this.pc.createOffer());
+    this.timings.local = monotonic();
     return this.describe("offer");
   }
 
   async answer(desc) {
     await this.pc.setRemoteDescription({ type: "offer", sdp: desc.sdp });
     await this.pc.setLocalDescription(await this.pc.createAnswer());
+    this.timings.local = monotonic();
     return this.describe("answer");
   }
 
   async acceptAnswer(desc) {
+    this.timings.answered = monotonic();
     await this.pc.setRemoteDescription({ type: "answer", sdp: desc.sdp });
   }
 
@@ -251,6 +279,8 @@ class Link {
     this.closed = true;
     this.open = false;
     this.pc.close();
+    clearTimeout(this.gatherTimer);
+    this.onGathering(); // a describe() still waiting ends now
   }
 }
 
