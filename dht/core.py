@@ -411,18 +411,10 @@ class DHTCore:
         self.round_trips = RoundTrips()
         self.client = self.config.read_only
         """A DHT client asks but answers nothing and enters no routing table (see set_client)."""
-        self.dials_urls = False
-        """Whether the glue makes the HTTP probes `pm_reach` URLs ask for."""
-        self.reach_verdict: ReachVerdict | None = None
-        self._reach_url = ""
-        self._reach_url_hosts: tuple[str, ...] | None = None
-        self._reach_nonces: dict[bytes, int] = {}  # nonce -> REACH op, while it runs
-        self._reach_running: int | None = None
-        self._reach_next: float | None = None
-        self._address_watch = False
-        reach = self.config.reach
-        self._dial_limiter = DialBackLimiter(reach.dial_backs_per_minute, reach.source_interval)
-        self._dial_backs: list[DialBack] = []
+        # Made on first use: the simulator holds 10^6 cores that never check or help, and
+        # past 30 attributes an instance's dict stops sharing its keys (1.3 KB more each).
+        self._checks: _Checks | None = None
+        self._helping: _Helping | None = None
         self._schedule(now + self.config.maintenance_interval, TimerKind.MAINTENANCE, None)
 
     # --- the I/O contract ---------------------------------------------------
@@ -481,9 +473,33 @@ class DHTCore:
     def next_event(self) -> Event | None:
         return self._events.pop(0) if self._events else None
 
+    @property
+    def reach_verdict(self) -> ReachVerdict | None:
+        """What the last check of this node's reachability found."""
+        return self._checks.verdict if self._checks is not None else None
+
+    @property
+    def dials_urls(self) -> bool:
+        """Whether the glue makes the HTTP probes `pm_reach` URLs ask for."""
+        return self._helping is not None and self._helping.dials_urls
+
+    @dials_urls.setter
+    def dials_urls(self, dials: bool) -> None:
+        self._help().dials_urls = dials
+
+    def _help(self) -> _Helping:
+        if self._helping is None:
+            config = self.config.reach
+            limiter = DialBackLimiter(config.dial_backs_per_minute, config.source_interval)
+            self._helping = _Helping(limiter)
+        return self._helping
+
     def dial_backs(self) -> list[DialBack]:
         """Probes to send for others' reachability checks, from another socket (DialBack)."""
-        out, self._dial_backs = self._dial_backs, []
+        helping = self._helping
+        if helping is None or not helping.dial_backs:
+            return []
+        out, helping.dial_backs = helping.dial_backs, []
         return out
 
     def get_timer(self) -> float | None:
@@ -580,8 +596,9 @@ class DHTCore:
             if op is not None:
                 op.outstanding -= 1
                 self._advance(op, now)
-        if self._reach_running is not None and not self._identifying:
-            self._reach_may_start(self._reach_running, now)
+        checks = self._checks
+        if checks is not None and checks.running is not None and not self._identifying:
+            self._reach_may_start(checks.running, now)
 
     def find_node(self, target: bytes, now: float) -> int:
         """Find the k nodes closest to `target`; ends in a LookupCompleted event."""
@@ -628,10 +645,11 @@ class DHTCore:
         has one. With `reach.check`, the core acts on the verdict (a DHT client or a full
         node, `client_after`) and schedules the next checks itself; without, it reports.
         """
+        checks = self._own_checks()
         if url is not None:
-            self._reach_url, self._reach_url_hosts = url, url_hosts
+            checks.url, checks.url_hosts = url, url_hosts
         op = self._new_operation(OpKind.REACH, self.node_id, Phase.IDENTIFY)
-        self._reach_running = op.op
+        checks.running = op.op
         if len(self.table) < self.config.reach.helpers and self._identifying:
             # Just joined: the contacts its join found are proving their ids. Ask once
             # they have (a check with one helper can find a node reachable, never not).
@@ -642,7 +660,8 @@ class DHTCore:
 
     def _start_round(self, op: Operation, now: float) -> None:
         op.phase = Phase.PROBE
-        url = self._reach_url
+        checks = self._own_checks()
+        url = checks.url
         config = self.config.reach
         helpers: list[HelperState] = []
         for contact in choose_helpers(self.table.contacts(), config.helpers, self._rng):
@@ -653,9 +672,9 @@ class DHTCore:
             )
             if self._send(contact.addr, request, Purpose.REACH, now, contact.node_id, op.op):
                 helpers.append(HelperState(contact.node_id, contact.addr, nonce))
-                self._reach_nonces[nonce] = op.op
+                checks.nonces[nonce] = op.op
         deadline = now + self.config.rpc_timeout + config.probe_wait
-        op.reach = ReachRound(helpers, url, now, deadline, self._reach_url_hosts)
+        op.reach = ReachRound(helpers, url, now, deadline, checks.url_hosts)
         if helpers:
             self._schedule(deadline, TimerKind.REACH_DEADLINE, op.op)
         else:
@@ -669,7 +688,13 @@ class DHTCore:
 
     def set_reach_url(self, url: str, url_hosts: tuple[str, ...] | None = None) -> None:
         """The URL the next checks ask helpers to GET (see `check_reach`)."""
-        self._reach_url, self._reach_url_hosts = url, url_hosts
+        checks = self._own_checks()
+        checks.url, checks.url_hosts = url, url_hosts
+
+    def _own_checks(self) -> _Checks:
+        if self._checks is None:
+            self._checks = _Checks()
+        return self._checks
 
     def url_probe_received(self, nonce: bytes, now: float) -> bool:
         """A helper's HTTP probe reached this node's URL (the glue saw `nonce` arrive).
@@ -754,7 +779,8 @@ class DHTCore:
     ) -> ReachReply | None:
         """Answer a `pm_reach` and queue its probes: to the request's own source only, and
         within the dial-back limits (else BUSY). None: a bad signature, dropped."""
-        limiter = self._dial_limiter
+        helping = self._help()
+        limiter = helping.limiter
         status = limiter.answered(addr, msg_id, now)  # a retransmission: the same answer
         if status is None:
             payload = reach_request_payload(request.nonce, self.node_id, request.url)
@@ -770,7 +796,7 @@ class DHTCore:
                 target = None
                 if not request.url:
                     status = ReachStatus.ACCEPTED
-                elif not self.dials_urls:
+                elif not helping.dials_urls:
                     status = ReachStatus.URL_UNSUPPORTED
                 else:
                     target = dial_target(request.url, addr[0], request.nonce)
@@ -778,7 +804,7 @@ class DHTCore:
                 limiter.served(addr, msg_id, status, now)
                 probe_id = self._rng.getrandbits(8 * MSG_ID_BYTES).to_bytes(MSG_ID_BYTES, "big")
                 probe = serialize_request(probe_id, ReachProbe(request.nonce))
-                self._dial_backs.append(DialBack(probe, addr, target))
+                helping.dial_backs.append(DialBack(probe, addr, target))
                 self.counters["reach.dial_back"] += 1
         ip = canonical_ip(addr[0])
         host = str(ip) if ip is not None else addr[0]
@@ -1315,7 +1341,8 @@ class DHTCore:
 
     def _probe_arrived(self, nonce: bytes, addr: Address | None, now: float) -> bool:
         """A probe (`addr`: a UDP one from there; None: an HTTP one) for a running check."""
-        op = self._operations.get(self._reach_nonces.get(nonce, 0))
+        checks = self._checks
+        op = self._operations.get(checks.nonces.get(nonce, 0)) if checks is not None else None
         if op is None or op.reach is None:
             self.counters["reach.probe_unknown"] += 1
             return False
@@ -1341,34 +1368,37 @@ class DHTCore:
     def _reach_finished(self, op: Operation, now: float) -> None:
         """Judge the round, become a client or a full node, and plan the next check."""
         assert op.reach is not None
+        checks = self._own_checks()
         for nonce in op.reach.by_nonce:
-            self._reach_nonces.pop(nonce, None)
-        if self._reach_running == op.op:
-            self._reach_running = None
+            checks.nonces.pop(nonce, None)
+        if checks.running == op.op:
+            checks.running = None
         config = self.config.reach
-        verdict = op.reach.verdict(config.confirmations, now, self.reach_verdict)
-        self.reach_verdict = verdict
+        verdict = op.reach.verdict(config.confirmations, now, checks.verdict)
+        checks.verdict = verdict
         self.counters[f"reach.verdict.{verdict.dht.value}"] += 1
         if config.check:
             self.set_client(client_after(verdict, self.client), now)
             self._plan_reach(next_check_at(verdict, config))
-            if not self._address_watch and config.address_interval > 0:
-                self._address_watch = True
+            if not checks.address_watch and config.address_interval > 0:
+                checks.address_watch = True
                 self._schedule(now + config.address_interval, TimerKind.ADDRESS_DUE, None)
         self._events.append(ReachChecked(op.op, verdict, self.client))
 
     def _plan_reach(self, when: float) -> None:
         """The next scheduled check at `when`, unless one is planned sooner."""
-        if self._reach_next is not None and self._reach_next <= when:
+        checks = self._own_checks()
+        if checks.next is not None and checks.next <= when:
             return
-        self._reach_next = when
+        checks.next = when
         self._schedule(when, TimerKind.REACH_DUE, when)
 
     def _reach_due(self, when: object, now: float) -> None:
-        if when != self._reach_next:
+        checks = self._own_checks()
+        if when != checks.next:
             return  # superseded by a sooner plan
-        self._reach_next = None
-        if self._reach_running is not None:
+        checks.next = None
+        if checks.running is not None:
             return  # the running check plans the next one when it ends
         if len(self._operations) >= self.config.max_operations:
             self._plan_reach(now + self.config.reach.retry_interval)
@@ -1465,6 +1495,32 @@ class DHTCore:
     def _check_id(self, ident: bytes) -> None:
         if len(ident) != ID_BYTES:
             raise LocalProtocolError(f"ids and keys are {ID_BYTES} bytes, got {len(ident)}")
+
+
+class _Checks:
+    """This node's own reachability checks (one runs at a time)."""
+
+    __slots__ = ("address_watch", "next", "nonces", "running", "url", "url_hosts", "verdict")
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.url_hosts: tuple[str, ...] | None = None
+        self.nonces: dict[bytes, int] = {}  # nonce -> the REACH op that sent it, while it runs
+        self.running: int | None = None
+        self.next: float | None = None  # when the next scheduled check is due
+        self.address_watch = False
+        self.verdict: ReachVerdict | None = None
+
+
+class _Helping:
+    """Dial-backs this node makes for others' checks."""
+
+    __slots__ = ("dial_backs", "dials_urls", "limiter")
+
+    def __init__(self, limiter: DialBackLimiter) -> None:
+        self.limiter = limiter
+        self.dial_backs: list[DialBack] = []
+        self.dials_urls = False
 
 
 def _remember(mapping: dict[K, V], key: K, value: V, limit: int) -> None:
