@@ -20,7 +20,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 
 from .core import (
@@ -42,6 +42,9 @@ from .records import Record
 from .wire import Address
 
 log = logging.getLogger(__name__)
+
+UrlDialer = Callable[[DialTarget], Coroutine[object, object, None]]
+"""Makes one HTTP probe for another node's check (signaling/reachability.py's dial_url)."""
 
 KEY_FILE = "node.key"
 ROUTING_FILE = "routing.json"
@@ -80,7 +83,7 @@ class DHTNode:
         self._waiters: dict[int, asyncio.Future[Event]] = {}
         self._saver: asyncio.Task[None] | None = None
         self._probe_transport: asyncio.DatagramTransport | None = None
-        self._url_dialer: Callable[[DialTarget], Awaitable[None]] | None = None
+        self._url_dialer: UrlDialer | None = None
         self._dials: set[asyncio.Task[None]] = set()
         self.reach_listeners: list[Callable[[ReachChecked], None]] = []
         """Called with every check's result, scheduled ones included."""
@@ -131,12 +134,12 @@ class DHTNode:
         return self.core.node_id
 
     @property
-    def url_dialer(self) -> Callable[[DialTarget], Awaitable[None]] | None:
+    def url_dialer(self) -> UrlDialer | None:
         """Makes the HTTP probes others' checks ask for; without one, URLs are declined."""
         return self._url_dialer
 
     @url_dialer.setter
-    def url_dialer(self, dialer: Callable[[DialTarget], Awaitable[None]] | None) -> None:
+    def url_dialer(self, dialer: UrlDialer | None) -> None:
         self._url_dialer = dialer
         self.core.dials_urls = dialer is not None
 
@@ -273,7 +276,7 @@ class DHTNode:
             return
         self._probe_transport.sendto(dial.datagram, dial.to)
         if dial.http is not None and self._url_dialer is not None:
-            task = asyncio.create_task(self._url_dialer(dial.http))
+            task: asyncio.Task[None] = asyncio.create_task(self._url_dialer(dial.http))
             self._dials.add(task)
             task.add_done_callback(self._dials.discard)
 

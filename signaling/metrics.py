@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -82,7 +83,7 @@ class NodeMetrics:
             registry=registry,
         )
         for check in ("dht", "url"):
-            reachable.labels(check).set_function(lambda check=check: node.reach.gauge(check))
+            reachable.labels(check).set_function(functools.partial(node.reach.gauge, check))
         client = Gauge(
             "pagemesh_dht_client",
             "1 while the node runs as a DHT client (found unreachable): it asks, holds no "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import random
+from collections.abc import Sequence
 
 import msgpack
 import pytest
@@ -320,7 +321,7 @@ def test_judge(confirmed: int, missed: int, expected: Reachability) -> None:
 
 
 def _round(
-    answers: list[tuple[ReachStatus | None, tuple[str, int] | None, bool, bool]],
+    answers: Sequence[tuple[ReachStatus | None, tuple[str, int] | None, bool, bool]],
     url: str = "ws://198.51.100.7:8000",
     url_hosts: tuple[str, ...] | None = None,
 ) -> ReachRound:
