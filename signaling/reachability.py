@@ -31,7 +31,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from dht.core import ReachChecked
+from dht.core import LocalProtocolError, ReachChecked
 from dht.node import DHTNode
 from dht.options import ConfigError
 from dht.reach import DialTarget, Reachability, ReachVerdict, canonical_ip
@@ -159,7 +159,7 @@ class NodeReachability:
     async def start(self, bind_host: str, port: int, scheme: str, public_url: str) -> str:
         """The URL to advertise, after the first check when checks are on or the URL must
         be learned (a wildcard `bind_host` without `public_url`); bounded by the check's
-        own deadline (`rpc_timeout` + `probe_wait`, 7 s by default)."""
+        own deadlines (`rpc_timeout` twice, `probe_wait`: 9 s by default)."""
         checks = self.dht.core.config.reach.check
         if public_url:
             self.url = public_url
@@ -167,7 +167,7 @@ class NodeReachability:
             self.url = f"{scheme}://{_bracketed(bind_host)}:{port}"
         else:
             verdict = await self._check(f"{scheme}://:{port}")
-            if verdict.observed is None:
+            if verdict is None or verdict.observed is None:
                 raise ReachabilityError(self._cannot_learn(bind_host, verdict))
             self.url = f"{scheme}://{_bracketed(verdict.observed[0])}:{port}"
             self.learned = True
@@ -178,18 +178,26 @@ class NodeReachability:
             await self._check(self.url)
         return self.url
 
-    async def _check(self, url: str) -> ReachVerdict:
+    async def _check(self, url: str) -> ReachVerdict | None:
+        """One check now; None if it could not run (the node then serves as it is, and the
+        core's schedule tries again)."""
         host = URL(url).host if "://:" not in url else None
         hosts = None
         if host and canonical_ip(host) is None:
             hosts = await resolve_host(host)
         config = self.dht.core.config
-        limit = config.rpc_timeout + config.reach.probe_wait + DIAL_TIMEOUT
-        return await asyncio.wait_for(self.dht.check_reach(url, hosts), limit)
+        limit = 2 * config.rpc_timeout + config.reach.probe_wait + DIAL_TIMEOUT
+        try:
+            return await asyncio.wait_for(self.dht.check_reach(url, hosts), limit)
+        except (TimeoutError, LocalProtocolError) as exc:
+            log.warning("reachability check could not run: %s", exc or "timed out")
+            return None
 
-    def _cannot_learn(self, bind_host: str, verdict: ReachVerdict) -> str:
+    def _cannot_learn(self, bind_host: str, verdict: ReachVerdict | None) -> str:
         why = "no other node was known to ask (no --bootstrap, no saved routing table)"
-        if verdict.helpers and len(verdict.reported) > 1:
+        if verdict is None:
+            why = "the check could not run"
+        elif verdict.helpers and len(verdict.reported) > 1:
             why = f"the nodes asked saw it at different addresses ({', '.join(verdict.reported)})"
         elif verdict.helpers:
             why = f"none of the {verdict.helpers} nodes asked answered"
