@@ -14,7 +14,10 @@ or write is refused, at start and at every reload (the rule of the node's own ke
 The listener keeps one `ssl.SSLContext` for its whole life; each load builds a fresh
 context, and only one that loaded completely becomes current: the listening context's
 SNI callback (OpenSSL calls it for every ClientHello, with or without a server name)
-hands each new handshake to it. A bad pair on reload changes nothing.
+hands each new handshake to it. So a bad pair on reload changes nothing, and no
+half-loaded context (a new certificate beside the old key) ever answers a handshake.
+The node's own HTTPS listener (`signaling/tls.py`) is the same `ReloadingTls` with
+HTTP's ALPN label.
 """
 
 from __future__ import annotations
@@ -34,13 +37,8 @@ class TlsError(Exception):
     """The certificate or key cannot be used; the message names the file and the reason."""
 
 
-def _no_passphrase() -> bytes:
-    # An encrypted key would make OpenSSL prompt on a terminal a service does not have.
-    raise TlsError("the TLS key is encrypted; give the relay an unencrypted key (mode 0600)")
-
-
-def check_key_mode(path: Path) -> None:
-    """TlsError unless only the owner may read or write `path`."""
+def check_key_mode(path: Path, user: str = "relay") -> None:
+    """TlsError unless only the owner may read or write `path` (no group or other bits)."""
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
@@ -48,18 +46,23 @@ def check_key_mode(path: Path) -> None:
     if mode & 0o077:
         raise TlsError(
             f"TLS key {path} has mode {mode:04o}: others may read it; "
-            f"make it readable by the relay's user only (chmod 600 {path})"
+            f"make it readable by the {user}'s user only (chmod 600 {path})"
         )
 
 
-def load_context(cert: Path, key: Path) -> ssl.SSLContext:
+def load_context(cert: Path, key: Path, alpn: str = ALPN, user: str = "relay") -> ssl.SSLContext:
     """A server context with the PEM chain in `cert` and its key in `key`."""
-    check_key_mode(key)
+    check_key_mode(key, user)
+
+    def no_passphrase() -> bytes:
+        # An encrypted key would make OpenSSL prompt on a terminal a service does not have.
+        raise TlsError(f"the TLS key is encrypted; give the {user} an unencrypted key (mode 0600)")
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols([ALPN])
+    context.set_alpn_protocols([alpn])
     try:
-        context.load_cert_chain(cert, key, password=_no_passphrase)
+        context.load_cert_chain(cert, key, password=no_passphrase)
     except TlsError:
         raise
     except FileNotFoundError as exc:
@@ -70,14 +73,17 @@ def load_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-class RelayTls:
-    """The TLS listener's context (`context`, fixed) and `reload()` for a renewed pair."""
+class ReloadingTls:
+    """A listener's context (`context`, fixed: give it to the socket once) and `reload()`
+    for a renewed pair; `alpn` is the one protocol offered, `user` who the key is for."""
 
-    def __init__(self, cert: Path, key: Path) -> None:
+    def __init__(self, cert: Path, key: Path, alpn: str, user: str) -> None:
         """TlsError when the files do not hold a usable certificate and key."""
         self.cert = cert
         self.key = key
-        self.context = load_context(cert, key)
+        self.alpn = alpn
+        self.user = user
+        self.context = load_context(cert, key, alpn, user)
         self._current = self.context
         self.context.sni_callback = self._select
         self.reloads = 0
@@ -90,14 +96,22 @@ class RelayTls:
             connection.context = self._current
 
     def reload(self) -> bool:
-        """Load the files again: new handshakes use them, or (failing) the previous pair."""
+        """Load the files again: new handshakes use them, or (failing: logged, False)
+        the previous pair; connections already up keep the context they were made with."""
         try:
-            fresh = load_context(self.cert, self.key)
+            fresh = load_context(self.cert, self.key, self.alpn, self.user)
         except TlsError as exc:
             self.failed_reloads += 1
-            log.error("relay TLS reload failed, keeping the previous certificate: %s", exc)
+            log.error("%s TLS reload failed, keeping the previous certificate: %s", self.user, exc)
             return False
         self._current = fresh
         self.reloads += 1
-        log.info("relay TLS certificate reloaded from %s", self.cert)
+        log.info("%s TLS certificate reloaded from %s", self.user, self.cert)
         return True
+
+
+class RelayTls(ReloadingTls):
+    """The TURN-over-TLS listener's certificate: ALPN `stun.turn`."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        super().__init__(cert, key, ALPN, "relay")
