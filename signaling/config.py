@@ -10,6 +10,7 @@ public_url = "wss://node.example.net"   # what clients and nodes dial; default w
 tls_cert = "/etc/pagemesh/tls/fullchain.pem"  # serve TLS itself (reloaded on SIGHUP)
 tls_key = "/etc/pagemesh/tls/privkey.pem"     # mode 0600, else the node refuses it
 trusted_proxies = ["127.0.0.1", "::1"]       # whose X-Forwarded-For names the client
+widget_ancestors = ["https://blog.example"]  # sites that may frame /widget; default ["*"]
 layer_size = 24
 presence_ttl = 60
 
@@ -46,6 +47,7 @@ from .admission import AdmissionLimits, proxy_networks
 from .layers import RoomConfig
 from .protocol import MIN_CLIENT_VERSION, PROTOCOL_VERSION
 from .session import SessionLimits
+from .widget import frame_ancestors
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,9 @@ class NodeConfig:
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For names the real
     client; from anyone else the header is ignored."""
+    widget_ancestors: tuple[str, ...] = ("*",)
+    """Sites that may frame the chat widget (CSP frame-ancestors sources, e.g.
+    "https://blog.example"); any site by default, none when empty (docs/widget.md)."""
     limits: SessionLimits = field(default_factory=SessionLimits)
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     """Per source address, for client connections before their hello."""
@@ -163,6 +168,10 @@ def load_node_config(
         proxy_networks(config.trusted_proxies)
     except ValueError as exc:
         raise ConfigError(f"node.trusted_proxies: {exc}") from None
+    try:
+        frame_ancestors(config.widget_ancestors)
+    except ValueError as exc:
+        raise ConfigError(f"node.widget_ancestors: {exc}") from None
     if config.layer_size < 1 or config.presence_ttl <= 0 or config.max_clients < 1:
         raise ConfigError("node.layer_size, presence_ttl and max_clients must be positive")
     if not MIN_CLIENT_VERSION <= config.limits.min_client_version <= PROTOCOL_VERSION:

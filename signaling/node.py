@@ -7,6 +7,8 @@ server with these routes:
   `signaling.session`; this module is the glue that executes their requests)
 - `/v1/node`: other nodes (`signaling.links`)
 - `/healthz`, `/metrics`, and `/` (the browser client's place)
+- `/embed.js` and `/widget`: the chat a site embeds (`signaling.widget`); nothing
+  else may be framed
 
 A client's presence in a layer is a DHT record it signs itself. The node asks
 for a fresh signature every `refresh` seconds while the client stays
@@ -91,6 +93,15 @@ from .session import (
     SessionEvent,
 )
 from .tls import ServerTls, TlsError
+from .widget import (
+    EMBED_HEADERS,
+    EMBED_PATH,
+    WIDGET_PATH,
+    forbid_framing,
+    frame_ancestors,
+    widget_headers,
+    widget_page,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +211,8 @@ class SignalingNode:
         """When a link to another node last failed and last worked (for /healthz)."""
         self._relay_secret = relay.secret if relay else load_secret(config.ice.secret_file)
         self._runner: web.AppRunner | None = None
+        self._widget_html = ""
+        self._widget_headers = widget_headers(WEB_HEADERS, frame_ancestors(config.widget_ancestors))
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rng = random.Random()
         self._stopping = False
@@ -238,9 +251,13 @@ class SignalingNode:
                 web.get("/healthz", self._healthz),
                 web.get("/metrics", self.metrics.handler),
                 web.get("/", self._index),
+                web.get(WIDGET_PATH, self._widget),
+                web.get(EMBED_PATH, self._embed),
                 web.static("/web", WEB_DIR, append_version=False),
             ]
         )
+        app.on_response_prepare.append(forbid_framing)
+        self._widget_html = widget_page((WEB_DIR / "index.html").read_text())
         if self.config.tls_cert:
             self.tls = _server_tls(self.config)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -379,6 +396,16 @@ class SignalingNode:
     async def _index(self, _request: web.Request) -> web.StreamResponse:
         # The browser client: plain modules under /web/, no build step, nothing from elsewhere.
         return web.FileResponse(WEB_DIR / "index.html", headers=WEB_HEADERS)
+
+    async def _widget(self, _request: web.Request) -> web.StreamResponse:
+        # The chat a site frames (signaling/widget.py): the page's chat markup and modules.
+        return web.Response(
+            text=self._widget_html, content_type="text/html", headers=self._widget_headers
+        )
+
+    async def _embed(self, _request: web.Request) -> web.StreamResponse:
+        # The script a site adds to its pages (docs/widget.md): any site may load it.
+        return web.FileResponse(WEB_DIR / "embed.js", headers=EMBED_HEADERS)
 
     # --- clients -------------------------------------------------------------------
 

@@ -54,3 +54,11 @@ export function avatarInk(key) {
   const back = luminance(hslToRgb(keyHue(key), 0.65, 0.4));
   return 1.05 / (back + 0.05) >= (back + 0.05) / 0.05 ? "#ffffff" : "#000000";
 }
+
+export function readsOnWhite(colour) {
+  // Whether text in `colour` (#rgb or #rrggbb) reads on white at WCAG AA's 4.5:1, and so
+  // white text on it: a site's accent the widget can use for its links and buttons.
+  const hex = colour.length === 4 ? [...colour.slice(1)].map((d) => d + d).join("") : colour.slice(1);
+  const rgb = [0, 2, 4].map((i) => parseInt(hex.slice(i, i + 2), 16) / 255);
+  return 1.05 / (luminance(rgb) + 0.05) >= 4.5;
+}
