@@ -107,8 +107,10 @@
     if (event.key === "Escape" && state.open) close();
   });
   window.addEventListener("message", fromFrame);
-  window.addEventListener("popstate", sendRoom); // a single-page site's own navigation
-  window.navigation?.addEventListener?.("navigatesuccess", sendRoom);
+  // A single-page site changes its address without a new page: back and forward
+  // everywhere; pushState and replaceState too where the Navigation API tells (Chromium).
+  window.addEventListener("popstate", sendRoom);
+  window.navigation?.addEventListener?.("currententrychange", sendRoom);
 
   if (document.body) document.body.append(holder);
   else document.addEventListener("DOMContentLoaded", () => document.body.append(holder), { once: true });

@@ -235,8 +235,14 @@ async def test_a_visitor_chats_on_a_site_that_embeds_the_widget(
     accent = "getComputedStyle(document.documentElement).getPropertyValue('--accent').trim()"
     assert await frame.evaluate(accent) == "#0b6e4f"
 
-    # Escape closes the panel and gives the focus back to the launcher.
-    await frame.focus("#text")
+    # Escape ends a reply being written first, then closes the panel and gives the focus
+    # back to the launcher.
+    await frame.locator("#messages li.msg").first.hover()
+    await frame.locator("#messages li.msg button.reply").first.click()
+    await frame.wait_for_selector("#reply-bar:not([hidden])")
+    await page.keyboard.press("Escape")
+    await frame.wait_for_selector("#reply-bar", state="hidden")
+    assert await launcher(page).get_attribute("aria-expanded") == "true"
     await page.keyboard.press("Escape")
     await page.wait_for_selector("iframe[title='Chat with people on this page']", state="hidden")
     assert await launcher(page).get_attribute("aria-expanded") == "false"
@@ -302,6 +308,13 @@ async def test_the_iframe_takes_its_room_from_its_parent_only(
     assert await frame.evaluate("window.pagemesh.room.url") == here
     assert any("refused (not-parent)" in line for line in page.logs)
     assert any("refused (foreign-url)" in line for line in page.logs)
+
+    # The site moves to another page of its own without loading one (pushState), and back.
+    room_url = "window.pagemesh.room?.url"
+    await page.evaluate("history.pushState(null, '', '/articles/green?id=8#top')")
+    assert await until(frame, room_url, lambda url: url == site.origin + "/articles/green?id=8")
+    await page.evaluate("history.back()")
+    assert await until(frame, room_url, lambda url: url == here)
 
 
 async def test_the_hostlink_rules(signaling_mesh: NodeFactory, open_page: Any) -> None:
@@ -453,6 +466,13 @@ async def test_a_site_wide_room_in_the_left_corner(
     accent = "getComputedStyle(document.documentElement).getPropertyValue('--accent').trim()"
     assert await frame.evaluate(accent) == "#2459c4"
     await next_of(room, Connected, key=await key_of(frame))
+    # Leave, and come back from the keyboard.
+    await frame.click("#leave")
+    await frame.wait_for_selector("#rejoin")
+    assert await frame.evaluate("document.activeElement.id") == "rejoin"
+    await page.keyboard.press("Enter")
+    await frame.wait_for_selector("#leave:not([hidden])", timeout=15_000)
+    assert await frame.evaluate("window.pagemesh.room.url") == site.origin + "/"
 
 
 async def test_a_site_served_over_plain_http_is_told_why_there_is_no_chat(
