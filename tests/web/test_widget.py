@@ -26,7 +26,13 @@ from tests.peer.conftest import PeerFactory
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, next_of
-from .test_chat_page import DESKTOP, PHONE, NodeEars, ears  # noqa: F401  (fixture)
+from .test_chat_page import (  # noqa: F401  (ears: a fixture)
+    DESKTOP,
+    PHONE,
+    NodeEars,
+    accessibility_problems,
+    ears,
+)
 
 ARTICLE = "/articles/tea-secret-page?id=7"
 VISITED = ARTICLE + "&utm_source=newsletter#comments"  # canonical: no utm_, no fragment
@@ -138,12 +144,15 @@ async def sites() -> AsyncIterator[SiteFactory]:
 
 @pytest.fixture
 async def visitor(chromium: Any) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
-    """`await visitor(url, viewport)`: a fresh profile on a site's page, under its CSP."""
+    """`await visitor(url, viewport)`: a fresh profile on a site's page, under its CSP
+    (unless `bypass_csp`, for axe-core's script)."""
     contexts: list[Any] = []
     logs: list[str] = []
 
-    async def open_(url: str, viewport: dict[str, int] = DESKTOP, watch: Any = None) -> Any:
-        context = await chromium.new_context(viewport=viewport)
+    async def open_(
+        url: str, viewport: dict[str, int] = DESKTOP, watch: Any = None, bypass_csp: bool = False
+    ) -> Any:
+        context = await chromium.new_context(viewport=viewport, bypass_csp=bypass_csp)
         contexts.append(context)
         page = await context.new_page()
         if watch is not None:
@@ -423,7 +432,8 @@ async def test_the_widget_open_on_a_site_as_the_readme_shows_it(
     site = await sites(a)
     ana = await peers("Ana", [b.url])
     room = await ana.join(canonical_url(site.origin + ARTICLE))
-    page = await visitor(site.origin + VISITED, viewport=DESKTOP if size == "desktop" else PHONE)
+    viewport = DESKTOP if size == "desktop" else PHONE
+    page = await visitor(site.origin + VISITED, viewport=viewport, bypass_csp=True)
     frame = await open_widget(page)
     await next_of(room, Connected, key=await key_of(frame))
     await frame.fill("#name", "Kim")
@@ -443,6 +453,11 @@ async def test_the_widget_open_on_a_site_as_the_readme_shows_it(
     await frame.evaluate("document.activeElement?.blur()")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"widget-{size}.png"))
+    # axe-core (when installed) and our own checks find nothing serious, in the panel and
+    # on the page around it (the launcher, in its shadow root).
+    problems = await accessibility_problems(frame, f"{size} panel")
+    problems += await accessibility_problems(page, f"{size} page")
+    assert problems == []
 
 
 async def test_a_site_wide_room_in_the_left_corner(
@@ -500,5 +515,7 @@ async def test_a_site_served_over_plain_http_is_told_why_there_is_no_chat(
             assert not await frame.evaluate("isSecureContext")
             assert "served over HTTPS" in await frame.inner_text("#banner")
             assert await frame.evaluate("window.pagemesh.peer") is None
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "widget-insecure.png"))
         finally:
             await browser.close()

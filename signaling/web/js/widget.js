@@ -59,12 +59,13 @@ function show(on) {
   (ui.room ? $("text") : ($("rejoin") ?? $("widget-close"))).focus();
 }
 
-function hint(text, again = false) {
-  // What the transcript shows while there is no room: joining, or left (a button back).
+function hint(text, { again = false, joining = false } = {}) {
+  // What the transcript shows while there is no room: joining (and what the node learns
+  // of it), left or refused (with a button back), or why there is no chat at all.
   const box = $("empty-hint");
   box.replaceChildren(el("p", {}, el("strong", {}, text)));
   if (again) box.append(el("button", { type: "button", id: "rejoin", onclick: () => enter(widget.wanted) }, "Join again"));
-  else box.append(el("p", { className: "hint" }, "Only a hash of this page's address leaves your browser; messages go straight to the others here."));
+  if (joining) box.append(el("p", { className: "hint" }, "Only a hash of this page's address leaves your browser; messages go straight to the others here."));
 }
 
 function el(tag, props, ...children) {
@@ -75,9 +76,9 @@ function el(tag, props, ...children) {
 
 async function enter(room) {
   if (!room) return;
-  hint("Joining this page's chat…");
+  hint("Joining this page's chat…", { joining: true });
   await join(room);
-  if (!ui.room) hint("Not in this page's chat", true);
+  if (!ui.room) hint("Not in this page's chat", { again: true });
 }
 
 function counted(event) {
@@ -103,7 +104,7 @@ const host = {
     return fields.room; // the host page itself: the chat opens there
   },
   left() {
-    hint("You left this page's chat", true);
+    hint("You left this page's chat", { again: true });
     $("rejoin").focus();
   },
 };
@@ -129,7 +130,7 @@ async function main() {
     document.body.dataset.ready = "true";
     return;
   }
-  hint("Joining this page's chat…");
+  hint("Joining this page's chat…", { joining: true });
   startChat(peer, host);
   peer.on(counted);
   if (widget.wanted) await enter(widget.wanted);
