@@ -18,7 +18,7 @@ from relay import cli as relay_cli
 from signaling import cli as signaling_cli
 from simulations import cli as simulations_cli
 
-from . import demo
+from . import demo, extension
 from .embedded_relay import start_embedded_relay
 
 
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     relay_cli.register(commands)
     simulations_cli.register(commands)
     demo.register(commands)
+    extension.register(commands)
     for command in commands.choices.values():  # `pagemesh chat URL -v` reads naturally too
         command.add_argument(
             "-v",
