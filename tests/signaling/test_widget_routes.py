@@ -15,8 +15,8 @@ import pytest
 
 from dht.options import ConfigError
 from signaling.config import load_node_config
-from signaling.node import SignalingNode
-from signaling.widget import frame_ancestors
+from signaling.node import WEB_DIR, SignalingNode
+from signaling.widget import frame_ancestors, widget_page
 
 from .conftest import NodeFactory
 
@@ -125,3 +125,16 @@ def test_the_sources_a_node_may_name() -> None:
         "'self' https: http://localhost:8080"
     )
     assert frame_ancestors(("https://*.example.org:*",)) == "https://*.example.org:*"
+
+
+def test_the_widget_is_the_page_with_its_own_sheet_and_module() -> None:
+    index = (WEB_DIR / "index.html").read_text()
+    page = widget_page(index)
+    assert page.count('<body class="widget">') == 1
+    assert '<script type="module" src="/web/js/widget.js"></script>' in page
+    assert "/web/js/app.js" not in page
+    assert page.index("/web/style.css") < page.index("/web/widget.css")
+    # One markup for both: everything else is the page's own.
+    assert page.replace('<body class="widget">', "<body>").count("\n") == index.count("\n") + 1
+    with pytest.raises(ValueError, match=r"app\.js"):
+        widget_page(index.replace("/web/js/app.js", "/web/js/main.js"))
