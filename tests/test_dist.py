@@ -146,6 +146,10 @@ async def test_a_node_from_the_installed_wheel_serves_the_page(wheel: Path, tmp_
             async with http.get(base + "/web/js/app.js") as response:
                 assert response.status == 200
                 app = await response.read()
+            async with http.get(base + "/embed.js") as response:  # the widget (docs/widget.md)
+                assert response.status == 200
+            async with http.get(base + "/widget") as response:
+                assert response.status == 200 and b'class="widget"' in await response.read()
         assert page == (site / "signaling" / "web" / "index.html").read_bytes()
         assert app == marked
         proc.send_signal(signal.SIGTERM)
