@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from nacl.signing import SigningKey
 
 from pagemesh.extension import build
+from peer.identity_file import import_identity
 from peer.peer import Connected, MemberLeft, Message, Room
 from signaling.rooms import canonical_url, room_key
 from tests.peer.conftest import PeerFactory
@@ -32,6 +34,7 @@ Application = web.Application
 LISTED_HOST = "mail.example.com"  # a mail site: the built-in list keeps pagemesh out
 WIDE = {"width": 1280, "height": 800}
 SIDE_PANEL = {"width": 400, "height": 800}  # about a side panel's width
+PASSPHRASE = "tide lantern orbit walnut"
 
 
 @dataclass
@@ -191,6 +194,7 @@ async def badge_is(ext: Extension, tab: int, text: str) -> None:
 
 
 async def python_in(peers: PeerFactory, node: Any, name: str, canonical: str) -> Room:
+    """A Python peer on `node` in the room of `canonical` (the URL as every client derives it)."""
     python = await peers(name, [node.url])
     return await python.join(canonical)
 
@@ -202,14 +206,14 @@ async def test_the_panel_follows_the_tab_from_room_to_room(
     pages: WebPages,
     load_extension: LoadExtension,
 ) -> None:
-    (node,) = await signaling_mesh(1)
+    node, home = await signaling_mesh(2)  # the Python peers' home is another node
     # What the tab shows, and the canonical URL a Python peer joins (no tracking, no fragment).
     first_url = f"{pages.first}/a-page-about-tea?utm_source=newsletter#comments"
     first = canonical_url(first_url)
     assert first == f"{pages.first}/a-page-about-tea"
     second = f"{pages.second}/a-page-about-coffee"
-    ana = await python_in(peers, node, "ana", first)
-    bo = await python_in(peers, node, "bo", second)
+    ana = await python_in(peers, home, "ana", first)
+    bo = await python_in(peers, home, "bo", second)
 
     ext = await load_extension([node.url])
     panel = await ext.open("extension/panel.html", watch=ears.listen("panel"))
@@ -237,6 +241,9 @@ async def test_the_panel_follows_the_tab_from_room_to_room(
     assert await panel.inner_text("#here-site") == first.split("/")[2]
     await panel.wait_for_selector("#here-count:text-is('2 people here')")
     await badge_is(ext, tab_page, "2")
+    # Ana's home node is one more to try next time (the panel was built with the first only).
+    learned = await panel.evaluate("chrome.storage.local.get('learned').then(s => s.learned)")
+    assert home.url in learned and node.url not in learned
 
     # It chats like the node's page: both ways.
     await panel.fill("#text", "hello from the panel")
@@ -318,7 +325,7 @@ async def screenshots(panel: Any) -> None:
 
 
 async def test_the_extension_stays_out_of_private_windows_and_asks_no_host_access(
-    signaling_mesh: NodeFactory, pages: WebPages, load_extension: LoadExtension
+    signaling_mesh: NodeFactory, pages: WebPages, load_extension: LoadExtension, tmp_path: Path
 ) -> None:
     (node,) = await signaling_mesh(1)
     ext = await load_extension([node.url])
@@ -329,6 +336,27 @@ async def test_the_extension_stays_out_of_private_windows_and_asks_no_host_acces
     assert sorted(manifest["permissions"]) == ["sidePanel", "storage", "tabs"]
     for key in ("host_permissions", "content_scripts", "web_accessible_resources"):
         assert key not in manifest, key
+
+    assert await ext.worker.evaluate("chrome.sidePanel.getPanelBehavior()") == {
+        "openPanelOnActionClick": True
+    }
+
+    # The panel exports the extension's one identity, as the node's page does (docs/identity.md).
+    panel = await ext.open("extension/panel.html", SIDE_PANEL)
+    key = await panel.evaluate("window.pagemesh.peer.keyHex")
+    await panel.click("#you summary")
+    await panel.fill("#name", "Bea")
+    await panel.press("#name", "Enter")
+    await panel.click("#export-identity")
+    await panel.fill("#identity-passphrase", PASSPHRASE)
+    await panel.fill("#identity-passphrase-again", PASSPHRASE)
+    async with panel.expect_download() as info:
+        await panel.click("#identity-ok")
+    download = await info.value
+    saved = tmp_path / "bea.pagemesh-identity"
+    await download.save_as(saved)
+    seed, name = import_identity(saved.read_bytes(), PASSPHRASE)
+    assert (bytes(SigningKey(seed).verify_key).hex(), name) == (key, "Bea")
 
     # A private window opened by the extension itself: made, and invisible to it.
     private = f"{pages.first}/a-private-page"

@@ -210,7 +210,8 @@ function wirePanel() {
   chrome.tabs.onAttached.addListener(() => followActive());
   chrome.tabs.onDetached.addListener(() => followActive());
   ui.peer?.on((event) => {
-    if (event.type === "status" && event.state === "connected") rememberNodes();
+    // a node's directory comes with `welcome`, members' home nodes with each join
+    if ((event.type === "status" && event.state === "connected") || event.type === "seated") rememberNodes();
     if (["member-joined", "member-left", "seated"].includes(event.type)) render();
   });
 }
