@@ -26,7 +26,7 @@ from tests.peer.conftest import PeerFactory
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, next_of
-from .test_chat_page import NodeEars, ears  # noqa: F401  (fixture)
+from .test_chat_page import AXE, AXE_FOUND, NodeEars, accessibility_problems, ears  # noqa: F401
 
 # The test's web pages are aiohttp applications too: made with the class as it was
 # before `ears` starts recording every application (the node's) made after.
@@ -314,6 +314,15 @@ async def test_the_panel_follows_the_tab_from_room_to_room(
     await ana.say("welcome back")
     await second_panel.wait_for_selector("#messages li.msg .body:text-is('welcome back')")
     await screenshots(second_panel)
+
+    # What the node's page promises a screen reader and a keyboard, the panel keeps.
+    if AXE_FOUND:  # evaluated: the panel's policy refuses the <script> axe usually comes in
+        await second_panel.evaluate(AXE.read_text())
+    await second_panel.click("#you summary")
+    problems = await accessibility_problems(second_panel, "panel, side panel's width")
+    await second_panel.set_viewport_size(WIDE)
+    problems += await accessibility_problems(second_panel, "panel, wide")
+    assert problems == [], "\n".join(problems)
 
 
 async def screenshots(panel: Any) -> None:
