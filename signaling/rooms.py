@@ -101,6 +101,7 @@ def canonical_url(url: str, scope: Scope | str = Scope.PAGE) -> str:
     host = host.lower().rstrip(".")
     if not _HOST.fullmatch(host):
         raise RoomError(f"not a valid URL: bad host {host!r}")
+    host = _whatwg_ipv4(host)
     if ":" in host:
         host = f"[{host}]"
     origin = f"{scheme}://{host}"
@@ -111,6 +112,37 @@ def canonical_url(url: str, scope: Scope | str = Scope.PAGE) -> str:
     path = _normalise_escapes(parsed.raw_path or "/")
     query = _strip_tracking(parsed.raw_query_string)
     return origin + path + (f"?{query}" if query else "")
+
+
+def _whatwg_ipv4(host: str) -> str:
+    """A host that ends in a number is an IPv4 address, written in dotted decimal, as a
+    browser's URL parser reads it (WHATWG URL, "IPv4 parser"): `0x7f000001`, `127.1`
+    and `0177.0.0.1` are all `127.0.0.1`. Any other host is returned as it is."""
+    if ":" in host:
+        return host  # IPv6
+    parts = host.split(".")
+    last = parts[-1]
+    hexadecimal = last[:2] == "0x" and all(c in "0123456789abcdef" for c in last[2:])
+    if not (last.isdigit() or hexadecimal):
+        return host  # a domain
+    if len(parts) > 4:
+        raise RoomError(f"not a valid URL: bad IPv4 host {host!r}")
+    numbers = []
+    for part in parts:
+        if part[:2] == "0x":
+            digits, base = part[2:], 16
+        elif len(part) > 1 and part[0] == "0":
+            digits, base = part[1:], 8
+        else:
+            digits, base = part, 10
+        try:
+            numbers.append(int(digits, base) if digits else 0)
+        except ValueError:
+            raise RoomError(f"not a valid URL: bad IPv4 host {host!r}") from None
+    if any(n > 255 for n in numbers[:-1]) or numbers[-1] >= 256 ** (5 - len(numbers)):
+        raise RoomError(f"not a valid URL: bad IPv4 host {host!r}")
+    address = numbers[-1] + sum(n << (8 * (3 - i)) for i, n in enumerate(numbers[:-1]))
+    return ".".join(str((address >> shift) & 255) for shift in (24, 16, 8, 0))
 
 
 def _strip_tracking(raw_query: str) -> str:

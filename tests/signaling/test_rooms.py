@@ -47,6 +47,13 @@ CANONICAL = [
     ("https://xn--bcher-kva.de/", "https://xn--bcher-kva.de/"),
     # IPv6 literal
     ("http://[::1]:80/x", "http://[::1]/x"),
+    # a host ending in a number is IPv4, in dotted decimal (as a browser reads it)
+    ("http://0x7f000001/", "http://127.0.0.1/"),
+    ("http://127.1/", "http://127.0.0.1/"),
+    ("http://0177.0.0.1/", "http://127.0.0.1/"),
+    ("http://2130706433:8080/", "http://127.0.0.1:8080/"),
+    ("http://192.168.0x1.010/", "http://192.168.1.8/"),
+    ("http://0x.0/", "http://0.0.0.0/"),
     # percent-escapes: unreserved decoded, others upper-cased; spaces escaped
     ("https://example.com/%7euser/%41", "https://example.com/~user/A"),
     ("https://example.com/a%2fb", "https://example.com/a%2Fb"),
@@ -87,6 +94,10 @@ def test_site_scope_is_the_origin(url: str, expected: str) -> None:
         ("https:///path", "no host"),
         ("https://example.com/" + "a" * 9000, "longer than"),
         ("https://exa mple.com/", "not a valid URL"),
+        ("http://1.2.3.4.5/", "bad IPv4 host"),
+        ("http://256.0.0.1/", "bad IPv4 host"),
+        ("http://1.2.3.0x100/", "bad IPv4 host"),
+        ("http://09.0.0.1/", "bad IPv4 host"),
     ],
 )
 def test_urls_without_a_room(url: str, message: str) -> None:

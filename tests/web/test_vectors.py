@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from peer.files import chunk_frame
 from peer.messaging import Envelope
@@ -63,7 +65,18 @@ async def test_canonical_urls_and_room_keys(page: Any) -> None:
         assert key == room_key(canonical).hex()
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/", "example.com/page", "https:///path"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/",
+        "example.com/page",
+        "https:///path",
+        "http://1.2.3.4.5/",
+        "http://256.0.0.1/",
+        "http://1.2.3.0x100/",
+        "http://09.0.0.1/",
+    ],
+)
 async def test_urls_without_rooms_are_refused_in_both(page: Any, url: str) -> None:
     with pytest.raises(RoomError):
         canonical_url(url)
@@ -116,3 +129,33 @@ async def test_chunk_frames_and_fingerprints(page: Any) -> None:
     sdp = "v=0\r\na=fingerprint:SHA-256 ab:cd:ef\r\na=fingerprint:sha-1 01:02\r\n"
     assert await page.evaluate("(s) => window.m.fingerprints(s)", sdp) == fingerprints(sdp)
     assert json.dumps(fingerprints(sdp))  # the list signed is plain JSON in both
+
+
+NUMERIC_LABEL = st.one_of(
+    st.integers(0, 2**33).map(str),
+    st.integers(0, 2**33).map(lambda n: f"0x{n:x}"),
+    st.integers(0, 2**33).map(lambda n: f"0{n:o}"),
+    st.sampled_from(["0", "00", "0x", "09", "0x1g", "1e2", "a", "x1"]),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.lists(NUMERIC_LABEL, min_size=1, max_size=6), min_size=30, max_size=30))
+async def test_hosts_that_end_in_a_number_read_alike(page: Any, hosts: list[list[str]]) -> None:
+    """IPv4 in every spelling a browser reads (hex, octal, fewer parts) canonicalises alike,
+    and what one refuses the other refuses."""
+    urls = ["http://" + ".".join(labels) + "/" for labels in hosts]
+    got = await page.evaluate(
+        """(urls) => urls.map((u) => {
+            try { return window.m.canonicalUrl(u); } catch (e) { return 'refused'; }
+        })""",
+        urls,
+    )
+    for url, browser in zip(urls, got, strict=True):
+        try:
+            python = canonical_url(url)
+        except RoomError:
+            python = "refused"
+        assert python == browser, url
