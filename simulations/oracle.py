@@ -12,9 +12,11 @@ from __future__ import annotations
 import heapq
 import random
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import repeat
 
 from dht.ids import ID_BITS, to_int
+from dht.routing import Bucket
 
 from .overlay import SimNode
 
@@ -97,9 +99,10 @@ def distinct_indices(rng: random.Random, lo: int, hi: int, count: int) -> list[i
     span = hi - lo
     if span <= 2 * count:
         return sorted(rng.sample(range(lo, hi), count))
-    chosen = {lo + int(rng.random() * span) for _ in range(count)}
+    draw = rng.random
+    chosen = {lo + int(draw() * span) for _ in repeat(None, count)}
     while len(chosen) < count:
-        chosen.add(lo + int(rng.random() * span))
+        chosen.add(lo + int(draw() * span))
     return sorted(chosen)
 
 
@@ -123,37 +126,84 @@ def fill_routing_tables(
     maintenance round does not refresh every bucket of every node at once.
     Only buckets from the nearest populated one up are visited: below it the
     id space holds nobody (a prefix of 140 bits is empty in any population).
+
+    The id ranges of a node's buckets are found walking up from its own place in
+    the sorted ids (`_bucket_ranges`: one bisection per bucket, within the range
+    already known), and a bucket's dict is built from its picks without a Python
+    loop per contact: at 10^6 nodes this is most of the setup.
     """
     added = 0
     ordered = [by_index[i].contact for i in space.index]  # contacts in sorted id order
+    ordered_ids = [c.node_id for c in ordered]
+    contact_at = ordered.__getitem__
+    id_at = ordered_ids.__getitem__
     for node in nodes:
         own = to_int(node.node_id)
         table = node.core.table
-        for bucket in range(space.nearest_bucket(own), ID_BITS):
-            lo, hi = space.bucket_population(own, bucket)
+        buckets = table.buckets
+        fresh = not buckets
+        filled: list[int] = []
+        for bucket, lo, hi in _bucket_ranges(space, own):
             if hi <= lo:
                 continue
             if hi - lo <= k:
-                contacts = ordered[lo:hi]
+                picks: Iterable[int] = range(lo, hi)
             else:
-                contacts = [ordered[i] for i in distinct_indices(rng, lo, hi, k)]
-            state = table.bucket_for(contacts[0].num)
-            if not state.contacts and len(contacts) <= table.k:
-                state.contacts = {c.node_id: c for c in contacts}
+                picks = distinct_indices(rng, lo, hi, k)
+            state = buckets.get(bucket)
+            if state is None:
+                state = buckets[bucket] = Bucket()
+            count = hi - lo if hi - lo <= k else k
+            if not state.contacts and count <= table.k:
+                state.contacts = dict(zip(map(id_at, picks), map(contact_at, picks), strict=True))
             else:
-                for contact in contacts:
+                for contact in map(contact_at, picks):
                     table.add(contact)
-            added += len(contacts)
+            filled.append(bucket)
+            added += count
         when = refreshed_at if refreshed_at is not None else node.created_at
         # A running network has also looked into the empty buckets within its range
         # (`RoutingTable.stale_buckets` lists them); without this, every node would
         # refresh them in the first maintenance round, all at once.
-        occupied = [i for i, b in table.buckets.items() if b.contacts]
-        for bucket in range(min(occupied, default=0), max(occupied, default=-1) + 1):
-            table.touch(own ^ (1 << bucket), when)
-        for bucket_state in table.buckets.values():
+        # A fresh table's buckets are those just filled, ascending, all with contacts.
+        occupied = filled if fresh else [i for i, b in buckets.items() if b.contacts]
+        if occupied:
+            for bucket in range(min(occupied), max(occupied) + 1):
+                if bucket not in buckets:
+                    buckets[bucket] = Bucket()
+        for bucket_state in buckets.values():
             bucket_state.last_refresh = when
     return added
+
+
+def _bucket_ranges(space: IdSpace, own: int) -> Iterator[tuple[int, int, int]]:
+    """(bucket, lo, hi) for each bucket of `own` from its nearest populated one up:
+    the slice of sorted ids at distance [2**bucket, 2**(bucket+1)), as
+    `space.bucket_population` gives it.
+
+    Walking up from `own`'s place in the sorted ids, own's subtree at level b
+    (the ids within distance 2**b) is the slice [left, right); the bucket's ids
+    are its sibling subtree, just right of it when bit b of `own` is 0, just
+    left of it when 1, so one bisection within the known side finds it.
+    """
+    ids = space.ids
+    at = bisect_left(ids, own)
+    nearest = space.nearest_bucket(own)
+    if at == len(ids) or ids[at] != own:  # not a member: the bisections from scratch
+        for bucket in range(nearest, ID_BITS):
+            yield (bucket, *space.bucket_population(own, bucket))
+        return
+    left, right = at, at + 1  # within distance 2**nearest: only own itself
+    for bucket in range(nearest, ID_BITS):
+        prefix = own >> (bucket + 1)
+        if (own >> bucket) & 1:
+            lo = bisect_left(ids, prefix << (bucket + 1), 0, left)
+            yield bucket, lo, left
+            left = lo
+        else:
+            hi = bisect_left(ids, (prefix + 1) << (bucket + 1), right)
+            yield bucket, right, hi
+            right = hi
 
 
 __all__ = ["IdSpace", "fill_routing_tables"]

@@ -15,7 +15,7 @@ from dht.core import Bootstrapped, DHTConfig, Event, LookupCompleted
 from simulations.engine import Engine
 from simulations.network import NetworkModel
 from simulations.observe import HopCounter
-from simulations.oracle import IdSpace, distinct_indices, fill_routing_tables
+from simulations.oracle import IdSpace, _bucket_ranges, distinct_indices, fill_routing_tables
 from simulations.overlay import EPOCH, Overlay, SimNode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +120,18 @@ def test_oracle_tables_hold_k_contacts_per_bucket_up_to_the_population() -> None
     for node in nodes[:20]:
         ideal = space.ideal_table_size(int.from_bytes(node.node_id), 20)
         assert len(node.core.table) == ideal
+
+
+@given(st.integers(min_value=1, max_value=300), st.integers(min_value=0, max_value=2**32))
+def test_bucket_ranges_walked_up_are_the_bucket_populations(count: int, seed: int) -> None:
+    rng = random.Random(seed)
+    space = IdSpace([])
+    space.ids = sorted({rng.getrandbits(160) >> rng.randrange(4) for _ in range(count)})
+    for own in [*space.ids[:5], *space.ids[-5:], rng.getrandbits(160)]:  # members or not
+        walked = [(b, lo, hi) for b, lo, hi in _bucket_ranges(space, own)]
+        first = space.nearest_bucket(own)
+        expected = [(b, *space.bucket_population(own, b)) for b in range(first, 160)]
+        assert walked == expected
 
 
 def test_hop_counts_of_a_lookup() -> None:
