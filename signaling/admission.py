@@ -77,6 +77,12 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return ip
 
 
+def in_networks(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """Whether `address` (IPv4-mapped IPv6 read as IPv4) lies in one of `networks`."""
+    ip = _ip(address)
+    return ip is not None and any(ip in net for net in networks)
+
+
 def client_address(peer: str, forwarded: list[str], proxies: tuple[IPNetwork, ...]) -> str:
     """The address a connection stands for. Who may say what: a trusted proxy (`peer` in
     `proxies`) names the client in its `X-Forwarded-For` (the header's lines, `forwarded`);

@@ -10,6 +10,7 @@ public_url = "wss://node.example.net"   # what clients and nodes dial; default w
 tls_cert = "/etc/pagemesh/tls/fullchain.pem"  # serve TLS itself (reloaded on SIGHUP)
 tls_key = "/etc/pagemesh/tls/privkey.pem"     # mode 0600, else the node refuses it
 trusted_proxies = ["127.0.0.1", "::1"]       # whose X-Forwarded-For names the client
+metrics_from = ["127.0.0.0/8", "::1/128"]    # who may read /metrics (the default); [] turns it off
 widget_ancestors = ["https://blog.example"]  # sites that may frame /widget; default ["*"]
 layer_size = 24
 presence_ttl = 60
@@ -107,6 +108,10 @@ class NodeConfig:
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For names the real
     client; from anyone else the header is ignored."""
+    metrics_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Networks (CIDR, or single addresses) whose clients may read `/metrics`; others get
+    403, and an empty list turns `/metrics` off (404). The client address is the one after
+    `trusted_proxies`: behind a proxy, the address the proxy forwards."""
     widget_ancestors: tuple[str, ...] = ("*",)
     """Sites that may frame the chat widget (CSP frame-ancestors sources, e.g.
     "https://blog.example"); any site by default, none when empty (docs/widget.md)."""
@@ -168,6 +173,10 @@ def load_node_config(
         proxy_networks(config.trusted_proxies)
     except ValueError as exc:
         raise ConfigError(f"node.trusted_proxies: {exc}") from None
+    try:
+        proxy_networks(config.metrics_from)
+    except ValueError as exc:
+        raise ConfigError(f"node.metrics_from: {exc}") from None
     try:
         frame_ancestors(config.widget_ancestors)
     except ValueError as exc:

@@ -112,6 +112,11 @@ class NodeMetrics:
             ["reason"],
             registry=registry,
         )
+        self.metrics_refused = Counter(
+            "pagemesh_metrics_refused",
+            "requests for /metrics from clients outside [node] metrics_from (answered 403)",
+            registry=registry,
+        )
         registry.register(_DHTCollector(node))
         if node.relay is not None:
             registry.register(node.relay.collector)

@@ -47,7 +47,7 @@ from dht.records import Record
 from relay.credentials import load_secret, mint_credentials
 
 from . import metrics as node_metrics
-from .admission import Admission, client_address, proxy_networks, source_of
+from .admission import Admission, client_address, in_networks, proxy_networks, source_of
 from .config import NodeConfig
 from .health import HealthFacts, assess
 from .layers import (
@@ -190,6 +190,7 @@ class SignalingNode:
         self._dht_slots = asyncio.Semaphore(max(1, dht.core.config.max_operations // 2))
         self.admission = Admission(config.admission)
         self._proxies = proxy_networks(config.trusted_proxies)
+        self._metrics_from = proxy_networks(config.metrics_from)
         self.tls: ServerTls | None = None
         """The listener's certificate when the node serves TLS itself (`tls_cert`)."""
         self.links = LinkPool(
@@ -249,13 +250,14 @@ class SignalingNode:
                 web.get("/v1/ws", self._client_handler),
                 web.get(LINK_PATH, self.links.accept),
                 web.get("/healthz", self._healthz),
-                web.get("/metrics", self.metrics.handler),
                 web.get("/", self._index),
                 web.get(WIDGET_PATH, self._widget),
                 web.get(EMBED_PATH, self._embed),
                 web.static("/web", WEB_DIR, append_version=False),
             ]
         )
+        if self._metrics_from:  # an empty metrics_from: no /metrics at all (404)
+            app.add_routes([web.get("/metrics", self._metrics)])
         app.on_response_prepare.append(forbid_framing)
         self._widget_html = widget_page((WEB_DIR / "index.html").read_text())
         if self.config.tls_cert:
@@ -392,6 +394,14 @@ class SignalingNode:
         ok = ok and not unreachable
         body["status"] = "ok" if ok else "unavailable"
         return web.json_response(body, status=200 if ok else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text for the clients in `metrics_from` (after `trusted_proxies`);
+        403 for anyone else, counted."""
+        if not in_networks(self.remote_address(request), self._metrics_from):
+            self.metrics.metrics_refused.inc()
+            return web.Response(status=403, text="/metrics: not from this address\n")
+        return await self.metrics.handler(request)
 
     async def _index(self, _request: web.Request) -> web.StreamResponse:
         # The browser client: plain modules under /web/, no build step, nothing from elsewhere.
