@@ -252,10 +252,15 @@ def _relay_tls(config: NodeConfig) -> RelayTls | None:
         return None
     cert = config.relay_tls_cert or config.tls_cert
     key = config.relay_tls_key or config.tls_key
+    # The node's own pair (no relay_tls_key of its own): the key is the node's, and so is
+    # the refusal, which the relay meets first (it starts before the node's listener).
+    shared = key == config.tls_key
     try:
-        return RelayTls(Path(cert), Path(key))
+        return RelayTls(Path(cert), Path(key), "node" if shared else "relay")
     except TlsError as exc:
-        raise ConfigError(f"relay TLS: {exc}") from None
+        raise ConfigError(
+            f"{'node TLS (shared with the relay)' if shared else 'relay TLS'}: {exc}"
+        ) from None
 
 
 async def start_embedded_relay(config: NodeConfig, config_path: Path | None) -> EmbeddedRelay:

@@ -75,14 +75,26 @@ def load_context(cert: Path, key: Path, alpn: str = ALPN, user: str = "relay") -
 
 class ReloadingTls:
     """A listener's context (`context`, fixed: give it to the socket once) and `reload()`
-    for a renewed pair; `alpn` is the one protocol offered, `user` who the key is for."""
+    for a renewed pair; `alpn` is the one protocol offered, `user` whose key it is (named
+    in refusals), `listener` what the log lines call it, `logger` where they go (the
+    listener's owner's: the node's for the node's HTTPS, the relay's for `turns:`)."""
 
-    def __init__(self, cert: Path, key: Path, alpn: str, user: str) -> None:
+    def __init__(
+        self,
+        cert: Path,
+        key: Path,
+        alpn: str,
+        user: str,
+        logger: logging.Logger | None = None,
+        listener: str = "",
+    ) -> None:
         """TlsError when the files do not hold a usable certificate and key."""
         self.cert = cert
         self.key = key
         self.alpn = alpn
         self.user = user
+        self.listener = listener or f"{user} TLS"
+        self.log = logger or log
         self.context = load_context(cert, key, alpn, user)
         self._current = self.context
         self.context.sni_callback = self._select
@@ -102,16 +114,19 @@ class ReloadingTls:
             fresh = load_context(self.cert, self.key, self.alpn, self.user)
         except TlsError as exc:
             self.failed_reloads += 1
-            log.error("%s TLS reload failed, keeping the previous certificate: %s", self.user, exc)
+            self.log.error(
+                "%s reload failed, keeping the previous certificate: %s", self.listener, exc
+            )
             return False
         self._current = fresh
         self.reloads += 1
-        log.info("%s TLS certificate reloaded from %s", self.user, self.cert)
+        self.log.info("%s certificate reloaded from %s", self.listener, self.cert)
         return True
 
 
 class RelayTls(ReloadingTls):
-    """The TURN-over-TLS listener's certificate: ALPN `stun.turn`."""
+    """The TURN-over-TLS listener's certificate: ALPN `stun.turn`. `user` is whose key it
+    is: "relay", or "node" when a node's relay uses the node's own pair."""
 
-    def __init__(self, cert: Path, key: Path) -> None:
-        super().__init__(cert, key, ALPN, "relay")
+    def __init__(self, cert: Path, key: Path, user: str = "relay") -> None:
+        super().__init__(cert, key, ALPN, user, log, "relay TLS (turns:)")

@@ -21,6 +21,7 @@ with HTTP's ALPN label.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from relay.tls import ReloadingTls, TlsError, check_key_mode
@@ -30,7 +31,8 @@ __all__ = ["ServerTls", "TlsError", "check_key_mode"]
 
 class ServerTls(ReloadingTls):
     """The TLS side of the node's listener: `context` for the socket, `reload()` on SIGHUP.
-    Browsers speak HTTP/1.1 for WebSockets; aiohttp serves nothing else."""
+    Browsers speak HTTP/1.1 for WebSockets; aiohttp serves nothing else. Its log lines go
+    to the node's logger (`signaling.node`), as the rest of what the node says."""
 
     def __init__(self, cert: Path, key: Path) -> None:
-        super().__init__(cert, key, "http/1.1", "node")
+        super().__init__(cert, key, "http/1.1", "node", logging.getLogger("signaling.node"))

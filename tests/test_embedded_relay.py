@@ -351,3 +351,56 @@ async def test_a_node_without_a_relay_or_ice_servers_hands_out_none(tmp_path: Pa
         assert node.ice_servers(b"\x01" * 32) == ()
     finally:
         await node.stop(moving=False)
+
+
+@pytest.mark.parametrize("own_key", [False, True])
+async def test_a_readable_key_is_refused_in_the_name_of_whoever_uses_it(
+    tmp_path: Path, own_key: bool
+) -> None:
+    """The relay that takes the node's own key (no relay_tls_key) names the node's user,
+    whose key it is; a key of the relay's own names the relay."""
+    ca = TestCA()
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    ca.issue(1).write(cert, key)
+    key.chmod(0o644)
+    options: dict[str, Any] = {"tls_cert": str(cert), "tls_key": str(key)}
+    if own_key:
+        options = {"relay_tls_cert": str(cert), "relay_tls_key": str(key)}
+    config = dataclasses.replace(
+        FAST_NODE, data_dir=str(tmp_path / "n"), relay_port=0, relay_tls_port=0, **options
+    )
+    with pytest.raises(ConfigError) as refused:
+        await start_embedded_relay(config, None)
+    who = "relay" if own_key else "node"
+    assert f"readable by the {who}'s user only" in str(refused.value)
+    if not own_key:
+        assert str(refused.value).startswith("node TLS (shared with the relay):")
+
+
+@pytest.mark.integration
+async def test_reload_lines_name_the_listener_under_its_own_logger(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node whose relay shares its certificate: SIGHUP logs the node's reload under the
+    node's logger and the relay's under the relay's, each saying which listener it was."""
+    ca = TestCA()
+    cert, key = tmp_path / "node.pem", tmp_path / "node.key"
+    ca.issue(1).write(cert, key)
+    config = dataclasses.replace(
+        FAST_NODE,
+        data_dir=str(tmp_path / "node"),
+        relay_port=0,
+        relay_tls_port=0,
+        tls_cert=str(cert),
+        tls_key=str(key),
+    )
+    relay = await start_embedded_relay(config, None)
+    node = await SignalingNode.start(config, FAST_DHT, relay)
+    try:
+        with caplog.at_level("INFO"):
+            assert node.reload_tls()
+    finally:
+        await node.stop(moving=False)
+    lines = {(r.name, r.getMessage().split(" certificate")[0]) for r in caplog.records}
+    assert ("signaling.node", "node TLS") in lines
+    assert ("pagemesh.relay", "relay TLS (turns:)") in lines
