@@ -108,6 +108,8 @@ class EmbeddedRelay:
         self.secret = secret
         self.tls = tls
         self.ports = ports or RelayPorts(server.address[1])
+        self.listen_host = str(server.address[0])
+        """Where it listens (kept: the socket is gone once the server stopped)."""
         self.public_host = public_host
         self._fixed = urls
         self._external_configured = external_configured or urls is not None
@@ -147,6 +149,15 @@ class EmbeddedRelay:
     @property
     def serving(self) -> bool:
         return self.server.serving
+
+    @property
+    def on_loopback_only(self) -> bool:
+        """It listens on a loopback address while its URLs name an address elsewhere:
+        nobody but this machine reaches it (a node on 127.0.0.1 behind a proxy whose
+        `[relay] host` was left to the node's)."""
+        return _loopback(self.listen_host) and bool(
+            self.public_host and not _loopback(self.public_host)
+        )
 
     def reload_tls(self) -> bool:
         """SIGHUP: read the TLS certificate and key again (new handshakes only)."""
@@ -297,7 +308,7 @@ async def start_embedded_relay(config: NodeConfig, config_path: Path | None) -> 
             "public_url, host %s): each client is told the address it reached the node at",
             listen_host,
         )
-    return EmbeddedRelay(
+    relay = EmbeddedRelay(
         server,
         secret,
         ports=ports,
@@ -305,6 +316,15 @@ async def start_embedded_relay(config: NodeConfig, config_path: Path | None) -> 
         tls=tls,
         external_configured=bool(listen.external_host),
     )
+    if relay.on_loopback_only:
+        log.warning(
+            "the relay listens on %s (loopback) but tells clients %s: nobody elsewhere can "
+            'reach it. Set [relay] host = "0.0.0.0" (or this machine\'s public address) to '
+            "listen where clients reach it; the node's HTTP stays on [node] host",
+            server.address[0],
+            public_host,
+        )
+    return relay
 
 
 def _unspecified(host: str) -> bool:

@@ -15,7 +15,9 @@ Each reason names something a person running the node can act on:
 
 A node started alone (no seeds, nobody in its routing table, no other node known)
 serves: its clients meet each other, as in development or on the first node of a
-new mesh. It says so with the note `alone`.
+new mesh. It says so with the note `alone`. A node whose embedded relay listens on
+loopback only but tells clients an address elsewhere serves too, with the note
+`relay-on-loopback`: its own clients on this machine reach the relay, nobody else does.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Note(StrEnum):
     """What a serving node says about itself besides."""
 
     ALONE = "alone"
+    RELAY_ON_LOOPBACK = "relay-on-loopback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,8 @@ class HealthFacts:
     relay: bool | None
     """None without an embedded relay; else whether it serves."""
     stopping: bool
+    relay_on_loopback: bool = False
+    """The embedded relay listens on loopback only and advertises an address elsewhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,8 @@ def assess(facts: HealthFacts) -> Health:
         reasons.append(Reason.NO_NODE_LINKS)
     if facts.relay is False:
         reasons.append(Reason.RELAY_DOWN)
+    if facts.relay and facts.relay_on_loopback:
+        notes.append(Note.RELAY_ON_LOOPBACK)
     return Health(tuple(reasons), tuple(notes))
 
 

@@ -168,6 +168,11 @@ class EmbeddedRelay(Protocol):
         """Its listeners are open (for /healthz)."""
         ...
 
+    @property
+    def on_loopback_only(self) -> bool:
+        """It listens on loopback but tells clients an address elsewhere (for /healthz)."""
+        ...
+
     async def stop(self) -> None: ...
 
 
@@ -362,6 +367,7 @@ class SignalingNode:
             link_ok_at=self._link_ok_at,
             relay=self.relay.serving if self.relay is not None else None,
             stopping=self._stopping,
+            relay_on_loopback=self.relay is not None and self.relay.on_loopback_only,
         )
         health = assess(facts)
         body: dict[str, Any] = {

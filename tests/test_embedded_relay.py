@@ -404,3 +404,30 @@ async def test_reload_lines_name_the_listener_under_its_own_logger(
     lines = {(r.name, r.getMessage().split(" certificate")[0]) for r in caplog.records}
     assert ("signaling.node", "node TLS") in lines
     assert ("pagemesh.relay", "relay TLS (turns:)") in lines
+
+
+@pytest.mark.integration
+async def test_a_relay_on_loopback_that_advertises_elsewhere_is_warned_about(
+    embedded: Started, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The node on 127.0.0.1 behind a proxy, `relay_port` uncommented, nothing said of
+    where the relay listens: it binds loopback and tells clients the public address,
+    which nobody can reach. The start says so, with the fix."""
+    with caplog.at_level("WARNING", logger="pagemesh.relay"):
+        relay = await embedded({"host": "127.0.0.1", "relay_host": PUBLIC})
+    assert relay.server.address[0] == "127.0.0.1"
+    assert relay.on_loopback_only
+    assert "listens on 127.0.0.1 (loopback) but tells clients 203.0.113.7" in caplog.text
+    assert '[relay] host = "0.0.0.0"' in caplog.text
+
+
+@pytest.mark.integration
+async def test_a_relay_on_loopback_told_to_listen_everywhere_is_not(
+    embedded: Started, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="pagemesh.relay"):
+        relay = await embedded({"host": "127.0.0.1", "relay_host": PUBLIC}, 'host = "0.0.0.0"\n')
+        loopback = await embedded({"host": "127.0.0.1"})  # a node on a laptop: all loopback
+    assert relay.server.address[0] == "0.0.0.0" and not relay.on_loopback_only
+    assert not loopback.on_loopback_only
+    assert "(loopback) but tells clients" not in caplog.text

@@ -222,3 +222,26 @@ async def test_an_embedded_relay_that_is_down(tmp_path: Path) -> None:
         assert status == 503 and body["reasons"] == ["relay-down"] and body["relay"] == "down"
     finally:
         await node.stop(moving=False)
+
+
+def test_a_relay_nobody_elsewhere_reaches_is_a_note() -> None:
+    facts = dataclasses.replace(HEALTHY, relay=True, relay_on_loopback=True)
+    health = assess(facts)
+    assert health.ok and health.notes == (Note.RELAY_ON_LOOPBACK,)
+
+
+@pytest.mark.integration
+async def test_healthz_notes_a_relay_bound_to_loopback_that_advertises_elsewhere(
+    tmp_path: Path,
+) -> None:
+    config = dataclasses.replace(
+        FAST_NODE, data_dir=str(tmp_path / "n"), relay_port=0, relay_host="203.0.113.7"
+    )
+    relay = await start_embedded_relay(config, None)
+    node = await SignalingNode.start(config, FAST_DHT, relay)
+    try:
+        status, body = await healthz(node)
+        assert status == 200 and body["relay"] == "serving"
+        assert body["notes"] == ["alone", "relay-on-loopback"]
+    finally:
+        await node.stop(moving=False)
