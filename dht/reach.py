@@ -358,6 +358,13 @@ class ReachVerdict:
     def no_helpers(self) -> bool:
         return self.helpers == 0
 
+    @property
+    def url_judged(self) -> bool:
+        """A URL was asked for and some helper promised to dial it: `url` is a judgement
+        (perhaps that there was too little to go on), not "nobody would look"."""
+        promised = self.url_confirmed + self.url_missed
+        return bool(self.checked_url) and not self.url_elsewhere and promised > 0
+
 
 @dataclass(slots=True)
 class ReachRound:
@@ -472,12 +479,26 @@ def _agreed(reported: Counter[Address], confirmations: int) -> Address | None:
 def next_check_at(verdict: ReachVerdict, config: ReachConfig) -> float:
     """When to check again after `verdict`: soon when it decided nothing, sooner when
     unreachable (an operator who opens the port should not wait half an hour), rarely
-    when reachable. A change of address seen in between brings it forward."""
-    if verdict.dht is Reachability.REACHABLE:
-        return verdict.at + config.interval
-    if verdict.dht is Reachability.UNREACHABLE:
-        return verdict.at + config.unreachable_interval
-    return verdict.at + config.retry_interval
+    when reachable. A change of address seen in between brings it forward.
+
+    The DHT port and the URL are judged alike, and the one that needs it sooner sets
+    the time: a node started before its proxy has a reachable DHT port and a URL that
+    decided nothing, and is asked again after `retry_interval`, not half an hour. A URL
+    no helper would dial (refused, unsupported, or a name resolving elsewhere) cannot be
+    decided by asking again, and sets no time.
+    """
+    wait = _wait(verdict.dht, config)
+    if verdict.url_judged:
+        wait = min(wait, _wait(verdict.url, config))
+    return verdict.at + wait
+
+
+def _wait(found: Reachability, config: ReachConfig) -> float:
+    if found is Reachability.REACHABLE:
+        return config.interval
+    if found is Reachability.UNREACHABLE:
+        return config.unreachable_interval
+    return config.retry_interval
 
 
 def client_after(verdict: ReachVerdict, client: bool) -> bool:

@@ -9,6 +9,7 @@ with). Then the requester's side: whom it asks, and what the answers mean.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import random
 from collections.abc import Sequence
@@ -410,6 +411,28 @@ def test_when_to_check_again_and_what_to_be_meanwhile() -> None:
     assert not client_after(_verdict(Reachability.UNKNOWN), client=False)
     # Nobody to ask: the first node of a network serves, or nobody could ever join.
     assert not client_after(_verdict(Reachability.UNKNOWN, helpers=0), client=True)
+
+
+def test_the_url_is_asked_again_as_soon_as_it_needs_to_be() -> None:
+    """The DHT port and the URL each say when; the sooner wins. A URL a helper promised
+    to dial that decided nothing (one helper, its probe missed: a proxy not up yet) is
+    asked again after a minute; one nobody would dial sets no time."""
+    config = ReachConfig()
+    reachable = _verdict(Reachability.REACHABLE)
+    url = "wss://198.51.100.7"
+
+    def with_url(found: Reachability, **counts: int | bool) -> ReachVerdict:
+        return dataclasses.replace(reachable, url=found, checked_url=url, **counts)  # type: ignore[arg-type]
+
+    assert next_check_at(with_url(Reachability.UNKNOWN, url_missed=1), config) == 160.0
+    assert next_check_at(with_url(Reachability.UNREACHABLE, url_missed=2), config) == 400.0
+    assert next_check_at(with_url(Reachability.REACHABLE, url_confirmed=3), config) == 1900.0
+    for nobody_dialled in (
+        with_url(Reachability.UNKNOWN, url_refused=3),
+        with_url(Reachability.UNKNOWN, url_missed=3, url_elsewhere=True),
+        dataclasses.replace(reachable, url_missed=1),  # no URL asked for
+    ):
+        assert next_check_at(nobody_dialled, config) == 1900.0
 
 
 def test_signatures_bind_the_helper_and_the_answer() -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import random
 
+import pytest
+
 from dht.core import DHTConfig, DHTCore, ReachChecked
 from dht.identity import Identity
 from dht.ids import key_for
@@ -268,3 +270,23 @@ def test_a_clients_requests_carry_the_client_id_and_it_answers_nothing() -> None
     assert client.datagrams_to_send(net.now) == []
     assert client.counters["drop.client"] >= 1
     assert holders(net, client) == []
+
+
+def test_a_url_that_was_not_up_yet_is_checked_again_a_minute_later() -> None:
+    """A node started before its proxy: the DHT answers, the URL does not yet. With one
+    helper a missed probe decides nothing (unknown), and an undecided URL is asked
+    again after `retry_interval`, not after the reachable DHT's half hour."""
+    net = MemoryNetwork(seed=57)
+    seed = net.add_node(FAST)
+    seed.dials_urls = True
+    public = net.add_node(CHECKING)
+    join(net, public, seed)
+    url = f"ws://{net.public_addr(public)[0]}:8443"
+    first = checked(net, public, public.check_reach(net.now, url)).verdict
+    assert first.dht is Reachability.REACHABLE and first.url is Reachability.UNKNOWN
+    assert first.url_missed == 1
+    net.serve_http(public, 8443)  # the proxy comes up
+    net.run_until(lambda: public.reach_verdict is not first, timeout=120)
+    second = public.reach_verdict
+    assert second is not None and second.url is Reachability.REACHABLE
+    assert second.at - first.at == pytest.approx(ReachConfig().retry_interval, abs=10)
