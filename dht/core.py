@@ -45,7 +45,7 @@ import heapq
 import random
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TypeAlias, TypeVar
 
@@ -67,6 +67,7 @@ from .reach import (
     dial_target,
     next_check_at,
 )
+from .reads import FULL, RecordRead
 from .records import Record, RecordLimits, RecordStore, Refusal, Verifier, check_record
 from .routing import Admission, Contact, RoutingTable
 from .rtt import RoundTrips
@@ -214,12 +215,73 @@ class DHTConfig:
     other nodes' routing tables, whatever its reachability."""
     reach: ReachConfig = field(default_factory=ReachConfig)
     """Reachability checks and dial-backs (`[dht.reach]`, dht/reach.py)."""
+    # Fast paths (docs/protocol.md 1.10). `with_fast_paths()` turns them all on,
+    # `without_fast_paths()` all off (the behaviour before them, the benchmarks' baseline).
+    sweep_after: int = 0
+    """A lookup whose last this many answers brought nothing nearer asks all of its k
+    closest not yet asked at once (paper section 2.3's final round); 0: alpha at a time."""
+    read_alpha: int = 3
+    """Requests a record read keeps waiting before its final sweep (a find uses `alpha`)."""
+    read_quorum: int = 0
+    """A record read answers once this many nodes, from distinct hosts, returned the newest
+    records known and nothing older (dht/reads.py); 0: only once its k closest answered."""
+    contact_timeouts: bool = False
+    """The slow deadline of a request to a contact with round trips measured is that
+    contact's srtt + 4 rttvar (RFC 6298 on its one path), within slow_min..slow_max."""
+    pns: bool = False
+    """Proximity neighbour selection: a full bucket takes a much nearer (in round trip)
+    proven node in place of its slowest resident, within the bounds of `pns_share`."""
+    pns_share: float = 0.5
+    """At most this share of a bucket's places is held by nodes taken in for proximity."""
+    closest_ttl: float = 0.0
+    """A put within this many seconds of a lookup of the same key that found its k
+    closest stores there directly, and a lookup starts from them; 0: never."""
+    store_quorum: bool = False
+    """A put that asks for it (`put_record(majority=True)`) ends once a majority of the
+    nodes it stores at accepted (the others are still sent the record); False: every put
+    waits for every answer."""
+    parallel_pages: int = 1
+    """A key too large for one answer is paged from up to this many points of the
+    publisher key space at once (dht/reads.py); 1: one page after the other."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.slow_quantile <= 1.0:
             raise ValueError(f"slow_quantile is in (0, 1], got {self.slow_quantile!r}")
         if not 0.0 < self.slow_min <= self.slow_max:
             raise ValueError("slow_min must be > 0 and at most slow_max")
+        if not 0.0 <= self.pns_share <= 1.0:
+            raise ValueError(f"pns_share is in [0, 1], got {self.pns_share!r}")
+        if self.parallel_pages < 1 or self.read_alpha < 1:
+            raise ValueError("parallel_pages and read_alpha are at least 1")
+
+    def with_fast_paths(self) -> DHTConfig:
+        """This config with every fast path of docs/protocol.md 1.10 on."""
+        return replace(
+            self,
+            sweep_after=2,
+            read_alpha=max(self.alpha, 4),
+            read_quorum=3,
+            contact_timeouts=True,
+            pns=True,
+            closest_ttl=30.0,
+            store_quorum=True,
+            parallel_pages=4,
+        )
+
+    def without_fast_paths(self) -> DHTConfig:
+        """This config with every fast path off: the behaviour before docs/protocol.md 1.10
+        (the baseline the benchmarks compare against, in the same run)."""
+        return replace(
+            self,
+            sweep_after=0,
+            read_alpha=self.alpha,
+            read_quorum=0,
+            contact_timeouts=False,
+            pns=False,
+            closest_ttl=0.0,
+            store_quorum=False,
+            parallel_pages=1,
+        )
 
 
 # --- events ---------------------------------------------------------------
@@ -351,6 +413,10 @@ class Operation:
     """Where a VERIFY operation asks."""
     reach: ReachRound | None = None
     """A REACH operation's helpers, answers and probes."""
+    read: RecordRead | None = None
+    """A GET operation's answers, pages and quorum (dht/reads.py)."""
+    store_need: int = 0
+    """Acceptances that end a PUT before every holder answered (0: wait for all)."""
 
 
 class TimerKind(Enum):
@@ -409,6 +475,9 @@ class DHTCore:
         # costs 700 bytes more (the simulator holds 10^6 cores).
         self._events: list[Event] = []
         self.round_trips = RoundTrips()
+        # Made on first use, like the reachability state (10^6 cores in a simulation).
+        self._proximity: dict[bytes, float] | None = None  # id -> round trip, being proven
+        self._closest: dict[bytes, tuple[float, tuple[NodeContact, ...]]] | None = None
         self.client = self.config.read_only
         """A DHT client asks but answers nothing and enters no routing table (see set_client)."""
         # Made on first use: the simulator holds 10^6 cores that never check or help, and
@@ -605,18 +674,40 @@ class DHTCore:
         self._check_id(target)
         return self._start_lookup(self._new_operation(OpKind.FIND, target), now)
 
-    def get_records(self, key: bytes, now: float) -> int:
-        """Collect the live records under `key`; ends in a RecordsFound event."""
-        self._check_id(key)
-        return self._start_lookup(self._new_operation(OpKind.GET, key), now)
+    def get_records(self, key: bytes, now: float, quorum: int | None = None) -> int:
+        """Collect the live records under `key`; ends in a RecordsFound event.
 
-    def put_record(self, record: Record, now: float) -> int:
-        """Store a signed record at the k nodes closest to its key; ends in RecordsStored."""
+        It may end once `quorum` answers agree (dht/reads.py: a count, `reads.MAJORITY`,
+        or `reads.FULL` for the full lookup; None: the config's `read_quorum`). A config
+        with `read_quorum = 0` never ends a read early, whatever is asked.
+        """
+        self._check_id(key)
+        op = self._new_operation(OpKind.GET, key)
+        config = self.config
+        wanted = config.read_quorum if quorum is None or not config.read_quorum else quorum
+        if wanted or config.parallel_pages > 1:
+            op.read = RecordRead(wanted, config.parallel_pages)
+        return self._start_lookup(op, now)
+
+    def put_record(self, record: Record, now: float, majority: bool = False) -> int:
+        """Store a signed record at the k nodes closest to its key; ends in RecordsStored.
+
+        With `majority` (and `store_quorum`), it ends once more than half of them
+        accepted, the rest still on their way (a `reads.MAJORITY` read then sees it).
+        Within `closest_ttl` of a lookup of the same key that found its k closest, the
+        record goes straight to those (docs/protocol.md 1.10).
+        """
         verdict = check_record(record, now, self.config.records, self._verify)
         if verdict is not Refusal.STORED:
             raise LocalProtocolError(f"record refused locally: {verdict.name.lower()}")
         op = self._new_operation(OpKind.PUT, record.key)
         op.records = [record]
+        op.store_need = -1 if majority and self.config.store_quorum else 0
+        cached = self._cached_closest(record.key, now)
+        if cached:
+            self.counters["put.direct"] += 1
+            self._store_at(op, list(cached), now)
+            return op.op
         return self._start_lookup(op, now)
 
     def create_record(self, key: bytes, value: bytes, ttl: float, seq: int, now: float) -> Record:
@@ -907,13 +998,26 @@ class DHTCore:
         self._outbox.append((Message(True, msg_id, request), addr))
         kind = type(request)
         self.counters[_COUNT_OUT.get(kind) or f"rpc.out.{kind.__name__}"] += 1
-        self._schedule(now + self._slow_after(), TimerKind.RPC_SLOW, msg_id)
+        self._schedule(now + self._slow_after(node_id), TimerKind.RPC_SLOW, msg_id)
         self._schedule(now + self.config.rpc_timeout, TimerKind.RPC_TIMEOUT, msg_id)
         return msg_id
 
-    def _slow_after(self) -> float:
+    def _slow_after(self, node_id: bytes | None = None) -> float:
+        """When a request is late: its contact's own srtt + 4 rttvar when measured
+        (`contact_timeouts`), else a quantile of all recent round trips (dht/rtt.py)."""
         config = self.config
-        estimate = self.round_trips.quantile(config.slow_quantile)
+        trips = self.round_trips
+        if config.contact_timeouts:
+            own = self.table.deadline(node_id) if node_id is not None else None
+            if own is not None:
+                return min(config.slow_max, max(config.slow_min, own))
+            # A stranger may sit anywhere, and proximity fills the samples with near
+            # contacts: twice the quantile (a far host is rarely more than twice the
+            # 0.95 quantile of a node's round trips, a near one always answers in it).
+            estimate = trips.quantile(config.slow_quantile)
+            estimate = 2 * estimate if estimate is not None else None
+        else:
+            estimate = trips.quantile(config.slow_quantile)
         if estimate is None:
             return config.slow_max / 2
         return min(config.slow_max, max(config.slow_min, estimate))
@@ -960,7 +1064,12 @@ class DHTCore:
         del self._pending[pending.msg_id]
         if not pending.slow:
             # Karn's rule: a reply to a retransmitted request is an ambiguous sample.
-            self.round_trips.add(now - pending.sent_at)
+            rtt = now - pending.sent_at
+            self.round_trips.add(rtt)
+            config = self.config
+            node_id = pending.node_id
+            if node_id is not None and (config.pns or config.contact_timeouts):
+                self.table.observe_rtt(node_id, rtt)
 
     def _on_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
         self._settle(pending, now)
@@ -994,7 +1103,7 @@ class DHTCore:
         op = self._operations.get(pending.op) if pending.op is not None else None
         if op is not None and op.lookup is not None and pending.node_id is not None:
             op.lookup.slow(pending.node_id)
-            self._schedule(now + self._slow_after(), TimerKind.RPC_ABANDON, msg_id)
+            self._schedule(now + self._slow_after(pending.node_id), TimerKind.RPC_ABANDON, msg_id)
             self._advance(op, now)
 
     def _on_abandon(self, msg_id: object, now: float) -> None:
@@ -1035,6 +1144,8 @@ class DHTCore:
             op.lookup.failed(pending.node_id)
         elif pending.purpose is not Purpose.LOOKUP:
             op.outstanding -= 1
+            if pending.purpose is Purpose.PAGE and op.read is not None and pending.node_id:
+                op.read.abandon(pending.node_id)
         self._advance(op, now)
 
     def _on_identify_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
@@ -1066,7 +1177,9 @@ class DHTCore:
 
     # --- routing table admission --------------------------------------------
 
-    def _consider(self, node_id: bytes, addr: Address, now: float) -> None:
+    def _consider(
+        self, node_id: bytes, addr: Address, now: float, rtt: float | None = None
+    ) -> None:
         """We heard from `node_id` at `addr`; ask it to prove its id if we would keep it.
 
         A node we do not hold, for a bucket that is full, is only parked as a
@@ -1074,7 +1187,9 @@ class DHTCore:
         identified when a resident fails and a slot opens (`_fill_slot`), not
         now. Identifying every passer-by, and then pinging the bucket's oldest
         contact as section 2.2 does, cost more than the lookups themselves
-        (docs/simulation.md, "Lazy admission").
+        (docs/simulation.md, "Lazy admission"). The exception is a node that just
+        answered us (`rtt` measured) much faster than the bucket's slowest resident:
+        it is proven now and takes that place (`pns`, dht/routing.py).
         """
         if node_id == self.node_id or len(node_id) != ID_BYTES:
             return
@@ -1085,7 +1200,22 @@ class DHTCore:
                 table.seen(node_id)
                 return
         elif table.is_full_for(to_int(node_id)):
-            table.park(self._contacts.make(node_id, addr))
+            contact = self._contacts.make(node_id, addr)
+            config = self.config
+            if (
+                rtt is not None
+                and config.pns
+                and table.proximity_victim(contact, rtt, config.pns_share) is not None
+            ):
+                if self._verified.get(node_id) == addr:
+                    self._swap_for_proximity(contact, rtt)
+                    return
+                if self._send_identify(addr, node_id, now):
+                    if self._proximity is None:
+                        self._proximity = {}
+                    _remember(self._proximity, node_id, rtt, self.config.max_identify_in_flight)
+                    return
+            table.park(contact)
             self.counters["table.parked"] += 1
             return
         if self._verified.get(node_id) == addr:
@@ -1094,8 +1224,17 @@ class DHTCore:
         self._send_identify(addr, node_id, now)
 
     def _admit(self, contact: NodeContact, now: float) -> None:
-        if self.table.add(contact) is Admission.ADDED:
+        admission = self.table.add(contact)
+        if admission is Admission.ADDED:
             self._welcome(contact, now)
+        elif admission is Admission.BUCKET_FULL and self._proximity:
+            rtt = self._proximity.pop(contact.node_id, None)
+            if rtt is not None:
+                self._swap_for_proximity(contact, rtt)
+
+    def _swap_for_proximity(self, contact: NodeContact, rtt: float) -> None:
+        if self.table.proximity_swap(contact, rtt, self.config.pns_share) is not None:
+            self.counters["table.proximity"] += 1
 
     def _fill_slot(self, num: int, now: float) -> None:
         """A bucket lost a contact: prove its newest parked claim, which then takes the slot.
@@ -1150,14 +1289,40 @@ class DHTCore:
     def _start_lookup(self, op: Operation, now: float) -> int:
         target = to_int(op.target)
         op.phase = Phase.LOOKUP
-        op.lookup = Lookup(target, self.config.k, self.config.alpha, self.node_id)
-        op.lookup.add(self.table.closest(target, self.config.k))
+        config = self.config
+        alpha = config.read_alpha if op.kind is OpKind.GET else config.alpha
+        lookup = op.lookup = Lookup(
+            target, config.k, alpha, self.node_id, sweep_after=config.sweep_after
+        )
+        lookup.add(self.table.closest(target, config.k))
+        cached = self._cached_closest(op.target, now)
+        if cached:
+            # The k closest found moments ago: ask them all at once (the final sweep).
+            lookup.add(cached)
+            lookup.width = config.k
         self.table.touch(target, now)
         if op.kind is OpKind.GET:
             for record in self.records.get(op.target, now):
                 op.found[record.publisher] = record
         self._advance(op, now)
         return op.op
+
+    def _cached_closest(self, key: bytes, now: float) -> tuple[NodeContact, ...] | None:
+        """The k closest a lookup of `key` found within `closest_ttl` seconds, if any."""
+        entry = self._closest.get(key) if self._closest is not None else None
+        if entry is None or now - entry[0] >= self.config.closest_ttl:
+            return None
+        return entry[1]
+
+    def _remember_closest(self, op: Operation, closest: list[NodeContact], now: float) -> None:
+        if self.config.closest_ttl <= 0 or not closest:
+            return
+        if op.kind not in (OpKind.FIND, OpKind.GET, OpKind.PUT, OpKind.REPUBLISH):
+            return
+        if self._closest is None:
+            self._closest = {}
+        # Bounded like the operations that fill it; an expired entry is dropped as it ages.
+        _remember(self._closest, op.target, (now, tuple(closest)), self.config.max_operations)
 
     def _advance(self, op: Operation, now: float) -> None:
         if op.phase is Phase.IDENTIFY:
@@ -1167,13 +1332,33 @@ class DHTCore:
                 self._start_lookup(op, now)
             return
         if op.phase is Phase.LOOKUP:
-            assert op.lookup is not None
+            lookup = op.lookup
+            assert lookup is not None
             self._query(op, now)
-            if op.lookup.finished and op.outstanding <= 0:
+            if lookup.finished and op.outstanding <= 0:
                 self._lookup_finished(op, now)
+            elif op.read is not None and op.read.answered_at is None and op.read.quorum != FULL:
+                nearest = lookup.nearest_ids()
+                if op.read.agreed(op.found, nearest, lookup.width >= lookup.k):
+                    self._answer_read(op, now)
             return
-        if op.phase is Phase.STORE and op.outstanding <= 0:
+        if op.phase is Phase.STORE and (
+            op.outstanding <= 0 or (op.store_need and op.stored >= op.store_need)
+        ):
             self._finish(op, now)
+
+    def _answer_read(self, op: Operation, now: float) -> None:
+        """A quorum agreed (dht/reads.py): the reader has its records now. With
+        `closest_ttl` the lookup walks on quietly to learn the key's k closest, for the
+        store that often follows a read; otherwise it ends here."""
+        assert op.read is not None and op.lookup is not None
+        op.read.answered_at = now
+        self.counters["read.quorum"] += 1
+        records = tuple(sorted(op.found.values(), key=lambda r: r.publisher))
+        self._events.append(RecordsFound(op.op, op.target, records, op.lookup.queries))
+        if self.config.closest_ttl <= 0:
+            op.phase = Phase.DONE
+            del self._operations[op.op]
 
     def _query(self, op: Operation, now: float) -> None:
         assert op.lookup is not None
@@ -1190,15 +1375,23 @@ class DHTCore:
         op = self._operations.get(pending.op) if pending.op is not None else None
         node_id = pending.node_id
         if node_id is not None:
-            self._consider(node_id, pending.addr, now)
+            rtt = None if pending.slow else now - pending.sent_at  # Karn's rule, as in _settle
+            self._consider(node_id, pending.addr, now, rtt)
         if op is None or op.lookup is None or node_id is None or op.phase is not Phase.LOOKUP:
             return
         if isinstance(reply, FindRecordsReply):
             contacts = reply.contacts
-            self._merge_records(op, reply.records, now)
+            shown, lied = self._merge_records(op, reply.records, now)
+            read = op.read
+            if read is not None:
+                source = source_of(pending.addr[0])
+                read.first_page(node_id, source, shown, lied, reply.more)
             if reply.more and op.paged_from < self.config.page_sources:
                 op.paged_from += 1
-                self._request_page(op, pending.addr, node_id, reply.records, now)
+                if read is not None and self.config.parallel_pages > 1:
+                    self._plan_pages(op, read, pending.addr, node_id, reply.records, now)
+                else:
+                    self._request_page(op, pending.addr, node_id, reply.records, now)
         elif isinstance(reply, NodesReply):
             contacts = reply.contacts
         else:
@@ -1217,35 +1410,91 @@ class DHTCore:
         if self._send(addr, request, Purpose.PAGE, now, node_id, op.op):
             op.outstanding += 1
 
+    def _plan_pages(
+        self,
+        op: Operation,
+        read: RecordRead,
+        addr: Address,
+        node_id: bytes,
+        page: Iterable[Record],
+        now: float,
+    ) -> None:
+        """Read the rest of a key too large for one answer in segments at once (reads.py)."""
+        last = max((r.publisher for r in page), default=b"")
+        if not last:
+            return
+        for after in read.plan(node_id, last):
+            if not self._send_page(op, addr, node_id, after, now):
+                read.abandon(node_id)
+                return
+
+    def _send_page(
+        self, op: Operation, addr: Address, node_id: bytes, after: bytes, now: float
+    ) -> bool:
+        if op.pages >= self.config.max_pages:
+            return False
+        op.pages += 1
+        request = FindRecords(self._sender_id, op.target, after)
+        if self._send(addr, request, Purpose.PAGE, now, node_id, op.op):
+            op.outstanding += 1
+            return True
+        return False
+
     def _on_page_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
         op = self._operations.get(pending.op) if pending.op is not None else None
         if op is None:
             return
         op.outstanding -= 1
-        if isinstance(reply, FindRecordsReply) and pending.node_id is not None:
+        node_id = pending.node_id
+        read = op.read
+        if isinstance(reply, FindRecordsReply) and node_id is not None:
             self._merge_records(op, reply.records, now)
-            if reply.more:
-                self._request_page(op, pending.addr, pending.node_id, reply.records, now)
+            if read is not None and self.config.parallel_pages > 1:
+                request = pending.request
+                assert isinstance(request, FindRecords)
+                last = max((r.publisher for r in reply.records), default=None)
+                wants_more = read.page_done(node_id, request.after, last, reply.more)
+                if (
+                    wants_more
+                    and last
+                    and not self._send_page(op, pending.addr, node_id, last, now)
+                ):
+                    read.abandon(node_id)
+            elif reply.more:
+                self._request_page(op, pending.addr, node_id, reply.records, now)
+            elif read is not None:
+                read.complete = True  # one page after the other, to the end
         self._advance(op, now)
 
-    def _merge_records(self, op: Operation, records: Iterable[Record], now: float) -> None:
-        """Keep the newest valid record per publisher; reads validate again (never trust a node)."""
+    def _merge_records(
+        self, op: Operation, records: Iterable[Record], now: float
+    ) -> tuple[dict[bytes, int], bool]:
+        """Keep the newest valid record per publisher; reads validate again (never trust a
+        node). Returns publisher -> seq of the valid records, and whether any was not."""
+        shown: dict[bytes, int] = {}
+        lied = False
         for record in records:
             if record.key != op.target:
                 self.counters["drop.record_wrong_key"] += 1
+                lied = True
                 continue
             held = op.found.get(record.publisher)
             if held is not None and (held.seq > record.seq or held == record):
+                shown[record.publisher] = record.seq  # checked when it was first merged
                 continue
             verdict = check_record(record, now, self.config.records, self._verify)
             if verdict is Refusal.STORED:
                 op.found[record.publisher] = record
+                shown[record.publisher] = record.seq
             else:
                 self.counters[f"drop.record_{verdict.name.lower()}"] += 1
+                lied = True
+        return shown, lied
 
     def _lookup_finished(self, op: Operation, now: float) -> None:
         assert op.lookup is not None
         closest = op.lookup.closest()
+        self._remember_closest(op, closest, now)
         if op.kind in (OpKind.PUT, OpKind.REPUBLISH):
             self._store_at(op, closest, now)
             return
@@ -1270,6 +1519,9 @@ class DHTCore:
                 request = StoreRecords(self._sender_id, tuple(batch))
                 if self._send(contact.addr, request, Purpose.STORE, now, contact.node_id, op.op):
                     op.outstanding += 1
+        if op.store_need < 0:
+            # A majority of the holders: any later majority read meets at least one of them.
+            op.store_need = (op.outstanding + op.stored) // 2 + 1
         self._advance(op, now)
 
     def _on_store_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
@@ -1301,6 +1553,8 @@ class DHTCore:
                 closest = tuple(lookup.closest()) if lookup is not None else ()
                 self._events.append(LookupCompleted(op.op, op.target, closest, queries))
             case OpKind.GET:
+                if op.read is not None and op.read.answered_at is not None:
+                    return  # answered already, at its quorum (`_answer_read`)
                 records = tuple(sorted(op.found.values(), key=lambda r: r.publisher))
                 self._events.append(RecordsFound(op.op, op.target, records, queries))
             case OpKind.PUT:

@@ -10,6 +10,15 @@ that still comes is used (a far host is not a dead one). The lookup ends
 when the `k` closest contacts that answered are nearer than every contact
 not yet asked, or when nothing is left to ask; once k have answered, slow
 contacts no longer hold it open.
+
+Final sweep (paper section 2.3: "if a round of FIND_NODEs fails to return a node
+any closer than the closest already seen, the initiator resends the FIND_NODE to
+all of the k closest nodes it has not already queried"): after `sweep_after`
+answers in a row brought no contact nearer than the nearest already known, the
+lookup has converged, and it asks every one of the k closest not yet asked at
+once instead of `alpha` at a time. A lookup must hear from its k closest anyway;
+asking them alpha by alpha cost about k/alpha round trips to far hosts (the
+largest part of a lookup's latency, docs/simulation.md "Fast paths").
 """
 
 from __future__ import annotations
@@ -51,11 +60,22 @@ class Candidate(Generic[A]):
 
 class Lookup(Generic[A]):
     def __init__(
-        self, target: int, k: int, alpha: int, own_id: bytes, max_candidates: int = 0
+        self,
+        target: int,
+        k: int,
+        alpha: int,
+        own_id: bytes,
+        max_candidates: int = 0,
+        sweep_after: int = 0,
     ) -> None:
         self.target = target
         self.k = k
         self.alpha = alpha
+        self.width = alpha
+        """Requests kept waiting: `alpha`, then k once the lookup has converged."""
+        self.sweep_after = sweep_after
+        """Answers in a row that bring nothing nearer before the final sweep; 0: never."""
+        self._idle = 0
         self.max_candidates = max_candidates or 8 * k
         self._own_id = own_id
         self._sorted: list[Candidate[A]] = []
@@ -107,16 +127,25 @@ class Lookup(Generic[A]):
         return answered[self.k - 1] if len(answered) >= self.k else None
 
     def next_queries(self) -> list[Contact[A]]:
-        """Contacts to ask now, nearest first, keeping at most `alpha` waiting."""
-        if self.waiting >= self.alpha:
+        """Contacts to ask now, nearest first, keeping at most `width` waiting."""
+        width = self.width
+        if self.waiting >= width:
             return []
         horizon = self._horizon()
         chosen = []
+        # In the final sweep only the k nearest that may still answer are asked (paper 2.3).
+        sweep = self.k if self.sweep_after and width >= self.k else 0
         for candidate in self._sorted:
-            if self.waiting >= self.alpha:
+            if self.waiting >= width:
                 break
             if horizon is not None and candidate.distance > horizon:
                 break
+            if sweep:
+                if candidate.state is State.FAILED or candidate.state is State.ABANDONED:
+                    continue
+                sweep -= 1
+                if not sweep:
+                    width = 0  # the last of the k nearest: nothing beyond it this time
             if candidate.state is State.NEW:
                 candidate.state = State.WAITING
                 self.waiting += 1
@@ -137,7 +166,16 @@ class Lookup(Generic[A]):
         candidate = self._settle(node_id, State.ANSWERED)
         if candidate is not None:
             insort(self._answered, candidate.distance)
+            distances = self._distances
+            nearest = distances[0] if distances else None
             self.add(contacts)
+            if self.sweep_after and self.width < self.k:
+                if distances and (nearest is None or distances[0] < nearest):
+                    self._idle = 0
+                else:
+                    self._idle += 1
+                    if self._idle >= self.sweep_after:
+                        self.width = self.k  # converged: the final sweep
 
     def failed(self, node_id: bytes) -> None:
         self._settle(node_id, State.FAILED)
@@ -160,19 +198,27 @@ class Lookup(Generic[A]):
 
         Until k contacts have answered, slow ones still hold the lookup open (up
         to their hard timeout): with fewer than k answers, a slow contact may be
-        all there is. Once k have answered, a slow contact no longer matters.
+        all there is. Once k have answered, a slow contact no longer matters,
+        except, with the final sweep, one nearer than the k-th answer until it
+        is abandoned: a sweep gets k answers within one round trip, and one lost
+        datagram to a near contact would otherwise drop it from the result.
         """
         if self.waiting:
             return False
         horizon = self._horizon()
+        sweeps = self.sweep_after > 0
         for candidate in self._sorted:
             if horizon is not None and candidate.distance > horizon:
                 return True
             if candidate.state is State.NEW:
                 return False
-            if horizon is None and candidate.state is State.SLOW:
+            if candidate.state is State.SLOW and (horizon is None or sweeps):
                 return False
         return True
+
+    def nearest_ids(self) -> set[bytes]:
+        """Ids of the k candidates nearest the target, whatever their state."""
+        return {c.contact.node_id for c in self._sorted[: self.k]}
 
     def closest(self) -> list[Contact[A]]:
         """The k closest contacts that answered, nearest first."""

@@ -7,10 +7,23 @@ is evicted only after `max_failures` consecutive unanswered RPCs. The cache
 holds claims (an id heard from an address), not proven contacts: the core
 proves the newest one when a slot opens (`take_replacement`), so a node that
 is only passing by costs nothing.
+
+Round trips and proximity (docs/protocol.md 1.10): the table keeps, per
+contact it has measured, a smoothed round trip and its variation (RFC 6298
+section 2, on that one path), which give the contact's own retransmission
+deadline. Proximity neighbour selection (Castro et al., "Proximity neighbor
+selection in tree-based structured peer-to-peer overlays", 2003): a full bucket
+takes a proven node whose measured round trip is less than half of its
+slowest measured resident's, which moves to the replacement cache. So that
+nearness cannot buy a table (a host next to a node could otherwise displace
+every resident), at most `share` of a bucket's places are held that way, and
+never two of them from one network (IPv4 /24, IPv6 /48); the other places keep
+Kademlia's rule that a live resident is never displaced.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar
@@ -81,6 +94,23 @@ class Bucket(Generic[A]):
         return next(iter(self.contacts.values()))
 
 
+PROXIMITY_FACTOR = 2.0
+"""A node enters a full bucket for proximity when its round trip times this is below the
+slowest measured resident's: a clear gain, not jitter."""
+
+
+def network_of(host: object) -> str:
+    """The network a host sits in, for diversity: its IPv4 /24 or IPv6 /48."""
+    try:
+        ip = ipaddress.ip_address(str(host))
+    except ValueError:
+        return str(host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    bits = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
 class RoutingTable(Generic[A]):
     def __init__(self, own_id: bytes, k: int, replacements: int = 8, max_failures: int = 2):
         self.own_id = own_id
@@ -89,6 +119,10 @@ class RoutingTable(Generic[A]):
         self.max_replacements = replacements
         self.max_failures = max_failures
         self.buckets: dict[int, Bucket[A]] = {}
+        self.rtts: dict[bytes, tuple[float, float]] = _NONE_YET
+        """Contact -> (smoothed round trip, its variation), for measured contacts only."""
+        self.near: dict[bytes, bool] = _NONE_YET
+        """Contacts that entered a full bucket for proximity."""
 
     def __len__(self) -> int:
         return sum(len(b.contacts) for b in self.buckets.values())
@@ -173,6 +207,73 @@ class RoutingTable(Generic[A]):
         bucket.replacements.pop(node_id, None)
         bucket.failures.pop(node_id, None)
         bucket.contacts.pop(node_id, None)
+        self.rtts.pop(node_id, None)
+        self.near.pop(node_id, None)
+
+    # --- round trips and proximity (module docstring) ---------------------------------
+
+    def observe_rtt(self, node_id: bytes, rtt: float) -> None:
+        """A round trip to `node_id` measured (RFC 6298 section 2); kept for contacts only."""
+        if node_id not in self:
+            return
+        if self.rtts is _NONE_YET:
+            self.rtts = {}
+        known = self.rtts.get(node_id)
+        if known is None:
+            self.rtts[node_id] = (rtt, rtt / 2)
+        else:
+            srtt, rttvar = known
+            rttvar = 0.75 * rttvar + 0.25 * abs(srtt - rtt)
+            self.rtts[node_id] = (0.875 * srtt + 0.125 * rtt, rttvar)
+
+    def deadline(self, node_id: bytes) -> float | None:
+        """srtt + 4 rttvar of a measured contact (RFC 6298's RTO before its bounds)."""
+        known = self.rtts.get(node_id)
+        return None if known is None else known[0] + 4 * known[1]
+
+    def proximity_victim(self, contact: Contact[A], rtt: float, share: float) -> Contact[A] | None:
+        """The resident `contact` (measured at `rtt`) would replace for proximity, if any."""
+        bucket = self.buckets.get(bucket_index(self.own_num, contact.num))
+        if bucket is None or len(bucket.contacts) < self.k or contact.node_id in bucket.contacts:
+            return None
+        near = self.near
+        held = [c for n, c in bucket.contacts.items() if n in near]
+        if len(held) >= int(share * self.k):
+            return None
+        network = network_of(_host(contact.addr))
+        if any(network_of(_host(c.addr)) == network for c in held):
+            return None  # one network holds one such place, whatever its ids
+        rtts = self.rtts
+        slowest: Contact[A] | None = None
+        worst = rtt * PROXIMITY_FACTOR
+        for resident in bucket.contacts.values():
+            known = rtts.get(resident.node_id)
+            if known is not None and known[0] > worst:
+                slowest, worst = resident, known[0]
+        return slowest
+
+    def proximity_swap(self, contact: Contact[A], rtt: float, share: float) -> Contact[A] | None:
+        """Put proven `contact` in place of `proximity_victim`, which becomes the newest
+        claim of the replacement cache; returns it (None: no swap)."""
+        victim = self.proximity_victim(contact, rtt, share)
+        if victim is None:
+            return None
+        bucket = self.bucket_for(contact.num)
+        self.remove(victim.node_id)
+        bucket.contacts[contact.node_id] = contact
+        bucket.replacements.pop(contact.node_id, None)
+        bucket.park(victim, self.max_replacements)
+        self.mark_near(contact.node_id, rtt)
+        return victim
+
+    def mark_near(self, node_id: bytes, rtt: float) -> None:
+        """`node_id` holds its place for proximity, measured at `rtt`."""
+        if self.near is _NONE_YET:
+            self.near = {}
+        self.near[node_id] = True
+        if self.rtts is _NONE_YET:
+            self.rtts = {}
+        self.rtts[node_id] = (rtt, rtt / 2)
 
     def closest(self, target: int, count: int, exclude: bytes | None = None) -> list[Contact[A]]:
         """The `count` known contacts closest to `target`, nearest first.
@@ -231,3 +332,7 @@ class RoutingTable(Generic[A]):
         """A lookup went into the bucket of `target`: it counts as refreshed."""
         if target != self.own_num:
             self.bucket_for(target).last_refresh = now
+
+
+def _host(addr: object) -> object:
+    return addr[0] if isinstance(addr, tuple) and addr else addr

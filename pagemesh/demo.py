@@ -4,8 +4,10 @@ Three signaling nodes (the first with an embedded TURN relay) form a DHT on
 127.0.0.1; two bots sit in the room of https://example.org/: a greeter that
 says hello to whoever joins (and answers `!echo`), and a file bot that sends
 back every file it is given. Once the mesh is up (the bots linked to each
-other), the demo prints the browser client's address and the commands to join
-from other terminals, and runs until Ctrl-C (or `--duration`). Library logs
+other), the demo prints every way in: the browser client's address, the commands
+to join from other terminals, a sample site on another port that embeds the chat
+widget (`/embed.js`), and the browser extension it built for these nodes. It
+runs until Ctrl-C (or `--duration`). Library logs
 stay off unless `-v` asks for them, so nothing scrolls those instructions
 away. Its data lives in one folder that `make clean` removes.
 """
@@ -15,9 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import html
 import shutil
 import signal
 from pathlib import Path
+
+from aiohttp import web
 
 from dht.core import DHTConfig
 from peer.chatscreen import member_label
@@ -26,6 +31,7 @@ from peer.webrtc import restrict_host_candidates
 from signaling.config import NodeConfig
 from signaling.node import SignalingNode
 
+from . import extension
 from .embedded_relay import start_embedded_relay
 
 ROOM_URL = "https://example.org/"
@@ -78,7 +84,7 @@ async def start_nodes(count: int, data_dir: Path) -> list[SignalingNode]:
     return nodes
 
 
-async def greet(room: Room, bots: set[bytes]) -> None:
+async def greet(room: Room, bots: set[bytes], page: str = ROOM_URL) -> None:
     """The greeter: hello to each newcomer by name (or, when it gives none within
     `GREET_WAIT` seconds of its link opening, by its key's tag), and an echo for
     lines starting with `!echo`."""
@@ -103,7 +109,7 @@ async def greet(room: Room, bots: set[bytes]) -> None:
                 del waiting[key]
                 greeted.add(key)
                 await room.say(
-                    f"hello {member_label(room, key)}, welcome to the room of {ROOM_URL}! "
+                    f"hello {member_label(room, key)}, welcome to the room of {page}! "
                     "Say !echo TEXT and I say it back; the file bot sends back any file."
                 )
 
@@ -138,6 +144,38 @@ async def start_bot(
     return bot, await bot.join(ROOM_URL)
 
 
+SAMPLE_SITE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>A sample site with the pagemesh widget</title></head>
+<body style="font: 17px/1.5 system-ui, sans-serif; max-width: 40em; margin: 2em auto">
+<h1>Brewing oolong</h1>
+<p>This page stands for any site: its owner added one line, and its readers can talk
+with whoever else is reading it. Press the round button in the corner.</p>
+<pre>&lt;script src="{embed}" async&gt;&lt;/script&gt;</pre>
+<script src="{embed}" async></script>
+</body>
+</html>
+"""
+
+
+async def serve_sample_site(node_page: str) -> tuple[web.AppRunner, str]:
+    """A page on its own origin (another port) that embeds the chat widget of `node_page`."""
+    body = SAMPLE_SITE.format(embed=html.escape(f"{node_page}/embed.js"))
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(text=body, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}/"
+
+
 async def run_demo(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
     restrict_host_candidates(["127.0.0.1"])
@@ -145,6 +183,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     nodes = await start_nodes(args.nodes, data_dir)
     bots: list[Peer] = []
     tasks: list[asyncio.Task[None]] = []
+    sample: web.AppRunner | None = None
     try:
         for i, node in enumerate(nodes):
             relay = node.relay.urls[1] if node.relay is not None else "no relay"
@@ -177,10 +216,22 @@ async def run_demo(args: argparse.Namespace) -> int:
             f"--data-dir {data_dir}/carol --ice-host 127.0.0.1"
         )
         say("\nIn a chat, /help lists what you can do (/who, /get N, /send FILE, /leave).")
+        sample, site = await serve_sample_site(page)
+        at_site = await greeter.join(site)  # the greeter reads the sample site too
+        tasks.append(asyncio.create_task(greet(at_site, set(), site)))
+        say(f"\nA site with the chat widget (one <script> line, docs/widget.md):\n\n  {site}")
+        folder, _ = extension.build(data_dir / "extension", [nodes[0].url])
+        say(
+            f"\nThe browser extension, built for these nodes in {folder} (docs/extension.md):\n"
+            "  chrome://extensions -> Developer mode -> Load unpacked -> that folder;\n"
+            "  its options -> allow local addresses, then open the site above and the side panel."
+        )
         say(f"\n  health: curl {page}/healthz   metrics: curl {page}/metrics")
         say("\nCtrl-C stops everything; pagemesh -v demo shows the libraries' logs too.")
         await _wait(args.duration)
     finally:
+        if sample is not None:
+            await sample.cleanup()
         for task in tasks:
             task.cancel()
         for bot in bots:

@@ -24,6 +24,9 @@ class LookupSample:
     overlap: float
     """find_node: share of the true k closest live nodes among the k returned."""
     records: int = 0
+    floor: float | None = None
+    """Round trips along the query chain to the contact the lookup ended on
+    (`simulations.observe`): no lookup learning from answers ends sooner."""
 
 
 class LookupProbe:
@@ -33,7 +36,7 @@ class LookupProbe:
         self.overlay = overlay
         self.epoch = epoch
         self.k = k
-        self.hops = HopCounter()
+        self.hops = HopCounter(lambda: overlay.now)
         overlay.observers.append(self.hops)
         self.samples: list[LookupSample] = []
         self.space: IdSpace | None = None
@@ -46,7 +49,7 @@ class LookupProbe:
         def done(origin: SimNode, event: Event) -> None:
             assert isinstance(event, LookupCompleted)
             closest = event.contacts[0].addr if event.contacts else None
-            hops = self.hops.finish(origin.addr, target, closest)
+            hops, floor = self.hops.finish_with_floor(origin.addr, target, closest)
             truth = self._truth(target, origin)
             found = {c.node_id for c in event.contacts}
             success = bool(truth) and truth[0] in found
@@ -59,6 +62,7 @@ class LookupProbe:
                     event.queries,
                     success,
                     overlap,
+                    floor=floor,
                 )
             )
 
@@ -71,7 +75,7 @@ class LookupProbe:
 
         def done(origin: SimNode, event: Event) -> None:
             assert isinstance(event, RecordsFound)
-            hops = self.hops.finish(origin.addr, key, None)
+            hops, floor = self.hops.finish_with_floor(origin.addr, key, None)
             got = len(event.records)
             self.samples.append(
                 LookupSample(
@@ -82,6 +86,7 @@ class LookupProbe:
                     got >= expected,
                     0.0,
                     got,
+                    floor,
                 )
             )
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import heapq
 import random
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 
 from dht.ids import ID_BITS, to_int
-from dht.routing import Bucket
+from dht.routing import PROXIMITY_FACTOR, Bucket, network_of
 
 from .overlay import SimNode
 
@@ -206,4 +206,67 @@ def _bucket_ranges(space: IdSpace, own: int) -> Iterator[tuple[int, int, int]]:
             right = hi
 
 
-__all__ = ["IdSpace", "fill_routing_tables"]
+def fill_near_contacts(
+    nodes: list[SimNode],
+    space: IdSpace,
+    by_index: list[SimNode],
+    k: int,
+    rng: random.Random,
+    rtt: Callable[[SimNode, SimNode], float],
+    share: float,
+    sample: int = 4,
+) -> int:
+    """After `fill_routing_tables`: the tables of a network whose nodes select neighbours
+    by proximity (`DHTConfig.pns`, dht/routing.py), as it has been running a while.
+
+    In every bucket whose id range holds more than k nodes, `sample` x k of them, drawn
+    at random, stand for the nodes the owner has measured over time (each answered one
+    of its lookups); the nearest of them take the places of the slowest residents, as
+    the protocol's rule would: a newcomer only when its round trip times
+    `PROXIMITY_FACTOR` is below the resident's, at most `share` of the places, one per
+    network. Their round trips become the table's estimates. Returns the swaps made.
+    """
+    swaps = 0
+    ordered = [by_index[i] for i in space.index]
+    node_of = {n.node_id: n for n in by_index}
+    places = int(share * k)
+    for node in nodes:
+        own = to_int(node.node_id)
+        table = node.core.table
+        for bucket in range(space.nearest_bucket(own), ID_BITS):
+            lo, hi = space.bucket_population(own, bucket)
+            state = table.buckets.get(bucket)
+            if hi - lo <= k or places <= 0 or state is None or len(state.contacts) < k:
+                continue
+            count = min(sample * k, hi - lo - 1)
+            drawn = [ordered[i] for i in distinct_indices(rng, lo, hi, count)]
+            candidates = sorted(
+                (rtt(node, other), other.index, other)
+                for other in drawn
+                if other.node_id not in state.contacts
+            )
+            residents = sorted(
+                ((rtt(node, node_of[n]), n) for n in state.contacts), key=lambda r: -r[0]
+            )
+            networks: set[str] = set()
+            taken = 0
+            for near_rtt, _, other in candidates:
+                if taken >= places or not residents:
+                    break
+                network = network_of(other.addr[0])
+                if network in networks:
+                    continue
+                far_rtt, victim = residents[0]
+                if near_rtt * PROXIMITY_FACTOR >= far_rtt:
+                    break
+                residents.pop(0)
+                del state.contacts[victim]
+                state.contacts[other.node_id] = other.contact
+                table.mark_near(other.node_id, near_rtt)
+                networks.add(network)
+                taken += 1
+                swaps += 1
+    return swaps
+
+
+__all__ = ["IdSpace", "fill_near_contacts", "fill_routing_tables"]

@@ -29,7 +29,8 @@ from dht.core import DHTConfig
 from .engine import Engine
 from .metrics import Series
 from .network import NetworkModel
-from .overlay import EPOCH, Overlay
+from .oracle import IdSpace, fill_near_contacts, fill_routing_tables
+from .overlay import EPOCH, Overlay, SimNode
 
 SCENARIOS = ("growth", "churn", "rooms", "nat", "sybil", "messaging")
 
@@ -44,8 +45,10 @@ COMMON: dict[str, Any] = {
     "loss": 0.0,
     "jitter_ms": 5.0,
     "sample_every": 10.0,
+    "fast": False,
 }
-"""Parameters every scenario takes."""
+"""Parameters every scenario takes. `fast` turns on the DHT's and the room core's fast
+paths (docs/protocol.md 1.10, docs/simulation.md "Fast paths")."""
 
 Progress = Callable[[float, float, int], None]
 """(simulated seconds done, simulated seconds planned, events so far)."""
@@ -233,9 +236,9 @@ class World:
         """Workload draws (arrivals, sessions, pages, lookup targets)."""
         self.engine = Engine(EPOCH)
         self.network = NetworkModel(loss=params["loss"], jitter_ms=params["jitter_ms"])
-        self.config = DHTConfig(
-            k=params["k"], alpha=params["alpha"], rpc_timeout=params["rpc_timeout"]
-        )
+        config = DHTConfig(k=params["k"], alpha=params["alpha"], rpc_timeout=params["rpc_timeout"])
+        self.fast = bool(params.get("fast", False))
+        self.config = config.with_fast_paths() if self.fast else config
         self.overlay = Overlay(
             self.engine,
             random.Random(root.getrandbits(64)),
@@ -244,6 +247,22 @@ class World:
             transport=params["transport"],
             identities=params["identities"],
         )
+
+    def warm_tables(self, nodes: list[SimNode], space: IdSpace | None = None) -> None:
+        """Routing tables of a network that has been running (`fill_routing_tables`), and,
+        with proximity neighbour selection on, the near contacts it would have taken
+        (`fill_near_contacts`)."""
+        space = space or IdSpace(nodes)
+        overlay = self.overlay
+        k = self.config.k
+        fill_routing_tables(nodes, space, overlay.nodes, k, self.rng)
+        if self.config.pns:
+            base = self.network.base_delay
+
+            def rtt(a: SimNode, b: SimNode) -> float:
+                return 2 * base(a.region, b.region)
+
+            fill_near_contacts(nodes, space, overlay.nodes, k, self.rng, rtt, self.config.pns_share)
 
     @property
     def t(self) -> float:

@@ -6,6 +6,9 @@ through node 0 with the real join (identify, self-lookup, bucket refresh).
 oracle instead, which lets a 10^5-node network be measured without replaying
 every join. After the last join and `settle` seconds, `lookups` find_node
 lookups for random targets from random nodes are scored against the truth.
+With `reads` > 0, `read_keys` records (one per key, from random nodes) are
+stored half of `settle` before that, and `reads` record reads of them from
+random nodes run beside the lookups at `read_rate` per second.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from simulations.lookups import LookupProbe
 from simulations.metrics import Series, describe, histogram, ratio, rnd
-from simulations.oracle import IdSpace, fill_routing_tables
+from simulations.oracle import IdSpace
 from simulations.overlay import EPOCH, SimNode
 from simulations.scenario import Plot, Progress, Result, World
 
@@ -26,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "lookups": 500,
     "lookup_rate": 20.0,
     "fill_sample": 200,
+    "reads": 0,
+    "read_keys": 20,
+    "read_rate": 20.0,
 }
 
 SAMPLE_TABLES = 500
@@ -41,7 +47,7 @@ def run(params: dict[str, Any], progress: Progress | None) -> Result:
 
     warm = [overlay.add_node() for _ in range(prefill)]
     if prefill > 1:
-        fill_routing_tables(warm, IdSpace(warm), overlay.nodes, k, rng)
+        world.warm_tables(warm)
         for node in warm:
             node.joined_at = 0.0
     bootstrap = warm[0]
@@ -87,10 +93,16 @@ def run(params: dict[str, Any], progress: Progress | None) -> Result:
 
     settle_end = last_arrival + params["settle"]
     count = params["lookups"]
-    lookup_end = settle_end + count / params["lookup_rate"] + 3 * params["rpc_timeout"]
+    reading = params["reads"] / params["read_rate"] if params["reads"] > 0 else 0.0
+    lookup_end = (
+        settle_end + max(count / params["lookup_rate"], reading) + 3 * params["rpc_timeout"]
+    )
     world.every(params["sample_every"], sample, lookup_end)
 
     probe = LookupProbe(overlay, EPOCH, k)
+    reads = LookupProbe(overlay, EPOCH, k)
+    if params["reads"] > 0:
+        _plan_reads(world, params, reads, settle_end)
 
     def start_lookups(_: Any) -> None:
         probe.space = IdSpace(overlay.nodes)
@@ -102,7 +114,28 @@ def run(params: dict[str, Any], progress: Progress | None) -> Result:
 
     world.at(settle_end, start_lookups)
     world.run_until(lookup_end)
-    return summarise(world, params, joins, join_tables, probe, growth)
+    return summarise(world, params, joins, join_tables, probe, growth, reads)
+
+
+def _plan_reads(world: World, params: dict[str, Any], reads: LookupProbe, start: float) -> None:
+    """Publish `read_keys` records half of `settle` before `start`, then read them."""
+    overlay, rng = world.overlay, world.rng
+    keys = [rng.randbytes(20) for _ in range(params["read_keys"])]
+
+    def publish(_: Any) -> None:
+        for i, key in enumerate(keys):
+            node = overlay.nodes[rng.randrange(len(overlay.nodes))]
+            record = node.core.create_record(key, b"v%d" % i, 3600.0, 1, overlay.now)
+            overlay.call(node, node.core.put_record(record, overlay.now), None)
+
+    def read(arg: tuple[SimNode, bytes]) -> None:
+        reads.get(*arg)
+
+    world.at(start - params["settle"] / 2, publish)
+    gap = 1.0 / params["read_rate"]
+    for i in range(params["reads"]):
+        node = overlay.nodes[rng.randrange(len(overlay.nodes))]
+        world.at(start + i * gap, read, (node, keys[rng.randrange(len(keys))]))
 
 
 def rpc_counts(nodes: list[SimNode]) -> dict[str, int]:
@@ -110,7 +143,15 @@ def rpc_counts(nodes: list[SimNode]) -> dict[str, int]:
     totals: Counter[str] = Counter()
     for node in nodes:
         totals.update(node.core.counters)
-    wanted = ("rpc.out.", "rpc.retransmit", "rpc.timeout", "lookup.abandoned")
+    wanted = (
+        "rpc.out.",
+        "rpc.retransmit",
+        "rpc.timeout",
+        "lookup.abandoned",
+        "read.",
+        "table.prox",
+        "put.",
+    )
     return {name: totals[name] for name in sorted(totals) if name.startswith(wanted)}
 
 
@@ -121,6 +162,7 @@ def summarise(
     join_tables: list[int],
     probe: LookupProbe,
     growth: Series,
+    reads: LookupProbe | None = None,
 ) -> Result:
     overlay = world.overlay
     k = params["k"]
@@ -134,6 +176,8 @@ def summarise(
     sizes = [len(n.core.table) for n in overlay.nodes]
     hops = [s.hops for s in samples if s.hops is not None]
     latencies = [s.latency for s in samples]
+    floors = [s.floor for s in samples if s.floor is not None]
+    over = [s.latency - s.floor for s in samples if s.floor is not None]
     stats = overlay.stats
     joined_count = len(joins)
     summary = {
@@ -156,6 +200,8 @@ def summarise(
             "hops_histogram": histogram(hops),
             "queries": describe([s.queries for s in samples]),
             "latency_s": describe(latencies),
+            "floor_s": describe(floors),
+            "over_floor_s": describe(over),
         },
         "messages": {
             "sent": stats.sent,
@@ -166,6 +212,15 @@ def summarise(
         "rpc": rpc_counts(overlay.nodes),
         "sim_seconds": rnd(world.t, 3),
     }
+    if reads is not None and reads.samples:
+        got = reads.samples
+        summary["reads"] = {
+            "count": len(got),
+            "success_rate": ratio(sum(s.success for s in got), len(got)),
+            "latency_s": describe([s.latency for s in got]),
+            "floor_s": describe([s.floor for s in got if s.floor is not None]),
+            "queries": describe([s.queries for s in got]),
+        }
     lookups = Series("lookups", ["t", "latency", "hops", "queries", "success", "overlap"])
     for s in samples:
         lookups.add(

@@ -81,6 +81,8 @@ class MemoryNetwork:
         self.http: dict[Address, Address] = {}  # (public host, port) -> the node serving it
         self._probes: list[tuple[float, int, Address, bytes]] = []  # HTTP probes in flight
         self.nat_dropped = 0
+        self.far: dict[Address, float] = {}
+        """A node's own extra one-way delay, both ways (a host on another continent)."""
 
     # --- building ------------------------------------------------------------
 
@@ -126,6 +128,12 @@ class MemoryNetwork:
                 return addr
         raise KeyError("core not on this network")
 
+    def addr_of_id(self, node_id: bytes) -> Address:
+        for addr, candidate in self.cores.items():
+            if candidate.node_id == node_id:
+                return addr
+        raise KeyError("no core with that id")
+
     def kill(self, core: DHTCore) -> None:
         """The node goes silent: what it would send and what is sent to it vanish."""
         self.dead.add(self.addr_of(core))
@@ -159,8 +167,9 @@ class MemoryNetwork:
                     nat.flows[dst] = self.now
                     src = nat.public
                 copies = 2 if self.rng.random() < link.duplicate else 1
+                extra = self.far.get(addr, 0.0) + self.far.get(dst, 0.0) if self.far else 0.0
                 for _ in range(copies):
-                    delay = link.latency + self.rng.random() * link.jitter
+                    delay = link.latency + extra + self.rng.random() * link.jitter
                     self._push(self.now + delay, src, dst, data)
             for dial in core.dial_backs():
                 if addr in self.dead:

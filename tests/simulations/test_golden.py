@@ -53,19 +53,19 @@ RUNS: dict[str, tuple[str, dict[str, Any]]] = {
 
 GOLDEN: dict[str, dict[str, str]] = {
     "churn": {
-        "summary": "f2bb05536a125703bc493c429f8d22fe1d1d898ffa732612c5180910e17f7bdc",
+        "summary": "8435bb792c3f9e0e6e65f427062cafbe2888e31ba132d8bbc8e6831cdab062e6",
         "operations": "4822751bb8beab7b442218bb2662795c8ebd8913b88330ad801793d09a0c4959",
         "tables": "ed1aeef650f547ead402db12d8bc66e4d40cc1d93d9c072a09eccc7c9921459b",
         "trace": "ce03aa74890746a6433ed1dae1821daf6b5ec43a480066868bcc0aada32535d0",
     },
     "growth": {
-        "summary": "4dc1db3b6c5b4020df04006ff02cc83a4df98bcb63a37376f16e4a68ab7527c2",
+        "summary": "be5f471f81c92044cd78653cef46171d289a0a4b067f8d6d15421798d4320d68",
         "operations": "a344d37de99ab0d0f53291b35af241e555af9cab017e332427718c266f12de58",
         "tables": "72493ec08cad778d2f40f12acdbe42be29da76ffc309c26b4a17f859dffd9bce",
         "trace": "1856162438d2622fcd2d944765fa6b08e1cd88d7c507cfbbaf4bd073fc75864a",
     },
     "rooms": {
-        "summary": "d09c25ec4db16a2a58b0d5ed8d943f7843d57d0f4b505827637ae97382782e31",
+        "summary": "03c7d0cdec2446287f7d7eb952a5182d777ccab4f137858a32dc145f570e3a1f",
         "operations": "8e53569315ea0222ed7251f2d3f7c8b5e745c64414834ac4b52913517427a967",
         "tables": "f60cd4845b41742f381d982fcd82046608ef506823ba63c79220d9e916a65a3f",
         "trace": "dcaa5233bb5f4d62f1eb2cea3595678d2832705c228233fff720ccc55dc22b06",

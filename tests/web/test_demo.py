@@ -29,14 +29,21 @@ async def test_the_demo_in_a_browser(chromium: Any, tmp_path: Path) -> None:
     )
     try:
         assert demo.stdout is not None
-        address = ""
+        address = site = extension = ""
         async with asyncio.timeout(60):
-            while not address:
+            while not extension:
                 line = (await demo.stdout.readline()).decode()
-                assert line, "the demo ended before printing the browser's address"
+                assert line, "the demo ended before printing every way in"
                 if "/#room=" in line:
                     address = line.strip()
+                elif line.startswith("  http://") and address:
+                    site = line.strip()  # the sample site that embeds the widget
+                elif "extension, built for these nodes in" in line:
+                    extension = line.split(" in ", 1)[1].split(" (", 1)[0]
         assert address.startswith("http://127.0.0.1:")
+        assert site.startswith("http://127.0.0.1:") and site.split(":")[2] != address.split(":")[2]
+        assert (Path(extension) / "manifest.json").is_file()
+        assert Path(extension).with_suffix(".zip").is_file()
 
         context = await chromium.new_context(viewport={"width": 1100, "height": 700})
         page = await context.new_page()
@@ -62,6 +69,15 @@ async def test_the_demo_in_a_browser(chromium: Any, tmp_path: Path) -> None:
         assert digest == hashlib.sha256(original.read_bytes()).hexdigest()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+
+        # The sample site on another origin: its one <script> line gives the chat.
+        await page.goto(site)
+        await page.get_by_role("button", name="Chat with people on this page").click()
+        iframe = await page.wait_for_selector("[data-pagemesh] iframe", state="attached")
+        widget = await iframe.content_frame()
+        await widget.wait_for_selector("#leave:not([hidden])", timeout=20_000)
+        await widget.wait_for_selector(greeting, timeout=30_000)  # the greeter reads it too
+        await page.screenshot(path=str(ARTIFACTS / "demo-site.png"))
         await context.close()
     finally:
         demo.send_signal(signal.SIGINT)
