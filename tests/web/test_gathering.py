@@ -28,7 +28,7 @@ RUN = """async ([servers, relayOnly, steps]) => {
     const out = [];
     for (const [what, at] of steps) {
         if (what === 'start') wait.start(at);
-        else if (what === 'complete') wait.complete();
+        else if (what === 'complete') wait.complete(at);
         else if (what === 'check') out.push([at, wait.ready(at), wait.timer()]);
         else wait.candidate(what, at);
     }

@@ -30,22 +30,26 @@ export async function sign(pair, message) {
   return new Uint8Array(await crypto.subtle.sign("Ed25519", pair.privateKey, message));
 }
 
-const verifiers = new Map();
+const verifiers = new Map(); // public key hex -> the imported key, or the promise of it
+
+export function verifier(publicKey) {
+  // `publicKey` imported for verifying, once: a promise of the key, or of null when it is
+  // no Ed25519 key. Called ahead (a member's first signature is then one call, not two).
+  const id = hex(publicKey);
+  let key = verifiers.get(id);
+  if (key === undefined) {
+    key = crypto.subtle.importKey("raw", publicKey, { name: "Ed25519" }, false, ["verify"]).catch(() => null);
+    if (verifiers.size > 4096) verifiers.clear();
+    verifiers.set(id, key);
+  }
+  return key;
+}
 
 export async function verify(publicKey, message, signature) {
   // True when `signature` is `publicKey`'s over `message`; false for any defect.
   if (publicKey.length !== 32 || signature.length !== 64) return false;
-  const id = hex(publicKey);
-  let key = verifiers.get(id);
-  if (key === undefined) {
-    try {
-      key = await crypto.subtle.importKey("raw", publicKey, { name: "Ed25519" }, false, ["verify"]);
-    } catch {
-      return false;
-    }
-    if (verifiers.size > 4096) verifiers.clear();
-    verifiers.set(id, key);
-  }
+  const key = await verifier(publicKey);
+  if (key === null) return false;
   try {
     return await crypto.subtle.verify("Ed25519", key, signature, message);
   } catch {

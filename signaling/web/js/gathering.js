@@ -24,7 +24,7 @@
 // a server that never answers delays a description as much as before, never
 // more.
 
-export const GATHER_SETTLE = 0.02; // s: a burst of candidates arrives within a few ms
+export const GATHER_SETTLE = 0.01; // s: a burst of candidates arrives within a few ms
 export const GATHER_BOUND = 5.0; // s: the longest wait, as before
 
 export function expectedTypes(iceServers, relayOnly = false) {
@@ -50,7 +50,7 @@ export class GatherWait {
     this.seen = new Set(); // types gathered so far (at most host, srflx, prflx, relay)
     this.startedAt = null; // when the wait began (the description was set locally)
     this.enoughAt = null; // when the last type needed arrived
-    this.completed = false;
+    this.completedAt = null; // when gathering completed
   }
 
   start(now) {
@@ -65,9 +65,9 @@ export class GatherWait {
     if (this.enoughAt === null && this.enough()) this.enoughAt = now;
   }
 
-  complete() {
+  complete(now) {
     // Gathering is over: nothing more will come.
-    this.completed = true;
+    this.completedAt ??= now;
   }
 
   enough() {
@@ -75,14 +75,14 @@ export class GatherWait {
   }
 
   ready(now) {
-    if (this.completed) return true;
+    if (this.completedAt !== null) return true;
     if (this.enoughAt !== null && now >= this.enoughAt + this.settle) return true;
     return this.startedAt !== null && now >= this.startedAt + this.bound;
   }
 
   timer() {
     // When ready() may next turn true, or null before start (or when it is).
-    if (this.completed || this.startedAt === null) return null;
+    if (this.completedAt !== null || this.startedAt === null) return null;
     const bound = this.startedAt + this.bound;
     return this.enoughAt === null ? bound : Math.min(bound, this.enoughAt + this.settle);
   }

@@ -16,9 +16,14 @@
 // fresh picture, `room.move(layer)` and `room.sitWith(key)` move us, and
 // `peer.join(url, {layer, friend})` sits down where asked. After every `joined`
 // the room emits `seated`; an answered move also emits `moved`.
+//
+// Joining fast (docs/protocol.md 5.0, "Gathering" and "Connections made ahead"): a
+// description goes once it holds the candidates its configuration can give, not when
+// gathering completes (gathering.js); a join's first offer is made while the node
+// seats us (prewarm), and the page hears of the seat once that offer has gone.
 
 import { ProtocolError, fromHex, hex } from "./bytes.js";
-import { publicKeyBytes, randomBytes, requireWebCrypto, sign, verify } from "./crypto.js";
+import { publicKeyBytes, randomBytes, requireWebCrypto, sign, verifier, verify } from "./crypto.js";
 import { exportIdentity, importIdentity, keyPairFromSeed } from "./identityfile.js";
 import { MESH_DEFAULTS, Mesh } from "./mesh.js";
 import { MessagingError, ReliableRoom, checkName, parseEnvelope, signedBytes } from "./messaging.js";
@@ -36,6 +41,7 @@ export const CONFIG = {
   ...MESH_DEFAULTS, // the link-management rules, read once by the Mesh (peer.mesh.config after)
   gatherTimeout: GATHER_BOUND, // the longest wait for candidates (gathering.js)
   gatherSettle: GATHER_SETTLE, // once the candidates a description needs are there, for their siblings
+  holdMax: 0.05, // s: the longest the page's news of a seat waits for the offer made ahead
   relayOnly: false,
   maxFileBytes: 256 * 1024 * 1024,
   autoAccept: BROWSER_ACCEPT, // what the page takes unasked: small images, shown inline
@@ -112,32 +118,71 @@ function deferred() {
   return d;
 }
 
-// --- one connection to one member (the Mesh's link `id`) ---
+// --- an RTCPeerConnection, before and after the Mesh names its member ---
 
-class Link {
-  constructor(room, member, id, onFrame, onState, onFileChannel) {
-    this.room = room;
-    this.member = member;
-    this.id = id;
-    const config = { iceServers: room.peer.iceServers };
-    const { relayOnly, gatherSettle, gatherTimeout } = room.peer.config;
+function connectionKind(iceServers, relayOnly) {
+  // Connections made with the same servers and policy are interchangeable. Credentials
+  // do not count: a node mints new ones for every answer, each valid for long.
+  const urls = (Array.isArray(iceServers) ? iceServers : []).map((server) => [server?.urls].flat().map(String));
+  return JSON.stringify([urls, Boolean(relayOnly)]);
+}
+
+class Connection {
+  // An RTCPeerConnection with its control channel, counting what its gathering gives
+  // (gathering.js) from the start. A Link makes one, or takes the one its Peer made
+  // ahead with its offer already set (Peer.prewarm).
+  constructor(iceServers, { relayOnly, gatherSettle, gatherTimeout }) {
+    const config = { iceServers };
     if (relayOnly) config.iceTransportPolicy = "relay";
-    this.iceServers = config.iceServers;
+    this.iceServers = iceServers;
+    this.kind = connectionKind(iceServers, relayOnly);
     this.timings = { made: monotonic() }; // when each step of the negotiation happened (tests, benchmarks)
-    this.gathering = new GatherWait(expectedTypes(config.iceServers, relayOnly), { settle: gatherSettle, bound: gatherTimeout });
-    this.gatherTimer = null;
-    this.onGathering = () => {}; // re-checks the wait of describe(), while there is one
+    this.gathering = new GatherWait(expectedTypes(iceServers, relayOnly), { settle: gatherSettle, bound: gatherTimeout });
+    this.onGathering = () => {}; // re-checks the wait of a Link's describe(), while there is one
+    this.offered = null; // the offer set ahead: a promise, settled once it is the local description
     this.pc = new RTCPeerConnection(config);
     this.pc.addEventListener("icecandidate", (event) => {
       if (event.candidate) this.gathering.candidate(event.candidate.type, monotonic());
-      else this.gathering.complete();
+      else this.gathering.complete(monotonic());
       this.onGathering();
     });
     this.pc.addEventListener("icegatheringstatechange", () => {
-      if (this.pc.iceGatheringState === "complete") this.gathering.complete();
+      if (this.pc.iceGatheringState === "complete") this.gathering.complete(monotonic());
       this.onGathering();
     });
     this.control = this.pc.createDataChannel("control", { negotiated: true, id: 0 });
+  }
+
+  async setOffer() {
+    // Our offer as the local description: gathering starts.
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    this.timings.local = monotonic();
+  }
+
+  offerAhead() {
+    // Set the offer now, for a member named later; a failure shows when a Link uses it.
+    this.offered = this.setOffer();
+    this.offered.catch(() => {});
+  }
+
+  close() {
+    this.pc.close();
+    this.onGathering();
+  }
+}
+
+// --- one connection to one member (the Mesh's link `id`) ---
+
+class Link {
+  constructor(room, member, id, onFrame, onState, onFileChannel, connection = null) {
+    this.room = room;
+    this.member = member;
+    this.id = id;
+    this.connection = connection ?? new Connection(room.peer.iceServers, room.peer.config);
+    const { pc, control, iceServers, timings, gathering } = this.connection;
+    Object.assign(this, { pc, control, iceServers, timings, gathering });
+    this.timings.linked = monotonic();
+    this.gatherTimer = null;
     this.open = false;
     this.everOpen = false;
     this.closed = false;
@@ -190,17 +235,18 @@ class Link {
     // No trickle: the whole description, candidates included, is one signal. It goes
     // once it holds what it needs, not when gathering completes (gathering.js).
     this.gathering.start(monotonic());
+    const connection = this.connection;
     return new Promise((resolve) => {
-      this.onGathering = () => {
+      connection.onGathering = () => {
         clearTimeout(this.gatherTimer);
         if (this.closed || this.gathering.ready(monotonic())) {
-          this.onGathering = () => {};
+          connection.onGathering = () => {};
           resolve();
           return;
         }
-        this.gatherTimer = setTimeout(() => this.onGathering(), (this.gathering.timer() - monotonic()) * 1000);
+        this.gatherTimer = setTimeout(() => connection.onGathering(), (this.gathering.timer() - monotonic()) * 1000);
       };
-      this.onGathering();
+      connection.onGathering();
     });
   }
 
@@ -214,8 +260,7 @@ class Link {
   }
 
   async offer() {
-    await this.pc.setLocalDescription(await this.pc.createOffer());
-    this.timings.local = monotonic();
+    await (this.connection.offered ?? this.connection.setOffer());
     return this.describe("offer");
   }
 
@@ -278,9 +323,8 @@ class Link {
   close() {
     this.closed = true;
     this.open = false;
-    this.pc.close();
     clearTimeout(this.gatherTimer);
-    this.onGathering(); // a describe() still waiting ends now
+    this.connection.close(); // a describe() still waiting ends now
   }
 }
 
@@ -305,6 +349,7 @@ export class Room {
     this.retired = new Map(); // the last few closed links, by id
     this.linksMade = new Map(); // member -> how many links were made to it (tests read it)
     this.seated = deferred(); // resolved by the first `joined`
+    this.timings = {}; // when the last join was sent and answered (tests, benchmarks)
     this.core = new ReliableRoom(key, peer.keyHex, {}, state ?? {}, now());
     this.chain = Promise.resolve();
     this.timer = null;
@@ -413,7 +458,7 @@ export class Room {
 
   // --- links, as the Mesh says ---
 
-  makeLink(member, id) {
+  makeLink(member, id, connection = null) {
     const link = new Link(
       this,
       member,
@@ -421,6 +466,7 @@ export class Room {
       (from, frame) => this.onFrame(from, frame),
       (changed) => this.peer.linkChanged(this, id, changed),
       (changed, channel) => this.transfers.onChannel(changed.member, channel),
+      connection,
     );
     this.byId.set(id, link);
     this.linksMade.set(member, (this.linksMade.get(member) ?? 0) + 1);
@@ -617,6 +663,12 @@ export class Peer {
     this.node = null; // the SignalingClient the Mesh chose, while connected
     this.nodeUrl = null; // the URL the Mesh knows it by
     this.iceServers = []; // the freshest STUN/TURN servers: new links use them
+    this.iceServersFrom = null; // the SignalingClient they came from
+    this.warm = null; // a Connection made ahead, its offer set (prewarm)
+    this.warming = null; // the seat it is made for, until that seat ends
+    this.held = null; // the Mesh's notices for the application, while a seat holds them
+    this.holds = 0;
+    this.urgent = null; // while a seat drives the Mesh: the sends of offers ready to go
     this.offers = new Map(); // "room:member" -> a verified offer, for the Mesh's Answer (same turn)
     this.replays = new ReplayGuard();
     this.signals = Promise.resolve(); // signals are verified one at a time, in order
@@ -739,7 +791,7 @@ export class Peer {
       case "close-link":
         return this.linkCommand(command);
       default:
-        return this.tell(command);
+        return this.held !== null ? this.held.push(command) : this.tell(command);
     }
   }
 
@@ -749,8 +801,11 @@ export class Peer {
     const { member } = command;
     const who = member.slice(0, 12);
     if (command.type === "offer") {
-      const link = room.makeLink(member, command.link);
-      this.spawn(this.sendOffer(room, link), `cannot offer to ${who}`);
+      const warm = this.takeWarm();
+      const link = room.makeLink(member, command.link, warm);
+      const sent = this.sendOffer(room, link);
+      this.spawn(sent, `cannot offer to ${who}`);
+      if (warm !== null) this.urgent?.push(sent);
     } else if (command.type === "answer") {
       const slot = `${room.key}:${member}`;
       const offer = this.offers.get(slot);
@@ -841,13 +896,28 @@ export class Peer {
       if (move && !move.done) move.reject(new SignalingError("closed", "no signaling node at the moment"));
       return;
     }
+    // A newcomer (a first join, a move) offers to every member `joined` lists: the first
+    // of those connections is made while the node seats us (prewarm).
+    const warming = !room.seated.done || move ? this.warmUp(node) : null;
+    try {
+      await this.seatAt(room, node, layer, friend, move);
+    } finally {
+      if (warming !== null && this.warming === warming) this.coolDown();
+    }
+  }
+
+  async seatAt(room, node, layer, friend, move) {
+    // seat() at `node`, the room and node checked.
+    const key = room.key;
     let joined;
+    room.timings = { joining: monotonic() };
     try {
       joined = await node.join(key, layer, friend);
     } catch (error) {
       this.joinRefused(room, error, move);
       return;
     }
+    room.timings.joined = monotonic();
     if (this.rooms.get(key) !== room || this.node !== node) return; // left, or moved on: the next join seats it
     if (!isLayer(joined.layer)) {
       room.emit({ type: "problem", message: "the node seated us in no layer" });
@@ -858,18 +928,119 @@ export class Peer {
     room.layers = count(joined.layers) ?? 1; // as Python reads an absent field; shown as at least our group
     room.total = count(joined.total);
     this.iceServers = Array.isArray(joined.ice_servers) ? joined.ice_servers : [];
+    this.iceServersFrom = node;
     const listed = Array.isArray(joined.members) ? joined.members : [];
     this.learnNodes(listed.map((m) => m?.url));
     const members = listed.map((m) => m?.key).filter((k) => KEY.test(k));
-    this.mesh.joined(key, joined.layer, members, iceExpiry(this.iceServers), now());
-    const seat = { layer: room.layer, layers: room.layers, total: room.total };
-    if (first) room.seated.resolve(joined);
-    else if (move && !move.done) {
-      move.resolve(joined);
-      room.emit({ type: "moved", ...seat });
-    } else room.emit({ type: "rejoined", node: node.nodeUrl, layer: joined.layer });
-    room.emit({ type: "seated", ...seat });
-    this.drive();
+    // their answers' signatures are checked soon: import their keys meanwhile
+    for (const member of members.slice(0, this.mesh.config.maxMembers)) verifier(fromHex(member));
+    this.hold();
+    try {
+      this.mesh.joined(key, joined.layer, members, iceExpiry(this.iceServers), now());
+      await this.offersFirst();
+      if (this.rooms.get(key) !== room) return;
+      const seat = { layer: room.layer, layers: room.layers, total: room.total };
+      if (first) room.seated.resolve(joined);
+      else if (move && !move.done) {
+        move.resolve(joined);
+        room.emit({ type: "moved", ...seat });
+      } else room.emit({ type: "rejoined", node: node.nodeUrl, layer: joined.layer });
+      room.emit({ type: "seated", ...seat });
+    } finally {
+      this.release();
+    }
+  }
+
+  // --- the network first, the page after ---
+
+  hold() {
+    // The Mesh's notices wait (in order) until release(): see offersFirst().
+    this.holds += 1;
+    this.held ??= [];
+  }
+
+  release() {
+    this.holds -= 1;
+    if (this.holds > 0) return;
+    const held = this.held ?? [];
+    this.held = null;
+    for (const notice of held) {
+      try {
+        this.tell(notice);
+      } catch (error) {
+        console.error("pagemesh: telling", notice, error);
+      }
+    }
+  }
+
+  async offersFirst() {
+    // Drive the Mesh after a seat, and let the offer it starts on the connection made
+    // ahead go before the page hears of the seat: it needs only its signature (one
+    // WebCrypto call, a task away) and what its gathering still lacks, and would
+    // otherwise wait behind the page drawing the room, 20 to 100 ms of main thread.
+    // At most `holdMax`.
+    const urgent = (this.urgent = []);
+    try {
+      this.drive();
+    } finally {
+      this.urgent = null;
+    }
+    if (!urgent.length) return;
+    let timer;
+    const cap = new Promise((resolve) => {
+      timer = setTimeout(resolve, this.config.holdMax * 1000);
+    });
+    await Promise.race([Promise.allSettled(urgent), cap]);
+    clearTimeout(timer);
+  }
+
+  // --- connections made ahead ---
+
+  warmUp(node) {
+    // A seat is asked for: prepare the connection its first offer will take, with the
+    // servers this node hands out; not known yet, they are asked for beside the join,
+    // whose answer takes longer (it reads the DHT). Returns the seat's token.
+    const token = {};
+    this.warming = token;
+    if (this.iceServersFrom === node) {
+      this.prewarm(this.iceServers);
+    } else {
+      node
+        .request({ type: "ice-servers" })
+        .then((reply) => {
+          if (this.warming === token && Array.isArray(reply.servers)) this.prewarm(reply.servers);
+        })
+        .catch(() => {}); // no connection ahead: the offer makes its own
+    }
+    return token;
+  }
+
+  prewarm(servers) {
+    // One connection made ahead (docs/protocol.md 5.0, "Gathering"): its offer set and
+    // its candidates gathering while the node seats us, so the offer the seat asks for
+    // goes as soon as the member is named. At most one, kept until its seat ends.
+    if (this.closing) return;
+    if (this.warm?.kind === connectionKind(servers, this.config.relayOnly)) return;
+    this.warm?.close();
+    this.warm = new Connection(servers, this.config);
+    this.warm.offerAhead();
+  }
+
+  takeWarm() {
+    // For an offer: the connection made ahead, if it is what a new one would be now.
+    const warm = this.warm;
+    this.warm = null;
+    if (warm?.kind === connectionKind(this.iceServers, this.config.relayOnly)) return warm;
+    warm?.close();
+    return null;
+  }
+
+  coolDown() {
+    // The seat ended and no offer took the connection made for it (nobody to offer to,
+    // or the join failed): close it, its ports and any relay allocation with it.
+    this.warming = null;
+    this.warm?.close();
+    this.warm = null;
   }
 
   joinRefused(room, error, move) {
@@ -910,6 +1081,7 @@ export class Peer {
     const reply = await node.request({ type: "ice-servers" });
     const servers = Array.isArray(reply.servers) ? reply.servers : [];
     this.iceServers = servers;
+    this.iceServersFrom = node;
     this.mesh.iceServers(iceExpiry(servers), now());
     this.drive();
   }
@@ -1108,6 +1280,7 @@ export class Peer {
 
   close() {
     this.closing = true;
+    this.coolDown();
     clearTimeout(this.timer);
     this.mesh.close();
     this.mesh.commands(); // closing links is the rooms' job below
