@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from dht.cli import default_data_dir, parse_address, until_stop_signal
+from dht.cli import default_data_dir, until_stop_signal
 from dht.config import ConfigError
 
 from .config import NodeConfig, load_node_config
 from .node import EmbeddedRelay, SignalingNode
+from .seeds import SeedError, parse_seed
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,11 @@ def register(
     node.add_argument("--port", type=int, help="HTTP/WebSocket port (default 8000; 0 picks one)")
     node.add_argument("--dht-port", type=int, help="UDP port of the DHT (default 4000)")
     node.add_argument(
-        "--bootstrap", type=parse_address, action="append", metavar="HOST:PORT", help="DHT seed"
+        "--bootstrap",
+        type=_seed,
+        action="append",
+        metavar="URL|HOST:PORT",
+        help="a running node to join through: its URL (https://NAME) or DHT address",
     )
     node.add_argument("--data-dir", type=Path, help="node key and routing table")
     node.add_argument(
@@ -72,14 +77,11 @@ def register(
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    bootstrap = None
-    if args.bootstrap:
-        bootstrap = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in args.bootstrap]
     return {
         "host": args.host,
         "port": args.port,
         "dht_port": args.dht_port,
-        "bootstrap": bootstrap,
+        "bootstrap": args.bootstrap or None,
         "data_dir": str(args.data_dir) if args.data_dir else None,
         "public_url": args.public_url,
         "tls_cert": str(args.tls_cert) if args.tls_cert else None,
@@ -89,6 +91,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "relay_tls_cert": str(args.relay_tls_cert) if args.relay_tls_cert else None,
         "relay_tls_key": str(args.relay_tls_key) if args.relay_tls_key else None,
     }
+
+
+def _seed(text: str) -> str:
+    """A `--bootstrap` entry, checked (signaling/seeds.py) and kept as written."""
+    try:
+        parse_seed(text)
+    except SeedError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _run_node(args: argparse.Namespace, relay_starter: RelayStarter | None) -> int:

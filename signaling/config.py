@@ -5,7 +5,7 @@
 host = "0.0.0.0"          # HTTP/WebSocket listener
 port = 8000
 dht_port = 4000
-bootstrap = ["seed.example.net:4000"]
+bootstrap = ["https://seed.example.net"]   # any node's URL, or its DHT address HOST:PORT
 public_url = "wss://node.example.net"   # what clients and nodes dial; default ws://host:port
 tls_cert = "/etc/pagemesh/tls/fullchain.pem"  # serve TLS itself (reloaded on SIGHUP)
 tls_key = "/etc/pagemesh/tls/privkey.pem"     # mode 0600, else the node refuses it
@@ -47,6 +47,7 @@ from dht.options import ConfigError, options_from_table
 from .admission import AdmissionLimits, proxy_networks
 from .layers import RoomConfig
 from .protocol import MIN_CLIENT_VERSION, PROTOCOL_VERSION
+from .seeds import SeedError, parse_seed
 from .session import SessionLimits
 from .widget import frame_ancestors
 
@@ -68,6 +69,8 @@ class NodeConfig:
     """Defaults to `host`."""
     dht_port: int = 4000
     bootstrap: tuple[str, ...] = ()
+    """Seeds: a running node's URL (https://NAME, whose DHT contact is asked at /v1/dht)
+    or DHT address (HOST:PORT); none for the first node of a mesh (signaling/seeds.py)."""
     data_dir: str = ""
     public_url: str = ""
     """The base URL clients and other nodes dial; defaults to ws://host:port (wss:// with TLS)."""
@@ -169,6 +172,11 @@ def load_node_config(
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("node.tls_cert and node.tls_key go together")
     _check_relay_tls(config)
+    for entry in config.bootstrap:
+        try:
+            parse_seed(entry)
+        except SeedError as exc:
+            raise ConfigError(f"node.bootstrap: {exc}") from None
     try:
         proxy_networks(config.trusted_proxies)
     except ValueError as exc:

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import random
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from dht.records import Record
 from relay.credentials import load_secret, mint_credentials
 
 from . import metrics as node_metrics
+from . import seeds
 from .admission import Admission, client_address, in_networks, proxy_networks, source_of
 from .config import NodeConfig
 from .health import HealthFacts, assess
@@ -85,6 +87,8 @@ from .protocol import (
 )
 from .reachability import NodeReachability, reachability_reasons
 from .rooms import is_node_url
+from .seed_fetch import fetch_contact
+from .seeds import DHT_PATH, SeedUrl
 from .session import (
     CLOSE_GOING_AWAY,
     CLOSE_REPLACED,
@@ -222,6 +226,9 @@ class SignalingNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rng = random.Random()
         self._stopping = False
+        self._unanswered_seeds: list[SeedUrl] = []
+        """Seed URLs whose DHT contact could not be fetched at start (asked again later)."""
+        self._seed_family = socket.AF_INET
 
     # --- life cycle ------------------------------------------------------------
 
@@ -229,16 +236,20 @@ class SignalingNode:
     async def start(
         cls, config: NodeConfig, dht_config: Any = None, relay: EmbeddedRelay | None = None
     ) -> SignalingNode:
-        bootstrap = [_address(text) for text in config.bootstrap]
+        dht_host = config.dht_host or config.host
+        family = socket.AF_INET6 if ":" in dht_host else socket.AF_INET
+        bootstrap, unanswered = await _seed_addresses(config.bootstrap, family)
         data_dir = Path(config.data_dir) if config.data_dir else None
         dht = await DHTNode.start(
-            config.dht_host or config.host,
+            dht_host,
             config.dht_port,
             data_dir,
             bootstrap=bootstrap,
             config=dht_config,
         )
         node = cls(config, dht, relay)
+        node._unanswered_seeds = unanswered
+        node._seed_family = family
         try:
             await node._serve()
         except BaseException:
@@ -255,6 +266,7 @@ class SignalingNode:
                 web.get("/v1/ws", self._client_handler),
                 web.get(LINK_PATH, self.links.accept),
                 web.get("/healthz", self._healthz),
+                web.get(DHT_PATH, self._dht_contact),
                 web.get("/", self._index),
                 web.get(WIDGET_PATH, self._widget),
                 web.get(EMBED_PATH, self._embed),
@@ -293,6 +305,8 @@ class SignalingNode:
         self._spawn(self._prune_loop())
         await self._update_directory()  # so the first welcome can already name other nodes
         self._spawn(self._directory_loop())
+        if self._unanswered_seeds:
+            self._spawn(self._seed_loop())
         log.info(
             "signaling node %s serving %s (DHT %s:%d, %d contacts)",
             self.node_id.hex()[:12],
@@ -390,6 +404,30 @@ class SignalingNode:
         if facts.relay is not None:
             body["relay"] = "serving" if facts.relay else "down"
         return self._with_reachability(body, health.ok)
+
+    async def _dht_contact(self, _request: web.Request) -> web.Response:
+        """This node's DHT contact, for a node given its URL as a seed (signaling/seeds.py,
+        docs/protocol.md 3.8): an empty host means the URL's host. A node others cannot
+        reach (a DHT client) is no seed: 503."""
+        if self.dht.core.client:
+            return web.json_response({"error": "this node's DHT is not reachable"}, status=503)
+        host, port = self._dht_address()
+        host = "" if host in ("0.0.0.0", "::", "") else host
+        body = {"id": self.node_id.hex(), "host": host, "port": port}
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+    async def _seed_loop(self) -> None:
+        """Ask the seed URLs that gave nothing at start again, every RETRY_INTERVAL while
+        the node knows no other node (a seed that was down, or a proxy not up yet)."""
+        while self._unanswered_seeds:
+            await asyncio.sleep(seeds.RETRY_INTERVAL)
+            if len(self.dht.core.table):
+                continue  # joined through another seed or a saved table: keep them for later
+            found, self._unanswered_seeds = await _seed_addresses(
+                [seed.text for seed in self._unanswered_seeds], self._seed_family, attempts=1
+            )
+            if found:
+                await self.dht.bootstrap(found)
 
     def _with_reachability(self, body: dict[str, Any], ok: bool) -> web.Response:
         """/healthz with the reachability checks' reasons and report added
@@ -799,9 +837,30 @@ def _server_tls(config: NodeConfig) -> ServerTls:
         raise ConfigError(str(exc)) from None
 
 
-def _address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
+async def _seed_addresses(
+    entries: Iterable[str], family: socket.AddressFamily, attempts: int = seeds.FETCH_ATTEMPTS
+) -> tuple[list[tuple[str, int]], list[SeedUrl]]:
+    """The DHT addresses of `bootstrap` entries, a node's URL asked for its contact
+    (all at once, each bounded: signaling/seeds.py); and the URLs that gave none."""
+    parsed = [seeds.parse_seed(text) for text in entries]
+    addresses = [seed for seed in parsed if isinstance(seed, tuple)]
+    urls = [seed for seed in parsed if isinstance(seed, SeedUrl)]
+    answers = await asyncio.gather(
+        *(fetch_contact(url, family, attempts=attempts) for url in urls),
+        return_exceptions=True,
+    )
+    unanswered = []
+    for url, answer in zip(urls, answers, strict=True):
+        if isinstance(answer, seeds.SeedError):
+            log.warning("%s; asked again while no other node is known", answer)
+            unanswered.append(url)
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            node_id, address = answer
+            log.info("bootstrap %s: DHT contact %s:%d (node %s)", url.text, *address, node_id.hex())
+            addresses.append(address)
+    return addresses, unanswered
 
 
 def _directory_urls(records: Iterable[Record]) -> list[str]:

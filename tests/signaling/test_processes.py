@@ -51,11 +51,13 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launcher]:
     config.write_text(CONFIG)
     procs: list[NodeProcess] = []
 
-    async def start(bootstrap: NodeProcess | None = None) -> NodeProcess:
+    async def start(bootstrap: NodeProcess | None = None, by_url: bool = False) -> NodeProcess:
+        """`by_url`: join through the seed's URL (its /v1/dht) instead of its DHT address."""
         args = ["-m", "pagemesh", "node", "--config", str(config)]
         args += ["--data-dir", str(tmp_path / f"n{len(procs)}")]
         if bootstrap is not None:
-            args += ["--bootstrap", bootstrap.dht]
+            seed = bootstrap.url.replace("ws://", "http://") if by_url else bootstrap.dht
+            args += ["--bootstrap", seed]
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
         )
@@ -85,7 +87,7 @@ async def wait_for(client: SignalingClient, kind: type, within: float) -> object
 async def test_sigkill_lapses_presence_and_clients_move_on(launch: Launcher) -> None:
     a = await launch()
     b = await launch(bootstrap=a)
-    c = await launch(bootstrap=a)
+    c = await launch(bootstrap=a, by_url=True)  # as a volunteer does: the page's URL
     alice = await SignalingClient.connect(a.url, SigningKey.generate())
     bob_key = SigningKey.generate()
     bob = await SignalingClient.connect(b.url, bob_key)
