@@ -10,10 +10,11 @@ STAMP  := $(VENV)/.installed
 # coturn (turnutils_uclient, turnserver) against our relay, Chromium for the
 # browser client (Playwright drives /usr/bin/chromium, never a downloaded
 # browser), iproute2 and iptables for the NAT lab's namespaces, nginx and caddy
-# in front of a node as docs/deploy/ configures them. Installed only when
-# missing; needs root (CI runs as root).
+# in front of a node as docs/deploy/ configures them, shellcheck for the shipped
+# certbot hook. Installed only when missing; needs root (CI runs as root).
 DEBS_CMDS := turnutils_uclient:coturn turnutils_peer:coturn turnserver:coturn \
-             chromium:chromium ip:iproute2 iptables:iptables nginx:nginx caddy:caddy
+             chromium:chromium ip:iproute2 iptables:iptables nginx:nginx caddy:caddy \
+             shellcheck:shellcheck
 debs:
 	@missing=""; for pair in $(DEBS_CMDS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
