@@ -129,14 +129,10 @@ def fill_routing_tables(
 
     The id ranges of a node's buckets are found walking up from its own place in
     the sorted ids (`_bucket_ranges`: one bisection per bucket, within the range
-    already known), and a bucket's dict is built from its picks without a Python
-    loop per contact: at 10^6 nodes this is most of the setup.
+    already known, instead of two over all ids).
     """
     added = 0
     ordered = [by_index[i].contact for i in space.index]  # contacts in sorted id order
-    ordered_ids = [c.node_id for c in ordered]
-    contact_at = ordered.__getitem__
-    id_at = ordered_ids.__getitem__
     for node in nodes:
         own = to_int(node.node_id)
         table = node.core.table
@@ -147,20 +143,21 @@ def fill_routing_tables(
             if hi <= lo:
                 continue
             if hi - lo <= k:
-                picks: Iterable[int] = range(lo, hi)
+                contacts = ordered[lo:hi]
             else:
-                picks = distinct_indices(rng, lo, hi, k)
+                contacts = [ordered[i] for i in distinct_indices(rng, lo, hi, k)]
             state = buckets.get(bucket)
             if state is None:
                 state = buckets[bucket] = Bucket()
-            count = hi - lo if hi - lo <= k else k
-            if not state.contacts and count <= table.k:
-                state.contacts = dict(zip(map(id_at, picks), map(contact_at, picks), strict=True))
+            if not state.contacts and len(contacts) <= table.k:
+                # Built from the contacts, not from a list of their ids in sorted order:
+                # that is one more random read per contact (measured 30% slower).
+                state.contacts = {c.node_id: c for c in contacts}
             else:
-                for contact in map(contact_at, picks):
+                for contact in contacts:
                     table.add(contact)
             filled.append(bucket)
-            added += count
+            added += len(contacts)
         when = refreshed_at if refreshed_at is not None else node.created_at
         # A running network has also looked into the empty buckets within its range
         # (`RoutingTable.stale_buckets` lists them); without this, every node would
