@@ -203,7 +203,7 @@ def test_a_majority_store_is_seen_by_a_majority_read_while_the_rest_is_in_flight
     nodes = net.build_mesh(50, FAST)
     key = key_for("half way")
     writer, reader = nodes[5], nodes[40]
-    holders = [c for c in nodes if c is not writer]
+    holders = [c for c in nodes if c is not writer and c is not reader]
     holders.sort(key=lambda c: to_int(c.node_id) ^ to_int(key))
     for far in holders[:20:2]:  # half of the k closest sit 300 ms further away
         net.far[net.addr_of(far)] = 0.3
