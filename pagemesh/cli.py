@@ -16,6 +16,7 @@ from dht import cli as dht_cli
 from peer import cli as peer_cli
 from relay import cli as relay_cli
 from signaling import cli as signaling_cli
+from signaling.node import PACKAGE_VERSION
 from simulations import cli as simulations_cli
 
 from . import demo, extension
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="more logging: -v info, -vv debug (a node logs info without it)",
     )
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    parser.add_argument("--version", action="version", version=VERSION, help=VERSION_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dht_cli.register(commands)
     signaling_cli.register(commands, relay_starter=start_embedded_relay)
@@ -53,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
             dest="command_verbose",
             help="more logging: -v info, -vv debug",
         )
+        command.add_argument("--version", action="version", version=VERSION, help=VERSION_HELP)
     return parser
+
+
+VERSION = f"pagemesh {PACKAGE_VERSION}"
+VERSION_HELP = "print the installed pagemesh's version (as /healthz says it) and exit"
 
 
 QUIET_LOGGERS = ("aioice", "aiortc")

@@ -16,7 +16,7 @@ from dht.cli import default_data_dir, until_stop_signal
 from dht.config import ConfigError
 
 from .config import NodeConfig, load_node_config
-from .node import EmbeddedRelay, SignalingNode
+from .node import PACKAGE_VERSION, EmbeddedRelay, SignalingNode
 from .seeds import SeedError, parse_seed
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ async def serve(
         )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, node.reload_tls)  # before anyone learns we run
-    print(line + f" page {node.page_url}/", flush=True)
+    print(line + f" page {node.page_url}/ version {PACKAGE_VERSION}", flush=True)
     try:
         await until_stop_signal()
     finally:

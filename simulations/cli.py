@@ -7,6 +7,7 @@ per second and peak memory go to run.json, never into summary.json.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import resource
 import sys
@@ -25,6 +26,32 @@ from .scenario import (
 )
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
+
+SIM_EXTRA = "pip install 'pagemesh[sim]'"
+"""Where the packages of runs and sweeps come from: a node's install has none of them."""
+
+
+def missing_extras(scheduler: str | None) -> list[str]:
+    """The optional packages a run or sweep needs and this install lacks: matplotlib draws
+    every result's plots, Dask (dask.distributed) runs sweeps on a cluster."""
+    needed = {"matplotlib": "matplotlib"}
+    if scheduler is not None:
+        needed |= {"dask": "dask", "distributed": "dask[distributed]"}
+    # find_spec imports nothing: a node's `pagemesh` does not pay for what it lacks.
+    return sorted(
+        {label for name, label in needed.items() if importlib.util.find_spec(name) is None}
+    )
+
+
+def _refuse_without_extras(command: str, scheduler: str | None = None) -> bool:
+    missing = missing_extras(scheduler)
+    if missing:
+        print(
+            f"error: pagemesh simulate {command} needs {' and '.join(missing)}, not installed "
+            f"here (a node's install leaves the simulator's packages out): {SIM_EXTRA}",
+            file=sys.stderr,
+        )
+    return bool(missing)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +90,8 @@ def _peak_rss_bytes() -> int:
 def _run_one(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if _refuse_without_extras("run"):
+        return 2
     try:
         scenario = load_scenario(args.file, parse_sets(args.set))
     except ScenarioError as exc:
@@ -118,6 +147,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
     from .sweep import expand, parse_grid, run_sweep, write_sweep
 
+    if _refuse_without_extras("sweep", args.scheduler):
+        return 2
     try:
         base = load_scenario(args.file, parse_sets(args.set))
         grid = parse_grid(args.param)

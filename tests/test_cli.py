@@ -9,12 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from dht.config import ConfigError, config_from_mapping, load_config
-from pagemesh.cli import build_parser, log_level
+from pagemesh.cli import build_parser, log_level, main
 
 PAGEMESH = [sys.executable, "-m", "pagemesh"]
 
@@ -190,3 +191,53 @@ def test_send_usage_names_the_file_then_the_page(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert result.stdout.startswith("usage: pagemesh send [options] FILE URL")
     assert "--to NAME|KEY" in result.stdout and "--all-present" in result.stdout
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["node", "--version"], ["chat", "--version"]])
+def test_version_is_the_installed_distributions(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pagemesh --version` (and after any command) says which build runs: the version
+    setuptools-scm gave it from git (pyproject.toml), as pip and /healthz know it."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out == f"pagemesh {metadata.version('pagemesh')}\n"
+
+
+SCENARIO = Path(__file__).resolve().parent.parent / "simulations" / "scenarios" / "growth.toml"
+
+
+@pytest.mark.parametrize(
+    ("argv", "missing", "named"),
+    [
+        (["run", str(SCENARIO)], "matplotlib", "matplotlib"),
+        (["sweep", str(SCENARIO), "--param", "nodes=50,60"], "matplotlib", "matplotlib"),
+        (["sweep", str(SCENARIO), "--scheduler", "tcp://127.0.0.1:1"], "distributed", "dask"),
+    ],
+)
+def test_the_simulator_without_its_extra_says_what_to_install(
+    argv: list[str],
+    missing: str,
+    named: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A core install (`pip install pagemesh-*.whl`) has no matplotlib or Dask: the runs
+    that need them refuse before they start instead of failing at the plots."""
+    monkeypatch.setitem(sys.modules, missing, None)  # what an absent package looks like
+    out = tmp_path / "out"
+    assert main(["simulate", *argv, "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "pip install 'pagemesh[sim]'" in error and named in error
+    assert not out.exists()
+
+
+def test_listing_the_scenarios_needs_no_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("matplotlib", "dask", "distributed"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert main(["simulate", "list"]) == 0
+    assert str(SCENARIO) in capsys.readouterr().out
