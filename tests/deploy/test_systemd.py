@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pagemesh.embedded_relay import start_embedded_relay
 from signaling.config import load_node_config
 from tests.deploy.conftest import DOCS
 
@@ -60,6 +61,35 @@ def test_the_shipped_node_config_loads() -> None:
     config, _ = load_node_config(DOCS / "node.toml")
     assert config.host == "127.0.0.1" and config.public_url.startswith("wss://")
     assert config.trusted_proxies == ("127.0.0.1", "::1")
+    assert config.bootstrap == ("https://seed.example.net",)  # a node's URL, not a DHT port
+    assert config.metrics_from == ("127.0.0.0/8", "::1/128")
+
+
+@pytest.mark.integration
+async def test_uncommenting_the_relay_gives_one_clients_reach(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a volunteer does: uncomment `relay_port` and the `[relay]` table. The node's
+    HTTP stays on 127.0.0.1; the relay listens on every address, without the warning
+    that a relay on loopback advertising elsewhere gets."""
+    text = (DOCS / "node.toml").read_text()
+    for line in ("# relay_port = 3478", "# [relay]", '# host = "0.0.0.0"'):
+        assert text.count(line) == 1, line
+        text = text.replace(line, line[2:])
+    text = text.replace("relay_port = 3478", "relay_port = 0")  # a free port here
+    text = text.replace('public_url = "wss://node.example.net"', 'public_url = "wss://203.0.113.7"')
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    config, _ = load_node_config(path)
+    assert config.host == "127.0.0.1" and config.relay_port == 0
+    with caplog.at_level("WARNING", logger="pagemesh.relay"):
+        relay = await start_embedded_relay(config, path)
+    try:
+        assert relay.server.address[0] == "0.0.0.0" and not relay.on_loopback_only
+        assert relay.urls[0].startswith("stun:203.0.113.7:")
+        assert "(loopback) but tells clients" not in caplog.text
+    finally:
+        await relay.stop()
 
 
 @pytest.fixture
