@@ -169,7 +169,7 @@ async def test_a_node_joins_through_another_nodes_url(signaling_mesh: NodeFactor
 
 
 @pytest.mark.integration
-async def test_a_node_on_a_wildcard_address_answers_an_empty_host(tmp_path: Path) -> None:
+async def test_a_node_on_a_wildcard_address_answers_its_urls_host(tmp_path: Path) -> None:
     config = dataclasses.replace(
         FAST_NODE,
         host="127.0.0.1",
@@ -182,7 +182,7 @@ async def test_a_node_on_a_wildcard_address_answers_an_empty_host(tmp_path: Path
         url = f"http://127.0.0.1:{node.port}/v1/dht"
         async with aiohttp.ClientSession() as http, http.get(url) as response:
             contact = await response.json()
-        # The wildcard stands for the URL's host, which the asking node fills in.
+        # Never the wildcard: the host of its URL (a name there is resolved by the asker).
         assert contact["host"] == "127.0.0.1" and contact["port"] == node.dht.address[1]
     finally:
         await node.stop(moving=False)
