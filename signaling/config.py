@@ -100,8 +100,10 @@ class NodeConfig:
     relay_port: int = -1
     """An embedded TURN relay on this UDP+TCP port: -1 for none, 0 for any free port."""
     relay_host: str = ""
-    """Where clients reach the embedded relay (default: [relay] external_host, else the host
-    of public_url, else host); behind a 1:1 NAT its public address (pagemesh/embedded_relay.py)."""
+    """The host clients are told in the embedded relay's URLs (default: [relay] external_host,
+    else the host of public_url, else host); behind a 1:1 NAT its public address. Not where the
+    relay listens (`[relay] host`), nor `[relay] relay_host`, the address its relayed sockets
+    bind (pagemesh/embedded_relay.py, docs/operations.md "Node configuration")."""
     relay_tls_port: int = -1
     """The embedded relay's TURN over TLS (`turns:`) on this TCP port, e.g. 443: -1 for none."""
     relay_tls_cert: str = ""
