@@ -61,6 +61,9 @@ from .reach import (
     ReachRound,
     ReachStatus,
     ReachVerdict,
+    TlsFailure,
+    UrlOutcome,
+    UrlProbeResult,
     canonical_ip,
     choose_helpers,
     client_after,
@@ -91,6 +94,7 @@ from .wire import (
     Reach,
     ReachProbe,
     ReachReply,
+    ReachResult,
     Reply,
     Request,
     Store,
@@ -108,6 +112,7 @@ from .wire import (
     parse_request,
     reach_reply_payload,
     reach_request_payload,
+    reach_result_payload,
     serialize_request,
     serialize_response,
 )
@@ -125,10 +130,12 @@ _REQUEST_TYPES = (
     FindRecords,
     Reach,
     ReachProbe,
+    ReachResult,
 )
 _COUNT_IN = {kind: f"rpc.in.{kind.__name__}" for kind in _REQUEST_TYPES}
 _COUNT_OUT = {kind: f"rpc.out.{kind.__name__}" for kind in _REQUEST_TYPES}
 _REACH_STATUSES = frozenset(int(status) for status in ReachStatus)
+_URL_OUTCOMES = frozenset(int(outcome) for outcome in UrlOutcome)
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -345,11 +352,13 @@ Event = Bootstrapped | LookupCompleted | RecordsFound | RecordsStored | NodeVeri
 class DialBack:
     """Probes a helper owes a requester, for the glue to send from a socket other than the
     DHT's (the requester's NAT would let in anything from the address it sent its request
-    to): `datagram` (a `pm_reach_probe`) to `to`, and the HTTP GET of `http` if any."""
+    to): `datagram` (a `pm_reach_probe`) to `to`, and the HTTP GET of `http` if any, whose
+    result the glue hands back with `DHTCore.url_dialed(nonce, ...)`."""
 
     datagram: bytes
     to: Address
     http: DialTarget | None
+    nonce: bytes = b""
 
 
 # --- internal bookkeeping ---------------------------------------------------
@@ -792,6 +801,26 @@ class DHTCore:
         False when no running check sent that nonce."""
         return self._probe_arrived(nonce, None, now)
 
+    def url_dialed(self, nonce: bytes, result: UrlProbeResult, now: float) -> None:
+        """The HTTP probe of the dial-back for `nonce` is over (the glue made it): tell its
+        requester what it met in a signed `pm_reach_result`, once, to the request's source.
+        A nonce this node owes no result for (already told, or too old) changes nothing."""
+        helping = self._helping
+        owed = helping.url_dials.pop(nonce, None) if helping is not None else None
+        if owed is None:
+            self.counters["reach.result_unowed"] += 1
+            return
+        requester, addr = owed
+        tls = result.tls if result.outcome is UrlOutcome.TLS_UNTRUSTED else TlsFailure.NONE
+        payload = reach_result_payload(nonce, requester, result.outcome, tls)
+        signature = self.identity.sign(payload)
+        report = ReachResult(
+            nonce, int(result.outcome), int(tls), self.identity.public_key, signature
+        )
+        msg_id = self._rng.getrandbits(8 * MSG_ID_BYTES).to_bytes(MSG_ID_BYTES, "big")
+        self._outbox.append((Message(True, msg_id, report), addr))
+        self.counters[f"reach.result_out.{result.outcome.name.lower()}"] += 1
+
     def set_client(self, client: bool, now: float) -> None:
         """Be a DHT client (ask, answer nothing, hold nothing) or a full node.
 
@@ -827,6 +856,9 @@ class DHTCore:
         kind = type(request)
         if isinstance(request, ReachProbe):
             self._probe_arrived(request.nonce, addr, now)
+            return
+        if isinstance(request, ReachResult):
+            self._url_result(request, now)
             return
         if self.client:
             self.counters["drop.client"] += 1  # a client answers nothing (docs/protocol.md 1.9)
@@ -895,7 +927,10 @@ class DHTCore:
                 limiter.served(addr, msg_id, status, now)
                 probe_id = self._rng.getrandbits(8 * MSG_ID_BYTES).to_bytes(MSG_ID_BYTES, "big")
                 probe = serialize_request(probe_id, ReachProbe(request.nonce))
-                helping.dial_backs.append(DialBack(probe, addr, target))
+                helping.dial_backs.append(DialBack(probe, addr, target, request.nonce))
+                if target is not None:  # a result is owed once the glue has dialled
+                    owed = (request.sender_id, addr)
+                    _remember(helping.url_dials, request.nonce, owed, limiter.per_minute)
                 self.counters["reach.dial_back"] += 1
         ip = canonical_ip(addr[0])
         host = str(ip) if ip is not None else addr[0]
@@ -1610,6 +1645,30 @@ class DHTCore:
         self._reach_advance(op, now)
         return True
 
+    def _url_result(self, result: ReachResult, now: float) -> None:
+        """A helper says what its HTTP probe met: counted if it is the helper asked with
+        that nonce, in a running check, signed by its key; else dropped and counted."""
+        checks = self._checks
+        op = (
+            self._operations.get(checks.nonces.get(result.nonce, 0)) if checks is not None else None
+        )
+        if op is None or op.reach is None:
+            self.counters["reach.result_unknown"] += 1
+            return
+        helper = op.reach.by_nonce[result.nonce]
+        payload = reach_result_payload(result.nonce, self.node_id, result.outcome, result.tls)
+        if (
+            result.outcome not in _URL_OUTCOMES
+            or node_id_for(result.public_key) != helper.node_id
+            or not self._verify(result.public_key, payload, result.signature)
+        ):
+            self.counters["reach.bad_result"] += 1
+            return
+        outcome = UrlOutcome(result.outcome)
+        op.reach.url_reported(result.nonce, outcome, TlsFailure.read(result.tls))
+        self.counters[f"reach.result_in.{outcome.name.lower()}"] += 1
+        self._reach_advance(op, now)
+
     def _reach_advance(self, op: Operation, now: float) -> None:
         if op.reach is not None and op.phase is Phase.PROBE and op.reach.complete():
             self._finish(op, now)
@@ -1769,12 +1828,15 @@ class _Checks:
 class _Helping:
     """Dial-backs this node makes for others' checks."""
 
-    __slots__ = ("dial_backs", "dials_urls", "limiter")
+    __slots__ = ("dial_backs", "dials_urls", "limiter", "url_dials")
 
     def __init__(self, limiter: DialBackLimiter) -> None:
         self.limiter = limiter
         self.dial_backs: list[DialBack] = []
         self.dials_urls = False
+        self.url_dials: dict[bytes, tuple[bytes, Address]] = {}
+        """nonce -> (requester id, request source): HTTP probes whose result is owed. At
+        most a minute's dial-backs: a probe takes seconds, the limiter a minute."""
 
 
 def _remember(mapping: dict[K, V], key: K, value: V, limit: int) -> None:

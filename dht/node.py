@@ -8,7 +8,8 @@ bootstrap list.
 Reachability probes the node owes others (docs/protocol.md 1.9) leave from a
 second UDP socket, never the DHT's: the requester's NAT lets in whatever comes
 from where it sent its request, which would prove nothing. HTTP probes go
-through `url_dialer` when the application sets one (a signaling node does).
+through `url_dialer` when the application sets one (a signaling node does); what
+each met goes back to its requester, signed (`DHTCore.url_dialed`).
 """
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ from .core import (
     RecordsStored,
 )
 from .identity import Identity
-from .reach import DialTarget, ReachVerdict
+from .reach import DialTarget, ReachVerdict, UrlProbeResult
 from .records import Record
 from .wire import Address
 
 log = logging.getLogger(__name__)
 
-UrlDialer = Callable[[DialTarget], Coroutine[object, object, None]]
-"""Makes one HTTP probe for another node's check (signaling/reachability.py's dial_url)."""
+UrlDialer = Callable[[DialTarget], Coroutine[object, object, UrlProbeResult]]
+"""Makes one HTTP probe for another node's check and says what it met
+(signaling/reachability.py's dial_url); the core tells the requester."""
 
 KEY_FILE = "node.key"
 ROUTING_FILE = "routing.json"
@@ -276,9 +278,14 @@ class DHTNode:
             return
         self._probe_transport.sendto(dial.datagram, dial.to)
         if dial.http is not None and self._url_dialer is not None:
-            task: asyncio.Task[None] = asyncio.create_task(self._url_dialer(dial.http))
+            task = asyncio.create_task(self._dial_url(self._url_dialer, dial.http, dial.nonce))
             self._dials.add(task)
             task.add_done_callback(self._dials.discard)
+
+    async def _dial_url(self, dialer: UrlDialer, target: DialTarget, nonce: bytes) -> None:
+        result = await dialer(target)
+        self.core.url_dialed(nonce, result, time.time())
+        self._service()
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -10,9 +10,12 @@ with no I/O (time is `now`, randomness an injected `random.Random`):
 
 * the helper's side: which requests it dials back, where to (`dial_target`:
   only the requester's own source address, never one named in the request),
-  and how often (`DialBackLimiter`);
-* the requester's side: whom to ask (`choose_helpers`), what the answers and
-  probes say (`ReachRound`, `judge`), and when to ask again (`next_check_at`).
+  how often (`DialBackLimiter`), and what it tells of its HTTP probe
+  (`UrlOutcome`; `TlsFailure` when the certificate was refused, verified as
+  node links verify it);
+* the requester's side: whom to ask (`choose_helpers`), what the answers,
+  probes and results say (`ReachRound`, `judge`, `judge_url`), and when to ask
+  again (`next_check_at`).
 
 `dht.core.DHTCore` runs both; dht/node.py sends the probes from a second
 socket.
@@ -55,6 +58,69 @@ class Reachability(Enum):
     REACHABLE = "reachable"
     UNREACHABLE = "unreachable"
     UNKNOWN = "unknown"
+    TLS_UNTRUSTED = "tls-untrusted"
+    """The URL only: helpers reached it but could not verify its certificate, so other
+    nodes' links to it fail as their probes did."""
+
+
+class UrlOutcome(IntEnum):
+    """What a helper's HTTP probe met, in its `pm_reach_result` (docs/protocol.md 1.9)."""
+
+    REACHED = 0
+    """An HTTP answer came back (TLS, if any, verified)."""
+    UNREACHABLE = 1
+    """No connection, no answer in time, or the URL's name does not resolve to the
+    requester's address."""
+    TLS_UNTRUSTED = 2
+    """A TCP connection, but no verified TLS session: the certificate was refused (or the
+    port speaks no TLS). Nothing was sent over it."""
+
+
+class TlsFailure(IntEnum):
+    """Why a helper refused a certificate, as one byte: the verifier's own words are
+    free text, and a requester shows this to its operator. Unknown values read as
+    UNTRUSTED (a newer helper's finer reason)."""
+
+    NONE = 0
+    UNTRUSTED = 1
+    EXPIRED = 2
+    NOT_YET_VALID = 3
+    SELF_SIGNED = 4
+    UNKNOWN_ISSUER = 5
+    HOSTNAME_MISMATCH = 6
+    NO_TLS = 7
+
+    @classmethod
+    def read(cls, value: int) -> TlsFailure:
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNTRUSTED
+
+    @property
+    def text(self) -> str:
+        """The short reason, as OpenSSL's verifier puts it where it has words for it."""
+        return _TLS_TEXT[self]
+
+
+_TLS_TEXT = {
+    TlsFailure.NONE: "",
+    TlsFailure.UNTRUSTED: "certificate verify failed",
+    TlsFailure.EXPIRED: "certificate has expired",
+    TlsFailure.NOT_YET_VALID: "certificate is not yet valid",
+    TlsFailure.SELF_SIGNED: "self-signed certificate",
+    TlsFailure.UNKNOWN_ISSUER: "unable to get local issuer certificate",
+    TlsFailure.HOSTNAME_MISMATCH: "hostname mismatch",
+    TlsFailure.NO_TLS: "no TLS handshake",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UrlProbeResult:
+    """What the glue's HTTP probe met (`DHTCore.url_dialed` signs and sends it)."""
+
+    outcome: UrlOutcome
+    tls: TlsFailure = TlsFailure.NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +375,9 @@ class HelperState:
     observed: Address | None = None
     udp: bool = False
     url: bool = False
+    url_result: UrlOutcome | None = None
+    """What the helper said its HTTP probe met (None: it said nothing)."""
+    tls: TlsFailure = TlsFailure.NONE
 
 
 def judge(confirmed: int, missed: int, confirmations: int) -> Reachability:
@@ -326,6 +395,18 @@ def judge(confirmed: int, missed: int, confirmations: int) -> Reachability:
     if confirmed == 0 and missed >= confirmations:
         return Reachability.UNREACHABLE
     return Reachability.UNKNOWN
+
+
+def judge_url(confirmed: int, missed: int, untrusted: int, confirmations: int) -> Reachability:
+    """The URL's verdict: `judge`, where a helper that could not verify the certificate
+    (`untrusted`) counts as a miss, unless such helpers decide it: more of them than
+    probes arrived, and at least `confirmations` of them (or every helper that promised
+    a probe, when fewer did). Their word is a signed statement, not a silence, so one
+    helper of a network of two is enough, as it is for reachable."""
+    promised = confirmed + missed + untrusted
+    if untrusted > confirmed and untrusted >= min(confirmations, promised):
+        return Reachability.TLS_UNTRUSTED
+    return judge(confirmed, missed + untrusted, confirmations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +430,10 @@ class ReachVerdict:
     url_missed: int = 0
     url_refused: int = 0
     """Helpers that would not dial the URL: its host is not this node's address."""
+    url_untrusted: int = 0
+    """Helpers that reached the URL but could not verify its certificate."""
+    url_tls: TlsFailure = TlsFailure.NONE
+    """Why, as most of them said (NONE when none did)."""
     url_elsewhere: bool = False
     """The URL's name resolves to other addresses than this node's (a proxy in front)."""
     address_changed: bool = False
@@ -362,7 +447,7 @@ class ReachVerdict:
     def url_judged(self) -> bool:
         """A URL was asked for and some helper promised to dial it: `url` is a judgement
         (perhaps that there was too little to go on), not "nobody would look"."""
-        promised = self.url_confirmed + self.url_missed
+        promised = self.url_confirmed + self.url_missed + self.url_untrusted
         return bool(self.checked_url) and not self.url_elsewhere and promised > 0
 
 
@@ -388,6 +473,12 @@ class ReachRound:
     def failed(self, nonce: bytes) -> None:
         self.by_nonce[nonce].settled = True
 
+    def url_reported(self, nonce: bytes, outcome: UrlOutcome, tls: TlsFailure) -> None:
+        """The helper of `nonce` says what its HTTP probe met (`pm_reach_result`)."""
+        helper = self.by_nonce[nonce]
+        helper.url_result = outcome
+        helper.tls = tls if outcome is UrlOutcome.TLS_UNTRUSTED else TlsFailure.NONE
+
     def probe_arrived(self, nonce: bytes, via_url: bool) -> bool:
         """A probe with `nonce` came in; False if it is none of this round's."""
         helper = self.by_nonce.get(nonce)
@@ -407,9 +498,18 @@ class ReachRound:
                 return False
             if helper.status is ReachStatus.BUSY or helper.status is None:
                 continue
-            if not helper.udp or (self._url_promised(helper) and not helper.url):
+            if not helper.udp or (self._url_promised(helper) and not self._url_done(helper)):
                 return False
         return True
+
+    @staticmethod
+    def _url_done(helper: HelperState) -> bool:
+        """Its HTTP probe arrived, or it said why it will not (a failed probe is final)."""
+        return helper.url or helper.url_result in (UrlOutcome.UNREACHABLE, UrlOutcome.TLS_UNTRUSTED)
+
+    @staticmethod
+    def _untrusted(helper: HelperState) -> bool:
+        return not helper.url and helper.url_result is UrlOutcome.TLS_UNTRUSTED
 
     def _url_promised(self, helper: HelperState) -> bool:
         return bool(self.url) and helper.status is ReachStatus.ACCEPTED
@@ -422,7 +522,8 @@ class ReachRound:
         missed = sum(1 for h in promised if not h.udp)
         url_promised = [h for h in self.helpers if self._url_promised(h)]
         url_confirmed = sum(1 for h in self.helpers if h.url)
-        url_missed = sum(1 for h in url_promised if not h.url)
+        untrusted = [h for h in url_promised if self._untrusted(h)]
+        url_missed = sum(1 for h in url_promised if not h.url) - len(untrusted)
         url_refused = sum(1 for h in self.helpers if h.status is ReachStatus.URL_REFUSED)
         reported = Counter(h.observed for h in self.helpers if h.observed is not None)
         observed = _agreed(reported, confirmations)
@@ -434,7 +535,11 @@ class ReachRound:
         )
         url = Reachability.UNKNOWN
         if self.url and not elsewhere:
-            url = judge(url_confirmed, url_missed, confirmations)
+            url = judge_url(url_confirmed, url_missed, len(untrusted), confirmations)
+        # The reason most of them gave; a tie goes to the lower code, so the same
+        # answers always give the same reason.
+        reasons = Counter(h.tls for h in untrusted)
+        tls = min(reasons, key=lambda r: (-reasons[r], r)) if reasons else TlsFailure.NONE
         changed = (
             previous is not None
             and previous.observed is not None
@@ -455,6 +560,8 @@ class ReachRound:
             url_confirmed=url_confirmed,
             url_missed=url_missed,
             url_refused=url_refused,
+            url_untrusted=len(untrusted),
+            url_tls=tls,
             url_elsewhere=elsewhere,
             address_changed=changed,
         )
@@ -496,8 +603,8 @@ def next_check_at(verdict: ReachVerdict, config: ReachConfig) -> float:
 def _wait(found: Reachability, config: ReachConfig) -> float:
     if found is Reachability.REACHABLE:
         return config.interval
-    if found is Reachability.UNREACHABLE:
-        return config.unreachable_interval
+    if found is Reachability.UNREACHABLE or found is Reachability.TLS_UNTRUSTED:
+        return config.unreachable_interval  # a fixed certificate is seen within minutes
     return config.retry_interval
 
 

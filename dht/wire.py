@@ -153,6 +153,20 @@ class ReachProbe:
     nonce: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ReachResult:
+    """What a helper's HTTP probe for a `Reach` met (dht.reach.UrlOutcome; `tls`, a
+    dht.reach.TlsFailure, says why a certificate was refused), sent after the probe from
+    the helper's DHT socket to the request's source. Signed by the helper over
+    `reach_result_payload`. Never answered."""
+
+    nonce: bytes
+    outcome: int
+    tls: int
+    public_key: bytes
+    signature: bytes
+
+
 Request = (
     Ping
     | Stun
@@ -164,6 +178,7 @@ Request = (
     | FindRecords
     | Reach
     | ReachProbe
+    | ReachResult
 )
 PlainValue = int | float | bool | str | bytes
 
@@ -371,6 +386,17 @@ def _parse_reach(a: list[Any]) -> Reach:
     )
 
 
+def _parse_reach_result(a: list[Any]) -> ReachResult:
+    nonce, outcome, tls, public_key, signature = _args(a, 5, "pm_reach_result")
+    return ReachResult(
+        _bytes(nonce, NONCE_BYTES, "nonce"),
+        _int(outcome, 0, 255, "outcome"),
+        _int(tls, 0, 255, "tls"),
+        _bytes(public_key, PUBLIC_KEY_BYTES, "public key"),
+        _bytes(signature, SIGNATURE_BYTES, "signature"),
+    )
+
+
 REQUEST_TYPES: tuple[RequestType, ...] = (
     RequestType("ping", Ping, lambda a: Ping(_id(_args(a, 1, "ping")[0])), lambda m: [m.sender_id]),
     RequestType("stun", Stun, lambda a: (_args(a, 0, "stun"), Stun())[1], lambda m: []),
@@ -421,6 +447,12 @@ REQUEST_TYPES: tuple[RequestType, ...] = (
         ReachProbe,
         lambda a: ReachProbe(_bytes(_args(a, 1, "pm_reach_probe")[0], NONCE_BYTES, "nonce")),
         lambda m: [m.nonce],
+    ),
+    RequestType(
+        "pm_reach_result",
+        ReachResult,
+        _parse_reach_result,
+        lambda m: [m.nonce, m.outcome, m.tls, m.public_key, m.signature],
     ),
 )
 _BY_NAME = {t.name: t for t in REQUEST_TYPES}
@@ -576,3 +608,9 @@ def reach_reply_payload(
     """What a helper signs in its answer to `requester_id` (docs/protocol.md 1.9)."""
     fixed = nonce + requester_id + bytes((status,)) + port.to_bytes(2, "big")
     return REACH_DOMAIN + b"A" + fixed + host.encode("ascii")
+
+
+def reach_result_payload(nonce: bytes, requester_id: bytes, outcome: int, tls: int) -> bytes:
+    """What a helper signs in the result of its HTTP probe for `requester_id`
+    (docs/protocol.md 1.9)."""
+    return REACH_DOMAIN + b"R" + nonce + requester_id + bytes((outcome, tls))

@@ -35,6 +35,7 @@ from aiohttp import web
 from dht.identity import Identity, verify_signature
 from dht.ids import node_id_for
 
+from . import trust
 from .admission import Admission, AdmissionLimits, source_of
 from .protocol import (
     HANDSHAKE,
@@ -227,7 +228,10 @@ class LinkPool:
     async def _dial(self, node_id: bytes, url: str) -> Link:
         if self._http is None:
             local = (self.local_host, 0) if self.local_host else None
-            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=local))
+            # Other nodes' certificates are checked as reachability probes check them
+            # (signaling/trust.py): a node whose probes pass can be linked to.
+            connector = aiohttp.TCPConnector(local_addr=local, ssl=trust.node_tls_context())
+            self._http = aiohttp.ClientSession(connector=connector)
         try:
             ws = await asyncio.wait_for(
                 self._http.ws_connect(

@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .reachability import GAUGE_CHECKS
+
 if TYPE_CHECKING:
     from .node import SignalingNode
 
@@ -78,11 +80,12 @@ class NodeMetrics:
         reachable = Gauge(
             "pagemesh_reachable",
             "whether other nodes reach this node unasked, by check (dht: its UDP port, "
-            "url: its advertised URL): 1 yes, 0 no, -1 not known (docs/operations.md)",
+            "url: its advertised URL, url_tls: whether they verify its certificate): "
+            "1 yes, 0 no, -1 not known (docs/operations.md)",
             ["check"],
             registry=registry,
         )
-        for check in ("dht", "url"):
+        for check in GAUGE_CHECKS:
             reachable.labels(check).set_function(functools.partial(node.reach.gauge, check))
         client = Gauge(
             "pagemesh_dht_client",

@@ -9,11 +9,14 @@ docs/protocol.md 1.9) and what a node advertises and tells the person running it
   the address the DHT core chose, which is the requester's own; a name in the
   requester's URL is dialled only if it resolves to that address, and then the
   connection goes to the address, not to whatever the name resolves to next.
+  Its certificate is verified as node links verify it (signaling/trust.py), and
+  what the probe met (an answer, nothing, or a certificate refused and why) goes
+  back to the requester, signed by the DHT core (`pm_reach_result`).
 * The HTTP probes other nodes make for this node's checks arrive as
   `GET /healthz?reach=<nonce>` (`NodeReachability.middleware`, which answers 204).
 * What it says: a log line when the verdict changes, the reasons `/healthz` lists
-  (`reachability_reasons`), the gauges in `/metrics`, and what to open
-  (`NodeReachability.advice`), from the check that failed.
+  (`reachability_reasons`), the gauges in `/metrics`, and what to open or which
+  certificate to serve (`NodeReachability.advice`), from the check that failed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +38,17 @@ from yarl import URL
 from dht.core import LocalProtocolError, ReachChecked
 from dht.node import DHTNode
 from dht.options import ConfigError
-from dht.reach import DialTarget, Reachability, ReachVerdict, canonical_ip
+from dht.reach import (
+    DialTarget,
+    Reachability,
+    ReachVerdict,
+    TlsFailure,
+    UrlOutcome,
+    UrlProbeResult,
+    canonical_ip,
+)
+
+from . import trust
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +69,10 @@ def reachability_reasons(reach: NodeReachability) -> list[str]:
       runs as a DHT client (in nobody's routing table, holding no records), so other
       nodes can neither check its seat lists nor link to it;
     - `url-unreachable`: their HTTP probes to its advertised URL did not arrive, so
-      nobody but its own network can connect to it.
+      nobody but its own network can connect to it;
+    - `url-tls-untrusted`: they reached the URL but could not verify its certificate
+      (expired, self-signed, its chain incomplete, another name), so their links to it
+      fail, and so do browsers that check as they do.
     """
     verdict = reach.verdict
     if verdict is None:
@@ -65,6 +82,8 @@ def reachability_reasons(reach: NodeReachability) -> list[str]:
         reasons.append("dht-unreachable")
     if verdict.url is Reachability.UNREACHABLE:
         reasons.append("url-unreachable")
+    if verdict.url is Reachability.TLS_UNTRUSTED:
+        reasons.append("url-tls-untrusted")
     return reasons
 
 
@@ -101,21 +120,26 @@ async def resolve_host(name: str, port: int = 0) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(ip) for ip in found if ip is not None))
 
 
-async def dial_url(target: DialTarget) -> None:
-    """GET `target.url` for another node's check, at `target.address` only.
+async def dial_url(target: DialTarget) -> UrlProbeResult:
+    """GET `target.url` for another node's check, at `target.address` only; what it met.
 
-    TLS is not verified: the probe only has to arrive (the nonce in its URL is what
-    the requester matches), and a node's certificate may be one no helper trusts.
-    Failures are the requester's to notice (its probe does not arrive); none is raised.
+    TLS is verified as a node link verifies it (`trust.node_tls_context`: the same trust
+    store, the URL's host against the certificate), because the probe stands for the
+    links other nodes will open: a certificate they would refuse is reported as
+    `TLS_UNTRUSTED` with the reason, and nothing is sent over that connection. Nothing
+    is raised: a failure is an outcome.
     """
     try:
         if target.name is not None:
             resolved = await resolve_host(target.name, target.port)
             if str(canonical_ip(target.address)) not in resolved:
                 log.debug("not probing %s: it does not resolve to its requester", target.name)
-                return
+                return UrlProbeResult(UrlOutcome.UNREACHABLE)
         connector = aiohttp.TCPConnector(
-            resolver=_PinnedResolver(target.address), ssl=False, limit=1, force_close=True
+            resolver=_PinnedResolver(target.address),
+            ssl=trust.node_tls_context(),
+            limit=1,
+            force_close=True,
         )
         timeout = aiohttp.ClientTimeout(total=DIAL_TIMEOUT)
         async with (
@@ -123,8 +147,39 @@ async def dial_url(target: DialTarget) -> None:
             http.get(target.url, allow_redirects=False) as response,
         ):
             response.release()
+    except aiohttp.ClientConnectorCertificateError as exc:
+        failure = tls_failure(exc.certificate_error)
+        log.debug("reachability probe to %s: %s (%s)", target.address, failure.text, exc)
+        return UrlProbeResult(UrlOutcome.TLS_UNTRUSTED, failure)
+    except aiohttp.ClientSSLError as exc:
+        log.debug("reachability probe to %s: no TLS handshake (%s)", target.address, exc)
+        return UrlProbeResult(UrlOutcome.TLS_UNTRUSTED, TlsFailure.NO_TLS)
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
         log.debug("reachability probe to %s failed: %s", target.address, exc)
+        return UrlProbeResult(UrlOutcome.UNREACHABLE)
+    return UrlProbeResult(UrlOutcome.REACHED)
+
+
+# OpenSSL's X509_V_ERR_* codes (include/openssl/x509_vfy.h) for the reasons a requester
+# can act on; any other verification error is UNTRUSTED.
+_VERIFY_CODES = {
+    2: TlsFailure.UNKNOWN_ISSUER,  # unable to get issuer certificate
+    9: TlsFailure.NOT_YET_VALID,
+    10: TlsFailure.EXPIRED,
+    18: TlsFailure.SELF_SIGNED,  # the leaf signs itself
+    19: TlsFailure.SELF_SIGNED,  # an untrusted root sent in the chain
+    20: TlsFailure.UNKNOWN_ISSUER,  # issuer not in the store: cert.pem without its chain
+    21: TlsFailure.UNKNOWN_ISSUER,  # unable to verify the first certificate
+    62: TlsFailure.HOSTNAME_MISMATCH,
+    64: TlsFailure.HOSTNAME_MISMATCH,  # IP address mismatch
+}
+
+
+def tls_failure(error: BaseException) -> TlsFailure:
+    """Why a handshake's certificate was refused, as a code (dht.reach.TlsFailure)."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return _VERIFY_CODES.get(error.verify_code, TlsFailure.UNTRUSTED)
+    return TlsFailure.UNTRUSTED
 
 
 def is_wildcard(host: str) -> bool:
@@ -137,6 +192,15 @@ def is_wildcard(host: str) -> bool:
 
 def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+GAUGE_CHECKS = ("dht", "url", "url_tls")
+"""The `check` labels of `pagemesh_reachable`."""
+_GAUGE = {
+    Reachability.REACHABLE: 1.0,
+    Reachability.UNREACHABLE: 0.0,
+    Reachability.TLS_UNTRUSTED: 0.0,
+}
 
 
 class NodeReachability:
@@ -219,11 +283,12 @@ class NodeReachability:
                 verdict.observed[0],
                 self.url,
             )
-        changed = previous is None or (previous.dht, previous.url, self._client) != (
-            verdict.dht,
-            verdict.url,
-            event.client,
-        )
+        changed = previous is None or (
+            previous.dht,
+            previous.url,
+            previous.url_tls,
+            self._client,
+        ) != (verdict.dht, verdict.url, verdict.url_tls, event.client)
         self._client = event.client
         advice = self.advice()
         if advice is not None and changed:
@@ -239,10 +304,52 @@ class NodeReachability:
             )
 
     def advice(self) -> str | None:
-        """What the person running the node should open, from the checks that failed."""
+        """What the person running the node should open, or which certificate serve,
+        from the checks that failed."""
         verdict = self.verdict
         if verdict is None:
             return None
+        ports = self._ports_advice(verdict)
+        certificate = self._certificate_advice(verdict)
+        if ports is not None and certificate is not None:
+            return f"{ports} {certificate[0].upper()}{certificate[1:]}"
+        return ports or certificate
+
+    def _certificate_advice(self, verdict: ReachVerdict) -> str | None:
+        if verdict.url is not Reachability.TLS_UNTRUSTED:
+            return None
+        url = self.url or verdict.checked_url
+        failure = verdict.url_tls
+        reason = failure.text or TlsFailure.UNTRUSTED.text
+        if failure is TlsFailure.EXPIRED:
+            fix = (
+                "Renew it (certbot renew) and reload whatever serves it: the node "
+                "(systemctl reload pagemesh-node, or SIGHUP) or its proxy."
+            )
+        elif failure is TlsFailure.NOT_YET_VALID:
+            fix = "Check this machine's clock, and the certificate's start date."
+        elif failure is TlsFailure.HOSTNAME_MISMATCH:
+            fix = (
+                f"It must name {urlsplit(url).hostname or 'the host of public_url'}, "
+                "the host of public_url, as other nodes dial it."
+            )
+        elif failure is TlsFailure.NO_TLS:
+            fix = (
+                "Nothing answers TLS at that port: serve TLS there (tls_cert and "
+                "tls_key, or a proxy that ends TLS), or advertise ws:// rather than wss://."
+            )
+        else:
+            fix = (
+                "Use a certificate from a CA other nodes trust (Let's Encrypt) and serve "
+                "its whole chain: fullchain.pem, not cert.pem (tls_cert, or the proxy's "
+                "ssl_certificate), then reload."
+            )
+        return (
+            f"other nodes cannot verify this node's certificate at {url} ({reason}): "
+            f"their links to it fail. {fix}"
+        )
+
+    def _ports_advice(self, verdict: ReachVerdict) -> str | None:
         closed = []
         dht_port = self.dht.address[1]
         if verdict.dht is Reachability.UNREACHABLE:
@@ -285,6 +392,8 @@ class NodeReachability:
             checked_ago=round(max(0.0, time.time() - verdict.at), 1),
             probes=f"{verdict.confirmed} of {verdict.helpers}",
         )
+        if verdict.url is Reachability.TLS_UNTRUSTED:
+            body["url_tls"] = verdict.url_tls.text or TlsFailure.UNTRUSTED.text
         if verdict.observed is not None:
             body["seen_at"] = f"{_bracketed(verdict.observed[0])}:{verdict.observed[1]}"
         if verdict.url_refused:
@@ -300,12 +409,20 @@ class NodeReachability:
         return body
 
     def gauge(self, check: str) -> float:
-        """`pagemesh_reachable{check}`: 1 reachable, 0 unreachable, -1 not known."""
+        """`pagemesh_reachable{check}`: 1 reachable, 0 unreachable, -1 not known. `url`
+        is 0 too when its certificate is refused (links to it fail); `url_tls` is 1 when
+        helpers verified the certificate (an https/wss URL reachable), 0 when they
+        refused it, -1 otherwise (not known, or plain http/ws)."""
         verdict = self.verdict
         if verdict is None:
             return -1.0
+        if check == "url_tls":
+            if verdict.url is Reachability.TLS_UNTRUSTED:
+                return 0.0
+            secure = urlsplit(verdict.checked_url).scheme in ("wss", "https")
+            return 1.0 if secure and verdict.url is Reachability.REACHABLE else -1.0
         state = verdict.dht if check == "dht" else verdict.url
-        return {Reachability.REACHABLE: 1.0, Reachability.UNREACHABLE: 0.0}.get(state, -1.0)
+        return _GAUGE.get(state, -1.0)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -8,7 +8,9 @@ A node may sit behind a `Nat`: others see it at the NAT's public address, and
 with `filtering` (a home router) only datagrams from addresses it sent to
 within `timeout` get in. Helpers' reachability probes (`DHTCore.dial_backs`)
 leave from another port of the helper's host; their HTTP probes reach a core
-that `serve_http` registered, unless its NAT filters them.
+that `serve_http` registered, unless its NAT filters them or its certificate is
+one the helpers refuse (`serve_http(..., tls=...)`), and each helper is told what
+its probe met (`DHTCore.url_dialed`), as the glue tells it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
 
 from dht.core import DHTConfig, DHTCore, Event
 from dht.identity import Identity
+from dht.reach import TlsFailure, UrlOutcome, UrlProbeResult
 
 EPOCH = 1_700_000_000.0
 Address = tuple[str, int]
@@ -40,6 +42,9 @@ class LinkModel:
 
 PROBE_PORT = 49152
 """The port helpers' UDP probes leave from (not the DHT's, as the protocol requires)."""
+DIAL_TIMEOUT = 5.0
+"""How long a helper's HTTP probe waits for a connection (signaling.reachability's)."""
+UNREACHED = UrlProbeResult(UrlOutcome.UNREACHABLE)
 
 
 @dataclass
@@ -79,7 +84,12 @@ class MemoryNetwork:
         self.nats: dict[Address, Nat] = {}  # a node's own address -> its NAT
         self._behind: dict[Address, Address] = {}  # a NAT's public address -> the node's
         self.http: dict[Address, Address] = {}  # (public host, port) -> the node serving it
-        self._probes: list[tuple[float, int, Address, bytes]] = []  # HTTP probes in flight
+        self._probes: list[tuple[float, int, Address, bytes, Address]] = []
+        """HTTP probes in flight: (when, seq, the node served, nonce, the helper)."""
+        self._dialled: list[tuple[float, int, Address, bytes, UrlProbeResult]] = []
+        """What HTTP probes met, due at their helpers: (when, seq, helper, nonce, result)."""
+        self.untrusted: dict[Address, TlsFailure] = {}
+        """(public host, port) -> why helpers refuse the certificate served there."""
         self.nat_dropped = 0
         self.far: dict[Address, float] = {}
         """A node's own extra one-way delay, both ways (a host on another continent)."""
@@ -115,12 +125,16 @@ class MemoryNetwork:
         nat.flows.clear()
         self._behind[public] = self.addr_of(core)
 
-    def serve_http(self, core: DHTCore, port: int) -> str:
-        """`core` answers HTTP probes on `port` of its public address; returns its URL."""
+    def serve_http(self, core: DHTCore, port: int, tls: TlsFailure | None = None) -> str:
+        """`core` answers HTTP probes on `port` of its public address; returns its URL.
+        With `tls`, helpers refuse its certificate for that reason (and send nothing)."""
         host, _ = self.public_addr(core)
         self.http[(host, port)] = self.addr_of(core)
+        self.untrusted.pop((host, port), None)
+        if tls is not None:
+            self.untrusted[(host, port)] = tls
         core.dials_urls = True
-        return f"ws://{host}:{port}"
+        return f"{'ws' if tls is None else 'wss'}://{host}:{port}"
 
     def addr_of(self, core: DHTCore) -> Address:
         for addr, candidate in self.cores.items():
@@ -177,12 +191,7 @@ class MemoryNetwork:
                 host = nat.public[0] if nat is not None else addr[0]
                 self._push(self.now + link.latency, (host, PROBE_PORT), dial.to, dial.datagram)
                 if dial.http is not None:
-                    target = self.http.get((dial.http.address, dial.http.port))
-                    nonce = bytes.fromhex(parse_qs(urlsplit(dial.http.url).query)["reach"][0])
-                    if target is not None:
-                        self._seq += 1
-                        when = self.now + 2 * link.latency  # a TCP handshake first
-                        heapq.heappush(self._probes, (when, self._seq, target, nonce))
+                    self._dial_http(addr, dial.http.address, dial.http.port, dial.nonce)
             while (event := core.next_event()) is not None:
                 self.events[addr].append(event)
             timer = core.get_timer()
@@ -190,6 +199,23 @@ class MemoryNetwork:
                 self._timer_of[addr] = timer
                 if timer is not None:
                     heapq.heappush(self._timers, (timer, addr))
+
+    def _dial_http(self, helper: Address, host: str, port: int, nonce: bytes) -> None:
+        """A helper's HTTP probe: a TCP handshake first, then (with TLS) the certificate."""
+        latency = self.link.latency
+        target = self.http.get((host, port))
+        if target is None:
+            self._tell(helper, nonce, UNREACHED, 2 * latency)  # refused
+        elif (tls := self.untrusted.get((host, port))) is not None:
+            self._tell(helper, nonce, UrlProbeResult(UrlOutcome.TLS_UNTRUSTED, tls), 4 * latency)
+        else:
+            self._seq += 1
+            heapq.heappush(self._probes, (self.now + 2 * latency, self._seq, target, nonce, helper))
+
+    def _tell(self, helper: Address, nonce: bytes, result: UrlProbeResult, after: float) -> None:
+        """The helper learns what its probe met `after` seconds from now."""
+        self._seq += 1
+        heapq.heappush(self._dialled, (self.now + after, self._seq, helper, nonce, result))
 
     def _next_timer(self) -> float | None:
         timers = self._timers
@@ -203,6 +229,8 @@ class MemoryNetwork:
         times = [self._queue[0][0]] if self._queue else []
         if self._probes:
             times.append(self._probes[0][0])
+        if self._dialled:
+            times.append(self._dialled[0][0])
         timer = self._next_timer()
         if timer is not None:
             times.append(timer)
@@ -226,13 +254,20 @@ class MemoryNetwork:
             core.receive(data, src, self.now)
             self._dirty.add(dst)
         while self._probes and self._probes[0][0] <= self.now:
-            _, _, dst, nonce = heapq.heappop(self._probes)
+            _, _, dst, nonce, helper = heapq.heappop(self._probes)
             nat = self.nats.get(dst)
             if dst in self.dead or (nat is not None and nat.filtering):
                 self.nat_dropped += 1  # a new TCP connection from outside: a home router drops it
+                self._tell(helper, nonce, UNREACHED, DIAL_TIMEOUT)  # it gives up, says so
                 continue
             self.cores[dst].url_probe_received(nonce, self.now)
             self._dirty.add(dst)
+            self._tell(helper, nonce, UrlProbeResult(UrlOutcome.REACHED), self.link.latency)
+        while self._dialled and self._dialled[0][0] <= self.now:
+            _, _, helper, nonce, result = heapq.heappop(self._dialled)
+            if helper not in self.dead:
+                self.cores[helper].url_dialed(nonce, result, self.now)
+                self._dirty.add(helper)
         while (timer := self._next_timer()) is not None and timer <= self.now:
             _, addr = heapq.heappop(self._timers)
             self._timer_of[addr] = None

@@ -28,11 +28,14 @@ from dht.reach import (
     ReachRound,
     ReachStatus,
     ReachVerdict,
+    TlsFailure,
+    UrlOutcome,
     canonical_ip,
     choose_helpers,
     client_after,
     dial_target,
     judge,
+    judge_url,
     next_check_at,
 )
 from dht.routing import Contact
@@ -41,6 +44,7 @@ from dht.wire import (
     Reach,
     ReachProbe,
     ReachReply,
+    ReachResult,
     WireError,
     parse_frame,
     parse_reply,
@@ -72,6 +76,14 @@ reach_requests = st.builds(
     st.binary(min_size=32, max_size=32),
     st.binary(min_size=64, max_size=64),
 )
+reach_results = st.builds(
+    ReachResult,
+    nonces,
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=64, max_size=64),
+)
 reach_replies = st.builds(
     ReachReply,
     st.integers(0, 255),
@@ -85,7 +97,7 @@ reach_replies = st.builds(
 # --- the codec -----------------------------------------------------------------------
 
 
-@given(ids, st.one_of(reach_requests, st.builds(ReachProbe, nonces)))
+@given(ids, st.one_of(reach_requests, st.builds(ReachProbe, nonces), reach_results))
 def test_reach_requests_round_trip(msg_id: bytes, request: Reach | ReachProbe) -> None:
     frame = parse_frame(serialize_request(msg_id, request))
     assert frame.is_request and parse_request(frame.body) == request
@@ -111,7 +123,10 @@ any_msgpack = st.recursive(
 
 
 @settings(max_examples=500)
-@given(st.sampled_from(["pm_reach", "pm_reach_probe"]), st.lists(any_msgpack, max_size=6))
+@given(
+    st.sampled_from(["pm_reach", "pm_reach_probe", "pm_reach_result"]),
+    st.lists(any_msgpack, max_size=6),
+)
 def test_any_reach_arguments_parse_or_raise_wire_error(name: str, args: list[object]) -> None:
     body = msgpack.packb([name, args], use_bin_type=True)
     with contextlib.suppress(WireError):
@@ -141,21 +156,41 @@ def test_reach_defects_are_named() -> None:
     request = Reach(b"s" * 20, NONCE, "", b"k" * 32, b"g" * 64)
     with pytest.raises(WireError, match="IP address"):
         parse_reply(request, [0, "node.example", 4000, b"k" * 32, b"g" * 64])
+    result = [NONCE, 2, 4, b"k" * 32, b"g" * 64]
+    for args, reason in [
+        (result[:4], "bad_arity"),
+        ([NONCE, 256, 4, b"k" * 32, b"g" * 64], "bad_field"),
+        ([NONCE, 2, "self-signed", b"k" * 32, b"g" * 64], "bad_field"),
+        ([NONCE, 2, 4, b"k" * 31, b"g" * 64], "bad_field"),
+    ]:
+        with pytest.raises(WireError) as caught:
+            parse_request(["pm_reach_result", args])
+        assert caught.value.reason == reason
 
 
 @settings(max_examples=300)
-@given(reach_requests, hosts, st.integers(1, 65535), st.sampled_from(list(ReachStatus)))
+@given(
+    reach_requests,
+    hosts,
+    st.integers(1, 65535),
+    st.sampled_from(list(ReachStatus)),
+    st.sampled_from(list(UrlOutcome)),
+    st.integers(0, 255),
+)
 def test_an_answer_is_never_bigger_than_its_request(
-    request: Reach, host: str, port: int, status: ReachStatus
+    request: Reach, host: str, port: int, status: ReachStatus, outcome: UrlOutcome, tls: int
 ) -> None:
     """No reflection: whatever the requester's address and URL (even an empty one), the
-    answer and the UDP probe are smaller than the request that caused them."""
+    answer, the UDP probe and the result of the HTTP probe (its reason a code, not the
+    verifier's words) are each smaller than the request that caused them."""
     msg_id = b"m" * 20
     asked = len(serialize_request(msg_id, request))
     host = str(canonical_ip(host))
     answer = ReachReply(int(status), host, port, b"k" * 32, b"g" * 64)
     assert len(serialize_response(msg_id, answer)) < asked
     assert len(serialize_request(msg_id, ReachProbe(request.nonce))) < asked
+    result = ReachResult(request.nonce, int(outcome), tls, b"k" * 32, b"g" * 64)
+    assert len(serialize_request(msg_id, result)) < asked
 
 
 # --- where a helper dials ----------------------------------------------------------------
@@ -321,6 +356,25 @@ def test_judge(confirmed: int, missed: int, expected: Reachability) -> None:
     assert judge(confirmed, missed, 2) is expected
 
 
+@pytest.mark.parametrize(
+    ("confirmed", "missed", "untrusted", "expected"),
+    [
+        (0, 0, 1, Reachability.TLS_UNTRUSTED),  # the one helper of a network of two
+        (0, 0, 2, Reachability.TLS_UNTRUSTED),
+        (0, 1, 2, Reachability.TLS_UNTRUSTED),
+        (1, 0, 2, Reachability.TLS_UNTRUSTED),  # most of them refuse it: links will fail
+        (0, 2, 1, Reachability.UNREACHABLE),  # one liar cannot say it alone
+        (0, 1, 1, Reachability.UNREACHABLE),
+        (2, 0, 1, Reachability.REACHABLE),
+        (1, 0, 1, Reachability.UNKNOWN),
+        (3, 0, 0, Reachability.REACHABLE),
+        (0, 0, 0, Reachability.UNKNOWN),
+    ],
+)
+def test_judge_url(confirmed: int, missed: int, untrusted: int, expected: Reachability) -> None:
+    assert judge_url(confirmed, missed, untrusted, 2) is expected
+
+
 def _round(
     answers: Sequence[tuple[ReachStatus | None, tuple[str, int] | None, bool, bool]],
     url: str = "ws://198.51.100.7:8000",
@@ -396,6 +450,60 @@ def test_a_round_is_complete_once_every_promised_probe_is_in() -> None:
     assert round_.complete()
 
 
+def test_helpers_that_refuse_the_certificate_say_why_and_decide_the_url() -> None:
+    answers = [(ReachStatus.ACCEPTED, ME, True, False)] * 3
+    round_ = _round(answers, "wss://198.51.100.7:8443")
+    reasons = [TlsFailure.EXPIRED, TlsFailure.EXPIRED, TlsFailure.HOSTNAME_MISMATCH]
+    for helper, reason in zip(round_.helpers, reasons, strict=True):
+        round_.url_reported(helper.nonce, UrlOutcome.TLS_UNTRUSTED, reason)
+    verdict = round_.verdict(2, 7.0, None)
+    assert verdict.dht is Reachability.REACHABLE
+    assert verdict.url is Reachability.TLS_UNTRUSTED and verdict.url_tls is TlsFailure.EXPIRED
+    assert (verdict.url_untrusted, verdict.url_missed, verdict.url_confirmed) == (3, 0, 0)
+    # A probe that arrived outweighs its helper's word: arrival is what counts.
+    round_.probe_arrived(round_.helpers[0].nonce, via_url=True)
+    verdict = round_.verdict(2, 7.0, None)
+    assert (verdict.url_untrusted, verdict.url_confirmed) == (2, 1)
+    assert verdict.url is Reachability.TLS_UNTRUSTED
+    # A tie between reasons always gives the same one (the lower code).
+    tied = _round(answers[:2], "wss://198.51.100.7:8443")
+    for helper, reason in zip(
+        tied.helpers, (TlsFailure.NO_TLS, TlsFailure.SELF_SIGNED), strict=True
+    ):
+        tied.url_reported(helper.nonce, UrlOutcome.TLS_UNTRUSTED, reason)
+    assert tied.verdict(2, 7.0, None).url_tls is TlsFailure.SELF_SIGNED
+
+
+def test_a_helper_that_says_its_probe_failed_ends_the_wait_for_it() -> None:
+    round_ = ReachRound(
+        [HelperState(b"a" * 20, ("203.0.113.1", 4000), b"1" * 16)],
+        "wss://198.51.100.7:8443",
+        0.0,
+        7.0,
+    )
+    round_.answered(b"1" * 16, ReachStatus.ACCEPTED, ME)
+    assert round_.probe_arrived(b"1" * 16, via_url=False)
+    round_.url_reported(b"1" * 16, UrlOutcome.REACHED, TlsFailure.NONE)
+    assert not round_.complete(), "its word that the probe went out is not the probe"
+    round_.url_reported(b"1" * 16, UrlOutcome.UNREACHABLE, TlsFailure.EXPIRED)
+    assert round_.complete() and round_.helpers[0].tls is TlsFailure.NONE
+    verdict = round_.verdict(2, 1.0, None)
+    assert verdict.url is Reachability.UNKNOWN and verdict.url_missed == 1
+    round_.url_reported(b"1" * 16, UrlOutcome.TLS_UNTRUSTED, TlsFailure.SELF_SIGNED)
+    verdict = round_.verdict(2, 1.0, None)
+    assert verdict.url is Reachability.TLS_UNTRUSTED
+    assert (
+        verdict.url_tls is TlsFailure.SELF_SIGNED
+        and verdict.url_tls.text == "self-signed certificate"
+    )
+
+
+def test_a_reason_from_a_newer_helper_reads_as_untrusted() -> None:
+    assert TlsFailure.read(200) is TlsFailure.UNTRUSTED
+    assert TlsFailure.read(2) is TlsFailure.EXPIRED
+    assert all(len(reason.text) <= 40 for reason in TlsFailure)
+
+
 def _verdict(dht: Reachability, helpers: int = 3) -> ReachVerdict:
     return ReachVerdict(dht, Reachability.UNKNOWN, 100.0, "", None, helpers=helpers)
 
@@ -427,6 +535,7 @@ def test_the_url_is_asked_again_as_soon_as_it_needs_to_be() -> None:
     assert next_check_at(with_url(Reachability.UNKNOWN, url_missed=1), config) == 160.0
     assert next_check_at(with_url(Reachability.UNREACHABLE, url_missed=2), config) == 400.0
     assert next_check_at(with_url(Reachability.REACHABLE, url_confirmed=3), config) == 1900.0
+    assert next_check_at(with_url(Reachability.TLS_UNTRUSTED, url_untrusted=1), config) == 400.0
     for nobody_dialled in (
         with_url(Reachability.UNKNOWN, url_refused=3),
         with_url(Reachability.UNKNOWN, url_missed=3, url_elsewhere=True),
@@ -437,12 +546,16 @@ def test_the_url_is_asked_again_as_soon_as_it_needs_to_be() -> None:
 
 def test_signatures_bind_the_helper_and_the_answer() -> None:
     """The request is signed for one helper, the answer for one requester and nonce."""
-    from dht.wire import reach_reply_payload, reach_request_payload
+    from dht.wire import reach_reply_payload, reach_request_payload, reach_result_payload
 
     me, helper = Identity.from_seed(b"a" * 32), Identity.from_seed(b"b" * 32)
     asked = reach_request_payload(NONCE, helper.node_id, "ws://:8000")
     assert asked != reach_request_payload(NONCE, me.node_id, "ws://:8000")
     assert asked != reach_request_payload(NONCE, helper.node_id, "ws://:8001")
+    told = reach_result_payload(NONCE, me.node_id, 2, 4)
+    assert told != reach_result_payload(NONCE, me.node_id, 2, 2)
+    assert told != reach_result_payload(NONCE, helper.node_id, 2, 4)
+    assert told != reach_result_payload(NONCE, me.node_id, 0, 4)
     said = reach_reply_payload(NONCE, me.node_id, 0, "198.51.100.7", 4000)
     assert said != reach_reply_payload(NONCE, me.node_id, 3, "198.51.100.7", 4000)
     assert said != reach_reply_payload(NONCE, me.node_id, 0, "198.51.100.7", 4001)

@@ -16,18 +16,28 @@ import random
 import pytest
 
 from dht.core import DHTConfig, DHTCore, ReachChecked
-from dht.identity import Identity
+from dht.identity import Identity, verify_signature
 from dht.ids import key_for
-from dht.reach import Reachability, ReachConfig, ReachStatus
+from dht.reach import (
+    Reachability,
+    ReachConfig,
+    ReachStatus,
+    TlsFailure,
+    UrlOutcome,
+    UrlProbeResult,
+)
 from dht.wire import (
     CLIENT_ID,
     Ping,
     Reach,
     ReachProbe,
     ReachReply,
+    ReachResult,
     parse_frame,
     parse_reply,
+    parse_request,
     reach_request_payload,
+    reach_result_payload,
     serialize_request,
 )
 
@@ -290,3 +300,107 @@ def test_a_url_that_was_not_up_yet_is_checked_again_a_minute_later() -> None:
     second = public.reach_verdict
     assert second is not None and second.url is Reachability.REACHABLE
     assert second.at - first.at == pytest.approx(ReachConfig().retry_interval, abs=10)
+
+
+# --- certificates other nodes refuse -----------------------------------------------------
+
+
+def test_a_certificate_the_helpers_refuse_is_reported_with_why_and_rechecked() -> None:
+    """Helpers verify the URL's certificate as links do; one they refuse (expired, say)
+    is neither reachable nor silence: each helper says so, signed, and the node hears
+    why. The fix (a renewed certificate) is seen at the next check, within 5 minutes."""
+    net = MemoryNetwork(seed=59)
+    nodes = net.build_mesh(8, FAST)
+    public = net.add_node(CHECKING)
+    url = net.serve_http(public, 8443, tls=TlsFailure.EXPIRED)
+    for node in nodes:
+        node.dials_urls = True
+    join(net, public, nodes[0])
+    started = net.now
+    event = checked(net, public, public.check_reach(net.now, url))
+    verdict = event.verdict
+    assert verdict.dht is Reachability.REACHABLE and not event.client
+    assert verdict.url is Reachability.TLS_UNTRUSTED and verdict.url_tls is TlsFailure.EXPIRED
+    assert verdict.url_untrusted == 3 and verdict.url_confirmed == 0
+    assert verdict.at - started < 1.0, "no waiting for probes the helpers said will not come"
+    assert public.counters["reach.result_in.tls_untrusted"] == 3
+    assert sum(n.counters["reach.result_out.tls_untrusted"] for n in nodes) == 3
+    net.serve_http(public, 8443)  # renewed
+    net.run_until(lambda: public.reach_verdict is not verdict, timeout=400)
+    fixed = public.reach_verdict
+    assert fixed is not None and fixed.url is Reachability.REACHABLE
+    assert fixed.at - verdict.at == pytest.approx(ReachConfig().unreachable_interval, abs=10)
+    # Helpers' word that their probes went through comes after the probes ended the check.
+    net.run_for(1)
+    assert public.counters["reach.result_unknown"] == 3
+
+
+def _owed_result(helper: DHTCore, asker: Identity, source: tuple[str, int]) -> bytes:
+    """Ask `helper` to dial a URL at `source`; the nonce of the dial-back it owes."""
+    nonce = b"r" * 16
+    request = _reach_request(asker, helper, f"wss://{source[0]}:8443", nonce)
+    helper.receive(serialize_request(b"q" * 20, request), source, 1.0)
+    helper.datagrams_to_send(1.0)
+    (dial,) = helper.dial_backs()
+    assert dial.http is not None and dial.nonce == nonce
+    return nonce
+
+
+def test_a_helper_tells_what_its_probe_met_once_and_only_to_the_requester() -> None:
+    helper = DHTCore(Identity.from_seed(b"h" * 32), random.Random(8), 0.0)
+    helper.dials_urls = True
+    asker = Identity.from_seed(b"a" * 32)
+    source = ("198.51.100.7", 5555)
+    nonce = _owed_result(helper, asker, source)
+    asked = len(serialize_request(b"q" * 20, _reach_request(asker, helper, "", nonce)))
+    result = UrlProbeResult(UrlOutcome.TLS_UNTRUSTED, TlsFailure.SELF_SIGNED)
+    helper.url_dialed(nonce, result, 2.0)
+    (data, to), *rest = helper.datagrams_to_send(2.0)
+    assert not rest and to == source and len(data) < asked
+    told = parse_request(parse_frame(data).body)
+    assert isinstance(told, ReachResult) and told.nonce == nonce
+    assert (told.outcome, told.tls) == (UrlOutcome.TLS_UNTRUSTED, TlsFailure.SELF_SIGNED)
+    payload = reach_result_payload(nonce, asker.node_id, told.outcome, told.tls)
+    assert verify_signature(told.public_key, payload, told.signature)
+    # Told once; a nonce it owes nothing for (never asked, already told) sends nothing.
+    helper.url_dialed(nonce, result, 3.0)
+    helper.url_dialed(b"x" * 16, result, 3.0)
+    assert helper.datagrams_to_send(3.0) == []
+    assert helper.counters["reach.result_unowed"] == 2
+    # Without a URL to dial, nothing is owed.
+    plain = _reach_request(asker, helper, "", b"p" * 16)
+    helper.receive(serialize_request(b"w" * 20, plain), ("192.0.2.1", 4000), 4.0)
+    helper.datagrams_to_send(4.0)
+    helper.url_dialed(b"p" * 16, UrlProbeResult(UrlOutcome.REACHED), 4.0)
+    assert helper.datagrams_to_send(4.0) == []
+
+
+def test_a_result_from_anyone_but_the_helper_asked_changes_nothing() -> None:
+    """A stranger who saw the nonce (on the path) cannot call a good certificate bad: a
+    result counts only signed by the key of the helper that nonce went to."""
+    net = MemoryNetwork(seed=61)
+    nodes = net.build_mesh(4, FAST)
+    public = net.add_node(CHECKING)
+    url = net.serve_http(public, 8443)
+    for node in nodes:
+        node.dials_urls = True
+    join(net, public, nodes[0])
+    op = public.check_reach(net.now, url)
+    net.touch_all()
+    net.step()  # the requests are out
+    stranger = Identity.from_seed(b"s" * 32)
+    for pending in list(public._pending.values()):
+        if not isinstance(pending.request, Reach):
+            continue
+        nonce = pending.request.nonce
+        payload = reach_result_payload(nonce, public.node_id, 2, int(TlsFailure.EXPIRED))
+        forged = ReachResult(
+            nonce, 2, int(TlsFailure.EXPIRED), stranger.public_key, stranger.sign(payload)
+        )
+        net.inject(serialize_request(b"f" * 20, forged), pending.addr, net.public_addr(public))
+        unknown = dataclasses.replace(forged, nonce=b"u" * 16)
+        net.inject(serialize_request(b"g" * 20, unknown), pending.addr, net.public_addr(public))
+    verdict = checked(net, public, op).verdict
+    assert verdict.url is Reachability.REACHABLE and verdict.url_untrusted == 0
+    assert public.counters["reach.bad_result"] == 3
+    assert public.counters["reach.result_unknown"] == 3

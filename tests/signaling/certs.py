@@ -26,6 +26,16 @@ def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
+def _alt_names(names: tuple[str, ...]) -> list[x509.GeneralName]:
+    alt: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt.append(x509.DNSName(name))
+    return alt
+
+
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
@@ -84,16 +94,13 @@ class TestCA:
         )
         self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
 
-    def issue(self, serial: int, days: int = 30, names: tuple[str, ...] = NAMES) -> Issued:
-        """A server certificate with its own new key, valid for `days` from now."""
+    def issue(
+        self, serial: int, days: int = 30, names: tuple[str, ...] = NAMES, ago: int = 0
+    ) -> Issued:
+        """A server certificate with its own new key, valid for `days` from `ago` days
+        ago (`ago` past `days`: expired)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        alt: list[x509.GeneralName] = []
-        for name in names:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-            except ValueError:
-                alt.append(x509.DNSName(name))
+        now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=ago)
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name(names[0]))
@@ -102,7 +109,7 @@ class TestCA:
             .serial_number(serial)
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.SubjectAlternativeName(_alt_names(names)), critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(self.key, hashes.SHA256())
         )
@@ -115,6 +122,25 @@ class TestCA:
     def write_ca(self, path: Path) -> Path:
         path.write_bytes(self.pem)
         return path
+
+
+def self_signed(names: tuple[str, ...] = NAMES) -> Issued:
+    """A server certificate that signs itself (what `openssl req -x509` makes): no client
+    trusts it unless told to."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(names[0]))
+        .issuer_name(_name(names[0]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(_alt_names(names)), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key), 0)
 
 
 def serial_of(der: bytes | None) -> int:
