@@ -14,11 +14,13 @@ import dataclasses
 import random
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +30,7 @@ from relay.core import RelayConfig, TurnCore
 from relay.credentials import mint_credentials
 from relay.wire import Address
 
+from .conftest import Inbox, transact
 from .turn import CLIENT, PEER, PEER2, SECRET, T0, Harness, TurnClient, error_code
 
 # --- the core's routes ------------------------------------------------------------
@@ -490,3 +493,54 @@ def test_a_deleted_allocation_takes_its_routes() -> None:
     session.check()
     counters = session.routed.server.core.counters
     assert counters["relayed.packets.to_peer"] == 2 and counters["drop.no_allocation"] == 1
+
+
+# --- real sockets: IPv6 addresses come as 4-tuples --------------------------------
+
+
+@pytest.mark.integration
+async def test_routes_on_ipv6_sockets() -> None:
+    """Listener and relayed socket on ::1: routed ChannelData both ways, counted."""
+    config = RelayConfig(
+        families=(1, 2), relay_host6="::1", allow_peers=("::1/128",), bandwidth_bps=0
+    )
+    server = await glue.RelayServer.start("::1", 0, SECRET, config, tcp=False)
+    loop = asyncio.get_running_loop()
+    try:
+        _, box = await loop.create_datagram_endpoint(Inbox, local_addr=("::1", 0))
+        _, peer = await loop.create_datagram_endpoint(Inbox, local_addr=("::1", 0))
+        username, password = mint_credentials(SECRET, "six", 600, time.time())
+        client = TurnClient(username, password)
+        client.learn(await transact(box, server.address, client.allocate()))
+        attrs = [
+            (wire.REQUESTED_TRANSPORT, bytes([17, 0, 0, 0])),
+            (wire.REQUESTED_ADDRESS_FAMILY, bytes([2, 0, 0, 0])),
+        ]
+        response = await transact(box, server.address, client.request(wire.ALLOCATE, attrs))
+        assert response.cls == wire.SUCCESS, error_code(response)
+        raw = response.get(wire.XOR_RELAYED_ADDRESS)
+        assert raw is not None
+        relayed = wire.decode_xor_address(raw, response.transaction_id)
+        bind = client.channel_bind(0x4000, peer.address)
+        assert (await transact(box, server.address, bind)).cls == wire.SUCCESS
+
+        async def round_trip(n: int) -> None:
+            box.send(wire.serialize_channel_data(0x4000, b"out%d" % n), server.address)
+            assert await peer.receive() == (b"out%d" % n, relayed)
+            peer.send(b"in%d" % n, relayed)
+            assert (await box.receive())[0] == wire.serialize_channel_data(0x4000, b"in%d" % n)
+
+        await round_trip(0)  # publishes both routes: the core sees nothing more
+        with mock.patch.object(server.core, "receive", wraps=server.core.receive) as receive:
+            await round_trip(1)
+            await round_trip(2)
+        assert receive.call_count == 0
+        assert server.core.channel_routes(0)[box.address][0x4000].peer == peer.address
+        allocation = server.core.allocation_for(box.address)
+        assert allocation is not None and peer.address in server.core.peer_routes(allocation.socket)
+        counters = server.core.counters
+        assert counters["relayed.packets.to_peer"] == counters["relayed.packets.to_client"] == 3
+        box.close()
+        peer.close()
+    finally:
+        await server.stop()
