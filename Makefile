@@ -34,10 +34,11 @@ $(AXE):
 	  npm install --silent --no-audit --no-fund --prefix $(VENV)/node axe-core@4.14.1; \
 	else echo "npm not found: the axe-core scan of the page will be skipped"; fi
 
-$(BIN)/python:
-	@$(PYTHON) -m venv $(VENV) || { \
+# A venv: .venv (everything the tests need) or .venv-build (`build` alone, for `make dist`).
+%/bin/python:
+	@$(PYTHON) -m venv $* || { \
 	  echo "venv failed; installing Debian's python3-venv"; \
-	  apt-get update -q && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
+	  apt-get update -q && apt-get install -y -q python3-venv && $(PYTHON) -m venv $*; }
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -72,9 +73,21 @@ bench: $(STAMP) debs
 
 # What a volunteer installs without cloning: a wheel and an sdist in dist/, the browser
 # client inside as package data (`pip install dist/pagemesh-*.whl`, docs/operations.md).
-dist: $(STAMP)
+# Built by PyPA's `build` from a venv of its own that holds nothing else (measured on a
+# fresh clone: 46 s the first time, 26 s after, against 2 min 7 s when it made the test
+# toolchain's .venv first); its version is git's (pyproject.toml), and a tree git cannot
+# tell the version of (0.0: not a clone) is refused.
+BUILD_VENV := .venv-build
+$(BUILD_VENV)/.installed: | $(BUILD_VENV)/bin/python
+	$(BUILD_VENV)/bin/python -m pip install -q 'build>=1.6.1'
+	@touch $@
+
+dist: $(BUILD_VENV)/.installed
 	rm -rf dist
-	$(BIN)/python -m build --outdir dist .
+	$(BUILD_VENV)/bin/python -m build --outdir dist .
+	@if ls dist/pagemesh-0.0-* >/dev/null 2>&1; then \
+	  echo "dist: no git metadata, so no version (0.0): build from a git clone"; exit 1; fi
+	@ls dist
 
 clean:
 	rm -rf dist demo-data test-artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis
