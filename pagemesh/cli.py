@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from dht import cli as dht_cli
-from peer import cli as peer_cli
+from peer import args as peer_args
 from relay import cli as relay_cli
 from signaling import cli as signaling_cli
 from signaling.node import PACKAGE_VERSION
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dht_cli.register(commands)
     signaling_cli.register(commands, relay_starter=start_embedded_relay)
-    peer_cli.register(commands)
+    peer_args.register(commands)
     relay_cli.register(commands)
     simulations_cli.register(commands)
     demo.register(commands)

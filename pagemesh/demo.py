@@ -21,24 +21,20 @@ import html
 import shutil
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from dht.core import DHTConfig
-from peer.chatscreen import member_label
-from peer.peer import Connected, FileDone, MemberLeft, Message, Peer, Room
-from peer.webrtc import restrict_host_candidates
 from signaling.config import NodeConfig
 from signaling.node import SignalingNode
 
 from . import extension
 from .embedded_relay import start_embedded_relay
 
-ROOM_URL = "https://example.org/"
-GREET_WAIT = 2.0
-"""Seconds the greeter waits for a newcomer's name before it greets its key's tag."""
-LINK_TIMEOUT = 30.0
-"""Seconds the bots may take to link to each other before the demo says so and goes on."""
+if TYPE_CHECKING:
+    from peer.peer import Peer
+
 DEMO_RELAY = '[relay]\nallow_peers = ["127.0.0.0/8"]  # loopback peers, for the demo only\n'
 
 
@@ -84,66 +80,6 @@ async def start_nodes(count: int, data_dir: Path) -> list[SignalingNode]:
     return nodes
 
 
-async def greet(room: Room, bots: set[bytes], page: str = ROOM_URL) -> None:
-    """The greeter: hello to each newcomer by name (or, when it gives none within
-    `GREET_WAIT` seconds of its link opening, by its key's tag), and an echo for
-    lines starting with `!echo`."""
-    loop = asyncio.get_running_loop()
-    waiting: dict[bytes, float] = {}  # linked, not yet greeted: since when
-    greeted: set[bytes] = set(bots)
-    while True:
-        try:
-            event = await room.next_event(GREET_WAIT if waiting else 3600.0)
-        except TimeoutError:
-            event = None
-        if isinstance(event, Connected) and event.key not in greeted:
-            waiting.setdefault(event.key, loop.time())
-        elif isinstance(event, MemberLeft):
-            waiting.pop(event.key, None)
-            greeted.discard(event.key)
-        elif isinstance(event, Message) and not event.mine and event.text.startswith("!echo"):
-            who = member_label(room, event.author)
-            await room.say(f"{who} said: {event.text.removeprefix('!echo').strip()}")
-        for key, since in list(waiting.items()):
-            if room.name_of(key) or loop.time() - since >= GREET_WAIT:
-                del waiting[key]
-                greeted.add(key)
-                await room.say(
-                    f"hello {member_label(room, key)}, welcome to the room of {page}! "
-                    "Say !echo TEXT and I say it back; the file bot sends back any file."
-                )
-
-
-async def echo_files(room: Room) -> None:
-    """The file bot: every file it receives goes back to the room, renamed `echo-<name>`."""
-    async for event in room.events():
-        if isinstance(event, FileDone) and event.path is not None:
-            echoed = event.path.with_name(f"echo-{event.path.name}")
-            event.path.rename(echoed)
-            await room.say(f"got {event.path.name}; sending it back as {echoed.name}")
-            await room.send_file(echoed, to=[event.sender])
-
-
-async def linked(room: Room, member: bytes) -> bool:
-    """Wait until `room` has a link to `member`: the mesh is up (False: not in time)."""
-    try:
-        async with asyncio.timeout(LINK_TIMEOUT):
-            while True:
-                event = await room.next_event(LINK_TIMEOUT)
-                if isinstance(event, Connected) and event.key == member:
-                    return True
-    except TimeoutError:
-        return False
-
-
-async def start_bot(
-    name: str, data_dir: Path, nodes: list[str], files: Path | None = None
-) -> tuple[Peer, Room]:
-    bot = Peer(data_dir / name, nodes, name=name, accept_files_to=files)
-    await bot.__aenter__()
-    return bot, await bot.join(ROOM_URL)
-
-
 SAMPLE_SITE = """<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -177,6 +113,11 @@ async def serve_sample_site(node_page: str) -> tuple[web.AppRunner, str]:
 
 
 async def run_demo(args: argparse.Namespace) -> int:
+    # The bots are peers: aiortc, imported now rather than whenever `pagemesh` starts.
+    from peer.webrtc import restrict_host_candidates
+
+    from .demo_bots import LINK_TIMEOUT, ROOM_URL, echo_files, greet, linked, start_bot
+
     data_dir: Path = args.data_dir
     restrict_host_candidates(["127.0.0.1"])
     say(f"starting {args.nodes} signaling nodes on 127.0.0.1 (data in {data_dir})")

@@ -40,8 +40,14 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from signaling.protocol import MAX_LAYER
-
+from .args import (
+    DEFAULT_NODE,
+    ICE_HOSTS_ENV,
+    PASSPHRASE_ENV,
+    default_data_dir,
+    group_number,
+    member_key,
+)
 from .chatscreen import (
     SETTLE,
     ChatScreen,
@@ -83,10 +89,6 @@ from .signaling import SignalingError
 from .store import KEY_FILE, PeerStore, StoreVersionError
 from .webrtc import restrict_host_candidates
 
-DEFAULT_NODE = "ws://127.0.0.1:8000"
-PASSPHRASE_ENV = "PAGEMESH_PASSPHRASE"
-ICE_HOSTS_ENV = "PAGEMESH_ICE_HOSTS"
-
 TAG_MARK = short_tag(bytes(32))[0]
 """What a key's tag begins with (`·3fa9`)."""
 
@@ -102,163 +104,6 @@ HELP = [
     "/leave          leave the room and quit (also /quit, or Ctrl-D)",
     "/help           this list (nothing you type after / is sent to the room)",
 ]
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get("PAGEMESH_DATA_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "pagemesh"
-
-
-# --- arguments ---------------------------------------------------------------------------
-
-
-def _common(parser: argparse.ArgumentParser, url: bool = True) -> None:
-    if url:
-        parser.add_argument("url", help="the page whose room to join")
-    parser.add_argument(
-        "--node",
-        action="append",
-        default=[],
-        metavar="ws://HOST:PORT",
-        help=f"a signaling node (repeat for fail-over; default {DEFAULT_NODE})",
-    )
-    parser.add_argument(
-        "--data-dir", type=Path, help="identity and history (default: PAGEMESH_DATA_DIR or XDG)"
-    )
-    parser.add_argument("--name", help="the name others see")
-    parser.add_argument(
-        "--ice-host",
-        action="append",
-        default=[],
-        metavar="ADDR",
-        help=f"offer only these local addresses to ICE (env {ICE_HOSTS_ENV}, comma-separated)",
-    )
-    parser.set_defaults(quiet_logs=True)  # library logs only with -v (pagemesh/cli.py)
-
-
-def _group(text: str) -> int:
-    """A group number as people see it (from 1)."""
-    try:
-        group = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a group number: {text!r}") from None
-    if not 1 <= group <= MAX_LAYER + 1:
-        raise argparse.ArgumentTypeError(f"groups are numbered 1 to {MAX_LAYER + 1}")
-    return group
-
-
-def _key(text: str) -> bytes:
-    """A member's public key: 64 hex digits."""
-    try:
-        key = bytes.fromhex(text.strip())
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise argparse.ArgumentTypeError("a key is 64 hex digits (the friend's /key)")
-    return key
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("a timeout is more than 0 seconds")
-    return value
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    chat = commands.add_parser(
-        "chat",
-        help="chat in a page's room from the terminal",
-        description="Chat in a page's room; /help lists the commands.",
-    )
-    _common(chat)
-    where = chat.add_mutually_exclusive_group()
-    where.add_argument(
-        "--layer",
-        "--group",
-        type=_group,
-        metavar="N",
-        help="sit in group N of the page (groups count from 1, as /layers shows them)",
-    )
-    where.add_argument(
-        "--friend",
-        type=_key,
-        metavar="KEY",
-        help="sit in the group of the member with this key (64 hex digits: their /key)",
-    )
-    chat.add_argument(
-        "--out", type=Path, default=Path("."), metavar="DIR", help="where /get saves files (.)"
-    )
-    chat.add_argument("--say", help="send this, then print events until --wait seconds pass")
-    chat.add_argument("--wait", type=float, default=10.0, help="seconds to stay with --say")
-    chat.add_argument("--json", action="store_true", help="print events as JSON lines")
-    chat.set_defaults(run=_run_chat)
-
-    send = commands.add_parser(
-        "send",
-        help="offer a file to people in a page's room",
-        usage="%(prog)s [options] FILE URL",
-        description="Offer FILE in the room of URL and wait until each recipient has "
-        "verified it. Exit 0 when all did; 1 when one declined, left, or cannot be "
-        "named; 3 when --timeout passed first.",
-    )
-    send.add_argument("file_and_url", nargs=2, metavar="FILE URL", help=argparse.SUPPRESS)
-    _common(send, url=False)
-    to = send.add_mutually_exclusive_group()
-    to.add_argument(
-        "--to",
-        action="append",
-        default=[],
-        metavar="NAME|KEY",
-        help="offer it to this member only, waiting for it to come (repeat for more); "
-        "a name, a key's tag as chat shows it (·3fa9), or a key (64 hex digits)",
-    )
-    to.add_argument(
-        "--all-present",
-        action="store_true",
-        help="offer it to everyone in the room when it is offered (the default)",
-    )
-    send.add_argument(
-        "--timeout",
-        "--wait",
-        type=_seconds,
-        default=300.0,
-        metavar="SECONDS",
-        help="give up after this long (default 300)",
-    )
-    send.set_defaults(run=_run_send)
-
-    receive = commands.add_parser(
-        "receive",
-        help="take the files offered in a page's room",
-        description="Take the files offered in the room of URL after this started, "
-        "into --out; exit 0 once --count files arrived verified.",
-    )
-    _common(receive)
-    receive.add_argument("--out", type=Path, required=True, help="directory for the files")
-    receive.add_argument("--count", type=int, default=1, help="exit after this many files")
-    receive.add_argument(
-        "--include-earlier",
-        action="store_true",
-        help="also take the files offered before this started",
-    )
-    receive.add_argument(
-        "--timeout",
-        "--wait",
-        type=_seconds,
-        default=3600.0,
-        metavar="SECONDS",
-        help="give up after this long (default 3600)",
-    )
-    receive.set_defaults(run=_run_receive)
-
-    _register_identity(commands)
 
 
 def _peer(args: argparse.Namespace, accept_files_to: Path | None = None) -> Peer:
@@ -713,7 +558,7 @@ async def command(
         if name == "/layers":
             return ["* " + line for line in census_lines(await room.census())]
         if name == "/move":
-            group = _group(arg)
+            group = group_number(arg)
             try:
                 await room.move(group - 1)
             except SignalingError as exc:
@@ -721,7 +566,7 @@ async def command(
             return []  # the Moved event prints where we sit now
         if name == "/friend":
             try:
-                await room.sit_with(_key(arg))
+                await room.sit_with(member_key(arg))
             except SignalingError as exc:
                 return [f"* not moved: {refusal(exc)}"]
             return []
@@ -805,49 +650,6 @@ def _local_file(arg: str) -> tuple[Path, int] | str:
 # --- identity files (docs/identity.md) ------------------------------------------------------
 
 
-def _register_identity(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    identity = commands.add_parser(
-        "identity",
-        help="show, export or import this client's key (docs/identity.md)",
-        description="Move your key between clients in a passphrase-encrypted file. "
-        f"The passphrase is asked twice at the terminal, or taken from the environment "
-        f"variable {PASSPHRASE_ENV} (for scripts; it is visible to other processes of yours).",
-    )
-    actions = identity.add_subparsers(dest="identity_command", required=True, metavar="ACTION")
-    data_dir_help = (
-        "the identity's directory, as chat's --data-dir (default: PAGEMESH_DATA_DIR or XDG)"
-    )
-
-    show = actions.add_parser("show", help="print this client's public key and name")
-    show.add_argument("--data-dir", type=Path, help=data_dir_help)
-    show.set_defaults(run=_run_identity_show)
-
-    export = actions.add_parser(
-        "export",
-        help="write this client's key (and name) to FILE, encrypted under a passphrase",
-        description="Write this client's key and name to FILE (mode 0600), encrypted "
-        "under a passphrase, and print the public key. The passphrase is asked twice, "
-        f"or read from the environment variable {PASSPHRASE_ENV}.",
-    )
-    export.add_argument("file", type=Path, metavar="FILE", help="the identity file to write")
-    export.add_argument("--data-dir", type=Path, help=data_dir_help)
-    export.add_argument("--force", action="store_true", help="replace FILE if it exists")
-    export.set_defaults(run=_run_identity_export)
-
-    imp = actions.add_parser(
-        "import",
-        help="make the key in FILE this client's key",
-        description="Show the public key in FILE, ask its passphrase (or read the "
-        f"environment variable {PASSPHRASE_ENV}) and make that key and name this "
-        "client's. A different key already here is replaced only with --force "
-        "(export it first if you may want it back).",
-    )
-    imp.add_argument("file", type=Path, metavar="FILE", help="the identity file to read")
-    imp.add_argument("--data-dir", type=Path, help=data_dir_help)
-    imp.add_argument("--force", action="store_true", help="replace a different key here")
-    imp.set_defaults(run=_run_identity_import)
-
-
 class _IdentityError(Exception):
     """A refusal of an identity command, said to the person as is."""
 
@@ -878,7 +680,9 @@ def _passphrase(confirm: bool) -> str:
     return first
 
 
-def _identity_run(action: str, body: Callable[[argparse.Namespace], None]) -> Any:
+def _identity_run(
+    action: str, body: Callable[[argparse.Namespace], None]
+) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
             body(args)
@@ -972,3 +776,14 @@ def _replace_key(path: Path, seed: bytes) -> None:
 _run_identity_show = _identity_run("show", _identity_show)
 _run_identity_export = _identity_run("export", _identity_export)
 _run_identity_import = _identity_run("import", _identity_import)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "chat": _run_chat,
+    "send": _run_send,
+    "receive": _run_receive,
+    "identity show": _run_identity_show,
+    "identity export": _run_identity_export,
+    "identity import": _run_identity_import,
+}
+"""What each command of peer/args.py runs."""

@@ -203,3 +203,25 @@ def test_every_module_outside_the_simulator_imports_with_the_core_dependencies_a
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+FOR_PEERS_AND_THE_SIMULATOR = ("aiortc", "av", "matplotlib", "dask", "numpy")
+"""What `pagemesh node` has no use for: WebRTC (aiortc and PyAV's codecs under it, about
+35 MB of a node's memory and a second of its start) and the simulator's packages."""
+
+A_NODES_IMPORTS = """
+import json, sys
+from pagemesh.cli import build_parser
+args = build_parser().parse_args(["node", "--port", "0"])
+from signaling.cli import serve                      # what the node's command runs
+from pagemesh.embedded_relay import start_embedded_relay
+print(json.dumps(sorted({name.partition(".")[0] for name in sys.modules})))
+"""
+
+
+def test_the_node_command_loads_neither_webrtc_nor_the_simulator() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", A_NODES_IMPORTS], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout)) & set(FOR_PEERS_AND_THE_SIMULATOR) == set()

@@ -1,0 +1,79 @@
+"""The two bots of `pagemesh demo`, peers in the room of https://example.org/: a greeter
+that says hello to whoever joins (and answers `!echo`), and a file bot that sends back
+every file it is given. Imported when the demo runs (peers bring aiortc), not whenever
+`pagemesh` builds its command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from peer.chatscreen import member_label
+from peer.peer import Connected, FileDone, MemberLeft, Message, Peer, Room
+
+ROOM_URL = "https://example.org/"
+GREET_WAIT = 2.0
+"""Seconds the greeter waits for a newcomer's name before it greets its key's tag."""
+LINK_TIMEOUT = 30.0
+"""Seconds the bots may take to link to each other before the demo says so and goes on."""
+
+
+async def greet(room: Room, bots: set[bytes], page: str = ROOM_URL) -> None:
+    """The greeter: hello to each newcomer by name (or, when it gives none within
+    `GREET_WAIT` seconds of its link opening, by its key's tag), and an echo for
+    lines starting with `!echo`."""
+    loop = asyncio.get_running_loop()
+    waiting: dict[bytes, float] = {}  # linked, not yet greeted: since when
+    greeted: set[bytes] = set(bots)
+    while True:
+        try:
+            event = await room.next_event(GREET_WAIT if waiting else 3600.0)
+        except TimeoutError:
+            event = None
+        if isinstance(event, Connected) and event.key not in greeted:
+            waiting.setdefault(event.key, loop.time())
+        elif isinstance(event, MemberLeft):
+            waiting.pop(event.key, None)
+            greeted.discard(event.key)
+        elif isinstance(event, Message) and not event.mine and event.text.startswith("!echo"):
+            who = member_label(room, event.author)
+            await room.say(f"{who} said: {event.text.removeprefix('!echo').strip()}")
+        for key, since in list(waiting.items()):
+            if room.name_of(key) or loop.time() - since >= GREET_WAIT:
+                del waiting[key]
+                greeted.add(key)
+                await room.say(
+                    f"hello {member_label(room, key)}, welcome to the room of {page}! "
+                    "Say !echo TEXT and I say it back; the file bot sends back any file."
+                )
+
+
+async def echo_files(room: Room) -> None:
+    """The file bot: every file it receives goes back to the room, renamed `echo-<name>`."""
+    async for event in room.events():
+        if isinstance(event, FileDone) and event.path is not None:
+            echoed = event.path.with_name(f"echo-{event.path.name}")
+            event.path.rename(echoed)
+            await room.say(f"got {event.path.name}; sending it back as {echoed.name}")
+            await room.send_file(echoed, to=[event.sender])
+
+
+async def linked(room: Room, member: bytes) -> bool:
+    """Wait until `room` has a link to `member`: the mesh is up (False: not in time)."""
+    try:
+        async with asyncio.timeout(LINK_TIMEOUT):
+            while True:
+                event = await room.next_event(LINK_TIMEOUT)
+                if isinstance(event, Connected) and event.key == member:
+                    return True
+    except TimeoutError:
+        return False
+
+
+async def start_bot(
+    name: str, data_dir: Path, nodes: list[str], files: Path | None = None
+) -> tuple[Peer, Room]:
+    bot = Peer(data_dir / name, nodes, name=name, accept_files_to=files)
+    await bot.__aenter__()
+    return bot, await bot.join(ROOM_URL)
