@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.web.conftest import CHROMIUM, CHROMIUM_FLAGS
+from tests.web.conftest import CHROMIUM, CHROMIUM_FLAGS, QUIET_FEATURES
 
 from .lab import HTTP_PORT, NODE_ADDRESSES, RELAY_TLS_PORT, NatLab, is_event
 
@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.nat, pytest.mark.browser, pytest.mark.integration]
 PAGES = [f"http://{address}:{HTTP_PORT}" for address in NODE_ADDRESSES]
 FLAGS = [
     *(f for f in CHROMIUM_FLAGS if "loopback" not in f and "Mdns" not in f),
+    f"--disable-features={','.join(QUIET_FEATURES)}",
     # WebCrypto needs a secure context; the lab's nodes speak plain HTTP on lab addresses.
     f"--unsafely-treat-insecure-origin-as-secure={','.join(PAGES)}",
 ]

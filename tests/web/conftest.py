@@ -24,6 +24,10 @@ from tests.peer.conftest import PeerFactory, loopback_ice, peers  # noqa: F401  
 from tests.signaling.conftest import NodeFactory, signaling_mesh  # noqa: F401  (fixture)
 
 CHROMIUM = "/usr/bin/chromium"
+# Chrome's own UI, which a headless run never shows: without these every new window
+# (a browser context) loads the omnibox popup's WebUI, some 200 ms of script in a
+# renderer of its own while the page under test joins and connects.
+QUIET_FEATURES = ["PreloadTopChromeWebUI", "WebUIOmniboxPopup"]
 CHROMIUM_FLAGS = [
     "--headless=new",
     "--no-sandbox",  # CI runs as root
@@ -34,7 +38,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    f"--disable-features={','.join(['WebRtcHideLocalIpsWithMdns', *QUIET_FEATURES])}",
 ]
 ARTIFACTS = Path(os.environ.get("PAGEMESH_ARTIFACTS", "test-artifacts"))
 
