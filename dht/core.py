@@ -47,6 +47,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from operator import attrgetter, itemgetter
 from typing import TypeAlias, TypeVar
 
 from .identity import Identity, verify_signature
@@ -118,6 +119,8 @@ from .wire import (
 )
 
 NodeContact: TypeAlias = Contact[Address]
+_addr = attrgetter("addr")
+_host = itemgetter(0)
 MAX_SEEDS = 64
 _REQUEST_TYPES = (
     Ping,
@@ -948,11 +951,13 @@ class DHTCore:
         of candidates below k. Stock clients keep the closest k and ignore the rest.
         """
         k = self.config.k
-        found = self.table.closest(target, k + extra + 1, exclude=requester)
-        chosen = [c for c in found if c.addr != addr]  # not the asker under another id
+        chosen = self.table.closest(target, k + extra + 1, exclude=requester)
+        if addr in map(_addr, chosen):  # not the asker under another id (checked in C)
+            chosen = [c for c in chosen if c.addr != addr]
         del chosen[k + extra :]
         if len(chosen) > k:
-            spare = RESPONSE_BUDGET - 16 - sum(len(c.addr[0]) + 30 for c in chosen)
+            hosts = sum(map(len, map(_host, map(_addr, chosen))))
+            spare = RESPONSE_BUDGET - 16 - hosts - 30 * len(chosen)
             while spare < 0 and len(chosen) > k:
                 spare += len(chosen.pop().addr[0]) + 30
         return self._contacts.to_wire_all(chosen)

@@ -23,6 +23,7 @@ largest part of a lookup's latency, docs/simulation.md "Fast paths").
 
 from __future__ import annotations
 
+import math
 from bisect import bisect, insort
 from collections.abc import Iterable
 from enum import IntEnum
@@ -91,23 +92,29 @@ class Lookup(Generic[A]):
         in, so they would never be asked nor returned."""
         seen = self._seen
         distances = self._distances
+        ordered = self._sorted
+        by_id = self._by_id
         target = self.target
-        horizon = self._horizon()
-        if horizon is None and len(distances) >= self.max_candidates:
+        horizon: float = math.inf
+        answered = self._horizon()
+        if answered is not None:
+            horizon = answered
+        elif len(distances) >= self.max_candidates:
             horizon = distances[-1]  # beyond the farthest kept, it would be trimmed at once
         for contact in contacts:
-            if contact.node_id in seen:
+            node_id = contact.node_id
+            if node_id in seen:
                 continue
             distance = contact.num ^ target
-            if horizon is not None and distance > horizon:
+            if distance > horizon:
                 continue
-            seen.add(contact.node_id)
+            seen.add(node_id)
             candidate = Candidate(contact, distance)
             at = bisect(distances, distance)
             distances.insert(at, distance)
-            self._sorted.insert(at, candidate)
-            self._by_id[contact.node_id] = candidate
-        if len(self._sorted) > self.max_candidates:
+            ordered.insert(at, candidate)
+            by_id[node_id] = candidate
+        if len(ordered) > self.max_candidates:
             self._trim()
 
     def _trim(self) -> None:

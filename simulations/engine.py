@@ -22,6 +22,7 @@ the heap orders by (time, sequence).
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -93,9 +94,23 @@ class Engine:
         return self.schedule(self.now + delay, fn, arg)
 
     def post(self, when: float, fn: Callback, arg: Any = None) -> None:
-        """`schedule` without a handle: the hot path for deliveries that are never cancelled."""
+        """`schedule` without a handle: the hot path for deliveries that are never cancelled
+        (`_push` written out: one call less for every datagram and timer)."""
         self._seq += 1
-        self._push([when if when > self.now else self.now, self._seq, fn, arg])
+        now = self.now
+        if not when > now:
+            when = now
+        entry = [when, self._seq, fn, arg]
+        window = int(when * self._per_window)
+        if window <= self._current:
+            heapq.heappush(self._heap, entry)
+            return
+        bucket = self._later.get(window)
+        if bucket is None:
+            self._later[window] = [entry]
+            heapq.heappush(self._windows, window)
+        else:
+            bucket.append(entry)
 
     def stop(self) -> None:
         """Make `run` return after the current callback."""
@@ -131,15 +146,16 @@ class Engine:
         pop = heapq.heappop
         ran = 0
         limit = max_events if max_events is not None else -1
+        horizon = until if until is not None else math.inf
         self._stopped = False
         while ran != limit and not self._stopped:
-            heap = self._heap
+            heap = self._heap  # read again: a callback's `peek` may move to the next window
             if not heap:
                 if self._next_window():
                     continue
                 break
             entry = heap[0]
-            if until is not None and entry[0] > until:
+            if entry[0] > horizon:
                 break
             pop(heap)
             fn = entry[2]

@@ -21,6 +21,8 @@ clock (`now`) the counter measures it, without one the floor is None.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import filterfalse, repeat
+from operator import attrgetter
 from typing import Any
 
 from dht.core import DHTCore, Message
@@ -40,6 +42,7 @@ from dht.wire import (
 from .overlay import MessageObserver, SimNode
 
 LookupKey = tuple[Address, bytes]
+_addr = attrgetter("addr")
 
 
 class _Trace:
@@ -125,15 +128,21 @@ class HopCounter(MessageObserver):
             if path is not None and (trace.found_path is None or path < trace.found_path):
                 trace.found_path = path
         if isinstance(reply, NodesReply | FindRecordsReply):
+            contacts = reply.contacts
+            try:  # a simulator contact carries its address tuple
+                addrs = list(map(_addr, contacts))
+            except AttributeError:  # a parsed one is rebuilt
+                addrs = [getattr(c, "addr", None) or (c.host, c.port) for c in contacts]
+            # setdefault for each address, in C (every reply to a tracked lookup comes here)
             depths = trace.depths
-            paths = trace.paths
-            deeper = depth + 1
-            for contact in reply.contacts:
-                # A simulator contact carries its address tuple; a parsed one is rebuilt.
-                addr = getattr(contact, "addr", None) or (contact.host, contact.port)
-                depths.setdefault(addr, deeper)
-                if path is not None:
-                    paths.setdefault(addr, path)
+            depths.update(
+                zip(filterfalse(depths.__contains__, addrs), repeat(depth + 1), strict=False)
+            )
+            if path is not None:
+                paths = trace.paths
+                paths.update(
+                    zip(filterfalse(paths.__contains__, addrs), repeat(path), strict=False)
+                )
 
     def finish(self, origin: Address, target: bytes, closest: Address | None) -> int | None:
         """Hops of the finished lookup: depth of `closest`, or of the first records found."""

@@ -157,6 +157,9 @@ class SimNode:
         return self.core.node_id
 
 
+_SIM_CONTACTS = frozenset({SimContact})
+
+
 class SharedContacts(ContactCodec):
     """Hands out each node's one `SimContact` instead of new copies, and uses it on
     the wire as well. Contacts a scenario makes up (a Sybil's `WireContact`s) are
@@ -182,7 +185,8 @@ class SharedContacts(ContactCodec):
         return WireContact(contact.node_id, contact.addr[0], contact.addr[1])
 
     def to_wire_all(self, contacts: list[NodeContact]) -> tuple[WireContact, ...]:
-        if all(type(c) is SimContact for c in contacts):
+        # Every reply to a find_node comes here: the check runs in C, not a generator.
+        if set(map(type, contacts)) <= _SIM_CONTACTS:
             return cast(tuple[WireContact, ...], tuple(contacts))
         return tuple(map(self.to_wire, contacts))
 
@@ -227,6 +231,7 @@ class Overlay:
         self.network = network or NetworkModel()
         self.config = config or DHTConfig()
         self.transport = transport
+        self._typed = transport == "message"
         self.identities = identities
         self.nodes: list[SimNode] = []
         self.by_addr: dict[Address, SimNode] = {}
@@ -312,10 +317,7 @@ class Overlay:
         core = node.core
         now = self.engine.now
         out: list[tuple[Any, Address]]
-        if self.transport == "message":
-            out = core.messages_to_send(now)
-        else:
-            out = core.datagrams_to_send(now)
+        out = core.messages_to_send(now) if self._typed else core.datagrams_to_send(now)
         if out:
             self._transmit(node, out, now)
         while (event := core.next_event()) is not None:
@@ -345,7 +347,7 @@ class Overlay:
         deliver = self._deliver
         src = node.addr
         # Observers read typed messages; the datagram path has none to show them.
-        observers = self.observers if self.transport == "message" else []
+        observers = self.observers if self._typed else []
         for payload, dst_addr in out:
             if observers:
                 for observer in observers:
@@ -366,7 +368,7 @@ class Overlay:
             return
         self.stats.delivered += 1
         now = self.engine.now
-        if self.transport == "message":
+        if self._typed:
             for observer in self.observers:
                 observer.delivered(node, payload, src)
             node.core.receive_message(payload, src, now)
