@@ -208,6 +208,9 @@ async def main() -> None:
                     page_joins.append((times["connected"] - times["page_join"]) / 1000)
                     breakdown.append(steps(times))
                     await context.close()
+                    # Chromium goes on tearing the context down for a while; on a small
+                    # machine that would slow the nodes while the Python peer joins
+                    await asyncio.sleep(0.5)
                     started = time.perf_counter()
                     other = Peer(workdir / f"p{i}", [nodes[0]])
                     await other.__aenter__()
