@@ -16,8 +16,18 @@ path (`receive` / `datagrams_to_send`, msgpack each way, fresh contacts),
 which is how the unit tests' in-memory network drives cores, in the same
 invocation, so the comparison is made on the same machine under the same load.
 
+`--reference TREE` also runs every size from another source tree (a git
+worktree of an older commit, say), in the same invocation, and reports the
+ratios: how much faster and smaller this tree's simulator is, on the same
+workload, the same machine and the same load. Results must be identical
+(tests/simulations/test_golden.py); `same_results` says whether events,
+messages and lookup scores agree. CPU seconds are reported beside wall
+seconds: on a shared machine they move less with the load.
+
     .venv/bin/python benchmarks/sim_scale.py                # 10^4 and 10^5 nodes, 10^5 lookups
     .venv/bin/python benchmarks/sim_scale.py --sizes 1000000 --no-baseline
+    git worktree add /tmp/before OLD_COMMIT
+    .venv/bin/python benchmarks/sim_scale.py --sizes 100000 --no-baseline --reference /tmp/before
 
 Targets (issue M6): 10^5 nodes with 10^5 lookups in under 10 minutes on 2 cores
 and 24 GiB (`target_wall_seconds`), and 300,000 events/s. Events are engine
@@ -79,8 +89,10 @@ def measure(nodes: int, joins: int, lookups: int, rate: float, transport: str) -
             first_report.append(time.perf_counter())
 
     started = time.perf_counter()
+    cpu_started = time.process_time()
     result = run(scenario, progress)
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     peak = peak_rss_bytes()
     summary = result.summary
     return {
@@ -91,6 +103,7 @@ def measure(nodes: int, joins: int, lookups: int, rate: float, transport: str) -
         "messages": summary["messages"]["delivered"],
         "sim_seconds": summary["sim_seconds"],
         "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),
         "setup_seconds": round(first_report[0] - started, 1) if first_report else None,
         "events_per_second": round(result.events / wall),
         "messages_per_second": round(summary["messages"]["delivered"] / wall),
@@ -101,10 +114,14 @@ def measure(nodes: int, joins: int, lookups: int, rate: float, transport: str) -
     }
 
 
-def run_child(nodes: int, joins: int, lookups: int, rate: float, transport: str) -> dict[str, Any]:
+def run_child(
+    nodes: int, joins: int, lookups: int, rate: float, transport: str, tree: str | None = None
+) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", transport]
     command += ["--sizes", str(nodes), "--joins", str(joins)]
     command += ["--lookups", str(lookups), "--lookup-rate", str(rate)]
+    if tree:
+        command += ["--tree", tree]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"nodes": nodes, "transport": transport, "error": done.stderr.strip()[-2000:]}
@@ -141,6 +158,29 @@ def cost_growth(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return steps
 
 
+SAME_FIELDS = ("events", "messages", "sim_seconds", "lookup_success_rate", "lookup_hops_mean")
+
+
+def against_reference(run: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """This tree's run over the reference tree's, at one size."""
+    if "error" in run or "error" in reference:
+        return {"nodes": run["nodes"], "error": "a run failed"}
+
+    def ratio(key: str) -> float:
+        return round(reference[key] / run[key], 2)
+
+    return {
+        "nodes": run["nodes"],
+        "same_results": all(run[key] == reference[key] for key in SAME_FIELDS),
+        "wall_speedup": ratio("wall_seconds"),
+        "cpu_speedup": ratio("cpu_seconds") if "cpu_seconds" in reference else None,
+        "setup_speedup": ratio("setup_seconds"),
+        "events_per_second": [reference["events_per_second"], run["events_per_second"]],
+        "peak_rss_bytes": [reference["peak_rss_bytes"], run["peak_rss_bytes"]],
+        "peak_rss_ratio": round(run["peak_rss_bytes"] / reference["peak_rss_bytes"], 3),
+    }
+
+
 def wall_target_met(runs: list[dict[str, Any]], lookups: int) -> bool | None:
     """Whether 10^5 nodes and 10^5 lookups ran in under 10 minutes; None if not measured."""
     for run in runs:
@@ -156,16 +196,27 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=100_000)
     parser.add_argument("--lookup-rate", type=float, default=1000.0)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--reference", default=None, help="another source tree to run the same sizes from"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--tree", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.child:
+        if args.tree:
+            sys.path.insert(0, str(Path(args.tree).resolve()))
         result = measure(sizes[0], args.joins, args.lookups, args.lookup_rate, args.child)
         print(json.dumps(result))
         return
     workload = (args.joins, args.lookups, args.lookup_rate)
     baseline = None if args.no_baseline else run_child(sizes[0], *workload, "bytes")
-    runs = [run_child(n, *workload, "message") for n in sizes]
+    runs: list[dict[str, Any]] = []
+    references: list[dict[str, Any]] = []
+    for n in sizes:  # reference and this tree one after the other, under the same load
+        if args.reference:
+            references.append(run_child(n, *workload, "message", args.reference))
+        runs.append(run_child(n, *workload, "message"))
     same = runs[0]
     speedup = None
     if baseline and "error" not in baseline and "error" not in same:
@@ -179,6 +230,11 @@ def main() -> None:
         "runs": runs,
         "cost_growth": cost_growth(runs),
         "baseline": baseline,
+        "reference_tree": args.reference,
+        "reference": references,
+        "against_reference": [
+            against_reference(r, ref) for r, ref in zip(runs, references, strict=False)
+        ],
         "speedup_vs_datagram_path": speedup,
         "target_events_per_second": 300_000,
         "target_wall_seconds": {"nodes": 100_000, "lookups": 100_000, "seconds": 600},
