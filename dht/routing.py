@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from .ids import ID_BITS, bucket_index, to_int
@@ -111,6 +112,9 @@ def network_of(host: object) -> str:
     return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
 
 
+_contacts_of = attrgetter("contacts")
+
+
 class RoutingTable(Generic[A]):
     def __init__(self, own_id: bytes, k: int, replacements: int = 8, max_failures: int = 2):
         self.own_id = own_id
@@ -125,7 +129,8 @@ class RoutingTable(Generic[A]):
         """Contacts that entered a full bucket for proximity."""
 
     def __len__(self) -> int:
-        return sum(len(b.contacts) for b in self.buckets.values())
+        # Summed in C: every maintenance round of every node asks (10^6 in a simulation).
+        return sum(map(len, map(_contacts_of, self.buckets.values())))
 
     def __contains__(self, node_id: bytes) -> bool:
         bucket = self.buckets.get(bucket_index(self.own_num, to_int(node_id)))
