@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -226,6 +227,8 @@ class SignalingNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rng = random.Random()
         self._stopping = False
+        self._dht_home: tuple[str, int] | None = None
+        """Where other nodes reach this node's DHT, as an address (set at start)."""
         self._unanswered_seeds: list[SeedUrl] = []
         """Seed URLs whose DHT contact could not be fetched at start (asked again later)."""
         self._seed_family = socket.AF_INET
@@ -292,6 +295,7 @@ class SignalingNode:
         self.url = await self.reach.start(host, port, scheme, self.config.public_url)
         if self.reach.learned and self.relay is not None:
             self.relay.use_public_address(URL(self.url).host or "")
+        self._dht_home = await self._resolve_dht_address()
         self.rooms = RoomCore(
             self.config.room_config(self.dht.core.config.records.max_value_bytes),
             self.identity,
@@ -764,10 +768,41 @@ class SignalingNode:
 
     def _dht_address(self) -> tuple[str, int]:
         """Where other nodes reach this node's DHT (to check the seat lists it publishes)."""
+        if self._dht_home is not None:
+            return self._dht_home
         host, port = self.dht.address[:2]
         if host in ("0.0.0.0", "::", ""):
             host = URL(self.url).host or host
         return host, port
+
+    async def _resolve_dht_address(self) -> tuple[str, int]:
+        """The DHT's address, or on a wildcard the URL's host as an address: other nodes
+        prove a seat list's node at the address it names (docs/protocol.md 2.4), and a
+        datagram's reply comes from an address, never a name (`localhost`,
+        `node.example.net`): the address the reachability check's helpers saw it at,
+        else the name resolved here (which a machine's own /etc/hosts may map to
+        127.0.1.1: then the check's answer is what counts). A name that does not
+        resolve stays, and is logged."""
+        host, port = self._dht_address()
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(host)
+            return host, port
+        verdict = self.reach.verdict
+        if verdict is not None and verdict.observed is not None:
+            return verdict.observed[0], port
+        wildcard = self.dht.address[0]
+        family = socket.AF_INET if wildcard in ("0.0.0.0", "") else socket.AF_UNSPEC
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, family=family, type=socket.SOCK_DGRAM
+            )
+        except OSError as exc:
+            log.warning("the DHT's host %s does not resolve (%s): other nodes cannot "
+                        "prove this node's seat lists", host, exc)  # fmt: skip
+            return host, port
+        ipv4 = [info for info in infos if info[0] == socket.AF_INET]
+        address = str((ipv4 or infos)[0][4][0])
+        return address, port
 
     def ice_servers(self, peer: bytes) -> tuple[IceServer, ...]:
         """STUN servers, and TURN with credentials minted for `peer` (docs/protocol.md 3.2)."""

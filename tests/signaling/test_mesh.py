@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from peer.signaling import PeerJoined, PeerLeft, SignalFrom
@@ -60,3 +62,33 @@ async def test_clients_on_different_nodes_meet_and_signal(
         event = await client.next_event()
         assert event == PeerLeft(ROOM, 0, bob.key)
     assert {m.key for m in await alice.members(ROOM)} == {carol.key}
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_nodes_named_by_a_host_name_prove_their_homes(
+    signaling_mesh: NodeFactory, connect: ClientFactory
+) -> None:
+    """A node whose DHT listens on a wildcard and whose URL names a host (every public
+    node: `dht_host = "0.0.0.0"`, `public_url = "wss://node.example.net"`) publishes
+    seat lists that other nodes can prove (docs/protocol.md 2.4): its DHT address there
+    is an address, not the URL's name."""
+    nodes = []
+    for _ in range(2):
+        port = free_tcp_port()
+        named = {"port": port, "dht_host": "0.0.0.0", "public_url": f"ws://localhost:{port}"}
+        nodes += await signaling_mesh(1, **named)
+    a, b = nodes
+    alice = await connect(a)
+    bob = await connect(b)
+    await alice.join(ROOM)
+    joined = await bob.join(ROOM)
+    assert [m.key for m in joined.members] == [alice.key] and joined.total == 2
+    event = await alice.next_event()
+    assert isinstance(event, PeerJoined) and event.member.key == bob.key
+    for node in (a, b):
+        assert node.rooms.counters["home.unproven"] == 0
