@@ -190,10 +190,12 @@ class PeerStore:
             )
             # REPLACE gives the row a new rowid: rowid order is the order of activity,
             # which `delivered` returns and `prune_room` keeps the end of.
+            # Named parameters take a mapping: Python 3.12 deprecates a sequence for
+            # them (numbered ?1 included), and 3.14 refuses it.
             db.execute(
-                "INSERT OR REPLACE INTO delivered VALUES (?1, ?2, max(?3, coalesce("
-                "(SELECT seq FROM delivered WHERE room = ?1 AND author = ?2), 0)))",
-                (env.room, env.author, env.seq),
+                "INSERT OR REPLACE INTO delivered VALUES (:room, :author, max(:seq, coalesce("
+                "(SELECT seq FROM delivered WHERE room = :room AND author = :author), 0)))",
+                {"room": env.room, "author": env.author, "seq": env.seq},
             )
             db.execute(
                 "INSERT INTO rooms VALUES (?, ?, ?) ON CONFLICT (room) DO UPDATE SET "
@@ -247,15 +249,15 @@ class PeerStore:
         own_seq = self.room_clock(room)[0]
         with self._write() as db:
             messages = db.execute(
-                "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages WHERE room = ?1 "
-                "ORDER BY lamport DESC, author DESC, seq DESC LIMIT -1 OFFSET ?2) "
-                "AND NOT (author = ?3 AND seq > ?4)",
-                (room, max_history, me, own_seq - own_resend),
+                "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages "
+                "WHERE room = :room ORDER BY lamport DESC, author DESC, seq DESC "
+                "LIMIT -1 OFFSET :keep) AND NOT (author = :me AND seq > :resend_from)",
+                {"room": room, "keep": max_history, "me": me, "resend_from": own_seq - own_resend},
             ).rowcount
             authors = db.execute(
                 "DELETE FROM delivered WHERE rowid IN (SELECT rowid FROM delivered "
-                "WHERE room = ?1 AND author != ?2 ORDER BY rowid DESC LIMIT -1 OFFSET ?3)",
-                (room, me, max(0, max_authors - 1)),
+                "WHERE room = :room AND author != :me ORDER BY rowid DESC LIMIT -1 OFFSET :keep)",
+                {"room": room, "me": me, "keep": max(0, max_authors - 1)},
             ).rowcount
         return messages, authors
 
