@@ -26,7 +26,9 @@ MESH_SIZE = 50
 K = LOOPBACK_CONFIG.k
 CRASHED_SHARE = 0.3
 READ_TIMEOUT = 20.0
-STARTUP_TIMEOUT = 30.0
+STARTUP_TIMEOUT = 90.0
+"""A bound, not a target: 50 nodes start in about 3 s alone, and took over 30 s on a
+machine at load 8 (benchmarks/ holds the speed figures)."""
 
 
 def closest_to(key: bytes, nodes: list[DHTNode], count: int = K) -> list[DHTNode]:
