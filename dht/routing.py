@@ -287,7 +287,10 @@ class RoutingTable(Generic[A]):
         those of every bucket below j lie in [2**j, 2**(j+1)), and bucket i > j
         lies in [2**i, 2**(i+1)). Within the buckets below j the order is known
         too (`_nearest_buckets`), so buckets are visited nearest first and only
-        the one or two needed are sorted, not the whole table.
+        the ones needed are sorted, not the whole table. No two buckets' distances
+        overlap, so the contacts of the buckets needed are sorted once, together
+        (near the target a node's buckets are small and several are needed: a
+        sort each cost more than their contacts).
         """
         buckets = self.buckets
         found: list[Contact[A]] = []
@@ -295,13 +298,15 @@ class RoutingTable(Generic[A]):
             bucket = buckets.get(index)
             if bucket is None or not bucket.contacts:
                 continue
-            group = sorted(bucket.contacts.values(), key=lambda c: c.num ^ target)
             if exclude is not None and exclude in bucket.contacts:
-                group = [c for c in group if c.node_id != exclude]
-            found += group
+                found += [c for c in bucket.contacts.values() if c.node_id != exclude]
+            else:
+                found += bucket.contacts.values()
             if len(found) >= count:
                 break
-        return found[:count]
+        found.sort(key=lambda c: c.num ^ target)
+        del found[count:]
+        return found
 
     def _nearest_buckets(self, target: int) -> list[int]:
         """Bucket indices in order of their contacts' distance to `target` (see `closest`).
