@@ -18,10 +18,12 @@ __all__ = [
     "options_from_table",
 ]
 
-SERVER_DEFAULTS = DHTConfig(reach=ReachConfig(check=True))
+SERVER_DEFAULTS = DHTConfig(reach=ReachConfig(check=True)).with_fast_paths()
 """What a node someone runs for others starts from (`pagemesh node`, `pagemesh dht
 serve`): it checks that others can reach it (docs/protocol.md 1.9) unless
-`[dht.reach] check = false`. The library's own default checks nothing."""
+`[dht.reach] check = false`, and takes the fast paths of docs/protocol.md 1.10 (each
+can be turned off in `[dht]`). The library's own default checks nothing and takes none
+(the behaviour the benchmarks compare against)."""
 
 
 def config_from_mapping(table: dict[str, Any], defaults: DHTConfig | None = None) -> DHTConfig:

@@ -119,6 +119,8 @@ from .wire import (
 )
 
 NodeContact: TypeAlias = Contact[Address]
+MAJORITY_OF_FINAL = -2
+"""`Operation.store_need` of a put that follows a lookup: a majority of the set it ends with."""
 _addr = attrgetter("addr")
 _host = itemgetter(0)
 MAX_SEEDS = 64
@@ -392,6 +394,8 @@ class Phase(Enum):
     LOOKUP = "lookup"
     STORE = "store"
     PROBE = "probe"
+    WAIT = "wait"
+    """A put waiting for a lookup of its key already under way (`closest_ttl`)."""
     DONE = "done"
 
 
@@ -429,6 +433,14 @@ class Operation:
     """A GET operation's answers, pages and quorum (dht/reads.py)."""
     store_need: int = 0
     """Acceptances that end a PUT before every holder answered (0: wait for all)."""
+    followers: list[Operation] = field(default_factory=list)
+    """Puts of the same key that go where this lookup finds the k closest."""
+    sent_to: set[bytes] = field(default_factory=set)
+    """A PUT's holders so far (a follower's store is topped up when its lookup ends)."""
+    acked: set[bytes] = field(default_factory=set)
+    """Nodes that took a follower's record: its majority is counted in the final set."""
+    walk_open: bool = False
+    """A follower stored before its lookup ended: not done until that lookup is."""
 
 
 class TimerKind(Enum):
@@ -720,7 +732,79 @@ class DHTCore:
             self.counters["put.direct"] += 1
             self._store_at(op, list(cached), now)
             return op.op
+        walking = self._walking(op)
+        if walking is not None:
+            # A lookup of this key is under way (a read that answered and walks on): the
+            # record goes to its k nearest once it has converged, and to any nearer node
+            # it finds after that when it ends, without a walk of its own.
+            self.counters["put.follows"] += 1
+            op.phase = Phase.WAIT
+            walking.followers.append(op)
+            self._lead(walking, now)
+            return op.op
         return self._start_lookup(op, now)
+
+    def _lead(self, walking: Operation, now: float) -> None:
+        """Start the stores of the puts following `walking` once its lookup converged."""
+        lookup = walking.lookup
+        if lookup is None or lookup.width < lookup.k:
+            return
+        if not any(f.phase is Phase.WAIT for f in walking.followers):
+            return
+        holders = lookup.holders()
+        for follower in walking.followers:
+            if follower.phase is Phase.WAIT and follower.op in self._operations:
+                majority = follower.store_need < 0
+                follower.walk_open = True
+                self._store_at(follower, list(holders), now)
+                if majority:
+                    # Counted once the lookup ends, in the set it ends with (`_top_up`):
+                    # the set other readers' majorities are counted in.
+                    follower.store_need = MAJORITY_OF_FINAL
+
+    def _top_up(self, walking: Operation, holders: list[NodeContact], now: float) -> None:
+        """The lookup ended: followers store where it found the k closest, if not yet."""
+        for follower in walking.followers:
+            if follower.phase is Phase.WAIT and follower.op in self._operations:
+                self._store_at(follower, list(holders), now)
+                continue
+            live = follower.op in self._operations and follower.phase is Phase.STORE
+            follower.walk_open = False
+            if live and follower.store_need == MAJORITY_OF_FINAL:
+                final = {c.node_id for c in holders}
+                if self.node_id in follower.acked:
+                    final.add(self.node_id)  # its own copy (it is among the closest)
+                follower.store_need = len(final) // 2 + 1
+                follower.stored = len(follower.acked & final)
+            for contact in holders:
+                if contact.node_id in follower.sent_to:
+                    continue
+                follower.sent_to.add(contact.node_id)
+                for batch in _batches(follower.records):
+                    request = StoreRecords(self._sender_id, tuple(batch))
+                    op_id = follower.op if live else None
+                    sent = self._send(
+                        contact.addr, request, Purpose.STORE, now, contact.node_id, op_id
+                    )
+                    if sent and live:
+                        follower.outstanding += 1
+            if live:
+                self._advance(follower, now)
+
+    def _walking(self, put: Operation) -> Operation | None:
+        """A lookup of the key of `put` under way (not `put` itself, not yet begun)."""
+        if self.config.closest_ttl <= 0:
+            return None
+        for op in self._operations.values():
+            if (
+                op is not put
+                and op.target == put.target
+                and op.phase is Phase.LOOKUP
+                and op.lookup is not None
+                and op.kind in (OpKind.GET, OpKind.FIND, OpKind.PUT)
+            ):
+                return op
+        return None
 
     def create_record(self, key: bytes, value: bytes, ttl: float, seq: int, now: float) -> Record:
         """Sign a record published by this node's own identity."""
@@ -1375,6 +1459,8 @@ class DHTCore:
             lookup = op.lookup
             assert lookup is not None
             self._query(op, now)
+            if op.followers:
+                self._lead(op, now)
             if lookup.finished and op.outstanding <= 0:
                 self._lookup_finished(op, now)
             elif op.read is not None and op.read.answered_at is None and op.read.quorum != FULL:
@@ -1382,8 +1468,10 @@ class DHTCore:
                 if op.read.agreed(op.found, nearest, lookup.width >= lookup.k):
                     self._answer_read(op, now)
             return
-        if op.phase is Phase.STORE and (
-            op.outstanding <= 0 or (op.store_need and op.stored >= op.store_need)
+        if (
+            op.phase is Phase.STORE
+            and not op.walk_open
+            and (op.outstanding <= 0 or (op.store_need > 0 and op.stored >= op.store_need))
         ):
             self._finish(op, now)
 
@@ -1534,9 +1622,14 @@ class DHTCore:
     def _lookup_finished(self, op: Operation, now: float) -> None:
         assert op.lookup is not None
         closest = op.lookup.closest()
-        self._remember_closest(op, closest, now)
+        # With majority stores, the set a majority is counted in must be the one readers
+        # count in: the k nearest, the slow far ones included (Lookup.holders).
+        holders = op.lookup.holders() if self.config.store_quorum else closest
+        self._remember_closest(op, holders, now)
+        if op.followers:
+            self._top_up(op, holders, now)
         if op.kind in (OpKind.PUT, OpKind.REPUBLISH):
-            self._store_at(op, closest, now)
+            self._store_at(op, holders, now)
             return
         self._finish(op, now)
 
@@ -1554,12 +1647,15 @@ class DHTCore:
             and self._store_record(op.records[0], now) == Refusal.STORED
         ):
             op.stored += 1
+            op.acked.add(self.node_id)
         for batch in _batches(op.records):
             for contact in closest:
                 request = StoreRecords(self._sender_id, tuple(batch))
                 if self._send(contact.addr, request, Purpose.STORE, now, contact.node_id, op.op):
                     op.outstanding += 1
-        if op.store_need < 0:
+        if op.kind is OpKind.PUT and self.config.closest_ttl > 0:
+            op.sent_to.update(c.node_id for c in closest)
+        if op.store_need == -1:
             # A majority of the holders: any later majority read meets at least one of them.
             op.store_need = (op.outstanding + op.stored) // 2 + 1
         self._advance(op, now)
@@ -1573,6 +1669,8 @@ class DHTCore:
             first = reply.statuses[0]
             if first == Refusal.STORED:
                 op.stored += 1
+                if pending.node_id is not None and op.store_need == MAJORITY_OF_FINAL:
+                    op.acked.add(pending.node_id)
             else:
                 try:
                     op.refusals.append(Refusal(first))

@@ -45,6 +45,8 @@ class State(IntEnum):
 
 _OPEN = (State.WAITING, State.SLOW, State.ABANDONED)
 """States in which an answer is still taken."""
+_HOLDING = (State.ANSWERED, *_OPEN)
+"""States of a contact asked that has not failed."""
 
 
 class Candidate(Generic[A]):
@@ -226,6 +228,14 @@ class Lookup(Generic[A]):
     def nearest_ids(self) -> set[bytes]:
         """Ids of the k candidates nearest the target, whatever their state."""
         return {c.contact.node_id for c in self._sorted[: self.k]}
+
+    def holders(self) -> list[Contact[A]]:
+        """The k nearest contacts asked that did not fail: those that answered and those
+        still silent (slow, abandoned) but not timed out. Where a record goes: a far host
+        abandoned for being slow is still one of the k closest, and a store that skipped
+        it would land on a set other readers do not look at."""
+        asked = [c.contact for c in self._sorted if c.state in _HOLDING]
+        return asked[: self.k]
 
     def closest(self) -> list[Contact[A]]:
         """The k closest contacts that answered, nearest first."""

@@ -164,8 +164,9 @@ class DHTNode:
         assert isinstance(event, LookupCompleted)
         return list(event.contacts)
 
-    async def get_records(self, key: bytes) -> list[Record]:
-        event = await self._run(self.core.get_records(key, time.time()))
+    async def get_records(self, key: bytes, quorum: int | None = None) -> list[Record]:
+        """The live records under `key`; `quorum` as in `DHTCore.get_records`."""
+        event = await self._run(self.core.get_records(key, time.time(), quorum))
         assert isinstance(event, RecordsFound)
         return list(event.records)
 
@@ -182,9 +183,10 @@ class DHTNode:
         )
         return await self.publish(record)
 
-    async def publish(self, record: Record) -> int:
-        """Store a record signed elsewhere (a peer's presence); returns how many nodes took it."""
-        event = await self._run(self.core.put_record(record, time.time()))
+    async def publish(self, record: Record, majority: bool = False) -> int:
+        """Store a record signed elsewhere (a peer's presence); returns how many nodes took it
+        (with `majority`, by the time more than half of them had: `DHTCore.put_record`)."""
+        event = await self._run(self.core.put_record(record, time.time(), majority))
         assert isinstance(event, RecordsStored)
         return event.stored
 

@@ -20,9 +20,12 @@ read (never alter one); a caller for whom that matters reads with quorum 0,
 the full lookup (the room core's periodic re-reads do).
 
 A caller may ask for `MAJORITY` instead: more than half of the k nearest must
-agree. A put that ends once a majority of its holders accepted (`store_quorum`)
-is then always seen: any two majorities of one set of k share a node, and the
-newest record that node shows makes every answer without it disagree.
+agree, each with a whole answer (a key that needs pages never ends a majority
+read early: a first page vouches only for the publishers it reached). A put that
+ends once a majority of its holders accepted (`store_quorum`) is then seen by
+such a read whenever both count in the same k: two majorities of one set share
+a node, and the newest record that node shows makes every answer without it
+disagree.
 
 **Pages in parallel.** A key larger than one answer was paged from one holder,
 one page per round trip, `after` the last publisher. Publisher keys are
@@ -95,9 +98,12 @@ class RecordRead:
             return False
         if not found and not converged:
             return False
-        needed = self.quorum if self.quorum > 0 else len(nearest) // 2 + 1
+        majority = self.quorum == MAJORITY
+        needed = self.quorum if not majority else len(nearest) // 2 + 1
         hosts: set[str] = set()
         for node_id, answer in self.answers.items():
+            if majority and answer.covered is not None:
+                continue  # part of a paged key: says nothing of the rest
             if node_id in nearest and answer.source not in hosts and _agrees(answer, found):
                 hosts.add(answer.source)
                 if len(hosts) >= needed:

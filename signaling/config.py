@@ -85,6 +85,10 @@ class NodeConfig:
     """How often presence is re-signed and layers re-read; defaults to presence_ttl / 3."""
     layer_choices: int = 2
     """Random layers a newcomer is offered besides the last and the next (docs/protocol.md 3.1)."""
+    fast_paths: bool = True
+    """The room core's fast paths (docs/protocol.md 2.5): quick reads on the join path, the
+    seat list stored while the client signs, one first round, early decisions, a short
+    cache of reads that need not be fresh. False: as before them."""
     joins_per_minute: float = 12.0
     """Joins one source address may make into one room through this node, per minute."""
     seats_per_source: int = 16
@@ -139,7 +143,7 @@ class NodeConfig:
 
     def room_config(self, max_value_bytes: int) -> RoomConfig:
         """The room core's settings (`max_value_bytes`: the DHT's record value limit)."""
-        return RoomConfig(
+        config = RoomConfig(
             layer_size=self.layer_size,
             presence_ttl=self.presence_ttl,
             refresh=self.refresh,
@@ -150,6 +154,7 @@ class NodeConfig:
             seats_per_source=self.seats_per_source,
             max_value_bytes=max_value_bytes,
         )
+        return config.with_fast_paths() if self.fast_paths else config
 
 
 def load_node_config(

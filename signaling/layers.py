@@ -40,6 +40,13 @@ The rules, in short:
   `seats_per_source` seats at this node.
 - A node speaks only for its own clients; a presence or absence about a member
   homed elsewhere is dropped and counted.
+
+Fast paths (docs/protocol.md 2.5; `RoomConfig.with_fast_paths()`): reads on the
+join path answer at the DHT's quorum, the check after a store at a majority (the
+seat list is stored to a majority: the two always meet), the periodic re-reads
+wait for the whole lookup; the seat list is stored while the client signs; a
+node with no estimate reads layers 0 and 1 in its first round; reads that need
+not be fresh may be answered from a read a few seconds old.
 """
 
 from __future__ import annotations
@@ -48,10 +55,11 @@ import heapq
 import random
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dht.identity import Identity
 from dht.ratelimit import TokenBucket
+from dht.reads import FULL
 from dht.records import Record, RecordLimits, Refusal, Verifier, check_record
 
 from .protocol import (
@@ -132,6 +140,47 @@ class RoomConfig:
     """The DHT's record value limit: a seat list must fit in one record."""
     fill_weight: float = 0.1
     """Weight of a new sample in the moving average of a full-size layer's fill."""
+    # Fast paths (docs/protocol.md 2.5), off by default; `with_fast_paths()` turns them on.
+    quorum_reads: bool = False
+    """Reads say how complete they must be: the join path's at the DHT's quorum, the check
+    after a store at a majority (with the seat list stored to a majority), the periodic
+    re-reads the whole lookup. False: every read and store as the DHT does by default."""
+    parallel_sign: bool = False
+    """Store the seat list while the client signs its presence (a refused signature takes
+    the seat back), instead of after."""
+    cold_round: bool = False
+    """A node with no estimate of a room reads layers 0 and 1 at once, and places from them
+    when the room has at most two layers, instead of reading layer 0 first."""
+    early_decisions: bool = False
+    """Placement decides as soon as the home checks still pending cannot change its choice
+    (the seat lists of unproven homes still count for nothing), instead of after every
+    check. The check after the store still waits for them: `joined` lists every member
+    proven there."""
+    read_cache_ttl: float = 0.0
+    """A client's `members` or `layers` request is answered from a read of the same key
+    this recent (no decision rests on those: placement, checks and friends always read);
+    0: never."""
+    max_cached_reads: int = 256
+
+    def with_fast_paths(self) -> RoomConfig:
+        return replace(
+            self,
+            quorum_reads=True,
+            parallel_sign=True,
+            cold_round=True,
+            early_decisions=True,
+            read_cache_ttl=min(5.0, self.refresh / 4),
+        )
+
+    def without_fast_paths(self) -> RoomConfig:
+        return replace(
+            self,
+            quorum_reads=False,
+            parallel_sign=False,
+            cold_round=False,
+            early_decisions=False,
+            read_cache_ttl=0.0,
+        )
 
 
 # --- commands (what the glue must do) -------------------------------------------------
@@ -141,12 +190,16 @@ class RoomConfig:
 class ReadKey:
     op: int
     key: bytes
+    quorum: int | None = None
+    """How complete the read must be (`DHTCore.get_records`); None: the DHT's default."""
 
 
 @dataclass(frozen=True, slots=True)
 class PublishRecord:
     op: int
     record: Record
+    majority: bool = False
+    """Done once a majority of the key's holders took it (`DHTCore.put_record`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +277,9 @@ class ClientState:
     reserved: set[bytes] = field(default_factory=set)
     """Rooms where a join holds a seat's place against its source until it is signed:
     joins in flight together cannot pass `seats_per_source` between them."""
+    listed: set[tuple[bytes, int]] = field(default_factory=set)
+    """(room, layer) whose seat list names it while its signature is awaited
+    (`parallel_sign`): taken back if it goes."""
 
 
 @dataclass(slots=True)
@@ -289,6 +345,26 @@ class Layer:
 
 
 @dataclass(slots=True)
+class Provisional:
+    """A layer read before its home checks ended: the members of proven seat lists (and
+    this node's own), and what the lists still being checked may add."""
+
+    layer: Layer
+    unproven: int
+    """Members only lists of homes not yet proven (nor refused) name."""
+    unproven_hint: int
+    """The highest layer-count hint of those lists (0: none)."""
+
+    @property
+    def low(self) -> int:
+        return len(self.layer.members)
+
+    @property
+    def high(self) -> int:
+        return len(self.layer.members) + self.unproven
+
+
+@dataclass(slots=True)
 class JoinState:
     client: bytes
     frame: Join
@@ -337,8 +413,9 @@ class RoomCore:
         self._commands: list[Command] = []
         self._op = 0
         self._reads: dict[int, list[Callable[[list[Record], float], None]]] = {}
-        self._reading: dict[bytes, int] = {}
-        self._read_keys: dict[int, bytes] = {}
+        self._reading: dict[tuple[bytes, int | None], int] = {}
+        self._read_keys: dict[int, tuple[bytes, int | None]] = {}
+        self._cached: OrderedDict[bytes, tuple[float, list[Record]]] = OrderedDict()
         self._publishes: dict[int, Callable[[bool, float], None]] = {}
         self._signs: dict[tuple[bytes, str], tuple[float, Callable[[bytes | None, float], None]]]
         self._signs = {}
@@ -415,6 +492,8 @@ class RoomCore:
             del self._signs[where]
         for room in list(state.seats):
             self._unseat(state, room, now, announce=not self.stopping)
+        for room, layer in list(state.listed):
+            self._unlist(state, room, layer, now)
         for room in list(state.reserved):
             self._release(state, room)
 
@@ -452,10 +531,42 @@ class RoomCore:
             self._try_layer(job, frame.layer, now)
         elif frame.room in self.estimates:
             self._choose(job, now)
+        elif self.config.cold_round:
+            self._first_round(job, now)
         else:
             job.reads += 1
             self._read_layer(frame.room, 0, now, lambda _found, t: self._choose(job, t))
         return True
+
+    def _first_round(self, job: JoinState, now: float) -> None:
+        """No estimate: layers 0 and 1 at once. Their seat lists' hints give the estimate;
+        when the room has one layer, those are the layers placement reads (the last and
+        the next), and with two, the ones it would place in if either has a seat."""
+        room = job.frame.room
+        found: dict[int, Layer] = {}
+        early: dict[int, Provisional] = {}
+        decided = [False]
+
+        def provisional(layer: Provisional, t: float) -> None:
+            early[layer.layer.layer] = layer
+            if len(early) == 2 and not decided[0]:
+                decided[0] = self._place_early(job, early, t, cold=True)
+
+        def got(layer: Layer, t: float) -> None:
+            found[layer.layer] = layer
+            if len(found) < 2 or decided[0]:
+                return
+            decided[0] = True
+            layers = self._estimate(room, t).layers
+            size = self.config.layer_size
+            if layers == 1 or (layers == 2 and any(len(f.members) < size for f in found.values())):
+                self._place(job, found, t)
+            else:
+                self._choose(job, t)
+
+        job.reads += 2
+        for layer in (0, 1):
+            self._read_layer(room, layer, now, got, fresh=True, early=provisional)
 
     def signed(self, client: bytes, request: str | int, sig: bytes, now: float) -> bool:
         """A client's signature for a presence it was asked to sign; False if none was asked."""
@@ -484,7 +595,7 @@ class RoomCore:
             frame = MemberList(request.room, seat.layer, others, len(members), request.id)
             self._push(client, frame)
 
-        self._read_layer(request.room, seat.layer, now, answer)
+        self._read_layer(request.room, seat.layer, now, answer, cached=True)
 
     def layers(self, client: bytes, request: Layers, now: float) -> None:
         """The room-wide picture: the caller's layer and a few others, read now."""
@@ -522,7 +633,7 @@ class RoomCore:
             self._push(client, frame)
 
         for layer in wanted:
-            self._read_layer(request.room, layer, now, got)
+            self._read_layer(request.room, layer, now, got, cached=True)
 
     def signal(self, client: bytes, frame: Signal, now: float) -> None:
         """Route a signal within the sender's layer of `frame.room`, and nowhere else
@@ -576,16 +687,80 @@ class RoomCore:
         candidates = [c for c in candidates if c <= MAX_LAYER]
         found: dict[int, Layer] = {}
 
+        early: dict[int, Provisional] = {}
+        decided = [False]
+
+        def provisional(layer: Provisional, t: float) -> None:
+            early[layer.layer.layer] = layer
+            if len(early) == len(candidates) and not decided[0]:
+                decided[0] = self._place_early(job, early, t, cold=False)
+
         def got(layer: Layer, t: float) -> None:
             found[layer.layer] = layer
-            if len(found) == len(candidates):
+            if len(found) == len(candidates) and not decided[0]:
+                decided[0] = True
                 self._place(job, found, t)
 
         job.reads += len(candidates)
         # Read afresh: a lookup begun before the last join's store (a refresh's, say)
         # would offer a seat that is gone.
         for layer in candidates:
-            self._read_layer(room, layer, now, got, fresh=True)
+            self._read_layer(room, layer, now, got, fresh=True, early=provisional)
+
+    def _place_early(
+        self, job: JoinState, early: dict[int, Provisional], now: float, cold: bool
+    ) -> bool:
+        """Place before the home checks end when they cannot change the choice; True if
+        placed. The seat lists of homes not yet proven count for nothing, as always;
+        what is decided here is only what `_place` would decide whatever they prove."""
+        layer = self._early_layer(job, early, cold)
+        if layer is None:
+            return False
+        self.counters["join.early"] += 1
+        job.found = early[layer].layer
+        self._sit(job, layer, now)
+        return True
+
+    def _early_layer(self, job: JoinState, early: dict[int, Provisional], cold: bool) -> int | None:
+        """The layer `_place` would choose from these reads for any outcome of the checks
+        still pending, or None when they could change it (or the choice is a draw)."""
+        current = self.estimates.get(job.frame.room)
+        bounds = []
+        for high in (False, True):  # the estimate these reads give, at either bound
+            estimate = replace(current) if current is not None else Estimate()
+            fresh = current is None
+            for index in sorted(early):
+                read = early[index]
+                count = read.high if high else read.low
+                self._observe_into(estimate, fresh, index, count, read.layer.lists)
+                fresh = False
+            bounds.append(estimate.layers)
+        if bounds[0] != bounds[1]:
+            return None  # the checks decide how many layers the room has
+        if any(read.unproven_hint > estimate.layers for read in early.values()):
+            return None  # an unproven list's hint could still raise the estimate
+        size = self.config.layer_size
+        # `_first_round` places from layers 0 and 1 only when one of them has a seat.
+        seat_sure = any(read.high < size for read in early.values())
+        if cold and estimate.layers != 1 and (estimate.layers != 2 or not seat_sure):
+            return None
+        last = estimate.layers - 1
+        candidates = [i for i in early if i not in job.excluded]
+        below = [i for i in candidates if i <= last]
+        maybe = [i for i in below if early[i].low < size]
+        sure = [i for i in below if early[i].high < size]
+        if sure:
+            chosen = min(sure, key=lambda i: early[i].high)
+            bound = early[chosen].high
+            return chosen if all(early[i].low > bound for i in maybe if i != chosen) else None
+        if maybe or job.attempt:
+            return None
+        for index in sorted(i for i in candidates if i > last):
+            if early[index].high < size:
+                return index
+            if early[index].low < size:
+                return None
+        return None
 
     def _place(self, job: JoinState, found: dict[int, Layer], now: float) -> None:
         size = self.config.layer_size
@@ -702,9 +877,71 @@ class RoomCore:
             state.reserved.add(room)
             self._seats_by_source[(state.source, room)] += 1
         seat = Seat(room, layer, int(now * 1000))
+        if self.config.parallel_sign:
+            self._sit_while_signing(job, state, seat, now)
+            return
         self._ask_signature(state, seat, now, lambda ok, t: self._signed_seat(job, seat, ok, t))
 
-    def _signed_seat(self, job: JoinState, seat: Seat, ok: bool, now: float) -> None:
+    def _sit_while_signing(
+        self, job: JoinState, state: ClientState, seat: Seat, now: float
+    ) -> None:
+        """Store the seat list naming the newcomer while it signs (a seat list is the node's
+        own word; the client's signature is what node links carry); go on once both are
+        done, or take the seat back if the signature does not come."""
+        view = self._view(seat.room, seat.layer)
+        where = (seat.room, seat.layer)
+        state.listed.add(where)
+        view.local.add(job.client)
+        view.departed.pop(job.client, None)
+        view.unstored[job.client] = seat
+        done: dict[str, bool] = {}
+
+        def step(t: float) -> None:
+            if "stored" not in done or "signed" not in done:
+                return
+            if where not in state.listed:
+                return  # the client went away meanwhile (`disconnect` took it back)
+            state.listed.discard(where)
+            if done["signed"]:
+                self._signed_seat(job, seat, True, t, stored=True)
+                return
+            self._unlist(state, seat.room, seat.layer, t)
+            self._signed_seat(job, seat, False, t)
+
+        def stored(t: float) -> None:
+            done["stored"] = True
+            step(t)
+
+        def signed(ok: bool, t: float) -> None:
+            done["signed"] = ok
+            step(t)
+
+        self._publish_seats(view, now, stored)
+        # Where friends find it, stored now too (not awaited): by the time `joined` is
+        # sent, a friend's join can find the layer (2.4, seat-of records).
+        self._publish_seat_of(seat, now, job.client)
+        self._ask_signature(state, seat, now, signed)
+
+    def _unlist(self, state: ClientState, room: bytes, layer: int, now: float) -> None:
+        """Take back a seat listed while its signature was awaited."""
+        state.listed.discard((room, layer))
+        view = self.views.get((room, layer))
+        held = state.seats.get(room)
+        if view is None or (held is not None and held.layer == layer):
+            return  # seated there already by an earlier join: nothing was lent
+        view.local.discard(state.key)
+        view.unstored.pop(state.key, None)
+        view.since.pop(state.key, None)
+        view.members.pop(state.key, None)
+        self._publish_seats(view, now, None)
+        if not view.local:
+            del self.views[(room, layer)]
+
+    def _signed_seat(
+        self, job: JoinState, seat: Seat, ok: bool, now: float, stored: bool = False
+    ) -> None:
+        """The client signed (or did not); with `stored`, the seat list naming it is stored
+        already (`parallel_sign`)."""
         state = self.clients.get(job.client)
         if state is None:
             return
@@ -732,6 +969,9 @@ class RoomCore:
         view.departed.pop(job.client, None)
         assert seat.record is not None
         view.members[job.client] = parse_presence(seat.record)
+        if stored:
+            self._verify_seat(job, seat, now)
+            return
         view.unstored[job.client] = seat  # "seated since" is stamped when its store starts
         self._publish_seats(view, now, lambda t: self._verify_seat(job, seat, t))
 
@@ -764,7 +1004,12 @@ class RoomCore:
                 return
             self._seated(job, seat, t)
 
-        self._read_layer(seat.room, seat.layer, now, got, fresh=True)
+        # The whole lookup, as before: a seat list whose store ended before this read began
+        # is at every holder, and every holder's answer counts (a quorum of the first to
+        # answer could all be outside the set it was stored at, and pages of a big layer
+        # come from only one or two of them).
+        # It waits for its home checks too: `joined` lists every member proven there.
+        self._read_layer(seat.room, seat.layer, now, got, fresh=True, quorum=FULL)
 
     def _yields(self, client: bytes, rank: list[bytes], found: Layer) -> bool:
         """In an overfilled layer, whether the newcomer moves on: when it ranks past the
@@ -790,7 +1035,8 @@ class RoomCore:
             self._joined_frame(view.members[job.client]),
             job.client,
         )
-        self._publish_seat_of(seat, now)
+        if not self.config.parallel_sign:  # else stored while it signed
+            self._publish_seat_of(seat, now)
         estimate = self._estimate(seat.room, now)
         estimate.layers = max(estimate.layers, seat.layer + 1)
         if seat.layer == estimate.layers - 1:
@@ -958,13 +1204,14 @@ class RoomCore:
 
         self._publish(record, now, stored)
 
-    def _publish_seat_of(self, seat: Seat, now: float) -> None:
+    def _publish_seat_of(self, seat: Seat, now: float, client: bytes | None = None) -> None:
         seat_of_at = now
         seat.seat_of_at = seat_of_at
+        client = client if client is not None else self._client_of(seat)
         record = Record.create(
             self.identity,
-            seat_of_key(seat.room, self._client_of(seat)),
-            seat_of_value(seat.room, self._client_of(seat), seat.layer),
+            seat_of_key(seat.room, client),
+            seat_of_value(seat.room, client, seat.layer),
             int(now * 1000),
             int(now + self.config.seat_of_ttl),
         )
@@ -982,36 +1229,63 @@ class RoomCore:
         now: float,
         then: Callable[[list[Record], float], None],
         fresh: bool = False,
+        quorum: int | None = None,
+        cached: bool = False,
     ) -> None:
         """Read the records under `key`; concurrent reads of one key share one lookup,
-        unless `fresh` (a check after a store must not join a lookup begun before it)."""
-        op = None if fresh else self._reading.get(key)
+        unless `fresh` (a check after a store must not join a lookup begun before it).
+        `quorum` says how complete it must be (`quorum_reads`): reads share a lookup only
+        with reads as complete. A read that may be `cached` (what a client asks to see,
+        not what a decision rests on) is answered from one that ended within
+        `read_cache_ttl`."""
+        if not self.config.quorum_reads:
+            quorum = None
+        if cached and quorum is None and self.config.read_cache_ttl > 0:
+            recent = self._cached.get(key)
+            if recent is not None and now - recent[0] < self.config.read_cache_ttl:
+                self.counters["read.cached"] += 1
+                then(list(recent[1]), now)
+                return
+        shared = (key, quorum)
+        op = None if fresh else self._reading.get(shared)
         if op is not None:
             self._reads[op].append(then)
             return
         self._op += 1
-        self._reading[key] = self._op
-        self._read_keys[self._op] = key
+        self._reading[shared] = self._op
+        self._read_keys[self._op] = shared
         self._reads[self._op] = [then]
-        self._commands.append(ReadKey(self._op, key))
+        self._commands.append(ReadKey(self._op, key, quorum))
 
     def read_done(self, op: int, records: list[Record] | None, now: float) -> None:
         """The records found under a key read (None: the read failed; taken as empty)."""
         waiters = self._reads.pop(op, None)
         if waiters is None:
             return
-        key = self._read_keys.pop(op)
-        if self._reading.get(key) == op:
-            del self._reading[key]
+        shared = self._read_keys.pop(op)
+        if self._reading.get(shared) == op:
+            del self._reading[shared]
         if records is None:
             self.counters["read.failed"] += 1
+        elif self.config.read_cache_ttl > 0:
+            self._cached[shared[0]] = (now, list(records))
+            self._cached.move_to_end(shared[0])
+            while len(self._cached) > self.config.max_cached_reads:
+                self._cached.popitem(last=False)
         for then in waiters:
             then(records or [], now)
 
-    def _publish(self, record: Record, now: float, then: Callable[[bool, float], None]) -> None:
+    def _publish(
+        self,
+        record: Record,
+        now: float,
+        then: Callable[[bool, float], None],
+        majority: bool = False,
+    ) -> None:
         self._op += 1
         self._publishes[self._op] = then
-        self._commands.append(PublishRecord(self._op, record))
+        majority = majority and self.config.quorum_reads
+        self._commands.append(PublishRecord(self._op, record, majority))
 
     def publish_done(self, op: int, ok: bool, now: float) -> None:
         then = self._publishes.pop(op, None)
@@ -1025,9 +1299,14 @@ class RoomCore:
         now: float,
         then: Callable[[Layer, float], None],
         fresh: bool = False,
+        quorum: int | None = None,
+        early: Callable[[Provisional, float], None] | None = None,
+        cached: bool = False,
     ) -> None:
         """Read a layer: its seat lists whose home nodes proved themselves, this node's own
-        seats, the view and the estimate brought up to date; then `then(layer)`."""
+        seats, the view and the estimate brought up to date; then `then(layer)`. With
+        `early` (and `early_decisions`), `early(provisional)` first, while homes are
+        still being checked."""
 
         def got(records: list[Record], t: float) -> None:
             lists = []
@@ -1041,9 +1320,11 @@ class RoomCore:
                     continue
                 if seat_list.room == room and seat_list.layer == layer:
                     lists.append(seat_list)
+            if early is not None and self.config.early_decisions:
+                early(self._provisional(room, layer, lists, t), t)
             self._check_homes(lists, t, lambda t2: self._layer_read(room, layer, lists, t2, then))
 
-        self._read(layer_key(room, layer), now, got, fresh)
+        self._read(layer_key(room, layer), now, got, fresh, quorum, cached)
 
     def _layer_read(
         self,
@@ -1078,6 +1359,52 @@ class RoomCore:
                     since[state.key] = seat.since
         self._observe(room, layer, len(members), verified, now)
         then(Layer(room, layer, members, since, verified), now)
+
+    def _provisional(
+        self, room: bytes, layer: int, lists: list[SeatList], now: float
+    ) -> Provisional:
+        """What a read says before its home checks end (no side effects): the members of
+        lists whose homes are proven and this node's own, and what the others may add."""
+        members: dict[bytes, Presence] = {}
+        since: dict[bytes, int] = {}
+        unproven: set[bytes] = set()
+        hint = 0
+        proven: list[SeatList] = []
+        for seat_list in lists:
+            if seat_list.expires_at <= now:
+                continue
+            node_id = seat_list.home.node_id
+            ok = self._home_ok(node_id, now)
+            home = self.homes.get(node_id)
+            refused = home is not None and home.ok is False and home.until > now
+            if ok:
+                proven.append(seat_list)
+            elif refused:
+                continue
+            else:
+                hint = max(hint, seat_list.layers_hint)
+            for presence, (peer, seated) in zip(
+                seat_list.presences(), seat_list.seats, strict=True
+            ):
+                if ok:
+                    members[peer] = presence
+                    since[peer] = seated
+                else:
+                    unproven.add(peer)
+        view = self.views.get((room, layer))
+        for state in self.clients.values():
+            seat = state.seats.get(room)
+            if seat is not None and seat.layer == layer and seat.record is not None:
+                members[state.key] = parse_presence(seat.record)
+                since[state.key] = seat.since
+        if view is not None:
+            for peer in view.local:
+                known = view.members.get(peer)
+                if known is not None:
+                    members[peer] = known
+                    since[peer] = view.since.get(peer, since.get(peer, 0))
+        unproven.difference_update(members)
+        return Provisional(Layer(room, layer, members, since, proven), len(unproven), hint)
 
     def _refresh_view(
         self, view: LayerView, lists: list[SeatList], seen: dict[bytes, Presence], now: float
@@ -1119,7 +1446,11 @@ class RoomCore:
     ) -> None:
         """What a read of layer `layer` says about the room's size (module docstring)."""
         fresh = room not in self.estimates
-        estimate = self._estimate(room, now)
+        self._observe_into(self._estimate(room, now), fresh, layer, count, lists)
+
+    def _observe_into(
+        self, estimate: Estimate, fresh: bool, layer: int, count: int, lists: list[SeatList]
+    ) -> None:
         hints = [s.layers_hint for s in lists if 0 < s.layers_hint <= MAX_LAYER + 1]
         if hints:
             # Hints lag (a node learns growth only as it reads past its last layer), so
@@ -1288,16 +1619,17 @@ class RoomCore:
         for state in list(self.clients.values()):
             for seat in list(state.seats.values()):
                 self._renew(state, seat, now)
+        # The whole lookup: holders that answer first cannot hide a member past this read.
         for view in list(self.views.values()):
             self._publish_seats(view, now, None)
-            self._read_layer(view.room, view.layer, now, lambda _found, _t: None)
+            self._read_layer(view.room, view.layer, now, lambda _found, _t: None, quorum=FULL)
         # One read past each room's last layer keeps the estimate, and the hints this
         # node's seat lists carry, from going stale while others' joins grow the room.
         for room in sorted({view.room for view in self.views.values()}):
             estimate = self._estimate(room, now)
             for ahead in (estimate.layers, estimate.layers + 1):
                 if ahead <= MAX_LAYER:
-                    self._read_layer(room, ahead, now, lambda _found, _t: None)
+                    self._read_layer(room, ahead, now, lambda _found, _t: None, quorum=FULL)
         self._prune_buckets(now)
         for node_id, home in list(self.homes.items()):
             if home.until <= now and not home.waiting:

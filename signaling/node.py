@@ -681,7 +681,7 @@ class SignalingNode:
         records: list[Record] | None
         try:
             async with self._dht_slots:
-                records = await self.dht.get_records(command.key)
+                records = await self.dht.get_records(command.key, command.quorum)
         except (ConnectionError, TimeoutError, RuntimeError, LocalProtocolError) as exc:
             log.info("layer read failed: %s", exc)
             records = None
@@ -691,7 +691,7 @@ class SignalingNode:
     async def _publish(self, command: PublishRecord) -> None:
         try:
             async with self._dht_slots:
-                ok = await self.dht.publish(command.record) > 0
+                ok = await self.dht.publish(command.record, command.majority) > 0
         except (ConnectionError, RuntimeError, ValueError, LocalProtocolError) as exc:
             log.warning("could not store a seat list: %s", exc)
             ok = False

@@ -20,7 +20,12 @@
   ordered), and answer each `SignRequest` with a real signature over
   `signaling.protocol.presence_payload`, one round trip after the node asked, as
   `peer/signaling.py` does;
-- each core's one timer is one engine entry, re-armed after every input.
+- each core's one timer is one engine entry, re-armed after every input;
+- with a `WebRtcModel`, a newcomer told `joined` offers a connection to every
+  member listed, through the room cores (`signal`: its node, the node link, the
+  member's node), each member's client answers the same way, and the newcomer's
+  connection to a member is up a fixed number of round trips between the two
+  clients after the answer arrived (the model's docstring).
 
 None of the room's rules live here. A command that the DHT core refuses to start
 (`LocalProtocolError`: its bound on concurrent operations) is reported back to
@@ -82,8 +87,10 @@ from signaling.protocol import (
     Layers,
     LinkFrame,
     Members,
+    PeerJoined,
     ServerFrame,
     Signal,
+    SignalFrom,
     SignRequest,
     error,
     presence_payload,
@@ -91,6 +98,7 @@ from signaling.protocol import (
 from signaling.rooms import layer_key, seat_list_value
 
 from .engine import Engine
+from .network import NatMix, NatType, connects_directly
 from .oracle import IdSpace, fill_routing_tables
 from .overlay import EPOCH, MessageObserver, Overlay, SimNode, make_identity, sim_verify
 
@@ -149,11 +157,60 @@ class JoinRecord:
     """When the client received the answer."""
     node_seconds: float | None = None
     reads: int | None = None
+    offers: int = 0
+    """Members the newcomer offered a connection to (`WebRtcModel`)."""
+    first_peer_at: float | None = None
+    """When the newcomer's first data channel to a member was open, simulated seconds."""
+    first_peer_relayed: bool = False
 
     @property
     def latency(self) -> float | None:
         """Client-side: the join sent to its answer received."""
         return None if self.heard_at is None else self.heard_at - self.sent_at
+
+    @property
+    def to_first_peer(self) -> float | None:
+        """The join sent to the first data channel open with a member."""
+        return None if self.first_peer_at is None else self.first_peer_at - self.sent_at
+
+
+@dataclass(frozen=True, slots=True)
+class WebRtcModel:
+    """How long a WebRTC data channel takes once the offer/answer exchange is done, in
+    round trips between the two clients (RFC 8445 ICE, RFC 9147/6347 DTLS 1.2, RFC 8831
+    data channels over SCTP, RFC 8832 DCEP):
+
+    * ICE: one connectivity check (a STUN binding request and its answer) on the first
+      candidate pair that works, `ice` = 1 round trip. Candidates trickle: host ones at
+      once, server-reflexive ones one round trip to the home node's STUN, both inside the
+      offer/answer exchange, which takes longer.
+    * DTLS: `dtls` = 2 round trips (ClientHello/HelloVerify are skipped by WebRTC
+      stacks; ClientHello, ServerHello..Finished, Finished).
+    * SCTP association: `sctp` = 1 round trip (INIT/INIT-ACK; COOKIE-ECHO rides with data).
+    * Data channel open (DCEP DATA_CHANNEL_OPEN, negotiated in band): `channel` = half a
+      round trip (the opener may send at once; the channel counts as open when the other
+      side has the OPEN).
+    * A pair whose NATs do not let them connect directly (`network.DIRECT`) goes through
+      the newcomer's home node's TURN relay: the newcomer allocates there when told
+      `joined` (`turn` = 2 round trips to the relay: a 401 challenge, then the
+      authenticated Allocate), in parallel with the signalling, and every round trip above
+      is the one through the relay.
+
+    The path between two clients: each sits in its home node's region, `client_access_ms`
+    further out; one way is the region-to-region latency plus both access links.
+    """
+
+    ice: float = 1.0
+    dtls: float = 2.0
+    sctp: float = 1.0
+    channel: float = 0.5
+    turn: float = 2.0
+    nat: NatMix | None = None
+    """NAT types of clients (None: all open, every pair direct)."""
+
+    @property
+    def rounds(self) -> float:
+        return self.ice + self.dtls + self.sctp + self.channel
 
 
 @dataclass(eq=False, slots=True)
@@ -174,6 +231,11 @@ class VirtualClient:
     """Room -> the layer of the last `joined` heard (the client's own view)."""
     last: JoinRecord | None = None
     requests: int = 0
+    nat: NatType = NatType.OPEN
+    turn_ready: float = 0.0
+    """When its TURN allocation at its home node's relay is ready (simulated seconds)."""
+    offered: set[bytes] = field(default_factory=set)
+    """Members its last join offered a connection to."""
 
     @property
     def key(self) -> bytes:
@@ -240,6 +302,7 @@ class RoomNet:
         client_access_ms: float = 15.0,
         keep_frames: bool = True,
         attribute: bool = True,
+        webrtc: WebRtcModel | None = None,
     ) -> None:
         """`client_access_ms`: a client's last mile, one way, added to its region's
         latency (clients sit in their home node's region). `keep_frames`: keep every
@@ -254,6 +317,7 @@ class RoomNet:
         self.verify: Verifier = sim_verify if overlay.identities == "sim" else verify_signature
         self.client_access = client_access_ms / 1000.0
         self.keep_frames = keep_frames
+        self.webrtc = webrtc
         self.nodes: list[RoomNode] = []
         self.by_id: dict[bytes, RoomNode] = {}
         self.clients: dict[bytes, VirtualClient] = {}
@@ -318,6 +382,8 @@ class RoomNet:
         delay += self.rng.random() * network.jitter_ms / 1000.0
         frames: list[ServerFrame] | None = [] if self.keep_frames else None
         client = VirtualClient(identity, node, source, delay, answers, frames=frames)
+        if self.webrtc is not None and self.webrtc.nat is not None:
+            client.nat = self.webrtc.nat.pick(self.rng)
         self.clients[client.key] = client
         return client
 
@@ -532,6 +598,73 @@ class RoomNet:
             and frame.id == last.request
         ):
             last.heard_at = self.t
+            if isinstance(frame, Joined) and self.webrtc is not None:
+                self._offer_all(client, last, frame)
+        if isinstance(frame, SignalFrom) and self.webrtc is not None:
+            self._signalled(client, frame)
+        elif (
+            isinstance(frame, PeerJoined)
+            and self.webrtc is not None
+            and last is not None
+            and last.heard_at is not None
+            and last.layer == frame.layer
+            and last.room == frame.room
+        ):
+            # A member its node learnt of after `joined` (one whose home was still being
+            # proven, or a newer joiner): the newcomer offers to it too.
+            self._offer(client, last, frame.room, frame.key)
+
+    # --- WebRTC setup (`WebRtcModel`) ---------------------------------------------------
+
+    def _offer_all(self, client: VirtualClient, record: JoinRecord, frame: Joined) -> None:
+        """The newcomer offers to every member it was told of (the newcomer offers, as
+        peer/ does), and starts its TURN allocation if any pair may need the relay."""
+        model = self.webrtc
+        assert model is not None
+        if model.nat is not None and client.nat is not NatType.OPEN:
+            relay = self.overlay.network.base_delay(client.node.sim.region, client.node.sim.region)
+            client.turn_ready = self.t + model.turn * 2 * (relay + self.client_access)
+        client.offered = set()
+        for member in frame.members:
+            self._offer(client, record, frame.room, member.key)
+
+    def _offer(self, client: VirtualClient, record: JoinRecord, room: bytes, to: bytes) -> None:
+        if to in client.offered or to == client.key or record.first_peer_at is not None:
+            return
+        client.offered.add(to)
+        record.offers += 1
+        self.signal(client, room, to, {"offer": record.id})
+
+    def _signalled(self, client: VirtualClient, frame: SignalFrom) -> None:
+        payload = frame.payload
+        if not isinstance(payload, dict):
+            return
+        if "offer" in payload:
+            self.signal(client, frame.room, frame.sender, {"answer": payload["offer"]})
+            return
+        record = client.last
+        if record is None or payload.get("answer") != record.id or record.first_peer_at:
+            return
+        other = self.clients.get(frame.sender)
+        if other is None:
+            return
+        model = self.webrtc
+        assert model is not None
+        rtt, relayed = self._p2p_round_trip(client, other)
+        start = max(self.t, client.turn_ready) if relayed else self.t
+        record.first_peer_at = start + model.rounds * rtt
+        record.first_peer_relayed = relayed
+
+    def _p2p_round_trip(self, a: VirtualClient, b: VirtualClient) -> tuple[float, bool]:
+        """Round trip between two clients, direct or through `a`'s home node's relay."""
+        network = self.overlay.network
+        ra, rb = a.node.sim.region, b.node.sim.region
+        access = self.client_access
+        if connects_directly(a.nat, b.nat):
+            return 2 * (network.base_delay(ra, rb) + 2 * access), False
+        relay = a.node.sim.region
+        one_way = network.base_delay(ra, relay) + network.base_delay(relay, rb) + 2 * access
+        return 2 * one_way, True
 
     def _sign(self, client: VirtualClient, frame: SignRequest, cause: int) -> None:
         """Sign what the node asks, after the checks peer/signaling.py makes."""
@@ -571,7 +704,7 @@ class RoomNet:
         self.stats.dht_reads += 1
         sim = node.sim
         try:
-            op = sim.core.get_records(command.key, self.now)
+            op = sim.core.get_records(command.key, self.now, command.quorum)
         except LocalProtocolError:
             self._refused(node, cause, lambda core, now: core.read_done(command.op, None, now))
             return
@@ -587,7 +720,7 @@ class RoomNet:
         self.stats.dht_publishes += 1
         sim = node.sim
         try:
-            op = sim.core.put_record(command.record, self.now)
+            op = sim.core.put_record(command.record, self.now, command.majority)
         except LocalProtocolError:
             self._refused(node, cause, lambda core, now: core.publish_done(command.op, False, now))
             return
@@ -735,6 +868,7 @@ __all__ = [
     "RoomNetStats",
     "RoomNode",
     "VirtualClient",
+    "WebRtcModel",
     "layer_fill",
     "warm_overlay",
 ]

@@ -16,6 +16,11 @@ of the nodes, are written straight into the DHT), so joins into a room of 10^5
 can be measured without simulating 10^5 joins and their renewals first. Those
 homes then take no newcomers (their cores would replace the made-up lists).
 
+With `webrtc` on, every newcomer offers a connection to the members its `joined`
+lists, through the room cores, members answer, and each connection is up a fixed
+number of round trips later (`roomnet.WebRtcModel`, NAT types from `nat_*`):
+`join.to_first_peer_s` is the join sent to the first data channel open.
+
 Measured: join latency (client side: the join sent to its answer received);
 DHT operations and DHT messages per join (each message counted against the
 join whose operation it serves, roomnet's attribution), and every DHT message
@@ -38,9 +43,10 @@ from dht.wire import Address, FindRecords, StoreRecords
 from signaling.layers import RoomConfig
 from signaling.rooms import MAX_LAYER, layer_key, room_key
 from simulations.metrics import Series, describe, histogram, ratio, rnd
+from simulations.network import NatMix
 from simulations.oracle import IdSpace
 from simulations.overlay import MessageObserver, SimNode
-from simulations.roomnet import DEPARTURE, OTHER, REFRESH, JoinRecord, RoomNet, warm_overlay
+from simulations.roomnet import DEPARTURE, OTHER, REFRESH, JoinRecord, RoomNet, WebRtcModel
 from simulations.scenario import Plot, Progress, Result, World
 from simulations.workload import Zipf
 
@@ -58,6 +64,10 @@ DEFAULTS: dict[str, Any] = {
     "warmup": 200,
     "drain": 30.0,
     "prefill": 0,
+    "webrtc": False,
+    "nat_open": 0.25,
+    "nat_cone": 0.55,
+    "nat_symmetric": 0.20,
 }
 
 HOT_PAGES = 8
@@ -85,14 +95,23 @@ class KeyLoad(MessageObserver):
 def run(params: dict[str, Any], progress: Progress | None) -> Result:
     world = World(params, progress)
     overlay, rng = world.overlay, world.rng
-    sims = warm_overlay(overlay, params["nodes"], rng)
+    sims = [overlay.add_node() for _ in range(params["nodes"])]
+    world.warm_tables(sims)
     config = RoomConfig(
         layer_size=params["layer_size"],
         presence_ttl=params["presence_ttl"],
         refresh=params["refresh"],
         choices=params["layer_choices"],
     )
-    net = RoomNet(overlay, random.Random(rng.getrandbits(64)), config, keep_frames=False)
+    if world.fast:
+        config = config.with_fast_paths()
+    webrtc = None
+    if params["webrtc"]:
+        nats = NatMix(params["nat_open"], params["nat_cone"], params["nat_symmetric"])
+        webrtc = WebRtcModel(nat=nats)
+    net = RoomNet(
+        overlay, random.Random(rng.getrandbits(64)), config, keep_frames=False, webrtc=webrtc
+    )
     homes = [net.add_node(sim) for sim in sims]
     zipf = Zipf(params["pages"], params["zipf_s"])
     rooms = [room_key(f"https://example.org/page/{i}") for i in range(params["pages"])]
@@ -158,7 +177,7 @@ def _joins(net: RoomNet) -> dict[str, Any]:
     records = net.joins
     seated = [r for r in records if r.layer is not None]
     refused = Counter(r.refused for r in records if r.refused is not None)
-    return {
+    summary = {
         "count": len(records),
         "seated": len(seated),
         "unanswered": sum(r.answered_at is None for r in records),
@@ -167,6 +186,18 @@ def _joins(net: RoomNet) -> dict[str, Any]:
         "dht_reads": describe([r.reads for r in seated if r.reads is not None]),
         "dht_messages": describe([net.messages_of(r) for r in seated]),
     }
+    if net.webrtc is not None:
+        offered = [r for r in seated if r.offers]
+        connected = [r for r in offered if r.to_first_peer is not None]
+        summary["with_members"] = len(offered)
+        summary["first_peer_connected"] = len(connected)
+        summary["first_peer_relayed_share"] = ratio(
+            sum(r.first_peer_relayed for r in connected), len(connected)
+        )
+        summary["to_first_peer_s"] = describe(
+            [r.to_first_peer for r in connected if r.to_first_peer is not None]
+        )
+    return summary
 
 
 def _messages(net: RoomNet, sent: int) -> dict[str, Any]:

@@ -368,6 +368,34 @@ def test_a_put_right_after_a_read_of_its_key_stores_without_a_lookup() -> None:
     assert sent["legacy"] > 0 and sent["fast"] == 0
 
 
+def test_a_put_during_a_read_of_its_key_follows_that_reads_walk() -> None:
+    net = MemoryNetwork(seed=28)
+    nodes = net.build_mesh(40, FAST)
+    writer, key = nodes[9], key_for("read, then write while it walks")
+    publish_everywhere(nodes, [record(nodes[2].identity, key, 1, net.now)], net.now)
+    net.wait(writer, writer.get_records(key, net.now))  # answered at its quorum
+    assert any(op.target == key for op in writer._operations.values())  # still walking
+    asked = writer.counters["rpc.out.FindNode"] + writer.counters["rpc.out.FindRecords"]
+    item = record(writer.identity, key, 1, net.now)
+    stored = net.wait(writer, writer.put_record(item, net.now))
+    assert isinstance(stored, RecordsStored) and stored.stored >= 20
+    assert writer.counters["put.follows"] == 1
+    # The read's walk went on as it would have; the put added no walk of its own.
+    walked = writer.counters["rpc.out.FindNode"] + writer.counters["rpc.out.FindRecords"]
+    assert walked - asked < 20
+    holders = {n.node_id for n in nodes if item in n.local_records(key, net.now)}
+    assert set(true_closest(nodes, key, 20, writer)) <= holders | {writer.node_id}
+
+
+def test_a_put_of_a_key_nobody_walks_to_walks_itself() -> None:
+    net = MemoryNetwork(seed=29)
+    nodes = net.build_mesh(30, FAST)
+    writer, key = nodes[4], key_for("a fresh key")
+    stored = net.wait(writer, writer.put_record(record(writer.identity, key, 1, net.now), net.now))
+    assert isinstance(stored, RecordsStored) and stored.stored >= 20
+    assert writer.counters["put.follows"] == 0
+
+
 def test_every_fast_path_is_off_by_default_and_on_together() -> None:
     assert DHTConfig() == DHTConfig().without_fast_paths()
     fast = DHTConfig().with_fast_paths()

@@ -6,12 +6,25 @@ from __future__ import annotations
 import random
 
 from dht.core import DHTConfig, Event, LookupCompleted
+from signaling.layers import RoomConfig
+from signaling.protocol import SignalFrom
+from signaling.rooms import room_key
 from simulations.engine import Engine
-from simulations.network import NetworkModel
+from simulations.network import NatMix, NetworkModel
 from simulations.observe import HopCounter
 from simulations.oracle import IdSpace, fill_near_contacts, fill_routing_tables
 from simulations.overlay import EPOCH, Overlay, SimNode
+from simulations.roomnet import (
+    JoinRecord,
+    RoomNet,
+    RoomNode,
+    VirtualClient,
+    WebRtcModel,
+    warm_overlay,
+)
 from simulations.scenario import make_scenario, run
+
+ROOM = room_key("https://example.org/webrtc")
 
 
 def warm(count: int, config: DHTConfig, seed: int = 3) -> Overlay:
@@ -113,3 +126,63 @@ def test_fast_lookups_and_reads_beat_the_baseline_on_the_five_region_model() -> 
     assert reads["fast"] < 0.3 * reads["base"]
     floor = fast["lookup"]["floor_s"]["p50"]  # type: ignore[index]
     assert 0 < floor <= latency["fast"]
+
+
+# --- WebRTC setup after a join (simulations/roomnet.py, WebRtcModel) --------------------
+
+
+def webrtc_net(nat: NatMix | None) -> tuple[RoomNet, list[RoomNode]]:
+    network = NetworkModel(
+        regions=("lab",), latency_ms=((20.0,),), region_weights=(1.0,), jitter_ms=0.0
+    )
+    engine = Engine(EPOCH)
+    overlay = Overlay(engine, random.Random(7), network, DHTConfig().with_fast_paths())
+    sims = warm_overlay(overlay, 4, random.Random(8))
+    config = RoomConfig().with_fast_paths()
+    net = RoomNet(overlay, random.Random(9), config, webrtc=WebRtcModel(nat=nat))
+    return net, [net.add_node(sim) for sim in sims]
+
+
+def seat(net: RoomNet, client: VirtualClient) -> JoinRecord:
+    net.connect(client)
+    record = net.join(client, ROOM)
+    for _ in range(400):
+        if record.first_peer_at is not None or (record.heard_at and not record.offers):
+            break
+        net.run(0.05, max_events=200_000)
+    return record
+
+
+def test_a_newcomer_is_connected_the_model_s_round_trips_after_the_answer() -> None:
+    """One region, 20 ms one way between hosts, 15 ms of access link at each client: a
+    direct path between two clients is 2 x (20 + 2 x 15) = 100 ms a round trip; the data
+    channel is open 1 + 2 + 1 + 0.5 = 4.5 of them after the answer reached the newcomer."""
+    net, homes = webrtc_net(None)
+    first = seat(net, net.add_client(homes[0]))
+    assert first.offers == 0 and first.first_peer_at is None  # alone in the room
+    newcomer = net.add_client(homes[1])
+    answered: list[float] = []
+    signalled = net._signalled
+
+    def watch(client: VirtualClient, frame: SignalFrom) -> None:
+        if client is newcomer and "answer" in frame.payload:
+            answered.append(net.t)
+        signalled(client, frame)
+
+    net._signalled = watch  # type: ignore[method-assign]
+    record = seat(net, newcomer)
+    assert record.offers == 1 and record.first_peer_at is not None
+    assert not record.first_peer_relayed
+    assert abs(record.first_peer_at - (answered[0] + 4.5 * 0.100)) < 1e-6
+    assert record.heard_at is not None and record.first_peer_at > record.heard_at
+
+
+def test_a_pair_whose_nats_do_not_meet_connects_through_the_newcomers_relay() -> None:
+    net, homes = webrtc_net(NatMix(open=0.0, cone=0.0, symmetric=1.0))
+    seat(net, net.add_client(homes[0]))
+    record = seat(net, net.add_client(homes[1]))
+    assert record.first_peer_relayed and record.first_peer_at is not None
+    # Through the relay: 2 x (20 + 20 + 2 x 15) ms a round trip, after the TURN allocation
+    # (2 round trips of 2 x (20 + 15) ms) that started when `joined` arrived.
+    assert record.to_first_peer is not None
+    assert record.to_first_peer > (record.latency or 0) + 4.5 * 0.140

@@ -1,0 +1,208 @@
+"""Lookups, reads and joins on the five-region model, with the fast paths and without;
+prints ONE JSON object.
+
+Both behaviours run in the same invocation on the same seeds (`fast = true` and
+`fast = false` of the simulator's scenarios; docs/protocol.md 1.10 and 2.5 for the
+rules, docs/simulation.md "Fast paths" for the model):
+
+* `lookup`: the growth scenario with a warm start of `--nodes` nodes (oracle-filled
+  routing tables; with the fast paths, proximity tables too), then `--lookups`
+  find_node lookups and `--reads` record reads (of `read_keys` records stored before)
+  from random nodes. Latency percentiles beside the floor: the round trips along the
+  chain of queries each lookup ended on (`simulations/observe.py`).
+* `join`: the rooms scenario on `--nodes` nodes: `--users` people join Zipf-popular
+  pages (`--pages`) at `--join-rate` per second through random home nodes; with
+  WebRTC setup modelled (`simulations.roomnet.WebRtcModel`, NAT mix of the scenario).
+  `seated`: the join sent to `joined` received; `first_peer`: the join sent to the
+  first data channel open with a member (joins into a layer with members only).
+
+Each run is a child process of its own (`--jobs` at a time). Targets (benchmarks, not
+tests): lookup p50 <= 0.5 s and p99 <= 1.2 s; join-to-seated p50 <= 0.5 s and p99 <=
+1.5 s; newcomer to first connected peer p50 <= 1.2 s; `pass` says which are met.
+
+    .venv/bin/python benchmarks/fast_paths.py                  # 10^4 nodes (about 30 min)
+    .venv/bin/python benchmarks/fast_paths.py --nodes 2000 --users 300 --pages 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGETS = {
+    "lookup_p50_s": 0.5,
+    "lookup_p99_s": 1.2,
+    "seated_p50_s": 0.5,
+    "seated_p99_s": 1.5,
+    "first_peer_p50_s": 1.2,
+}
+PERCENTILES = ("p50", "p90", "p99", "mean")
+
+
+def pick(block: dict[str, Any]) -> dict[str, Any]:
+    return {p: block.get(p) for p in PERCENTILES}
+
+
+def lookup_run(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
+    from simulations.scenario import make_scenario, run
+
+    params = {
+        "nodes": args.nodes,
+        "prefill": args.nodes - 20,
+        "lookups": args.lookups,
+        "lookup_rate": args.rate,
+        "reads": args.reads,
+        "read_rate": args.rate,
+        "settle": 10.0,
+        "seed": args.seed,
+        "fill_sample": 50,
+        "fast": fast,
+    }
+    started = time.perf_counter()
+    summary = run(make_scenario("growth", params)).summary
+    lookup, reads = summary["lookup"], summary.get("reads", {})
+    return {
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "find": {
+            "count": lookup["count"],
+            "success_rate": lookup["success_rate"],
+            "closest_k_overlap": lookup["closest_k_overlap"],
+            "latency_s": pick(lookup["latency_s"]),
+            "floor_s": pick(lookup["floor_s"]),
+            "over_floor_s": pick(lookup["over_floor_s"]),
+            "hops_mean": lookup["hops"]["mean"],
+            "queries": pick(lookup["queries"]),
+        },
+        "get": {
+            "count": reads.get("count"),
+            "success_rate": reads.get("success_rate"),
+            "latency_s": pick(reads.get("latency_s", {})),
+            "floor_s": pick(reads.get("floor_s", {})),
+            "queries": pick(reads.get("queries", {})),
+        },
+        "rpc": summary["rpc"],
+    }
+
+
+def join_run(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
+    from simulations.scenario import make_scenario, run
+
+    params = {
+        "nodes": args.nodes,
+        "users": args.users,
+        "pages": args.pages,
+        "join_rate": args.join_rate,
+        "seed": args.seed,
+        "webrtc": True,
+        "drain": 20.0,
+        "fast": fast,
+    }
+    started = time.perf_counter()
+    summary = run(make_scenario("rooms", params)).summary
+    join, layers = summary["join"], summary["layers"]
+    return {
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "joins": join["count"],
+        "seated": join["seated"],
+        "refused": join["refused"],
+        "unanswered": join["unanswered"],
+        "seated_s": pick(join["latency_s"]),
+        "with_members": join.get("with_members"),
+        "first_peer_connected": join.get("first_peer_connected"),
+        "first_peer_relayed_share": join.get("first_peer_relayed_share"),
+        "first_peer_s": pick(join.get("to_first_peer_s", {})),
+        "dht_reads_p50": join["dht_reads"]["p50"],
+        "dht_messages_per_join": pick(join["dht_messages"]),
+        "layers_over_size": layers["over_size"],
+        "largest_layer_seen": layers["largest_seen"],
+        "estimate_median_error": summary["estimate"]["median_error"],
+    }
+
+
+RUNS = {"lookup": lookup_run, "join": join_run}
+
+
+def child(args: argparse.Namespace) -> None:
+    kind, fast = args.child.split(":")
+    print(json.dumps(RUNS[kind](args, fast == "fast")))
+
+
+def spawn(argv: list[str], kind: str, fast: bool) -> dict[str, Any]:
+    command = [sys.executable, __file__, *argv, "--child", f"{kind}:{'fast' if fast else 'base'}"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip()[-2000:]}
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def verdicts(fast: dict[str, Any]) -> dict[str, bool | None]:
+    def value(run: str, *path: str) -> float | None:
+        node: Any = fast.get(run, {})
+        for step in path:
+            node = node.get(step) if isinstance(node, dict) else None
+        return node if isinstance(node, int | float) else None
+
+    measured = {
+        "lookup_p50_s": value("lookup", "find", "latency_s", "p50"),
+        "lookup_p99_s": value("lookup", "find", "latency_s", "p99"),
+        "seated_p50_s": value("join", "seated_s", "p50"),
+        "seated_p99_s": value("join", "seated_s", "p99"),
+        "first_peer_p50_s": value("join", "first_peer_s", "p50"),
+    }
+    return {name: (None if got is None else got <= TARGETS[name]) for name, got in measured.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument("--lookups", type=int, default=2_000)
+    parser.add_argument("--reads", type=int, default=2_000)
+    parser.add_argument("--rate", type=float, default=200.0, help="lookups and reads per s")
+    parser.add_argument("--users", type=int, default=1_000)
+    parser.add_argument("--pages", type=int, default=100)
+    parser.add_argument("--join-rate", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=2, help="child processes at a time")
+    parser.add_argument("--only", choices=sorted(RUNS), help="one of the two workloads")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    argv = [a for a in sys.argv[1:] if not a.startswith("--jobs")]
+    kinds = [args.only] if args.only else list(RUNS)
+    plan = [(kind, fast) for kind in kinds for fast in (True, False)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(lambda job: spawn(argv, *job), plan))
+    out: dict[str, Any] = {"fast": {}, "baseline": {}}
+    for (kind, fast), result in zip(plan, results, strict=True):
+        out["fast" if fast else "baseline"][kind] = result
+    print(
+        json.dumps(
+            {
+                "benchmark": "fast_paths",
+                "model": "five regions (simulations/network.py), one-way 8..160 ms",
+                "params": {k: v for k, v in vars(args).items() if k != "child"},
+                **out,
+                "targets": TARGETS,
+                "pass": verdicts(out["fast"]),
+                "wall_seconds": round(time.perf_counter() - started, 1),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
