@@ -31,6 +31,7 @@ from dht.reach import (
     TlsFailure,
     UrlOutcome,
     canonical_ip,
+    is_loopback,
     choose_helpers,
     client_after,
     dial_target,
@@ -304,7 +305,9 @@ def test_no_minute_ever_sees_more_dial_backs_than_the_limits(
         assert len(window) <= 10
         ip = canonical_ip(host)
         if ip is not None and not ip.is_loopback:
-            same = [h for h in window if _unit(h) == _unit(host)]
+            # Loopback requesters count only in the total (a test mesh shares one host),
+            # so `::1` does not use up the `::/64` unit's dial-back.
+            same = [h for h in window if _unit(h) == _unit(host) and not is_loopback(h)]
             assert len(same) == 1
     assert len(limiter) <= 10
 
