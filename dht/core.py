@@ -71,7 +71,7 @@ from .reach import (
     dial_target,
     next_check_at,
 )
-from .reads import FULL, RecordRead
+from .reads import FULL, QUICK, RecordRead
 from .records import Record, RecordLimits, RecordStore, Refusal, Verifier, check_record
 from .routing import Admission, Contact, RoutingTable
 from .rtt import RoundTrips
@@ -702,15 +702,19 @@ class DHTCore:
         """Collect the live records under `key`; ends in a RecordsFound event.
 
         It may end once `quorum` answers agree (dht/reads.py: a count, `reads.MAJORITY`,
-        or `reads.FULL` for the full lookup; None: the config's `read_quorum`). A config
+        `reads.QUICK` (the config's count, and an empty result may end early too), or
+        `reads.FULL` for the full lookup; None: the config's `read_quorum`). A config
         with `read_quorum = 0` never ends a read early, whatever is asked.
         """
         self._check_id(key)
         op = self._new_operation(OpKind.GET, key)
         config = self.config
         wanted = config.read_quorum if quorum is None or not config.read_quorum else quorum
+        empty_early = wanted == QUICK
+        if empty_early:
+            wanted = config.read_quorum
         if wanted or config.parallel_pages > 1:
-            op.read = RecordRead(wanted, config.parallel_pages)
+            op.read = RecordRead(wanted, config.parallel_pages, empty_early=empty_early)
         return self._start_lookup(op, now)
 
     def put_record(self, record: Record, now: float, majority: bool = False) -> int:
@@ -747,10 +751,14 @@ class DHTCore:
     def _lead(self, walking: Operation, now: float) -> None:
         """Start the stores of the puts following `walking` once its lookup converged."""
         lookup = walking.lookup
-        if lookup is None or lookup.width < lookup.k:
+        if lookup is None or not lookup.converged:
             return
         if not any(f.phase is Phase.WAIT for f in walking.followers):
             return
+        if lookup.width < lookup.k:
+            # A read walks alpha by alpha; a put sweeps, and this walk is now a put's.
+            lookup.width = lookup.k
+            self._query(walking, now)
         holders = lookup.holders()
         for follower in walking.followers:
             if follower.phase is Phase.WAIT and follower.op in self._operations:
@@ -1416,7 +1424,12 @@ class DHTCore:
         config = self.config
         alpha = config.read_alpha if op.kind is OpKind.GET else config.alpha
         lookup = op.lookup = Lookup(
-            target, config.k, alpha, self.node_id, sweep_after=config.sweep_after
+            target,
+            config.k,
+            alpha,
+            self.node_id,
+            sweep_after=config.sweep_after,
+            sweep=op.kind is not OpKind.GET,
         )
         lookup.add(self.table.closest(target, config.k))
         cached = self._cached_closest(op.target, now)
@@ -1424,6 +1437,7 @@ class DHTCore:
             # The k closest found moments ago: ask them all at once (the final sweep).
             lookup.add(cached)
             lookup.width = config.k
+            lookup.converged = True
         self.table.touch(target, now)
         if op.kind is OpKind.GET:
             for record in self.records.get(op.target, now):
@@ -1465,7 +1479,7 @@ class DHTCore:
                 self._lookup_finished(op, now)
             elif op.read is not None and op.read.answered_at is None and op.read.quorum != FULL:
                 nearest = lookup.nearest_ids()
-                if op.read.agreed(op.found, nearest, lookup.width >= lookup.k):
+                if op.read.agreed(op.found, nearest, lookup.converged):
                     self._answer_read(op, now)
             return
         if (

@@ -70,6 +70,7 @@ class Lookup(Generic[A]):
         own_id: bytes,
         max_candidates: int = 0,
         sweep_after: int = 0,
+        sweep: bool = True,
     ) -> None:
         self.target = target
         self.k = k
@@ -78,6 +79,12 @@ class Lookup(Generic[A]):
         """Requests kept waiting: `alpha`, then k once the lookup has converged."""
         self.sweep_after = sweep_after
         """Answers in a row that bring nothing nearer before the final sweep; 0: never."""
+        self.sweep = sweep
+        """Whether convergence widens the lookup to k (a record read walks on alpha by
+        alpha: near nodes that answer with each other would fill a sweep's k places)."""
+        self.converged = False
+        """`sweep_after` answers in a row brought nothing nearer (or it started from a
+        recent lookup's k closest)."""
         self._idle = 0
         self.max_candidates = max_candidates or 8 * k
         self._own_id = own_id
@@ -178,13 +185,15 @@ class Lookup(Generic[A]):
             distances = self._distances
             nearest = distances[0] if distances else None
             self.add(contacts)
-            if self.sweep_after and self.width < self.k:
+            if self.sweep_after and not self.converged:
                 if distances and (nearest is None or distances[0] < nearest):
                     self._idle = 0
                 else:
                     self._idle += 1
                     if self._idle >= self.sweep_after:
-                        self.width = self.k  # converged: the final sweep
+                        self.converged = True
+                        if self.sweep:
+                            self.width = self.k  # the final sweep
 
     def failed(self, node_id: bytes) -> None:
         self._settle(node_id, State.FAILED)
@@ -215,7 +224,7 @@ class Lookup(Generic[A]):
         if self.waiting:
             return False
         horizon = self._horizon()
-        sweeps = self.sweep_after > 0
+        sweeps = self.sweep_after > 0 and self.width >= self.k
         for candidate in self._sorted:
             if horizon is not None and candidate.distance > horizon:
                 return True

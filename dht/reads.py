@@ -11,13 +11,16 @@ what has been merged: every record an answer carried is the newest known for
 its publisher, and every newest record inside the part of the key space the
 answer covered (all of it, or up to its last publisher when it said `more`) is
 in it. A newer record seen anywhere makes every answer without it disagree, so
-the read waits for holders of the newest. An empty result needs the quorum
-from the k nearest after the lookup has converged (its final sweep began):
-before that, the nearest known may not be near the key at all. Every part of
-the key space must have been read too (no page outstanding, the last page
-reached). Holders that answer first and agree can hide a record from one such
-read (never alter one); a caller for whom that matters reads with quorum 0,
-the full lookup (the room core's periodic re-reads do).
+the read waits for holders of the newest. The whole key must have been seen
+too: one agreeing answer that holds all of it, or every segment paged to its
+end. An empty answer never ends a read early (nodes that swallow stores answer
+empty, and "nothing here" from three of them would hide every record), except
+for a caller that asks `QUICK`: then an empty result needs the quorum from the
+k nearest after the lookup has converged (its final sweep began; before that,
+the nearest known may not be near the key at all). Holders that answer first
+and agree can hide a record from one such read (never alter one); a caller for
+whom that matters reads with quorum 0, the full lookup (the room core's checks
+and periodic re-reads do).
 
 A caller may ask for `MAJORITY` instead: more than half of the k nearest must
 agree, each with a whole answer (a key that needs pages never ends a majority
@@ -50,6 +53,8 @@ FULL = 0
 """Quorum of a read that answers only once its lookup ended (the k closest answered)."""
 MAJORITY = -1
 """Quorum of a read that needs more than half of the k nearest to agree."""
+QUICK = -2
+"""Quorum of a read at the configured quorum that may also end early with nothing."""
 
 
 @dataclass(slots=True)
@@ -78,7 +83,9 @@ class RecordRead:
     open_segments: dict[bytes, set[int]] = field(default_factory=dict)
     """Paging source -> segments it still has pages of."""
     complete: bool = False
-    """Every part of the key space has been read from some holder."""
+    """Every segment of a paged key has been read to its end from some holder."""
+    empty_early: bool = False
+    """An empty result may end the read early too (`QUICK`)."""
     answered_at: float | None = None
     """When the read answered (it may walk on for its closest set)."""
 
@@ -89,24 +96,24 @@ class RecordRead:
         if more and covered is None:
             lied = True  # `more` with no record: paging it could never progress
         self.answers[node_id] = Answer(source, shown, covered, lied)
-        if not more and not lied:
-            self.complete = True
 
     def agreed(self, found: dict[bytes, Record], nearest: set[bytes], converged: bool) -> bool:
         """Whether the read may answer now with `found` (module docstring)."""
-        if self.quorum == FULL or not self.complete:
+        if self.quorum == FULL:
             return False
-        if not found and not converged:
+        if not found and not (self.empty_early and converged):
             return False
         majority = self.quorum == MAJORITY
         needed = self.quorum if not majority else len(nearest) // 2 + 1
         hosts: set[str] = set()
+        whole = self.complete or not found
         for node_id, answer in self.answers.items():
             if majority and answer.covered is not None:
                 continue  # part of a paged key: says nothing of the rest
             if node_id in nearest and answer.source not in hosts and _agrees(answer, found):
                 hosts.add(answer.source)
-                if len(hosts) >= needed:
+                whole = whole or answer.covered is None
+                if len(hosts) >= needed and whole:
                     return True
         return False
 
@@ -172,4 +179,4 @@ def _key(value: int) -> bytes:
     return value.to_bytes(PUBLISHER_BYTES, "big")
 
 
-__all__ = ["FULL", "MAJORITY", "Answer", "RecordRead"]
+__all__ = ["FULL", "MAJORITY", "QUICK", "Answer", "RecordRead"]

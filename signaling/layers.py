@@ -59,7 +59,7 @@ from dataclasses import dataclass, field, replace
 
 from dht.identity import Identity
 from dht.ratelimit import TokenBucket
-from dht.reads import FULL
+from dht.reads import FULL, QUICK
 from dht.records import Record, RecordLimits, Refusal, Verifier, check_record
 
 from .protocol import (
@@ -566,7 +566,7 @@ class RoomCore:
 
         job.reads += 2
         for layer in (0, 1):
-            self._read_layer(room, layer, now, got, fresh=True, early=provisional)
+            self._read_layer(room, layer, now, got, fresh=True, quorum=QUICK, early=provisional)
 
     def signed(self, client: bytes, request: str | int, sig: bytes, now: float) -> bool:
         """A client's signature for a presence it was asked to sign; False if none was asked."""
@@ -705,7 +705,7 @@ class RoomCore:
         # Read afresh: a lookup begun before the last join's store (a refresh's, say)
         # would offer a seat that is gone.
         for layer in candidates:
-            self._read_layer(room, layer, now, got, fresh=True, early=provisional)
+            self._read_layer(room, layer, now, got, fresh=True, quorum=QUICK, early=provisional)
 
     def _place_early(
         self, job: JoinState, early: dict[int, Provisional], now: float, cold: bool
@@ -808,7 +808,8 @@ class RoomCore:
             job.found = found
             self._sit(job, layer, t)
 
-        self._read_layer(job.frame.room, layer, now, got, fresh=True)
+        # The whole lookup: no check follows a layer asked for (`_verify_seat`).
+        self._read_layer(job.frame.room, layer, now, got, fresh=True, quorum=FULL)
 
     def _find_friend(self, job: JoinState, now: float) -> None:
         """The layer a member sits in, from the records its home node keeps for friends;

@@ -610,9 +610,12 @@ class RoomNet:
             and last.layer == frame.layer
             and last.room == frame.room
         ):
-            # A member its node learnt of after `joined` (one whose home was still being
-            # proven, or a newer joiner): the newcomer offers to it too.
-            self._offer(client, last, frame.room, frame.key)
+            # A member its node learnt of after `joined` (its home was still being proven):
+            # the newcomer offers to it too. A newer joiner offers to it instead (peer/).
+            member = self.clients.get(frame.key)
+            earlier = member.last if member is not None else None
+            if earlier is not None and earlier.sent_at < last.sent_at:
+                self._offer(client, last, frame.room, frame.key)
 
     # --- WebRTC setup (`WebRtcModel`) ---------------------------------------------------
 

@@ -262,7 +262,11 @@ class World:
             def rtt(a: SimNode, b: SimNode) -> float:
                 return 2 * base(a.region, b.region)
 
-            fill_near_contacts(nodes, space, overlay.nodes, k, self.rng, rtt, self.config.pns_share)
+            # Its own generator: the workload's draws that follow stay those of the same
+            # seed without proximity, so both behaviours meet the same workload.
+            near_rng = random.Random(f"near-contacts/{self.params['seed']}")
+            share = self.config.pns_share
+            fill_near_contacts(nodes, space, overlay.nodes, k, near_rng, rtt, share)
 
     @property
     def t(self) -> float:

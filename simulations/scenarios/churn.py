@@ -14,7 +14,7 @@ from typing import Any
 
 from simulations.lookups import LookupProbe, LookupSample
 from simulations.metrics import Series, describe, histogram, percentile, ratio, rnd
-from simulations.oracle import IdSpace, fill_routing_tables
+from simulations.oracle import IdSpace
 from simulations.overlay import EPOCH, SimNode
 from simulations.scenario import Plot, Progress, Result, World
 from simulations.workload import Weibull, steady_arrival_rate
@@ -35,19 +35,20 @@ DEFAULTS: dict[str, Any] = {
 def run(params: dict[str, Any], progress: Progress | None) -> Result:
     world = World(params, progress)
     overlay = world.overlay
-    overlay.config = world.config = type(world.config)(
+    config = type(world.config)(
         k=params["k"],
         alpha=params["alpha"],
         rpc_timeout=params["rpc_timeout"],
         republish_interval=params["republish_interval"],
     )
+    overlay.config = world.config = config.with_fast_paths() if world.fast else config
     rng = world.rng
     k = params["k"]
     sessions = Weibull(params["session_shape"], params["session_scale"])
     duration = params["duration"]
 
     nodes = [overlay.add_node() for _ in range(params["nodes"])]
-    fill_routing_tables(nodes, IdSpace(nodes), overlay.nodes, k, rng)
+    world.warm_tables(nodes)
     live: list[SimNode] = list(nodes)
     position = {n.index: i for i, n in enumerate(live)}
     departures = 0

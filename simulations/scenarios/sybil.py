@@ -17,7 +17,7 @@ from dht.wire import WireContact
 from simulations.attack import SybilCore, grind_identity
 from simulations.lookups import LookupProbe
 from simulations.metrics import describe, ratio, rnd
-from simulations.oracle import IdSpace, fill_routing_tables
+from simulations.oracle import IdSpace
 from simulations.overlay import EPOCH
 from simulations.scenario import Progress, Result, World
 
@@ -50,7 +50,7 @@ def run(params: dict[str, Any], progress: Progress | None) -> Result:
     allies = [WireContact(a.node_id, a.addr[0], a.addr[1]) for a in attackers]
     SybilCore.allies = allies
     everyone = honest + attackers
-    fill_routing_tables(everyone, IdSpace(everyone), overlay.nodes, k, rng)
+    world.warm_tables(everyone)
 
     stored = []
 

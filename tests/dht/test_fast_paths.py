@@ -137,11 +137,49 @@ def test_only_answers_from_the_k_nearest_count() -> None:
     assert read.agreed(found, far, converged=True)
 
 
-def test_an_empty_key_is_answered_only_once_the_lookup_converged() -> None:
+def test_an_empty_key_is_answered_early_only_when_asked_and_once_converged() -> None:
     read = RecordRead(3, 1)
     nearest = {answer(read, i, f"192.0.2.{i}", {}) for i in range(3)}
-    assert not read.agreed({}, nearest, converged=False)  # the nearest known may be far away
-    assert read.agreed({}, nearest, converged=True)
+    assert not read.agreed({}, nearest, converged=True)  # by default: the full lookup
+    quick = RecordRead(3, 1, empty_early=True)
+    nearest = {answer(quick, i, f"192.0.2.{i}", {}) for i in range(3)}
+    assert not quick.agreed({}, nearest, converged=False)  # the nearest may be far away
+    assert quick.agreed({}, nearest, converged=True)
+
+
+def test_empty_answers_never_vouch_for_a_paged_key() -> None:
+    """Nodes that swallow stores answer "nothing, and that is all": three first pages
+    that agree with what is known so far still end nothing until the key is whole."""
+    alice = Identity.from_seed(b"a" * 32)
+    found = {alice.public_key: record(alice, key_for("k"), 1, 0.0)}
+    read = RecordRead(3, 1)
+    nearest = set()
+    for i in range(5):
+        node_id = (100 + i).to_bytes(20, "big")
+        read.first_page(node_id, f"198.51.100.{i}", {}, lied=False, more=False)
+        nearest.add(node_id)
+    for i in range(3):  # first pages of a paged key, each agreeing up to where it reached
+        node_id = i.to_bytes(20, "big")
+        read.first_page(node_id, f"192.0.2.{i}", {alice.public_key: 1}, lied=False, more=True)
+        nearest.add(node_id)
+    assert not read.agreed(found, nearest, converged=True)
+    read.complete = True  # a holder paged to the end
+    assert read.agreed(found, nearest, converged=True)
+
+
+def test_a_read_is_not_fooled_by_near_nodes_that_swallowed_the_records() -> None:
+    net = MemoryNetwork(seed=30)
+    nodes = net.build_mesh(40, FAST)
+    key = key_for("swallowed")
+    items = [record(Identity.from_seed(bytes([i]) * 32), key, 1, net.now) for i in range(10)]
+    reader = nodes[33]
+    holders = sorted(
+        (n for n in nodes if n is not reader), key=lambda n: to_int(n.node_id) ^ to_int(key)
+    )
+    publish_everywhere(holders[9:], items, net.now)  # the 9 nearest kept nothing
+    event = net.wait(reader, reader.get_records(key, net.now))
+    assert isinstance(event, RecordsFound)
+    assert event.records == tuple(sorted(items, key=lambda r: r.publisher))
 
 
 def test_a_liar_never_counts_and_full_and_majority_ask_for_more() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 import tests.signaling.test_layers as base
 from dht.core import DHTConfig
-from dht.reads import FULL
+from dht.reads import FULL, QUICK
 from signaling.layers import PublishRecord, ReadKey, RoomConfig
 from signaling.protocol import PeerLeft
 from signaling.rooms import layer_key
@@ -110,7 +110,7 @@ def test_reads_on_the_join_path_are_quick_and_checks_and_re_reads_are_whole() ->
     reads = [c for c in seen if isinstance(c, ReadKey)]
     seat_key = layer_key(ROOM, record.layer)
     checks = [c for c in reads if c.quorum == FULL and c.key == seat_key]
-    quick = [c for c in reads if c.quorum is None]
+    quick = [c for c in reads if c.quorum == QUICK]
     assert quick and checks  # placement quick, the check after the store whole
     publishes = [c for c in seen if isinstance(c, PublishRecord)]
     assert publishes and not any(c.majority for c in publishes)

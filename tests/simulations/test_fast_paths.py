@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from dht.core import DHTConfig, Event, LookupCompleted
 from signaling.layers import RoomConfig
 from signaling.protocol import SignalFrom
@@ -186,3 +188,19 @@ def test_a_pair_whose_nats_do_not_meet_connects_through_the_newcomers_relay() ->
     # (2 round trips of 2 x (20 + 15) ms) that started when `joined` arrived.
     assert record.to_first_peer is not None
     assert record.to_first_peer > (record.latency or 0) + 4.5 * 0.140
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_sybils_near_a_key_hide_no_more_with_the_fast_paths(seed: int) -> None:
+    """Attackers ground near a key answer lookups with each other and swallow stores
+    (simulations/attack.py). Quorum reads must not let their empty answers end a read,
+    and a record read must not sweep to the k nearest (they fill it): the reads that
+    return an honest record, and all of them, are as many as without the fast paths,
+    on the same workload (the proximity warm start draws from its own generator)."""
+    reads = {}
+    for fast in (False, True):
+        summary = run(make_scenario("sybil", {"seed": seed, "fast": fast})).summary
+        reads[fast] = summary["reads"]
+    assert reads[True]["honest_share"] >= reads[False]["honest_share"]
+    assert reads[True]["success_rate"] >= reads[False]["success_rate"]
+    assert reads[True]["latency_s"]["p50"] < 0.5 * reads[False]["latency_s"]["p50"]
