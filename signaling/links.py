@@ -361,9 +361,11 @@ class LinkPool:
     async def close(self) -> None:
         for opening in list(self._opening.values()):
             opening.cancel()
-        for link in list(self._links.values()):
-            with contextlib.suppress(Exception):
-                await link.ws.close()
+        # Every link kept to each node (up to LINKS_PER_NODE), not only the newest that
+        # sends, and all at once: one remote slow to answer the close waits alone.
+        links = [link for kept in self._open_links.values() for link in kept]
+        links += [link for link in self._links.values() if link not in links]
+        await asyncio.gather(*(self._close(link) for link in links))
         for reader in list(self._readers):
             reader.cancel()
         if self._readers:

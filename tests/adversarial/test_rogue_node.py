@@ -229,5 +229,9 @@ async def test_a_node_keeps_at_most_two_links_to_another(signaling_mesh: NodeFac
             closed += msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert closed == 4
         assert a.links.refused.get("superseded", 0) == 4
+        await a.links.close()  # a node that stops closes both links it kept, not the newest
+        for ws in held[4:]:
+            msg = await ws.receive(timeout=2)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         for ws in held:
             await ws.close()
