@@ -10,6 +10,9 @@ Nothing of it is kept twice in the repository; this build assembles it:
 - `extension/panel.html`: its template with the slot `<!-- index.html: body -->`
   filled with the body of index.html, so the panel shows the very chat the node's
   page shows (panel.js and panel.css dress it: no join box, the identity folded);
+- every page's module script followed by `<link rel="modulepreload">` for each
+  module it loads (signaling/modules.py), as the node's pages have them: the
+  browser reads the whole graph at once instead of one level of imports at a time;
 - `manifest.json`: the template with this package's version;
 - `extension/defaults.json`: the nodes given with `--node`, which the options page
   shows until the person chooses others.
@@ -31,6 +34,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
+from signaling.modules import ModuleGraphError, with_preloads
 from signaling.node import WEB_DIR
 
 EXTENSION_DIR = WEB_DIR / "extension"
@@ -124,11 +128,18 @@ def build(out: Path, nodes: Sequence[str] = ()) -> tuple[Path, Path]:
     for source in sorted(EXTENSION_DIR.iterdir()):
         if source.name == "manifest.json" or not source.is_file():
             continue
-        text = source.read_text(encoding="utf-8") if source.suffix == ".html" else ""
-        if BODY_SLOT in text:
-            made[f"extension/{source.name}"] = fill_body(text, index).encode()
-        else:
+        if source.suffix != ".html":
             copied[f"extension/{source.name}"] = source
+            continue
+        text = source.read_text(encoding="utf-8")
+        if BODY_SLOT in text:
+            text = fill_body(text, index)
+        try:
+            # the page's modules as the built folder lays them out: js/ beside extension/
+            text = with_preloads(text, EXTENSION_DIR, WEB_DIR, "../")
+        except ModuleGraphError as error:
+            raise ExtensionBuildError(f"{source.name}: {error}") from error
+        made[f"extension/{source.name}"] = text.encode()
     manifest = json.loads((EXTENSION_DIR / "manifest.json").read_text(encoding="utf-8"))
     manifest["version"] = chrome_version(version)
     manifest["version_name"] = version

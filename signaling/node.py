@@ -45,7 +45,7 @@ from dht.identity import verify_signature
 from dht.ids import key_for
 from dht.node import DHTNode
 from dht.options import ConfigError
-from dht.records import Record
+from dht.records import Record, Refusal, check_record
 from relay.credentials import load_secret, mint_credentials
 
 from . import metrics as node_metrics
@@ -65,10 +65,12 @@ from .layers import (
     TellNode,
 )
 from .links import LINK_PATH, LinkError, LinkPool
+from .modules import with_preloads
 from .protocol import (
     PROTOCOL_VERSION,
     ErrorCode,
     ErrorFrame,
+    GetRecord,
     HomeNode,
     IceServer,
     IceServerList,
@@ -79,6 +81,9 @@ from .protocol import (
     LinkFrame,
     Members,
     Moving,
+    PutRecord,
+    RecordFound,
+    RecordStored,
     ServerFrame,
     Signal,
     Signed,
@@ -97,6 +102,7 @@ from .session import (
     ClientSession,
     SessionEvent,
 )
+from .static import CACHE_CONTROL, StaticFiles, etag_of, not_modified
 from .tls import ServerTls, TlsError
 from .widget import (
     EMBED_HEADERS,
@@ -125,6 +131,18 @@ WEB_HEADERS = {
     ),
     "Referrer-Policy": "no-referrer",
 }
+
+
+def _page(request: web.Request, body: bytes, headers: dict[str, str]) -> web.Response:
+    """A page from memory, revalidated on every load (signaling/static.py)."""
+    etag = etag_of(body)
+    validators = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    if not_modified(request, etag):
+        return web.Response(status=304, headers={**headers, **validators})
+    return web.Response(
+        body=body,
+        headers={**headers, **validators, "Content-Type": "text/html; charset=utf-8"},
+    )
 
 
 @dataclass(slots=True)
@@ -222,7 +240,8 @@ class SignalingNode:
         """When a link to another node last failed and last worked (for /healthz)."""
         self._relay_secret = relay.secret if relay else load_secret(config.ice.secret_file)
         self._runner: web.AppRunner | None = None
-        self._widget_html = ""
+        self._widget_html = b""
+        self._index_html = b""
         self._widget_headers = widget_headers(WEB_HEADERS, frame_ancestors(config.widget_ancestors))
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rng = random.Random()
@@ -273,13 +292,17 @@ class SignalingNode:
                 web.get("/", self._index),
                 web.get(WIDGET_PATH, self._widget),
                 web.get(EMBED_PATH, self._embed),
-                web.static("/web", WEB_DIR, append_version=False),
+                StaticFiles(WEB_DIR, "/web").route(),
             ]
         )
         if self._metrics_from:  # an empty metrics_from: no /metrics at all (404)
             app.add_routes([web.get("/metrics", self._metrics)])
         app.on_response_prepare.append(forbid_framing)
-        self._widget_html = widget_page((WEB_DIR / "index.html").read_text())
+        # Both pages name every module they load (signaling/modules.py): one round trip
+        # for the whole graph instead of one per level of imports.
+        index = (WEB_DIR / "index.html").read_text()
+        self._index_html = with_preloads(index, WEB_DIR, WEB_DIR, "/web/").encode()
+        self._widget_html = with_preloads(widget_page(index), WEB_DIR, WEB_DIR, "/web/").encode()
         if self.config.tls_cert:
             self.tls = _server_tls(self.config)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -451,15 +474,13 @@ class SignalingNode:
             return web.Response(status=403, text="/metrics: not from this address\n")
         return await self.metrics.handler(request)
 
-    async def _index(self, _request: web.Request) -> web.StreamResponse:
+    async def _index(self, request: web.Request) -> web.StreamResponse:
         # The browser client: plain modules under /web/, no build step, nothing from elsewhere.
-        return web.FileResponse(WEB_DIR / "index.html", headers=WEB_HEADERS)
+        return _page(request, self._index_html, WEB_HEADERS)
 
-    async def _widget(self, _request: web.Request) -> web.StreamResponse:
+    async def _widget(self, request: web.Request) -> web.StreamResponse:
         # The chat a site frames (signaling/widget.py): the page's chat markup and modules.
-        return web.Response(
-            text=self._widget_html, content_type="text/html", headers=self._widget_headers
-        )
+        return _page(request, self._widget_html, self._widget_headers)
 
     async def _embed(self, _request: web.Request) -> web.StreamResponse:
         # The script a site adds to its pages (docs/widget.md): any site may load it.
@@ -608,7 +629,55 @@ class SignalingNode:
             rooms.signal(client.key, event, now)
         elif isinstance(event, IceServers):
             client.session.send(IceServerList(self.ice_servers(client.key), event.id))
+        elif isinstance(event, PutRecord | GetRecord):
+            self._spawn(self._record_op(client, event), client.tasks)
         await self._run_rooms()
+
+    async def _record_op(self, client: Client, frame: PutRecord | GetRecord) -> None:
+        """An opaque record for a client (docs/protocol.md 7.3): checked as any DHT node
+        checks a record before anything is sent, then stored or read; the session counted
+        it in `record_ops` and this answers it whatever happens."""
+        session = client.session
+        try:
+            if isinstance(frame, PutRecord):
+                await self._put_record(client, frame)
+            else:
+                await self._get_record(client, frame)
+        finally:
+            session.record_done()
+            await self._flush(client)
+
+    async def _put_record(self, client: Client, frame: PutRecord) -> None:
+        record, session = frame.record, client.session
+        verdict = check_record(record, _now(), self.dht.core.config.records, verify_signature)
+        if verdict is not Refusal.STORED:
+            message = f"record refused: {verdict.name.lower().replace('_', '-')}"
+            session.error(ErrorCode.BAD_RECORD, message, frame.id, _now())
+            return
+        try:
+            async with self._dht_slots:
+                stored = await self.dht.publish(record)
+        except (ConnectionError, RuntimeError, ValueError, LocalProtocolError) as exc:
+            log.info("a client's record could not be stored: %s", exc)
+            session.error(ErrorCode.UNAVAILABLE, "the DHT could not be reached", frame.id, _now())
+            return
+        self.metrics.client_records.labels("put").inc()
+        session.send(RecordStored(record.key, stored, frame.id))
+
+    async def _get_record(self, client: Client, frame: GetRecord) -> None:
+        session = client.session
+        try:
+            async with self._dht_slots:
+                records = await self.dht.get_records(frame.key)
+        except (ConnectionError, TimeoutError, RuntimeError, LocalProtocolError) as exc:
+            log.info("a client's record read failed: %s", exc)
+            session.error(ErrorCode.UNAVAILABLE, "the DHT could not be reached", frame.id, _now())
+            return
+        self.metrics.client_records.labels("get").inc()
+        # The DHT read validated every record; keep the asked publisher's newest.
+        mine = [r for r in records if r.publisher == frame.publisher and r.key == frame.key]
+        best = max(mine, key=lambda r: r.seq, default=None)
+        session.send(RecordFound(frame.key, best, frame.id))
 
     async def _authenticated(self, client: Client, event: Authenticated) -> None:
         client.key, client.name = event.key, event.name
