@@ -47,7 +47,7 @@ export async function issueDelegation(pair, identity, device, nowMs, lifetimeMs 
   if (hex(identity) === hex(device)) throw new Error("a key needs no delegation to itself");
   if (!(lifetimeMs > 0 && lifetimeMs <= MAX_LIFETIME_MS)) throw new Error(`a delegation lasts at most ${MAX_LIFETIME_MS} ms`);
   if (!Number.isSafeInteger(nowMs) || nowMs < 0 || nowMs + lifetimeMs > Number.MAX_SAFE_INTEGER) throw new Error("a time out of range");
-  if (utf8(label).length > MAX_LABEL_BYTES || LABEL_FORBIDDEN.test(label) || /[\ud800-\udfff]/.test(label)) {
+  if (utf8(label).length > MAX_LABEL_BYTES || LABEL_FORBIDDEN.test(label) || /\p{Cs}/u.test(label)) {
     throw new Error(`a device label is at most ${MAX_LABEL_BYTES} UTF-8 bytes, without control characters`);
   }
   const d = { identityBytes: identity, deviceBytes: device, identity: hex(identity), device: hex(device), notBefore: nowMs, expires: nowMs + lifetimeMs, label };

@@ -1,0 +1,140 @@
+"""The page's device delegations (web/js/device.js) are Python's (peer/device.py), byte for
+byte: the known answer of tests/peer/device_vectors.json, the same error codes for the
+same bad bytes, and each side reads what the other issued."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nacl.signing import SigningKey
+
+from peer.device import DelegationError, issue_delegation, parse_delegation, serialize_delegation
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import PageFactory
+
+VECTORS = json.loads((Path(__file__).parents[1] / "peer" / "device_vectors.json").read_text())
+
+MODULES = """async () => {
+    const m = {};
+    for (const name of ['bytes', 'device', 'identityfile']) {
+        Object.assign(m, await import(`/web/js/${name}.js`));
+    }
+    window.m = m;
+}"""
+
+ISSUE = """async ([seed, device, now, lifetime, label]) => {
+    const m = window.m;
+    const pair = await m.keyPairFromSeed(m.fromHex(seed));
+    const identity = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey));
+    const d = await m.issueDelegation(pair, identity, m.fromHex(device), now, lifetime, label);
+    return m.hex(m.serializeDelegation(d));
+}"""
+
+CODE = """async ([data, member, now]) => {
+    const m = window.m;
+    try {
+        const d = member === null ? m.parseDelegation(m.fromHex(data))
+            : await m.checkDelegation(m.fromHex(data), member, now);
+        return ['ok', d.identity, d.device, d.notBefore, d.expires, d.label];
+    } catch (e) {
+        return ['error', e.code ?? String(e)];
+    }
+}"""
+
+
+@pytest.fixture
+async def page(signaling_mesh: NodeFactory, open_page: PageFactory) -> Any:
+    (node,) = await signaling_mesh(1)
+    page = await open_page(node, "devices")
+    await page.evaluate(MODULES)
+    return page
+
+
+async def test_the_page_issues_the_known_answer(page: Any) -> None:
+    device = bytes(SigningKey(bytes.fromhex(VECTORS["device_seed"])).verify_key)
+    got = await page.evaluate(
+        ISSUE,
+        [
+            VECTORS["identity_seed"],
+            device.hex(),
+            VECTORS["now"],
+            VECTORS["lifetime"],
+            VECTORS["label"],
+        ],
+    )
+    assert got == VECTORS["delegation"]
+    ok = await page.evaluate(CODE, [got, device.hex(), VECTORS["now"] + 1])
+    assert ok[0] == "ok" and ok[5] == VECTORS["label"]
+
+
+async def test_the_page_refuses_what_python_refuses_with_the_same_code(page: Any) -> None:
+    for case in VECTORS["parse_errors"]:
+        assert await page.evaluate(CODE, [case["hex"], None, 0]) == ["error", case["code"]], case
+    for case in VECTORS["check_errors"]:
+        got = await page.evaluate(CODE, [case["hex"], case["member"], case["now"]])
+        assert got == ["error", case["code"]], case
+
+
+async def test_each_reads_what_the_other_issued(page: Any) -> None:
+    identity = SigningKey(bytes(range(100, 132)))
+    device = bytes(SigningKey(bytes(range(1, 33))).verify_key)
+    now = 1_800_000_000_000
+    ours = issue_delegation(
+        lambda m: identity.sign(m).signature, bytes(identity.verify_key), device, now, 3600_000,
+        "téléphone 📱",
+    )  # fmt: skip
+    got = await page.evaluate(CODE, [serialize_delegation(ours).hex(), device.hex(), now])
+    assert got == ["ok", ours.identity.hex(), device.hex(), now, now + 3600_000, "téléphone 📱"]
+    theirs = await page.evaluate(
+        ISSUE, [bytes(identity).hex(), device.hex(), now, 3600_000, "téléphone 📱"]
+    )
+    assert bytes.fromhex(theirs) == serialize_delegation(ours)  # Ed25519 is deterministic
+
+
+BLOB = st.one_of(
+    st.binary(max_size=220),
+    st.builds(
+        lambda ident, dev, nb, ex, label, sig: (
+            b"pmd1"
+            + ident
+            + dev
+            + nb.to_bytes(8, "big")
+            + ex.to_bytes(8, "big")
+            + bytes([len(label)])
+            + label
+            + sig
+        ),
+        st.sampled_from([b"\x01" * 32, b"\x02" * 32]),
+        st.sampled_from([b"\x01" * 32, b"\x02" * 32]),
+        st.integers(0, (1 << 64) - 1) | st.integers(0, 1 << 54),
+        st.integers(0, (1 << 64) - 1) | st.integers(0, 1 << 54),
+        st.binary(max_size=66) | st.text(max_size=30).map(lambda t: t.encode("utf-8", "replace")),
+        st.binary(min_size=64, max_size=64),
+    ),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(BLOB, min_size=20, max_size=20))
+async def test_random_bytes_get_the_same_verdict(page: Any, blobs: list[bytes]) -> None:
+    """Whatever the bytes, the page and Python agree: the same fields, or the same code."""
+    want: list[list[object]] = []
+    for data in blobs:
+        try:
+            d = parse_delegation(data)
+            want.append(["ok", d.identity.hex(), d.device.hex(), d.not_before, d.expires, d.label])
+        except DelegationError as error:
+            want.append(["error", error.code])
+    got = await page.evaluate(
+        f"async (blobs) => Promise.all(blobs.map((b) => ({CODE})([b, null, 0])))",
+        [b.hex() for b in blobs],
+    )
+    assert got == want
