@@ -38,6 +38,7 @@ from signaling.protocol import (
     ErrorCode,
     ErrorFrame,
     FrameError,
+    GetRecord,
     Hello,
     HomeNode,
     IceServer,
@@ -56,6 +57,10 @@ from signaling.protocol import (
     PeerJoined,
     PeerLeft,
     Ping,
+    PutRecord,
+    Record,
+    RecordFound,
+    RecordStored,
     ServerFrame,
     Signal,
     SignalFrom,
@@ -282,6 +287,21 @@ class SignalingClient:
         started = time.perf_counter()
         await self.request(Ping())
         return time.perf_counter() - started
+
+    async def put_record(self, record: Record, within: float = 20.0) -> int:
+        """Store an opaque signed record through the node (docs/protocol.md 7.3); how many
+        DHT nodes took it. `bad-record`, `rate-limited`, `unavailable` are SignalingErrors."""
+        reply = await self.request(PutRecord(record), within)
+        if not isinstance(reply, RecordStored):
+            raise SignalingError("bad-frame", "put-record answered with something else")
+        return reply.stored
+
+    async def get_record(self, key: bytes, publisher: bytes, within: float = 20.0) -> Record | None:
+        """The newest record `publisher` stored under `key`, or None (7.3)."""
+        reply = await self.request(GetRecord(key, publisher), within)
+        if not isinstance(reply, RecordFound) or reply.key != key:
+            raise SignalingError("bad-frame", "get-record answered with something else")
+        return reply.record
 
     async def signal(self, to: bytes, payload: Any, room: bytes) -> None:
         """Send a signal to a member of our layer in `room`; a delivery failure arrives

@@ -95,6 +95,12 @@ class NodeMetrics:
         )
         client.set_function(lambda: float(node.dht.core.client))
         self.joins = Counter("pagemesh_joins", "room joins completed", registry=registry)
+        self.client_records = Counter(
+            "pagemesh_client_records",
+            "opaque records clients stored or read through this node (put, get)",
+            ["op"],
+            registry=registry,
+        )
         self.join_seconds = Histogram(
             "pagemesh_join_seconds",
             "join latency at the node (layer scan, presence signature, store)",

@@ -45,7 +45,7 @@ from dht.identity import verify_signature
 from dht.ids import key_for
 from dht.node import DHTNode
 from dht.options import ConfigError
-from dht.records import Record
+from dht.records import Record, Refusal, check_record
 from relay.credentials import load_secret, mint_credentials
 
 from . import metrics as node_metrics
@@ -70,6 +70,7 @@ from .protocol import (
     PROTOCOL_VERSION,
     ErrorCode,
     ErrorFrame,
+    GetRecord,
     HomeNode,
     IceServer,
     IceServerList,
@@ -80,6 +81,9 @@ from .protocol import (
     LinkFrame,
     Members,
     Moving,
+    PutRecord,
+    RecordFound,
+    RecordStored,
     ServerFrame,
     Signal,
     Signed,
@@ -625,7 +629,55 @@ class SignalingNode:
             rooms.signal(client.key, event, now)
         elif isinstance(event, IceServers):
             client.session.send(IceServerList(self.ice_servers(client.key), event.id))
+        elif isinstance(event, PutRecord | GetRecord):
+            self._spawn(self._record_op(client, event), client.tasks)
         await self._run_rooms()
+
+    async def _record_op(self, client: Client, frame: PutRecord | GetRecord) -> None:
+        """An opaque record for a client (docs/protocol.md 7.3): checked as any DHT node
+        checks a record before anything is sent, then stored or read; the session counted
+        it in `record_ops` and this answers it whatever happens."""
+        session = client.session
+        try:
+            if isinstance(frame, PutRecord):
+                await self._put_record(client, frame)
+            else:
+                await self._get_record(client, frame)
+        finally:
+            session.record_done()
+            await self._flush(client)
+
+    async def _put_record(self, client: Client, frame: PutRecord) -> None:
+        record, session = frame.record, client.session
+        verdict = check_record(record, _now(), self.dht.core.config.records, verify_signature)
+        if verdict is not Refusal.STORED:
+            message = f"record refused: {verdict.name.lower().replace('_', '-')}"
+            session.error(ErrorCode.BAD_RECORD, message, frame.id, _now())
+            return
+        try:
+            async with self._dht_slots:
+                stored = await self.dht.publish(record)
+        except (ConnectionError, RuntimeError, ValueError, LocalProtocolError) as exc:
+            log.info("a client's record could not be stored: %s", exc)
+            session.error(ErrorCode.UNAVAILABLE, "the DHT could not be reached", frame.id, _now())
+            return
+        self.metrics.client_records.labels("put").inc()
+        session.send(RecordStored(record.key, stored, frame.id))
+
+    async def _get_record(self, client: Client, frame: GetRecord) -> None:
+        session = client.session
+        try:
+            async with self._dht_slots:
+                records = await self.dht.get_records(frame.key)
+        except (ConnectionError, TimeoutError, RuntimeError, LocalProtocolError) as exc:
+            log.info("a client's record read failed: %s", exc)
+            session.error(ErrorCode.UNAVAILABLE, "the DHT could not be reached", frame.id, _now())
+            return
+        self.metrics.client_records.labels("get").inc()
+        # The DHT read validated every record; keep the asked publisher's newest.
+        mine = [r for r in records if r.publisher == frame.publisher and r.key == frame.key]
+        best = max(mine, key=lambda r: r.seq, default=None)
+        session.send(RecordFound(frame.key, best, frame.id))
 
     async def _authenticated(self, client: Client, event: Authenticated) -> None:
         client.key, client.name = event.key, event.name

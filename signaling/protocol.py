@@ -61,11 +61,13 @@ __all__ = [
     "FrameError",
     "HomeNode",
     "Presence",
+    "Record",
     "RoomError",
     "Scope",
     "TokenBucket",
     "canonical_url",
     "hello_message",
+    "is_node_url",
     "layer_key",
     "load_or_create_seed",
     "parse_client_frame",
@@ -76,6 +78,7 @@ __all__ = [
     "presence_value",
     "room_key",
     "serialize",
+    "signed_payload",
     "verify_signature",
 ]
 
@@ -124,6 +127,8 @@ class ErrorCode(StrEnum):
     ABUSE = "abuse"
     LAYER_FULL = "layer-full"
     TOO_OLD = "too-old"
+    BAD_RECORD = "bad-record"
+    """A put-record the DHT's rules refuse (docs/protocol.md 7.3); the message names the rule."""
 
 
 class FrameError(ValueError):
@@ -553,7 +558,39 @@ class Layers:
     id: RequestId = None
 
 
-ClientFrame = Hello | Join | Signed | Leave | Members | Signal | IceServers | Ping | Layers
+@dataclass(frozen=True, slots=True)
+class PutRecord:
+    """Store an opaque signed record in the DHT (docs/protocol.md 7.3): the node checks it
+    as any DHT node would (1.4) and publishes it; it learns nothing of what it says."""
+
+    TYPE: ClassVar[str] = "put-record"
+    record: Record
+    id: RequestId = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetRecord:
+    """Read the record `publisher` stored under `key` (docs/protocol.md 7.3)."""
+
+    TYPE: ClassVar[str] = "get-record"
+    key: bytes
+    publisher: bytes
+    id: RequestId = None
+
+
+ClientFrame = (
+    Hello
+    | Join
+    | Signed
+    | Leave
+    | Members
+    | Signal
+    | IceServers
+    | Ping
+    | Layers
+    | PutRecord
+    | GetRecord
+)
 
 CLIENT = Codec(
     "client",
@@ -591,6 +628,11 @@ CLIENT = Codec(
         (IceServers, (Field("id", REQUEST_ID),)),
         (Ping, (Field("id", REQUEST_ID),)),
         (Layers, (Field("room", ROOM), Field("id", REQUEST_ID))),
+        (PutRecord, (Field("record", RECORD), Field("id", REQUEST_ID))),
+        (
+            GetRecord,
+            (Field("key", NODE_ID), Field("publisher", KEY), Field("id", REQUEST_ID)),
+        ),
     ],
 )
 
@@ -766,6 +808,26 @@ class ErrorFrame:
     id: RequestId = None
 
 
+@dataclass(frozen=True, slots=True)
+class RecordStored:
+    """The answer to put-record: how many DHT nodes took it (0: none could be reached)."""
+
+    TYPE: ClassVar[str] = "record-stored"
+    key: bytes
+    stored: int
+    id: RequestId = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFound:
+    """The answer to get-record: the newest valid record, or none."""
+
+    TYPE: ClassVar[str] = "record"
+    key: bytes
+    record: Record | None = None
+    id: RequestId = None
+
+
 ServerFrame = (
     Challenge
     | Welcome
@@ -781,6 +843,8 @@ ServerFrame = (
     | PeerLeft
     | Moving
     | ErrorFrame
+    | RecordStored
+    | RecordFound
 )
 
 SERVER = Codec(
@@ -863,6 +927,14 @@ SERVER = Codec(
         ),
         (PeerLeft, (Field("room", ROOM), Field("layer", LAYER), Field("key", KEY))),
         (Moving, (Field("nodes", URLS),)),
+        (
+            RecordStored,
+            (Field("key", NODE_ID), Field("stored", UINT53), Field("id", REQUEST_ID)),
+        ),
+        (
+            RecordFound,
+            (Field("key", NODE_ID), Field("record", RECORD), Field("id", REQUEST_ID)),
+        ),
         (
             ErrorFrame,
             (Field("code", ERROR_CODE), Field("message", MESSAGE), Field("id", REQUEST_ID)),

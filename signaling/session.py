@@ -24,7 +24,8 @@ Limits (all in `SessionLimits`): frame size, frames per second (token
 bucket; a `join`, `members` or `layers` costs `lookup_cost` tokens, since each makes the
 node read the DHT), rooms per connection, distinct signal targets per window, an idle
 timeout, and a budget of protocol errors after which the connection is
-closed with a reason.
+closed with a reason. Opaque records (`put-record`, `get-record`, docs/protocol.md
+7.3) draw on a bucket of their own and at most `max_record_ops` run at once.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .protocol import (
     ClientFrame,
     ErrorCode,
     FrameError,
+    GetRecord,
     Hello,
     Join,
     Layers,
@@ -51,6 +53,7 @@ from .protocol import (
     Members,
     Ping,
     Pong,
+    PutRecord,
     ServerFrame,
     Signal,
     error,
@@ -84,6 +87,11 @@ class SessionLimits:
     """Protocol errors tolerated in a burst; they are forgiven at one per second."""
     min_client_version: int = MIN_CLIENT_VERSION
     """The oldest protocol version served (docs/protocol.md 3.1); older hellos get `too-old`."""
+    records_per_second: float = 2.0
+    """put-record and get-record frames per second (each is a DHT lookup; 7.3)."""
+    record_burst: float = 64.0
+    max_record_ops: int = 8
+    """put-record and get-record requests of one connection being answered at once."""
 
 
 class State(Enum):
@@ -114,6 +122,7 @@ class ClientSession:
         "_last_probe",
         "_probe_due",
         "_rate",
+        "_records",
         "_signal_targets",
         "_verify",
         "close_reason",
@@ -121,6 +130,7 @@ class ClientSession:
         "limits",
         "node_id",
         "nonce",
+        "record_ops",
         "rooms",
         "state",
     )
@@ -141,6 +151,9 @@ class ClientSession:
         self.close_reason: tuple[int, str] | None = None
         self._rate = TokenBucket(limits.frames_per_second, limits.frame_burst, now)
         self._errors = TokenBucket(1.0, limits.error_burst, now)
+        self._records = TokenBucket(limits.records_per_second, limits.record_burst, now)
+        self.record_ops = 0
+        """put-record and get-record requests handed to the node and not yet answered."""
         self._signal_targets: dict[bytes, float] = {}
         self._last_activity = now
         self._last_probe = now
@@ -224,7 +237,24 @@ class ClientSession:
             raise FrameError(ErrorCode.NOT_IN_ROOM, "not joined to that room", frame.id)
         if isinstance(frame, Signal):
             self._count_signal_target(frame, now)
+        if isinstance(frame, PutRecord | GetRecord):
+            self._admit_record_op(frame, now)
         self._events.append(frame)
+
+    def _admit_record_op(self, frame: PutRecord | GetRecord, now: float) -> None:
+        if self.record_ops >= self.limits.max_record_ops:
+            raise FrameError(
+                ErrorCode.RATE_LIMITED,
+                f"at most {self.limits.max_record_ops} record requests at once",
+                frame.id,
+            )
+        if not self._records.take(now):
+            raise FrameError(ErrorCode.RATE_LIMITED, "too many record requests", frame.id)
+        self.record_ops += 1
+
+    def record_done(self) -> None:
+        """The node answered a put-record or get-record it was handed."""
+        self.record_ops = max(0, self.record_ops - 1)
 
     def _too_old(self, hello: Hello) -> bool:
         """A client older than this node serves is told so and closed (docs/protocol.md 3.1):
