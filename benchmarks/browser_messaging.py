@@ -9,6 +9,10 @@ the same run.
 
     python benchmarks/browser_messaging.py [--messages 200] [--file-mb 20] [--joins 9]
 
+Each of the --joins rounds opens the node's page, then a new Python peer, then the
+extension's panel, one after the other (so a slower moment of a shared machine
+falls on all three).
+
 * open_to_connected: from opening the page (module load, key from IndexedDB or
   new, hello, join, ICE, DTLS, SCTP) to its link to the Python peer being open;
   baseline: a new Python `Peer` from connect to `Connected`.
@@ -29,6 +33,21 @@ the same run.
   whose connection was made before `joined`).
 * join_breakdown_python: the same baseline's seat (join() to its return) and the
   rest (to `Connected`).
+* panel_open_to_connected_extension: the extension (`pagemesh extension build`,
+  loaded unpacked into a persistent Chromium profile with --load-extension,
+  headless new mode): a web page on 127.0.0.1 open in a tab, a Python peer (on the
+  other node) already in that page's room, then the panel opened, from its
+  navigation to its link to that peer open. The panel is opened as a tab
+  (chrome-extension://ID/extension/panel.html), which follows the window's most
+  recently active web page; a side panel runs the same page, but headless Chromium
+  has no side panel to open. Its settings allow local addresses (the page is on
+  loopback) and forget learned nodes before each opening; the identity is the
+  extension's own, kept between openings, as a person's is (the first opening, which
+  makes it, is panel_first_open_ms and not among the samples). Each panel is closed
+  and the Python peer has seen it leave before the next round.
+  ratio_panel_open_vs_python: its p50 over open_to_connected_python's;
+  panel_join_to_connected_extension and ratio_panel_join_vs_python: from its join
+  request, against join_to_connected_python.
 
 The page is watched without polling while it connects (a listener on its peer,
 put in before its scripts run), as the Python peers are: a Playwright wait for a
@@ -53,10 +72,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from aiohttp import web
+
 from benchmarks.peer_messaging import Inbox, ms, percentile
 from benchmarks.signaling_load import start_node, stop
-from peer.peer import Message, Peer
+from pagemesh.extension import build as build_extension
+from peer.peer import Connected, MemberLeft, Message, Peer
 from peer.webrtc import restrict_host_candidates
+from signaling.rooms import canonical_url
 from tests.web.conftest import CHROMIUM, CHROMIUM_FLAGS
 
 URL = "https://example.org/browser-bench"
@@ -76,7 +99,27 @@ class Clock(Inbox):
 
 
 def summary(samples: list[float]) -> dict[str, float]:
-    return {"p50_ms": ms(statistics.median(samples)), "p99_ms": ms(percentile(samples, 0.99))}
+    return {
+        "p50_ms": ms(statistics.median(samples)),
+        "p90_ms": ms(percentile(samples, 0.9)),
+        "p99_ms": ms(percentile(samples, 0.99)),
+    }
+
+
+class Members(Inbox):
+    """An Inbox that also notes when each member left."""
+
+    def __init__(self, room: Any) -> None:
+        self.left: dict[bytes, float] = {}
+        super().__init__(room)
+
+    def note(self, event: Any) -> None:
+        if isinstance(event, MemberLeft):
+            self.left[event.key] = time.perf_counter()
+        elif isinstance(event, Connected):
+            self.left.pop(event.key, None)
+            self.connected.pop(event.key, None)  # each opening connects anew
+        super().note(event)
 
 
 # Waits without polling the page (Playwright's waits for a selector run a script in it
@@ -170,6 +213,66 @@ async def browser_page(
     return context, page, times
 
 
+async def web_pages() -> tuple[web.AppRunner, str]:
+    """A site on 127.0.0.1 whose pages the extension's panel follows (any path answers)."""
+
+    async def page(request: web.Request) -> web.Response:
+        body = f"<!doctype html><title>{request.path}</title><p>A page to talk about."
+        return web.Response(text=body, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+class Extension:
+    """The built extension in a persistent Chromium profile, a web page open in a tab."""
+
+    def __init__(self, context: Any, worker: Any, page_url: str) -> None:
+        self.context = context
+        self.worker = worker
+        self.id = worker.url.split("/")[2]
+        self.page_url = page_url
+
+    @classmethod
+    async def start(cls, playwright: Any, workdir: Path, node: str, page_url: str) -> Extension:
+        folder, _ = build_extension(workdir / "extension", [node])
+        context = await playwright.chromium.launch_persistent_context(
+            str(workdir / "profile"),
+            executable_path=CHROMIUM,
+            args=[
+                *CHROMIUM_FLAGS,
+                f"--disable-extensions-except={folder}",
+                f"--load-extension={folder}",
+            ],
+        )
+        worker = context.service_workers[0] if context.service_workers else None
+        if worker is None:
+            worker = await context.wait_for_event("serviceworker", timeout=15_000)
+        await context.add_init_script(WATCH)
+        tab = context.pages[0] if context.pages else await context.new_page()
+        await tab.goto(page_url)
+        return cls(context, worker, page_url)
+
+    async def open_panel(self, member: bytes, there: Members) -> tuple[float, float]:
+        """Open the panel, wait for its link to `member`; (open, join) to connected, in
+        seconds. The panel is closed, and `there` has seen it leave, before returning."""
+        await self.worker.evaluate("chrome.storage.local.set({allowLocal: true, learned: []})")
+        panel = await self.context.new_page()
+        await panel.goto(f"chrome-extension://{self.id}/extension/panel.html", wait_until="commit")
+        async with asyncio.timeout(30):
+            await panel.evaluate("(key) => window.__connectedTo(key)", member.hex())
+        times = await panel.evaluate(TIMES, member.hex())
+        key = bytes.fromhex(await panel.evaluate("window.pagemesh.peer.keyHex"))
+        await panel.close()
+        await there.wait(lambda: key in there.left, 30)
+        await asyncio.sleep(0.5)  # as after a page's context: Chromium tidies up a while
+        return times["connected"] / 1000, (times["connected"] - times["joining"]) / 1000
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200)
@@ -187,12 +290,21 @@ async def main() -> None:
         here = Peer(workdir / "here", [nodes[1]], accept_files_to=workdir / "inbox")
         await here.__aenter__()
         clock = Clock(await here.join(URL))
+        pages, site = await web_pages()
+        page_url = f"{site}/an-article-to-talk-about"
+        there = Peer(workdir / "there", [nodes[1]])  # in the room of the extension's tab
+        await there.__aenter__()
+        present = Members(await there.join(canonical_url(page_url)))
         result: dict[str, Any] = {"benchmark": "browser_messaging", "chromium": CHROMIUM}
         try:
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(
                     executable_path=CHROMIUM, args=CHROMIUM_FLAGS
                 )
+                extension = await Extension.start(playwright, workdir, nodes[0], page_url)
+                first_open, _ = await extension.open_panel(there.public_key, present)
+                panel_opens: list[float] = []
+                panel_joins: list[float] = []
                 # open to connected: fresh browser profiles, then fresh Python peers
                 opens: dict[str, list[float]] = {"browser": [], "python": []}
                 joins: dict[str, list[float]] = {"browser": [], "python": []}
@@ -224,6 +336,10 @@ async def main() -> None:
                     joins["python"].append(inbox.connected[here.public_key] - joining)
                     inbox.task.cancel()
                     await other.close()
+                    await asyncio.sleep(0.5)
+                    opened, joined = await extension.open_panel(there.public_key, present)
+                    panel_opens.append(opened)
+                    panel_joins.append(joined)
                 for who in ("browser", "python"):
                     result[f"open_to_connected_{who}"] = summary(opens[who])
                     result[f"join_to_connected_{who}"] = summary(joins[who])
@@ -240,6 +356,18 @@ async def main() -> None:
                     name: round(statistics.median(values), 1)
                     for name, values in python_steps.items()
                 }
+                result["panel_open_to_connected_extension"] = summary(panel_opens)
+                result["panel_join_to_connected_extension"] = summary(panel_joins)
+                python_open = result["open_to_connected_python"]["p50_ms"]
+                python_join = result["join_to_connected_python"]["p50_ms"]
+                result["ratio_panel_open_vs_python"] = round(
+                    result["panel_open_to_connected_extension"]["p50_ms"] / python_open, 3
+                )
+                result["ratio_panel_join_vs_python"] = round(
+                    result["panel_join_to_connected_extension"]["p50_ms"] / python_join, 3
+                )
+                result["panel_first_open_ms"] = ms(first_open)
+                await extension.context.close()
 
                 # message latency, browser -> Python and Python -> Python
                 context, page, _ = await browser_page(browser, nodes[0], "sender", here.public_key)
@@ -288,6 +416,9 @@ async def main() -> None:
                 await context.close()
                 await browser.close()
         finally:
+            present.task.cancel()
+            await there.close()
+            await pages.cleanup()
             await here.close()
             await stop(second)
             await stop(first)
