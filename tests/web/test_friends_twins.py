@@ -1,0 +1,171 @@
+"""The browser's friends.js and Python's peer/friends.py make the same bytes (docs/protocol.md 7):
+the known answer, and records sealed on one side opened on the other, in Chromium."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pytest
+from nacl.signing import SigningKey
+
+from peer.friends import (
+    ContactCard,
+    PresenceError,
+    PresenceNote,
+    epoch_of,
+    open_presence,
+    pair_secret,
+    presence_slot,
+    seal_presence,
+    x25519_seed,
+)
+from signaling.protocol import Record
+from tests.peer.test_friends import KNOWN, known_answer, person
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import PageFactory
+
+MODULES = """async () => {
+    const m = {};
+    for (const name of ['bytes', 'friends', 'identityfile']) {
+        Object.assign(m, await import(`/web/js/${name}.js`));
+    }
+    window.m = m;
+    window.card = (c) => ({
+        key: m.fromHex(c.key, 32), x: m.fromHex(c.x, 32), sig: m.fromHex(c.sig, 64),
+    });
+    // Everything friends.js derives for an identity seed and a contact's card.
+    window.derive = async (seed, card, epoch) => {
+        const pair = await m.keyPairFromSeed(seed);
+        const key = await m.publicKeyFromSeed(seed);
+        const x = await m.x25519Seed(seed);
+        const sign = async (msg) =>
+            new Uint8Array(await crypto.subtle.sign('Ed25519', pair.privateKey, msg));
+        const mine = await m.makeCard(sign, key, x);
+        const secret = await m.pairSecret(key, x, card);
+        const slot = await m.presenceSlot(secret, key, card.key, epoch);
+        const back = await m.presenceSlot(secret, card.key, key, epoch);
+        return { key, x, mine, secret, slot, back };
+    };
+}"""
+
+
+@pytest.fixture
+async def page(signaling_mesh: NodeFactory, open_page: PageFactory) -> Any:
+    (node,) = await signaling_mesh(1)
+    page = await open_page(node, "friends")
+    await page.evaluate(MODULES)
+    return page
+
+
+def _card_js(card: ContactCard) -> dict[str, str]:
+    return {"key": card.key.hex(), "x": card.x.hex(), "sig": card.sig.hex()}
+
+
+async def test_the_known_answer_in_the_browser(page: Any) -> None:
+    expected = known_answer()
+    ana, ben = person(1), person(2)
+    got = await page.evaluate(
+        """async ([seed, card, epoch]) => {
+            const m = window.m;
+            const c = window.card(card);
+            const d = await window.derive(m.fromHex(seed, 32), c, epoch);
+            const count = (n) => Uint8Array.from({ length: n }, (_, i) => i);
+            const note = { online: true, expires: 1800000180, room: count(20), layer: 3,
+                           page: 'https://example.com/a', node: 'ws://127.0.0.1:9000' };
+            const record = await m.sealPresence(d.slot, note, 5, count(12));
+            return {
+                x25519_public: m.hex(d.mine.x), card_sig: m.hex(d.mine.sig),
+                pair_secret: m.hex(d.secret), dm_room: m.hex(await m.dmRoom(d.secret)),
+                dht_key: m.hex(d.slot.dhtKey), publisher: m.hex(d.slot.publisher),
+                aes_key: m.hex(d.slot.aesKey), value: m.hex(record.value),
+                signature: m.hex(record.signature),
+            };
+        }""",
+        [ana.seed.hex(), _card_js(ben.card), 3_000_000],
+    )
+    assert got == expected
+    assert {name: got[name] for name in KNOWN} == KNOWN
+
+
+async def test_sealed_in_one_opened_in_the_other(page: Any) -> None:
+    py_seed, js_seed = os.urandom(32), os.urandom(32)
+    py_card = ContactCard.create(SigningKey(py_seed), x25519_seed(py_seed))
+    now = time.time()
+    js = await page.evaluate(
+        """async ([seed, card, epoch, now]) => {
+            const m = window.m;
+            const c = window.card(card);
+            const d = await window.derive(m.fromHex(seed, 32), c, epoch);
+            const note = { online: true, expires: Math.floor(now) + 180,
+                           room: new Uint8Array(20).fill(7), layer: 1,
+                           page: 'https://example.org/caf\u00e9?q=1',
+                           node: 'wss://node.example:443' };
+            const nonce = crypto.getRandomValues(new Uint8Array(12));
+            const record = await m.sealPresence(d.slot, note, Date.now(), nonce);
+            return { key: m.hex(d.key), card: m.cardFrame(d.mine), record: m.recordToWire(record) };
+        }""",
+        [js_seed.hex(), _card_js(py_card), epoch_of(now), now],
+    )
+    from signaling.protocol import RECORD
+
+    js_key = bytes.fromhex(js["key"])
+    from peer.friends import parse_card_frame
+
+    js_card = parse_card_frame(js_key, js["card"])
+    secret = pair_secret(py_card.key, x25519_seed(py_seed), js_card)
+    slot = presence_slot(secret, js_key, py_card.key, epoch_of(now))
+    record = RECORD.read(js["record"])
+    note = open_presence(slot, record, time.time())
+    assert note.page == "https://example.org/caf\u00e9?q=1" and note.layer == 1
+    # A stranger's slot does not open it.
+    stranger = os.urandom(32)
+    other = pair_secret(bytes(SigningKey(stranger).verify_key), x25519_seed(stranger), js_card)
+    with pytest.raises(PresenceError):
+        open_presence(presence_slot(other, js_key, py_card.key, epoch_of(now)), record, now)
+
+    # Python seals for the browser; the browser opens it, and refuses it altered.
+    back = presence_slot(secret, py_card.key, js_key, epoch_of(now))
+    sent = PresenceNote(True, int(now) + 120, b"\1" * 20, 0, None, None)
+    sealed = seal_presence(back, sent, 9, os.urandom(12))
+    tampered = Record(
+        sealed.key,
+        sealed.publisher,
+        sealed.seq,
+        sealed.expires_at,
+        sealed.value[:-1] + bytes([sealed.value[-1] ^ 1]),
+        sealed.signature,
+    )
+    opened = await page.evaluate(
+        """async ([seed, card, epoch, now, good, bad]) => {
+            const m = window.m;
+            const c = window.card(card);
+            const d = await window.derive(m.fromHex(seed, 32), c, epoch);
+            const note = await m.openPresence(d.back, m.recordFromWire(good), now);
+            let refused = '';
+            try {
+                await m.openPresence(d.back, m.recordFromWire(bad), now);
+            } catch (e) {
+                refused = e.message;
+            }
+            const { online, layer, page } = note;
+            return { online, room: m.hex(note.room), layer, page, refused };
+        }""",
+        [
+            js_seed.hex(),
+            _card_js(py_card),
+            epoch_of(now),
+            now,
+            RECORD.write(sealed),
+            RECORD.write(tampered),
+        ],
+    )
+    assert opened == {
+        "online": True,
+        "room": "01" * 20,
+        "layer": 0,
+        "page": None,
+        "refused": "the record's signature does not verify",
+    }
