@@ -4,8 +4,9 @@ It keeps what must survive a restart: the identity (the Ed25519 seed, in a
 0600 file beside the database, never in it), the display name, each room's
 own sequence number and Lamport clock (so a restarted author never reuses a
 seq), what was delivered per author (so a restarted reader resumes, and its
-acks stay truthful), message history, friends (name <-> public key) and
-partial downloads.
+acks stay truthful), message history, contacts (a member's key, the
+petname you gave them, their contact card, the room where you met; docs/protocol.md
+7) and partial downloads.
 
 Per room it keeps no more than the messaging core does (`prune_room`, which
 the peer runs on opening a room and every `PRUNE_EVERY` messages): the newest
@@ -63,9 +64,22 @@ def _version_in_user_version(db: sqlite3.Connection) -> None:
     db.execute("DELETE FROM meta WHERE name = 'schema'")
 
 
+def _contacts(db: sqlite3.Connection) -> None:
+    """2 -> 3: `friends` (key, name) becomes `contacts`, with the contact card (their
+    X25519 key and its signature, docs/protocol.md 7.1) and where you met (room id and
+    page URL, kept here only). A friend of version 2 keeps its name as the petname."""
+    db.execute(
+        "CREATE TABLE contacts (key BLOB PRIMARY KEY, petname TEXT NOT NULL, "
+        "x BLOB, card_sig BLOB, room BLOB, page TEXT, added_at INTEGER NOT NULL DEFAULT 0)"
+    )
+    db.execute("INSERT INTO contacts (key, petname) SELECT key, name FROM friends")
+    db.execute("DROP TABLE friends")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_v1,
     _version_in_user_version,
+    _contacts,
 )
 """Step i brings a store from version i to i + 1, all steps in one transaction."""
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -116,6 +130,24 @@ def _open(path: Path) -> sqlite3.Connection:
         raise
     db.isolation_level = "DEFERRED"  # sqlite3's implicit transactions again, as `_write` expects
     return db
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A member you added: their key, your name for them, their card, where you met."""
+
+    key: bytes
+    petname: str
+    x: bytes | None = None
+    """Their X25519 key from their contact card; None until a card was received."""
+    card_sig: bytes | None = None
+    room: bytes | None = None
+    page: str | None = None
+    added_at: int = 0
+
+
+PRESENCE_MODES = ("off", "on", "with-room")
+"""What you tell your contacts: nothing, that you are online, or also where."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,14 +305,70 @@ class PeerStore:
             for r in reversed(rows)
         ]
 
-    # --- friends -------------------------------------------------------------------
+    # --- contacts ------------------------------------------------------------------
 
-    def add_friend(self, key: bytes, name: str) -> None:
+    def save_contact(self, contact: Contact) -> None:
+        """Add or replace a contact (a card already known is kept when none is given)."""
         with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO friends VALUES (?, ?)", (key, name))
+            db.execute(
+                "INSERT INTO contacts VALUES (:key, :petname, :x, :sig, :room, :page, :at) "
+                "ON CONFLICT (key) DO UPDATE SET petname = excluded.petname, "
+                "x = coalesce(excluded.x, x), card_sig = coalesce(excluded.card_sig, card_sig), "
+                "room = coalesce(excluded.room, room), page = coalesce(excluded.page, page)",
+                {
+                    "key": contact.key,
+                    "petname": contact.petname,
+                    "x": contact.x,
+                    "sig": contact.card_sig,
+                    "room": contact.room,
+                    "page": contact.page,
+                    "at": contact.added_at,
+                },
+            )
 
-    def friends(self) -> dict[bytes, str]:
-        return {bytes(k): n for k, n in self._db.execute("SELECT key, name FROM friends")}
+    def contacts(self) -> list[Contact]:
+        """Every contact, by petname."""
+        rows = self._db.execute(
+            "SELECT key, petname, x, card_sig, room, page, added_at FROM contacts "
+            "ORDER BY petname COLLATE NOCASE, key"
+        )
+        return [
+            Contact(
+                bytes(r[0]),
+                r[1],
+                None if r[2] is None else bytes(r[2]),
+                None if r[3] is None else bytes(r[3]),
+                None if r[4] is None else bytes(r[4]),
+                r[5],
+                r[6],
+            )
+            for r in rows
+        ]
+
+    def rename_contact(self, key: bytes, petname: str) -> bool:
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE contacts SET petname = ? WHERE key = ?", (petname, key)
+            ).rowcount
+        return changed > 0
+
+    def forget_contact(self, key: bytes) -> bool:
+        with self._write() as db:
+            gone = db.execute("DELETE FROM contacts WHERE key = ?", (key,)).rowcount
+        return gone > 0
+
+    @property
+    def presence_mode(self) -> str:
+        """What this identity tells its contacts (`PRESENCE_MODES`); off until chosen."""
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'presence'").fetchone()
+        return row[0] if row and row[0] in PRESENCE_MODES else "off"
+
+    @presence_mode.setter
+    def presence_mode(self, mode: str) -> None:
+        if mode not in PRESENCE_MODES:
+            raise ValueError(f"presence is one of {', '.join(PRESENCE_MODES)}")
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('presence', ?)", (mode,))
 
     # --- partial downloads -------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from peer.store import (
     MIGRATIONS,
     PRUNE_EVERY,
     SCHEMA_VERSION,
+    Contact,
     PartialDownload,
     PeerStore,
     StoreVersionError,
@@ -79,11 +80,11 @@ def test_key_file_is_private_and_stable(tmp_path: Path) -> None:
     assert mode == 0o600
     key = bytes(store.key.verify_key)
     store.name = "Alice"
-    store.add_friend(b"\x01" * 32, "Bob")
+    store.save_contact(Contact(b"\x01" * 32, "Bob"))
     store.close()
     again = PeerStore(tmp_path / "alice")
     assert bytes(again.key.verify_key) == key and again.name == "Alice"
-    assert again.friends() == {b"\x01" * 32: "Bob"}
+    assert again.contacts() == [Contact(b"\x01" * 32, "Bob")]
 
 
 def test_restarted_author_never_reuses_a_seq_and_reader_resumes(tmp_path: Path) -> None:
@@ -288,7 +289,7 @@ def test_a_version_1_store_is_migrated_and_keeps_everything(tmp_path: Path) -> N
     assert store.room_clock(ROOM) == (4, env.lamport)
     assert store.delivered(ROOM) == {env.author: 1}
     assert store.history(ROOM) == [env]
-    assert store.friends() == {b"\x01" * 32: "Bob"}
+    assert store.contacts() == [Contact(b"\x01" * 32, "Bob")]  # a friend became a contact
     assert store.partial_download(part.sha256) == part
     store.close()
     assert user_version(data_dir / "peer.sqlite3") == SCHEMA_VERSION
@@ -341,3 +342,24 @@ def test_a_failed_migration_leaves_the_old_store_as_it_was(
     assert user_version(path) == 0
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("SELECT count(*) FROM meta").fetchone()[0] == 2
+
+
+def test_contacts_are_added_renamed_forgotten_and_survive_a_restart(tmp_path: Path) -> None:
+    store = PeerStore(tmp_path / "a")
+    ben = Contact(b"\x02" * 32, "Ben", b"\x0b" * 32, b"\x0c" * 64, ROOM, "https://e.com/", 5)
+    store.save_contact(ben)
+    store.save_contact(Contact(b"\x03" * 32, "ana"))
+    # Re-adding without a card keeps the card that was received.
+    store.save_contact(Contact(b"\x02" * 32, "Benjamin"))
+    assert store.rename_contact(b"\x03" * 32, "Ana") and not store.rename_contact(b"\x09" * 32, "x")
+    assert store.presence_mode == "off"
+    store.presence_mode = "with-room"
+    with pytest.raises(ValueError):
+        store.presence_mode = "everyone"
+    store.close()
+    again = PeerStore(tmp_path / "a")
+    assert again.contacts() == [Contact(b"\x03" * 32, "Ana"), replace(ben, petname="Benjamin")]
+    assert again.presence_mode == "with-room"
+    assert again.forget_contact(b"\x03" * 32) and not again.forget_contact(b"\x03" * 32)
+    assert [c.petname for c in again.contacts()] == ["Benjamin"]
+    again.close()
