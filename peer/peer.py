@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from aiortc import RTCDataChannel
+from nacl.signing import SigningKey
 
 from signaling.protocol import (
     MAX_LAYER,
@@ -48,11 +49,23 @@ from signaling.protocol import (
     IceServer,
     Scope,
     canonical_url,
+    load_or_create_seed,
     room_key,
     verify_signature,
 )
 
 from . import mesh
+from .device import (
+    DEFAULT_LIFETIME_MS,
+    MAX_BYTES,
+    Delegation,
+    DelegationError,
+    Devices,
+    check_delegation,
+    issue_delegation,
+    people,
+    serialize_delegation,
+)
 from .messaging import (
     Chat,
     Content,
@@ -99,6 +112,8 @@ log = logging.getLogger(__name__)
 
 MAX_NAME = 64
 JOIN_TIMEOUT = 30.0
+DEVICE_KEY_FILE = "device.key"
+"""A device's own key, beside the identity's (docs/protocol.md 5.3), mode 0600."""
 
 
 # --- what the application sees -------------------------------------------------
@@ -135,6 +150,16 @@ class Profile:
 
     key: bytes
     name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A member showed a delegation (docs/protocol.md 5.3): its key `key` is a device of
+    the person whose identity key is `identity`, called `label` by that person."""
+
+    key: bytes
+    identity: bytes
+    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +233,7 @@ RoomEventT = (
     | MemberJoined
     | MemberLeft
     | Profile
+    | Device
     | Connected
     | Gap
     | Rejoined
@@ -219,6 +245,7 @@ RoomEventT = (
 __all__ = [
     "Census",
     "Connected",
+    "Device",
     "FileDone",
     "FileFailed",
     "FileOffered",
@@ -250,6 +277,8 @@ class PeerConfig:
     room: RoomConfig = field(default_factory=RoomConfig)
     max_events: int = 10_000
     max_file_bytes: int = 1 << 30
+    device_lifetime_ms: int = DEFAULT_LIFETIME_MS
+    """How long a device's delegation lasts (it is renewed at half that), docs/protocol.md 5.3."""
 
 
 class Room:
@@ -285,6 +314,12 @@ class Room:
         self._prune_store()
         self.names: dict[bytes, str] = {}
         """Display names members gave themselves (self-declared, bound to their key)."""
+        self.devices = Devices()
+        """Which member keys are devices of which person (delegations checked, 5.3)."""
+        if peer.delegation is not None:
+            self.devices.add(peer.delegation)
+        self.refused_devices: dict[str, int] = {}
+        """Delegations refused, by code: those members stay their own person."""
         self.links: dict[bytes, PeerLink] = {}
         """The current link to each member (a spare being negotiated is not here)."""
         self._by_id: dict[int, PeerLink] = {}
@@ -331,6 +366,15 @@ class Room:
     def name_of(self, key: bytes) -> str | None:
         """A member's name: signed in their envelopes, else from their link's profile."""
         return self.core.name_of(key) or self.names.get(key)
+
+    def person_of(self, key: bytes) -> bytes:
+        """The identity key `key` speaks for (a device's delegation valid now, 5.3), or
+        `key` itself: a key with no delegation is its own person."""
+        return self.devices.person_of(key, int(time.time() * 1000))
+
+    def people(self) -> dict[bytes, set[bytes]]:
+        """Who is here, by person: identity key -> its keys here now (us included)."""
+        return people({*self.members, self.peer.public_key}, self.devices, int(time.time() * 1000))
 
     def reactions(self) -> dict[MessageRef, dict[str, set[bytes]]]:
         """Each message's reactions: emoji -> the keys that put it there."""
@@ -467,6 +511,8 @@ class Room:
         if link is None:
             return
         self.links[member] = link
+        if self.peer.delegation is not None:  # first: who we speak for, before any message
+            link.send(self.peer.device_frame())
         if self.peer.store.name:
             link.send({"t": "profile", "name": self.peer.store.name[:MAX_NAME]})
         self.core.connected(member, time.time())
@@ -488,10 +534,31 @@ class Room:
                     self._emit(Profile(member, name))
                 self.names[member] = name
             return
+        if isinstance(frame, dict) and frame.get("t") == "device":
+            self._device(member, frame.get("cert"))
+            return
         if isinstance(frame, dict) and self.transfers.on_control(member, frame):
             return
         self.core.receive(member, frame, time.time())
         self._service()
+
+    def _device(self, member: bytes, cert: object) -> None:
+        """A member's delegation (5.3): checked against its own key and now; refused, the
+        member stays its own person, whatever identity it claimed."""
+        try:
+            if not isinstance(cert, str) or len(cert) > 2 * MAX_BYTES:
+                raise DelegationError("short", "a device frame carries a delegation in hex")
+            try:
+                data = bytes.fromhex(cert)
+            except ValueError:
+                raise DelegationError("short", "a delegation in hex") from None
+            delegation = check_delegation(data, member, int(time.time() * 1000), verify_signature)
+        except DelegationError as refused:
+            self.refused_devices[refused.code] = self.refused_devices.get(refused.code, 0) + 1
+            log.info("refused the delegation of %s: %s", member.hex()[:12], refused)
+            return
+        if self.devices.add(delegation):
+            self._emit(Device(member, delegation.identity, delegation.label))
 
     def _file_channel(self, link: PeerLink, channel: RTCDataChannel) -> None:
         self.transfers.on_channel(link.member, channel)
@@ -576,8 +643,14 @@ class Peer:
         name: str | None = None,
         config: PeerConfig | None = None,
         accept_files_to: Path | None = None,
+        device: str | None = None,
     ) -> None:
-        """`accept_files_to`: take every offered file into this directory, unasked."""
+        """`accept_files_to`: take every offered file into this directory, unasked.
+
+        `device` (a label, may be empty): speak as a device of this identity (docs/protocol.md
+        5.3) with a key of its own (`device.key` beside the identity's), certified by the
+        identity key and renewed at half its life, so this device and another of the same
+        identity are both in a room at once. Without it the identity key speaks itself."""
         if not nodes:
             raise ValueError("a peer needs at least one signaling node URL")
         self.store = PeerStore(Path(data_dir))
@@ -585,7 +658,17 @@ class Peer:
             self.store.name = name
         self.config = config or PeerConfig()
         self.accept_files_to = accept_files_to
-        self.public_key = bytes(self.store.key.verify_key)
+        self.identity_key = bytes(self.store.key.verify_key)
+        """The person's key: members who checked our delegation show us under it."""
+        self.signing_key: SigningKey = self.store.key
+        """What signs presence, descriptions and envelopes: the device key, if any."""
+        self.device_label = device
+        self.delegation: Delegation | None = None
+        self._renewal: asyncio.TimerHandle | None = None
+        if device is not None:
+            self.signing_key = SigningKey(load_or_create_seed(Path(data_dir) / DEVICE_KEY_FILE))
+            self._issue_delegation()
+        self.public_key = bytes(self.signing_key.verify_key)
         self.mesh = mesh.Mesh(
             self.public_key, list(nodes), self.config.mesh, random.Random().random, time.time()
         )
@@ -606,9 +689,44 @@ class Peer:
         return list(self.mesh.nodes)
 
     def sign(self, message: bytes) -> bytes:
-        return self.store.key.sign(message).signature
+        return self.signing_key.sign(message).signature
+
+    def _issue_delegation(self) -> None:
+        """A fresh delegation from the identity key to our device key (5.3)."""
+        self.delegation = issue_delegation(
+            lambda message: self.store.key.sign(message).signature,
+            self.identity_key,
+            bytes(self.signing_key.verify_key),
+            int(time.time() * 1000),
+            self.config.device_lifetime_ms,
+            self.device_label or "",
+        )
+
+    def device_frame(self) -> dict[str, Any]:
+        """The control frame that shows our delegation to a member (5.3)."""
+        assert self.delegation is not None
+        return {"t": "device", "cert": serialize_delegation(self.delegation).hex()}
+
+    def _renew_delegation(self) -> None:
+        """At half its life: a new delegation, shown to every member linked now."""
+        self._renewal = None
+        self._issue_delegation()
+        assert self.delegation is not None
+        for room in self.rooms.values():
+            room.devices.add(self.delegation)
+            for link in room.links.values():
+                if link.open:
+                    link.send(self.device_frame())
+        self._schedule_renewal()
+
+    def _schedule_renewal(self) -> None:
+        if self.delegation is None or self._closing:
+            return
+        half = (self.delegation.expires - self.delegation.not_before) / 2000
+        self._renewal = asyncio.get_running_loop().call_later(half, self._renew_delegation)
 
     async def __aenter__(self) -> Peer:
+        self._schedule_renewal()
         self.mesh.start(time.time())
         self._drive()
         await self._connected.wait()
@@ -623,6 +741,8 @@ class Peer:
         await asyncio.gather(*(link.drain() for link in links), return_exceptions=True)
         if self._timer is not None:
             self._timer.cancel()
+        if self._renewal is not None:
+            self._renewal.cancel()
         self.mesh.close()
         self.mesh.commands()  # closing links is the rooms' job below
         for task in list(self._tasks):
@@ -801,7 +921,7 @@ class Peer:
 
     async def _connect(self, url: str) -> None:
         try:
-            client = await SignalingClient.connect(url, self.store.key, self.store.name)
+            client = await SignalingClient.connect(url, self.signing_key, self.store.name)
         except (SignalingError, OSError, TimeoutError) as exc:
             if isinstance(exc, SignalingError) and exc.code == ErrorCode.TOO_OLD:
                 log.warning("node %s: %s", url, exc)  # a person has to act: said, not hidden

@@ -1,0 +1,160 @@
+"""One person, two devices (docs/protocol.md 5.3), with real aiortc peers on loopback:
+both devices are in the room at once, a third member sees one person with two devices
+and both devices' messages in the room's one order; a stranger's forged delegation and
+an expired one are refused and their keys shown as themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from peer.device import Delegation, issue_delegation
+from peer.identity_file import export_identity, import_identity
+from peer.peer import Device, Message, Replaced, Room
+from peer.store import KEY_FILE
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import PeerFactory
+
+pytestmark = pytest.mark.integration
+
+URL = "https://example.org/devices"
+HOUR_MS = 3600 * 1000
+
+
+def move_identity(source: Path, target: Path) -> None:
+    """What `pagemesh identity export` then `import` do (docs/identity.md), with few
+    iterations: the identity's seed from one data directory in another."""
+    data = export_identity((source / KEY_FILE).read_bytes(), "correct horse", iterations=1000)
+    seed, _ = import_identity(data, "correct horse", min_iterations=1)
+    target.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(seed)
+
+
+async def until_linked(room: Room, keys: set[bytes], within: float = 30.0) -> None:
+    """Until `room` has an open link to each of `keys` (its events read meanwhile)."""
+    async with asyncio.timeout(within):
+        while not keys <= set(room.paths()):
+            event = await room.next_event(within)
+            assert not isinstance(event, Replaced), event
+
+
+async def collect(
+    room: Room, authors: set[bytes], count: int, within: float = 30.0
+) -> list[Message]:
+    got: list[Message] = []
+    async with asyncio.timeout(within):
+        while len(got) < count:
+            event = await room.next_event(within)
+            if isinstance(event, Message) and event.author in authors:
+                got.append(event)
+    return got
+
+
+async def test_two_devices_of_one_identity_are_one_person_with_two_devices(
+    signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path
+) -> None:
+    a, b = await signaling_mesh(2)
+    laptop = await peers("ana-laptop", [a.url], device="laptop")
+    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
+    phone = await peers("ana-phone", [b.url], device="phone")
+    bob = await peers("bob", [a.url])
+    ana = laptop.identity_key
+    assert phone.identity_key == ana
+    assert len({laptop.public_key, phone.public_key, ana}) == 3  # two device keys of their own
+
+    rooms = [await laptop.join(URL), await phone.join(URL), await bob.join(URL)]
+    room_l, room_p, room_b = rooms
+    await until_linked(room_b, {laptop.public_key, phone.public_key})
+    await until_linked(room_l, {phone.public_key, bob.public_key})
+    await until_linked(room_p, {laptop.public_key, bob.public_key})
+    # both devices are seated at once: the node lists both, neither replaced the other
+    assert {laptop.public_key, phone.public_key} <= room_b.members
+
+    # messages from both devices, interleaved
+    for i in range(3):
+        await room_l.say(f"laptop {i}")
+        await room_p.say(f"phone {i}")
+    got = await collect(room_b, {laptop.public_key, phone.public_key}, 6)
+    assert {m.text for m in got} == {f"laptop {i}" for i in range(3)} | {
+        f"phone {i}" for i in range(3)
+    }
+    # one person with two devices, as Bob sees it, and as each device sees the room
+    assert room_b.people() == {
+        ana: {laptop.public_key, phone.public_key},
+        bob.public_key: {bob.public_key},
+    }
+    assert room_l.people() == room_b.people() == room_p.people()
+    assert {room_b.person_of(m.author) for m in got} == {ana}
+    labels = {room_b.devices.delegation(k, int(time.time() * 1000)).label  # type: ignore[union-attr]
+              for k in (laptop.public_key, phone.public_key)}  # fmt: skip
+    assert labels == {"laptop", "phone"}
+    # ... in the room's one order
+    await collect(room_l, {phone.public_key}, 3)
+    await collect(room_p, {laptop.public_key}, 3)
+    orders = [[(e.author, e.seq) for e in room.transcript()] for room in rooms]
+    assert orders[0] == orders[1] == orders[2] and len(orders[0]) == 6
+
+
+async def test_forged_and_expired_delegations_are_refused(
+    signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    (node,) = await signaling_mesh(1)
+    ana = await peers("ana", [node.url], device="laptop")
+    bob = await peers("bob", [node.url])
+    # Mallory claims Ana's identity with a delegation her own identity key signed.
+    mallory = await peers("mallory", [node.url], device="x")
+    own = mallory.delegation
+    assert own is not None
+    mallory.delegation = Delegation(
+        ana.identity_key, own.device, own.not_before, own.expires, "laptop", own.signature
+    )
+    # Eve shows a delegation of her own identity that expired an hour ago.
+    eve = await peers("eve", [node.url], device="old phone")
+    now = int(time.time() * 1000)
+    eve.delegation = issue_delegation(
+        lambda m: eve.store.key.sign(m).signature,
+        eve.identity_key, eve.public_key, now - 2 * HOUR_MS, HOUR_MS, "old phone",
+    )  # fmt: skip
+
+    room_b = await bob.join(URL)
+    for peer in (ana, mallory, eve):
+        await peer.join(URL)
+    others = {ana.public_key, mallory.public_key, eve.public_key}
+    await until_linked(room_b, others)
+    for peer in (ana, mallory, eve):
+        await peer.rooms[room_b.key].say(f"I am {peer.store.name}")
+    # each device frame goes before its sender's first message on one ordered channel
+    await collect(room_b, others, 3)
+
+    assert room_b.refused_devices == {"signature": 1, "expired": 1}
+    assert room_b.person_of(mallory.public_key) == mallory.public_key
+    assert room_b.person_of(eve.public_key) == eve.public_key
+    assert room_b.person_of(ana.public_key) == ana.identity_key
+    assert room_b.people()[ana.identity_key] == {ana.public_key}  # never Mallory under Ana
+
+
+async def test_a_key_without_delegation_is_its_own_person(
+    signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    """Clients that speak with their identity key alone (every client before 5.3) and
+    devices see each other as before: the old client is its own person, the device's
+    Device event reaches it (a frame it may ignore) and names it under its identity."""
+    (node,) = await signaling_mesh(1)
+    old = await peers("old", [node.url])
+    new = await peers("new", [node.url], device="laptop")
+    room_o, room_n = await old.join(URL), await new.join(URL)
+    event = None
+    async with asyncio.timeout(30):
+        while not isinstance(event, Device):
+            event = await room_o.next_event(30)
+    assert event == Device(new.public_key, new.identity_key, "laptop")
+    await until_linked(room_n, {old.public_key})
+    assert room_n.person_of(old.public_key) == old.public_key
+    assert room_n.people() == {old.public_key: {old.public_key}, new.identity_key: {new.public_key}}
