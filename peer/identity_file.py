@@ -1,7 +1,8 @@
 """A person's identity in a passphrase-encrypted file that moves between clients.
 
 One JSON file carries the 32-byte Ed25519 seed (and optionally the display
-name), encrypted under a key derived from a passphrase. The Python peer and
+name and, from version 2, the contacts: docs/protocol.md 7), encrypted under a
+key derived from a passphrase. The Python peer and
 the browser (signaling/web/js/identityfile.js) read and write the same bytes,
 so one key can follow a person across nodes, browsers and the CLI.
 docs/identity.md is the format's contract; this module follows it field by
@@ -49,6 +50,10 @@ from nacl.signing import SigningKey
 MARKER = "pagemesh-identity"
 """The field whose value is the format's version; it names the file's kind."""
 VERSION = 1
+"""What a file without contacts is written as (every reader since the first reads it)."""
+CONTACTS_VERSION = 2
+"""What a file with contacts is written as: the contents are the seed, then a JSON object."""
+VERSIONS = (VERSION, CONTACTS_VERSION)
 KDF = "pbkdf2-sha256"
 DEFAULT_ITERATIONS = 600_000
 MIN_ITERATIONS = 100_000
@@ -61,8 +66,13 @@ TAG_BYTES = 16
 KEY_BYTES = 32
 MAX_NAME_BYTES = 256
 """UTF-8 bytes of a display name: the protocol's 64 characters at 4 bytes each."""
-MAX_FILE_BYTES = 4096
-"""The largest file either reader looks at; a written file is under 400 bytes."""
+MAX_FILE_BYTES = 1 << 20
+"""The largest file either reader looks at; a version 1 file is under 700 bytes, one
+with the most contacts (`MAX_CONTACTS` of the largest) under 1 MiB."""
+MAX_CONTACTS = 1000
+MAX_PETNAME = 64
+"""Characters of a petname (the protocol's name length)."""
+MAX_PAGE_BYTES = 1024
 
 FIELDS = ("pagemesh-identity", "kdf", "iter", "salt", "nonce", "ct", "pub")
 """The fields of version 1, in the order writers put them. Readers refuse others."""
@@ -70,6 +80,9 @@ FIELDS = ("pagemesh-identity", "kdf", "iter", "salt", "nonce", "ct", "pub")
 _PUB_HEX = re.compile(r"[0-9a-f]{64}")
 _MIN_CT = SEED_BYTES + TAG_BYTES
 _MAX_CT = SEED_BYTES + MAX_NAME_BYTES + TAG_BYTES
+_MAX_CT_2 = MAX_FILE_BYTES * 3 // 4 - 512
+"""Version 2: what base64 of the largest file can hold, less the other fields."""
+_HEX = re.compile(r"[0-9a-f]*")
 
 
 class IdentityFileError(ValueError):
@@ -107,6 +120,28 @@ class ImportedIdentity(NamedTuple):
     name: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class FileContact:
+    """A contact as an identity file carries it (docs/identity.md, version 2)."""
+
+    key: bytes
+    petname: str
+    x: bytes | None = None
+    """The X25519 key of their contact card, with `sig` its Ed25519 signature."""
+    sig: bytes | None = None
+    room: bytes | None = None
+    page: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityContents:
+    """Everything an identity file holds."""
+
+    seed: bytes
+    name: str | None
+    contacts: tuple[FileContact, ...] = ()
+
+
 # --- the file's bytes -----------------------------------------------------------
 
 
@@ -122,7 +157,7 @@ def parse_identity_file(data: bytes, min_iterations: int = MIN_ITERATIONS) -> Id
     if MARKER not in obj:
         raise IdentityFileError("not-identity-file", f'not an identity file (no "{MARKER}" field)')
     version = obj[MARKER]
-    if version != VERSION or isinstance(version, bool):
+    if version not in VERSIONS or isinstance(version, bool):
         raise IdentityFileError(
             "unsupported-version", f"unsupported identity file version {_show(version)}"
         )
@@ -140,9 +175,12 @@ def parse_identity_file(data: bytes, min_iterations: int = MIN_ITERATIONS) -> Id
     salt = _base64_field(obj, "salt", SALT_BYTES)
     nonce = _base64_field(obj, "nonce", NONCE_BYTES)
     ciphertext = _base64_field(obj, "ct")
-    if not _MIN_CT <= len(ciphertext) <= _MAX_CT:
-        raise IdentityFileError("not-identity-file", f'"ct" must hold {_MIN_CT} to {_MAX_CT} bytes')
-    return IdentityFile(iterations, salt, nonce, ciphertext, _public_key(obj["pub"]))
+    most = _MAX_CT if version == VERSION else _MAX_CT_2
+    if not _MIN_CT <= len(ciphertext) <= most:
+        raise IdentityFileError("not-identity-file", f'"ct" must hold {_MIN_CT} to {most} bytes')
+    return IdentityFile(
+        iterations, salt, nonce, ciphertext, _public_key(obj["pub"]), version=int(version)
+    )
 
 
 def serialize_identity_file(file: IdentityFile) -> bytes:
@@ -249,10 +287,12 @@ def export_identity(
     passphrase: str,
     name: str | None = None,
     *,
+    contacts: tuple[FileContact, ...] | list[FileContact] = (),
     iterations: int = DEFAULT_ITERATIONS,
     rng: Callable[[int], bytes] = os.urandom,
 ) -> bytes:
-    """An identity file holding `seed` (and `name`), encrypted under `passphrase`.
+    """An identity file holding `seed` (and `name`, and `contacts`), encrypted under
+    `passphrase`: version 1 without contacts, version 2 with them.
 
     An empty `name` is stored as no name. `iterations` below `MIN_ITERATIONS`
     are for tests (such a file imports only with a lowered `min_iterations`);
@@ -264,7 +304,11 @@ def export_identity(
         raise ValueError("an empty passphrase protects nothing")
     if not 1 <= iterations <= MAX_ITERATIONS:
         raise ValueError(f"iterations must be 1 to {MAX_ITERATIONS}")
-    contents = bytes(seed) + _name_bytes(name)
+    version = CONTACTS_VERSION if contacts else VERSION
+    if contacts:
+        contents = bytes(seed) + _contents_json(name, tuple(contacts))
+    else:
+        contents = bytes(seed) + _name_bytes(name)
     salt, nonce = rng(SALT_BYTES), rng(NONCE_BYTES)
     header = IdentityFile(
         iterations=iterations,
@@ -272,6 +316,7 @@ def export_identity(
         nonce=nonce,
         ciphertext=b"",
         public_key=bytes(SigningKey(bytes(seed)).verify_key),
+        version=version,
     )
     key = _derive_key(_passphrase_bytes(passphrase), salt, iterations)
     ciphertext = AESGCM(key).encrypt(nonce, contents, associated_data(header))
@@ -282,6 +327,7 @@ def export_identity(
             nonce=nonce,
             ciphertext=ciphertext,
             public_key=header.public_key,
+            version=version,
         )
     )
 
@@ -292,8 +338,16 @@ def import_identity(
     """The (seed, name) an identity file holds, or `IdentityFileError`.
 
     The seed's public key is checked against the file's `pub`. `min_iterations`
-    lowers the floor for tests only.
+    lowers the floor for tests only. `read_identity` gives the contacts too.
     """
+    contents = read_identity(data, passphrase, min_iterations=min_iterations)
+    return ImportedIdentity(contents.seed, contents.name)
+
+
+def read_identity(
+    data: bytes, passphrase: str, *, min_iterations: int = MIN_ITERATIONS
+) -> IdentityContents:
+    """All an identity file holds (seed, name, contacts), or `IdentityFileError`."""
     file = parse_identity_file(data, min_iterations)
     try:
         secret = _passphrase_bytes(passphrase)
@@ -311,11 +365,112 @@ def import_identity(
         raise IdentityFileError(
             "public-key-mismatch", "the file's public key is not the one its seed gives"
         )
+    if file.version == CONTACTS_VERSION:
+        return _parse_contents_json(seed, name)
     try:
         text = name.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise IdentityFileError("bad-contents", "the stored name is not UTF-8") from exc
-    return ImportedIdentity(seed, text or None)
+    return IdentityContents(seed, text or None)
+
+
+# --- version 2: the seed, then a JSON object ---------------------------------------------
+
+
+def _contents_json(name: str | None, contacts: tuple[FileContact, ...]) -> bytes:
+    """`{"name"?, "contacts": [...]}`, compact, keys in this order: the bytes
+    JSON.stringify gives in the browser (docs/identity.md, version 2)."""
+    raw_name = _name_bytes(name)  # checks the name as version 1 does
+    if len(contacts) > MAX_CONTACTS:
+        raise ValueError(f"at most {MAX_CONTACTS} contacts")
+    body: dict[str, Any] = {}
+    if raw_name:
+        body["name"] = name
+    body["contacts"] = [_contact_json(c) for c in contacts]
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _contact_json(contact: FileContact) -> dict[str, str]:
+    _check_contact(contact, ValueError)
+    entry = {"key": contact.key.hex(), "petname": contact.petname}
+    if contact.x is not None and contact.sig is not None:
+        entry["x"] = contact.x.hex()
+        entry["sig"] = base64.b64encode(contact.sig).decode()
+    if contact.room is not None:
+        entry["room"] = contact.room.hex()
+        if contact.page is not None:
+            entry["page"] = contact.page
+    return entry
+
+
+def _check_contact(contact: FileContact, error: Callable[[str], Exception]) -> None:
+    if len(contact.key) != PUBLIC_KEY_BYTES:
+        raise error("a contact's key is 32 bytes")
+    if not 0 < len(contact.petname) <= MAX_PETNAME:
+        raise error(f"a petname has 1 to {MAX_PETNAME} characters")
+    if (contact.x is None) != (contact.sig is None) or (
+        contact.x is not None and (len(contact.x) != 32 or len(contact.sig or b"") != 64)
+    ):
+        raise error("a contact card is an X25519 key of 32 bytes and a signature of 64")
+    if contact.room is not None and len(contact.room) != 20:
+        raise error("a room is 20 bytes")
+    if contact.page is not None and len(contact.page.encode("utf-8", "replace")) > MAX_PAGE_BYTES:
+        raise error(f"a page URL has at most {MAX_PAGE_BYTES} bytes")
+
+
+def _bad(message: str) -> IdentityFileError:
+    return IdentityFileError("bad-contents", message)
+
+
+def _parse_contents_json(seed: bytes, data: bytes) -> IdentityContents:
+    try:
+        body = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _bad("the contents are not UTF-8 JSON") from exc
+    if not isinstance(body, dict):
+        raise _bad("the contents are not a JSON object")
+    name = body.get("name")
+    if name is not None and (
+        not isinstance(name, str) or not 0 < len(name.encode("utf-8", "replace")) <= MAX_NAME_BYTES
+    ):
+        raise _bad(f"the name is a string of 1 to {MAX_NAME_BYTES} UTF-8 bytes")
+    contacts = body.get("contacts")
+    if not isinstance(contacts, list) or len(contacts) > MAX_CONTACTS:
+        raise _bad(f"the contacts are a list of at most {MAX_CONTACTS}")
+    return IdentityContents(seed, name, tuple(_parse_contact(c) for c in contacts))
+
+
+def _hex_bytes(entry: dict[str, Any], field: str, size: int) -> bytes | None:
+    value = entry.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 2 * size or not _HEX.fullmatch(value):
+        raise _bad(f'a contact\'s "{field}" is {2 * size} lowercase hex digits')
+    return bytes.fromhex(value)
+
+
+def _parse_contact(entry: Any) -> FileContact:
+    if not isinstance(entry, dict):
+        raise _bad("a contact is a JSON object")
+    key = _hex_bytes(entry, "key", PUBLIC_KEY_BYTES)
+    petname, page, sig = entry.get("petname"), entry.get("page"), entry.get("sig")
+    if key is None or not isinstance(petname, str):
+        raise _bad('a contact has a "key" and a "petname"')
+    if page is not None and not isinstance(page, str):
+        raise _bad('a contact\'s "page" is a string')
+    raw_sig = None
+    if sig is not None:
+        if not isinstance(sig, str) or len(sig) != 88:
+            raise _bad('a contact\'s "sig" is base64 of 64 bytes')
+        try:
+            raw_sig = base64.b64decode(sig, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _bad('a contact\'s "sig" is base64 of 64 bytes') from exc
+    contact = FileContact(
+        key, petname, _hex_bytes(entry, "x", 32), raw_sig, _hex_bytes(entry, "room", 20), page
+    )
+    _check_contact(contact, _bad)
+    return contact
 
 
 def _name_bytes(name: str | None) -> bytes:

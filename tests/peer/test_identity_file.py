@@ -177,7 +177,7 @@ def test_iteration_ceiling_is_checked_before_any_work(value: Any) -> None:
         (b'{"iter": NaN}', "not-identity-file", "not an identity file (not JSON)"),
         (b"[1]", "not-identity-file", "not an identity file (not a JSON object)"),
         (b"{}", "not-identity-file", 'not an identity file (no "pagemesh-identity" field)'),
-        (b'{"pagemesh-identity": 2}', "unsupported-version", "unsupported identity file version 2"),
+        (b'{"pagemesh-identity": 3}', "unsupported-version", "unsupported identity file version 3"),
         (
             b'{"pagemesh-identity": true}',
             "unsupported-version",
@@ -189,7 +189,7 @@ def test_iteration_ceiling_is_checked_before_any_work(value: Any) -> None:
             'unsupported identity file version "1"',
         ),
         (b'{"pagemesh-identity": 1}', "not-identity-file", 'not an identity file (no "kdf")'),
-        (b" " * (MAX_FILE_BYTES + 1), "too-large", "an identity file has at most 4096 bytes"),
+        (b" " * (MAX_FILE_BYTES + 1), "too-large", "an identity file has at most 1048576 bytes"),
     ],
 )
 def test_not_identity_files(data: bytes, code: str, message: str) -> None:
@@ -310,8 +310,8 @@ def test_written_files_are_private_and_never_clobbered(tmp_path: Path) -> None:
 
 def test_reading_a_huge_file_stops_early(tmp_path: Path) -> None:
     path = tmp_path / "huge"
-    path.write_bytes(b" " * 10**6)
-    with pytest.raises(IdentityFileError, match="at most 4096 bytes"):
+    path.write_bytes(b" " * 10**7)
+    with pytest.raises(IdentityFileError, match="at most 1048576 bytes"):
         read_identity_file(path)
 
 

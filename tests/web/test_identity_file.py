@@ -283,3 +283,53 @@ async def test_default_iterations_across_languages(page: Any) -> None:
         f"at {DEFAULT_ITERATIONS} iterations: Chromium export {export_ms:.0f} ms, "
         f"import {import_ms:.0f} ms; Python import {python_ms:.0f} ms"
     )
+
+
+# --- version 2: contacts (docs/identity.md, "Version 2") ------------------------------
+
+CONTACT_TO_JS = """(c) => ({ key: Uint8Array.from(c.key), petname: c.petname,
+    x: c.x && Uint8Array.from(c.x), sig: c.sig && Uint8Array.from(c.sig),
+    room: c.room && Uint8Array.from(c.room), page: c.page })"""
+
+
+def contact_json(c: Any) -> dict[str, Any]:
+    return {
+        "key": list(c.key),
+        "petname": c.petname,
+        "x": c.x and list(c.x),
+        "sig": c.sig and list(c.sig),
+        "room": c.room and list(c.room),
+        "page": c.page,
+    }
+
+
+async def test_the_browser_writes_the_known_answer_with_contacts(page: Any) -> None:
+    from tests.peer.test_identity_contacts import ANA, BEN, KNOWN_2
+
+    text = await page.evaluate(
+        """async ([seed, passphrase, contacts]) => {
+            let next = 0;
+            const randomBytes = (n) => Uint8Array.from({ length: n }, () => next++ % 256);
+            const toJs = TO_JS;
+            return window.m.exportIdentity(Uint8Array.from(seed), passphrase, 'Ana',
+                { iterations: 1000, randomBytes, contacts: contacts.map(toJs) });
+        }""".replace("TO_JS", CONTACT_TO_JS),
+        [list(SEED), PASSPHRASE, [contact_json(BEN), contact_json(ANA)]],
+    )
+    assert text.encode() == KNOWN_2
+    got = await page.evaluate(
+        """async ([text, passphrase]) => {
+            const got = await window.m.importIdentity(text, passphrase, { minIterations: 1000 });
+            const h = (b) => b && Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+            return { name: got.name, contacts: got.contacts.map((c) => [h(c.key), c.petname,
+                h(c.x), h(c.sig), h(c.room), c.page]) };
+        }""",
+        [KNOWN_2.decode(), PASSPHRASE],
+    )
+    h = lambda b: b and b.hex()  # noqa: E731
+    assert got == {
+        "name": "Ana",
+        "contacts": [
+            [h(c.key), c.petname, h(c.x), h(c.sig), h(c.room), c.page] for c in (BEN, ANA)
+        ],
+    }

@@ -10,13 +10,17 @@
 import { base64, concat, fromBase64, hex, utf8 } from "./bytes.js";
 
 export const MARKER = "pagemesh-identity";
-export const VERSION = 1;
+export const VERSION = 1; // a file without contacts
+export const CONTACTS_VERSION = 2; // a file with contacts: the seed, then a JSON object
 export const KDF = "pbkdf2-sha256";
 export const DEFAULT_ITERATIONS = 600_000;
 export const MIN_ITERATIONS = 100_000;
 export const MAX_ITERATIONS = 10_000_000;
 export const MAX_NAME_BYTES = 256;
-export const MAX_FILE_BYTES = 4096;
+export const MAX_FILE_BYTES = 1 << 20;
+export const MAX_CONTACTS = 1000;
+export const MAX_PETNAME = 64;
+export const MAX_PAGE_BYTES = 1024;
 export const FIELDS = Object.freeze(["pagemesh-identity", "kdf", "iter", "salt", "nonce", "ct", "pub"]);
 
 const SEED_BYTES = 32;
@@ -25,6 +29,7 @@ const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const MIN_CT = SEED_BYTES + TAG_BYTES;
 const MAX_CT = SEED_BYTES + MAX_NAME_BYTES + TAG_BYTES;
+const MAX_CT_2 = Math.floor((MAX_FILE_BYTES * 3) / 4) - 512;
 const PUB_HEX = /^[0-9a-f]{64}$/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 // RFC 8410 section 7: PKCS#8 PrivateKeyInfo for Ed25519 is these 16 bytes, then the seed.
@@ -56,7 +61,10 @@ export function parseIdentityFile(data, { minIterations = MIN_ITERATIONS } = {})
   // `publicKey` lets a page show whose key a file holds before asking for the passphrase.
   const obj = jsonObject(data);
   if (!Object.hasOwn(obj, MARKER)) fail("not-identity-file", `not an identity file (no "${MARKER}" field)`);
-  if (obj[MARKER] !== VERSION) fail("unsupported-version", `unsupported identity file version ${show(obj[MARKER])}`);
+  const version = obj[MARKER];
+  if (version !== VERSION && version !== CONTACTS_VERSION) {
+    fail("unsupported-version", `unsupported identity file version ${show(version)}`);
+  }
   for (const field of FIELDS) {
     if (!Object.hasOwn(obj, field)) fail("not-identity-file", `not an identity file (no "${field}")`);
   }
@@ -67,19 +75,20 @@ export function parseIdentityFile(data, { minIterations = MIN_ITERATIONS } = {})
   const salt = base64Field(obj, "salt", SALT_BYTES);
   const nonce = base64Field(obj, "nonce", NONCE_BYTES);
   const ciphertext = base64Field(obj, "ct");
-  if (ciphertext.length < MIN_CT || ciphertext.length > MAX_CT) {
-    fail("not-identity-file", `"ct" must hold ${MIN_CT} to ${MAX_CT} bytes`);
+  const most = version === VERSION ? MAX_CT : MAX_CT_2;
+  if (ciphertext.length < MIN_CT || ciphertext.length > most) {
+    fail("not-identity-file", `"ct" must hold ${MIN_CT} to ${most} bytes`);
   }
   if (typeof obj.pub !== "string" || !PUB_HEX.test(obj.pub)) {
     fail("not-identity-file", '"pub" must be 64 lowercase hex digits');
   }
-  return { version: VERSION, kdf: KDF, iterations, salt, nonce, ciphertext, publicKey: obj.pub };
+  return { version, kdf: KDF, iterations, salt, nonce, ciphertext, publicKey: obj.pub };
 }
 
 export function serializeIdentityFile(file) {
   // JSON.stringify(obj, null, 2) and a newline: the bytes Python's json.dumps(indent=2) writes.
   const obj = {
-    [MARKER]: VERSION,
+    [MARKER]: file.version ?? VERSION,
     kdf: KDF,
     iter: file.iterations,
     salt: base64(file.salt),
@@ -173,7 +182,7 @@ export async function exportIdentity(
   seedBytes,
   passphrase,
   name = null,
-  { iterations = DEFAULT_ITERATIONS, randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n)) } = {},
+  { iterations = DEFAULT_ITERATIONS, randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n)), contacts = [] } = {},
 ) {
   // The text of an identity file holding the 32-byte seed (and the name; "" is no
   // name), encrypted under `passphrase`. Fewer than MIN_ITERATIONS are for tests.
@@ -184,11 +193,13 @@ export async function exportIdentity(
   if (!Number.isInteger(iterations) || iterations < 1 || iterations > MAX_ITERATIONS) {
     throw new RangeError(`iterations must be 1 to ${MAX_ITERATIONS}`);
   }
-  const contents = concat(seedBytes, nameBytes(name));
+  // Version 1 without contacts (every reader since the first reads it), 2 with them.
+  const version = contacts.length ? CONTACTS_VERSION : VERSION;
+  const contents = concat(seedBytes, version === VERSION ? nameBytes(name) : contentsJson(name, contacts));
   const salt = randomBytes(SALT_BYTES);
   const nonce = randomBytes(NONCE_BYTES);
   const publicKey = hex(await publicKeyFromSeed(seedBytes));
-  const file = { version: VERSION, kdf: KDF, iterations, salt, nonce, publicKey };
+  const file = { version, kdf: KDF, iterations, salt, nonce, publicKey };
   const key = await deriveKey(passphraseBytes(passphrase, TypeError), salt, iterations, "encrypt");
   const params = { name: "AES-GCM", iv: nonce, additionalData: associatedData(file) };
   const sealed = await crypto.subtle.encrypt(params, key, contents);
@@ -211,13 +222,100 @@ export async function importIdentity(text, passphrase, { minIterations = MIN_ITE
   if (hex(await publicKeyFromSeed(seed)) !== file.publicKey) {
     fail("public-key-mismatch", "the file's public key is not the one its seed gives");
   }
+  if (file.version === CONTACTS_VERSION) {
+    return { seed, ...parseContentsJson(contents.subarray(SEED_BYTES)), publicKey: file.publicKey };
+  }
   let name;
   try {
     name = strictUtf8.decode(contents.subarray(SEED_BYTES));
   } catch {
     fail("bad-contents", "the stored name is not UTF-8");
   }
-  return { seed, name: name || null, publicKey: file.publicKey };
+  return { seed, name: name || null, publicKey: file.publicKey, contacts: [] };
+}
+
+// --- version 2: the seed, then {"name"?, "contacts": [...]} (docs/identity.md) ---
+
+function contentsJson(name, contacts) {
+  const raw = nameBytes(name);
+  if (contacts.length > MAX_CONTACTS) throw new RangeError(`at most ${MAX_CONTACTS} contacts`);
+  const body = {};
+  if (raw.length) body.name = name;
+  body.contacts = contacts.map((c) => {
+    checkContact(c, (message) => new RangeError(message));
+    const entry = { key: hex(c.key), petname: c.petname };
+    if (c.x && c.sig) {
+      entry.x = hex(c.x);
+      entry.sig = base64(c.sig);
+    }
+    if (c.room) {
+      entry.room = hex(c.room);
+      if (c.page) entry.page = c.page;
+    }
+    return entry;
+  });
+  return utf8(JSON.stringify(body));
+}
+
+function checkContact(c, error) {
+  if (!(c.key instanceof Uint8Array) || c.key.length !== 32) throw error("a contact's key is 32 bytes");
+  if (typeof c.petname !== "string" || !c.petname.isWellFormed() || [...c.petname].length < 1 || [...c.petname].length > MAX_PETNAME) {
+    throw error(`a petname has 1 to ${MAX_PETNAME} characters`);
+  }
+  if (!c.x !== !c.sig || (c.x && (c.x.length !== 32 || c.sig.length !== 64))) {
+    throw error("a contact card is an X25519 key of 32 bytes and a signature of 64");
+  }
+  if (c.room && c.room.length !== 20) throw error("a room is 20 bytes");
+  if (c.page !== null && c.page !== undefined && (typeof c.page !== "string" || utf8(c.page).length > MAX_PAGE_BYTES)) {
+    throw error(`a page URL has at most ${MAX_PAGE_BYTES} bytes`);
+  }
+}
+
+const bad = (message) => new IdentityFileError("bad-contents", message);
+
+function hexField(entry, field, size) {
+  const value = entry[field];
+  if (value === undefined || value === null) return null;
+  if (typeof value !== "string" || value.length !== 2 * size || !/^[0-9a-f]*$/.test(value)) {
+    throw bad(`a contact's "${field}" is ${2 * size} lowercase hex digits`);
+  }
+  return Uint8Array.from(value.match(/../g), (byte) => parseInt(byte, 16));
+}
+
+function parseContentsJson(data) {
+  let body;
+  try {
+    body = JSON.parse(strictUtf8.decode(data));
+  } catch {
+    throw bad("the contents are not UTF-8 JSON");
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw bad("the contents are not a JSON object");
+  const name = body.name ?? null;
+  if (name !== null && (typeof name !== "string" || utf8(name).length < 1 || utf8(name).length > MAX_NAME_BYTES)) {
+    throw bad(`the name is a string of 1 to ${MAX_NAME_BYTES} UTF-8 bytes`);
+  }
+  if (!Array.isArray(body.contacts) || body.contacts.length > MAX_CONTACTS) {
+    throw bad(`the contacts are a list of at most ${MAX_CONTACTS}`);
+  }
+  const contacts = body.contacts.map((entry) => {
+    if (typeof entry !== "object" || entry === null || Array.isArray(entry)) throw bad("a contact is a JSON object");
+    const key = hexField(entry, "key", 32);
+    if (key === null || typeof entry.petname !== "string") throw bad('a contact has a "key" and a "petname"');
+    if (entry.page !== undefined && entry.page !== null && typeof entry.page !== "string") throw bad('a contact\'s "page" is a string');
+    let sig = null;
+    if (entry.sig !== undefined && entry.sig !== null) {
+      try {
+        if (typeof entry.sig !== "string" || entry.sig.length !== 88 || !BASE64.test(entry.sig)) throw new Error();
+        sig = fromBase64(entry.sig);
+      } catch {
+        throw bad('a contact\'s "sig" is base64 of 64 bytes');
+      }
+    }
+    const contact = { key, petname: entry.petname, x: hexField(entry, "x", 32), sig, room: hexField(entry, "room", 20), page: entry.page ?? null };
+    checkContact(contact, bad);
+    return contact;
+  });
+  return { name, contacts };
 }
 
 function nameBytes(name) {
