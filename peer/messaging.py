@@ -113,6 +113,16 @@ class RoomConfig:
     half of it always accept each other's messages."""
     max_names: int = 1_024
     """Authors whose latest signed name is kept; past it the least recently named goes."""
+    flood_messages: int = 200
+    """Per author, a token bucket of envelopes (docs/protocol.md 5.3): this many at once
+    (a whole history answer of one author fits), refilled at `flood_rate` per second;
+    a new envelope that finds it empty is dropped unacknowledged (`Flooding`)."""
+    flood_rate: float = 4.0
+    flood_bytes: int = 524_288
+    """The same for body bytes (UTF-8): this many at once, `flood_byte_rate` a second."""
+    flood_byte_rate: float = 65_536.0
+    flood_report_interval: float = 10.0
+    """A flooding author is reported at its first drop, then at most once per this long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,7 +540,17 @@ class Discontinuity:
     last: int
 
 
-RoomEvent = Delivered | Discontinuity | Reissue
+@dataclass(frozen=True, slots=True)
+class Flooding:
+    """`author` sent faster than the room's rate limit (docs/protocol.md 5.3): `dropped`
+    of its envelopes were dropped, unacknowledged, since it was last reported (the first
+    report comes at the first drop). Others' messages are not held back."""
+
+    author: bytes
+    dropped: int
+
+
+RoomEvent = Delivered | Discontinuity | Reissue | Flooding
 
 
 @dataclass(slots=True)
@@ -539,6 +559,41 @@ class _Author:
     """Highest seq delivered; everything up to it was delivered or declared lost."""
     early: dict[int, Envelope] = field(default_factory=dict)
     gap_since: float | None = None
+    bucket: TokenBucket | None = None
+    """Its rate limit, made with its first envelope that needs one (docs/protocol.md 5.3)."""
+    flood_dropped: int = 0
+    """Envelopes dropped for rate since it was last reported."""
+    flood_reported: float | None = None
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """Two token buckets on one clock: envelopes and bytes (docs/protocol.md 5.3).
+
+    Both start full. At `now` each refills by rate * elapsed, up to its capacity (a
+    clock that goes back refills nothing); an envelope of `size` bytes passes when one
+    envelope token and `size` byte tokens are there, and takes them. The arithmetic is
+    the same double arithmetic in JavaScript's `TokenBucket`, in the same order."""
+
+    messages: float
+    octets: float
+    at: float
+
+    def take(self, size: int, now: float, config: RoomConfig) -> bool:
+        elapsed = now - self.at
+        if elapsed > 0:
+            self.messages = min(
+                float(config.flood_messages), self.messages + elapsed * config.flood_rate
+            )
+            self.octets = min(
+                float(config.flood_bytes), self.octets + elapsed * config.flood_byte_rate
+            )
+            self.at = now
+        if self.messages < 1 or self.octets < size:
+            return False
+        self.messages -= 1
+        self.octets -= size
+        return True
 
 
 class ReliableRoom:
@@ -557,6 +612,7 @@ class ReliableRoom:
         history: list[Envelope] | None = None,
         *,
         now: float | None = None,
+        blocked: Iterable[bytes] = (),
     ) -> None:
         """`seq`, `lamport`, `delivered` and `history` restore a room after a restart.
 
@@ -586,6 +642,9 @@ class ReliableRoom:
             self.lamport = max(min(c, adopt_up_to) for c in [lamport, *(e.lamport for e in kept)])
         self.counters: dict[str, int] = {}
         self._connected: set[bytes] = set()
+        self._blocked: set[bytes] = set(blocked) - {key}
+        """Keys whose envelopes are kept and forwarded but never delivered or shown, and
+        who get no link (docs/protocol.md 5.3)."""
         self._authors: dict[bytes, _Author] = {
             author: _Author(delivered=upto) for author, upto in (delivered or {}).items()
         }
@@ -676,27 +735,57 @@ class ReliableRoom:
         return env
 
     def transcript(self) -> list[Envelope]:
-        """Every message kept, in the total order all members converge to."""
-        return [self._history[(author, seq)] for _, author, seq in self._order]
+        """Every message kept, in the total order all members converge to; a blocked
+        author's are left out (they are kept, and forwarded in history)."""
+        blocked = self._blocked
+        return [self._history[(a, seq)] for _, a, seq in self._order if a not in blocked]
 
     def envelope(self, ref: MessageRef) -> Envelope | None:
-        """The message `ref` names, if it is kept (what a reply quotes)."""
+        """The message `ref` names, if it is kept (what a reply quotes); never a blocked
+        author's."""
+        if ref.author in self._blocked:
+            return None
         return self._history.get((ref.author, ref.seq))
 
     def name_of(self, author: bytes) -> str | None:
         """The latest name (in total order) `author` signed that we have seen."""
         known = self._names.get(author)
-        return known[1] if known is not None else None
+        return known[1] if known is not None and author not in self._blocked else None
 
     @property
     def names(self) -> dict[bytes, str]:
-        """Every author's latest signed name, at most `max_names` of them."""
-        return {author: name for author, (_, name) in self._names.items()}
+        """Every author's latest signed name, at most `max_names` of them (none blocked)."""
+        return {a: name for a, (_, name) in self._names.items() if a not in self._blocked}
+
+    # --- blocking (docs/protocol.md 5.3) ------------------------------------------
+
+    @property
+    def blocked(self) -> frozenset[bytes]:
+        return frozenset(self._blocked)
+
+    def block(self, author: bytes) -> None:
+        """Deliver nothing more of `author`'s, show none of it, and drop its link: its
+        envelopes that others forward are still taken (so its seqs stay in step and
+        `since` says so), kept and forwarded in history, never delivered. Nothing is
+        sent to say so; to `author` we look like a member it cannot reach."""
+        if author == self.key:
+            raise MessagingError("one cannot block oneself")
+        self._blocked.add(author)
+        if author in self._connected:
+            self.disconnected(author)
+
+    def unblock(self, author: bytes) -> None:
+        """Deliver `author`'s envelopes again from the next one; those kept meanwhile
+        come back in `transcript()` (they are not delivered as events again)."""
+        self._blocked.discard(author)
 
     # --- connections ----------------------------------------------------------
 
     def connected(self, member: bytes, now: float) -> None:
         """A data channel to `member` is (again) open: ask for history and resume."""
+        if member in self._blocked:
+            self._count("refused.blocked")  # the glue makes no link to it; nor do we
+            return
         self._connected.add(member)
         self._hist_answered.pop(member, None)  # one answer per connection
         # First, while the link's queue is empty: the one frame never sent again.
@@ -743,6 +832,9 @@ class ReliableRoom:
 
     def receive(self, member: bytes, frame: Any, now: float) -> None:
         """One frame from `member` (a parsed JSON object); bad ones are dropped and counted."""
+        if member in self._blocked:
+            self._count("drop.blocked")
+            return
         try:
             self._receive(member, frame, now)
         except FrameRejected as exc:
@@ -817,7 +909,9 @@ class ReliableRoom:
                 return
         # Bounds count per envelope; the rest of a history batch goes on.
         if env.seq <= state.delivered or env.seq in state.early:
-            self._count("duplicate")
+            self._count("duplicate")  # acknowledged again below: an ack may have been lost
+        elif not self._within_rate(env, state, now):
+            return  # not acknowledged: its author sends it again (docs/protocol.md 5.3)
         elif env.seq == state.delivered + 1:
             self._deliver(state, env)
             self._drain_early(state)
@@ -849,6 +943,23 @@ class ReliableRoom:
         self._events.append(Delivered(env, self._read(env)))
         if stale:
             self._events.append(Reissue(stale))
+
+    def _within_rate(self, env: Envelope, state: _Author, now: float) -> bool:
+        """Whether `env`, new from another author, fits that author's rate limit; if not,
+        it is counted and its author reported (docs/protocol.md 5.3)."""
+        config = self.config
+        if state.bucket is None:
+            state.bucket = TokenBucket(float(config.flood_messages), float(config.flood_bytes), now)
+        if state.bucket.take(len(env.body.encode()), now, config):
+            return True
+        self._count("drop.flood")
+        state.flood_dropped += 1
+        last = state.flood_reported
+        if last is None or now >= last + config.flood_report_interval:
+            self._events.append(Flooding(env.author, state.flood_dropped))
+            state.flood_dropped = 0
+            state.flood_reported = now
+        return False
 
     def _new_author(self, author: bytes, delivered: int) -> _Author | None:
         """Track a new author, forgetting the least recently active one if full."""
@@ -888,7 +999,8 @@ class ReliableRoom:
         state.delivered = env.seq
         self._authors[env.author] = self._authors.pop(env.author)  # the most recent now
         self._remember(env)
-        self._events.append(Delivered(env, self._read(env)))
+        if env.author not in self._blocked:  # kept and forwarded, never shown or read
+            self._events.append(Delivered(env, self._read(env)))
 
     def _read(self, env: Envelope) -> Content | None:
         """What a delivered envelope says; its defects counted once, here."""

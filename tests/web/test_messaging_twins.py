@@ -13,7 +13,12 @@ Envelopes of every kind go through both: chats with names and replies,
 reactions on and off, bodies good and bad (numbers as doubles, deep nesting,
 lone surrogate escapes, names that change in NFC), sent by the cores
 themselves or signed by others; both must read the same content, count the
-same defects, keep the same names and fold the same reactions."""
+same defects, keep the same names and fold the same reactions.
+
+The rate limit and blocks (docs/protocol.md 5.3) go through both too: small
+buckets of envelopes and bytes that the steps empty and time refills, and
+members and forwarded authors blocked and unblocked between steps; both must
+drop, report, hide and refuse the same."""
 
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from peer.messaging import (
     Delivered,
     Discontinuity,
     Envelope,
+    Flooding,
     MessageRef,
     MessagingError,
     Reissue,
@@ -73,9 +79,16 @@ SMALL = {
     "max_history": 12,
     "max_outbox": 8,
     "max_names": 3,
+    "flood_messages": 4,
+    "flood_rate": 0.7,
+    "flood_bytes": 2_000,
+    "flood_byte_rate": 300.5,
+    "flood_report_interval": 4.0,
 }
 """Small bounds, reached in a few steps; the other runs use the defaults."""
-CONFIGS = st.sampled_from([{"resume_window": 5.0}, SMALL, SMALL])
+TIGHT = {**SMALL, "flood_messages": 2, "flood_rate": 0.05, "flood_bytes": 700}
+"""A rate limit that most runs reach (docs/protocol.md 5.3)."""
+CONFIGS = st.sampled_from([{"resume_window": 5.0}, SMALL, SMALL, TIGHT])
 
 
 def camel(config: dict[str, Any]) -> dict[str, Any]:
@@ -259,7 +272,10 @@ OWN = st.tuples(st.just("msg"), MEMBER, st.just(-1), st.integers(1, 12), LIKELY_
 """Our own envelope, said on another device holding our key: a proof we are behind."""
 HIST = st.tuples(st.just("hist"), MEMBER, st.lists(ENVELOPE, max_size=6))
 HIST_REQ = st.tuples(st.just("hist-req"), MEMBER, SINCE)
+BLOCK = st.tuples(st.sampled_from(["block", "unblock"]), st.integers(0, 3))
+"""Block or unblock one of the members or the first two forwarded authors."""
 STEP = st.one_of(
+    BLOCK,
     CONNECT,
     CONNECT,
     st.tuples(st.just("disconnect"), MEMBER),
@@ -293,6 +309,7 @@ RUN_JS = (
     + """
     const room = new m.ReliableRoom('00'.repeat(20), '01'.repeat(32), config);
     const members = ['02'.repeat(32), '03'.repeat(32)];
+    const authors = [...members, '10'.repeat(32), '11'.repeat(32)];
     let now = start;
     const out = [];
     for (const step of steps) {
@@ -316,6 +333,8 @@ RUN_JS = (
                 room.commit({...env, sig: 'ab'.repeat(64)}, now);
             }
             else if (kind === 'timer') { now += step[1]; room.handleTimer(now); }
+            else if (kind === 'block') room.block(authors[step[1]]);
+            else if (kind === 'unblock') room.unblock(authors[step[1]]);
             else room.receive(members[step[1]], step[2], now);
         } catch (e) {
             if (!(e instanceof m.MessagingError)) throw e;
@@ -333,12 +352,14 @@ RUN_JS = (
                         const env = room.reserve(old.body, now, old.kind, old.seq);
                         room.commit({...env, sig: 'ab'.repeat(64)}, now, old.seq);
                     }
-                } else events.push(['g', e.author, e.first, e.last]);
+                } else if (e.type === 'flooding') events.push(['f', e.author, e.dropped]);
+                else events.push(['g', e.author, e.first, e.last]);
             }
         }
         const sizes = room.transcript().map(m.wireSize);
         out.push([error, events, room.framesToSend(), room.timer(), room.lamport,
-                  {...room.counters}, room.trackedAuthors, sizes, [...room.names()]]);
+                  {...room.counters}, room.trackedAuthors, sizes, [...room.names()],
+                  [...room.blocked].sort()]);
     }
     const transcript = room.transcript();
     const keys = [...new Set(transcript.map(e => e.author))];
@@ -407,6 +428,10 @@ def run_python(
             elif kind == "timer":
                 now += step[1]
                 room.handle_timer(now)
+            elif kind == "block":
+                room.block(AUTHORS[step[1]])
+            elif kind == "unblock":
+                room.unblock(AUTHORS[step[1]])
             else:
                 room.receive(MEMBERS[step[1]], step[2], now)
         except MessagingError:
@@ -422,12 +447,14 @@ def run_python(
                     room.send(old.body, now, old.kind, replaces=old.seq)
             elif isinstance(event, Discontinuity):
                 events.append(["g", event.author.hex(), event.first, event.last])
+            elif isinstance(event, Flooding):
+                events.append(["f", event.author.hex(), event.dropped])
         frames = [[member.hex(), frame] for member, frame in room.frames_to_send()]
         sizes = [e.wire_size() for e in room.transcript()]
         names = [[k.hex(), name] for k, name in room.names.items()]
         out.append(
             [error, events, frames, room.get_timer(), room.lamport, dict(room.counters),
-             room.tracked_authors, sizes, names]
+             room.tracked_authors, sizes, names, sorted(k.hex() for k in room.blocked)]
         )  # fmt: skip
     transcript = room.transcript()
     keys = list(dict.fromkeys(e.author for e in transcript))
@@ -474,8 +501,15 @@ def covered(outputs: list[Any]) -> None:
             counter.startswith("drop.bad_") and counter != "drop.bad_history_request"
         ):
             event(counter)
-    if any(len(names) >= 3 for *_, names in outputs):
+    if any(len(out[8]) >= 3 for out in outputs):
         event("names at the small bound")
+    for counter in ("drop.flood", "drop.blocked", "refused.blocked"):
+        if counter in outputs[-1][5]:
+            event(counter)
+    if any(e[0] == "f" for out in outputs for e in out[1]):
+        event("flooding reported")
+    if any(out[9] for out in outputs) and any(e[0] == "d" for out in outputs for e in out[1]):
+        event("delivered while a key was blocked")
 
 
 PARSE_JS = (

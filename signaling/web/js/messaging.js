@@ -49,7 +49,37 @@ export const DEFAULTS = {
   maxHistory: 5000,
   maxClockLead: 3600, // seconds; see ReliableRoom.clockBounds
   maxNames: 1024, // authors whose latest signed name is kept; the least recently named goes
+  // Per author, token buckets of envelopes and body bytes (docs/protocol.md 5.3): a new
+  // envelope that finds one empty is dropped unacknowledged and reported (`flooding`).
+  floodMessages: 200,
+  floodRate: 4,
+  floodBytes: 524288,
+  floodByteRate: 65536,
+  floodReportInterval: 10, // first drop reported at once, then at most once per this long
 };
+
+export class TokenBucket {
+  // Two token buckets on one clock, envelopes and bytes: TokenBucket in
+  // peer/messaging.py, the same double arithmetic in the same order.
+  constructor(messages, octets, at) {
+    this.messages = messages;
+    this.octets = octets;
+    this.at = at;
+  }
+
+  take(size, now, config) {
+    const elapsed = now - this.at;
+    if (elapsed > 0) {
+      this.messages = Math.min(config.floodMessages, this.messages + elapsed * config.floodRate);
+      this.octets = Math.min(config.floodBytes, this.octets + elapsed * config.floodByteRate);
+      this.at = now;
+    }
+    if (this.messages < 1 || this.octets < size) return false;
+    this.messages -= 1;
+    this.octets -= size;
+    return true;
+  }
+}
 
 export const MAX_NUMBER = Number.MAX_SAFE_INTEGER; // the largest seq, lamport and ts on the wire
 
@@ -293,8 +323,19 @@ export const shortTag = (keyHex) => `\u00b7${keyHex.slice(0, 4)}`;
 export const keyHue = (keyHex) => parseInt(keyHex.slice(4, 8), 16) % 360;
 export const keyColour = (keyHex) => `hsl(${keyHue(keyHex)} 65% 40%)`;
 
+// An author's delivery state; `bucket` (its rate limit) is made with its first
+// envelope that needs one.
+const newState = (delivered) => ({
+  delivered,
+  early: new Map(),
+  gapSince: null,
+  bucket: null,
+  floodDropped: 0, // envelopes dropped for rate since it was last reported
+  floodReported: null,
+});
+
 export class ReliableRoom {
-  constructor(room, key, config = {}, state = {}, now = null) {
+  constructor(room, key, config = {}, state = {}, now = null, blocked = []) {
     // `room` and `key` are hex; `state` restores seq, lamport, delivered and history
     // (delivered in order of activity, least recent first: past maxAuthors the first
     // ones are forgotten). Given `now`, the restored clock is repaired as if the history
@@ -319,11 +360,14 @@ export class ReliableRoom {
     }
     this.counters = {};
     this.connectedMembers = new Set();
+    // Keys whose envelopes are kept and forwarded but never delivered or shown, and who
+    // get no link (docs/protocol.md 5.3).
+    this.blockedKeys = new Set([...blocked].filter((k) => k !== key));
     // In order of activity: the least recently delivered author first.
     this.authors = new Map(
-      Object.entries(state.delivered ?? {}).map(([a, n]) => [a, { delivered: n, early: new Map(), gapSince: null }]),
+      Object.entries(state.delivered ?? {}).map(([a, n]) => [a, newState(n)]),
     );
-    this.authors.set(this.key, { delivered: this.seq, early: new Map(), gapSince: null });
+    this.authors.set(this.key, newState(this.seq));
     this.earlyTotal = 0;
     this.ackDue = new Map();
     while (this.authors.size > this.config.maxAuthors && this.forgetAnAuthor());
@@ -395,34 +439,64 @@ export class ReliableRoom {
   }
 
   transcript() {
-    return [...this.ordered];
+    // Every message kept, in total order; a blocked author's are left out.
+    return this.ordered.filter((env) => !this.blockedKeys.has(env.author));
   }
 
   envelope(ref) {
-    // The message `ref` ({author, seq}) names, if it is kept (what a reply quotes).
+    // The message `ref` ({author, seq}) names, if it is kept (what a reply quotes);
+    // never a blocked author's.
+    if (this.blockedKeys.has(ref.author)) return null;
     return this.history.get(refKey(ref)) ?? null;
   }
 
   nameOf(author) {
     // The latest name (in total order) `author` signed that we have seen.
+    if (this.blockedKeys.has(author)) return null;
     return this.named.get(author)?.name ?? null;
   }
 
   names() {
-    // Every author's latest signed name, at most maxNames of them.
-    return new Map([...this.named].map(([author, { name }]) => [author, name]));
+    // Every author's latest signed name, at most maxNames of them (none blocked).
+    const shown = [...this.named].filter(([author]) => !this.blockedKeys.has(author));
+    return new Map(shown.map(([author, { name }]) => [author, name]));
+  }
+
+  // --- blocking (docs/protocol.md 5.3) ---
+
+  get blocked() {
+    return new Set(this.blockedKeys);
+  }
+
+  block(author) {
+    // Deliver and show nothing more of `author`'s and drop its link; its envelopes that
+    // others forward are still taken, kept and forwarded in history, never delivered.
+    // Nothing is sent to say so.
+    if (author === this.key) throw new MessagingError("one cannot block oneself");
+    this.blockedKeys.add(author);
+    if (this.connectedMembers.has(author)) this.disconnected(author);
+  }
+
+  unblock(author) {
+    // Deliver `author`'s envelopes again from the next one; those kept meanwhile come
+    // back in transcript() (not delivered as events again).
+    this.blockedKeys.delete(author);
   }
 
   state() {
     const delivered = {};
     for (const [author, s] of this.authors) delivered[author] = s.delivered;
-    const recent = this.ordered.slice(-this.config.historyCount);
+    const recent = this.transcript().slice(-this.config.historyCount); // none blocked
     return { seq: this.seq, lamport: this.lamport, delivered, history: recent };
   }
 
   // --- connections ---
 
   connected(member, now) {
+    if (this.blockedKeys.has(member)) {
+      this.count("refused.blocked"); // the glue makes no link to it; nor do we
+      return;
+    }
     this.connectedMembers.add(member);
     this.histAnswered.delete(member); // one answer per connection
     // First, while the link's queue is empty: the one frame never sent again.
@@ -472,6 +546,10 @@ export class ReliableRoom {
 
   receive(member, frame, now) {
     // One frame from `member`, envelopes already verified; bad ones are counted.
+    if (this.blockedKeys.has(member)) {
+      this.count("drop.blocked");
+      return;
+    }
     try {
       this.receiveFrame(member, frame, now);
     } catch (error) {
@@ -547,7 +625,9 @@ export class ReliableRoom {
     }
     // Bounds count per envelope; the rest of a history batch goes on.
     if (env.seq <= state.delivered || state.early.has(env.seq)) {
-      this.count("duplicate");
+      this.count("duplicate"); // acknowledged again below: an ack may have been lost
+    } else if (!this.withinRate(env, state, now)) {
+      return; // not acknowledged: its author sends it again (docs/protocol.md 5.3)
     } else if (env.seq === state.delivered + 1) {
       this.deliver(state, env);
       this.drainEarly(state);
@@ -582,13 +662,30 @@ export class ReliableRoom {
     if (stale.length) this.events.push({ type: "reissue", envs: stale });
   }
 
+  withinRate(env, state, now) {
+    // Whether `env`, new from another author, fits that author's rate limit; if not, it
+    // is counted and its author reported (docs/protocol.md 5.3).
+    const config = this.config;
+    if (state.bucket === null) state.bucket = new TokenBucket(config.floodMessages, config.floodBytes, now);
+    if (state.bucket.take(utf8(env.body).length, now, config)) return true;
+    this.count("drop.flood");
+    state.floodDropped += 1;
+    const last = state.floodReported;
+    if (last === null || now >= last + config.floodReportInterval) {
+      this.events.push({ type: "flooding", author: env.author, dropped: state.floodDropped });
+      state.floodDropped = 0;
+      state.floodReported = now;
+    }
+    return false;
+  }
+
   newAuthor(author, delivered) {
     // Track a new author, forgetting the least recently active one if full.
     if (this.authors.size >= this.config.maxAuthors && !this.forgetAnAuthor()) {
       this.count("drop.too_many_authors");
       return null;
     }
-    const state = { delivered, early: new Map(), gapSince: null };
+    const state = newState(delivered);
     this.authors.set(author, state);
     return state;
   }
@@ -628,7 +725,8 @@ export class ReliableRoom {
     this.authors.delete(env.author); // the most recent now
     this.authors.set(env.author, state);
     this.remember(env);
-    this.events.push({ type: "delivered", env, content: this.read(env) });
+    // a blocked author's is kept and forwarded, never shown or read
+    if (!this.blockedKeys.has(env.author)) this.events.push({ type: "delivered", env, content: this.read(env) });
   }
 
   read(env) {
