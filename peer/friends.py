@@ -333,3 +333,179 @@ def _verify(key: bytes, message: bytes, sig: bytes) -> bool:
     except (BadSignatureError, ValueError):
         return False
     return True
+
+
+# --- the book: whom to tell, whom to ask, and what we know --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PutPresence:
+    """Store this record through our node (put-record, docs/protocol.md 7.3)."""
+
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class GetPresence:
+    """Read `contact`'s record for us in `epoch` (get-record)."""
+
+    contact: bytes
+    epoch: int
+    key: bytes
+    publisher: bytes
+
+
+PresenceCommand = PutPresence | GetPresence
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where we are, as far as we tell contacts who may know it."""
+
+    room: bytes
+    layer: int
+    page: str | None
+    node: str | None
+
+
+class PresenceBook:
+    """Presence for contacts, with no I/O: what to publish and read, and when.
+
+    Fed the contacts (their cards), our mode (`off`, `on`, `with-room`), our place,
+    and the records its reads found, with `now`; it says what to put and get
+    (`commands`) and when it next has work (`get_timer`). Every `PRESENCE_REFRESH`
+    seconds it republishes our note for each contact with a card (when the mode is
+    not off) and reads each contact's note for us. A contact is online while their
+    last note says so and has not expired; `going_offline` publishes notes that say
+    we left, so contacts see it at their next read instead of at the expiry.
+    """
+
+    __slots__ = (
+        "_commands",
+        "_contacts",
+        "_next",
+        "_nonce",
+        "_place",
+        "_secrets",
+        "_seen",
+        "_seq",
+        "me",
+        "mode",
+        "x_private",
+    )
+
+    def __init__(self, me: bytes, x_private: bytes, nonce: Any) -> None:
+        self.me = me
+        self.x_private = x_private
+        self._nonce = nonce
+        """Callable[[int], bytes]: fresh random bytes for AES-GCM nonces (os.urandom)."""
+        self.mode = "off"
+        self._place: Place | None = None
+        self._contacts: dict[bytes, ContactCard | None] = {}
+        self._secrets: dict[bytes, bytes] = {}
+        self._seen: dict[bytes, tuple[int, PresenceNote]] = {}
+        """contact -> (seq, note) of the newest note read from them."""
+        self._next: float | None = 0.0
+        self._seq = 0
+        self._commands: list[PresenceCommand] = []
+
+    # --- what the person decides -----------------------------------------------------------
+
+    def set_contacts(self, cards: dict[bytes, ContactCard | None]) -> None:
+        """Every contact, with its card when one was received (`None`: not yet)."""
+        if len(cards) > MAX_CONTACTS:
+            raise ValueError(f"at most {MAX_CONTACTS} contacts")
+        self._contacts = dict(cards)
+        self._secrets = {}
+        for key, card in cards.items():
+            if card is not None and card.key == key:
+                try:
+                    self._secrets[key] = pair_secret(self.me, self.x_private, card)
+                except PresenceError:
+                    continue
+        for gone in set(self._seen) - set(cards):
+            del self._seen[gone]
+        self._next = 0.0
+
+    def set_mode(self, mode: str, now: float) -> None:
+        if mode not in ("off", "on", "with-room"):
+            raise ValueError("presence is off, on or with-room")
+        if self.mode != "off" and mode == "off":
+            self._publish(now, online=False)
+        self.mode = mode
+        self._next = 0.0
+
+    def set_place(self, place: Place | None) -> None:
+        if place != self._place:
+            self._place = place
+            self._next = 0.0
+
+    def going_offline(self, now: float) -> None:
+        """We leave: tell every contact so (a note that says offline, same expiry rules)."""
+        if self.mode != "off":
+            self._publish(now, online=False)
+
+    def secret_with(self, contact: bytes) -> bytes | None:
+        """The pair secret with `contact` (None before their card): `dm_room` takes it."""
+        return self._secrets.get(contact)
+
+    # --- what the reads found --------------------------------------------------------------
+
+    def found(self, contact: bytes, epoch: int, record: Record | None, now: float) -> None:
+        secret = self._secrets.get(contact)
+        if record is None or secret is None:
+            return
+        slot = presence_slot(secret, contact, self.me, epoch)
+        try:
+            note = open_presence(slot, record, now)
+        except PresenceError:
+            return  # a node or a stranger put something there: ignored
+        previous = self._seen.get(contact)
+        if previous is None or record.seq > previous[0] or previous[1].expires <= now:
+            self._seen[contact] = (record.seq, note)
+
+    def online(self, now: float) -> dict[bytes, PresenceNote]:
+        """Contacts whose newest note says online and has not expired."""
+        return {
+            key: note
+            for key, (_, note) in self._seen.items()
+            if note.online and note.expires > now and key in self._contacts
+        }
+
+    # --- time --------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        return self._next if self._secrets else None
+
+    def handle_timer(self, now: float) -> None:
+        if self._next is None or now < self._next or not self._secrets:
+            return
+        if self.mode != "off":
+            self._publish(now, online=True)
+        for contact in self._secrets:
+            self._read(contact, now)
+        self._next = now + PRESENCE_REFRESH
+
+    def commands(self) -> list[PresenceCommand]:
+        out, self._commands = self._commands, []
+        return out
+
+    def _read(self, contact: bytes, now: float) -> None:
+        secret = self._secrets[contact]
+        for epoch in read_epochs(now):
+            slot = presence_slot(secret, contact, self.me, epoch)
+            self._commands.append(GetPresence(contact, epoch, slot.dht_key, slot.publisher))
+
+    def _publish(self, now: float, online: bool) -> None:
+        place = self._place if online and self.mode == "with-room" else None
+        expires = int(now) + PRESENCE_TTL
+        if place is None:
+            note = PresenceNote(online, expires)
+        else:
+            note = PresenceNote(online, expires, place.room, place.layer, place.page, place.node)
+        # Milliseconds, and always past the last: a note replaces the one before it even
+        # within the same millisecond (a leave right after a refresh).
+        seq = self._seq = max(int(now * 1000), self._seq + 1)
+        for contact, secret in self._secrets.items():
+            slot = presence_slot(secret, self.me, contact, epoch_of(now))
+            self._commands.append(PutPresence(seal_presence(slot, note, seq, self._nonce(12))))

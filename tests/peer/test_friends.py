@@ -18,13 +18,20 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from dht.identity import Identity
+from dht.records import RecordLimits, RecordStore, Refusal
 from peer.friends import (
     EPOCH_OVERLAP,
     EPOCH_SECONDS,
     PAD_TO,
+    PRESENCE_REFRESH,
+    PRESENCE_TTL,
     ContactCard,
+    GetPresence,
+    Place,
+    PresenceBook,
     PresenceError,
     PresenceNote,
+    PutPresence,
     dm_room,
     epoch_of,
     open_presence,
@@ -300,3 +307,77 @@ def test_what_is_sealed_opens_the_same(online: bool, layer: int, page: str, seq:
     record = seal_presence(slot, sent, seq, os.urandom(12))
     assert open_presence(slot, record, NOW) == sent
     assert len(record.value) % PAD_TO == 28 % PAD_TO
+
+
+# --- the book, two people and a real record store on virtual time --------------------------
+
+
+def run_books(books: list[PresenceBook], store: RecordStore, now: float) -> None:
+    """Every book's due work, its puts into `store` and its reads answered from it."""
+    for book in books:
+        book.handle_timer(now)
+    drained = {id(book): book.commands() for book in books}
+    for book in books:
+        for command in drained[id(book)]:
+            if isinstance(command, PutPresence):
+                assert store.put(command.record, now) is Refusal.STORED
+    for book in books:
+        for command in drained[id(book)]:
+            if isinstance(command, GetPresence):
+                held = [r for r in store.get(command.key, now) if r.publisher == command.publisher]
+                book.found(command.contact, command.epoch, held[0] if held else None, now)
+
+
+def test_two_contacts_see_each_other_and_where_and_then_that_one_left() -> None:
+    ana, ben, eve = person(1), person(2), person(3)
+    books = {p.key: PresenceBook(p.key, p.x, os.urandom) for p in (ana, ben, eve)}
+    a, b, e = books[ana.key], books[ben.key], books[eve.key]
+    a.set_contacts({ben.key: ben.card})
+    b.set_contacts({ana.key: ana.card})
+    e.set_contacts({ana.key: ana.card, ben.key: ben.card})  # Eve has their cards, not them
+    place = Place(ROOM, 4, "https://example.com/a", "ws://127.0.0.1:1")
+    a.set_mode("with-room", NOW)
+    a.set_place(place)
+    b.set_mode("on", NOW)
+    e.set_mode("on", NOW)
+    store = RecordStore(RecordLimits())
+    now = NOW
+    run_books([a, b, e], store, now)
+    assert b.online(now) == {
+        ana.key: PresenceNote(True, int(now) + 180, ROOM, 4, place.page, place.node)
+    }
+    assert set(a.online(now)) == {ben.key} and a.online(now)[ben.key].room is None
+    assert e.online(now) == {}  # neither published anything Eve can find or read
+    # Ana moves: her contact sees the new layer at the next refresh.
+    a.set_place(Place(ROOM, 7, place.page, place.node))
+    now += PRESENCE_REFRESH
+    run_books([a, b], store, now)
+    assert b.online(now)[ana.key].layer == 7
+    # Ana leaves: the next read says so, long before the expiry.
+    a.going_offline(now)  # in the very second of its last refresh
+    for command in a.commands():
+        assert isinstance(command, PutPresence)
+        assert store.put(command.record, now) is Refusal.STORED
+    now += PRESENCE_REFRESH
+    run_books([b], store, now)
+    assert b.online(now) == {}
+    # Ben vanishes without a word: his note lapses by TTL for Ana.
+    now += 1
+    run_books([a], store, now)
+    assert ben.key in a.online(now)
+    assert a.online(now + PRESENCE_TTL + 1) == {}
+
+
+def test_presence_off_publishes_nothing_and_a_mode_off_says_offline() -> None:
+    ana, ben = person(1), person(2)
+    a = PresenceBook(ana.key, ana.x, os.urandom)
+    a.set_contacts({ben.key: ben.card})
+    a.handle_timer(NOW)
+    assert all(isinstance(c, GetPresence) for c in a.commands())
+    a.set_mode("on", NOW)
+    a.handle_timer(NOW)
+    a.commands()
+    a.set_mode("off", NOW + 1)
+    (put,) = [c for c in a.commands() if isinstance(c, PutPresence)]
+    slot = presence_slot(ben.secret_with(ana), ana.key, ben.key, epoch_of(NOW))
+    assert open_presence(slot, put.record, NOW + 1).online is False
