@@ -2,7 +2,7 @@
 // address. The room travels in the page's fragment (`/#room=URL&group=N&friend=KEY`,
 // address.js), which no browser sends to the node; old `?room=` links are
 // rewritten before anything connects. The query configures the page itself:
-// `name`, `node` (more nodes to try before this one), `relay=only`.
+// `name`, `node` (more nodes to try before this one), `relay=only`, `device`.
 
 import { inviteLink, moveQueryToFragment, parseFragment, showRoom } from "./address.js";
 import { banner, join, startChat, ui } from "./chat.js";
@@ -55,7 +55,8 @@ async function main() {
   try {
     // ?relay=only: every connection through the node's TURN relay (to try what a strict NAT sees)
     const config = params.get("relay") === "only" ? { relayOnly: true } : {};
-    peer = await Peer.open(nodes, { name: params.get("name"), config });
+    // ?device=LABEL: speak as a device of this identity, with a key of its own (protocol 5.3)
+    peer = await Peer.open(nodes, { name: params.get("name"), config, device: params.get("device") });
   } catch (error) {
     banner(error.message);
     return;

@@ -71,7 +71,13 @@ function short(key) {
 function who(key) {
   if (ui.peer && key === ui.peer.keyHex) return ui.peer.name || "you";
   ui.labels ??= labels();
-  return ui.labels.get(key) ?? labelsFor(new Map([[key, null]])).get(key);
+  const person = personOf(key);
+  return ui.labels.get(key) ?? labelsFor(new Map([[person, null]])).get(person);
+}
+
+function personOf(key) {
+  // The identity a device key speaks for (its delegation checked, protocol 5.3), else the key.
+  return ui.room?.personOf?.(key) ?? key;
 }
 
 function el(tag, props = {}, ...children) {
@@ -115,15 +121,29 @@ function labels() {
   if (ui.peer?.name) names.set(ui.peer.keyHex, ui.peer.name);
   for (const [key, name] of ui.room?.names ?? []) names.set(key, name);
   for (const [key, name] of ui.room?.core.names() ?? []) names.set(key, name); // signed ones win
-  return labelsFor(names);
+  // One person's devices (5.3) are one person: one label, told apart by the identity's tag.
+  const persons = new Map();
+  for (const [key, name] of names) {
+    const person = personOf(key);
+    if (name || !persons.has(person)) persons.set(person, name || persons.get(person) || null);
+  }
+  const byPerson = labelsFor(persons);
+  return new Map([...names.keys()].map((key) => [key, byPerson.get(personOf(key))]));
 }
 
 function relabel() {
   // Name everyone on the page again (a name came or went, or now has a namesake).
   ui.labels = null;
   for (const span of document.querySelectorAll(".who[data-key]")) span.textContent = who(span.dataset.key);
-  for (const face of document.querySelectorAll(".avatar[data-key]")) face.textContent = initials(knownName(face.dataset.key), face.dataset.key);
-  for (const li of document.querySelectorAll("#members li[data-key]")) li.querySelector(".name").textContent = who(li.dataset.key);
+  for (const face of document.querySelectorAll(".avatar[data-key]")) {
+    face.textContent = initials(knownName(face.dataset.key), face.dataset.key);
+    paintFace(face, face.dataset.key);
+  }
+  for (const span of document.querySelectorAll(".who[data-key]")) span.dataset.person = personOf(span.dataset.key);
+  for (const li of document.querySelectorAll("#members li[data-key]")) {
+    li.querySelector(".name").textContent = who(li.dataset.key);
+    showDevice(li);
+  }
   for (const button of document.querySelectorAll("#messages li.msg button.reply")) {
     button.setAttribute("aria-label", `Reply to ${who(button.closest("li").dataset.author)}`);
   }
@@ -141,13 +161,40 @@ function relabelSoon() {
 
 function avatar(key) {
   const face = el("span", { className: "avatar", dataset: { key }, "aria-hidden": "true" }, initials(knownName(key), key));
-  face.style.setProperty("background-color", keyColour(key));
-  face.style.setProperty("color", avatarInk(key));
+  paintFace(face, key);
   return face;
 }
 
+function paintFace(face, key) {
+  // A device's face wears its person's colour (5.3).
+  const person = personOf(key);
+  face.style.setProperty("background-color", keyColour(person));
+  face.style.setProperty("color", avatarInk(person));
+}
+
+function showDevice(li) {
+  // A member row says whose device it is: the device's label, and how many of that
+  // person's devices are here (the delegation proves the person; the label proves nothing).
+  const key = li.dataset.key;
+  const person = personOf(key);
+  li.dataset.person = person;
+  const label = person === key ? null : ui.room?.deviceLabel?.(key);
+  const count = ui.room?.people?.().get(person)?.size ?? 1;
+  let badge = li.querySelector(".device");
+  if (label === null || label === undefined) {
+    badge?.remove();
+    return;
+  }
+  if (!badge) {
+    badge = el("span", { className: "device" });
+    li.querySelector(".name").after(badge);
+  }
+  badge.dataset.devices = count;
+  badge.textContent = `${label || "device"}${count > 1 ? ` · ${count} devices` : ""}`;
+}
+
 function whoSpan(key) {
-  return el("span", { className: "who", dataset: { key } }, who(key));
+  return el("span", { className: "who", dataset: { key, person: personOf(key) } }, who(key));
 }
 
 // --- the transcript, in the room's total order (lamport, author) ---
@@ -364,6 +411,7 @@ function memberRow(key) {
     $("members").append(li);
   }
   li.querySelector(".name").textContent = who(key);
+  showDevice(li);
   return li;
 }
 
@@ -584,6 +632,9 @@ function onEvent(event) {
       break;
     case "profile":
       relabel();
+      break;
+    case "device":
+      if (event.room === ui.room) relabel(); // one person now: names, faces, device badges
       break;
     case "typing":
       if (event.room === ui.room) renderTyping();

@@ -23,7 +23,8 @@
 // seats us (prewarm), and the page hears of the seat once that offer has gone.
 
 import { ProtocolError, fromHex, hex } from "./bytes.js";
-import { publicKeyBytes, randomBytes, requireWebCrypto, sign, verifier, verify } from "./crypto.js";
+import { generateIdentity, publicKeyBytes, randomBytes, requireWebCrypto, sign, verifier, verify } from "./crypto.js";
+import { DEFAULT_LIFETIME_MS, MAX_BYTES as MAX_DELEGATION_BYTES, Devices, checkDelegation, issueDelegation, people, serializeDelegation } from "./device.js";
 import { exportIdentity, importIdentity, keyPairFromSeed } from "./identityfile.js";
 import { MESH_DEFAULTS, Mesh } from "./mesh.js";
 import { MessagingError, ReliableRoom, checkName, parseEnvelope, signedBytes } from "./messaging.js";
@@ -351,6 +352,9 @@ export class Room {
     this.seated = deferred(); // resolved by the first `joined`
     this.timings = {}; // when the last join was sent and answered (tests, benchmarks)
     this.core = new ReliableRoom(key, peer.keyHex, {}, state ?? {}, now());
+    this.devices = new Devices(); // which member keys are devices of which person (5.3)
+    if (peer.delegation) this.devices.add(peer.delegation);
+    this.refusedDevices = {}; // delegations refused, by code: those members stay their own person
     this.chain = Promise.resolve();
     this.timer = null;
     this.saving = null;
@@ -368,6 +372,42 @@ export class Room {
 
   emit(event) {
     this.peer.emit({ ...event, room: this });
+  }
+
+  personOf(key) {
+    // The identity key (hex) `key` speaks for (a device's delegation valid now, 5.3), or
+    // `key` itself: a key with no delegation is its own person.
+    return this.devices.personOf(key, Date.now());
+  }
+
+  people() {
+    // Who is here, by person: Map identity hex -> Set of its keys here now (us included).
+    return people([...this.members, this.peer.keyHex], this.devices, Date.now());
+  }
+
+  deviceLabel(key) {
+    return this.devices.delegation(key, Date.now())?.label ?? null;
+  }
+
+  onDevice(member, cert) {
+    // A member's delegation (5.3), checked in turn with its envelopes (so messages after
+    // it are shown under its person); refused, the member stays its own person.
+    this.serial(async () => {
+      try {
+        if (typeof cert !== "string" || cert.length > 2 * MAX_DELEGATION_BYTES) throw new ProtocolError("short", "a device frame carries a delegation in hex");
+        let data;
+        try {
+          data = fromHex(cert);
+        } catch {
+          throw new ProtocolError("short", "a delegation in hex");
+        }
+        const d = await checkDelegation(data, member, Date.now());
+        if (this.devices.add(d)) this.emit({ type: "device", key: member, identity: d.identity, label: d.label });
+      } catch (error) {
+        const code = error.code ?? "error";
+        this.refusedDevices[code] = (this.refusedDevices[code] ?? 0) + 1;
+      }
+    });
   }
 
   serial(task) {
@@ -497,6 +537,7 @@ export class Room {
     const link = this.byId.get(id);
     if (!link) return;
     this.links.set(member, link);
+    if (this.peer.delegation) link.send(this.peer.deviceFrame()); // first: who we speak for
     if (this.peer.name) link.send({ t: "profile", name: this.peer.name.slice(0, MAX_NAME) });
     this.core.connected(member, now());
     this.transfers.memberConnected(member); // a spare taking over: transfers resume from the verified offset
@@ -549,6 +590,10 @@ export class Room {
         this.names.set(member, frame.name);
         this.emit({ type: "profile", key: member, name: frame.name });
       }
+      return;
+    }
+    if (frame.t === "device") {
+      this.onDevice(member, frame.cert);
       return;
     }
     if (this.transfers.onControl(member, frame)) return;
@@ -633,7 +678,7 @@ export class Room {
 // --- the identity and its node ---
 
 export class Peer {
-  static async open(nodes, { name = null, config = {}, dbName } = {}) {
+  static async open(nodes, { name = null, config = {}, dbName, device = null } = {}) {
     requireWebCrypto();
     const store = await Store.open(dbName);
     let identity = await store.identity();
@@ -644,7 +689,23 @@ export class Peer {
       identity = await keyPairFromSeed(seed);
       await store.saveIdentity(identity, seed);
     }
-    const peer = new Peer(store, identity, await publicKeyBytes(identity), nodes, { ...CONFIG, ...config });
+    let signer = identity;
+    if (device !== null) {
+      // A device of this identity (docs/protocol.md 5.3): a key of this browser's own, not
+      // extractable, certified by the identity key; it is what joins, signs and links.
+      signer = await store.get("identity", "device");
+      if (!signer) {
+        signer = await generateIdentity();
+        await store.put("identity", "device", signer);
+      }
+    }
+    const peer = new Peer(store, signer, await publicKeyBytes(signer), nodes, { ...CONFIG, ...config });
+    peer.identityHex = hex(await publicKeyBytes(identity));
+    if (device !== null) {
+      peer.person = identity;
+      peer.deviceLabel = String(device);
+      await peer.issueDelegation();
+    }
     peer.exportable = (await store.seed()) !== null;
     peer.name = name ?? (await store.name());
     if (name !== null) await store.saveName(name);
@@ -678,6 +739,32 @@ export class Peer {
     this.closing = false;
     this.tooOld = null; // what a node that found this page too old said, until one serves it
     this.connected = deferred();
+    this.identityHex = this.keyHex; // the person's key: another only for a device (5.3)
+    this.person = null; // the identity key pair, when this peer speaks as one of its devices
+    this.delegation = null;
+    this.renewal = null;
+  }
+
+  async issueDelegation() {
+    // A fresh delegation from the identity key to our device key, valid from now (5.3).
+    const lifetime = this.config.deviceLifetimeMs ?? DEFAULT_LIFETIME_MS;
+    this.delegation = await issueDelegation(this.person, fromHex(this.identityHex), this.publicKey, Date.now(), lifetime, this.deviceLabel);
+    clearTimeout(this.renewal);
+    this.renewal = setTimeout(() => this.renewDelegation(), lifetime / 2);
+  }
+
+  async renewDelegation() {
+    // At half its life: a new delegation, shown to every member linked now.
+    if (this.closing) return;
+    await this.issueDelegation();
+    for (const room of this.rooms.values()) {
+      room.devices.add(this.delegation);
+      for (const link of room.links.values()) if (link.open) link.send(this.deviceFrame());
+    }
+  }
+
+  deviceFrame() {
+    return { t: "device", cert: hex(serializeDelegation(this.delegation)) };
   }
 
   get nodes() {
@@ -1280,6 +1367,7 @@ export class Peer {
 
   close() {
     this.closing = true;
+    clearTimeout(this.renewal);
     this.coolDown();
     clearTimeout(this.timer);
     this.mesh.close();

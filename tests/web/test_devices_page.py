@@ -1,0 +1,128 @@
+"""One person, two devices (docs/protocol.md 5.3) across clients: a Python device and a
+Chromium device of one identity in one room at once, seen by a third member as one
+person with two devices and both devices' messages in one order; the page as the third
+member shows one person with two devices, and a stranger's forged claim as its own key."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from peer.device import Delegation
+from peer.identity_file import export_identity
+from peer.peer import Room
+from peer.store import KEY_FILE
+from tests.peer.conftest import PeerFactory
+from tests.peer.test_devices_webrtc import collect, move_identity, until_linked
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import PageFactory, browser_order, order, say
+
+URL = "https://example.org/two-devices"
+PASSPHRASE = "tide lantern orbit walnut"
+
+
+async def as_device(page: Any, node_url: str, text: str, label: str, name: str) -> str:
+    """Import an identity file into the page (docs/identity.md), then open the room as a
+    device of it (`?device=LABEL`); the page's device key (hex)."""
+    await page.evaluate(
+        "async ([text, pass]) => window.pagemesh.peer.importIdentity(text, pass)",
+        [text, PASSPHRASE],
+    )
+    query = urlencode({"name": name, "device": label, "room": URL})
+    await page.goto(node_url.replace("ws://", "http://") + "/?" + query)
+    await page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+    key: str = await page.evaluate("window.pagemesh.peer.keyHex")
+    return key
+
+
+async def until_devices(room: Room, keys: set[bytes], within: float = 30.0) -> None:
+    async with asyncio.timeout(within):
+        while not all(room.person_of(k) != k for k in keys):
+            await room.next_event(within)
+
+
+async def test_a_python_device_and_a_browser_device_are_one_person(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory, tmp_path: Path
+) -> None:
+    a, b = await signaling_mesh(2)
+    laptop = await peers("ana-laptop", [b.url], device="laptop")
+    ana = laptop.identity_key
+    text = export_identity((tmp_path / "ana-laptop" / KEY_FILE).read_bytes(), PASSPHRASE, "Ana")
+    page = await open_page(a, "ana-phone")
+    phone = bytes.fromhex(await as_device(page, a.url, text.decode(), "phone", "Ana"))
+    assert await page.evaluate("window.pagemesh.peer.identityHex") == ana.hex()
+    assert phone != ana
+
+    bob = await peers("bob", [a.url])
+    room_b = await bob.join(URL)
+    room_l = await laptop.join(URL)
+    await until_linked(room_b, {laptop.public_key, phone})
+    await until_linked(room_l, {phone, bob.public_key})
+    await until_devices(room_b, {laptop.public_key, phone})
+    assert room_b.people() == {ana: {laptop.public_key, phone}, bob.public_key: {bob.public_key}}
+    assert {laptop.public_key, phone} <= room_b.members  # both seated at once
+
+    for i in range(3):
+        await say(page, f"phone {i}")
+        await room_l.say(f"laptop {i}")
+    got = await collect(room_b, {laptop.public_key, phone}, 6)
+    assert {room_b.person_of(m.author) for m in got} == {ana}
+    await collect(room_l, {phone}, 3)
+    await page.wait_for_function("window.pagemesh.room.transcript().length === 6")
+    await asyncio.sleep(0)
+    assert order(room_b.transcript()) == order(room_l.transcript()) == await browser_order(page)
+    # the page, a device itself, sees the laptop as its own person's other device
+    people = await page.evaluate(
+        "Object.fromEntries([...window.pagemesh.room.people()].map(([k, v]) => [k, [...v].sort()]))"
+    )
+    assert people == {
+        ana.hex(): sorted([laptop.public_key.hex(), phone.hex()]),
+        bob.public_key.hex(): [bob.public_key.hex()],
+    }
+
+
+async def test_the_page_shows_one_person_with_two_devices_and_a_stranger_as_itself(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory, tmp_path: Path
+) -> None:
+    a, b = await signaling_mesh(2)
+    laptop = await peers("ana-laptop", [a.url], device="laptop")
+    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
+    phone = await peers("ana-phone", [b.url], device="phone")
+    ana = laptop.identity_key
+    mallory = await peers("mallory", [a.url], device="laptop")
+    own = mallory.delegation
+    assert own is not None
+    mallory.delegation = Delegation(  # Ana's identity claimed, Mallory's identity signed
+        ana, own.device, own.not_before, own.expires, "laptop", own.signature
+    )
+    page = await open_page(b, "bob", room=URL)
+    rooms = [await p.join(URL) for p in (laptop, phone, mallory)]
+    bob = bytes.fromhex(await page.evaluate("window.pagemesh.peer.keyHex"))
+    for room in rooms:
+        await until_linked(room, {bob})
+    for room, who in zip(rooms, ("laptop", "phone", "mallory"), strict=True):
+        await room.say(f"hello from {who}")
+    await page.wait_for_function("document.querySelectorAll('#messages li.msg').length === 3")
+
+    rows = f'#members li[data-person="{ana.hex()}"]'
+    await page.wait_for_function(
+        f"""() => [...document.querySelectorAll('{rows} .device')]
+            .filter((b) => b.dataset.devices === '2').length === 2"""
+    )
+    badges = sorted(
+        await page.eval_on_selector_all(f"{rows} .device", "bs => bs.map(b => b.textContent)")
+    )
+    assert badges == ["laptop · 2 devices", "phone · 2 devices"]
+    shown = await page.eval_on_selector_all(
+        f'#messages li.msg .who[data-person="{ana.hex()}"]', "ws => ws.map(w => w.textContent)"
+    )
+    assert len(shown) == 2 and len(set(shown)) == 1  # one person's name on both devices' words
+    # Mallory: refused, shown as her own key, never under Ana
+    m = mallory.public_key.hex()
+    assert await page.get_attribute(f'#members li[data-key="{m}"]', "data-person") == m
+    assert await page.query_selector(f'#members li[data-key="{m}"] .device') is None
+    assert await page.evaluate("window.pagemesh.room.refusedDevices") == {"signature": 1}
+    assert await page.evaluate(f"window.pagemesh.room.personOf('{m}')") == m
