@@ -74,34 +74,44 @@ def module_graph(entry: Path, root: Path) -> list[Path]:
     return order
 
 
-def preload_links(entry: Path, root: Path, prefix: str) -> str:
-    """`<link rel="modulepreload">` lines for every module `entry` loads, itself left
-    out (its `<script>` fetches it): `prefix` + the module's path under `root`."""
-    lines = []
-    for module in module_graph(entry, root)[1:]:
-        href = html.escape(prefix + module.relative_to(root.resolve()).as_posix())
-        lines.append(f'<link rel="modulepreload" href="{href}">')
+def preload_links(entries: list[Path], root: Path, prefix: str) -> str:
+    """`<link rel="modulepreload">` lines for every module the `entries` load, the
+    entries themselves left out (their `<script>` tags fetch them), each once:
+    `prefix` + the module's path under `root`."""
+    skip = {entry.resolve() for entry in entries}
+    lines: list[str] = []
+    for entry in entries:
+        for module in module_graph(entry, root):
+            if module in skip:
+                continue
+            skip.add(module)
+            href = html.escape(prefix + module.relative_to(root.resolve()).as_posix())
+            lines.append(f'<link rel="modulepreload" href="{href}">')
     return "\n".join(lines)
 
 
-_SCRIPT = re.compile(r"""^([ \t]*)<script type="module" src="([^"]+)"></script>$""", re.MULTILINE)
+_SCRIPT = re.compile(
+    r"""^([ \t]*)<script type="module"(?: async)? src="([^"]+)"></script>$""", re.MULTILINE
+)
 
 
 def with_preloads(page: str, page_dir: Path, root: Path, prefix: str) -> str:
-    """`page` (HTML) with preload links after its one module script tag, for the graph
-    of the module it names (`src`, relative to `page_dir` unless it starts with
-    `prefix`'s root-relative form). ModuleGraphError unless it has exactly one."""
+    """`page` (HTML) with preload links after its last module script tag, for the
+    graphs of the modules its tags name (`src`: under `root` when it starts with an
+    absolute `prefix`, else relative to `page_dir`). ModuleGraphError if it has none."""
     tags = list(_SCRIPT.finditer(page))
-    if len(tags) != 1:
-        raise ModuleGraphError(f"a page should have one module script tag, not {len(tags)}")
-    tag = tags[0]
-    indent, src = tag[1], tag[2]
-    if prefix.startswith("/") and src.startswith(prefix):
-        entry = root / src[len(prefix) :]
-    else:
-        entry = page_dir / src
-    links = preload_links(entry, root, prefix)
+    if not tags:
+        raise ModuleGraphError("the page has no module script tag")
+    entries = []
+    for tag in tags:
+        src = tag[2]
+        if prefix.startswith("/") and src.startswith(prefix):
+            entries.append(root / src[len(prefix) :])
+        else:
+            entries.append(page_dir / src)
+    links = preload_links(entries, root, prefix)
     if not links:
         return page
-    block = "\n".join(indent + line for line in links.split("\n"))
-    return page[: tag.end()] + "\n" + block + page[tag.end() :]
+    last = tags[-1]
+    block = "\n".join(last[1] + line for line in links.split("\n"))
+    return page[: last.end()] + "\n" + block + page[last.end() :]

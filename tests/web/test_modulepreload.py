@@ -32,7 +32,7 @@ from signaling.node import WEB_DIR
 from signaling.static import StaticFiles
 from tests.signaling.conftest import NodeFactory
 
-ENTRIES = ["js/app.js", "js/widget.js", "extension/panel.js", "extension/options.js"]
+ENTRIES = ["js/app.js", "js/widget.js", "js/boot.js", "extension/panel.js", "extension/options.js"]
 PRELOAD = re.compile(r'<link rel="modulepreload" href="([^"]+)">')
 
 
@@ -84,7 +84,7 @@ async def test_the_graph_is_what_the_browser_loads(
         await context.close()
     listed = {p.relative_to(WEB_DIR).as_posix() for p in module_graph(WEB_DIR / entry, WEB_DIR)}
     assert loaded == listed
-    assert len(listed) > 3  # the graph was walked, not only its entry
+    assert len(listed) >= 3  # the graph was walked, not only its entry
 
 
 async def test_the_node_pages_preload_exactly_their_graph(signaling_mesh: NodeFactory) -> None:
@@ -94,9 +94,14 @@ async def test_the_node_pages_preload_exactly_their_graph(signaling_mesh: NodeFa
             async with session.get(http(node) + path) as response:
                 page = await response.text()
             hrefs = PRELOAD.findall(page)
-            graph = module_graph(WEB_DIR / entry, WEB_DIR)
-            assert hrefs == [f"/web/{m.relative_to(WEB_DIR).as_posix()}" for m in graph[1:]]
+            # boot.js first (async: the database and the socket start early), then the page's
+            entries = [WEB_DIR / "js" / "boot.js", WEB_DIR / entry]
+            graph = {m for e in entries for m in module_graph(e, WEB_DIR)} - set(entries)
+            assert len(hrefs) == len(set(hrefs)) == len(graph)
+            assert set(hrefs) == {f"/web/{m.relative_to(WEB_DIR).as_posix()}" for m in graph}
+            assert '<script type="module" async src="/web/js/boot.js"></script>' in page
             assert f'<script type="module" src="/web/{entry}"></script>' in page
+            assert page.index("boot.js") < page.index(entry) < page.index("modulepreload")
             assert "<script>" not in page  # still no inline script: the CSP stays strict
             for href in hrefs:
                 async with session.get(http(node) + href) as response:
@@ -237,6 +242,9 @@ def test_a_graph_that_leaves_its_folder_or_grows_without_end_is_refused(tmp_path
     (root / "p.js").write_text('import "./q.js";\n')
     (root / "q.js").write_text('import "./p.js";\nimport "./p.js";\n')
     assert [m.name for m in module_graph(root / "p.js", root)] == ["p.js", "q.js"]
-    assert preload_links(root / "p.js", root, "/s/") == '<link rel="modulepreload" href="/s/q.js">'
-    with pytest.raises(ModuleGraphError, match="one module script"):
+    assert preload_links([root / "p.js"], root, "/s/") == (
+        '<link rel="modulepreload" href="/s/q.js">'
+    )
+    assert preload_links([root / "p.js", root / "q.js"], root, "/s/") == ""
+    with pytest.raises(ModuleGraphError, match="no module script"):
         with_preloads("<head></head>", root, root, "/s/")

@@ -33,6 +33,7 @@ import { canonicalUrl, roomKey } from "./rooms.js";
 import { RELINK, ReplayGuard, parseDescription, signDescription, verifyDescription } from "./sdp.js";
 import { SignalingClient, SignalingError } from "./signaling.js";
 import { Store } from "./store.js";
+import { takeStore } from "./early.js";
 import { parseControlFrame } from "./frames.js";
 import { BROWSER_ACCEPT } from "./files.js";
 import { Transfers } from "./transfer.js";
@@ -680,7 +681,8 @@ export class Room {
 export class Peer {
   static async open(nodes, { name = null, config = {}, dbName, device = null } = {}) {
     requireWebCrypto();
-    const store = await Store.open(dbName);
+    // the default database may be opening already (early.js: since before this module ran)
+    const store = await ((dbName === undefined && takeStore()) || Store.open(dbName));
     let identity = await store.identity();
     if (!identity) {
       // From a kept seed, so the key can be exported (docs/identity.md); the private

@@ -14,6 +14,7 @@
 
 import { ProtocolError, base64, fromHex, hex } from "./bytes.js";
 import { sign } from "./crypto.js";
+import { takeSocket } from "./early.js";
 import { helloMessage, layerKey, presencePayload, presenceValue } from "./rooms.js";
 
 const MAX_PRESENCE_TTL = 3600;
@@ -37,11 +38,13 @@ export function wsUrl(nodeUrl) {
 
 export class SignalingClient {
   static connect(url, identity, publicKey, name, within = 10000) {
-    // Open `url` (ws://host:port) and prove the key; resolves once welcomed.
+    // Open `url` (ws://host:port) and prove the key; resolves once welcomed. A socket
+    // the page opened to `url` before its modules had loaded (early.js) is used first.
     return new Promise((resolve, reject) => {
       let ws;
+      const early = takeSocket(url);
       try {
-        ws = new WebSocket(wsUrl(url));
+        ws = early?.ws ?? new WebSocket(wsUrl(url));
       } catch (error) {
         reject(new SignalingError("unreachable", `cannot reach ${url}: ${error.message}`));
         return;
@@ -61,6 +64,7 @@ export class SignalingClient {
       };
       client.name = name;
       client.url = url;
+      for (const event of early?.frames ?? []) ws.onmessage(event); // heard before we listened
     });
   }
 
