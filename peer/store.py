@@ -6,7 +6,7 @@ own sequence number and Lamport clock (so a restarted author never reuses a
 seq), what was delivered per author (so a restarted reader resumes, and its
 acks stay truthful), message history, contacts (a member's key, the
 petname you gave them, their contact card, the room where you met; docs/protocol.md
-7) and partial downloads.
+7), keys blocked or muted (docs/protocol.md 5.3) and partial downloads.
 
 Per room it keeps no more than the messaging core does (`prune_room`, which
 the peer runs on opening a room and every `PRUNE_EVERY` messages): the newest
@@ -18,6 +18,7 @@ messages, or envelopes from many keys, cannot grow the file without bound.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -28,7 +29,10 @@ from nacl.signing import SigningKey
 
 from signaling.protocol import load_or_create_seed
 
+from .blocks import MAX_BLOCKS, MAX_LABEL, BlockEntry, BlockRecordError, parse_block_row
 from .messaging import Envelope
+
+log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 64
 """Messages saved in a room between two prunings of it."""
@@ -76,10 +80,19 @@ def _contacts(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE friends")
 
 
+def _blocks(db: sqlite3.Connection) -> None:
+    """3 -> 4: keys blocked or muted (docs/protocol.md 5.3), in every room."""
+    db.execute(
+        "CREATE TABLE blocks (key BLOB PRIMARY KEY, level TEXT NOT NULL, "
+        "label TEXT NOT NULL DEFAULT '', since INTEGER NOT NULL DEFAULT 0)"
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_v1,
     _version_in_user_version,
     _contacts,
+    _blocks,
 )
 """Step i brings a store from version i to i + 1, all steps in one transaction."""
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -369,6 +382,45 @@ class PeerStore:
             raise ValueError(f"presence is one of {', '.join(PRESENCE_MODES)}")
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('presence', ?)", (mode,))
+
+    # --- blocks and mutes (docs/protocol.md 5.3) ---------------------------------------
+
+    def set_block(self, key: bytes, level: str, label: str = "", since: int = 0) -> None:
+        """Block or mute `key` (a block replaces a mute and the other way round);
+        ValueError past MAX_BLOCKS keys or for a bad level, key or label."""
+        entry = parse_block_row((key, level, label[:MAX_LABEL], since))  # what reads back
+        with self._write() as db:
+            count = db.execute("SELECT count(*) FROM blocks WHERE key != ?", (key,)).fetchone()
+            if count[0] >= MAX_BLOCKS:
+                raise ValueError(f"at most {MAX_BLOCKS} keys are blocked or muted")
+            db.execute(
+                "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?)",
+                (entry.key, entry.level, entry.label, entry.since),
+            )
+
+    def clear_block(self, key: bytes, level: str | None = None) -> bool:
+        """Unblock or unmute `key` (only if it is at `level`, when given)."""
+        with self._write() as db:
+            if level is None:
+                cursor = db.execute("DELETE FROM blocks WHERE key = ?", (key,))
+            else:
+                cursor = db.execute("DELETE FROM blocks WHERE key = ? AND level = ?", (key, level))
+            return cursor.rowcount > 0
+
+    def blocks(self) -> dict[bytes, BlockEntry]:
+        """Every key blocked or muted; a row that does not parse (a damaged store) is
+        left out and logged, never a reason not to start."""
+        found: dict[bytes, BlockEntry] = {}
+        for row in self._db.execute(
+            "SELECT key, level, label, since FROM blocks LIMIT ?", (MAX_BLOCKS,)
+        ):
+            try:
+                entry = parse_block_row(tuple(row))
+            except BlockRecordError as exc:
+                log.warning("a block in the store is damaged, left out: %s", exc)
+                continue
+            found[entry.key] = entry
+        return found
 
     # --- partial downloads -------------------------------------------------------------
 

@@ -1,0 +1,89 @@
+"""Blocks and mutes, as kept on disk and named in the chat (docs/protocol.md 5.3).
+
+A block is of a key, in every room: no link to it, nothing of its delivered
+or shown (the messaging core keeps and forwards its envelopes for others).
+A mute hides its messages and keeps the link. Both are local: nothing on the
+wire says so. This module holds what both the store and the chat screen use:
+the record and its parser (`parse_block_row`, for rows read back from SQLite,
+which anyone with the file may have edited) and how a chat command's NAME or
+KEY finds a key (`find_key`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+BLOCK = "block"
+MUTE = "mute"
+LEVELS = (BLOCK, MUTE)
+MAX_BLOCKS = 10_000
+"""Keys blocked or muted, at most (each is a row and a set entry in every room)."""
+MAX_LABEL = 64
+"""Characters of the name kept beside a key (what it was called when blocked)."""
+KEY_BYTES = 32
+
+
+class BlockRecordError(ValueError):
+    """A stored block row that is not one (a damaged or hand-edited store)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEntry:
+    key: bytes
+    level: str
+    """`block` or `mute`."""
+    label: str = ""
+    """The name the key had when it was blocked or muted, to list it by."""
+    since: int = 0
+    """When, in Unix seconds."""
+
+
+def parse_block_row(row: Any) -> BlockEntry:
+    """A `blocks` row (key, level, label, since) as read from SQLite; BlockRecordError
+    for anything else. Never raises another exception."""
+    if not isinstance(row, tuple | list) or len(row) != 4:
+        raise BlockRecordError("a block row has four columns")
+    key, level, label, since = row
+    if not isinstance(key, bytes | bytearray | memoryview) or len(bytes(key)) != KEY_BYTES:
+        raise BlockRecordError("a blocked key is 32 bytes")
+    if level not in LEVELS:
+        raise BlockRecordError("a block's level is block or mute")
+    if not isinstance(label, str) or len(label) > MAX_LABEL:
+        raise BlockRecordError(f"a block's label is a string of at most {MAX_LABEL}")
+    if type(since) is not int or not 0 <= since < 2**63:
+        raise BlockRecordError("a block's time is a non-negative integer")
+    return BlockEntry(bytes(key), level, label, since)
+
+
+class AmbiguousName(LookupError):
+    """A chat command's NAME matches more than one key: the key's hex tells them apart."""
+
+
+def find_key(spec: str, names: Mapping[bytes, str], known: Iterable[bytes] = ()) -> bytes | None:
+    """The key a chat command names: 64 hex digits, a hex prefix of at least 4 digits
+    (with or without the tag's dot) of a key in `names` or `known`, or a name (any
+    case). None if nothing matches; AmbiguousName if several do."""
+    spec = spec.strip().lstrip("\u00b7")
+    if not spec:
+        return None
+    lowered = spec.lower()
+    if len(lowered) == 2 * KEY_BYTES:
+        try:
+            return bytes.fromhex(lowered)
+        except ValueError:
+            pass
+    keys = dict.fromkeys([*names, *known])
+    by_name = [k for k in keys if (names.get(k) or "").lower() == lowered]
+    if len(by_name) == 1:
+        return by_name[0]
+    by_hex = (
+        [k for k in keys if k.hex().startswith(lowered)]
+        if len(lowered) >= 4 and all(c in "0123456789abcdef" for c in lowered)
+        else []
+    )
+    found = by_name or by_hex
+    if len(found) > 1:
+        raise AmbiguousName(f"{spec!r} names {len(found)} keys; give more of the key")
+    return found[0] if found else None
