@@ -486,6 +486,10 @@ class PresenceBook:
             self._read(contact, now)
         self._next = now + PRESENCE_REFRESH
 
+    def due_now(self) -> None:
+        """Publish and read at the next `handle_timer`, whatever the refresh said."""
+        self._next = 0.0
+
     def commands(self) -> list[PresenceCommand]:
         out, self._commands = self._commands, []
         return out

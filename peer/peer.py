@@ -66,6 +66,18 @@ from .device import (
     people,
     serialize_delegation,
 )
+from .friends import (
+    MAX_CONTACTS,
+    ContactCard,
+    GetPresence,
+    Place,
+    PresenceBook,
+    PresenceError,
+    PresenceNote,
+    PutPresence,
+    parse_card_frame,
+    x25519_seed,
+)
 from .messaging import (
     Chat,
     Content,
@@ -104,7 +116,7 @@ from .signaling import (
     SignalingClient,
     SignalingError,
 )
-from .store import PRUNE_EVERY, PeerStore
+from .store import PRUNE_EVERY, Contact, PeerStore
 from .transfer import FileDone, FileEvent, FileFailed, FileOffered, FileProgress, Transfers
 from .webrtc import PeerLink, ice_configuration
 
@@ -112,6 +124,8 @@ log = logging.getLogger(__name__)
 
 MAX_NAME = 64
 JOIN_TIMEOUT = 30.0
+MAX_CARDS = 4096
+"""Contact cards of members kept in memory, so one can be added as a contact."""
 DEVICE_KEY_FILE = "device.key"
 """A device's own key, beside the identity's (docs/protocol.md 5.3), mode 0600."""
 
@@ -515,6 +529,7 @@ class Room:
             link.send(self.peer.device_frame())
         if self.peer.store.name:
             link.send({"t": "profile", "name": self.peer.store.name[:MAX_NAME]})
+        link.send(self.peer.card.to_frame())  # our contact card (docs/protocol.md 7.1)
         self.core.connected(member, time.time())
         self._emit(Connected(member, link.path()))
         self.transfers.member_connected(member)
@@ -536,6 +551,12 @@ class Room:
             return
         if isinstance(frame, dict) and frame.get("t") == "device":
             self._device(member, frame.get("cert"))
+            return
+        if isinstance(frame, dict) and frame.get("t") == "card":
+            try:  # signed by the person: a device's card is its identity's (5.3, 7.1)
+                self.peer.card_received(parse_card_frame(self.person_of(member), frame))
+            except PresenceError as refused:
+                log.info("refused the contact card of %s: %s", member.hex()[:12], refused)
             return
         if isinstance(frame, dict) and self.transfers.on_control(member, frame):
             return
@@ -682,6 +703,18 @@ class Peer:
         self._connected = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
+        # Contacts and their presence (docs/protocol.md 7): our card is the identity's.
+        x_private = x25519_seed(bytes(self.store.key))
+        self.card = ContactCard.create(self.store.key, x_private)
+        self.cards: dict[bytes, ContactCard] = {}
+        """Cards members sent us, newest last (at most MAX_CARDS): adding one takes it."""
+        self.presence = PresenceBook(self.identity_key, x_private, os.urandom)
+        self.presence.set_mode(self.store.presence_mode, time.time())
+        self._pages: dict[bytes, str | None] = {}
+        """The canonical page of each joined room (None: a private room, never told)."""
+        self._presence_timer: asyncio.TimerHandle | None = None
+        self._place_room: bytes | None = None
+        self._reload_contacts()
 
     @property
     def nodes(self) -> list[str]:
@@ -730,13 +763,18 @@ class Peer:
         self.mesh.start(time.time())
         self._drive()
         await self._connected.wait()
+        self._presence_due()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
+        if not self._closing:
+            await self._say_offline()
         self._closing = True
+        if self._presence_timer is not None:
+            self._presence_timer.cancel()
         links = [link for room in self.rooms.values() for link in room.links.values()]
         await asyncio.gather(*(link.drain() for link in links), return_exceptions=True)
         if self._timer is not None:
@@ -787,6 +825,7 @@ class Peer:
         if friend is not None and len(friend) != 32:
             raise ValueError("a friend is a 32-byte public key")
         key = room_key(canonical_url(url, scope), secret)
+        self._pages[key] = None if secret is not None else canonical_url(url, scope)
         room = self.rooms.get(key)
         if room is None:
             room = self.rooms[key] = Room(self, key)
@@ -816,6 +855,8 @@ class Peer:
 
     async def leave(self, room: Room) -> None:
         self.rooms.pop(room.key, None)
+        self._pages.pop(room.key, None)
+        self._update_place()
         self.mesh.leave(room.key)
         self._drive()
         await room.close()
@@ -917,6 +958,144 @@ class Peer:
                 if room.seated is not None and not room.seated.done():
                     room.seated.set_exception(SignalingError("replaced", message))
 
+    # --- contacts and their presence (docs/protocol.md 7) --------------------------------
+
+    def contacts(self) -> list[Contact]:
+        return self.store.contacts()
+
+    def add_contact(self, key: bytes, petname: str, room: Room | None = None) -> Contact:
+        """Keep `key` as a contact named `petname`, with the card it sent us if any, and
+        (kept here only) the room and page where we met."""
+        petname = petname.strip()
+        if not 0 < len(petname) <= MAX_NAME:
+            raise ValueError(f"a petname has 1 to {MAX_NAME} characters")
+        if len(key) != 32 or key == self.identity_key:
+            raise ValueError("a contact is another person's 32-byte key")
+        if len(self.store.contacts()) >= MAX_CONTACTS and key not in self._contact_keys():
+            raise ValueError(f"at most {MAX_CONTACTS} contacts")
+        card = self.cards.get(key)
+        contact = Contact(
+            key,
+            petname,
+            card.x if card else None,
+            card.sig if card else None,
+            room.key if room else None,
+            self._pages.get(room.key) if room else None,
+            int(time.time()),
+        )
+        self.store.save_contact(contact)
+        self._reload_contacts()
+        return contact
+
+    def rename_contact(self, key: bytes, petname: str) -> bool:
+        petname = petname.strip()
+        if not 0 < len(petname) <= MAX_NAME:
+            raise ValueError(f"a petname has 1 to {MAX_NAME} characters")
+        return self.store.rename_contact(key, petname)
+
+    def forget_contact(self, key: bytes) -> bool:
+        gone = self.store.forget_contact(key)
+        self._reload_contacts()
+        return gone
+
+    def set_presence(self, mode: str) -> None:
+        """Tell contacts nothing (`off`), that we are online (`on`), or also where
+        (`with-room`): the page's room and our layer, never a private room's page."""
+        self.presence.set_mode(mode, time.time())
+        self.store.presence_mode = mode
+        self._presence_due()
+
+    async def refresh_presence(self) -> dict[bytes, PresenceNote]:
+        """Publish our presence and read our contacts' now, not at the next refresh."""
+        self.presence.due_now()
+        self.presence.handle_timer(time.time())
+        await self._carry_out_presence(self.presence.commands())
+        return self.contacts_online()
+
+    def contacts_online(self) -> dict[bytes, PresenceNote]:
+        """Contacts online now, with where they are when they said."""
+        return self.presence.online(time.time())
+
+    def card_received(self, card: ContactCard) -> None:
+        self.cards.pop(card.key, None)
+        self.cards[card.key] = card
+        while len(self.cards) > MAX_CARDS:
+            del self.cards[next(iter(self.cards))]
+        for contact in self.store.contacts():
+            if contact.key == card.key and (contact.x, contact.card_sig) != (card.x, card.sig):
+                self.store.save_contact(Contact(card.key, contact.petname, card.x, card.sig))
+                self._reload_contacts()
+
+    def _contact_keys(self) -> set[bytes]:
+        return {c.key for c in self.store.contacts()}
+
+    def _reload_contacts(self) -> None:
+        cards: dict[bytes, ContactCard | None] = {}
+        for c in self.store.contacts():
+            cards[c.key] = (
+                ContactCard(c.key, c.x, c.card_sig)
+                if c.x is not None and c.card_sig is not None
+                else None
+            )
+        self.presence.set_contacts(cards)
+        if self._presence_timer is not None:
+            self._presence_due()
+
+    def _update_place(self) -> None:
+        key = self._place_room
+        room = self.rooms.get(key) if key is not None else None
+        if room is None and self.rooms:
+            room = next(reversed(self.rooms.values()))
+        node = self.node
+        if room is None or node is None:
+            self.presence.set_place(None)
+        else:
+            page = self._pages.get(room.key)
+            self.presence.set_place(Place(room.key, room.layer, page, node.node_url or None))
+        if self._presence_timer is not None:
+            self._presence_due()
+
+    def _presence_due(self) -> None:
+        """Run the presence book's due work now, then re-arm its one timer."""
+        if self._closing:
+            return
+        if self._presence_timer is not None:
+            self._presence_timer.cancel()
+            self._presence_timer = None
+        now = time.time()
+        self.presence.handle_timer(now)
+        commands = self.presence.commands()
+        if commands:
+            self._spawn(self._carry_out_presence(commands))
+        deadline = self.presence.get_timer()
+        loop = asyncio.get_running_loop()
+        delay = 30.0 if deadline is None else max(0.05, deadline - now)
+        self._presence_timer = loop.call_later(delay, self._presence_due)
+
+    async def _carry_out_presence(self, commands: list[PutPresence | GetPresence]) -> None:
+        node = self.node
+        if node is None:
+            return
+        for command in commands:
+            try:
+                if isinstance(command, PutPresence):
+                    await node.put_record(command.record)
+                else:
+                    record = await node.get_record(command.key, command.publisher)
+                    self.presence.found(command.contact, command.epoch, record, time.time())
+            except (SignalingError, TimeoutError) as exc:
+                log.info("presence: %s", exc)  # the next round tries again
+                if isinstance(exc, SignalingError) and exc.code == "unknown-type":
+                    return  # a node from before 7.3: nothing more to try there
+
+    async def _say_offline(self) -> None:
+        """Tell contacts we left, at once, rather than let our notes expire (7.2)."""
+        self.presence.going_offline(time.time())
+        commands = self.presence.commands()
+        if commands and self.node is not None:
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._carry_out_presence(commands), 3.0)
+
     # --- the signaling node ------------------------------------------------------------
 
     async def _connect(self, url: str) -> None:
@@ -966,6 +1145,8 @@ class Peer:
         members = [member.key for member in joined.members]
         self.mesh.learn_nodes([member.url for member in joined.members])  # more to fail over to
         self.mesh.joined(key, joined.layer, members, _expiry(joined.ice_servers), time.time())
+        self._place_room = key
+        self._update_place()
         if first:
             room.seated.set_result(joined)
         elif move is not None and not move.done():

@@ -1,0 +1,98 @@
+"""Two people add each other and see each other online, and on which page (docs/protocol.md 7):
+real nodes, real aiortc peers, real DHT records. A third person who met them in the same
+room, with both their cards, reads nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from peer.friends import epoch_of, presence_slot
+from peer.peer import Peer
+from signaling.protocol import canonical_url, room_key
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import PeerFactory
+from .test_rooms_webrtc import connected
+
+pytestmark = pytest.mark.integration
+
+URL = "https://example.org/friends"
+
+
+async def until(check: object, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_two_people_see_each_other_online_and_where_and_a_third_sees_nothing(
+    signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    a, b = await signaling_mesh(2)
+    ana = await peers("ana", [a.url])
+    ben = await peers("ben", [b.url])
+    eve = await peers("eve", [b.url])
+    room_a = await ana.join(URL)
+    room_b = await ben.join(URL)
+    room_e = await eve.join(URL)
+    await connected(room_a)
+    await connected(room_b)
+    await connected(room_e)
+    # Cards arrive on every link: Eve has both of theirs, as they have hers.
+    await until(lambda: ben.identity_key in ana.cards and ana.identity_key in ben.cards)
+    await until(lambda: ana.identity_key in eve.cards and ben.identity_key in eve.cards)
+
+    ana.add_contact(ben.identity_key, "Ben", room_a)
+    ben.add_contact(ana.identity_key, "Ana", room_b)
+    eve.add_contact(ana.identity_key, "Ana?", room_e)  # one-sided: Ana never added Eve
+    eve.add_contact(ben.identity_key, "Ben?", room_e)
+    (saved,) = ana.contacts()
+    assert saved.room == room_key(canonical_url(URL)) and saved.page == canonical_url(URL)
+    assert saved.x == ben.card.x
+    ana.set_presence("with-room")
+    ben.set_presence("on")
+    eve.set_presence("with-room")
+    await ana.refresh_presence()
+    await ben.refresh_presence()
+    await eve.refresh_presence()
+    seen_by_ben = await ben.refresh_presence()
+    seen_by_ana = await ana.refresh_presence()
+    note = seen_by_ben[ana.identity_key]
+    assert note.online and note.room == room_a.key and note.layer == room_a.layer
+    assert note.page == canonical_url(URL) and note.node == a.url
+    assert seen_by_ana[ben.identity_key].online and seen_by_ana[ben.identity_key].room is None
+    assert await eve.refresh_presence() == {}
+
+    # Every node holds the records; none of them names the pair.
+    pair = ana.presence.secret_with(ben.identity_key)
+    assert pair is not None
+    slot = presence_slot(pair, ana.identity_key, ben.identity_key, epoch_of(time.time()))
+    held = [r for node in (a, b) for r in node.dht.core.records if r.key == slot.dht_key]
+    assert held and all(r.publisher == slot.publisher for r in held)
+    for record in held:
+        for who in (ana.identity_key, ben.identity_key, room_a.key):
+            assert who not in record.key + record.publisher + record.value
+
+    # Ana goes: Ben sees it at his next read, long before her note's expiry.
+    await ana.close()
+    assert ana.identity_key not in await ben.refresh_presence()
+
+
+async def test_contacts_and_presence_survive_a_restart(
+    tmp_path: Path, signaling_mesh: NodeFactory
+) -> None:
+    (node,) = await signaling_mesh(1)
+    data = tmp_path / "ana"
+    async with Peer(data, [node.url], name="ana") as ana:
+        ana.add_contact(b"\x05" * 32, "Zed")
+        ana.set_presence("on")
+    async with Peer(data, [node.url], name="ana") as again:
+        assert [c.petname for c in again.contacts()] == ["Zed"]
+        assert again.presence.mode == "on"
+        assert again.rename_contact(b"\x05" * 32, "Zoe") and again.forget_contact(b"\x05" * 32)
+        assert again.contacts() == []
