@@ -1,4 +1,4 @@
-"""Blocks and mutes, as kept on disk and named in the chat (docs/protocol.md 5.3).
+"""Blocks and mutes, as kept on disk and named in the chat (docs/protocol.md 5.4).
 
 A block is of a key, in every room: no link to it, nothing of its delivered
 or shown (the messaging core keeps and forwards its envelopes for others).

@@ -114,7 +114,7 @@ class RoomConfig:
     max_names: int = 1_024
     """Authors whose latest signed name is kept; past it the least recently named goes."""
     flood_messages: int = 200
-    """Per author, a token bucket of envelopes (docs/protocol.md 5.3): this many at once
+    """Per author, a token bucket of envelopes (docs/protocol.md 5.4): this many at once
     (a whole history answer of one author fits), refilled at `flood_rate` per second;
     a new envelope that finds it empty is dropped unacknowledged (`Flooding`)."""
     flood_rate: float = 4.0
@@ -542,7 +542,7 @@ class Discontinuity:
 
 @dataclass(frozen=True, slots=True)
 class Flooding:
-    """`author` sent faster than the room's rate limit (docs/protocol.md 5.3): `dropped`
+    """`author` sent faster than the room's rate limit (docs/protocol.md 5.4): `dropped`
     of its envelopes were dropped, unacknowledged, since it was last reported (the first
     report comes at the first drop). Others' messages are not held back."""
 
@@ -560,7 +560,7 @@ class _Author:
     early: dict[int, Envelope] = field(default_factory=dict)
     gap_since: float | None = None
     bucket: TokenBucket | None = None
-    """Its rate limit, made with its first envelope that needs one (docs/protocol.md 5.3)."""
+    """Its rate limit, made with its first envelope that needs one (docs/protocol.md 5.4)."""
     flood_dropped: int = 0
     """Envelopes dropped for rate since it was last reported."""
     flood_reported: float | None = None
@@ -568,7 +568,7 @@ class _Author:
 
 @dataclass(slots=True)
 class TokenBucket:
-    """Two token buckets on one clock: envelopes and bytes (docs/protocol.md 5.3).
+    """Two token buckets on one clock: envelopes and bytes (docs/protocol.md 5.4).
 
     Both start full. At `now` each refills by rate * elapsed, up to its capacity (a
     clock that goes back refills nothing); an envelope of `size` bytes passes when one
@@ -644,7 +644,7 @@ class ReliableRoom:
         self._connected: set[bytes] = set()
         self._blocked: set[bytes] = set(blocked) - {key}
         """Keys whose envelopes are kept and forwarded but never delivered or shown, and
-        who get no link (docs/protocol.md 5.3)."""
+        who get no link (docs/protocol.md 5.4)."""
         self._authors: dict[bytes, _Author] = {
             author: _Author(delivered=upto) for author, upto in (delivered or {}).items()
         }
@@ -757,7 +757,7 @@ class ReliableRoom:
         """Every author's latest signed name, at most `max_names` of them (none blocked)."""
         return {a: name for a, (_, name) in self._names.items() if a not in self._blocked}
 
-    # --- blocking (docs/protocol.md 5.3) ------------------------------------------
+    # --- blocking (docs/protocol.md 5.4) ------------------------------------------
 
     @property
     def blocked(self) -> frozenset[bytes]:
@@ -911,7 +911,7 @@ class ReliableRoom:
         if env.seq <= state.delivered or env.seq in state.early:
             self._count("duplicate")  # acknowledged again below: an ack may have been lost
         elif not self._within_rate(env, state, now):
-            return  # not acknowledged: its author sends it again (docs/protocol.md 5.3)
+            return  # not acknowledged: its author sends it again (docs/protocol.md 5.4)
         elif env.seq == state.delivered + 1:
             self._deliver(state, env)
             self._drain_early(state)
@@ -946,7 +946,7 @@ class ReliableRoom:
 
     def _within_rate(self, env: Envelope, state: _Author, now: float) -> bool:
         """Whether `env`, new from another author, fits that author's rate limit; if not,
-        it is counted and its author reported (docs/protocol.md 5.3)."""
+        it is counted and its author reported (docs/protocol.md 5.4)."""
         config = self.config
         if state.bucket is None:
             state.bucket = TokenBucket(float(config.flood_messages), float(config.flood_bytes), now)

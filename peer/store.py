@@ -6,7 +6,7 @@ own sequence number and Lamport clock (so a restarted author never reuses a
 seq), what was delivered per author (so a restarted reader resumes, and its
 acks stay truthful), message history, contacts (a member's key, the
 petname you gave them, their contact card, the room where you met; docs/protocol.md
-7), keys blocked or muted (docs/protocol.md 5.3) and partial downloads.
+7), keys blocked or muted (docs/protocol.md 5.4) and partial downloads.
 
 Per room it keeps no more than the messaging core does (`prune_room`, which
 the peer runs on opening a room and every `PRUNE_EVERY` messages): the newest
@@ -81,7 +81,7 @@ def _contacts(db: sqlite3.Connection) -> None:
 
 
 def _blocks(db: sqlite3.Connection) -> None:
-    """3 -> 4: keys blocked or muted (docs/protocol.md 5.3), in every room."""
+    """3 -> 4: keys blocked or muted (docs/protocol.md 5.4), in every room."""
     db.execute(
         "CREATE TABLE blocks (key BLOB PRIMARY KEY, level TEXT NOT NULL, "
         "label TEXT NOT NULL DEFAULT '', since INTEGER NOT NULL DEFAULT 0)"
@@ -383,7 +383,7 @@ class PeerStore:
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('presence', ?)", (mode,))
 
-    # --- blocks and mutes (docs/protocol.md 5.3) ---------------------------------------
+    # --- blocks and mutes (docs/protocol.md 5.4) ---------------------------------------
 
     def set_block(self, key: bytes, level: str, label: str = "", since: int = 0) -> None:
         """Block or mute `key` (a block replaces a mute and the other way round);

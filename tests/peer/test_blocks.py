@@ -1,4 +1,4 @@
-"""Blocks and mutes on disk and by name (peer/blocks.py, peer/store.py; docs/protocol.md 5.3)."""
+"""Blocks and mutes on disk and by name (peer/blocks.py, peer/store.py; docs/protocol.md 5.4)."""
 
 from __future__ import annotations
 

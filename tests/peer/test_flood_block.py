@@ -1,4 +1,4 @@
-"""Flood cut and block in the messaging core (docs/protocol.md 5.3), on virtual time.
+"""Flood cut and block in the messaging core (docs/protocol.md 5.4), on virtual time.
 
 The attacker's tests come first: a member that floods at 500 messages a second
 while two honest members chat, and a blocked key whose envelopes reach us

@@ -193,7 +193,7 @@ async def test_a_rooms_store_keeps_no_more_than_the_core(tmp_path: Path) -> None
     # The review: 1,000 envelopes of 16 KB grew the store by 14 MiB, and never shrank.
     # Now it holds at most max_history + PRUNE_EVERY of them, and the log (WAL) has
     # its own bound (SQLite checkpoints it at 1,000 pages, 4 MiB).
-    # All at one instant: the rate limit (docs/protocol.md 5.3) is lifted to reach the store.
+    # All at one instant: the rate limit (docs/protocol.md 5.4) is lifted to reach the store.
     limits = {"flood_messages": 10**6, "flood_bytes": 10**12}
     config = PeerConfig(
         room=RoomConfig(max_history=100, max_authors=50, history_count=20, **limits)

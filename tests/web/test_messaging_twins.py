@@ -15,7 +15,7 @@ lone surrogate escapes, names that change in NFC), sent by the cores
 themselves or signed by others; both must read the same content, count the
 same defects, keep the same names and fold the same reactions.
 
-The rate limit and blocks (docs/protocol.md 5.3) go through both too: small
+The rate limit and blocks (docs/protocol.md 5.4) go through both too: small
 buckets of envelopes and bytes that the steps empty and time refills, and
 members and forwarded authors blocked and unblocked between steps; both must
 drop, report, hide and refuse the same."""
@@ -87,7 +87,7 @@ SMALL = {
 }
 """Small bounds, reached in a few steps; the other runs use the defaults."""
 TIGHT = {**SMALL, "flood_messages": 2, "flood_rate": 0.05, "flood_bytes": 700}
-"""A rate limit that most runs reach (docs/protocol.md 5.3)."""
+"""A rate limit that most runs reach (docs/protocol.md 5.4)."""
 CONFIGS = st.sampled_from([{"resume_window": 5.0}, SMALL, SMALL, TIGHT])
 
 

@@ -49,7 +49,7 @@ export const DEFAULTS = {
   maxHistory: 5000,
   maxClockLead: 3600, // seconds; see ReliableRoom.clockBounds
   maxNames: 1024, // authors whose latest signed name is kept; the least recently named goes
-  // Per author, token buckets of envelopes and body bytes (docs/protocol.md 5.3): a new
+  // Per author, token buckets of envelopes and body bytes (docs/protocol.md 5.4): a new
   // envelope that finds one empty is dropped unacknowledged and reported (`flooding`).
   floodMessages: 200,
   floodRate: 4,
@@ -361,7 +361,7 @@ export class ReliableRoom {
     this.counters = {};
     this.connectedMembers = new Set();
     // Keys whose envelopes are kept and forwarded but never delivered or shown, and who
-    // get no link (docs/protocol.md 5.3).
+    // get no link (docs/protocol.md 5.4).
     this.blockedKeys = new Set([...blocked].filter((k) => k !== key));
     // In order of activity: the least recently delivered author first.
     this.authors = new Map(
@@ -462,7 +462,7 @@ export class ReliableRoom {
     return new Map(shown.map(([author, { name }]) => [author, name]));
   }
 
-  // --- blocking (docs/protocol.md 5.3) ---
+  // --- blocking (docs/protocol.md 5.4) ---
 
   get blocked() {
     return new Set(this.blockedKeys);
@@ -627,7 +627,7 @@ export class ReliableRoom {
     if (env.seq <= state.delivered || state.early.has(env.seq)) {
       this.count("duplicate"); // acknowledged again below: an ack may have been lost
     } else if (!this.withinRate(env, state, now)) {
-      return; // not acknowledged: its author sends it again (docs/protocol.md 5.3)
+      return; // not acknowledged: its author sends it again (docs/protocol.md 5.4)
     } else if (env.seq === state.delivered + 1) {
       this.deliver(state, env);
       this.drainEarly(state);
@@ -664,7 +664,7 @@ export class ReliableRoom {
 
   withinRate(env, state, now) {
     // Whether `env`, new from another author, fits that author's rate limit; if not, it
-    // is counted and its author reported (docs/protocol.md 5.3).
+    // is counted and its author reported (docs/protocol.md 5.4).
     const config = this.config;
     if (state.bucket === null) state.bucket = new TokenBucket(config.floodMessages, config.floodBytes, now);
     if (state.bucket.take(utf8(env.body).length, now, config)) return true;
