@@ -14,6 +14,7 @@
 
 import { fragmentFor } from "../js/address.js";
 import { banner, join, leave, startChat, ui } from "../js/chat.js";
+import { start as startEarly } from "../js/early.js";
 import { Peer } from "../js/peer.js";
 import { MAX_LEARNED, loadSettings, saveSettings } from "./settings.js";
 import { decide, switchSite } from "./sitepolicy.js";
@@ -241,10 +242,13 @@ async function main() {
   hint.id = "panel-hint";
   $("empty-hint").replaceChildren(hint);
   $("you").append($("identity")); // name, key, notifications, export and import: folded away
+  startEarly(null); // the identity's database opens while the panel asks the browser where it is
   await holdLock();
-  panel.settings = await loadSettings();
-  panel.windowId = (await chrome.windows.getCurrent()).id;
-  panel.selfTabId = (await chrome.tabs.getCurrent())?.id ?? null;
+  // asked together: each is a round trip to the browser
+  const [settings, window_, self] = await Promise.all([loadSettings(), chrome.windows.getCurrent(), chrome.tabs.getCurrent()]);
+  panel.settings = settings;
+  panel.windowId = window_.id;
+  panel.selfTabId = self?.id ?? null;
   document.body.dataset.mode = panel.selfTabId === null ? "side-panel" : "tab";
   const nodes = [...panel.settings.nodes, ...panel.settings.learned];
   if (nodes.length) {
