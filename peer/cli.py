@@ -57,6 +57,9 @@ from .chatscreen import (
     printable,
     seat_sentence,
 )
+from .contacts_cli import COMMANDS as CONTACT_COMMANDS
+from .contacts_cli import HELP as CONTACT_HELP
+from .contacts_cli import contact_command
 from .files import AcceptRule, local_name
 from .identity_file import (
     IdentityFileError,
@@ -101,6 +104,7 @@ HELP = [
     "/move N         move to group N",
     "/friend KEY     move to the group of the member with this key",
     "/key            your key, for a friend's /friend",
+    *CONTACT_HELP,
     "/leave          leave the room and quit (also /quit, or Ctrl-D)",
     "/help           this list (nothing you type after / is sent to the room)",
 ]
@@ -553,6 +557,8 @@ async def command(
     try:
         if name in handlers:
             return list(handlers[name]())
+        if name in CONTACT_COMMANDS:
+            return await contact_command(room, name, arg)
         if name == "/send":
             return await send_file(room, screen, arg)
         if name == "/layers":

@@ -96,3 +96,44 @@ async def test_contacts_and_presence_survive_a_restart(
         assert again.presence.mode == "on"
         assert again.rename_contact(b"\x05" * 32, "Zoe") and again.forget_contact(b"\x05" * 32)
         assert again.contacts() == []
+
+
+async def test_the_chat_commands_add_list_rename_join_and_forget(
+    signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    from peer.cli import command
+
+    (node,) = await signaling_mesh(1)
+    ana = await peers("ana", [node.url])
+    ben = await peers("ben", [node.url])
+    room_a, room_b = await ana.join(URL), await ben.join(URL)
+    await connected(room_a)
+    await connected(room_b)
+    await until(lambda: room_a.name_of(ben.public_key) == "ben" and ben.identity_key in ana.cards)
+    await until(lambda: ana.identity_key in ben.cards)
+    assert await command(room_a, "/contacts") == [
+        "* no contacts yet: /contact add WHO NAME keeps a member of your group"
+    ]
+    assert await command(room_a, "/contact add nobody X") == [
+        "* nobody called 'nobody' in your group (/who lists them)"
+    ]
+    tag = "\u00b7" + ben.identity_key.hex()[:4]
+    assert await command(room_a, "/contact add ben Ben B.") == [f"* Ben B. {tag} is a contact"]
+    assert await command(room_b, "/contact add ana Ana") == [
+        f"* Ana \u00b7{ana.identity_key.hex()[:4]} is a contact"
+    ]
+    assert await command(room_b, "/presence with-room") == ["* you tell your contacts: with-room"]
+    assert await command(room_a, "/presence on") == ["* you tell your contacts: on"]
+    assert await command(room_a, "/presence everyone") == ["* presence is off, on or with-room"]
+    await command(room_b, "/contacts")  # Ben publishes
+    lines = await command(room_a, "/contacts")
+    assert lines[0] == "* your contacts (you tell them: on):"
+    assert lines[1].startswith(f"*   \u25cf Ben B. {tag}  here, in group 1")
+    assert lines[1].endswith(f"met on {canonical_url(URL)}")
+    assert await command(room_a, "/rename Ben B. Benny") == [
+        "* no contact 'Ben' (/contacts lists them)"
+    ]
+    assert await command(room_a, f"/rename {tag} Benny") == ["* Ben B. is now Benny"]
+    assert await command(room_a, "/join Benny") == ["* you sit with Benny in group 1"]
+    assert await command(room_a, "/forget benny") == ["* Benny is no longer a contact"]
+    assert ana.contacts() == []
