@@ -62,10 +62,11 @@ from .contacts_cli import HELP as CONTACT_HELP
 from .contacts_cli import contact_command
 from .files import AcceptRule, local_name
 from .identity_file import (
+    FileContact,
     IdentityFileError,
     export_identity,
-    import_identity,
     parse_identity_file,
+    read_identity,
     read_identity_file,
     write_identity_file,
 )
@@ -89,7 +90,7 @@ from .peer import (
     Room,
 )
 from .signaling import SignalingError
-from .store import KEY_FILE, PeerStore, StoreVersionError
+from .store import KEY_FILE, Contact, PeerStore, StoreVersionError
 from .webrtc import restrict_host_candidates
 
 TAG_MARK = short_tag(bytes(32))[0]
@@ -734,9 +735,13 @@ def _identity_export(args: argparse.Namespace) -> None:
     try:
         name = store.name
         public = store.key.verify_key.encode().hex()
+        contacts = [
+            FileContact(c.key, c.petname, c.x, c.card_sig, c.room, c.page if c.room else None)
+            for c in store.contacts()
+        ]
     finally:
         store.close()
-    data = export_identity(seed, _passphrase(confirm=True), name)
+    data = export_identity(seed, _passphrase(confirm=True), name, contacts=contacts)
     write_identity_file(args.file, data, overwrite=args.force)
     print(public)
 
@@ -752,16 +757,26 @@ def _identity_import(args: argparse.Namespace) -> None:
         raise _IdentityError(
             f"{data_dir} already holds another key; export it first, then import with --force"
         )
-    seed, name = import_identity(data, _passphrase(confirm=False))
+    seed, name, contacts = _read_identity(data, _passphrase(confirm=False))
     if not same:
         _replace_key(data_dir / KEY_FILE, seed)
-    if name:
+    if name or contacts:
         store = PeerStore(data_dir)
         try:
-            store.name = name
+            if name:
+                store.name = name
+            for c in contacts:  # added to those here; a petname from the file wins
+                store.save_contact(Contact(c.key, c.petname, c.x, c.sig, c.room, c.page))
         finally:
             store.close()
     print(public)
+
+
+def _read_identity(
+    data: bytes, passphrase: str
+) -> tuple[bytes, str | None, tuple[FileContact, ...]]:
+    contents = read_identity(data, passphrase)
+    return contents.seed, contents.name, contents.contacts
 
 
 def _replace_key(path: Path, seed: bytes) -> None:
