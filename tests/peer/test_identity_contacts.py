@@ -4,6 +4,7 @@ files still import, and a file without contacts is still written as version 1.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,3 +184,25 @@ def test_any_version_2_contents_are_contacts_or_bad_contents(body: bytes) -> Non
         read_identity(sealed_v2(SEED + body, header), PASSPHRASE, min_iterations=FAST)
     except IdentityFileError as exc:
         assert exc.code == "bad-contents"
+
+
+def test_the_cli_exports_and_imports_contacts(tmp_path: Path) -> None:
+    from peer.store import Contact, PeerStore
+    from tests.peer.test_identity_cli import identity, made_identity
+
+    public = made_identity(tmp_path / "a")
+    store = PeerStore(tmp_path / "a")
+    ben = Contact(BEN.key, BEN.petname, BEN.x, BEN.sig, BEN.room, BEN.page)
+    store.save_contact(ben)
+    store.save_contact(Contact(ANA.key, ANA.petname))
+    store.close()
+    file = tmp_path / "ana.pagemesh-identity"
+    assert identity("export", str(file), "--data-dir", str(tmp_path / "a")).returncode == 0
+    assert json.loads(file.read_bytes())["pagemesh-identity"] == CONTACTS_VERSION
+    got = identity("import", str(file), "--data-dir", str(tmp_path / "b"))
+    assert got.returncode == 0 and got.stdout.strip() == public, got.stderr
+    moved = PeerStore(tmp_path / "b")
+    try:
+        assert moved.contacts() == [Contact(ANA.key, ANA.petname), ben]
+    finally:
+        moved.close()
