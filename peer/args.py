@@ -53,6 +53,12 @@ def common(parser: argparse.ArgumentParser, url: bool = True) -> None:
     )
     parser.add_argument("--name", help="the name others see")
     parser.add_argument(
+        "--device",
+        metavar="LABEL",
+        help="speak as a device of this identity, with a key of its own certified by it, so "
+        "another device of yours can be in the room at once (docs/protocol.md 5.3)",
+    )
+    parser.add_argument(
         "--ice-host",
         action="append",
         default=[],

@@ -19,6 +19,7 @@ from .files import FileOffer
 from .messaging import Chat, MessageRef, Reaction, read_content, short_tag
 from .peer import (
     Connected,
+    Device,
     FileDone,
     FileFailed,
     FileOffered,
@@ -77,14 +78,18 @@ def human_size(size: int) -> str:
 
 def member_label(room: Room, key: bytes) -> str:
     """What to call a member: its name, else its key's tag; name and tag when another
-    member here gives itself the same name."""
+    person here gives itself the same name. A device of a person (docs/protocol.md 5.3)
+    is named as its person, by the identity's tag, with the device's label after it."""
+    person = room.person_of(key)
+    label = room.device_label(key) if person != key else None
+    device = f" [{printable(label)}]" if label else ""
     name = room.name_of(key)
     if not name:
-        return short_tag(key)
+        return short_tag(person) + device
     others = (room.members | set(room.links)) - {key}
-    if any(room.name_of(other) == name for other in others):
-        return printable(name) + short_tag(key)
-    return printable(name)
+    if any(room.name_of(o) == name and room.person_of(o) != person for o in others):
+        return printable(name) + short_tag(person) + device
+    return printable(name) + device
 
 
 def my_label(room: Room) -> str:
@@ -277,6 +282,8 @@ class ChatScreen:
             return f"* cannot connect to {member_label(room, event.key)}: {printable(why)}"
         if isinstance(event, PeerProblem):
             return f"* {printable(event.message)}"
+        if isinstance(event, Device):
+            return f"* {member_label(room, event.key)} is a device of {short_tag(event.identity)}"
         return f"* {type(event).__name__}"
 
 

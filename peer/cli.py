@@ -74,6 +74,7 @@ from .messaging import MessagingError, short_tag
 from .peer import (
     Census,
     Connected,
+    Device,
     FileDone,
     FileFailed,
     FileOffered,
@@ -117,7 +118,11 @@ def _peer(args: argparse.Namespace, accept_files_to: Path | None = None) -> Peer
         restrict_host_candidates(hosts)
     data_dir = args.data_dir or default_data_dir() / "peer"
     return Peer(
-        data_dir, args.node or [DEFAULT_NODE], name=args.name, accept_files_to=accept_files_to
+        data_dir,
+        args.node or [DEFAULT_NODE],
+        name=args.name,
+        accept_files_to=accept_files_to,
+        device=getattr(args, "device", None),
     )
 
 
@@ -154,6 +159,13 @@ def event_json(event: Any, room: Room | None = None) -> dict[str, Any]:
         }
     if isinstance(event, Profile):
         return {"event": "profile", "key": event.key.hex(), "name": event.name}
+    if isinstance(event, Device):
+        return {
+            "event": "device",
+            "key": event.key.hex(),
+            "identity": event.identity.hex(),
+            "label": event.label,
+        }
     if isinstance(event, FileOffered):
         offer = event.offer
         return {

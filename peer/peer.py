@@ -386,6 +386,11 @@ class Room:
         `key` itself: a key with no delegation is its own person."""
         return self.devices.person_of(key, int(time.time() * 1000))
 
+    def device_label(self, key: bytes) -> str | None:
+        """What the person calls the device `key` (its delegation valid now), else None."""
+        found = self.devices.delegation(key, int(time.time() * 1000))
+        return found.label if found is not None else None
+
     def people(self) -> dict[bytes, set[bytes]]:
         """Who is here, by person: identity key -> its keys here now (us included)."""
         return people({*self.members, self.peer.public_key}, self.devices, int(time.time() * 1000))

@@ -284,6 +284,12 @@ class FakeRoom:
     def name_of(self, key: bytes) -> str | None:
         return self.known.get(key)
 
+    def person_of(self, key: bytes) -> bytes:
+        return key  # no devices here (docs/protocol.md 5.3): each key its own person
+
+    def device_label(self, key: bytes) -> str | None:
+        return None
+
 
 ME, ANA, BO, CY = (bytes([n]) * 32 for n in range(4))
 

@@ -6,19 +6,22 @@ an expired one are refused and their keys shown as themselves."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from peer.chatscreen import member_label
 from peer.device import Delegation, issue_delegation
 from peer.identity_file import export_identity, import_identity
 from peer.peer import Device, Message, Replaced, Room
 from peer.store import KEY_FILE
 from tests.signaling.conftest import NodeFactory
 
-from .conftest import PeerFactory
+from .conftest import PeerFactory, next_of
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +98,7 @@ async def test_two_devices_of_one_identity_are_one_person_with_two_devices(
     labels = {room_b.devices.delegation(k, int(time.time() * 1000)).label  # type: ignore[union-attr]
               for k in (laptop.public_key, phone.public_key)}  # fmt: skip
     assert labels == {"laptop", "phone"}
+    assert member_label(room_b, laptop.public_key) == "ana-laptop [laptop]"  # pagemesh chat
     # ... in the room's one order
     await collect(room_l, {phone.public_key}, 3)
     await collect(room_p, {laptop.public_key}, 3)
@@ -158,3 +162,36 @@ async def test_a_key_without_delegation_is_its_own_person(
     await until_linked(room_n, {old.public_key})
     assert room_n.person_of(old.public_key) == old.public_key
     assert room_n.people() == {old.public_key: {old.public_key}, new.identity_key: {new.public_key}}
+
+
+async def test_pagemesh_chat_as_a_device(
+    signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path
+) -> None:
+    """`pagemesh chat --device phone` beside the same identity's laptop: both in the room,
+    the process names the laptop as the person's device, the laptop gets its words."""
+    a, b = await signaling_mesh(2)
+    laptop = await peers("ana-laptop", [a.url], device="laptop")
+    room_l = await laptop.join("https://example.org/")
+    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
+    env = {**os.environ, "PAGEMESH_ICE_HOSTS": "127.0.0.1"}
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "pagemesh", "chat", "https://example.org/", "--node", b.url),
+        *("--data-dir", str(tmp_path / "ana-phone"), "--device", "phone", "--name", "Ana"),
+        *("--say", "from the phone", "--wait", "6", "--json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    event = await next_of(room_l, Device, within=30)
+    assert event.identity == laptop.identity_key and event.label == "phone"
+    (said,) = await collect(room_l, {event.key}, 1)
+    assert said.text == "from the phone" and room_l.person_of(said.author) == laptop.identity_key
+    out, err = await asyncio.wait_for(proc.communicate(), 40)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    lines = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    assert {
+        "event": "device",
+        "key": laptop.public_key.hex(),
+        "identity": laptop.identity_key.hex(),
+        "label": "laptop",
+    } in lines
