@@ -24,6 +24,7 @@ from .peer import (
     FileFailed,
     FileOffered,
     FileProgress,
+    Flooding,
     Gap,
     MemberJoined,
     MemberLeft,
@@ -274,6 +275,12 @@ class ChatScreen:
             return f"* moved: {seat_sentence(event.layer, event.layers, event.total)}"
         if isinstance(event, Rejoined):
             return f"* seated again through {event.node}, in group {event.layer + 1:,}"
+        if isinstance(event, Flooding):
+            who = member_label(room, event.author)
+            return (
+                f"* muted {who} for flooding: {event.dropped:,} messages dropped "
+                "(/unmute to show them again, /block to cut them off)"
+            )
         if isinstance(event, Gap):
             who = member_label(room, event.author)
             return f"* {who}'s messages {event.first} to {event.last} are lost to this room"

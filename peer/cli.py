@@ -48,6 +48,9 @@ from .args import (
     group_number,
     member_key,
 )
+from .blocks_cli import COMMANDS as BLOCK_COMMANDS
+from .blocks_cli import HELP as BLOCK_HELP
+from .blocks_cli import block_command
 from .chatscreen import (
     SETTLE,
     ChatScreen,
@@ -79,6 +82,7 @@ from .peer import (
     FileFailed,
     FileOffered,
     FileProgress,
+    Flooding,
     Gap,
     MemberJoined,
     MemberLeft,
@@ -107,6 +111,7 @@ HELP = [
     "/friend KEY     move to the group of the member with this key",
     "/key            your key, for a friend's /friend",
     *CONTACT_HELP,
+    *BLOCK_HELP,
     "/leave          leave the room and quit (also /quit, or Ctrl-D)",
     "/help           this list (nothing you type after / is sent to the room)",
 ]
@@ -193,6 +198,8 @@ def event_json(event: Any, room: Room | None = None) -> dict[str, Any]:
         }
     if isinstance(event, PeerProblem):
         return {"event": "problem", "message": event.message}
+    if isinstance(event, Flooding):
+        return {"event": "flooding", "author": event.author.hex(), "dropped": event.dropped}
     if isinstance(event, Rejoined):
         return {"event": "rejoined", "node": event.node, "layer": event.layer}
     if isinstance(event, Moved):
@@ -570,6 +577,8 @@ async def command(
     try:
         if name in handlers:
             return list(handlers[name]())
+        if name in BLOCK_COMMANDS:
+            return block_command(room, name, arg)
         if name in CONTACT_COMMANDS:
             return await contact_command(room, name, arg)
         if name == "/send":

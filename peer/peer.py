@@ -55,6 +55,7 @@ from signaling.protocol import (
 )
 
 from . import mesh
+from .blocks import BLOCK, MUTE
 from .device import (
     DEFAULT_LIFETIME_MS,
     MAX_BYTES,
@@ -84,6 +85,7 @@ from .messaging import (
     Delivered,
     Discontinuity,
     Envelope,
+    Flooding,
     MessageRef,
     MessagingError,
     Reaction,
@@ -254,6 +256,7 @@ RoomEventT = (
     | Moved
     | PeerProblem
     | FileEvent
+    | Flooding
 )
 
 __all__ = [
@@ -264,6 +267,7 @@ __all__ = [
     "FileFailed",
     "FileOffered",
     "FileProgress",
+    "Flooding",
     "Gap",
     "MemberJoined",
     "MemberLeft",
@@ -319,7 +323,13 @@ class Room:
             delivered=peer.store.delivered(key),
             history=peer.store.history(key, peer.config.room.history_count),
             now=time.time(),
+            blocked=peer.blocked,
         )
+        self.hidden: dict[bytes, int | None] = {}
+        """Blocked keys the node lists here, by layer (the Mesh never hears of them;
+        an unblock hands them to it). At most the node's list of members."""
+        self.flood_muted: set[bytes] = set()
+        """Authors muted for flooding until this room is closed (docs/protocol.md 5.4)."""
         if self.core.lamport != lamport or self.core.refused_on_restore:
             # a clock pushed ahead before such envelopes were refused, repaired on restore
             peer.store.repair_room_clock(key, self.core.lamport, self.core.refused_on_restore)
@@ -378,7 +388,10 @@ class Room:
         return env
 
     def name_of(self, key: bytes) -> str | None:
-        """A member's name: signed in their envelopes, else from their link's profile."""
+        """A member's name: signed in their envelopes, else from their link's profile;
+        none for a key blocked (docs/protocol.md 5.4)."""
+        if key in self.peer.blocked:
+            return None
         return self.core.name_of(key) or self.names.get(key)
 
     def person_of(self, key: bytes) -> bytes:
@@ -394,6 +407,40 @@ class Room:
     def people(self) -> dict[bytes, set[bytes]]:
         """Who is here, by person: identity key -> its keys here now (us included)."""
         return people({*self.members, self.peer.public_key}, self.devices, int(time.time() * 1000))
+
+    # --- blocks and mutes (docs/protocol.md 5.4) ------------------------------------
+
+    def block(self, key: bytes) -> None:
+        """Block `key` in every room, for good (stored): no link, none of its messages
+        or files, not listed in `members`. It is not told. `unblock` undoes it."""
+        self.peer.block(key, self.name_of(key) or "")
+
+    def unblock(self, key: bytes) -> bool:
+        return self.peer.unblock(key)
+
+    def mute(self, key: bytes) -> None:
+        """Hide `key`'s messages (no `Message` events; they are still received, kept
+        and acknowledged) and keep its link; stored, in every room."""
+        self.peer.mute(key, self.name_of(key) or "")
+
+    def unmute(self, key: bytes) -> bool:
+        """Show `key`'s messages again (a mute for flooding too)."""
+        flooding = key in self.flood_muted
+        self.flood_muted.discard(key)
+        return self.peer.unmute(key) or flooding
+
+    @property
+    def blocked(self) -> frozenset[bytes]:
+        return self.peer.blocked
+
+    @property
+    def muted(self) -> frozenset[bytes]:
+        """Keys muted (stored) and muted here for flooding."""
+        return self.peer.muted | self.flood_muted
+
+    def shows(self, key: bytes) -> bool:
+        """Whether this room shows `key`'s messages."""
+        return key not in self.peer.blocked and key not in self.muted
 
     def reactions(self) -> dict[MessageRef, dict[str, set[bytes]]]:
         """Each message's reactions: emoji -> the keys that put it there."""
@@ -479,7 +526,8 @@ class Room:
 
     @property
     def members(self) -> set[bytes]:
-        """The members the Mesh holds for this room (as the node listed them)."""
+        """The members the Mesh holds for this room (as the node listed them, less the
+        keys blocked)."""
         state = self.peer.mesh.rooms.get(self.key)
         return set(state.members) if state is not None else set()
 
@@ -616,6 +664,8 @@ class Room:
                 elif isinstance(content, Reaction):
                     text = content.emoji
                 sent_at = env.sent_at / 1000
+                if not mine and env.author in self.muted:
+                    continue  # received, kept and acknowledged; not shown
                 self._emit(
                     Message(
                         env.author, text, env.lamport, sent_at, env.seq, mine, content,
@@ -624,6 +674,9 @@ class Room:
                 )  # fmt: skip
             elif isinstance(event, Discontinuity):
                 self._emit(Gap(event.author, event.first, event.last))
+            elif isinstance(event, Flooding):
+                self.flood_muted.add(event.author)  # until the room closes or an unmute
+                self._emit(event)
         for member, frame in core.frames_to_send():
             link = self.links.get(member)
             if link is not None:
@@ -698,6 +751,10 @@ class Peer:
         self.mesh = mesh.Mesh(
             self.public_key, list(nodes), self.config.mesh, random.Random().random, time.time()
         )
+        self.blocks = self.store.blocks()
+        """Keys blocked or muted (docs/protocol.md 5.4), as stored."""
+        self.refused_blocked = 0
+        """Offers, relinks and answers from blocked keys, dropped unanswered."""
         self.rooms: dict[bytes, Room] = {}
         self.node: SignalingClient | None = None
         self.ice_servers: list[dict[str, Any]] = []
@@ -1147,7 +1204,8 @@ class Peer:
         first = not room.seated.done()
         room.layer, room.layers, room.total = joined.layer, joined.layers, joined.total
         self._use_ice_servers(joined.ice_servers)
-        members = [member.key for member in joined.members]
+        room.hidden = {m.key: joined.layer for m in joined.members if m.key in self.blocked}
+        members = [m.key for m in joined.members if m.key not in self.blocked]
         self.mesh.learn_nodes([member.url for member in joined.members])  # more to fail over to
         self.mesh.joined(key, joined.layer, members, _expiry(joined.ice_servers), time.time())
         self._place_room = key
@@ -1202,8 +1260,13 @@ class Peer:
                 self._on_signal(event, now)
             elif isinstance(event, PeerJoined):
                 self.mesh.learn_nodes([event.url])
-                self.mesh.peer_joined(event.room, event.key, now, event.layer)
+                if event.key in self.blocked:
+                    self._hide(event.room, event.key, event.layer)
+                else:
+                    self.mesh.peer_joined(event.room, event.key, now, event.layer)
             elif isinstance(event, PeerLeft):
+                if (room := self.rooms.get(event.room)) is not None:
+                    room.hidden.pop(event.key, None)
                 self.mesh.peer_left(event.room, event.key, event.layer)
             elif isinstance(event, Moving):
                 self.mesh.moving(list(event.nodes))
@@ -1216,9 +1279,70 @@ class Peer:
             self.mesh.node_lost(url, code, time.time())
             self._drive()
 
+    # --- blocks and mutes (docs/protocol.md 5.4) ----------------------------------------
+
+    @property
+    def blocked(self) -> frozenset[bytes]:
+        return frozenset(k for k, e in self.blocks.items() if e.level == BLOCK)
+
+    @property
+    def muted(self) -> frozenset[bytes]:
+        return frozenset(k for k, e in self.blocks.items() if e.level == MUTE)
+
+    def block(self, key: bytes, label: str = "") -> None:
+        """Block `key` everywhere, stored: its links close, the Mesh forgets it as a
+        member, the messaging cores stop delivering it. Nothing is sent to it."""
+        if key in (self.public_key, self.identity_key):
+            raise ValueError("one cannot block oneself")
+        self.store.set_block(key, BLOCK, label, int(time.time()))
+        self.blocks = self.store.blocks()
+        for room in self.rooms.values():
+            room.core.block(key)
+            room.flood_muted.discard(key)
+            state = self.mesh.rooms.get(room.key)
+            if state is not None and key in state.members:
+                self._hide(room.key, key, room.layer)
+                self.mesh.peer_left(room.key, key)
+            room._service()
+        self._drive()
+
+    def unblock(self, key: bytes) -> bool:
+        """Undo `block`: the key is a member again where the node lists it."""
+        if not self.store.clear_block(key, BLOCK):
+            return False
+        self.blocks = self.store.blocks()
+        now = time.time()
+        for room in self.rooms.values():
+            room.core.unblock(key)
+            if key in room.hidden:
+                self.mesh.peer_joined(room.key, key, now, room.hidden.pop(key))
+        self._drive()
+        return True
+
+    def mute(self, key: bytes, label: str = "") -> None:
+        """Mute `key` everywhere, stored (a block of it becomes a mute)."""
+        if key in self.blocked:
+            self.unblock(key)
+        self.store.set_block(key, MUTE, label, int(time.time()))
+        self.blocks = self.store.blocks()
+
+    def unmute(self, key: bytes) -> bool:
+        found = self.store.clear_block(key, MUTE)
+        self.blocks = self.store.blocks()
+        return found
+
+    def _hide(self, room_key: bytes, key: bytes, layer: int | None) -> None:
+        """A blocked key the node lists in a room: remembered, never a member."""
+        room = self.rooms.get(room_key)
+        if room is not None and len(room.hidden) < self.mesh.config.max_members:
+            room.hidden[key] = layer
+
     # --- signals: verified here, decided by the Mesh ------------------------------------
 
     def _on_signal(self, event: SignalFrom, now: float) -> None:
+        if event.sender in self.blocked:
+            self.refused_blocked += 1  # unanswered: to it we are unreachable
+            return
         room = self.rooms.get(event.room)
         payload = event.payload
         kind = payload.get("t") if isinstance(payload, dict) else None
