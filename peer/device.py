@@ -26,6 +26,17 @@ The format, big-endian (213 bytes at most):
 | 8 | expires (uint64, Unix ms) |
 | 1 + n | label, UTF-8, n <= 64 |
 | 64 | the identity key's signature over `"pagemesh-device/1\\0"` and all the bytes above |
+
+A revocation (`"pmr1"`, 140 bytes): the identity key takes back every delegation it
+gave one device key, for good.
+
+| bytes | field |
+|---|---|
+| 4 | `"pmr1"` |
+| 32 | identity key |
+| 32 | device key |
+| 8 | revoked at (uint64, Unix ms; shown, not checked) |
+| 64 | the identity key's signature over `"pagemesh-revoke/1\\0"` and all the bytes above |
 """
 
 from __future__ import annotations
@@ -57,6 +68,13 @@ CLOCK_SKEW_MS = 5 * 60 * 1000
 """A delegation is taken from 5 minutes before its `not_before` (clocks differ)."""
 MAX_DEVICES = 1024
 """Delegations a `Devices` book keeps (members of a room, at most 256 per room)."""
+REVOKE_MAGIC = b"pmr1"
+REVOKE_DOMAIN = b"pagemesh-revoke/1\x00"
+REVOKE_HEADER = struct.Struct(">4s32s32sQ")
+REVOCATION_BYTES = REVOKE_HEADER.size + SIG_BYTES
+"""140: every revocation has this size."""
+MAX_REVOCATIONS = 1024
+"""Revocations a `Devices` book keeps."""
 
 # The characters a display name may not have (docs/protocol.md 5.0.1), nor a label.
 _LABEL_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
@@ -165,6 +183,52 @@ def parse_delegation(data: bytes) -> Delegation:
     return Delegation(identity, device, not_before, expires, label, data[-SIG_BYTES:])
 
 
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    identity: bytes
+    device: bytes
+    revoked_at: int
+    """Unix ms, as the identity's holder said: shown, never checked."""
+    signature: bytes
+
+    def signed_bytes(self) -> bytes:
+        return REVOKE_DOMAIN + self._body()
+
+    def _body(self) -> bytes:
+        return REVOKE_HEADER.pack(REVOKE_MAGIC, self.identity, self.device, self.revoked_at)
+
+
+def serialize_revocation(revocation: Revocation) -> bytes:
+    return revocation._body() + revocation.signature
+
+
+def issue_revocation(sign: Sign, identity: bytes, device: bytes, now_ms: int) -> Revocation:
+    """The identity key (`sign`) takes back its delegations to `device`; ValueError for
+    keys or a time no reader would take."""
+    if len(identity) != KEY_BYTES or len(device) != KEY_BYTES or identity == device:
+        raise ValueError("two different 32-byte keys")
+    if not 0 <= now_ms <= MAX_TIME:
+        raise ValueError("a time out of range")
+    unsigned = Revocation(identity, device, now_ms, b"")
+    return Revocation(identity, device, now_ms, sign(unsigned.signed_bytes()))
+
+
+def parse_revocation(data: bytes, verify: Verify) -> Revocation:
+    """A revocation from anyone (its signature is what counts), checked; DelegationError
+    with code `revocation` for any defect, `signature` for a signature not the identity's."""
+    if len(data) != REVOCATION_BYTES:
+        raise DelegationError("revocation", f"a revocation is {REVOCATION_BYTES} bytes")
+    magic, identity, device, revoked_at = REVOKE_HEADER.unpack_from(data)
+    if magic != REVOKE_MAGIC:
+        raise DelegationError("revocation", "not a revocation (no pmr1)")
+    if revoked_at > MAX_TIME or identity == device:
+        raise DelegationError("revocation", "a time past 2^53, or a key revoking itself")
+    revocation = Revocation(identity, device, revoked_at, data[-SIG_BYTES:])
+    if not verify(identity, revocation.signed_bytes(), revocation.signature):
+        raise DelegationError("signature", "the identity key did not sign this revocation")
+    return revocation
+
+
 def check_delegation(data: bytes, member: bytes, now_ms: int, verify: Verify) -> Delegation:
     """A delegation `member` sent over its own link, parsed and checked: signed by the
     identity it names, for `member`'s key, valid at `now_ms`. DelegationError otherwise."""
@@ -186,9 +250,38 @@ class Devices:
 
     A key with no delegation valid now is its own person: `person_of` returns it."""
 
-    def __init__(self, max_devices: int = MAX_DEVICES) -> None:
+    def __init__(
+        self, max_devices: int = MAX_DEVICES, max_revocations: int = MAX_REVOCATIONS
+    ) -> None:
         self.max_devices = max_devices
+        self.max_revocations = max_revocations
         self._by_device: OrderedDict[bytes, Delegation] = OrderedDict()
+        self._revoked: OrderedDict[tuple[bytes, bytes], Revocation] = OrderedDict()
+
+    def revoke(self, revocation: Revocation) -> bool:
+        """Keep a checked revocation: from now on no delegation of its identity to its
+        device counts. Whether it took a device away from its person now. When the book
+        is full, the oldest revocation of a delegation the book does not hold goes (a
+        flood of revocations from made-up identities never pushes out one that took a
+        device away); if every one kept took a device away, the new one is not kept."""
+        pair = (revocation.identity, revocation.device)
+        if pair not in self._revoked and len(self._revoked) >= self.max_revocations:
+            idle = next((p for p in self._revoked if not self._matters(p)), None)
+            if idle is None:
+                return False
+            del self._revoked[idle]
+        self._revoked[pair] = revocation
+        return self._matters(pair)
+
+    def _matters(self, pair: tuple[bytes, bytes]) -> bool:
+        held = self._by_device.get(pair[1])
+        return held is not None and held.identity == pair[0]
+
+    def revoked(self, identity: bytes, device: bytes) -> bool:
+        return (identity, device) in self._revoked
+
+    def revocations_of(self, identity: bytes) -> list[Revocation]:
+        return [r for (i, _), r in self._revoked.items() if i == identity]
 
     def add(self, delegation: Delegation) -> bool:
         """Keep a checked delegation (it replaces the device's older one); whether the
@@ -204,7 +297,9 @@ class Devices:
 
     def delegation(self, device: bytes, now_ms: int) -> Delegation | None:
         found = self._by_device.get(device)
-        return found if found is not None and found.valid_at(now_ms) else None
+        if found is None or not found.valid_at(now_ms):
+            return None
+        return None if (found.identity, device) in self._revoked else found
 
     def person_of(self, key: bytes, now_ms: int) -> bytes:
         """The identity `key` speaks for now; `key` itself when it has no valid delegation."""

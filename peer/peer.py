@@ -59,13 +59,18 @@ from .blocks import BLOCK, MUTE
 from .device import (
     DEFAULT_LIFETIME_MS,
     MAX_BYTES,
+    REVOCATION_BYTES,
     Delegation,
     DelegationError,
     Devices,
+    Revocation,
     check_delegation,
     issue_delegation,
+    issue_revocation,
+    parse_revocation,
     people,
     serialize_delegation,
+    serialize_revocation,
 )
 from .friends import (
     MAX_CONTACTS,
@@ -130,6 +135,10 @@ MAX_CARDS = 4096
 """Contact cards of members kept in memory, so one can be added as a contact."""
 DEVICE_KEY_FILE = "device.key"
 """A device's own key, beside the identity's (docs/protocol.md 5.3), mode 0600."""
+REVOKED_FILE = "revoked"
+"""The revocations this identity issued (140 bytes each, the newest last), 5.3."""
+MAX_OWN_REVOCATIONS = 16
+"""The most an identity keeps and shows on each link: a person has a few devices."""
 
 
 # --- what the application sees -------------------------------------------------
@@ -176,6 +185,15 @@ class Device:
     key: bytes
     identity: bytes
     label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """The identity `identity` took back its device `key` (a revocation it signed, 5.3):
+    `key` is its own person from now on."""
+
+    key: bytes
+    identity: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +268,7 @@ RoomEventT = (
     | MemberLeft
     | Profile
     | Device
+    | Revoked
     | Connected
     | Gap
     | Rejoined
@@ -280,6 +299,7 @@ __all__ = [
     "Profile",
     "Rejoined",
     "Replaced",
+    "Revoked",
     "Room",
 ]
 
@@ -342,6 +362,8 @@ class Room:
         """Which member keys are devices of which person (delegations checked, 5.3)."""
         if peer.delegation is not None:
             self.devices.add(peer.delegation)
+        for revocation in peer.revocations:
+            self.devices.revoke(revocation)
         self.refused_devices: dict[str, int] = {}
         """Delegations refused, by code: those members stay their own person."""
         self.links: dict[bytes, PeerLink] = {}
@@ -580,6 +602,8 @@ class Room:
         self.links[member] = link
         if self.peer.delegation is not None:  # first: who we speak for, before any message
             link.send(self.peer.device_frame())
+        for revocation in self.peer.revocations:  # devices this identity took back
+            link.send(revoke_frame(revocation))
         if self.peer.store.name:
             link.send({"t": "profile", "name": self.peer.store.name[:MAX_NAME]})
         link.send(self.peer.card.to_frame())  # our contact card (docs/protocol.md 7.1)
@@ -605,6 +629,9 @@ class Room:
         if isinstance(frame, dict) and frame.get("t") == "device":
             self._device(member, frame.get("cert"))
             return
+        if isinstance(frame, dict) and frame.get("t") == "revoke":
+            self._revoke(frame.get("cert"))
+            return
         if isinstance(frame, dict) and frame.get("t") == "card":
             try:  # signed by the person: a device's card is its identity's (5.3, 7.1)
                 self.peer.card_received(parse_card_frame(self.person_of(member), frame))
@@ -627,12 +654,32 @@ class Room:
             except ValueError:
                 raise DelegationError("short", "a delegation in hex") from None
             delegation = check_delegation(data, member, int(time.time() * 1000), verify_signature)
+            if self.devices.revoked(delegation.identity, member):
+                raise DelegationError("revoked", "the identity took this device back")
         except DelegationError as refused:
             self.refused_devices[refused.code] = self.refused_devices.get(refused.code, 0) + 1
             log.info("refused the delegation of %s: %s", member.hex()[:12], refused)
             return
         if self.devices.add(delegation):
             self._emit(Device(member, delegation.identity, delegation.label))
+
+    def _revoke(self, cert: object) -> None:
+        """A revocation (5.3), from whoever sends it: its identity's signature is what
+        counts. A device it takes back is its own person from now on."""
+        try:
+            if not isinstance(cert, str) or len(cert) != 2 * REVOCATION_BYTES:
+                raise DelegationError("revocation", "a revoke frame carries a revocation in hex")
+            try:
+                data = bytes.fromhex(cert)
+            except ValueError:
+                raise DelegationError("revocation", "a revocation in hex") from None
+            revocation = parse_revocation(data, verify_signature)
+        except DelegationError as refused:
+            code = f"revoke.{refused.code}"
+            self.refused_devices[code] = self.refused_devices.get(code, 0) + 1
+            return
+        if self.devices.revoke(revocation):
+            self._emit(Revoked(revocation.device, revocation.identity))
 
     def _file_channel(self, link: PeerLink, channel: RTCDataChannel) -> None:
         self.transfers.on_channel(link.member, channel)
@@ -744,6 +791,8 @@ class Peer:
         self.device_label = device
         self.delegation: Delegation | None = None
         self._renewal: asyncio.TimerHandle | None = None
+        self.revocations = load_revocations(Path(data_dir), self.identity_key)
+        """Devices this identity took back, shown to every member on every link."""
         if device is not None:
             self.signing_key = SigningKey(load_or_create_seed(Path(data_dir) / DEVICE_KEY_FILE))
             self._issue_delegation()
@@ -796,6 +845,28 @@ class Peer:
             self.config.device_lifetime_ms,
             self.device_label or "",
         )
+
+    def revoke_device(self, device: bytes) -> Revocation:
+        """Take back every delegation this identity gave `device` (a lost or stolen device,
+        5.3): kept in `revoked` and shown now on every link, and on every link after."""
+        revocation = issue_revocation(
+            lambda message: self.store.key.sign(message).signature,
+            self.identity_key,
+            device,
+            int(time.time() * 1000),
+        )
+        self.revocations = [
+            *(r for r in self.revocations if r.device != device),
+            revocation,
+        ][-MAX_OWN_REVOCATIONS:]
+        save_revocations(self.store.data_dir, self.revocations)
+        for room in self.rooms.values():
+            if room.devices.revoke(revocation):
+                room._emit(Revoked(device, self.identity_key))
+            for link in room.links.values():
+                if link.open:
+                    link.send(revoke_frame(revocation))
+        return revocation
 
     def device_frame(self) -> dict[str, Any]:
         """The control frame that shows our delegation to a member (5.3)."""
@@ -1432,6 +1503,39 @@ def _expiry(servers: tuple[IceServer, ...]) -> float | None:
     """When the first of these credentials expires (None: none expire)."""
     times = [s.expires_at for s in servers if s.expires_at is not None]
     return float(min(times)) if times else None
+
+
+def revoke_frame(revocation: Revocation) -> dict[str, Any]:
+    """The control frame that shows a revocation (5.3)."""
+    return {"t": "revoke", "cert": serialize_revocation(revocation).hex()}
+
+
+def load_revocations(data_dir: Path, identity: bytes) -> list[Revocation]:
+    """The revocations `identity` issued, from `data_dir/revoked`; any record that is not
+    one of them (another identity's, damaged) is skipped."""
+    try:
+        data = (data_dir / REVOKED_FILE).read_bytes()[: MAX_OWN_REVOCATIONS * REVOCATION_BYTES]
+    except FileNotFoundError:
+        return []
+    kept = []
+    for at in range(0, len(data) - REVOCATION_BYTES + 1, REVOCATION_BYTES):
+        try:
+            revocation = parse_revocation(data[at : at + REVOCATION_BYTES], verify_signature)
+        except DelegationError:
+            continue
+        if revocation.identity == identity:
+            kept.append(revocation)
+    return kept
+
+
+def save_revocations(data_dir: Path, revocations: list[Revocation]) -> None:
+    """`revocations` in `data_dir/revoked`, mode 0600, written beside it then renamed."""
+    path = data_dir / REVOKED_FILE
+    temporary = path.with_name(f".{REVOKED_FILE}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(b"".join(serialize_revocation(r) for r in revocations))
+    os.replace(temporary, path)
 
 
 def _rearm(

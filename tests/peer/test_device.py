@@ -22,9 +22,12 @@ from peer.device import (
     Devices,
     check_delegation,
     issue_delegation,
+    issue_revocation,
     parse_delegation,
+    parse_revocation,
     people,
     serialize_delegation,
+    serialize_revocation,
 )
 
 VECTORS = json.loads((Path(__file__).parent / "device_vectors.json").read_text())
@@ -122,6 +125,67 @@ def test_the_book_is_bounded_and_groups_people() -> None:
     grouped = people([*keys, MALLORY_KEY], devices, NOW)
     assert grouped == {ANA_KEY: set(keys[2:]), keys[0]: {keys[0]}, keys[1]: {keys[1]},
                        MALLORY_KEY: {MALLORY_KEY}}  # fmt: skip
+
+
+# --- revocations ---------------------------------------------------------------------------
+
+
+def revoke(identity: SigningKey = ANA, device: bytes = LAPTOP_KEY) -> bytes:
+    r = issue_revocation(signer(identity), bytes(identity.verify_key), device, NOW + 1000)
+    return serialize_revocation(r)
+
+
+def test_a_stranger_cannot_revoke_someone_elses_device() -> None:
+    own = parse_revocation(revoke(MALLORY), verify_signature)
+    forged = own.__class__(ANA_KEY, LAPTOP_KEY, own.revoked_at, own.signature)
+    with pytest.raises(DelegationError) as refused:
+        parse_revocation(serialize_revocation(forged), verify_signature)
+    assert refused.value.code == "signature"
+
+
+def test_a_revocation_takes_the_device_from_its_person_for_good() -> None:
+    devices = Devices()
+    devices.add(check(issue()))
+    assert devices.person_of(LAPTOP_KEY, NOW + 1) == ANA_KEY
+    # Mallory's revocation of her own delegation to Ana's laptop key takes nothing
+    assert not devices.revoke(parse_revocation(revoke(MALLORY), verify_signature))
+    assert devices.person_of(LAPTOP_KEY, NOW + 1) == ANA_KEY
+    assert devices.revoke(parse_revocation(revoke(), verify_signature))
+    assert devices.person_of(LAPTOP_KEY, NOW + 1) == LAPTOP_KEY
+    devices.add(check(issue()))  # a later delegation of the same pair counts no more
+    assert devices.person_of(LAPTOP_KEY, NOW + 1) == LAPTOP_KEY
+    assert devices.revoked(ANA_KEY, LAPTOP_KEY)
+
+
+def test_a_flood_of_made_up_revocations_never_pushes_out_one_that_matters() -> None:
+    devices = Devices(max_revocations=8)
+    devices.add(check(issue()))
+    assert devices.revoke(parse_revocation(revoke(), verify_signature))
+    for i in range(40):
+        stranger = SigningKey(bytes([i + 1]) * 32)
+        devices.revoke(parse_revocation(revoke(stranger), verify_signature))
+    assert devices.revoked(ANA_KEY, LAPTOP_KEY)
+    assert devices.person_of(LAPTOP_KEY, NOW + 1) == LAPTOP_KEY
+    assert len(devices._revoked) == 8
+
+
+def test_revocation_known_answer_and_errors() -> None:
+    assert revoke().hex() == VECTORS["revocation"]
+    for case in VECTORS["revocation_errors"]:
+        with pytest.raises(DelegationError) as refused:
+            parse_revocation(bytes.fromhex(case["hex"]), verify_signature)
+        assert refused.value.code == case["code"], case
+
+
+@settings(max_examples=1000)
+@given(st.binary(min_size=130, max_size=150))
+def test_any_bytes_are_a_revocation_or_a_delegation_error(data: bytes) -> None:
+    try:
+        r = parse_revocation(b"pmr1" + data[4:], verify_signature)
+    except DelegationError as error:
+        assert error.code in {"revocation", "signature"}
+        return
+    pytest.fail(f"random bytes signed by their identity: {r}")
 
 
 # --- the known answer, the same in the browser (tests/web/test_device_vectors.py) ------------

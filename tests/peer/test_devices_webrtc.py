@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from peer.chatscreen import member_label
-from peer.device import Delegation, issue_delegation
+from peer.device import Delegation, Revocation, issue_delegation, issue_revocation
 from peer.identity_file import export_identity, import_identity
-from peer.peer import Device, Message, Replaced, Room
+from peer.peer import Device, Message, Replaced, Revoked, Room, load_revocations
 from peer.store import KEY_FILE
 from tests.signaling.conftest import NodeFactory
 
@@ -195,3 +195,46 @@ async def test_pagemesh_chat_as_a_device(
         "identity": laptop.identity_key.hex(),
         "label": "laptop",
     } in lines
+
+
+async def test_a_revoked_device_is_its_own_person_and_a_forged_revocation_changes_nothing(
+    signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path
+) -> None:
+    (node,) = await signaling_mesh(1)
+    laptop = await peers("ana-laptop", [node.url], device="laptop")
+    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
+    phone = await peers("ana-phone", [node.url], device="phone")
+    ana = laptop.identity_key
+    # Mallory shows a revocation of Ana's phone that Mallory's own identity signed
+    mallory = await peers("mallory", [node.url])
+    own = issue_revocation(
+        lambda m: mallory.store.key.sign(m).signature, mallory.identity_key, phone.public_key, 1
+    )
+    mallory.revocations = [Revocation(ana, own.device, own.revoked_at, own.signature)]
+    bob = await peers("bob", [node.url])
+    room_b = await bob.join(URL)
+    rooms = {p: await p.join(URL) for p in (laptop, phone, mallory)}
+    devices = {laptop.public_key, phone.public_key}
+    await until_linked(room_b, devices | {mallory.public_key})
+    await rooms[mallory].say("hi")
+    await collect(room_b, {mallory.public_key}, 1)  # its revoke frame came before
+    assert room_b.refused_devices == {"revoke.signature": 1}
+    await rooms[laptop].say("hi")
+    await rooms[phone].say("hi")
+    await collect(room_b, devices, 2)
+    assert room_b.people()[ana] == devices
+
+    # the laptop is stolen: the phone takes it back
+    phone.revoke_device(laptop.public_key)
+    event = await next_of(room_b, Revoked, within=20)
+    assert event == Revoked(laptop.public_key, ana)
+    assert room_b.person_of(laptop.public_key) == laptop.public_key
+    assert room_b.people()[ana] == {phone.public_key}
+    # a renewal from the thief's side counts no more, and the revocation outlives a restart
+    laptop._renew_delegation()
+    await rooms[laptop].say("still me")
+    await collect(room_b, {laptop.public_key}, 1)
+    assert room_b.refused_devices.get("revoked") == 1
+    assert room_b.person_of(laptop.public_key) == laptop.public_key
+    assert load_revocations(tmp_path / "ana-phone", ana)[0].device == laptop.public_key
+    assert (tmp_path / "ana-phone" / "revoked").stat().st_mode & 0o777 == 0o600
