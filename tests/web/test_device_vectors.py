@@ -138,3 +138,28 @@ async def test_random_bytes_get_the_same_verdict(page: Any, blobs: list[bytes]) 
         [b.hex() for b in blobs],
     )
     assert got == want
+
+
+async def test_the_page_revokes_as_python_does(page: Any) -> None:
+    device = bytes(SigningKey(bytes.fromhex(VECTORS["device_seed"])).verify_key)
+    got = await page.evaluate(
+        """async ([seed, device, at]) => {
+            const m = window.m;
+            const pair = await m.keyPairFromSeed(m.fromHex(seed));
+            const identity = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey));
+            return m.hex(m.serializeRevocation(
+                await m.issueRevocation(pair, identity, m.fromHex(device), at)));
+        }""",
+        [VECTORS["identity_seed"], device.hex(), VECTORS["now"] + 1000],
+    )
+    assert got == VECTORS["revocation"]
+    read = """async (data) => {
+        try {
+            const r = await window.m.parseRevocation(window.m.fromHex(data));
+            return ['ok', r.identity, r.device, r.revokedAt];
+        } catch (e) { return ['error', e.code ?? String(e)]; }
+    }"""
+    ok = await page.evaluate(read, got)
+    assert ok == ["ok", VECTORS["delegation"][8:72], device.hex(), VECTORS["now"] + 1000]
+    for case in VECTORS["revocation_errors"]:
+        assert await page.evaluate(read, case["hex"]) == ["error", case["code"]], case

@@ -16,6 +16,10 @@ export const MAX_LIFETIME_MS = 30 * 24 * 3600 * 1000;
 export const DEFAULT_LIFETIME_MS = 7 * 24 * 3600 * 1000;
 export const CLOCK_SKEW_MS = 5 * 60 * 1000;
 export const MAX_DEVICES = 1024;
+export const REVOKE_MAGIC = utf8("pmr1");
+export const REVOKE_DOMAIN = utf8("pagemesh-revoke/1\0");
+export const REVOCATION_BYTES = 4 + 32 + 32 + 8 + 64;
+export const MAX_REVOCATIONS = 1024;
 const MAX_TIME = BigInt(Number.MAX_SAFE_INTEGER);
 const LABEL_FORBIDDEN = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
 
@@ -92,6 +96,39 @@ export function parseDelegation(data) {
   };
 }
 
+function revocationBody(r) {
+  return concat(REVOKE_MAGIC, r.identityBytes, r.deviceBytes, u64be(r.revokedAt));
+}
+
+export function serializeRevocation(r) {
+  return concat(revocationBody(r), r.signature);
+}
+
+export async function issueRevocation(pair, identity, device, nowMs) {
+  // The identity key (its WebCrypto `pair`) takes back its delegations to `device`, for good.
+  if (identity.length !== 32 || device.length !== 32 || hex(identity) === hex(device)) throw new Error("two different 32-byte keys");
+  if (!Number.isSafeInteger(nowMs) || nowMs < 0) throw new Error("a time out of range");
+  const r = { identityBytes: identity, deviceBytes: device, identity: hex(identity), device: hex(device), revokedAt: nowMs };
+  r.signature = await sign(pair, concat(REVOKE_DOMAIN, revocationBody(r)));
+  return r;
+}
+
+export async function parseRevocation(data) {
+  // A revocation from anyone (its signature is what counts), checked; a DelegationError
+  // with code `revocation` for any defect, `signature` for a signature not the identity's.
+  if (!(data instanceof Uint8Array) || data.length !== REVOCATION_BYTES) throw new DelegationError("revocation", `a revocation is ${REVOCATION_BYTES} bytes`);
+  if (hex(data.subarray(0, 4)) !== hex(REVOKE_MAGIC)) throw new DelegationError("revocation", "not a revocation (no pmr1)");
+  const revokedAt = new DataView(data.buffer, data.byteOffset, data.length).getBigUint64(68);
+  const identityBytes = data.slice(4, 36);
+  const deviceBytes = data.slice(36, 68);
+  if (revokedAt > MAX_TIME || hex(identityBytes) === hex(deviceBytes)) throw new DelegationError("revocation", "a time past 2^53, or a key revoking itself");
+  const r = { identityBytes, deviceBytes, identity: hex(identityBytes), device: hex(deviceBytes), revokedAt: Number(revokedAt), signature: data.slice(76) };
+  if (!(await verify(identityBytes, concat(REVOKE_DOMAIN, revocationBody(r)), r.signature))) {
+    throw new DelegationError("signature", "the identity key did not sign this revocation");
+  }
+  return r;
+}
+
 export async function checkDelegation(data, member, nowMs) {
   // A delegation `member` (hex) sent over its own link: signed by the identity it names,
   // for `member`'s key, valid at `nowMs`. A DelegationError otherwise.
@@ -108,9 +145,39 @@ export async function checkDelegation(data, member, nowMs) {
 export class Devices {
   // Which member keys speak for which identity (checked delegations, the most recent
   // `maxDevices` kept). A key with no delegation valid now is its own person.
-  constructor(maxDevices = MAX_DEVICES) {
+  constructor(maxDevices = MAX_DEVICES, maxRevocations = MAX_REVOCATIONS) {
     this.maxDevices = maxDevices;
+    this.maxRevocations = maxRevocations;
     this.byDevice = new Map();
+    this.revokedPairs = new Map(); // "identity:device" -> revocation, oldest first
+  }
+
+  revoke(r) {
+    // Keep a checked revocation (as peer/device.py Devices.revoke); whether it took a
+    // device away from its person now.
+    const pair = `${r.identity}:${r.device}`;
+    if (!this.revokedPairs.has(pair) && this.revokedPairs.size >= this.maxRevocations) {
+      let idle = null;
+      for (const kept of this.revokedPairs.keys()) {
+        if (!this.matters(kept)) {
+          idle = kept;
+          break;
+        }
+      }
+      if (idle === null) return false;
+      this.revokedPairs.delete(idle);
+    }
+    this.revokedPairs.set(pair, r);
+    return this.matters(pair);
+  }
+
+  matters(pair) {
+    const [identity, device] = pair.split(":");
+    return this.byDevice.get(device)?.identity === identity;
+  }
+
+  revoked(identity, device) {
+    return this.revokedPairs.has(`${identity}:${device}`);
   }
 
   add(d) {
@@ -128,7 +195,7 @@ export class Devices {
 
   delegation(device, nowMs) {
     const d = this.byDevice.get(device);
-    return d && validAt(d, nowMs) ? d : null;
+    return d && validAt(d, nowMs) && !this.revoked(d.identity, device) ? d : null;
   }
 
   personOf(key, nowMs) {
