@@ -240,7 +240,10 @@ async def test_a_node_from_the_installed_wheel_serves_the_page(wheel: Path, tmp_
                 assert response.status == 200
             async with http.get(base + "/widget") as response:
                 assert response.status == 200 and b'class="widget"' in await response.read()
-        assert page == (site / "signaling" / "web" / "index.html").read_bytes()
+        # index.html as installed, its module graph preloaded (signaling/modules.py)
+        assert b'<link rel="modulepreload" href="/web/js/peer.js">' in page
+        preloads = re.compile(rb'\n *<link rel="modulepreload" href="[^"]+">')
+        assert preloads.sub(b"", page) == (site / "signaling" / "web" / "index.html").read_bytes()
         assert app == marked
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
