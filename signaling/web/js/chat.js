@@ -21,6 +21,7 @@ import { Attention } from "./attention.js";
 import { TranscriptFollower } from "./follow.js";
 import { readContent, reactionsFor, refKey } from "./messaging.js";
 import { messageText } from "./messagetext.js";
+import { startBlocking } from "./blocking.js";
 import { acceptRuleTakes } from "./files.js";
 import { parseIdentityFile } from "./identityfile.js";
 import { MAX_LAYER, canonicalUrl } from "./peer.js";
@@ -412,6 +413,7 @@ function memberRow(key) {
   }
   li.querySelector(".name").textContent = who(key);
   showDevice(li);
+  ui.blocking?.decorate(li); // Mute, Block (blocking.js, docs/protocol.md 5.4)
   return li;
 }
 
@@ -639,6 +641,9 @@ function onEvent(event) {
     case "typing":
       if (event.room === ui.room) renderTyping();
       break;
+    case "flooding":
+      ui.blocking?.onFlooding(event);
+      break;
     case "gap":
       note(`${event.last - event.first + 1} messages of ${who(event.author)} could not be recovered`);
       break;
@@ -726,7 +731,10 @@ export async function join(pageUrl, wish = {}) {
   inRoom(true);
   memberRow(ui.peer.keyHex).classList.add("me");
   setPath(ui.peer.keyHex, "you");
-  for (const env of ui.room.transcript()) showMessage({ env, mine: env.author === ui.peer.keyHex }, false);
+  for (const env of ui.room.transcript()) {
+    const mine = env.author === ui.peer.keyHex;
+    if (mine || ui.room.shows(env.author)) showMessage({ env, mine }, false); // none muted (5.4)
+  }
   for (const key of ui.room.members) memberRow(key);
   relabel();
   renderTotal();
@@ -998,5 +1006,13 @@ export function startChat(peer, host) {
   wireIdentity();
   wireComposer();
   wireGroups();
+  ui.blocking = startBlocking(peer, {
+    room: () => ui.room,
+    who,
+    note,
+    redraw: (key) => {
+      for (const env of ui.room?.transcript() ?? []) if (env.author === key) showMessage({ env, mine: false }, false);
+    },
+  });
   peer.start();
 }

@@ -23,6 +23,7 @@
 // seats us (prewarm), and the page hears of the seat once that offer has gone.
 
 import { ProtocolError, fromHex, hex } from "./bytes.js";
+import { BLOCK, MAX_BLOCKS, MUTE, parseBlockList } from "./blocks.js";
 import { generateIdentity, publicKeyBytes, randomBytes, requireWebCrypto, sign, verifier, verify } from "./crypto.js";
 import { DEFAULT_LIFETIME_MS, MAX_BYTES as MAX_DELEGATION_BYTES, Devices, checkDelegation, issueDelegation, people, serializeDelegation } from "./device.js";
 import { exportIdentity, importIdentity, keyPairFromSeed } from "./identityfile.js";
@@ -352,7 +353,9 @@ export class Room {
     this.linksMade = new Map(); // member -> how many links were made to it (tests read it)
     this.seated = deferred(); // resolved by the first `joined`
     this.timings = {}; // when the last join was sent and answered (tests, benchmarks)
-    this.core = new ReliableRoom(key, peer.keyHex, {}, state ?? {}, now());
+    this.core = new ReliableRoom(key, peer.keyHex, {}, state ?? {}, now(), [...peer.blocked]);
+    this.hidden = new Map(); // blocked keys the node lists here, by layer: never members (5.4)
+    this.floodMuted = new Set(); // authors muted for flooding until the page closes (5.4)
     this.devices = new Devices(); // which member keys are devices of which person (5.3)
     if (peer.delegation) this.devices.add(peer.delegation);
     this.refusedDevices = {}; // delegations refused, by code: those members stay their own person
@@ -626,6 +629,35 @@ export class Room {
     return frame.t === "msg" ? { t: "msg", env: good[0] } : { t: "hist", envs: good };
   }
 
+  // --- blocks and mutes (docs/protocol.md 5.4) ---
+
+  get muted() {
+    // Keys muted (stored) and muted here for flooding.
+    return new Set([...this.peer.muted, ...this.floodMuted]);
+  }
+
+  shows(key) {
+    // Whether this room shows `key`'s messages.
+    return !this.peer.blocked.has(key) && !this.peer.muted.has(key) && !this.floodMuted.has(key);
+  }
+
+  block(key) {
+    return this.peer.block(key, this.names.get(key) ?? this.core.nameOf(key) ?? "");
+  }
+
+  unblock(key) {
+    return this.peer.unblock(key);
+  }
+
+  mute(key) {
+    return this.peer.mute(key, this.names.get(key) ?? this.core.nameOf(key) ?? "");
+  }
+
+  async unmute(key) {
+    const flooding = this.floodMuted.delete(key);
+    return (await this.peer.unmute(key)) || flooding;
+  }
+
   // --- the messaging core ---
 
   service() {
@@ -639,7 +671,11 @@ export class Room {
       } else if (event.type === "delivered") {
         if (this.typing.stopped(event.env.author, now())) this.emit({ type: "typing" });
         const mine = event.env.author === this.peer.keyHex;
+        if (!mine && !this.shows(event.env.author)) continue; // received, kept, acknowledged; not shown
         this.emit({ type: "message", env: event.env, content: event.content, mine, replaces: event.replaces });
+      } else if (event.type === "flooding") {
+        this.floodMuted.add(event.author); // until the page closes or an unmute (5.4)
+        this.emit(event);
       } else {
         this.emit(event);
       }
@@ -710,6 +746,7 @@ export class Peer {
     }
     peer.exportable = (await store.seed()) !== null;
     peer.name = name ?? (await store.name());
+    peer.blocks = parseBlockList(await store.blocks()).entries;
     if (name !== null) await store.saveName(name);
     return peer;
   }
@@ -745,6 +782,7 @@ export class Peer {
     this.person = null; // the identity key pair, when this peer speaks as one of its devices
     this.delegation = null;
     this.renewal = null;
+    this.blocks = new Map(); // keys blocked or muted (blocks.js), as stored (5.4)
   }
 
   async issueDelegation() {
@@ -1020,7 +1058,9 @@ export class Peer {
     this.iceServersFrom = node;
     const listed = Array.isArray(joined.members) ? joined.members : [];
     this.learnNodes(listed.map((m) => m?.url));
-    const members = listed.map((m) => m?.key).filter((k) => KEY.test(k));
+    const keys = listed.map((m) => m?.key).filter((k) => KEY.test(k));
+    room.hidden = new Map(keys.filter((k) => this.blocked.has(k)).map((k) => [k, joined.layer]));
+    const members = keys.filter((k) => !this.blocked.has(k)); // a blocked key is never a member (5.4)
     // their answers' signatures are checked soon: import their keys meanwhile
     for (const member of members.slice(0, this.mesh.config.maxMembers)) verifier(fromHex(member));
     this.hold();
@@ -1240,6 +1280,76 @@ export class Peer {
     }
   }
 
+  // --- blocks and mutes (docs/protocol.md 5.4) ---
+
+  get blocked() {
+    return new Set([...this.blocks.values()].filter((e) => e.level === BLOCK).map((e) => e.key));
+  }
+
+  get muted() {
+    return new Set([...this.blocks.values()].filter((e) => e.level === MUTE).map((e) => e.key));
+  }
+
+  async setBlock(key, level, label) {
+    if (key === this.keyHex || key === this.identityHex) throw new RangeError("one cannot block oneself");
+    if (!this.blocks.has(key) && this.blocks.size >= MAX_BLOCKS) throw new RangeError("too many keys blocked or muted");
+    const entry = { key, level, label: String(label ?? "").slice(0, 64), since: Math.floor(Date.now() / 1000) };
+    this.blocks.delete(key);
+    this.blocks.set(key, entry);
+    await this.store.saveBlocks([...this.blocks.values()]);
+  }
+
+  async block(key, label = "") {
+    // Block `key` everywhere, stored: its links close, the Mesh forgets it as a member,
+    // the messaging cores stop delivering it. Nothing is sent to it.
+    await this.setBlock(key, BLOCK, label);
+    for (const room of this.rooms.values()) {
+      room.core.block(key);
+      room.floodMuted.delete(key);
+      if (this.mesh.rooms.get(room.key)?.members.has(key)) {
+        this.hide(room.key, key, room.layer);
+        this.mesh.peerLeft(room.key, key);
+      }
+      room.service();
+    }
+    this.drive();
+  }
+
+  async unblock(key) {
+    // Undo block: the key is a member again where the node lists it.
+    if (this.blocks.get(key)?.level !== BLOCK) return false;
+    this.blocks.delete(key);
+    await this.store.saveBlocks([...this.blocks.values()]);
+    for (const room of this.rooms.values()) {
+      room.core.unblock(key);
+      if (room.hidden.has(key)) {
+        this.mesh.peerJoined(room.key, key, now(), room.hidden.get(key));
+        room.hidden.delete(key);
+      }
+    }
+    this.drive();
+    return true;
+  }
+
+  async mute(key, label = "") {
+    // Mute `key` everywhere, stored (a block of it becomes a mute).
+    if (this.blocked.has(key)) await this.unblock(key);
+    await this.setBlock(key, MUTE, label);
+  }
+
+  async unmute(key) {
+    if (this.blocks.get(key)?.level !== MUTE) return false;
+    this.blocks.delete(key);
+    await this.store.saveBlocks([...this.blocks.values()]);
+    return true;
+  }
+
+  hide(roomKey, key, layer) {
+    // A blocked key the node lists in a room: remembered, never a member.
+    const room = this.rooms.get(roomKey);
+    if (room && room.hidden.size < this.mesh.config.maxMembers) room.hidden.set(key, layer);
+  }
+
   // --- what the node says ---
 
   onNodeFrame(client, url, frame) {
@@ -1260,8 +1370,11 @@ export class Peer {
       return;
     } else if (frame.type === "peer-joined") {
       this.learnNodes([frame.url]);
-      this.mesh.peerJoined(frame.room, frame.key, at, isLayer(frame.layer) ? frame.layer : null);
+      const layer = isLayer(frame.layer) ? frame.layer : null;
+      if (this.blocked.has(frame.key)) this.hide(frame.room, frame.key, layer);
+      else this.mesh.peerJoined(frame.room, frame.key, at, layer);
     } else if (frame.type === "peer-left") {
+      this.rooms.get(frame.room)?.hidden.delete(frame.key);
       this.mesh.peerLeft(frame.room, frame.key, isLayer(frame.layer) ? frame.layer : null);
     } else if (frame.type === "moving") {
       this.mesh.moving(nodeUrls(frame.nodes));
@@ -1279,6 +1392,10 @@ export class Peer {
 
   async onSignal(key, sender, payload) {
     // Verify first: the Mesh only ever hears of signals their sender signed for us.
+    if (this.blocked.has(sender)) {
+      this.count("refused.blocked"); // unanswered: to it we are unreachable (5.4)
+      return;
+    }
     const room = this.rooms.get(key);
     const kind = typeof payload === "object" && payload !== null ? payload.t : null;
     if (!room || (kind !== "sdp" && kind !== RELINK)) {

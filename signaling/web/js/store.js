@@ -49,6 +49,16 @@ export class Store {
     return this.get("identity", "key");
   }
 
+  async blocks() {
+    // Keys blocked or muted (docs/protocol.md 5.4), as stored: read through blocks.js's
+    // parseBlockList. One list under `identity`, so no new object store or version.
+    return (await this.get("identity", "blocks")) ?? [];
+  }
+
+  saveBlocks(list) {
+    return this.put("identity", "blocks", list);
+  }
+
   saveIdentity(pair, seed = null) {
     return this.put("identity", "key", pair).then(() => (seed ? this.put("identity", "seed", seed) : undefined));
   }

@@ -1,0 +1,156 @@
+// Block and mute in the page (docs/protocol.md 5.4): "Mute" and "Block" on each
+// member's row, each asking to confirm in a dialog; a "Blocked and muted" list in
+// the people panel with "Unblock" / "Unmute"; and the note a flood cut leaves
+// ("Muted X for flooding"). The rules live in peer.js (no link, no frames, not a
+// member) and the messaging core (kept, never delivered); this only shows them.
+// Every name reaches the DOM as text.
+
+import { BLOCK } from "./blocks.js";
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name in node) node[name] = value;
+    else node.setAttribute(name, value);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+const WHAT = {
+  block: (name) => ({
+    title: `Block ${name}?`,
+    text: `You will not connect to ${name}, nor see their messages or files, here or in any room, until you unblock them. They are not told: to them you will look unreachable.`,
+    ok: "Block",
+  }),
+  mute: (name) => ({
+    title: `Mute ${name}?`,
+    text: `Their messages will be hidden, in every room, until you unmute them. You stay connected, and they are not told.`,
+    ok: "Mute",
+  }),
+};
+
+export function startBlocking(peer, host) {
+  // `host`: {room() -> the Room we are in or null, who(key) -> a member's label,
+  // note(text, extra, ...children) -> a line in the transcript, redraw(key) -> show
+  // again the kept messages of `key`}.
+  const dialog = el(
+    "dialog",
+    { id: "block-dialog", "aria-labelledby": "block-dialog-title", "aria-describedby": "block-dialog-text" },
+    el(
+      "form",
+      { method: "dialog" },
+      el("h2", { id: "block-dialog-title" }),
+      el("p", { id: "block-dialog-text" }),
+      el("button", { type: "submit", id: "block-ok", value: "ok" }),
+      " ",
+      el("button", { type: "button", id: "block-cancel" }, "Cancel"),
+    ),
+  );
+  const panel = el(
+    "details",
+    { id: "blocked-panel" },
+    el("summary", { id: "blocked-title" }, "Blocked and muted"),
+    el("ul", { id: "blocked", "aria-labelledby": "blocked-title" }),
+    el("p", { id: "blocked-note", className: "hint", role: "status", "aria-live": "polite" }),
+  );
+  const people = $("people");
+  people.append(panel);
+  document.body.append(dialog);
+  $("block-cancel").addEventListener("click", () => dialog.close("cancel"));
+
+  function hideMessages(key, hidden) {
+    for (const li of document.querySelectorAll(`#messages li[data-author="${key}"]`)) li.hidden = hidden;
+    if (!hidden) host.redraw(key);
+  }
+
+  function render() {
+    const room = host.room();
+    const entries = [...peer.blocks.values()].map((e) => [e.key, e.level, e.label]);
+    for (const key of room?.floodMuted ?? []) if (!peer.blocks.has(key)) entries.push([key, "flooding", ""]);
+    const list = $("blocked");
+    list.replaceChildren(
+      ...entries.map(([key, level, label]) => {
+        const name = label ? `${label}·${key.slice(0, 4)}` : host.who(key);
+        const undo = level === BLOCK ? "Unblock" : "Unmute";
+        const said = level === BLOCK ? "blocked" : level === "mute" ? "muted" : "muted for flooding";
+        const button = el("button", { type: "button", className: "quiet", "aria-label": `${undo} ${name}` }, undo);
+        button.addEventListener("click", async () => {
+          const done = level === BLOCK ? await peer.unblock(key) : await (room ?? peer).unmute(key);
+          if (done) $("blocked-note").textContent = `${undo}ed ${name}.`;
+          hideMessages(key, false);
+          render();
+          refreshRows();
+        });
+        return el("li", { dataset: { key, level } }, el("span", { className: "name" }, name), " ", el("span", { className: "hint" }, said), " ", button);
+      }),
+    );
+    $("blocked-title").textContent = entries.length ? `Blocked and muted (${entries.length})` : "Blocked and muted";
+    panel.hidden = false;
+  }
+
+  function confirm(kind, key) {
+    const name = host.who(key);
+    const what = WHAT[kind](name);
+    $("block-dialog-title").textContent = what.title;
+    $("block-dialog-text").textContent = what.text;
+    $("block-ok").textContent = what.ok;
+    dialog.returnValue = "";
+    dialog.onclose = async () => {
+      if (dialog.returnValue !== "ok") return;
+      const room = host.room();
+      if (kind === "block") await (room ?? peer).block(key);
+      else await (room ?? peer).mute(key);
+      hideMessages(key, true);
+      $("blocked-note").textContent = `${kind === "block" ? "Blocked" : "Muted"} ${name}.`;
+      render();
+      refreshRows();
+    };
+    dialog.showModal();
+    $("block-cancel").focus(); // the safe choice first
+  }
+
+  function decorate(li) {
+    // "Mute" and "Block" on a member's row (not ours).
+    const key = li.dataset.key;
+    if (li.classList.contains("me") || key === peer.keyHex) return;
+    let actions = li.querySelector(".block-actions");
+    if (!actions) {
+      actions = el("span", { className: "block-actions" });
+      for (const kind of ["mute", "block"]) {
+        const button = el("button", { type: "button", className: `quiet ${kind}-member`, dataset: { kind } }, kind === "mute" ? "Mute" : "Block");
+        button.addEventListener("click", () => confirm(kind, key));
+        actions.append(button);
+      }
+      li.append(actions);
+    }
+    const muted = peer.muted.has(key) || host.room()?.floodMuted.has(key);
+    const mute = actions.querySelector(".mute-member");
+    mute.hidden = Boolean(muted);
+    mute.ariaLabel = `Mute ${host.who(key)}`;
+    actions.querySelector(".block-member").ariaLabel = `Block ${host.who(key)}`;
+  }
+
+  function refreshRows() {
+    for (const li of document.querySelectorAll("#members li[data-key]")) decorate(li);
+  }
+
+  function onFlooding(event) {
+    // The core cut an author for flooding; the room mutes it until the page closes.
+    if (event.room !== host.room()) return;
+    const name = host.who(event.author);
+    const block = el("button", { type: "button", className: "quiet", "aria-label": `Block ${name}` }, "Block");
+    block.addEventListener("click", () => confirm("block", event.author));
+    const text = `Muted ${name} for flooding: ${event.dropped} messages dropped. `;
+    host.note("", { className: "note problem", dataset: { flooding: event.author } }, el("span", {}, text), block);
+    hideMessages(event.author, true);
+    render();
+    refreshRows();
+  }
+
+  render();
+  return { decorate, render, onFlooding };
+}

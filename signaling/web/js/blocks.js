@@ -1,0 +1,47 @@
+// Blocks and mutes as the browser keeps them (docs/protocol.md 5.4), the twin of
+// peer/blocks.py: one list in IndexedDB (the `identity` store, key `blocks`) of
+// {key: 64 hex, level: "block" | "mute", label: the name it had (at most 64
+// characters), since: Unix seconds}. Nothing here is on the wire. The list is read
+// back through parseBlockList: a damaged or hand-edited entry is left out, never
+// a reason not to start.
+
+export const BLOCK = "block";
+export const MUTE = "mute";
+export const MAX_BLOCKS = 10000; // keys blocked or muted, at most
+export const MAX_LABEL = 64;
+
+const KEY = /^[0-9a-f]{64}$/;
+
+export class BlockRecordError extends Error {}
+
+export function parseBlockEntry(value) {
+  // One stored entry, or a BlockRecordError; never another exception.
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new BlockRecordError("a block is an object");
+  }
+  const { key, level, label, since } = value;
+  if (typeof key !== "string" || !KEY.test(key)) throw new BlockRecordError("a blocked key is 64 lower-case hex");
+  if (level !== BLOCK && level !== MUTE) throw new BlockRecordError("a block's level is block or mute");
+  if (typeof label !== "string" || label.length > MAX_LABEL) {
+    throw new BlockRecordError(`a block's label is a string of at most ${MAX_LABEL}`);
+  }
+  if (!Number.isSafeInteger(since) || since < 0) throw new BlockRecordError("a block's time is a non-negative integer");
+  return { key, level, label, since };
+}
+
+export function parseBlockList(value) {
+  // The stored list as a Map key -> entry: at most MAX_BLOCKS, bad entries left out
+  // (counted in `dropped`), a later entry of one key replacing an earlier one.
+  const entries = new Map();
+  let dropped = 0;
+  for (const item of Array.isArray(value) ? value.slice(0, MAX_BLOCKS) : []) {
+    try {
+      const entry = parseBlockEntry(item);
+      entries.set(entry.key, entry);
+    } catch (error) {
+      if (!(error instanceof BlockRecordError)) throw error;
+      dropped += 1;
+    }
+  }
+  return { entries, dropped };
+}

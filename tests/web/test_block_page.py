@@ -1,0 +1,207 @@
+"""Block, mute and the flood cut in the page, with real Python peers (docs/protocol.md 5.4).
+
+The attacker's tests: a key the page blocked gets no link, message or file
+through and is not shown, after a reload too; a member flooding the room is
+muted with a note while another member's messages keep coming. The controls
+are reached with the keyboard and labelled, and screenshots at 1280x800 and
+390x844 are kept in the artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.messaging import RoomConfig
+from peer.peer import FileOffered, PeerConfig
+from tests.peer.conftest import PeerFactory
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import ARTIFACTS, PageFactory, next_of
+
+pytestmark = pytest.mark.integration
+
+ROOM = "https://example.org/blocks"
+SIZES = {"wide": (1280, 800), "phone": (390, 844)}
+
+
+async def shots(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for label, (width, height) in SIZES.items():
+        await page.set_viewport_size({"width": width, "height": height})
+        toggle = "#people-toggle"
+        if (
+            label == "phone"
+            and await page.is_visible(toggle)
+            and await page.get_attribute(toggle, "aria-expanded") != "true"
+        ):
+            await page.click(toggle)  # the people panel, folded away on a phone
+        await page.screenshot(path=str(ARTIFACTS / f"block-{name}-{label}.png"))
+    await page.set_viewport_size({"width": 1280, "height": 800})
+
+
+async def linked(page: Any, key: bytes) -> None:
+    await page.wait_for_selector(
+        f'#members li[data-key="{key.hex()}"] .path[data-path="direct"]', timeout=30_000
+    )
+
+
+async def bodies(page: Any, author: bytes) -> list[str]:
+    texts: list[str] = await page.eval_on_selector_all(
+        f'#messages li.msg[data-author="{author.hex()}"]:not([hidden]) .body',
+        "nodes => nodes.map(n => n.textContent)",
+    )
+    return texts
+
+
+async def state(page: Any, key: bytes) -> dict[str, Any]:
+    found: dict[str, Any] = await page.evaluate(
+        """(key) => {
+            const room = window.pagemesh.room, peer = window.pagemesh.peer;
+            return {member: room.members.has(key), linked: room.links.has(key),
+                    blocked: peer.blocked.has(key), refused: peer.counters['refused.blocked'] ?? 0,
+                    shown: room.transcript().some(e => e.author === key)};
+        }""",
+        key.hex(),
+    )
+    return found
+
+
+async def test_a_blocked_key_gets_nothing_through_and_is_not_shown_after_reload(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory, tmp_path: Path
+) -> None:
+    (node,) = await signaling_mesh(1)
+    mallory, bob = await peers("mallory", [node.url]), await peers("bob", [node.url])
+    room_m, room_b = await mallory.join(ROOM), await bob.join(ROOM)
+    page = await open_page(node, "ana", room=ROOM)
+    ana = bytes.fromhex(await page.evaluate("window.pagemesh.peer.keyHex"))
+    await linked(page, mallory.public_key)
+    await linked(page, bob.public_key)
+    await room_m.say("hi, I am mallory")
+    await page.wait_for_selector(f'#messages li[data-author="{mallory.public_key.hex()}"]')
+    row = f'#members li[data-key="{mallory.public_key.hex()}"]'
+    block = page.locator(f"{row} .block-member")
+    assert await block.get_attribute("aria-label") == "Block mallory"
+    await shots(page, "members")
+    # By keyboard: focus Block, Enter opens the dialog with Cancel focused.
+    await block.focus()
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#block-dialog[open]")
+    assert await page.evaluate("document.activeElement.id") == "block-cancel"
+    assert await page.text_content("#block-dialog-title") == "Block mallory?"
+    await shots(page, "confirm")
+    await page.keyboard.press("Shift+Tab")  # to "Block"
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector(row, state="detached", timeout=15_000)
+    assert await bodies(page, mallory.public_key) == []  # what was shown is hidden too
+    # Mallory talks and offers a file; Bob hears it, the page does not.
+    source = tmp_path / "spam.txt"
+    source.write_bytes(b"spam" * 100)
+    await room_m.say("can you see me?")
+    await room_m.send_file(source)
+    await next_of(room_b, FileOffered, sender=mallory.public_key)
+    await room_b.say("hello ana")
+    await page.wait_for_function(
+        "(k) => [...document.querySelectorAll(`#messages li[data-author='${k}'] .body`)]"
+        ".some(n => n.textContent === 'hello ana')",
+        arg=bob.public_key.hex(),
+    )
+    await asyncio.sleep(1.0)
+    seen = await state(page, mallory.public_key)
+    assert seen == {**seen, "member": False, "linked": False, "blocked": True, "shown": False}
+    assert await page.locator("#messages li.file").count() == 0
+    link = room_m.links.get(ana)
+    assert link is None or not link.open  # to Mallory, the page is unreachable
+    # Reload: the block is kept (IndexedDB), and listed with Unblock.
+    await page.reload()
+    await page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+    await linked(page, bob.public_key)
+    await room_m.say("and after a reload?")
+    await room_b.say("welcome back")
+    await page.wait_for_function(
+        "(k) => [...document.querySelectorAll(`#messages li[data-author='${k}'] .body`)]"
+        ".some(n => n.textContent === 'welcome back')",
+        arg=bob.public_key.hex(),
+    )
+    await page.wait_for_function(
+        "() => (window.pagemesh.peer.counters['refused.blocked'] ?? 0) > 0", timeout=30_000
+    )
+    seen = await state(page, mallory.public_key)
+    assert seen == {**seen, "member": False, "linked": False, "blocked": True, "shown": False}
+    assert await bodies(page, mallory.public_key) == []
+    await page.click("#blocked-panel summary")
+    undo = page.locator(f'#blocked li[data-key="{mallory.public_key.hex()}"] button')
+    assert (
+        await undo.get_attribute("aria-label") == f"Unblock mallory·{mallory.public_key.hex()[:4]}"
+    )
+    await shots(page, "list")
+    await undo.focus()
+    await page.keyboard.press("Enter")
+    await linked(page, mallory.public_key)
+    await room_m.say("thanks")
+    await page.wait_for_function(
+        "(k) => [...document.querySelectorAll(`#messages li[data-author='${k}'] .body`)]"
+        ".some(n => n.textContent === 'thanks')",
+        arg=mallory.public_key.hex(),
+    )
+
+
+async def test_mute_hides_messages_and_keeps_the_link(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory
+) -> None:
+    (node,) = await signaling_mesh(1)
+    bob = await peers("bob", [node.url])
+    room_b = await bob.join(ROOM)
+    page = await open_page(node, "ana", room=ROOM)
+    await linked(page, bob.public_key)
+    await page.click(f'#members li[data-key="{bob.public_key.hex()}"] .mute-member')
+    await page.click("#block-ok")
+    await room_b.say("muted words")
+    await asyncio.sleep(1.0)
+    assert await bodies(page, bob.public_key) == []
+    seen = await state(page, bob.public_key)
+    assert seen["linked"] and seen["member"] and seen["shown"]  # link and history kept
+    await page.click("#blocked-panel summary")
+    await page.click(f'#blocked li[data-key="{bob.public_key.hex()}"] button')
+    await page.wait_for_function(
+        "(k) => document.querySelectorAll(`#messages li[data-author='${k}']`).length === 1",
+        arg=bob.public_key.hex(),
+    )
+    assert await bodies(page, bob.public_key) == ["muted words"]
+
+
+async def test_a_flooder_is_muted_with_a_note_while_others_keep_talking(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory
+) -> None:
+    (node,) = await signaling_mesh(1)
+    rogue = PeerConfig(room=dataclasses.replace(RoomConfig(), max_unacked=10**6))
+    flooder = await peers("flooder", [node.url], config=rogue)
+    bob = await peers("bob", [node.url])
+    room_f, room_b = await flooder.join(ROOM), await bob.join(ROOM)
+    page = await open_page(node, "ana", room=ROOM)
+    await linked(page, flooder.public_key)
+    await linked(page, bob.public_key)
+    sent = 0
+    for burst in range(10):  # 500 a second, for two seconds, Bob talking in between
+        for _ in range(100):
+            await room_f.send(f"flood {sent}")
+            sent += 1
+        await room_b.say(f"bob {burst}")
+        await asyncio.sleep(0.2)
+    note = f'#messages li.note[data-flooding="{flooder.public_key.hex()}"]'
+    await page.wait_for_selector(note, timeout=20_000)
+    text = await page.text_content(note)
+    assert text is not None and text.startswith("Muted flooder for flooding:")
+    await page.wait_for_function(
+        "(k) => document.querySelectorAll(`#messages li[data-author='${k}']`).length === 10",
+        arg=bob.public_key.hex(),
+        timeout=20_000,
+    )
+    assert await bodies(page, bob.public_key) == [f"bob {i}" for i in range(10)]
+    assert await bodies(page, flooder.public_key) == []
+    dropped = await page.evaluate("window.pagemesh.room.core.counters['drop.flood']")
+    assert dropped > sent / 2
+    await shots(page, "flooding")
