@@ -12,9 +12,9 @@ from urllib.parse import urlencode
 
 from peer.device import Delegation
 from peer.identity_file import export_identity
-from peer.peer import Room
+from peer.peer import Revoked, Room
 from peer.store import KEY_FILE
-from tests.peer.conftest import PeerFactory
+from tests.peer.conftest import PeerFactory, next_of
 from tests.peer.test_devices_webrtc import collect, move_identity, until_linked
 from tests.signaling.conftest import NodeFactory
 
@@ -126,3 +126,37 @@ async def test_the_page_shows_one_person_with_two_devices_and_a_stranger_as_itse
     assert await page.query_selector(f'#members li[data-key="{m}"] .device') is None
     assert await page.evaluate("window.pagemesh.room.refusedDevices") == {"signature": 1}
     assert await page.evaluate(f"window.pagemesh.room.personOf('{m}')") == m
+
+
+async def test_the_page_takes_back_a_stolen_laptop(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory, tmp_path: Path
+) -> None:
+    """Ana's phone (the page) revokes her laptop (Python): Bob (Python) and the page show
+    the laptop as its own key from then on; the phone stays Ana's."""
+    (node,) = await signaling_mesh(1)
+    laptop = await peers("ana-laptop", [node.url], device="laptop")
+    ana = laptop.identity_key
+    text = export_identity((tmp_path / "ana-laptop" / KEY_FILE).read_bytes(), PASSPHRASE, "Ana")
+    page = await open_page(node, "ana-phone")
+    phone = bytes.fromhex(await as_device(page, node.url, text.decode(), "phone", "Ana"))
+    bob = await peers("bob", [node.url])
+    room_b = await bob.join(URL)
+    await laptop.join(URL)
+    await until_linked(room_b, {laptop.public_key, phone})
+    await until_devices(room_b, {laptop.public_key, phone})
+
+    await page.evaluate(f"window.pagemesh.peer.revokeDevice('{laptop.public_key.hex()}')")
+    event = await next_of(room_b, Revoked, within=20)
+    assert event == Revoked(laptop.public_key, ana)
+    assert room_b.people()[ana] == {phone}
+    assert room_b.person_of(laptop.public_key) == laptop.public_key
+    lap = laptop.public_key.hex()
+    await page.wait_for_function(
+        f"""() => document.querySelector('#members li[data-key="{lap}"]')
+            ?.dataset.person === '{lap}'"""
+    )
+    assert await page.query_selector(f'#members li[data-key="{lap}"] .device') is None
+    # kept: after a reload the page still shows it on every link
+    await page.reload()
+    await page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+    assert await page.evaluate("window.pagemesh.peer.revocations.map(r => r.device)") == [lap]

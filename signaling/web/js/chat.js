@@ -636,7 +636,8 @@ function onEvent(event) {
       relabel();
       break;
     case "device":
-      if (event.room === ui.room) relabel(); // one person now: names, faces, device badges
+    case "revoked":
+      if (event.room === ui.room) relabel(); // one person now (or again two): names, faces, badges
       break;
     case "typing":
       if (event.room === ui.room) renderTyping();

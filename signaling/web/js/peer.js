@@ -25,7 +25,7 @@
 import { ProtocolError, fromHex, hex } from "./bytes.js";
 import { BLOCK, MAX_BLOCKS, MUTE, parseBlockList } from "./blocks.js";
 import { generateIdentity, publicKeyBytes, randomBytes, requireWebCrypto, sign, verifier, verify } from "./crypto.js";
-import { DEFAULT_LIFETIME_MS, MAX_BYTES as MAX_DELEGATION_BYTES, Devices, checkDelegation, issueDelegation, people, serializeDelegation } from "./device.js";
+import { DEFAULT_LIFETIME_MS, MAX_BYTES as MAX_DELEGATION_BYTES, REVOCATION_BYTES, Devices, checkDelegation, issueDelegation, issueRevocation, parseRevocation, people, serializeDelegation, serializeRevocation } from "./device.js";
 import { exportIdentity, importIdentity, keyPairFromSeed } from "./identityfile.js";
 import { MESH_DEFAULTS, Mesh } from "./mesh.js";
 import { MessagingError, ReliableRoom, checkName, parseEnvelope, signedBytes } from "./messaging.js";
@@ -358,6 +358,7 @@ export class Room {
     this.floodMuted = new Set(); // authors muted for flooding until the page closes (5.4)
     this.devices = new Devices(); // which member keys are devices of which person (5.3)
     if (peer.delegation) this.devices.add(peer.delegation);
+    for (const r of peer.revocations) this.devices.revoke(r);
     this.refusedDevices = {}; // delegations refused, by code: those members stay their own person
     this.chain = Promise.resolve();
     this.timer = null;
@@ -393,6 +394,26 @@ export class Room {
     return this.devices.delegation(key, Date.now())?.label ?? null;
   }
 
+  onRevoke(cert) {
+    // A revocation (5.3), from whoever sends it: its identity's signature is what counts.
+    this.serial(async () => {
+      try {
+        if (typeof cert !== "string" || cert.length !== 2 * REVOCATION_BYTES) throw new ProtocolError("revocation", "a revoke frame carries a revocation in hex");
+        let data;
+        try {
+          data = fromHex(cert);
+        } catch {
+          throw new ProtocolError("revocation", "a revocation in hex");
+        }
+        const r = await parseRevocation(data);
+        if (this.devices.revoke(r)) this.emit({ type: "revoked", key: r.device, identity: r.identity });
+      } catch (error) {
+        const code = `revoke.${error.code ?? "error"}`;
+        this.refusedDevices[code] = (this.refusedDevices[code] ?? 0) + 1;
+      }
+    });
+  }
+
   onDevice(member, cert) {
     // A member's delegation (5.3), checked in turn with its envelopes (so messages after
     // it are shown under its person); refused, the member stays its own person.
@@ -406,6 +427,7 @@ export class Room {
           throw new ProtocolError("short", "a delegation in hex");
         }
         const d = await checkDelegation(data, member, Date.now());
+        if (this.devices.revoked(d.identity, member)) throw new ProtocolError("revoked", "the identity took this device back");
         if (this.devices.add(d)) this.emit({ type: "device", key: member, identity: d.identity, label: d.label });
       } catch (error) {
         const code = error.code ?? "error";
@@ -542,6 +564,7 @@ export class Room {
     if (!link) return;
     this.links.set(member, link);
     if (this.peer.delegation) link.send(this.peer.deviceFrame()); // first: who we speak for
+    for (const r of this.peer.revocations) link.send(revokeFrame(r)); // devices this identity took back
     if (this.peer.name) link.send({ t: "profile", name: this.peer.name.slice(0, MAX_NAME) });
     this.core.connected(member, now());
     this.transfers.memberConnected(member); // a spare taking over: transfers resume from the verified offset
@@ -598,6 +621,10 @@ export class Room {
     }
     if (frame.t === "device") {
       this.onDevice(member, frame.cert);
+      return;
+    }
+    if (frame.t === "revoke") {
+      this.onRevoke(frame.cert);
       return;
     }
     if (this.transfers.onControl(member, frame)) return;
@@ -714,6 +741,12 @@ export class Room {
 
 // --- the identity and its node ---
 
+const MAX_OWN_REVOCATIONS = 16; // a person has a few devices
+
+function revokeFrame(r) {
+  return { t: "revoke", cert: hex(serializeRevocation(r)) };
+}
+
 export class Peer {
   static async open(nodes, { name = null, config = {}, dbName, device = null } = {}) {
     requireWebCrypto();
@@ -739,6 +772,11 @@ export class Peer {
     }
     const peer = new Peer(store, signer, await publicKeyBytes(signer), nodes, { ...CONFIG, ...config });
     peer.identityHex = hex(await publicKeyBytes(identity));
+    for (const text of (await store.get("identity", "revoked")) ?? []) {
+      // the revocations this identity issued (5.3); anything else kept there is skipped
+      const r = await parseRevocation(fromHex(text)).catch(() => null);
+      if (r && r.identity === peer.identityHex) peer.revocations.push(r);
+    }
     if (device !== null) {
       peer.person = identity;
       peer.deviceLabel = String(device);
@@ -782,7 +820,21 @@ export class Peer {
     this.person = null; // the identity key pair, when this peer speaks as one of its devices
     this.delegation = null;
     this.renewal = null;
+    this.revocations = []; // devices this identity took back, shown on every link (5.3)
     this.blocks = new Map(); // keys blocked or muted (blocks.js), as stored (5.4)
+  }
+
+  async revokeDevice(device) {
+    // Take back every delegation this identity gave `device` (hex): a lost or stolen
+    // device (5.3). Kept in IndexedDB and shown now on every link, and on every link after.
+    const r = await issueRevocation(this.person ?? this.identity, fromHex(this.identityHex), fromHex(device, 32), Date.now());
+    this.revocations = [...this.revocations.filter((old) => old.device !== device), r].slice(-MAX_OWN_REVOCATIONS);
+    await this.store.put("identity", "revoked", this.revocations.map((old) => hex(serializeRevocation(old))));
+    for (const room of this.rooms.values()) {
+      if (room.devices.revoke(r)) room.emit({ type: "revoked", key: device, identity: this.identityHex });
+      for (const link of room.links.values()) if (link.open) link.send(revokeFrame(r));
+    }
+    return r;
   }
 
   async issueDelegation() {
