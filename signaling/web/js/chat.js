@@ -23,6 +23,7 @@ import { readContent, reactionsFor, refKey } from "./messaging.js";
 import { messageText } from "./messagetext.js";
 import { startBlocking } from "./blocking.js";
 import { acceptRuleTakes } from "./files.js";
+import { startContacts } from "./contacts.js";
 import { parseIdentityFile } from "./identityfile.js";
 import { MAX_LAYER, canonicalUrl } from "./peer.js";
 import { avatarInk, initials, keyColour, labelsFor } from "./people.js";
@@ -414,6 +415,7 @@ function memberRow(key) {
   li.querySelector(".name").textContent = who(key);
   showDevice(li);
   ui.blocking?.decorate(li); // Mute, Block (blocking.js, docs/protocol.md 5.4)
+  ui.contacts?.decorate(li); // "+ Contact" (contacts.js)
   return li;
 }
 
@@ -1015,5 +1017,6 @@ export function startChat(peer, host) {
       for (const env of ui.room?.transcript() ?? []) if (env.author === key) showMessage({ env, mine: false }, false);
     },
   });
+  ui.contacts = startContacts(peer, { room: () => ui.room, who, personOf, join, move: (layer) => moveTo(layer) });
   peer.start();
 }

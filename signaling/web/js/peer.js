@@ -27,6 +27,7 @@ import { BLOCK, MAX_BLOCKS, MUTE, parseBlockList } from "./blocks.js";
 import { generateIdentity, publicKeyBytes, randomBytes, requireWebCrypto, sign, verifier, verify } from "./crypto.js";
 import { DEFAULT_LIFETIME_MS, MAX_BYTES as MAX_DELEGATION_BYTES, REVOCATION_BYTES, Devices, checkDelegation, issueDelegation, issueRevocation, parseRevocation, people, serializeDelegation, serializeRevocation } from "./device.js";
 import { exportIdentity, importIdentity, keyPairFromSeed } from "./identityfile.js";
+import { cardFrame } from "./friends.js";
 import { MESH_DEFAULTS, Mesh } from "./mesh.js";
 import { MessagingError, ReliableRoom, checkName, parseEnvelope, signedBytes } from "./messaging.js";
 import { GATHER_BOUND, GATHER_SETTLE, GatherWait, expectedTypes } from "./gathering.js";
@@ -566,6 +567,7 @@ export class Room {
     if (this.peer.delegation) link.send(this.peer.deviceFrame()); // first: who we speak for
     for (const r of this.peer.revocations) link.send(revokeFrame(r)); // devices this identity took back
     if (this.peer.name) link.send({ t: "profile", name: this.peer.name.slice(0, MAX_NAME) });
+    if (this.peer.friends?.card) link.send(cardFrame(this.peer.friends.card)); // 7.1
     this.core.connected(member, now());
     this.transfers.memberConnected(member); // a spare taking over: transfers resume from the verified offset
     this.service();
@@ -625,6 +627,11 @@ export class Room {
     }
     if (frame.t === "revoke") {
       this.onRevoke(frame.cert);
+      return;
+    }
+    if (frame.t === "card") {
+      // Signed by the person the link speaks for (a device's card is its identity's, 7.1).
+      this.serial(() => this.peer.friends?.onCard(this.personOf(member), frame));
       return;
     }
     if (this.transfers.onControl(member, frame)) return;
@@ -897,7 +904,11 @@ export class Peer {
     // were kept cannot be exported (WebCrypto never reveals it).
     const seed = await this.store.seed();
     if (!seed) throw new Error("this key was made before keys could be exported; it cannot leave this browser");
-    return exportIdentity(seed, passphrase, this.name || null);
+    const contacts = (await this.store.contacts()).map((c) => ({
+      key: fromHex(c.key, 32), petname: c.petname, x: c.x, sig: c.sig,
+      room: c.room ? fromHex(c.room, 20) : null, page: c.room ? c.page : null,
+    }));
+    return exportIdentity(seed, passphrase, this.name || null, { contacts });
   }
 
   async importIdentity(text, passphrase) {
@@ -906,6 +917,12 @@ export class Peer {
     const imported = await importIdentity(text, passphrase);
     await this.store.replaceIdentity(await keyPairFromSeed(imported.seed), imported.seed);
     if (imported.name) await this.store.saveName(imported.name.slice(0, MAX_NAME));
+    for (const c of imported.contacts ?? []) {
+      await this.store.saveContact({
+        key: hex(c.key), petname: c.petname, x: c.x, sig: c.sig,
+        room: c.room ? hex(c.room) : null, page: c.page, addedAt: Math.floor(Date.now() / 1000),
+      });
+    }
     return imported.publicKey;
   }
 

@@ -196,6 +196,16 @@ export class SignalingClient {
     await this.request({ type: "leave", room });
   }
 
+  async putRecord(wire) {
+    // Store an opaque signed record (docs/protocol.md 7.3); how many DHT nodes took it.
+    return (await this.request({ type: "put-record", record: wire }, 20000)).stored;
+  }
+
+  async getRecord(key, publisher) {
+    // The newest record `publisher` stored under `key` (hex), as on the wire, or null.
+    return (await this.request({ type: "get-record", key, publisher }, 20000)).record ?? null;
+  }
+
   signal(to, payload, room) {
     this.send({ type: "signal", to, payload, room });
   }

@@ -3,10 +3,12 @@
 // identity files exist, the 32-byte seed beside it (so the key can be exported,
 // docs/identity.md), its display name, and per room the
 // messaging state (own seq, Lamport clock, delivered per author, recent
-// history), so a reload never reuses a seq and resumes where it stopped.
+// history), so a reload never reuses a seq and resumes where it stopped; and the
+// contacts (docs/protocol.md 7: key, petname, card, the room and page where you
+// met, kept here only) with what you tell them (presence: off, on, with-room).
 
 const DB_NAME = "pagemesh";
-const DB_VERSION = 1;
+const DB_VERSION = 2; // 2: contacts
 
 function request(req) {
   return new Promise((resolve, reject) => {
@@ -19,9 +21,11 @@ export class Store {
   static async open(name = DB_NAME) {
     const opening = indexedDB.open(name, DB_VERSION);
     opening.onupgradeneeded = () => {
+      // Each store made once, whatever version the database had (1 to 2 adds contacts).
       const db = opening.result;
-      db.createObjectStore("identity");
-      db.createObjectStore("rooms");
+      for (const name of ["identity", "rooms", "contacts"]) {
+        if (!db.objectStoreNames.contains(name)) db.createObjectStore(name);
+      }
     };
     return new Store(await request(opening));
   }
@@ -96,6 +100,35 @@ export class Store {
 
   saveRoomState(roomHex, state) {
     return this.put("rooms", roomHex, state);
+  }
+
+  async contacts() {
+    // Every contact: {key (hex), petname, x, sig (Uint8Array or null), room (hex or null), page, addedAt}.
+    const tx = this.db.transaction("contacts", "readonly");
+    const all = await request(tx.objectStore("contacts").getAll());
+    return all.sort((a, b) => a.petname.localeCompare(b.petname) || (a.key < b.key ? -1 : 1));
+  }
+
+  saveContact(contact) {
+    return this.put("contacts", contact.key, contact);
+  }
+
+  async forgetContact(keyHex) {
+    const tx = this.db.transaction("contacts", "readwrite");
+    tx.objectStore("contacts").delete(keyHex);
+    await new Promise((resolve, reject) => {
+      tx.oncomplete = resolve;
+      tx.onerror = () => reject(tx.error);
+    });
+  }
+
+  async presenceMode() {
+    const mode = await this.get("identity", "presence");
+    return ["off", "on", "with-room"].includes(mode) ? mode : "off";
+  }
+
+  savePresenceMode(mode) {
+    return this.put("identity", "presence", mode);
   }
 
   close() {

@@ -1,0 +1,370 @@
+// Contacts and presence for contacts only (docs/protocol.md 7), in the page: the
+// runtime (`Friends`: our card, the cards members sent, the contacts in IndexedDB,
+// publishing our presence for each contact and reading theirs through our node,
+// as peer/friends.py's PresenceBook does) and the Contacts panel (`startContacts`:
+// a list with online dots and "Join them", add from a member's row, rename, remove,
+// what to tell contacts). Every petname and page reaches the DOM as text.
+
+import { fromHex, hex } from "./bytes.js";
+import { randomBytes, sign } from "./crypto.js";
+import {
+  MAX_CONTACTS,
+  cardFrame,
+  MAX_PETNAME,
+  PRESENCE_REFRESH,
+  PRESENCE_TTL,
+  epochOf,
+  makeCard,
+  openPresence,
+  pairSecret,
+  parseCardFrame,
+  presenceSlot,
+  readEpochs,
+  recordFromWire,
+  recordToWire,
+  sealPresence,
+  x25519Seed,
+} from "./friends.js";
+
+const MAX_CARDS = 4096;
+const MODES = ["off", "on", "with-room"];
+const $ = (id) => document.getElementById(id);
+
+export class Friends {
+  static async open(peer, { refreshMs = PRESENCE_REFRESH * 1000, place = () => null } = {}) {
+    const friends = new Friends(peer, refreshMs, place);
+    const seed = await peer.store.seed();
+    if (seed) {
+      // The identity's card, also from a device (its identity's seed is the one kept).
+      friends.xPrivate = await x25519Seed(seed);
+      const signer = peer.person ?? peer.identity;
+      friends.card = await makeCard((message) => sign(signer, message), fromHex(peer.identityHex, 32), friends.xPrivate);
+      // Links that opened before the card was made get it now.
+      for (const room of peer.rooms.values()) for (const link of room.links.values()) if (link.open) link.send(cardFrame(friends.card));
+    }
+    friends.mode = await peer.store.presenceMode();
+    await friends.reload();
+    friends.schedule(0);
+    return friends;
+  }
+
+  constructor(peer, refreshMs, place) {
+    this.peer = peer;
+    this.refreshMs = refreshMs;
+    this.place = place; // () => {room (hex), layer, page} of the room we are in, or null
+    this.card = null; // null: a key made before seeds were kept has no card
+    this.xPrivate = null;
+    this.cards = new Map(); // person hex -> the card they sent, newest last
+    this.contacts = [];
+    this.secrets = new Map(); // contact hex -> pair secret
+    this.seen = new Map(); // contact hex -> {seq, note}
+    this.mode = "off";
+    this.seq = 0;
+    this.timer = null;
+    this.listeners = new Set();
+    this.running = null;
+  }
+
+  on(listener) {
+    this.listeners.add(listener);
+  }
+
+  changed() {
+    for (const listener of this.listeners) listener();
+  }
+
+  // --- cards and contacts ---
+
+  async onCard(personHex, frame) {
+    let card;
+    try {
+      card = await parseCardFrame(fromHex(personHex, 32), frame);
+    } catch {
+      return; // a card that does not verify is ignored (7.1)
+    }
+    this.cards.delete(personHex);
+    this.cards.set(personHex, card);
+    while (this.cards.size > MAX_CARDS) this.cards.delete(this.cards.keys().next().value);
+    const contact = this.contacts.find((c) => c.key === personHex);
+    if (contact && (!contact.x || hex(contact.x) !== hex(card.x))) {
+      await this.peer.store.saveContact({ ...contact, x: card.x, sig: card.sig });
+      await this.reload();
+    }
+    this.changed();
+  }
+
+  async reload() {
+    this.contacts = await this.peer.store.contacts();
+    this.secrets.clear();
+    const me = fromHex(this.peer.identityHex, 32);
+    for (const c of this.contacts) {
+      if (!this.xPrivate || !c.x || !c.sig) continue;
+      try {
+        this.secrets.set(c.key, await pairSecret(me, this.xPrivate, { key: fromHex(c.key, 32), x: c.x, sig: c.sig }));
+      } catch {
+        // a low-order key: no presence with this contact
+      }
+    }
+    for (const key of this.seen.keys()) if (!this.contacts.some((c) => c.key === key)) this.seen.delete(key);
+    this.changed();
+  }
+
+  async add(keyHex, petname, room = null) {
+    petname = petname.trim();
+    if (petname.length < 1 || [...petname].length > MAX_PETNAME) throw new RangeError(`a petname has 1 to ${MAX_PETNAME} characters`);
+    if (!/^[0-9a-f]{64}$/.test(keyHex) || keyHex === this.peer.identityHex) throw new RangeError("a contact is another person's key");
+    if (this.contacts.length >= MAX_CONTACTS && !this.contacts.some((c) => c.key === keyHex)) throw new RangeError(`at most ${MAX_CONTACTS} contacts`);
+    const card = this.cards.get(keyHex) ?? null;
+    const old = this.contacts.find((c) => c.key === keyHex);
+    const contact = {
+      key: keyHex,
+      petname,
+      x: card?.x ?? old?.x ?? null,
+      sig: card?.sig ?? old?.sig ?? null,
+      room: room?.key ?? old?.room ?? null, // where we met: kept in this browser only
+      page: room?.url ?? old?.page ?? null,
+      addedAt: old?.addedAt ?? Math.floor(Date.now() / 1000),
+    };
+    await this.peer.store.saveContact(contact);
+    await this.reload();
+    this.refresh();
+    return contact;
+  }
+
+  async rename(keyHex, petname) {
+    const contact = this.contacts.find((c) => c.key === keyHex);
+    petname = petname.trim();
+    if (!contact) return;
+    if (petname.length < 1 || [...petname].length > MAX_PETNAME) throw new RangeError(`a petname has 1 to ${MAX_PETNAME} characters`);
+    await this.peer.store.saveContact({ ...contact, petname });
+    await this.reload();
+  }
+
+  async forget(keyHex) {
+    await this.peer.store.forgetContact(keyHex);
+    await this.reload();
+  }
+
+  async setMode(mode) {
+    if (!MODES.includes(mode)) throw new RangeError("presence is off, on or with-room");
+    if (this.mode !== "off" && mode === "off") await this.publish(false);
+    this.mode = mode;
+    await this.peer.store.savePresenceMode(mode);
+    this.refresh();
+  }
+
+  online(now = Date.now() / 1000) {
+    // contact hex -> their newest note, while it says online and has not expired
+    const out = new Map();
+    for (const [key, { note }] of this.seen) if (note.online && note.expires > now) out.set(key, note);
+    return out;
+  }
+
+  // --- publishing and reading (7.2) ---
+
+  schedule(delay) {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.refresh(), delay);
+  }
+
+  refresh() {
+    // Publish and read now; the next round in refreshMs. Rounds never overlap.
+    this.running = (this.running ?? Promise.resolve()).then(() => this.round()).catch((error) => console.warn("pagemesh presence:", error));
+    this.schedule(this.refreshMs);
+    return this.running;
+  }
+
+  async round() {
+    if (!this.peer.node || this.peer.closing) return;
+    if (this.mode !== "off") await this.publish(true);
+    await this.read();
+    this.changed();
+  }
+
+  async publish(online) {
+    const node = this.peer.node;
+    if (!node || !this.secrets.size) return;
+    const now = Date.now() / 1000;
+    const where = online && this.mode === "with-room" ? this.place() : null;
+    const note = { online, expires: Math.floor(now) + PRESENCE_TTL };
+    if (where) Object.assign(note, { room: fromHex(where.room, 20), layer: where.layer ?? 0, page: where.page, node: node.nodeUrl || null });
+    this.seq = Math.max(Math.floor(now * 1000), this.seq + 1);
+    const me = fromHex(this.peer.identityHex, 32);
+    for (const [key, secret] of this.secrets) {
+      const slot = await presenceSlot(secret, me, fromHex(key, 32), epochOf(now));
+      const record = await sealPresence(slot, note, this.seq, randomBytes(12));
+      try {
+        await node.putRecord(recordToWire(record));
+      } catch (error) {
+        if (error.code === "unknown-type") return; // a node from before 7.3
+      }
+    }
+  }
+
+  async read() {
+    const node = this.peer.node;
+    const now = Date.now() / 1000;
+    const me = fromHex(this.peer.identityHex, 32);
+    for (const [key, secret] of this.secrets) {
+      for (const epoch of readEpochs(now)) {
+        const slot = await presenceSlot(secret, fromHex(key, 32), me, epoch);
+        let wire;
+        try {
+          wire = await node.getRecord(hex(slot.dhtKey), hex(slot.publisher));
+        } catch (error) {
+          if (error.code === "unknown-type") return;
+          continue;
+        }
+        if (!wire) continue;
+        try {
+          const record = recordFromWire(wire);
+          const note = await openPresence(slot, record, now);
+          const last = this.seen.get(key);
+          if (!last || record.seq > last.seq || last.note.expires <= now) this.seen.set(key, { seq: record.seq, note });
+        } catch {
+          // junk a node or a stranger put there: ignored
+        }
+      }
+    }
+  }
+
+  goingOffline() {
+    // On leaving the page: notes that say so, sent as far as the page lives (7.2).
+    if (this.mode !== "off") this.publish(false);
+  }
+}
+
+// --- the Contacts panel ---
+
+function el(tag, { dataset = {}, ...props } = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  Object.assign(node.dataset, dataset);
+  node.append(...children);
+  return node;
+}
+
+function ask({ title, text, value, run }) {
+  // The contact dialog: a petname, then `run(petname)`; an error stays in the dialog.
+  const dialog = $("contact-dialog");
+  $("contact-dialog-title").textContent = title;
+  $("contact-dialog-text").textContent = text;
+  $("contact-petname").value = value;
+  $("contact-error").textContent = "";
+  $("contact-form").onsubmit = async (event) => {
+    event.preventDefault();
+    try {
+      await run($("contact-petname").value);
+      dialog.close();
+    } catch (error) {
+      $("contact-error").textContent = error.message;
+    }
+  };
+  $("contact-cancel").onclick = () => dialog.close();
+  dialog.showModal();
+  $("contact-petname").select();
+}
+
+export function startContacts(peer, host) {
+  // `host`: {room() -> the Room we are in or null, who(key) -> a member's label,
+  // personOf(key) -> the person a member key speaks for, join(url, wish), move(layer)}.
+  const view = { friends: null };
+  const place = () => {
+    const room = host.room();
+    return room ? { room: room.key, layer: room.layer, page: room.url } : null;
+  };
+  Friends.open(peer, { refreshMs: peer.config.presenceRefreshMs ?? PRESENCE_REFRESH * 1000, place }).then((friends) => {
+    view.friends = peer.friends = friends;
+    $("presence-mode").value = friends.mode;
+    friends.on(() => render());
+    render();
+    document.body.dataset.contacts = "ready";
+  });
+  $("presence-mode").addEventListener("change", async () => {
+    await view.friends?.setMode($("presence-mode").value);
+    $("contacts-note").textContent = { off: "Your contacts see nothing of you.", on: "Your contacts see when you are online.", "with-room": "Your contacts see when you are online, and which page and group." }[$("presence-mode").value];
+  });
+  window.addEventListener("pagehide", () => view.friends?.goingOffline());
+
+  function where(note) {
+    if (!note.room) return "online";
+    const group = `group ${(note.layer ?? 0) + 1}`;
+    const room = host.room();
+    if (room && hex(note.room) === room.key) return `here, in ${group}`;
+    return `on ${note.page ?? "a page"}, ${group}`;
+  }
+
+  async function joinThem(contact, note) {
+    const room = host.room();
+    if (room && hex(note.room) === room.key) await host.move(note.layer ?? 0);
+    else if (note.page) await host.join(note.page, { layer: note.layer ?? 0 });
+  }
+
+  function render() {
+    const friends = view.friends;
+    if (!friends) return;
+    const online = friends.online();
+    const list = $("contacts");
+    list.replaceChildren();
+    if (!friends.contacts.length) {
+      list.append(el("li", { className: "hint" }, "No contacts yet: add someone from your group with “+ Contact”."));
+    }
+    for (const c of friends.contacts) {
+      const note = online.get(c.key);
+      const state = !c.x ? "no contact card yet" : note ? where(note) : "offline";
+      const li = el(
+        "li",
+        { dataset: { key: c.key, online: String(Boolean(note)) } },
+        el("span", { className: "dot", role: "img", ariaLabel: note ? "online" : "offline" }),
+        el("span", { className: "petname" }, c.petname),
+        el("span", { className: "where" }, state),
+      );
+      if (note?.room && note.page) {
+        const button = el("button", { type: "button", className: "join-them", ariaLabel: `Join ${c.petname} (${where(note)})` }, "Join them");
+        button.addEventListener("click", () => joinThem(c, note));
+        li.append(button);
+      }
+      const rename = el("button", { type: "button", className: "quiet", ariaLabel: `Rename ${c.petname}` }, "Rename");
+      rename.addEventListener("click", () =>
+        ask({ title: "Rename a contact", text: `Key ${c.key.slice(0, 12)}…`, value: c.petname, run: (name) => friends.rename(c.key, name) }),
+      );
+      const remove = el("button", { type: "button", className: "quiet", ariaLabel: `Remove ${c.petname}` }, "Remove");
+      remove.addEventListener("click", async () => {
+        await friends.forget(c.key);
+        $("contacts-note").textContent = `${c.petname} is no longer a contact.`;
+      });
+      li.append(rename, remove);
+      list.append(li);
+    }
+    for (const li of document.querySelectorAll("#members li[data-key]")) decorate(li);
+  }
+
+  function decorate(li) {
+    // "+ Contact" on a member's row (not ours, not someone already a contact).
+    const key = li.dataset.key;
+    const person = host.personOf(key);
+    const known = view.friends?.contacts.some((c) => c.key === person);
+    let button = li.querySelector(".add-contact");
+    if (li.classList.contains("me") || person === peer.identityHex || known || !view.friends) {
+      button?.remove();
+      return;
+    }
+    if (!button) {
+      button = el("button", { type: "button", className: "quiet add-contact" }, "+ Contact");
+      button.addEventListener("click", () =>
+        ask({
+          title: "Add a contact",
+          text: `Keep ${host.who(key)} as a contact, under a name you choose. Only you see it.`,
+          value: host.who(key),
+          run: async (name) => {
+            await view.friends.add(host.personOf(key), name, host.room());
+            $("contacts-note").textContent = `${name.trim()} is a contact.`;
+          },
+        }),
+      );
+      li.append(button);
+    }
+    button.ariaLabel = `Add ${host.who(key)} as a contact`;
+  }
+
+  return { decorate, render };
+}

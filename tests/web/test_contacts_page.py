@@ -1,0 +1,92 @@
+"""Python and Chromium add each other as contacts and see each other online and on which page
+(docs/protocol.md 7): a real node, a real aiortc peer, the page every node serves. The page
+adds from a member's row with the keyboard, shows an online dot and "Join them", follows the
+contact to their page, and sees them go offline when they leave."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peer.peer import Connected
+from signaling.protocol import canonical_url
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import ARTIFACTS, PageFactory, next_of
+
+URL = "https://example.org/where-we-met"
+ELSEWHERE = "https://example.org/somewhere-else"
+
+
+async def refresh(page: Any) -> None:
+    await page.evaluate("window.pagemesh.peer.friends.refresh()")
+
+
+async def test_python_and_chromium_see_each_other_online_where_and_join_them(
+    signaling_mesh: NodeFactory, peers: Any, open_page: PageFactory
+) -> None:
+    (node,) = await signaling_mesh(1)
+    ana = await peers("Ana", [node.url])
+    room = await ana.join(URL)
+    page = await open_page(node, "Ben", room=URL)
+    await page.wait_for_selector("body[data-contacts=ready]")
+    ben = bytes.fromhex(await page.evaluate("window.pagemesh.peer.identityHex"))
+    await next_of(room, Connected, key=ben)
+
+    # Ben adds Ana from her row, with the keyboard only.
+    add = page.locator(f"#members li[data-key='{ana.public_key.hex()}'] button.add-contact")
+    await add.wait_for()
+    assert await add.get_attribute("aria-label") == "Add Ana as a contact"
+    await add.focus()
+    await page.keyboard.press("Enter")
+    await page.locator("#contact-petname").fill("Ana from the walk")
+    await page.keyboard.press("Enter")
+    added = "#contacts li[data-online=false] .petname:text-is('Ana from the walk')"
+    await page.wait_for_selector(added)
+    assert await add.count() == 0  # a contact already
+    await page.select_option("#presence-mode", "with-room")
+
+    # Ana adds Ben, and tells where she is.
+    assert ben in ana.cards
+    ana.add_contact(ben, "Ben", room)
+    ana.set_presence("with-room")
+    await ana.refresh_presence()
+    await refresh(page)
+    row = "#contacts li[data-online=true]"
+    await page.wait_for_selector(f"{row} .where:text-is('here, in group 1')")
+    seen = await ana.refresh_presence()
+    assert seen[ben].online and seen[ben].page == canonical_url(URL)
+    assert seen[ben].layer == room.layer and seen[ben].room == room.key
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for width, height in ((1280, 800), (390, 844)):
+        await page.set_viewport_size({"width": width, "height": height})
+        if width < 600:
+            await page.click("#people-toggle")
+        await page.locator("#contacts-panel").scroll_into_view_if_needed()
+        await page.screenshot(path=str(ARTIFACTS / f"contacts-{width}x{height}.png"))
+    await page.set_viewport_size({"width": 1100, "height": 700})
+
+    # Ana goes to another page: Ben's panel offers to join her there, and does.
+    await ana.leave(room)
+    elsewhere = await ana.join(ELSEWHERE)
+    await ana.refresh_presence()
+    await refresh(page)
+    where = f"on {canonical_url(ELSEWHERE)}, group {elsewhere.layer + 1}"
+    await page.wait_for_selector(f"{row} .where:text-is('{where}')")
+    join = page.locator(f"{row} button.join-them")
+    assert await join.get_attribute("aria-label") == f"Join Ana from the walk ({where})"
+    await join.click()
+    await next_of(elsewhere, Connected, key=ben, within=20)
+    assert await page.evaluate("window.pagemesh.room.url") == canonical_url(ELSEWHERE)
+
+    # Rename, then Ana leaves: the dot goes out at Ben's next read.
+    await page.click("#contacts li button[aria-label='Rename Ana from the walk']")
+    await page.locator("#contact-petname").fill("Ana")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#contacts li .petname:text-is('Ana')")
+    await ana.close()
+    await refresh(page)
+    await page.wait_for_selector("#contacts li[data-online=false] .where:text-is('offline')")
+    await page.click("#contacts li button[aria-label='Remove Ana']")
+    await page.wait_for_selector("#contacts li.hint")
+    assert await page.evaluate("window.pagemesh.peer.store.contacts()") == []
