@@ -8,6 +8,7 @@ limited to 127.0.0.1. The baseline is a second Python peer doing the same in
 the same run.
 
     python benchmarks/browser_messaging.py [--messages 200] [--file-mb 20] [--joins 9]
+        [--reference TREE]
 
 Each of the --joins rounds opens the node's page, then a new Python peer, then the
 extension's panel, one after the other (so a slower moment of a shared machine
@@ -21,6 +22,9 @@ falls on all three).
   The target is ratio_join_browser_vs_python <= 2.
 * page_join_to_connected_browser: from the page's own join call, which it makes
   while it still connects to its node (so WebSocket, hello and welcome count too).
+* page_loaded_browser: from opening the page to its document parsed and its module
+  graph run (DOMContentLoaded's end): the share of open_to_connected that is the
+  page's HTML and modules.
 * join_breakdown_browser: where the browser's time from its join call goes, one
   median per step in order: node (WebSocket, hello, welcome), seat (the join's
   answer), describe (from `joined` to our signed offer: the page's work on
@@ -33,6 +37,12 @@ falls on all three).
   whose connection was made before `joined`).
 * join_breakdown_python: the same baseline's seat (join() to its return) and the
   rest (to `Connected`).
+* with --reference TREE (another source tree, e.g. `git archive OLD | tar -x -C TREE`):
+  a third node runs from TREE, on the same mesh, and each round also opens its page
+  in a fresh profile: open_to_connected_reference, page_join_to_connected_reference,
+  page_loaded_reference
+  and ratio_open_browser_vs_reference (this tree's page over TREE's, p50), so a
+  change to the page is measured before and after in one invocation.
 * panel_open_to_connected_extension: the extension (`pagemesh extension build`,
   loaded unpacked into a persistent Chromium profile with --load-extension,
   headless new mode): a web page on 127.0.0.1 open in a tab, a Python peer (on the
@@ -75,7 +85,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiohttp import web
 
 from benchmarks.peer_messaging import Inbox, ms, percentile
-from benchmarks.signaling_load import start_node, stop
+from benchmarks.signaling_load import CONFIG, NODE, STARTED, Proc, start_node, stop
 from pagemesh.extension import build as build_extension
 from peer.peer import Connected, MemberLeft, Message, Peer
 from peer.webrtc import restrict_host_candidates
@@ -170,6 +180,7 @@ TIMES = """(key) => {
     const settled = enoughAt === null ? Infinity : enoughAt + settle;
     const ready = Math.min(settled, completedAt ?? Infinity);
     return {
+        loaded: performance.getEntriesByType("navigation")[0].domContentLoadedEventEnd,
         page_join: ui.joinStartedAt,
         connected: ui.connectedAt[key],
         ...ms(room.timings),
@@ -211,6 +222,28 @@ async def browser_page(
     badge = f'#members li[data-key="{member.hex()}"] .path[data-path=direct]'
     await page.locator(badge).wait_for(timeout=30_000)
     return context, page, times
+
+
+async def start_node_from(tree: Path, workdir: Path, name: str, seed: Any) -> Any:
+    """A `pagemesh node` process running the sources in `tree` (its folder first on
+    sys.path), configured as signaling_load.start_node configures this tree's."""
+    config = workdir / f"{name}.toml"
+    config.write_text(CONFIG)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        NODE,
+        *("node", "--config", str(config), "--data-dir", str(workdir / name)),
+        *("--bootstrap", seed.dht),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=tree,
+    )
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+    match = STARTED.search(line)
+    if not match:
+        raise RuntimeError(f"the reference node did not start: {line!r}")
+    return Proc(proc, match.group(1), match.group(2))
 
 
 async def web_pages() -> tuple[web.AppRunner, str]:
@@ -278,6 +311,12 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--file-mb", type=int, default=20)
     parser.add_argument("--joins", type=int, default=9)
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        metavar="TREE",
+        help="another source tree whose node's page is measured beside this one's",
+    )
     args = parser.parse_args()
     restrict_host_candidates(["127.0.0.1"])
     from playwright.async_api import async_playwright
@@ -287,6 +326,9 @@ async def main() -> None:
         first = await start_node(workdir, "n0")
         second = await start_node(workdir, "n1", seed=first)
         nodes = [first.url, second.url]
+        reference = None
+        if args.reference is not None:
+            reference = await start_node_from(args.reference.resolve(), workdir, "ref", first)
         here = Peer(workdir / "here", [nodes[1]], accept_files_to=workdir / "inbox")
         await here.__aenter__()
         clock = Clock(await here.join(URL))
@@ -309,6 +351,10 @@ async def main() -> None:
                 opens: dict[str, list[float]] = {"browser": [], "python": []}
                 joins: dict[str, list[float]] = {"browser": [], "python": []}
                 page_joins: list[float] = []
+                loaded: list[float] = []
+                reference_loaded: list[float] = []
+                reference_opens: list[float] = []
+                reference_joins: list[float] = []
                 breakdown: list[dict[str, float]] = []
                 python_steps: dict[str, list[float]] = {"seat": [], "link": []}
                 for i in range(args.joins):
@@ -318,11 +364,21 @@ async def main() -> None:
                     opens["browser"].append(times["connected"] / 1000)
                     joins["browser"].append((times["connected"] - times["joining"]) / 1000)
                     page_joins.append((times["connected"] - times["page_join"]) / 1000)
+                    loaded.append(times["loaded"] / 1000)
                     breakdown.append(steps(times))
                     await context.close()
                     # Chromium goes on tearing the context down for a while; on a small
                     # machine that would slow the nodes while the Python peer joins
                     await asyncio.sleep(0.5)
+                    if reference is not None:
+                        context, _, times = await browser_page(
+                            browser, reference.url, f"r{i}", here.public_key
+                        )
+                        reference_opens.append(times["connected"] / 1000)
+                        reference_joins.append((times["connected"] - times["page_join"]) / 1000)
+                        reference_loaded.append(times["loaded"] / 1000)
+                        await context.close()
+                        await asyncio.sleep(0.5)
                     started = time.perf_counter()
                     other = Peer(workdir / f"p{i}", [nodes[0]])
                     await other.__aenter__()
@@ -348,6 +404,17 @@ async def main() -> None:
                     base = result[f"{what}_to_connected_python"]["p50_ms"]
                     result[f"ratio_{what}_browser_vs_python"] = round(got / base, 3)
                 result["page_join_to_connected_browser"] = summary(page_joins)
+                result["page_loaded_browser"] = summary(loaded)
+                if reference is not None:
+                    result["reference"] = str(args.reference)
+                    result["open_to_connected_reference"] = summary(reference_opens)
+                    result["page_join_to_connected_reference"] = summary(reference_joins)
+                    result["page_loaded_reference"] = summary(reference_loaded)
+                    result["ratio_open_browser_vs_reference"] = round(
+                        result["open_to_connected_browser"]["p50_ms"]
+                        / result["open_to_connected_reference"]["p50_ms"],
+                        3,
+                    )
                 result["join_breakdown_browser"] = {
                     name: round(statistics.median(b[name] for b in breakdown), 1)
                     for name, _, _ in STEPS
@@ -420,6 +487,8 @@ async def main() -> None:
             await there.close()
             await pages.cleanup()
             await here.close()
+            if reference is not None:
+                await stop(reference)
             await stop(second)
             await stop(first)
     print(json.dumps(result))
