@@ -251,7 +251,7 @@ def parse_presence_note(data: bytes) -> PresenceNote:
         raise PresenceError("a presence is UTF-8 JSON") from None
     if not isinstance(body, dict) or body.get("v") != PRESENCE_VERSION:
         raise PresenceError("a presence is a version 1 object")
-    online, expires = body.get("on"), body.get("exp")
+    online, expires = body.get("on"), _integral(body.get("exp"))
     if not isinstance(online, bool):
         raise PresenceError("presence.on: expected true or false")
     if isinstance(expires, bool) or not isinstance(expires, int) or not 0 <= expires < 2**40:
@@ -265,7 +265,7 @@ def parse_presence_note(data: bytes) -> PresenceNote:
             room = bytes.fromhex(text)
         except ValueError:
             raise PresenceError("presence.room: expected 40 hex digits") from None
-        layer = body.get("layer")
+        layer = _integral(body.get("layer"))
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < 2**16:
             raise PresenceError("presence.layer: expected an integer in 0..65535")
         page = body.get("page")
@@ -279,6 +279,13 @@ def parse_presence_note(data: bytes) -> PresenceNote:
         if node is not None and (not isinstance(node, str) or not is_node_url(node)):
             raise PresenceError("presence.node: expected a ws:// or wss:// URL")
     return PresenceNote(online, expires, room, layer, page, node)
+
+
+def _integral(value: Any) -> Any:
+    # JSON.parse reads 5.0 as 5: an integral number is one, in both readers.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def seal_presence(slot: PresenceSlot, note: PresenceNote, seq: int, nonce: bytes) -> Record:

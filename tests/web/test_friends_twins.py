@@ -3,11 +3,14 @@ the known answer, and records sealed on one side opened on the other, in Chromiu
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from peer.friends import (
@@ -17,6 +20,7 @@ from peer.friends import (
     epoch_of,
     open_presence,
     pair_secret,
+    parse_presence_note,
     presence_slot,
     seal_presence,
     x25519_seed,
@@ -169,3 +173,67 @@ async def test_sealed_in_one_opened_in_the_other(page: Any) -> None:
         "page": None,
         "refused": "the record's signature does not verify",
     }
+
+
+# --- both parsers agree on anything (notes, cards) ------------------------------------------
+
+NOTE_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "v": st.sampled_from([1, 2, True, "1", 1.0]),
+        "on": st.booleans() | st.integers(0, 1) | st.none(),
+        "exp": st.integers(-5, 2**41)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.sampled_from([5.0, 1.8e9, 2.5]),
+        "room": st.sampled_from(["00" * 20, "AB" * 20, "zz" * 20, "0" * 39]) | st.text(max_size=41),
+        "layer": st.integers(-2, 70000) | st.booleans() | st.none() | st.sampled_from([3.0, 0.5]),
+        "page": st.sampled_from(["https://e.com/", "ftp://x", "http://a/" + "é" * 600])
+        | st.text(max_size=20)
+        | st.none(),
+        "node": st.sampled_from(
+            [
+                "ws://n:1",
+                "wss://n.example",
+                "http://n",
+                "ws://",
+                "ws://u@n",
+                "ws://n/p?q",
+                "ws://n#f",
+            ]
+        )
+        | st.text(max_size=20),
+    },
+)
+NOTES = NOTE_FIELDS.map(lambda d: json.dumps(d, ensure_ascii=False).encode()) | st.binary(
+    max_size=40
+)
+
+
+def python_note(data: bytes) -> Any:
+    try:
+        note = parse_presence_note(data)
+    except PresenceError:
+        return "refused"
+    room = note.room and note.room.hex()
+    return [note.online, note.expires, room, note.layer, note.page, note.node]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(notes=st.lists(NOTES, min_size=1, max_size=40))
+async def test_both_note_parsers_agree(page: Any, notes: list[bytes]) -> None:
+    got = await page.evaluate(
+        """(notes) => notes.map((n) => {
+            try {
+                const note = window.m.parseNote(Uint8Array.from(n));
+                return [note.online, note.expires, note.room && window.m.hex(note.room),
+                        note.layer, note.page, note.node];
+            } catch (e) {
+                if (e instanceof window.m.PresenceError) return 'refused';
+                return 'threw ' + e;
+            }
+        })""",
+        [list(n) for n in notes],
+    )
+    for data, browser in zip(notes, got, strict=True):
+        python = python_note(data)
+        assert browser == python, (data, browser, python)

@@ -193,13 +193,26 @@ export function parseNote(data) {
       note.page = body.page;
     }
     if (body.node !== undefined && body.node !== null) {
-      if (typeof body.node !== "string" || body.node.length > 300 || !/^wss?:\/\/[^\s/]+/.test(body.node)) {
+      if (!isNodeUrl(body.node)) {
         throw new PresenceError("presence.node: expected a ws:// or wss:// URL");
       }
       note.node = body.node;
     }
   }
   return note;
+}
+
+function isNodeUrl(text) {
+  // As signaling/rooms.py is_node_url: ws:// or wss://, a host, a port if any, a path if
+  // any; no user, query or fragment; printable ASCII without spaces, at most 300 characters.
+  if (typeof text !== "string" || text.length > 300 || !/^[\x21-\x7e]*$/.test(text)) return false;
+  let url;
+  try {
+    url = new URL(text);
+  } catch {
+    return false;
+  }
+  return ["ws:", "wss:"].includes(url.protocol) && url.hostname !== "" && !url.username && !url.password && !text.includes("?") && !text.includes("#");
 }
 
 function same(a, b) {
