@@ -20,6 +20,7 @@ from peer.friends import (
     epoch_of,
     open_presence,
     pair_secret,
+    parse_card_frame,
     parse_presence_note,
     presence_slot,
     seal_presence,
@@ -116,8 +117,6 @@ async def test_sealed_in_one_opened_in_the_other(page: Any) -> None:
     from signaling.protocol import RECORD
 
     js_key = bytes.fromhex(js["key"])
-    from peer.friends import parse_card_frame
-
     js_card = parse_card_frame(js_key, js["card"])
     secret = pair_secret(py_card.key, x25519_seed(py_seed), js_card)
     slot = presence_slot(secret, js_key, py_card.key, epoch_of(now))
@@ -237,3 +236,40 @@ async def test_both_note_parsers_agree(page: Any, notes: list[bytes]) -> None:
     for data, browser in zip(notes, got, strict=True):
         python = python_note(data)
         assert browser == python, (data, browser, python)
+
+
+def card_frames() -> st.SearchStrategy[dict[str, Any]]:
+    good = person(1).card.to_frame()
+    other = person(2).card.to_frame()
+    return st.fixed_dictionaries(
+        {"t": st.sampled_from(["card", "Card", "profile"])},
+        optional={
+            "x": st.sampled_from([good["x"], other["x"], good["x"].upper(), "00" * 32, "zz"])
+            | st.text(max_size=66),
+            "sig": st.sampled_from([good["sig"], other["sig"], good["sig"][:-2] + "=="])
+            | st.text(max_size=90),
+        },
+    )
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(frames=st.lists(card_frames(), min_size=1, max_size=30))
+async def test_both_card_parsers_agree(page: Any, frames: list[dict[str, Any]]) -> None:
+    member = person(1).key
+    got = await page.evaluate(
+        """async ([member, frames]) => Promise.all(frames.map(async (f) => {
+            try {
+                const card = await window.m.parseCardFrame(window.m.fromHex(member, 32), f);
+                return window.m.hex(card.x);
+            } catch (e) {
+                return e instanceof window.m.PresenceError ? 'refused' : 'threw ' + e;
+            }
+        }))""",
+        [member.hex(), frames],
+    )
+    for frame, browser in zip(frames, got, strict=True):
+        try:
+            python = parse_card_frame(member, frame).x.hex()
+        except PresenceError:
+            python = "refused"
+        assert browser == python, (frame, browser, python)
