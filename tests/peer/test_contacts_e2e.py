@@ -137,3 +137,23 @@ async def test_the_chat_commands_add_list_rename_join_and_forget(
     assert await command(room_a, "/join Benny") == ["* you sit with Benny in group 1"]
     assert await command(room_a, "/forget benny") == ["* Benny is no longer a contact"]
     assert ana.contacts() == []
+
+
+async def test_a_device_sends_its_identitys_card_and_is_seen_as_the_person(
+    signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    (node,) = await signaling_mesh(1)
+    ana = await peers("ana", [node.url], device="laptop")
+    ben = await peers("ben", [node.url])
+    room_a, room_b = await ana.join(URL), await ben.join(URL)
+    await connected(room_a)
+    await connected(room_b)
+    assert ana.public_key != ana.identity_key
+    await until(lambda: ana.identity_key in ben.cards)
+    assert ana.public_key not in ben.cards  # the device key has no card of its own
+    assert room_b.person_of(ana.public_key) == ana.identity_key
+    ben.add_contact(room_b.person_of(ana.public_key), "Ana", room_b)
+    ana.add_contact(ben.identity_key, "Ben", room_a)
+    ana.set_presence("on")
+    await ana.refresh_presence()
+    assert (await ben.refresh_presence())[ana.identity_key].online
