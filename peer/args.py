@@ -231,3 +231,49 @@ def _register_identity(commands: argparse._SubParsersAction[argparse.ArgumentPar
     imp.add_argument("--data-dir", type=Path, help=data_dir_help)
     imp.add_argument("--force", action="store_true", help="replace a different key here")
     imp.set_defaults(run=later("identity import"))
+
+    device = actions.add_parser(
+        "device",
+        help="print this client's device key (made on first use), for `delegate` elsewhere",
+        description="Print the key this client speaks with as a device (docs/protocol.md "
+        "5.3), and the identity and expiry of the delegation it adopted, if any.",
+    )
+    device.add_argument("--data-dir", type=Path, help=data_dir_help)
+    device.set_defaults(run=later("identity device"))
+
+    delegate = actions.add_parser(
+        "delegate",
+        help="certify another client's device key for this identity (a delegation file)",
+        description="On the client that holds the identity key: write a delegation to "
+        "DEVICE_KEY (the other client's `identity device`) valid for --days, for that "
+        "client to `adopt`. It speaks for you until it expires or you `revoke` it.",
+    )
+    delegate.add_argument("device_key", type=member_key, metavar="DEVICE_KEY")
+    delegate.add_argument("--out", type=Path, required=True, metavar="FILE")
+    delegate.add_argument("--label", default="", help="what you call that device")
+    delegate.add_argument(
+        "--days", type=float, default=7.0, help="how long it lasts (at most 30; default 7)"
+    )
+    delegate.add_argument("--data-dir", type=Path, help=data_dir_help)
+    delegate.set_defaults(run=later("identity delegate"))
+
+    adopt = actions.add_parser(
+        "adopt",
+        help="speak as a device of the identity whose delegation FILE holds",
+        description="Check that FILE is a delegation to this client's device key, valid "
+        "now, and keep it: `chat --device` then speaks under that identity, whose key "
+        "never comes here.",
+    )
+    adopt.add_argument("file", type=Path, metavar="FILE")
+    adopt.add_argument("--data-dir", type=Path, help=data_dir_help)
+    adopt.set_defaults(run=later("identity adopt"))
+
+    revoke = actions.add_parser(
+        "revoke",
+        help="take back every delegation this identity gave DEVICE_KEY (a lost device)",
+        description="Sign a revocation of DEVICE_KEY with the identity key and keep it: "
+        "this client shows it to every member it links to from then on.",
+    )
+    revoke.add_argument("device_key", type=member_key, metavar="DEVICE_KEY")
+    revoke.add_argument("--data-dir", type=Path, help=data_dir_help)
+    revoke.set_defaults(run=later("identity revoke"))

@@ -40,6 +40,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from signaling.protocol import load_or_create_seed, verify_signature
+
 from .args import (
     DEFAULT_NODE,
     ICE_HOSTS_ENV,
@@ -63,6 +65,14 @@ from .chatscreen import (
 from .contacts_cli import COMMANDS as CONTACT_COMMANDS
 from .contacts_cli import HELP as CONTACT_HELP
 from .contacts_cli import contact_command
+from .device import MAX_BYTES as MAX_DELEGATION_BYTES
+from .device import (
+    DelegationError,
+    check_delegation,
+    issue_delegation,
+    issue_revocation,
+    serialize_delegation,
+)
 from .files import AcceptRule, local_name
 from .identity_file import (
     FileContact,
@@ -815,7 +825,90 @@ def _replace_key(path: Path, seed: bytes) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def _identity_device(args: argparse.Namespace) -> None:
+    from .peer import DEVICE_KEY_FILE, load_device_cert
+
+    data_dir = _identity_dir(args)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    device = bytes(SigningKey(load_or_create_seed(data_dir / DEVICE_KEY_FILE)).verify_key)
+    print(device.hex())
+    adopted = load_device_cert(data_dir, device)
+    if adopted is not None:
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(adopted.expires / 1000))
+        print(f"device of {adopted.identity.hex()} until {until}")
+
+
+def _identity_delegate(args: argparse.Namespace) -> None:
+    data_dir = _identity_dir(args)
+    seed = _existing_seed(data_dir)
+    if seed is None:
+        raise _IdentityError(f"no identity in {data_dir} to delegate from")
+    if args.out.exists():
+        raise FileExistsError(17, "exists", str(args.out))
+    key = SigningKey(seed)
+    try:
+        delegation = issue_delegation(
+            lambda message: key.sign(message).signature,
+            bytes(key.verify_key),
+            args.device_key,
+            int(time.time() * 1000),
+            int(args.days * 24 * 3600 * 1000),
+            args.label,
+        )
+    except ValueError as exc:
+        raise _IdentityError(str(exc)) from None
+    write_identity_file(args.out, serialize_delegation(delegation).hex().encode() + b"\n")
+    print(key.verify_key.encode().hex())
+
+
+def _identity_adopt(args: argparse.Namespace) -> None:
+    from .peer import DEVICE_CERT_FILE, DEVICE_KEY_FILE
+
+    data_dir = _identity_dir(args)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    device = bytes(SigningKey(load_or_create_seed(data_dir / DEVICE_KEY_FILE)).verify_key)
+    text = args.file.read_bytes()[: 2 * MAX_DELEGATION_BYTES + 2].decode("ascii", "replace")
+    try:
+        delegation = check_delegation(
+            bytes.fromhex(text.strip()), device, int(time.time() * 1000), verify_signature
+        )
+    except (ValueError, DelegationError) as exc:
+        raise _IdentityError(f"{args.file} is no delegation for this device: {exc}") from None
+    write_identity_file(
+        data_dir / DEVICE_CERT_FILE, serialize_delegation(delegation).hex().encode() + b"\n",
+        overwrite=True,
+    )  # fmt: skip
+    print(delegation.identity.hex())
+
+
+def _identity_revoke(args: argparse.Namespace) -> None:
+    from .peer import MAX_OWN_REVOCATIONS, load_revocations, save_revocations
+
+    data_dir = _identity_dir(args)
+    seed = _existing_seed(data_dir)
+    if seed is None:
+        raise _IdentityError(f"no identity in {data_dir} to revoke from")
+    key = SigningKey(seed)
+    identity = bytes(key.verify_key)
+    try:
+        revocation = issue_revocation(
+            lambda message: key.sign(message).signature,
+            identity,
+            args.device_key,
+            int(time.time() * 1000),
+        )
+    except ValueError as exc:
+        raise _IdentityError(str(exc)) from None
+    kept = [r for r in load_revocations(data_dir, identity) if r.device != args.device_key]
+    save_revocations(data_dir, [*kept, revocation][-MAX_OWN_REVOCATIONS:])
+    print(args.device_key.hex())
+
+
 _run_identity_show = _identity_run("show", _identity_show)
+_run_identity_device = _identity_run("device", _identity_device)
+_run_identity_delegate = _identity_run("delegate", _identity_delegate)
+_run_identity_adopt = _identity_run("adopt", _identity_adopt)
+_run_identity_revoke = _identity_run("revoke", _identity_revoke)
 _run_identity_export = _identity_run("export", _identity_export)
 _run_identity_import = _identity_run("import", _identity_import)
 
@@ -827,5 +920,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "identity show": _run_identity_show,
     "identity export": _run_identity_export,
     "identity import": _run_identity_import,
+    "identity device": _run_identity_device,
+    "identity delegate": _run_identity_delegate,
+    "identity adopt": _run_identity_adopt,
+    "identity revoke": _run_identity_revoke,
 }
 """What each command of peer/args.py runs."""

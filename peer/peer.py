@@ -135,6 +135,9 @@ MAX_CARDS = 4096
 """Contact cards of members kept in memory, so one can be added as a contact."""
 DEVICE_KEY_FILE = "device.key"
 """A device's own key, beside the identity's (docs/protocol.md 5.3), mode 0600."""
+DEVICE_CERT_FILE = "device.cert"
+"""A delegation to this device's key issued elsewhere (`pagemesh identity delegate` on the
+machine that holds the identity key, then `adopt` here), in hex: 5.3."""
 REVOKED_FILE = "revoked"
 """The revocations this identity issued (140 bytes each, the newest last), 5.3."""
 MAX_OWN_REVOCATIONS = 16
@@ -795,7 +798,14 @@ class Peer:
         """Devices this identity took back, shown to every member on every link."""
         if device is not None:
             self.signing_key = SigningKey(load_or_create_seed(Path(data_dir) / DEVICE_KEY_FILE))
-            self._issue_delegation()
+            given = load_device_cert(Path(data_dir), bytes(self.signing_key.verify_key))
+            if given is not None and given.identity != self.identity_key:
+                # the identity key lives elsewhere: this device speaks under its delegation
+                # until it expires, and cannot renew it or revoke anything
+                self.delegation, self.identity_key = given, given.identity
+                self.device_label = given.label
+            else:
+                self._issue_delegation()
         self.public_key = bytes(self.signing_key.verify_key)
         self.mesh = mesh.Mesh(
             self.public_key, list(nodes), self.config.mesh, random.Random().random, time.time()
@@ -849,6 +859,10 @@ class Peer:
     def revoke_device(self, device: bytes) -> Revocation:
         """Take back every delegation this identity gave `device` (a lost or stolen device,
         5.3): kept in `revoked` and shown now on every link, and on every link after."""
+        if self.identity_key != bytes(self.store.key.verify_key):
+            raise ValueError(
+                "this device does not hold its identity's key: revoke from one that does"
+            )
         revocation = issue_revocation(
             lambda message: self.store.key.sign(message).signature,
             self.identity_key,
@@ -888,6 +902,8 @@ class Peer:
     def _schedule_renewal(self) -> None:
         if self.delegation is None or self._closing:
             return
+        if self.identity_key != bytes(self.store.key.verify_key):
+            return  # issued elsewhere: renewed by adopting a new one there
         half = (self.delegation.expires - self.delegation.not_before) / 2000
         self._renewal = asyncio.get_running_loop().call_later(half, self._renew_delegation)
 
@@ -1508,6 +1524,20 @@ def _expiry(servers: tuple[IceServer, ...]) -> float | None:
 def revoke_frame(revocation: Revocation) -> dict[str, Any]:
     """The control frame that shows a revocation (5.3)."""
     return {"t": "revoke", "cert": serialize_revocation(revocation).hex()}
+
+
+def load_device_cert(data_dir: Path, device: bytes) -> Delegation | None:
+    """The delegation adopted for `device` (`device.cert`, hex), if it is one for this
+    device key, well signed and not expired; else None (the caller then issues its own)."""
+    try:
+        text = (data_dir / DEVICE_CERT_FILE).read_text("ascii")[: 2 * MAX_BYTES + 2].strip()
+        return check_delegation(
+            bytes.fromhex(text), device, int(time.time() * 1000), verify_signature
+        )
+    except (FileNotFoundError, UnicodeDecodeError, ValueError, DelegationError) as exc:
+        if not isinstance(exc, FileNotFoundError):
+            log.warning("%s is not a delegation for this device: %s", DEVICE_CERT_FILE, exc)
+        return None
 
 
 def load_revocations(data_dir: Path, identity: bytes) -> list[Revocation]:

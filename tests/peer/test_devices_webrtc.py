@@ -18,7 +18,7 @@ from peer.chatscreen import member_label
 from peer.device import Delegation, Revocation, issue_delegation, issue_revocation
 from peer.identity_file import export_identity, import_identity
 from peer.peer import Device, Message, Replaced, Revoked, Room, load_revocations
-from peer.store import KEY_FILE
+from peer.store import KEY_FILE, load_or_create_key
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import PeerFactory, next_of
@@ -238,3 +238,59 @@ async def test_a_revoked_device_is_its_own_person_and_a_forged_revocation_change
     assert room_b.person_of(laptop.public_key) == laptop.public_key
     assert load_revocations(tmp_path / "ana-phone", ana)[0].device == laptop.public_key
     assert (tmp_path / "ana-phone" / "revoked").stat().st_mode & 0o777 == 0o600
+
+
+async def pagemesh(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "pagemesh", *args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return out.decode()
+
+
+async def test_a_device_whose_identity_key_stays_home(
+    signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path
+) -> None:
+    """The identity key never reaches the tablet: `identity device` there, `delegate` at
+    home, `adopt` on the tablet; Bob sees Ana's tablet; the tablet cannot revoke; home
+    `revoke`s it and, once home is in the room, Bob sees the tablet as its own key."""
+    (node,) = await signaling_mesh(1)
+    home, tablet = tmp_path / "ana-home", tmp_path / "ana-tablet"
+    home.mkdir()
+    ana = bytes(load_or_create_key(home).verify_key)  # the identity, at home only
+    device = (await pagemesh("identity", "device", "--data-dir", str(tablet))).split()[0]
+    cert = tmp_path / "tablet.cert"
+    args = ("--label", "tablet", "--days", "1", "--out", str(cert), "--data-dir", str(home))
+    assert (await pagemesh("identity", "delegate", device, *args)).split()[0] == ana.hex()
+    assert cert.stat().st_mode & 0o777 == 0o600
+    adopted = await pagemesh("identity", "adopt", str(cert), "--data-dir", str(tablet))
+    assert adopted.split()[0] == ana.hex()
+    shown = await pagemesh("identity", "device", "--data-dir", str(tablet))
+    assert f"device of {ana.hex()} until" in shown
+
+    peer = await peers("ana-tablet", [node.url], device="anything")
+    assert peer.public_key.hex() == device and peer.identity_key == ana
+    assert peer.delegation is not None and peer.delegation.label == "tablet"
+    assert peer.identity_key != bytes(peer.store.key.verify_key)  # the tablet's own seed
+    with pytest.raises(ValueError):
+        peer.revoke_device(peer.public_key)
+    bob = await peers("bob", [node.url])
+    room_b = await bob.join(URL)
+    room_t = await peer.join(URL)
+    event = await next_of(room_b, Device, within=60)  # a loaded machine: slow CLI starts
+    assert event == Device(peer.public_key, ana, "tablet")
+
+    assert (await pagemesh("identity", "revoke", device, "--data-dir", str(home))).strip() == device
+    at_home = await peers("ana-home", [node.url])  # the identity key itself, no device
+    assert at_home.public_key == ana and len(at_home.revocations) == 1
+    await at_home.join(URL)
+    assert await next_of(room_b, Revoked, within=60) == Revoked(peer.public_key, ana)
+    assert room_b.people() == {
+        ana: {ana},
+        peer.public_key: {peer.public_key},
+        bob.public_key: {bob.public_key},
+    }
+    assert room_t.person_of(peer.public_key) == peer.public_key  # the tablet hears it too
