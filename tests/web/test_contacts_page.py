@@ -90,3 +90,18 @@ async def test_python_and_chromium_see_each_other_online_where_and_join_them(
     await page.click("#contacts li button[aria-label='Remove Ana']")
     await page.wait_for_selector("#contacts li.hint")
     assert await page.evaluate("window.pagemesh.peer.store.contacts()") == []
+
+
+async def test_on_a_phone_outside_any_room_the_contacts_are_shown(
+    signaling_mesh: NodeFactory, open_page: PageFactory
+) -> None:
+    (node,) = await signaling_mesh(1)
+    page = await open_page(node, "Ben")
+    await page.wait_for_selector("body[data-contacts=ready]")
+    await page.set_viewport_size({"width": 390, "height": 844})
+    assert await page.locator("#contacts-panel").is_visible()
+    assert await page.locator("#presence-mode").is_visible()
+    await page.focus("#presence-mode")
+    assert await page.evaluate("document.activeElement.id") == "presence-mode"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "contacts-390x844-no-room.png"))
