@@ -158,6 +158,8 @@ class ChatScreen:
         self._next_number = 1
         self.mine: dict[str, str] = {}
         """Our own offers: id -> file name (bounded as `offers`)."""
+        self.flooding: set[bytes] = set()
+        """Authors reported flooding (docs/protocol.md 5.4), at most the room's authors."""
 
     @property
     def holding(self) -> bool:
@@ -277,9 +279,12 @@ class ChatScreen:
             return f"* seated again through {event.node}, in group {event.layer + 1:,}"
         if isinstance(event, Flooding):
             who = member_label(room, event.author)
+            if event.author in self.flooding:
+                return f"* {who}: {event.dropped:,} more messages dropped for flooding"
+            self.flooding.add(event.author)
             return (
-                f"* muted {who} for flooding: {event.dropped:,} messages dropped "
-                "(/unmute to show them again, /block to cut them off)"
+                f"* muted {who} for flooding: they sent faster than the room takes, "
+                f"{event.dropped:,} dropped (/unmute to show them again, /block to cut them off)"
             )
         if isinstance(event, Gap):
             who = member_label(room, event.author)

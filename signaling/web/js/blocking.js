@@ -63,8 +63,9 @@ export function startBlocking(peer, host) {
   $("block-cancel").addEventListener("click", () => dialog.close("cancel"));
 
   function hideMessages(key, hidden) {
-    for (const li of document.querySelectorAll(`#messages li[data-author="${key}"]`)) li.hidden = hidden;
-    if (!hidden) host.redraw(key);
+    // Taken out of the page (the core keeps them); drawn again from the transcript.
+    if (hidden) for (const li of document.querySelectorAll(`#messages li[data-author="${key}"]`)) li.remove();
+    else host.redraw(key);
   }
 
   function render() {
@@ -142,10 +143,17 @@ export function startBlocking(peer, host) {
     // The core cut an author for flooding; the room mutes it until the page closes.
     if (event.room !== host.room()) return;
     const name = host.who(event.author);
+    const shown = document.querySelector(`#messages li.note[data-flooding="${event.author}"]`);
+    if (shown) {
+      // reported again: how many more were dropped since
+      const count = shown.querySelector(".dropped");
+      count.textContent = String(Number(count.textContent) + event.dropped);
+      return;
+    }
     const block = el("button", { type: "button", className: "quiet", "aria-label": `Block ${name}` }, "Block");
     block.addEventListener("click", () => confirm("block", event.author));
-    const text = `Muted ${name} for flooding: ${event.dropped} messages dropped. `;
-    host.note("", { className: "note problem", dataset: { flooding: event.author } }, el("span", {}, text), block);
+    const text = el("span", {}, `Muted ${name} for flooding: they sent faster than the room takes; `, el("span", { className: "dropped" }, String(event.dropped)), " messages dropped. ");
+    host.note("", { className: "note problem", dataset: { flooding: event.author } }, text, block);
     hideMessages(event.author, true);
     render();
     refreshRows();

@@ -145,6 +145,7 @@ function relabel() {
   for (const li of document.querySelectorAll("#members li[data-key]")) {
     li.querySelector(".name").textContent = who(li.dataset.key);
     showDevice(li);
+    ui.blocking?.decorate(li); // their labels name the member anew
   }
   for (const button of document.querySelectorAll("#messages li.msg button.reply")) {
     button.setAttribute("aria-label", `Reply to ${who(button.closest("li").dataset.author)}`);
