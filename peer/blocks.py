@@ -23,6 +23,8 @@ MAX_BLOCKS = 10_000
 MAX_LABEL = 64
 """Characters of the name kept beside a key (what it was called when blocked)."""
 KEY_BYTES = 32
+MAX_SINCE = 2**53 - 1
+"""The largest time a block keeps (JavaScript's safe integers: the page keeps the same)."""
 
 
 class BlockRecordError(ValueError):
@@ -52,7 +54,7 @@ def parse_block_row(row: Any) -> BlockEntry:
         raise BlockRecordError("a block's level is block or mute")
     if not isinstance(label, str) or len(label) > MAX_LABEL:
         raise BlockRecordError(f"a block's label is a string of at most {MAX_LABEL}")
-    if type(since) is not int or not 0 <= since < 2**63:
+    if type(since) is not int or not 0 <= since <= MAX_SINCE:
         raise BlockRecordError("a block's time is a non-negative integer")
     return BlockEntry(bytes(key), level, label, since)
 

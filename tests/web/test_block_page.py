@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from peer.blocks import BlockRecordError, parse_block_row
 from peer.messaging import RoomConfig
 from peer.peer import FileOffered, PeerConfig
 from tests.peer.conftest import PeerFactory
@@ -208,3 +212,65 @@ async def test_a_flooder_is_muted_with_a_note_while_others_keep_talking(
     dropped = await page.evaluate("window.pagemesh.room.core.counters['drop.flood']")
     assert dropped > 0  # how many reach the page depends on the link's queue
     await shots(page, "flooding")
+
+
+# --- the stored list's parser, the twin of peer/blocks.py -----------------------------
+
+BLOCKS_JS = """async () => { window.b = await import('/web/js/blocks.js'); }"""
+KEYS = st.sampled_from(["ab" * 32, "AB" * 32, "ab" * 31, "zz" * 32, ""]) | st.text(max_size=3)
+ENTRY = st.fixed_dictionaries(
+    {
+        "key": KEYS,
+        "level": st.sampled_from(["block", "mute", "ban", ""]) | st.none(),
+        "label": st.text(max_size=70) | st.integers(),
+        "since": st.integers(-3, 2**60) | st.none() | st.text(max_size=2),
+    }
+)
+
+
+@pytest.fixture
+async def blocks_page(signaling_mesh: NodeFactory, open_page: PageFactory) -> Any:
+    (node,) = await signaling_mesh(1)
+    page = await open_page(node, "blocks")
+    await page.evaluate(BLOCKS_JS)
+    return page
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(entries=st.lists(ENTRY | st.none() | st.integers() | st.lists(st.none()), max_size=8))
+async def test_property_the_stored_list_parses_as_python_reads_a_row(
+    blocks_page: Any, entries: list[Any]
+) -> None:
+    """Each entry is kept by the page exactly when peer/blocks.py would keep the row,
+    and nothing else escapes the parser."""
+    got = await blocks_page.evaluate(
+        """(entries) => {
+            const {entries: kept, dropped} = window.b.parseBlockList(entries);
+            return [[...kept.values()].map(e => [e.key, e.level, e.label, e.since]), dropped];
+        }""",
+        entries,
+    )
+    want: dict[str, list[Any]] = {}
+    for item in entries:
+        if not isinstance(item, dict):
+            continue
+        key = item["key"]
+        raw = bytes.fromhex(key) if re.fullmatch("[0-9a-f]{64}", key) else key.encode()
+        try:
+            entry = parse_block_row((raw, item["level"], item["label"], item["since"]))
+        except BlockRecordError:
+            continue
+        want.pop(key, None)  # a later entry of one key replaces an earlier one
+        want[key] = [entry.key.hex(), entry.level, entry.label, entry.since]
+    assert got[0] == list(want.values())
+    assert got[1] == len(entries) - sum(
+        1 for item in entries if isinstance(item, dict) and item["key"] in want and _kept(item)
+    )
+
+
+def _kept(item: dict[str, Any]) -> bool:
+    try:
+        parse_block_row((b"\0" * 32, item["level"], item["label"], item["since"]))
+    except BlockRecordError:
+        return False
+    return re.fullmatch("[0-9a-f]{64}", item["key"]) is not None

@@ -22,7 +22,7 @@ export function parseBlockEntry(value) {
   const { key, level, label, since } = value;
   if (typeof key !== "string" || !KEY.test(key)) throw new BlockRecordError("a blocked key is 64 lower-case hex");
   if (level !== BLOCK && level !== MUTE) throw new BlockRecordError("a block's level is block or mute");
-  if (typeof label !== "string" || label.length > MAX_LABEL) {
+  if (typeof label !== "string" || [...label].length > MAX_LABEL) { // code points, as Python counts
     throw new BlockRecordError(`a block's label is a string of at most ${MAX_LABEL}`);
   }
   if (!Number.isSafeInteger(since) || since < 0) throw new BlockRecordError("a block's time is a non-negative integer");
