@@ -260,3 +260,65 @@ def test_valid_delegations_round_trip_and_mutations_are_typed(
     except DelegationError:
         return
     assert got == d and mutated == data
+
+
+KEYS = [SigningKey(bytes([i + 1]) * 32) for i in range(4)]
+PUBLIC = [bytes(k.verify_key) for k in KEYS]
+
+
+@st.composite
+def book_steps(draw: st.DrawFn) -> list[tuple[str, int, int, int]]:
+    """Steps on a book: (what, signer, named identity, device), keys from a small pool so
+    that claims, revocations and replacements collide."""
+    what = st.sampled_from(["delegate", "claim", "revoke", "forge-revoke", "forget"])
+    pick = st.integers(0, len(KEYS) - 1)
+    return draw(st.lists(st.tuples(what, pick, pick, pick), max_size=30))
+
+
+@settings(max_examples=300)
+@given(book_steps())
+def test_no_key_is_ever_shown_under_an_identity_that_did_not_sign_for_it(
+    steps: list[tuple[str, int, int, int]],
+) -> None:
+    """Whatever members send, a key is under an identity only if that identity signed a
+    delegation to it that the book was given and did not revoke since."""
+    devices = Devices(max_devices=3, max_revocations=3)
+    signed: dict[bytes, bytes] = {}  # device -> the identity of its last delegation kept
+    for what, signer, named, device in steps:
+        s, n, d = KEYS[signer], PUBLIC[named], PUBLIC[device]
+        if what in {"delegate", "claim"} and n != d and PUBLIC[signer] != d:
+            own = issue_delegation(signer_of(s), PUBLIC[signer], d, NOW, HOUR)
+            sent = (
+                own if what == "delegate" else Delegation(n, d, NOW, NOW + HOUR, "", own.signature)
+            )
+            try:
+                got = check_delegation(serialize_delegation(sent), d, NOW + 1, verify_signature)
+            except DelegationError:
+                assert sent.identity != PUBLIC[signer]
+                continue
+            devices.add(got)
+            signed[d] = PUBLIC[signer]  # who really signed, whatever it named
+        elif what in {"revoke", "forge-revoke"} and n != d and PUBLIC[signer] != d:
+            own_r = issue_revocation(signer_of(s), PUBLIC[signer], d, NOW)
+            data = serialize_revocation(own_r)
+            if what == "forge-revoke":
+                data = data[:4] + n + data[36:]
+            try:
+                r = parse_revocation(data, verify_signature)
+            except DelegationError:
+                assert n != PUBLIC[signer]
+                continue
+            devices.revoke(r)
+            assert r.identity == PUBLIC[signer]  # only the identity's own revocations read
+        elif what == "forget":
+            devices.forget(d)
+            signed.pop(d, None)
+        for key in PUBLIC:
+            person = devices.person_of(key, NOW + 1)
+            if person != key:
+                assert signed.get(key) == person  # that identity signed for this key
+                assert not devices.revoked(person, key)
+
+
+def signer_of(key: SigningKey):  # type: ignore[no-untyped-def]
+    return lambda message: key.sign(message).signature
