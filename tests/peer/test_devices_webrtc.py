@@ -17,7 +17,7 @@ import pytest
 from peer.chatscreen import member_label
 from peer.device import Delegation, Revocation, issue_delegation, issue_revocation
 from peer.identity_file import export_identity, import_identity
-from peer.peer import Device, Message, Replaced, Revoked, Room, load_revocations
+from peer.peer import Device, Message, PeerConfig, Replaced, Revoked, Room, load_revocations
 from peer.store import KEY_FILE, load_or_create_key
 from tests.signaling.conftest import NodeFactory
 
@@ -294,3 +294,23 @@ async def test_a_device_whose_identity_key_stays_home(
         bob.public_key: {bob.public_key},
     }
     assert room_t.person_of(peer.public_key) == peer.public_key  # the tablet hears it too
+
+
+async def test_a_delegation_is_renewed_before_it_expires(
+    signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    """A 3 s delegation: renewed at half its life and shown again on the open link, so a
+    member still sees the person after the first one has expired."""
+    (node,) = await signaling_mesh(1)
+    laptop = await peers("ana-laptop", [node.url], PeerConfig(device_lifetime_ms=3000), device="")
+    bob = await peers("bob", [node.url])
+    room_b = await bob.join(URL)
+    await laptop.join(URL)
+    await next_of(room_b, Device, within=30)
+    first = room_b.devices.delegation(laptop.public_key, int(time.time() * 1000))
+    assert first is not None
+    # past the first one's expiry, in real time: the renewal timer is the peer's own
+    await asyncio.sleep(max(0.0, (first.expires + 200) / 1000 - time.time()))
+    assert room_b.person_of(laptop.public_key) == laptop.identity_key
+    renewed = room_b.devices.delegation(laptop.public_key, int(time.time() * 1000))
+    assert renewed is not None and renewed.not_before > first.not_before
