@@ -32,7 +32,7 @@ import base64
 import binascii
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -72,6 +72,12 @@ MAX_PAGE_BYTES = 1024
 """UTF-8 bytes of a canonical page URL in a presence (the record value stays <= 2048)."""
 MAX_PETNAME = 64
 MAX_CONTACTS = 1000
+RECORD_RATE = 1.8
+RECORD_BURST = 20
+"""How fast a client sends put-record and get-record: under the node's record bucket (2 a
+second, bursts of 64) and, with the rest of its frames, its frame bucket (20 a second,
+bursts of 40), whose refusals carry no request id (docs/protocol.md 3.5, 7.3). A round
+for N contacts with a card takes about 2N / 1.8 seconds past the first 20 requests."""
 
 CARD_CONTEXT = b"pagemesh-card/1\0"
 X25519_INFO = b"pagemesh-friends/1 x25519"
@@ -224,6 +230,8 @@ class PresenceNote:
     """The canonical page URL of `room` (a private room's secret is never in it)."""
     node: str | None = None
     """The publisher's node (ws:// or wss://), where `join` with `friend` finds them."""
+    dm: bool = False
+    """A direct message waits for this contact: join our DM room (docs/protocol.md 7.4)."""
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {"v": PRESENCE_VERSION, "on": self.online, "exp": self.expires}
@@ -234,6 +242,8 @@ class PresenceNote:
                 body["page"] = self.page
             if self.node is not None:
                 body["node"] = self.node
+        if self.dm:
+            body["dm"] = True
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -278,7 +288,10 @@ def parse_presence_note(data: bytes) -> PresenceNote:
         node = body.get("node")
         if node is not None and (not isinstance(node, str) or not is_node_url(node)):
             raise PresenceError("presence.node: expected a ws:// or wss:// URL")
-    return PresenceNote(online, expires, room, layer, page, node)
+    dm = body.get("dm", False)
+    if not isinstance(dm, bool):
+        raise PresenceError("presence.dm: expected true or false")
+    return PresenceNote(online, expires, room, layer, page, node, dm)
 
 
 def _integral(value: Any) -> Any:
@@ -390,6 +403,7 @@ class PresenceBook:
     __slots__ = (
         "_commands",
         "_contacts",
+        "_knocks",
         "_next",
         "_nonce",
         "_place",
@@ -415,6 +429,8 @@ class PresenceBook:
         self._next: float | None = 0.0
         self._seq = 0
         self._commands: list[PresenceCommand] = []
+        self._knocks: frozenset[bytes] = frozenset()
+        """Contacts a direct message of ours waits for (7.4): told so, even when off."""
 
     # --- what the person decides -----------------------------------------------------------
 
@@ -447,9 +463,21 @@ class PresenceBook:
             self._place = place
             self._next = 0.0
 
+    def set_knocks(self, contacts: frozenset[bytes]) -> None:
+        """The contacts a direct message of ours waits for (docs/protocol.md 7.4): their
+        notes say `dm`, and they get notes (online) even while the mode is off."""
+        contacts = frozenset(c for c in contacts if c in self._contacts)
+        if contacts != self._knocks:
+            self._knocks = contacts
+            self._next = 0.0
+
+    def knocking(self, now: float) -> frozenset[bytes]:
+        """Online contacts whose note says a direct message of theirs waits for us."""
+        return frozenset(key for key, note in self.online(now).items() if note.dm)
+
     def going_offline(self, now: float) -> None:
         """We leave: tell every contact so (a note that says offline, same expiry rules)."""
-        if self.mode != "off":
+        if self.mode != "off" or self._knocks:
             self._publish(now, online=False)
 
     def secret_with(self, contact: bytes) -> bytes | None:
@@ -487,7 +515,7 @@ class PresenceBook:
     def handle_timer(self, now: float) -> None:
         if self._next is None or now < self._next or not self._secrets:
             return
-        if self.mode != "off":
+        if self.mode != "off" or self._knocks:
             self._publish(now, online=True)
         for contact in self._secrets:
             self._read(contact, now)
@@ -518,5 +546,9 @@ class PresenceBook:
         # within the same millisecond (a leave right after a refresh).
         seq = self._seq = max(int(now * 1000), self._seq + 1)
         for contact, secret in self._secrets.items():
+            knock = contact in self._knocks
+            if self.mode == "off" and not knock:
+                continue  # presence off: only a contact a DM waits for is told (7.4)
+            told = replace(note, dm=online and knock)
             slot = presence_slot(secret, self.me, contact, epoch_of(now))
-            self._commands.append(PutPresence(seal_presence(slot, note, seq, self._nonce(12))))
+            self._commands.append(PutPresence(seal_presence(slot, told, seq, self._nonce(12))))

@@ -48,6 +48,7 @@ from signaling.protocol import (
     ErrorCode,
     IceServer,
     Scope,
+    TokenBucket,
     canonical_url,
     load_or_create_seed,
     room_key,
@@ -74,6 +75,8 @@ from .device import (
 )
 from .friends import (
     MAX_CONTACTS,
+    RECORD_BURST,
+    RECORD_RATE,
     ContactCard,
     GetPresence,
     Place,
@@ -834,6 +837,9 @@ class Peer:
         self._pages: dict[bytes, str | None] = {}
         """The canonical page of each joined room (None: a private room, never told)."""
         self._presence_timer: asyncio.TimerHandle | None = None
+        self._record_pace = TokenBucket(RECORD_RATE, RECORD_BURST, time.time())
+        self._presence_turn = asyncio.Lock()
+        """One presence round at a time, its requests paced by `_record_pace`."""
         self._place_room: bytes | None = None
         self._reload_contacts()
 
@@ -1222,10 +1228,20 @@ class Peer:
         self._presence_timer = loop.call_later(delay, self._presence_due)
 
     async def _carry_out_presence(self, commands: list[PutPresence | GetPresence]) -> None:
+        async with self._presence_turn:
+            await self._presence_requests(commands)
+
+    async def _presence_requests(self, commands: list[PutPresence | GetPresence]) -> None:
         node = self.node
         if node is None:
             return
         for command in commands:
+            if not self._record_pace.take(time.time()):
+                # Under a token: one is back within 1 / RECORD_RATE seconds.
+                await asyncio.sleep(1.0 / RECORD_RATE)
+                self._record_pace.take(time.time())
+            if self.node is not node:
+                return  # another node now: the next round goes there
             try:
                 if isinstance(command, PutPresence):
                     await node.put_record(command.record)

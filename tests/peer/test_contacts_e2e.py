@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,3 +158,32 @@ async def test_a_device_sends_its_identitys_card_and_is_seen_as_the_person(
     ana.set_presence("on")
     await ana.refresh_presence()
     assert (await ben.refresh_presence())[ana.identity_key].online
+
+
+async def test_many_contacts_are_paced_under_the_nodes_limits(
+    signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    from nacl.signing import SigningKey
+
+    from peer.friends import ContactCard, x25519_seed
+    from peer.store import Contact
+
+    (node,) = await signaling_mesh(1)
+    ana = await peers("ana", [node.url])
+    for n in range(25):  # 25 contacts with cards: 50 requests a round, past every burst
+        seed = bytes([n + 1]) * 32
+        card = ContactCard.create(SigningKey(seed), x25519_seed(seed))
+        ana.store.save_contact(Contact(card.key, f"c{n}", card.x, card.sig))
+    ana._reload_contacts()
+    ana.set_presence("on")
+    started = time.monotonic()
+    await ana.refresh_presence()
+    took = time.monotonic() - started
+
+    def count(metric: Any, label: str) -> float:
+        return float(metric.labels(label)._value.get())
+
+    assert count(node.metrics.client_records, "put") == 25
+    assert count(node.metrics.client_records, "get") >= 25
+    assert count(node.metrics.errors, "rate-limited") == 0
+    assert took >= (50 - 20) / 1.8 - 1  # paced, not refused
