@@ -27,6 +27,10 @@ import {
 } from "./friends.js";
 
 const MAX_CARDS = 4096;
+// put-record and get-record paced under the node's limits, as peer/friends.py RECORD_RATE:
+// 1.8 a second past a burst of 20 (the node's frame bucket refuses without a request id).
+const RECORD_RATE = 1.8;
+const RECORD_BURST = 20;
 const MODES = ["off", "on", "with-room"];
 const $ = (id) => document.getElementById(id);
 
@@ -63,6 +67,19 @@ export class Friends {
     this.timer = null;
     this.listeners = new Set();
     this.running = null;
+    this.tokens = RECORD_BURST;
+    this.stamp = Date.now() / 1000;
+  }
+
+  async pace() {
+    const now = Date.now() / 1000;
+    this.tokens = Math.min(RECORD_BURST, this.tokens + (now - this.stamp) * RECORD_RATE);
+    this.stamp = now;
+    if (this.tokens < 1) {
+      await new Promise((resolve) => setTimeout(resolve, ((1 - this.tokens) / RECORD_RATE) * 1000));
+      return this.pace();
+    }
+    this.tokens -= 1;
   }
 
   on(listener) {
@@ -193,6 +210,7 @@ export class Friends {
     for (const [key, secret] of this.secrets) {
       const slot = await presenceSlot(secret, me, fromHex(key, 32), epochOf(now));
       const record = await sealPresence(slot, note, this.seq, randomBytes(12));
+      await this.pace();
       try {
         await node.putRecord(recordToWire(record));
       } catch (error) {
@@ -209,6 +227,7 @@ export class Friends {
       for (const epoch of readEpochs(now)) {
         const slot = await presenceSlot(secret, fromHex(key, 32), me, epoch);
         let wire;
+        await this.pace();
         try {
           wire = await node.getRecord(hex(slot.dhtKey), hex(slot.publisher));
         } catch (error) {
