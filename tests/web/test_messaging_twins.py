@@ -272,10 +272,19 @@ OWN = st.tuples(st.just("msg"), MEMBER, st.just(-1), st.integers(1, 12), LIKELY_
 """Our own envelope, said on another device holding our key: a proof we are behind."""
 HIST = st.tuples(st.just("hist"), MEMBER, st.lists(ENVELOPE, max_size=6))
 HIST_REQ = st.tuples(st.just("hist-req"), MEMBER, SINCE)
+
+
+def burst(member: int, author: int, start: int, n: int) -> tuple[Any, ...]:
+    return ("hist", member, [(author, s, 5, -1) for s in range(start, start + n)])
+
+
+BURST = st.builds(burst, MEMBER, st.integers(0, 3), st.integers(1, 10), st.integers(3, 8))
+"""One author's run of new envelopes at once: what empties a rate limit."""
 BLOCK = st.tuples(st.sampled_from(["block", "unblock"]), st.integers(0, 3))
 """Block or unblock one of the members or the first two forwarded authors."""
 STEP = st.one_of(
     BLOCK,
+    BURST,
     CONNECT,
     CONNECT,
     st.tuples(st.just("disconnect"), MEMBER),
