@@ -3,6 +3,7 @@ the known answer, and records sealed on one side opened on the other, in Chromiu
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -26,7 +27,7 @@ from peer.friends import (
     seal_presence,
     x25519_seed,
 )
-from signaling.protocol import Record
+from signaling.protocol import RECORD, Record
 from tests.peer.test_friends import KNOWN, known_answer, person
 from tests.signaling.conftest import NodeFactory
 
@@ -114,8 +115,6 @@ async def test_sealed_in_one_opened_in_the_other(page: Any) -> None:
         }""",
         [js_seed.hex(), _card_js(py_card), epoch_of(now), now],
     )
-    from signaling.protocol import RECORD
-
     js_key = bytes.fromhex(js["key"])
     js_card = parse_card_frame(js_key, js["card"])
     secret = pair_secret(py_card.key, x25519_seed(py_seed), js_card)
@@ -273,3 +272,45 @@ async def test_both_card_parsers_agree(page: Any, frames: list[dict[str, Any]]) 
         except PresenceError:
             python = "refused"
         assert browser == python, (frame, browser, python)
+
+
+WIRE_PART = (
+    st.sampled_from(["11" * 20, "22" * 32, "AB" * 20, "", "=", "AAAA", "AA==", "A===", 5, None])
+    | st.text(max_size=12)
+    | st.integers(-1, 2**53 - 1)
+)
+GOOD_WIRE = ["11" * 20, "22" * 32, 1, 2, "AAAA", base64.b64encode(b"s" * 64).decode()]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    wires=st.lists(
+        st.lists(WIRE_PART, min_size=0, max_size=7)
+        | st.builds(
+            lambda i, v: [*GOOD_WIRE[:i], v, *GOOD_WIRE[i + 1 :]],
+            st.integers(0, 5),
+            WIRE_PART,
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+async def test_both_record_readers_agree(page: Any, wires: list[Any]) -> None:
+    got = await page.evaluate(
+        """(wires) => wires.map((w) => {
+            try {
+                const r = window.m.recordFromWire(w);
+                return [window.m.hex(r.key), r.seq, r.expiresAt, window.m.hex(r.value)];
+            } catch (e) {
+                return e instanceof window.m.PresenceError ? 'refused' : 'threw ' + e;
+            }
+        })""",
+        wires,
+    )
+    for wire, browser in zip(wires, got, strict=True):
+        try:
+            r = RECORD.read(wire)
+            python: Any = [r.key.hex(), r.seq, r.expires_at, r.value.hex()]
+        except ValueError:
+            python = "refused"
+        assert browser == python, (wire, browser, python)

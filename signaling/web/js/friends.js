@@ -256,10 +256,19 @@ export function recordFromWire(value) {
   if (!Number.isSafeInteger(seq) || seq < 0 || !Number.isSafeInteger(expiresAt) || expiresAt < 0) {
     throw new PresenceError("record seq and expiry are integers in range");
   }
+  // As signaling/protocol.py reads one: a value of at most 4096 base64 characters, a
+  // signature of 64 bytes, canonical base64 only.
+  const b64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+  if (typeof data !== "string" || data.length > 4096 || !b64.test(data) || typeof sig !== "string" || !b64.test(sig)) {
+    throw new PresenceError("a record's value and signature are base64");
+  }
+  let record;
   try {
-    return { key: fromHex(key, 20), publisher: fromHex(publisher, 32), seq, expiresAt, value: fromBase64(data), signature: fromBase64(sig) };
+    record = { key: fromHex(key, 20), publisher: fromHex(publisher, 32), seq, expiresAt, value: fromBase64(data), signature: fromBase64(sig) };
   } catch {
     throw new PresenceError("a record's fields are hex and base64");
   }
+  if (record.signature.length !== 64) throw new PresenceError("a record's signature is 64 bytes");
+  return record;
 }
 
