@@ -463,13 +463,16 @@ class PresenceBook:
             self._place = place
             self._next = 0.0
 
-    def set_knocks(self, contacts: frozenset[bytes]) -> None:
+    def set_knocks(self, contacts: frozenset[bytes]) -> bool:
         """The contacts a direct message of ours waits for (docs/protocol.md 7.4): their
-        notes say `dm`, and they get notes (online) even while the mode is off."""
+        notes say `dm`, and they get notes (online) even while the mode is off. True when
+        that changed (then publishing is due now)."""
         contacts = frozenset(c for c in contacts if c in self._contacts)
-        if contacts != self._knocks:
-            self._knocks = contacts
-            self._next = 0.0
+        if contacts == self._knocks:
+            return False
+        self._knocks = contacts
+        self._next = 0.0
+        return True
 
     def knocking(self, now: float) -> frozenset[bytes]:
         """Online contacts whose note says a direct message of theirs waits for us."""

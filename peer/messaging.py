@@ -799,6 +799,10 @@ class ReliableRoom:
         if self._acked[member] < self.seq:
             self._retry_at[member] = now + self.config.resend_interval
 
+    def acked(self, member: bytes) -> int:
+        """Our highest seq `member` acknowledged on this run (0: none yet)."""
+        return self._acked.get(member, 0)
+
     def disconnected(self, member: bytes) -> None:
         self._connected.discard(member)
         self._ack_due.pop(member, None)

@@ -73,6 +73,7 @@ from .device import (
     serialize_delegation,
     serialize_revocation,
 )
+from .dm import plan as dm_plan
 from .friends import (
     MAX_CONTACTS,
     RECORD_BURST,
@@ -84,6 +85,7 @@ from .friends import (
     PresenceError,
     PresenceNote,
     PutPresence,
+    dm_room,
     parse_card_frame,
     x25519_seed,
 )
@@ -134,6 +136,8 @@ log = logging.getLogger(__name__)
 
 MAX_NAME = 64
 JOIN_TIMEOUT = 30.0
+DM_TICK = 5.0
+"""Seconds between two looks at which DM rooms to be in (presence reads every 60 s)."""
 MAX_CARDS = 4096
 """Contact cards of members kept in memory, so one can be added as a contact."""
 DEVICE_KEY_FILE = "device.key"
@@ -268,8 +272,18 @@ class Replaced(PeerProblem):
     this one stops using the node rather than fight over it. Links stay up."""
 
 
+@dataclass(frozen=True, slots=True)
+class DmDelivered:
+    """In a DM room (docs/protocol.md 7.4): the contact acknowledged our messages up to
+    `upto` (our seq): every one of ours up to there has reached them."""
+
+    contact: bytes
+    upto: int
+
+
 RoomEventT = (
     Message
+    | DmDelivered
     | MemberJoined
     | MemberLeft
     | Profile
@@ -288,6 +302,7 @@ __all__ = [
     "Census",
     "Connected",
     "Device",
+    "DmDelivered",
     "FileDone",
     "FileFailed",
     "FileOffered",
@@ -393,6 +408,26 @@ class Room:
             peer.config.max_file_bytes,
         )
         self.transfers.auto_accept = peer.accept_files_to
+        self.contact: bytes | None = None
+        """In a DM room (7.4): the contact, the only person whose keys get a link."""
+        self.dm_acked = 0
+        """In a DM room: our highest seq the contact acknowledged (kept in the store)."""
+
+    def admits(self, key: bytes) -> bool:
+        """Whether `key` may be a member here: anyone in a page's room; in a DM room only
+        the contact's key, or a device key that showed us the contact's delegation."""
+        if self.contact is None or key in (self.contact, self.peer.public_key):
+            return True
+        return self.peer.device_identity(key) == self.contact
+
+    def contact_linked(self) -> bool:
+        """In a DM room: a link to the contact (or one of its devices) is open."""
+        return any(link.open and self.admits(k) for k, link in self.links.items())
+
+    def waiting(self) -> list[Envelope]:
+        """In a DM room: our messages the contact has not acknowledged yet (oldest first)."""
+        mine = self.peer.public_key
+        return [e for e in self.core.transcript() if e.author == mine and e.seq > self.dm_acked]
 
     # --- the application's side ---------------------------------------------------
 
@@ -734,7 +769,19 @@ class Room:
             link = self.links.get(member)
             if link is not None:
                 link.send(frame)
+        if self.contact is not None:
+            self._dm_acks()
         self._timer = _rearm(self._timer, core.get_timer(), self._on_timer)
+
+    def _dm_acks(self) -> None:
+        """A DM room: what the contact's keys acknowledged, kept, and told once."""
+        assert self.contact is not None
+        upto = max((self.core.acked(k) for k in self.links if self.admits(k)), default=0)
+        if upto > self.dm_acked:
+            self.dm_acked = upto
+            self.peer.store.set_dm_acked(self.key, upto)
+            self._emit(DmDelivered(self.contact, upto))
+            self.peer._dm_due()
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -841,6 +888,15 @@ class Peer:
         self._presence_turn = asyncio.Lock()
         """One presence round at a time, its requests paced by `_record_pace`."""
         self._place_room: bytes | None = None
+        self.dm_rooms: dict[bytes, Room] = {}
+        """Joined DM rooms by contact (docs/protocol.md 7.4)."""
+        self.dm_opened: asyncio.Queue[Room] = asyncio.Queue(64)
+        """Each DM room as it is joined, for the application to show."""
+        self._dm_kept: set[bytes] = set()
+        """Contacts whose DM the person opened: kept joined whatever presence says."""
+        self._dm_timer: asyncio.TimerHandle | None = None
+        self.refused_strangers = 0
+        """Signals and members in DM rooms from keys that are not the contact's."""
         self._reload_contacts()
 
     @property
@@ -919,6 +975,7 @@ class Peer:
         self._drive()
         await self._connected.wait()
         self._presence_due()
+        self._dm_due()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -930,6 +987,8 @@ class Peer:
         self._closing = True
         if self._presence_timer is not None:
             self._presence_timer.cancel()
+        if self._dm_timer is not None:
+            self._dm_timer.cancel()
         links = [link for room in self.rooms.values() for link in room.links.values()]
         await asyncio.gather(*(link.drain() for link in links), return_exceptions=True)
         if self._timer is not None:
@@ -1009,6 +1068,8 @@ class Peer:
         return joined.layer
 
     async def leave(self, room: Room) -> None:
+        if room.contact is not None and self.dm_rooms.get(room.contact) is room:
+            del self.dm_rooms[room.contact]
         self.rooms.pop(room.key, None)
         self._pages.pop(room.key, None)
         self._update_place()
@@ -1199,8 +1260,11 @@ class Peer:
     def _update_place(self) -> None:
         key = self._place_room
         room = self.rooms.get(key) if key is not None else None
-        if room is None and self.rooms:
-            room = next(reversed(self.rooms.values()))
+        if room is not None and room.contact is not None:
+            room = None  # a DM room is nobody's place (7.4)
+        pages = [r for r in self.rooms.values() if r.contact is None]
+        if room is None and pages:
+            room = pages[-1]
         node = self.node
         if room is None or node is None:
             self.presence.set_place(None)
@@ -1261,6 +1325,118 @@ class Peer:
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(self._carry_out_presence(commands), 3.0)
 
+    # --- direct messages (docs/protocol.md 7.4) ------------------------------------------
+
+    def dm_room_key(self, contact: bytes) -> bytes | None:
+        """The DM room with `contact` (None before we hold their contact card)."""
+        secret = self.presence.secret_with(contact)
+        return dm_room(secret) if secret is not None else None
+
+    def device_identity(self, key: bytes) -> bytes | None:
+        """The person a member key is a checked device of, in any room we are in."""
+        for room in self.rooms.values():
+            person = room.person_of(key)
+            if person != key:
+                return person
+        return None
+
+    def _admits(self, room_key_: bytes, key: bytes) -> bool:
+        room = self.rooms.get(room_key_)
+        return room is None or room.admits(key)
+
+    async def open_dm(self, contact: bytes, keep: bool = True) -> Room:
+        """Join the DM room with `contact` (a contact whose card we hold). `keep`: stay in
+        it whatever presence says, until `close_dm`. Messages said there while the contact
+        is away wait in our store and go when they are both online (7.4)."""
+        key = self.dm_room_key(contact)
+        if key is None:
+            raise ValueError("no contact card from them yet: meet them in a room once more")
+        if keep:
+            self._dm_kept.add(contact)
+        room = self.rooms.get(key)
+        if room is None:
+            room = self.rooms[key] = Room(self, key)
+            room.contact = contact
+            room.dm_acked = self.store.dm_acked(key)
+            self._pages[key] = None
+            self.dm_rooms[contact] = room
+            room.seated = asyncio.get_running_loop().create_future()
+            self.mesh.join(key, None, None)
+            self._drive()
+            with contextlib.suppress(asyncio.QueueFull):
+                self.dm_opened.put_nowait(room)
+        assert room.seated is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(room.seated), JOIN_TIMEOUT)
+        except BaseException:
+            if not room.seated.done() or room.seated.exception() is not None:
+                await self.close_dm(contact)
+            raise
+        return room
+
+    async def close_dm(self, contact: bytes) -> None:
+        """Leave the DM room with `contact` (what waits there stays in the store)."""
+        self._dm_kept.discard(contact)
+        room = self.dm_rooms.pop(contact, None)
+        if room is not None:
+            await self.leave(room)
+
+    def dm_waiting(self, contact: bytes) -> list[Envelope]:
+        """Our messages to `contact` not acknowledged yet, from the store if the room is
+        not joined: what waits for them to come online."""
+        room = self.dm_rooms.get(contact)
+        if room is not None:
+            return room.waiting()
+        key = self.dm_room_key(contact)
+        if key is None:
+            return []
+        acked = self.store.dm_acked(key)
+        return [
+            e
+            for e in self.store.history(key, self.config.room.history_count)
+            if e.author == self.public_key and e.seq > acked
+        ]
+
+    def _dm_due(self) -> None:
+        """Soon: look again at which DM rooms to be in (presence and acks changed)."""
+        if self._closing:
+            return
+        if self._dm_timer is not None:
+            self._dm_timer.cancel()
+        self._dm_timer = asyncio.get_running_loop().call_later(0, self._dm_tick)
+
+    def _dm_tick(self) -> None:
+        """Which DM rooms to be in, from what presence says now; who to knock for."""
+        self._dm_timer = None
+        if self._closing:
+            return
+        now = time.time()
+        contacts = [c.key for c in self.store.contacts() if self.dm_room_key(c.key) is not None]
+        waiting = frozenset(c for c in contacts if self.dm_waiting(c))
+        if self.presence.set_knocks(waiting) and self._presence_timer is not None:
+            self._presence_due()  # the notes for these contacts say `dm` from now
+        decided = dm_plan(
+            contacts,
+            self.presence.online(now),
+            waiting,
+            self.presence.knocking(now),
+            self._dm_kept,
+            list(self.dm_rooms),
+            [c for c, room in self.dm_rooms.items() if room.contact_linked()],
+        )
+        for contact in decided.leave:
+            if contact not in self._dm_kept:
+                self._spawn(self.close_dm(contact))
+        for contact in decided.join:
+            self._spawn(self._open_dm_quietly(contact))
+        self._dm_timer = asyncio.get_running_loop().call_later(DM_TICK, self._dm_tick)
+
+    async def _open_dm_quietly(self, contact: bytes) -> None:
+        try:
+            await self.open_dm(contact, keep=False)
+        except (SignalingError, TimeoutError, ValueError) as exc:
+            log.info("DM room: %s", exc)  # the next tick tries again
+
     # --- the signaling node ------------------------------------------------------------
 
     async def _connect(self, url: str) -> None:
@@ -1309,6 +1485,9 @@ class Peer:
         self._use_ice_servers(joined.ice_servers)
         room.hidden = {m.key: joined.layer for m in joined.members if m.key in self.blocked}
         members = [m.key for m in joined.members if m.key not in self.blocked]
+        if room.contact is not None:  # a DM room: the contact's keys only (7.4)
+            self.refused_strangers += sum(not room.admits(k) for k in members)
+            members = [k for k in members if room.admits(k)]
         self.mesh.learn_nodes([member.url for member in joined.members])  # more to fail over to
         self.mesh.joined(key, joined.layer, members, _expiry(joined.ice_servers), time.time())
         self._place_room = key
@@ -1365,6 +1544,8 @@ class Peer:
                 self.mesh.learn_nodes([event.url])
                 if event.key in self.blocked:
                     self._hide(event.room, event.key, event.layer)
+                elif not self._admits(event.room, event.key):
+                    self.refused_strangers += 1  # a DM room: not the contact (7.4)
                 else:
                     self.mesh.peer_joined(event.room, event.key, now, event.layer)
             elif isinstance(event, PeerLeft):
@@ -1450,6 +1631,9 @@ class Peer:
         payload = event.payload
         kind = payload.get("t") if isinstance(payload, dict) else None
         if room is None or kind not in ("sdp", "relink"):
+            return
+        if not room.admits(event.sender):
+            self.refused_strangers += 1  # a DM room: unanswered, like a block (7.4)
             return
         try:
             desc = parse_description(payload.get("desc"))

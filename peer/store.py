@@ -370,6 +370,18 @@ class PeerStore:
             gone = db.execute("DELETE FROM contacts WHERE key = ?", (key,)).rowcount
         return gone > 0
 
+    def dm_acked(self, room: bytes) -> int:
+        """A DM room's highest own seq the contact acknowledged (docs/protocol.md 7.4)."""
+        name = "dm-acked:" + room.hex()
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_dm_acked(self, room: bytes, seq: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)", ("dm-acked:" + room.hex(), str(seq))
+            )
+
     @property
     def presence_mode(self) -> str:
         """What this identity tells its contacts (`PRESENCE_MODES`); off until chosen."""

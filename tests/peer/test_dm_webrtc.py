@@ -1,0 +1,135 @@
+"""Direct messages between two contacts (docs/protocol.md 7.4): real nodes, real aiortc
+peers, the real presence records. A third key that learns the DM room's id gets no link
+and reads nothing; a message written while the contact is away waits in the sender's
+store, across a restart, and is delivered when the contact comes online."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from peer.peer import DmDelivered, Message, Peer, Room
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import PeerFactory, next_of
+from .test_rooms_webrtc import connected
+
+pytestmark = pytest.mark.integration
+
+URL = "https://example.org/dm"
+
+
+async def until(check: object, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def befriend(*people: Peer) -> None:
+    """Everyone meets in a page's room, and each adds the others as contacts."""
+    rooms = [await p.join(URL) for p in people]
+    for room in rooms:
+        await connected(room)
+    for p in people:
+        others = [q.identity_key for q in people if q is not p]
+        await until(lambda p=p, others=others: all(k in p.cards for k in others))
+    for p, room in zip(people, rooms, strict=True):
+        for q in people:
+            if q is not p:
+                p.add_contact(q.identity_key, str(q.store.name), room)
+    for p, room in zip(people, rooms, strict=True):
+        await p.leave(room)
+
+
+async def texts(room: Room, count: int, within: float = 20.0) -> list[str]:
+    seen: list[str] = []
+    while len(seen) < count:
+        event = await next_of(room, Message, within)
+        if not event.mine:
+            seen.append(event.text)
+    return seen
+
+
+async def test_two_contacts_dm_both_ways_and_a_third_key_with_the_room_id_gets_nothing(
+    signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    a, b = await signaling_mesh(2)
+    ana = await peers("ana", [a.url])
+    ben = await peers("ben", [b.url])
+    await befriend(ana, ben)
+    key = ana.dm_room_key(ben.identity_key)
+    assert key is not None and key == ben.dm_room_key(ana.identity_key)
+
+    # Eve learns the room id somehow and joins it, asking for Ana's key.
+    eve = await peers("eve", [b.url])
+    eve.dm_room_key = lambda contact: key  # type: ignore[method-assign]
+    dm_e = await eve.open_dm(ana.identity_key)
+
+    dm_a = await ana.open_dm(ben.identity_key)
+    dm_b = await ben.open_dm(ana.identity_key)
+    await connected(dm_a)
+    await connected(dm_b)
+    await dm_a.say("hello Ben, just us")
+    assert await texts(dm_b, 1) == ["hello Ben, just us"]
+    await next_of(dm_a, DmDelivered, contact=ben.identity_key)
+    assert dm_a.waiting() == []
+    await dm_b.say("hi Ana")
+    assert await texts(dm_a, 1) == ["hi Ana"]
+
+    # Eve was seated by the node, yet neither of them linked her or told her anything.
+    await asyncio.sleep(2.0)  # time for any offer or message to her to have gone
+    assert set(dm_a.links) == {ben.public_key} and set(dm_b.links) == {ana.public_key}
+    assert eve.public_key not in dm_a.members | dm_b.members
+    assert not any(link.open for link in dm_e.links.values())
+    assert dm_e.transcript() == []
+    assert ana.refused_strangers + ben.refused_strangers > 0
+    # The DM is nobody's place: presence never names it.
+    assert ana.presence._place is None or ana.presence._place.room != key
+
+
+async def test_a_message_to_an_offline_contact_waits_across_a_restart_and_is_delivered(
+    tmp_path: Path, signaling_mesh: NodeFactory
+) -> None:
+    (node,) = await signaling_mesh(1)
+    urls = [node.url]
+    ana = await Peer(tmp_path / "ana", urls, name="ana").__aenter__()
+    ben = await Peer(tmp_path / "ben", urls, name="ben").__aenter__()
+    await befriend(ana, ben)
+    await ben.close()  # Ben goes away; presence is off on both sides (the default)
+
+    dm = await ana.open_dm(ben.identity_key, keep=False)
+    await dm.say("see this when you are back")
+    assert [e.body for e in ana.dm_waiting(ben.identity_key)] == [dm.transcript()[-1].body]
+    await ana.close()
+
+    # Ana restarts: the message still waits, from her store, and she waits in the room.
+    ana = await Peer(tmp_path / "ana", urls, name="ana").__aenter__()
+    try:
+        assert len(ana.dm_waiting(ben.identity_key)) == 1
+        await until(lambda: ben.identity_key in ana.dm_rooms)
+        assert ana.presence.mode == "off"  # knocking needs no presence for everyone
+
+        # Ben comes back without opening anything: Ana's note for him says a DM waits.
+        ben = await Peer(tmp_path / "ben", urls, name="ben").__aenter__()
+        try:
+            await ben.refresh_presence()
+            assert ana.identity_key in ben.presence.knocking(time.time())
+            room = await asyncio.wait_for(ben.dm_opened.get(), 15)
+            assert room.contact == ana.identity_key
+            assert await texts(room, 1) == ["see this when you are back"]
+            dm_a = ana.dm_rooms[ben.identity_key]
+            await until(lambda: not ana.dm_waiting(ben.identity_key))
+            assert dm_a.dm_acked >= 1
+            await room.say("got it")
+            assert await texts(dm_a, 1) == ["got it"]
+        finally:
+            await ben.close()
+    finally:
+        await ana.close()
+    # Delivered is kept: after another restart nothing waits.
+    async with Peer(tmp_path / "ana", urls, name="ana") as again:
+        assert again.dm_waiting(ben.identity_key) == []
