@@ -73,6 +73,9 @@ from .device import (
     issue_revocation,
     serialize_delegation,
 )
+from .dm_cli import COMMANDS as DM_COMMANDS
+from .dm_cli import HELP as DM_HELP
+from .dm_cli import dm_command, dm_line
 from .files import AcceptRule, local_name
 from .identity_file import (
     FileContact,
@@ -121,6 +124,7 @@ HELP = [
     "/friend KEY     move to the group of the member with this key",
     "/key            your key, for a friend's /friend",
     *CONTACT_HELP,
+    *DM_HELP,
     *BLOCK_HELP,
     "/leave          leave the room and quit (also /quit, or Ctrl-D)",
     "/help           this list (nothing you type after / is sent to the room)",
@@ -517,14 +521,38 @@ async def _chat(args: argparse.Namespace) -> int:
         _say(seat_sentence(room.layer, room.layers, room.total))
         _say("type to chat; /help for the commands")
         printer = asyncio.create_task(_show_events(room, screen, args.json))
+        dms = asyncio.create_task(show_dms(peer))  # direct messages, as they come (7.4)
         try:
             await _read_lines(room, screen, args.out)
         finally:
-            printer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await printer
+            for task in (printer, dms):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await peer.leave(room)
     return 0
+
+
+async def show_dms(peer: Peer) -> None:
+    """Print every DM room's messages as they come, each line marked with the contact."""
+    printers: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            room = await peer.dm_opened.get()
+            task = asyncio.create_task(_show_dm(room))
+            printers.add(task)
+            task.add_done_callback(printers.discard)
+    finally:
+        for task in list(printers):
+            task.cancel()
+
+
+async def _show_dm(room: Room) -> None:
+    while room.peer.rooms.get(room.key) is room:
+        with contextlib.suppress(TimeoutError):
+            line = dm_line(room, await room.next_event(within=3600.0))
+            if line is not None:
+                print(line, flush=True)
 
 
 async def _show_events(room: Room, screen: ChatScreen, as_json: bool) -> None:
@@ -591,6 +619,8 @@ async def command(
             return block_command(room, name, arg)
         if name in CONTACT_COMMANDS:
             return await contact_command(room, name, arg)
+        if name in DM_COMMANDS:
+            return await dm_command(room, arg)
         if name == "/send":
             return await send_file(room, screen, arg)
         if name == "/layers":

@@ -133,3 +133,43 @@ async def test_a_message_to_an_offline_contact_waits_across_a_restart_and_is_del
     # Delivered is kept: after another restart nothing waits.
     async with Peer(tmp_path / "ana", urls, name="ana") as again:
         assert again.dm_waiting(ben.identity_key) == []
+
+
+async def test_the_chat_says_plainly_what_waits_and_what_arrived(
+    tmp_path: Path, signaling_mesh: NodeFactory
+) -> None:
+    from peer.cli import command
+    from peer.dm_cli import dm_line
+
+    (node,) = await signaling_mesh(1)
+    urls = [node.url]
+    async with Peer(tmp_path / "ana", urls, name="ana") as ana:
+        ben = await Peer(tmp_path / "ben", urls, name="ben").__aenter__()
+        await befriend(ana, ben)
+        await ben.close()
+        here = await ana.join(URL)
+        assert await command(here, "/dm nobody hi") == [
+            "* no contact 'nobody' (/contacts lists them)"
+        ]
+        assert await command(here, "/dm ben are you there?") == [
+            "* waiting for ben to come online; kept, and sent when you both are"
+        ]
+        lines = await command(here, "/dm ben")
+        assert lines[0].startswith("[dm ben] [") and lines[0].endswith(
+            "<ana> are you there?  (waiting)"
+        )
+        assert (
+            lines[-1]
+            == "* 1 message waits for ben to come online; kept, and sent when you both are"
+        )
+        async with Peer(tmp_path / "ben", urls, name="ben") as ben:
+            dm_b = await ben.open_dm(ana.identity_key)
+            assert await texts(dm_b, 1) == ["are you there?"]
+            dm_a = ana.dm_rooms[ben.identity_key]
+            event = await next_of(dm_a, DmDelivered)
+            assert dm_line(dm_a, event) == "[dm ben] \u2713 delivered"
+            lines = await command(here, "/dm ben")
+            assert lines[0].endswith("<ana> are you there?  \u2713")
+            assert lines[-1] == "* everything you wrote reached ben \u2713"
+            assert await command(here, "/dm ben and now?") == []
+            assert await texts(dm_b, 1) == ["and now?"]
