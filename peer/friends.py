@@ -142,8 +142,8 @@ def parse_card_frame(member: bytes, frame: Any) -> ContactCard:
     if not isinstance(frame, dict) or frame.get("t") != "card":
         raise PresenceError("not a card frame")
     x, sig = frame.get("x"), frame.get("sig")
-    if not isinstance(x, str) or len(x) != 2 * KEY_BYTES:
-        raise PresenceError("card.x: expected 64 hex digits")
+    if not isinstance(x, str) or len(x) != 2 * KEY_BYTES or x.lower() != x:
+        raise PresenceError("card.x: expected 64 lower-case hex digits")
     if not isinstance(sig, str) or len(sig) != 88:
         raise PresenceError("card.sig: expected base64 of 64 bytes")
     try:

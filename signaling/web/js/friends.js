@@ -75,7 +75,7 @@ export async function parseCardFrame(member, frame) {
   // The verified card in a `card` control frame from `member`; PresenceError if not.
   if (typeof frame !== "object" || frame === null || frame.t !== "card") throw new PresenceError("not a card frame");
   const { x, sig } = frame;
-  if (typeof x !== "string" || !/^[0-9a-f]{64}$/.test(x)) throw new PresenceError("card.x: expected 64 hex digits");
+  if (typeof x !== "string" || !/^[0-9a-f]{64}$/.test(x)) throw new PresenceError("card.x: expected 64 lower-case hex digits");
   if (typeof sig !== "string" || sig.length !== 88) throw new PresenceError("card.sig: expected base64 of 64 bytes");
   let raw;
   try {
