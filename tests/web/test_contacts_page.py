@@ -105,3 +105,37 @@ async def test_on_a_phone_outside_any_room_the_contacts_are_shown(
     assert await page.evaluate("document.activeElement.id") == "presence-mode"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "contacts-390x844-no-room.png"))
+
+
+async def test_contacts_move_with_the_identity_file_both_ways(
+    signaling_mesh: NodeFactory, open_page: PageFactory
+) -> None:
+    from peer.identity_file import FileContact, export_identity, read_identity
+
+    (node,) = await signaling_mesh(1)
+    page = await open_page(node, "Ben")
+    await page.wait_for_selector("body[data-contacts=ready]")
+    await page.evaluate(
+        """async () => {
+            const f = window.pagemesh.peer.friends;
+            await f.peer.store.saveContact({ key: '03'.repeat(32), petname: 'Zoë', x: null,
+                sig: null, room: '07'.repeat(20), page: 'https://e.com/', addedAt: 1 });
+            await f.reload();
+        }"""
+    )
+    text = await page.evaluate("window.pagemesh.peer.exportIdentity('correct horse')")
+    got = read_identity(text.encode(), "correct horse")
+    assert got.contacts == (
+        FileContact(b"\x03" * 32, "Zoë", None, None, b"\x07" * 20, "https://e.com/"),
+    )
+
+    seed = bytes(range(32))
+    ben = FileContact(b"\x02" * 32, "Ben", None, None, None, None)
+    data = export_identity(seed, "correct horse", "Ana", contacts=[ben], iterations=100_000)
+    await page.evaluate(
+        "([text]) => window.pagemesh.peer.importIdentity(text, 'correct horse')", [data.decode()]
+    )
+    keys = await page.evaluate(
+        "async () => (await window.pagemesh.peer.store.contacts()).map((c) => [c.key, c.petname])"
+    )
+    assert ["02" * 32, "Ben"] in keys
