@@ -119,8 +119,6 @@ from .wire import (
 )
 
 NodeContact: TypeAlias = Contact[Address]
-MAJORITY_OF_FINAL = -2
-"""`Operation.store_need` of a put that follows a lookup: a majority of the set it ends with."""
 _addr = attrgetter("addr")
 _host = itemgetter(0)
 MAX_SEEDS = 64
@@ -437,10 +435,9 @@ class Operation:
     """Puts of the same key that go where this lookup finds the k closest."""
     sent_to: set[bytes] = field(default_factory=set)
     """A PUT's holders so far (a follower's store is topped up when its lookup ends)."""
-    acked: set[bytes] = field(default_factory=set)
-    """Nodes that took a follower's record: its majority is counted in the final set."""
     walk_open: bool = False
-    """A follower stored before its lookup ended: not done until that lookup is."""
+    """A follower stored before its lookup ended: not done until that lookup is (unless it
+    needs only a majority, counted in the set it was stored at)."""
 
 
 class TimerKind(Enum):
@@ -762,13 +759,11 @@ class DHTCore:
         holders = lookup.holders()
         for follower in walking.followers:
             if follower.phase is Phase.WAIT and follower.op in self._operations:
-                majority = follower.store_need < 0
-                follower.walk_open = True
+                # A majority put is counted in the converged set, as a direct put is in
+                # the cached one, and may end before the walk does; the walk's end still
+                # sends it to any nearer node (`_top_up`). Any other put waits for that.
+                follower.walk_open = follower.store_need >= 0
                 self._store_at(follower, list(holders), now)
-                if majority:
-                    # Counted once the lookup ends, in the set it ends with (`_top_up`):
-                    # the set other readers' majorities are counted in.
-                    follower.store_need = MAJORITY_OF_FINAL
 
     def _top_up(self, walking: Operation, holders: list[NodeContact], now: float) -> None:
         """The lookup ended: followers store where it found the k closest, if not yet."""
@@ -778,12 +773,6 @@ class DHTCore:
                 continue
             live = follower.op in self._operations and follower.phase is Phase.STORE
             follower.walk_open = False
-            if live and follower.store_need == MAJORITY_OF_FINAL:
-                final = {c.node_id for c in holders}
-                if self.node_id in follower.acked:
-                    final.add(self.node_id)  # its own copy (it is among the closest)
-                follower.store_need = len(final) // 2 + 1
-                follower.stored = len(follower.acked & final)
             for contact in holders:
                 if contact.node_id in follower.sent_to:
                     continue
@@ -1432,9 +1421,10 @@ class DHTCore:
             sweep=op.kind is not OpKind.GET,
         )
         lookup.add(self.table.closest(target, config.k))
-        cached = self._cached_closest(op.target, now)
+        cached = self._cached_closest(op.target, now) or self._converged_walk(op)
         if cached:
-            # The k closest found moments ago: ask them all at once (the final sweep).
+            # The k closest found moments ago, or by a walk of this key that converged and
+            # goes on: ask them all at once (the final sweep). No answer is reused.
             lookup.add(cached)
             lookup.width = config.k
             lookup.converged = True
@@ -1444,6 +1434,14 @@ class DHTCore:
                 op.found[record.publisher] = record
         self._advance(op, now)
         return op.op
+
+    def _converged_walk(self, op: Operation) -> list[NodeContact] | None:
+        """The k nearest of another lookup of `op`'s key that has converged and still
+        walks (a read that answered at its quorum), if any (`closest_ttl`)."""
+        walking = self._walking(op)
+        if walking is None or walking.lookup is None or not walking.lookup.converged:
+            return None
+        return walking.lookup.holders() or None
 
     def _cached_closest(self, key: bytes, now: float) -> tuple[NodeContact, ...] | None:
         """The k closest a lookup of `key` found within `closest_ttl` seconds, if any."""
@@ -1661,7 +1659,6 @@ class DHTCore:
             and self._store_record(op.records[0], now) == Refusal.STORED
         ):
             op.stored += 1
-            op.acked.add(self.node_id)
         for batch in _batches(op.records):
             for contact in closest:
                 request = StoreRecords(self._sender_id, tuple(batch))
@@ -1683,8 +1680,6 @@ class DHTCore:
             first = reply.statuses[0]
             if first == Refusal.STORED:
                 op.stored += 1
-                if pending.node_id is not None and op.store_need == MAJORITY_OF_FINAL:
-                    op.acked.add(pending.node_id)
             else:
                 try:
                     op.refusals.append(Refusal(first))

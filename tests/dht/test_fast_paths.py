@@ -5,6 +5,7 @@ deadlines, proximity neighbour selection, the closest-set cache, majority stores
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from dht.core import DHTConfig, DHTCore, LookupCompleted, RecordsFound, RecordsStored
 from dht.identity import Identity
@@ -423,6 +424,76 @@ def test_a_put_during_a_read_of_its_key_follows_that_reads_walk() -> None:
     assert walked - asked < 20
     holders = {n.node_id for n in nodes if item in n.local_records(key, net.now)}
     assert set(true_closest(nodes, key, 20, writer)) <= holders | {writer.node_id}
+
+
+def walk_with_far_holders(seed: int, name: str) -> tuple[MemoryNetwork, list[DHTCore], bytes]:
+    """A mesh where a third of the key's k closest sit 300 ms further away, and a read of
+    the key at `nodes[9]` that answered at its quorum and still walks."""
+    net = MemoryNetwork(seed=seed)
+    nodes = net.build_mesh(50, FAST)
+    writer, key = nodes[9], key_for(name)
+    holders = [c for c in nodes if c is not writer]
+    holders.sort(key=lambda c: to_int(c.node_id) ^ to_int(key))
+    for far in holders[1:20:3]:
+        net.far[net.addr_of(far)] = 0.3
+    publish_everywhere(nodes, [record(nodes[2].identity, key, 1, net.now)], net.now)
+    net.wait(writer, writer.get_records(key, net.now))  # answered at its quorum
+    assert any(op.target == key for op in writer._operations.values())  # still walking
+    return net, nodes, key
+
+
+def test_a_majority_put_following_a_walk_is_not_held_by_it_and_a_full_read_sees_it() -> None:
+    """1.10.1: counted in the set the walk converged on, as a direct put is in the cached
+    one; any other put waits for the walk's end."""
+    times: dict[bool, float] = {}
+    for majority in (False, True):
+        net, nodes, key = walk_with_far_holders(41, "follow, then check")
+        writer = nodes[9]
+        walk = next(op for op in writer._operations.values() if op.target == key)
+        net.run_until(lambda w=walk: w.lookup is not None and w.lookup.converged)
+        item = record(writer.identity, key, 2, net.now, b"w")
+        started = net.now
+        put = writer.put_record(item, net.now, majority)
+        assert writer._operations[put].walk_open is not majority  # held by the walk or not
+        stored = net.wait(writer, put)
+        times[majority] = net.now - started
+        assert isinstance(stored, RecordsStored) and writer.counters["put.follows"] == 1
+        if majority:
+            assert 11 <= stored.stored < 20  # done, the far holders' stores still on the way
+        else:
+            assert stored.stored >= 20
+            assert not [op for op in writer._operations.values() if op.target == key]
+        reader = next(n for n in nodes[30:] if net.addr_of(n) not in net.far)
+        event = net.wait(reader, reader.get_records(key, net.now, quorum=FULL))
+        assert isinstance(event, RecordsFound) and item in event.records
+        net.run_for(2.0)  # the rest arrives: every one of the k closest holds it
+        holders = {n.node_id for n in nodes if item in n.local_records(key, net.now)}
+        assert set(true_closest(nodes, key, 20, writer)) <= holders | {writer.node_id}
+    assert times[True] < times[False] - 0.25
+
+
+def test_a_read_of_a_key_whose_walk_converged_sweeps_its_k_nearest_at_once() -> None:
+    """1.10.2: another lookup of a key a converged walk is still on starts from that walk's
+    k nearest (none of its answers reused) instead of walking there itself."""
+    first: dict[str, int] = {}
+    for name, config in (("walk", FAST), ("alone", replace(FAST, closest_ttl=0.0))):
+        net = MemoryNetwork(seed=42)
+        nodes = net.build_mesh(50, config)
+        reader, key = nodes[9], key_for("read twice")
+        publish_everywhere(nodes, [record(nodes[2].identity, key, 1, net.now)], net.now)
+        net.wait(reader, reader.get_records(key, net.now))
+        walking = [op for op in reader._operations.values() if op.target == key]
+        assert bool(walking) == (name == "walk")
+        if walking:
+            walk = walking[0]
+            net.run_until(lambda w=walk: w.lookup is not None and w.lookup.converged)
+        item = record(nodes[3].identity, key, 1, net.now)
+        publish_everywhere(nodes, [item], net.now)  # stored after the walk's answers
+        op = reader.get_records(key, net.now, quorum=FULL)
+        first[name] = sum(p.op == op for p in reader._pending.values())
+        event = net.wait(reader, op)
+        assert isinstance(event, RecordsFound) and item in event.records  # asked afresh
+    assert first["alone"] == FAST.read_alpha and first["walk"] >= 19  # the k nearest at once
 
 
 def test_a_put_of_a_key_nobody_walks_to_walks_itself() -> None:
