@@ -41,10 +41,10 @@ The rules, in short:
 - A node speaks only for its own clients; a presence or absence about a member
   homed elsewhere is dropped and counted.
 
-Fast paths (docs/protocol.md 2.5; `RoomConfig.with_fast_paths()`): reads on the
-join path answer at the DHT's quorum, the check after a store at a majority (the
-seat list is stored to a majority: the two always meet), the periodic re-reads
-wait for the whole lookup; the seat list is stored while the client signs; a
+Fast paths (docs/protocol.md 2.5; `RoomConfig.with_fast_paths()`): placement reads
+answer at the DHT's quorum; the seat list a join's check follows is stored to a
+majority of the key's holders, and the check and the periodic re-reads wait for the
+whole lookup (2.5.1: two racing joins still meet); the seat list is stored while the client signs; a
 node with no estimate reads layers 0 and 1 in its first round; reads that need
 not be fresh may be answered from a read a few seconds old.
 """
@@ -142,9 +142,9 @@ class RoomConfig:
     """Weight of a new sample in the moving average of a full-size layer's fill."""
     # Fast paths (docs/protocol.md 2.5), off by default; `with_fast_paths()` turns them on.
     quorum_reads: bool = False
-    """Reads say how complete they must be: the join path's at the DHT's quorum, the check
-    after a store at a majority (with the seat list stored to a majority), the periodic
-    re-reads the whole lookup. False: every read and store as the DHT does by default."""
+    """Reads say how complete they must be: placement's at the DHT's quorum, the check
+    after a store and the periodic re-reads the whole lookup. False: every read as the
+    DHT does by default."""
     parallel_sign: bool = False
     """Store the seat list while the client signs its presence (a refused signature takes
     the seat back), instead of after."""
@@ -161,10 +161,15 @@ class RoomConfig:
     this recent (no decision rests on those: placement, checks and friends always read);
     0: never."""
     max_cached_reads: int = 256
+    majority_seats: bool = False
+    """The store of a seat list a join waits on (before its check) ends once a majority
+    of the layer key's holders took it, the rest still sent (docs/protocol.md 2.5);
+    False: once every holder answered."""
 
     def with_fast_paths(self) -> RoomConfig:
         return replace(
             self,
+            majority_seats=True,
             quorum_reads=True,
             parallel_sign=True,
             cold_round=True,
@@ -180,6 +185,7 @@ class RoomConfig:
             cold_round=False,
             early_decisions=False,
             read_cache_ttl=0.0,
+            majority_seats=False,
         )
 
 
@@ -1203,7 +1209,10 @@ class RoomCore:
             if view.dirty or (view.waiting and (view.room, view.layer) in self.views):
                 self._publish_seats(view, t, None)
 
-        self._publish(record, now, stored)
+        # A join waits on this store, then reads the whole lookup (`_verify_seat`): a
+        # majority of the holders is enough for two racing joins to meet (2.5).
+        majority = self.config.majority_seats and bool(waiting)
+        self._publish(record, now, stored, majority=majority)
 
     def _publish_seat_of(self, seat: Seat, now: float, client: bytes | None = None) -> None:
         seat_of_at = now
@@ -1285,7 +1294,7 @@ class RoomCore:
     ) -> None:
         self._op += 1
         self._publishes[self._op] = then
-        majority = majority and self.config.quorum_reads
+        majority = majority and (self.config.quorum_reads or self.config.majority_seats)
         self._commands.append(PublishRecord(self._op, record, majority))
 
     def publish_done(self, op: int, ok: bool, now: float) -> None:

@@ -113,11 +113,15 @@ def test_reads_on_the_join_path_are_quick_and_checks_and_re_reads_are_whole() ->
     quick = [c for c in reads if c.quorum == QUICK]
     assert quick and checks  # placement quick, the check after the store whole
     publishes = [c for c in seen if isinstance(c, PublishRecord)]
-    assert publishes and not any(c.majority for c in publishes)
+    # The seat list the check follows is stored to a majority (2.5.1); nothing else is.
+    assert [c for c in publishes if c.majority and c.record.key == seat_key]
+    assert not any(c.majority for c in publishes if c.record.key != seat_key)
     seen.clear()
-    net.run(25.0)  # a refresh: every re-read is the whole lookup
+    net.run(25.0)  # a refresh: every re-read is the whole lookup, every renewal to all
     assert [c for c in seen if isinstance(c, ReadKey)]
     assert all(c.quorum == FULL for c in seen if isinstance(c, ReadKey))
+    assert [c for c in seen if isinstance(c, PublishRecord)]
+    assert not any(c.majority for c in seen if isinstance(c, PublishRecord))
 
 
 def test_the_seat_list_is_stored_while_the_client_signs() -> None:
