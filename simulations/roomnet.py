@@ -66,6 +66,7 @@ from dht.core import LocalProtocolError, Message, NodeVerified, RecordsFound, Re
 from dht.identity import verify_signature
 from dht.ids import to_int
 from dht.records import Record, Verifier
+from dht.wire import FindRecordsReply, NodesReply
 from signaling.layers import (
     CheckHome,
     Forward,
@@ -162,6 +163,11 @@ class JoinRecord:
     first_peer_at: float | None = None
     """When the newcomer's first data channel to a member was open, simulated seconds."""
     first_peer_relayed: bool = False
+    arrived_at: float | None = None
+    """When the join reached the node, simulated seconds."""
+    spans: list[Span] | None = None
+    """What the node waited on for this join (`RoomNet(spans=True)`): its DHT operations,
+    the client's signature."""
 
     @property
     def latency(self) -> float | None:
@@ -172,6 +178,20 @@ class JoinRecord:
     def to_first_peer(self) -> float | None:
         """The join sent to the first data channel open with a member."""
         return None if self.first_peer_at is None else self.first_peer_at - self.sent_at
+
+
+@dataclass(eq=False, slots=True)
+class Span:
+    """One thing a join waited on: a DHT operation (`read`, `store`, `check`) or the
+    client's signature (`sign`), from start to end (simulated seconds), and its floor:
+    the round trips along the chain of queries that led to the contact it ended on (the
+    nearest one to its key that answered; for a read that found records, the first
+    node that returned some), each the one measured (`_OpFloors`)."""
+
+    kind: str
+    start: float
+    end: float | None = None
+    floor: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +311,81 @@ class _Attribution(MessageObserver):
         self.replies[message.msg_id] = cause
 
 
+class _OpTrace:
+    __slots__ = ("holders", "key", "paths", "reached", "sent")
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+        self.paths: dict[Any, float] = {}
+        """Address -> round trips spent before the operation could first ask it."""
+        self.reached: dict[Any, float] = {}
+        """Address -> round trips along the chain up to and including its answer."""
+        self.holders: set[Any] = set()
+        """Addresses whose answer carried records."""
+        self.sent: list[bytes] = []
+
+
+class _OpFloors(MessageObserver):
+    """The floor of DHT operations (`Span.floor`), from their messages: `simulations.
+    observe.HopCounter`'s chain of round trips, per operation instead of per lookup key
+    (two joins at one node may read one key at once)."""
+
+    def __init__(self, overlay: Overlay) -> None:
+        self.overlay = overlay
+        self.ops: dict[tuple[int, int], _OpTrace] = {}
+        self.asked: dict[bytes, tuple[_OpTrace, Any, float]] = {}
+
+    def track(self, sim: SimNode, op: int, key: bytes) -> None:
+        self.ops[(sim.index, op)] = _OpTrace(to_int(key))
+
+    def sent(self, node: SimNode, message: Message, dst: Any) -> None:
+        if not message.request or message.msg_id in self.asked:
+            return  # a reply, or a retransmission: the round trip counts from the first send
+        pending = node.core._pending.get(message.msg_id)
+        if pending is None or pending.op is None:
+            return
+        trace = self.ops.get((node.index, pending.op))
+        if trace is None:
+            return
+        trace.sent.append(message.msg_id)
+        trace.paths.setdefault(dst, 0.0)
+        self.asked[message.msg_id] = (trace, dst, self.overlay.engine.now)
+
+    def delivered(self, node: SimNode, message: Message, src: Any) -> None:
+        if message.request:
+            return
+        entry = self.asked.pop(message.msg_id, None)
+        if entry is None:
+            return
+        trace, dst, sent_at = entry
+        reached = trace.paths.get(dst, 0.0) + (self.overlay.engine.now - sent_at)
+        trace.reached.setdefault(dst, reached)
+        body = message.body
+        if isinstance(body, FindRecordsReply) and body.records:
+            trace.holders.add(dst)
+        if isinstance(body, NodesReply | FindRecordsReply):
+            for contact in body.contacts:  # a simulator contact carries its address tuple
+                trace.paths.setdefault(getattr(contact, "addr", None), reached)
+
+    def finish(self, sim: SimNode, op: int) -> float | None:
+        """The floor of the operation that just ended (None: nobody answered it)."""
+        trace = self.ops.pop((sim.index, op), None)
+        if trace is None:
+            return None
+        for msg_id in trace.sent:
+            self.asked.pop(msg_id, None)
+        ends = trace.holders or set(trace.reached)
+        if not ends:
+            return 0.0 if not trace.sent else None  # answered locally: no round trip
+        by_addr = self.overlay.by_addr
+
+        def distance(addr: Any) -> int:
+            node = by_addr.get(addr)
+            return to_int(node.node_id) ^ trace.key if node is not None else 1 << 160
+
+        return trace.reached[min(ends, key=lambda a: (distance(a), trace.reached[a]))]
+
+
 class RoomNet:
     """Room cores, their virtual clients and node links on one overlay (module docstring)."""
 
@@ -303,11 +398,13 @@ class RoomNet:
         keep_frames: bool = True,
         attribute: bool = True,
         webrtc: WebRtcModel | None = None,
+        spans: bool = False,
     ) -> None:
         """`client_access_ms`: a client's last mile, one way, added to its region's
         latency (clients sit in their home node's region). `keep_frames`: keep every
         frame each client receives (tests; off at scale). `attribute`: count DHT
-        messages per cause (needs the overlay's typed-message transport)."""
+        messages per cause (needs the overlay's typed-message transport). `spans`: record
+        what each join waited on and its floor (`JoinRecord.spans`; typed transport)."""
         self.overlay = overlay
         self.engine: Engine = overlay.engine
         self.rng = rng
@@ -333,6 +430,10 @@ class RoomNet:
         if attribute and overlay.transport == "message":
             self._attribution = _Attribution()
             overlay.observers.append(self._attribution)
+        self._floors: _OpFloors | None = None
+        if spans and overlay.transport == "message":
+            self._floors = _OpFloors(overlay)
+            overlay.observers.append(self._floors)
 
     @property
     def now(self) -> float:
@@ -426,6 +527,7 @@ class RoomNet:
         client.last = record
 
         def arrive(core: RoomCore, now: float) -> None:
+            record.arrived_at = self.t
             self._open[client.key] = (record, frame)
             if not core.join(client.key, frame, now):
                 self._open.pop(client.key, None)
@@ -680,8 +782,12 @@ class RoomNet:
         )
         sig = client.identity.sign(payload)
         request = frame.id
+        span = self._span(cause, "sign", self.t - client.delay)
 
         def answered(core: RoomCore, now: float) -> None:
+            if span is not None:
+                span.end = self.t
+                span.floor = span.end - span.start  # one round trip to the client
             if not core.signed(client.key, request, sig, now):
                 self.counters["sign.late"] += 1  # asked too long ago: the node gave up
 
@@ -712,8 +818,11 @@ class RoomNet:
             self._refused(node, cause, lambda core, now: core.read_done(command.op, None, now))
             return
 
+        span = self._track(sim, op, cause, "read", command.key)
+
         def done(_sim: SimNode, event: Any) -> None:
             records = list(event.records) if isinstance(event, RecordsFound) else None
+            self._close(span, sim, op)
             self._op_done(sim, op)
             self._input(node, cause, lambda core, now: core.read_done(command.op, records, now))
 
@@ -728,8 +837,11 @@ class RoomNet:
             self._refused(node, cause, lambda core, now: core.publish_done(command.op, False, now))
             return
 
+        span = self._track(sim, op, cause, "store", command.record.key)
+
         def done(_sim: SimNode, event: Any) -> None:
             ok = isinstance(event, RecordsStored) and event.stored > 0
+            self._close(span, sim, op)
             self._op_done(sim, op)
             self._input(node, cause, lambda core, now: core.publish_done(command.op, ok, now))
 
@@ -746,8 +858,11 @@ class RoomNet:
             self._refused(node, cause, failed)
             return
 
+        span = self._track(sim, op, cause, "check", node_id)
+
         def done(_sim: SimNode, event: Any) -> None:
             ok = isinstance(event, NodeVerified) and event.ok
+            self._close(span, sim, op)
             self._op_done(sim, op)
             self._input(node, cause, lambda core, now: core.home_checked(node_id, addr, ok, now))
 
@@ -759,6 +874,30 @@ class RoomNet:
         if self._attribution is not None:
             self._attribution.ops[(sim.index, op)] = cause
         self.overlay.call(sim, op, done)
+
+    def _span(self, cause: int, kind: str, start: float) -> Span | None:
+        """A span of the join `cause` names (None: not a join, or spans are off)."""
+        if self._floors is None or not 0 < cause <= len(self.joins):
+            return None
+        record = self.joins[cause - 1]
+        span = Span(kind, start)
+        if record.spans is None:
+            record.spans = []
+        record.spans.append(span)
+        return span
+
+    def _track(self, sim: SimNode, op: int, cause: int, kind: str, key: bytes) -> Span | None:
+        span = self._span(cause, kind, self.t)
+        if span is not None and self._floors is not None:
+            self._floors.track(sim, op, key)
+        return span
+
+    def _close(self, span: Span | None, sim: SimNode, op: int) -> None:
+        if span is None or self._floors is None:
+            return
+        span.end = self.t
+        floor = self._floors.finish(sim, op)
+        span.floor = span.end - span.start if floor is None else min(floor, span.end - span.start)
 
     def _op_done(self, sim: SimNode, op: int) -> None:
         if self._attribution is not None:

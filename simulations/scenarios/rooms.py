@@ -110,7 +110,12 @@ def run(params: dict[str, Any], progress: Progress | None) -> Result:
         nats = NatMix(params["nat_open"], params["nat_cone"], params["nat_symmetric"])
         webrtc = WebRtcModel(nat=nats)
     net = RoomNet(
-        overlay, random.Random(rng.getrandbits(64)), config, keep_frames=False, webrtc=webrtc
+        overlay,
+        random.Random(rng.getrandbits(64)),
+        config,
+        keep_frames=False,
+        webrtc=webrtc,
+        spans=webrtc is not None,
     )
     homes = [net.add_node(sim) for sim in sims]
     zipf = Zipf(params["pages"], params["zipf_s"])
@@ -197,7 +202,73 @@ def _joins(net: RoomNet) -> dict[str, Any]:
         summary["to_first_peer_s"] = describe(
             [r.to_first_peer for r in connected if r.to_first_peer is not None]
         )
+        summary.update(_floors(seated, connected))
     return summary
+
+
+PHASES = ("client", "read", "store", "check", "sign", "wait")
+
+
+def critical_path(record: JoinRecord) -> tuple[dict[str, float], float, int] | None:
+    """Where a seated join's time went, and its floor: walking back from the moment the
+    node answered, the span (`roomnet.Span`) that ended last before that moment gated
+    it; its time counts for its kind, its floor to the join's, and the walk goes on from
+    its start. Time between spans is `wait` (the core waited on something no span of this
+    join covers: a read another join started, a timer); `client` is the join's and the
+    answer's trip between client and node. The floor is the client's round trip plus
+    the floors of the gating spans: the sequential round trips the join needed, each
+    to the contact it actually ended on."""
+    sent, arrived, answered, heard = (
+        record.sent_at,
+        record.arrived_at,
+        record.answered_at,
+        record.heard_at,
+    )
+    if arrived is None or answered is None or heard is None:
+        return None
+    phases = dict.fromkeys(PHASES, 0.0)
+    phases["client"] = (arrived - sent) + (heard - answered)
+    floor, rounds, now = phases["client"], 0, answered
+    spans = [s for s in record.spans or () if s.end is not None and s.start >= arrived - 1e-9]
+    while True:
+        gating = [s for s in spans if s.end is not None and s.end <= now + 1e-9]
+        if not gating:
+            break
+        span = max(gating, key=lambda s: (s.end, -s.start))
+        spans.remove(span)
+        assert span.end is not None
+        phases["wait"] += max(0.0, now - span.end)
+        phases[span.kind] += span.end - span.start
+        floor += span.floor or 0.0
+        rounds += span.end > span.start
+        now = min(now, span.start)
+    phases["wait"] += max(0.0, now - arrived)
+    return phases, floor, rounds
+
+
+def _floors(seated: list[JoinRecord], connected: list[JoinRecord]) -> dict[str, Any]:
+    """The joins' floors and critical paths (`critical_path`); a first peer's floor is the
+    join's plus what followed `joined` (offer, answer and the connection's round trips are
+    modelled at their floor: the first member to connect is the nearest)."""
+    paths = {r.id: critical_path(r) for r in seated}
+    done = [(r, p) for r, p in paths.items() if p is not None]
+    by_id = {r.id: r for r in seated}
+    floors = {i: p[1] for i, p in done}
+    over = [(by_id[i].latency or 0.0) - floors[i] for i in floors]
+    first: list[float] = []
+    for r in connected:
+        if r.id in floors and r.first_peer_at is not None and r.heard_at is not None:
+            first.append(floors[r.id] + r.first_peer_at - r.heard_at)
+    count = max(1, len(done))
+    return {
+        "floor_s": describe(list(floors.values())),
+        "over_floor_s": describe(over),
+        "critical_path": {
+            "rounds": describe([float(p[2]) for _, p in done]),
+            "mean_s": {k: rnd(sum(p[0][k] for _, p in done) / count) for k in PHASES},
+        },
+        "first_peer_floor_s": describe(first),
+    }
 
 
 def _messages(net: RoomNet, sent: int) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from simulations.roomnet import (
     warm_overlay,
 )
 from simulations.scenario import make_scenario, run
+from simulations.scenarios.rooms import PHASES, critical_path
 
 ROOM = room_key("https://example.org/webrtc")
 
@@ -133,7 +134,7 @@ def test_fast_lookups_and_reads_beat_the_baseline_on_the_five_region_model() -> 
 # --- WebRTC setup after a join (simulations/roomnet.py, WebRtcModel) --------------------
 
 
-def webrtc_net(nat: NatMix | None) -> tuple[RoomNet, list[RoomNode]]:
+def webrtc_net(nat: NatMix | None, spans: bool = False) -> tuple[RoomNet, list[RoomNode]]:
     network = NetworkModel(
         regions=("lab",), latency_ms=((20.0,),), region_weights=(1.0,), jitter_ms=0.0
     )
@@ -141,7 +142,7 @@ def webrtc_net(nat: NatMix | None) -> tuple[RoomNet, list[RoomNode]]:
     overlay = Overlay(engine, random.Random(7), network, DHTConfig().with_fast_paths())
     sims = warm_overlay(overlay, 4, random.Random(8))
     config = RoomConfig().with_fast_paths()
-    net = RoomNet(overlay, random.Random(9), config, webrtc=WebRtcModel(nat=nat))
+    net = RoomNet(overlay, random.Random(9), config, webrtc=WebRtcModel(nat=nat), spans=spans)
     return net, [net.add_node(sim) for sim in sims]
 
 
@@ -177,6 +178,31 @@ def test_a_newcomer_is_connected_the_model_s_round_trips_after_the_answer() -> N
     assert not record.first_peer_relayed
     assert abs(record.first_peer_at - (answered[0] + 4.5 * 0.100)) < 1e-6
     assert record.heard_at is not None and record.first_peer_at > record.heard_at
+
+
+def test_a_joins_critical_path_adds_up_to_its_latency_and_its_floor_to_its_round_trips() -> None:
+    """One region, 20 ms one way and no jitter: every DHT round trip is 40 ms, and four
+    nodes know each other, so each DHT operation's floor is one round trip; the client's
+    is 2 x (20 + 15) ms. Walking back from the answer, the spans the join waited on, the
+    waits between them and the client's trips add up to its latency; its floor is the
+    client's round trip, a placement read, the seat list's store or the signature asked
+    at the same time (the slower: the signature), and the check."""
+    net, homes = webrtc_net(None, spans=True)
+    seat(net, net.add_client(homes[0]))
+    record = seat(net, net.add_client(homes[1]))
+    path = critical_path(record)
+    assert path is not None and record.latency is not None and record.spans
+    phases, floor, rounds = path
+    assert set(phases) == set(PHASES)
+    assert abs(sum(phases.values()) - record.latency) < 1e-6
+    client_trip, dht_trip = 2 * (0.020 + 0.015), 0.040
+    assert abs(phases["client"] - client_trip) < 1e-6
+    assert {s.kind for s in record.spans} >= {"read", "store", "sign"}
+    assert all(s.floor is not None and s.end is not None for s in record.spans)
+    assert rounds == 3
+    assert abs(floor - (client_trip + dht_trip + max(client_trip, dht_trip) + dht_trip)) < 1e-6
+    assert abs(phases["read"] - 2 * dht_trip) < 1e-6 and abs(phases["sign"] - client_trip) < 1e-6
+    assert floor <= record.latency + 1e-6
 
 
 def test_a_pair_whose_nats_do_not_meet_connects_through_the_newcomers_relay() -> None:
