@@ -103,9 +103,17 @@ def etag_of(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-def not_modified(request: web.Request, etag: str) -> bool:
-    """The request's If-None-Match names `etag` (or `*`); weak tags compare by value
-    (RFC 9110 13.1.2). At most 64 tags are looked at."""
-    header = request.headers.get("If-None-Match", "")
-    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")[:64]}
+MAX_TAGS = 64
+"""The most entity tags of an If-None-Match header looked at."""
+
+
+def matches(header: str, etag: str) -> bool:
+    """An If-None-Match value names `etag` (or is `*`); weak tags compare by value
+    (RFC 9110 13.1.2). Only the first MAX_TAGS tags count."""
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",", MAX_TAGS)[:MAX_TAGS]}
     return etag in tags or "*" in tags
+
+
+def not_modified(request: web.Request, etag: str) -> bool:
+    """The request's If-None-Match names `etag`: answer 304."""
+    return matches(request.headers.get("If-None-Match", ""), etag)

@@ -29,7 +29,7 @@ from signaling.modules import (
     with_preloads,
 )
 from signaling.node import WEB_DIR
-from signaling.static import StaticFiles
+from signaling.static import MAX_TAGS, StaticFiles, matches
 from tests.signaling.conftest import NodeFactory
 
 ENTRIES = ["js/app.js", "js/widget.js", "js/boot.js", "extension/panel.js", "extension/options.js"]
@@ -175,6 +175,24 @@ async def test_the_static_files_are_only_the_folders(tmp_path: Path) -> None:
                 assert await again.read() == b"export const a = 22;\n"
     finally:
         await runner.cleanup()
+
+
+# --- If-None-Match, on made-up headers ---
+
+TAG = st.from_regex(r'"[0-9a-f]{32}"', fullmatch=True)
+
+
+@given(st.lists(TAG, max_size=80), TAG, st.booleans(), st.text(max_size=200))
+def test_if_none_match_names_the_tag_or_not(
+    tags: list[str], etag: str, weak: bool, junk: str
+) -> None:
+    listed = [("W/" if weak else "") + tag for tag in tags]
+    header = ", ".join(listed)
+    assert matches(header, etag) == (etag in tags[:MAX_TAGS])
+    assert matches("*", etag) and not matches("", etag)
+    matches(junk, etag)  # any header: an answer, never an exception
+    if '"' not in junk and "*" not in junk:
+        assert not matches(junk, etag)
 
 
 # --- the import scanner, on made-up modules ---
