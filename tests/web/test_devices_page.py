@@ -6,14 +6,15 @@ member shows one person with two devices, and a stranger's forged claim as its o
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from peer.device import Delegation
+from peer.device import Delegation, issue_delegation, serialize_delegation
 from peer.identity_file import export_identity
-from peer.peer import Revoked, Room
-from peer.store import KEY_FILE
+from peer.peer import Device, Revoked, Room
+from peer.store import KEY_FILE, load_or_create_key
 from tests.peer.conftest import PeerFactory, next_of
 from tests.peer.test_devices_webrtc import collect, move_identity, until_linked
 from tests.signaling.conftest import NodeFactory
@@ -160,3 +161,41 @@ async def test_the_page_takes_back_a_stolen_laptop(
     await page.reload()
     await page.wait_for_selector("body[data-ready=true]", timeout=15_000)
     assert await page.evaluate("window.pagemesh.peer.revocations.map(r => r.device)") == [lap]
+
+
+async def test_the_page_as_a_device_whose_identity_key_stays_home(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory, tmp_path: Path
+) -> None:
+    """The page adopts a delegation its identity's client (Python, `identity delegate`)
+    issued to the page's own device key: Bob sees Ana's tablet; the page holds no key of
+    Ana's, so it cannot revoke."""
+    (node,) = await signaling_mesh(1)
+    home = tmp_path / "ana-home"
+    home.mkdir()
+    ana = load_or_create_key(home)
+    page = await open_page(node, "ana-tablet", device="tablet")
+    tablet = await page.evaluate("window.pagemesh.peer.keyHex")
+    cert = issue_delegation(
+        lambda m: ana.sign(m).signature, bytes(ana.verify_key), bytes.fromhex(tablet),
+        int(time.time() * 1000), 24 * 3600 * 1000, "tablet",
+    )  # fmt: skip
+    adopted = await page.evaluate(
+        "(text) => window.pagemesh.peer.adoptDelegation(text)",
+        serialize_delegation(cert).hex() + "\n",
+    )
+    assert adopted == bytes(ana.verify_key).hex()
+    query = urlencode({"name": "Ana", "device": "whatever", "room": URL})
+    await page.goto(node.url.replace("ws://", "http://") + "/?" + query)
+    await page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+    assert await page.evaluate("window.pagemesh.peer.identityHex") == adopted
+    assert await page.evaluate("window.pagemesh.peer.keyHex") == tablet
+
+    bob = await peers("bob", [node.url])
+    room_b = await bob.join(URL)
+    event = await next_of(room_b, Device, within=30)
+    assert event == Device(bytes.fromhex(tablet), bytes(ana.verify_key), "tablet")
+    refused = await page.evaluate(
+        f"""window.pagemesh.peer.revokeDevice('{bob.public_key.hex()}')
+            .then(() => 'revoked', (e) => e.message)"""
+    )
+    assert "does not hold" in refused

@@ -787,7 +787,14 @@ export class Peer {
     if (device !== null) {
       peer.person = identity;
       peer.deviceLabel = String(device);
-      await peer.issueDelegation();
+      // a delegation issued elsewhere and adopted here (the identity key stays there)
+      const adopted = await store.get("identity", "deviceCert");
+      const given = adopted ? await checkDelegation(fromHex(adopted), peer.keyHex, Date.now()).catch(() => null) : null;
+      if (given && given.identity !== peer.identityHex) {
+        [peer.delegation, peer.identityHex, peer.person, peer.deviceLabel] = [given, given.identity, null, given.label];
+      } else {
+        await peer.issueDelegation();
+      }
     }
     peer.exportable = (await store.seed()) !== null;
     peer.name = name ?? (await store.name());
@@ -834,6 +841,7 @@ export class Peer {
   async revokeDevice(device) {
     // Take back every delegation this identity gave `device` (hex): a lost or stolen
     // device (5.3). Kept in IndexedDB and shown now on every link, and on every link after.
+    if (this.delegation && !this.person) throw new Error("this device does not hold its identity's key: revoke from one that does");
     const r = await issueRevocation(this.person ?? this.identity, fromHex(this.identityHex), fromHex(device, 32), Date.now());
     this.revocations = [...this.revocations.filter((old) => old.device !== device), r].slice(-MAX_OWN_REVOCATIONS);
     await this.store.put("identity", "revoked", this.revocations.map((old) => hex(serializeRevocation(old))));
@@ -842,6 +850,17 @@ export class Peer {
       for (const link of room.links.values()) if (link.open) link.send(revokeFrame(r));
     }
     return r;
+  }
+
+  async adoptDelegation(text) {
+    // Speak, from the next page load, as a device of the identity that issued `text` (a
+    // delegation file's hex, `pagemesh identity delegate`): checked to name this browser's
+    // device key and to be valid now. Returns the identity's key (hex).
+    if (!this.delegation) throw new Error("open the page as a device (?device=LABEL) to adopt a delegation");
+    const data = fromHex(String(text).trim().slice(0, 2 * MAX_DELEGATION_BYTES));
+    const d = await checkDelegation(data, this.keyHex, Date.now());
+    await this.store.put("identity", "deviceCert", hex(data));
+    return d.identity;
   }
 
   async issueDelegation() {
