@@ -199,3 +199,27 @@ async def test_the_page_as_a_device_whose_identity_key_stays_home(
             .then(() => 'revoked', (e) => e.message)"""
     )
     assert "does not hold" in refused
+
+
+async def test_the_page_renews_its_delegation_before_it_expires(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory
+) -> None:
+    (node,) = await signaling_mesh(1)
+    bob = await peers("bob", [node.url])
+    room_b = await bob.join(URL)
+    page = await open_page(node, "ana", room=URL, device="phone")
+    phone = bytes.fromhex(await page.evaluate("window.pagemesh.peer.keyHex"))
+    await next_of(room_b, Device, within=30)
+    # from now on 3 s delegations, renewed at half their life
+    await page.evaluate(
+        "async () => { window.pagemesh.peer.config.deviceLifetimeMs = 3000;"
+        " await window.pagemesh.peer.renewDelegation(); window.pagemesh.room.send('renewed'); }"
+    )
+    await collect(room_b, {phone}, 1)  # the device frame went before it, on one channel
+    first = room_b.devices.delegation(phone, int(time.time() * 1000))
+    assert first is not None and first.expires - first.not_before == 3000
+    # past the first 3 s one's expiry, in real time: the renewal timer is the page's own
+    await asyncio.sleep(max(0.0, (first.expires + 300) / 1000 - time.time()))
+    assert room_b.person_of(phone) != phone
+    renewed = room_b.devices.delegation(phone, int(time.time() * 1000))
+    assert renewed is not None and renewed.not_before > first.not_before
