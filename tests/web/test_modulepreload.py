@@ -177,6 +177,33 @@ async def test_the_static_files_are_only_the_folders(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
+@pytest.mark.browser
+@pytest.mark.parametrize("first_node", [None, "ws://127.0.0.1:9"])
+async def test_the_page_connects_on_the_socket_boot_opened(
+    signaling_mesh: NodeFactory, chromium: Any, first_node: str | None
+) -> None:
+    # boot.js opens the socket to the page's node ahead of the modules; the page takes
+    # it rather than open another (and a page told to try another node first opens
+    # none early: it goes there first, then home, one socket each).
+    (node,) = await signaling_mesh(1)
+    home = node.url + "/v1/ws"
+    context = await chromium.new_context()
+    try:
+        page = await context.new_page()
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        query = "name=early" + (f"&node={first_node}" if first_node else "")
+        await page.goto(f"{http(node)}/?{query}")
+        await page.wait_for_selector("#status[data-state=connected]", timeout=15_000)
+        await page.wait_for_function("window.pagemesh.peer.node !== null")
+        key = await page.evaluate("window.pagemesh.peer.keyHex")
+        assert [url for url in sockets if url == home] == [home]
+        assert set(sockets) <= {home, f"{first_node}/v1/ws"}
+        assert [client.key.hex() for client in node.clients.values()] == [key]
+    finally:
+        await context.close()
+
+
 # --- If-None-Match, on made-up headers ---
 
 TAG = st.from_regex(r'"[0-9a-f]{32}"', fullmatch=True)

@@ -3,7 +3,9 @@
 // first. boot.js calls start() as soon as it runs (index.html loads it `async`,
 // ahead of app.js and the whole module graph); Peer.open and SignalingClient.connect
 // take what was started instead of starting again. Each is taken at most once; a
-// socket nobody takes within TAKE_WITHIN ms is closed.
+// socket nobody takes within TAKE_WITHIN ms is closed. Once the page has asked for
+// either, start() no longer starts it (boot.js may run after app.js on a busy
+// machine: it must not open a second socket nobody will take).
 //
 // The socket only connects and keeps what the node sends (its challenge) until
 // taken: the hello needs the key, which the peer signs with once it has it.
@@ -15,13 +17,17 @@ const MAX_FRAMES = 8; // the node sends its challenge and waits for our hello
 
 let early = null; // {url, ws, frames, timer}
 let storeOpening = null;
+let socketAsked = false;
+let storeAsked = false;
 
 export function start(nodeUrl) {
   // Open the default IndexedDB and a WebSocket to `nodeUrl` (ws:// or wss://, the
   // node's URL as the peer names it; null: no socket).
-  storeOpening ??= Store.open();
-  storeOpening.catch(() => {}); // Peer.open sees the failure when it takes it
-  if (nodeUrl === null || early !== null) return;
+  if (!storeAsked && storeOpening === null) {
+    storeOpening = Store.open();
+    storeOpening.catch(() => {}); // Peer.open sees the failure when it takes it
+  }
+  if (nodeUrl === null || early !== null || socketAsked) return;
   let ws;
   try {
     ws = new WebSocket(`${nodeUrl}/v1/ws`);
@@ -43,6 +49,7 @@ export function start(nodeUrl) {
 export function takeSocket(nodeUrl) {
   // The socket start() opened to `nodeUrl`, with the events it heard so far (to be
   // replayed in order once the taker listens), or null.
+  socketAsked = true;
   const found = early;
   if (found === null || found.url !== nodeUrl) return null;
   early = null;
@@ -54,6 +61,7 @@ export function takeSocket(nodeUrl) {
 
 export function takeStore() {
   // The default Store start() began to open (a promise), or null.
+  storeAsked = true;
   const opening = storeOpening;
   storeOpening = null;
   return opening;
