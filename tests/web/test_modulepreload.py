@@ -4,7 +4,8 @@ browser really walks, and the node's static answers (signaling/static.py).
 Chromium loads each entry module from a plain server with no preloads, and the
 modules it asked for must be exactly those `module_graph` lists; the node's page,
 its widget and the extension's pages must name exactly that graph, every link
-answered by the node."""
+answered by the node. The page connects on the socket boot.js opened ahead of its
+modules (js/early.js)."""
 
 from __future__ import annotations
 
