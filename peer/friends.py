@@ -410,6 +410,7 @@ class PresenceBook:
         "_secrets",
         "_seen",
         "_seq",
+        "_unknocked",
         "me",
         "mode",
         "x_private",
@@ -430,6 +431,8 @@ class PresenceBook:
         self._seq = 0
         self._commands: list[PresenceCommand] = []
         self._knocks: frozenset[bytes] = frozenset()
+        self._unknocked: frozenset[bytes] = frozenset()
+        """Contacts no DM waits for any more, told so at the next publish when off."""
         """Contacts a direct message of ours waits for (7.4): told so, even when off."""
 
     # --- what the person decides -----------------------------------------------------------
@@ -470,6 +473,7 @@ class PresenceBook:
         contacts = frozenset(c for c in contacts if c in self._contacts)
         if contacts == self._knocks:
             return False
+        self._unknocked = (self._unknocked | (self._knocks - contacts)) - contacts
         self._knocks = contacts
         self._next = 0.0
         return True
@@ -520,6 +524,9 @@ class PresenceBook:
             return
         if self.mode != "off" or self._knocks:
             self._publish(now, online=True)
+        if self.mode == "off" and self._unknocked:
+            self._publish(now, online=False, only=self._unknocked)  # seen online for a DM
+        self._unknocked = frozenset()
         for contact in self._secrets:
             self._read(contact, now)
         self._next = now + PRESENCE_REFRESH
@@ -538,7 +545,7 @@ class PresenceBook:
             slot = presence_slot(secret, contact, self.me, epoch)
             self._commands.append(GetPresence(contact, epoch, slot.dht_key, slot.publisher))
 
-    def _publish(self, now: float, online: bool) -> None:
+    def _publish(self, now: float, online: bool, only: frozenset[bytes] | None = None) -> None:
         place = self._place if online and self.mode == "with-room" else None
         expires = int(now) + PRESENCE_TTL
         if place is None:
@@ -550,7 +557,10 @@ class PresenceBook:
         seq = self._seq = max(int(now * 1000), self._seq + 1)
         for contact, secret in self._secrets.items():
             knock = contact in self._knocks
-            if self.mode == "off" and not knock:
+            if only is not None:
+                if contact not in only:
+                    continue
+            elif self.mode == "off" and not knock:
                 continue  # presence off: only a contact a DM waits for is told (7.4)
             told = replace(note, dm=online and knock)
             slot = presence_slot(secret, self.me, contact, epoch_of(now))

@@ -412,6 +412,7 @@ class Room:
         """In a DM room (7.4): the contact, the only person whose keys get a link."""
         self.dm_acked = 0
         """In a DM room: our highest seq the contact acknowledged (kept in the store)."""
+        self._dm_said = self.core.seq
 
     def admits(self, key: bytes) -> bool:
         """Whether `key` may be a member here: anyone in a page's room; in a DM room only
@@ -776,6 +777,9 @@ class Room:
     def _dm_acks(self) -> None:
         """A DM room: what the contact's keys acknowledged, kept, and told once."""
         assert self.contact is not None
+        if self.core.seq != self._dm_said:  # something new of ours: knock, wait (7.4)
+            self._dm_said = self.core.seq
+            self.peer._dm_due()
         upto = max((self.core.acked(k) for k in self.links if self.admits(k)), default=0)
         if upto > self.dm_acked:
             self.dm_acked = upto

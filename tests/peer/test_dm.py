@@ -3,12 +3,26 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.dm import MAX_DM_ROOMS, plan
-from peer.friends import PresenceError, PresenceNote, parse_presence_note
+from peer.friends import (
+    PresenceBook,
+    PresenceError,
+    PresenceNote,
+    PutPresence,
+    epoch_of,
+    open_presence,
+    parse_presence_note,
+    presence_slot,
+)
+
+from .test_friends import NOW, Person, person
 
 keys = st.sets(st.binary(min_size=1, max_size=1), max_size=40)
 
@@ -63,3 +77,36 @@ def test_a_note_keeps_its_dm_flag(online: bool, expires: int, dm: bool, room: by
 def test_a_dm_flag_that_is_not_a_boolean_is_refused(value: str) -> None:
     with pytest.raises(PresenceError, match=r"presence\.dm"):
         parse_presence_note(f'{{"v":1,"on":true,"exp":5,"dm":{value}}}'.encode())
+
+
+def _notes_for(book: PresenceBook, writer: Person, reader: Person, now: float) -> list[Any]:
+    slot = presence_slot(reader.secret_with(writer), writer.key, reader.key, epoch_of(now))
+    return [
+        open_presence(slot, c.record, now)
+        for c in book.commands()
+        if isinstance(c, PutPresence) and c.record.key == slot.dht_key
+    ]
+
+
+def test_with_presence_off_only_the_contact_a_dm_waits_for_is_told_and_then_told_offline() -> None:
+    ana, ben, cat = person(1), person(2), person(3)
+    book = PresenceBook(ana.key, ana.x, os.urandom)
+    book.set_contacts({ben.key: ben.card, cat.key: cat.card})
+    book.handle_timer(NOW)
+    book.commands()
+    assert book.set_knocks(frozenset({ben.key, b"\x09" * 32}))  # a stranger is dropped
+    assert not book.set_knocks(frozenset({ben.key}))
+    book.handle_timer(NOW + 1)
+    (note,) = _notes_for(book, ana, ben, NOW + 1)
+    assert note.online and note.dm
+    book.handle_timer(NOW + 2)  # not due yet: nothing
+    assert book.set_knocks(frozenset())
+    book.handle_timer(NOW + 3)
+    commands = book.commands()
+    puts = [c for c in commands if isinstance(c, PutPresence)]
+    assert len(puts) == 1  # to Ben only, never to Cat
+    slot = presence_slot(ben.secret_with(ana), ana.key, ben.key, epoch_of(NOW + 3))
+    told = open_presence(slot, puts[0].record, NOW + 3)
+    assert not told.online and not told.dm
+    book.handle_timer(NOW + 3 + 61)
+    assert not [c for c in book.commands() if isinstance(c, PutPresence)]

@@ -598,6 +598,7 @@ function onFileEvent(event) {
 // --- events from the peer ---
 
 function onEvent(event) {
+  if (event.room?.contact) return; // a DM room's: the conversation (dm.js) shows it, not the page's room
   switch (event.type) {
     case "status":
       ui.statusLog.push(`${event.state} ${event.message ?? event.node ?? ""}`);

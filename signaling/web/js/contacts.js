@@ -25,6 +25,7 @@ import {
   sealPresence,
   x25519Seed,
 } from "./friends.js";
+import { startDms } from "./dm.js";
 
 const MAX_CARDS = 4096;
 // put-record and get-record paced under the node's limits, as peer/friends.py RECORD_RATE:
@@ -63,6 +64,8 @@ export class Friends {
     this.secrets = new Map(); // contact hex -> pair secret
     this.seen = new Map(); // contact hex -> {seq, note}
     this.mode = "off";
+    this.knocks = new Set(); // contacts a direct message of ours waits for (7.4): told `dm`, even when off
+    this.unknocked = new Set(); // contacts no DM waits for any more: told offline at the next round when off
     this.seq = 0;
     this.timer = null;
     this.listeners = new Set();
@@ -193,12 +196,14 @@ export class Friends {
 
   async round() {
     if (!this.peer.node || this.peer.closing) return;
-    if (this.mode !== "off") await this.publish(true);
+    if (this.mode !== "off" || this.knocks.size) await this.publish(true);
+    if (this.mode === "off" && this.unknocked.size) await this.publish(false, this.unknocked); // seen online for a DM
+    this.unknocked = new Set();
     await this.read();
     this.changed();
   }
 
-  async publish(online) {
+  async publish(online, only = null) {
     const node = this.peer.node;
     if (!node || !this.secrets.size) return;
     const now = Date.now() / 1000;
@@ -208,8 +213,10 @@ export class Friends {
     this.seq = Math.max(Math.floor(now * 1000), this.seq + 1);
     const me = fromHex(this.peer.identityHex, 32);
     for (const [key, secret] of this.secrets) {
+      const knock = this.knocks.has(key);
+      if (only ? !only.has(key) : this.mode === "off" && !knock) continue; // presence off: only a contact a DM waits for (7.4)
       const slot = await presenceSlot(secret, me, fromHex(key, 32), epochOf(now));
-      const record = await sealPresence(slot, note, this.seq, randomBytes(12));
+      const record = await sealPresence(slot, { ...note, dm: online && knock }, this.seq, randomBytes(12));
       await this.pace();
       try {
         await node.putRecord(recordToWire(record));
@@ -247,9 +254,24 @@ export class Friends {
     }
   }
 
+  setKnocks(contacts) {
+    // The contacts a direct message of ours waits for (7.4); published now when changed.
+    const next = new Set([...contacts].filter((key) => this.secrets.has(key)));
+    if (next.size === this.knocks.size && [...next].every((key) => this.knocks.has(key))) return;
+    for (const key of this.knocks) if (!next.has(key)) this.unknocked.add(key);
+    for (const key of next) this.unknocked.delete(key);
+    this.knocks = next;
+    this.refresh();
+  }
+
+  knocking(now = Date.now() / 1000) {
+    // Online contacts whose note says a direct message of theirs waits for us.
+    return new Set([...this.online(now)].filter(([, note]) => note.dm).map(([key]) => key));
+  }
+
   goingOffline() {
     // On leaving the page: notes that say so, sent as far as the page lives (7.2).
-    if (this.mode !== "off") this.publish(false);
+    if (this.mode !== "off" || this.knocks.size) this.publish(false);
   }
 }
 
@@ -293,6 +315,7 @@ export function startContacts(peer, host) {
   };
   Friends.open(peer, { refreshMs: peer.config.presenceRefreshMs ?? PRESENCE_REFRESH * 1000, place }).then((friends) => {
     view.friends = peer.friends = friends;
+    startDms(peer, friends); // direct messages, opened from the rows (7.4)
     $("presence-mode").value = friends.mode;
     friends.on(() => render());
     render();
@@ -351,6 +374,7 @@ export function startContacts(peer, host) {
         await friends.forget(c.key);
         $("contacts-note").textContent = `${c.petname} is no longer a contact.`;
       });
+      if (peer.dms && friends.secrets.has(c.key)) li.append(peer.dms.button(c));
       li.append(rename, remove);
       list.append(li);
     }

@@ -133,7 +133,7 @@ export async function presenceSlot(secret, publisher, reader, epoch) {
 }
 
 export function noteJson(note) {
-  // Key order as peer/friends.py writes them: v, on, exp, room, layer, page, node.
+  // Key order as peer/friends.py writes them: v, on, exp, room, layer, page, node, dm.
   const body = { v: 1, on: note.online, exp: note.expires };
   if (note.room) {
     body.room = hex(note.room);
@@ -141,6 +141,7 @@ export function noteJson(note) {
     if (note.page) body.page = note.page;
     if (note.node) body.node = note.node;
   }
+  if (note.dm) body.dm = true; // a direct message waits for this contact (7.4)
   return utf8(JSON.stringify(body));
 }
 
@@ -198,6 +199,11 @@ export function parseNote(data) {
       }
       note.node = body.node;
     }
+  }
+  note.dm = false;
+  if ("dm" in body) {
+    if (typeof body.dm !== "boolean") throw new PresenceError("presence.dm: expected true or false");
+    note.dm = body.dm;
   }
   return note;
 }

@@ -339,6 +339,8 @@ export class Room {
     this.peer = peer;
     this.key = key;
     this.url = url;
+    this.contact = null; // a DM room (docs/protocol.md 7.4): the contact's hex key, the only person linked
+    this.dmAcked = 0; // a DM room: our highest seq the contact acknowledged (kept in IndexedDB)
     this.layer = null; // the layer we sit in (from 0), as the node last said
     this.layers = null; // the node's estimate of the room's layers
     this.total = null; // the node's estimate of the people on the page, us included
@@ -378,6 +380,32 @@ export class Room {
 
   emit(event) {
     this.peer.emit({ ...event, room: this });
+  }
+
+  admits(key) {
+    // Anyone in a page's room; in a DM room only the contact's key, or a device key
+    // that showed us the contact's delegation in a room we are in (7.4).
+    if (this.contact === null || key === this.contact || key === this.peer.keyHex) return true;
+    return this.peer.deviceIdentity(key) === this.contact;
+  }
+
+  waiting() {
+    // A DM room: our messages the contact has not acknowledged yet, oldest first.
+    return this.core.transcript().filter((env) => env.author === this.peer.keyHex && env.seq > this.dmAcked);
+  }
+
+  contactLinked() {
+    return [...this.links].some(([key, link]) => link.open && this.admits(key));
+  }
+
+  dmAcks() {
+    // A DM room: what the contact's keys acknowledged, kept, and told once.
+    let upto = 0;
+    for (const key of this.links.keys()) if (this.admits(key)) upto = Math.max(upto, this.core.acked.get(key) ?? 0);
+    if (upto <= this.dmAcked) return;
+    this.dmAcked = upto;
+    this.peer.store.put("rooms", `dm-acked:${this.key}`, upto).catch(() => {});
+    this.emit({ type: "dm-delivered", contact: this.contact, upto });
   }
 
   personOf(key) {
@@ -715,6 +743,7 @@ export class Room {
       }
     }
     if (changed) this.saveSoon();
+    if (this.contact !== null) this.dmAcks();
     clearTimeout(this.timer);
     const deadline = this.core.timer();
     if (deadline !== null) {
@@ -1149,6 +1178,11 @@ export class Peer {
     const keys = listed.map((m) => m?.key).filter((k) => KEY.test(k));
     room.hidden = new Map(keys.filter((k) => this.blocked.has(k)).map((k) => [k, joined.layer]));
     const members = keys.filter((k) => !this.blocked.has(k)); // a blocked key is never a member (5.4)
+    for (let i = members.length - 1; i >= 0; i--) {
+      if (room.admits(members[i])) continue;
+      this.count("refused.stranger"); // a DM room: not the contact (7.4)
+      members.splice(i, 1);
+    }
     // their answers' signatures are checked soon: import their keys meanwhile
     for (const member of members.slice(0, this.mesh.config.maxMembers)) verifier(fromHex(member));
     this.hold();
@@ -1356,6 +1390,47 @@ export class Peer {
     return room;
   }
 
+  deviceIdentity(key) {
+    // The person a member key is a checked device of, in any room we are in.
+    for (const room of this.rooms.values()) {
+      const person = room.personOf(key);
+      if (person !== key) return person;
+    }
+    return null;
+  }
+
+  async joinDm(contactHex, keyHex) {
+    // Join the DM room `keyHex` (dmRoom of the pair secret) with `contactHex`, whose
+    // keys alone get a link there (docs/protocol.md 7.4); dm.js decides when.
+    let room = this.rooms.get(keyHex);
+    if (!room) {
+      const state = await this.store.roomState(keyHex);
+      const acked = await this.store.get("rooms", `dm-acked:${keyHex}`);
+      room = this.rooms.get(keyHex);
+      if (!room) {
+        room = new Room(this, keyHex, null, state);
+        room.contact = contactHex;
+        room.dmAcked = Number.isSafeInteger(acked) ? acked : 0;
+        this.rooms.set(keyHex, room);
+        this.mesh.join(keyHex, null, null);
+        this.start();
+      }
+    }
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new SignalingError("timeout", "no node seated us in the room")), JOIN_TIMEOUT * 1000);
+    });
+    try {
+      await Promise.race([room.seated.promise, timeout]);
+    } catch (error) {
+      if (this.rooms.get(keyHex) === room) await this.leave(room);
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+    return room;
+  }
+
   async leave(room) {
     if (this.rooms.get(room.key) === room) this.rooms.delete(room.key);
     this.mesh.leave(room.key);
@@ -1460,6 +1535,7 @@ export class Peer {
       this.learnNodes([frame.url]);
       const layer = isLayer(frame.layer) ? frame.layer : null;
       if (this.blocked.has(frame.key)) this.hide(frame.room, frame.key, layer);
+      else if (this.rooms.get(frame.room)?.admits(frame.key) === false) this.count("refused.stranger"); // 7.4
       else this.mesh.peerJoined(frame.room, frame.key, at, layer);
     } else if (frame.type === "peer-left") {
       this.rooms.get(frame.room)?.hidden.delete(frame.key);
@@ -1488,6 +1564,10 @@ export class Peer {
     const kind = typeof payload === "object" && payload !== null ? payload.t : null;
     if (!room || (kind !== "sdp" && kind !== RELINK)) {
       this.count("refused.signal.unknown");
+      return;
+    }
+    if (!room.admits(sender)) {
+      this.count("refused.stranger"); // a DM room: unanswered, like a block (7.4)
       return;
     }
     let desc;

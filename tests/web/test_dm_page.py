@@ -1,0 +1,124 @@
+"""Direct messages between Python and Chromium (docs/protocol.md 7.4): a real node, a real
+aiortc peer, the page every node serves. The page opens the conversation from the Contacts
+panel with the keyboard, sees an unread count for what came while it was closed, says
+plainly what waits for the contact, and ticks what reached them; a message the page writes
+while Ana is away reaches her when she comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from peer.peer import Connected, DmDelivered, Message, Peer, Room
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import ARTIFACTS, PageFactory, next_of
+
+URL = "https://example.org/where-we-met"
+
+
+async def theirs(room: Room, within: float = 20.0) -> str:
+    while True:
+        event = await next_of(room, Message, within=within)
+        if not event.mine:
+            return str(event.text)
+
+
+async def test_python_and_chromium_dm_both_ways_and_a_message_waits_for_ana(
+    signaling_mesh: NodeFactory, open_page: PageFactory, tmp_path: Path
+) -> None:
+    (node,) = await signaling_mesh(1)
+    ana = await Peer(tmp_path / "ana", [node.url], name="Ana").__aenter__()
+    try:
+        room = await ana.join(URL)
+        page = await open_page(node, "Ben", room=URL)
+        await page.wait_for_selector("body[data-contacts=ready]")
+        ben = bytes.fromhex(await page.evaluate("window.pagemesh.peer.identityHex"))
+        await next_of(room, Connected, key=ben)
+        await page.evaluate(
+            "([key]) => window.pagemesh.peer.friends.add(key, 'Ana')", [ana.identity_key.hex()]
+        )
+        ana.add_contact(ben, "Ben", room)
+        await ana.leave(room)
+
+        # Ana writes first: the page shows an unread count on her row.
+        dm = await ana.open_dm(ben, keep=False)
+        await dm.say("hello from Python")
+        await until_knocked(ana, ben)
+        button = page.locator("#contacts li .dm-open")
+        unread = page.locator("#contacts li .dm-open[data-unread='1']")
+        deadline = time.monotonic() + 30
+        while not await unread.count():  # the page reads her note at its next round
+            assert time.monotonic() < deadline, "the page never joined the DM"
+            await page.evaluate("window.pagemesh.peer.friends.refresh()")
+            await page.evaluate("window.pagemesh.peer.dms.tick()")
+            await asyncio.sleep(0.5)
+        assert await button.get_attribute("aria-label") == "Message Ana, 1 unread"
+        await next_of(dm, DmDelivered, within=20)
+
+        # Ben opens it with the keyboard and answers.
+        await button.focus()
+        await page.keyboard.press("Enter")
+        await page.wait_for_selector("#dm-messages li.theirs .text:text-is('hello from Python')")
+        assert await page.evaluate("document.activeElement.id") == "dm-text"
+        assert await page.locator("#dm-text").get_attribute("aria-label") == "Message to Ana"
+        assert await button.get_attribute("aria-label") == "Message Ana"
+        await page.keyboard.type("hello from Chromium")
+        await page.keyboard.press("Enter")
+        assert await theirs(dm) == "hello from Chromium"
+        await page.wait_for_selector("#dm-messages li.mine[data-state=delivered]")
+        await page.wait_for_selector("#dm-status:has-text('Ana is here')")
+
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        for width, height in ((1280, 800), (390, 844)):
+            await page.set_viewport_size({"width": width, "height": height})
+            if width < 600 and not await page.locator("#dm-panel").is_visible():
+                await page.click("#people-toggle")
+            await page.locator("#dm-panel").scroll_into_view_if_needed()
+            await page.screenshot(path=str(ARTIFACTS / f"dm-{width}x{height}.png"))
+        await page.set_viewport_size({"width": 1100, "height": 700})
+    finally:
+        await ana.close()
+
+    # Ana is away: what Ben writes waits, and the page says so.
+    await page.wait_for_selector("#dm-status:has-text('not here now')", timeout=30_000)
+    await page.locator("#dm-text").fill("see you later")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector(
+        "#dm-messages li.mine[data-state=waiting] .text:text-is('see you later')"
+    )
+    await page.wait_for_selector(
+        "#dm-status:text-is('1 message waits for Ana to come online; "
+        "kept here and sent when you both are.')"
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dm-waiting-1100x700.png"))
+
+    # Ana comes back without opening anything: the page's note told her a DM waits.
+    async with Peer(tmp_path / "ana", [node.url], name="Ana") as again:
+        deadline = time.monotonic() + 30
+        while ben not in again.dm_rooms:
+            assert time.monotonic() < deadline, "Ana never joined the DM room"
+            await again.refresh_presence()
+            again._dm_tick()
+            if ben not in again.dm_rooms:
+                await asyncio.sleep(1.0)
+        dm = again.dm_rooms[ben]
+        got: Any = None
+        while got != "see you later":
+            got = await theirs(dm, within=30)
+        await page.wait_for_selector(
+            "#dm-messages li.mine[data-state=delivered] .text:text-is('see you later')"
+        )
+        assert await page.evaluate("window.pagemesh.peer.counters['refused.stranger'] ?? 0") == 0
+
+
+async def until_knocked(ana: Peer, contact: bytes) -> None:
+    """Ana's notes for the contact say a DM waits (her next tick published them)."""
+    deadline = time.monotonic() + 15
+    while contact not in ana.presence._knocks:
+        assert time.monotonic() < deadline, "no knock"
+        await asyncio.sleep(0.1)
+    await ana.refresh_presence()
