@@ -57,8 +57,7 @@ export function startBlocking(peer, host) {
     el("ul", { id: "blocked", "aria-labelledby": "blocked-title" }),
     el("p", { id: "blocked-note", className: "hint", role: "status", "aria-live": "polite" }),
   );
-  const people = $("people");
-  people.append(panel);
+  ($("people") ?? document.body).append(panel); // the page, widget and panel all have #people
   document.body.append(dialog);
   $("block-cancel").addEventListener("click", () => dialog.close("cancel"));
 
