@@ -35,14 +35,14 @@ def _key(room: Room, spec: str) -> bytes | str:
         if key not in names and (name := room.name_of(key)):
             names[key] = name
     try:
-        key = find_key(spec, names, [*room.members, *room.peer.blocks, *room.hidden])
+        found = find_key(spec, names, [*room.members, *room.peer.blocks, *room.hidden])
     except AmbiguousName as exc:
         return f"* {exc}"
-    if key is None:
+    if found is None:
         return f"* nobody here is called {printable(spec)}; give their key (64 hex digits)"
-    if key in (room.peer.public_key, room.peer.identity_key):
+    if found in (room.peer.public_key, room.peer.identity_key):
         return "* that is you"
-    return key
+    return found
 
 
 def block_command(room: Room, name: str, arg: str) -> list[str]:
