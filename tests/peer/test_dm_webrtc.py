@@ -173,3 +173,37 @@ async def test_the_chat_says_plainly_what_waits_and_what_arrived(
             assert lines[-1] == "* everything you wrote reached ben \u2713"
             assert await command(here, "/dm ben and now?") == []
             assert await texts(dm_b, 1) == ["and now?"]
+
+
+async def test_a_dm_survives_a_node_fail_over_and_what_waits_goes_through_the_other_node(
+    signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    from peer.peer import Rejoined
+
+    a, b = await signaling_mesh(2)
+    ana = await peers("ana", [a.url, b.url])
+    ben = await peers("ben", [b.url])
+    await befriend(ana, ben)
+    dm_a = await ana.open_dm(ben.identity_key)
+    dm_b = await ben.open_dm(ana.identity_key)
+    await connected(dm_a)
+    await a.stop()  # Ana's node goes away: the DM's data channel does not need it
+    await dm_a.say("my node is gone")
+    assert await texts(dm_b, 1) == ["my node is gone"]
+    rejoined = await next_of(dm_a, Rejoined, within=30)
+    assert rejoined.node == b.url and ana.node is not None and dm_a.key in ana.node.rooms
+
+    # Ben goes; what Ana writes now waits, and reaches him through node b when he is back.
+    await ben.close()
+    await until(lambda: not dm_a.contact_linked())
+    await dm_a.say("after the fail-over")
+    assert len(dm_a.waiting()) == 1
+    ben = await peers("ben", [b.url])
+    deadline = time.monotonic() + 15
+    while ana.identity_key not in ben.presence.knocking(time.time()):
+        assert time.monotonic() < deadline, "Ana's note never said a DM waits"
+        await ben.refresh_presence()
+    ben._dm_tick()
+    room = await asyncio.wait_for(ben.dm_opened.get(), 15)
+    assert await texts(room, 1) == ["after the fail-over"]  # the first he had already
+    await until(lambda: not dm_a.waiting())
