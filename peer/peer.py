@@ -56,7 +56,7 @@ from signaling.protocol import (
 )
 
 from . import mesh
-from .blocks import BLOCK, MUTE
+from .blocks import BLOCK, MUTE, BlockEntry
 from .device import (
     DEFAULT_LIFETIME_MS,
     MAX_BYTES,
@@ -504,7 +504,8 @@ class Room:
 
     def shows(self, key: bytes) -> bool:
         """Whether this room shows `key`'s messages."""
-        return key not in self.peer.blocked and key not in self.muted
+        peer = self.peer
+        return key not in peer.blocked and key not in peer.muted and key not in self.flood_muted
 
     def reactions(self) -> dict[MessageRef, dict[str, set[bytes]]]:
         """Each message's reactions: emoji -> the keys that put it there."""
@@ -753,7 +754,7 @@ class Room:
                 elif isinstance(content, Reaction):
                     text = content.emoji
                 sent_at = env.sent_at / 1000
-                if not mine and env.author in self.muted:
+                if not mine and not self.shows(env.author):
                     continue  # received, kept and acknowledged; not shown
                 self._emit(
                     Message(
@@ -864,8 +865,11 @@ class Peer:
         self.mesh = mesh.Mesh(
             self.public_key, list(nodes), self.config.mesh, random.Random().random, time.time()
         )
-        self.blocks = self.store.blocks()
+        self.blocks: dict[bytes, BlockEntry] = {}
         """Keys blocked or muted (docs/protocol.md 5.4), as stored."""
+        self.blocked: frozenset[bytes] = frozenset()
+        self.muted: frozenset[bytes] = frozenset()
+        self._load_blocks()
         self.refused_blocked = 0
         """Offers, relinks and answers from blocked keys, dropped unanswered."""
         self.rooms: dict[bytes, Room] = {}
@@ -1569,13 +1573,11 @@ class Peer:
 
     # --- blocks and mutes (docs/protocol.md 5.4) ----------------------------------------
 
-    @property
-    def blocked(self) -> frozenset[bytes]:
-        return frozenset(k for k, e in self.blocks.items() if e.level == BLOCK)
-
-    @property
-    def muted(self) -> frozenset[bytes]:
-        return frozenset(k for k, e in self.blocks.items() if e.level == MUTE)
+    def _load_blocks(self) -> None:
+        """Blocks and mutes as stored, and the two sets every frame is checked against."""
+        self.blocks = self.store.blocks()
+        self.blocked = frozenset(k for k, e in self.blocks.items() if e.level == BLOCK)
+        self.muted = frozenset(k for k, e in self.blocks.items() if e.level == MUTE)
 
     def block(self, key: bytes, label: str = "") -> None:
         """Block `key` everywhere, stored: its links close, the Mesh forgets it as a
@@ -1583,7 +1585,7 @@ class Peer:
         if key in (self.public_key, self.identity_key):
             raise ValueError("one cannot block oneself")
         self.store.set_block(key, BLOCK, label, int(time.time()))
-        self.blocks = self.store.blocks()
+        self._load_blocks()
         for room in self.rooms.values():
             room.core.block(key)
             room.flood_muted.discard(key)
@@ -1598,7 +1600,7 @@ class Peer:
         """Undo `block`: the key is a member again where the node lists it."""
         if not self.store.clear_block(key, BLOCK):
             return False
-        self.blocks = self.store.blocks()
+        self._load_blocks()
         now = time.time()
         for room in self.rooms.values():
             room.core.unblock(key)
@@ -1612,11 +1614,11 @@ class Peer:
         if key in self.blocked:
             self.unblock(key)
         self.store.set_block(key, MUTE, label, int(time.time()))
-        self.blocks = self.store.blocks()
+        self._load_blocks()
 
     def unmute(self, key: bytes) -> bool:
         found = self.store.clear_block(key, MUTE)
-        self.blocks = self.store.blocks()
+        self._load_blocks()
         return found
 
     def _hide(self, room_key: bytes, key: bytes, layer: int | None) -> None:
