@@ -700,7 +700,8 @@ export class Room {
 
   shows(key) {
     // Whether this room shows `key`'s messages.
-    return !this.peer.blocked.has(key) && !this.peer.muted.has(key) && !this.floodMuted.has(key);
+    const peer = this.peer;
+    return !peer.blocked.has(key) && !peer.muted.has(key) && !this.floodMuted.has(key);
   }
 
   block(key) {
@@ -827,7 +828,7 @@ export class Peer {
     }
     peer.exportable = (await store.seed()) !== null;
     peer.name = name ?? (await store.name());
-    peer.blocks = parseBlockList(await store.blocks()).entries;
+    peer.useBlocks(parseBlockList(await store.blocks()).entries);
     if (name !== null) await store.saveName(name);
     return peer;
   }
@@ -864,7 +865,7 @@ export class Peer {
     this.delegation = null;
     this.renewal = null;
     this.revocations = []; // devices this identity took back, shown on every link (5.3)
-    this.blocks = new Map(); // keys blocked or muted (blocks.js), as stored (5.4)
+    this.useBlocks(new Map()); // keys blocked or muted (blocks.js), as stored (5.4)
   }
 
   async revokeDevice(device) {
@@ -1445,12 +1446,16 @@ export class Peer {
 
   // --- blocks and mutes (docs/protocol.md 5.4) ---
 
-  get blocked() {
-    return new Set([...this.blocks.values()].filter((e) => e.level === BLOCK).map((e) => e.key));
+  useBlocks(entries) {
+    // Blocks and mutes as stored, and the two sets every frame and message is checked against.
+    this.blocks = entries;
+    this.blocked = new Set([...entries.values()].filter((e) => e.level === BLOCK).map((e) => e.key));
+    this.muted = new Set([...entries.values()].filter((e) => e.level === MUTE).map((e) => e.key));
   }
 
-  get muted() {
-    return new Set([...this.blocks.values()].filter((e) => e.level === MUTE).map((e) => e.key));
+  async saveBlocks() {
+    this.useBlocks(this.blocks);
+    await this.store.saveBlocks([...this.blocks.values()]);
   }
 
   async setBlock(key, level, label) {
@@ -1459,7 +1464,7 @@ export class Peer {
     const entry = { key, level, label: String(label ?? "").slice(0, 64), since: Math.floor(Date.now() / 1000) };
     this.blocks.delete(key);
     this.blocks.set(key, entry);
-    await this.store.saveBlocks([...this.blocks.values()]);
+    await this.saveBlocks();
   }
 
   async block(key, label = "") {
@@ -1482,7 +1487,7 @@ export class Peer {
     // Undo block: the key is a member again where the node lists it.
     if (this.blocks.get(key)?.level !== BLOCK) return false;
     this.blocks.delete(key);
-    await this.store.saveBlocks([...this.blocks.values()]);
+    await this.saveBlocks();
     for (const room of this.rooms.values()) {
       room.core.unblock(key);
       if (room.hidden.has(key)) {
@@ -1503,7 +1508,7 @@ export class Peer {
   async unmute(key) {
     if (this.blocks.get(key)?.level !== MUTE) return false;
     this.blocks.delete(key);
-    await this.store.saveBlocks([...this.blocks.values()]);
+    await this.saveBlocks();
     return true;
   }
 
