@@ -122,3 +122,46 @@ async def until_knocked(ana: Peer, contact: bytes) -> None:
         assert time.monotonic() < deadline, "no knock"
         await asyncio.sleep(0.1)
     await ana.refresh_presence()
+
+
+async def test_a_third_key_with_the_room_id_gets_no_link_to_the_page(
+    signaling_mesh: NodeFactory, open_page: PageFactory, peers: Any
+) -> None:
+    (node,) = await signaling_mesh(1)
+    ana = await peers("Ana", [node.url])
+    room = await ana.join(URL)
+    page = await open_page(node, "Ben", room=URL)
+    await page.wait_for_selector("body[data-contacts=ready]")
+    ben = bytes.fromhex(await page.evaluate("window.pagemesh.peer.identityHex"))
+    await next_of(room, Connected, key=ben)
+    await page.evaluate(
+        "([key]) => window.pagemesh.peer.friends.add(key, 'Ana')", [ana.identity_key.hex()]
+    )
+    ana.add_contact(ben, "Ben", room)
+    # The page opens the conversation; Eve learned its room id and asks for Ben.
+    await page.click("#contacts li .dm-open")
+    await page.wait_for_selector("#dm-status:has-text('Ana')")
+    key = ana.dm_room_key(ben)
+    assert key is not None
+    assert (
+        await page.evaluate(
+            "window.pagemesh.peer.dms.roomKey(window.pagemesh.peer.friends.contacts[0].key)"
+        )
+        == key.hex()
+    )
+    eve = await peers("Eve", [node.url])
+    eve.dm_room_key = lambda contact: key  # type: ignore[method-assign]
+    dm_e = await eve.open_dm(ben)
+    dm_a = await ana.open_dm(ben)
+    await next_of(dm_a, Connected, key=ben)
+    await dm_a.say("for Ben only")
+    await page.wait_for_selector("#dm-messages li.theirs .text:text-is('for Ben only')")
+    deadline = time.monotonic() + 5
+    while not await page.evaluate("window.pagemesh.peer.counters['refused.stranger'] ?? 0"):
+        assert time.monotonic() < deadline, "the page never heard of Eve"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    links = await page.evaluate("[...[...window.pagemesh.peer.dms.rooms.values()][0].links.keys()]")
+    assert links == [ana.public_key.hex()]
+    assert not any(link.open for link in dm_e.links.values())
+    assert dm_e.transcript() == []
