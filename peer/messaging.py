@@ -30,6 +30,12 @@ without bound (docs/protocol.md 5.0.1): authors tracked, early envelopes in
 all, history kept, the `since` map, history answers (bytes and rate) are all
 capped, and what goes past a cap is counted in `counters`, never raised.
 
+Each author's new envelopes pass a rate limit (docs/protocol.md 5.4: token
+buckets of envelopes and bytes on `now`): one over it is dropped unacknowledged,
+so its author sends it again, and reported as `Flooding`. A blocked key's
+envelopes are taken, kept and forwarded for others, never delivered or shown,
+and it gets no link.
+
 What an envelope says is read from its kind and body (docs/protocol.md 5.0.1,
 "What an envelope says"): `text` (the body is the text), `chat` (text, a signed
 display name, the message it replies to) and `reaction` (an emoji on or off a

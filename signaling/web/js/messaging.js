@@ -14,7 +14,10 @@
 // Nothing a member sends grows this state without bound or makes it answer
 // without bound: authors tracked, early envelopes in all, history kept, the
 // `since` map, history answers (bytes and rate) are capped, and what goes past
-// a cap is counted, never thrown. An envelope the glue could not send (its
+// a cap is counted, never thrown. Each author's new envelopes pass a rate limit
+// (docs/protocol.md 5.4): one over it is dropped unacknowledged and reported
+// (`flooding`); a blocked key's envelopes are kept and forwarded, never
+// delivered. An envelope the glue could not send (its
 // link's queue was full) is sent again on the same link: unacknowledged
 // envelopes go again every resendInterval in which the member acknowledged
 // nothing new. Every number here is RoomConfig's in peer/messaging.py.
