@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -88,6 +89,7 @@ def one(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
     plan = replace(plan, lookup_gap=args.lookup_gap, join_gap=args.join_gap)
     out: dict[str, Any] = {}
     if not args.noise_only:
+        load_before = round(os.getloadavg()[0], 1)
         with tempfile.TemporaryDirectory(prefix="netem-") as workdir:
             lab = run_lab(plan, Path(workdir), lambda line: print(line, file=sys.stderr))
         started = time.perf_counter()
@@ -95,6 +97,8 @@ def one(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
         out = {
             "lab_wall_seconds": lab.extra.get("wall_seconds"),
             "sim_wall_seconds": round(time.perf_counter() - started, 1),
+            "lab_cpu_seconds": lab.extra.get("cpu_seconds"),
+            "load_average_1min": {"before": load_before, "after": lab.extra.get("load_average")},
             "errors": lab.errors[:10] + sim.errors[:10],
             "lookup": {
                 **compare(lab, sim, args.lookups, "lookup"),
@@ -132,6 +136,7 @@ def main() -> None:
     else:
         for mode in args.modes.split(","):
             result[mode] = one(args, mode == "fast")
+            print(json.dumps({mode: result[mode]}), file=sys.stderr, flush=True)  # so far
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, indent=2))
 

@@ -360,6 +360,12 @@ class NetemLab:
                 samples.join_s.append(line["s"])
         say(f"{plan.joins} joins done at {time.monotonic() - began:.1f} s")
         samples.extra["wall_seconds"] = round(time.monotonic() - began, 1)
+        samples.extra["cpu_seconds"] = {
+            "router": cpu_seconds(self.router),
+            "clients": cpu_seconds(self.clients),
+            "nodes": round(sum(cpu_seconds(p) for p in self.nodes.values()), 1),
+        }
+        samples.extra["load_average"] = round(os.getloadavg()[0], 1)
         return samples
 
     def close(self) -> None:
@@ -378,6 +384,17 @@ class NetemLab:
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         self.namespaces.clear()
+
+
+def cpu_seconds(process: LabProcess | None) -> float:
+    """User + system CPU seconds of a lab process so far (`ip netns exec` execs python)."""
+    if process is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{process.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
 
 
 def run_lab(plan: Plan, workdir: Path, progress: Callable[[str], None] | None = None) -> Samples:
