@@ -207,3 +207,23 @@ async def test_a_dm_survives_a_node_fail_over_and_what_waits_goes_through_the_ot
     room = await asyncio.wait_for(ben.dm_opened.get(), 15)
     assert await texts(room, 1) == ["after the fail-over"]  # the first he had already
     await until(lambda: not dm_a.waiting())
+
+
+async def test_a_file_goes_through_a_dm_like_any_room(
+    tmp_path: Path, signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    from peer.peer import FileDone
+
+    (node,) = await signaling_mesh(1)
+    ana = await peers("ana", [node.url])
+    ben = await peers("ben", [node.url], accept_files_to=tmp_path / "inbox")
+    await befriend(ana, ben)
+    dm_a = await ana.open_dm(ben.identity_key)
+    dm_b = await ben.open_dm(ana.identity_key)
+    await connected(dm_a)
+    source = tmp_path / "for-ben.bin"
+    source.write_bytes(bytes(range(256)) * 1000)
+    await dm_a.send_file(source)
+    done = await next_of(dm_b, FileDone, within=30)
+    assert done.path is not None and done.path.read_bytes() == source.read_bytes()
+    assert done.sender == ana.public_key
