@@ -903,6 +903,11 @@ class Peer:
         self._dm_kept: set[bytes] = set()
         """Contacts whose DM the person opened: kept joined whatever presence says."""
         self._dm_timer: asyncio.TimerHandle | None = None
+        self._dm_keys: dict[bytes, tuple[bytes, bytes]] = {}
+        """contact -> (pair secret, DM room): derived once per secret."""
+        self._dm_stored: dict[bytes, int] = {}
+        """contact -> how many of ours wait in a DM room not joined (read once, kept
+        until the room is joined or left)."""
         self.refused_strangers = 0
         """Signals and members in DM rooms from keys that are not the contact's."""
         self._reload_contacts()
@@ -1078,6 +1083,7 @@ class Peer:
     async def leave(self, room: Room) -> None:
         if room.contact is not None and self.dm_rooms.get(room.contact) is room:
             del self.dm_rooms[room.contact]
+            self._dm_stored[room.contact] = len(room.waiting())
         self.rooms.pop(room.key, None)
         self._pages.pop(room.key, None)
         self._update_place()
@@ -1338,7 +1344,12 @@ class Peer:
     def dm_room_key(self, contact: bytes) -> bytes | None:
         """The DM room with `contact` (None before we hold their contact card)."""
         secret = self.presence.secret_with(contact)
-        return dm_room(secret) if secret is not None else None
+        if secret is None:
+            return None
+        known = self._dm_keys.get(contact)
+        if known is None or known[0] != secret:
+            known = self._dm_keys[contact] = (secret, dm_room(secret))
+        return known[1]
 
     def device_identity(self, key: bytes) -> bytes | None:
         """The person a member key is a checked device of, in any room we are in."""
@@ -1405,6 +1416,14 @@ class Peer:
             if e.author == self.public_key and e.seq > acked
         ]
 
+    def _dm_waiting_count(self, contact: bytes) -> int:
+        room = self.dm_rooms.get(contact)
+        if room is not None:
+            return len(room.waiting())
+        if contact not in self._dm_stored:
+            self._dm_stored[contact] = len(self.dm_waiting(contact))
+        return self._dm_stored[contact]
+
     def _dm_due(self) -> None:
         """Soon: look again at which DM rooms to be in (presence and acks changed)."""
         if self._closing:
@@ -1420,7 +1439,7 @@ class Peer:
             return
         now = time.time()
         contacts = [c.key for c in self.store.contacts() if self.dm_room_key(c.key) is not None]
-        waiting = frozenset(c for c in contacts if self.dm_waiting(c))
+        waiting = frozenset(c for c in contacts if self._dm_waiting_count(c))
         if self.presence.set_knocks(waiting) and self._presence_timer is not None:
             self._presence_due()  # the notes for these contacts say `dm` from now
         decided = dm_plan(
