@@ -165,3 +165,43 @@ async def test_a_third_key_with_the_room_id_gets_no_link_to_the_page(
     assert links == [ana.public_key.hex()]
     assert not any(link.open for link in dm_e.links.values())
     assert dm_e.transcript() == []
+
+
+async def test_what_the_page_writes_to_an_absent_contact_waits_across_a_reload(
+    signaling_mesh: NodeFactory, open_page: PageFactory, tmp_path: Path
+) -> None:
+    (node,) = await signaling_mesh(1)
+    async with Peer(tmp_path / "ana", [node.url], name="Ana") as ana:
+        room = await ana.join(URL)
+        page = await open_page(node, "Ben", room=URL)
+        await page.wait_for_selector("body[data-contacts=ready]")
+        ben = bytes.fromhex(await page.evaluate("window.pagemesh.peer.identityHex"))
+        await next_of(room, Connected, key=ben)
+        await page.evaluate(
+            "([key]) => window.pagemesh.peer.friends.add(key, 'Ana')", [ana.identity_key.hex()]
+        )
+        ana.add_contact(ben, "Ben", room)
+
+    await page.click("#contacts li .dm-open")
+    await page.wait_for_selector("#dm-status:has-text('not here now')", timeout=30_000)
+    await page.locator("#dm-text").fill("while you were away")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#dm-messages li.mine[data-state=waiting]")
+    await asyncio.sleep(1.0)  # the room's state is saved soon after a message
+    await page.reload()
+    await page.wait_for_selector("body[data-contacts=ready]")
+    button = page.locator("#contacts li .dm-open[data-waiting='1']")
+    await button.wait_for(timeout=15_000)
+    assert await button.get_attribute("aria-label") == (
+        "Message Ana, 1 waiting for them to come online"
+    )
+
+    async with Peer(tmp_path / "ana", [node.url], name="Ana") as again:
+        deadline = time.monotonic() + 30
+        while ben not in again.dm_rooms:
+            assert time.monotonic() < deadline, "Ana never joined the DM room"
+            await again.refresh_presence()
+            again._dm_tick()
+            await asyncio.sleep(0.5)
+        assert await theirs(again.dm_rooms[ben], within=30) == "while you were away"
+        await page.wait_for_selector("#contacts li .dm-open:not([data-waiting])", timeout=15_000)

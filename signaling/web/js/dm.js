@@ -175,11 +175,17 @@ export class DirectMessages {
   button(contact) {
     // "Message" on a contact's row, with how many of theirs are unread.
     const unread = this.unread.get(contact.key) ?? 0;
-    const label = unread ? `Message (${unread})` : "Message";
-    const aria = `Message ${contact.petname}` + (unread ? `, ${unread} unread` : "");
+    const waiting = this.waiting(contact.key);
+    let label = unread ? `Message (${unread})` : "Message";
+    let aria = `Message ${contact.petname}` + (unread ? `, ${unread} unread` : "");
+    if (waiting) {
+      label += ` · ${waiting} waiting`;
+      aria += `, ${waiting} waiting for them to come online`;
+    }
     const button = Object.assign(document.createElement("button"), { type: "button", className: "dm-open", textContent: label });
     button.setAttribute("aria-label", aria);
     if (unread) button.dataset.unread = String(unread);
+    if (waiting) button.dataset.waiting = String(waiting);
     button.addEventListener("click", () => this.show(contact));
     return button;
   }
