@@ -15,6 +15,7 @@ from peer.peer import Connected, DmDelivered, Message, Peer, Room
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import ARTIFACTS, PageFactory, next_of
+from .test_chat_page import accessibility_problems
 
 URL = "https://example.org/where-we-met"
 
@@ -71,6 +72,7 @@ async def test_python_and_chromium_dm_both_ways_and_a_message_waits_for_ana(
         await page.wait_for_selector("#dm-messages li.mine[data-state=delivered]")
         await page.wait_for_selector("#dm-status:has-text('Ana is here')")
 
+        assert await accessibility_problems(page, "the conversation") == []
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         for width, height in ((1280, 800), (390, 844)):
             await page.set_viewport_size({"width": width, "height": height})
@@ -78,6 +80,7 @@ async def test_python_and_chromium_dm_both_ways_and_a_message_waits_for_ana(
                 await page.click("#people-toggle")
             await page.locator("#dm-panel").scroll_into_view_if_needed()
             await page.screenshot(path=str(ARTIFACTS / f"dm-{width}x{height}.png"))
+            assert await accessibility_problems(page, f"{width}x{height}") == []
         await page.set_viewport_size({"width": 1100, "height": 700})
     finally:
         await ana.close()
