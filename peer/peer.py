@@ -1517,7 +1517,8 @@ class Peer:
             members = [k for k in members if room.admits(k)]
         self.mesh.learn_nodes([member.url for member in joined.members])  # more to fail over to
         self.mesh.joined(key, joined.layer, members, _expiry(joined.ice_servers), time.time())
-        self._place_room = key
+        if room.contact is None:  # a DM room is nobody's place (7.4)
+            self._place_room = key
         self._update_place()
         if first:
             room.seated.set_result(joined)

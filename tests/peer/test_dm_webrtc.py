@@ -69,6 +69,7 @@ async def test_two_contacts_dm_both_ways_and_a_third_key_with_the_room_id_gets_n
     eve.dm_room_key = lambda contact: key  # type: ignore[method-assign]
     dm_e = await eve.open_dm(ana.identity_key)
 
+    here = await ana.join("https://example.org/elsewhere")
     dm_a = await ana.open_dm(ben.identity_key)
     dm_b = await ben.open_dm(ana.identity_key)
     await connected(dm_a)
@@ -87,8 +88,8 @@ async def test_two_contacts_dm_both_ways_and_a_third_key_with_the_room_id_gets_n
     assert not any(link.open for link in dm_e.links.values())
     assert dm_e.transcript() == []
     assert ana.refused_strangers + ben.refused_strangers > 0
-    # The DM is nobody's place: presence never names it.
-    assert ana.presence._place is None or ana.presence._place.room != key
+    # The DM is nobody's place: presence names the page Ana is on, never the DM.
+    assert ana.presence._place is not None and ana.presence._place.room == here.key
 
 
 async def test_a_message_to_an_offline_contact_waits_across_a_restart_and_is_delivered(
