@@ -13,8 +13,9 @@ from .messaging import short_tag
 from .peer import Room
 
 HELP = [
-    "/block NAME|KEY  no link, no messages or files from them, not shown (they are not told)",
-    "/mute NAME|KEY   hide their messages, keep the link",
+    "/block NAME|KEY  no link, no messages or files from them or their other devices,",
+    "                 not shown (they are not told)",
+    "/mute NAME|KEY   hide their messages (all their devices'), keep the link",
     "/unblock, /unmute NAME|KEY  undo; /blocked lists who is blocked or muted",
 ]
 COMMANDS = ("/block", "/unblock", "/mute", "/unmute", "/blocked")
@@ -30,19 +31,28 @@ def _label(room: Room, key: bytes) -> str:
 def _key(room: Room, spec: str) -> bytes | str:
     """The key `spec` names, or what to print when it names none or several."""
     names = dict(room.core.names)
-    names.update({k: e.label for k, e in room.peer.blocks.items() if e.label and k not in names})
     for key in room.members | set(room.links):
         if key not in names and (name := room.name_of(key)):
             names[key] = name
+    # a person blocked or muted by the name one of its devices here has: that device
+    here = {room.peer.person_blocked(k) or room.person_of(k) for k in names}
+    taken = names.keys() | here
+    names.update({k: e.label for k, e in room.peer.blocks.items() if e.label and k not in taken})
     try:
         found = find_key(spec, names, [*room.members, *room.peer.blocks, *room.hidden])
     except AmbiguousName as exc:
         return f"* {exc}"
     if found is None:
         return f"* nobody here is called {printable(spec)}; give their key (64 hex digits)"
-    if found in (room.peer.public_key, room.peer.identity_key):
+    if room.peer.identity_key in (found, room.person_of(found)) or found == room.peer.public_key:
         return "* that is you"
     return found
+
+
+def _devices(room: Room, person: bytes) -> str:
+    """How many device keys of `person` are caught with it (5.4), as the list says it."""
+    count = sum(1 for i in room.peer.block_devices.values() if i == person)
+    return f" ({count} device{'s' if count != 1 else ''})" if count else ""
 
 
 def block_command(room: Room, name: str, arg: str) -> list[str]:
@@ -52,7 +62,10 @@ def block_command(room: Room, name: str, arg: str) -> list[str]:
         flooding = sorted(room.flood_muted - set(room.peer.blocks))
         if not entries and not flooding:
             return ["* nobody is blocked or muted"]
-        lines = [f"*   {e.level}ed  {_label(room, e.key)}  {e.key.hex()}" for e in entries]
+        lines = [
+            f"*   {e.level}ed  {_label(room, e.key)}{_devices(room, e.key)}  {e.key.hex()}"
+            for e in entries
+        ]
         lines += [f"*   muted for flooding  {_label(room, k)}  {k.hex()}" for k in flooding]
         return lines
     if not arg:
@@ -63,14 +76,19 @@ def block_command(room: Room, name: str, arg: str) -> list[str]:
     who = _label(room, key)
     if name == "/block":
         room.block(key)
-        return [f"* blocked {who}: no link, nothing of theirs shown; /unblock to undo"]
+        person = room.peer.person_blocked(key) or key
+        more = _devices(room, person)
+        return [f"* blocked {who}{more}: no link, nothing of theirs shown; /unblock to undo"]
     if name == "/mute":
         room.mute(key)
-        return [f"* muted {who}: their messages are hidden; /unmute to undo"]
+        person = room.peer.person_blocked(key) or key
+        more = _devices(room, person)
+        return [f"* muted {who}{more}: their messages are hidden; /unmute to undo"]
     if name == "/unblock":
         done = room.unblock(key)
         return [f"* unblocked {who}" if done else f"* {who} was not blocked"]
     done = room.unmute(key)
-    if not done and room.peer.blocks.get(key, None) and room.peer.blocks[key].level == BLOCK:
+    entry = room.peer.blocks.get(room.peer.person_blocked(key) or key)
+    if not done and entry is not None and entry.level == BLOCK:
         return [f"* {who} is blocked, not muted: /unblock"]
     return [f"* unmuted {who}" if done else f"* {who} was not muted"]

@@ -35,7 +35,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -475,9 +475,16 @@ class Room:
     # --- blocks and mutes (docs/protocol.md 5.4) ------------------------------------
 
     def block(self, key: bytes) -> None:
-        """Block `key` in every room, for good (stored): no link, none of its messages
-        or files, not listed in `members`. It is not told. `unblock` undoes it."""
-        self.peer.block(key, self.name_of(key) or "")
+        """Block `key`'s person in every room, for good (stored): no link, none of its
+        messages or files, not listed in `members`. It is not told. `unblock` undoes it.
+        A device that showed a delegation blocks its identity, so all its devices (5.4)."""
+        self.peer.block(self._person(key), self.name_of(key) or "")
+
+    def _person(self, key: bytes) -> bytes:
+        person = self.peer.person_blocked(key) or self.person_of(key)
+        if person == self.peer.identity_key:
+            raise ValueError("one cannot block oneself")
+        return person
 
     def unblock(self, key: bytes) -> bool:
         return self.peer.unblock(key)
@@ -485,7 +492,7 @@ class Room:
     def mute(self, key: bytes) -> None:
         """Hide `key`'s messages (no `Message` events; they are still received, kept
         and acknowledged) and keep its link; stored, in every room."""
-        self.peer.mute(key, self.name_of(key) or "")
+        self.peer.mute(self._person(key), self.name_of(key) or "")
 
     def unmute(self, key: bytes) -> bool:
         """Show `key`'s messages again (a mute for flooding too)."""
@@ -703,6 +710,8 @@ class Room:
             self.refused_devices[refused.code] = self.refused_devices.get(refused.code, 0) + 1
             log.info("refused the delegation of %s: %s", member.hex()[:12], refused)
             return
+        if self.peer.device_seen(member, delegation.identity):
+            return  # a device of a blocked person: its link is closed (5.4)
         if self.devices.add(delegation):
             self._emit(Device(member, delegation.identity, delegation.label))
 
@@ -866,9 +875,15 @@ class Peer:
             self.public_key, list(nodes), self.config.mesh, random.Random().random, time.time()
         )
         self.blocks: dict[bytes, BlockEntry] = {}
-        """Keys blocked or muted (docs/protocol.md 5.4), as stored."""
+        """Keys blocked or muted (docs/protocol.md 5.4), as stored: a person's identity key,
+        or a key that is its own person."""
+        self.block_devices: dict[bytes, bytes] = {}
+        """Device keys that showed a delegation from a person in `blocks` (5.4), as stored:
+        device -> identity. `blocked` and `muted` hold them too."""
         self.blocked: frozenset[bytes] = frozenset()
         self.muted: frozenset[bytes] = frozenset()
+        self._unkept_devices: dict[bytes, bytes] = {}
+        """Devices of blocked people past what the store keeps: caught until we stop."""
         self._load_blocks()
         self.refused_blocked = 0
         """Offers, relinks and answers from blocked keys, dropped unanswered."""
@@ -1594,52 +1609,120 @@ class Peer:
     # --- blocks and mutes (docs/protocol.md 5.4) ----------------------------------------
 
     def _load_blocks(self) -> None:
-        """Blocks and mutes as stored, and the two sets every frame is checked against."""
+        """Blocks and mutes as stored, and the two sets every frame is checked against:
+        the keys stored and the devices remembered for them (a person, 5.4)."""
         self.blocks = self.store.blocks()
-        self.blocked = frozenset(k for k, e in self.blocks.items() if e.level == BLOCK)
-        self.muted = frozenset(k for k, e in self.blocks.items() if e.level == MUTE)
+        mine = (self.public_key, self.identity_key)
+        found = {**self.store.block_devices(), **self._unkept_devices}
+        self.block_devices = {d: i for d, i in found.items() if i in self.blocks and d not in mine}
+        for level in (BLOCK, MUTE):
+            keys = {k for k, e in self.blocks.items() if e.level == level}
+            keys |= {d for d, i in self.block_devices.items() if i in keys}
+            setattr(self, "blocked" if level == BLOCK else "muted", frozenset(keys))
 
-    def block(self, key: bytes, label: str = "") -> None:
-        """Block `key` everywhere, stored: its links close, the Mesh forgets it as a
-        member, the messaging cores stop delivering it. Nothing is sent to it."""
-        if key in (self.public_key, self.identity_key):
-            raise ValueError("one cannot block oneself")
-        self.store.set_block(key, BLOCK, label, int(time.time()))
-        self._load_blocks()
+    def person_blocked(self, key: bytes) -> bytes | None:
+        """The stored entry that catches `key` (itself, or the person it is a remembered
+        device of), if `key` is blocked or muted."""
+        if key in self.blocks:
+            return key
+        return self.block_devices.get(key)
+
+    def _devices_of(self, identity: bytes) -> set[bytes]:
+        """The keys that showed us a valid delegation from `identity`, in any room."""
+        found: set[bytes] = set()
         for room in self.rooms.values():
-            room.core.block(key)
-            room.flood_muted.discard(key)
-            state = self.mesh.rooms.get(room.key)
-            if state is not None and key in state.members:
-                self._hide(room.key, key, room.layer)
-                self.mesh.peer_left(room.key, key)
+            for key in room.members | set(room.links) | set(room.hidden):
+                if key != identity and room.person_of(key) == identity:
+                    found.add(key)
+        return found - {self.public_key}
+
+    def _remember_devices(self, identity: bytes, devices: Iterable[bytes]) -> None:
+        for device in devices:
+            if not self.store.set_block_device(device, identity):
+                log.warning("too many devices of blocked people kept; %s only until we stop",
+                            device.hex()[:12])  # fmt: skip
+                self._unkept_devices[device] = identity
+        self._load_blocks()
+
+    def _close_blocked(self, keys: Iterable[bytes]) -> None:
+        """Keys just blocked: their links close, the Mesh forgets them as members, the
+        messaging cores stop delivering them."""
+        for room in self.rooms.values():
+            for key in keys:
+                room.core.block(key)
+                room.flood_muted.discard(key)
+                state = self.mesh.rooms.get(room.key)
+                if state is not None and key in state.members:
+                    self._hide(room.key, key, room.layer)
+                    self.mesh.peer_left(room.key, key)
             room._service()
         self._drive()
 
+    def block(self, key: bytes, label: str = "") -> None:
+        """Block `key` everywhere, stored: its links close, the Mesh forgets it as a
+        member, the messaging cores stop delivering it. Nothing is sent to it. `key` is a
+        person: every device that showed us a delegation from it, now or later, is
+        blocked with it (docs/protocol.md 5.4)."""
+        if key in (self.public_key, self.identity_key):
+            raise ValueError("one cannot block oneself")
+        self.store.set_block(key, BLOCK, label, int(time.time()))
+        self._remember_devices(key, self._devices_of(key))
+        self._close_blocked({key} | {d for d, i in self.block_devices.items() if i == key})
+
+    def _release(self, key: bytes) -> set[bytes]:
+        """Forget the devices remembered for `key`; the keys it caught."""
+        caught = {key} | {d for d, i in self.block_devices.items() if i == key}
+        self.store.clear_block_devices(key)
+        for device in caught:
+            self._unkept_devices.pop(device, None)
+        return caught
+
     def unblock(self, key: bytes) -> bool:
-        """Undo `block`: the key is a member again where the node lists it."""
+        """Undo `block` (of `key`, or of the person `key` is a remembered device of): its
+        keys are members again where the node lists them."""
+        key = self.person_blocked(key) or key
         if not self.store.clear_block(key, BLOCK):
             return False
+        caught = self._release(key)
         self._load_blocks()
         now = time.time()
         for room in self.rooms.values():
-            room.core.unblock(key)
-            if key in room.hidden:
-                self.mesh.peer_joined(room.key, key, now, room.hidden.pop(key))
+            for each in caught:
+                room.core.unblock(each)
+                if each in room.hidden:
+                    self.mesh.peer_joined(room.key, each, now, room.hidden.pop(each))
         self._drive()
         return True
 
     def mute(self, key: bytes, label: str = "") -> None:
-        """Mute `key` everywhere, stored (a block of it becomes a mute)."""
+        """Mute `key` everywhere, stored (a block of it becomes a mute); a person, as
+        `block`."""
         if key in self.blocked:
             self.unblock(key)
         self.store.set_block(key, MUTE, label, int(time.time()))
-        self._load_blocks()
+        self._remember_devices(key, self._devices_of(key))
 
     def unmute(self, key: bytes) -> bool:
+        key = self.person_blocked(key) or key
         found = self.store.clear_block(key, MUTE)
+        if found:
+            self._release(key)
         self._load_blocks()
         return found
+
+    def device_seen(self, device: bytes, identity: bytes) -> bool:
+        """A member showed a valid delegation from `identity` (5.3). If that person is
+        blocked or muted the device is too, remembered; True if it is now blocked (its
+        link closes, what it said is no longer shown)."""
+        entry = self.blocks.get(identity)
+        if entry is None or device in (self.public_key, self.identity_key):
+            return False
+        if self.block_devices.get(device) != identity:
+            self._remember_devices(identity, [device])
+        if entry.level != BLOCK:
+            return False
+        self._close_blocked([device])
+        return True
 
     def _hide(self, room_key: bytes, key: bytes, layer: int | None) -> None:
         """A blocked key the node lists in a room: remembered, never a member."""

@@ -419,6 +419,45 @@ class PeerStore:
                 cursor = db.execute("DELETE FROM blocks WHERE key = ? AND level = ?", (key, level))
             return cursor.rowcount > 0
 
+    def set_block_device(self, device: bytes, identity: bytes) -> bool:
+        """Remember that `device` showed a delegation from `identity`, a person blocked or
+        muted (docs/protocol.md 5.4): a `meta` row, so the device is caught from our next
+        start on, before its link opens. False (not kept) past MAX_BLOCKS such rows."""
+        if len(device) != 32 or len(identity) != 32:
+            raise ValueError("keys are 32 bytes")
+        name = "block-device:" + device.hex()
+        with self._write() as db:
+            count = db.execute(
+                "SELECT count(*) FROM meta WHERE name LIKE 'block-device:%' AND name != ?", (name,)
+            ).fetchone()
+            if count[0] >= MAX_BLOCKS:
+                return False
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, identity.hex()))
+        return True
+
+    def clear_block_devices(self, identity: bytes) -> None:
+        """Forget the devices remembered for `identity` (it was unblocked or unmuted)."""
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM meta WHERE name LIKE 'block-device:%' AND value = ?", (identity.hex(),)
+            )
+
+    def block_devices(self) -> dict[bytes, bytes]:
+        """Device key -> the blocked or muted identity it showed a delegation from; a
+        damaged row is left out."""
+        found: dict[bytes, bytes] = {}
+        for name, value in self._db.execute(
+            "SELECT name, value FROM meta WHERE name LIKE 'block-device:%' LIMIT ?", (MAX_BLOCKS,)
+        ):
+            try:
+                device = bytes.fromhex(name.removeprefix("block-device:"))
+                identity = bytes.fromhex(value)
+            except (ValueError, AttributeError, TypeError):
+                continue
+            if len(device) == 32 and len(identity) == 32 and device != identity:
+                found[device] = identity
+        return found
+
     def blocks(self) -> dict[bytes, BlockEntry]:
         """Every key blocked or muted; a row that does not parse (a damaged store) is
         left out and logged, never a reason not to start."""
