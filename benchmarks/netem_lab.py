@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -74,7 +75,7 @@ def noise(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
 
     def summary(values: list[float]) -> dict[str, float]:
         ordered = sorted(values)
-        at95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        at95 = ordered[math.ceil(0.95 * len(ordered)) - 1]  # nearest rank
         return {
             "p50": round(statistics.median(ordered), 3),
             "p95": round(at95, 3),
