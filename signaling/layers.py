@@ -161,6 +161,10 @@ class RoomConfig:
     this recent (no decision rests on those: placement, checks and friends always read);
     0: never."""
     max_cached_reads: int = 256
+    hinted_ahead: int = 1
+    """Layers past the last one that placement reads when the room's size comes from seat
+    lists' hints alone (a node with no estimate of a room of three layers or more); with
+    the fast paths 2, so that hints one layer behind a growing room cost no probe round."""
     majority_seats: bool = False
     """The store of a seat list a join waits on (before its check) ends once a majority
     of the layer key's holders took it, the rest still sent (docs/protocol.md 2.5);
@@ -170,6 +174,7 @@ class RoomConfig:
         return replace(
             self,
             majority_seats=True,
+            hinted_ahead=2,
             quorum_reads=True,
             parallel_sign=True,
             cold_round=True,
@@ -186,6 +191,7 @@ class RoomConfig:
             early_decisions=False,
             read_cache_ttl=0.0,
             majority_seats=False,
+            hinted_ahead=1,
         )
 
 
@@ -385,6 +391,8 @@ class JoinState:
     """Rounds that found every layer read full: the room is bigger than this node knew."""
     found: Layer | None = None
     """The read of the layer chosen, whose members the new view starts from."""
+    hinted: bool = False
+    """The room's size came from seat lists' hints alone (a node with no estimate)."""
 
 
 class RoomCore:
@@ -568,6 +576,7 @@ class RoomCore:
             if layers == 1 or (layers == 2 and any(len(f.members) < size for f in found.values())):
                 self._place(job, found, t)
             else:
+                job.hinted = True
                 self._choose(job, t)
 
         job.reads += 2
@@ -688,7 +697,10 @@ class RoomCore:
                 picks.add(pick)
         # Past the last layer: the next one; after a round that found everything full,
         # galloping (last+1, +2, +4, ...) so a stale estimate costs O(log gap) rounds.
-        ahead = {last + 1} if not job.probes else {last + 2**i for i in range(2 * job.probes + 1)}
+        if job.probes:
+            ahead = {last + 2**i for i in range(2 * job.probes + 1)}
+        else:  # hints lag a growing room: a hinted size reads `hinted_ahead` layers past it
+            ahead = {last + 1 + i for i in range(self.config.hinted_ahead if job.hinted else 1)}
         candidates = sorted((picks | {last} | ahead) - job.excluded)
         candidates = [c for c in candidates if c <= MAX_LAYER]
         found: dict[int, Layer] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import statistics
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -204,3 +205,21 @@ def test_a_read_that_need_not_be_fresh_is_answered_from_one_just_made() -> None:
     net.members(people[1], ROOM)
     net.run(1.0)
     assert node.core.counters["read.cached"] == before + 1
+
+
+def test_a_cold_node_reads_two_layers_past_a_hinted_size_and_does_not_probe() -> None:
+    """2.5.2: the seat lists of the first layers were stored when their nodes knew a
+    smaller room; a node with no estimate reads two layers past the size their hints
+    give, so hints a layer behind cost it no probe round (without the rule: a probe)."""
+    probes = {}
+    for ahead in (1, 2):
+        net, homes = base.mesh(8, seed=17, config=RoomConfig(layer_size=4))
+        for node in homes:  # FastRoomNet gives every core the fast paths: 2, then this
+            node.core.config = replace(node.core.config, hinted_ahead=ahead)
+        fill_room(net, homes[:2], 8)  # layers 0 and 1: their lists' hints say 2 layers
+        fill_room(net, homes[2:4], 4)  # layer 2, by nodes the first two never hear of
+        newcomer = homes[6]
+        record = join_one(net, net.add_client(newcomer))
+        assert record.layer == 3 and record.refused is None
+        probes[ahead] = newcomer.core.counters["join.probe"]
+    assert probes[1] >= 1 and probes[2] == 0
