@@ -1,5 +1,6 @@
 // Block and mute in the page (docs/protocol.md 5.4): "Mute" and "Block" on each
-// member's row, each asking to confirm in a dialog; a "Blocked and muted" list in
+// member's row, each asking to confirm in a dialog (of the person: every device that
+// shows a delegation from its identity, 5.3); a "Blocked and muted" list in
 // the people panel with "Unblock" / "Unmute"; and the note a flood cut leaves
 // ("Muted X for flooding"). The rules live in peer.js (no link, no frames, not a
 // member) and the messaging core (kept, never delivered); this only shows them.
@@ -20,15 +21,19 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
+function devices(count) {
+  return count > 1 ? `all ${count} of their devices here and any they come back with` : "any other device of theirs";
+}
+
 const WHAT = {
-  block: (name) => ({
-    title: `Block ${name}?`,
-    text: `You will not connect to ${name}, nor see their messages or files, here or in any room, until you unblock them. They are not told: to them you will look unreachable.`,
+  block: (name, count) => ({
+    title: `Block ${name}${count > 1 ? ` (${count} devices)` : ""}?`,
+    text: `You will not connect to ${name} (${devices(count)}), nor see their messages or files, here or in any room, until you unblock them. They are not told: to them you will look unreachable.`,
     ok: "Block",
   }),
-  mute: (name) => ({
-    title: `Mute ${name}?`,
-    text: `Their messages will be hidden, in every room, until you unmute them. You stay connected, and they are not told.`,
+  mute: (name, count) => ({
+    title: `Mute ${name}${count > 1 ? ` (${count} devices)` : ""}?`,
+    text: `Their messages (${devices(count)}) will be hidden, in every room, until you unmute them. You stay connected, and they are not told.`,
     ok: "Mute",
   }),
 };
@@ -61,10 +66,21 @@ export function startBlocking(peer, host) {
   document.body.append(dialog);
   $("block-cancel").addEventListener("click", () => dialog.close("cancel"));
 
-  function hideMessages(key, hidden) {
+  function keysOf(person) {
+    // A person's keys we know: the key blocked or muted and the devices caught with it.
+    return [person, ...peer.devicesBlockedWith(person)];
+  }
+
+  function hideMessages(keys, hidden) {
     // Taken out of the page (the core keeps them); drawn again from the transcript.
-    if (hidden) for (const li of document.querySelectorAll(`#messages li[data-author="${key}"]`)) li.remove();
-    else host.redraw(key);
+    for (const key of keys) {
+      if (hidden) for (const li of document.querySelectorAll(`#messages li[data-author="${key}"]`)) li.remove();
+      else host.redraw(key);
+    }
+  }
+
+  function countLabel(count) {
+    return count > 1 ? ` (${count} devices)` : count === 1 ? " (1 device)" : "";
   }
 
   function render() {
@@ -74,14 +90,15 @@ export function startBlocking(peer, host) {
     const list = $("blocked");
     list.replaceChildren(
       ...entries.map(([key, level, label]) => {
-        const name = label ? `${label}·${key.slice(0, 4)}` : host.who(key);
+        const name = (label ? `${label}·${key.slice(0, 4)}` : host.who(key)) + countLabel(peer.devicesBlockedWith(key).length);
         const undo = level === BLOCK ? "Unblock" : "Unmute";
         const said = level === BLOCK ? "blocked" : level === "mute" ? "muted" : "muted for flooding";
         const button = el("button", { type: "button", className: "quiet", "aria-label": `${undo} ${name}` }, undo);
         button.addEventListener("click", async () => {
+          const keys = keysOf(key); // before the undo forgets its devices
           const done = level === BLOCK ? await peer.unblock(key) : await (room ?? peer).unmute(key);
           if (done) $("blocked-note").textContent = `${undo}ed ${name}.`;
-          hideMessages(key, false);
+          hideMessages(keys, false);
           render();
           refreshRows();
         });
@@ -94,7 +111,10 @@ export function startBlocking(peer, host) {
 
   function confirm(kind, key) {
     const name = host.who(key);
-    const what = WHAT[kind](name);
+    const room = host.room();
+    const person = room?.personOf?.(key) ?? key;
+    const count = person === key ? 1 : (room?.people?.().get(person)?.size ?? 1);
+    const what = WHAT[kind](name, count);
     $("block-dialog-title").textContent = what.title;
     $("block-dialog-text").textContent = what.text;
     $("block-ok").textContent = what.ok;
@@ -104,8 +124,8 @@ export function startBlocking(peer, host) {
       const room = host.room();
       if (kind === "block") await (room ?? peer).block(key);
       else await (room ?? peer).mute(key);
-      hideMessages(key, true);
-      $("blocked-note").textContent = `${kind === "block" ? "Blocked" : "Muted"} ${name}.`;
+      hideMessages([key, ...keysOf(peer.personBlocked(key) ?? key)], true);
+      $("blocked-note").textContent = `${kind === "block" ? "Blocked" : "Muted"} ${name}${count > 1 ? ` (${count} devices)` : ""}.`;
       render();
       refreshRows();
     };
@@ -153,11 +173,19 @@ export function startBlocking(peer, host) {
     block.addEventListener("click", () => confirm("block", event.author));
     const text = el("span", {}, `Muted ${name} for flooding: they sent faster than the room takes; `, el("span", { className: "dropped" }, String(event.dropped)), " messages dropped. ");
     host.note("", { className: "note problem", dataset: { flooding: event.author } }, text, block);
-    hideMessages(event.author, true);
+    hideMessages([event.author], true);
+    render();
+    refreshRows();
+  }
+
+  function onCaught(event) {
+    // A device showed a delegation from a person blocked or muted: what it said here
+    // before goes (the core keeps it for others), and the list counts it.
+    hideMessages([event.key], true);
     render();
     refreshRows();
   }
 
   render();
-  return { decorate, render, onFlooding };
+  return { decorate, render, onFlooding, onCaught };
 }

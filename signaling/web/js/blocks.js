@@ -1,7 +1,9 @@
 // Blocks and mutes as the browser keeps them (docs/protocol.md 5.4), the twin of
 // peer/blocks.py: one list in IndexedDB (the `identity` store, key `blocks`) of
 // {key: 64 hex, level: "block" | "mute", label: the name it had (at most 64
-// characters), since: Unix seconds}. Nothing here is on the wire. The list is read
+// characters), since: Unix seconds}, and beside it (key `blockDevices`) the device
+// keys that showed a delegation from a person in that list, [device, identity] pairs.
+// Nothing here is on the wire. The list is read
 // back through parseBlockList: a damaged or hand-edited entry is left out, never
 // a reason not to start.
 
@@ -44,4 +46,19 @@ export function parseBlockList(value) {
     }
   }
   return { entries, dropped };
+}
+
+export function parseBlockDevices(value) {
+  // The devices remembered for blocked or muted people (5.4), stored as a list of
+  // [device hex, identity hex]: a Map device -> identity, at most MAX_BLOCKS, bad
+  // pairs left out.
+  const found = new Map();
+  for (const item of Array.isArray(value) ? value.slice(0, MAX_BLOCKS) : []) {
+    if (!Array.isArray(item) || item.length !== 2) continue;
+    const [device, identity] = item;
+    if (typeof device === "string" && typeof identity === "string" && KEY.test(device) && KEY.test(identity) && device !== identity) {
+      found.set(device, identity);
+    }
+  }
+  return found;
 }

@@ -649,6 +649,9 @@ function onEvent(event) {
     case "flooding":
       ui.blocking?.onFlooding(event);
       break;
+    case "caught": // a device of a person blocked or muted (blocking.js, protocol 5.4)
+      ui.blocking?.onCaught(event);
+      break;
     case "gap":
       note(`${event.last - event.first + 1} messages of ${who(event.author)} could not be recovered`);
       break;

@@ -23,7 +23,7 @@
 // seats us (prewarm), and the page hears of the seat once that offer has gone.
 
 import { ProtocolError, fromHex, hex } from "./bytes.js";
-import { BLOCK, MAX_BLOCKS, MUTE, parseBlockList } from "./blocks.js";
+import { BLOCK, MAX_BLOCKS, MUTE, parseBlockDevices, parseBlockList } from "./blocks.js";
 import { generateIdentity, publicKeyBytes, randomBytes, requireWebCrypto, sign, verifier, verify } from "./crypto.js";
 import { DEFAULT_LIFETIME_MS, MAX_BYTES as MAX_DELEGATION_BYTES, REVOCATION_BYTES, Devices, checkDelegation, issueDelegation, issueRevocation, parseRevocation, people, serializeDelegation, serializeRevocation } from "./device.js";
 import { exportIdentity, importIdentity, keyPairFromSeed } from "./identityfile.js";
@@ -457,6 +457,7 @@ export class Room {
         }
         const d = await checkDelegation(data, member, Date.now());
         if (this.devices.revoked(d.identity, member)) throw new ProtocolError("revoked", "the identity took this device back");
+        if (this.peer.deviceSeen(member, d.identity)) return; // a blocked person's device: link closed (5.4)
         if (this.devices.add(d)) this.emit({ type: "device", key: member, identity: d.identity, label: d.label });
       } catch (error) {
         const code = error.code ?? "error";
@@ -704,8 +705,15 @@ export class Room {
     return !peer.blocked.has(key) && !peer.muted.has(key) && !this.floodMuted.has(key);
   }
 
+  personToBlock(key) {
+    // A block or mute is of a person (5.4): the identity a device showed, or the key.
+    const person = this.peer.personBlocked(key) ?? this.personOf(key);
+    if (person === this.peer.identityHex) throw new RangeError("one cannot block oneself");
+    return person;
+  }
+
   block(key) {
-    return this.peer.block(key, this.names.get(key) ?? this.core.nameOf(key) ?? "");
+    return this.peer.block(this.personToBlock(key), this.names.get(key) ?? this.core.nameOf(key) ?? "");
   }
 
   unblock(key) {
@@ -713,7 +721,7 @@ export class Room {
   }
 
   mute(key) {
-    return this.peer.mute(key, this.names.get(key) ?? this.core.nameOf(key) ?? "");
+    return this.peer.mute(this.personToBlock(key), this.names.get(key) ?? this.core.nameOf(key) ?? "");
   }
 
   async unmute(key) {
@@ -828,6 +836,7 @@ export class Peer {
     }
     peer.exportable = (await store.seed()) !== null;
     peer.name = name ?? (await store.name());
+    peer.blockDevices = parseBlockDevices(await store.get("identity", "blockDevices"));
     peer.useBlocks(parseBlockList(await store.blocks()).entries);
     if (name !== null) await store.saveName(name);
     return peer;
@@ -865,6 +874,7 @@ export class Peer {
     this.delegation = null;
     this.renewal = null;
     this.revocations = []; // devices this identity took back, shown on every link (5.3)
+    this.blockDevices = new Map(); // device hex -> a blocked or muted identity it showed (5.4)
     this.useBlocks(new Map()); // keys blocked or muted (blocks.js), as stored (5.4)
   }
 
@@ -1447,15 +1457,55 @@ export class Peer {
   // --- blocks and mutes (docs/protocol.md 5.4) ---
 
   useBlocks(entries) {
-    // Blocks and mutes as stored, and the two sets every frame and message is checked against.
+    // Blocks and mutes as stored, and the two sets every frame and message is checked
+    // against: the keys stored and the devices remembered for them (a person, 5.4).
     this.blocks = entries;
-    this.blocked = new Set([...entries.values()].filter((e) => e.level === BLOCK).map((e) => e.key));
-    this.muted = new Set([...entries.values()].filter((e) => e.level === MUTE).map((e) => e.key));
+    for (const [device, identity] of this.blockDevices) {
+      if (!entries.has(identity) || device === this.keyHex || device === this.identityHex) this.blockDevices.delete(device);
+    }
+    const at = (level) => {
+      const keys = new Set([...entries.values()].filter((e) => e.level === level).map((e) => e.key));
+      for (const [device, identity] of this.blockDevices) if (keys.has(identity)) keys.add(device);
+      return keys;
+    };
+    this.blocked = at(BLOCK);
+    this.muted = at(MUTE);
   }
 
   async saveBlocks() {
     this.useBlocks(this.blocks);
     await this.store.saveBlocks([...this.blocks.values()]);
+    await this.store.put("identity", "blockDevices", [...this.blockDevices]);
+  }
+
+  personBlocked(key) {
+    // The stored entry that catches `key` (itself, or the person it is a remembered
+    // device of), or null.
+    if (this.blocks.has(key)) return key;
+    return this.blockDevices.get(key) ?? null;
+  }
+
+  devicesOf(identity) {
+    // The keys that showed us a valid delegation from `identity`, in any room.
+    const found = new Set();
+    for (const room of this.rooms.values()) {
+      for (const key of [...room.members, ...room.links.keys(), ...room.hidden.keys()]) {
+        if (key !== identity && key !== this.keyHex && room.personOf(key) === identity) found.add(key);
+      }
+    }
+    return found;
+  }
+
+  devicesBlockedWith(identity) {
+    // The device keys caught with the person `identity` (remembered).
+    return [...this.blockDevices].filter(([, i]) => i === identity).map(([d]) => d);
+  }
+
+  remember(identity, devices) {
+    for (const device of devices) {
+      if (this.blockDevices.size >= MAX_BLOCKS && !this.blockDevices.has(device)) break;
+      this.blockDevices.set(device, identity);
+    }
   }
 
   async setBlock(key, level, label) {
@@ -1464,35 +1514,57 @@ export class Peer {
     const entry = { key, level, label: String(label ?? "").slice(0, 64), since: Math.floor(Date.now() / 1000) };
     this.blocks.delete(key);
     this.blocks.set(key, entry);
+    this.remember(key, this.devicesOf(key));
     await this.saveBlocks();
   }
 
-  async block(key, label = "") {
-    // Block `key` everywhere, stored: its links close, the Mesh forgets it as a member,
-    // the messaging cores stop delivering it. Nothing is sent to it.
-    await this.setBlock(key, BLOCK, label);
+  closeBlocked(keys) {
+    // Keys just blocked: their links close, the Mesh forgets them as members, the
+    // messaging cores stop delivering them.
     for (const room of this.rooms.values()) {
-      room.core.block(key);
-      room.floodMuted.delete(key);
-      if (this.mesh.rooms.get(room.key)?.members.has(key)) {
-        this.hide(room.key, key, room.layer);
-        this.mesh.peerLeft(room.key, key);
+      for (const key of keys) {
+        room.core.block(key);
+        room.floodMuted.delete(key);
+        if (this.mesh.rooms.get(room.key)?.members.has(key)) {
+          this.hide(room.key, key, room.layer);
+          this.mesh.peerLeft(room.key, key);
+        }
       }
       room.service();
     }
     this.drive();
   }
 
+  async block(key, label = "") {
+    // Block `key` everywhere, stored: its links close, the Mesh forgets it as a member,
+    // the messaging cores stop delivering it. Nothing is sent to it. `key` is a person:
+    // every device that showed us a delegation from it, now or later, is blocked with it.
+    await this.setBlock(key, BLOCK, label);
+    this.closeBlocked([key, ...this.devicesBlockedWith(key)]);
+  }
+
+  forgetDevices(key) {
+    // Forget the devices remembered for `key`; the keys it caught.
+    const caught = [key, ...this.devicesBlockedWith(key)];
+    for (const device of caught) this.blockDevices.delete(device);
+    return caught;
+  }
+
   async unblock(key) {
-    // Undo block: the key is a member again where the node lists it.
+    // Undo block (of `key`, or of the person `key` is a remembered device of): its keys
+    // are members again where the node lists them.
+    key = this.personBlocked(key) ?? key;
     if (this.blocks.get(key)?.level !== BLOCK) return false;
     this.blocks.delete(key);
+    const caught = this.forgetDevices(key);
     await this.saveBlocks();
     for (const room of this.rooms.values()) {
-      room.core.unblock(key);
-      if (room.hidden.has(key)) {
-        this.mesh.peerJoined(room.key, key, now(), room.hidden.get(key));
-        room.hidden.delete(key);
+      for (const each of caught) {
+        room.core.unblock(each);
+        if (room.hidden.has(each)) {
+          this.mesh.peerJoined(room.key, each, now(), room.hidden.get(each));
+          room.hidden.delete(each);
+        }
       }
     }
     this.drive();
@@ -1500,15 +1572,35 @@ export class Peer {
   }
 
   async mute(key, label = "") {
-    // Mute `key` everywhere, stored (a block of it becomes a mute).
+    // Mute `key` everywhere, stored (a block of it becomes a mute); a person, as block.
     if (this.blocked.has(key)) await this.unblock(key);
     await this.setBlock(key, MUTE, label);
   }
 
   async unmute(key) {
+    key = this.personBlocked(key) ?? key;
     if (this.blocks.get(key)?.level !== MUTE) return false;
     this.blocks.delete(key);
+    this.forgetDevices(key);
     await this.saveBlocks();
+    return true;
+  }
+
+  deviceSeen(device, identity) {
+    // A member showed a valid delegation from `identity` (5.3). If that person is
+    // blocked or muted the device is too, remembered, and the page told (a "caught"
+    // event: what it showed of the device goes); true if it is now blocked (its link
+    // closes).
+    const entry = this.blocks.get(identity);
+    if (!entry || device === this.keyHex || device === this.identityHex) return false;
+    if (this.blockDevices.get(device) !== identity) {
+      this.remember(identity, [device]);
+      this.useBlocks(this.blocks);
+      this.store.put("identity", "blockDevices", [...this.blockDevices]).catch(() => {});
+    }
+    this.emit({ type: "caught", key: device, identity, level: entry.level });
+    if (entry.level !== BLOCK) return false;
+    this.closeBlocked([device]);
     return true;
   }
 
