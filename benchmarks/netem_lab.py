@@ -99,6 +99,7 @@ def one(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
             "lab_wall_seconds": lab.extra.get("wall_seconds"),
             "sim_wall_seconds": round(time.perf_counter() - started, 1),
             "lab_cpu_seconds": lab.extra.get("cpu_seconds"),
+            "delay_line": lab.extra.get("router"),
             "load_average_1min": {"before": load_before, "after": lab.extra.get("load_average")},
             "errors": lab.errors[:10] + sim.errors[:10],
             "lookup": {

@@ -366,6 +366,11 @@ class NetemLab:
             "nodes": round(sum(cpu_seconds(p) for p in self.nodes.values()), 1),
         }
         samples.extra["load_average"] = round(os.getloadavg()[0], 1)
+        if self.router is not None:  # its counts: packets delayed, dropped, failed writes
+            self.router.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                stats = self.router.until(is_event("stats"), 5)
+                samples.extra["router"] = {k: v for k, v in stats.items() if k != "event"}
         return samples
 
     def close(self) -> None:

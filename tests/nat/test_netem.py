@@ -79,6 +79,9 @@ def test_every_lookup_and_join_is_answered(both: tuple[Samples, Samples]) -> Non
     assert not lab.errors and not sim.errors, (lab.errors, sim.errors)
     assert (len(lab.lookup_s), len(lab.join_s)) == (LOOKUPS, JOINS)
     assert (len(sim.lookup_s), len(sim.join_s)) == (LOOKUPS, JOINS)
+    # The delay line carried the traffic and wrote every packet it took.
+    router = lab.extra["router"]
+    assert router["packets"] > 1000 and router["errors"] == 0, router
     # 16 nodes, k = 20: every table holds nearly everyone, lookups find the closest.
     assert lab.lookup_found >= LOOKUPS - 6 and sim.lookup_found >= LOOKUPS - 6
 
