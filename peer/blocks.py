@@ -11,6 +11,7 @@ KEY finds a key (`find_key`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,23 @@ def parse_block_row(row: Any) -> BlockEntry:
     if type(since) is not int or not 0 <= since <= MAX_SINCE:
         raise BlockRecordError("a block's time is a non-negative integer")
     return BlockEntry(bytes(key), level, label, since)
+
+
+_HEX_KEY = re.compile("[0-9a-f]{64}")
+
+
+def parse_block_device(device: object, identity: object) -> tuple[bytes, bytes]:
+    """A remembered device of a person blocked or muted (docs/protocol.md 5.4): its key
+    and the identity's, each 64 lower-case hex digits, two different keys, as stored
+    (SQLite `meta` rows, IndexedDB `blockDevices`); BlockRecordError for anything else.
+    Never raises another exception."""
+    if not isinstance(device, str) or not isinstance(identity, str):
+        raise BlockRecordError("a blocked device and its identity are hex strings")
+    if not _HEX_KEY.fullmatch(device) or not _HEX_KEY.fullmatch(identity):
+        raise BlockRecordError("a blocked device and its identity are 64 lower-case hex")
+    if device == identity:
+        raise BlockRecordError("a device is not its own identity")
+    return bytes.fromhex(device), bytes.fromhex(identity)
 
 
 class AmbiguousName(LookupError):

@@ -29,7 +29,14 @@ from nacl.signing import SigningKey
 
 from signaling.protocol import load_or_create_seed
 
-from .blocks import MAX_BLOCKS, MAX_LABEL, BlockEntry, BlockRecordError, parse_block_row
+from .blocks import (
+    MAX_BLOCKS,
+    MAX_LABEL,
+    BlockEntry,
+    BlockRecordError,
+    parse_block_device,
+    parse_block_row,
+)
 from .messaging import Envelope
 
 log = logging.getLogger(__name__)
@@ -450,12 +457,10 @@ class PeerStore:
             "SELECT name, value FROM meta WHERE name LIKE 'block-device:%' LIMIT ?", (MAX_BLOCKS,)
         ):
             try:
-                device = bytes.fromhex(name.removeprefix("block-device:"))
-                identity = bytes.fromhex(value)
-            except (ValueError, AttributeError, TypeError):
+                device, identity = parse_block_device(name.removeprefix("block-device:"), value)
+            except BlockRecordError:
                 continue
-            if len(device) == 32 and len(identity) == 32 and device != identity:
-                found[device] = identity
+            found[device] = identity
         return found
 
     def blocks(self) -> dict[bytes, BlockEntry]:

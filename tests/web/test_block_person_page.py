@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from peer.blocks import BlockRecordError, parse_block_device
 from peer.device import Delegation
 from tests.peer.conftest import PeerFactory
 from tests.peer.test_devices_webrtc import move_identity, until_linked
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import PageFactory
-from .test_block_page import bodies, linked, state
+from .test_block_page import blocks_page, bodies, linked, state  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +151,30 @@ async def test_the_page_blocks_a_person_with_all_her_devices(
     await linked(page, tablet.public_key)
     await room_t.say("thanks")
     await says(page, tablet.public_key, "thanks")
+
+
+# --- the remembered devices' parser, the twin of peer.blocks.parse_block_device -----
+
+HEXISH = st.sampled_from(["ab" * 32, "cd" * 32, "AB" * 32, "ab" * 31, ""]) | st.text(max_size=3)
+PAIR = st.lists(HEXISH | st.none() | st.integers(), min_size=0, max_size=3)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(pairs=st.lists(PAIR | st.none() | st.text(max_size=2), max_size=6))
+async def test_property_the_remembered_devices_parse_as_python_reads_them(
+    blocks_page: Any,  # noqa: F811
+    pairs: list[Any],
+) -> None:
+    """The page keeps a [device, identity] pair exactly when peer/blocks.py keeps the
+    row, a later pair of one device replacing an earlier one (order is not kept)."""
+    got = await blocks_page.evaluate("(pairs) => [...window.b.parseBlockDevices(pairs)]", pairs)
+    want: dict[str, str] = {}
+    for item in pairs:
+        if not isinstance(item, list) or len(item) != 2:
+            continue
+        try:
+            device, identity = parse_block_device(item[0], item[1])
+        except BlockRecordError:
+            continue
+        want[device.hex()] = identity.hex()  # a later pair of one device replaces it
+    assert dict(got) == want and len(got) == len(want)
