@@ -3,15 +3,22 @@
 // them, and the conversation opened from the Contacts panel ("Message", with how many
 // of theirs are unread). A DM room is an ordinary room whose id only the pair computes
 // (friends.js dmRoom), where only the contact's keys get a link (peer.js Room.admits).
-// Every text reaches the DOM as text.
+// Files go as in any room (docs/protocol.md 5.2, transfer.js): the same offer bounds, the
+// small images the page shows inline taken unasked, any other file fetched on a click.
+// Unread counts are kept in IndexedDB, so a reload keeps them. Every text reaches the
+// DOM as text.
 
 import { hex } from "./bytes.js";
+import { INLINE_IMAGE_TYPES, OFFER_LIMITS, acceptRuleTakes } from "./files.js";
 import { dmRoom } from "./friends.js";
 import { readContent } from "./messaging.js";
 
 export const MAX_DM_ROOMS = 16; // DM rooms joined at once, at most
 const TICK_MS = 5000; // how often to look again at which DM rooms to be in
 const SHOWN = 200; // messages a conversation shows
+const FILES_SHOWN = OFFER_LIMITS.perMember; // files a conversation keeps, each way (as many as a sender offers)
+const MAX_UNREAD = 9999; // an unread count stops here
+const UNREAD_KEY = "dm-unread"; // where unread counts are kept (store "rooms"), one per contact
 const $ = (id) => document.getElementById(id);
 
 export function plan({ contacts, online, waiting, knocking, opened, joined, linked }) {
@@ -40,6 +47,16 @@ export function plan({ contacts, online, waiting, knocking, opened, joined, link
   return { join, leave };
 }
 
+export function size(bytes) {
+  const units = ["B", "KB", "MB", "GB"];
+  let i = 0;
+  while (bytes >= 1024 && i < units.length - 1) {
+    bytes /= 1024;
+    i++;
+  }
+  return `${bytes.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
 function textOf(env) {
   const content = readContent(env);
   if (content && typeof content.text === "string") return content.text;
@@ -55,7 +72,9 @@ export class DirectMessages {
     this.rooms = new Map(); // contact hex -> joined DM Room
     this.kept = new Set(); // contacts whose conversation the person opened
     this.stored = new Map(); // contact hex -> our messages waiting, read from IndexedDB
-    this.unread = new Map(); // contact hex -> their messages not seen yet
+    this.unread = new Map(); // contact hex -> their messages not seen yet (kept in IndexedDB)
+    this.files = new Map(); // contact hex -> Map(file id -> what the conversation shows of it)
+    this.saving = null;
     this.listeners = new Set();
     this.timer = null;
     peer.on((event) => this.onEvent(event));
@@ -120,8 +139,134 @@ export class DirectMessages {
     return [...this.friends.secrets.keys()].filter((c) => this.waiting(c) > 0);
   }
 
+  seen(contact, count) {
+    // Set a contact's unread count, and keep it for the next visit.
+    if (count) this.unread.set(contact, Math.min(count, MAX_UNREAD));
+    else this.unread.delete(contact);
+    this.saveUnread();
+  }
+
+  saveUnread() {
+    // One write at a time; a change during a write is written after it.
+    if (this.saving) {
+      this.saving.again = true;
+      return;
+    }
+    const write = async () => {
+      do {
+        this.saving.again = false;
+        const kept = {};
+        for (const [contact, count] of this.unread) if (this.friends.secrets.has(contact)) kept[contact] = count;
+        await this.peer.store.put("rooms", UNREAD_KEY, kept);
+      } while (this.saving.again);
+    };
+    this.saving = { again: false };
+    write()
+      .catch(() => {}) // a closed store: the counts live on in memory
+      .finally(() => (this.saving = null));
+  }
+
+  async loadUnread() {
+    // Counts for contacts we still have (a forgotten contact's go), each bounded.
+    const kept = (await this.peer.store.get("rooms", UNREAD_KEY)) ?? {};
+    if (typeof kept !== "object") return;
+    for (const [contact, count] of Object.entries(kept)) {
+      if (!this.friends.secrets.has(contact) || !Number.isSafeInteger(count) || count < 1) continue;
+      this.unread.set(contact, Math.min(count + (this.unread.get(contact) ?? 0), MAX_UNREAD));
+    }
+  }
+
+  filesOf(contact) {
+    let files = this.files.get(contact);
+    if (!files) this.files.set(contact, (files = new Map()));
+    return files;
+  }
+
+  keepFile(contact, item) {
+    // What the conversation shows of a file; the oldest of either side go past FILES_SHOWN.
+    const files = this.filesOf(contact);
+    const known = files.get(item.id);
+    if (known) return Object.assign(known, item, { at: known.at });
+    files.set(item.id, item);
+    const side = [...files.values()].filter((f) => f.mine === item.mine);
+    for (const old of side.slice(0, Math.max(0, side.length - FILES_SHOWN))) {
+      if (old.url) URL.revokeObjectURL(old.url);
+      files.delete(old.id);
+    }
+    return item;
+  }
+
+  async shareFiles(contact, list) {
+    // Offer files to the contact in the DM room (joined if it is not).
+    const room = await this.open(contact);
+    for (const file of list) {
+      try {
+        const offer = await room.sendFile(file);
+        const url = INLINE_IMAGE_TYPES.includes(offer.mime.toLowerCase()) ? URL.createObjectURL(file) : null;
+        this.keepFile(contact, { ...fileItem(offer, true), state: "offered", url });
+      } catch (error) {
+        $("dm-status").textContent = `Could not share ${file.name}: ${error.message}`;
+        continue;
+      }
+      this.render();
+    }
+  }
+
+  onFileEvent(contact, room, event) {
+    const files = this.filesOf(contact);
+    if (event.type === "file-offered") {
+      const { offer, earlier } = event;
+      const taken = acceptRuleTakes(room.transfers.autoAccept, offer, earlier); // the policy fetches it now
+      if (files.get(offer.id)?.state === "done") return;
+      this.keepFile(contact, { ...fileItem(offer, false), state: taken ? "getting" : "offered", earlier });
+      if (!this.showing(contact)) this.seen(contact, (this.unread.get(contact) ?? 0) + 1);
+      return;
+    }
+    const item = files.get(event.id);
+    if (!item) return;
+    if (event.type === "file-progress") {
+      item.done = event.done;
+      if (!item.mine) item.state = "getting";
+      const bar = document.querySelector(`#dm-messages li[data-file="${item.id}"] progress`);
+      if (bar && this.showing(contact)) {
+        bar.value = event.done;
+        return true; // shown in place
+      }
+    } else if (event.type === "file-done" && event.blob) {
+      item.state = "done";
+      item.done = item.size;
+      item.url = URL.createObjectURL(event.blob);
+    } else if (event.type === "file-done") {
+      item.delivered = true;
+    } else if (event.type === "file-failed") {
+      item.state = "failed";
+      item.reason = event.reason;
+    }
+    return false;
+  }
+
+  getFile(contact, id) {
+    const room = this.rooms.get(contact);
+    const item = this.files.get(contact)?.get(id);
+    if (!room || !item) return;
+    if (!room.transfers.offers.has(id)) {
+      item.state = "failed";
+      item.reason = "no longer offered (it got old, or they left)";
+    } else {
+      room.acceptFile(id);
+      item.state = "getting";
+      item.done = 0;
+    }
+    this.render(`get:${id}`);
+  }
+
   async start() {
     // What waits since the last visit, from IndexedDB, then a look every tickMs.
+    try {
+      await this.loadUnread();
+    } catch {
+      // nothing kept, or a store we cannot read: counts start again from nothing
+    }
     for (const contact of this.friends.secrets.keys()) {
       const key = await this.roomKey(contact);
       const state = await this.peer.store.roomState(key);
@@ -157,8 +302,12 @@ export class DirectMessages {
     const room = event.room;
     if (!room || room.contact === null || room.contact === undefined) return;
     const contact = room.contact;
-    if (event.type === "message" && !event.mine && !this.showing(contact)) {
-      this.unread.set(contact, (this.unread.get(contact) ?? 0) + 1);
+    if (event.type === "message" && !event.mine && !this.showing(contact) && textOf(event.env) !== null) {
+      this.seen(contact, (this.unread.get(contact) ?? 0) + 1);
+    }
+    if (event.type.startsWith("file-")) {
+      if (!this.onFileEvent(contact, room, event)) this.changed(contact);
+      return;
     }
     if (["message", "dm-delivered", "connected", "disconnected"].includes(event.type)) {
       if (event.type === "dm-delivered") this.friends.setKnocks(this.waitingContacts());
@@ -198,7 +347,7 @@ export class DirectMessages {
     $("dm-text").setAttribute("aria-label", `Message to ${contact.petname}`);
     $("dm-close").setAttribute("aria-label", `Close the conversation with ${contact.petname}`);
     $("dm-messages").setAttribute("aria-label", `Messages with ${contact.petname}`);
-    this.unread.delete(contact.key);
+    this.seen(contact.key, 0);
     this.render();
     this.friends.changed(); // the unread count on the row goes
     $("dm-form").onsubmit = async (event) => {
@@ -213,6 +362,12 @@ export class DirectMessages {
         return;
       }
       this.render();
+    };
+    $("dm-file-button").setAttribute("aria-label", `Share a file with ${contact.petname}`);
+    $("dm-file").onchange = () => {
+      const list = [...$("dm-file").files];
+      $("dm-file").value = "";
+      this.shareFiles(contact.key, list).catch((error) => ($("dm-status").textContent = `Not shared: ${error.message}`));
     };
     $("dm-close").onclick = () => {
       panel.hidden = true;
@@ -229,13 +384,24 @@ export class DirectMessages {
     this.render();
   }
 
-  render() {
+  render(focus = null) {
     const view = this.view;
     if (!view || $("dm-panel")?.hidden) return;
     const room = this.rooms.get(view.contact);
     const list = $("dm-messages");
+    // a button or link in the list keeps the keyboard's focus across the redraw
+    const active = document.activeElement;
+    focus ??= list.contains(active) ? active.dataset.focus : null;
     list.replaceChildren();
-    for (const env of room ? room.transcript().slice(-SHOWN) : []) {
+    const rows = [];
+    for (const env of room ? room.transcript().slice(-SHOWN) : []) rows.push({ at: env.ts, env });
+    for (const item of this.files.get(view.contact)?.values() ?? []) rows.push({ at: item.at, item });
+    rows.sort((a, b) => a.at - b.at);
+    for (const { env, item } of rows) {
+      if (item) {
+        list.append(this.fileRow(item, view.petname));
+        continue;
+      }
       const text = textOf(env);
       if (text === null) continue;
       const mine = env.author === this.peer.keyHex;
@@ -253,6 +419,11 @@ export class DirectMessages {
       list.append(li);
     }
     list.scrollTop = list.scrollHeight;
+    if (focus) {
+      const [kind, id] = focus.split(":");
+      const next = list.querySelector(`[data-focus="${focus}"]`) ?? (kind === "get" ? list.querySelector(`[data-focus="save:${id}"]`) : null);
+      (next ?? $("dm-text")).focus();
+    }
     const waiting = this.waiting(view.contact);
     const here = room?.contactLinked();
     let status;
@@ -261,6 +432,53 @@ export class DirectMessages {
     else status = `${view.petname} is not here now; what you write waits until you both are online.`;
     $("dm-status").textContent = status;
   }
+
+  fileRow(item, petname) {
+    // A file in the conversation: offered, on its way, there (an image inline), or failed.
+    const make = (tag, props = {}) => Object.assign(document.createElement(tag), props);
+    const li = make("li", { className: `file ${item.mine ? "mine" : "theirs"}` });
+    li.dataset.file = item.id;
+    li.dataset.state = item.state;
+    const what = `${item.name} (${size(item.size)})`;
+    const verb = item.mine ? "shared" : item.state === "offered" ? (item.earlier ? "shared earlier" : "offers") : "shared";
+    li.append(make("span", { className: "who", textContent: item.mine ? "You" : petname }), make("span", { className: "text", textContent: `${verb} ${what}` }));
+    const image = item.url && INLINE_IMAGE_TYPES.includes(item.mime.toLowerCase());
+    if (image) {
+      const img = make("img", { src: item.url, alt: item.name });
+      img.addEventListener("load", () => ($("dm-messages").scrollTop = $("dm-messages").scrollHeight));
+      li.append(img);
+    }
+    if (!item.mine && (item.state === "offered" || item.state === "getting")) {
+      // stays while the file comes (the keyboard's focus with it), then gives way to Save
+      const getting = item.state === "getting";
+      const get = make("button", { type: "button", className: "get", textContent: getting ? "Getting" : "Get" });
+      get.setAttribute("aria-label", `${getting ? "Getting" : "Get"} ${item.name} (${size(item.size)})`);
+      if (getting) get.setAttribute("aria-disabled", "true");
+      get.dataset.focus = `get:${item.id}`;
+      get.addEventListener("click", () => getting || this.getFile(this.view.contact, item.id));
+      li.append(get);
+    }
+    if (item.state === "getting" || (item.mine && item.done && item.done < item.size)) {
+      const bar = make("progress", { max: item.size || 1, value: item.done ?? 0 });
+      bar.setAttribute("aria-label", `${item.mine ? "Sending" : "Receiving"} ${item.name}`);
+      li.append(bar);
+    }
+    if (!item.mine && item.state === "done") {
+      const save = make("a", { href: item.url, download: item.name, className: "download", textContent: "Save" });
+      save.setAttribute("aria-label", `Save ${item.name}`);
+      save.dataset.focus = `save:${item.id}`;
+      save.dataset.sha256 = item.sha256;
+      li.append(save);
+    }
+    if (item.mine) li.append(make("span", { className: "tick", textContent: item.delivered ? `✓ ${petname} has it` : "offered" }));
+    if (item.state === "failed") li.append(make("span", { className: "failed", textContent: `failed: ${item.reason}` }));
+    return li;
+  }
+}
+
+function fileItem(offer, mine) {
+  const { id, name, size: bytes, mime, sha256 } = offer;
+  return { id, name, size: bytes, mime, sha256, mine, at: Date.now(), done: 0 };
 }
 
 function ensurePanel() {
@@ -278,7 +496,18 @@ function ensurePanel() {
   status.setAttribute("role", "status");
   const form = make("form", { id: "dm-form", autocomplete: "off" });
   const input = make("input", { id: "dm-text", type: "text", maxLength: 4000 });
-  form.append(input, make("button", { type: "submit", textContent: "Send" }));
+  const share = make("button", { id: "dm-file-button", type: "button", className: "quiet", textContent: "Share a file" });
+  const chooser = make("input", { id: "dm-file", type: "file", multiple: true, hidden: true, tabIndex: -1 });
+  chooser.setAttribute("aria-label", "Files to share");
+  share.addEventListener("click", () => chooser.click());
+  // Enter clicks a button on key down, where Chromium opens no file chooser: open it on key up.
+  share.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") event.preventDefault();
+  });
+  share.addEventListener("keyup", (event) => {
+    if (event.key === "Enter") chooser.click();
+  });
+  form.append(input, make("button", { type: "submit", textContent: "Send" }), share, chooser);
   panel.append(head, list, status, form);
   $("contacts-panel").after(panel);
   return panel;
