@@ -159,3 +159,41 @@ async def test_blocking_a_device_key_blocks_its_person_in_the_chat_and_mute_too(
     assert alice.blocks[ana].level == "block"
     await seen.until(lambda: laptop.public_key not in room_a.links)
     seen.stop()
+
+
+async def test_a_device_that_talked_before_showing_its_delegation_is_taken_back(
+    signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path
+) -> None:
+    """Ana is blocked; a new device of hers talks first without a delegation (a stranger,
+    shown), then shows one (as a renewal sends it): its link closes at that frame, what
+    it said leaves the transcript, and nothing after it is shown. Bob, who blocked no
+    one, keeps it all in the room's one order."""
+    (node,) = await signaling_mesh(1)
+    ana = await peers("ana", [node.url])  # the identity itself, blocked by key
+    alice = await peers("alice", [node.url])
+    bob = await peers("bob", [node.url])
+    alice.block(ana.identity_key, "ana")
+    room_a, room_b = await alice.join(URL), await bob.join(URL)
+    await linked(room_a, bob.public_key)
+    seen = Seen(room_a)
+    move_identity(tmp_path / "ana", tmp_path / "ana-tablet")
+    tablet = await peers("ana-tablet", [node.url], device="tablet")
+    delegation, tablet.delegation = tablet.delegation, None
+    room_t = await tablet.join(URL)
+    await until_linked(room_t, {alice.public_key, bob.public_key})
+    await room_t.say("hi, new here")
+    await seen.until(lambda: seen.messages(tablet.public_key) == ["hi, new here"])
+    assert tablet.public_key not in alice.blocked  # no delegation: its own key
+    tablet.delegation = delegation
+    for link in room_t.links.values():
+        link.send(tablet.device_frame())
+    await seen.until(lambda: tablet.public_key in alice.blocked)
+    await seen.until(lambda: tablet.public_key not in room_a.links)
+    assert alice.block_devices == {tablet.public_key: ana.identity_key}
+    await room_t.say("still here?")
+    await seen.until(lambda: sum(tablet.public_key == e.author for e in room_b.transcript()) == 2)
+    await asyncio.sleep(1.0)
+    assert seen.messages(tablet.public_key) == ["hi, new here"]  # nothing after
+    assert all(e.author != tablet.public_key for e in room_a.transcript())
+    assert room_b.person_of(tablet.public_key) == ana.identity_key  # Bob blocked no one
+    seen.stop()
