@@ -620,7 +620,7 @@ async def command(
         if name in CONTACT_COMMANDS:
             return await contact_command(room, name, arg)
         if name in DM_COMMANDS:
-            return await dm_command(room, arg)
+            return await dm_command(room, arg, out)
         if name == "/send":
             return await send_file(room, screen, arg)
         if name == "/layers":

@@ -228,3 +228,61 @@ async def test_a_file_goes_through_a_dm_like_any_room(
     done = await next_of(dm_b, FileDone, within=30)
     assert done.path is not None and done.path.read_bytes() == source.read_bytes()
     assert done.sender == ana.public_key
+
+
+async def test_the_chat_offers_and_gets_files_in_a_dm(
+    tmp_path: Path, signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    """`/dm NAME /send PATH` offers a file to the contact; their chat prints the offer,
+    numbered for `/dm NAME /get N`, which saves the very bytes."""
+    from peer.cli import command
+    from peer.dm_cli import dm_line
+    from peer.peer import FileDone, FileOffered
+
+    (node,) = await signaling_mesh(1)
+    ana = await peers("ana", [node.url])
+    ben = await peers("ben", [node.url])
+    await befriend(ana, ben)
+    here_a, here_b = await ana.join(URL + "/a"), await ben.join(URL + "/b")
+    dm_b = await ben.open_dm(ana.identity_key)
+    await connected(await ana.open_dm(ben.identity_key))
+    assert await command(here_a, "/dm ben hello") == []
+    assert await texts(dm_b, 1) == ["hello"]
+    assert await command(here_a, "/dm ben /send") == ["* /dm ben /send takes a file's path"]
+    assert await command(here_a, "/dm ben /send /no/such/file") == ["* no such file: /no/such/file"]
+    assert await command(here_b, "/dm ana /get 1") == ["* ana offered no file numbered 1"]
+    assert await command(here_b, "/dm ana /get") == ["* ana offers no files now"]
+
+    for sender, room_s, receiver, room_r, dm_r, name_s in (
+        (ana, here_a, ben, here_b, dm_b, "ana"),
+        (ben, here_b, ana, here_a, None, "ben"),
+    ):
+        name_r = "ben" if name_s == "ana" else "ana"
+        dm_r = dm_r or receiver.dm_rooms[sender.identity_key]
+        source = tmp_path / f"from-{name_s}.bin"
+        source.write_bytes(name_s.encode() * 100_000)
+        assert await command(room_s, f"/dm {name_r} /send {source}") == [
+            f"[dm {name_r}] * you offer from-{name_s}.bin (300.0 kB)"
+        ]
+        offered = await next_of(dm_r, FileOffered, within=30)
+        assert dm_line(dm_r, offered) == (
+            f"[dm {name_s}] * {name_s} offers from-{name_s}.bin (300.0 kB) "
+            f"\u2014 /dm {name_s} /get 1"
+        )
+        assert dm_line(dm_r, offered) is None  # told once
+        listed = await command(room_r, f"/dm {name_s} /get")
+        assert listed == [
+            f"* files {name_s} offers:",
+            f"*   /dm {name_s} /get 1  from-{name_s}.bin (300.0 kB)",
+        ]
+        inbox = tmp_path / f"inbox-{name_r}"
+        inbox.mkdir()
+        out = inbox
+        assert await command(room_r, f"/dm {name_s} /get 1", out=out) == [
+            f"[dm {name_s}] * getting from-{name_s}.bin"
+        ]
+        done = await next_of(dm_r, FileDone, within=30)
+        assert done.path is not None and done.path.read_bytes() == source.read_bytes()
+        assert dm_line(dm_r, done) == (
+            f"[dm {name_s}] * saved from {name_s}: {done.path} (300.0 kB, verified)"
+        )
