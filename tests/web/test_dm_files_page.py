@@ -175,3 +175,22 @@ async def test_unread_counts_survive_a_reload(
         assert await page.locator("#contacts li .dm-open").get_attribute("aria-label") == (
             "Message Ana"
         )
+        # What IndexedDB holds is read with care: a count for no contact, a count that is
+        # not a count, or a huge one, never shows as such.
+        stranger = "ab" * 32
+        await page.evaluate(
+            """([ana, stranger]) => window.pagemesh.peer.store.put("rooms", "dm-unread",
+                 {[ana]: 1e12, [stranger]: 4, junk: "x"})""",
+            [ana.identity_key.hex(), stranger],
+        )
+        await page.reload()
+        await page.wait_for_selector("body[data-contacts=ready]")
+        row = page.locator("#contacts li .dm-open")
+        await page.locator("#contacts li .dm-open[data-unread='9999']").wait_for(timeout=15_000)
+        assert await row.get_attribute("aria-label") == "Message Ana, 9999 unread"
+        await page.evaluate(
+            """() => window.pagemesh.peer.store.put("rooms", "dm-unread", ["not", "a", "map"])"""
+        )
+        await page.reload()
+        await page.wait_for_selector("body[data-contacts=ready]")
+        assert await row.get_attribute("aria-label") == "Message Ana"
