@@ -24,7 +24,7 @@ from tests.peer.test_devices_webrtc import move_identity, until_linked
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import PageFactory
-from .test_block_page import blocks_page, bodies, linked, state  # noqa: F401  (a fixture)
+from .test_block_page import blocks_page, bodies, linked, shots, state  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +146,11 @@ async def test_the_page_blocks_a_person_with_all_her_devices(
     entry = page.locator(f'#blocked li[data-key="{ana.hex()}"]')
     assert await page.locator("#blocked li").count() == 1
     name = await entry.locator(".name").text_content()
-    assert name is not None and name.endswith(f"·{ana.hex()[:4]} (3 devices)"), name
+    assert name is not None and name.endswith(f"·{ana.hex()[:4]}"), name
+    assert await entry.locator(".devices").text_content() == "(3 devices)"
+    label = await entry.locator("button").get_attribute("aria-label")
+    assert label == f"Unblock {name} (3 devices)"
+    await shots(page, "person-list", "#blocked-panel")
     await entry.locator("button").click()
     await linked(page, tablet.public_key)
     await room_t.say("thanks")

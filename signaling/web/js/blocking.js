@@ -90,10 +90,11 @@ export function startBlocking(peer, host) {
     const list = $("blocked");
     list.replaceChildren(
       ...entries.map(([key, level, label]) => {
-        const name = (label ? `${label}·${key.slice(0, 4)}` : host.who(key)) + countLabel(peer.devicesBlockedWith(key).length);
+        const name = label ? `${label}·${key.slice(0, 4)}` : host.who(key);
+        const devices = countLabel(peer.devicesBlockedWith(key).length).trim();
         const undo = level === BLOCK ? "Unblock" : "Unmute";
         const said = level === BLOCK ? "blocked" : level === "mute" ? "muted" : "muted for flooding";
-        const button = el("button", { type: "button", className: "quiet", "aria-label": `${undo} ${name}` }, undo);
+        const button = el("button", { type: "button", className: "quiet", "aria-label": `${undo} ${name}${devices ? ` ${devices}` : ""}` }, undo);
         button.addEventListener("click", async () => {
           const keys = keysOf(key); // before the undo forgets its devices
           const done = level === BLOCK ? await peer.unblock(key) : await (room ?? peer).unmute(key);
@@ -102,7 +103,8 @@ export function startBlocking(peer, host) {
           render();
           refreshRows();
         });
-        return el("li", { dataset: { key, level } }, el("span", { className: "name" }, name), " ", el("span", { className: "hint" }, said), " ", button);
+        const count = devices ? el("span", { className: "hint devices" }, devices) : null;
+        return el("li", { dataset: { key, level } }, el("span", { className: "name" }, name), " ", count, count && " ", el("span", { className: "hint" }, said), " ", button);
       }),
     );
     $("blocked-title").textContent = entries.length ? `Blocked and muted (${entries.length})` : "Blocked and muted";
