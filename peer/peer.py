@@ -56,7 +56,7 @@ from signaling.protocol import (
 )
 
 from . import mesh
-from .blocks import BLOCK, MUTE, BlockEntry
+from .blocks import BLOCK, MAX_BLOCKS, MUTE, BlockEntry
 from .device import (
     DEFAULT_LIFETIME_MS,
     MAX_BYTES,
@@ -1642,6 +1642,8 @@ class Peer:
                 log.warning("too many devices of blocked people kept; %s only until we stop",
                             device.hex()[:12])  # fmt: skip
                 self._unkept_devices[device] = identity
+                while len(self._unkept_devices) > MAX_BLOCKS:  # bounded: the oldest goes
+                    del self._unkept_devices[next(iter(self._unkept_devices))]
         self._load_blocks()
 
     def _close_blocked(self, keys: Iterable[bytes]) -> None:

@@ -1503,8 +1503,10 @@ export class Peer {
 
   remember(identity, devices) {
     for (const device of devices) {
-      if (this.blockDevices.size >= MAX_BLOCKS && !this.blockDevices.has(device)) break;
+      this.blockDevices.delete(device);
       this.blockDevices.set(device, identity);
+      // bounded: the oldest goes (caught again if it shows its delegation again)
+      while (this.blockDevices.size > MAX_BLOCKS) this.blockDevices.delete(this.blockDevices.keys().next().value);
     }
   }
 
