@@ -157,6 +157,38 @@ async def test_the_page_blocks_a_person_with_all_her_devices(
     await says(page, tablet.public_key, "thanks")
 
 
+async def test_the_page_mutes_a_person_on_all_her_devices_and_keeps_the_links(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory, tmp_path: Path
+) -> None:
+    (node,) = await signaling_mesh(1)
+    laptop = await peers("ana-laptop", [node.url], device="laptop")
+    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
+    phone = await peers("ana-phone", [node.url], device="phone")
+    room_l, room_p = await laptop.join(ROOM), await phone.join(ROOM)
+    page = await open_page(node, "alice", room=ROOM)
+    for key in (laptop.public_key, phone.public_key):
+        await linked(page, key)
+    await room_p.say("before")
+    await says(page, phone.public_key, "before")
+    await page.click(f'#members li[data-key="{laptop.public_key.hex()}"] .mute-member')
+    title = await page.text_content("#block-dialog-title")
+    assert title is not None and re.fullmatch(r"Mute .+ \(2 devices\)\?", title), title
+    await page.click("#block-ok")
+    await page.wait_for_function(
+        "(k) => !document.querySelector(`#messages li[data-author='${k}']`)",
+        arg=phone.public_key.hex(),
+    )  # what the phone said goes too
+    await room_l.say("muted laptop")
+    await room_p.say("muted phone")
+    await asyncio.sleep(1.0)
+    for key in (laptop.public_key, phone.public_key):
+        assert await bodies(page, key) == []
+        seen = await state(page, key)
+        assert seen["linked"] and seen["member"]  # a mute keeps the links
+    stored = await page.evaluate("[...window.pagemesh.peer.blocks.keys()]")
+    assert stored == [laptop.identity_key.hex()]
+
+
 # --- the remembered devices' parser, the twin of peer.blocks.parse_block_device -----
 
 HEXISH = st.sampled_from(["ab" * 32, "cd" * 32, "AB" * 32, "ab" * 31, ""]) | st.text(max_size=3)
