@@ -225,7 +225,9 @@ class PeerLink:
         self._sign = sign
         self.pc = RTCPeerConnection(config)
         self.control = self.pc.createDataChannel(CONTROL_LABEL, negotiated=True, id=0)
-        retrigger_in_progress_checks(self.pc.sctp.transport.transport.iceGatherer._connection)
+        sctp = self.pc.sctp  # made by the first data channel
+        assert sctp is not None
+        retrigger_in_progress_checks(sctp.transport.transport.iceGatherer._connection)
         self.open = False
         self.ever_open = False
         self.closed = False
