@@ -128,7 +128,8 @@ async def test_files_both_ways_in_a_dm_an_image_inline_a_file_on_request(
             await page.set_viewport_size({"width": width, "height": height})
             if width < 600 and not await page.locator("#dm-panel").is_visible():
                 await page.click("#people-toggle")
-            await page.locator("#dm-panel").scroll_into_view_if_needed()
+            await page.locator("#dm-form").scroll_into_view_if_needed()
+            assert await page.locator("#dm-file-button").is_visible()
             await page.screenshot(path=str(ARTIFACTS / f"dm-files-{width}x{height}.png"))
             assert await accessibility_problems(page, f"{width}x{height}") == []
 
