@@ -248,8 +248,8 @@ export class DirectMessages {
   getFile(contact, id) {
     const room = this.rooms.get(contact);
     const item = this.files.get(contact)?.get(id);
-    if (!room || !item) return;
-    if (!room.transfers.offers.has(id)) {
+    if (!item) return;
+    if (!room?.transfers.offers.has(id)) {
       item.state = "failed";
       item.reason = "no longer offered (it got old, or they left)";
     } else {
