@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .files import FileOffer
@@ -164,6 +166,30 @@ class ChatScreen:
     @property
     def holding(self) -> bool:
         return bool(self._history or self._arriving or self._earlier)
+
+    def take(
+        self, arg: str, out: Path, unknown: Callable[[int], str], gone: Callable[[int], str]
+    ) -> _Numbered | str:
+        """/get N: start downloading offer number `arg` into `out`. The offer taken, or
+        the line that says why not (`unknown(N)`: no such number, `gone(N)`: no longer
+        offered)."""
+        try:
+            number = int(arg)
+        except ValueError:
+            return f"* /get takes a file's number, not {printable(arg)!r}"
+        file_id = self.numbers.get(number)
+        numbered = self.offers.get(file_id) if file_id is not None else None
+        if file_id is None or numbered is None:
+            return unknown(number)
+        if file_id in self.room.transfers.incoming:
+            return f"* {printable(numbered.offer.name)} is on its way"
+        try:
+            self.room.accept_file(file_id, out)
+        except KeyError:
+            return gone(number)
+        except OSError as exc:
+            return f"* cannot save into {printable(str(out))}: {printable(str(exc))}"
+        return numbered
 
     def feed(self, event: Any) -> list[str]:
         if isinstance(event, Message):

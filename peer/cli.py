@@ -668,22 +668,14 @@ def get_file(room: Room, screen: ChatScreen, arg: str, out: Path) -> list[str]:
             if n.offer.id in room.transfers.offers
         ]
         return ["* files you can get:", *listed] if listed else ["* no files on offer"]
-    try:
-        number = int(arg)
-    except ValueError:
-        return [f"* /get takes a file's number, not {printable(arg)!r}"]
-    file_id = screen.numbers.get(number)
-    numbered = screen.offers.get(file_id) if file_id is not None else None
-    if file_id is None or numbered is None:
-        return [f"* no file numbered {number}"]
-    if file_id in room.transfers.incoming:
-        return [f"* {printable(numbered.offer.name)} is on its way"]
-    try:
-        room.accept_file(file_id, out)
-    except KeyError:
-        return [f"* file {number} is no longer offered (its sender left, or it got old)"]
-    except OSError as exc:
-        return [f"* cannot save into {printable(str(out))}: {printable(str(exc))}"]
+    numbered = screen.take(
+        arg,
+        out,
+        unknown=lambda n: f"* no file numbered {n}",
+        gone=lambda n: f"* file {n} is no longer offered (its sender left, or it got old)",
+    )
+    if isinstance(numbered, str):
+        return [numbered]
     sender = member_label(room, numbered.sender)
     return [f"* getting {printable(numbered.offer.name)} from {sender}"]
 

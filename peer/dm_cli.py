@@ -155,22 +155,14 @@ def get_dm_file(dm: Room, arg: str, out: Path) -> list[str]:
             if n.offer.id in dm.transfers.offers
         ]
         return [f"* files {name} offers:", *listed] if listed else [f"* {name} offers no files now"]
-    try:
-        number = int(arg)
-    except ValueError:
-        return [f"* /get takes a file's number, not {printable(arg)!r}"]
-    file_id = screen.numbers.get(number)
-    numbered = screen.offers.get(file_id) if file_id is not None else None
-    if file_id is None or numbered is None:
-        return [f"* {name} offered no file numbered {number}"]
-    if file_id in dm.transfers.incoming:
-        return [f"* {printable(numbered.offer.name)} is on its way"]
-    try:
-        dm.accept_file(file_id, out)
-    except KeyError:
-        return [f"* file {number} is no longer offered (it got old, or {name} left)"]
-    except OSError as exc:
-        return [f"* cannot save into {printable(str(out))}: {printable(str(exc))}"]
+    numbered = screen.take(
+        arg,
+        out,
+        unknown=lambda n: f"* {name} offered no file numbered {n}",
+        gone=lambda n: f"* file {n} is no longer offered (it got old, or {name} left)",
+    )
+    if isinstance(numbered, str):
+        return [numbered]
     return [f"[dm {name}] * getting {printable(numbered.offer.name)}"]
 
 

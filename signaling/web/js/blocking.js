@@ -7,19 +7,8 @@
 // Every name reaches the DOM as text.
 
 import { BLOCK } from "./blocks.js";
+import { $, el } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(props)) {
-    if (name === "dataset") Object.assign(node.dataset, value);
-    else if (name in node) node[name] = value;
-    else node.setAttribute(name, value);
-  }
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
-}
 
 function devices(count) {
   return count > 1 ? `all ${count} of their devices here and any they come back with` : "any other device of theirs";

@@ -28,8 +28,8 @@ import { parseIdentityFile } from "./identityfile.js";
 import { MAX_LAYER, canonicalUrl } from "./peer.js";
 import { avatarInk, initials, keyColour, labelsFor } from "./people.js";
 import { typingLine } from "./typing.js";
+import { $, el, size } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const TITLE = "pagemesh";
 
 // The reactions offered under every message (any emoji a member sends is shown).
@@ -82,31 +82,10 @@ function personOf(key) {
   return ui.room?.personOf?.(key) ?? key;
 }
 
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(props)) {
-    if (name === "dataset") Object.assign(node.dataset, value);
-    else if (name in node) node[name] = value;
-    else node.setAttribute(name, value);
-  }
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
-}
-
 export function banner(text) {
   // An error stays until the next thing that works (a join, a send, a share, a connection).
   $("banner").textContent = text ?? "";
   $("banner").hidden = !text;
-}
-
-function size(bytes) {
-  const units = ["B", "KB", "MB", "GB"];
-  let i = 0;
-  while (bytes >= 1024 && i < units.length - 1) {
-    bytes /= 1024;
-    i++;
-  }
-  return `${bytes.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
 // --- names and faces ---

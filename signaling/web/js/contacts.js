@@ -26,6 +26,7 @@ import {
   x25519Seed,
 } from "./friends.js";
 import { startDms } from "./dm.js";
+import { $, el } from "./dom.js";
 
 const MAX_CARDS = 4096;
 // put-record and get-record paced under the node's limits, as peer/friends.py RECORD_RATE:
@@ -33,7 +34,6 @@ const MAX_CARDS = 4096;
 const RECORD_RATE = 1.8;
 const RECORD_BURST = 20;
 const MODES = ["off", "on", "with-room"];
-const $ = (id) => document.getElementById(id);
 
 export class Friends {
   static async open(peer, { refreshMs = PRESENCE_REFRESH * 1000, place = () => null } = {}) {
@@ -276,13 +276,6 @@ export class Friends {
 }
 
 // --- the Contacts panel ---
-
-function el(tag, { dataset = {}, ...props } = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  Object.assign(node.dataset, dataset);
-  node.append(...children);
-  return node;
-}
 
 function ask({ title, text, value, run }) {
   // The contact dialog: a petname, then `run(petname)`; an error stays in the dialog.

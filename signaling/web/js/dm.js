@@ -12,6 +12,7 @@ import { hex } from "./bytes.js";
 import { INLINE_IMAGE_TYPES, OFFER_LIMITS, acceptRuleTakes } from "./files.js";
 import { dmRoom } from "./friends.js";
 import { readContent } from "./messaging.js";
+import { $, size } from "./dom.js";
 
 export const MAX_DM_ROOMS = 16; // DM rooms joined at once, at most
 const TICK_MS = 5000; // how often to look again at which DM rooms to be in
@@ -19,7 +20,6 @@ const SHOWN = 200; // messages a conversation shows
 const FILES_SHOWN = OFFER_LIMITS.perMember; // files a conversation keeps, each way (as many as a sender offers)
 const MAX_UNREAD = 9999; // an unread count stops here
 const UNREAD_KEY = "dm-unread"; // where unread counts are kept (store "rooms"), one per contact
-const $ = (id) => document.getElementById(id);
 
 export function plan({ contacts, online, waiting, knocking, opened, joined, linked }) {
   // As peer/dm.py plan: wanted are the opened, the linked (a conversation going on), an
@@ -45,16 +45,6 @@ export function plan({ contacts, online, waiting, knocking, opened, joined, link
     .filter((c) => !joinedSet.has(c))
     .slice(0, Math.max(0, roomFor));
   return { join, leave };
-}
-
-export function size(bytes) {
-  const units = ["B", "KB", "MB", "GB"];
-  let i = 0;
-  while (bytes >= 1024 && i < units.length - 1) {
-    bytes /= 1024;
-    i++;
-  }
-  return `${bytes.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
 function textOf(env) {

@@ -1386,19 +1386,7 @@ export class Peer {
         this.start();
       }
     }
-    let timer;
-    const timeout = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new SignalingError("timeout", "no node seated us in the room")), JOIN_TIMEOUT * 1000);
-    });
-    try {
-      await Promise.race([room.seated.promise, timeout]);
-    } catch (error) {
-      if (this.rooms.get(key) === room) await this.leave(room);
-      throw error;
-    } finally {
-      clearTimeout(timer);
-    }
-    return room;
+    return this.untilSeated(key, room);
   }
 
   deviceIdentity(key) {
@@ -1427,6 +1415,12 @@ export class Peer {
         this.start();
       }
     }
+    return this.untilSeated(keyHex, room);
+  }
+
+  async untilSeated(key, room) {
+    // `room` once a node seated us in it; left again, and the error thrown, after
+    // JOIN_TIMEOUT without a seat.
     let timer;
     const timeout = new Promise((_, reject) => {
       timer = setTimeout(() => reject(new SignalingError("timeout", "no node seated us in the room")), JOIN_TIMEOUT * 1000);
@@ -1434,7 +1428,7 @@ export class Peer {
     try {
       await Promise.race([room.seated.promise, timeout]);
     } catch (error) {
-      if (this.rooms.get(keyHex) === room) await this.leave(room);
+      if (this.rooms.get(key) === room) await this.leave(room);
       throw error;
     } finally {
       clearTimeout(timer);
