@@ -789,8 +789,8 @@ def test_f8_a_request_naming_too_many_authors_is_refused() -> None:
 
 def test_f8_early_envelopes_are_bounded_across_authors() -> None:
     # 8 fake authors x 1,000 early envelopes each (seq 2 held back) were all kept.
-    # All at one instant: the rate limit (docs/protocol.md 5.4) would cut each at 200; it is lifted here
-    # to reach the early bound it backs up.
+    # All at one instant: the rate limit (docs/protocol.md 5.4) would cut each at 200;
+    # it is lifted here to reach the early bound it backs up.
     config = RoomConfig(flood_messages=10**6, flood_bytes=10**9)
     authors = ids(8)
     mesh = Mesh(2, config, start=T0)
