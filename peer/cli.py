@@ -40,7 +40,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from signaling.protocol import load_or_create_seed, verify_signature
+from signaling.protocol import canonical_url, load_or_create_seed, verify_signature
 
 from .args import (
     DEFAULT_NODE,
@@ -64,7 +64,7 @@ from .chatscreen import (
 )
 from .contacts_cli import COMMANDS as CONTACT_COMMANDS
 from .contacts_cli import HELP as CONTACT_HELP
-from .contacts_cli import contact_command
+from .contacts_cli import Elsewhere, contact_command, join_target
 from .device import MAX_BYTES as MAX_DELEGATION_BYTES
 from .device import (
     DelegationError,
@@ -520,17 +520,93 @@ async def _chat(args: argparse.Namespace) -> int:
         _say(f"joined the room of {args.url}{who}")
         _say(seat_sentence(room.layer, room.layers, room.total))
         _say("type to chat; /help for the commands")
-        printer = asyncio.create_task(_show_events(room, screen, args.json))
+        place = ChatPlace(room, canonical_url(args.url), screen, args.json)
         dms = asyncio.create_task(show_dms(peer))  # direct messages, as they come (7.4)
         try:
-            await _read_lines(room, screen, args.out)
+            await _read_lines(place, args.out)
         finally:
-            for task in (printer, dms):
+            for task in (place.printer, dms):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await peer.leave(room)
+        await peer.leave(place.room)
     return 0
+
+
+MAX_BACK = 32
+"""Pages /back remembers (the oldest forgotten first)."""
+
+
+class ChatPlace:
+    """Where `pagemesh chat` sits: the room, its page, the screen that shows it and the
+    task printing its events; /join NAME takes it to a contact's page, /back to the
+    pages it left that way, newest first (at most `MAX_BACK`)."""
+
+    def __init__(self, room: Room, page: str, screen: ChatScreen, as_json: bool) -> None:
+        self.room = room
+        self.page = page
+        self.screen = screen
+        self.as_json = as_json
+        self.left: list[tuple[str, int]] = []
+        """The pages /join left, with the group (layer) we sat in, oldest first."""
+        self.printer = asyncio.create_task(_show_events(room, screen, as_json))
+
+    async def join(self, there: Elsewhere) -> list[str]:
+        """/join NAME of a contact on another page: sit with them there (as a friend,
+        docs/groups.md; in the group their note names when the node cannot find them)."""
+        peer = self.room.peer
+        try:
+            try:
+                room = await peer.join(there.page, friend=there.key)
+            except SignalingError as exc:
+                if exc.code != "unknown-peer":
+                    raise
+                room = await peer.join(there.page, layer=there.layer)
+        except SignalingError as exc:
+            return [f"* not moved: {refusal(exc, there.layer + 1)}"]
+        self.left = [*self.left, (self.page, self.room.layer)][-MAX_BACK:]
+        await self._switch(room, there.page, f"* you join {printable(there.petname)}")
+        return []
+
+    async def back(self) -> list[str]:
+        """/back: to the page the last /join left, in the group we sat in if it has a seat."""
+        if not self.left:
+            return ["* /back returns to the page /join took you from; there is none"]
+        page, layer = self.left[-1]
+        peer = self.room.peer
+        try:
+            try:
+                room = await peer.join(page, layer=layer)
+            except SignalingError as exc:
+                if exc.code != "layer-full":
+                    raise
+                room = await peer.join(page)
+        except SignalingError as exc:
+            return [f"* not moved: {refusal(exc)}"]
+        self.left.pop()
+        await self._switch(room, page, "* back where you were before /join")
+        return []
+
+    async def _switch(self, room: Room, page: str, intro: str) -> None:
+        """Leave the room we are in for `room` (joined already): its own screen (its
+        history, files numbered from 1), its own printer. What the old screen held back,
+        `intro` and where we sit now are printed before anything of the new room."""
+        old, self.room, self.page = self.room, room, page
+        self.printer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.printer
+        lines = self.screen.settle() if not self.as_json else []
+        await room.peer.leave(old)
+        seat = f"group {room.layer + 1:,} of {max(room.layers, room.layer + 1):,}"
+        if self.as_json:
+            seated = {"event": "seated", "page": page}
+            lines = [json.dumps({**seated, **seat_json(room.layer, room.layers, room.total)})]
+        else:
+            lines += [intro, f"* now in {printable(page)}, {seat}"]
+        for line in lines:
+            print(line, flush=True)
+        self.screen = ChatScreen(room, time.time())
+        self.printer = asyncio.create_task(_show_events(room, self.screen, self.as_json))
 
 
 async def show_dms(peer: Peer) -> None:
@@ -574,7 +650,7 @@ async def _show_events(room: Room, screen: ChatScreen, as_json: bool) -> None:
             print(line, flush=True)
 
 
-async def _read_lines(room: Room, screen: ChatScreen, out: Path) -> None:
+async def _read_lines(place: ChatPlace, out: Path) -> None:
     """Read what the person types until /leave, /quit or the end of input."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -585,7 +661,7 @@ async def _read_lines(room: Room, screen: ChatScreen, out: Path) -> None:
         if text.startswith("/") and not text.startswith("//"):
             if text.split(maxsplit=1)[0] in ("/leave", "/quit"):
                 return
-            for out_line in await command(room, text, screen, out):
+            for out_line in await command(place.room, text, place.screen, out, place):
                 print(out_line, flush=True)
             continue
         if not text.strip():
@@ -593,16 +669,20 @@ async def _read_lines(room: Room, screen: ChatScreen, out: Path) -> None:
         if echoed:  # the terminal showed what was typed: the room's line replaces it
             sys.stdout.write("\x1b[1A\x1b[2K")
         try:
-            await room.say(text.removeprefix("/"))
+            await place.room.say(text.removeprefix("/"))
         except (MessagingError, ValueError) as exc:
             print(f"* not sent: {exc}", flush=True)
 
 
 async def command(
-    room: Room, text: str, screen: ChatScreen | None = None, out: Path = Path(".")
+    room: Room,
+    text: str,
+    screen: ChatScreen | None = None,
+    out: Path = Path("."),
+    place: ChatPlace | None = None,
 ) -> list[str]:
     """One slash command typed in `pagemesh chat`; the lines it prints. Nothing typed
-    after a / reaches the room."""
+    after a / reaches the room. With `place`, /join NAME and /back change rooms."""
     name, _, arg = text.strip().partition(" ")
     arg = arg.strip()
     screen = screen or ChatScreen(room, time.time())
@@ -617,6 +697,13 @@ async def command(
             return list(handlers[name]())
         if name in BLOCK_COMMANDS:
             return block_command(room, name, arg)
+        if name == "/join" and place is not None:
+            there = await join_target(room, arg)
+            return await place.join(there) if isinstance(there, Elsewhere) else there
+        if name == "/back":
+            if place is None:
+                return ["* /back returns to the page /join took you from; there is none"]
+            return await place.back()
         if name in CONTACT_COMMANDS:
             return await contact_command(room, name, arg)
         if name in DM_COMMANDS:

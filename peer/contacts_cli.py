@@ -4,6 +4,8 @@ tell them, and join one of them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from signaling.protocol import room_key
 
 from .friends import PresenceNote
@@ -16,6 +18,7 @@ HELP = [
     "/rename NAME NEW        rename a contact      /forget NAME   remove one",
     "/presence on|off|with-room   tell your contacts nothing, that you are online, or where",
     "/join NAME      go to the page and group of a contact who said where they are",
+    "/back           after /join took you to another page: back to the page you left",
 ]
 COMMANDS = ("/contact", "/contacts", "/rename", "/forget", "/presence", "/join")
 
@@ -126,8 +129,33 @@ async def contact_command(room: Room, name: str, arg: str) -> list[str]:
     return await join_contact(room, arg)
 
 
+@dataclass(frozen=True, slots=True)
+class Elsewhere:
+    """A contact on another page, from their presence note: where /join takes us."""
+
+    petname: str
+    key: bytes
+    """The contact's key: the member `join` with `friend` looks for."""
+    page: str
+    """The canonical URL of their page (its room key checked against the note's)."""
+    layer: int
+
+
 async def join_contact(room: Room, arg: str) -> list[str]:
-    """/join NAME: sit with a contact here, or say how to reach their page."""
+    """/join NAME where nothing can switch rooms: sit with a contact here, or say how to
+    reach their page."""
+    found = await join_target(room, arg)
+    if not isinstance(found, Elsewhere):
+        return found
+    return [
+        f"* {found.petname} is on {found.page}, group {found.layer + 1:,}: "
+        f"pagemesh chat {found.page} --layer {found.layer}"
+    ]
+
+
+async def join_target(room: Room, arg: str) -> list[str] | Elsewhere:
+    """/join NAME: sit with a contact here (the lines that say so), or where they are on
+    another page; or the lines that say why we cannot follow them."""
     found = _find(room, arg)
     if isinstance(found, list):
         return found
@@ -138,8 +166,8 @@ async def join_contact(room: Room, arg: str) -> list[str]:
         layer = await room.move(note.layer or 0)
         return [f"* you sit with {found.petname} in group {layer + 1:,}"]
     if note.page is None or room_key(note.page) != note.room:
-        return [f"* {found.petname} is in a private room"]
-    return [
-        f"* {found.petname} is on {note.page}, group {(note.layer or 0) + 1:,}: "
-        f"pagemesh chat {note.page} --layer {note.layer or 0}"
-    ]
+        return [
+            f"* {found.petname} is in a private room: only its members know its address, "
+            "so you cannot follow them there"
+        ]
+    return Elsewhere(found.petname, found.key, note.page, note.layer or 0)
