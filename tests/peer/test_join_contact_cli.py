@@ -7,6 +7,7 @@ private room is not followed."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -107,5 +108,49 @@ async def test_join_takes_ben_to_anas_page_and_group_and_back_takes_him_home(
     await proc.type("/contacts", "/join Ana")
     await proc.expect(r"Ana .*on a private room")
     await proc.expect(r"^\* Ana is in a private room: .*cannot follow them there$")
+    await proc.type("/leave")
+    assert await proc.finish() == 0
+
+
+async def test_join_finds_a_contacts_device_by_the_group_their_note_names_in_json(
+    signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path, start: Start
+) -> None:
+    """Ana chats from a device: the node knows its key, not her identity's, so the friend
+    join finds nobody and Ben sits in the group her note names; --json tells the seat."""
+    (node,) = await signaling_mesh(1)
+    ana = await peers("ana", [node.url], device="laptop")
+    async with Peer(tmp_path / "ben", [node.url], name="ben") as ben:
+        met_a, met_b = await ana.join(MET), await ben.join(MET)
+        await connected(met_a)
+        await connected(met_b)
+        await until(lambda: ben.identity_key in ana.cards and ana.identity_key in ben.cards)
+        ana.add_contact(ben.identity_key, "Ben", met_a)
+        ben.add_contact(met_b.person_of(ana.public_key), "Ana", met_b)
+    await ana.leave(met_a)
+    ana.set_presence("with-room")
+    room_a = await ana.join(PAGE_A, layer=1)
+    await ana.refresh_presence()
+    assert ana.public_key != ana.identity_key
+
+    proc = await start(
+        "chat", PAGE_B, "--node", node.url, "--data-dir", str(tmp_path / "ben"), "--json"
+    )
+    await proc.expect(r'^\{"event": "seated"')
+    await proc.type("/contacts", "/join Ana")
+    await proc.expect(rf"Ana .*on {PAGE_A}, group 2")
+    seated = json.loads(await proc.expect(r'"event": "seated", "page"'))
+    assert seated == {"event": "seated", "page": PAGE_A, "layer": 1, "group": 2} | {
+        k: seated[k] for k in ("layers", "total")
+    }
+    await proc.type("from Ben's terminal")
+    heard = await said(room_a, "from Ben's terminal")
+    assert heard.author in room_a.members and room_a.layer == 1
+    await room_a.say("and back from Ana")
+    line = json.loads(await proc.expect(r'"text": "and back from Ana"'))
+    assert line["event"] == "message" and line["name"] == "ana"
+    await proc.type("/back")
+    seated = json.loads(await proc.expect(r'"event": "seated", "page"'))
+    assert seated["page"] == PAGE_B and seated["group"] == 1
+    await next_of(room_a, MemberLeft)
     await proc.type("/leave")
     assert await proc.finish() == 0
