@@ -3,9 +3,10 @@
 
 A DM is an ordinary room (the same links, messaging core, history and files) whose id
 is `friends.dm_room(pair secret)`: no page hashes to it and only the two contacts can
-compute it. Its members admit links from the contact's key (and its certified
-devices) and nobody else, so a third key that learns the id gets neither a link nor a
-message.
+compute it. Its members admit the contact's key, their own, and devices certified by
+either; an unknown key gets a link only on probation (7.4.1), on which nothing of the
+room goes until its first frame shows such a delegation, so a third key that learns the
+id gets no message.
 
 A message written while the contact is away stays in the room's store (our outbox, as
 in every room) until the contact acknowledges it. Meanwhile our presence notes for that

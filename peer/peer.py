@@ -140,6 +140,8 @@ DM_TICK = 5.0
 """Seconds between two looks at which DM rooms to be in (presence reads every 60 s)."""
 MAX_CARDS = 4096
 """Contact cards of members kept in memory, so one can be added as a contact."""
+MAX_REFUSED = 256
+"""Keys refused in one DM room, remembered so they get no second probation (7.4)."""
 DEVICE_KEY_FILE = "device.key"
 """A device's own key, beside the identity's (docs/protocol.md 5.3), mode 0600."""
 DEVICE_CERT_FILE = "device.cert"
@@ -337,6 +339,11 @@ class PeerConfig:
     max_events: int = 10_000
     max_file_bytes: int = 1 << 30
     device_lifetime_ms: int = DEFAULT_LIFETIME_MS
+    dm_probation: float = 5.0
+    """In a DM room (7.4): how long a key not yet known as the contact's (or our own
+    identity's) device has, from its first sign, to show such a delegation."""
+    dm_probation_max: int = 2
+    """In a DM room: keys on probation at once (more unknown keys are refused)."""
     """How long a device's delegation lasts (it is renewed at half that), docs/protocol.md 5.3."""
 
 
@@ -413,13 +420,74 @@ class Room:
         self.dm_acked = 0
         """In a DM room: our highest seq the contact acknowledged (kept in the store)."""
         self._dm_said = self.core.seq
+        self.probation: dict[bytes, float] = {}
+        """In a DM room: unknown keys given a link to show a delegation, by deadline."""
+        self.refused: dict[bytes, None] = {}
+        """In a DM room: keys refused here (oldest first, at most MAX_REFUSED)."""
+        self._held: dict[bytes, PeerLink] = {}
+        """Links up to a key on probation: nothing of the room goes on them."""
+        self._probation_timer: asyncio.TimerHandle | None = None
 
     def admits(self, key: bytes) -> bool:
         """Whether `key` may be a member here: anyone in a page's room; in a DM room only
-        the contact's key, or a device key that showed us the contact's delegation."""
-        if self.contact is None or key in (self.contact, self.peer.public_key):
+        the contact's key, or a device key that showed us a delegation from the contact
+        or from our own identity."""
+        mine = (self.peer.public_key, self.peer.identity_key)
+        if self.contact is None or key == self.contact or key in mine:
             return True
-        return self.peer.device_identity(key) == self.contact
+        return self.peer.device_identity(key) in (self.contact, self.peer.identity_key)
+
+    def consider(self, key: bytes) -> bool:
+        """Whether `key` may have a link here (7.4): a key admitted, or one on probation,
+        which an unknown key becomes while fewer than `dm_probation_max` are."""
+        if self.admits(key) or key in self.probation:
+            return True
+        if key in self.refused or len(self.probation) >= self.peer.config.dm_probation_max:
+            self.peer.refused_strangers += 1
+            return False
+        self.probation[key] = time.monotonic() + self.peer.config.dm_probation
+        if self._probation_timer is None:
+            self._probation_timer = asyncio.get_running_loop().call_later(
+                self.peer.config.dm_probation, self._probation_due
+            )
+        return True
+
+    def _probation_due(self) -> None:
+        self._probation_timer = None
+        now = time.monotonic()
+        for key, deadline in list(self.probation.items()):
+            if deadline <= now:
+                self._refuse(key, remember=False)
+        if self.probation:
+            wait = max(0.0, min(self.probation.values()) - now)
+            self._probation_timer = asyncio.get_running_loop().call_later(wait, self._probation_due)
+
+    def _refuse(self, key: bytes, remember: bool = True) -> None:
+        """A key on probation showed no delegation that admits it: its link closes and
+        the Mesh forgets it. One that showed something else stays refused in this room;
+        one that ran out of time may try again (a slow device)."""
+        self.probation.pop(key, None)
+        self._held.pop(key, None)
+        if remember:
+            self.refused[key] = None
+            while len(self.refused) > MAX_REFUSED:
+                del self.refused[next(iter(self.refused))]
+        self.peer.refused_strangers += 1
+        self.peer.mesh.peer_left(self.key, key)
+        self.peer._drive()
+
+    def _probation_frame(self, member: bytes, frame: Any) -> None:
+        """The first frame of a key on probation: a `device` frame whose delegation
+        admits it, or the link closes."""
+        if isinstance(frame, dict) and frame.get("t") == "device":
+            self._device(member, frame.get("cert"))
+        if not self.admits(member):
+            self._refuse(member)
+            return
+        self.probation.pop(member, None)
+        link = self._held.pop(member, None)
+        if link is not None and link.open:
+            self._link_up(member, link)
 
     def contact_linked(self) -> bool:
         """In a DM room: a link to the contact (or one of its devices) is open."""
@@ -650,6 +718,14 @@ class Room:
         if link is None:
             return
         self.links[member] = link
+        if not self.admits(member):  # on probation (7.4): who we are, nothing of the room
+            self._held[member] = link
+            if self.peer.delegation is not None:
+                link.send(self.peer.device_frame())
+            return
+        self._link_up(member, link)
+
+    def _link_up(self, member: bytes, link: PeerLink) -> None:
         if self.peer.delegation is not None:  # first: who we speak for, before any message
             link.send(self.peer.device_frame())
         for revocation in self.peer.revocations:  # devices this identity took back
@@ -667,6 +743,10 @@ class Room:
         self._service()
 
     def _frame(self, member: bytes, frame: Any) -> None:
+        if not self.admits(member):
+            if member in self.probation:
+                self._probation_frame(member, frame)
+            return
         if isinstance(frame, dict) and frame.get("t") == "typing":
             return  # ephemeral; the terminal shows no typing indicators
         if isinstance(frame, dict) and frame.get("t") == "profile":
@@ -734,6 +814,9 @@ class Room:
             self._emit(Revoked(revocation.device, revocation.identity))
 
     def _file_channel(self, link: PeerLink, channel: RTCDataChannel) -> None:
+        if not self.admits(link.member):  # on probation: no files (7.4)
+            channel.close()
+            return
         self.transfers.on_channel(link.member, channel)
 
     # --- the messaging core -------------------------------------------------------------
@@ -819,6 +902,8 @@ class Room:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._probation_timer is not None:
+            self._probation_timer.cancel()
         await self.transfers.close()
         for link in list(self._by_id.values()):
             await link.close()
@@ -1374,9 +1459,9 @@ class Peer:
                 return person
         return None
 
-    def _admits(self, room_key_: bytes, key: bytes) -> bool:
+    def _considers(self, room_key_: bytes, key: bytes) -> bool:
         room = self.rooms.get(room_key_)
-        return room is None or room.admits(key)
+        return room is None or room.consider(key)
 
     async def open_dm(self, contact: bytes, keep: bool = True) -> Room:
         """Join the DM room with `contact` (a contact whose card we hold). `keep`: stay in
@@ -1528,8 +1613,7 @@ class Peer:
         room.hidden = {m.key: joined.layer for m in joined.members if m.key in self.blocked}
         members = [m.key for m in joined.members if m.key not in self.blocked]
         if room.contact is not None:  # a DM room: the contact's keys only (7.4)
-            self.refused_strangers += sum(not room.admits(k) for k in members)
-            members = [k for k in members if room.admits(k)]
+            members = [k for k in members if room.consider(k)]
         self.mesh.learn_nodes([member.url for member in joined.members])  # more to fail over to
         self.mesh.joined(key, joined.layer, members, _expiry(joined.ice_servers), time.time())
         if room.contact is None:  # a DM room is nobody's place (7.4)
@@ -1587,8 +1671,8 @@ class Peer:
                 self.mesh.learn_nodes([event.url])
                 if event.key in self.blocked:
                     self._hide(event.room, event.key, event.layer)
-                elif not self._admits(event.room, event.key):
-                    self.refused_strangers += 1  # a DM room: not the contact (7.4)
+                elif not self._considers(event.room, event.key):
+                    pass  # a DM room: not the contact, and no probation (7.4)
                 else:
                     self.mesh.peer_joined(event.room, event.key, now, event.layer)
             elif isinstance(event, PeerLeft):
@@ -1743,9 +1827,8 @@ class Peer:
         kind = payload.get("t") if isinstance(payload, dict) else None
         if room is None or kind not in ("sdp", "relink"):
             return
-        if not room.admits(event.sender):
-            self.refused_strangers += 1  # a DM room: unanswered, like a block (7.4)
-            return
+        if not room.consider(event.sender):
+            return  # a DM room: unanswered, like a block (7.4)
         try:
             desc = parse_description(payload.get("desc"))
             if (desc.kind == RELINK) != (kind == "relink"):

@@ -81,8 +81,11 @@ async def test_two_contacts_dm_both_ways_and_a_third_key_with_the_room_id_gets_n
     await dm_b.say("hi Ana")
     assert await texts(dm_a, 1) == ["hi Ana"]
 
-    # Eve was seated by the node, yet neither of them linked her or told her anything.
-    await asyncio.sleep(2.0)  # time for any offer or message to her to have gone
+    # Eve was seated by the node; a link on probation at most, closed by its deadline
+    # (5 s), on which neither told her anything.
+    eve_key = eve.public_key
+    await until(lambda: eve_key not in set(dm_a.links) | set(dm_b.links), within=10.0)
+    await until(lambda: not any(link.open for link in dm_e.links.values()))
     assert set(dm_a.links) == {ben.public_key} and set(dm_b.links) == {ana.public_key}
     assert eve.public_key not in dm_a.members | dm_b.members
     assert not any(link.open for link in dm_e.links.values())

@@ -49,7 +49,11 @@ export const CONFIG = {
   relayOnly: false,
   maxFileBytes: 256 * 1024 * 1024,
   autoAccept: BROWSER_ACCEPT, // what the page takes unasked: small images, shown inline
+  dmProbation: 5, // s: in a DM room, how long an unknown key has to show a delegation that admits it (7.4)
+  dmProbationMax: 2, // in a DM room: keys on probation at once (more unknown keys are refused)
 };
+const MAX_REFUSED = 256; // keys refused in one DM room, remembered: no second probation (7.4)
+const MAX_CHECKING = 64; // frames kept from a key on probation while its delegation is checked
 const MAX_NAME = 64;
 const JOIN_TIMEOUT = 30; // seconds for the first `joined`
 const RETIRED_LINKS = 16; // closed links remembered, to say why a member was unreachable
@@ -363,6 +367,11 @@ export class Room {
     if (peer.delegation) this.devices.add(peer.delegation);
     for (const r of peer.revocations) this.devices.revoke(r);
     this.refusedDevices = {}; // delegations refused, by code: those members stay their own person
+    this.probation = new Map(); // a DM room: unknown keys given a link to show a delegation, by deadline (ms)
+    this.refused = new Set(); // a DM room: keys refused here (oldest first, at most MAX_REFUSED)
+    this.held = new Map(); // links up to a key on probation: nothing of the room goes on them
+    this.checking = new Map(); // a key on probation whose device frame is being checked -> frames after it
+    this.probationTimer = null;
     this.chain = Promise.resolve();
     this.timer = null;
     this.saving = null;
@@ -383,10 +392,76 @@ export class Room {
   }
 
   admits(key) {
-    // Anyone in a page's room; in a DM room only the contact's key, or a device key
-    // that showed us the contact's delegation in a room we are in (7.4).
-    if (this.contact === null || key === this.contact || key === this.peer.keyHex) return true;
-    return this.peer.deviceIdentity(key) === this.contact;
+    // Anyone in a page's room; in a DM room only the contact's key, or a device key that
+    // showed us a delegation from the contact or from our own identity (7.4).
+    if (this.contact === null || key === this.contact) return true;
+    if (key === this.peer.keyHex || key === this.peer.identityHex) return true;
+    const person = this.peer.deviceIdentity(key);
+    return person === this.contact || person === this.peer.identityHex;
+  }
+
+  consider(key) {
+    // Whether `key` may have a link here (7.4): a key admitted, or one on probation,
+    // which an unknown key becomes while fewer than dmProbationMax are.
+    if (this.admits(key) || this.probation.has(key)) return true;
+    if (this.refused.has(key) || this.probation.size >= this.peer.config.dmProbationMax) {
+      this.peer.count("refused.stranger");
+      return false;
+    }
+    const wait = this.peer.config.dmProbation * 1000;
+    this.probation.set(key, Date.now() + wait);
+    if (this.probationTimer === null) this.probationTimer = setTimeout(() => this.probationDue(), wait);
+    return true;
+  }
+
+  probationDue() {
+    this.probationTimer = null;
+    const at = Date.now();
+    for (const [key, deadline] of [...this.probation]) if (deadline <= at) this.refuse(key, false);
+    if (this.probation.size) {
+      const next = Math.min(...this.probation.values());
+      this.probationTimer = setTimeout(() => this.probationDue(), Math.max(0, next - at));
+    }
+  }
+
+  refuse(key, remember = true) {
+    // A key on probation showed no delegation that admits it: its link closes and the
+    // Mesh forgets it. One that showed something else stays refused in this room; one
+    // that ran out of time may try again (a slow device).
+    this.probation.delete(key);
+    this.held.delete(key);
+    this.checking.delete(key);
+    if (remember) {
+      this.refused.delete(key);
+      this.refused.add(key);
+      if (this.refused.size > MAX_REFUSED) this.refused.delete(this.refused.values().next().value);
+    }
+    this.peer.count("refused.stranger");
+    this.peer.mesh.peerLeft(this.key, key);
+    this.peer.drive();
+  }
+
+  onProbationFrame(member, frame) {
+    // The first frame of a key on probation: a `device` frame whose delegation admits
+    // it, or the link closes. Frames after it wait (a few) until it is checked.
+    const waiting = this.checking.get(member);
+    if (waiting) {
+      if (waiting.push(frame) > MAX_CHECKING) this.refuse(member);
+      return;
+    }
+    if (frame.t === "device") this.onDevice(member, frame.cert);
+    this.checking.set(member, []);
+    this.serial(() => {
+      const later = this.checking.get(member) ?? [];
+      this.checking.delete(member);
+      if (!this.probation.has(member)) return; // refused meanwhile (the deadline)
+      if (!this.admits(member)) return this.refuse(member);
+      this.probation.delete(member);
+      const link = this.held.get(member);
+      this.held.delete(member);
+      if (link?.open) this.upLink(member, link);
+      for (const next of later) this.onFrame(member, next);
+    });
   }
 
   waiting() {
@@ -561,7 +636,10 @@ export class Room {
       id,
       (from, frame) => this.onFrame(from, frame),
       (changed) => this.peer.linkChanged(this, id, changed),
-      (changed, channel) => this.transfers.onChannel(changed.member, channel),
+      (changed, channel) => {
+        if (this.admits(changed.member)) this.transfers.onChannel(changed.member, channel);
+        else channel.close(); // on probation: no files (7.4)
+      },
       connection,
     );
     this.byId.set(id, link);
@@ -593,6 +671,16 @@ export class Room {
     const link = this.byId.get(id);
     if (!link) return;
     this.links.set(member, link);
+    if (!this.admits(member)) {
+      // on probation (7.4): who we are, nothing of the room
+      this.held.set(member, link);
+      if (this.peer.delegation) link.send(this.peer.deviceFrame());
+      return;
+    }
+    this.upLink(member, link);
+  }
+
+  upLink(member, link) {
     if (this.peer.delegation) link.send(this.peer.deviceFrame()); // first: who we speak for
     for (const r of this.peer.revocations) link.send(revokeFrame(r)); // devices this identity took back
     if (this.peer.name) link.send({ t: "profile", name: this.peer.name.slice(0, MAX_NAME) });
@@ -639,6 +727,10 @@ export class Room {
 
   onFrame(member, frame) {
     if (typeof frame !== "object" || frame === null) return;
+    if (!this.admits(member)) {
+      if (this.probation.has(member)) this.onProbationFrame(member, frame);
+      return;
+    }
     if (frame.t === "typing") {
       if (this.members.has(member) && this.typing.heard(member, now())) this.emit({ type: "typing" });
       return;
@@ -777,6 +869,7 @@ export class Room {
 
   close() {
     clearTimeout(this.timer);
+    clearTimeout(this.probationTimer);
     this.transfers.close();
     for (const link of this.byId.values()) link.close();
     this.byId.clear();
@@ -1190,9 +1283,7 @@ export class Peer {
     room.hidden = new Map(keys.filter((k) => this.blocked.has(k)).map((k) => [k, joined.layer]));
     const members = keys.filter((k) => !this.blocked.has(k)); // a blocked key is never a member (5.4)
     for (let i = members.length - 1; i >= 0; i--) {
-      if (room.admits(members[i])) continue;
-      this.count("refused.stranger"); // a DM room: not the contact (7.4)
-      members.splice(i, 1);
+      if (!room.consider(members[i])) members.splice(i, 1); // a DM room: not the contact (7.4)
     }
     // their answers' signatures are checked soon: import their keys meanwhile
     for (const member of members.slice(0, this.mesh.config.maxMembers)) verifier(fromHex(member));
@@ -1628,8 +1719,8 @@ export class Peer {
       this.learnNodes([frame.url]);
       const layer = isLayer(frame.layer) ? frame.layer : null;
       if (this.blocked.has(frame.key)) this.hide(frame.room, frame.key, layer);
-      else if (this.rooms.get(frame.room)?.admits(frame.key) === false) this.count("refused.stranger"); // 7.4
-      else this.mesh.peerJoined(frame.room, frame.key, at, layer);
+      // in a DM room an unknown key is refused (counted) or on probation (7.4)
+      else if (this.rooms.get(frame.room)?.consider(frame.key) !== false) this.mesh.peerJoined(frame.room, frame.key, at, layer);
     } else if (frame.type === "peer-left") {
       this.rooms.get(frame.room)?.hidden.delete(frame.key);
       this.mesh.peerLeft(frame.room, frame.key, isLayer(frame.layer) ? frame.layer : null);
@@ -1659,10 +1750,7 @@ export class Peer {
       this.count("refused.signal.unknown");
       return;
     }
-    if (!room.admits(sender)) {
-      this.count("refused.stranger"); // a DM room: unanswered, like a block (7.4)
-      return;
-    }
+    if (!room.consider(sender)) return; // a DM room: unanswered, like a block (7.4)
     let desc;
     try {
       desc = parseDescription(payload.desc);

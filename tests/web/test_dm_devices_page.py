@@ -1,0 +1,86 @@
+"""Devices in a DM room with the page (docs/protocol.md 7.4): a real node, real aiortc
+peers, the page every node serves. Ana's phone, a device the page never met in any other
+room, links on probation, shows its delegation first, and then DMs Ben's page both ways;
+Mallory's forged delegation naming Ana gets her link closed with nothing of the room."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from peer.device import Delegation
+from peer.peer import Connected, Message
+from tests.peer.test_devices_webrtc import move_identity
+from tests.signaling.conftest import NodeFactory
+
+from .conftest import PageFactory, next_of
+
+URL = "https://example.org/where-we-met"
+DM_LINKS = "[...[...window.pagemesh.peer.dms.rooms.values()][0].links.keys()]"
+
+
+async def test_anas_phone_dms_the_page_both_ways_and_a_forged_delegation_is_refused(
+    signaling_mesh: NodeFactory, open_page: PageFactory, peers: Any, tmp_path: Path
+) -> None:
+    (node,) = await signaling_mesh(1)
+    ana = await peers("Ana", [node.url])
+    room = await ana.join(URL)
+    page = await open_page(node, "Ben", room=URL)
+    await page.wait_for_selector("body[data-contacts=ready]")
+    ben = bytes.fromhex(await page.evaluate("window.pagemesh.peer.identityHex"))
+    await next_of(room, Connected, key=ben)
+    await page.evaluate(
+        "([key]) => window.pagemesh.peer.friends.add(key, 'Ana')", [ana.identity_key.hex()]
+    )
+    ana.add_contact(ben, "Ben", room)
+    card = ana.cards[ben]
+    await ana.leave(room)
+    # Ana's phone: her identity moved there, with Ben as a contact; it never met the page.
+    move_identity(tmp_path / "Ana", tmp_path / "Ana-phone")
+    phone = await peers("Ana-phone", [node.url], device="phone")
+    assert phone.identity_key == ana.identity_key != phone.public_key
+    phone.card_received(card)
+    phone.add_contact(ben, "Ben")
+    key = phone.dm_room_key(ben)
+    assert key is not None
+
+    # Mallory learned the room id and shows a delegation naming Ana, signed by herself.
+    mallory = await peers("Mallory", [node.url], device="phone")
+    own = mallory.delegation
+    assert own is not None
+    mallory.delegation = Delegation(
+        ana.identity_key, own.device, own.not_before, own.expires, "phone", own.signature
+    )
+    mallory.dm_room_key = lambda contact: key  # type: ignore[method-assign]
+    await page.click("#contacts li .dm-open")
+    await page.wait_for_selector("#dm-status:has-text('Ana')")
+    dm_m = await mallory.open_dm(ben)
+    deadline = time.monotonic() + 15
+    counted = "window.pagemesh.peer.counters['refused.stranger'] ?? 0"
+    while not await page.evaluate(counted):
+        assert time.monotonic() < deadline, "the page never refused Mallory"
+        await asyncio.sleep(0.1)
+    refused = "[...window.pagemesh.peer.dms.rooms.values()][0].refusedDevices"
+    assert await page.evaluate(refused) == {"signature": 1}
+    assert mallory.public_key.hex() not in await page.evaluate(DM_LINKS)
+    assert dm_m.transcript() == [] and ben not in mallory.cards
+
+    # Ana's phone DMs Ben both ways.
+    dm_p = await phone.open_dm(ben)
+    await next_of(dm_p, Connected, key=ben, within=30)
+    await dm_p.say("from my phone")
+    await page.wait_for_selector("#dm-messages li.theirs .text:text-is('from my phone')")
+    await page.locator("#dm-text").fill("hello phone")
+    await page.keyboard.press("Enter")
+    while True:
+        event = await next_of(dm_p, Message, within=20)
+        if not event.mine:
+            assert event.text == "hello phone"
+            break
+    assert phone.public_key.hex() in await page.evaluate(DM_LINKS)
+    person = "([k]) => [...window.pagemesh.peer.dms.rooms.values()][0].personOf(k)"
+    assert await page.evaluate(person, [phone.public_key.hex()]) == ana.identity_key.hex()
+    probation = "[...window.pagemesh.peer.dms.rooms.values()][0].probation.size"
+    assert await page.evaluate(probation) == 0
