@@ -437,12 +437,14 @@ class Room:
             return True
         return self.peer.device_identity(key) in (self.contact, self.peer.identity_key)
 
-    def consider(self, key: bytes) -> bool:
+    def consider(self, key: bytes, listed: bool = True) -> bool:
         """Whether `key` may have a link here (7.4): a key admitted, or one on probation,
-        which an unknown key becomes while fewer than `dm_probation_max` are."""
+        which an unknown key the node lists (`listed`) becomes while fewer than
+        `dm_probation_max` are; a signal alone puts nobody on probation."""
         if self.admits(key) or key in self.probation:
             return True
-        if key in self.refused or len(self.probation) >= self.peer.config.dm_probation_max:
+        full = len(self.probation) >= self.peer.config.dm_probation_max
+        if not listed or key in self.refused or full:
             self.peer.refused_strangers += 1
             return False
         self.probation[key] = time.monotonic() + self.peer.config.dm_probation
@@ -1827,7 +1829,7 @@ class Peer:
         kind = payload.get("t") if isinstance(payload, dict) else None
         if room is None or kind not in ("sdp", "relink"):
             return
-        if not room.consider(event.sender):
+        if not room.consider(event.sender, listed=False):
             return  # a DM room: unanswered, like a block (7.4)
         try:
             desc = parse_description(payload.get("desc"))

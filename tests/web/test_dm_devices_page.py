@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from peer.device import Delegation
-from peer.peer import Connected, Message
+from peer.peer import Connected, Message, Room
 from tests.peer.test_devices_webrtc import move_identity
 from tests.signaling.conftest import NodeFactory
 
@@ -53,7 +53,7 @@ async def test_anas_phone_dms_the_page_both_ways_and_a_forged_delegation_is_refu
     mallory.delegation = Delegation(
         ana.identity_key, own.device, own.not_before, own.expires, "phone", own.signature
     )
-    mallory.dm_room_key = lambda contact: key  # type: ignore[method-assign]
+    mallory.dm_room_key = lambda contact: key
     await page.click("#contacts li .dm-open")
     await page.wait_for_selector("#dm-status:has-text('Ana')")
     dm_m = await mallory.open_dm(ben)
@@ -84,3 +84,80 @@ async def test_anas_phone_dms_the_page_both_ways_and_a_forged_delegation_is_refu
     assert await page.evaluate(person, [phone.public_key.hex()]) == ana.identity_key.hex()
     probation = "[...window.pagemesh.peer.dms.rooms.values()][0].probation.size"
     assert await page.evaluate(probation) == 0
+
+
+async def test_strangers_with_the_room_id_get_nothing_from_the_page_and_are_bounded(
+    signaling_mesh: NodeFactory, open_page: PageFactory, peers: Any, monkeypatch: Any
+) -> None:
+    (node,) = await signaling_mesh(1)
+    ana = await peers("Ana", [node.url])
+    room = await ana.join(URL)
+    page = await open_page(node, "Ben", room=URL)
+    await page.wait_for_selector("body[data-contacts=ready]")
+    ben = bytes.fromhex(await page.evaluate("window.pagemesh.peer.identityHex"))
+    await next_of(room, Connected, key=ben)
+    await page.evaluate(
+        "([key]) => window.pagemesh.peer.friends.add(key, 'Ana')", [ana.identity_key.hex()]
+    )
+    ana.add_contact(ben, "Ben", room)
+    key = ana.dm_room_key(ben)
+    await page.click("#contacts li .dm-open")
+    await page.wait_for_selector("#dm-status:has-text('Ana')")
+    await page.locator("#dm-text").fill("for Ana only")
+    await page.keyboard.press("Enter")
+
+    # Three strangers with the room id say nothing on a link and note what comes.
+    silent: set[Any] = set()
+    linked: set[tuple[Any, bytes]] = set()
+    got: list[Any] = []
+    link_up, frame = Room.link_up, Room._frame
+
+    def quiet_link_up(room: Room, member: bytes, link_id: int) -> None:
+        if room.peer not in silent:
+            link_up(room, member, link_id)
+        elif (link := room.link(link_id)) is not None:
+            room.links[member] = link
+            linked.add((room.peer, member))  # a link on probation, as the stranger sees it
+
+    def noted_frame(room: Room, member: bytes, data: Any) -> None:
+        if room.peer in silent:
+            got.append(data)
+        else:
+            frame(room, member, data)
+
+    monkeypatch.setattr(Room, "link_up", quiet_link_up)
+    monkeypatch.setattr(Room, "_frame", noted_frame)
+    eves = [await peers(f"Eve{i}", [node.url]) for i in range(3)]
+    silent.update(eves)
+    rooms_e = []
+    for eve in eves:
+        eve.dm_room_key = lambda contact: key
+        rooms_e.append(await eve.open_dm(ben))
+
+    dm = "[...window.pagemesh.peer.dms.rooms.values()][0]"
+    keys = {eve.public_key.hex() for eve in eves}
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:  # within the probation (5 s): at most the bound
+        assert await page.evaluate(f"{dm}.probation.size") <= 2
+        assert len(keys & set(await page.evaluate(DM_LINKS))) <= 2
+        await asyncio.sleep(0.1)
+    counted = "window.pagemesh.peer.counters['refused.stranger'] ?? 0"
+    assert await page.evaluate(counted) >= 1  # the third, at once
+    deadline = time.monotonic() + 10
+    while keys & set(await page.evaluate(DM_LINKS)) or await page.evaluate(f"{dm}.probation.size"):
+        assert time.monotonic() < deadline, "a stranger kept its link past the deadline"
+        await asyncio.sleep(0.1)
+    assert await page.evaluate(counted) >= 3
+    assert not keys & set(await page.evaluate(f"[...{dm}.members]"))
+    assert got == [] and all(r.transcript() == [] for r in rooms_e)
+    to_us = {eve for eve, member in linked if member == ben}  # (and to each other)
+    assert 1 <= len(to_us) <= 2, "strangers linked on probation, no more than the bound"
+    assert all(ben not in eve.cards for eve in eves)
+
+    # Ana comes: what waited reaches her.
+    dm_a = await ana.open_dm(ben)
+    while True:
+        event = await next_of(dm_a, Message, within=30)
+        if not event.mine:
+            assert event.text == "for Ana only"
+            break

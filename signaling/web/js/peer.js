@@ -400,11 +400,12 @@ export class Room {
     return person === this.contact || person === this.peer.identityHex;
   }
 
-  consider(key) {
+  consider(key, listed = true) {
     // Whether `key` may have a link here (7.4): a key admitted, or one on probation,
-    // which an unknown key becomes while fewer than dmProbationMax are.
+    // which an unknown key the node lists (`listed`) becomes while fewer than
+    // dmProbationMax are; a signal alone puts nobody on probation.
     if (this.admits(key) || this.probation.has(key)) return true;
-    if (this.refused.has(key) || this.probation.size >= this.peer.config.dmProbationMax) {
+    if (!listed || this.refused.has(key) || this.probation.size >= this.peer.config.dmProbationMax) {
       this.peer.count("refused.stranger");
       return false;
     }
@@ -1750,7 +1751,7 @@ export class Peer {
       this.count("refused.signal.unknown");
       return;
     }
-    if (!room.consider(sender)) return; // a DM room: unanswered, like a block (7.4)
+    if (!room.consider(sender, false)) return; // a DM room: unanswered, like a block (7.4)
     let desc;
     try {
       desc = parseDescription(payload.desc);
