@@ -30,6 +30,8 @@ import { avatarInk, initials, keyColour, labelsFor } from "./people.js";
 import { typingLine } from "./typing.js";
 import { $, el, size } from "./dom.js";
 
+const CENSUS_RETRY_MS = 1500; // a census refused for rate is asked again after this long
+
 const TITLE = "pagemesh";
 
 // The reactions offered under every message (any emoji a member sends is shown).
@@ -468,7 +470,7 @@ function renderGroups(picture) {
   if (focused) $("groups").querySelector("summary").focus(); // its button is gone: stay in the panel
 }
 
-async function refreshGroups() {
+async function refreshGroups(retry = true) {
   // Ask the node for a fresh picture: the sentence and the list follow it.
   const room = ui.room;
   if (!room) return;
@@ -480,6 +482,12 @@ async function refreshGroups() {
     renderSeat();
     renderGroups(picture);
   } catch (error) {
+    if (error.code === "rate-limited" && retry) {
+      // A quick run of moves spent the node's budget for lookups (docs/protocol.md 3.5):
+      // ask once more a little later rather than put this over what the move said.
+      setTimeout(() => refreshGroups(false), CENSUS_RETRY_MS);
+      return;
+    }
     groupsNote(`Could not list the groups: ${error.message}`, "problem");
   } finally {
     $("group-list").removeAttribute("aria-busy");

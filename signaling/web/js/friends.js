@@ -259,7 +259,8 @@ export function recordToWire(record) {
 export function recordFromWire(value) {
   if (!Array.isArray(value) || value.length !== 6) throw new PresenceError("a record is a list of 6 fields");
   const [key, publisher, seq, expiresAt, data, sig] = value;
-  if (!Number.isSafeInteger(seq) || seq < 0 || !Number.isSafeInteger(expiresAt) || expiresAt < 0) {
+  // dht/records.py MAX_EXPIRES_AT bounds an expiry (2^40 s on the Unix clock).
+  if (!Number.isSafeInteger(seq) || seq < 0 || !Number.isSafeInteger(expiresAt) || expiresAt < 0 || expiresAt > 2 ** 40) {
     throw new PresenceError("record seq and expiry are integers in range");
   }
   // As signaling/protocol.py reads one: a value of at most 4096 base64 characters, a
