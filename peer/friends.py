@@ -259,7 +259,12 @@ def parse_presence_note(data: bytes) -> PresenceNote:
         body = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise PresenceError("a presence is UTF-8 JSON") from None
-    if not isinstance(body, dict) or body.get("v") != PRESENCE_VERSION:
+    # `true == 1` in Python, not in JavaScript: a version is a number, never a boolean.
+    if (
+        not isinstance(body, dict)
+        or isinstance(body.get("v"), bool)
+        or body.get("v") != PRESENCE_VERSION
+    ):
         raise PresenceError("a presence is a version 1 object")
     online, expires = body.get("on"), _integral(body.get("exp"))
     if not isinstance(online, bool):

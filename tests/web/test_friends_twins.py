@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
@@ -218,6 +218,7 @@ def python_note(data: bytes) -> Any:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(notes=st.lists(NOTES, min_size=1, max_size=40))
+@example(notes=[b'{"v": true, "on": false, "exp": 0}'])  # Python took true for 1
 async def test_both_note_parsers_agree(page: Any, notes: list[bytes]) -> None:
     got = await page.evaluate(
         """(notes) => notes.map((n) => {
