@@ -16,6 +16,7 @@ from tests.peer.test_devices_webrtc import move_identity
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import PageFactory, next_of
+from .contacts import contacts_on_a_page
 
 URL = "https://example.org/where-we-met"
 DM_LINKS = "[...[...window.pagemesh.peer.dms.rooms.values()][0].links.keys()]"
@@ -26,15 +27,7 @@ async def test_anas_phone_dms_the_page_both_ways_and_a_forged_delegation_is_refu
 ) -> None:
     (node,) = await signaling_mesh(1)
     ana = await peers("Ana", [node.url])
-    room = await ana.join(URL)
-    page = await open_page(node, "Ben", room=URL)
-    await page.wait_for_selector("body[data-contacts=ready]")
-    ben = bytes.fromhex(await page.evaluate("window.pagemesh.peer.identityHex"))
-    await next_of(room, Connected, key=ben)
-    await page.evaluate(
-        "([key]) => window.pagemesh.peer.friends.add(key, 'Ana')", [ana.identity_key.hex()]
-    )
-    ana.add_contact(ben, "Ben", room)
+    room, page, ben = await contacts_on_a_page(node, open_page, ana, URL)
     card = ana.cards[ben]
     await ana.leave(room)
     # Ana's phone: her identity moved there, with Ben as a contact; it never met the page.
@@ -91,15 +84,7 @@ async def test_strangers_with_the_room_id_get_nothing_from_the_page_and_are_boun
 ) -> None:
     (node,) = await signaling_mesh(1)
     ana = await peers("Ana", [node.url])
-    room = await ana.join(URL)
-    page = await open_page(node, "Ben", room=URL)
-    await page.wait_for_selector("body[data-contacts=ready]")
-    ben = bytes.fromhex(await page.evaluate("window.pagemesh.peer.identityHex"))
-    await next_of(room, Connected, key=ben)
-    await page.evaluate(
-        "([key]) => window.pagemesh.peer.friends.add(key, 'Ana')", [ana.identity_key.hex()]
-    )
-    ana.add_contact(ben, "Ben", room)
+    _room, page, ben = await contacts_on_a_page(node, open_page, ana, URL)
     key = ana.dm_room_key(ben)
     await page.click("#contacts li .dm-open")
     await page.wait_for_selector("#dm-status:has-text('Ana')")

@@ -19,6 +19,7 @@ from peer.peer import Connected, FileDone, Peer, Room
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import ARTIFACTS, PageFactory, download_sha256, next_of
+from .contacts import contacts_on_a_page
 from .test_chat_page import accessibility_problems
 
 URL = "https://example.org/where-we-met"
@@ -43,15 +44,7 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
 
 async def befriended(node: Any, open_page: PageFactory, ana: Peer) -> tuple[Any, bytes]:
     """The page (Ben) and Ana meet on a page and become contacts."""
-    room = await ana.join(URL)
-    page = await open_page(node, "Ben", room=URL)
-    await page.wait_for_selector("body[data-contacts=ready]")
-    ben = bytes.fromhex(await page.evaluate("window.pagemesh.peer.identityHex"))
-    await next_of(room, Connected, key=ben)
-    await page.evaluate(
-        "([key]) => window.pagemesh.peer.friends.add(key, 'Ana')", [ana.identity_key.hex()]
-    )
-    ana.add_contact(ben, "Ben", room)
+    _room, page, ben = await contacts_on_a_page(node, open_page, ana, URL)
     deadline = time.monotonic() + 15
     while ana.dm_room_key(ben) is None:  # the cards cross on the page's room
         assert time.monotonic() < deadline, "no contact card from the page"

@@ -15,6 +15,7 @@ from peer.peer import Connected, DmDelivered, Message, Peer, Room
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import ARTIFACTS, PageFactory, next_of
+from .contacts import contacts_on_a_page
 from .test_chat_page import accessibility_problems
 
 URL = "https://example.org/where-we-met"
@@ -33,15 +34,7 @@ async def test_python_and_chromium_dm_both_ways_and_a_message_waits_for_ana(
     (node,) = await signaling_mesh(1)
     ana = await Peer(tmp_path / "ana", [node.url], name="Ana").__aenter__()
     try:
-        room = await ana.join(URL)
-        page = await open_page(node, "Ben", room=URL)
-        await page.wait_for_selector("body[data-contacts=ready]")
-        ben = bytes.fromhex(await page.evaluate("window.pagemesh.peer.identityHex"))
-        await next_of(room, Connected, key=ben)
-        await page.evaluate(
-            "([key]) => window.pagemesh.peer.friends.add(key, 'Ana')", [ana.identity_key.hex()]
-        )
-        ana.add_contact(ben, "Ben", room)
+        room, page, ben = await contacts_on_a_page(node, open_page, ana, URL)
         await ana.leave(room)
 
         # Ana writes first: the page shows an unread count on her row.
@@ -132,15 +125,7 @@ async def test_a_third_key_with_the_room_id_gets_nothing_from_the_page(
 ) -> None:
     (node,) = await signaling_mesh(1)
     ana = await peers("Ana", [node.url])
-    room = await ana.join(URL)
-    page = await open_page(node, "Ben", room=URL)
-    await page.wait_for_selector("body[data-contacts=ready]")
-    ben = bytes.fromhex(await page.evaluate("window.pagemesh.peer.identityHex"))
-    await next_of(room, Connected, key=ben)
-    await page.evaluate(
-        "([key]) => window.pagemesh.peer.friends.add(key, 'Ana')", [ana.identity_key.hex()]
-    )
-    ana.add_contact(ben, "Ben", room)
+    _room, page, ben = await contacts_on_a_page(node, open_page, ana, URL)
     # The page opens the conversation; Eve learned its room id and asks for Ben.
     await page.click("#contacts li .dm-open")
     await page.wait_for_selector("#dm-status:has-text('Ana')")
@@ -181,15 +166,7 @@ async def test_what_the_page_writes_to_an_absent_contact_waits_across_a_reload(
 ) -> None:
     (node,) = await signaling_mesh(1)
     async with Peer(tmp_path / "ana", [node.url], name="Ana") as ana:
-        room = await ana.join(URL)
-        page = await open_page(node, "Ben", room=URL)
-        await page.wait_for_selector("body[data-contacts=ready]")
-        ben = bytes.fromhex(await page.evaluate("window.pagemesh.peer.identityHex"))
-        await next_of(room, Connected, key=ben)
-        await page.evaluate(
-            "([key]) => window.pagemesh.peer.friends.add(key, 'Ana')", [ana.identity_key.hex()]
-        )
-        ana.add_contact(ben, "Ben", room)
+        _room, page, ben = await contacts_on_a_page(node, open_page, ana, URL)
 
     await page.click("#contacts li .dm-open")
     await page.wait_for_selector("#dm-status:has-text('not here now')", timeout=30_000)
