@@ -6,6 +6,9 @@
 import { ProtocolError, base64, concat, fromBase64, fromHex, hex, packb, u64be, utf8 } from "./bytes.js";
 import { verify } from "./crypto.js";
 
+// dht/records.py MAX_EXPIRES_AT: the latest expiry a record may name (Unix seconds).
+const MAX_EXPIRES_AT = 2 ** 40;
+
 export const EPOCH_SECONDS = 600;
 export const PRESENCE_TTL = 180;
 export const PRESENCE_REFRESH = 60;
@@ -180,7 +183,7 @@ export function parseNote(data) {
     throw new PresenceError("a presence is a version 1 object");
   }
   if (typeof body.on !== "boolean") throw new PresenceError("presence.on: expected true or false");
-  if (!Number.isSafeInteger(body.exp) || body.exp < 0 || body.exp >= 2 ** 40) throw new PresenceError("presence.exp: expected Unix seconds");
+  if (!Number.isSafeInteger(body.exp) || body.exp < 0 || body.exp >= MAX_EXPIRES_AT) throw new PresenceError("presence.exp: expected Unix seconds");
   const note = { online: body.on, expires: body.exp, room: null, layer: null, page: null, node: null };
   if ("room" in body) {
     if (typeof body.room !== "string" || !/^[0-9a-f]{40}$/i.test(body.room)) throw new PresenceError("presence.room: expected 40 hex digits");
@@ -259,8 +262,7 @@ export function recordToWire(record) {
 export function recordFromWire(value) {
   if (!Array.isArray(value) || value.length !== 6) throw new PresenceError("a record is a list of 6 fields");
   const [key, publisher, seq, expiresAt, data, sig] = value;
-  // dht/records.py MAX_EXPIRES_AT bounds an expiry (2^40 s on the Unix clock).
-  if (!Number.isSafeInteger(seq) || seq < 0 || !Number.isSafeInteger(expiresAt) || expiresAt < 0 || expiresAt > 2 ** 40) {
+  if (!Number.isSafeInteger(seq) || seq < 0 || !Number.isSafeInteger(expiresAt) || expiresAt < 0 || expiresAt > MAX_EXPIRES_AT) {
     throw new PresenceError("record seq and expiry are integers in range");
   }
   // As signaling/protocol.py reads one: a value of at most 4096 base64 characters, a
