@@ -887,3 +887,40 @@ async def test_the_typing_core_on_virtual_time(
         "Ana, Bo and Cy are typing…",
         "Ana, Bo and 3 others are typing…",
     ]
+
+
+async def test_a_message_arriving_before_the_scroll_event_does_not_pull_the_reader_down(
+    open_chat: OpenChat, signaling_mesh: NodeFactory
+) -> None:
+    # The scroll event comes a frame after the reader scrolled; a message that lands in
+    # between is counted on the pill, not followed (this raced on a loaded machine).
+    (node,) = await signaling_mesh(1)
+    page = await open_chat(node, "Kim")
+    result = await page.evaluate(
+        """async () => {
+            const { TranscriptFollower } = await import('/web/js/follow.js');
+            const list = document.createElement('ul');
+            list.style.cssText = 'height: 100px; overflow-y: auto';
+            const pill = document.createElement('button');
+            document.body.append(list, pill);
+            const follower = new TranscriptFollower(list, pill);
+            const add = () => {
+                const li = document.createElement('li');
+                li.style.height = '40px';
+                list.append(li);
+                follower.added({ isNew: true });
+            };
+            for (let i = 0; i < 20; i++) add();
+            const followed = list.scrollTop;
+            list.scrollTop = 0;  // the reader scrolls up ...
+            add();               // ... and a message lands before the scroll event
+            const out = { followed, top: list.scrollTop, pill: pill.hidden,
+                          text: pill.textContent };
+            list.remove(); pill.remove();
+            return out;
+        }"""
+    )
+    assert result["followed"] > 600
+    assert result["top"] == 0
+    assert result["pill"] is False
+    assert result["text"] == "1 new message ↓"

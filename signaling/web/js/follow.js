@@ -10,6 +10,7 @@ export class TranscriptFollower {
     this.list = list;
     this.pill = pill;
     this.stuck = true; // the reader is at the bottom (as of their last scroll)
+    this.pinnedAt = 0; // where toBottom() last left the list
     this.unseen = 0;
     list.addEventListener("scroll", () => {
       this.stuck = this.atBottom();
@@ -26,8 +27,15 @@ export class TranscriptFollower {
     return scrollHeight - scrollTop - clientHeight <= NEAR;
   }
 
+  noticeScroll() {
+    // The scroll event comes a frame after the reader moved; a message arriving in
+    // between must not pull them back down, so look at where the list is now.
+    if (this.stuck && this.list.scrollTop < this.pinnedAt - NEAR) this.stuck = false;
+  }
+
   added({ isNew = false, mine = false } = {}) {
     // After something was put in the list: follow it, or count it as unseen below.
+    this.noticeScroll();
     if (mine) this.stuck = true;
     if (this.stuck) this.toBottom();
     else if (isNew) {
@@ -38,11 +46,13 @@ export class TranscriptFollower {
 
   settle() {
     // Content changed height (an image loaded): stay at the bottom if we were there.
+    this.noticeScroll();
     if (this.stuck) this.toBottom();
   }
 
   toBottom() {
     this.list.scrollTop = this.list.scrollHeight;
+    this.pinnedAt = this.list.scrollTop;
   }
 
   jump() {
