@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench clean debs dist
+.PHONY: demo test lint unit integration bench clean debs dist compiled
 
 # Debian packages the integration tests drive as outside implementations:
 # coturn (turnutils_uclient, turnserver) against our relay, Chromium for the
@@ -71,6 +71,11 @@ bench: $(STAMP) debs
 	$(BIN)/python benchmarks/relay_throughput.py
 	$(BIN)/python benchmarks/sim_scale.py
 
+# dht/'s hot modules compiled with mypyc into build/mypyc/ (outside the sources), for the
+# simulator: PAGEMESH_COMPILED=1 runs them (dht/compiled.py; rebuilt when a source changed).
+compiled: $(STAMP)
+	$(BIN)/python -c "from dht.compiled import build, BUILD_DIR; build(); print('compiled:', BUILD_DIR)"
+
 # What a volunteer installs without cloning: a wheel and an sdist in dist/, the browser
 # client inside as package data (`pip install dist/pagemesh-*.whl`, docs/operations.md).
 # Built by PyPA's `build` from a venv of its own that holds nothing else (measured on a
@@ -90,4 +95,4 @@ dist: $(BUILD_VENV)/.installed
 	@ls dist
 
 clean:
-	rm -rf dist demo-data test-artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf build/mypyc dist demo-data test-artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -50,6 +50,7 @@ from enum import Enum
 from operator import attrgetter, itemgetter
 from typing import TypeAlias, TypeVar
 
+from .compiled import mypyc_attr
 from .identity import Identity, verify_signature
 from .ids import ID_BITS, ID_BYTES, node_id_for, random_id_in_bucket, to_int
 from .lookup import Lookup
@@ -143,6 +144,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class Message:
     """A datagram before encoding (or after decoding): `body` is a request or a reply."""
@@ -157,6 +159,7 @@ class Message:
         return serialize_response(self.msg_id, self.body)  # type: ignore[arg-type]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the simulator's SharedContacts
 class ContactCodec:
     """Turns wire contacts into routing contacts and back; this one builds fresh objects.
 
@@ -181,6 +184,7 @@ class LocalProtocolError(Exception):
     """The application misused the core (a record too large, an id of the wrong size...)."""
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class DHTConfig:
     """Protocol parameters. Intervals are seconds; tests shrink them, simulations sweep them."""
@@ -297,12 +301,14 @@ class DHTConfig:
 # --- events ---------------------------------------------------------------
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class Bootstrapped:
     op: int
     contacts: int
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class LookupCompleted:
     op: int
@@ -311,6 +317,7 @@ class LookupCompleted:
     queries: int
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class RecordsFound:
     op: int
@@ -319,6 +326,7 @@ class RecordsFound:
     queries: int
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class RecordsStored:
     op: int
@@ -328,6 +336,7 @@ class RecordsStored:
     refusals: tuple[Refusal, ...]
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class NodeVerified:
     """Whether `node_id` proved its key at `addr` (a pm_identify answered and checked)."""
@@ -338,6 +347,7 @@ class NodeVerified:
     ok: bool
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class ReachChecked:
     """A reachability check ended (started by `check_reach`, or by the core's schedule)."""
@@ -351,6 +361,7 @@ class ReachChecked:
 Event = Bootstrapped | LookupCompleted | RecordsFound | RecordsStored | NodeVerified | ReachChecked
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class DialBack:
     """Probes a helper owes a requester, for the glue to send from a socket other than the
@@ -397,6 +408,7 @@ class Phase(Enum):
     DONE = "done"
 
 
+@mypyc_attr(native_class=False)
 @dataclass(slots=True, eq=False)
 class PendingRpc:
     msg_id: bytes
@@ -409,6 +421,7 @@ class PendingRpc:
     slow: bool = False
 
 
+@mypyc_attr(native_class=False)
 @dataclass(slots=True, eq=False)
 class Operation:
     op: int
@@ -452,6 +465,7 @@ class TimerKind(Enum):
     REACH_START = 8
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the simulator's SybilCore
 class DHTCore:
     """A Kademlia node as a state machine; see the module docstring for the contract."""
 

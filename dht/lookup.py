@@ -23,12 +23,12 @@ largest part of a lookup's latency, docs/simulation.md "Fast paths").
 
 from __future__ import annotations
 
-import math
 from bisect import bisect, insort
 from collections.abc import Iterable
 from enum import IntEnum
 from typing import Generic, TypeVar
 
+from .ids import ID_BITS
 from .routing import Contact
 
 A = TypeVar("A")
@@ -42,6 +42,10 @@ class State(IntEnum):
     FAILED = 4
     ABANDONED = 5
 
+
+_BEYOND = 1 << ID_BITS
+"""Farther than any distance (all are below 2**ID_BITS): no horizon yet. An int, not
+`math.inf`, so that compiled code compares ints with ints (dht/compiled.py)."""
 
 _OPEN = (State.WAITING, State.SLOW, State.ABANDONED)
 """States in which an answer is still taken."""
@@ -104,7 +108,7 @@ class Lookup(Generic[A]):
         ordered = self._sorted
         by_id = self._by_id
         target = self.target
-        horizon: float = math.inf
+        horizon = _BEYOND
         answered = self._horizon()
         if answered is not None:
             horizon = answered

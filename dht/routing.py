@@ -24,27 +24,14 @@ Kademlia's rule that a live resident is never displaced.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 from enum import Enum
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
+from .contact import Contact as Contact  # where it was first: everyone imports it from here
 from .ids import ID_BITS, bucket_index, to_int
 
 A = TypeVar("A")
-
-
-@dataclass(frozen=True, slots=True)
-class Contact(Generic[A]):
-    """A node we can reach: its id (as bytes and as an int for XOR) and its address."""
-
-    node_id: bytes
-    addr: A
-    num: int = field(compare=False, repr=False, default=-1)
-
-    @classmethod
-    def make(cls, node_id: bytes, addr: A) -> Contact[A]:
-        return cls(node_id, addr, to_int(node_id))
 
 
 class Admission(Enum):
