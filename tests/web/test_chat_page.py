@@ -912,15 +912,19 @@ async def test_a_message_arriving_before_the_scroll_event_does_not_pull_the_read
             };
             for (let i = 0; i < 20; i++) add();
             const followed = list.scrollTop;
+            list.style.height = '300px';  // the header reflows: the list grows ...
+            add();                          // ... and it still follows
+            const grown = list.scrollHeight - list.scrollTop - list.clientHeight;
             list.scrollTop = 0;  // the reader scrolls up ...
             add();               // ... and a message lands before the scroll event
-            const out = { followed, top: list.scrollTop, pill: pill.hidden,
+            const out = { followed, grown, top: list.scrollTop, pill: pill.hidden,
                           text: pill.textContent };
             list.remove(); pill.remove();
             return out;
         }"""
     )
     assert result["followed"] > 600
+    assert result["grown"] < 2
     assert result["top"] == 0
     assert result["pill"] is False
     assert result["text"] == "1 new message ↓"

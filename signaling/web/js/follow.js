@@ -10,7 +10,8 @@ export class TranscriptFollower {
     this.list = list;
     this.pill = pill;
     this.stuck = true; // the reader is at the bottom (as of their last scroll)
-    this.pinnedAt = 0; // where toBottom() last left the list
+    this.pinnedTop = 0; // where toBottom() last left the list ...
+    this.pinnedHeight = 0; // ... and how tall the list was then
     this.unseen = 0;
     list.addEventListener("scroll", () => {
       this.stuck = this.atBottom();
@@ -29,8 +30,11 @@ export class TranscriptFollower {
 
   noticeScroll() {
     // The scroll event comes a frame after the reader moved; a message arriving in
-    // between must not pull them back down, so look at where the list is now.
-    if (this.stuck && this.list.scrollTop < this.pinnedAt - NEAR) this.stuck = false;
+    // between must not pull them back down, so look at where the list is now. A list
+    // that grew taller (the header reflowed) pulls scrollTop down as much: not a read.
+    const { scrollTop, clientHeight } = this.list;
+    const grew = Math.max(0, clientHeight - this.pinnedHeight);
+    if (this.stuck && this.pinnedTop - scrollTop - grew > NEAR) this.stuck = false;
   }
 
   added({ isNew = false, mine = false } = {}) {
@@ -52,7 +56,8 @@ export class TranscriptFollower {
 
   toBottom() {
     this.list.scrollTop = this.list.scrollHeight;
-    this.pinnedAt = this.list.scrollTop;
+    this.pinnedTop = this.list.scrollTop;
+    this.pinnedHeight = this.list.clientHeight;
   }
 
   jump() {
