@@ -58,7 +58,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     for name, helptext in (("put", "sign and store a record"), ("get", "read a key's records")):
         action = sub.add_parser(name, help=helptext)
-        action.add_argument("key", help="a name; the DHT key is its hash (docs/protocol.md)")
+        action.add_argument(
+            "key",
+            help="any name (what `put` stored under, e.g. greeting); the DHT key is its "
+            "hash, so a room's page URL does not find the room (docs/protocol.md)",
+        )
         if name == "put":
             action.add_argument("value", help="the value (UTF-8, at most 1000 bytes)")
             action.add_argument("--ttl", type=float, default=3600.0, help="seconds (max 3600)")
@@ -174,10 +178,14 @@ async def _put(node: DHTNode, args: argparse.Namespace) -> int:
 
 
 async def _get(node: DHTNode, args: argparse.Namespace) -> int:
-    records = await node.get_records(key_for(args.key))
-    for record in records:
+    found = await node.find_records(key_for(args.key))
+    for record in found.records:
         print(json.dumps(record_json(record)))
-    return 0 if records else 1
+    if not found.records:
+        asked = f"{found.queries} node{'' if found.queries == 1 else 's'}"
+        print(f"pagemesh dht get: no record for {args.key!r} (asked {asked})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def record_json(record: Record) -> dict[str, Any]:

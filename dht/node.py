@@ -166,9 +166,13 @@ class DHTNode:
 
     async def get_records(self, key: bytes, quorum: int | None = None) -> list[Record]:
         """The live records under `key`; `quorum` as in `DHTCore.get_records`."""
+        return list((await self.find_records(key, quorum)).records)
+
+    async def find_records(self, key: bytes, quorum: int | None = None) -> RecordsFound:
+        """The lookup's outcome: the live records under `key` and how many nodes it asked."""
         event = await self._run(self.core.get_records(key, time.time(), quorum))
         assert isinstance(event, RecordsFound)
-        return list(event.records)
+        return event
 
     async def put_record(
         self, key: bytes, value: bytes, ttl: float = 3600.0, seq: int | None = None

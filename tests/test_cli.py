@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -62,6 +63,7 @@ def test_serve_put_get_and_a_clean_stop(tmp_path: Path) -> None:
         assert (tmp_path / "client.key").stat().st_mode & 0o777 == 0o600
         missing = run("dht", "get", "nothing here", "--node", node, data_dir=tmp_path)
         assert missing.returncode == 1 and missing.stdout == ""
+        assert re.search(r"no record for 'nothing here' \(asked [1-9]\d* nodes?\)", missing.stderr)
     finally:
         for server in servers:
             server.send_signal(signal.SIGTERM)
