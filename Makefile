@@ -45,8 +45,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
 
+# `make demo V=1` logs what the libraries say too (`pagemesh -v demo`).
 demo: $(STAMP)
-	$(BIN)/pagemesh demo --data-dir demo-data
+	$(BIN)/pagemesh $(if $(V),-v )demo --data-dir demo-data
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -95,4 +96,4 @@ dist: $(BUILD_VENV)/.installed
 	@ls dist
 
 clean:
-	rm -rf build/mypyc dist demo-data test-artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf build/mypyc build/extension build/extension.zip dist demo-data scratch test-artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis

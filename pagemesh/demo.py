@@ -35,6 +35,8 @@ from .embedded_relay import start_embedded_relay
 if TYPE_CHECKING:
     from peer.peer import Peer
 
+VERBOSE_HINT = "make demo V=1 (or .venv/bin/pagemesh -v demo)"
+"""How to see the libraries' logs, from `make demo` (the Makefile passes -v on) or not."""
 DEMO_RELAY = '[relay]\nallow_peers = ["127.0.0.0/8"]  # loopback peers, for the demo only\n'
 
 
@@ -88,8 +90,8 @@ SAMPLE_SITE = """<!doctype html>
 <h1>Brewing oolong</h1>
 <p>This page stands for any site: its owner added one line, and its readers can talk
 with whoever else is reading it. Press the round button in the corner.</p>
-<pre>&lt;script src="{embed}" async&gt;&lt;/script&gt;</pre>
-<script src="{embed}" async></script>
+<pre>&lt;script src="{embed}" referrerpolicy="no-referrer" async&gt;&lt;/script&gt;</pre>
+<script src="{embed}" referrerpolicy="no-referrer" async></script>
 </body>
 </html>
 """
@@ -139,7 +141,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         bots.append(filebot)
         tasks.append(asyncio.create_task(greet(greeting, {filebot.public_key})))
         if not await linked(room, greeter.public_key):
-            say(f"  (the bots did not link within {LINK_TIMEOUT:g} s; try -v to see why)")
+            say(f"  (the bots did not link within {LINK_TIMEOUT:g} s; {VERBOSE_HINT} shows why)")
         tasks.append(asyncio.create_task(echo_files(room)))
         say(
             f"\ntwo bots sit in the room of {ROOM_URL}: a greeter and a file bot that echoes files."
@@ -168,7 +170,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             "  its options -> allow local addresses, then open the site above and the side panel."
         )
         say(f"\n  health: curl {page}/healthz   metrics: curl {page}/metrics")
-        say("\nCtrl-C stops everything; pagemesh -v demo shows the libraries' logs too.")
+        say(f"\nCtrl-C stops everything; {VERBOSE_HINT} shows the libraries' logs too.")
         await _wait(args.duration)
     finally:
         if sample is not None:
