@@ -19,7 +19,7 @@ def _commands(text: str) -> list[str]:
     lines: list[str] = []
     inside = False
     for line in text.replace("\\\n", " ").splitlines():
-        if line.startswith("```"):
+        if line.lstrip().startswith("```"):
             inside = not inside
         elif inside:
             lines.append(line)
@@ -77,3 +77,15 @@ def test_the_demos_hint_names_a_command_that_works_from_make() -> None:
         check=True,
     ).stdout
     assert re.search(r"pagemesh -v demo\b", dry), dry
+
+
+def test_readme_tells_of_every_identity_action() -> None:
+    from pagemesh.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")
+    identity = commands.choices["identity"]  # type: ignore[index]
+    actions = next(a for a in identity._actions if a.dest == "identity_command")
+    for action in actions.choices:  # type: ignore[union-attr]
+        shown = rf"pagemesh identity (\w+`/`)*{action}\b"  # also `identity export`/`import`
+        assert re.search(shown, README), f"README never shows `identity {action}`"
