@@ -7,6 +7,8 @@ every file it is given. Imported when the demo runs (peers bring aiortc), not wh
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 
 from peer.chatscreen import member_label
@@ -17,32 +19,79 @@ GREET_WAIT = 2.0
 """Seconds the greeter waits for a newcomer's name before it greets its key's tag."""
 LINK_TIMEOUT = 30.0
 """Seconds the bots may take to link to each other before the demo says so and goes on."""
+MAX_GREETED = 1000
+"""Keys (and people) the greeter remembers greeting; the oldest are forgotten past this."""
+REJOIN_QUIET = 600.0
+"""Seconds after a person was last here in which they are not greeted again, whatever
+key they come back with (another device of theirs)."""
+
+
+class Greetings:
+    """Whom the greeter greets, on the clock it is given: a key at most once a run (of
+    the last `MAX_GREETED` greeted), and nobody whose person (the identity a device
+    speaks for) is here or was within `REJOIN_QUIET` seconds. A reload, a rejoin or a
+    second device is not a newcomer, and the history newcomers get is not all hellos."""
+
+    def __init__(self, never: Iterable[bytes] = ()) -> None:
+        self._never = frozenset(never)
+        self._keys: OrderedDict[bytes, float | None] = OrderedDict()
+        """Keys greeted, oldest first (no value: one map type for `_remember`)."""
+        self._people: OrderedDict[bytes, float | None] = OrderedDict()
+        """People seen, least recently first: when they last left, or None while here."""
+
+    @property
+    def size(self) -> int:
+        return len(self._keys) + len(self._people)
+
+    def should_greet(self, key: bytes, person: bytes, now: float) -> bool:
+        """`key` (speaking for `person`) arrived: greet it? Either way its person is here."""
+        seen, last = person in self._people, self._people.get(person)
+        self._remember(self._people, person, None)
+        if key in self._never or key in self._keys:
+            return False
+        if seen and (last is None or now - last < REJOIN_QUIET):
+            return False  # another device of theirs is here, or they were a moment ago
+        self._remember(self._keys, key, None)
+        return True
+
+    def left(self, person: bytes, now: float) -> None:
+        """A key of `person` left at `now`."""
+        self._remember(self._people, person, now)
+
+    @staticmethod
+    def _remember(seen: OrderedDict[bytes, float | None], key: bytes, value: float | None) -> None:
+        seen.pop(key, None)
+        seen[key] = value
+        while len(seen) > MAX_GREETED:
+            seen.popitem(last=False)
 
 
 async def greet(room: Room, bots: set[bytes], page: str = ROOM_URL) -> None:
     """The greeter: hello to each newcomer by name (or, when it gives none within
-    `GREET_WAIT` seconds of its link opening, by its key's tag), and an echo for
-    lines starting with `!echo`."""
+    `GREET_WAIT` seconds of its link opening, by its key's tag), once (`Greetings`: not
+    on a reload, a rejoin or a second device), and an echo for lines starting with
+    `!echo`."""
     loop = asyncio.get_running_loop()
     waiting: dict[bytes, float] = {}  # linked, not yet greeted: since when
-    greeted: set[bytes] = set(bots)
+    greetings = Greetings(never=bots)
     while True:
         try:
             event = await room.next_event(GREET_WAIT if waiting else 3600.0)
         except TimeoutError:
             event = None
-        if isinstance(event, Connected) and event.key not in greeted:
+        if isinstance(event, Connected) and len(waiting) < MAX_GREETED:
             waiting.setdefault(event.key, loop.time())
         elif isinstance(event, MemberLeft):
             waiting.pop(event.key, None)
-            greeted.discard(event.key)
+            greetings.left(room.person_of(event.key), loop.time())
         elif isinstance(event, Message) and not event.mine and event.text.startswith("!echo"):
             who = member_label(room, event.author)
             await room.say(f"{who} said: {event.text.removeprefix('!echo').strip()}")
         for key, since in list(waiting.items()):
             if room.name_of(key) or loop.time() - since >= GREET_WAIT:
                 del waiting[key]
-                greeted.add(key)
+                if not greetings.should_greet(key, room.person_of(key), loop.time()):
+                    continue
                 await room.say(
                     f"hello {member_label(room, key)}, welcome to the room of {page}! "
                     "Say !echo TEXT and I say it back; the file bot sends back any file."
