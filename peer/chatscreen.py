@@ -48,6 +48,8 @@ MAX_NUMBERED = 1024
 MAX_HELD = 1000
 """History messages held back at most; past this, what is held is printed (a member
 whose old messages never stop coming holds nothing back for long)."""
+EARLIER = "\u2191 earlier: "
+"""Before a message that belongs above lines already printed (the room's order)."""
 QUOTE = 40
 """Characters of a message quoted by a reply or a reaction."""
 
@@ -141,6 +143,7 @@ class ChatScreen:
     it holds something back (`holding`), call `settle`; each returns the lines to
     print. History (messages older than our arrival) is held back and printed sorted
     by the room's order, since each member passes on its own messages first; a
+    message that comes after one that follows it in that order is marked `EARLIER`; a
     newcomer is announced once its name comes (or at the next settle, with its tag);
     files shared earlier follow the history.
     """
@@ -162,6 +165,8 @@ class ChatScreen:
         """Our own offers: id -> file name (bounded as `offers`)."""
         self.flooding: set[bytes] = set()
         """Authors reported flooding (docs/protocol.md 5.4), at most the room's authors."""
+        self._last: tuple[int, bytes, int] | None = None
+        """The latest message printed, in the room's order (lamport, author, seq)."""
 
     @property
     def holding(self) -> bool:
@@ -198,7 +203,7 @@ class ChatScreen:
             if not event.mine and event.lamport < self.joined_ms:
                 self._history.append(event)
                 return self.settle() if len(self._history) >= MAX_HELD else []
-            return [*self.settle(), message_line(self.room, event)]
+            return [*self.settle(), self._message(event)]
         if isinstance(event, FileOffered):
             return self._offered(event)
         if isinstance(event, Connected | Profile | MemberJoined | MemberLeft):
@@ -211,12 +216,27 @@ class ChatScreen:
         """Everything held back, in order: history, arrivals, files shared earlier."""
         history, self._history = self._history, []
         history.sort(key=lambda m: (m.lamport, m.author, m.seq))
-        lines = [message_line(self.room, m) for m in history]
+        lines = [self._message(m) for m in history]
         for key in list(self._arriving):
             lines += self._arrived(key)
         earlier, self._earlier = self._earlier, []
         lines += [self._offer_line(e) for e in earlier]
         return lines
+
+    def _message(self, message: Message) -> str:
+        """A message's line; marked `EARLIER` when it sorts before one already printed.
+
+        The room's core delivers each author's messages in their order as they come,
+        and only its transcript is in the total order (docs/protocol.md 5.0.1): nothing
+        says when an earlier message can no longer come (a member's slower link, history
+        passed on after we spoke). A page puts it in its place; a terminal cannot move
+        printed lines, so the line says where it belongs."""
+        line = message_line(self.room, message)
+        order = (message.lamport, message.author, message.seq)
+        if self._last is not None and order < self._last:
+            return f"{EARLIER}{line}"
+        self._last = order
+        return line
 
     def number(self, event: FileOffered) -> int:
         known = self.offers.get(event.offer.id)

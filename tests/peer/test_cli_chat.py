@@ -346,3 +346,21 @@ async def test_leave_stops_the_printer_even_as_an_event_comes(tmp_path: Path) ->
     finally:
         printer.cancel()
         peer.store.close()
+
+
+def test_a_message_that_sorts_before_printed_lines_says_so() -> None:
+    """Alice's terminal hears the greeter's answer (over its link) before Ben's words it
+    answers (over Ben's slower link): the answer's lamport is past Ben's, so Ben's line
+    comes second and is marked as belonging above. History that arrives after we spoke
+    is marked too; lines in order are not."""
+    room = FakeRoom({ANA: "greeter", BO: "ben", CY: "cy"})
+    screen = ChatScreen(room, joined_at=100.0)  # type: ignore[arg-type]
+    (answer,) = screen.feed(said(ANA, 200_010, 1, "ben said: browser ping"))
+    assert answer.endswith("<greeter> ben said: browser ping")
+    (ping,) = screen.feed(said(BO, 200_000, 1, "!echo browser ping"))
+    assert ping.startswith("\u2191 earlier: [") and ping.endswith("<ben> !echo browser ping")
+    (next_one,) = screen.feed(said(BO, 200_020, 2, "thanks"))
+    assert next_one.startswith("[") and next_one.endswith("<ben> thanks")
+    assert screen.feed(said(CY, 90_000, 1, "from before")) == [] and screen.holding
+    (old,) = screen.settle()
+    assert old.startswith("\u2191 earlier: [") and old.endswith("<cy> from before")
