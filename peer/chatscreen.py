@@ -88,13 +88,45 @@ def member_label(room: Room, key: bytes) -> str:
     person = room.person_of(key)
     label = room.device_label(key) if person != key else None
     device = f" [{printable(label)}]" if label else ""
-    name = room.name_of(key)
+    name = room.name_of(key) or (_given_name(room, person) if person != key else None)
     if not name:
         return short_tag(person) + device
     others = (room.members | set(room.links)) - {key}
     if any(room.name_of(o) == name and room.person_of(o) != person for o in others):
         return printable(name) + short_tag(person) + device
     return printable(name) + device
+
+
+def _given_name(room: Room, identity: bytes) -> str | None:
+    """The name the person `identity` gives: its own, or one a device of it gives (its
+    card or its messages), us included; None when none did."""
+    me = room.peer.public_key
+    if room.person_of(me) == identity and room.peer.store.name:
+        return str(room.peer.store.name)
+    if name := room.name_of(identity):
+        return name
+    for key in sorted(room.members | set(room.links)):
+        if room.person_of(key) == identity and (name := room.name_of(key)):
+            return name
+    return None
+
+
+def person_name(room: Room, identity: bytes) -> str:
+    """What to call the person whose identity key is `identity`: `_given_name`, else
+    its key's tag."""
+    name = _given_name(room, identity)
+    return printable(name) if name else short_tag(identity)
+
+
+def device_note(room: Room, key: bytes) -> str:
+    """ "a second device of dan" for a device whose person has another key here (us
+    included), "a device of dan" for one alone here; "" for a key that is its person."""
+    identity = room.person_of(key)
+    if identity == key:
+        return ""
+    here = (room.members | set(room.links) | {room.peer.public_key}) - {key}
+    second = any(room.person_of(other) == identity for other in here)
+    return f"a {'second ' if second else ''}device of {person_name(room, identity)}"
 
 
 def my_label(room: Room) -> str:
@@ -165,6 +197,8 @@ class ChatScreen:
         """Our own offers: id -> file name (bounded as `offers`)."""
         self.flooding: set[bytes] = set()
         """Authors reported flooding (docs/protocol.md 5.4), at most the room's authors."""
+        self._tagged: set[bytes] = set()
+        """Members told here by their tag alone: their name is told when it comes."""
         self._last: tuple[int, bytes, int] | None = None
         """The latest message printed, in the room's order (lamport, author, seq)."""
 
@@ -203,14 +237,15 @@ class ChatScreen:
             if not event.mine and event.lamport < self.joined_ms:
                 self._history.append(event)
                 return self.settle() if len(self._history) >= MAX_HELD else []
-            return [*self.settle(), self._message(event)]
+            return [*self.settle(), *self._named(event.author), self._message(event)]
         if isinstance(event, FileOffered):
             return self._offered(event)
         if isinstance(event, Connected | Profile | MemberJoined | MemberLeft):
             return self._presence(event)
         if isinstance(event, FileDone | FileFailed | FileProgress):
             return self._file(event)
-        return [self.other_line(event)]
+        line = self.other_line(event)
+        return [line] if line else []
 
     def settle(self) -> list[str]:
         """Everything held back, in order: history, arrivals, files shared earlier."""
@@ -274,6 +309,7 @@ class ChatScreen:
             return []  # told when its link opens and its name comes
         if isinstance(event, MemberLeft):
             self._arriving.pop(key, None)
+            self._tagged.discard(key)
             if key not in self._here:
                 return []
             del self._here[key]
@@ -285,15 +321,31 @@ class ChatScreen:
                     return [f"* {member_label(self.room, key)} is {event.path} now"]
                 return []
             self._arriving[key] = event.path
-            return self._arrived(key) if self.room.name_of(key) else []
+            return self._arrived(key) if self._has_name(key) else []
         if key in self._arriving:  # its name came: announce it now
             return self._arrived(key)
-        return []  # a later rename shows in its next message
+        return self._named(key)  # a later rename shows in its next message
 
     def _arrived(self, key: bytes) -> list[str]:
         path = self._arriving.pop(key, None)
         self._here[key] = path
-        return [f"* {member_label(self.room, key)} is here ({path or 'connecting'})"]
+        if not self._has_name(key):
+            self._tagged.add(key)
+        note = device_note(self.room, key)
+        how = f"{path or 'connecting'}{'; ' if note else ''}{note}"
+        return [f"* {member_label(self.room, key)} is here ({how})"]
+
+    def _has_name(self, key: bytes) -> bool:
+        """`key` gave a name, or its person did (a device, docs/protocol.md 5.3)."""
+        person = self.room.person_of(key)
+        return bool(self.room.name_of(key) or (person != key and _given_name(self.room, person)))
+
+    def _named(self, key: bytes) -> list[str]:
+        """`* ·3a55 is Ana`: the name of a member told here by its tag, once it comes."""
+        if key not in self._tagged or not self._has_name(key):
+            return []
+        self._tagged.discard(key)
+        return [f"* {short_tag(self.room.person_of(key))} is {member_label(self.room, key)}"]
 
     def _file(self, event: FileDone | FileFailed | FileProgress) -> list[str]:
         if isinstance(event, FileProgress):
@@ -341,7 +393,11 @@ class ChatScreen:
         if isinstance(event, PeerProblem):
             return f"* {printable(event.message)}"
         if isinstance(event, Device):
-            return f"* {member_label(room, event.key)} is a device of {short_tag(event.identity)}"
+            if event.key not in self._here:
+                return ""  # its arrival, still held, will say it
+            self._tagged.discard(event.key)
+            note = device_note(room, event.key) or f"a device of {short_tag(event.identity)}"
+            return f"* {member_label(room, event.key)} is {note}"
         return f"* {type(event).__name__}"
 
 

@@ -18,6 +18,7 @@ from peer.cli import _show_events
 from peer.files import FileOffer
 from peer.peer import (
     Connected,
+    Device,
     FileDone,
     FileOffered,
     MemberJoined,
@@ -280,15 +281,18 @@ class FakeRoom:
         self.links: dict[bytes, object] = {}
         self.peer = SimpleNamespace(public_key=ME, store=SimpleNamespace(name="me"))
         self.core = SimpleNamespace(envelope=lambda ref: None)
+        self.persons: dict[bytes, bytes] = {}
+        """Devices (docs/protocol.md 5.3): key -> identity; any other key its own person."""
+        self.labels: dict[bytes, str] = {}
 
     def name_of(self, key: bytes) -> str | None:
         return self.known.get(key)
 
     def person_of(self, key: bytes) -> bytes:
-        return key  # no devices here (docs/protocol.md 5.3): each key its own person
+        return self.persons.get(key, key)
 
     def device_label(self, key: bytes) -> str | None:
-        return None
+        return self.labels.get(key)
 
 
 ME, ANA, BO, CY = (bytes([n]) * 32 for n in range(4))
@@ -364,3 +368,43 @@ def test_a_message_that_sorts_before_printed_lines_says_so() -> None:
     assert screen.feed(said(CY, 90_000, 1, "from before")) == [] and screen.holding
     (old,) = screen.settle()
     assert old.startswith("\u2191 earlier: [") and old.endswith("<cy> from before")
+
+
+def test_a_second_device_is_named_as_its_person() -> None:
+    """Dan's laptop and phone speak for an identity key that is not in the room: the
+    phone is Dan's second device, by the name his devices give, never his key's tag."""
+    dan, laptop, phone = (bytes([n]) * 32 for n in (7, 8, 9))
+    room = FakeRoom({laptop: "dan"})
+    room.persons = {laptop: dan, phone: dan}
+    room.labels = {laptop: "laptop", phone: "phone"}
+    screen = ChatScreen(room, joined_at=100.0)  # type: ignore[arg-type]
+    assert screen.feed(Connected(laptop, "direct")) == [
+        "* dan [laptop] is here (direct; a device of dan)"
+    ]
+    # The phone gives no name of its own yet: it is Dan's all the same.
+    assert screen.feed(Connected(phone, "direct")) == [
+        "* dan [phone] is here (direct; a second device of dan)"
+    ]
+    # A tablet whose delegation comes after its arrival was told by its tag:
+    tablet = bytes([10]) * 32
+    assert screen.feed(Connected(tablet, "relayed")) == []
+    assert screen.settle() == ["* \u00b70a0a is here (relayed)"]
+    room.persons[tablet], room.labels[tablet] = dan, "tablet"
+    assert screen.feed(Device(tablet, dan, "tablet")) == [
+        "* dan [tablet] is a second device of dan"
+    ]
+    assert screen.feed(Profile(tablet, "dan")) == []  # named already
+
+
+def test_a_member_told_by_its_tag_is_named_when_its_name_comes() -> None:
+    room = FakeRoom({ANA: "Ana"})
+    screen = ChatScreen(room, joined_at=100.0)  # type: ignore[arg-type]
+    assert screen.feed(Connected(CY, "direct")) == []
+    assert screen.settle() == ["* \u00b70303 is here (direct)"]  # no name within the settle
+    room.known[CY] = "Cy"
+    assert screen.feed(Profile(CY, "Cy")) == ["* \u00b70303 is Cy"]
+    assert screen.feed(Profile(CY, "Cy")) == []  # told once
+    assert screen.feed(Connected(BO, "direct")) == [] and screen.settle()
+    room.known[BO] = "Bo"  # its name came signed in its first message
+    lines = screen.feed(said(BO, 200_000, 1, "hi"))
+    assert lines[0] == "* \u00b70202 is Bo" and lines[1].endswith("<Bo> hi")
