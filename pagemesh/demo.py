@@ -97,6 +97,22 @@ with whoever else is reading it. Press the round button in the corner.</p>
 """
 
 
+def join_commands(room: str, nodes: list[str], data_dir: Path) -> list[str]:
+    """The commands the demo prints for other terminals: alice and bob chat through the
+    first and the last node, carol sends alice a file, named as the chats are."""
+    where = "--ice-host 127.0.0.1"
+    chats = [
+        f".venv/bin/pagemesh chat {room} --node {node} --name {who} "
+        f"--data-dir {data_dir}/{who} {where}"
+        for who, node in (("alice", nodes[0]), ("bob", nodes[-1]))
+    ]
+    send = (
+        f".venv/bin/pagemesh send FILE {room} --to alice --node {nodes[len(nodes) // 2]} "
+        f"--name carol --data-dir {data_dir}/carol {where}"
+    )
+    return [*chats, send]
+
+
 async def serve_sample_site(node_page: str) -> tuple[web.AppRunner, str]:
     """A page on its own origin (another port) that embeds the chat widget of `node_page`."""
     body = SAMPLE_SITE.format(embed=html.escape(f"{node_page}/embed.js"))
@@ -149,15 +165,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         page = nodes[0].url.replace("ws://", "http://")
         say(f"\nOpen it in a browser:\n\n  {page}/#room={ROOM_URL}\n")
         say("or join from other terminals:\n")
-        for who, node in (("alice", nodes[0]), ("bob", nodes[-1])):
-            say(
-                f"  .venv/bin/pagemesh chat {ROOM_URL} --node {node.url} --name {who} "
-                f"--data-dir {data_dir}/{who} --ice-host 127.0.0.1"
-            )
-        say(
-            f"  .venv/bin/pagemesh send FILE {ROOM_URL} --to alice --node {nodes[1].url} "
-            f"--data-dir {data_dir}/carol --ice-host 127.0.0.1"
-        )
+        for command in join_commands(ROOM_URL, [n.url for n in nodes], data_dir):
+            say(f"  {command}")
         say("\nIn a chat, /help lists what you can do (/who, /get N, /send FILE, /leave).")
         sample, site = await serve_sample_site(page)
         at_site = await greeter.join(site)  # the greeter reads the sample site too

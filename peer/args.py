@@ -159,7 +159,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=seconds,
         default=300.0,
         metavar="SECONDS",
-        help="give up after this long (default 300)",
+        help="give up after this long, waiting for recipients to come and to accept (default 300)",
     )
     send.set_defaults(run=later("send"))
 

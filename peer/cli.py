@@ -319,6 +319,8 @@ class _Recipients:
         self.unnamed = list(dict.fromkeys(wanted))
         """`--to` names not matched to a member yet."""
         self.waiting: set[bytes] = set()
+        self.accepted: set[bytes] = set()
+        """Of `waiting`, those whose download began."""
         self.done: list[bytes] = []
         self.failed: dict[bytes, str] = {}
 
@@ -369,9 +371,13 @@ async def _send(args: argparse.Namespace) -> int:
                 f"offering {name} ({human_size(args.size)}) to the "
                 f"{people} {'person' if people == 1 else 'people'} here now"
             )
+        if recipients.waiting:  # not named yet: their names come as their links open
+            people = len(recipients.waiting)
+            who = f"the {people} {'person' if people == 1 else 'people'} here"
+            _say(_to_accept(who, name, args.timeout))
         try:
             async with asyncio.timeout(args.timeout):
-                return await _until_received(room, file_id, name, recipients)
+                return await _until_received(room, file_id, name, recipients, args.timeout)
         except TimeoutError:
             missing = [member_label(room, k) for k in recipients.waiting] + recipients.unnamed
             print(
@@ -382,7 +388,18 @@ async def _send(args: argparse.Namespace) -> int:
             return 3
 
 
-async def _until_received(room: Room, file_id: str, name: str, recipients: _Recipients) -> int:
+def _to_accept(who: str, name: str, timeout: float) -> str:
+    """What `send` waits for once `who` have the offer: each to take it."""
+    return (
+        f"waiting for {who} to accept: they type /get N in their chat (N is the number "
+        f"it shows beside {name}), or run pagemesh receive; giving up after "
+        f"{timeout:g} s (--timeout)"
+    )
+
+
+async def _until_received(
+    room: Room, file_id: str, name: str, recipients: _Recipients, give_up_after: float
+) -> int:
     def address() -> int | None:
         found, ambiguous = recipients.name_more()
         if ambiguous:
@@ -395,15 +412,32 @@ async def _until_received(room: Room, file_id: str, name: str, recipients: _Reci
                 )
             return 1
         room.transfers.offer_to(file_id, found, room.paths())
+        if found:
+            who = ", ".join(member_label(room, k) for k in found)
+            _say(_to_accept(who, name, give_up_after))
         return None
 
-    if recipients.unnamed and (code := address()) is not None:
-        return code
+    if recipients.unnamed:
+        if (code := address()) is not None:
+            return code
+        if recipients.unnamed:
+            _say(
+                f"waiting for {', '.join(recipients.unnamed)} to come to the room "
+                f"(giving up after {give_up_after:g} s: --timeout)"
+            )
     while not recipients.finished:
         event = await _next_event(room)
         if isinstance(event, Connected | Profile | MemberJoined) and recipients.unnamed:
             if (code := address()) is not None:
                 return code
+        elif (
+            isinstance(event, FileProgress)
+            and event.id == file_id
+            and event.member in recipients.waiting
+            and event.member not in recipients.accepted
+        ):
+            recipients.accepted.add(event.member)
+            _say(f"{member_label(room, event.member)} accepted {name}; sending")
         elif isinstance(event, FileDone) and event.id == file_id:
             if event.sender in recipients.waiting:
                 recipients.waiting.discard(event.sender)

@@ -85,6 +85,9 @@ class FileProgress:
     done: int
     size: int
     sending: bool
+    member: bytes | None = None
+    """On the sending side, the member the bytes go to (one as its stream opens: it
+    accepted the file; one as the last chunk leaves)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +388,7 @@ class Transfers:
         try:
             offset = await upload.opened if upload.opened is not None else None
             if offset is not None:
+                self._emit(FileProgress(offer.id, offset, offer.size, True, upload.member))
                 upload.sent_all = await self._send_from(upload, offer, path, offset)
         except OSError as exc:  # the file went away or cannot be read
             log.info("file %s: cannot send (%s)", offer.id[:8], exc)
@@ -411,7 +415,7 @@ class Transfers:
                 self.uploads.progress(upload.serial, self._clock())
         if position < offer.size:
             return False
-        self._emit(FileProgress(offer.id, position, offer.size, sending=True))
+        self._emit(FileProgress(offer.id, position, offer.size, True, upload.member))
         return True
 
     async def _room_to_send(self, upload: _Upload) -> None:

@@ -89,3 +89,20 @@ def test_readme_tells_of_every_identity_action() -> None:
     for action in actions.choices:  # type: ignore[union-attr]
         shown = rf"pagemesh identity (\w+`/`)*{action}\b"  # also `identity export`/`import`
         assert re.search(shown, README), f"README never shows `identity {action}`"
+
+
+def test_the_demos_commands_parse_and_name_everyone() -> None:
+    """What the demo prints for other terminals runs as printed, and the sender of a
+    file is named as the chatters are (not `·2eef` to everyone)."""
+    from pagemesh.cli import build_parser
+
+    nodes = ["ws://127.0.0.1:8001", "ws://127.0.0.1:8002", "ws://127.0.0.1:8003"]
+    commands = demo.join_commands("https://example.org/", nodes, Path("demo-data"))
+    names = []
+    for command in commands:
+        words = command.split()
+        assert words[0] == ".venv/bin/pagemesh"
+        args = build_parser().parse_args(words[1:])
+        assert args.ice_host == ["127.0.0.1"] and args.node
+        names.append(args.name)
+    assert names == ["alice", "bob", "carol"]

@@ -224,18 +224,26 @@ async def test_send_ends_on_its_rule_with_a_clear_exit(
     await bob.expect(r"^waiting for files")
     to_bob = await start(*send(URL, "--to", "bob", "--timeout", "30"))
     await to_bob.expect(r"^offering photo\.jpg \(300\.0 kB\) to bob$")
+    await to_bob.expect(
+        r"^waiting for bob to accept: they type /get N in their chat .* photo\.jpg\), "
+        r"or run pagemesh receive; giving up after 30 s \(--timeout\)$"
+    )
+    await to_bob.expect(r"^bob accepted photo\.jpg; sending$")
     await to_bob.expect(r"^bob has photo\.jpg \(verified\)$")
     assert await to_bob.finish() == 0
     await bob.expect(r"^received .*photo\.jpg from \S+ \(verified\)$")
 
     everyone = await start(*send(URL, "--all-present", "--timeout", "30"))
     await everyone.expect(r"^offering photo\.jpg \(300\.0 kB\) to the 1 person here now$")
+    await everyone.expect(r"^waiting for the 1 person here to accept: they type /get N ")
+    await everyone.expect(r"^bob accepted photo\.jpg; sending$")
     await everyone.expect(r"^bob has photo\.jpg \(verified\)$")
     assert await everyone.finish() == 0
     assert await bob.finish() == 0
     assert sorted(p.name for p in inbox.iterdir()) == ["photo (1).jpg", "photo.jpg"]
 
     nobody = await start(*send(URL, "--to", "nobody", "--timeout", "3"))
+    await nobody.expect(r"^waiting for nobody to come to the room \(giving up after 3 s")
     assert await nobody.finish() == 3
     await nobody.expect(r"timed out after 3 s; nobody did not get photo\.jpg")
 
