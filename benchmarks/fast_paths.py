@@ -21,7 +21,13 @@ rules, docs/simulation.md "Fast paths" for the model):
   home checks: the round trips along the chain of queries each ended on; the client's
   signature: its round trip), and `critical_path`: how many such operations in a row
   and the mean seconds per kind (`client`, `read`, `store`, `check`, `sign`, `wait`).
-  A first peer's floor is the join's plus the modelled offer/answer and connection.
+  A first peer's floor is the join's plus the modelled offer/answer and connection;
+  for a first peer that answered an offer made before `joined` (docs/protocol.md
+  2.5.3), the floor of what the join needed before the node named that member, plus
+  the modelled signature, offer/answer and connection.
+
+Joins run three times: `fast`, `before` (the fast paths without the pipelined joins of
+2.5.3 and 2.5.4, the scenario's `pipelined_joins = false`) and `baseline`.
 
 Each run is a child process of its own (`--jobs` at a time). Targets (benchmarks, not
 tests): lookup p50 <= 0.5 s and p99 <= 1.2 s; join-to-seated p50 <= 0.5 s and p99 <=
@@ -101,7 +107,7 @@ def lookup_run(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
     }
 
 
-def join_run(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
+def join_run(args: argparse.Namespace, fast: bool, pipelined: bool = True) -> dict[str, Any]:
     from simulations.scenario import make_scenario, run
 
     params = {
@@ -113,6 +119,7 @@ def join_run(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
         "webrtc": True,
         "drain": 20.0,
         "fast": fast,
+        "pipelined_joins": pipelined,
     }
     started = time.perf_counter()
     summary = run(make_scenario("rooms", params)).summary
@@ -128,6 +135,7 @@ def join_run(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
         "first_peer_connected": join.get("first_peer_connected"),
         "first_peer_relayed_share": join.get("first_peer_relayed_share"),
         "first_peer_s": pick(join.get("to_first_peer_s", {})),
+        "first_peer_offered_early": join.get("first_peer_offered_early"),
         "seated_floor_s": pick(join.get("floor_s", {})),
         "seated_over_floor_s": pick(join.get("over_floor_s", {})),
         "first_peer_floor_s": pick(join.get("first_peer_floor_s", {})),
@@ -141,15 +149,22 @@ def join_run(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
 
 
 RUNS = {"lookup": lookup_run, "join": join_run}
+MODES = ("fast", "before", "baseline")
+"""`fast`: every fast path; `before`: the fast paths without the pipelined joins of
+docs/protocol.md 2.5.3 and 2.5.4 (`pipelined_joins = false`; joins only: lookups do not
+use them); `baseline`: no fast path (`fast = false`)."""
 
 
 def child(args: argparse.Namespace) -> None:
-    kind, fast = args.child.split(":")
-    print(json.dumps(RUNS[kind](args, fast == "fast")))
+    kind, mode = args.child.split(":")
+    if kind == "join":
+        print(json.dumps(join_run(args, mode != "baseline", mode == "fast")))
+    else:
+        print(json.dumps(RUNS[kind](args, mode != "baseline")))
 
 
-def spawn(argv: list[str], kind: str, fast: bool) -> dict[str, Any]:
-    command = [sys.executable, __file__, *argv, "--child", f"{kind}:{'fast' if fast else 'base'}"]
+def spawn(argv: list[str], kind: str, mode: str) -> dict[str, Any]:
+    command = [sys.executable, __file__, *argv, "--child", f"{kind}:{mode}"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"error": done.stderr.strip()[-2000:]}
@@ -180,8 +195,9 @@ def verdicts(fast: dict[str, Any]) -> dict[str, bool | None]:
 
 
 def table(out: dict[str, Any]) -> dict[str, dict[str, float | None]]:
-    """Each target beside the figure with the fast paths, the baseline's, and the floor of
-    each: for a lookup the round trips along the chain of queries it ended on, for a join
+    """Each target beside the figure with the fast paths, the same before the pipelined
+    joins (2.5.3, 2.5.4; the switch off), the baseline's, and the floor of each: for a
+    lookup the round trips along the chain of queries it ended on, for a join
     the client's round trip plus the floors of the operations it waited on one after the
     other (`simulations/scenarios/rooms.py`, `critical_path`), for a first peer the join's
     floor plus the modelled offer, answer and connection rounds."""
@@ -191,6 +207,8 @@ def table(out: dict[str, Any]) -> dict[str, dict[str, float | None]]:
             "target": TARGETS[name],
             "fast": value(out["fast"], figure),
             "fast_floor": value(out["fast"], floor),
+            "before": value(out["before"], figure) if figure[0] == "join" else None,
+            "before_floor": value(out["before"], floor) if figure[0] == "join" else None,
             "baseline": value(out["baseline"], figure),
             "baseline_floor": value(out["baseline"], floor),
         }
@@ -214,15 +232,20 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    argv = [a for a in sys.argv[1:] if not a.startswith("--jobs")]
+    argv, skip = [], False
+    for arg in sys.argv[1:]:  # the children run one at a time: drop --jobs N / --jobs=N
+        if skip or arg.startswith("--jobs"):
+            skip = arg == "--jobs" and not skip
+            continue
+        argv.append(arg)
     kinds = [args.only] if args.only else list(RUNS)
-    plan = [(kind, fast) for kind in kinds for fast in (True, False)]
+    plan = [(k, m) for k in kinds for m in MODES if k == "join" or m != "before"]
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(lambda job: spawn(argv, *job), plan))
-    out: dict[str, Any] = {"fast": {}, "baseline": {}}
-    for (kind, fast), result in zip(plan, results, strict=True):
-        out["fast" if fast else "baseline"][kind] = result
+    out: dict[str, Any] = {mode: {} for mode in MODES}
+    for (kind, mode), result in zip(plan, results, strict=True):
+        out[mode][kind] = result
     print(
         json.dumps(
             {

@@ -169,11 +169,23 @@ class RoomConfig:
     """The store of a seat list a join waits on (before its check) ends once a majority
     of the layer key's holders took it, the rest still sent (docs/protocol.md 2.5);
     False: once every holder answered."""
+    read_ahead: bool = False
+    """A node with no estimate of a room whose first round's seat lists hint at three
+    layers or more starts the placement round's reads from those hints (median, proven
+    or not) while the lists' homes are proven, instead of after; placement still decides
+    from proven lists only (docs/protocol.md 2.5.4)."""
+    early_offers: bool = False
+    """With `parallel_sign`: the sign request of a join names the members the placement
+    read proved in the chosen layer, and the client may signal them once it has signed,
+    while its seat list is stored and checked (docs/protocol.md 2.5.3); False: a client
+    signals only once seated."""
 
     def with_fast_paths(self) -> RoomConfig:
         return replace(
             self,
             majority_seats=True,
+            read_ahead=True,
+            early_offers=True,
             hinted_ahead=2,
             quorum_reads=True,
             parallel_sign=True,
@@ -191,6 +203,8 @@ class RoomConfig:
             early_decisions=False,
             read_cache_ttl=0.0,
             majority_seats=False,
+            read_ahead=False,
+            early_offers=False,
             hinted_ahead=1,
         )
 
@@ -292,6 +306,10 @@ class ClientState:
     listed: set[tuple[bytes, int]] = field(default_factory=set)
     """(room, layer) whose seat list names it while its signature is awaited
     (`parallel_sign`): taken back if it goes."""
+    offering: dict[bytes, tuple[Seat, dict[bytes, Presence]]] = field(default_factory=dict)
+    """Room -> the seat a join under way is being given and the members its sign request
+    named (`early_offers`, docs/protocol.md 2.5.3): whom the client may signal before it
+    is seated. One join at a time per client, so at most one entry; gone when it ends."""
 
 
 @dataclass(slots=True)
@@ -366,6 +384,9 @@ class Provisional:
     """Members only lists of homes not yet proven (nor refused) name."""
     unproven_hint: int
     """The highest layer-count hint of those lists (0: none)."""
+    hints: tuple[int, ...] = ()
+    """The layer-count hints of every live list not refused, proven or not (what a
+    read ahead goes by, never a decision: 2.5.4)."""
 
     @property
     def low(self) -> int:
@@ -374,6 +395,18 @@ class Provisional:
     @property
     def high(self) -> int:
         return len(self.layer.members) + self.unproven
+
+
+@dataclass(slots=True)
+class ReadAhead:
+    """A placement read started before the round it serves (`read_ahead`, 2.5.4): what
+    it found so far, and the round's callbacks waiting on it."""
+
+    early: Provisional | None = None
+    found: Layer | None = None
+    waiters: list[tuple[Callable[[Layer, float], None], Callable[[Provisional, float], None]]] = (
+        field(default_factory=list)
+    )
 
 
 @dataclass(slots=True)
@@ -393,6 +426,9 @@ class JoinState:
     """The read of the layer chosen, whose members the new view starts from."""
     hinted: bool = False
     """The room's size came from seat lists' hints alone (a node with no estimate)."""
+    ahead: dict[int, ReadAhead] = field(default_factory=dict)
+    """Layer -> a placement read started from the first round's hints while its homes
+    were being proven (2.5.4); used (or dropped) by the next placement round."""
 
 
 class RoomCore:
@@ -565,9 +601,13 @@ class RoomCore:
             early[layer.layer.layer] = layer
             if len(early) == 2 and not decided[0]:
                 decided[0] = self._place_early(job, early, t, cold=True)
+                if not decided[0] and self.config.read_ahead:
+                    self._read_ahead(job, early, t)
 
         def got(layer: Layer, t: float) -> None:
             found[layer.layer] = layer
+            if decided[0]:
+                self._name_proven(job, layer, t)
             if len(found) < 2 or decided[0]:
                 return
             decided[0] = True
@@ -657,6 +697,9 @@ class RoomCore:
         seat = self._seat_of_client(client, frame.room)
         view = self.views.get((frame.room, seat.layer)) if seat is not None else None
         target = view.members.get(frame.to) if view is not None else None
+        if target is None:
+            seat, target = self._offering(client, frame)
+            view = self.views.get((frame.room, seat.layer)) if seat is not None else None
         if (
             seat is None
             or seat.record is None
@@ -677,6 +720,38 @@ class RoomCore:
         self._commands.append(Forward(client, target.home, link))
         self.counters["signal.remote"] += 1
 
+    def _offering(self, client: bytes, frame: Signal) -> tuple[Seat | None, Presence | None]:
+        """The seat a join under way is being given and the member `frame` is for, when
+        the client signed that seat and its sign request named the member (2.5.3)."""
+        state = self.clients.get(client)
+        offering = state.offering.get(frame.room) if state is not None else None
+        if offering is None or offering[0].record is None or state is None:
+            return None, None
+        seat, named = offering
+        if (seat.room, seat.layer) not in state.listed and state.seats.get(seat.room) is not seat:
+            return None, None  # taken back, or the client left the room meanwhile
+        target = named.get(frame.to)
+        return (seat, target) if target is not None else (None, None)
+
+    def _name_proven(self, job: JoinState, found: Layer, now: float) -> None:
+        """A join placed early (before its read's homes were proven) and being seated in
+        `found`'s layer: once members are proven that its sign request did not name, the
+        client is sent every member named so far in a `members` frame without an id, and
+        may signal them like the others (2.5.3)."""
+        state = self.clients.get(job.client)
+        offering = state.offering.get(job.frame.room) if state is not None else None
+        if offering is None or offering[0].layer != found.layer:
+            return
+        named = offering[1]
+        fresh = [p for p in found.members if p != job.client and p not in named]
+        if not fresh:
+            return
+        for peer in fresh:
+            named[peer] = found.members[peer]
+        members = tuple(_member(m) for m in named.values())
+        total = self._estimate(found.room, now).total(self.config.layer_size)
+        self._push(job.client, MemberList(found.room, found.layer, members, total))
+
     def _unknown_peer(self, client: bytes, ref: str | int | None) -> None:
         self.counters["signal.refused"] += 1
         self._push(client, error(ErrorCode.UNKNOWN_PEER, "no such peer in your layer", ref))
@@ -688,7 +763,9 @@ class RoomCore:
         room = job.frame.room
         estimate = self._estimate(room, now)
         last = estimate.layers - 1
-        picks: set[int] = set()
+        # Layers a read ahead drew below the last are this round's random picks (2.5.4).
+        drawn = sorted(i for i in job.ahead if i < last and i not in job.excluded)
+        picks: set[int] = set(drawn[: min(self.config.choices, last)] if not job.probes else ())
         for _ in range(4 * self.config.choices):  # distinct draws below the last, at O(1)
             if last <= 0 or len(picks) >= min(self.config.choices, last) or job.probes:
                 break
@@ -715,15 +792,89 @@ class RoomCore:
 
         def got(layer: Layer, t: float) -> None:
             found[layer.layer] = layer
-            if len(found) == len(candidates) and not decided[0]:
+            if decided[0]:
+                self._name_proven(job, layer, t)
+            elif len(found) == len(candidates):
                 decided[0] = True
                 self._place(job, found, t)
 
-        job.reads += len(candidates)
         # Read afresh: a lookup begun before the last join's store (a refresh's, say)
-        # would offer a seat that is gone.
+        # would offer a seat that is gone. A read this join started ahead is as fresh.
+        started, job.ahead = job.ahead, {}
         for layer in candidates:
+            read = started.get(layer)
+            if read is not None:
+                self._follow(read, got, provisional, now)
+                continue
+            job.reads += 1
             self._read_layer(room, layer, now, got, fresh=True, quorum=QUICK, early=provisional)
+
+    def _read_ahead(self, job: JoinState, early: dict[int, Provisional], now: float) -> None:
+        """Start the placement round's reads from the first round's hints, proven or not,
+        while their homes are proven (2.5.4). Only which layers are read rests on those
+        hints (the median, so a minority of lists cannot move it); what placement decides
+        rests on proven lists, as always, and a layer it wants that was not read ahead is
+        read then."""
+        hints = sorted(h for read in early.values() for h in read.hints if 0 < h <= MAX_LAYER + 1)
+        if not hints or job.ahead:
+            return
+        layers = hints[len(hints) // 2]
+        if layers < 3:
+            return  # the first round's layers are the ones placement reads
+        last = layers - 1
+        wanted = {last, *(last + 1 + i for i in range(self.config.hinted_ahead))}
+        for _ in range(4 * self.config.choices):
+            if len(wanted) >= self.config.choices + 1 + self.config.hinted_ahead:
+                break
+            wanted.add(self.rng.randrange(last))
+        room = job.frame.room
+        for layer in sorted(wanted - job.excluded):
+            if layer > MAX_LAYER:
+                continue
+            read = job.ahead[layer] = ReadAhead()
+            job.reads += 1
+            self.counters["join.read_ahead"] += 1
+            self._read_layer(
+                room,
+                layer,
+                now,
+                self._ahead_found(read),
+                fresh=True,
+                quorum=QUICK,
+                early=self._ahead_early(read),
+            )
+
+    @staticmethod
+    def _ahead_found(read: ReadAhead) -> Callable[[Layer, float], None]:
+        def found(layer: Layer, t: float) -> None:
+            read.found = layer
+            for got, _ in list(read.waiters):
+                got(layer, t)
+
+        return found
+
+    @staticmethod
+    def _ahead_early(read: ReadAhead) -> Callable[[Provisional, float], None]:
+        def early(layer: Provisional, t: float) -> None:
+            read.early = layer
+            for _, provisional in list(read.waiters):
+                provisional(layer, t)
+
+        return early
+
+    def _follow(
+        self,
+        read: ReadAhead,
+        got: Callable[[Layer, float], None],
+        provisional: Callable[[Provisional, float], None],
+        now: float,
+    ) -> None:
+        """Hand a placement round what a read ahead found, now or when it does."""
+        read.waiters.append((got, provisional))
+        if read.early is not None and self.config.early_decisions:
+            provisional(read.early, now)
+        if read.found is not None:
+            got(read.found, now)
 
     def _place_early(
         self, job: JoinState, early: dict[int, Provisional], now: float, cold: bool
@@ -939,7 +1090,14 @@ class RoomCore:
         # Where friends find it, stored now too (not awaited): by the time `joined` is
         # sent, a friend's join can find the layer (2.4, seat-of records).
         self._publish_seat_of(seat, now, job.client)
-        self._ask_signature(state, seat, now, signed)
+        members = None
+        if self.config.early_offers and job.found is not None and job.found.layer == seat.layer:
+            # Whom the client may offer to while its seat is stored and checked (2.5.3):
+            # the members the placement read proved there, as `joined` would list them.
+            named = {p: m for p, m in job.found.members.items() if p != job.client}
+            state.offering[seat.room] = (seat, named)
+            members = tuple(_member(m) for m in named.values())
+        self._ask_signature(state, seat, now, signed, members)
 
     def _unlist(self, state: ClientState, room: bytes, layer: int, now: float) -> None:
         """Take back a seat listed while its signature was awaited."""
@@ -1012,6 +1170,7 @@ class RoomCore:
             overfull = len(rank) > size and self._yields(job.client, rank, found)
             if overfull:
                 self.counters["join.overfull"] += 1
+                state.offering.pop(seat.room, None)
                 self._unseat(state, seat.room, t, announce=True)
                 job.attempt += 1
                 job.excluded.add(seat.layer)
@@ -1047,6 +1206,7 @@ class RoomCore:
             self._refuse(job, ErrorCode.UNAVAILABLE, "left the room during the join", now)
             return
         state.joining = False
+        state.offering.pop(seat.room, None)
         assert seat.record is not None
         self._announce(
             view,
@@ -1087,6 +1247,7 @@ class RoomCore:
         if state is None:
             return
         state.joining = False
+        state.offering.pop(job.frame.room, None)
         self._release(state, job.frame.room)
         self.counters[f"join.refused.{code.value}"] += 1
         self._push(job.client, error(code, message, job.frame.id))
@@ -1110,10 +1271,16 @@ class RoomCore:
     # --- a client's signature ----------------------------------------------------------
 
     def _ask_signature(
-        self, state: ClientState, seat: Seat, now: float, then: Callable[[bool, float], None]
+        self,
+        state: ClientState,
+        seat: Seat,
+        now: float,
+        then: Callable[[bool, float], None],
+        members: tuple[Member, ...] | None = None,
     ) -> None:
         """Ask the client to sign its presence for `seat` (it proves its consent and travels
-        on node links); `then(ok)` once it answered, or failed to in time."""
+        on node links); `then(ok)` once it answered, or failed to in time. `members`: whom
+        a join under way may offer to once signed (2.5.3)."""
         seq = max(seat.seq + 1, int(now * 1000))
         expires_at = int(now + self.config.presence_ttl)
         key = layer_key(seat.room, seat.layer)
@@ -1130,6 +1297,7 @@ class RoomCore:
             value.decode(),
             self.node_id,
             self.home.url,
+            members,
         )
 
         def answered(sig: bytes | None, t: float) -> None:
@@ -1391,6 +1559,7 @@ class RoomCore:
         since: dict[bytes, int] = {}
         unproven: set[bytes] = set()
         hint = 0
+        hints: list[int] = []
         proven: list[SeatList] = []
         for seat_list in lists:
             if seat_list.expires_at <= now:
@@ -1405,6 +1574,7 @@ class RoomCore:
                 continue
             else:
                 hint = max(hint, seat_list.layers_hint)
+            hints.append(seat_list.layers_hint)
             for presence, (peer, seated) in zip(
                 seat_list.presences(), seat_list.seats, strict=True
             ):
@@ -1426,7 +1596,8 @@ class RoomCore:
                     members[peer] = known
                     since[peer] = view.since.get(peer, since.get(peer, 0))
         unproven.difference_update(members)
-        return Provisional(Layer(room, layer, members, since, proven), len(unproven), hint)
+        layer_read = Layer(room, layer, members, since, proven)
+        return Provisional(layer_read, len(unproven), hint, tuple(hints))
 
     def _refresh_view(
         self, view: LayerView, lists: list[SeatList], seen: dict[bytes, Presence], now: float

@@ -770,6 +770,10 @@ class SignRequest:
     value: str
     node: bytes
     url: str
+    members: tuple[Member, ...] | None = None
+    """For a join under way (docs/protocol.md 2.5.3): the members the node's placement
+    read proved in `layer`, whom the client may signal once it has signed; absent from
+    renewals and from nodes without the rule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -913,6 +917,7 @@ SERVER = Codec(
                 Field("value", _text(1000)),
                 Field("node", NODE_ID),
                 Field("url", URL),
+                Field("members", MEMBERS),
             ),
         ),
         (

@@ -87,6 +87,7 @@ from signaling.protocol import (
     Joined,
     Layers,
     LinkFrame,
+    MemberList,
     Members,
     PeerJoined,
     ServerFrame,
@@ -163,6 +164,13 @@ class JoinRecord:
     first_peer_at: float | None = None
     """When the newcomer's first data channel to a member was open, simulated seconds."""
     first_peer_relayed: bool = False
+    first_peer_early: bool = False
+    """The first peer answered an offer made before `joined` (docs/protocol.md 2.5.3)."""
+    named_at: dict[bytes, float] | None = None
+    """Member -> when the node named it to the newcomer before `joined` (in its sign
+    request, or in a `peer-joined` once its home was proven; 2.5.3), simulated seconds."""
+    first_peer_named_at: float | None = None
+    """When the node named the first peer, if it was named before `joined`."""
     arrived_at: float | None = None
     """When the join reached the node, simulated seconds."""
     spans: list[Span] | None = None
@@ -256,6 +264,11 @@ class VirtualClient:
     """When its TURN allocation at its home node's relay is ready (simulated seconds)."""
     offered: set[bytes] = field(default_factory=set)
     """Members its last join offered a connection to."""
+    offered_early: set[bytes] = field(default_factory=set)
+    """Those offered before `joined`, from the members its sign request named (2.5.3)."""
+    offering: tuple[bytes, int] | None = None
+    """(room, layer) of the seat its join under way signed, whose members it may offer to
+    before `joined` (2.5.3)."""
 
     @property
     def key(self) -> bytes:
@@ -525,6 +538,7 @@ class RoomNet:
         record = JoinRecord(len(self.joins) + 1, client.key, room, request, self.t, layer, friend)
         self.joins.append(record)
         client.last = record
+        client.offered, client.offered_early, client.offering = set(), set(), None
 
         def arrive(core: RoomCore, now: float) -> None:
             record.arrived_at = self.t
@@ -662,6 +676,17 @@ class RoomNet:
                     self.seated.get(record.room, set()).discard(key)
         if isinstance(frame, SignRequest):
             self.stats.sign_requests += 1
+            joining = opened[0] if opened is not None else None
+            if joining is not None and frame.members and frame.room == joining.room:
+                joining.named_at = joining.named_at or {}
+                for member in frame.members:
+                    joining.named_at.setdefault(member.key, self.t)
+        elif isinstance(frame, MemberList) and frame.id is None and opened is not None:
+            joining = opened[0]  # members proven since the sign request (2.5.3)
+            if frame.room == joining.room:
+                joining.named_at = joining.named_at or {}
+                for member in frame.members:
+                    joining.named_at.setdefault(member.key, self.t)
         self.engine.post(self.now + client.delay, self._client_receives, (client, frame, cause))
 
     def _seated_at(self, record: JoinRecord, frame: Joined) -> None:
@@ -689,6 +714,8 @@ class RoomNet:
             client.frames.append(frame)
         if isinstance(frame, SignRequest):
             self._sign(client, frame, cause)
+            if frame.members is not None and self.webrtc is not None:
+                self._offer_early(client, frame)
             return
         last = client.last
         if isinstance(frame, Joined):
@@ -704,6 +731,18 @@ class RoomNet:
                 self._offer_all(client, last, frame)
         if isinstance(frame, SignalFrom) and self.webrtc is not None:
             self._signalled(client, frame)
+        elif (
+            isinstance(frame, MemberList)
+            and frame.id is None
+            and self.webrtc is not None
+            and last is not None
+            and last.heard_at is None
+            and client.offering == (frame.room, frame.layer)
+        ):
+            # Members proven after the sign request named the others (2.5.3).
+            for named in frame.members:
+                self._offer(client, last, frame.room, named.key)
+                client.offered_early.add(named.key)
         elif (
             isinstance(frame, PeerJoined)
             and self.webrtc is not None
@@ -724,14 +763,32 @@ class RoomNet:
     def _offer_all(self, client: VirtualClient, record: JoinRecord, frame: Joined) -> None:
         """The newcomer offers to every member it was told of (the newcomer offers, as
         peer/ does), and starts its TURN allocation if any pair may need the relay."""
+        if client.offering is None:
+            self._allocate(client)
+        for member in frame.members:
+            self._offer(client, record, frame.room, member.key)
+
+    def _offer_early(self, client: VirtualClient, frame: SignRequest) -> None:
+        """A join's sign request named the layer's members (docs/protocol.md 2.5.3): the
+        newcomer offers to them at once, right after its signature (one WebSocket, so the
+        node has the signature first), and allocates at its relay meanwhile."""
+        record = client.last
+        if record is None or record.heard_at is not None or record.room != frame.room:
+            return
+        if client.offering is None:
+            self._allocate(client)
+        client.offering = (frame.room, frame.layer)
+        for member in frame.members or ():
+            self._offer(client, record, frame.room, member.key)
+            client.offered_early.add(member.key)
+
+    def _allocate(self, client: VirtualClient) -> None:
+        """Start the TURN allocation if any pair may need the relay."""
         model = self.webrtc
         assert model is not None
         if model.nat is not None and client.nat is not NatType.OPEN:
             relay = self.overlay.network.base_delay(client.node.sim.region, client.node.sim.region)
             client.turn_ready = self.t + model.turn * 2 * (relay + self.client_access)
-        client.offered = set()
-        for member in frame.members:
-            self._offer(client, record, frame.room, member.key)
 
     def _offer(self, client: VirtualClient, record: JoinRecord, room: bytes, to: bytes) -> None:
         if to in client.offered or to == client.key or record.first_peer_at is not None:
@@ -759,6 +816,9 @@ class RoomNet:
         start = max(self.t, client.turn_ready) if relayed else self.t
         record.first_peer_at = start + model.rounds * rtt
         record.first_peer_relayed = relayed
+        record.first_peer_early = frame.sender in client.offered_early
+        if record.first_peer_early and record.named_at is not None:
+            record.first_peer_named_at = record.named_at.get(frame.sender)
 
     def _p2p_round_trip(self, a: VirtualClient, b: VirtualClient) -> tuple[float, bool]:
         """Round trip between two clients, direct or through `a`'s home node's relay."""

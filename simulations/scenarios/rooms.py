@@ -19,7 +19,10 @@ homes then take no newcomers (their cores would replace the made-up lists).
 With `webrtc` on, every newcomer offers a connection to the members its `joined`
 lists, through the room cores, members answer, and each connection is up a fixed
 number of round trips later (`roomnet.WebRtcModel`, NAT types from `nat_*`):
-`join.to_first_peer_s` is the join sent to the first data channel open.
+`join.to_first_peer_s` is the join sent to the first data channel open. With the
+fast paths a newcomer offers to the members its sign request names, before it is
+seated (docs/protocol.md 2.5.3); `pipelined_joins = false` turns that and the read
+ahead of 2.5.4 off (the fast paths as they were before those two rules).
 
 Measured: join latency (client side: the join sent to its answer received);
 DHT operations and DHT messages per join (each message counted against the
@@ -32,6 +35,7 @@ per node and on the hottest key.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
 from collections import Counter
@@ -65,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "drain": 30.0,
     "prefill": 0,
     "webrtc": False,
+    "pipelined_joins": True,
     "nat_open": 0.25,
     "nat_cone": 0.55,
     "nat_symmetric": 0.20,
@@ -105,6 +110,8 @@ def run(params: dict[str, Any], progress: Progress | None) -> Result:
     )
     if world.fast:
         config = config.with_fast_paths()
+        if not params["pipelined_joins"]:  # the fast paths as they were before 2.5.3, 2.5.4
+            config = dataclasses.replace(config, early_offers=False, read_ahead=False)
     webrtc = None
     if params["webrtc"]:
         nats = NatMix(params["nat_open"], params["nat_cone"], params["nat_symmetric"])
@@ -202,6 +209,7 @@ def _joins(net: RoomNet) -> dict[str, Any]:
         summary["to_first_peer_s"] = describe(
             [r.to_first_peer for r in connected if r.to_first_peer is not None]
         )
+        summary["first_peer_offered_early"] = sum(r.first_peer_early for r in connected)
         summary.update(_floors(seated, connected))
     return summary
 
@@ -209,7 +217,9 @@ def _joins(net: RoomNet) -> dict[str, Any]:
 PHASES = ("client", "read", "store", "check", "sign", "wait")
 
 
-def critical_path(record: JoinRecord) -> tuple[dict[str, float], float, int] | None:
+def critical_path(
+    record: JoinRecord, until: float | None = None
+) -> tuple[dict[str, float], float, int] | None:
     """Where a seated join's time went, and its floor: walking back from the moment the
     node answered, the span (`roomnet.Span`) that ended last before that moment gated
     it; its time counts for its kind, its floor to the join's, and the walk goes on from
@@ -217,7 +227,9 @@ def critical_path(record: JoinRecord) -> tuple[dict[str, float], float, int] | N
     join covers: a read another join started, a timer); `client` is the join's and the
     answer's trip between client and node. The floor is the client's round trip plus
     the floors of the gating spans: the sequential round trips the join needed, each
-    to the contact it actually ended on."""
+    to the contact it actually ended on. With `until` (a moment at the node before the
+    answer), the walk starts there and `client` is the join's trip only: what the join
+    needed before that moment."""
     sent, arrived, answered, heard = (
         record.sent_at,
         record.arrived_at,
@@ -228,6 +240,8 @@ def critical_path(record: JoinRecord) -> tuple[dict[str, float], float, int] | N
         return None
     phases = dict.fromkeys(PHASES, 0.0)
     phases["client"] = (arrived - sent) + (heard - answered)
+    if until is not None:
+        phases["client"], answered = arrived - sent, until
     floor, rounds, now = phases["client"], 0, answered
     spans = [s for s in record.spans or () if s.end is not None and s.start >= arrived - 1e-9]
     while True:
@@ -247,9 +261,13 @@ def critical_path(record: JoinRecord) -> tuple[dict[str, float], float, int] | N
 
 
 def _floors(seated: list[JoinRecord], connected: list[JoinRecord]) -> dict[str, Any]:
-    """The joins' floors and critical paths (`critical_path`); a first peer's floor is the
+    """The joins' floors and critical paths (`critical_path`). A first peer's floor is the
     join's plus what followed `joined` (offer, answer and the connection's round trips are
-    modelled at their floor: the first member to connect is the nearest)."""
+    modelled at their floor: the first member to connect is the nearest); when the first
+    peer answered an offer made before `joined` (docs/protocol.md 2.5.3), it is the floor
+    of what the join needed before the node named that member (`critical_path` until
+    then: in the sign request, or once its home was proven) plus what followed (the
+    signature and the offer, the answer, the connection: all at their floor)."""
     paths = {r.id: critical_path(r) for r in seated}
     done = [(r, p) for r, p in paths.items() if p is not None]
     by_id = {r.id: r for r in seated}
@@ -257,8 +275,15 @@ def _floors(seated: list[JoinRecord], connected: list[JoinRecord]) -> dict[str, 
     over = [(by_id[i].latency or 0.0) - floors[i] for i in floors]
     first: list[float] = []
     for r in connected:
-        if r.id in floors and r.first_peer_at is not None and r.heard_at is not None:
-            first.append(floors[r.id] + r.first_peer_at - r.heard_at)
+        if r.id not in floors or r.first_peer_at is None or r.heard_at is None:
+            continue
+        named = r.first_peer_named_at
+        if r.first_peer_early and named is not None:
+            before = critical_path(r, until=named)
+            if before is not None:
+                first.append(before[1] + r.first_peer_at - named)
+                continue
+        first.append(floors[r.id] + r.first_peer_at - r.heard_at)
     count = max(1, len(done))
     return {
         "floor_s": describe(list(floors.values())),

@@ -249,6 +249,33 @@ async def test_send_ends_on_its_rule_with_a_clear_exit(
 
 
 @pytest.mark.integration
+async def test_send_to_a_chat_waits_for_its_get_and_says_so(
+    signaling_mesh: NodeFactory, tmp_path: Path, start: Start
+) -> None:
+    """The demo's `send FILE URL --to alice --name carol`: alice's chat sees carol (not a
+    key's tag) offer it; the sender says it waits for her /get, then that she took it."""
+    a, b = await signaling_mesh(2)
+    source = tmp_path / "nc-file.bin"
+    source.write_bytes(os.urandom(200_000))
+    inbox = tmp_path / "alice-in"
+    alice = await start(*chat(a.url, tmp_path / "alice", "--name", "alice", "--out", str(inbox)))
+    await alice.expect(r"^type to chat")
+    where = ["--node", b.url, "--data-dir", str(tmp_path / "carol"), "--name", "carol"]
+    carol = await start("send", str(source), URL, "--to", "alice", *where, "--timeout", "60")
+    await carol.expect(r"^offering nc-file\.bin \(200\.0 kB\) to alice$")
+    await carol.expect(r"^waiting for alice to accept: they type /get N in their chat ")
+    await alice.expect(r"^\* carol offers nc-file\.bin \(200\.0 kB\) \u2014 /get 1$")
+    await alice.type("/get 1")
+    await carol.expect(r"^alice accepted nc-file\.bin; sending$")
+    await carol.expect(r"^alice has nc-file\.bin \(verified\)$")
+    assert await carol.finish() == 0
+    await alice.expect(r"^\* saved from carol: ")
+    assert (inbox / "nc-file.bin").read_bytes() == source.read_bytes()
+    await alice.type("/leave")
+    assert await alice.finish() == 0
+
+
+@pytest.mark.integration
 async def test_receive_takes_no_file_shared_before_it_started(
     signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path, start: Start
 ) -> None:
