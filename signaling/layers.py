@@ -697,6 +697,8 @@ class RoomCore:
         seat = self._seat_of_client(client, frame.room)
         view = self.views.get((frame.room, seat.layer)) if seat is not None else None
         target = view.members.get(frame.to) if view is not None else None
+        if target is None and view is not None and seat is not None:
+            target = self._offered_by(frame.to, client, frame.room, seat.layer)
         if target is None:
             seat, target = self._offering(client, frame)
             view = self.views.get((frame.room, seat.layer)) if seat is not None else None
@@ -732,6 +734,20 @@ class RoomCore:
             return None, None  # taken back, or the client left the room meanwhile
         target = named.get(frame.to)
         return (seat, target) if target is not None else (None, None)
+
+    def _offered_by(self, joiner: bytes, member: bytes, room: bytes, layer: int) -> Presence | None:
+        """The signed presence of a client of this node whose join under way named
+        `member` in `room`'s `layer` (2.5.3): the member may answer its offer before it is
+        seated here too (a remote member's node learnt it from the offer's presence)."""
+        state = self.clients.get(joiner)
+        offering = state.offering.get(room) if state is not None else None
+        if state is None or offering is None:
+            return None
+        seat, named = offering
+        listed = (room, layer) in state.listed or state.seats.get(room) is seat
+        if seat.layer != layer or seat.record is None or member not in named or not listed:
+            return None
+        return parse_presence(seat.record)
 
     def _name_proven(self, job: JoinState, found: Layer, now: float) -> None:
         """A join placed early (before its read's homes were proven) and being seated in

@@ -181,3 +181,25 @@ def test_hints_from_strangers_move_no_join_and_cost_a_bounded_number_of_reads() 
     assert node.core.counters["join.read_ahead"] <= config.choices + 1 + config.hinted_ahead
     assert (misled.reads or 0) <= (honest.reads or 0) + config.choices + 1 + config.hinted_ahead
     assert max(net.layer_counts(ROOM).values()) <= 4
+
+
+def test_a_member_at_the_newcomers_own_node_answers_its_offer_before_it_is_seated() -> None:
+    """Newcomer and members homed at one node: the members' answers go through the node's
+    own routing, which knows the newcomer only from its join under way (2.5.3)."""
+    net, homes = mesh(4, seed=25, config=RoomConfig(layer_size=24))
+    members = fill_room(net, homes[:1], 3)
+    newcomer = net.add_client(homes[0])
+    record = join_one(net, newcomer)
+    net.run(5.0)
+    assert record.first_peer_early and record.to_first_peer is not None
+    for member in members:
+        assert not [f for f in member.received(ErrorFrame) if f.code == "unknown-peer"]
+    assert homes[0].core.counters["signal.refused"] == 0
+    stranger = net.add_client(homes[0])  # not joining: nobody answers it, nor is reached
+    net.connect(stranger)
+    net.run(1.0)
+    net.signal(stranger, ROOM, members[0].key, {"offer": "x"})
+    net.signal(members[0], ROOM, stranger.key, {"answer": "x"})
+    net.run(1.0)
+    assert not heard_from(stranger, members[0]) and not heard_from(members[0], stranger)
+    assert homes[0].core.counters["signal.refused"] == 2
