@@ -40,7 +40,8 @@ falls on all three).
 * with --reference TREE (another source tree, e.g. `git archive OLD | tar -x -C TREE`):
   a third node runs from TREE, on the same mesh, and each round also opens its page
   in a fresh profile: open_to_connected_reference, page_join_to_connected_reference,
-  page_loaded_reference
+  page_loaded_reference, join_to_connected_reference (its ratio to the Python peer's:
+  ratio_join_reference_vs_python)
   and ratio_open_browser_vs_reference (this tree's page over TREE's, p50), so a
   change to the page is measured before and after in one invocation.
 * panel_open_to_connected_extension: the extension (`pagemesh extension build`,
@@ -185,6 +186,7 @@ TIMES = """(key) => {
         connected: ui.connectedAt[key],
         ...ms(room.timings),
         link: { ...ms(link.timings), ready: ready * 1000 },
+        sign: ms(ui.peer.node?.signTimes ?? {}),
     };
 }"""
 STEPS = [
@@ -196,12 +198,32 @@ STEPS = [
     ("told", "open", "connected"),
     ("gather", "local", "ready"),
 ]
+# The seat's presence signature (docs/protocol.md 3.3) as the page sees it: the join
+# sent to the node's `sign` heard, its frame waiting its turn, checked, signed and
+# sent, then on to `joined`.
+SIGN_STEPS = [
+    ("to_sign", "joining", "heard"),
+    ("queued", "heard", "taken"),
+    ("check", "taken", "checked"),
+    ("sign", "checked", "signed"),
+    ("to_joined", "signed", "joined"),
+]
+
+
+def medians(breakdown: list[dict[str, float]]) -> dict[str, float]:
+    """Each step's median over the rounds (made_ahead: the mean, a share)."""
+    names = [name for name in breakdown[0] if all(name in b for b in breakdown)]
+    out = {name: round(statistics.median(b[name] for b in breakdown), 1) for name in names}
+    return out | {"made_ahead": statistics.mean(b["made_ahead"] for b in breakdown)}
 
 
 def steps(times: dict[str, Any]) -> dict[str, float]:
     """The page's times as steps (ms): each from one event to the next."""
     at = {**times, **times["link"]}
     out = {name: at[end] - at[start] for name, start, end in STEPS}
+    signing = {**times, **times["sign"]}
+    if all(k in signing for _, a, b in SIGN_STEPS for k in (a, b)):
+        out |= {f"seat.{name}": signing[end] - signing[start] for name, start, end in SIGN_STEPS}
     out["made_ahead"] = 1.0 if at["made"] < at["joined"] else 0.0
     return out
 
@@ -290,9 +312,12 @@ class Extension:
         await tab.goto(page_url)
         return cls(context, worker, page_url)
 
-    async def open_panel(self, member: bytes, there: Members) -> tuple[float, float]:
+    async def open_panel(
+        self, member: bytes, there: Members
+    ) -> tuple[float, float, dict[str, float]]:
         """Open the panel, wait for its link to `member`; (open, join) to connected, in
-        seconds. The panel is closed, and `there` has seen it leave, before returning."""
+        seconds, and its join's steps. The panel is closed, and `there` has seen it
+        leave, before returning."""
         await self.worker.evaluate("chrome.storage.local.set({allowLocal: true, learned: []})")
         panel = await self.context.new_page()
         await panel.goto(f"chrome-extension://{self.id}/extension/panel.html", wait_until="commit")
@@ -303,7 +328,8 @@ class Extension:
         await panel.close()
         await there.wait(lambda: key in there.left, 30)
         await asyncio.sleep(0.5)  # as after a page's context: Chromium tidies up a while
-        return times["connected"] / 1000, (times["connected"] - times["joining"]) / 1000
+        opened, joined = times["connected"] / 1000, (times["connected"] - times["joining"]) / 1000
+        return opened, joined, steps(times)
 
 
 async def main() -> None:
@@ -344,9 +370,10 @@ async def main() -> None:
                     executable_path=CHROMIUM, args=CHROMIUM_FLAGS
                 )
                 extension = await Extension.start(playwright, workdir, nodes[0], page_url)
-                first_open, _ = await extension.open_panel(there.public_key, present)
+                first_open, _, _ = await extension.open_panel(there.public_key, present)
                 panel_opens: list[float] = []
                 panel_joins: list[float] = []
+                panel_breakdown: list[dict[str, float]] = []
                 # open to connected: fresh browser profiles, then fresh Python peers
                 opens: dict[str, list[float]] = {"browser": [], "python": []}
                 joins: dict[str, list[float]] = {"browser": [], "python": []}
@@ -355,6 +382,7 @@ async def main() -> None:
                 reference_loaded: list[float] = []
                 reference_opens: list[float] = []
                 reference_joins: list[float] = []
+                reference_seats: list[float] = []
                 breakdown: list[dict[str, float]] = []
                 python_steps: dict[str, list[float]] = {"seat": [], "link": []}
                 for i in range(args.joins):
@@ -376,6 +404,7 @@ async def main() -> None:
                         )
                         reference_opens.append(times["connected"] / 1000)
                         reference_joins.append((times["connected"] - times["page_join"]) / 1000)
+                        reference_seats.append((times["connected"] - times["joining"]) / 1000)
                         reference_loaded.append(times["loaded"] / 1000)
                         await context.close()
                         await asyncio.sleep(0.5)
@@ -393,9 +422,12 @@ async def main() -> None:
                     inbox.task.cancel()
                     await other.close()
                     await asyncio.sleep(0.5)
-                    opened, joined = await extension.open_panel(there.public_key, present)
+                    opened, joined, panel_steps = await extension.open_panel(
+                        there.public_key, present
+                    )
                     panel_opens.append(opened)
                     panel_joins.append(joined)
+                    panel_breakdown.append(panel_steps)
                 for who in ("browser", "python"):
                     result[f"open_to_connected_{who}"] = summary(opens[who])
                     result[f"join_to_connected_{who}"] = summary(joins[who])
@@ -410,15 +442,19 @@ async def main() -> None:
                     result["open_to_connected_reference"] = summary(reference_opens)
                     result["page_join_to_connected_reference"] = summary(reference_joins)
                     result["page_loaded_reference"] = summary(reference_loaded)
+                    result["join_to_connected_reference"] = summary(reference_seats)
+                    result["ratio_join_reference_vs_python"] = round(
+                        result["join_to_connected_reference"]["p50_ms"]
+                        / result["join_to_connected_python"]["p50_ms"],
+                        3,
+                    )
                     result["ratio_open_browser_vs_reference"] = round(
                         result["open_to_connected_browser"]["p50_ms"]
                         / result["open_to_connected_reference"]["p50_ms"],
                         3,
                     )
-                result["join_breakdown_browser"] = {
-                    name: round(statistics.median(b[name] for b in breakdown), 1)
-                    for name, _, _ in STEPS
-                } | {"made_ahead": statistics.mean(b["made_ahead"] for b in breakdown)}
+                result["join_breakdown_browser"] = medians(breakdown)
+                result["join_breakdown_panel"] = medians(panel_breakdown)
                 result["join_breakdown_python"] = {
                     name: round(statistics.median(values), 1)
                     for name, values in python_steps.items()

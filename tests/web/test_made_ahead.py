@@ -1,6 +1,8 @@
 """A join's first connection is made while the node seats the page (docs/protocol.md
 5.0, "Connections made ahead"): the first offer takes it and goes before the page
-hears of the seat; with nobody to offer to it is closed once the join is answered;
+hears of the seat; on a first join the page hears of the seat once that link is open,
+and of the link with it, or once `holdOpen` passed when its member never answers;
+with nobody to offer to it is closed once the join is answered;
 it has the servers the node hands out. Every RTCPeerConnection the page makes is
 counted by a script that runs before the page's own."""
 
@@ -10,9 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from nacl.signing import SigningKey
 
 from peer.peer import Connected
+from peer.signaling import SignalingClient
 from signaling.node import SignalingNode
+from signaling.rooms import canonical_url, room_key
 from tests.peer.conftest import PeerFactory
 from tests.peer.test_relayed_path import relay_node  # noqa: F401  (fixture)
 from tests.signaling.conftest import NodeFactory
@@ -32,13 +37,18 @@ window.RTCPeerConnection = class extends Native {
 
 # Join `url` from the console (no room in the address, so the page joined nothing
 # before): the times the page heard of the seat, and what became of every connection.
-JOIN = """async ([url, holdMax]) => {
+JOIN = """async ([url, holdMax, holdOpen = 0.25]) => {
     const peer = window.pagemesh.peer;
-    peer.config.holdMax = holdMax;
+    Object.assign(peer.config, { holdMax, holdOpen });
     let seatedAt = null;
-    peer.on((event) => { if (event.type === 'seated') seatedAt ??= performance.now() / 1000; });
+    const heard = []; // what the page heard, in order, and when its join() returned
+    peer.on((event) => {
+        if (event.type === 'seated') seatedAt ??= performance.now() / 1000;
+        heard.push(event.type === 'connected' ? `connected ${event.key}` : event.type);
+    });
     const room = await peer.join(url);
-    return { seatedAt, joined: room.timings.joined, warm: peer.warm !== null };
+    heard.push('returned');
+    return { seatedAt, joined: room.timings.joined, warm: peer.warm !== null, heard };
 }"""
 CONNECTIONS = """() => window.__connections.map((pc) => ({
     state: pc.signalingState,
@@ -107,3 +117,47 @@ async def test_it_has_the_servers_the_node_hands_out(
     assert any(url.startswith("turn") for url in handed), handed
     (made,) = await page.evaluate(CONNECTIONS)
     assert made == {"state": "closed", "urls": handed}
+
+
+async def test_a_first_join_is_heard_with_its_first_link_open(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_counting: Opener
+) -> None:
+    # A fresh page draws the room when its join returns: after the link is open, so
+    # the drawing does not fall on the answer and the handshakes.
+    url = "https://example.org/heard-open"
+    a, b = await signaling_mesh(2)
+    python = await peers("py", [b.url])
+    await python.join(url)
+    page = await open_counting(a)
+    seat = await page.evaluate(JOIN, [url, 30, 30])  # generous: order, not speed
+    key = python.public_key.hex()
+    link = await page.evaluate(
+        "(key) => window.pagemesh.peer.rooms.values().next().value.links.get(key).timings", key
+    )
+    assert link["open"] <= seat["seatedAt"]
+    heard = seat["heard"]
+    assert heard.index(f"connected {key}") < heard.index("returned")
+
+
+async def test_a_member_that_never_answers_holds_the_seat_only_hold_open(
+    signaling_mesh: NodeFactory, open_counting: Opener
+) -> None:
+    # A member seated by a client that never answers an offer (a stranger with a key):
+    # the page hears of its seat once holdOpen has passed, its link still not open.
+    url = "https://example.org/silent-member"
+    (node,) = await signaling_mesh(1)
+    silent = await SignalingClient.connect(node.url, SigningKey.generate())
+    try:
+        await silent.join(room_key(canonical_url(url)))
+        page = await open_counting(node)
+        seat = await page.evaluate(JOIN, [url, 0.05, 0.5])
+        waited = seat["seatedAt"] - seat["joined"]
+        assert 0.45 <= waited < 5  # the hold's bound ended it, not connectTimeout (30 s)
+        assert not any(event.startswith("connected") for event in seat["heard"])
+        opened = await page.evaluate(
+            "(key) => window.pagemesh.peer.rooms.values().next().value.links.get(key).open",
+            silent.key.hex(),
+        )
+        assert opened is False
+    finally:
+        await silent.close()

@@ -20,7 +20,8 @@
 // Joining fast (docs/protocol.md 5.0, "Gathering" and "Connections made ahead"): a
 // description goes once it holds the candidates its configuration can give, not when
 // gathering completes (gathering.js); a join's first offer is made while the node
-// seats us (prewarm), and the page hears of the seat once that offer has gone.
+// seats us (prewarm), and the page hears of the seat once that offer has gone and,
+// on a first join, once its connection is open (or failed).
 
 import { ProtocolError, fromHex, hex } from "./bytes.js";
 import { BLOCK, MAX_BLOCKS, MUTE, parseBlockDevices, parseBlockList } from "./blocks.js";
@@ -46,6 +47,7 @@ export const CONFIG = {
   gatherTimeout: GATHER_BOUND, // the longest wait for candidates (gathering.js)
   gatherSettle: GATHER_SETTLE, // once the candidates a description needs are there, for their siblings
   holdMax: 0.05, // s: the longest the page's news of a seat waits for the offer made ahead
+  holdOpen: 0.25, // s: on a first join, the longest it then waits for that offer's link to open
   relayOnly: false,
   maxFileBytes: 256 * 1024 * 1024,
   autoAccept: BROWSER_ACCEPT, // what the page takes unasked: small images, shown inline
@@ -108,6 +110,16 @@ export function parseCensus(reply) {
 function nodeUrls(list) {
   // Node URLs from a node (welcome, moving): plain ws(s)://host:port strings only.
   return (Array.isArray(list) ? list : []).filter((url) => typeof url === "string" && NODE_URL.test(url));
+}
+
+async function within(promise, seconds) {
+  // Wait for `promise`, at most `seconds`.
+  let timer;
+  const cap = new Promise((resolve) => {
+    timer = setTimeout(resolve, seconds * 1000);
+  });
+  await Promise.race([promise, cap]);
+  clearTimeout(timer);
 }
 
 function deferred() {
@@ -190,6 +202,7 @@ class Link {
     const { pc, control, iceServers, timings, gathering } = this.connection;
     Object.assign(this, { pc, control, iceServers, timings, gathering });
     this.timings.linked = monotonic();
+    this.decided = deferred(); // resolved once the Mesh heard the link open or fail (or it closed)
     this.gatherTimer = null;
     this.open = false;
     this.everOpen = false;
@@ -300,7 +313,15 @@ class Link {
   }
 
   async selectedPath() {
-    // 'direct' or 'relayed', from the selected candidate pair.
+    // 'direct' or 'relayed', from the selected candidate pair. With no relay candidate
+    // in either description (no trickle: the remote one holds all of the other side's,
+    // the local one all we gathered so far), no pair can be relayed, and the link's
+    // open is told without a getStats() round through the browser (often 10 ms on a
+    // page still drawing itself).
+    const relay = / typ relay/;
+    if (!relay.test(this.pc.localDescription?.sdp ?? "") && !relay.test(this.pc.remoteDescription?.sdp ?? "")) {
+      return "direct";
+    }
     const stats = await this.pc.getStats();
     let pair = null;
     stats.forEach((r) => {
@@ -331,6 +352,7 @@ class Link {
   close() {
     this.closed = true;
     this.open = false;
+    this.decided.resolve();
     clearTimeout(this.gatherTimer);
     this.connection.close(); // a describe() still waiting ends now
   }
@@ -1154,7 +1176,7 @@ export class Peer {
       const link = room.makeLink(member, command.link, warm);
       const sent = this.sendOffer(room, link);
       this.spawn(sent, `cannot offer to ${who}`);
-      if (warm !== null) this.urgent?.push(sent);
+      if (warm !== null) this.urgent?.push({ sent, decided: link.decided.promise });
     } else if (command.type === "answer") {
       const slot = `${room.key}:${member}`;
       const offer = this.offers.get(slot);
@@ -1291,7 +1313,7 @@ export class Peer {
     this.hold();
     try {
       this.mesh.joined(key, joined.layer, members, iceExpiry(this.iceServers), now());
-      await this.offersFirst();
+      await this.offersFirst(first);
       if (this.rooms.get(key) !== room) return;
       const seat = { layer: room.layer, layers: room.layers, total: room.total };
       if (first) room.seated.resolve(joined);
@@ -1327,12 +1349,16 @@ export class Peer {
     }
   }
 
-  async offersFirst() {
+  async offersFirst(first) {
     // Drive the Mesh after a seat, and let the offer it starts on the connection made
     // ahead go before the page hears of the seat: it needs only its signature (one
     // WebCrypto call, a task away) and what its gathering still lacks, and would
     // otherwise wait behind the page drawing the room, 20 to 100 ms of main thread.
-    // At most `holdMax`.
+    // At most `holdMax`. On a first join, then until that link is open or failed, at
+    // most `holdOpen`: a fresh page's first drawing of the room (its first layout, 20
+    // to 30 ms of main thread) would otherwise fall on the answer and the handshakes,
+    // which wait for this thread at every step and share the machine's cores with it.
+    // The page then hears of the seat and of the open link together.
     const urgent = (this.urgent = []);
     try {
       this.drive();
@@ -1340,12 +1366,8 @@ export class Peer {
       this.urgent = null;
     }
     if (!urgent.length) return;
-    let timer;
-    const cap = new Promise((resolve) => {
-      timer = setTimeout(resolve, this.config.holdMax * 1000);
-    });
-    await Promise.race([Promise.allSettled(urgent), cap]);
-    clearTimeout(timer);
+    await within(Promise.allSettled(urgent.map((u) => u.sent)), this.config.holdMax);
+    if (first) await within(Promise.all(urgent.map((u) => u.decided)), this.config.holdOpen);
   }
 
   // --- connections made ahead ---
@@ -1832,6 +1854,7 @@ export class Peer {
       return;
     }
     this.drive();
+    link.decided.resolve(); // its notice is out (held, on a first seat: offersFirst)
   }
 
   close() {

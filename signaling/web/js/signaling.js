@@ -84,9 +84,11 @@ export class SignalingClient {
     this.welcomed = false;
     this.onevent = () => {};
     this.queue = Promise.resolve();
+    this.signTimes = {}; // the last sign request: heard, taken, checked, signed (benchmarks)
     ws.onmessage = (event) => {
+      const heard = performance.now() / 1000;
       // one frame at a time: a sign request must not overtake the frames before it
-      this.queue = this.queue.then(() => this.dispatch(event.data)).catch((error) => {
+      this.queue = this.queue.then(() => this.dispatch(event.data, heard)).catch((error) => {
         this.onevent({ type: "node-error", code: "bad-frame", message: String(error) });
       });
     };
@@ -94,7 +96,7 @@ export class SignalingClient {
     ws.onerror = () => {};
   }
 
-  async dispatch(text) {
+  async dispatch(text, heard) {
     const frame = JSON.parse(text);
     if (typeof frame !== "object" || frame === null) throw new ProtocolError("shape", "a frame is an object");
     if (!this.welcomed) return this.handshake(frame);
@@ -103,6 +105,7 @@ export class SignalingClient {
       this.waiters.delete(frame.id);
       waiter(frame);
     } else if (frame.type === "sign") {
+      this.signTimes = { heard, taken: performance.now() / 1000 };
       await this.signPresence(frame);
     } else {
       this.onevent(frame);
@@ -227,9 +230,11 @@ export class SignalingClient {
       this.onevent({ type: "node-error", code: "refused-sign", message: "the node asked to sign a foreign record" });
       return;
     }
+    this.signTimes.checked = performance.now() / 1000;
     const payload = await presencePayload(this.key, room, layer, this.nodeId, String(frame.url), seq, expires);
     const sig = await sign(this.identity, payload);
     this.send({ type: "signed", id: frame.id, sig: base64(sig) });
+    this.signTimes.signed = performance.now() / 1000;
   }
 
   close() {
