@@ -598,6 +598,9 @@ function onEvent(event) {
       if (event.room === ui.room) showMessage(event, true);
       break;
     case "member-joined":
+      // Those a join of ours finds there are drawn once it is answered (join()), after
+      // the page heard of its first link: no "joined" note for them.
+      if (event.room !== ui.room) break;
       memberRow(event.key);
       note("joined", {}, whoSpan(event.key));
       renderTotal();
