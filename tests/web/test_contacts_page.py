@@ -40,7 +40,8 @@ async def test_python_and_chromium_see_each_other_online_where_and_join_them(
     await page.keyboard.press("Enter")
     await page.locator("#contact-petname").fill("Ana from the walk")
     await page.keyboard.press("Enter")
-    added = "#contacts li[data-online=false] .petname:text-is('Ana from the walk')"
+    # linked in this room: here at once, whatever presence says (no note read yet)
+    added = "#contacts li[data-online=true] .petname:text-is('Ana from the walk')"
     await page.wait_for_selector(added)
     assert await add.count() == 0  # a contact already
     await page.select_option("#presence-mode", "with-room")
@@ -86,7 +87,9 @@ async def test_python_and_chromium_see_each_other_online_where_and_join_them(
     await page.wait_for_selector("#contacts li .petname:text-is('Ana')")
     await ana.close()
     await refresh(page)
-    await page.wait_for_selector("#contacts li[data-online=false] .where:text-is('offline')")
+    await page.wait_for_selector(
+        "#contacts li[data-online=false] .where:text-is('offline · last seen just now')"
+    )
     await page.click("#contacts li button[aria-label='Remove Ana']")
     await page.wait_for_selector("#contacts li.hint")
     assert await page.evaluate("window.pagemesh.peer.store.contacts()") == []

@@ -65,7 +65,7 @@ async def test_anas_phone_dms_the_page_both_ways_and_a_forged_delegation_is_refu
     await next_of(dm_p, Connected, key=ben, within=30)
     await dm_p.say("from my phone")
     await page.wait_for_selector("#dm-messages li.theirs .text:text-is('from my phone')")
-    await page.locator("#dm-text").fill("hello phone")
+    await page.locator("#text").fill("hello phone")
     await page.keyboard.press("Enter")
     while True:
         event = await next_of(dm_p, Message, within=20)
@@ -88,7 +88,7 @@ async def test_strangers_with_the_room_id_get_nothing_from_the_page_and_are_boun
     key = ana.dm_room_key(ben)
     await page.click("#contacts li .dm-open")
     await page.wait_for_selector("#dm-status:has-text('Ana')")
-    await page.locator("#dm-text").fill("for Ana only")
+    await page.locator("#text").fill("for Ana only")
     await page.keyboard.press("Enter")
 
     # Three strangers with the room id say nothing on a link and note what comes.

@@ -97,11 +97,10 @@ async def test_files_both_ways_in_a_dm_an_image_inline_a_file_on_request(
         # Ben shares a file through the button, which the keyboard reaches and opens.
         sent = tmp_path / "from-ben.txt"
         sent.write_bytes(b"notes from the page\n" * 5000)
-        await page.focus("#dm-text")
-        await page.keyboard.press("Tab")  # Send
+        await page.focus("#text")  # the big composer, writing to Ana
         await page.keyboard.press("Tab")
-        assert await page.evaluate("document.activeElement.id") == "dm-file-button"
-        assert await page.locator("#dm-file-button").get_attribute("aria-label") == (
+        assert await page.evaluate("document.activeElement.id") == "file-button"
+        assert await page.locator("#file-button").get_attribute("aria-label") == (
             "Share a file with Ana"
         )
         async with page.expect_file_chooser() as chooser:
@@ -119,10 +118,8 @@ async def test_files_both_ways_in_a_dm_an_image_inline_a_file_on_request(
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         for width, height in ((1280, 800), (390, 844)):
             await page.set_viewport_size({"width": width, "height": height})
-            if width < 600 and not await page.locator("#dm-panel").is_visible():
-                await page.click("#people-toggle")
-            await page.locator("#dm-form").scroll_into_view_if_needed()
-            assert await page.locator("#dm-file-button").is_visible()
+            assert await page.locator("#dm-panel").is_visible()  # the main pane, at any width
+            assert await page.locator("#file-button").is_visible()
             await page.screenshot(path=str(ARTIFACTS / f"dm-files-{width}x{height}.png"))
             assert await accessibility_problems(page, f"{width}x{height}") == []
 

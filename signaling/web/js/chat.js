@@ -670,11 +670,30 @@ function onEvent(event) {
 // --- the page's controls ---
 
 function inRoom(on) {
-  for (const id of ["text", "file", "send", "file-button"]) $(id).disabled = !on;
   $("leave").hidden = !on;
   $("empty-hint").hidden = on;
   $("people-toggle").hidden = !on;
-  $("text").placeholder = on ? "Say something" : "Join a room to chat";
+  composerFor();
+}
+
+function dmShown() {
+  // The direct conversation the main pane shows instead of the room (dm.js), or null.
+  return ui.peer?.dms?.view ?? null;
+}
+
+function composerFor() {
+  // The big composer writes to what the main pane shows: the conversation with a
+  // contact while one is open, else the room (none: it waits for one).
+  const dm = dmShown();
+  const on = Boolean(dm || ui.room);
+  // the transcript was out of view (no scroll position kept): back at its newest
+  if (!dm && ui.paneWasDm) ui.follower?.jump();
+  ui.paneWasDm = Boolean(dm);
+  for (const id of ["text", "file", "send", "file-button"]) $(id).disabled = !on;
+  $("text").placeholder = dm ? `Message ${dm.petname}` : ui.room ? "Say something" : "Join a room to chat";
+  const label = document.querySelector('label[for="text"]');
+  if (label) label.textContent = dm ? `Message to ${dm.petname}` : "Message";
+  $("file-button").setAttribute("aria-label", dm ? `Share a file with ${dm.petname}` : "Share a file or an image");
 }
 
 function clearRoom() {
@@ -698,6 +717,7 @@ export async function join(pageUrl, wish = {}) {
     banner(error.message);
     return;
   }
+  if (dmShown()) ui.peer.dms.hide(); // joining a room shows the room
   if (ui.room) {
     await ui.peer.leave(ui.room);
     clearRoom();
@@ -759,6 +779,7 @@ export async function leave() {
 }
 
 async function sendFiles(files) {
+  if (dmShown()) return ui.peer.dms.shareShown(files); // to the contact whose conversation is shown
   for (const file of files) {
     try {
       const offer = await ui.room.sendFile(file);
@@ -773,6 +794,15 @@ async function sendFiles(files) {
 
 async function send() {
   const text = $("text").value;
+  if (dmShown() && text.trim()) {
+    $("text").value = "";
+    fitComposer();
+    if (!(await ui.peer.dms.sendText(text))) {
+      $("text").value = text;
+      fitComposer();
+    }
+    return;
+  }
   if (!text.trim() || !ui.room) return;
   const replyTo = ui.replyTo;
   $("text").value = "";
@@ -830,7 +860,7 @@ function wireComposer() {
   });
   $("text").addEventListener("input", () => {
     fitComposer();
-    if (ui.room && $("text").value.trim()) ui.room.typed();
+    if (ui.room && !dmShown() && $("text").value.trim()) ui.room.typed(); // the room never hears of a DM being written
   });
   $("reply-cancel").addEventListener("click", () => {
     endReply();
@@ -852,11 +882,11 @@ function wireComposer() {
   chat.addEventListener("dragover", (event) => event.preventDefault());
   chat.addEventListener("drop", (event) => {
     event.preventDefault();
-    if (ui.room) sendFiles([...event.dataTransfer.files]);
+    if (ui.room || dmShown()) sendFiles([...event.dataTransfer.files]);
   });
   document.addEventListener("paste", (event) => {
     const files = [...(event.clipboardData?.files ?? [])];
-    if (ui.room && files.length) sendFiles(files);
+    if ((ui.room || dmShown()) && files.length) sendFiles(files);
   });
 }
 
@@ -899,6 +929,8 @@ function askPassphrase({ title, text, confirm, run }) {
   $("identity-dialog-text").textContent = text;
   $("identity-passphrase").value = "";
   $("identity-passphrase-again").value = "";
+  const username = $("identity-username");
+  if (username) username.value = ui.peer.identityHex ?? ui.peer.keyHex; // the identity the file holds
   $("identity-confirm-row").hidden = !confirm;
   $("identity-error").textContent = "";
   $("identity-form").onsubmit = async (event) => {
@@ -977,6 +1009,21 @@ function wireIdentity() {
   });
 }
 
+function wireFolds() {
+  // The header's folds (room switch, "⋯"): Escape closes an open one, back to its summary.
+  for (const fold of document.querySelectorAll("header details.fold")) {
+    fold.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape" || !fold.open) return;
+      event.preventDefault();
+      fold.open = false;
+      fold.querySelector("summary").focus();
+    });
+  }
+  $("room-switch")?.addEventListener("toggle", () => {
+    if ($("room-switch").open) $("room-url").focus();
+  });
+}
+
 function wireChat() {
   $("leave").addEventListener("click", () => leave());
   $("people-toggle").addEventListener("click", () => {
@@ -1001,6 +1048,7 @@ export function startChat(peer, host) {
   $("key").textContent = short(peer.keyHex);
   $("name").value = peer.name;
   wireChat();
+  wireFolds();
   wireIdentity();
   wireComposer();
   wireGroups();
@@ -1012,6 +1060,6 @@ export function startChat(peer, host) {
       for (const env of ui.room?.transcript() ?? []) if (env.author === key) showMessage({ env, mine: false }, false);
     },
   });
-  ui.contacts = startContacts(peer, { room: () => ui.room, who, personOf, join, move: (layer) => moveTo(layer) });
+  ui.contacts = startContacts(peer, { room: () => ui.room, who, personOf, join, move: (layer) => moveTo(layer), paneChanged: composerFor });
   peer.start();
 }

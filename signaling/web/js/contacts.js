@@ -34,6 +34,17 @@ const MAX_CARDS = 4096;
 const RECORD_RATE = 1.8;
 const RECORD_BURST = 20;
 const MODES = ["off", "on", "with-room"];
+const LINK_EVENTS = ["connected", "disconnected", "member-joined", "member-left", "unreachable", "device", "revoked"];
+const lastSeen = new Map(); // contact hex -> when the page last knew them online (ms), this visit
+
+function ago(ms, at) {
+  // "just now", "5 min ago", "3 h ago", else the day.
+  const minutes = Math.floor(ms / 60_000);
+  if (minutes < 1) return "just now";
+  if (minutes < 60) return `${minutes} min ago`;
+  if (minutes < 24 * 60) return `${Math.floor(minutes / 60)} h ago`;
+  return new Date(at).toLocaleDateString([], { day: "numeric", month: "short" });
+}
 
 export class Friends {
   static async open(peer, { refreshMs = PRESENCE_REFRESH * 1000, place = () => null } = {}) {
@@ -308,7 +319,7 @@ export function startContacts(peer, host) {
   };
   Friends.open(peer, { refreshMs: peer.config.presenceRefreshMs ?? PRESENCE_REFRESH * 1000, place }).then((friends) => {
     view.friends = peer.friends = friends;
-    startDms(peer, friends); // direct messages, opened from the rows (7.4)
+    startDms(peer, friends, { room: host.room, paneChanged: host.paneChanged, statusOf: (key) => statusOf(key) }); // direct messages (7.4)
     $("presence-mode").value = friends.mode;
     friends.on(() => render());
     render();
@@ -319,13 +330,45 @@ export function startContacts(peer, host) {
     $("contacts-note").textContent = { off: "Your contacts see nothing of you.", on: "Your contacts see when you are online.", "with-room": "Your contacts see when you are online, and which page and group." }[$("presence-mode").value];
   });
   window.addEventListener("pagehide", () => view.friends?.goingOffline());
+  // A link that opens or closes says at once whether a contact is here (statusOf).
+  let soon = null;
+  peer.on((event) => {
+    if (!LINK_EVENTS.includes(event.type) || soon !== null) return;
+    soon = setTimeout(() => {
+      soon = null;
+      render();
+    }, 0);
+  });
 
   function where(note) {
     if (!note.room) return "online";
     const group = `group ${(note.layer ?? 0) + 1}`;
     const room = host.room();
-    if (room && hex(note.room) === room.key) return `here, in ${group}`;
+    if (room && hex(note.room) === room.key) return (note.layer ?? 0) === room.layer ? `here, in ${group}` : `on this page, in ${group}`;
     return `on ${note.page ?? "a page"}, ${group}`;
+  }
+
+  function linked(key) {
+    // A link up with one of the contact's keys: in the room we are in, or in our DM room.
+    const room = host.room();
+    for (const [member, link] of room?.links ?? []) if (link.open && host.personOf(member) === key) return "room";
+    return peer.dms?.rooms.get(key)?.contactLinked() ? "dm" : null;
+  }
+
+  function statusOf(key, now = Date.now()) {
+    // One status from what the page sees (a link up: online now, whatever the last note
+    // said) and what the contact's presence notes say (7.2): {online, text, note}.
+    const note = view.friends?.online(now / 1000).get(key) ?? null;
+    const link = linked(key);
+    if (link || note) lastSeen.set(key, now);
+    if (link === "room") return { online: true, text: `here, in group ${(host.room().layer ?? 0) + 1}`, note: null };
+    if (note) return { online: true, text: where(note), note };
+    if (link === "dm") return { online: true, text: "online, in your conversation", note: null };
+    // Offline: when we last saw them, from our eyes or from their newest note's age.
+    const told = view.friends?.seen.get(key)?.note;
+    const published = told ? Math.min(now, (told.expires - PRESENCE_TTL) * 1000) : 0;
+    const last = Math.max(lastSeen.get(key) ?? 0, published);
+    return { online: false, text: last > 0 ? `offline · last seen ${ago(now - last, last)}` : "offline", note: null };
   }
 
   async function joinThem(contact, note) {
@@ -337,23 +380,23 @@ export function startContacts(peer, host) {
   function render() {
     const friends = view.friends;
     if (!friends) return;
-    const online = friends.online();
     const list = $("contacts");
     list.replaceChildren();
     if (!friends.contacts.length) {
       list.append(el("li", { className: "hint" }, "No contacts yet: add someone from your group with “+ Contact”."));
     }
     for (const c of friends.contacts) {
-      const note = online.get(c.key);
-      const state = !c.x ? "no contact card yet" : note ? where(note) : "offline";
+      const status = statusOf(c.key);
+      const note = status.note;
+      const state = !c.x && !status.online ? "no contact card yet" : status.text;
       const li = el(
         "li",
-        { dataset: { key: c.key, online: String(Boolean(note)) } },
-        el("span", { className: "dot", role: "img", ariaLabel: note ? "online" : "offline" }),
+        { dataset: { key: c.key, online: String(status.online) } },
+        el("span", { className: "dot", role: "img", ariaLabel: status.online ? "online" : "offline" }),
         el("span", { className: "petname" }, c.petname),
         el("span", { className: "where" }, state),
       );
-      if (note?.room && note.page) {
+      if (note?.room && note.page && !state.startsWith("here")) {
         const button = el("button", { type: "button", className: "join-them", ariaLabel: `Join ${c.petname} (${where(note)})` }, "Join them");
         button.addEventListener("click", () => joinThem(c, note));
         li.append(button);

@@ -1,7 +1,8 @@
 // Direct messages between two contacts (docs/protocol.md 7.4), in the page: which DM
 // rooms to be in (`plan`, as peer/dm.py's), what waits for a contact and what reached
 // them, and the conversation opened from the Contacts panel ("Message", with how many
-// of theirs are unread). A DM room is an ordinary room whose id only the pair computes
+// of theirs are unread), shown in the main pane in the room's stead, the big composer
+// writing to the contact while it is shown. A DM room is an ordinary room whose id only the pair computes
 // (friends.js dmRoom), where only the contact's keys get a link (peer.js Room.admits).
 // Files go as in any room (docs/protocol.md 5.2, transfer.js): the same offer bounds, the
 // small images the page shows inline taken unasked, any other file fetched on a click.
@@ -54,8 +55,9 @@ function textOf(env) {
 }
 
 export class DirectMessages {
-  constructor(peer, friends, { tickMs = TICK_MS } = {}) {
+  constructor(peer, friends, { tickMs = TICK_MS, host = {} } = {}) {
     this.peer = peer;
+    this.host = host; // {room() -> the page's Room or null, paneChanged(), statusOf(contact) -> {online, text}}
     this.friends = friends;
     this.tickMs = tickMs;
     this.keys = new Map(); // contact hex -> DM room hex
@@ -309,7 +311,7 @@ export class DirectMessages {
     return this.view?.contact === contact && !$("dm-panel")?.hidden;
   }
 
-  // --- the conversation, opened from the Contacts panel ---
+  // --- the conversation, opened from the Contacts panel, shown in the main pane ---
 
   button(contact) {
     // "Message" on a contact's row, with how many of theirs are unread.
@@ -325,46 +327,31 @@ export class DirectMessages {
     button.setAttribute("aria-label", aria);
     if (unread) button.dataset.unread = String(unread);
     if (waiting) button.dataset.waiting = String(waiting);
+    if (this.view?.contact === contact.key) button.setAttribute("aria-current", "true");
     button.addEventListener("click", () => this.show(contact));
     return button;
   }
 
   async show(contact) {
+    // The conversation takes the main pane (the room's transcript steps aside) and the
+    // big composer writes to the contact; Escape or "Back to the room" brings the room back.
     this.view = { contact: contact.key, petname: contact.petname };
-    const panel = ensurePanel();
+    const panel = ensurePanel(() => this.hide());
     panel.hidden = false;
-    $("dm-title").textContent = contact.petname;
-    $("dm-text").setAttribute("aria-label", `Message to ${contact.petname}`);
-    $("dm-close").setAttribute("aria-label", `Close the conversation with ${contact.petname}`);
+    $("chat").dataset.pane = "dm";
+    document.body.classList.remove("people-open"); // a phone: the pane, not the side column
+    $("people-toggle")?.setAttribute("aria-expanded", "false");
+    $("dm-title").textContent = `Direct messages with ${contact.petname}`;
+    const inRoom = Boolean(this.host.room?.());
+    $("dm-close").textContent = inRoom ? "← Back to the room" : "← Close";
+    $("dm-close").setAttribute("aria-label", inRoom ? `Back to the room, leaving the conversation with ${contact.petname}` : `Close the conversation with ${contact.petname}`);
     $("dm-messages").setAttribute("aria-label", `Messages with ${contact.petname}`);
+    $("dm-status").textContent = "";
     this.seen(contact.key, 0);
+    this.host.paneChanged?.();
     this.render();
     this.friends.changed(); // the unread count on the row goes
-    $("dm-form").onsubmit = async (event) => {
-      event.preventDefault();
-      const text = $("dm-text").value;
-      if (!text.trim()) return;
-      $("dm-text").value = "";
-      try {
-        await this.send(contact.key, text);
-      } catch (error) {
-        $("dm-status").textContent = `Not sent: ${error.message}`;
-        return;
-      }
-      this.render();
-    };
-    $("dm-file-button").setAttribute("aria-label", `Share a file with ${contact.petname}`);
-    $("dm-file").onchange = () => {
-      const list = [...$("dm-file").files];
-      $("dm-file").value = "";
-      this.shareFiles(contact.key, list).catch((error) => ($("dm-status").textContent = `Not shared: ${error.message}`));
-    };
-    $("dm-close").onclick = () => {
-      panel.hidden = true;
-      this.view = null;
-      document.querySelector(`#contacts li[data-key="${contact.key}"] .dm-open`)?.focus();
-    };
-    $("dm-text").focus();
+    $("text").focus();
     try {
       await this.open(contact.key);
     } catch (error) {
@@ -374,11 +361,51 @@ export class DirectMessages {
     this.render();
   }
 
+  hide() {
+    // Back to the room: the pane and the composer are the room's again; the keyboard's
+    // focus goes back to the row that opened the conversation when it is in view.
+    const contact = this.view?.contact;
+    if (!this.view) return;
+    this.view = null;
+    const panel = $("dm-panel");
+    if (panel) panel.hidden = true;
+    delete $("chat").dataset.pane;
+    this.host.paneChanged?.();
+    this.friends.changed();
+    const row = document.querySelector(`#contacts li[data-key="${contact}"] .dm-open`);
+    if (this.host.room?.() || !row?.checkVisibility?.()) $("text").disabled ? $("messages").focus() : $("text").focus();
+    else row.focus();
+  }
+
+  async sendText(text) {
+    // What the big composer sends while the conversation is shown.
+    const contact = this.view?.contact;
+    if (!contact) return false;
+    try {
+      await this.send(contact, text);
+    } catch (error) {
+      $("dm-status").textContent = `Not sent: ${error.message}`;
+      return false;
+    }
+    this.render();
+    return true;
+  }
+
+  shareShown(list) {
+    // Files chosen, dropped or pasted while the conversation is shown.
+    const contact = this.view?.contact;
+    if (!contact) return;
+    this.shareFiles(contact, list).catch((error) => ($("dm-status").textContent = `Not shared: ${error.message}`));
+  }
+
   render(focus = null) {
     const view = this.view;
     if (!view || $("dm-panel")?.hidden) return;
     const room = this.rooms.get(view.contact);
     const list = $("dm-messages");
+    const here = Boolean(room?.contactLinked());
+    const online = here || Boolean(this.host.statusOf?.(view.contact)?.online);
+    const away = !online;
     // a button or link in the list keeps the keyboard's focus across the redraw
     const active = document.activeElement;
     focus ??= list.contains(active) ? active.dataset.focus : null;
@@ -402,7 +429,7 @@ export class DirectMessages {
       li.append(who, body);
       if (mine) {
         const delivered = env.seq <= room.dmAcked;
-        const tick = Object.assign(document.createElement("span"), { className: "tick", textContent: delivered ? "✓ delivered" : "waiting" });
+        const tick = Object.assign(document.createElement("span"), { className: "tick", textContent: delivered ? "✓ delivered" : away ? `waiting for ${view.petname} to come online` : "sending…" });
         li.dataset.state = delivered ? "delivered" : "waiting";
         li.append(tick);
       }
@@ -412,13 +439,16 @@ export class DirectMessages {
     if (focus) {
       const [kind, id] = focus.split(":");
       const next = list.querySelector(`[data-focus="${focus}"]`) ?? (kind === "get" ? list.querySelector(`[data-focus="save:${id}"]`) : null);
-      (next ?? $("dm-text")).focus();
+      (next ?? $("text")).focus();
     }
     const waiting = this.waiting(view.contact);
-    const here = room?.contactLinked();
+    const count = waiting === 1 ? "1 message waits" : `${waiting} messages wait`;
     let status;
-    if (waiting) status = `${waiting === 1 ? "1 message waits" : `${waiting} messages wait`} for ${view.petname} to come online; kept here and sent when you both are.`;
+    if (waiting && here) status = `${count} for ${view.petname} to confirm it.`;
+    else if (waiting && online) status = `${count} for ${view.petname}: they are online, and get it once their page joins this conversation.`;
+    else if (waiting) status = `${count} for ${view.petname} to come online; kept here and sent when you both are.`;
     else if (here) status = `${view.petname} is here. Only the two of you can read this.`;
+    else if (online) status = `${view.petname} is online; what you write reaches them once their page joins this conversation.`;
     else status = `${view.petname} is not here now; what you write waits until you both are online.`;
     $("dm-status").textContent = status;
   }
@@ -471,45 +501,57 @@ function fileItem(offer, mine) {
   return { id, name, size: bytes, mime, sha256, mine, at: Date.now(), done: 0 };
 }
 
-function ensurePanel() {
-  // The conversation: after the Contacts panel, made once.
+function ensurePanel(back) {
+  // The conversation: in the main pane, beside the room's transcript (one shows at a
+  // time), made once. The big composer under it writes to the contact.
   let panel = $("dm-panel");
   if (panel) return panel;
   const make = (tag, props = {}) => Object.assign(document.createElement(tag), props);
   panel = make("section", { id: "dm-panel", hidden: true });
   panel.setAttribute("aria-labelledby", "dm-title");
+  const close = make("button", { id: "dm-close", type: "button", className: "quiet", textContent: "← Back to the room" });
+  close.addEventListener("click", back);
   const head = make("div", { className: "dm-head" });
-  head.append(make("h2", { id: "dm-title" }), make("button", { id: "dm-close", type: "button", className: "quiet", textContent: "Close" }));
-  const list = make("ol", { id: "dm-messages" });
+  head.append(close, make("h2", { id: "dm-title" }));
+  const list = make("ol", { id: "dm-messages", tabIndex: 0 });
   list.setAttribute("aria-live", "polite");
   const status = make("p", { id: "dm-status", className: "hint" });
   status.setAttribute("role", "status");
-  const form = make("form", { id: "dm-form", autocomplete: "off" });
-  const input = make("input", { id: "dm-text", type: "text", maxLength: 4000 });
-  const share = make("button", { id: "dm-file-button", type: "button", className: "quiet", textContent: "Share a file" });
-  const chooser = make("input", { id: "dm-file", type: "file", multiple: true, hidden: true, tabIndex: -1 });
-  chooser.setAttribute("aria-label", "Files to share");
-  share.addEventListener("click", () => chooser.click());
-  // Enter clicks a button on key down, where Chromium opens no file chooser: open it on key up.
-  share.addEventListener("keydown", (event) => {
-    if (event.key === "Enter") event.preventDefault();
+  panel.append(head, list, status);
+  $("compose").before(panel);
+  // Escape anywhere but in a dialog or a menu goes back to the room.
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || panel.hidden || event.defaultPrevented) return;
+    if (event.target.closest?.("dialog, details[open]")) return;
+    event.preventDefault();
+    back();
   });
-  share.addEventListener("keyup", (event) => {
-    if (event.key === "Enter") chooser.click();
-  });
-  form.append(input, make("button", { type: "submit", textContent: "Send" }), share, chooser);
-  panel.append(head, list, status, form);
-  $("contacts-panel").after(panel);
   return panel;
 }
 
-export function startDms(peer, friends) {
-  const dms = new DirectMessages(peer, friends, { tickMs: peer.config.dmTickMs ?? TICK_MS });
+function unreadBadge(dms) {
+  // How many direct messages are unread, beside "People" (a phone folds the contacts away).
+  const toggle = $("people-toggle");
+  if (!toggle) return;
+  let badge = $("dm-unread");
+  if (!badge) {
+    badge = Object.assign(document.createElement("span"), { id: "dm-unread", hidden: true });
+    toggle.after(badge);
+  }
+  let total = 0;
+  for (const count of dms.unread.values()) total += count;
+  badge.hidden = total === 0;
+  badge.textContent = total ? `✉ ${Math.min(total, MAX_UNREAD)} unread` : "";
+}
+
+export function startDms(peer, friends, host = {}) {
+  const dms = new DirectMessages(peer, friends, { tickMs: peer.config.dmTickMs ?? TICK_MS, host });
   peer.dms = dms;
   dms.on(() => {
     dms.render();
     friends.changed();
   });
+  friends.on(() => unreadBadge(dms));
   dms.start();
   return dms;
 }
