@@ -24,10 +24,15 @@ workload, the same machine and the same load. Results must be identical
 messages and lookup scores agree. CPU seconds are reported beside wall
 seconds: on a shared machine they move less with the load.
 
+`--compiled` runs every size twice, interpreted (as the reference) and then with
+`dht/`'s hot modules compiled by mypyc (PAGEMESH_COMPILED=1, dht/compiled.py;
+built first if missing or stale), and reports the same ratios.
+
     .venv/bin/python benchmarks/sim_scale.py                # 10^4 and 10^5 nodes, 10^5 lookups
     .venv/bin/python benchmarks/sim_scale.py --sizes 1000000 --no-baseline
     git worktree add /tmp/before OLD_COMMIT
     .venv/bin/python benchmarks/sim_scale.py --sizes 100000 --no-baseline --reference /tmp/before
+    .venv/bin/python benchmarks/sim_scale.py --sizes 30000,100000 --no-baseline --compiled
 
 Targets (issue M6): 10^5 nodes with 10^5 lookups in under 10 minutes on 2 cores
 and 24 GiB (`target_wall_seconds`), and 300,000 events/s. Events are engine
@@ -41,6 +46,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -95,9 +101,12 @@ def measure(nodes: int, joins: int, lookups: int, rate: float, transport: str) -
     cpu = time.process_time() - cpu_started
     peak = peak_rss_bytes()
     summary = result.summary
+    from dht.compiled import loaded
+
     return {
         "nodes": nodes,
         "transport": transport,
+        "compiled": all(loaded().values()),
         "lookups": lookups,
         "events": result.events,
         "messages": summary["messages"]["delivered"],
@@ -115,14 +124,23 @@ def measure(nodes: int, joins: int, lookups: int, rate: float, transport: str) -
 
 
 def run_child(
-    nodes: int, joins: int, lookups: int, rate: float, transport: str, tree: str | None = None
+    nodes: int,
+    joins: int,
+    lookups: int,
+    rate: float,
+    transport: str,
+    tree: str | None = None,
+    compiled: bool = False,
 ) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", transport]
     command += ["--sizes", str(nodes), "--joins", str(joins)]
     command += ["--lookups", str(lookups), "--lookup-rate", str(rate)]
     if tree:
         command += ["--tree", tree]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = {key: value for key, value in os.environ.items() if key != "PAGEMESH_COMPILED"}
+    if compiled:
+        env["PAGEMESH_COMPILED"] = "1"
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         return {"nodes": nodes, "transport": transport, "error": done.stderr.strip()[-2000:]}
     result: dict[str, Any] = json.loads(done.stdout)
@@ -199,6 +217,11 @@ def main() -> None:
     parser.add_argument(
         "--reference", default=None, help="another source tree to run the same sizes from"
     )
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="run every size interpreted (the reference) and with dht/ compiled by mypyc",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--tree", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -209,14 +232,20 @@ def main() -> None:
         result = measure(sizes[0], args.joins, args.lookups, args.lookup_rate, args.child)
         print(json.dumps(result))
         return
+    if args.compiled and args.reference:
+        parser.error("--compiled takes this tree, interpreted, as its reference")
+    if args.compiled:
+        from dht.compiled import build
+
+        build()  # before the runs, so that no run's time includes it
     workload = (args.joins, args.lookups, args.lookup_rate)
     baseline = None if args.no_baseline else run_child(sizes[0], *workload, "bytes")
     runs: list[dict[str, Any]] = []
     references: list[dict[str, Any]] = []
     for n in sizes:  # reference and this tree one after the other, under the same load
-        if args.reference:
+        if args.reference or args.compiled:
             references.append(run_child(n, *workload, "message", args.reference))
-        runs.append(run_child(n, *workload, "message"))
+        runs.append(run_child(n, *workload, "message", compiled=args.compiled))
     same = runs[0]
     speedup = None
     if baseline and "error" not in baseline and "error" not in same:
@@ -230,7 +259,8 @@ def main() -> None:
         "runs": runs,
         "cost_growth": cost_growth(runs),
         "baseline": baseline,
-        "reference_tree": args.reference,
+        "reference_tree": "this tree, interpreted" if args.compiled else args.reference,
+        "compiled": args.compiled,
         "reference": references,
         "against_reference": [
             against_reference(r, ref) for r, ref in zip(runs, references, strict=False)

@@ -10,7 +10,7 @@ from . import compiled
 
 _build = compiled.requested()
 if _build is not None:
-    compiled.use_compiled(__path__, _build)
+    compiled.use_compiled("dht", __path__, _build)
 
 # Imported after the compiled modules (if asked for) have their place in __path__.
 

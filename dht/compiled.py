@@ -1,13 +1,14 @@
 """`dht/`'s hot modules compiled with mypyc, for the simulator; the sources stay the truth.
 
-`PAGEMESH_COMPILED=1` in the environment (read by `dht/__init__.py` before it
-imports anything else) puts the compiled `ids`, `routing`, `lookup` and `core`
-ahead of the source files; every other module of the package is still
+`PAGEMESH_COMPILED=1` in the environment (read by `dht/__init__.py` and
+`simulations/__init__.py` before they import anything else) puts the compiled
+`dht.ids`, `dht.routing`, `dht.lookup`, `dht.core` and the simulator's warm start
+(`simulations.oracle`) ahead of the source files; every other module is still
 interpreted, and without the variable nothing changes. The build lives outside
 the source tree, in build/mypyc/ (`make compiled`, or `dht.compiled.build()`),
-and carries a stamp of every `dht/*.py`'s hash, mypy's version and the
-interpreter's: a build whose stamp does not match the sources is rebuilt before
-use, so an edited module is never shadowed by an older compiled one.
+and carries a stamp of every `dht/*.py` and `simulations/*.py`'s hash, mypy's
+version and the interpreter's: a build whose stamp does not match the sources is
+rebuilt before use, so an edited module is never shadowed by an older compiled one.
 
 mypyc compiles type-checked Python to C extension modules, with the same
 semantics (tests/simulations/test_compiled.py runs the golden fingerprints of
@@ -32,20 +33,24 @@ from mypy_extensions import mypyc_attr
 
 __all__ = ["COMPILED", "build", "is_fresh", "loaded", "mypyc_attr", "requested", "use_compiled"]
 
-COMPILED = ("ids", "routing", "lookup", "core")
-"""The modules compiled: those a lookup spends its time in (docs/simulation.md)."""
+COMPILED = ("dht.ids", "dht.routing", "dht.lookup", "dht.core", "simulations.oracle")
+"""The modules compiled: those a lookup spends its time in and the warm start's fill
+(docs/simulation.md)."""
 
-SOURCES = Path(__file__).resolve().parent
-BUILD_DIR = SOURCES.parent / "build" / "mypyc"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("dht", "simulations")
+BUILD_DIR = ROOT / "build" / "mypyc"
 ENV = "PAGEMESH_COMPILED"
 
 
 def stamp() -> str:
-    """What a build was made from: every module of the package (mypyc type-checks the
+    """What a build was made from: every module of both packages (mypyc type-checks the
     compiled modules against the others), mypy's version and the interpreter's."""
     digest = hashlib.sha256()
-    for path in sorted(SOURCES.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).glob("*.py")):
+            name = f"{package}/{path.name}"
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(_mypy_version().encode() + sys.version.encode() + sys.platform.encode())
     return digest.hexdigest()
 
@@ -88,12 +93,12 @@ def build(build_dir: Path = BUILD_DIR) -> None:
                 path.unlink()
         work = build_dir / "work"
         work.mkdir()
-        sources = [str(SOURCES / f"{name}.py") for name in COMPILED]
-        config = SOURCES.parent / "pyproject.toml"  # mypy's settings (strict, msgpack untyped)
-        if config.exists():
-            sources.append(f"--config-file={config}")
+        sources = [str(ROOT / f"{name.replace('.', '/')}.py") for name in COMPILED]
+        # mypy's checks without pyproject.toml's strict settings, which simulations/ is not
+        # held to (the compiled code is the same either way); msgpack has no type hints.
+        sources += ["--config-file=", "--ignore-missing-imports"]
         # setup() runs in `work`, where no pyproject.toml is read; mypy names the modules
-        # dht.* from the package's __init__.py, wherever it runs.
+        # from their packages' __init__.py, wherever it runs.
         script = (
             "import sys\n"
             "from setuptools import setup\n"
@@ -113,12 +118,12 @@ def build(build_dir: Path = BUILD_DIR) -> None:
         (build_dir / "stamp").write_text(stamp())
 
 
-def use_compiled(package_path: list[str], build_dir: Path = BUILD_DIR) -> None:
-    """Put the compiled modules ahead of the sources in the package's `__path__`
+def use_compiled(package: str, package_path: list[str], build_dir: Path = BUILD_DIR) -> None:
+    """Put the compiled modules ahead of the sources in `package`'s `__path__`
     (building them first if missing or stale); the other modules are found after."""
     build(build_dir)
     lib = _lib(build_dir)
-    package_path.insert(0, str(lib / "dht"))
+    package_path.insert(0, str(lib / package))
     if str(lib) not in sys.path:
         sys.path.append(str(lib))  # mypyc's shared runtime module, a top-level name
 
@@ -126,9 +131,9 @@ def use_compiled(package_path: list[str], build_dir: Path = BUILD_DIR) -> None:
 def loaded() -> dict[str, bool]:
     """Which of `COMPILED` this process runs compiled (imported ones only)."""
     return {
-        name: str(getattr(sys.modules[f"dht.{name}"], "__file__", "")).endswith(".so")
+        name: str(getattr(sys.modules[name], "__file__", "")).endswith(".so")
         for name in COMPILED
-        if f"dht.{name}" in sys.modules
+        if name in sys.modules
     }
 
 

@@ -2,10 +2,11 @@
 
 The golden fingerprints of tests/simulations/test_golden.py (every summary, operation,
 routing table and message of small growth, churn and rooms runs) are taken again in a
-fresh interpreter that runs the compiled `ids`, `routing`, `lookup` and `core`, and must
-equal the reference values. The build is made from scratch in the test's own directory,
-over a stale one (a stamp of other sources and a module that cannot load), so a build
-older than the sources is shown to be replaced, never used.
+fresh interpreter that runs the compiled `dht.ids`, `dht.routing`, `dht.lookup`,
+`dht.core` and `simulations.oracle`, and must equal the reference values. The build is
+made from scratch in the test's own directory, over a stale one (a stamp of other
+sources and a module that cannot load), so a build older than the sources is shown to
+be replaced, never used.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def test_without_the_variable_the_sources_run() -> None:
         [
             sys.executable,
             "-c",
-            "import json, dht.core, dht.compiled as c; print(json.dumps(c.loaded()))",
+            "import json, simulations.oracle, dht.compiled as c; print(json.dumps(c.loaded()))",
         ],
         cwd=ROOT,
         env={k: v for k, v in os.environ.items() if k != compiled.ENV},
