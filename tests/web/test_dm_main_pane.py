@@ -122,6 +122,19 @@ async def test_the_conversation_takes_the_main_pane_and_the_big_composer(
         assert await accessibility_problems(page, "the conversation on a phone") == []
         await page.click("#dm-close")
         await page.locator("#messages").wait_for()
+        # Out of the room, Alice is still linked in the conversation: online, not "here".
+        await page.click("#leave")
+        status = "online, in your conversation"
+        await row.locator(f".where:text-is('{status}')").wait_for(timeout=5_000)
+        # A phone outside any room: the contacts fill the screen, the conversation then.
+        await button.click()
+        await panel.wait_for()
+        assert not await page.locator("#contacts-panel").is_visible()
+        assert await page.locator("#dm-close").inner_text() == "← Close"
+        await page.screenshot(path=str(SHOTS / "dm-main-no-room-390x844.png"))
+        await page.keyboard.press("Escape")
+        await page.locator("#contacts-panel").wait_for()
+        await expect(button).to_be_focused()  # back on the row that opened it
 
 
 async def test_on_a_phone_the_header_folds_and_every_control_is_reached(

@@ -674,6 +674,7 @@ function inRoom(on) {
   $("empty-hint").hidden = on;
   $("people-toggle").hidden = !on;
   composerFor();
+  ui.contacts?.render(); // who is "here" changes with the room
 }
 
 function dmShown() {
