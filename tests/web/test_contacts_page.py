@@ -78,6 +78,7 @@ async def test_python_and_chromium_see_each_other_online_where_and_join_them(
     assert await join.get_attribute("aria-label") == f"Join Ana from the walk ({where})"
     await join.click()
     await next_of(elsewhere, Connected, key=ben, within=20)
+    await page.wait_for_selector("#leave:not([hidden])")  # the join returns after its first link
     assert await page.evaluate("window.pagemesh.room.url") == canonical_url(ELSEWHERE)
 
     # Rename, then Ana leaves: the dot goes out at Ben's next read.

@@ -83,6 +83,8 @@ async def test_the_conversation_takes_the_main_pane_and_the_big_composer(
         await page.wait_for_selector("#dm-status:has-text('Ana is here')")
         await asyncio.sleep(0.5)
         assert "a direct hello to Alice" not in room_texts(room)
+        await room.say("meanwhile in the room")  # the room is one click away, and says so
+        await page.wait_for_selector("#dm-close:text-is('← Back to the room (1 new)')")
         assert await accessibility_problems(page, "the conversation") == []
 
         # Escape: the room again, its composer with it; an answer counts on Alice's row.

@@ -260,6 +260,7 @@ function showMessage({ env, content, mine, replaces = null }, isNew) {
   place(li, env.lamport, env.author, { isNew, mine });
   renderReactions(id);
   for (const box of document.querySelectorAll(`#messages .quote[data-ref="${id}"]`)) box.replaceWith(quote({ author: env.author, seq: env.seq }));
+  if (isNew && !mine && dmShown()) ui.peer.dms.roomNews(); // counted on "Back to the room"
   if (isNew && !mine) {
     $("announce").textContent = `${who(env.author)}: ${excerpt(content.text, 300)}`;
     ui.attention.arrived({ from: who(env.author), text: content.text, tag: ui.room?.key });
@@ -690,6 +691,7 @@ function composerFor() {
   // the transcript was out of view (no scroll position kept): back at its newest
   if (!dm && ui.paneWasDm) ui.follower?.jump();
   ui.paneWasDm = Boolean(dm);
+  ui.peer?.dms?.backLabel(); // "Back to the room", or "Close" with no room
   for (const id of ["text", "file", "send", "file-button"]) $(id).disabled = !on;
   $("text").placeholder = dm ? `Message ${dm.petname}` : ui.room ? "Say something" : "Join a room to chat";
   const label = document.querySelector('label[for="text"]');

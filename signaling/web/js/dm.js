@@ -342,9 +342,8 @@ export class DirectMessages {
     document.body.classList.remove("people-open"); // a phone: the pane, not the side column
     $("people-toggle")?.setAttribute("aria-expanded", "false");
     $("dm-title").textContent = `Direct messages with ${contact.petname}`;
-    const inRoom = Boolean(this.host.room?.());
-    $("dm-close").textContent = inRoom ? "← Back to the room" : "← Close";
-    $("dm-close").setAttribute("aria-label", inRoom ? `Back to the room, leaving the conversation with ${contact.petname}` : `Close the conversation with ${contact.petname}`);
+    this.roomNew = 0;
+    this.backLabel();
     $("dm-messages").setAttribute("aria-label", `Messages with ${contact.petname}`);
     $("dm-status").textContent = "";
     this.seen(contact.key, 0);
@@ -359,6 +358,24 @@ export class DirectMessages {
       return;
     }
     this.render();
+  }
+
+  backLabel() {
+    // "← Back to the room", with how many of the room's messages came meanwhile.
+    const view = this.view;
+    if (!view) return;
+    const inRoom = Boolean(this.host.room?.());
+    const news = this.roomNew ? ` (${this.roomNew} new)` : "";
+    $("dm-close").textContent = inRoom ? `← Back to the room${news}` : "← Close";
+    $("dm-close").setAttribute(
+      "aria-label",
+      inRoom ? `Back to the room${this.roomNew ? `, ${this.roomNew} new messages there` : ""}, leaving the conversation with ${view.petname}` : `Close the conversation with ${view.petname}`,
+    );
+  }
+
+  roomNews() {
+    this.roomNew = Math.min((this.roomNew ?? 0) + 1, MAX_UNREAD);
+    this.backLabel();
   }
 
   hide() {
