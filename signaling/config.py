@@ -93,6 +93,14 @@ class NodeConfig:
     """Joins one source address may make into one room through this node, per minute."""
     seats_per_source: int = 16
     """Seats one source address (IPv4, or IPv6 /64) may hold in one room through this node."""
+    records_per_source: float = 16.0
+    """put-record and get-record frames per second from one source address (IPv4, or IPv6
+    /64), all its connections together (docs/protocol.md 7.3): each is a DHT lookup, and a
+    fresh connection must not bring a fresh budget."""
+    record_source_burst: float = 256.0
+    record_ops_per_source: int = 32
+    """put-record and get-record requests of one source address being answered at once
+    (the node runs at most half the DHT's `max_operations` lookups in all)."""
     max_clients: int = 20_000
     max_view_members: int = 0
     """Members this node keeps of one layer; 0 means 4 x layer_size (a layer may run over

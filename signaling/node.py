@@ -45,6 +45,7 @@ from dht.identity import verify_signature
 from dht.ids import key_for
 from dht.node import DHTNode
 from dht.options import ConfigError
+from dht.ratelimit import SourceRateLimiter
 from dht.records import Record, Refusal, check_record
 from relay.credentials import load_secret, mint_credentials
 
@@ -217,6 +218,12 @@ class SignalingNode:
         # and checks wait for a slot instead (a crowd of joins queues, nobody hangs).
         self._dht_slots = asyncio.Semaphore(max(1, dht.core.config.max_operations // 2))
         self.admission = Admission(config.admission)
+        # Record requests per source address, all its connections together (7.3).
+        self._record_sources = SourceRateLimiter(
+            config.records_per_source, config.record_source_burst, config.admission.max_sources
+        )
+        self._record_ops: dict[str, int] = {}
+        """Record requests of each source address in flight (no entry at zero)."""
         self._proxies = proxy_networks(config.trusted_proxies)
         self._metrics_from = proxy_networks(config.metrics_from)
         self.tls: ServerTls | None = None
@@ -630,8 +637,34 @@ class SignalingNode:
         elif isinstance(event, IceServers):
             client.session.send(IceServerList(self.ice_servers(client.key), event.id))
         elif isinstance(event, PutRecord | GetRecord):
-            self._spawn(self._record_op(client, event), client.tasks)
+            refusal = self._admit_record_source(client.source, now)
+            if refusal is not None:
+                client.session.record_done()  # the session counted it; it never runs
+                client.session.error(ErrorCode.RATE_LIMITED, refusal, event.id, now)
+            else:
+                source = client.source
+                self._record_ops[source] = self._record_ops.get(source, 0) + 1
+                task = self._spawn(self._record_op(client, event), client.tasks)
+                task.add_done_callback(lambda _t: self._record_source_done(source))
         await self._run_rooms()
+
+    def _admit_record_source(self, source: str, now: float) -> str | None:
+        """Why a record request of `source` is refused, or None (docs/protocol.md 7.3):
+        every connection of one address together, so many connections (or a fresh one
+        for each spent burst) bring no more DHT lookups than one address's budget."""
+        cap = self.config.record_ops_per_source
+        if self._record_ops.get(source, 0) >= cap:
+            return f"at most {cap} record requests of one address at once"
+        if not self._record_sources.allow(source, now):
+            return "too many record requests from this address"
+        return None
+
+    def _record_source_done(self, source: str) -> None:
+        left = self._record_ops.get(source, 0) - 1
+        if left > 0:
+            self._record_ops[source] = left
+        else:
+            self._record_ops.pop(source, None)  # only addresses with requests in flight
 
     async def _record_op(self, client: Client, frame: PutRecord | GetRecord) -> None:
         """An opaque record for a client (docs/protocol.md 7.3): checked as any DHT node

@@ -36,6 +36,9 @@ FAST_NODE = NodeConfig(
     link_admission=LOOPBACK_ADMISSION,
     joins_per_minute=10_000.0,  # every test client comes from 127.0.0.1
     seats_per_source=10_000,
+    records_per_source=10_000.0,
+    record_source_burst=10_000.0,
+    record_ops_per_source=10_000,
 )
 
 NodeFactory = Callable[..., Awaitable[list[SignalingNode]]]

@@ -192,3 +192,63 @@ def serialize_raw(body: dict[str, Any]) -> str:
     import json
 
     return json.dumps(body, default=str)
+
+
+# --- one address, many connections (7.3: the bound is per source, too) ------------------
+
+
+async def _answers(clients: list[Any], per_client: int) -> dict[str, int]:
+    """Each of `clients` sends `per_client` get-records at once; the answers by kind."""
+    for client in clients:
+        for n in range(per_client):
+            await client.send(serialize(GetRecord(os.urandom(20), os.urandom(32), n)))
+    answers: dict[str, int] = {}
+    for client in clients:
+        for _ in range(per_client):
+            reply = await asyncio.wait_for(client.receive(), 20)
+            kind = reply["type"] if reply["type"] != "error" else reply["code"]
+            answers[kind] = answers.get(kind, 0) + 1
+    return answers
+
+
+async def test_many_connections_of_one_address_share_one_record_budget(
+    signaling_mesh: NodeFactory, raw: Any
+) -> None:
+    """The attacker: one address, several connections (and fresh ones as each runs
+    dry), each with the per-connection burst. Together they get the source's budget,
+    not one burst per connection: every get-record is a DHT lookup the node runs."""
+    limits = SessionLimits(record_burst=12, records_per_second=0.01, max_record_ops=16)
+    (node,) = await signaling_mesh(
+        1, limits=limits, records_per_source=0.01, record_source_burst=20
+    )
+    clients = []
+    for _ in range(4):
+        client = await raw(node)
+        assert (await client.hello(SigningKey.generate()))["type"] == "welcome"
+        clients.append(client)
+    answers = await _answers(clients, 10)
+    assert answers.get("record", 0) <= 20 and answers.get("rate-limited", 0) >= 20, answers
+    # A fresh connection from the same address starts with no new budget.
+    fresh = await raw(node)
+    assert (await fresh.hello(SigningKey.generate()))["type"] == "welcome"
+    assert await _answers([fresh], 5) == {"rate-limited": 5}
+
+
+async def test_one_address_cannot_hold_the_nodes_dht_slots(
+    signaling_mesh: NodeFactory, raw: Any
+) -> None:
+    """The attacker keeps lookups in flight from many connections of one address (each
+    within its own `max_record_ops`): past `record_ops_per_source` of that address at
+    once, the node refuses, so the DHT slots joins and other clients share stay free."""
+    limits = SessionLimits(record_burst=100, max_record_ops=8)
+    nodes = await signaling_mesh(3, limits=limits, record_ops_per_source=6)
+    # Two of the three go away: lookups wait for them (rpc_timeout) and stay in flight.
+    for gone in nodes[1:]:
+        await gone.stop(moving=False)
+    clients = []
+    for _ in range(4):
+        client = await raw(nodes[0])
+        assert (await client.hello(SigningKey.generate()))["type"] == "welcome"
+        clients.append(client)
+    answers = await _answers(clients, 6)
+    assert answers.get("rate-limited", 0) >= 24 - 6, answers
