@@ -31,7 +31,8 @@ falls on all three).
   `joined`, and any gathering and signing still due), answer (the offer through
   both nodes and the Python peer's answer back), connect (ICE checks, DTLS,
   SCTP, the control channel open), told (open to the page's `connected`); and
-  beside them gather (offer set to the description ready to go: its candidates
+  beside them set (the connection made to its offer set: certificate, createOffer,
+  setLocalDescription), gather (offer set to the description ready to go: its candidates
   there and settled, or gathering complete; before `joined`, off the critical
   path, when the connection was made ahead) and made_ahead (the share of links
   whose connection was made before `joined`).
@@ -197,6 +198,7 @@ STEPS = [
     ("connect", "answered", "open"),
     ("told", "open", "connected"),
     ("gather", "local", "ready"),
+    ("set", "made", "local"),
 ]
 # The seat's presence signature (docs/protocol.md 3.3) as the page sees it: the join
 # sent to the node's `sign` heard, its frame waiting its turn, checked, signed and
