@@ -257,21 +257,42 @@ class Devices:
         self.max_revocations = max_revocations
         self._by_device: OrderedDict[bytes, Delegation] = OrderedDict()
         self._revoked: OrderedDict[tuple[bytes, bytes], Revocation] = OrderedDict()
+        self._senders: dict[tuple[bytes, bytes], bytes | None] = {}
+        """Who gave each kept revocation first (None: ours), in the order they came."""
 
-    def revoke(self, revocation: Revocation) -> bool:
-        """Keep a checked revocation: from now on no delegation of its identity to its
-        device counts. Whether it took a device away from its person now. When the book
-        is full, the oldest revocation of a delegation the book does not hold goes (a
-        flood of revocations from made-up identities never pushes out one that took a
-        device away); if every one kept took a device away, the new one is not kept."""
+    def revoke(self, revocation: Revocation, sender: bytes | None = None) -> bool:
+        """Keep a checked revocation that `sender` (the member whose link carried it;
+        None: one of ours, never pushed out) gave: from now on no delegation of its
+        identity to its device counts. Whether it took a device away from its person now.
+        When the book is full, one that takes no device away goes: the oldest of the
+        sender that gave most of those, so a member flooding revocations of made-up
+        identities pushes out its own, never one another member gave, even one that
+        came before the device it revokes (5.3); if every one kept took a device away
+        or is ours, the new one is not kept."""
         pair = (revocation.identity, revocation.device)
         if pair not in self._revoked and len(self._revoked) >= self.max_revocations:
-            idle = next((p for p in self._revoked if not self._matters(p)), None)
+            idle = self._idle()
             if idle is None:
                 return False
             del self._revoked[idle]
+            del self._senders[idle]
         self._revoked[pair] = revocation
+        if pair not in self._senders or sender is None:
+            self._senders[pair] = sender
         return self._matters(pair)
+
+    def _idle(self) -> tuple[bytes, bytes] | None:
+        """The revocation to push out of a full book: of the sender with the most that
+        take no device away (ours never), its oldest."""
+        counts: dict[bytes, int] = {}
+        for pair, sender in self._senders.items():
+            if sender is not None and not self._matters(pair):
+                counts[sender] = counts.get(sender, 0) + 1
+        if not counts:
+            return None
+        most = max(counts.values())
+        heaviest = next(s for s, n in counts.items() if n == most)  # oldest-seen first
+        return next(p for p, s in self._senders.items() if s == heaviest and not self._matters(p))
 
     def _matters(self, pair: tuple[bytes, bytes]) -> bool:
         held = self._by_device.get(pair[1])

@@ -762,7 +762,7 @@ class Room:
             self._device(member, frame.get("cert"))
             return
         if isinstance(frame, dict) and frame.get("t") == "revoke":
-            self._revoke(frame.get("cert"))
+            self._revoke(member, frame.get("cert"))
             return
         if isinstance(frame, dict) and frame.get("t") == "card":
             try:  # signed by the person: a device's card is its identity's (5.3, 7.1)
@@ -797,7 +797,7 @@ class Room:
         if self.devices.add(delegation):
             self._emit(Device(member, delegation.identity, delegation.label))
 
-    def _revoke(self, cert: object) -> None:
+    def _revoke(self, member: bytes, cert: object) -> None:
         """A revocation (5.3), from whoever sends it: its identity's signature is what
         counts. A device it takes back is its own person from now on."""
         try:
@@ -812,7 +812,7 @@ class Room:
             code = f"revoke.{refused.code}"
             self.refused_devices[code] = self.refused_devices.get(code, 0) + 1
             return
-        if self.devices.revoke(revocation):
+        if self.devices.revoke(revocation, member):
             self._emit(Revoked(revocation.device, revocation.identity))
 
     def _file_channel(self, link: PeerLink, channel: RTCDataChannel) -> None:

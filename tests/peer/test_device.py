@@ -169,6 +169,30 @@ def test_a_flood_of_made_up_revocations_never_pushes_out_one_that_matters() -> N
     assert len(devices._revoked) == 8
 
 
+def test_a_member_cannot_flush_a_revocation_that_came_before_the_device() -> None:
+    """The thief of Ana's laptop key comes to a member whom Ana's revocation reached
+    first (so the book never held the laptop's delegation: the revocation takes nothing
+    away when it comes). On its own link it sends revocations of made-up identities,
+    cheap to sign, until the book is full and more, then shows Ana's delegation again:
+    it stays refused. Eviction takes the sender with the most revocations first."""
+    devices = Devices(max_revocations=8)
+    ana_phone = bytes(SigningKey(b"p" * 32).verify_key)
+    assert not devices.revoke(parse_revocation(revoke(), verify_signature), ana_phone)
+    assert devices.revoked(ANA_KEY, LAPTOP_KEY)  # the thief's delegation is refused
+    for i in range(40):
+        stranger = SigningKey(bytes([i + 1]) * 32)
+        devices.revoke(parse_revocation(revoke(stranger), verify_signature), LAPTOP_KEY)
+    assert devices.revoked(ANA_KEY, LAPTOP_KEY)
+    assert len(devices._revoked) == 8
+    # Revocations we issued ourselves (sender None) are never pushed out at all.
+    mine = Devices(max_revocations=4)
+    mine.revoke(parse_revocation(revoke(), verify_signature), None)
+    for i in range(10):
+        stranger = SigningKey(bytes([i + 1]) * 32)
+        mine.revoke(parse_revocation(revoke(stranger), verify_signature), bytes([i]) * 32)
+    assert mine.revoked(ANA_KEY, LAPTOP_KEY)
+
+
 def test_revocation_known_answer_and_errors() -> None:
     assert revoke().hex() == VECTORS["revocation"]
     for case in VECTORS["revocation_errors"]:

@@ -200,7 +200,7 @@ def _blob(step: tuple[str, int, int, int]) -> tuple[str, str, str]:
     )
     if what == "forge-revoke":
         r = r[:4] + POOL_KEYS[named] + r[36:]
-    return ("revoke", d.hex(), r.hex())
+    return ("revoke", POOL_KEYS[signer].hex(), r.hex())  # the sender: the signer's link
 
 
 def _python_book(steps: list[tuple[str, str, str]]) -> list[str]:
@@ -216,7 +216,8 @@ def _python_book(steps: list[tuple[str, str, str]]) -> list[str]:
                 if not devices.revoked(d.identity, d.device):
                     devices.add(d)
             else:
-                devices.revoke(parse_revocation(bytes.fromhex(cert), verify_signature))
+                r = parse_revocation(bytes.fromhex(cert), verify_signature)
+                devices.revoke(r, bytes.fromhex(member))
         except DelegationError:
             pass
     return [devices.person_of(k, AT + 1).hex() for k in POOL_KEYS]
@@ -231,7 +232,7 @@ BOOK = """async ([steps, keys, at]) => {
             else if (kind === 'device') {
                 const d = await m.checkDelegation(m.fromHex(cert), member, at + 1);
                 if (!devices.revoked(d.identity, d.device)) devices.add(d);
-            } else devices.revoke(await m.parseRevocation(m.fromHex(cert)));
+            } else devices.revoke(await m.parseRevocation(m.fromHex(cert)), member);
         } catch (e) { if (!(e instanceof m.DelegationError)) throw e; }
     }
     return keys.map((k) => devices.personOf(k, at + 1));
@@ -265,3 +266,33 @@ async def test_the_books_of_devices_agree(
     wire = [_blob(s) for s in steps]
     got = await page.evaluate(BOOK, [wire, [k.hex() for k in POOL_KEYS], AT])
     assert got == _python_book(wire)
+
+
+FLOOD = """async ([real, junk, phone, thief, identity, device]) => {
+    const m = window.m;
+    const devices = new m.Devices(8, 8);
+    devices.revoke(await m.parseRevocation(m.fromHex(real)), phone);
+    for (const j of junk) devices.revoke(await m.parseRevocation(m.fromHex(j)), thief);
+    return [devices.revoked(identity, device), devices.revokedPairs.size];
+}"""
+
+
+async def test_the_page_keeps_a_revocation_a_member_floods_against(page: Any) -> None:
+    """As tests/peer/test_device.py: the thief's own flood of made-up revocations pushes
+    out its own, not Ana's that came before its device (the same book in both)."""
+    ana, laptop = POOL[0], POOL_KEYS[1]
+
+    def revocation(signer: SigningKey, device: bytes) -> str:
+        sign = signer.sign
+        made = issue_revocation(lambda m: sign(m).signature, bytes(signer.verify_key), device, AT)
+        return serialize_revocation(made).hex()
+
+    real = revocation(ana, laptop)
+    junk = [revocation(SigningKey(bytes([i + 9]) * 32), laptop) for i in range(40)]
+    args = [real, junk, POOL_KEYS[2].hex(), laptop.hex(), POOL_KEYS[0].hex(), laptop.hex()]
+    assert await page.evaluate(FLOOD, args) == [True, 8]
+    python = Devices(max_revocations=8)
+    python.revoke(parse_revocation(bytes.fromhex(real), verify_signature), POOL_KEYS[2])
+    for j in junk:
+        python.revoke(parse_revocation(bytes.fromhex(j), verify_signature), laptop)
+    assert python.revoked(POOL_KEYS[0], laptop)

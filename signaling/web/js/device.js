@@ -150,25 +150,46 @@ export class Devices {
     this.maxRevocations = maxRevocations;
     this.byDevice = new Map();
     this.revokedPairs = new Map(); // "identity:device" -> revocation, oldest first
+    this.senders = new Map(); // "identity:device" -> who gave it first (hex; null: ours)
   }
 
-  revoke(r) {
-    // Keep a checked revocation (as peer/device.py Devices.revoke); whether it took a
-    // device away from its person now.
+  revoke(r, sender = null) {
+    // Keep a checked revocation that `sender` (the member whose link carried it, hex;
+    // null: one of ours, never pushed out) gave; whether it took a device away from its
+    // person now. When full, one that takes no device away goes: the oldest of the
+    // sender that gave most of those (as peer/device.py Devices.revoke).
     const pair = `${r.identity}:${r.device}`;
     if (!this.revokedPairs.has(pair) && this.revokedPairs.size >= this.maxRevocations) {
-      let idle = null;
-      for (const kept of this.revokedPairs.keys()) {
-        if (!this.matters(kept)) {
-          idle = kept;
-          break;
-        }
-      }
+      const idle = this.idle();
       if (idle === null) return false;
       this.revokedPairs.delete(idle);
+      this.senders.delete(idle);
     }
     this.revokedPairs.set(pair, r);
+    if (!this.senders.has(pair) || sender === null) this.senders.set(pair, sender);
     return this.matters(pair);
+  }
+
+  idle() {
+    // The revocation to push out of a full book: of the sender with the most that take
+    // no device away (ours never), its oldest.
+    const counts = new Map();
+    for (const [pair, sender] of this.senders) {
+      if (sender !== null && !this.matters(pair)) counts.set(sender, (counts.get(sender) ?? 0) + 1);
+    }
+    if (counts.size === 0) return null;
+    const most = Math.max(...counts.values());
+    let heaviest = null;
+    for (const [sender, n] of counts) {
+      if (n === most) {
+        heaviest = sender;
+        break;
+      }
+    }
+    for (const [pair, sender] of this.senders) {
+      if (sender === heaviest && !this.matters(pair)) return pair;
+    }
+    return null;
   }
 
   matters(pair) {

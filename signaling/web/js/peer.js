@@ -521,7 +521,7 @@ export class Room {
     return this.devices.delegation(key, Date.now())?.label ?? null;
   }
 
-  onRevoke(cert) {
+  onRevoke(member, cert) {
     // A revocation (5.3), from whoever sends it: its identity's signature is what counts.
     this.serial(async () => {
       try {
@@ -533,7 +533,7 @@ export class Room {
           throw new ProtocolError("revocation", "a revocation in hex");
         }
         const r = await parseRevocation(data);
-        if (this.devices.revoke(r)) this.emit({ type: "revoked", key: r.device, identity: r.identity });
+        if (this.devices.revoke(r, member)) this.emit({ type: "revoked", key: r.device, identity: r.identity });
       } catch (error) {
         const code = `revoke.${error.code ?? "error"}`;
         this.refusedDevices[code] = (this.refusedDevices[code] ?? 0) + 1;
@@ -770,7 +770,7 @@ export class Room {
       return;
     }
     if (frame.t === "revoke") {
-      this.onRevoke(frame.cert);
+      this.onRevoke(member, frame.cert);
       return;
     }
     if (frame.t === "card") {
