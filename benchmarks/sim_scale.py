@@ -92,7 +92,7 @@ def measure(nodes: int, joins: int, lookups: int, rate: float, transport: str) -
 
     def progress(done: float, planned: float, events: int) -> None:
         if not first_report:
-            first_report.append(time.perf_counter())
+            first_report.extend((time.perf_counter(), time.process_time()))
 
     started = time.perf_counter()
     cpu_started = time.process_time()
@@ -114,6 +114,7 @@ def measure(nodes: int, joins: int, lookups: int, rate: float, transport: str) -
         "wall_seconds": round(wall, 1),
         "cpu_seconds": round(cpu, 1),
         "setup_seconds": round(first_report[0] - started, 1) if first_report else None,
+        "setup_cpu_seconds": round(first_report[1] - cpu_started, 1) if first_report else None,
         "events_per_second": round(result.events / wall),
         "messages_per_second": round(summary["messages"]["delivered"] / wall),
         "peak_rss_bytes": peak,
