@@ -12,7 +12,7 @@ KEY finds a key (`find_key`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,48 @@ MAX_LABEL = 64
 KEY_BYTES = 32
 MAX_SINCE = 2**53 - 1
 """The largest time a block keeps (JavaScript's safe integers: the page keeps the same)."""
+
+
+MAX_FLOOD_MUTED = 256
+"""Authors one room keeps muted for flooding (5.4); past it the oldest is forgotten."""
+
+
+class FloodMutes(MutableSet[bytes]):
+    """The authors a room muted for flooding (5.4), at most `limit`, the most recently
+    reported kept: each costs a member only an envelope over the cut, under a key made
+    up for it, so the set (and the rows a list of them draws) must not grow with them.
+    A forgotten author is shown again, still held to its rate by the flood cut. The
+    page's twin is `FloodMutes` in web/js/blocks.js."""
+
+    __slots__ = ("_keys", "limit")
+
+    def __init__(self, keys: Iterable[bytes] = (), limit: int = MAX_FLOOD_MUTED) -> None:
+        self.limit = limit
+        self._keys: dict[bytes, None] = {}
+        for key in keys:
+            self.add(key)
+
+    @classmethod
+    def _from_iterable(cls, it: Iterable[bytes]) -> frozenset[bytes]:  # type: ignore[override]
+        return frozenset(it)  # a union or difference is a plain set, never cut short
+
+    def add(self, value: bytes) -> None:
+        self._keys.pop(value, None)
+        self._keys[value] = None  # newest last
+        while len(self._keys) > self.limit:
+            del self._keys[next(iter(self._keys))]
+
+    def discard(self, value: bytes) -> None:
+        self._keys.pop(value, None)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._keys
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 class BlockRecordError(ValueError):

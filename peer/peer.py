@@ -56,7 +56,7 @@ from signaling.protocol import (
 )
 
 from . import mesh
-from .blocks import BLOCK, MAX_BLOCKS, MUTE, BlockEntry
+from .blocks import BLOCK, MAX_BLOCKS, MUTE, BlockEntry, FloodMutes
 from .device import (
     DEFAULT_LIFETIME_MS,
     MAX_BYTES,
@@ -376,8 +376,9 @@ class Room:
         self.hidden: dict[bytes, int | None] = {}
         """Blocked keys the node lists here, by layer (the Mesh never hears of them;
         an unblock hands them to it). At most the node's list of members."""
-        self.flood_muted: set[bytes] = set()
-        """Authors muted for flooding until this room is closed (docs/protocol.md 5.4)."""
+        self.flood_muted = FloodMutes()
+        """Authors muted for flooding until this room is closed, the newest MAX_FLOOD_MUTED
+        (docs/protocol.md 5.4)."""
         if self.core.lamport != lamport or self.core.refused_on_restore:
             # a clock pushed ahead before such envelopes were refused, repaired on restore
             peer.store.repair_room_clock(key, self.core.lamport, self.core.refused_on_restore)

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from dht.identity import Identity
+from peer.blocks import MAX_FLOOD_MUTED
 from peer.chatscreen import ChatScreen
 from peer.cli import command
-from peer.messaging import RoomConfig, short_tag
+from peer.messaging import Envelope, RoomConfig, short_tag
 from peer.peer import (
     Connected,
     FileOffered,
@@ -195,3 +197,39 @@ async def test_a_member_flooding_at_500_a_second_is_cut_while_two_honest_members
     print(f"flood over aiortc: {sent} sent in 4 s, {delivered} delivered to one member")
     seen_a.stop()
     seen_b.stop()
+
+
+async def test_a_member_forwarding_floods_of_many_authors_mutes_a_bounded_few(
+    signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    """The attacker: one member forwards, in history frames, envelopes of hundreds of
+    made-up authors, each just over the flood cut. Each is muted for flooding until the
+    room closes, but what the room remembers of them (and lists as muted for flooding,
+    and the page draws as rows) stays within MAX_FLOOD_MUTED: the oldest goes first, and
+    the flood cut still holds it to its rate."""
+    (node,) = await signaling_mesh(1)
+    tight = PeerConfig(room=dataclasses.replace(RoomConfig(), flood_messages=1, flood_rate=0.001))
+    alice = await peers("alice", [node.url], config=tight)
+    rogue = await peers("rogue", [node.url])
+    room_a, room_r = await alice.join(URL), await rogue.join(URL)
+    await linked(room_r, alice.public_key)
+    await linked(room_a, rogue.public_key)
+    authors = MAX_FLOOD_MUTED + 100
+    now_ms = int(time.time() * 1000)
+    envs = []
+    for i in range(authors):
+        who = Identity.from_seed(i.to_bytes(4, "big") + b"\1" * 28)
+        for seq in (1, 2):
+            env = Envelope(room_a.key, who.public_key, seq, now_ms + seq, now_ms, "text", "x")
+            signed = dataclasses.replace(env, signature=who.sign(env.signed_bytes()))
+            envs.append(signed.to_json())
+    link = room_r.links[alice.public_key]
+    for first in range(0, len(envs), 100):
+        link.send({"t": "hist", "envs": envs[first : first + 100]})
+    seen = Seen(room_a)
+    await seen.until(lambda: room_a.core.counters.get("drop.flood", 0) >= authors, 30)
+    assert len(seen.of(Flooding)) >= authors  # every one was cut and told
+    assert len(room_a.flood_muted) <= MAX_FLOOD_MUTED
+    newest = Identity.from_seed((authors - 1).to_bytes(4, "big") + b"\1" * 28).public_key
+    assert newest in room_a.flood_muted
+    seen.stop()

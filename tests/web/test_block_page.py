@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peer.blocks import BlockRecordError, parse_block_row
+from peer.blocks import MAX_FLOOD_MUTED, BlockRecordError, FloodMutes, parse_block_row
 from peer.messaging import RoomConfig
 from peer.peer import FileOffered, PeerConfig
 from tests.peer.conftest import PeerFactory
@@ -274,3 +274,48 @@ def _kept(item: dict[str, Any]) -> bool:
     except BlockRecordError:
         return False
     return re.fullmatch("[0-9a-f]{64}", item["key"]) is not None
+
+
+# --- authors muted for flooding: bounded, the twin of peer/blocks.py FloodMutes ---------
+
+
+async def test_the_pages_flood_mutes_stay_bounded(
+    signaling_mesh: NodeFactory, open_page: PageFactory
+) -> None:
+    """The attacker forwards floods of a thousand made-up authors (tests/peer/
+    test_block_peers.py plays it over aiortc): the room's set of authors muted for
+    flooding, and so the rows "Blocked and muted" draws of it, keeps the newest 256."""
+    (node,) = await signaling_mesh(1)
+    page = await open_page(node, "ana", room=ROOM)
+    got = await page.evaluate(
+        """() => {
+            const muted = window.pagemesh.room.floodMuted;
+            for (let i = 0; i < 1000; i++) muted.add(i.toString(16).padStart(64, '0'));
+            return [muted.size, muted.has((999).toString(16).padStart(64, '0')),
+                    muted.has('0'.repeat(64))];
+        }"""
+    )
+    assert got == [MAX_FLOOD_MUTED, True, False]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    ops=st.lists(st.tuples(st.booleans(), st.integers(0, 9)), max_size=40),
+    limit=st.integers(1, 5),
+)
+async def test_property_flood_mutes_keep_what_python_keeps(
+    blocks_page: Any, ops: list[tuple[bool, int]], limit: int
+) -> None:
+    got = await blocks_page.evaluate(
+        """([ops, limit]) => {
+            const muted = new window.b.FloodMutes([], limit);
+            for (const [add, k] of ops) add ? muted.add(String(k)) : muted.delete(String(k));
+            return [...muted];
+        }""",
+        [ops, limit],
+    )
+    python = FloodMutes(limit=limit)
+    for add, k in ops:
+        (python.add if add else python.discard)(str(k).encode())
+    assert got == [k.decode() for k in python]
+    assert len(python) <= limit

@@ -14,6 +14,27 @@ export const MAX_LABEL = 64;
 
 const KEY = /^[0-9a-f]{64}$/;
 
+export const MAX_FLOOD_MUTED = 256; // authors one room keeps muted for flooding (5.4)
+
+export class FloodMutes extends Set {
+  // The authors a room muted for flooding (5.4), the `limit` most recently reported
+  // (peer/blocks.py FloodMutes): each costs a member an envelope over the cut under a
+  // key made up for it, so neither the set nor the rows drawn of it grow with them. A
+  // forgotten author is shown again, still held to its rate by the flood cut.
+  constructor(keys = [], limit = MAX_FLOOD_MUTED) {
+    super();
+    this.limit = limit;
+    for (const key of keys) this.add(key);
+  }
+
+  add(key) {
+    super.delete(key);
+    super.add(key); // newest last
+    while (this.size > (this.limit ?? MAX_FLOOD_MUTED)) super.delete(this.values().next().value);
+    return this;
+  }
+}
+
 export class BlockRecordError extends Error {}
 
 export function parseBlockEntry(value) {

@@ -24,7 +24,7 @@
 // on a first join, once its connection is open (or failed).
 
 import { ProtocolError, fromHex, hex } from "./bytes.js";
-import { BLOCK, MAX_BLOCKS, MUTE, parseBlockDevices, parseBlockList } from "./blocks.js";
+import { BLOCK, FloodMutes, MAX_BLOCKS, MUTE, parseBlockDevices, parseBlockList } from "./blocks.js";
 import { generateIdentity, publicKeyBytes, randomBytes, requireWebCrypto, sign, verifier, verify } from "./crypto.js";
 import { DEFAULT_LIFETIME_MS, MAX_BYTES as MAX_DELEGATION_BYTES, REVOCATION_BYTES, Devices, checkDelegation, issueDelegation, issueRevocation, parseRevocation, people, serializeDelegation, serializeRevocation } from "./device.js";
 import { exportIdentity, importIdentity, keyPairFromSeed } from "./identityfile.js";
@@ -384,7 +384,7 @@ export class Room {
     this.timings = {}; // when the last join was sent and answered (tests, benchmarks)
     this.core = new ReliableRoom(key, peer.keyHex, {}, state ?? {}, now(), [...peer.blocked]);
     this.hidden = new Map(); // blocked keys the node lists here, by layer: never members (5.4)
-    this.floodMuted = new Set(); // authors muted for flooding until the page closes (5.4)
+    this.floodMuted = new FloodMutes(); // authors muted for flooding until the page closes, the newest 256 (5.4)
     this.devices = new Devices(); // which member keys are devices of which person (5.3)
     if (peer.delegation) this.devices.add(peer.delegation);
     for (const r of peer.revocations) this.devices.revoke(r);
