@@ -100,6 +100,8 @@ from .wire import (
     Reply,
     Request,
     Store,
+    StoreRead,
+    StoreReadReply,
     StoreRecords,
     StoreRecordsReply,
     StoreReply,
@@ -131,6 +133,7 @@ _REQUEST_TYPES = (
     FindValue,
     Identify,
     StoreRecords,
+    StoreRead,
     FindRecords,
     Reach,
     ReachProbe,
@@ -334,6 +337,11 @@ class RecordsStored:
     stored: int
     """How many nodes (this one included, when it is among the closest) accepted the record."""
     refusals: tuple[Refusal, ...]
+    held: tuple[Record, ...] | None = None
+    """A put that asked to read back (`put_record(read_back=True)`, docs/protocol.md 2.5.5):
+    the records under the key, verified as a read verifies them, from the replies of every
+    node it was stored at (this one too when among them); None when any of them did not
+    answer with all it holds (no answer, an old node, a refusal, more than one page)."""
 
 
 @mypyc_attr(native_class=False)
@@ -442,6 +450,12 @@ class Operation:
     """A REACH operation's helpers, answers and probes."""
     read: RecordRead | None = None
     """A GET operation's answers, pages and quorum (dht/reads.py)."""
+    read_back: bool = False
+    """A put whose stores ask for the records held under the key (`StoreRead`)."""
+    read_back_asked: set[bytes] = field(default_factory=set)
+    read_back_from: set[bytes] = field(default_factory=set)
+    read_back_short: bool = False
+    """Some holder answered without all it holds (or not at all): no `held`."""
     store_need: int = 0
     """Acceptances that end a PUT before every holder answered (0: wait for all)."""
     followers: list[Operation] = field(default_factory=list)
@@ -728,20 +742,27 @@ class DHTCore:
             op.read = RecordRead(wanted, config.parallel_pages, empty_early=empty_early)
         return self._start_lookup(op, now)
 
-    def put_record(self, record: Record, now: float, majority: bool = False) -> int:
+    def put_record(
+        self, record: Record, now: float, majority: bool = False, read_back: bool = False
+    ) -> int:
         """Store a signed record at the k nodes closest to its key; ends in RecordsStored.
 
         With `majority` (and `store_quorum`), it ends once more than half of them
         accepted, the rest still on their way (a `reads.MAJORITY` read then sees it).
         Within `closest_ttl` of a lookup of the same key that found its k closest, the
         record goes straight to those (docs/protocol.md 1.10).
+
+        With `read_back`, each store asks for the records the holder then has under the
+        key (`StoreRead`, docs/protocol.md 2.5.5) and the put waits for every holder (no
+        majority): `RecordsStored.held` is then what a full read right after would give.
         """
         verdict = check_record(record, now, self.config.records, self._verify)
         if verdict is not Refusal.STORED:
             raise LocalProtocolError(f"record refused locally: {verdict.name.lower()}")
         op = self._new_operation(OpKind.PUT, record.key)
         op.records = [record]
-        op.store_need = -1 if majority and self.config.store_quorum else 0
+        op.read_back = read_back
+        op.store_need = -1 if majority and self.config.store_quorum and not read_back else 0
         cached = self._cached_closest(record.key, now)
         if cached:
             self.counters["put.direct"] += 1
@@ -792,7 +813,7 @@ class DHTCore:
                     continue
                 follower.sent_to.add(contact.node_id)
                 for batch in _batches(follower.records):
-                    request = StoreRecords(self._sender_id, tuple(batch))
+                    request = self._store_request(follower, batch, contact.node_id)
                     op_id = follower.op if live else None
                     sent = self._send(
                         contact.addr, request, Purpose.STORE, now, contact.node_id, op_id
@@ -982,6 +1003,8 @@ class DHTCore:
                 source = source_of(addr[0])  # the unit of the new-publisher quota
                 statuses = tuple(self._store_record(r, now, source) for r in records)
                 reply = StoreRecordsReply(statuses)
+            case StoreRead(sender, record):
+                reply = self._store_read(record, addr, now)
             case FindRecords(sender, key, after):
                 reply = self._find_records(key, after, sender, addr, now)
             case Reach():
@@ -1096,6 +1119,13 @@ class DHTCore:
         """Closest nodes (first page only) and the records after `after`, within the budget."""
         contacts = () if after else self._closest_wire(to_int(key), sender, addr)
         budget = RESPONSE_BUDGET - 16 - sum(len(c.host) + 30 for c in contacts)
+        page, more = self._page(key, after, budget, now)
+        return FindRecordsReply(contacts, page, more)
+
+    def _page(
+        self, key: bytes, after: bytes, budget: int, now: float
+    ) -> tuple[tuple[Record, ...], bool]:
+        """The records under `key` from publisher `after` on that fit `budget` bytes."""
         page: list[Record] = []
         more = False
         for record in self.records.get(key, now):
@@ -1109,7 +1139,7 @@ class DHTCore:
                 break
             budget -= size
             page.append(record)
-        return FindRecordsReply(contacts, tuple(page), more)
+        return tuple(page), more
 
     # --- sending requests ---------------------------------------------------
 
@@ -1675,7 +1705,7 @@ class DHTCore:
             op.stored += 1
         for batch in _batches(op.records):
             for contact in closest:
-                request = StoreRecords(self._sender_id, tuple(batch))
+                request = self._store_request(op, batch, contact.node_id)
                 if self._send(contact.addr, request, Purpose.STORE, now, contact.node_id, op.op):
                     op.outstanding += 1
         if op.kind is OpKind.PUT and self.config.closest_ttl > 0:
@@ -1685,12 +1715,43 @@ class DHTCore:
             op.store_need = (op.outstanding + op.stored) // 2 + 1
         self._advance(op, now)
 
+    def _store_request(self, op: Operation, batch: list[Record], node_id: bytes) -> Request:
+        """A put's store: one that reads back (`StoreRead`) when the put asked for it."""
+        if op.read_back and op.kind is OpKind.PUT and len(batch) == 1:
+            op.read_back_asked.add(node_id)
+            return StoreRead(self._sender_id, batch[0])
+        return StoreRecords(self._sender_id, tuple(batch))
+
+    def _store_read(self, record: Record, addr: Address, now: float) -> StoreReadReply:
+        """Store as `StoreRecords` does (the same per-source quota), then answer with the
+        first page of the key's records, as `FindRecords` would: only when it was
+        stored, so a refused store reads nothing (docs/protocol.md 2.5.5)."""
+        verdict = self._store_record(record, now, source_of(addr[0]))
+        if verdict != Refusal.STORED:
+            return StoreReadReply(verdict, (), False)
+        page, more = self._page(record.key, b"", RESPONSE_BUDGET - 16, now)
+        return StoreReadReply(verdict, page, more)
+
     def _on_store_reply(self, pending: PendingRpc, reply: Reply, now: float) -> None:
         op = self._operations.get(pending.op) if pending.op is not None else None
         if op is None:
             return
         op.outstanding -= 1
-        if isinstance(reply, StoreRecordsReply) and reply.statuses:
+        if isinstance(reply, StoreReadReply):
+            node_id = pending.node_id
+            if reply.status == Refusal.STORED:
+                op.stored += 1
+            else:
+                try:
+                    op.refusals.append(Refusal(reply.status))
+                except ValueError:
+                    op.refusals.append(Refusal.MALFORMED)
+            _shown, lied = self._merge_records(op, reply.records, now)
+            if reply.status != Refusal.STORED or reply.more or lied or node_id is None:
+                op.read_back_short = True
+            else:
+                op.read_back_from.add(node_id)
+        elif isinstance(reply, StoreRecordsReply) and reply.statuses:
             first = reply.statuses[0]
             if first == Refusal.STORED:
                 op.stored += 1
@@ -1719,7 +1780,14 @@ class DHTCore:
                 records = tuple(sorted(op.found.values(), key=lambda r: r.publisher))
                 self._events.append(RecordsFound(op.op, op.target, records, queries))
             case OpKind.PUT:
-                self._events.append(RecordsStored(op.op, op.target, op.stored, tuple(op.refusals)))
+                held = None
+                whole = op.read_back and not op.read_back_short and bool(op.read_back_asked)
+                if whole and op.read_back_from >= op.read_back_asked:
+                    # Seeded with this node's own, as a read is (`_start_lookup`).
+                    self._merge_records(op, self.records.get(op.target, now), now)
+                    held = tuple(sorted(op.found.values(), key=lambda r: r.publisher))
+                refusals = tuple(op.refusals)
+                self._events.append(RecordsStored(op.op, op.target, op.stored, refusals, held))
             case OpKind.REACH:
                 self._reach_finished(op, now)
             case OpKind.VERIFY:

@@ -121,6 +121,16 @@ class StoreRecords:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreRead:
+    """Store one record and answer with the records now held under its key, as a
+    `FindRecords` of the first page would (docs/protocol.md 2.5.5): the store and the
+    read of that key in one round. An old node drops it unanswered (unknown rpc)."""
+
+    sender_id: bytes
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
 class FindRecords:
     """Closest nodes to `key` and the records under it, from publisher `after` on (a page)."""
 
@@ -175,6 +185,7 @@ Request = (
     | FindValue
     | Identify
     | StoreRecords
+    | StoreRead
     | FindRecords
     | Reach
     | ReachProbe
@@ -226,6 +237,17 @@ class StoreRecordsReply:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreReadReply:
+    """`status`: the store's verdict (dht.records.Refusal); `records`: the first page of
+    what the node holds under the key once it stored (none unless `status` is STORED),
+    `more`: further pages to ask with `FindRecords`."""
+
+    status: int
+    records: tuple[Record, ...]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
 class FindRecordsReply:
     contacts: tuple[WireContact, ...]
     records: tuple[Record, ...]
@@ -252,6 +274,7 @@ Reply = (
     | ValueReply
     | IdentifyReply
     | StoreRecordsReply
+    | StoreReadReply
     | FindRecordsReply
     | ReachReply
 )
@@ -431,6 +454,12 @@ REQUEST_TYPES: tuple[RequestType, ...] = (
         lambda m: [m.sender_id, [r.to_wire() for r in m.records]],
     ),
     RequestType(
+        "pm_store_read",
+        StoreRead,
+        lambda a: StoreRead(_id(_args(a, 2, "pm_store_read")[0]), parse_record(a[1])),
+        lambda m: [m.sender_id, m.record.to_wire()],
+    ),
+    RequestType(
         "pm_find_records",
         FindRecords,
         _parse_find_records,
@@ -521,6 +550,8 @@ def _reply_body(reply: Reply) -> object:
             return [public_key, signature] if public_key else None
         case StoreRecordsReply(statuses):
             return list(statuses)
+        case StoreReadReply(status, records, more):
+            return [status, [r.to_wire() for r in records], more]
         case FindRecordsReply(contacts, records, more):
             return [[c.to_wire() for c in contacts], [r.to_wire() for r in records], more]
         case ReachReply(status, host, port, public_key, signature):
@@ -563,6 +594,11 @@ def parse_reply(request: Request, body: Any) -> Reply:
         case StoreRecords():
             statuses = _list(body, MAX_RECORDS_PER_MESSAGE, "statuses")
             return StoreRecordsReply(tuple(_int(s, 0, 255, "status") for s in statuses))
+        case StoreRead():
+            triple = _list(body, 3, "store_read reply")
+            if len(triple) != 3 or not isinstance(triple[2], bool):
+                raise WireError("shape", "a store_read reply is [status, records, more]")
+            return StoreReadReply(_int(triple[0], 0, 255, "status"), _records(triple[1]), triple[2])
         case FindRecords():
             triple = _list(body, 3, "find_records reply")
             if len(triple) != 3 or not isinstance(triple[2], bool):
