@@ -427,6 +427,9 @@ class PendingRpc:
     node_id: bytes | None
     op: int | None
     slow: bool = False
+    first: Request | None = None
+    """A `StoreRead` retransmitted as the plain store an older node answers (`_on_slow`):
+    a late reply to the first is read as that."""
 
 
 @mypyc_attr(native_class=False)
@@ -562,6 +565,14 @@ class DHTCore:
         try:
             reply = parse_reply(pending.request, frame.body)
         except WireError as exc:
+            if pending.first is not None:  # the first request's answer, come late
+                try:
+                    reply = parse_reply(pending.first, frame.body)
+                except WireError:
+                    pass
+                else:
+                    self._on_reply(pending, reply, now)
+                    return
             self._settle(pending, now)
             self.counters[f"drop.reply_{exc.reason}"] += 1
             self._rpc_failed(pending, now)
@@ -1262,6 +1273,13 @@ class DHTCore:
             return
         pending.slow = True
         self.counters["rpc.retransmit"] += 1
+        request = pending.request
+        if isinstance(request, StoreRead):
+            # An older node drops the rpc it does not know: the retransmission is the plain
+            # store it answers, and the put reads its holders' records no more (2.5.5).
+            pending.first = request
+            pending.request = StoreRecords(request.sender_id, (request.record,))
+            self.counters["put.store_read_plain"] += 1
         self._outbox.append((Message(True, pending.msg_id, pending.request), pending.addr))
         if pending.purpose is not Purpose.LOOKUP:
             return
@@ -1752,6 +1770,7 @@ class DHTCore:
             else:
                 op.read_back_from.add(node_id)
         elif isinstance(reply, StoreRecordsReply) and reply.statuses:
+            op.read_back_short = True  # an older node: stored, said nothing of the rest
             first = reply.statuses[0]
             if first == Refusal.STORED:
                 op.stored += 1

@@ -218,8 +218,10 @@ def test_an_old_holder_or_a_dead_one_leaves_the_put_without_held() -> None:
         stored = net.wait(writer, writer.put_record(mine, net.now, read_back=True))
         assert isinstance(stored, RecordsStored) and stored.stored > 0
         assert stored.held is None, case  # the caller reads, as before
-        if case == "old":
+        if case == "old":  # it dropped the store read, took the plain store sent after
             assert one.counters["drop.unknown_rpc"] >= 1
+            assert writer.counters["put.store_read_plain"] >= 1
+            assert mine in one.records.get(key, net.now)
 
 
 def test_a_holder_with_more_than_a_page_leaves_the_put_without_held() -> None:
