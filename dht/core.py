@@ -341,7 +341,9 @@ class RecordsStored:
     """A put that asked to read back (`put_record(read_back=True)`, docs/protocol.md 2.5.5):
     the records under the key, verified as a read verifies them, from the replies of every
     node it was stored at (this one too when among them); None when any of them did not
-    answer with all it holds (no answer, an old node, a refusal, more than one page)."""
+    answer with all it holds (no answer, an old node, a refusal, a record that fails its
+    checks). A key larger than a page is paged from `page_sources` holders to its end, as
+    a full read pages it."""
 
 
 @mypyc_attr(native_class=False)
@@ -459,6 +461,8 @@ class Operation:
     read_back_from: set[bytes] = field(default_factory=set)
     read_back_short: bool = False
     """Some holder answered without all it holds (or not at all): no `held`."""
+    read_back_more: bool = False
+    """Some holder's records took more than a page: `held` needs them paged to the end."""
     store_need: int = 0
     """Acceptances that end a PUT before every holder answered (0: wait for all)."""
     followers: list[Operation] = field(default_factory=list)
@@ -773,6 +777,8 @@ class DHTCore:
         op = self._new_operation(OpKind.PUT, record.key)
         op.records = [record]
         op.read_back = read_back
+        if read_back:  # a key larger than a page is paged as a full read pages it
+            op.read = RecordRead(FULL, self.config.parallel_pages)
         op.store_need = -1 if majority and self.config.store_quorum and not read_back else 0
         cached = self._cached_closest(record.key, now)
         if cached:
@@ -1764,11 +1770,23 @@ class DHTCore:
                     op.refusals.append(Refusal(reply.status))
                 except ValueError:
                     op.refusals.append(Refusal.MALFORMED)
-            _shown, lied = self._merge_records(op, reply.records, now)
-            if reply.status != Refusal.STORED or reply.more or lied or node_id is None:
+            shown, lied = self._merge_records(op, reply.records, now)
+            if reply.status != Refusal.STORED or lied or node_id is None:
                 op.read_back_short = True
             else:
                 op.read_back_from.add(node_id)
+                read = op.read
+                if reply.more and read is not None:
+                    # A first page, as a read's lookup hears from every holder; the rest of
+                    # the key is paged from `page_sources` of them, as a read pages it.
+                    op.read_back_more = True
+                    read.first_page(node_id, source_of(pending.addr[0]), shown, lied, True)
+                    if op.paged_from < self.config.page_sources:
+                        op.paged_from += 1
+                        if self.config.parallel_pages > 1:
+                            self._plan_pages(op, read, pending.addr, node_id, reply.records, now)
+                        else:
+                            self._request_page(op, pending.addr, node_id, reply.records, now)
         elif isinstance(reply, StoreRecordsReply) and reply.statuses:
             op.read_back_short = True  # an older node: stored, said nothing of the rest
             first = reply.statuses[0]
@@ -1801,6 +1819,8 @@ class DHTCore:
             case OpKind.PUT:
                 held = None
                 whole = op.read_back and not op.read_back_short and bool(op.read_back_asked)
+                if op.read_back_more:  # every segment of the key read to its end
+                    whole = whole and op.read is not None and op.read.complete
                 if whole and op.read_back_from >= op.read_back_asked:
                     # Seeded with this node's own, as a read is (`_start_lookup`).
                     self._merge_records(op, self.records.get(op.target, now), now)

@@ -1,8 +1,8 @@
 """A store that reads back (`pm_store_read`, docs/protocol.md 2.5.5) on virtual time: what
 a stranger can get from it (nothing a read does not give, and less per byte sent), that
 a put reading back from every holder sees what a full read right after it sees, and that
-a holder that does not answer with all it holds (dead, an older node, more than a page)
-leaves the put without `held`, so the caller reads as before."""
+a holder that does not answer with all it holds (dead, an older node, a liar), or a
+key whose pages do not all come, leaves the put without `held`, so the caller reads as before."""
 
 from __future__ import annotations
 
@@ -224,16 +224,31 @@ def test_an_old_holder_or_a_dead_one_leaves_the_put_without_held() -> None:
             assert mine in one.records.get(key, net.now)
 
 
-def test_a_holder_with_more_than_a_page_leaves_the_put_without_held() -> None:
+def test_a_key_larger_than_a_page_is_paged_to_its_end_as_a_full_read_pages_it() -> None:
     net, nodes, key = crowded(34, 0)
     for i in range(40):  # records of 40 publishers at every node: more than a page
         publisher = Identity.from_seed(bytes([i + 1]) * 32)
         for core in nodes:
             core._store_record(record(publisher, key, net.now, b"x" * 40), net.now)
+    writer, reader = nodes[30], nodes[35]
+    mine = record(writer.identity, key, net.now)
+    stored = net.wait(writer, writer.put_record(mine, net.now, read_back=True))
+    assert isinstance(stored, RecordsStored) and stored.stored >= 20
+    found = net.wait(reader, reader.get_records(key, net.now, quorum=FULL))
+    assert isinstance(found, RecordsFound) and len(found.records) == 41
+    assert stored.held == found.records
+
+
+def test_a_key_whose_pages_stop_coming_leaves_the_put_without_held() -> None:
+    net, nodes, key = crowded(36, 0)
+    for i in range(40):
+        publisher = Identity.from_seed(bytes([i + 1]) * 32)
+        for core in nodes:
+            core._store_record(record(publisher, key, net.now, b"x" * 40), net.now)
     writer = nodes[30]
-    stored = net.wait(
-        writer, writer.put_record(record(writer.identity, key, net.now), net.now, read_back=True)
-    )
+    writer.config = replace(writer.config, max_pages=0)  # no page may be asked
+    mine = record(writer.identity, key, net.now)
+    stored = net.wait(writer, writer.put_record(mine, net.now, read_back=True))
     assert isinstance(stored, RecordsStored) and stored.stored >= 20 and stored.held is None
 
 
