@@ -30,6 +30,9 @@ MAX_SINCE = 2**53 - 1
 
 MAX_FLOOD_MUTED = 256
 """Authors one room keeps muted for flooding (5.4); past it the oldest is forgotten."""
+MAX_FLOOD_NOTES = 16
+"""Notes 'muted NAME for flooding' a conversation shows at once (the page's and the
+terminal's): past it the oldest note goes (its author stays listed while muted)."""
 
 
 class FloodMutes(MutableSet[bytes]):

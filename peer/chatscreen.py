@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .blocks import FloodMutes
 from .files import FileOffer
 from .messaging import Chat, MessageRef, Reaction, read_content, short_tag
 from .peer import (
@@ -195,8 +196,8 @@ class ChatScreen:
         self._next_number = 1
         self.mine: dict[str, str] = {}
         """Our own offers: id -> file name (bounded as `offers`)."""
-        self.flooding: set[bytes] = set()
-        """Authors reported flooding (docs/protocol.md 5.4), at most the room's authors."""
+        self.flooding = FloodMutes()
+        """Authors reported flooding (docs/protocol.md 5.4), the newest MAX_FLOOD_MUTED."""
         self._tagged: set[bytes] = set()
         """Members told here by their tag alone: their name is told when it comes."""
         self._last: tuple[int, bytes, int] | None = None

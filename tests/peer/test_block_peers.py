@@ -232,4 +232,9 @@ async def test_a_member_forwarding_floods_of_many_authors_mutes_a_bounded_few(
     assert len(room_a.flood_muted) <= MAX_FLOOD_MUTED
     newest = Identity.from_seed((authors - 1).to_bytes(4, "big") + b"\1" * 28).public_key
     assert newest in room_a.flood_muted
+    # The terminal's screen remembers whom it reported as few; a forgotten one is told again.
+    screen = ChatScreen(room_a, time.time())
+    for event in seen.of(Flooding):
+        screen.feed(event)
+    assert len(screen.flooding) <= MAX_FLOOD_MUTED
     seen.stop()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peer.blocks import MAX_FLOOD_MUTED, BlockRecordError, FloodMutes, parse_block_row
-from peer.messaging import RoomConfig
+from dht.identity import Identity
+from peer.blocks import (
+    MAX_FLOOD_MUTED,
+    MAX_FLOOD_NOTES,
+    BlockRecordError,
+    FloodMutes,
+    parse_block_row,
+)
+from peer.messaging import Envelope, RoomConfig
 from peer.peer import FileOffered, PeerConfig
 from tests.peer.conftest import PeerFactory
 from tests.signaling.conftest import NodeFactory
@@ -212,6 +221,50 @@ async def test_a_flooder_is_muted_with_a_note_while_others_keep_talking(
     dropped = await page.evaluate("window.pagemesh.room.core.counters['drop.flood']")
     assert dropped > 0  # how many reach the page depends on the link's queue
     await shots(page, "flooding")
+
+
+async def test_a_member_forwarding_many_flooders_leaves_a_bounded_few_notes(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory
+) -> None:
+    """The attacker: a member forwards, in history frames, floods of made-up authors,
+    each just over the page's cut. Each used to add a note to the conversation (and a
+    row to "Blocked and muted"); the notes are the newest MAX_FLOOD_NOTES, the rows the
+    room's flood mutes, the newest 256."""
+    (node,) = await signaling_mesh(1)
+    rogue = await peers("rogue", [node.url])
+    room_r = await rogue.join(ROOM)
+    page = await open_page(node, "ana", room=ROOM)
+    await linked(page, rogue.public_key)
+    ana = bytes.fromhex(await page.evaluate("window.pagemesh.peer.keyHex"))
+    config = RoomConfig()
+    # over the cut by more than what refills while the page checks an author's signatures
+    authors, per_author = MAX_FLOOD_NOTES + 8, config.flood_messages + 20
+    room_id = room_r.key
+    now_ms = int(time.time() * 1000)
+    envs = []
+    for i in range(authors):
+        who = Identity.from_seed(i.to_bytes(4, "big") + b"\2" * 28)
+        for seq in range(1, per_author + 1):
+            env = Envelope(room_id, who.public_key, seq, now_ms + seq, now_ms, "text", "x")
+            envs.append(replace(env, signature=who.sign(env.signed_bytes())).to_json())
+    async with asyncio.timeout(20):
+        while not (ana in room_r.links and room_r.links[ana].open):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    link = room_r.links[ana]
+    for first in range(0, len(envs), 50):
+        assert link.send({"t": "hist", "envs": envs[first : first + 50]})
+        await asyncio.sleep(0.02)
+    await page.wait_for_function(
+        "(n) => (window.pagemesh.room.core.counters['drop.flood'] ?? 0) >= n",
+        arg=authors,
+        timeout=60_000,
+    )
+    newest = Identity.from_seed((authors - 1).to_bytes(4, "big") + b"\2" * 28).public_key
+    await page.wait_for_selector(
+        f'#messages li.note[data-flooding="{newest.hex()}"]', state="attached", timeout=20_000
+    )
+    notes = await page.eval_on_selector_all("#messages li.note[data-flooding]", "n => n.length")
+    assert notes <= MAX_FLOOD_NOTES
 
 
 # --- the stored list's parser, the twin of peer/blocks.py -----------------------------

@@ -6,7 +6,7 @@
 // member) and the messaging core (kept, never delivered); this only shows them.
 // Every name reaches the DOM as text.
 
-import { BLOCK } from "./blocks.js";
+import { BLOCK, MAX_FLOOD_NOTES } from "./blocks.js";
 import { $, el } from "./dom.js";
 
 
@@ -164,6 +164,9 @@ export function startBlocking(peer, host) {
     block.addEventListener("click", () => confirm("block", event.author));
     const text = el("span", {}, `Muted ${name} for flooding: they sent faster than the room takes; `, el("span", { className: "dropped" }, String(event.dropped)), " messages dropped. ");
     host.note("", { className: "note problem", dataset: { flooding: event.author } }, text, block);
+    // A member forwarding floods of made-up authors adds one note each: the newest few stay.
+    const notes = [...document.querySelectorAll("#messages li.note[data-flooding]")];
+    for (const old of notes.slice(0, Math.max(0, notes.length - MAX_FLOOD_NOTES))) old.remove();
     hideMessages([event.author], true);
     render();
     refreshRows();

@@ -15,6 +15,7 @@ export const MAX_LABEL = 64;
 const KEY = /^[0-9a-f]{64}$/;
 
 export const MAX_FLOOD_MUTED = 256; // authors one room keeps muted for flooding (5.4)
+export const MAX_FLOOD_NOTES = 16; // "Muted NAME for flooding" notes shown at once; past it the oldest goes
 
 export class FloodMutes extends Set {
   // The authors a room muted for flooding (5.4), the `limit` most recently reported
