@@ -26,8 +26,10 @@ rules, docs/simulation.md "Fast paths" for the model):
   2.5.3), the floor of what the join needed before the node named that member, plus
   the modelled signature, offer/answer and connection.
 
-Joins run three times: `fast`, `before` (the fast paths without the pipelined joins of
-2.5.3 and 2.5.4, the scenario's `pipelined_joins = false`) and `baseline`.
+Joins run four times: `fast`, `check_read` (every fast path but 2.5.5: the check reads
+the layer after the seat store instead of taking the store's replies, the scenario's
+`store_reads = false`), `before` (the fast paths without the pipelined joins of 2.5.3 and
+2.5.4 nor 2.5.5, `pipelined_joins = false` too) and `baseline`.
 
 Each run is a child process of its own (`--jobs` at a time). Targets (benchmarks, not
 tests): lookup p50 <= 0.5 s and p99 <= 1.2 s; join-to-seated p50 <= 0.5 s and p99 <=
@@ -107,7 +109,9 @@ def lookup_run(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
     }
 
 
-def join_run(args: argparse.Namespace, fast: bool, pipelined: bool = True) -> dict[str, Any]:
+def join_run(
+    args: argparse.Namespace, fast: bool, pipelined: bool = True, store_reads: bool = True
+) -> dict[str, Any]:
     from simulations.scenario import make_scenario, run
 
     params = {
@@ -120,6 +124,7 @@ def join_run(args: argparse.Namespace, fast: bool, pipelined: bool = True) -> di
         "drain": 20.0,
         "fast": fast,
         "pipelined_joins": pipelined,
+        "store_reads": store_reads,
     }
     started = time.perf_counter()
     summary = run(make_scenario("rooms", params)).summary
@@ -149,16 +154,19 @@ def join_run(args: argparse.Namespace, fast: bool, pipelined: bool = True) -> di
 
 
 RUNS = {"lookup": lookup_run, "join": join_run}
-MODES = ("fast", "before", "baseline")
-"""`fast`: every fast path; `before`: the fast paths without the pipelined joins of
-docs/protocol.md 2.5.3 and 2.5.4 (`pipelined_joins = false`; joins only: lookups do not
-use them); `baseline`: no fast path (`fast = false`)."""
+MODES = ("fast", "check_read", "before", "baseline")
+"""`fast`: every fast path; `check_read`: every fast path but the check made from the
+seat store's replies (docs/protocol.md 2.5.5, `store_reads = false`: the check reads
+after the store); `before`: the fast paths without the pipelined joins of 2.5.3 and 2.5.4
+nor 2.5.5 (`pipelined_joins = false`, `store_reads = false`); both joins only, lookups do
+not use them; `baseline`: no fast path (`fast = false`)."""
 
 
 def child(args: argparse.Namespace) -> None:
     kind, mode = args.child.split(":")
     if kind == "join":
-        print(json.dumps(join_run(args, mode != "baseline", mode == "fast")))
+        fast, pipelined = mode != "baseline", mode in ("fast", "check_read")
+        print(json.dumps(join_run(args, fast, pipelined, mode == "fast")))
     else:
         print(json.dumps(RUNS[kind](args, mode != "baseline")))
 
@@ -207,6 +215,8 @@ def table(out: dict[str, Any]) -> dict[str, dict[str, float | None]]:
             "target": TARGETS[name],
             "fast": value(out["fast"], figure),
             "fast_floor": value(out["fast"], floor),
+            "check_read": value(out["check_read"], figure) if figure[0] == "join" else None,
+            "check_read_floor": value(out["check_read"], floor) if figure[0] == "join" else None,
             "before": value(out["before"], figure) if figure[0] == "join" else None,
             "before_floor": value(out["before"], floor) if figure[0] == "join" else None,
             "baseline": value(out["baseline"], figure),
@@ -239,7 +249,7 @@ def main() -> None:
             continue
         argv.append(arg)
     kinds = [args.only] if args.only else list(RUNS)
-    plan = [(k, m) for k in kinds for m in MODES if k == "join" or m != "before"]
+    plan = [(k, m) for k in kinds for m in MODES if k == "join" or m in ("fast", "baseline")]
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(lambda job: spawn(argv, *job), plan))

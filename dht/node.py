@@ -194,6 +194,14 @@ class DHTNode:
         assert isinstance(event, RecordsStored)
         return event.stored
 
+    async def publish_reading_back(self, record: Record) -> RecordsStored:
+        """Store a record at every holder, each answering with the records it then holds
+        under the key (`DHTCore.put_record(read_back=True)`, docs/protocol.md 2.5.5): the
+        event, whose `held` is None when some holder did not say all it holds."""
+        event = await self._run(self.core.put_record(record, time.time(), read_back=True))
+        assert isinstance(event, RecordsStored)
+        return event
+
     async def check_reach(
         self, url: str | None = None, url_hosts: tuple[str, ...] | None = None
     ) -> ReachVerdict:

@@ -179,6 +179,12 @@ class RoomConfig:
     read proved in the chosen layer, and the client may signal them once it has signed,
     while its seat list is stored and checked (docs/protocol.md 2.5.3); False: a client
     signals only once seated."""
+    store_reads: bool = False
+    """The store of a seat list a join waits on asks every holder for the records it then
+    holds under the layer key (the DHT's `pm_store_read`), and the join's check is made
+    from those replies, without a read after the store; any holder that does not answer
+    with all it holds (an older node, more than one page, no answer) and the check reads
+    as before (docs/protocol.md 2.5.5). The store then waits for every holder."""
 
     def with_fast_paths(self) -> RoomConfig:
         return replace(
@@ -186,6 +192,7 @@ class RoomConfig:
             majority_seats=True,
             read_ahead=True,
             early_offers=True,
+            store_reads=True,
             hinted_ahead=2,
             quorum_reads=True,
             parallel_sign=True,
@@ -205,6 +212,7 @@ class RoomConfig:
             majority_seats=False,
             read_ahead=False,
             early_offers=False,
+            store_reads=False,
             hinted_ahead=1,
         )
 
@@ -226,6 +234,9 @@ class PublishRecord:
     record: Record
     majority: bool = False
     """Done once a majority of the key's holders took it (`DHTCore.put_record`)."""
+    read_back: bool = False
+    """Each store asks for the records then held under the key, and the put waits for every
+    holder (`DHTCore.put_record(read_back=True)`): `publish_done` gets them, or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +341,9 @@ class LayerView:
     dirty: bool = False
     waiting: list[Callable[[float], None]] = field(default_factory=list)
     """Continuations to run once the seat list that includes the latest change is stored."""
+    held: list[Record] | None = None
+    """While those run: what every holder of the layer key held once that store reached it
+    (`store_reads`), None if not all of them said."""
 
     def count(self) -> int:
         return len(self.members)
@@ -429,6 +443,9 @@ class JoinState:
     ahead: dict[int, ReadAhead] = field(default_factory=dict)
     """Layer -> a placement read started from the first round's hints while its homes
     were being proven (2.5.4); used (or dropped) by the next placement round."""
+    held: list[Record] | None = None
+    """What the store of the seat list naming the newcomer read back from every holder
+    (`store_reads`, 2.5.5): the check is made from it; None: the check reads."""
 
 
 class RoomCore:
@@ -467,6 +484,7 @@ class RoomCore:
         self._read_keys: dict[int, tuple[bytes, int | None]] = {}
         self._cached: OrderedDict[bytes, tuple[float, list[Record]]] = OrderedDict()
         self._publishes: dict[int, Callable[[bool, float], None]] = {}
+        self._read_backs: dict[int, Callable[[list[Record] | None], None]] = {}
         self._signs: dict[tuple[bytes, str], tuple[float, Callable[[bytes | None, float], None]]]
         self._signs = {}
         self._joins: dict[str, TokenBucket] = {}
@@ -601,6 +619,11 @@ class RoomCore:
             early[layer.layer.layer] = layer
             if len(early) == 2 and not decided[0]:
                 decided[0] = self._place_early(job, early, t, cold=True)
+                # A layer whose homes were proven before the other's read came: its
+                # members are named now, not never (2.5.3).
+                named: list[Layer] = list(found.values()) if decided[0] else []
+                for proven in named:
+                    self._name_proven(job, proven, t)
                 if not decided[0] and self.config.read_ahead:
                     self._read_ahead(job, early, t)
 
@@ -699,9 +722,11 @@ class RoomCore:
         target = view.members.get(frame.to) if view is not None else None
         if target is None and view is not None and seat is not None:
             target = self._offered_by(frame.to, client, frame.room, seat.layer)
+        early = False
         if target is None:
             seat, target = self._offering(client, frame)
             view = self.views.get((frame.room, seat.layer)) if seat is not None else None
+            early = target is not None
         if (
             seat is None
             or seat.record is None
@@ -715,6 +740,11 @@ class RoomCore:
             if frame.to not in view.local or frame.to not in self.clients:
                 self._unknown_peer(client, frame.id)
                 return
+            if early and seat is not None and seat.record is not None:
+                # The member hears of the newcomer before its signal, as a member homed
+                # elsewhere does from its node (`_link_signal`): its client takes signals
+                # only from members its node named (2.5.3).
+                self._push(frame.to, self._joined_frame(parse_presence(seat.record)))
             self._push(frame.to, SignalFrom(client, frame.payload, frame.room))
             self.counters["signal.local"] += 1
             return
@@ -805,6 +835,9 @@ class RoomCore:
             early[layer.layer.layer] = layer
             if len(early) == len(candidates) and not decided[0]:
                 decided[0] = self._place_early(job, early, t, cold=False)
+                named: list[Layer] = list(found.values()) if decided[0] else []
+                for proven in named:
+                    self._name_proven(job, proven, t)  # as in `_first_round`
 
         def got(layer: Layer, t: float) -> None:
             found[layer.layer] = layer
@@ -1096,6 +1129,7 @@ class RoomCore:
 
         def stored(t: float) -> None:
             done["stored"] = True
+            job.held = view.held
             step(t)
 
         def signed(ok: bool, t: float) -> None:
@@ -1166,7 +1200,12 @@ class RoomCore:
             self._verify_seat(job, seat, now)
             return
         view.unstored[job.client] = seat  # "seated since" is stamped when its store starts
-        self._publish_seats(view, now, lambda t: self._verify_seat(job, seat, t))
+
+        def check(t: float) -> None:
+            job.held = view.held
+            self._verify_seat(job, seat, t)
+
+        self._publish_seats(view, now, check)
 
     def _verify_seat(self, job: JoinState, seat: Seat, now: float) -> None:
         """Read the layer again: concurrent joins may have overfilled it; those seated
@@ -1174,7 +1213,6 @@ class RoomCore:
         if job.requested or job.unchecked:
             self._seated(job, seat, now)
             return
-        job.reads += 1
 
         def got(found: Layer, t: float) -> None:
             state = self.clients.get(job.client)
@@ -1198,6 +1236,17 @@ class RoomCore:
                 return
             self._seated(job, seat, t)
 
+        held, job.held = job.held, None
+        if held is not None and self.config.store_reads:
+            # Every holder answered the store with all it then held (2.5.5): at each, what
+            # a read right after the store would find there. The same path as a read's
+            # records, home checks and freshness included.
+            self.counters["join.check.store_read"] += 1
+            self._layer_records(seat.room, seat.layer, held, now, got)
+            return
+        if self.config.store_reads:
+            self.counters["join.check.fallback"] += 1
+        job.reads += 1
         # The whole lookup, as before: a seat list whose store ended before this read began
         # is at every holder, and every holder's answer counts (a quorum of the first to
         # answer could all be outside the set it was stored at, and pages of a big layer
@@ -1396,18 +1445,27 @@ class RoomCore:
         key = layer_key(view.room, view.layer)
         record = Record.create(self.identity, key, value, view.seats_seq, int(now + ttl) + 1)
 
+        def read_back(held: list[Record] | None) -> None:
+            view.held = held
+
         def stored(ok: bool, t: float) -> None:
             view.publishing = False
             if not ok:
                 self.counters["publish.failed"] += 1
+                view.held = None
             for then_ in waiting:
                 then_(t)
+            view.held = None
             if view.dirty or (view.waiting and (view.room, view.layer) in self.views):
                 self._publish_seats(view, t, None)
 
         # A join waits on this store, then reads the whole lookup (`_verify_seat`): a
         # majority of the holders is enough for two racing joins to meet (2.5).
         majority = self.config.majority_seats and bool(waiting)
+        if self.config.store_reads and waiting:
+            # Or every holder reads back what it holds, and the check needs no read (2.5.5).
+            self._publish(record, now, stored, read_back=read_back)
+            return
         self._publish(record, now, stored, majority=majority)
 
     def _publish_seat_of(self, seat: Seat, now: float, client: bytes | None = None) -> None:
@@ -1487,13 +1545,21 @@ class RoomCore:
         now: float,
         then: Callable[[bool, float], None],
         majority: bool = False,
+        read_back: Callable[[list[Record] | None], None] | None = None,
     ) -> None:
         self._op += 1
         self._publishes[self._op] = then
+        if read_back is not None:
+            self._read_backs[self._op] = read_back
         majority = majority and (self.config.quorum_reads or self.config.majority_seats)
-        self._commands.append(PublishRecord(self._op, record, majority))
+        self._commands.append(PublishRecord(self._op, record, majority, read_back is not None))
 
-    def publish_done(self, op: int, ok: bool, now: float) -> None:
+    def publish_done(self, op: int, ok: bool, now: float, held: list[Record] | None = None) -> None:
+        """A store ended (`ok`: some node took it); `held`: what a store that read back
+        found at every holder (None: not asked, or some holder did not say)."""
+        read_back = self._read_backs.pop(op, None)
+        if read_back is not None:
+            read_back(held if ok else None)
         then = self._publishes.pop(op, None)
         if then is not None:
             then(ok, now)
@@ -1515,22 +1581,35 @@ class RoomCore:
         still being checked."""
 
         def got(records: list[Record], t: float) -> None:
-            lists = []
-            for record in records:
-                if record.publisher == self.identity.public_key:
-                    continue  # this node's own seats are known first-hand
-                try:
-                    seat_list = parse_seat_list(record)
-                except RoomError:
-                    self.counters["read.junk"] += 1
-                    continue
-                if seat_list.room == room and seat_list.layer == layer:
-                    lists.append(seat_list)
-            if early is not None and self.config.early_decisions:
-                early(self._provisional(room, layer, lists, t), t)
-            self._check_homes(lists, t, lambda t2: self._layer_read(room, layer, lists, t2, then))
+            self._layer_records(room, layer, records, t, then, early)
 
         self._read(layer_key(room, layer), now, got, fresh, quorum, cached)
+
+    def _layer_records(
+        self,
+        room: bytes,
+        layer: int,
+        records: list[Record],
+        now: float,
+        then: Callable[[Layer, float], None],
+        early: Callable[[Provisional, float], None] | None = None,
+    ) -> None:
+        """A layer from the records found under its key (by a read, or read back by a
+        store): its seat lists, their homes proven (2.4), then `then(layer)`."""
+        lists = []
+        for record in records:
+            if record.publisher == self.identity.public_key:
+                continue  # this node's own seats are known first-hand
+            try:
+                seat_list = parse_seat_list(record)
+            except RoomError:
+                self.counters["read.junk"] += 1
+                continue
+            if seat_list.room == room and seat_list.layer == layer:
+                lists.append(seat_list)
+        if early is not None and self.config.early_decisions:
+            early(self._provisional(room, layer, lists, now), now)
+        self._check_homes(lists, now, lambda t2: self._layer_read(room, layer, lists, t2, then))
 
     def _layer_read(
         self,

@@ -791,13 +791,19 @@ class SignalingNode:
         await self._run_rooms()
 
     async def _publish(self, command: PublishRecord) -> None:
+        held: list[Record] | None = None
         try:
             async with self._dht_slots:
-                ok = await self.dht.publish(command.record, command.majority) > 0
+                if command.read_back:  # docs/protocol.md 2.5.5
+                    stored = await self.dht.publish_reading_back(command.record)
+                    ok = stored.stored > 0
+                    held = list(stored.held) if stored.held is not None else None
+                else:
+                    ok = await self.dht.publish(command.record, command.majority) > 0
         except (ConnectionError, RuntimeError, ValueError, LocalProtocolError) as exc:
             log.warning("could not store a seat list: %s", exc)
             ok = False
-        self.rooms.publish_done(command.op, ok, _now())
+        self.rooms.publish_done(command.op, ok, _now(), held)
         await self._run_rooms()
 
     async def _check_home(self, command: CheckHome) -> None:

@@ -66,7 +66,7 @@ from dht.core import LocalProtocolError, Message, NodeVerified, RecordsFound, Re
 from dht.identity import verify_signature
 from dht.ids import to_int
 from dht.records import Record, Verifier
-from dht.wire import FindRecordsReply, NodesReply
+from dht.wire import FindRecordsReply, NodesReply, StoreReadReply
 from signaling.layers import (
     CheckHome,
     Forward,
@@ -374,7 +374,7 @@ class _OpFloors(MessageObserver):
         reached = trace.paths.get(dst, 0.0) + (self.overlay.engine.now - sent_at)
         trace.reached.setdefault(dst, reached)
         body = message.body
-        if isinstance(body, FindRecordsReply) and body.records:
+        if isinstance(body, FindRecordsReply | StoreReadReply) and body.records:
             trace.holders.add(dst)
         if isinstance(body, NodesReply | FindRecordsReply):
             for contact in body.contacts:  # a simulator contact carries its address tuple
@@ -892,7 +892,9 @@ class RoomNet:
         self.stats.dht_publishes += 1
         sim = node.sim
         try:
-            op = sim.core.put_record(command.record, self.now, command.majority)
+            op = sim.core.put_record(
+                command.record, self.now, command.majority, read_back=command.read_back
+            )
         except LocalProtocolError:
             self._refused(node, cause, lambda core, now: core.publish_done(command.op, False, now))
             return
@@ -901,9 +903,11 @@ class RoomNet:
 
         def done(_sim: SimNode, event: Any) -> None:
             ok = isinstance(event, RecordsStored) and event.stored > 0
+            read_back = event.held if isinstance(event, RecordsStored) else None
+            held = list(read_back) if read_back is not None else None
             self._close(span, sim, op)
             self._op_done(sim, op)
-            self._input(node, cause, lambda core, now: core.publish_done(command.op, ok, now))
+            self._input(node, cause, lambda core, now: core.publish_done(command.op, ok, now, held))
 
         self._start(sim, op, cause, done)
 

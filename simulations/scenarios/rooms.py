@@ -22,7 +22,9 @@ number of round trips later (`roomnet.WebRtcModel`, NAT types from `nat_*`):
 `join.to_first_peer_s` is the join sent to the first data channel open. With the
 fast paths a newcomer offers to the members its sign request names, before it is
 seated (docs/protocol.md 2.5.3); `pipelined_joins = false` turns that and the read
-ahead of 2.5.4 off (the fast paths as they were before those two rules).
+ahead of 2.5.4 off (the fast paths as they were before those two rules);
+`store_reads = false` turns off the check made from the seat store's replies (2.5.5:
+the join reads the layer again after its store, as before).
 
 Measured: join latency (client side: the join sent to its answer received);
 DHT operations and DHT messages per join (each message counted against the
@@ -70,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "prefill": 0,
     "webrtc": False,
     "pipelined_joins": True,
+    "store_reads": True,
     "nat_open": 0.25,
     "nat_cone": 0.55,
     "nat_symmetric": 0.20,
@@ -112,6 +115,8 @@ def run(params: dict[str, Any], progress: Progress | None) -> Result:
         config = config.with_fast_paths()
         if not params["pipelined_joins"]:  # the fast paths as they were before 2.5.3, 2.5.4
             config = dataclasses.replace(config, early_offers=False, read_ahead=False)
+        if not params["store_reads"]:  # the check reads after the store (before 2.5.5)
+            config = dataclasses.replace(config, store_reads=False)
     webrtc = None
     if params["webrtc"]:
         nats = NatMix(params["nat_open"], params["nat_cone"], params["nat_symmetric"])

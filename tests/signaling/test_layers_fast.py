@@ -112,11 +112,12 @@ def test_reads_on_the_join_path_are_quick_and_checks_and_re_reads_are_whole() ->
     seat_key = layer_key(ROOM, record.layer)
     checks = [c for c in reads if c.quorum == FULL and c.key == seat_key]
     quick = [c for c in reads if c.quorum == QUICK]
-    assert quick and checks  # placement quick, the check after the store whole
+    assert quick and not checks  # placement quick; the check is whole, and no read:
     publishes = [c for c in seen if isinstance(c, PublishRecord)]
-    # The seat list the check follows is stored to a majority (2.5.1); nothing else is.
-    assert [c for c in publishes if c.majority and c.record.key == seat_key]
-    assert not any(c.majority for c in publishes if c.record.key != seat_key)
+    # the seat list's store reads back from every holder (2.5.5; the check read and the
+    # majority store of 2.5.1 without it: tests/signaling/test_layers_store_reads.py).
+    assert [c for c in publishes if c.read_back and c.record.key == seat_key]
+    assert not any(c.majority or c.read_back for c in publishes if c.record.key != seat_key)
     seen.clear()
     net.run(25.0)  # a refresh: every re-read is the whole lookup, every renewal to all
     assert [c for c in seen if isinstance(c, ReadKey)]
@@ -177,7 +178,7 @@ def mesh_without_fast_paths(nodes: int, config: RoomConfig) -> tuple[RoomNet, li
 def test_a_cold_node_places_in_one_round_and_joins_are_faster() -> None:
     fast, before = timed_joins(True), timed_joins(False)
     assert all(r.layer == 0 for r in fast + before)
-    assert all(r.reads == 3 for r in fast)  # layers 0 and 1 at once, then the check
+    assert all(r.reads == 2 for r in fast)  # layers 0 and 1 at once; the store checks
     assert all((r.reads or 0) >= 4 for r in before)  # layer 0, then 0 and 1, then the check
     latency = {
         n: statistics.median(r.latency or 0 for r in rs)

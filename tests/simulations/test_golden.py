@@ -65,8 +65,8 @@ GOLDEN: dict[str, dict[str, str]] = {
         "trace": "1856162438d2622fcd2d944765fa6b08e1cd88d7c507cfbbaf4bd073fc75864a",
     },
     "rooms": {
-        "summary": "91a91442ecbf6cb962562c4ebb56f5ed42d4c4bc739aa90461cf14a1ef3ed957",
-        "operations": "8e53569315ea0222ed7251f2d3f7c8b5e745c64414834ac4b52913517427a967",
+        "summary": "703b20547dcea2b37c2636b76a0e62f420b4ed523d9298cdeb90065bd3a539e3",
+        "operations": "1428ef5deffcae1353303730e1dcdab1d809aca3cd6c86705fbd4276cebeb46f",
         "tables": "f60cd4845b41742f381d982fcd82046608ef506823ba63c79220d9e916a65a3f",
         "trace": "dcaa5233bb5f4d62f1eb2cea3595678d2832705c228233fff720ccc55dc22b06",
     },
