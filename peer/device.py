@@ -298,6 +298,10 @@ class Devices:
         held = self._by_device.get(pair[1])
         return held is not None and held.identity == pair[0]
 
+    def revocations(self) -> list[tuple[Revocation, bytes | None]]:
+        """Every revocation kept, oldest first, with who gave it (None: ours)."""
+        return [(r, self._senders[pair]) for pair, r in self._revoked.items()]
+
     def revoked(self, identity: bytes, device: bytes) -> bool:
         return (identity, device) in self._revoked
 

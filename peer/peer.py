@@ -393,6 +393,8 @@ class Room:
             self.devices.add(peer.delegation)
         for revocation in peer.revocations:
             self.devices.revoke(revocation)
+        for revocation, sender in peer.heard_revocations.revocations():
+            self.devices.revoke(revocation, sender)
         self.refused_devices: dict[str, int] = {}
         """Delegations refused, by code: those members stay their own person."""
         self.links: dict[bytes, PeerLink] = {}
@@ -813,8 +815,7 @@ class Room:
             code = f"revoke.{refused.code}"
             self.refused_devices[code] = self.refused_devices.get(code, 0) + 1
             return
-        if self.devices.revoke(revocation, member):
-            self._emit(Revoked(revocation.device, revocation.identity))
+        self.peer.revocation_heard(revocation, member)
 
     def _file_channel(self, link: PeerLink, channel: RTCDataChannel) -> None:
         if not self.admits(link.member):  # on probation: no files (7.4)
@@ -948,6 +949,9 @@ class Peer:
         self._renewal: asyncio.TimerHandle | None = None
         self.revocations = load_revocations(Path(data_dir), self.identity_key)
         """Devices this identity took back, shown to every member on every link."""
+        self.heard_revocations = Devices()
+        """Revocations members showed us in any room (5.3): a device is revoked in every
+        room, and a room opened later starts with them (the same bounds and eviction)."""
         if device is not None:
             self.signing_key = SigningKey(load_or_create_seed(Path(data_dir) / DEVICE_KEY_FILE))
             given = load_device_cert(Path(data_dir), bytes(self.signing_key.verify_key))
@@ -1453,6 +1457,14 @@ class Peer:
         if known is None or known[0] != secret:
             known = self._dm_keys[contact] = (secret, dm_room(secret))
         return known[1]
+
+    def revocation_heard(self, revocation: Revocation, sender: bytes) -> None:
+        """A member showed a revocation in one room (5.3): it holds in every room we are
+        in, and in those we open later; a device it takes away is its own person there."""
+        self.heard_revocations.revoke(revocation, sender)
+        for room in self.rooms.values():
+            if room.devices.revoke(revocation, sender):
+                room._emit(Revoked(revocation.device, revocation.identity))
 
     def device_identity(self, key: bytes) -> bytes | None:
         """The person a member key is a checked device of, in any room we are in."""

@@ -314,3 +314,43 @@ async def test_a_delegation_is_renewed_before_it_expires(
     assert room_b.person_of(laptop.public_key) == laptop.identity_key
     renewed = room_b.devices.delegation(laptop.public_key, int(time.time() * 1000))
     assert renewed is not None and renewed.not_before > first.not_before
+
+
+async def test_a_revocation_heard_in_one_room_holds_in_every_room(
+    signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path
+) -> None:
+    """The attacker: the thief of Ana's laptop (its device key and delegation) sits
+    with Bob in another room than the one where Ana's phone showed Bob the revocation,
+    or in a DM room with him. A revocation is of the device, wherever Bob heard it:
+    Bob's every room shows the laptop as its own key, now and after a renewal, and a
+    room Bob opens later knows it from the start."""
+    (node,) = await signaling_mesh(1)
+    laptop = await peers("ana-laptop", [node.url], device="laptop")
+    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
+    phone = await peers("ana-phone", [node.url], device="phone")
+    ana = laptop.identity_key
+    bob = await peers("bob", [node.url])
+    where_phone, where_thief = URL + "/phone", URL + "/thief"
+    bob_x, bob_y = await bob.join(where_phone), await bob.join(where_thief)
+    phone_x, laptop_y = await phone.join(where_phone), await laptop.join(where_thief)
+    await until_linked(bob_x, {phone.public_key})
+    await until_linked(bob_y, {laptop.public_key})
+    await laptop_y.say("hi")
+    await collect(bob_y, {laptop.public_key}, 1)
+    assert bob_y.person_of(laptop.public_key) == ana
+
+    phone.revoke_device(laptop.public_key)  # heard by Bob in the phone's room only
+    async with asyncio.timeout(20):  # the book is no event: polled
+        while not bob_x.devices.revoked(ana, laptop.public_key):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert await next_of(bob_y, Revoked, within=5) == Revoked(laptop.public_key, ana)
+    assert bob_y.person_of(laptop.public_key) == laptop.public_key
+    laptop._renew_delegation()  # the thief shows it again where the phone is not
+    await laptop_y.say("still me")
+    await collect(bob_y, {laptop.public_key}, 1)
+    assert bob_y.refused_devices.get("revoked") == 1
+    assert bob_y.person_of(laptop.public_key) == laptop.public_key
+    later = await bob.join(URL + "/later")
+    assert later.devices.revoked(ana, laptop.public_key)
+    assert bob.device_identity(laptop.public_key) is None  # no DM admits it as Ana
+    phone_x  # noqa: B018  (the phone stays in its room)

@@ -223,3 +223,36 @@ async def test_the_page_renews_its_delegation_before_it_expires(
     assert room_b.person_of(phone) != phone
     renewed = room_b.devices.delegation(phone, int(time.time() * 1000))
     assert renewed is not None and renewed.not_before > first.not_before
+
+
+async def test_the_page_holds_a_revocation_in_every_room(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory, tmp_path: Path
+) -> None:
+    """As tests/peer/test_devices_webrtc.py: the thief of Ana's laptop sits with Bob's
+    page in another room than the one where Ana's phone showed the revocation; the
+    page's every room shows the laptop as its own key, and a room it opens later too."""
+    (node,) = await signaling_mesh(1)
+    laptop = await peers("ana-laptop", [node.url], device="laptop")
+    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
+    phone = await peers("ana-phone", [node.url], device="phone")
+    ana, thief = laptop.identity_key.hex(), laptop.public_key.hex()
+    page = await open_page(node, "bob", room=URL)
+    bob = bytes.fromhex(await page.evaluate("window.pagemesh.peer.keyHex"))
+    join_y = "async (u) => { window.roomY = await window.pagemesh.peer.join(u); }"
+    await page.evaluate(join_y, URL + "/thief")
+    phone_x, laptop_y = await phone.join(URL), await laptop.join(URL + "/thief")
+    await until_linked(phone_x, {bob})
+    await until_linked(laptop_y, {bob})
+    await laptop_y.say("hi")
+    await page.wait_for_function("(k) => window.roomY.personOf(k[0]) === k[1]", arg=[thief, ana])
+
+    phone.revoke_device(laptop.public_key)  # heard by the page in the phone's room only
+    await page.wait_for_function("(k) => window.roomY.personOf(k) === k", arg=thief, timeout=20_000)
+    later = await page.evaluate(
+        """async ([u, ana, thief]) => {
+            const room = await window.pagemesh.peer.join(u);
+            return [room.devices.revoked(ana, thief), window.pagemesh.peer.deviceIdentity(thief)];
+        }""",
+        [URL + "/later", ana, thief],
+    )
+    assert later == [True, None]

@@ -197,6 +197,11 @@ export class Devices {
     return this.byDevice.get(device)?.identity === identity;
   }
 
+  revocations() {
+    // Every revocation kept, oldest first, with who gave it (null: ours).
+    return [...this.revokedPairs].map(([pair, r]) => [r, this.senders.get(pair) ?? null]);
+  }
+
   revoked(identity, device) {
     return this.revokedPairs.has(`${identity}:${device}`);
   }

@@ -388,6 +388,7 @@ export class Room {
     this.devices = new Devices(); // which member keys are devices of which person (5.3)
     if (peer.delegation) this.devices.add(peer.delegation);
     for (const r of peer.revocations) this.devices.revoke(r);
+    for (const [r, sender] of peer.heardRevocations.revocations()) this.devices.revoke(r, sender);
     this.refusedDevices = {}; // delegations refused, by code: those members stay their own person
     this.probation = new Map(); // a DM room: unknown keys given a link to show a delegation, by deadline (ms)
     this.refused = new Set(); // a DM room: keys refused here (oldest first, at most MAX_REFUSED)
@@ -533,7 +534,7 @@ export class Room {
           throw new ProtocolError("revocation", "a revocation in hex");
         }
         const r = await parseRevocation(data);
-        if (this.devices.revoke(r, member)) this.emit({ type: "revoked", key: r.device, identity: r.identity });
+        this.peer.revocationHeard(r, member); // of the device in every room (5.3)
       } catch (error) {
         const code = `revoke.${error.code ?? "error"}`;
         this.refusedDevices[code] = (this.refusedDevices[code] ?? 0) + 1;
@@ -990,6 +991,7 @@ export class Peer {
     this.delegation = null;
     this.renewal = null;
     this.revocations = []; // devices this identity took back, shown on every link (5.3)
+    this.heardRevocations = new Devices(); // members showed us, in any room: hold in every room (5.3)
     this.blockDevices = new Map(); // device hex -> a blocked or muted identity it showed (5.4)
     this.useBlocks(new Map()); // keys blocked or muted (blocks.js), as stored (5.4)
   }
@@ -1501,6 +1503,15 @@ export class Peer {
       }
     }
     return this.untilSeated(key, room);
+  }
+
+  revocationHeard(r, sender) {
+    // A member showed a revocation in one room (5.3): it holds in every room we are in,
+    // and in those we open later; a device it takes away is its own person there.
+    this.heardRevocations.revoke(r, sender);
+    for (const room of this.rooms.values()) {
+      if (room.devices.revoke(r, sender)) room.emit({ type: "revoked", key: r.device, identity: r.identity });
+    }
   }
 
   deviceIdentity(key) {
