@@ -769,7 +769,7 @@ class Room:
             return
         if isinstance(frame, dict) and frame.get("t") == "card":
             try:  # signed by the person: a device's card is its identity's (5.3, 7.1)
-                self.peer.card_received(parse_card_frame(self.person_of(member), frame))
+                self.peer.card_received(parse_card_frame(self.person_of(member), frame), member)
             except PresenceError as refused:
                 log.info("refused the contact card of %s: %s", member.hex()[:12], refused)
             return
@@ -994,6 +994,10 @@ class Peer:
         self.card = ContactCard.create(self.store.key, x_private)
         self.cards: dict[bytes, ContactCard] = {}
         """Cards members sent us, newest last (at most MAX_CARDS): adding one takes it."""
+        self._cards_given: dict[bytes, bytes] = {}
+        """Member key -> the person whose card its link gave last (at most MAX_CARDS)."""
+        self._card_givers: dict[bytes, bytes] = {}
+        """Person -> the member key whose link gave the card kept (only for cards kept)."""
         self.presence = PresenceBook(self.identity_key, x_private, os.urandom)
         self.presence.set_mode(self.store.presence_mode, time.time())
         self._pages: dict[bytes, str | None] = {}
@@ -1353,11 +1357,26 @@ class Peer:
         """Contacts online now, with where they are when they said."""
         return self.presence.online(time.time())
 
-    def card_received(self, card: ContactCard) -> None:
+    def card_received(self, card: ContactCard, giver: bytes | None = None) -> None:
+        """A card that verified, from the link of member `giver` (7.1). A link gives the
+        card of the person it speaks for now: its earlier one, of another person, goes
+        (unless another link gave it since), so one member cycling made-up identities
+        keeps one card here and pushes out nobody else's."""
+        if giver is not None:
+            before = self._cards_given.pop(giver, None)
+            if before not in (None, card.key) and self._card_givers.get(before) == giver:
+                self.cards.pop(before, None)
+                self._card_givers.pop(before, None)
+            self._cards_given[giver] = card.key
+            self._card_givers[card.key] = giver
+            while len(self._cards_given) > MAX_CARDS:
+                del self._cards_given[next(iter(self._cards_given))]
         self.cards.pop(card.key, None)
         self.cards[card.key] = card
         while len(self.cards) > MAX_CARDS:
-            del self.cards[next(iter(self.cards))]
+            gone = next(iter(self.cards))
+            del self.cards[gone]
+            self._card_givers.pop(gone, None)
         for contact in self.store.contacts():
             if contact.key == card.key and (contact.x, contact.card_sig) != (card.x, card.sig):
                 self.store.save_contact(Contact(card.key, contact.petname, card.x, card.sig))

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nacl.signing import SigningKey
 
-from peer.friends import epoch_of, presence_slot
-from peer.peer import Peer
+from peer.device import issue_delegation, serialize_delegation
+from peer.friends import ContactCard, epoch_of, presence_slot, x25519_seed
+from peer.peer import MAX_CARDS, Peer
 from signaling.protocol import canonical_url, room_key
 from tests.signaling.conftest import NodeFactory
 
@@ -187,3 +189,37 @@ async def test_many_contacts_are_paced_under_the_nodes_limits(
     assert count(node.metrics.client_records, "get") >= 25
     assert count(node.metrics.errors, "rate-limited") == 0
     assert took >= (50 - 20) / 1.8 - 1  # paced, not refused
+
+
+async def test_one_member_cycling_identities_cannot_flush_the_cards_kept(
+    signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    """The attacker: one member, on its one link, shows a delegation to its own key from
+    a made-up identity and that identity's card, again and again (two signatures each).
+    The cards of the others it met stay: a link gives one person's card at a time, the
+    one it speaks for now (7.1), so its earlier ones go, not anyone else's."""
+    (node,) = await signaling_mesh(1)
+    ben = await peers("ben", [node.url])
+    carol = await peers("carol", [node.url])
+    rogue = await peers("rogue", [node.url])
+    room_b, room_c, room_r = [await p.join(URL) for p in (ben, carol, rogue)]
+    await connected(room_b)
+    await connected(room_c)
+    await connected(room_r)
+    await until(lambda: carol.identity_key in ben.cards and rogue.identity_key in ben.cards)
+    link = room_r.links[ben.public_key]
+    now_ms = int(time.time() * 1000)
+    for i in range(MAX_CARDS + 50):
+        made = SigningKey((i + 1).to_bytes(4, "big") + b"\3" * 28)
+        made_key = bytes(made.verify_key)
+        own = issue_delegation(
+            lambda m, k=made: k.sign(m).signature, made_key, rogue.public_key, now_ms, 3_600_000, ""
+        )
+        while link.control.bufferedAmount > 256 * 1024:  # the rogue paces what it sends  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        link.send({"t": "device", "cert": serialize_delegation(own).hex()})
+        link.send(ContactCard.create(made, x25519_seed(bytes(made))).to_frame())
+    last = bytes(SigningKey((MAX_CARDS + 50).to_bytes(4, "big") + b"\3" * 28).verify_key)
+    await until(lambda: last in ben.cards, 60)
+    assert carol.identity_key in ben.cards  # not pushed out
+    assert len(ben.cards) <= 3  # carol's, the rogue's own or its latest, nothing more

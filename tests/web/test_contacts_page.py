@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from nacl.signing import SigningKey
+
+from peer.friends import ContactCard, x25519_seed
 from peer.peer import Connected
 from signaling.protocol import canonical_url
 from tests.signaling.conftest import NodeFactory
@@ -143,3 +146,32 @@ async def test_contacts_move_with_the_identity_file_both_ways(
         "async () => (await window.pagemesh.peer.store.contacts()).map((c) => [c.key, c.petname])"
     )
     assert ["02" * 32, "Ben"] in keys
+
+
+async def test_one_member_cycling_identities_cannot_flush_the_pages_cards(
+    signaling_mesh: NodeFactory, open_page: PageFactory
+) -> None:
+    """As tests/peer/test_contacts_e2e.py: one member's link gives card after card, each
+    of a made-up identity it speaks for; Carol's card, given by her link, stays, and the
+    rogue's link holds one card. The page's contacts core, fed the frames as its glue
+    is (person, frame, the member whose link carried it)."""
+    (node,) = await signaling_mesh(1)
+    page = await open_page(node, "Ben")
+
+    def card(seed: bytes) -> tuple[str, dict[str, str]]:
+        key = SigningKey(seed)
+        return bytes(key.verify_key).hex(), ContactCard.create(key, x25519_seed(seed)).to_frame()
+
+    carol = card(b"c" * 32)
+    rogue = bytes(SigningKey(b"r" * 32).verify_key).hex()
+    made = [card(i.to_bytes(4, "big") + b"\4" * 28) for i in range(60)]
+    got = await page.evaluate(
+        """async ([carol, rogue, made]) => {
+            const f = window.pagemesh.peer.friends;
+            await f.onCard(carol[0], carol[1], carol[0]);
+            for (const [person, frame] of made) await f.onCard(person, frame, rogue);
+            return [f.cards.has(carol[0]), f.cards.has(made[made.length - 1][0]), f.cards.size];
+        }""",
+        [carol, rogue, made],
+    )
+    assert got == [True, True, 2]

@@ -71,6 +71,8 @@ export class Friends {
     this.card = null; // null: a key made before seeds were kept has no card
     this.xPrivate = null;
     this.cards = new Map(); // person hex -> the card they sent, newest last
+    this.cardsGiven = new Map(); // member hex -> the person whose card its link gave last
+    this.cardGivers = new Map(); // person hex -> the member whose link gave the card kept
     this.contacts = [];
     this.secrets = new Map(); // contact hex -> pair secret
     this.seen = new Map(); // contact hex -> {seq, note}
@@ -106,16 +108,35 @@ export class Friends {
 
   // --- cards and contacts ---
 
-  async onCard(personHex, frame) {
+  async onCard(personHex, frame, giver = null) {
+    // A card from the link of member `giver` (7.1): a link gives the card of the person
+    // it speaks for now, so its earlier one, of another person, goes (unless another
+    // link gave it since): one member cycling made-up identities keeps one card here
+    // and pushes out nobody else's (as peer/peer.py Peer.card_received).
     let card;
     try {
       card = await parseCardFrame(fromHex(personHex, 32), frame);
     } catch {
       return; // a card that does not verify is ignored (7.1)
     }
+    if (giver !== null) {
+      const before = this.cardsGiven.get(giver);
+      this.cardsGiven.delete(giver);
+      if (before !== undefined && before !== personHex && this.cardGivers.get(before) === giver) {
+        this.cards.delete(before);
+        this.cardGivers.delete(before);
+      }
+      this.cardsGiven.set(giver, personHex);
+      this.cardGivers.set(personHex, giver);
+      while (this.cardsGiven.size > MAX_CARDS) this.cardsGiven.delete(this.cardsGiven.keys().next().value);
+    }
     this.cards.delete(personHex);
     this.cards.set(personHex, card);
-    while (this.cards.size > MAX_CARDS) this.cards.delete(this.cards.keys().next().value);
+    while (this.cards.size > MAX_CARDS) {
+      const gone = this.cards.keys().next().value;
+      this.cards.delete(gone);
+      this.cardGivers.delete(gone);
+    }
     const contact = this.contacts.find((c) => c.key === personHex);
     if (contact && (!contact.x || hex(contact.x) !== hex(card.x))) {
       await this.peer.store.saveContact({ ...contact, x: card.x, sig: card.sig });

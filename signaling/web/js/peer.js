@@ -776,7 +776,7 @@ export class Room {
     }
     if (frame.t === "card") {
       // Signed by the person the link speaks for (a device's card is its identity's, 7.1).
-      this.serial(() => this.peer.friends?.onCard(this.personOf(member), frame));
+      this.serial(() => this.peer.friends?.onCard(this.personOf(member), frame, member));
       return;
     }
     if (this.transfers.onControl(member, frame)) return;
