@@ -60,6 +60,7 @@ from .blocks import BLOCK, MAX_BLOCKS, MUTE, BlockEntry, FloodMutes
 from .device import (
     DEFAULT_LIFETIME_MS,
     MAX_BYTES,
+    MAX_DEVICES,
     REVOCATION_BYTES,
     Delegation,
     DelegationError,
@@ -138,6 +139,8 @@ MAX_NAME = 64
 JOIN_TIMEOUT = 30.0
 DM_TICK = 5.0
 """Seconds between two looks at which DM rooms to be in (presence reads every 60 s)."""
+MAX_DEVICE_CHANGES = 8
+"""Times one member's person or device label may change in a room (5.3)."""
 MAX_CARDS = 4096
 """Contact cards of members kept in memory, so one can be added as a contact."""
 MAX_REFUSED = 256
@@ -396,6 +399,8 @@ class Room:
         for revocation, sender in peer.heard_revocations.revocations():
             self.devices.revoke(revocation, sender)
         self.refused_devices: dict[str, int] = {}
+        self._device_changes: dict[bytes, int] = {}
+        """Times each member's person or label changed here (at most MAX_DEVICES members)."""
         """Delegations refused, by code: those members stay their own person."""
         self.links: dict[bytes, PeerLink] = {}
         """The current link to each member (a spare being negotiated is not here)."""
@@ -791,6 +796,7 @@ class Room:
             delegation = check_delegation(data, member, int(time.time() * 1000), verify_signature)
             if self.devices.revoked(delegation.identity, member):
                 raise DelegationError("revoked", "the identity took this device back")
+            self._count_change(member, delegation)
         except DelegationError as refused:
             self.refused_devices[refused.code] = self.refused_devices.get(refused.code, 0) + 1
             log.info("refused the delegation of %s: %s", member.hex()[:12], refused)
@@ -799,6 +805,20 @@ class Room:
             return  # a device of a blocked person: its link is closed (5.4)
         if self.devices.add(delegation):
             self._emit(Device(member, delegation.identity, delegation.label))
+
+    def _count_change(self, member: bytes, delegation: Delegation) -> None:
+        """A delegation that would change the person or label of `member` (one it shows
+        valid now) counts; past MAX_DEVICE_CHANGES, DelegationError `changes`: a member
+        cycling made-up identities is not a new person (and a new relabelling) each time."""
+        held = self.devices.delegation(member, int(time.time() * 1000))
+        if held is None or (held.identity, held.label) == (delegation.identity, delegation.label):
+            return
+        changes = self._device_changes.pop(member, 0) + 1
+        self._device_changes[member] = changes
+        while len(self._device_changes) > MAX_DEVICES:
+            del self._device_changes[next(iter(self._device_changes))]
+        if changes > MAX_DEVICE_CHANGES:
+            raise DelegationError("changes", "this member changed its person too often")
 
     def _revoke(self, member: bytes, cert: object) -> None:
         """A revocation (5.3), from whoever sends it: its identity's signature is what

@@ -354,3 +354,45 @@ async def test_a_revocation_heard_in_one_room_holds_in_every_room(
     assert later.devices.revoked(ana, laptop.public_key)
     assert bob.device_identity(laptop.public_key) is None  # no DM admits it as Ana
     phone_x  # noqa: B018  (the phone stays in its room)
+
+
+async def test_a_member_cannot_change_its_person_without_bound(
+    signaling_mesh: NodeFactory, peers: PeerFactory
+) -> None:
+    """The attacker: a member shows, on its one link, delegations to its key from one
+    made-up identity after another; each one was a new person (a `Device` event, the
+    page relabelling every row, the terminal a line). A link's person or label changes
+    at most MAX_DEVICE_CHANGES times; past that it stays who it was (`changes`)."""
+    from nacl.signing import SigningKey
+
+    from peer.device import serialize_delegation
+    from peer.peer import MAX_DEVICE_CHANGES
+
+    (node,) = await signaling_mesh(1)
+    ben = await peers("ben", [node.url])
+    rogue = await peers("rogue", [node.url])
+    room_b, room_r = await ben.join(URL), await rogue.join(URL)
+    await until_linked(room_r, {ben.public_key})
+    await until_linked(room_b, {rogue.public_key})
+    now_ms = int(time.time() * 1000)
+    made = [SigningKey(i.to_bytes(4, "big") + b"\5" * 28) for i in range(MAX_DEVICE_CHANGES + 20)]
+    link = room_r.links[ben.public_key]
+    for key in made:
+        own = issue_delegation(
+            lambda m, k=key: k.sign(m).signature,
+            bytes(key.verify_key),
+            rogue.public_key,
+            now_ms,
+            HOUR_MS,
+            "",
+        )
+        link.send({"t": "device", "cert": serialize_delegation(own).hex()})
+    await rooms_say(room_r)
+    await collect(room_b, {rogue.public_key}, 1)
+    assert room_b.refused_devices.get("changes") == len(made) - 1 - MAX_DEVICE_CHANGES
+    kept = bytes(made[MAX_DEVICE_CHANGES].verify_key)
+    assert room_b.person_of(rogue.public_key) == kept
+
+
+async def rooms_say(room: Room) -> None:
+    await room.say("after the delegations")

@@ -256,3 +256,43 @@ async def test_the_page_holds_a_revocation_in_every_room(
         [URL + "/later", ana, thief],
     )
     assert later == [True, None]
+
+
+async def test_the_page_lets_a_member_change_its_person_a_bounded_few_times(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory
+) -> None:
+    """As tests/peer/test_devices_webrtc.py: a member's link shows delegations from one
+    made-up identity after another; past MAX_DEVICE_CHANGES the page refuses them
+    (`changes`) and the member stays the person it was."""
+    from nacl.signing import SigningKey
+
+    from peer.peer import MAX_DEVICE_CHANGES
+
+    (node,) = await signaling_mesh(1)
+    rogue = await peers("rogue", [node.url])
+    page = await open_page(node, "bob", room=URL)
+    bob = bytes.fromhex(await page.evaluate("window.pagemesh.peer.keyHex"))
+    room_r = await rogue.join(URL)
+    await until_linked(room_r, {bob})
+    now_ms = int(time.time() * 1000)
+    made = [SigningKey(i.to_bytes(4, "big") + b"\6" * 28) for i in range(MAX_DEVICE_CHANGES + 20)]
+    for key in made:
+        own = issue_delegation(
+            lambda m, k=key: k.sign(m).signature,
+            bytes(key.verify_key),
+            rogue.public_key,
+            now_ms,
+            3_600_000,
+            "",
+        )
+        room_r.links[bob].send({"t": "device", "cert": serialize_delegation(own).hex()})
+    await room_r.say("after the delegations")
+    await page.wait_for_function("document.querySelectorAll('#messages li.msg').length === 1")
+    got = await page.evaluate(
+        "(k) => [window.pagemesh.room.refusedDevices.changes, window.pagemesh.room.personOf(k)]",
+        rogue.public_key.hex(),
+    )
+    assert got == [
+        len(made) - 1 - MAX_DEVICE_CHANGES,
+        bytes(made[MAX_DEVICE_CHANGES].verify_key).hex(),
+    ]

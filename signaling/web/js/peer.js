@@ -26,7 +26,7 @@
 import { ProtocolError, fromHex, hex } from "./bytes.js";
 import { BLOCK, FloodMutes, MAX_BLOCKS, MUTE, parseBlockDevices, parseBlockList } from "./blocks.js";
 import { generateIdentity, publicKeyBytes, randomBytes, requireWebCrypto, sign, verifier, verify } from "./crypto.js";
-import { DEFAULT_LIFETIME_MS, MAX_BYTES as MAX_DELEGATION_BYTES, REVOCATION_BYTES, Devices, checkDelegation, issueDelegation, issueRevocation, parseRevocation, people, serializeDelegation, serializeRevocation } from "./device.js";
+import { DEFAULT_LIFETIME_MS, MAX_BYTES as MAX_DELEGATION_BYTES, MAX_DEVICES, REVOCATION_BYTES, Devices, checkDelegation, issueDelegation, issueRevocation, parseRevocation, people, serializeDelegation, serializeRevocation } from "./device.js";
 import { exportIdentity, importIdentity, keyPairFromSeed } from "./identityfile.js";
 import { cardFrame } from "./friends.js";
 import { MESH_DEFAULTS, Mesh } from "./mesh.js";
@@ -54,6 +54,7 @@ export const CONFIG = {
   dmProbation: 5, // s: in a DM room, how long an unknown key has to show a delegation that admits it (7.4)
   dmProbationMax: 2, // in a DM room: keys on probation at once (more unknown keys are refused)
 };
+const MAX_DEVICE_CHANGES = 8; // times one member's person or device label may change in a room (5.3)
 const MAX_REFUSED = 256; // keys refused in one DM room, remembered: no second probation (7.4)
 const MAX_CHECKING = 64; // frames kept from a key on probation while its delegation is checked
 const MAX_NAME = 64;
@@ -388,6 +389,7 @@ export class Room {
     this.devices = new Devices(); // which member keys are devices of which person (5.3)
     if (peer.delegation) this.devices.add(peer.delegation);
     for (const r of peer.revocations) this.devices.revoke(r);
+    this.deviceChanges = new Map(); // member -> times its person or label changed here (5.3)
     for (const [r, sender] of peer.heardRevocations.revocations()) this.devices.revoke(r, sender);
     this.refusedDevices = {}; // delegations refused, by code: those members stay their own person
     this.probation = new Map(); // a DM room: unknown keys given a link to show a delegation, by deadline (ms)
@@ -556,6 +558,7 @@ export class Room {
         }
         const d = await checkDelegation(data, member, Date.now());
         if (this.devices.revoked(d.identity, member)) throw new ProtocolError("revoked", "the identity took this device back");
+        this.countChange(member, d);
         if (this.peer.deviceSeen(member, d.identity)) return; // a blocked person's device: link closed (5.4)
         if (this.devices.add(d)) this.emit({ type: "device", key: member, identity: d.identity, label: d.label });
       } catch (error) {
@@ -563,6 +566,18 @@ export class Room {
         this.refusedDevices[code] = (this.refusedDevices[code] ?? 0) + 1;
       }
     });
+  }
+
+  countChange(member, d) {
+    // A delegation that would change the person or label of `member` (one it shows valid
+    // now) counts; past MAX_DEVICE_CHANGES, `changes` (as peer/peer.py Room._count_change).
+    const held = this.devices.delegation(member, Date.now());
+    if (!held || (held.identity === d.identity && held.label === d.label)) return;
+    const changes = (this.deviceChanges.get(member) ?? 0) + 1;
+    this.deviceChanges.delete(member);
+    this.deviceChanges.set(member, changes);
+    while (this.deviceChanges.size > MAX_DEVICES) this.deviceChanges.delete(this.deviceChanges.keys().next().value);
+    if (changes > MAX_DEVICE_CHANGES) throw new ProtocolError("changes", "this member changed its person too often");
   }
 
   serial(task) {
