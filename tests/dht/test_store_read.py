@@ -125,6 +125,15 @@ def test_store_reads_are_rate_limited_per_source_as_reads_are() -> None:
 # --- the wire ---------------------------------------------------------------------------
 
 
+@given(st.lists(st.none() | st.integers() | st.binary(max_size=40), max_size=4))
+def test_a_malformed_store_read_request_is_a_wire_error(args: list[object]) -> None:
+    try:
+        request = parse_request(["pm_store_read", args])
+    except WireError:
+        return
+    raise AssertionError(f"parsed {request!r}")  # none of these is a signed record
+
+
 @given(st.integers(0, 255), st.integers(0, 5), st.booleans())
 def test_a_store_read_and_its_reply_round_trip(status: int, count: int, more: bool) -> None:
     key = key_for("round trip")
@@ -147,13 +156,15 @@ def test_a_store_read_and_its_reply_round_trip(status: int, count: int, more: bo
     )
 )
 def test_a_malformed_store_read_reply_is_a_wire_error(body: object) -> None:
+    """Any body: a typed reply that serializes back to the same body, or a WireError."""
     request = StoreRead(b"\x01" * 20, record(Identity.from_seed(b"a" * 32), key_for("k"), EPOCH))
     try:
         reply = parse_reply(request, body)
     except WireError:
         return
     assert isinstance(reply, StoreReadReply)
-    assert msgpack.packb(body) is not None
+    again = parse_frame(serialize_response(b"\x02" * 20, reply)).body
+    assert again == body == msgpack.unpackb(msgpack.packb(body))
 
 
 # --- reading back -----------------------------------------------------------------------
