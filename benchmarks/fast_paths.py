@@ -21,6 +21,8 @@ rules, docs/simulation.md "Fast paths" for the model):
   home checks: the round trips along the chain of queries each ended on; the client's
   signature: its round trip), and `critical_path`: how many such operations in a row
   and the mean seconds per kind (`client`, `read`, `store`, `check`, `sign`, `wait`).
+  With 2.5.5 a join's seat store is also its check (one `store` span, no check read):
+  its floor is a read's, the round trip to the nearest holder whose reply had records.
   A first peer's floor is the join's plus the modelled offer/answer and connection;
   for a first peer that answered an offer made before `joined` (docs/protocol.md
   2.5.3), the floor of what the join needed before the node named that member, plus
