@@ -15,10 +15,14 @@ JS twin run on virtual time with one random sequence.
 
 The rules, and who they constrain:
 
-- Members come only from the node (`joined`, `peer_joined`): an offer or a
-  relink from a key the node has not seated in our layer is refused and
-  counted, never a reason to add a member (a stranger cannot reach us).
-- Who offers: the newcomer offers to every member in its `joined`. A
+- Members come only from the node (`joined`, `peer_joined`, and `named`: the
+  members a first join under way names once we signed, docs/protocol.md
+  2.5.3): an offer or a relink from a key the node has not seated in our
+  layer is refused and counted, never a reason to add a member (a stranger
+  cannot reach us).
+- Who offers: the newcomer offers to every member in its `joined`, and to
+  those named before it at once; `joined` offers to no one twice and lets go
+  of a named member it does not list, open link or not. A
   member heard of through `peer_joined` waits `offer_grace` for that offer;
   then the lower key offers and the higher key sends a signed `relink`.
   Glare (both offered): the lower key's offer wins.
@@ -259,6 +263,9 @@ class _Member:
     `connect_timeout` after this, however many links were tried meanwhile."""
     unlisted: bool = False
     """Missing from the last `joined`, kept only for its open link: gone when it drops."""
+    named: bool = False
+    """Named by a join under way (2.5.3) and not yet listed by its `joined`: let go, open
+    link or not, if the `joined` does not list it."""
 
 
 @dataclass(slots=True)
@@ -453,7 +460,10 @@ class Mesh:
         listed.discard(self.key)
         for member in [m for m in state.members if m not in listed]:
             link = state.members[member].link
-            if moved or link is None or not link.open:  # in another layer, or gone meanwhile
+            if state.members[member].named:  # named early, not in the layer we sit in
+                self._count("named.not_listed")
+                self._remove(room, state, member)
+            elif moved or link is None or not link.open:  # in another layer, or gone meanwhile
                 self._remove(room, state, member)
             else:
                 state.members[member].unlisted = True
@@ -470,9 +480,26 @@ class Mesh:
                 else:
                     entry.retry_at = now + self.config.offer_grace
             else:
-                known.unlisted = False
+                known.unlisted = known.named = False
                 if known.link is None and known.retry_at is None:
                     self._retry_later(known, now)
+
+    def named(self, room: bytes, members: list[bytes], now: float) -> None:
+        """A first join under way named `members` (its `sign` request's `members`, or a
+        `members` frame without an id; docs/protocol.md 2.5.3), and we signed: offer to
+        them now, as a newcomer to its `joined`'s members. The `joined` that follows
+        offers to no one twice, and lets go of a named member it does not list."""
+        state = self.rooms.get(room)
+        if state is None or state.seated or state.seat is not None:
+            self._count("refused.named.not_joining")  # only a first join is under way here
+            return
+        for member in members:
+            if member == self.key or member in state.members:
+                continue
+            entry = self._add(room, state, member, now)
+            if entry is not None:
+                entry.named = True
+                self._offer(room, member, entry, now)
 
     def peer_joined(self, room: bytes, member: bytes, now: float, layer: int | None = None) -> None:
         """The node says `member` sat down in our layer (`layer`, when it says which)."""
@@ -483,7 +510,7 @@ class Mesh:
             self._count("refused.member.other_layer")  # sent before a move: not ours
             return
         if member in state.members:
-            state.members[member].unlisted = False
+            state.members[member].unlisted = state.members[member].named = False
             return
         entry = self._add(room, state, member, now)
         if entry is not None:  # the newcomer offers; if not, keys decide

@@ -123,6 +123,7 @@ from .signaling import (
     Joined,
     LayerCount,
     Moving,
+    Named,
     PeerJoined,
     PeerLeft,
     SignalFrom,
@@ -348,6 +349,9 @@ class PeerConfig:
     dm_probation_max: int = 2
     """In a DM room: keys on probation at once (more unknown keys are refused)."""
     """How long a device's delegation lasts (it is renewed at half that), docs/protocol.md 5.3."""
+    early_offers: bool = True
+    """Offer to the members a first join's `sign` request or `members` frame names, once
+    signed, before `joined` (docs/protocol.md 2.5.3); False: after `joined`, as before."""
 
 
 class Room:
@@ -409,6 +413,9 @@ class Room:
         self._timer: asyncio.TimerHandle | None = None
         self.seated: asyncio.Future[Joined] | None = None
         """Resolved by the first `joined` (Peer.join waits on it)."""
+        self.early_links: set[bytes] = set()
+        """Members whose link opened before the first `joined` came: offered to once the
+        join's sign request or a `members` frame named them (docs/protocol.md 2.5.3)."""
         self.moving: asyncio.Future[Joined] | None = None
         """Resolved by the answer to a move (Room.move and sit_with wait on it)."""
         self.move_unsent: asyncio.Future[Joined] | None = None
@@ -728,6 +735,8 @@ class Room:
         if link is None:
             return
         self.links[member] = link
+        if self.seated is not None and not self.seated.done():
+            self.early_links.add(member)  # bounded: the Mesh's members of this room
         if not self.admits(member):  # on probation (7.4): who we are, nothing of the room
             self._held[member] = link
             if self.peer.delegation is not None:
@@ -1002,6 +1011,9 @@ class Peer:
         self.rooms: dict[bytes, Room] = {}
         self.node: SignalingClient | None = None
         self.ice_servers: list[dict[str, Any]] = []
+        self._ice_from: SignalingClient | None = None
+        """The node `ice_servers` came from (an early offer waits for this node's, 2.5.3)."""
+        self._ice_asked: tuple[SignalingClient, asyncio.Task[None]] | None = None
         self._offers: dict[tuple[bytes, bytes], SignedDescription] = {}
         """A verified offer waits here for the Mesh's Answer (taken in the same turn)."""
         self._replays = ReplayGuard()
@@ -1664,6 +1676,7 @@ class Peer:
         first = not room.seated.done()
         room.layer, room.layers, room.total = joined.layer, joined.layers, joined.total
         self._use_ice_servers(joined.ice_servers)
+        self._ice_from = node
         room.hidden = {m.key: joined.layer for m in joined.members if m.key in self.blocked}
         members = [m.key for m in joined.members if m.key not in self.blocked]
         if room.contact is not None:  # a DM room: the contact's keys only (7.4)
@@ -1709,8 +1722,29 @@ class Peer:
             log.info("could not renew ICE servers: %s", exc)
             return
         self._use_ice_servers(servers)
+        self._ice_from = self.node
         self.mesh.ice_servers(_expiry(servers), time.time())
         self._drive()
+
+    async def _ice_servers_of(self, node: SignalingClient) -> None:
+        """This node's ICE servers, asked once (an early offer's link needs its TURN
+        servers as much as one made after `joined`, which carries them)."""
+        if self._ice_from is node:
+            return
+        if self._ice_asked is None or self._ice_asked[0] is not node:
+            self._ice_asked = (node, asyncio.create_task(self._ask_ice_servers(node)))
+        await asyncio.shield(self._ice_asked[1])
+
+    async def _ask_ice_servers(self, node: SignalingClient) -> None:
+        try:
+            servers = await node.ice_servers()
+        except SignalingError as exc:
+            log.info("could not get ICE servers: %s", exc)
+            return
+        if self.node is node and self._ice_from is not node:
+            self._use_ice_servers(servers)
+            self._ice_from = node
+            self.mesh.ice_servers(_expiry(servers), time.time())
 
     def _use_ice_servers(self, servers: tuple[IceServer, ...]) -> None:
         self.ice_servers = [server.to_json() for server in servers]
@@ -1729,6 +1763,8 @@ class Peer:
                     pass  # a DM room: not the contact, and no probation (7.4)
                 else:
                     self.mesh.peer_joined(event.room, event.key, now, event.layer)
+            elif isinstance(event, Named):  # a join under way, signed (2.5.3)
+                self._spawn(self._named(node, event))
             elif isinstance(event, PeerLeft):
                 if (room := self.rooms.get(event.room)) is not None:
                     room.hidden.pop(event.key, None)
@@ -1863,6 +1899,26 @@ class Peer:
             return False
         self._close_blocked([device])
         return True
+
+    async def _named(self, node: SignalingClient, event: Named) -> None:
+        """Members a first join under way named (2.5.3): offered to at once, admitted by
+        the rules `joined` uses (blocked keys never, a DM room the contact's keys only;
+        probation and devices when the link opens). `joined` lets go of any it does not
+        list."""
+        room = self.rooms.get(event.room)
+        if not self.config.early_offers or room is None or room.seated is None:
+            return
+        if room.seated.done():
+            return  # the Mesh would refuse it too: no first join under way
+        await self._ice_servers_of(node)  # as `joined` would bring them
+        if self.node is not node or self.rooms.get(event.room) is not room:
+            return
+        members = [
+            m.key for m in event.members if m.key not in self.blocked and room.consider(m.key)
+        ]
+        self.mesh.learn_nodes([member.url for member in event.members])
+        self.mesh.named(event.room, members, time.time())
+        self._drive()
 
     def _hide(self, room_key: bytes, key: bytes, layer: int | None) -> None:
         """A blocked key the node lists in a room: remembered, never a member."""

@@ -84,6 +84,7 @@ __all__ = [
     "LayerList",
     "Member",
     "Moving",
+    "Named",
     "PeerJoined",
     "PeerLeft",
     "SignalFrom",
@@ -117,12 +118,25 @@ class BadNodeFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class Named:
+    """A join under way named these members of `layer` (its `sign` request's `members`,
+    or a `members` frame without an id), after we signed its seat: they may be offered
+    to before `joined` (docs/protocol.md 2.5.3). Every member named so far."""
+
+    room: bytes
+    layer: int
+    members: tuple[Member, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     code: int | None
     reason: str
 
 
-SignalingEvent = PeerJoined | PeerLeft | SignalFrom | Moving | ErrorFrame | BadNodeFrame | Closed
+SignalingEvent = (
+    PeerJoined | PeerLeft | SignalFrom | Moving | ErrorFrame | BadNodeFrame | Named | Closed
+)
 
 
 class SignalingClient:
@@ -150,6 +164,10 @@ class SignalingClient:
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped_events = 0
         self.bad_frames = 0
+        self.unasked_members = 0
+        """`members` frames without an id for no join of ours under way (dropped)."""
+        self._signed_join: dict[bytes, int] = {}
+        """Room -> the layer whose seat we signed for a join under way (2.5.3)."""
 
     @classmethod
     async def connect(
@@ -254,6 +272,7 @@ class SignalingClient:
                 reply = await self.request(Join(room, layer, friend=friend))
             finally:
                 self._joining.discard(room)
+                self._signed_join.pop(room, None)
         if not isinstance(reply, Joined):
             raise SignalingError("bad-frame", "join answered with something else")
         self.rooms[room] = reply.layer
@@ -367,6 +386,13 @@ class SignalingClient:
             waiter.set_result(frame)
         elif isinstance(frame, PeerJoined | PeerLeft | SignalFrom | Moving | ErrorFrame):
             self._push(frame)
+        elif isinstance(frame, MemberList) and ref is None:
+            # members proven after the sign request (2.5.3): only for a join of ours
+            # under way whose seat in that layer we signed
+            if self._signed_join.get(frame.room) == frame.layer and frame.room in self._joining:
+                self._push(Named(frame.room, frame.layer, frame.members))
+            else:
+                self.unasked_members += 1
 
     async def _sign(self, frame: SignRequest) -> None:
         """Sign a presence record the node asks for, after checking it is ours to sign."""
@@ -386,6 +412,9 @@ class SignalingClient:
         signature = self.signing_key.sign(payload).signature
         with contextlib.suppress(SignalingError):
             await self._send(Signed(frame.id, signature))
+        if frame.members is not None and room in self._joining:  # a join under way (2.5.3)
+            self._signed_join[room] = layer
+            self._push(Named(room, layer, frame.members))
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -12,6 +12,15 @@ placement or estimates. It serves the browser client (`/`, `/web/...`) too.
 
 It is not a node: one process, no node links, no limits beyond what a test
 needs, exact numbers where a node estimates.
+
+Offers before seated (2.5.3), scripted: with `early`, a first join's sign request
+names the members of its layer (or `name_in_sign`, whatever they are: the node may
+lie), `name_later` are named after the signature in a `members` frame, and the
+client's signals to members named to it are routed (the member hears `peer-joined`
+first, as from a real node). `move_on` seats it in another layer after all (the
+check moved it on), and named members outside it hear `peer-left`. `hold_joined`,
+when set, holds the `joined` until the test sets it, so what a client does before
+`joined` is seen in order, not by timing.
 """
 
 from __future__ import annotations
@@ -93,6 +102,14 @@ class LayerNode:
         self._runner: web.AppRunner | None = None
         self._sign_counter = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self.early = False
+        self.name_in_sign: list[bytes] | None = None
+        self.name_later: list[bytes] = []
+        self.hold_joined: asyncio.Event | None = None
+        self.move_on: int | None = None
+        """A first join named members of its first layer, then is seated in this one."""
+        self.offering: dict[bytes, tuple[bytes, int, set[bytes]]] = {}
+        """Joiner -> (room, layer, members named to it) while its first join is under way."""
 
     @classmethod
     async def start(cls, layer_size: int = 2) -> LayerNode:
@@ -235,10 +252,24 @@ class LayerNode:
                 await self._send(client, error(ErrorCode.LAYER_FULL, "no seat there", join.id))
                 return
             if layer != current:
-                if not await self._signed(client, room, layer):
+                named = None
+                if self.early and current is None:
+                    named = (
+                        self.name_in_sign
+                        if self.name_in_sign is not None
+                        else [k for k in self.in_layer(room, layer) if k != key]
+                    )
+                if not await self._signed(client, room, layer, named):
                     frame = error(ErrorCode.BAD_SIGNATURE, "presence not signed", join.id)
                     await self._send(client, frame)
                     return
+                if named is not None and self.move_on is not None:
+                    # the check moved the newcomer on (2.3): seated elsewhere, signed again
+                    layer = self.move_on
+                    if not await self._signed(client, room, layer):
+                        frame = error(ErrorCode.BAD_SIGNATURE, "presence not signed", join.id)
+                        await self._send(client, frame)
+                        return
                 if current is not None:
                     await self._unseat(room, key)
                 self.seats.setdefault(room, {})[key] = layer
@@ -246,6 +277,12 @@ class LayerNode:
                 for other in self.in_layer(room, layer):
                     if other != key:
                         await self._send(self.clients[other], joined)
+            if self.hold_joined is not None:
+                await self.hold_joined.wait()
+            offered = self.offering.pop(key, None)
+            for member in offered[2] if offered is not None else ():
+                if member in self.clients and self.layer_of(room, member) != layer:
+                    await self._send(self.clients[member], PeerLeft(room, offered[1], key))
             others = self._members(room, layer, key)
             total = len(self.seats[room])
             answer = Joined(room, layer, others, total, (), join.id, self.layers(room))
@@ -264,8 +301,11 @@ class LayerNode:
             Member(k, self.node_id, self.url) for k in self.in_layer(room, layer) if k != but
         )
 
-    async def _signed(self, client: Client, room: bytes, layer: int) -> bool:
-        """Ask the client to sign its presence in `layer` (3.3) and check the signature."""
+    async def _signed(
+        self, client: Client, room: bytes, layer: int, named: list[bytes] | None = None
+    ) -> bool:
+        """Ask the client to sign its presence in `layer` (3.3) and check the signature;
+        `named`: the members its sign request names (2.5.3), then `name_later` too."""
         self._sign_counter += 1
         request = f"sign-{self._sign_counter}"
         home = HomeNode(self.node_id, self.url)
@@ -274,7 +314,10 @@ class LayerNode:
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         client.signs[request] = waiter
         key = layer_key(room, layer)
-        ask = SignRequest(request, room, layer, key, seq, expires, value, self.node_id, self.url)
+        members = None if named is None else tuple(self._member(k) for k in named)
+        ask = SignRequest(
+            request, room, layer, key, seq, expires, value, self.node_id, self.url, members
+        )
         await self._send(client, ask)
         try:
             sig = await asyncio.wait_for(waiter, 5.0)
@@ -284,7 +327,17 @@ class LayerNode:
             return False
         finally:
             client.signs.pop(request, None)
+        if named is not None:
+            self.offering[client.key] = (room, layer, set(named))
+            if self.name_later:
+                later = [*named, *self.name_later]
+                self.offering[client.key][2].update(self.name_later)
+                frame = MemberList(room, layer, tuple(self._member(k) for k in later), 0)
+                await self._send(client, frame)
         return True
+
+    def _member(self, key: bytes) -> Member:
+        return Member(key, self.node_id, self.url)
 
     async def _unseat(self, room: bytes, key: bytes) -> None:
         layer = self.seats.get(room, {}).pop(key, None)
@@ -310,6 +363,21 @@ class LayerNode:
         mine = self.layer_of(frame.room, client.key)
         theirs = self.layer_of(frame.room, frame.to)
         target = self.clients.get(frame.to)
+        offering = self.offering.get(client.key)
+        if offering is not None and target is not None:
+            room, layer, named = offering
+            if room == frame.room and frame.to in named:
+                # the member hears of the joiner first, as from a real node (2.5.3)
+                joined = PeerJoined(room, layer, client.key, self.node_id, self.url)
+                await self._send(target, joined)
+                await self._send(target, SignalFrom(client.key, frame.payload, frame.room))
+                return
+        answering = self.offering.get(frame.to)
+        if answering is not None and target is not None:
+            room, layer, named = answering
+            if room == frame.room and client.key in named:
+                await self._send(target, SignalFrom(client.key, frame.payload, frame.room))
+                return
         if mine is None or mine != theirs or target is None:
             await self._send(client, error(ErrorCode.UNKNOWN_PEER, "not in your layer", frame.id))
             return

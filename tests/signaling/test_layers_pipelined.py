@@ -203,3 +203,30 @@ def test_a_member_at_the_newcomers_own_node_answers_its_offer_before_it_is_seate
     net.run(1.0)
     assert not heard_from(stranger, members[0]) and not heard_from(members[0], stranger)
     assert homes[0].core.counters["signal.refused"] == 2
+
+
+def test_a_member_at_the_newcomers_own_node_hears_of_it_before_its_first_signal() -> None:
+    """Clients take signals only from members their node named (peer/mesh.py): a member
+    homed where the newcomer joins hears `peer-joined` for it before the newcomer's
+    first signal, as a member homed elsewhere does from its own node."""
+    net, homes = mesh(4, seed=25, config=RoomConfig(layer_size=24))
+    members = fill_room(net, homes[:1], 3)
+    newcomer = net.add_client(homes[0])
+    record = join_one(net, newcomer)
+    net.run(5.0)
+    assert record.first_peer_early
+    reached = 0
+    for member in members:
+        frames = member.frames or []
+        signals = [
+            i
+            for i, f in enumerate(frames)
+            if isinstance(f, SignalFrom) and f.sender == newcomer.key
+        ]
+        told = [
+            i for i, f in enumerate(frames) if isinstance(f, PeerJoined) and f.key == newcomer.key
+        ]
+        if signals:
+            reached += 1
+            assert told and told[0] < signals[0]
+    assert reached >= 1

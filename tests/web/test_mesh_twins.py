@@ -75,6 +75,7 @@ EVENTS: list[tuple[int, st.SearchStrategy[tuple[Any, ...]]]] = [
     (3, st.tuples(st.just("move"), ROOM, LAYER, FRIEND)),
     (2, st.tuples(st.just("join-refused"), ROOM, st.booleans())),
     (4, st.tuples(st.just("peer-joined"), ROOM, WHO, LAYER)),
+    (3, st.tuples(st.just("named"), ROOM, st.lists(SENDER, max_size=4))),
     (2, st.tuples(st.just("peer-left"), ROOM, WHO, LAYER)),
     (10, st.tuples(st.just("offer"), ROOM, SENDER, BURST)),
     (6, st.tuples(st.just("relink"), ROOM, SENDER, BURST)),
@@ -194,6 +195,10 @@ def run_python(
             expires = ice(step[4])
             mesh.joined(ROOMS[step[1]], step[2], members, expires, now)
             concrete.append([kind, ROOMS[step[1]], step[2], members, expires, now])
+        elif kind == "named":
+            members = [ANYONE[i] for i in step[2]]
+            mesh.named(ROOMS[step[1]], members, now)
+            concrete.append([kind, ROOMS[step[1]], members, now])
         elif kind == "peer-joined":
             layer = step[3] if len(step) > 3 else None
             mesh.peer_joined(ROOMS[step[1]], ANYONE[step[2]], now, layer)
@@ -268,6 +273,7 @@ RUN_JS = """([start, nodes, randoms, steps, maxMembers = 256]) => {
         'leave': (room) => mesh.leave(room),
         'joined': (...a) => mesh.joined(...a),
         'peer-joined': (room, member, now, layer) => mesh.peerJoined(room, member, now, layer),
+        'named': (room, members, now) => mesh.named(room, members, now),
         'peer-left': (room, member, layer) => mesh.peerLeft(room, member, layer),
         'offer': (room, sender, n, now) => {
             for (let i = 0; i < n; i++) mesh.offerReceived(room, sender, now);
@@ -466,6 +472,54 @@ async def test_a_written_move(page: Any) -> None:  # noqa: F811
         "refused.member.other_layer": 1,
         "refused.member_left.other_layer": 1,
     }
+    got, got_counters = await page.evaluate(RUN_JS, [0.0, nodes, [0.5], concrete])
+    for i, (want_out, have) in enumerate(zip(expected, got, strict=True)):
+        assert have == want_out, (i, concrete[i])
+    assert got_counters == counters
+
+
+# Offers before seated (docs/protocol.md 2.5.3), written out: a first join's sign
+# request names members (offered at once), a `members` frame names one more (only
+# the new one is offered), `joined` offers to no one twice and lets go of a named
+# member it does not list (its open link closed too); named members outside a first
+# join under way (seated, or a room never joined) are refused and counted.
+NAMED_SCRIPT: list[tuple[tuple[Any, ...], list[str]]] = [
+    (("start",), ["node-status connecting ws://a 0.0", "connect-node ws://a"]),
+    (("node-connected", None, []), ["node-status connected ws://a 0.0"]),
+    (("named", 1, [0]), []),  # a room we are not joining
+    (("join", 0, None), ["join-room 01 None None"]),
+    (
+        ("named", 0, [0, 2, 6]),
+        ["member-joined 01 10", "offer 01 10 1", "member-joined 01 c0", "offer 01 c0 2"],
+    ),
+    (("named", 0, [0, 2, 3]), ["member-joined 01 f0", "offer 01 f0 3"]),
+    (("link-open", 0, False), ["link-up 01 f0 3"]),
+    (("link-open", 2, False), ["link-up 01 10 1"]),
+    # seated where c0 and f0 are not: both let go (f0's open link too); 40 is new
+    (
+        ("joined", 0, 0, [0, 1], None),
+        [
+            "close-link 01 c0 2",
+            "member-left 01 c0",
+            "link-down 01 f0 3",
+            "close-link 01 f0 3",
+            "member-left 01 f0",
+            "member-joined 01 40",
+            "offer 01 40 4",
+        ],
+    ),
+    (("named", 0, [2]), []),  # seated: a late `members` frame names no one
+    (("joined", 0, 0, [0, 1], None), []),  # a rejoin in the same layer: nothing changes
+]
+
+
+async def test_a_written_early_join(page: Any) -> None:  # noqa: F811
+    steps = [step for step, _ in NAMED_SCRIPT]
+    nodes = ["ws://a"]
+    concrete, expected, counters = run_python(0.0, nodes, [0.5], steps, False)
+    for (step, want), out in zip(NAMED_SCRIPT, expected, strict=True):
+        assert [summary(c) for c in out[0]] == want, step
+    assert counters == {"refused.named.not_joining": 2, "named.not_listed": 2}
     got, got_counters = await page.evaluate(RUN_JS, [0.0, nodes, [0.5], concrete])
     for i, (want_out, have) in enumerate(zip(expected, got, strict=True)):
         assert have == want_out, (i, concrete[i])

@@ -119,6 +119,7 @@ class Member {
     this.reported = false;
     this.tryingSince = null; // when we started trying (no link open since): the application hears connectTimeout after
     this.unlisted = false; // missing from the last `joined`, kept only for its open link: gone when it drops
+    this.named = false; // named by a join under way (2.5.3), not yet listed by its `joined`
   }
 }
 
@@ -310,7 +311,10 @@ export class Mesh {
     listed.delete(this.key);
     for (const member of [...state.members.keys()].filter((m) => !listed.has(m))) {
       const link = state.members.get(member).link;
-      if (moved || link === null || !link.open) this.remove(room, state, member); // in another layer, or gone meanwhile
+      if (state.members.get(member).named) {
+        this.count("named.not_listed"); // named early, not in the layer we sit in
+        this.remove(room, state, member);
+      } else if (moved || link === null || !link.open) this.remove(room, state, member); // in another layer, or gone meanwhile
       else state.members.get(member).unlisted = true;
     }
     for (const member of members) {
@@ -322,8 +326,28 @@ export class Mesh {
         if (newcomer) this.offer(room, member, entry, now);
         else entry.retryAt = now + this.config.offerGrace;
       } else {
-        known.unlisted = false;
+        known.unlisted = known.named = false;
         if (known.link === null && known.retryAt === null) this.retryLater(known, now);
+      }
+    }
+  }
+
+  named(room, members, now) {
+    // A first join under way named `members` (its `sign` request's `members`, or a
+    // `members` frame without an id; docs/protocol.md 2.5.3), and we signed: offer to
+    // them now, as a newcomer to its `joined`'s members. The `joined` that follows
+    // offers to no one twice, and lets go of a named member it does not list.
+    const state = this.rooms.get(room);
+    if (state === undefined || state.seated || state.seat !== null) {
+      this.count("refused.named.not_joining"); // only a first join is under way here
+      return;
+    }
+    for (const member of members) {
+      if (member === this.key || state.members.has(member)) continue;
+      const entry = this.add(room, state, member, now);
+      if (entry !== null) {
+        entry.named = true;
+        this.offer(room, member, entry, now);
       }
     }
   }
@@ -337,7 +361,7 @@ export class Mesh {
       return;
     }
     if (state.members.has(member)) {
-      state.members.get(member).unlisted = false;
+      state.members.get(member).unlisted = state.members.get(member).named = false;
       return;
     }
     const entry = this.add(room, state, member, now);

@@ -53,6 +53,7 @@ export const CONFIG = {
   autoAccept: BROWSER_ACCEPT, // what the page takes unasked: small images, shown inline
   dmProbation: 5, // s: in a DM room, how long an unknown key has to show a delegation that admits it (7.4)
   dmProbationMax: 2, // in a DM room: keys on probation at once (more unknown keys are refused)
+  earlyOffers: true, // offer to the members a first join names once signed, before `joined` (2.5.3); false: after
 };
 const MAX_DEVICE_CHANGES = 8; // times one member's person or device label may change in a room (5.3)
 const MAX_REFUSED = 256; // keys refused in one DM room, remembered: no second probation (7.4)
@@ -1178,8 +1179,11 @@ export class Peer {
       case "send-relink":
       case "close-link":
         return this.linkCommand(command);
-      default:
+      default: {
+        const early = command.room !== undefined ? this.rooms.get(command.room)?.earlyNotices : null;
+        if (early && early.length < 4 * this.mesh.config.maxMembers) return early.push(command); // until seated
         return this.held !== null ? this.held.push(command) : this.tell(command);
+      }
     }
   }
 
@@ -1193,7 +1197,10 @@ export class Peer {
       const link = room.makeLink(member, command.link, warm);
       const sent = this.sendOffer(room, link);
       this.spawn(sent, `cannot offer to ${who}`);
-      if (warm !== null) this.urgent?.push({ sent, decided: link.decided.promise });
+      const offered = { sent, decided: link.decided.promise };
+      if (this.urgent) {
+        if (warm !== null) this.urgent.push(offered);
+      } else if (room.earlyLinks?.length === 0) room.earlyLinks.push(offered); // a join's first, before its seat (2.5.3)
     } else if (command.type === "answer") {
       const slot = `${room.key}:${member}`;
       const offer = this.offers.get(slot);
@@ -1302,14 +1309,16 @@ export class Peer {
     try {
       joined = await node.join(key, layer, friend);
     } catch (error) {
+      for (const notice of this.takeEarly(room)) this.tell(notice);
       this.joinRefused(room, error, move);
       return;
     }
     room.timings.joined = monotonic();
-    if (this.rooms.get(key) !== room || this.node !== node) return; // left, or moved on: the next join seats it
-    if (!isLayer(joined.layer)) {
-      room.emit({ type: "problem", message: "the node seated us in no layer" });
-      return;
+    const early = this.takeEarly(room); // what named members did before the seat (2.5.3)
+    if (this.rooms.get(key) !== room || this.node !== node || !isLayer(joined.layer)) {
+      for (const notice of early) this.tell(notice);
+      if (this.rooms.get(key) === room && this.node === node) room.emit({ type: "problem", message: "the node seated us in no layer" });
+      return; // left, or moved on: the next join seats it
     }
     const first = !room.seated.done;
     room.layer = joined.layer;
@@ -1328,9 +1337,10 @@ export class Peer {
     // their answers' signatures are checked soon: import their keys meanwhile
     for (const member of members.slice(0, this.mesh.config.maxMembers)) verifier(fromHex(member));
     this.hold();
+    this.held.push(...early);
     try {
       this.mesh.joined(key, joined.layer, members, iceExpiry(this.iceServers), now());
-      await this.offersFirst(first);
+      await this.offersFirst(first, room);
       if (this.rooms.get(key) !== room) return;
       const seat = { layer: room.layer, layers: room.layers, total: room.total };
       if (first) room.seated.resolve(joined);
@@ -1366,7 +1376,7 @@ export class Peer {
     }
   }
 
-  async offersFirst(first) {
+  async offersFirst(first, room) {
     // Drive the Mesh after a seat, and let the offer it starts on the connection made
     // ahead go before the page hears of the seat: it needs only its signature (one
     // WebCrypto call, a task away) and what its gathering still lacks, and would
@@ -1375,16 +1385,20 @@ export class Peer {
     // most `holdOpen`: a fresh page's first drawing of the room (its first layout, 20
     // to 30 ms of main thread) would otherwise fall on the answer and the handshakes,
     // which wait for this thread at every step and share the machine's cores with it.
-    // The page then hears of the seat and of the open link together.
+    // The page then hears of the seat and of the open link together. A join whose
+    // members were named before its seat (2.5.3) offered its first link then: the
+    // same hold waits for that one.
     const urgent = (this.urgent = []);
     try {
       this.drive();
     } finally {
       this.urgent = null;
     }
-    if (!urgent.length) return;
+    const early = room.earlyLinks ?? [];
+    room.earlyLinks = null;
+    if (!urgent.length && !early.length) return;
     await within(Promise.allSettled(urgent.map((u) => u.sent)), this.config.holdMax);
-    if (first) await within(Promise.all(urgent.map((u) => u.decided)), this.config.holdOpen);
+    if (first) await within(Promise.all([...early, ...urgent].map((u) => u.decided)), this.config.holdOpen);
   }
 
   // --- connections made ahead ---
@@ -1398,12 +1412,9 @@ export class Peer {
     if (this.iceServersFrom === node) {
       this.prewarm(this.iceServers);
     } else {
-      node
-        .request({ type: "ice-servers" })
-        .then((reply) => {
-          if (this.warming === token && Array.isArray(reply.servers)) this.prewarm(reply.servers);
-        })
-        .catch(() => {}); // no connection ahead: the offer makes its own
+      this.iceFor(node).then(() => {
+        if (this.warming === token && this.iceServersFrom === node) this.prewarm(this.iceServers);
+      }); // else no connection ahead: the offer makes its own
     }
     return token;
   }
@@ -1770,6 +1781,9 @@ export class Peer {
       if (this.blocked.has(frame.key)) this.hide(frame.room, frame.key, layer);
       // in a DM room an unknown key is refused (counted) or on probation (7.4)
       else if (this.rooms.get(frame.room)?.consider(frame.key) !== false) this.mesh.peerJoined(frame.room, frame.key, at, layer);
+    } else if (frame.type === "named") {
+      this.spawn(this.named(frame), "cannot offer early");
+      return;
     } else if (frame.type === "peer-left") {
       this.rooms.get(frame.room)?.hidden.delete(frame.key);
       this.mesh.peerLeft(frame.room, frame.key, isLayer(frame.layer) ? frame.layer : null);
@@ -1785,6 +1799,54 @@ export class Peer {
       return;
     }
     this.drive();
+  }
+
+  async named(frame) {
+    // Members a first join under way named, once we signed its seat (docs/protocol.md
+    // 2.5.3): offered to at once, admitted by the rules `joined` uses (a blocked key
+    // never, a DM room the contact's keys only; probation and devices when the link
+    // opens). `joined` lets go of any it does not list. What the Mesh then has the
+    // page learn waits for the seat (seatAt), as `joined`'s own notices do.
+    const room = this.rooms.get(frame.room);
+    if (!this.config.earlyOffers || !room || room.seated.done || !Array.isArray(frame.members)) return;
+    const node = this.node;
+    await this.iceFor(node); // an early link needs the node's TURN servers as one after `joined` does
+    const state = this.mesh.rooms.get(frame.room);
+    if (this.node !== node || this.rooms.get(frame.room) !== room || !state || state.seated || state.seat !== null) return;
+    const listed = frame.members.slice(0, this.mesh.config.maxMembers);
+    this.learnNodes(listed.map((m) => m?.url));
+    const keys = listed.map((m) => m?.key).filter((k) => KEY.test(k));
+    const members = keys.filter((k) => !this.blocked.has(k) && room.consider(k)); // 5.4, 7.4
+    for (const member of members) verifier(fromHex(member));
+    room.earlyNotices ??= [];
+    room.earlyLinks ??= [];
+    this.mesh.named(frame.room, members, now());
+    this.drive();
+  }
+
+  iceFor(node) {
+    // This node's ICE servers, asked once (a `joined` brings them; an early offer is before it).
+    if (this.iceServersFrom === node) return Promise.resolve();
+    if (this.iceAsking?.node !== node) {
+      const asked = node
+        .request({ type: "ice-servers" })
+        .then((reply) => {
+          if (this.node !== node || this.iceServersFrom === node || !Array.isArray(reply.servers)) return;
+          this.iceServers = reply.servers;
+          this.iceServersFrom = node;
+          this.mesh.iceServers(iceExpiry(reply.servers), now());
+        })
+        .catch(() => {}); // the join's own answer brings them
+      this.iceAsking = { node, asked };
+    }
+    return this.iceAsking.asked;
+  }
+
+  takeEarly(room) {
+    // The notices held since a join under way named members (named()): for the seat's hold.
+    const early = room.earlyNotices ?? [];
+    room.earlyNotices = null;
+    return early;
   }
 
   async onSignal(key, sender, payload) {

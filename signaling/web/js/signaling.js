@@ -78,6 +78,8 @@ export class SignalingClient {
     this.nodes = [];
     this.rooms = new Map(); // room hex -> layer
     this.joining = new Set();
+    this.signedJoin = new Map(); // room hex -> the layer whose seat a join under way signed (2.5.3)
+    this.unaskedMembers = 0; // `members` frames without an id for no join of ours under way (dropped)
     this.joinTurn = Promise.resolve(); // one join at a time: a node refuses one sent meanwhile
     this.waiters = new Map();
     this.nextId = 0;
@@ -107,6 +109,12 @@ export class SignalingClient {
     } else if (frame.type === "sign") {
       this.signTimes = { heard, taken: performance.now() / 1000 };
       await this.signPresence(frame);
+    } else if (frame.type === "members" && frame.id === undefined) {
+      // members proven after the sign request (2.5.3): only for a join of ours under
+      // way whose seat in that layer we signed
+      if (this.joining.has(frame.room) && this.signedJoin.get(frame.room) === frame.layer && Array.isArray(frame.members)) {
+        this.onevent({ type: "named", room: frame.room, layer: frame.layer, members: frame.members });
+      } else this.unaskedMembers += 1;
     } else {
       this.onevent(frame);
     }
@@ -183,6 +191,7 @@ export class SignalingClient {
         return reply;
       } finally {
         this.joining.delete(room);
+        this.signedJoin.delete(room);
       }
     });
     this.joinTurn = turn.catch(() => {});
@@ -235,6 +244,11 @@ export class SignalingClient {
     const sig = await sign(this.identity, payload);
     this.send({ type: "signed", id: frame.id, sig: base64(sig) });
     this.signTimes.signed = performance.now() / 1000;
+    if (Array.isArray(frame.members) && this.joining.has(frame.room)) {
+      // a join under way names whom we may offer to, now that we signed (2.5.3)
+      this.signedJoin.set(frame.room, layer);
+      this.onevent({ type: "named", room: frame.room, layer, members: frame.members });
+    }
   }
 
   close() {
