@@ -14,7 +14,7 @@ from nacl.signing import SigningKey
 
 from peer.device import issue_delegation, serialize_delegation
 from peer.friends import ContactCard, epoch_of, presence_slot, x25519_seed
-from peer.peer import MAX_CARDS, Peer
+from peer.peer import MAX_CARDS, MAX_DEVICE_CHANGES, Peer
 from signaling.protocol import canonical_url, room_key
 from tests.signaling.conftest import NodeFactory
 
@@ -219,7 +219,11 @@ async def test_one_member_cycling_identities_cannot_flush_the_cards_kept(
             await asyncio.sleep(0.01)
         link.send({"t": "device", "cert": serialize_delegation(own).hex()})
         link.send(ContactCard.create(made, x25519_seed(bytes(made))).to_frame())
-    last = bytes(SigningKey((MAX_CARDS + 50).to_bytes(4, "big") + b"\3" * 28).verify_key)
-    await until(lambda: last in ben.cards, 60)
+    # Past MAX_DEVICE_CHANGES the link stays the person it last became (5.3); every
+    # delegation after that is refused, and the cards of identities it is not go.
+    refused = MAX_CARDS + 50 - 1 - MAX_DEVICE_CHANGES
+    await until(lambda: room_b.refused_devices.get("changes") == refused, 60)
+    kept = bytes(SigningKey((MAX_DEVICE_CHANGES + 1).to_bytes(4, "big") + b"\3" * 28).verify_key)
+    await until(lambda: kept in ben.cards)
     assert carol.identity_key in ben.cards  # not pushed out
     assert len(ben.cards) <= 3  # carol's, the rogue's own or its latest, nothing more
