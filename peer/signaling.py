@@ -154,6 +154,8 @@ class SignalingClient:
         self.idle_timeout = DEFAULT_IDLE
         self.node_version = 0
         """The protocol version the node speaks (its challenge's, and welcome's `v`)."""
+        self.welcome_ice_servers: tuple[IceServer, ...] = ()
+        """The STUN/TURN servers the welcome handed out (5.0); empty from older nodes."""
         self.rooms: dict[bytes, int] = {}
         self._joining: set[bytes] = set()
         self._join_turn = asyncio.Lock()
@@ -223,6 +225,7 @@ class SignalingClient:
             raise SignalingError("bad-frame", f"expected a welcome, got {welcome!r:.100}")
         self.node_url = welcome.url
         self.nodes = welcome.nodes
+        self.welcome_ice_servers = welcome.ice_servers
         if welcome.version is not None:
             self.node_version = welcome.version
         if welcome.idle is not None:

@@ -727,7 +727,8 @@ class SignalingNode:
         self.rooms.connect(event.key, client.source, _now())
         others = tuple(url for url in self.known_nodes if url != self.url)[:MAX_MOVING_NODES]
         idle = self.config.limits.idle_timeout
-        client.session.send(Welcome(event.key, self.url, others, idle, PROTOCOL_VERSION))
+        servers = self.ice_servers(event.key)
+        client.session.send(Welcome(event.key, self.url, others, idle, PROTOCOL_VERSION, servers))
 
     async def _disconnect(self, client: Client) -> None:
         if client.timer is not None:

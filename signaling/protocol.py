@@ -663,6 +663,10 @@ class Welcome:
     """The node's idle timeout: a client sends a ping at least every idle / 3 seconds."""
     version: int | None = None
     """The protocol version the node speaks (`v`); absent from version 1 nodes."""
+    ice_servers: tuple[IceServer, ...] = ()
+    """The STUN/TURN servers the node hands this client, as `ice-servers` would answer
+    (5.0, "Connections made ahead"): a client can gather before its first join is
+    answered without asking. Absent from older nodes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -863,6 +867,7 @@ SERVER = Codec(
                 Field("nodes", URLS),
                 Field("idle", SECONDS),
                 Field("version", VERSION, "v"),
+                Field("ice_servers", ICE_SERVERS),
             ),
         ),
         (

@@ -155,3 +155,10 @@ async def test_ice_servers_carry_fresh_relay_credentials(
     assert check_username(turn.username, time.time()) == alice.key.hex()
     joined = await alice.join(ROOM)
     assert joined.ice_servers[1].urls == ("turn:127.0.0.1:3478",)
+    # the welcome hands out the same servers, with credentials minted for this key (5.0)
+    w_stun, w_turn = alice.welcome_ice_servers
+    assert (w_stun.urls, w_turn.urls) == (stun.urls, turn.urls)
+    assert w_turn.username is not None and check_username(w_turn.username, time.time()) == (
+        alice.key.hex()
+    )
+    assert w_turn.credential == password_for(b"relay-secret-for-tests", w_turn.username)

@@ -8,6 +8,7 @@ counted by a script that runs before the page's own."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -161,3 +162,31 @@ async def test_a_member_that_never_answers_holds_the_seat_only_hold_open(
         assert opened is False
     finally:
         await silent.close()
+
+
+async def test_a_page_opened_on_a_room_gathers_from_its_welcome_without_asking(
+    signaling_mesh: NodeFactory, peers: PeerFactory, chromium: Any
+) -> None:
+    # The connection is begun when the page opens (its offer made) and set once the
+    # welcome hands out the servers: one connection, and no `ice-servers` request.
+    url = "https://example.org/ahead-from-the-welcome"
+    a, b = await signaling_mesh(2)
+    python = await peers("py", [b.url])
+    room = await python.join(url)
+    context = await chromium.new_context(bypass_csp=True)
+    await context.add_init_script(COUNT_CONNECTIONS)
+    page = await context.new_page()
+    sent: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(str(payload))))
+    await page.goto(a.url.replace("ws://", "http://") + f"/?name=ahead&room={url}")
+    browser = bytes.fromhex(
+        await page.evaluate(
+            "() => new Promise((ok) => { const p = () => window.pagemesh?.peer?.keyHex;"
+            " const t = setInterval(() => { if (p()) { clearInterval(t); ok(p()); } }, 20); })"
+        )
+    )
+    await next_of(room, Connected, key=browser)
+    kinds = [json.loads(frame).get("type") for frame in sent if frame.startswith("{")]
+    assert "join" in kinds and "ice-servers" not in kinds, kinds
+    assert [c["state"] for c in await page.evaluate(CONNECTIONS)] == ["stable"]
+    await context.close()

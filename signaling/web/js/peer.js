@@ -162,6 +162,7 @@ class Connection {
     this.gathering = new GatherWait(expectedTypes(iceServers, relayOnly), { settle: gatherSettle, bound: gatherTimeout });
     this.onGathering = () => {}; // re-checks the wait of a Link's describe(), while there is one
     this.offered = null; // the offer set ahead: a promise, settled once it is the local description
+    this.prepared = null; // the offer made before the servers were known (prepare)
     this.pc = new RTCPeerConnection(config);
     this.pc.addEventListener("icecandidate", (event) => {
       if (event.candidate) this.gathering.candidate(event.candidate.type, monotonic());
@@ -175,9 +176,32 @@ class Connection {
     this.control = this.pc.createDataChannel("control", { negotiated: true, id: 0 });
   }
 
+  prepare() {
+    // Make the offer now (the DTLS certificate with it) and set it later, once the
+    // servers are known (configure): a page does this while its modules and its node's
+    // handshake are still on the way (Peer.open, 5.0 "Connections made ahead").
+    this.prepared = this.pc.createOffer();
+    this.prepared.catch(() => {});
+  }
+
+  configure(iceServers, { relayOnly, gatherSettle, gatherTimeout }) {
+    // The servers, before the offer is set (no gathering yet); false if the browser refuses.
+    try {
+      this.pc.setConfiguration({ iceServers, iceTransportPolicy: relayOnly ? "relay" : "all" });
+    } catch {
+      return false;
+    }
+    this.iceServers = iceServers;
+    this.kind = connectionKind(iceServers, relayOnly);
+    this.gathering = new GatherWait(expectedTypes(iceServers, relayOnly), { settle: gatherSettle, bound: gatherTimeout });
+    return true;
+  }
+
   async setOffer() {
     // Our offer as the local description: gathering starts.
-    await this.pc.setLocalDescription(await this.pc.createOffer());
+    const offer = await (this.prepared ?? this.pc.createOffer());
+    this.prepared = null;
+    await this.pc.setLocalDescription(offer);
     this.timings.local = monotonic();
   }
 
@@ -928,6 +952,9 @@ function revokeFrame(r) {
 export class Peer {
   static async open(nodes, { name = null, config = {}, dbName, device = null } = {}) {
     requireWebCrypto();
+    // the first join's connection, begun while the key and the node's handshake come
+    const blank = new Connection([], { ...CONFIG, ...config });
+    blank.prepare();
     // the default database may be opening already (early.js: since before this module ran)
     const store = await ((dbName === undefined && takeStore()) || Store.open(dbName));
     let identity = await store.identity();
@@ -949,6 +976,7 @@ export class Peer {
       }
     }
     const peer = new Peer(store, signer, await publicKeyBytes(signer), nodes, { ...CONFIG, ...config });
+    peer.blank = blank;
     peer.identityHex = hex(await publicKeyBytes(identity));
     for (const text of (await store.get("identity", "revoked")) ?? []) {
       // the revocations this identity issued (5.3); anything else kept there is skipped
@@ -989,6 +1017,7 @@ export class Peer {
     this.iceServers = []; // the freshest STUN/TURN servers: new links use them
     this.iceServersFrom = null; // the SignalingClient they came from
     this.warm = null; // a Connection made ahead, its offer set (prewarm)
+    this.blank = null; // a Connection made at open, its offer made but not set (Connection.prepare)
     this.warming = null; // the seat it is made for, until that seat ends
     this.held = null; // the Mesh's notices for the application, while a seat holds them
     this.holds = 0;
@@ -1278,6 +1307,15 @@ export class Peer {
     this.node = client;
     this.nodeUrl = url;
     client.onevent = (frame) => this.onNodeFrame(client, url, frame);
+    if (this.blank && this.rooms.size > 0 && Array.isArray(client.iceServers)) {
+      // A join follows: its connection gathers from now, with the servers the welcome gave.
+      this.iceFor(client);
+      try {
+        this.prewarm(this.iceServers);
+      } catch {
+        // servers the browser refuses: the join's offer makes its own connection and says why
+      }
+    }
     this.mesh.nodeConnected(url, nodeUrls(client.nodes), now());
     this.drive();
   }
@@ -1409,6 +1447,7 @@ export class Peer {
     // whose answer takes longer (it reads the DHT). Returns the seat's token.
     const token = {};
     this.warming = token;
+    if (this.iceServersFrom !== node && Array.isArray(node.iceServers)) this.iceFor(node);
     if (this.iceServersFrom === node) {
       this.prewarm(this.iceServers);
     } else {
@@ -1426,7 +1465,14 @@ export class Peer {
     if (this.closing) return;
     if (this.warm?.kind === connectionKind(servers, this.config.relayOnly)) return;
     this.warm?.close();
-    this.warm = new Connection(servers, this.config);
+    const blank = this.blank;
+    this.blank = null;
+    if (blank?.configure(servers, this.config)) {
+      this.warm = blank;
+    } else {
+      blank?.close();
+      this.warm = new Connection(servers, this.config);
+    }
     this.warm.offerAhead();
   }
 
@@ -1825,8 +1871,15 @@ export class Peer {
   }
 
   iceFor(node) {
-    // This node's ICE servers, asked once (a `joined` brings them; an early offer is before it).
+    // This node's ICE servers: from its welcome (5.0), else asked once (a `joined` brings
+    // them too, but the connection made ahead and an early offer come before it).
     if (this.iceServersFrom === node) return Promise.resolve();
+    if (Array.isArray(node.iceServers)) {
+      this.iceServers = node.iceServers;
+      this.iceServersFrom = node;
+      this.mesh.iceServers(iceExpiry(node.iceServers), now());
+      return Promise.resolve();
+    }
     if (this.iceAsking?.node !== node) {
       const asked = node
         .request({ type: "ice-servers" })
@@ -1949,6 +2002,8 @@ export class Peer {
     this.closing = true;
     clearTimeout(this.renewal);
     this.coolDown();
+    this.blank?.close();
+    this.blank = null;
     clearTimeout(this.timer);
     this.mesh.close();
     this.mesh.commands(); // closing links is the rooms' job below

@@ -74,6 +74,7 @@ export class SignalingClient {
     this.key = publicKey;
     this.nodeId = null;
     this.nodeVersion = 0; // the protocol version the node speaks (challenge, welcome `v`)
+    this.iceServers = null; // the STUN/TURN servers the welcome gave, if it did (5.0)
     this.nodeUrl = "";
     this.nodes = [];
     this.rooms = new Map(); // room hex -> layer
@@ -133,6 +134,7 @@ export class SignalingClient {
       if (Number.isSafeInteger(frame.v)) this.nodeVersion = frame.v;
       this.nodeUrl = String(frame.url ?? this.url);
       this.nodes = [...new Set((Array.isArray(frame.nodes) ? frame.nodes : []).map(String))];
+      if (Array.isArray(frame.ice_servers)) this.iceServers = frame.ice_servers;
       const idle = Number.isFinite(frame.idle) && frame.idle > 0 ? frame.idle : DEFAULT_IDLE;
       this.keepalive = setInterval(() => {
         if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: "ping" }));
