@@ -17,6 +17,7 @@ import os
 import random
 import statistics
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -347,7 +348,7 @@ def test_a_dead_nodes_clients_leave_the_other_nodes_views_within_one_ttl() -> No
 
 
 def stranger_seat_lists(
-    net: RoomNet, layers: range, dht: tuple[str, int], now: float, members: int = 20
+    net: RoomNet, layers: Iterable[int], dht: tuple[str, int], now: float, members: int = 20
 ) -> tuple[list[Record], set[bytes]]:
     """Seat lists under throwaway keys that name a node id nobody runs, `members` made-up
     members each, claiming a room of 500 layers and 12,000 people."""
@@ -364,6 +365,28 @@ def stranger_seat_lists(
     return records, fake
 
 
+def plant_stranger_seat_lists(
+    net: RoomNet,
+    homes: list[RoomNode],
+    layers: Iterable[int],
+    dht: tuple[str, int] = ("203.0.113.9", 4000),
+    members: int = 20,
+) -> tuple[list[int], set[bytes]]:
+    """The stranger's own DHT node (a reader and writer like any) stores
+    stranger_seat_lists(...) straight into the DHT: how many holders took each, and the
+    made-up members."""
+    entry = net.overlay.add_node()
+    net.overlay.join(entry, [homes[0].sim])
+    net.run(5.0)
+    records, fake = stranger_seat_lists(net, layers, dht, net.now, members)
+    stored: list[int] = []
+    for record in records:
+        op = entry.core.put_record(record, net.now)
+        net.overlay.call(entry, op, lambda _n, event: stored.append(getattr(event, "stored", 0)))
+    net.run(5.0)
+    return stored, fake
+
+
 @pytest.mark.parametrize("where", ["nowhere", "a-real-node"])
 def test_a_strangers_seat_lists_seat_nobody(where: str) -> None:
     """A stranger stores seat lists straight into the DHT (through any DHT node: records
@@ -372,17 +395,8 @@ def test_a_strangers_seat_lists_seat_nobody(where: str) -> None:
     follow sit in the first layers as if the lists were not there, and nobody is told
     of their members."""
     net, homes = mesh(6, seed=8, config=RoomConfig(layer_size=8))
-    overlay = net.overlay
-    entry = overlay.add_node()  # the stranger's own DHT node, a reader and writer like any
-    overlay.join(entry, [homes[0].sim])
-    net.run(5.0)
     dht = ("203.0.113.9", 4000) if where == "nowhere" else homes[1].sim.addr
-    records, fake = stranger_seat_lists(net, range(6), dht, net.now)
-    stored: list[int] = []
-    for record in records:
-        op = entry.core.put_record(record, net.now)
-        overlay.call(entry, op, lambda _n, event: stored.append(getattr(event, "stored", 0)))
-    net.run(5.0)
+    stored, fake = plant_stranger_seat_lists(net, homes, range(6), dht)
     assert len(stored) == 6 and min(stored) > 0
     people = fill_room(net, homes, 20)
     assert net.layer_counts(ROOM) == {0: 8, 1: 8, 2: 4}

@@ -22,7 +22,7 @@ from simulations.roomnet import (
     WebRtcModel,
     warm_overlay,
 )
-from tests.signaling.test_layers import ROOM, fill_room, join_one, settle, stranger_seat_lists
+from tests.signaling.test_layers import ROOM, fill_room, join_one, plant_stranger_seat_lists, settle
 
 
 def mesh(
@@ -119,14 +119,7 @@ def test_members_of_unproven_homes_are_never_named_nor_dialled() -> None:
     newcomer is placed in: the sign request and the `peer-joined` frames of the join
     name none of their members, so no signal is ever sent towards that home."""
     net, homes = mesh(6, seed=23, config=RoomConfig(layer_size=8))
-    overlay = net.overlay
-    entry = overlay.add_node()
-    overlay.join(entry, [homes[0].sim])
-    net.run(5.0)
-    records, fake = stranger_seat_lists(net, range(3), ("203.0.113.9", 4000), net.now)
-    for record in records:
-        overlay.call(entry, entry.core.put_record(record, net.now), lambda _n, _e: None)
-    net.run(5.0)
+    _, fake = plant_stranger_seat_lists(net, homes, range(3))
     people = fill_room(net, homes, 10)
     for client in people:
         asked = {m.key for f in client.received(SignRequest) for m in f.members or ()}
@@ -146,14 +139,8 @@ def cold_join(read_ahead: bool, strangers: bool = False) -> tuple[JoinRecord, Ro
     for node in homes:
         node.core.config = replace(node.core.config, read_ahead=read_ahead)
     if strangers:
-        entry = net.overlay.add_node()
-        net.overlay.join(entry, [homes[0].sim])
-        net.run(5.0)
         layers = [0] * 12 + [1] * 12  # more lists than the honest ones: the median is theirs
-        records, _ = stranger_seat_lists(net, layers, ("203.0.113.9", 4000), net.now, 3)  # type: ignore[arg-type]
-        for record in records:
-            net.overlay.call(entry, entry.core.put_record(record, net.now), lambda _n, _e: None)
-        net.run(5.0)
+        plant_stranger_seat_lists(net, homes, layers, members=3)
     fill_room(net, homes[:3], 14)
     net.run(25.0)  # renewed, the lists' hints say four layers
     cold = homes[7]

@@ -18,7 +18,7 @@ from simulations.engine import Engine
 from simulations.network import NetworkModel
 from simulations.overlay import EPOCH, Overlay
 from simulations.roomnet import JoinRecord, RoomNet, RoomNode, warm_overlay
-from tests.signaling.test_layers import ROOM, fill_room, join_one, settle, stranger_seat_lists
+from tests.signaling.test_layers import ROOM, fill_room, join_one, plant_stranger_seat_lists, settle
 
 
 def mesh(
@@ -47,14 +47,7 @@ def test_a_strangers_seat_lists_in_the_store_replies_seat_nobody() -> None:
     made from the replies as with the check read."""
     for store_reads in (True, False):
         net, homes = mesh(6, seed=41, config=RoomConfig(layer_size=8), store_reads=store_reads)
-        overlay = net.overlay
-        entry = overlay.add_node()
-        overlay.join(entry, [homes[0].sim])
-        net.run(5.0)
-        records, fake = stranger_seat_lists(net, range(3), ("203.0.113.9", 4000), net.now)
-        for record in records:
-            overlay.call(entry, entry.core.put_record(record, net.now), lambda _n, _e: None)
-        net.run(5.0)
+        _, fake = plant_stranger_seat_lists(net, homes, range(3))
         people = fill_room(net, homes, 10)
         for client in people:
             listed = {m.key for f in client.received(Joined) for m in f.members}
