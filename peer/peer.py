@@ -1643,6 +1643,7 @@ class Peer:
             self.mesh.node_failed(url, time.time())
             self._drive()
             return
+        client.tell_named = self.config.early_offers
         if self._closing:
             await client.close()
             return

@@ -168,6 +168,9 @@ class SignalingClient:
         self.bad_frames = 0
         self.unasked_members = 0
         """`members` frames without an id for no join of ours under way (dropped)."""
+        self.tell_named = False
+        """Whether members a join names before `joined` are told as `Named` events (the
+        Peer's early offers, 2.5.3); off, a client sees the events it always did."""
         self._signed_join: dict[bytes, int] = {}
         """Room -> the layer whose seat we signed for a join under way (2.5.3)."""
 
@@ -393,7 +396,8 @@ class SignalingClient:
             # members proven after the sign request (2.5.3): only for a join of ours
             # under way whose seat in that layer we signed
             if self._signed_join.get(frame.room) == frame.layer and frame.room in self._joining:
-                self._push(Named(frame.room, frame.layer, frame.members))
+                if self.tell_named:
+                    self._push(Named(frame.room, frame.layer, frame.members))
             else:
                 self.unasked_members += 1
 
@@ -417,7 +421,8 @@ class SignalingClient:
             await self._send(Signed(frame.id, signature))
         if frame.members is not None and room in self._joining:  # a join under way (2.5.3)
             self._signed_join[room] = layer
-            self._push(Named(room, layer, frame.members))
+            if self.tell_named:
+                self._push(Named(room, layer, frame.members))
 
     async def close(self) -> None:
         for task in self._tasks:
