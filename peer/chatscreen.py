@@ -207,6 +207,11 @@ class ChatScreen:
     def holding(self) -> bool:
         return bool(self._history or self._arriving or self._earlier)
 
+    def on_offer(self) -> list[_Numbered]:
+        """The numbered offers the room still offers (/get without a number)."""
+        offered = self.room.transfers.offers
+        return [n for n in self.offers.values() if n.offer.id in offered]
+
     def take(
         self, arg: str, out: Path, unknown: Callable[[int], str], gone: Callable[[int], str]
     ) -> _Numbered | str:

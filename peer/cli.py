@@ -785,8 +785,7 @@ def get_file(room: Room, screen: ChatScreen, arg: str, out: Path) -> list[str]:
         listed = [
             f"*   /get {n.number}  {printable(n.offer.name)} ({human_size(n.offer.size)}) "
             f"from {member_label(room, n.sender)}"
-            for n in screen.offers.values()
-            if n.offer.id in room.transfers.offers
+            for n in screen.on_offer()
         ]
         return ["* files you can get:", *listed] if listed else ["* no files on offer"]
     numbered = screen.take(

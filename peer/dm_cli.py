@@ -151,8 +151,7 @@ def get_dm_file(dm: Room, arg: str, out: Path) -> list[str]:
         listed = [
             f"*   /dm {name} /get {n.number}  "
             f"{printable(n.offer.name)} ({human_size(n.offer.size)})"
-            for n in screen.offers.values()
-            if n.offer.id in dm.transfers.offers
+            for n in screen.on_offer()
         ]
         return [f"* files {name} offers:", *listed] if listed else [f"* {name} offers no files now"]
     numbered = screen.take(
