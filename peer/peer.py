@@ -1676,8 +1676,7 @@ class Peer:
             return
         first = not room.seated.done()
         room.layer, room.layers, room.total = joined.layer, joined.layers, joined.total
-        self._use_ice_servers(joined.ice_servers)
-        self._ice_from = node
+        self._use_ice_servers(joined.ice_servers, node)
         room.hidden = {m.key: joined.layer for m in joined.members if m.key in self.blocked}
         members = [m.key for m in joined.members if m.key not in self.blocked]
         if room.contact is not None:  # a DM room: the contact's keys only (7.4)
@@ -1722,15 +1721,19 @@ class Peer:
         except SignalingError as exc:
             log.info("could not renew ICE servers: %s", exc)
             return
-        self._use_ice_servers(servers)
-        self._ice_from = self.node
+        self._use_ice_servers(servers, self.node)
         self.mesh.ice_servers(_expiry(servers), time.time())
         self._drive()
 
     async def _ice_servers_of(self, node: SignalingClient) -> None:
-        """This node's ICE servers, asked once (an early offer's link needs its TURN
-        servers as much as one made after `joined`, which carries them)."""
+        """This node's ICE servers: from its welcome (5.0), else asked once (an early
+        offer's link needs its TURN servers as much as one made after `joined`, which
+        carries them)."""
         if self._ice_from is node:
+            return
+        if node.welcome_ice_servers is not None:
+            self._use_ice_servers(node.welcome_ice_servers, node)
+            self.mesh.ice_servers(_expiry(node.welcome_ice_servers), time.time())
             return
         if self._ice_asked is None or self._ice_asked[0] is not node:
             self._ice_asked = (node, asyncio.create_task(self._ask_ice_servers(node)))
@@ -1743,12 +1746,13 @@ class Peer:
             log.info("could not get ICE servers: %s", exc)
             return
         if self.node is node and self._ice_from is not node:
-            self._use_ice_servers(servers)
-            self._ice_from = node
+            self._use_ice_servers(servers, node)
             self.mesh.ice_servers(_expiry(servers), time.time())
 
-    def _use_ice_servers(self, servers: tuple[IceServer, ...]) -> None:
+    def _use_ice_servers(self, servers: tuple[IceServer, ...], node: SignalingClient) -> None:
+        """New links use `servers`, which came from `node`."""
         self.ice_servers = [server.to_json() for server in servers]
+        self._ice_from = node
 
     async def _read_node(self, node: SignalingClient, url: str) -> None:
         code: int | None = None

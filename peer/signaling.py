@@ -154,8 +154,8 @@ class SignalingClient:
         self.idle_timeout = DEFAULT_IDLE
         self.node_version = 0
         """The protocol version the node speaks (its challenge's, and welcome's `v`)."""
-        self.welcome_ice_servers: tuple[IceServer, ...] = ()
-        """The STUN/TURN servers the welcome handed out (5.0); empty from older nodes."""
+        self.welcome_ice_servers: tuple[IceServer, ...] | None = None
+        """The STUN/TURN servers the welcome handed out (5.0); None from older nodes."""
         self.rooms: dict[bytes, int] = {}
         self._joining: set[bytes] = set()
         self._join_turn = asyncio.Lock()

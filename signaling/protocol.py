@@ -663,10 +663,10 @@ class Welcome:
     """The node's idle timeout: a client sends a ping at least every idle / 3 seconds."""
     version: int | None = None
     """The protocol version the node speaks (`v`); absent from version 1 nodes."""
-    ice_servers: tuple[IceServer, ...] = ()
+    ice_servers: tuple[IceServer, ...] | None = None
     """The STUN/TURN servers the node hands this client, as `ice-servers` would answer
     (5.0, "Connections made ahead"): a client can gather before its first join is
-    answered without asking. Absent from older nodes."""
+    answered without asking. None from older nodes (absent), which a client asks."""
 
 
 @dataclass(frozen=True, slots=True)

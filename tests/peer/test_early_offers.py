@@ -20,8 +20,9 @@ import pytest
 
 from dht.core import DHTConfig
 from peer.peer import Connected, MemberLeft, Peer, Room
+from peer.signaling import SignalingClient
 from signaling.node import SignalingNode
-from signaling.protocol import MemberList, Signal, canonical_url, room_key
+from signaling.protocol import IceServer, MemberList, Signal, canonical_url, room_key
 from tests.signaling.conftest import FAST_NODE
 
 from .conftest import PeerFactory, next_of
@@ -86,11 +87,19 @@ async def joining(peer: Peer) -> tuple[asyncio.Task[Room], Room]:
 
 
 async def test_a_newcomer_links_to_the_member_its_sign_request_names_before_joined(
-    nodes: list[SignalingNode], peers: PeerFactory
+    nodes: list[SignalingNode], peers: PeerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = nodes
     alice = await peers("alice", [a.url])
     await alice.join(URL)
+    asked: list[SignalingClient] = []
+    ask = SignalingClient.ice_servers
+
+    async def counted(client: SignalingClient) -> tuple[IceServer, ...]:
+        asked.append(client)
+        return await ask(client)
+
+    monkeypatch.setattr(SignalingClient, "ice_servers", counted)
     bob = await peers("bob", [a.url])
     b.dht._transport.pause_reading()  # type: ignore[union-attr]  # a holder gone quiet
     try:
@@ -106,6 +115,7 @@ async def test_a_newcomer_links_to_the_member_its_sign_request_names_before_join
     # `joined` listed alice again: no second link, no second offer
     assert list(room.links) == [alice.public_key]
     assert bob.mesh.counters.get("named.not_listed", 0) == 0
+    assert asked == []  # the early offer's servers came with the welcome (3.1)
 
 
 async def test_a_members_frame_names_one_more_member_before_joined(

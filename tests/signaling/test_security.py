@@ -160,6 +160,7 @@ async def test_ice_servers_carry_fresh_relay_credentials(
     joined = await alice.join(ROOM)
     assert joined.ice_servers[1].urls == ("turn:127.0.0.1:3478",)
     # the welcome hands out the same servers, with credentials minted for this key (5.0)
+    assert alice.welcome_ice_servers is not None
     w_stun, w_turn = alice.welcome_ice_servers
     assert (w_stun.urls, w_turn.urls) == (stun.urls, turn.urls)
     assert w_turn.username is not None and check_username(w_turn.username, time.time()) == (
