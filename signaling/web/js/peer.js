@@ -1443,15 +1443,15 @@ export class Peer {
 
   warmUp(node) {
     // A seat is asked for: prepare the connection its first offer will take, with the
-    // servers this node hands out; not known yet, they are asked for beside the join,
-    // whose answer takes longer (it reads the DHT). Returns the seat's token.
+    // servers this node hands out: from its welcome at once, else asked for beside the
+    // join, whose answer takes longer (it reads the DHT). Returns the seat's token.
     const token = {};
     this.warming = token;
-    if (this.iceServersFrom !== node && Array.isArray(node.iceServers)) this.iceFor(node);
+    const known = this.iceFor(node);
     if (this.iceServersFrom === node) {
       this.prewarm(this.iceServers);
     } else {
-      this.iceFor(node).then(() => {
+      known.then(() => {
         if (this.warming === token && this.iceServersFrom === node) this.prewarm(this.iceServers);
       }); // else no connection ahead: the offer makes its own
     }
