@@ -1763,13 +1763,7 @@ class DHTCore:
         op.outstanding -= 1
         if isinstance(reply, StoreReadReply):
             node_id = pending.node_id
-            if reply.status == Refusal.STORED:
-                op.stored += 1
-            else:
-                try:
-                    op.refusals.append(Refusal(reply.status))
-                except ValueError:
-                    op.refusals.append(Refusal.MALFORMED)
+            self._count_store(op, reply.status)
             shown, lied = self._merge_records(op, reply.records, now)
             if reply.status != Refusal.STORED or lied or node_id is None:
                 op.read_back_short = True
@@ -1789,15 +1783,19 @@ class DHTCore:
                             self._request_page(op, pending.addr, node_id, reply.records, now)
         elif isinstance(reply, StoreRecordsReply) and reply.statuses:
             op.read_back_short = True  # an older node: stored, said nothing of the rest
-            first = reply.statuses[0]
-            if first == Refusal.STORED:
-                op.stored += 1
-            else:
-                try:
-                    op.refusals.append(Refusal(first))
-                except ValueError:
-                    op.refusals.append(Refusal.MALFORMED)
+            self._count_store(op, reply.statuses[0])
         self._advance(op, now)
+
+    @staticmethod
+    def _count_store(op: Operation, status: int) -> None:
+        """A holder's answer to a put's store: stored, or why not (unknown codes malformed)."""
+        if status == Refusal.STORED:
+            op.stored += 1
+            return
+        try:
+            op.refusals.append(Refusal(status))
+        except ValueError:
+            op.refusals.append(Refusal.MALFORMED)
 
     def _finish(self, op: Operation, now: float) -> None:
         op.phase = Phase.DONE
