@@ -28,13 +28,17 @@ falls on all three).
 * join_breakdown_browser: where the browser's time from its join call goes, one
   median per step in order: node (WebSocket, hello, welcome), seat (the join's
   answer), describe (from `joined` to our signed offer: the page's work on
-  `joined`, and any gathering and signing still due), answer (the offer through
-  both nodes and the Python peer's answer back), connect (ICE checks, DTLS,
+  `joined`, and any gathering and signing still due; 0 when the offer went before
+  the seat, to a member the node named early, docs/protocol.md 2.5.3), answer (the
+  offer through both nodes and the Python peer's answer back, from `joined` at the
+  earliest), connect (ICE checks, DTLS,
   SCTP, the control channel open), told (open to the page's `connected`); and
   beside them set (the connection made to its offer set: certificate, createOffer,
-  setLocalDescription), gather (offer set to the description ready to go: its candidates
-  there and settled, or gathering complete; before `joined`, off the critical
-  path, when the connection was made ahead) and made_ahead (the share of links
+  setLocalDescription; the page makes it when it opens and sets it at once when
+  host candidates are all it needs, else once its node's welcome names the servers),
+  gather (offer set to the description ready to go: its candidates there and
+  settled, or gathering complete; before `joined`, off the critical path, when the
+  connection was made ahead) and made_ahead (the share of links
   whose connection was made before `joined`).
 * join_breakdown_python: the same baseline's seat (join() to its return) and the
   rest (to `Connected`).
@@ -222,6 +226,10 @@ def medians(breakdown: list[dict[str, float]]) -> dict[str, float]:
 def steps(times: dict[str, Any]) -> dict[str, float]:
     """The page's times as steps (ms): each from one event to the next."""
     at = {**times, **times["link"]}
+    # An offer to a member named before the seat (docs/protocol.md 2.5.3) goes before
+    # `joined`: describe is then 0 and answer counts from `joined`, so the steps still
+    # add up to the join's time.
+    at["described"] = max(at["described"], at["joined"])
     out = {name: at[end] - at[start] for name, start, end in STEPS}
     signing = {**times, **times["sign"]}
     if all(k in signing for _, a, b in SIGN_STEPS for k in (a, b)):

@@ -26,8 +26,15 @@ from tests.signaling.conftest import NodeFactory, signaling_mesh  # noqa: F401  
 CHROMIUM = "/usr/bin/chromium"
 # Chrome's own UI, which a headless run never shows: without these every new window
 # (a browser context) loads the omnibox popup's WebUI, some 200 ms of script in a
-# renderer of its own while the page under test joins and connects.
-QUIET_FEATURES = ["PreloadTopChromeWebUI", "WebUIOmniboxPopup"]
+# renderer of its own while the page under test joins and connects. The popup's
+# feature has had several names (WebUIOmniboxPopup; in Chromium 156 the AIM
+# and full popups): unknown names are ignored, so all of them are listed.
+QUIET_FEATURES = [
+    "PreloadTopChromeWebUI",
+    "WebUIOmniboxPopup",
+    "WebUIOmniboxAimPopup",
+    "WebUIOmniboxFullPopup",
+]
 CHROMIUM_FLAGS = [
     "--headless=new",
     "--no-sandbox",  # CI runs as root

@@ -116,8 +116,36 @@ async def test_it_has_the_servers_the_node_hands_out(
         "() => window.pagemesh.peer.iceServers.map((s) => [s.urls].flat()).flat()"
     )
     assert any(url.startswith("turn") for url in handed), handed
-    (made,) = await page.evaluate(CONNECTIONS)
+    # the one made at open gathered host candidates with no servers: closed for one
+    # with the servers the node handed out, itself closed once the join was answered
+    blank, made = await page.evaluate(CONNECTIONS)
+    assert blank == {"state": "closed", "urls": []}
     assert made == {"state": "closed", "urls": handed}
+
+
+async def test_with_no_servers_handed_out_it_gathers_from_the_page_opening(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_counting: Opener
+) -> None:
+    # Host candidates need no server: the connection the page made when it opened has
+    # them before it joins, and a node that hands out no servers finds it ready.
+    url = "https://example.org/gathered-at-open"
+    a, b = await signaling_mesh(2)
+    python = await peers("py", [b.url])
+    await python.join(url)
+    page = await open_counting(a)
+    await page.evaluate(JOIN, [url, 30])
+    timings = await page.evaluate(
+        """(key) => {
+            const room = window.pagemesh.peer.rooms.values().next().value;
+            const link = room.links.get(key);
+            return { room: room.timings, link: link.timings, enough: link.gathering.enoughAt };
+        }""",
+        python.public_key.hex(),
+    )
+    # offer set, candidates gathered, before the join was asked for
+    assert timings["link"]["local"] < timings["room"]["joining"]
+    assert timings["enough"] < timings["room"]["joining"]
+    assert [c["state"] for c in await page.evaluate(CONNECTIONS)] == ["stable"]
 
 
 async def test_a_first_join_is_heard_with_its_first_link_open(

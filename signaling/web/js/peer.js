@@ -162,7 +162,7 @@ class Connection {
     this.gathering = new GatherWait(expectedTypes(iceServers, relayOnly), { settle: gatherSettle, bound: gatherTimeout });
     this.onGathering = () => {}; // re-checks the wait of a Link's describe(), while there is one
     this.offered = null; // the offer set ahead: a promise, settled once it is the local description
-    this.prepared = null; // the offer made before the servers were known (prepare)
+    this.prepared = null; // the offer made before the servers were known (begin, relay-only)
     this.pc = new RTCPeerConnection(config);
     this.pc.addEventListener("icecandidate", (event) => {
       if (event.candidate) this.gathering.candidate(event.candidate.type, monotonic());
@@ -176,10 +176,17 @@ class Connection {
     this.control = this.pc.createDataChannel("control", { negotiated: true, id: 0 });
   }
 
-  prepare() {
-    // Make the offer now (the DTLS certificate with it) and set it later, once the
-    // servers are known (configure): a page does this while its modules and its node's
-    // handshake are still on the way (Peer.open, 5.0 "Connections made ahead").
+  begin() {
+    // A connection made before its node named the servers (Peer.open, 5.0 "Connections
+    // made ahead"), while the page's key and its node's handshake are still on the way.
+    // Host candidates need no server: unless relay-only, set the offer and gather them
+    // now, and a node that hands out no servers finds them there; a node that does gets
+    // a connection of its own (Peer.prewarm). Relay-only: make the offer (the DTLS
+    // certificate with it) and set it once the servers are known (configure).
+    if (this.gathering.expected.has("host")) {
+      this.offerAhead();
+      return;
+    }
     this.prepared = this.pc.createOffer();
     this.prepared.catch(() => {});
   }
@@ -954,7 +961,7 @@ export class Peer {
     requireWebCrypto();
     // the first join's connection, begun while the key and the node's handshake come
     const blank = new Connection([], { ...CONFIG, ...config });
-    blank.prepare();
+    blank.begin();
     // the default database may be opening already (early.js: since before this module ran)
     const store = await ((dbName === undefined && takeStore()) || Store.open(dbName));
     let identity = await store.identity();
@@ -1017,7 +1024,7 @@ export class Peer {
     this.iceServers = []; // the freshest STUN/TURN servers: new links use them
     this.iceServersFrom = null; // the SignalingClient they came from
     this.warm = null; // a Connection made ahead, its offer set (prewarm)
-    this.blank = null; // a Connection made at open, its offer made but not set (Connection.prepare)
+    this.blank = null; // a Connection made at open, before its node named the servers (Connection.begin)
     this.warming = null; // the seat it is made for, until that seat ends
     this.held = null; // the Mesh's notices for the application, while a seat holds them
     this.holds = 0;
@@ -1467,7 +1474,11 @@ export class Peer {
     this.warm?.close();
     const blank = this.blank;
     this.blank = null;
-    if (blank?.configure(servers, this.config)) {
+    if (blank?.offered && blank.kind === connectionKind(servers, this.config.relayOnly)) {
+      this.warm = blank; // gathering since the page opened, with these (no) servers
+      return;
+    }
+    if (!blank?.offered && blank?.configure(servers, this.config)) {
       this.warm = blank;
     } else {
       blank?.close();
