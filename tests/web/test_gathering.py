@@ -7,9 +7,12 @@ Times are multiples of 1/64 s and `settle` is 0.25 s here, so sums are exact."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.signaling.conftest import NodeFactory
 
@@ -141,3 +144,63 @@ async def test_relay_only_waits_for_a_relay_candidate(page: Any) -> None:
 async def test_unknown_types_count_for_nothing(page: Any) -> None:
     steps = [["start", 0.0], ["tcp", 0.015625], ["", 0.03125], ["check", 1.0]]
     assert await run(page, [], steps) == [(1.0, False, 5.0)]
+
+
+# --- what a page keeps of its node's servers between openings ------------------------
+
+HINTS = """async ([servers, hints]) => {
+    const { earlyServers, serversHint } = await import('/web/js/gathering.js');
+    return {
+        kept: servers.map((s) => earlyServers(serversHint(s))),
+        read: hints.map((h) => earlyServers(h)),
+    };
+}"""
+
+
+async def test_only_stun_urls_are_kept_never_a_credential(page: Any) -> None:
+    got = await page.evaluate(
+        HINTS,
+        [[[], [STUN], [TURN], [STUN, TURN], [{"urls": [f"stun:h{i}:3478" for i in range(9)]}]], []],
+    )
+    assert got["kept"] == [
+        [],  # nothing handed out: gather with no server
+        [{"urls": ["stun:198.51.100.1:3478"]}],
+        None,  # TURN: wait for the welcome's credentials
+        None,
+        [{"urls": [f"stun:h{i}:3478" for i in range(4)]}],  # at most four
+    ]
+    kept = await page.evaluate(
+        "async (s) => (await import('/web/js/gathering.js')).serversHint(s)", [STUN, TURN]
+    )
+    assert "credential" not in kept and "username" not in kept and "turn:" not in kept
+
+
+HINT = st.one_of(
+    st.text(max_size=80),
+    st.builds(
+        json.dumps,
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=300),
+            lambda inner: (
+                st.lists(inner, max_size=6)
+                | st.dictionaries(st.sampled_from(["v", "stun", "relay", "x"]), inner)
+            ),
+            max_leaves=12,
+        ),
+    ),
+    st.builds(
+        lambda urls: json.dumps({"v": 1, "stun": urls}),
+        st.lists(st.text(max_size=20).map(lambda t: "stun:" + t), max_size=6),
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(hints=st.lists(HINT, min_size=1, max_size=20))
+async def test_a_kept_hint_is_untrusted_input(page: Any, hints: list[str]) -> None:
+    # Storage another script could have written: never an exception, never anything but
+    # "wait" (null) or at most four STUN URLs of bounded length.
+    for got in (await page.evaluate(HINTS, [[], hints]))["read"]:
+        assert got is None or got == [] or (len(got) == 1 and 0 < len(got[0]["urls"]) <= 4)
+        for server in got or []:
+            assert all(u.lower().startswith("stun") and len(u) <= 256 for u in server["urls"])

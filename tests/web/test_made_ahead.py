@@ -8,20 +8,24 @@ counted by a script that runs before the page's own."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
 
+from pagemesh.embedded_relay import start_embedded_relay
 from peer.peer import Connected
 from peer.signaling import SignalingClient
+from signaling.config import IceConfig
 from signaling.node import SignalingNode
 from signaling.rooms import canonical_url, room_key
 from tests.peer.conftest import PeerFactory
 from tests.peer.test_relayed_path import relay_node  # noqa: F401  (fixture)
-from tests.signaling.conftest import NodeFactory
+from tests.signaling.conftest import FAST_DHT, FAST_NODE, NodeFactory
 
 from .conftest import next_of
 
@@ -218,3 +222,85 @@ async def test_a_page_opened_on_a_room_gathers_from_its_welcome_without_asking(
     assert "join" in kinds and "ice-servers" not in kinds, kinds
     assert [c["state"] for c in await page.evaluate(CONNECTIONS)] == ["stable"]
     await context.close()
+
+
+# --- the servers a page keeps for its next opening (gathering.js, serversHint) -------
+
+
+@pytest.fixture
+async def stun_node(tmp_path: Path) -> AsyncIterator[SignalingNode]:
+    """A node that hands out a STUN server (the relay's, run beside it) and no TURN."""
+    toml = tmp_path / "relay.toml"
+    toml.write_text('[relay]\nallow_peers = ["127.0.0.0/8"]\n')
+    relay_config = dataclasses.replace(FAST_NODE, data_dir=str(tmp_path / "relay"), relay_port=0)
+    relay = await start_embedded_relay(relay_config, toml)
+    stun = tuple(url for url in relay.urls if url.startswith("stun:"))
+    assert stun, relay.urls
+    config = dataclasses.replace(
+        FAST_NODE, data_dir=str(tmp_path / "node"), ice=IceConfig(stun_urls=stun)
+    )
+    node = await SignalingNode.start(config, FAST_DHT)
+    yield node
+    await node.stop(moving=False)
+    await relay.stop()
+
+
+async def open_twice(page: Any, url: str) -> list[list[dict[str, Any]]]:
+    """Join `url`, then open the page again (same browser profile) and join it again: the
+    connections each opening made."""
+    made = []
+    for _ in range(2):
+        await page.evaluate(JOIN, [url, 0.05])
+        made.append(await page.evaluate(CONNECTIONS))
+        await page.reload()
+        await page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+    return made
+
+
+async def test_a_second_opening_gathers_with_the_stun_servers_it_kept(
+    stun_node: SignalingNode, open_counting: Opener
+) -> None:
+    page = await open_counting(stun_node)
+    first, second = await open_twice(page, "https://example.org/alone-with-stun")
+    (stun,) = stun_node.config.ice.stun_urls
+    # the first opening knew nothing: none, then one made with the welcome's STUN server
+    assert [c["urls"] for c in first] == [[], [stun]]
+    # the second began with it, and the join took that one
+    assert [c["urls"] for c in second] == [[stun]]
+    kept = await page.evaluate("localStorage.getItem('pagemesh.servers')")
+    assert json.loads(kept) == {"v": 1, "stun": [stun]}
+
+
+async def test_a_second_opening_at_a_turn_node_waits_for_the_welcome(
+    relay_node: SignalingNode,  # noqa: F811
+    open_counting: Opener,
+) -> None:
+    # TURN credentials are minted per client and expire: never kept; the connection made
+    # at open waits for the welcome's and is configured with them (one connection).
+    page = await open_counting(relay_node)
+    first, second = await open_twice(page, "https://example.org/alone-with-a-relay-again")
+    assert len(first) == 2 and len(second) == 1
+    assert any(url.startswith("turn") for url in second[0]["urls"])
+    kept = await page.evaluate("localStorage.getItem('pagemesh.servers')")
+    assert json.loads(kept) == {"v": 1, "relay": True}
+
+
+async def test_a_hint_the_browser_refuses_is_dropped_and_the_page_joins(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_counting: Opener
+) -> None:
+    # Storage is anyone's on this origin to write: a hint that passes the parser but that
+    # RTCPeerConnection refuses costs nothing but the early servers.
+    url = "https://example.org/bad-hint"
+    a, b = await signaling_mesh(2)
+    python = await peers("py", [b.url])
+    room = await python.join(url)
+    page = await open_counting(a)
+    await page.evaluate(
+        """() => localStorage.setItem('pagemesh.servers',
+            JSON.stringify({ v: 1, stun: ['stun:[zz::'] }))"""
+    )
+    await page.reload()
+    await page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+    await page.evaluate(JOIN, [url, 30])
+    browser = bytes.fromhex(await page.evaluate("window.pagemesh.peer.keyHex"))
+    await next_of(room, Connected, key=browser)

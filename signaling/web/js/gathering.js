@@ -87,3 +87,39 @@ export class GatherWait {
     return this.enoughAt === null ? bound : Math.min(bound, this.enoughAt + this.settle);
   }
 }
+
+// What a page remembers of its node's servers, to begin its first connection with them
+// before the next welcome names them (peer.js, Peer.open; docs/protocol.md 5.0,
+// "Connections made ahead"). Never a credential: STUN URLs (they need none), or only
+// that TURN servers came (their credentials are minted for each client and expire).
+// Read back from the browser's storage, so parsed as untrusted: anything else is null.
+export const MAX_REMEMBERED_URLS = 4;
+const MAX_URL_LENGTH = 256;
+
+function stunUrl(url) {
+  return typeof url === "string" && url.length <= MAX_URL_LENGTH && /^stuns?:[a-z0-9.:[\]_%?=&-]+$/i.test(url);
+}
+
+export function serversHint(iceServers) {
+  // The hint to keep for these servers (as a welcome gave them): a JSON string.
+  const urls = (Array.isArray(iceServers) ? iceServers : []).flatMap((server) => [server?.urls].flat().map(String));
+  if (urls.some((url) => !stunUrl(url))) return JSON.stringify({ v: 1, relay: true });
+  return JSON.stringify({ v: 1, stun: urls.slice(0, MAX_REMEMBERED_URLS) });
+}
+
+export function earlyServers(hint) {
+  // From a kept hint: the servers to gather with from the page's opening, or null when
+  // the connection should wait for the welcome's (TURN). No hint: none, gather at once.
+  if (hint === null || hint === undefined) return [];
+  let parsed;
+  try {
+    parsed = JSON.parse(hint);
+  } catch {
+    return [];
+  }
+  if (parsed?.v !== 1) return [];
+  if (parsed.relay === true) return null;
+  const urls = Array.isArray(parsed.stun) ? parsed.stun : [];
+  if (urls.length > MAX_REMEMBERED_URLS || !urls.every(stunUrl)) return [];
+  return urls.length ? [{ urls }] : [];
+}

@@ -31,7 +31,7 @@ import { exportIdentity, importIdentity, keyPairFromSeed } from "./identityfile.
 import { cardFrame } from "./friends.js";
 import { MESH_DEFAULTS, Mesh } from "./mesh.js";
 import { MessagingError, ReliableRoom, checkName, parseEnvelope, signedBytes } from "./messaging.js";
-import { GATHER_BOUND, GATHER_SETTLE, GatherWait, expectedTypes } from "./gathering.js";
+import { GATHER_BOUND, GATHER_SETTLE, GatherWait, earlyServers, expectedTypes, serversHint } from "./gathering.js";
 import { canonicalUrl, roomKey } from "./rooms.js";
 import { RELINK, ReplayGuard, parseDescription, signDescription, verifyDescription } from "./sdp.js";
 import { SignalingClient, SignalingError } from "./signaling.js";
@@ -142,6 +142,40 @@ function deferred() {
 
 // --- an RTCPeerConnection, before and after the Mesh names its member ---
 
+// What the page keeps of its node's servers between openings (gathering.js, serversHint):
+// in the browser's storage, best effort (a sandboxed or storage-less context has none).
+const SERVERS_HINT = "pagemesh.servers";
+
+function recall(name) {
+  try {
+    return globalThis.localStorage?.getItem(name) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function keep(name, value) {
+  try {
+    globalThis.localStorage?.setItem(name, value);
+  } catch {
+    // no storage here: the next opening gathers with no server, as a first one does
+  }
+}
+
+function beginConnection(early, config) {
+  // The first join's connection (Peer.open): with the servers kept from the last opening
+  // if the browser takes them (storage is anyone's to write), else with none.
+  try {
+    const connection = new Connection(early ?? [], config);
+    connection.begin(early !== null);
+    return connection;
+  } catch {
+    const connection = new Connection([], config);
+    connection.begin(true);
+    return connection;
+  }
+}
+
 function connectionKind(iceServers, relayOnly) {
   // Connections made with the same servers and policy are interchangeable. Credentials
   // do not count: a node mints new ones for every answer, each valid for long.
@@ -176,14 +210,16 @@ class Connection {
     this.control = this.pc.createDataChannel("control", { negotiated: true, id: 0 });
   }
 
-  begin() {
+  begin(gather) {
     // A connection made before its node named the servers (Peer.open, 5.0 "Connections
     // made ahead"), while the page's key and its node's handshake are still on the way.
-    // Host candidates need no server: unless relay-only, set the offer and gather them
-    // now, and a node that hands out no servers finds them there; a node that does gets
-    // a connection of its own (Peer.prewarm). Relay-only: make the offer (the DTLS
-    // certificate with it) and set it once the servers are known (configure).
-    if (this.gathering.expected.has("host")) {
+    // With `gather` (no server, or the STUN servers the node gave last time: none needs
+    // a credential) and unless relay-only, set the offer and gather now, and a node that
+    // hands out those servers finds the candidates there; a node that hands out others
+    // gets a connection of its own (Peer.prewarm). Else (TURN last time, or relay-only):
+    // make the offer (the DTLS certificate with it) and set it once the servers are
+    // known (configure).
+    if (gather && this.gathering.expected.has("host")) {
       this.offerAhead();
       return;
     }
@@ -960,8 +996,7 @@ export class Peer {
   static async open(nodes, { name = null, config = {}, dbName, device = null } = {}) {
     requireWebCrypto();
     // the first join's connection, begun while the key and the node's handshake come
-    const blank = new Connection([], { ...CONFIG, ...config });
-    blank.begin();
+    const blank = beginConnection(earlyServers(recall(SERVERS_HINT)), { ...CONFIG, ...config });
     // the default database may be opening already (early.js: since before this module ran)
     const store = await ((dbName === undefined && takeStore()) || Store.open(dbName));
     let identity = await store.identity();
@@ -1889,6 +1924,7 @@ export class Peer {
       this.iceServers = node.iceServers;
       this.iceServersFrom = node;
       this.mesh.iceServers(iceExpiry(node.iceServers), now());
+      keep(SERVERS_HINT, serversHint(node.iceServers)); // the next opening begins with them
       return Promise.resolve();
     }
     if (this.iceAsking?.node !== node) {
@@ -1899,6 +1935,7 @@ export class Peer {
           this.iceServers = reply.servers;
           this.iceServersFrom = node;
           this.mesh.iceServers(iceExpiry(reply.servers), now());
+          keep(SERVERS_HINT, serversHint(reply.servers));
         })
         .catch(() => {}); // the join's own answer brings them
       this.iceAsking = { node, asked };
