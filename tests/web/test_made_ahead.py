@@ -78,14 +78,22 @@ async def open_counting(chromium: Any) -> Opener:
     return open_
 
 
+async def meet(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_counting: Opener, url: str
+) -> tuple[Any, Any, Any]:
+    """A Python peer in `url`'s room at one node, the page (no room yet) at another:
+    (page, the Python peer, its room)."""
+    a, b = await signaling_mesh(2)
+    python = await peers("py", [b.url])
+    room = await python.join(url)
+    return await open_counting(a), python, room
+
+
 async def test_the_first_offer_takes_the_connection_made_ahead_and_goes_first(
     signaling_mesh: NodeFactory, peers: PeerFactory, open_counting: Opener
 ) -> None:
     url = "https://example.org/ahead"
-    a, b = await signaling_mesh(2)
-    python = await peers("py", [b.url])
-    room = await python.join(url)
-    page = await open_counting(a)
+    page, python, room = await meet(signaling_mesh, peers, open_counting, url)
     # a generous hold: the order below must not depend on how busy the machine is
     seat = await page.evaluate(JOIN, [url, 30])
     key = python.public_key.hex()
@@ -133,10 +141,7 @@ async def test_with_no_servers_handed_out_it_gathers_from_the_page_opening(
     # Host candidates need no server: the connection the page made when it opened has
     # them before it joins, and a node that hands out no servers finds it ready.
     url = "https://example.org/gathered-at-open"
-    a, b = await signaling_mesh(2)
-    python = await peers("py", [b.url])
-    await python.join(url)
-    page = await open_counting(a)
+    page, python, _ = await meet(signaling_mesh, peers, open_counting, url)
     await page.evaluate(JOIN, [url, 30])
     timings = await page.evaluate(
         """(key) => {
@@ -158,10 +163,7 @@ async def test_a_first_join_is_heard_with_its_first_link_open(
     # A fresh page draws the room when its join returns: after the link is open, so
     # the drawing does not fall on the answer and the handshakes.
     url = "https://example.org/heard-open"
-    a, b = await signaling_mesh(2)
-    python = await peers("py", [b.url])
-    await python.join(url)
-    page = await open_counting(a)
+    page, python, _ = await meet(signaling_mesh, peers, open_counting, url)
     seat = await page.evaluate(JOIN, [url, 30, 30])  # generous: order, not speed
     key = python.public_key.hex()
     link = await page.evaluate(
@@ -291,10 +293,7 @@ async def test_a_hint_the_browser_refuses_is_dropped_and_the_page_joins(
     # Storage is anyone's on this origin to write: a hint that passes the parser but that
     # RTCPeerConnection refuses costs nothing but the early servers.
     url = "https://example.org/bad-hint"
-    a, b = await signaling_mesh(2)
-    python = await peers("py", [b.url])
-    room = await python.join(url)
-    page = await open_counting(a)
+    page, _, room = await meet(signaling_mesh, peers, open_counting, url)
     await page.evaluate(
         """() => localStorage.setItem('pagemesh.servers',
             JSON.stringify({ v: 1, stun: ['stun:[zz::'] }))"""
