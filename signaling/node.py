@@ -299,7 +299,7 @@ class SignalingNode:
                 web.get("/", self._index),
                 web.get(WIDGET_PATH, self._widget),
                 web.get(EMBED_PATH, self._embed),
-                StaticFiles(WEB_DIR, "/web").route(),
+                StaticFiles(WEB_DIR, "/web", page_headers=WEB_HEADERS).route(),
             ]
         )
         if self._metrics_from:  # an empty metrics_from: no /metrics at all (404)

@@ -11,12 +11,18 @@ of another after a node's upgrade (a max-age could mix them).
 
 Only files under the folder, found when it starts, are served; a name that is not
 one of them is a 404 (no path is ever joined to a request's path).
+
+A document (HTML, XHTML, SVG or XML, by the type it is served as) is a page of the
+node's origin like the one at `/`: it answers with `page_headers` (the node gives
+its page's Content-Security-Policy and Referrer-Policy), on a 304 as on a 200, so a
+link to `/web/index.html` does not run the client without the page's policy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import mimetypes
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +40,10 @@ TYPES = {
     ".html": "text/html",
     ".json": "application/json",
 }
+DOCUMENT_TYPES = frozenset(
+    {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml"}
+)
+"""The types a browser runs as a document (scripts and all): they get `page_headers`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +57,10 @@ class Cached:
 class StaticFiles:
     """GET /PREFIX/{path}: the files under `root`, from memory."""
 
-    def __init__(self, root: Path, prefix: str) -> None:
+    def __init__(self, root: Path, prefix: str, page_headers: Mapping[str, str] = {}) -> None:
         self.root = root.resolve()
         self.prefix = prefix.rstrip("/")
+        self.page_headers = dict(page_headers)
         names = sorted(
             p.relative_to(self.root).as_posix()
             for p in self.root.rglob("*")
@@ -86,6 +97,8 @@ class StaticFiles:
         if cached is None:
             raise web.HTTPNotFound()
         headers = {"ETag": cached.etag, "Cache-Control": CACHE_CONTROL}
+        if is_document(name):
+            headers = {**self.page_headers, **headers}
         if not_modified(request, cached.etag):
             return web.Response(status=304, headers=headers)
         headers["Content-Type"] = content_type(name)
@@ -96,6 +109,11 @@ def content_type(name: str) -> str:
     suffix = Path(name).suffix
     kind = TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
     return f"{kind}; charset=utf-8" if suffix in TYPES else kind
+
+
+def is_document(name: str) -> bool:
+    """`name` is served as a type a browser opens as a page of the node's origin."""
+    return content_type(name).split(";")[0] in DOCUMENT_TYPES
 
 
 def etag_of(body: bytes) -> str:

@@ -138,3 +138,40 @@ def test_the_widget_is_the_page_with_its_own_sheet_and_module() -> None:
     assert page.replace('<body class="widget">', "<body>").count("\n") == index.count("\n") + 1
     with pytest.raises(ValueError, match=r"app\.js"):
         widget_page(index.replace("/web/js/app.js", "/web/js/main.js"))
+
+
+async def test_every_page_under_web_carries_the_policy_of_the_node_page(
+    signaling_mesh: NodeFactory,
+) -> None:
+    # /web/index.html is the whole client on the node's origin: a link to it must not
+    # skip the policy `/` has (an injected tag would run there otherwise). The widget
+    # still names its own ancestors.
+    (node,) = await signaling_mesh(1, widget_ancestors=("https://blog.example",))
+    pages = sorted(p.relative_to(WEB_DIR).as_posix() for p in WEB_DIR.rglob("*.html"))
+    assert {"index.html", "extension/panel.html", "extension/options.html"} <= set(pages)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(http(node) + "/") as response:
+            policy = response.headers["Content-Security-Policy"]
+            referrer = response.headers["Referrer-Policy"]
+        assert directive(policy, "default-src") == "'self'"
+        assert directive(policy, "object-src") == "'none'"
+        assert directive(policy, "base-uri") == "'none'"
+        for page in pages:
+            async with session.get(f"{http(node)}/web/{page}") as response:
+                assert response.status == 200, page
+                assert response.content_type == "text/html"
+                assert response.headers["Content-Security-Policy"] == policy, page
+                assert response.headers["Referrer-Policy"] == referrer, page
+                assert response.headers["X-Frame-Options"] == "DENY", page
+                etag = response.headers["ETag"]
+            revalidate = {"If-None-Match": etag}
+            async with session.get(f"{http(node)}/web/{page}", headers=revalidate) as again:
+                assert again.status == 304, page
+                assert again.headers["Content-Security-Policy"] == policy, page
+                assert again.headers["Referrer-Policy"] == referrer, page
+        async with session.get(http(node) + "/web/js/app.js") as response:
+            assert response.status == 200 and response.content_type == "text/javascript"
+        async with session.get(http(node) + "/widget") as response:
+            csp = response.headers["Content-Security-Policy"]
+            assert directive(csp, "frame-ancestors") == "https://blog.example"
+            assert "X-Frame-Options" not in response.headers

@@ -178,6 +178,37 @@ async def test_the_static_files_are_only_the_folders(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
+async def test_every_document_gets_the_page_headers(tmp_path: Path) -> None:
+    # Any file a browser would open as a page of the node's origin (whatever the case of
+    # its suffix) carries the page's policy, on a 304 too; a module or sheet does not.
+    policy = {"Content-Security-Policy": "default-src 'self'", "Referrer-Policy": "no-referrer"}
+    documents = ["a.html", "b.HTML", "c.htm", "d.svg", "e.xhtml", "f.xml"]
+    others = ["g.js", "h.css", "i.json"]
+    for name in documents + others:
+        (tmp_path / name).write_text("x")
+    app = web.Application()
+    app.add_routes([StaticFiles(tmp_path, "/web", page_headers=policy).route()])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/web/"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for name in documents + others:
+                async with session.get(base + name) as response:
+                    assert response.status == 200, name
+                    etag = response.headers["ETag"]
+                    got = {key: response.headers.get(key) for key in policy}
+                    assert got == (policy if name in documents else dict.fromkeys(policy)), name
+                async with session.get(base + name, headers={"If-None-Match": etag}) as again:
+                    assert again.status == 304, name
+                    got = {key: again.headers.get(key) for key in policy}
+                    assert got == (policy if name in documents else dict.fromkeys(policy)), name
+    finally:
+        await runner.cleanup()
+
+
 @pytest.mark.browser
 @pytest.mark.parametrize("first_node", [None, "ws://127.0.0.1:9"])
 async def test_the_page_connects_on_the_socket_boot_opened(
