@@ -94,19 +94,88 @@ def check_nodes(nodes: Sequence[str]) -> list[str]:
     return kept
 
 
+DEFAULTS = "extension/defaults.json"
+"""The file only a build writes: with our manifest's name, it marks an earlier build."""
+
+
+def _our_name() -> object:
+    return json.loads((EXTENSION_DIR / "manifest.json").read_text(encoding="utf-8")).get("name")
+
+
+def _manifest_name(text: bytes) -> object:
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        return None
+    return manifest.get("name") if isinstance(manifest, dict) else None
+
+
+def _earlier_build(out: Path) -> bool:
+    """`out` is recognisably a build of ours: it holds the build's defaults.json and a
+    manifest with our extension's name (a copy of the sources has no defaults.json,
+    someone's own extension another name)."""
+    manifest = out / "manifest.json"
+    if not (out / DEFAULTS).is_file() or not manifest.is_file():
+        return False
+    return _manifest_name(manifest.read_bytes()) == _our_name()
+
+
+def _earlier_zip(archive: Path) -> bool:
+    """`archive` is a zip of an earlier build (the same marks as `_earlier_build`)."""
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            if DEFAULTS not in zipped.namelist():
+                return False
+            return _manifest_name(zipped.read("manifest.json")) == _our_name()
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False
+
+
+def _refuse(path: Path, why: str) -> ExtensionBuildError:
+    return ExtensionBuildError(
+        f"{path} {why}, not an earlier build of this extension, so it is left as it is: "
+        "give an empty or new folder to --out"
+    )
+
+
+def _check_out(out: Path) -> None:
+    """ExtensionBuildError unless `out` and `out.zip` beside it are new, empty, or an
+    earlier build: nothing else is ever replaced. Checked before anything is written."""
+    resolved = out.resolve()
+    if resolved.is_relative_to(WEB_DIR.resolve()):
+        raise ExtensionBuildError(
+            f"{out} is inside the sources ({WEB_DIR}), which the build reads: "
+            "give a folder outside signaling/web/"
+        )
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise _refuse(out, "is a file or a link")
+        if any(out.iterdir()) and not _earlier_build(out):
+            has = (
+                "holds a manifest.json" if (out / "manifest.json").exists() else "holds other files"
+            )
+            raise _refuse(out, has)
+    archive = _archive(out)
+    if (archive.exists() or archive.is_symlink()) and (
+        archive.is_symlink() or not archive.is_file() or not _earlier_zip(archive)
+    ):
+        raise _refuse(archive, "exists")
+
+
 def _prepare(out: Path) -> None:
     # Replace an earlier build, never a folder that holds something else.
+    _check_out(out)
     if out.exists():
-        if not out.is_dir():
-            raise ExtensionBuildError(f"{out} is a file")
-        if any(out.iterdir()) and not (out / "manifest.json").is_file():
-            raise ExtensionBuildError(f"{out} holds other files: give an empty or new folder")
         shutil.rmtree(out)
     out.mkdir(parents=True)
 
 
+def _archive(out: Path) -> Path:
+    return out.parent / f"{out.name}.zip"
+
+
 def _zip(out: Path) -> Path:
-    archive = out.parent / f"{out.name}.zip"
+    archive = _archive(out)
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
         for path in sorted(p for p in out.rglob("*") if p.is_file()):
             info = zipfile.ZipInfo(path.relative_to(out).as_posix(), ZIP_TIME)
@@ -118,7 +187,9 @@ def _zip(out: Path) -> Path:
 
 def build(out: Path, nodes: Sequence[str] = ()) -> tuple[Path, Path]:
     """Assemble the extension in `out` (replacing an earlier build there) and zip it
-    beside; returns both paths. Everything is read and checked before `out` is touched."""
+    beside; returns both paths. Everything is read and checked before `out` is touched:
+    a folder or zip that is not recognisably an earlier build (`_check_out`), or a
+    folder inside signaling/web/, is refused, never deleted."""
     version = package_version()
     defaults = {"nodes": check_nodes(nodes), "version": version}
     index = (WEB_DIR / "index.html").read_text(encoding="utf-8")

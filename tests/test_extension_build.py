@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -108,6 +109,82 @@ def test_a_build_replaces_an_earlier_one_and_nothing_else(tmp_path: Path) -> Non
     with pytest.raises(ExtensionBuildError, match="holds other files"):
         build(other)
     assert (other / "cat.jpg").exists()
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_a_folder_with_a_manifest_is_not_an_earlier_build(tmp_path: Path) -> None:
+    # Someone's own extension project, a copy of the sources, or a build's manifest in a
+    # folder the build did not make: each is refused and left as it was.
+    theirs = tmp_path / "my-extension"
+    (theirs / "src").mkdir(parents=True)
+    (theirs / "manifest.json").write_text('{"manifest_version": 3, "name": "My tool"}')
+    (theirs / "src" / "main.js").write_text("work of weeks")
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    for source in EXTENSION_DIR.iterdir():
+        (sources / source.name).write_bytes(source.read_bytes())
+    named = tmp_path / "named"  # our build's files, someone else's manifest
+    build(named)
+    manifest = json.loads((named / "manifest.json").read_text())
+    (named / "manifest.json").write_text(json.dumps({**manifest, "name": "My tool"}))
+    bare = tmp_path / "bare"  # a manifest that is not even JSON
+    bare.mkdir()
+    (bare / "manifest.json").write_text("{")
+    (bare / "extension").mkdir()
+    (bare / "extension" / "defaults.json").write_text("{}")
+    for folder in (theirs, sources, named, bare):
+        before = files_of(folder)
+        archive = folder.parent / f"{folder.name}.zip"
+        zipped = archive.read_bytes() if archive.exists() else None
+        with pytest.raises(ExtensionBuildError, match="not an earlier build") as refused:
+            build(folder)
+        assert "give an empty or new folder" in str(refused.value), folder
+        assert files_of(folder) == before, folder
+        assert (archive.read_bytes() if archive.exists() else None) == zipped, folder
+
+
+def test_a_folder_in_the_sources_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fresh = WEB_DIR / "build-here"
+    assert not fresh.exists()
+    try:
+        with pytest.raises(ExtensionBuildError, match="inside the sources"):
+            build(fresh)
+        assert not fresh.exists() and not (WEB_DIR / "build-here.zip").exists()
+    finally:  # what a build that was not refused made (and only that)
+        shutil.rmtree(fresh, ignore_errors=True)
+        (WEB_DIR / "build-here.zip").unlink(missing_ok=True)
+    before = files_of(EXTENSION_DIR)
+    for out in (EXTENSION_DIR, WEB_DIR, WEB_DIR / "js" / ".." / "extension" / "new"):
+        with pytest.raises(ExtensionBuildError, match="inside the sources"):
+            build(out)
+    link = tmp_path / "link"
+    link.symlink_to(EXTENSION_DIR, target_is_directory=True)
+    with pytest.raises(ExtensionBuildError, match="inside the sources"):
+        build(link)
+    assert main(["extension", "build", "--out", str(EXTENSION_DIR)]) == 2
+    assert "inside the sources" in capsys.readouterr().err
+    assert files_of(EXTENSION_DIR) == before
+
+
+def test_a_zip_that_is_not_an_earlier_build_is_kept(tmp_path: Path) -> None:
+    mine = tmp_path / "ext.zip"
+    mine.write_bytes(b"a zip of someone's own")
+    with pytest.raises(ExtensionBuildError, match="not an earlier build"):
+        build(tmp_path / "ext")
+    assert mine.read_bytes() == b"a zip of someone's own"
+    assert not (tmp_path / "ext").exists()
+    _, archive = build(tmp_path / "ours")
+    (tmp_path / "ours" / "js" / "stale.js").write_text("old")
+    build(tmp_path / "ours")  # an earlier build and its zip are replaced
+    with zipfile.ZipFile(archive) as zipped:
+        assert "js/stale.js" not in zipped.namelist()
 
 
 @pytest.mark.parametrize(
