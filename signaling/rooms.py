@@ -68,7 +68,12 @@ TRACKING_PARAMETERS = frozenset(
 _TRACKING_PREFIXES = ("utm_",)
 _HOST = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*|[0-9a-f:.]+")  # after IDNA; IPv6 unbracketed
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+# Characters a path or a query may carry raw (RFC 3986 3.3, 3.4; docs/protocol.md 2.1):
+# an escape of one of them is decoded, except those that would change how the component
+# splits ("/" in a path; "&", "=" and "+" in a query), as the browser's rooms.js does.
+_PATH_SAFE = frozenset(_UNRESERVED + b"!$&'()*+,;=:@")
+_QUERY_SAFE = frozenset(_UNRESERVED + b"!$'()*,;:@/?")
 
 
 class Scope(Enum):
@@ -88,7 +93,7 @@ def canonical_url(url: str, scope: Scope | str = Scope.PAGE) -> str:
     if len(url) > MAX_URL_LENGTH:
         raise RoomError(f"URL longer than {MAX_URL_LENGTH} characters")
     try:
-        parsed = URL(url.strip())
+        parsed = URL(_as_a_browser_writes(url.strip()))
         host = parsed.raw_host
         scheme = parsed.scheme.lower()
         port = parsed.explicit_port
@@ -109,9 +114,19 @@ def canonical_url(url: str, scope: Scope | str = Scope.PAGE) -> str:
         origin += f":{port}"
     if scope is Scope.SITE:
         return origin + "/"
-    path = _normalise_escapes(parsed.raw_path or "/")
+    path = _normalise_escapes(parsed.raw_path or "/", _PATH_SAFE)
     query = _strip_tracking(parsed.raw_query_string)
     return origin + path + (f"?{query}" if query else "")
+
+
+def _as_a_browser_writes(url: str) -> str:
+    """`url` as a browser's URL parser reads an http(s) URL (WHATWG URL): a backslash
+    before the query is a "/" (`https://e.com\\a\\b` is `https://e.com/a/b`), and a
+    space in the query is `%20`, not the `+` of a form. Both twins then see one URL."""
+    end = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    head, rest = url[:end].replace("\\", "/"), url[end:]
+    query, mark, fragment = rest.partition("#")
+    return head + query.replace(" ", "%20") + mark + fragment
 
 
 def _whatwg_ipv4(host: str) -> str:
@@ -150,19 +165,21 @@ def _strip_tracking(raw_query: str) -> str:
     for part in raw_query.split("&"):
         if not part:
             continue
-        name = part.split("=", 1)[0].lower()
+        normal = _normalise_escapes(part, _QUERY_SAFE)  # judged by its name decoded
+        name = normal.split("=", 1)[0].lower()
         if name in TRACKING_PARAMETERS or name.startswith(_TRACKING_PREFIXES):
             continue
-        kept.append(_normalise_escapes(part))
+        kept.append(normal)
     return "&".join(kept)
 
 
-def _normalise_escapes(text: str) -> str:
-    """RFC 3986 section 6.2.2: decode escaped unreserved characters, upper-case the rest."""
+def _normalise_escapes(text: str, safe: frozenset[int]) -> str:
+    """RFC 3986 section 6.2.2: decode escapes of the characters `safe` for the component,
+    upper-case the rest."""
 
     def fix(match: re.Match[str]) -> str:
         byte = int(match.group(0)[1:], 16)
-        return chr(byte) if byte in _UNRESERVED else match.group(0).upper()
+        return chr(byte) if byte in safe else match.group(0).upper()
 
     return _PERCENT.sub(fix, text)
 

@@ -12,6 +12,7 @@ from dht.identity import Identity
 from dht.records import Record
 from signaling.rooms import (
     MAX_LAYER,
+    TRACKING_PARAMETERS,
     HomeNode,
     RoomError,
     Scope,
@@ -65,6 +66,20 @@ CANONICAL = [
     ("https://example.com/?", "https://example.com/"),
     ("https://example.com/?a=1&&b=2", "https://example.com/?a=1&b=2"),
     ("  https://example.com/x  ", "https://example.com/x"),
+    # a parameter is judged by its name decoded: an escaped tracking name goes too
+    ("https://e.com/a?%75tm_source=1", "https://e.com/a"),
+    ("https://e.com/a?fbcl%69d=1&b=2", "https://e.com/a?b=2"),
+    ("https://e.com/a?%55TM%5fMedium=1&%71=%7e", "https://e.com/a?q=~"),
+    # escaped "&", "=", "+" and "#" stay escaped (they would split the query or end it)
+    ("https://e.com/a?x=%26%3d%2b%23&y=a+b", "https://e.com/a?x=%26%3D%2B%23&y=a+b"),
+    # what a component may carry raw is decoded: "+" in a path, ";" in a query
+    ("https://e.com/a%2bb%3b?x=%3b%3f", "https://e.com/a+b;?x=;?"),
+    # as a browser reads them: "\\" before the query is "/", a space in the query is %20,
+    # every trailing dot of the host goes
+    ("https://e.com/a\\b\\..\\c?x=\\", "https://e.com/a/c?x=%5C"),
+    ("https://e.com\\a", "https://e.com/a"),
+    ("https://e.com/a b?q=a b", "https://e.com/a%20b?q=a%20b"),
+    ("https://example.com../x", "https://example.com/x"),
 ]
 
 
@@ -221,6 +236,55 @@ def test_presence_round_trip_and_checks() -> None:
     junk = Record.create(client, layer_key(room, 3), b"{not json", seq=1, expires_at=1000)
     with pytest.raises(RoomError, match="not a presence"):
         parse_presence(junk)
+
+
+def _spelled(text: str) -> st.SearchStrategy[str]:
+    """`text` with any of its characters percent-escaped, in either case of hex digit."""
+
+    def spell(modes: list[str]) -> str:
+        out = []
+        for char, mode in zip(text, modes, strict=True):
+            if mode == "raw":
+                out.append(char)
+            else:
+                hexes = (f"%{b:02x}" for b in char.encode())
+                out.append("".join(h.upper() if mode == "upper" else h for h in hexes))
+        return "".join(out)
+
+    modes = st.sampled_from(["raw", "raw", "lower", "upper"])
+    return st.lists(modes, min_size=len(text), max_size=len(text)).map(spell)
+
+
+_CHARS = "abAB09_-.~!$'()*,;:@/?&=+#\\ %\"<>[]|^`{}\u00e9"
+_COMPONENT = st.text(alphabet=_CHARS, max_size=8).flatmap(_spelled)
+_NAME = st.one_of(
+    st.sampled_from(["utm_source", "UTM_Medium", "fbclid", "gclid", "_ga", "mc_cid", "q", "id"]),
+    st.text(alphabet=_CHARS, max_size=4),
+).flatmap(_spelled)
+_PAIR = st.builds(lambda n, sep, v: n + sep + v, _NAME, st.sampled_from(["", "="]), _COMPONENT)
+URLS = st.builds(
+    lambda host, path, pairs, fragment: f"https://{host}/{path}{pairs}{fragment}",
+    st.sampled_from(["example.com", "E.com.", "example.com..", "[::1]", "127.1", "Bücher.de"]),
+    _COMPONENT,
+    st.one_of(st.just(""), st.lists(_PAIR, max_size=4).map(lambda ps: "?" + "&".join(ps))),
+    st.sampled_from(["", "#f", "#a?b&utm_x=1"]),
+)
+"""Page URLs with escaped names and values (tracking names among them), escapes in either
+case, escaped and raw "&", "=", "+", "#", backslashes, spaces, trailing dots."""
+
+
+def tracking_left(canonical: str) -> list[str]:
+    """The names of `canonical`'s query parameters that are tracking parameters."""
+    query = canonical.partition("?")[2]
+    names = [part.split("=", 1)[0].lower() for part in query.split("&") if part]
+    return [n for n in names if n in TRACKING_PARAMETERS or n.startswith("utm_")]
+
+
+@given(URLS)
+def test_canonical_url_is_idempotent_and_leaves_no_tracking(url: str) -> None:
+    once = canonical_url(url)
+    assert canonical_url(once) == once
+    assert tracking_left(once) == []
 
 
 @given(st.text(max_size=300))

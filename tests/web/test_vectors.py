@@ -23,7 +23,7 @@ from signaling.rooms import (
     room_key,
 )
 from tests.signaling.conftest import NodeFactory
-from tests.signaling.test_rooms import CANONICAL
+from tests.signaling.test_rooms import CANONICAL, URLS, tracking_left
 
 from .conftest import PageFactory
 
@@ -56,13 +56,14 @@ async def test_canonical_urls_and_room_keys(page: Any) -> None:
     got = await page.evaluate(
         """async (urls) => Promise.all(urls.map(async (u) => {
             const c = window.m.canonicalUrl(u);
-            return [c, window.m.hex(await window.m.roomKey(c))];
+            return [c, window.m.hex(await window.m.roomKey(c)), window.m.canonicalUrl(c)];
         }))""",
         urls,
     )
-    for url, (canonical, key) in zip(urls, got, strict=True):
+    for url, (canonical, key, again) in zip(urls, got, strict=True):
         assert canonical == canonical_url(url), url
         assert key == room_key(canonical).hex()
+        assert again == canonical, url  # the page applies the rule to what it made
 
 
 @pytest.mark.parametrize(
@@ -159,3 +160,30 @@ async def test_hosts_that_end_in_a_number_read_alike(page: Any, hosts: list[list
         except RoomError:
             python = "refused"
         assert python == browser, url
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(URLS, min_size=50, max_size=50))
+async def test_escaped_names_values_and_separators_read_alike(page: Any, urls: list[str]) -> None:
+    """Escaped tracking names, escapes in either case, escaped "&", "=", "+", "#",
+    backslashes, spaces and trailing dots: the page's rule is Python's, and applying
+    it to its own result changes nothing (the page and the extension apply it twice)."""
+    got = await page.evaluate(
+        """(urls) => urls.map((u) => {
+            try {
+                const once = window.m.canonicalUrl(u);
+                return [once, window.m.canonicalUrl(once)];
+            } catch (e) { return ['refused', 'refused']; }
+        })""",
+        urls,
+    )
+    for url, (once, twice) in zip(urls, got, strict=True):
+        try:
+            python = canonical_url(url)
+        except RoomError:
+            python = "refused"
+        assert once == python, url
+        assert twice == once, url
+        assert tracking_left(once) == [], url

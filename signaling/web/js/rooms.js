@@ -42,9 +42,13 @@ function stripTracking(query) {
   const kept = [];
   for (const part of query.split("&")) {
     if (!part) continue;
-    const name = part.split("=", 1)[0].toLowerCase();
+    // Judged by its name as normalised (escapes of unreserved characters decoded), as
+    // Python judges it: "%75tm_source" is "utm_source" and goes at once, so that the
+    // rule applied to its own result changes nothing.
+    const normal = requote(part, QUERY_SAFE, "=+");
+    const name = normal.split("=", 1)[0].toLowerCase();
     if (TRACKING.has(name) || name.startsWith("utm_")) continue;
-    kept.push(requote(part, QUERY_SAFE, "=+"));
+    kept.push(normal);
   }
   return kept.join("&");
 }
@@ -64,7 +68,7 @@ export function canonicalUrl(input, scope = "page") {
     throw new ProtocolError("bad-url", "only http and https pages have rooms");
   }
   const authority = /^[a-z][a-z0-9+.-]*:\/\/([^/?#\\]*)/i.exec(input.trim());
-  const host = authority && authority[1].replace(/^.*@/, "") ? url.hostname.toLowerCase().replace(/\.$/, "") : "";
+  const host = authority && authority[1].replace(/^.*@/, "") ? url.hostname.toLowerCase().replace(/\.+$/, "") : "";
   if (!host) throw new ProtocolError("bad-url", "the URL has no host");
   if (!HOST.test(host)) throw new ProtocolError("bad-url", `not a valid URL: bad host ${host}`);
   const origin = `${url.protocol}//${host}${url.port ? ":" + url.port : ""}`;
