@@ -11,6 +11,8 @@
 //   data-position="bottom-right" (default) or "bottom-left"
 //   data-accent="#2459c4"        the button's colour (#rgb or #rrggbb); the chat takes
 //                                it too when text in it reads on white (4.5:1)
+//   data-node="https://NODE"     the node, when the site serves its own copy of this
+//                                file (default: the origin this script came from)
 //
 // The page's address goes to the iframe by postMessage, to the node's origin only,
 // after the iframe says it is ready; messages are taken from that iframe and that
@@ -28,8 +30,16 @@
   if (!script?.src || window[ONCE]) return;
   window[ONCE] = true;
 
-  const NODE = new URL(script.src).origin;
   const options = script.dataset;
+  // The node: data-node on a copy the site serves itself, else where this script came from.
+  let NODE;
+  try {
+    const node = new URL(options.node ?? script.src);
+    if (node.protocol !== "https:" && node.protocol !== "http:") return;
+    NODE = node.origin;
+  } catch {
+    return; // data-node is no address: no button rather than a frame of the wrong origin
+  }
   const scope = options.scope === "site" ? "site" : "page";
   const side = options.position === "bottom-left" ? "left" : "right";
   const accent = /^#(?:[0-9a-f]{3}){1,2}$/i.test(options.accent ?? "") ? options.accent : "#2459c4";

@@ -10,6 +10,8 @@ neither its request log nor the WebSocket frames carry the page's address."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from aiohttp import web
 from aiohttp.web import Application as HostApplication  # not the one `ears` listens to
 
 from peer.peer import Connected, Message
-from signaling.node import SignalingNode
+from signaling.node import WEB_DIR, SignalingNode
 from signaling.rooms import canonical_url
 from tests.peer.conftest import PeerFactory
 from tests.signaling.conftest import NodeFactory
@@ -92,6 +94,13 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, f"http://127.0.0.1:{port}"
+
+
+def page_with(text: str, headers: dict[str, str]) -> Any:
+    async def handler(_request: web.Request) -> web.Response:
+        return web.Response(text=text, content_type="text/html", headers=headers)
+
+    return handler
 
 
 def page(text: str, content_type: str = "text/html") -> Any:
@@ -380,6 +389,54 @@ async def test_the_hostlink_rules(signaling_mesh: NodeFactory, open_page: Any) -
     }
     assert outcomes["opaque"]["opaque-origin"] == 1
     assert outcomes["colours"] == [False, True, True, False, True, False, True]
+
+
+SELF_HOSTED_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>self-hosted</title></head>
+<body><h1>A site that serves the widget's script itself</h1>
+<script src="{src}" {attributes} async></script>
+</body></html>"""
+
+
+async def test_a_site_serves_embed_js_itself_or_pins_it(
+    signaling_mesh: NodeFactory, peers: PeerFactory, visitor: Any
+) -> None:
+    # docs/widget.md "Who sees what": embed.js runs with the site's own rights, so a site
+    # may keep its own copy (data-node names the node) or pin the node's copy with a
+    # Subresource Integrity hash; a node that then serves other bytes runs nothing.
+    (node,) = await signaling_mesh(1)
+    embed = (WEB_DIR / "embed.js").read_bytes()
+    pin = "sha384-" + base64.b64encode(hashlib.sha384(embed).digest()).decode()
+    wrong = "sha384-" + base64.b64encode(hashlib.sha384(b"other").digest()).decode()
+    policy = f"default-src 'none'; script-src 'self' {http(node)}; frame-src {http(node)}"
+    pages = {
+        "own": ("/embed.js", f'data-node="{http(node)}"'),
+        "pinned": (f"{http(node)}/embed.js", f'integrity="{pin}" crossorigin="anonymous"'),
+        "altered": (f"{http(node)}/embed.js", f'integrity="{wrong}" crossorigin="anonymous"'),
+        "bad-node": ("/embed.js", 'data-node="javascript:alert(1)"'),
+    }
+    app = HostApplication()
+    for name, (src, attributes) in pages.items():
+        body = SELF_HOSTED_HTML.format(src=src, attributes=attributes)
+        headers = {"Content-Security-Policy": policy}
+        app.router.add_get(f"/{name}", page_with(body, headers))
+    app.router.add_get("/embed.js", page(embed.decode(), "text/javascript"))
+    runner, origin = await serve(app)
+    try:
+        python = await peers("Ana", [node.url])
+        for name in ("own", "pinned"):
+            room = await python.join(canonical_url(f"{origin}/{name}"))
+            visit = await visitor(f"{origin}/{name}")
+            frame = await open_widget(visit)
+            assert frame.url.startswith(http(node) + "/widget"), name
+            assert await frame.evaluate("window.pagemesh.room.url") == f"{origin}/{name}"
+            await next_of(room, Connected, key=await key_of(frame))
+        for name in ("altered", "bad-node"):
+            visit = await visitor(f"{origin}/{name}")
+            await visit.wait_for_load_state("load")
+            assert await visit.locator("[data-pagemesh]").count() == 0, name
+    finally:
+        await runner.cleanup()
 
 
 async def test_the_node_frames_nothing_but_the_widget(
