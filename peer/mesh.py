@@ -100,6 +100,11 @@ class MeshConfig:
     offer_burst: float = 4.0
     """Offers and relinks taken from one member: a rogue member cannot make us build
     connections without bound."""
+    return_after: float = 60.0
+    return_cap: float = 960.0
+    """Connected to a node the person did not choose (one learned from the mesh, after
+    theirs failed), try theirs again this long after, doubling per failed try, capped:
+    nodes learned are a fall-back, not a new home."""
 
 
 # --- commands: what the glue does ------------------------------------------------
@@ -211,7 +216,8 @@ class Refused:
 
 @dataclass(frozen=True, slots=True)
 class NodeStatus:
-    """Where the signaling connection stands: connecting, connected, retrying, replaced."""
+    """Where the signaling connection stands: connecting, connected, lost, retrying,
+    replaced; or returning (a chosen node tried while still connected elsewhere)."""
 
     state: str
     url: str
@@ -295,8 +301,14 @@ class Mesh:
         self._rng = rng
         self.nodes: list[str] = []
         self.learn_nodes(nodes)
+        self.chosen = list(self.nodes)
+        """The nodes given at the start (the person's): the ones to return to."""
         self.state = NodeState.IDLE
         self.node: str | None = None
+        self.returning: str | None = None
+        """A chosen node being tried while connected to a learned one (`return_after`)."""
+        self._return_at: float | None = None
+        self._return_tries = 0
         self._tried: set[str] = set()
         self._round = 0
         self._wait_until: float | None = None
@@ -329,20 +341,40 @@ class Mesh:
         for room in list(self.rooms):
             self.leave(room)
 
+    def wants(self, url: str) -> bool:
+        """Whether a connection to `url` that reached its welcome is to be taken (the
+        glue closes any other: asked for before the core moved on)."""
+        if self.state is NodeState.CONNECTING:
+            return url == self.node
+        return self.state is NodeState.CONNECTED and url == self.returning
+
     def node_connected(self, url: str, learned: list[str], now: float) -> None:
-        if self.state is not NodeState.CONNECTING:
+        if not self.wants(url):
             return
+        if self.state is NodeState.CONNECTED:  # back at a chosen node: the rooms move there
+            for room in self.rooms.values():
+                room.seated = False
         self.state = NodeState.CONNECTED
         self.node = url
+        self.returning = None
         self._round = 0
         self._tried.clear()
         self.learn_nodes(learned)
+        self._return_tries = 0
+        away = bool(self.chosen) and url not in self.chosen
+        self._return_at = now + self.config.return_after if away else None
         self._out.append(NodeStatus("connected", url))
         for key, room in self.rooms.items():
             self._out.append(JoinRoom(key, room.layer, room.friend))
 
     def node_failed(self, url: str, now: float) -> None:
         """A connection attempt to `url` did not get as far as the welcome."""
+        if self.state is NodeState.CONNECTED and url == self.returning:
+            self.returning = None
+            self._return_tries += 1
+            wait = self.config.return_after * 2 ** min(self._return_tries, MAX_DOUBLINGS)
+            self._return_at = now + min(wait, self.config.return_cap)
+            return
         if self.state is NodeState.CONNECTING and url == self.node:
             self._connect_next(now)
 
@@ -350,6 +382,7 @@ class Mesh:
         """The connection to `url` closed (after its welcome)."""
         if self.state is not NodeState.CONNECTED or url != self.node:
             return
+        self.returning, self._return_at = None, None
         for room in self.rooms.values():
             room.seated = False
         if code == CLOSE_REPLACED:  # the same key connected elsewhere: not ours to fight
@@ -743,6 +776,8 @@ class Mesh:
             deadlines.append(self._wait_until)
         if signalling and (renew_ice := self._ice_due()) is not None:
             deadlines.append(renew_ice)
+        if signalling and self.returning is None and self._return_at is not None:
+            deadlines.append(self._return_at)
         for state in self.rooms.values():
             for entry in state.members.values():
                 for link in (entry.link, entry.spare):
@@ -768,6 +803,12 @@ class Mesh:
         if signalling and renew_ice is not None and renew_ice <= now:
             self._ice_asked = now
             self._out.append(RequestIceServers())
+        back = self._return_at
+        if signalling and self.returning is None and back is not None and back <= now:
+            self._return_at = None
+            self.returning = self.chosen[self._return_tries % len(self.chosen)]
+            self._out.append(NodeStatus("returning", self.returning))
+            self._out.append(ConnectNode(self.returning))
         for room, state in self.rooms.items():
             for member, entry in list(state.members.items()):
                 self._deadlines(room, member, entry, now)

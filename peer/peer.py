@@ -1317,6 +1317,8 @@ class Peer:
         if status.state == "connected":
             self._connected.set()
             return
+        if status.state == "returning":  # a chosen node tried while this one still serves
+            return
         self._connected.clear()
         if status.state == "retrying":
             for room in self.rooms.values():
@@ -1644,7 +1646,7 @@ class Peer:
             self._drive()
             return
         client.tell_named = self.config.early_offers
-        if self._closing:
+        if self._closing or not self.mesh.wants(url):  # closed, or the Mesh moved on
             await client.close()
             return
         previous, self.node = self.node, client
@@ -1670,6 +1672,8 @@ class Peer:
         try:
             joined = await node.join(key, layer, friend)
         except SignalingError as exc:
+            if self.node is not node and move is None:
+                return  # a node left meanwhile: the current one seats us
             self._join_refused(room, exc, move)
             return
         if self.rooms.get(key) is not room:

@@ -198,6 +198,57 @@ def test_a_replaced_identity_does_not_reconnect() -> None:
     assert core.get_timer() is None and core.state is mesh.NodeState.REPLACED
 
 
+def test_after_failing_over_to_a_learned_node_it_goes_back_to_the_chosen_one() -> None:
+    """A node the person did not choose (learned from a welcome or a member's home) is a
+    fall-back: once there, the chosen node is tried again after `return_after`, doubling
+    per failed try up to `return_cap`, and the rooms move back when it answers. Without
+    this, one restart of the chosen node left every later room at a stranger's node."""
+    core = mesh.Mesh(b"\x01" * 32, ["ws://mine"], mesh.MeshConfig(), lambda: 1.0, 0)
+    core.start(0.0)
+    core.node_connected("ws://mine", ["ws://learned"], 0.1)
+    core.join(ROOM)
+    core.joined(ROOM, 0, [], None, 0.2)
+    core.commands()
+    assert core.get_timer() is None  # at a chosen node: nothing to go back to
+    core.node_lost("ws://mine", 1006, 10.0)
+    assert mesh.ConnectNode("ws://learned") in core.commands()
+    core.node_connected("ws://learned", [], 10.5)
+    assert mesh.JoinRoom(ROOM, 0) in core.commands()
+    tries = []
+    for _ in range(6):  # the chosen node stays down: tried at 60, 120, 240, ... s
+        at = core.get_timer()
+        assert at is not None
+        core.handle_timer(at)
+        out = core.commands()
+        assert out == [mesh.NodeStatus("returning", "ws://mine"), mesh.ConnectNode("ws://mine")]
+        assert core.state is mesh.NodeState.CONNECTED and core.node == "ws://learned"
+        assert not core.wants("ws://learned") and core.wants("ws://mine")
+        core.node_failed("ws://mine", at + 1)
+        tries.append(at)
+    gaps = [round(b - a - 1, 3) for a, b in itertools.pairwise(tries)]
+    assert tries[0] == 70.5 and gaps == [120.0, 240.0, 480.0, 960.0, 960.0]
+    at = core.get_timer()
+    assert at is not None
+    core.handle_timer(at)
+    core.commands()
+    core.node_connected("ws://mine", [], at + 0.5)  # back: the rooms rejoin there
+    assert core.commands() == [mesh.NodeStatus("connected", "ws://mine"), mesh.JoinRoom(ROOM, 0)]
+    assert core.node == "ws://mine" and core.get_timer() is None
+
+
+def test_a_return_in_flight_is_dropped_when_the_learned_node_is_lost() -> None:
+    core = mesh.Mesh(b"\x01" * 32, ["ws://mine"], mesh.MeshConfig(), lambda: 1.0, 0)
+    core.start(0.0)
+    core.node_connected("ws://mine", ["ws://learned"], 0.1)
+    core.node_lost("ws://mine", 1006, 1.0)
+    core.node_connected("ws://learned", [], 1.5)
+    core.handle_timer(61.5)
+    assert core.returning == "ws://mine"
+    core.node_lost("ws://learned", 1006, 62.0)  # fail-over goes on as before
+    assert core.returning is None and core.state is mesh.NodeState.CONNECTING
+    assert core.wants(core.node or "") and not core.wants("ws://elsewhere")
+
+
 def test_moving_lists_are_deduplicated_and_bounded() -> None:
     core = mesh.Mesh(b"\x01" * 32, ["ws://a"], mesh.MeshConfig(), random.random, 0)
     core.moving(["ws://b", "ws://b", "ws://a"] + [f"ws://n{i}" for i in range(200)])

@@ -149,7 +149,8 @@ def run_python(
 ) -> tuple[list[list[Any]], list[Any], dict[str, int]]:
     """Run peer/mesh.py, resolving each drawn step into a concrete one (URLs, link ids,
     absolute times) that the JS run replays; the outputs after every step."""
-    config = core.MeshConfig(max_members=max_members)
+    # a short way back to the chosen nodes, so that runs reach it between fail-overs
+    config = core.MeshConfig(max_members=max_members, return_after=3.0, return_cap=20.0)
     mesh = core.Mesh(ME, nodes, config, cyclic(randoms), start)
     now = start
     links: list[tuple[bytes, bytes, int]] = []
@@ -260,7 +261,8 @@ def run_python(
 RUN_JS = """([start, nodes, randoms, steps, maxMembers = 256]) => {
     let index = 0;
     const rng = () => randoms[index++ % randoms.length];
-    const mesh = new window.m.Mesh('80'.repeat(32), nodes, {maxMembers}, rng, start);
+    const config = { maxMembers, returnAfter: 3.0, returnCap: 20.0 };
+    const mesh = new window.m.Mesh('80'.repeat(32), nodes, config, rng, start);
     const run = {
         'start': (now) => mesh.start(now),
         'node-connected': (url, learned, now) => mesh.nodeConnected(url, learned, now),
@@ -322,6 +324,8 @@ async def test_same_events_same_commands(
     concrete, expected, counters = run_python(*runs)
     for kind in {pairs[0][1] for out in expected for pairs in out[0]} | set(counters):
         event(kind)  # what the runs reach: pytest --hypothesis-show-statistics
+    if any(["state", "returning"] in pairs for out in expected for pairs in out[0]):
+        event("returning to a chosen node")
     got, got_counters = await page.evaluate(RUN_JS, [start, nodes, randoms, concrete, max_members])
     assert len(got) == len(expected)
     for i, (want, have) in enumerate(zip(expected, got, strict=True)):

@@ -32,6 +32,10 @@ export const MESH_DEFAULTS = Object.freeze({
   offerGrace: 1.0,
   // A link not open this long after it was made is given up.
   connectTimeout: 30.0,
+  // Connected to a node the person did not choose (learned, after theirs failed): try
+  // theirs again this long after, doubling per failed try, capped.
+  returnAfter: 60.0,
+  returnCap: 960.0,
   // Fetch fresh ICE credentials this long before they expire (or at half their life).
   renewBefore: 300.0,
   // Offers and relinks taken from one member (a token bucket).
@@ -143,8 +147,12 @@ export class Mesh {
     this.rng = rng;
     this.nodes = [];
     this.learnNodes(nodes);
+    this.chosen = [...this.nodes]; // the nodes given at the start (the person's): the ones to return to
     this.state = NodeState.IDLE;
     this.node = null;
+    this.returning = null; // a chosen node being tried while connected to a learned one
+    this.returnAt = null;
+    this.returnTries = 0;
     this.tried = new Set();
     this.round = 0;
     this.waitUntil = null;
@@ -181,25 +189,48 @@ export class Mesh {
     for (const room of [...this.rooms.keys()]) this.leave(room);
   }
 
+  wants(url) {
+    // Whether a connection to `url` that reached its welcome is to be taken (the glue
+    // closes any other: asked for before the core moved on).
+    if (this.state === NodeState.CONNECTING) return url === this.node;
+    return this.state === NodeState.CONNECTED && url === this.returning;
+  }
+
   nodeConnected(url, learned, now) {
-    if (this.state !== NodeState.CONNECTING) return;
+    if (!this.wants(url)) return;
+    if (this.state === NodeState.CONNECTED) {
+      for (const room of this.rooms.values()) room.seated = false; // back at a chosen node: the rooms move there
+    }
     this.state = NodeState.CONNECTED;
     this.node = url;
+    this.returning = null;
     this.round = 0;
     this.tried.clear();
     this.learnNodes(learned);
+    this.returnTries = 0;
+    const away = this.chosen.length > 0 && !this.chosen.includes(url);
+    this.returnAt = away ? now + this.config.returnAfter : null;
     this.out.push(NodeStatus("connected", url));
     for (const [key, room] of this.rooms) this.out.push(JoinRoom(key, room.layer, room.friend));
   }
 
   nodeFailed(url, now) {
     // A connection attempt to `url` did not get as far as the welcome.
+    if (this.state === NodeState.CONNECTED && url === this.returning) {
+      this.returning = null;
+      this.returnTries += 1;
+      const wait = this.config.returnAfter * 2 ** Math.min(this.returnTries, MAX_DOUBLINGS);
+      this.returnAt = now + Math.min(wait, this.config.returnCap);
+      return;
+    }
     if (this.state === NodeState.CONNECTING && url === this.node) this.connectNext(now);
   }
 
   nodeLost(url, code, now) {
     // The connection to `url` closed (after its welcome).
     if (this.state !== NodeState.CONNECTED || url !== this.node) return;
+    this.returning = null;
+    this.returnAt = null;
     for (const room of this.rooms.values()) room.seated = false;
     if (code === CLOSE_REPLACED) {
       // the same key connected elsewhere: not ours to fight
@@ -617,6 +648,7 @@ export class Mesh {
     if (this.state === NodeState.WAITING && this.waitUntil !== null) deadlines.push(this.waitUntil);
     const renewIce = this.iceDue();
     if (signalling && renewIce !== null) deadlines.push(renewIce);
+    if (signalling && this.returning === null && this.returnAt !== null) deadlines.push(this.returnAt);
     for (const state of this.rooms.values()) {
       for (const entry of state.members.values()) {
         for (const link of [entry.link, entry.spare]) {
@@ -645,6 +677,13 @@ export class Mesh {
     if (signalling && renewIce !== null && renewIce <= now) {
       this.iceAsked = now;
       this.out.push(RequestIceServers());
+    }
+    const back = this.returnAt;
+    if (signalling && this.returning === null && back !== null && back <= now) {
+      this.returnAt = null;
+      this.returning = this.chosen[this.returnTries % this.chosen.length];
+      this.out.push(NodeStatus("returning", this.returning));
+      this.out.push(ConnectNode(this.returning));
     }
     for (const [room, state] of this.rooms) {
       for (const [member, entry] of [...state.members]) {

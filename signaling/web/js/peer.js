@@ -1301,6 +1301,7 @@ export class Peer {
   }
 
   nodeStatus({ state, url, wait }) {
+    if (state === "returning") return; // a chosen node tried while this one still serves
     if (state === "connecting") {
       this.emit({ type: "status", state, node: url });
     } else if (state === "connected") {
@@ -1334,14 +1335,15 @@ export class Peer {
         // and the page keeps saying why until one of them serves it.
         this.tooOld = `This page is out of date: ${error.detail}. Reload the page.`;
         this.emit({ type: "status", state: "too-old", node: url, message: this.tooOld });
-      } else {
+      } else if (this.mesh.returning !== url) {
+        // (a chosen node tried again while another serves: no news for the page)
         this.emit({ type: "status", state: "unreachable", node: url, message: error.message });
       }
       this.mesh.nodeFailed(url, now());
       this.drive();
       return;
     }
-    if (this.closing || this.mesh.state !== "connecting" || this.mesh.node !== url) {
+    if (this.closing || !this.mesh.wants(url)) {
       client.close(); // closed, or the Mesh moved on meanwhile
       return;
     }
@@ -1390,6 +1392,7 @@ export class Peer {
       joined = await node.join(key, layer, friend);
     } catch (error) {
       for (const notice of this.takeEarly(room)) this.tell(notice);
+      if (this.node !== node && !move) return; // a node left meanwhile: the current one seats us
       this.joinRefused(room, error, move);
       return;
     }
