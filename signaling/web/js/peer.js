@@ -971,7 +971,7 @@ export class Room {
   }
 
   save() {
-    return this.peer.store.saveRoomState(this.key, this.core.state());
+    return this.peer.store.saveRoomState(this.key, this.core.state(), { page: this.contact === null });
   }
 
   close() {

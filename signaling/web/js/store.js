@@ -9,6 +9,23 @@
 
 const DB_NAME = "pagemesh";
 const DB_VERSION = 2; // 2: contacts
+// Page rooms whose state (seq counts, recent history) is kept: the extension joins
+// every page its person reads, so without a bound the database would grow with, and
+// list, every page ever visited. The least recently used go first; a direct
+// conversation's room is never dropped (it is a contact's, not a page's).
+export const MAX_PAGE_ROOMS = 100;
+const ROOM_HEX = /^[0-9a-f]{64}$/;
+
+export function pageRoomsKept(used, roomHex, at, max = MAX_PAGE_ROOMS) {
+  // From the kept map of page rooms to when each was last used (read back from the
+  // database: anything malformed is dropped), with `roomHex` used `at`: the map to keep
+  // and the rooms to forget, the least recently used beyond `max`.
+  const entries = Object.entries(used !== null && typeof used === "object" && !Array.isArray(used) ? used : {})
+    .filter(([hex, when]) => ROOM_HEX.test(hex) && Number.isFinite(when) && hex !== roomHex)
+    .sort(([a, x], [b, y]) => y - x || (a < b ? -1 : a > b ? 1 : 0));
+  const kept = [[roomHex, at], ...entries].slice(0, max);
+  return { used: Object.fromEntries(kept), forget: entries.slice(max - 1).map(([hex]) => hex) };
+}
 
 function request(req) {
   return new Promise((resolve, reject) => {
@@ -32,6 +49,7 @@ export class Store {
 
   constructor(db) {
     this.db = db;
+    this.pageRoomsUsed = new Set(); // page rooms whose use this session is noted already
   }
 
   async get(storeName, key) {
@@ -98,8 +116,28 @@ export class Store {
     return this.get("rooms", roomHex);
   }
 
-  saveRoomState(roomHex, state) {
-    return this.put("rooms", roomHex, state);
+  async saveRoomState(roomHex, state, { page = false } = {}) {
+    // With `page`, a page's room: its first save of a session notes it as used and
+    // forgets the page rooms used least recently beyond MAX_PAGE_ROOMS, in one
+    // transaction with this save.
+    if (!page || this.pageRoomsUsed.has(roomHex)) return this.put("rooms", roomHex, state);
+    const tx = this.db.transaction(["identity", "rooms"], "readwrite");
+    const identity = tx.objectStore("identity");
+    const rooms = tx.objectStore("rooms");
+    const done = new Promise((resolve, reject) => {
+      tx.oncomplete = resolve;
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
+    const read = identity.get("pageRooms");
+    read.onsuccess = () => {
+      const { used, forget } = pageRoomsKept(read.result ?? null, roomHex, Date.now());
+      identity.put(used, "pageRooms");
+      for (const hex of forget) rooms.delete(hex);
+      rooms.put(state, roomHex);
+    };
+    await done;
+    this.pageRoomsUsed.add(roomHex);
   }
 
   async contacts() {
