@@ -12,6 +12,7 @@
 // service worker has no RTCPeerConnection (docs/extension.md). One panel at a time
 // holds the identity (a Web Lock); another waits until it closes.
 
+import { badgeText } from "./badge.js";
 import { fragmentFor } from "../js/address.js";
 import { banner, join, leave, startChat, ui } from "../js/chat.js";
 import { start as startEarly } from "../js/early.js";
@@ -113,10 +114,6 @@ function peopleHere(room) {
   return room.layers > 1 && room.total !== null ? Math.max(room.total, group) : group;
 }
 
-function badgeText(count) {
-  return count > 9999 ? `${Math.floor(count / 1000)}k` : String(count);
-}
-
 function render() {
   const decision = panel.decision;
   if (!decision) return;
@@ -169,8 +166,10 @@ const host = {
     render();
   },
   inviteLink(fields) {
-    // The node's page, with the room and the friend in the fragment (address.js).
-    const node = ui.peer?.node?.nodeUrl;
+    // A chosen node's page (the person's, not one learned from the mesh: its page
+    // would read the room's address in the fragment), with the room and the friend in
+    // the fragment (address.js); the current node only when none was chosen.
+    const node = panel.settings.nodes[0] ?? ui.peer?.node?.nodeUrl;
     return node ? `${node.replace(/^ws/, "http")}/${fragmentFor(fields)}` : fields.room;
   },
   left() {},
