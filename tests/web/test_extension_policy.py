@@ -4,12 +4,14 @@ rule, the switch per site (bounded), and no input that makes it throw."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relay.policy import SPECIAL_IPV4, SPECIAL_IPV6, is_special
 from signaling.node import SignalingNode
 from signaling.rooms import canonical_url
 from tests.signaling.conftest import NodeFactory
@@ -38,7 +40,11 @@ JOINS = [
     "http://news.example.com:8080/story",
     "http://172.32.0.1/",  # just past 172.16/12
     "http://100.128.0.1/",  # just past 100.64/10
-    "http://[2001:db8::1]/",
+    "http://198.20.0.1/",  # just past 198.18/15
+    "http://[2606:4700::1111]/",
+    "http://[::ffff:8.8.8.8]/",  # IPv4-mapped: judged by the IPv4 inside
+    "http://[64:ff9b::808:808]/",  # NAT64 of 8.8.8.8
+    "http://[2002:808:808::1]/",  # 6to4 of 8.8.8.8
     "https://example.org/mailing-list",  # "mail" in a path is no mail site
 ]
 NO_ROOM = [
@@ -80,6 +86,31 @@ LOCAL = [
     "http://nas.home.arpa/",
     "http://git.internal/",
     "http://intranet.corp/",
+    # the rest of the IANA special-purpose registries
+    "http://0.0.0.0/",
+    "http://0.1.2.3/",
+    "http://100.127.255.255/",
+    "http://192.0.0.8/",
+    "http://192.0.2.1/",
+    "http://198.18.0.1/",
+    "http://198.19.255.255/",
+    "http://198.51.100.7/",
+    "http://203.0.113.9/",
+    "http://224.0.0.1/",
+    "http://240.0.0.1/",
+    "http://255.255.255.255/",
+    "http://[::]/",
+    "http://[::7f00:1]/",  # IPv4-compatible 127.0.0.1 (deprecated ::/96)
+    "http://[::ffff:127.0.0.1]/",
+    "http://[64:ff9b::a00:1]/",  # NAT64 of 10.0.0.1
+    "http://[64:ff9b:1::808:808]/",  # local-use NAT64: always local
+    "http://[2002:a00:1::1]/",  # 6to4 of 10.0.0.1
+    "http://[100::1]/",
+    "http://[2001:db8::1]/",
+    "http://[fc00::1]/",
+    "http://[febf::1]/",
+    "http://[fec0::1]/",  # deprecated site-local
+    "http://[ff02::1]/",
 ]
 
 
@@ -166,3 +197,46 @@ async def test_no_url_makes_it_throw(policy: Any, urls: list[str]) -> None:
         urls,
     )
     assert set(reasons) <= {"on", "no-room", "listed", "local"}, reasons
+
+
+def _near(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> st.SearchStrategy[str]:
+    """An address in `network`, or just before or after it."""
+    first, last = int(network.network_address), int(network.broadcast_address)
+    top = 2**network.max_prefixlen - 1
+    edges = [max(first - 1, 0), first, last, min(last + 1, top)]
+    cls = ipaddress.IPv4Address if network.version == 4 else ipaddress.IPv6Address
+    return st.one_of(st.sampled_from(edges), st.integers(first, last)).map(lambda n: str(cls(n)))
+
+
+_V4 = st.one_of(st.sampled_from(SPECIAL_IPV4).flatmap(_near), st.ip_addresses(v=4).map(str))
+ADDRESSES = st.one_of(
+    _V4,
+    st.sampled_from(SPECIAL_IPV6).flatmap(_near),
+    st.ip_addresses(v=6).map(str),
+    # IPv6 that carries an IPv4: mapped, NAT64 well-known prefix, 6to4, IPv4-compatible
+    _V4.map(lambda a: f"::ffff:{a}"),
+    _V4.map(lambda a: f"64:ff9b::{a}"),
+    _V4.map(
+        lambda a: str(
+            ipaddress.IPv6Address((0x2002 << 112) | (int(ipaddress.IPv4Address(a)) << 80))
+        )
+    ),
+    _V4.map(lambda a: f"::{a}"),
+)
+
+
+@settings(
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(ADDRESSES, min_size=200, max_size=200))
+async def test_an_address_is_local_as_the_relay_judges_special_purpose(
+    policy: Any, addresses: list[str]
+) -> None:
+    """The extension's never-join rule for address literals is relay/policy.py's deny-list
+    (IANA special-purpose registries, the IPv4 inside mapped, NAT64 and 6to4 judged by
+    its own rule): an address in the registries is local, any other is not."""
+    urls = [f"http://[{a}]/" if ":" in a else f"http://{a}/" for a in addresses]
+    reasons = await policy.evaluate("(urls) => urls.map(u => window.policy.decide(u).reason)", urls)
+    for address, reason in zip(addresses, reasons, strict=True):
+        expected = "local" if is_special(ipaddress.ip_address(address)) else "on"
+        assert reason == expected, address
