@@ -65,8 +65,9 @@ async def node() -> AsyncIterator[LayerNode]:
     await started.stop()
 
 
-def offers_to(node: LayerNode, key: bytes, sender: bytes | None = None) -> int:
-    """Offers the stand-in routed or refused towards `key` (from `sender`, if given)."""
+def offers_to(node: LayerNode, key: bytes, sender: bytes | None = None, kind: str = "offer") -> int:
+    """Offers (or signals of another `kind`: "relink", "answer") the stand-in routed or
+    refused towards `key` (from `sender`, if given)."""
     return sum(
         1
         for f in node.received
@@ -74,7 +75,7 @@ def offers_to(node: LayerNode, key: bytes, sender: bytes | None = None) -> int:
         and f.to == key
         and isinstance(f.payload, dict)
         and isinstance(f.payload.get("desc"), dict)
-        and f.payload["desc"].get("kind") == "offer"
+        and f.payload["desc"].get("kind") == kind
         and (sender is None or f.payload["desc"].get("from") == sender.hex())
     )
 

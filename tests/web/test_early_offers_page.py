@@ -19,7 +19,7 @@ import pytest
 
 from peer.peer import Connected, MemberLeft
 from signaling.node import SignalingNode
-from signaling.protocol import MemberList, Signal, canonical_url, room_key
+from signaling.protocol import MemberList, canonical_url, room_key
 from tests.peer.conftest import PeerFactory
 from tests.peer.layernode import LayerNode
 from tests.peer.test_early_offers import nodes, offers_to  # noqa: F401  (fixture)
@@ -60,20 +60,6 @@ async def node() -> AsyncIterator[LayerNode]:
     started.early = True
     yield started
     await started.stop()
-
-
-def relinks_to(node: LayerNode, key: bytes, sender: bytes) -> int:
-    """Relinks the stand-in routed or refused towards `key` from `sender`."""
-    return sum(
-        1
-        for f in node.received
-        if isinstance(f, Signal)
-        and f.to == key
-        and isinstance(f.payload, dict)
-        and isinstance(f.payload.get("desc"), dict)
-        and f.payload["desc"].get("kind") == "relink"
-        and f.payload["desc"].get("from") == sender.hex()
-    )
 
 
 async def key_of(page: Any) -> bytes:
@@ -139,7 +125,7 @@ async def test_a_members_frame_names_one_more_member_before_joined(
     # One each: `joined` offered no more. A member that found the link failed asks for
     # another with a relink (on a loaded machine, ICE consent can lapse): each relink
     # may be answered with one more offer, and nothing else may.
-    relinks = [relinks_to(node, me, k) for k in (alice.public_key, carol.public_key)]
+    relinks = [offers_to(node, me, k, "relink") for k in (alice.public_key, carol.public_key)]
     assert all(1 <= n <= 1 + r for n, r in zip(offered, relinks, strict=True)), (
         offered,
         relinks,
