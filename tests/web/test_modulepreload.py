@@ -141,19 +141,23 @@ async def test_the_node_answers_with_validators_and_304(signaling_mesh: NodeFact
             assert await response.read() == (WEB_DIR / "js" / "peer.js").read_bytes()
 
 
+async def serve(files: StaticFiles) -> tuple[web.AppRunner, str]:
+    """`files` served on 127.0.0.1 alone: its runner (to clean up) and origin."""
+    app = web.Application()
+    app.add_routes([files.route()])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
 async def test_the_static_files_are_only_the_folders(tmp_path: Path) -> None:
     # An attacker's paths find nothing outside the folder; an edited file is served anew.
     (tmp_path / "web").mkdir()
     (tmp_path / "web" / "a.js").write_text("export const a = 1;\n")
     (tmp_path / "secret.txt").write_text("key")
     (tmp_path / "web" / ".hidden").write_text("x")
-    app = web.Application()
-    app.add_routes([StaticFiles(tmp_path / "web", "/web").route()])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, base = await serve(StaticFiles(tmp_path / "web", "/web"))
     try:
         async with aiohttp.ClientSession() as session:
             for path in [
@@ -186,13 +190,8 @@ async def test_every_document_gets_the_page_headers(tmp_path: Path) -> None:
     others = ["g.js", "h.css", "i.json"]
     for name in documents + others:
         (tmp_path / name).write_text("x")
-    app = web.Application()
-    app.add_routes([StaticFiles(tmp_path, "/web", page_headers=policy).route()])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}/web/"
+    runner, origin = await serve(StaticFiles(tmp_path, "/web", page_headers=policy))
+    base = f"{origin}/web/"
     try:
         async with aiohttp.ClientSession() as session:
             for name in documents + others:
