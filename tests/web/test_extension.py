@@ -301,6 +301,12 @@ async def test_the_panel_follows_the_tab_from_room_to_room(
     await second_panel.wait_for_selector("body[data-ready=true]", timeout=15_000)
     await here(second_panel, "joined", first)
     await next_of(ana, Connected, key=me)  # the same identity (the extension's IndexedDB)
+    # What the first panel learned is where this one fails over to, not a node it goes
+    # back to (docs/protocol.md 3.1): the chosen node alone is the person's.
+    chosen, nodes = await second_panel.evaluate(
+        "[window.pagemesh.peer.mesh.chosen, window.pagemesh.peer.mesh.nodes]"
+    )
+    assert chosen == [node.url] and home.url in nodes
 
     # The node heard the rooms' hashes, and nothing of the pages' addresses.
     frames = ears.frames["panel"]

@@ -249,10 +249,14 @@ async function main() {
   panel.windowId = window_.id;
   panel.selfTabId = self?.id ?? null;
   document.body.dataset.mode = panel.selfTabId === null ? "side-panel" : "tab";
-  const nodes = [...panel.settings.nodes, ...panel.settings.learned];
-  if (nodes.length) {
+  // The chosen nodes are the person's (the ones to go back to, docs/protocol.md 3.1);
+  // those learned before are only where to fail over to.
+  const { nodes: chosen, learned } = panel.settings;
+  if (chosen.length || learned.length) {
     try {
-      startChat(await Peer.open(nodes), host);
+      const peer = await Peer.open(chosen.length ? chosen : learned);
+      peer.learnNodes(learned);
+      startChat(peer, host);
     } catch (error) {
       banner(error.message);
     }
