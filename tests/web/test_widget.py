@@ -274,7 +274,9 @@ async def test_a_visitor_chats_on_a_site_that_embeds_the_widget(
     await page.keyboard.press("Enter")
     await frame.wait_for_selector("#messages li.msg .body:text-is('anyone else brewing today?')")
     await page.wait_for_selector("[data-pagemesh] .badge", state="hidden")
-    assert await frame.evaluate("document.activeElement.id") == "text"
+    # the message box takes the focus once the frame hears it is shown (a postMessage
+    # away from the host page's own change, which the badge shows)
+    await frame.wait_for_function("document.activeElement?.id === 'text'", timeout=5_000)
     # The close button in the panel closes it too.
     await frame.click("#widget-close")
     await page.wait_for_selector("iframe[title='Chat with people on this page']", state="hidden")
