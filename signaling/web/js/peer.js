@@ -1513,7 +1513,7 @@ export class Peer {
     const blank = this.blank;
     this.blank = null;
     if (blank?.offered && blank.kind === connectionKind(servers, this.config.relayOnly)) {
-      this.warm = blank; // gathering since the page opened, with these (no) servers
+      this.warm = blank; // gathering since the page opened, with these servers (or none)
       return;
     }
     if (!blank?.offered && blank?.configure(servers, this.config)) {
