@@ -538,6 +538,32 @@ def ears(monkeypatch: pytest.MonkeyPatch) -> NodeEars:
     return heard
 
 
+async def test_a_room_that_opens_while_the_name_is_typed_leaves_the_keystrokes_there(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_chat: OpenChat
+) -> None:
+    # A newcomer typed their name while the page joined: the room took the focus midway,
+    # the rest of the name went to the message box and Enter posted it to the room.
+    (node,) = await signaling_mesh(1)
+    _, room = await python_in_room(peers, node, "ana")
+    page = await open_chat(node, "you")  # the start page: no room yet
+    await page.fill("#room-url", ROOM)
+    await page.click("#name")
+    await page.keyboard.press("ControlOrMeta+a")
+    await page.keyboard.type("nin")
+    # the room opens now, the focus still in the name field (as a room in the address does)
+    await page.evaluate("document.getElementById('join-form').requestSubmit()")
+    await page.wait_for_selector("#leave:not([hidden])", timeout=15_000)
+    await next_of(room, Connected, key=await browser_key(page))
+    assert await page.evaluate("document.activeElement.id") == "name"
+    await page.keyboard.type("a-lopez")
+    await page.keyboard.press("Enter")
+    assert await page.input_value("#name") == "nina-lopez"
+    assert await page.input_value("#text") == ""
+    await page.keyboard.press("Tab")  # the name is taken when the field is left
+    await page.wait_for_function("window.pagemesh.peer.name === 'nina-lopez'")
+    assert await page.locator("#messages li.msg.mine").count() == 0
+
+
 async def test_the_room_url_travels_in_the_fragment_and_never_reaches_the_node(
     ears: NodeEars, signaling_mesh: NodeFactory, peers: PeerFactory, open_chat: OpenChat
 ) -> None:

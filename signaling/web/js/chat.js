@@ -763,6 +763,17 @@ export async function join(pageUrl, wish = {}) {
   ui.follower.reset();
   ui.follower.toBottom();
   if ($("groups").open) refreshGroups();
+  focusComposer();
+}
+
+function focusComposer() {
+  // The message box takes the focus when a room opens, unless the person is typing
+  // somewhere else meanwhile (their name, say): a room that opens under their fingers
+  // would take the rest of their keystrokes, and Enter would post them. The address
+  // box they joined from gives it up.
+  const active = document.activeElement;
+  const elsewhere = active instanceof HTMLElement && active !== document.body && active.id !== "room-url";
+  if (elsewhere && active.matches("input, textarea, select, [contenteditable]")) return;
   $("text").focus();
 }
 
@@ -1049,7 +1060,7 @@ export function startChat(peer, host) {
   ui.peer = peer;
   peer.on(onEvent);
   $("key").textContent = short(peer.keyHex);
-  $("name").value = peer.name;
+  if (!$("name").value) $("name").value = peer.name; // a name typed while the page opened stays (saved on change)
   wireChat();
   wireFolds();
   wireIdentity();
