@@ -361,7 +361,8 @@ class ChatScreen:
             if event.path is not None:
                 who = member_label(self.room, event.sender)
                 size = f"{human_size(numbered.offer.size)}, " if numbered else ""
-                return [f"* saved from {who}: {printable(str(event.path))} ({size}verified)"]
+                where = printable(str(event.path.absolute()))  # where to look, from anywhere
+                return [f"* saved from {who}: {where} ({size}verified)"]
             name = self.mine.get(event.id, "the file")
             return [f"* {member_label(self.room, event.sender)} has {name} (verified)"]
         if event.member is not None and event.id in self.mine:

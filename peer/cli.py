@@ -508,7 +508,7 @@ async def _take_files(room: Room, count: int, include_earlier: bool) -> int:
                 if task is not None:
                     bars.update(task, completed=bars.tasks[task].total)
                 who = member_label(room, event.sender)
-                say(f"received {printable(str(event.path))} from {who} (verified)")
+                say(f"received {printable(str(event.path.absolute()))} from {who} (verified)")
                 got += 1
                 if got >= count:
                     return 0

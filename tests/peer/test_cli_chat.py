@@ -44,7 +44,7 @@ class Pagemesh:
         self._next = 0  # the first line `expect` has not yet matched past
 
     @classmethod
-    async def start(cls, *args: str) -> Pagemesh:
+    async def start(cls, *args: str, cwd: Path | None = None) -> Pagemesh:
         env = {**os.environ, "PAGEMESH_ICE_HOSTS": "127.0.0.1"}
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -55,6 +55,7 @@ class Pagemesh:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
+            cwd=cwd,
         )
         return cls(proc)
 
@@ -117,8 +118,8 @@ async def start() -> AsyncIterator[Start]:
     """`await start(*args)`: a `pagemesh` process, killed at the end if it still runs."""
     started: list[Pagemesh] = []
 
-    async def begin(*args: str) -> Pagemesh:
-        process = await Pagemesh.start(*args)
+    async def begin(*args: str, cwd: Path | None = None) -> Pagemesh:
+        process = await Pagemesh.start(*args, cwd=cwd)
         started.append(process)
         return process
 
@@ -181,7 +182,7 @@ async def test_files_are_offered_once_numbered_and_taken_with_get(
     await bo.type("/get 2")
     await bo.expect(r"^\* getting file1\.bin from Ana$")
     saved = await bo.expect(r"^\* saved from Ana: ")
-    assert saved.endswith("file1.bin (2.1 MB, verified)")
+    assert saved == f"* saved from Ana: {bo_in / 'file1.bin'} (2.1 MB, verified)"
     assert (bo_in / "file1.bin").read_bytes() == files[1].read_bytes()
     await ana.expect(r"^\* Bo has file1\.bin \(verified\)$")
 
@@ -231,7 +232,7 @@ async def test_send_ends_on_its_rule_with_a_clear_exit(
     await to_bob.expect(r"^bob accepted photo\.jpg; sending$")
     await to_bob.expect(r"^bob has photo\.jpg \(verified\)$")
     assert await to_bob.finish() == 0
-    await bob.expect(r"^received .*photo\.jpg from \S+ \(verified\)$")
+    await bob.expect(rf"^received {re.escape(str(inbox / 'photo.jpg'))} from \S+ \(verified\)$")
 
     everyone = await start(*send(URL, "--all-present", "--timeout", "30"))
     await everyone.expect(r"^offering photo\.jpg \(300\.0 kB\) to the 1 person here now$")
@@ -257,8 +258,9 @@ async def test_send_to_a_chat_waits_for_its_get_and_says_so(
     a, b = await signaling_mesh(2)
     source = tmp_path / "nc-file.bin"
     source.write_bytes(os.urandom(200_000))
-    inbox = tmp_path / "alice-in"
-    alice = await start(*chat(a.url, tmp_path / "alice", "--name", "alice", "--out", str(inbox)))
+    inbox = tmp_path / "alice-in"  # where she runs it: /get saves to the current folder
+    inbox.mkdir()
+    alice = await start(*chat(a.url, tmp_path / "alice", "--name", "alice"), cwd=inbox)
     await alice.expect(r"^type to chat")
     where = ["--node", b.url, "--data-dir", str(tmp_path / "carol"), "--name", "carol"]
     carol = await start("send", str(source), URL, "--to", "alice", *where, "--timeout", "60")
@@ -269,7 +271,8 @@ async def test_send_to_a_chat_waits_for_its_get_and_says_so(
     await carol.expect(r"^alice accepted nc-file\.bin; sending$")
     await carol.expect(r"^alice has nc-file\.bin \(verified\)$")
     assert await carol.finish() == 0
-    await alice.expect(r"^\* saved from carol: ")
+    saved = await alice.expect(r"^\* saved from carol: ")
+    assert saved == f"* saved from carol: {inbox / 'nc-file.bin'} (200.0 kB, verified)"
     assert (inbox / "nc-file.bin").read_bytes() == source.read_bytes()
     await alice.type("/leave")
     assert await alice.finish() == 0
