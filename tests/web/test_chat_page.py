@@ -419,10 +419,12 @@ async def test_keyboard_alone_joins_sends_replies_reacts_shares_and_leaves(
     me = await browser_key(page)
     await next_of(room, Connected, key=me)
     assert await page.evaluate("document.activeElement.id") == "text"  # ready to type
+    assert await page.is_visible("#room-quiet")  # nothing written yet: what to do
 
     await page.keyboard.type("hello from the keyboard")
     await page.keyboard.press("Enter")
     assert (await next_of(room, Message, mine=False)).text == "hello from the keyboard"
+    assert await page.is_hidden("#room-quiet")
     await page.keyboard.type("two")
     await page.keyboard.press("Shift+Enter")
     await page.keyboard.type("lines")
