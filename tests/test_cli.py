@@ -104,6 +104,8 @@ def test_the_demo_is_a_mesh_one_can_chat_in(tmp_path: Path) -> None:
             "60",
             "--data-dir",
             str(tmp_path / "d"),
+            "--port",
+            "0",  # free ports: another demo on this machine may hold the fixed ones
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

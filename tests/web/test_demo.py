@@ -24,6 +24,8 @@ async def test_the_demo_in_a_browser(chromium: Any, tmp_path: Path) -> None:
         "90",
         "--data-dir",
         str(tmp_path / "demo"),
+        "--port",
+        "0",  # free ports: another demo on this machine may hold the fixed ones
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -79,6 +81,26 @@ async def test_the_demo_in_a_browser(chromium: Any, tmp_path: Path) -> None:
         await widget.wait_for_selector(greeting, timeout=30_000)  # the greeter reads it too
         await page.screenshot(path=str(ARTIFACTS / "demo-site.png"))
         await context.close()
+
+        # On a phone the site is as wide as the screen (its <pre> line wraps), so the
+        # launcher in its corner is on the screen and a tap opens the chat.
+        phone = await chromium.new_context(
+            viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+        )
+        page = await phone.new_page()
+        await page.goto(site)
+        launcher = page.get_by_role("button", name="Chat with people on this page")
+        box = await launcher.bounding_box()
+        assert box is not None
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 844, box
+        await launcher.tap()
+        iframe = await page.wait_for_selector("[data-pagemesh] iframe", state="visible")
+        widget = await iframe.content_frame()
+        await widget.wait_for_selector("#leave:not([hidden])", timeout=20_000)
+        await page.screenshot(path=str(ARTIFACTS / "demo-site-phone.png"))
+        await phone.close()
     finally:
         demo.send_signal(signal.SIGINT)
         async with asyncio.timeout(30):
