@@ -250,7 +250,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         say("\nIn a chat, /help lists what you can do (/who, /get N, /send FILE, /leave).")
         sample, site = await serve_sample_site(page, ports.site)
         at_site = await greeter.join(site)  # the greeter reads the sample site too
-        tasks.append(asyncio.create_task(greet(at_site, set(), site)))
+        tasks.append(asyncio.create_task(greet(at_site, set(), site, file_bot=False)))
         say(f"\nA site with the chat widget (one <script> line, docs/widget.md):\n\n  {site}")
         folder, _ = extension.build(data_dir / "extension", [nodes[0].url])
         say(

@@ -66,11 +66,19 @@ class Greetings:
             seen.popitem(last=False)
 
 
-async def greet(room: Room, bots: set[bytes], page: str = ROOM_URL) -> None:
+def welcome(who: str, page: str, file_bot: bool) -> str:
+    """The greeter's hello to `who` in the room of `page`, naming the file bot only
+    where it is (`file_bot`)."""
+    files = "; the file bot sends back any file" if file_bot else ""
+    return f"hello {who}, welcome to the room of {page}! Say !echo TEXT and I say it back{files}."
+
+
+async def greet(room: Room, bots: set[bytes], page: str = ROOM_URL, file_bot: bool = True) -> None:
     """The greeter: hello to each newcomer by name (or, when it gives none within
-    `GREET_WAIT` seconds of its link opening, by its key's tag), once (`Greetings`: not
-    on a reload, a rejoin or a second device), and an echo for lines starting with
-    `!echo`."""
+    `GREET_WAIT` seconds of its link opening, by its key's tag), once per key whatever
+    its name does later (`Greetings`: not on a reload, a rejoin or a second device
+    either), and an echo for lines starting with `!echo`. `file_bot`: the file bot is
+    in this room too, and the hello says so."""
     loop = asyncio.get_running_loop()
     waiting: dict[bytes, float] = {}  # linked, not yet greeted: since when
     greetings = Greetings(never=bots)
@@ -92,10 +100,7 @@ async def greet(room: Room, bots: set[bytes], page: str = ROOM_URL) -> None:
                 del waiting[key]
                 if not greetings.should_greet(key, room.person_of(key), loop.time()):
                     continue
-                await room.say(
-                    f"hello {member_label(room, key)}, welcome to the room of {page}! "
-                    "Say !echo TEXT and I say it back; the file bot sends back any file."
-                )
+                await room.say(welcome(member_label(room, key), page, file_bot))
 
 
 async def echo_files(room: Room) -> None:

@@ -1,12 +1,27 @@
 """The demo's greeter decides whom to greet on virtual time: once per key in a run,
-never again for a person back within `REJOIN_QUIET`, bounded memory."""
+never again for a person back within `REJOIN_QUIET`, bounded memory; in a room, it
+greets a member once whatever its name does, and names the file bot only where it is."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pagemesh.demo_bots import MAX_GREETED, REJOIN_QUIET, Greetings
+from pagemesh.demo_bots import (
+    MAX_GREETED,
+    REJOIN_QUIET,
+    ROOM_URL,
+    Greetings,
+    greet,
+    welcome,
+)
+from peer.peer import Message
+from tests.peer.conftest import PeerFactory, loopback_ice, next_of, peers  # noqa: F401
+from tests.signaling.conftest import NodeFactory, signaling_mesh  # noqa: F401  (fixture)
 
 ANA, ANA_PHONE, BO = (bytes([n]) * 32 for n in range(3))
 
@@ -53,3 +68,43 @@ def test_memory_stays_bounded_and_a_key_is_greeted_at_most_once(
         assert greetings.size <= 2 * MAX_GREETED
     recent = greeted[-MAX_GREETED:]
     assert len(set(recent)) == len(recent)  # no key twice among the last MAX_GREETED
+
+
+async def _hellos(room_url: str, file_bot: bool, start: PeerFactory, nodes: list[str]) -> list[str]:
+    """What a greeter in `room_url` says to nina, who renames herself twice (as the
+    page's name box sends each change) and rejoins."""
+    greeter = await start("greeter", nodes)
+    nina = await start("nina", nodes)
+    task = asyncio.create_task(greet(await greeter.join(room_url), set(), room_url, file_bot))
+    try:
+        room = await nina.join(room_url)
+        said = [(await next_of(room, Message, within=20)).text]
+        for name in ("nin", "nina m"):
+            for link in room.links.values():
+                link.send({"t": "profile", "name": name})
+        await nina.leave(room)
+        room = await nina.join(room_url)
+        with contextlib.suppress(TimeoutError):  # nothing more: all said is counted
+            while True:
+                event = await next_of(room, Message, within=3)
+                said.append(event.text)
+        return [text for text in dict.fromkeys(said) if text.startswith("hello")]
+    finally:
+        task.cancel()
+
+
+@pytest.mark.integration
+async def test_a_member_is_greeted_once_whatever_its_name_does(
+    signaling_mesh: NodeFactory,  # noqa: F811
+    peers: PeerFactory,  # noqa: F811
+) -> None:
+    nodes = [n.url for n in await signaling_mesh(1)]
+    site = "http://127.0.0.1:8478/"
+    (hello,) = await _hellos(site, False, peers, nodes)
+    assert hello.startswith(f"hello nina, welcome to the room of {site}!")
+    assert "file bot" not in hello  # it sits in the main room only
+
+
+def test_the_file_bot_is_named_where_it_is() -> None:
+    assert "the file bot sends back any file" in welcome("nina", ROOM_URL, file_bot=True)
+    assert "file bot" not in welcome("nina", "http://127.0.0.1:8478/", file_bot=False)
