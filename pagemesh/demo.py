@@ -46,6 +46,10 @@ VERBOSE_HINT = "make demo V=1 (or .venv/bin/pagemesh -v demo)"
 DEMO_PORT = 8471
 """The first of the demo's fixed ports on 127.0.0.1 (8471-8478 for three nodes: their
 HTTP ports, then their DHT ports, the relay's, the sample site's)."""
+GREETED = "greeted"
+"""The folder of the demo's data where the greeter keeps the keys it greeted, one file
+a room (`GREETED_FILES`), kept when a new run wipes the rest."""
+GREETED_FILES = ("example.org.txt", "site.txt")
 DEMO_RELAY = '[relay]\nallow_peers = ["127.0.0.0/8"]  # loopback peers, for the demo only\n'
 
 
@@ -73,9 +77,21 @@ def _run(args: argparse.Namespace) -> int:
     if not (args.port == 0 or 1024 <= args.port <= 65535 - 2 * args.nodes - 1):
         print(f"pagemesh demo: --port {args.port}: no room for its ports", file=sys.stderr)
         return 2
-    shutil.rmtree(args.data_dir, ignore_errors=True)  # a fresh mesh every time
-    args.data_dir.mkdir(parents=True)
+    fresh_data_dir(args.data_dir)
     return asyncio.run(run_demo(args))
+
+
+def fresh_data_dir(data_dir: Path) -> None:
+    """A fresh mesh every time, but the greeter's memory of whom it greeted stays: the
+    demo keeps its ports, so a browser comes back with the key it had (GREETED)."""
+    memory = data_dir / GREETED
+    kept = {
+        name: (memory / name).read_bytes() for name in GREETED_FILES if (memory / name).is_file()
+    }
+    shutil.rmtree(data_dir, ignore_errors=True)
+    memory.mkdir(parents=True)
+    for name, content in kept.items():
+        (memory / name).write_bytes(content)
 
 
 def say(text: str) -> None:
@@ -235,7 +251,9 @@ async def run_demo(args: argparse.Namespace) -> int:
         bots.append(greeter)
         filebot, room = await start_bot("filebot", data_dir, urls[::-1], data_dir / "filebot-in")
         bots.append(filebot)
-        tasks.append(asyncio.create_task(greet(greeting, {filebot.public_key})))
+        memory = data_dir / GREETED
+        main_memory, site_memory = (memory / name for name in GREETED_FILES)
+        tasks.append(asyncio.create_task(greet(greeting, {filebot.public_key}, memory=main_memory)))
         if not await linked(room, greeter.public_key):
             say(f"  (the bots did not link within {LINK_TIMEOUT:g} s; {VERBOSE_HINT} shows why)")
         tasks.append(asyncio.create_task(echo_files(room)))
@@ -250,13 +268,16 @@ async def run_demo(args: argparse.Namespace) -> int:
         say("\nIn a chat, /help lists what you can do (/who, /get N, /send FILE, /leave).")
         sample, site = await serve_sample_site(page, ports.site)
         at_site = await greeter.join(site)  # the greeter reads the sample site too
-        tasks.append(asyncio.create_task(greet(at_site, set(), site, file_bot=False)))
+        tasks.append(
+            asyncio.create_task(greet(at_site, set(), site, file_bot=False, memory=site_memory))
+        )
         say(f"\nA site with the chat widget (one <script> line, docs/widget.md):\n\n  {site}")
         folder, _ = extension.build(data_dir / "extension", [nodes[0].url])
         say(
             f"\nThe browser extension, built for these nodes in {folder} (docs/extension.md):\n"
-            "  chrome://extensions -> Developer mode -> Load unpacked -> that folder;\n"
-            "  its options -> allow local addresses, then open the site above and the side panel."
+            "  chrome://extensions -> Developer mode -> Load unpacked -> that folder; pin it from\n"
+            "  the puzzle-piece (Extensions) menu; its Options -> tick 'Also join on local and\n"
+            "  private addresses'; then open the site above and click its button."
         )
         say(f"\n  health: curl {page}/healthz   metrics: curl {page}/metrics")
         say(f"\nCtrl-C stops everything; {VERBOSE_HINT} shows the libraries' logs too.")

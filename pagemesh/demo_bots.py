@@ -26,22 +26,54 @@ REJOIN_QUIET = 600.0
 key they come back with (another device of theirs)."""
 
 
-class Greetings:
-    """Whom the greeter greets, on the clock it is given: a key at most once a run (of
-    the last `MAX_GREETED` greeted), and nobody whose person (the identity a device
-    speaks for) is here or was within `REJOIN_QUIET` seconds. A reload, a rejoin or a
-    second device is not a newcomer, and the history newcomers get is not all hellos."""
+KEY_BYTES = 32
 
-    def __init__(self, never: Iterable[bytes] = ()) -> None:
+
+def parse_greeted(text: str) -> tuple[bytes, ...]:
+    """The keys a greeter's memory file names (one in hex a line, oldest first): the last
+    `MAX_GREETED`; a line that is no key (a damaged file) is skipped, never fatal."""
+    keys: list[bytes] = []
+    for line in text.splitlines():
+        word = line.strip()
+        if len(word) == 2 * KEY_BYTES and all(c in "0123456789abcdef" for c in word):
+            keys.append(bytes.fromhex(word))
+    return tuple(keys[-MAX_GREETED:])
+
+
+def serialize_greeted(keys: Iterable[bytes]) -> str:
+    """What `parse_greeted` reads: the last `MAX_GREETED` of `keys`."""
+    return "".join(f"{key.hex()}\n" for key in list(keys)[-MAX_GREETED:])
+
+
+def _recall(memory: Path) -> tuple[bytes, ...]:
+    """The keys greeted in earlier runs (none the first time)."""
+    return parse_greeted(memory.read_text()) if memory.is_file() else ()
+
+
+class Greetings:
+    """Whom the greeter greets, on the clock it is given: a key at most once (of the last
+    `MAX_GREETED` greeted, `greeted` by an earlier run among them), and nobody whose
+    person (the identity a device speaks for) is here or was within `REJOIN_QUIET`
+    seconds. A reload, a rejoin, a restart of the demo or a second device is not a
+    newcomer, and the history newcomers get is not all hellos."""
+
+    def __init__(self, never: Iterable[bytes] = (), greeted: Iterable[bytes] = ()) -> None:
         self._never = frozenset(never)
         self._keys: OrderedDict[bytes, float | None] = OrderedDict()
         """Keys greeted, oldest first (no value: one map type for `_remember`)."""
         self._people: OrderedDict[bytes, float | None] = OrderedDict()
         """People seen, least recently first: when they last left, or None while here."""
+        for key in greeted:
+            self._remember(self._keys, key, None)
 
     @property
     def size(self) -> int:
         return len(self._keys) + len(self._people)
+
+    @property
+    def greeted(self) -> tuple[bytes, ...]:
+        """The keys greeted, oldest first: what a later run is given."""
+        return tuple(self._keys)
 
     def should_greet(self, key: bytes, person: bytes, now: float) -> bool:
         """`key` (speaking for `person`) arrived: greet it? Either way its person is here."""
@@ -73,15 +105,23 @@ def welcome(who: str, page: str, file_bot: bool) -> str:
     return f"hello {who}, welcome to the room of {page}! Say !echo TEXT and I say it back{files}."
 
 
-async def greet(room: Room, bots: set[bytes], page: str = ROOM_URL, file_bot: bool = True) -> None:
+async def greet(
+    room: Room,
+    bots: set[bytes],
+    page: str = ROOM_URL,
+    file_bot: bool = True,
+    memory: Path | None = None,
+) -> None:
     """The greeter: hello to each newcomer by name (or, when it gives none within
     `GREET_WAIT` seconds of its link opening, by its key's tag), once per key whatever
     its name does later (`Greetings`: not on a reload, a rejoin or a second device
     either), and an echo for lines starting with `!echo`. `file_bot`: the file bot is
-    in this room too, and the hello says so."""
+    in this room too, and the hello says so. `memory`: a file of the keys greeted, read
+    at the start and written after each hello, so that a restart greets none again."""
     loop = asyncio.get_running_loop()
     waiting: dict[bytes, float] = {}  # linked, not yet greeted: since when
-    greetings = Greetings(never=bots)
+    earlier = await asyncio.to_thread(_recall, memory) if memory is not None else ()
+    greetings = Greetings(never=bots, greeted=earlier)
     while True:
         try:
             event = await room.next_event(GREET_WAIT if waiting else 3600.0)
@@ -100,6 +140,8 @@ async def greet(room: Room, bots: set[bytes], page: str = ROOM_URL, file_bot: bo
                 del waiting[key]
                 if not greetings.should_greet(key, room.person_of(key), loop.time()):
                     continue
+                if memory is not None:
+                    await asyncio.to_thread(memory.write_text, serialize_greeted(greetings.greeted))
                 await room.say(welcome(member_label(room, key), page, file_bot))
 
 
