@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
 import zipfile
 from pathlib import Path
 
@@ -82,6 +83,18 @@ def test_the_manifest_asks_little_and_loads_nothing_from_elsewhere(built: Path) 
             assert "//" not in ref and (page.parent / ref).resolve().is_file(), (page.name, ref)
     defaults = json.loads((built / "extension" / "defaults.json").read_text())
     assert defaults == {"nodes": [NODE, "ws://127.0.0.1:8001"], "version": package_version()}
+
+
+def test_the_toolbar_and_the_extensions_page_show_its_own_icon(built: Path) -> None:
+    # Without icons Chromium draws a grey letter on the toolbar button.
+    manifest = json.loads((built / "manifest.json").read_text())
+    named = {**manifest["icons"], **manifest["action"]["default_icon"]}
+    assert {"16", "32", "48", "128"} <= set(manifest["icons"])
+    for size, path in named.items():
+        data = (built / path).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+        width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk comes first
+        assert width == height == int(size), (path, width, height)
 
 
 def test_the_zip_holds_the_folder_and_the_same_sources_give_the_same_bytes(
