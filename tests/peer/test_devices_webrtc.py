@@ -17,7 +17,7 @@ import pytest
 from peer.chatscreen import member_label
 from peer.device import Delegation, Revocation, issue_delegation, issue_revocation
 from peer.identity_file import export_identity, import_identity
-from peer.peer import Device, Message, PeerConfig, Replaced, Revoked, Room, load_revocations
+from peer.peer import Device, Message, Peer, PeerConfig, Replaced, Revoked, Room, load_revocations
 from peer.store import KEY_FILE, load_or_create_key
 from tests.signaling.conftest import NodeFactory
 
@@ -38,6 +38,36 @@ def move_identity(source: Path, target: Path) -> None:
     fd = os.open(target / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(seed)
+
+
+async def ana_devices(
+    peers: PeerFactory, tmp_path: Path, laptop_node: str, phone_node: str | None = None
+) -> tuple[Peer, Peer]:
+    """Ana's laptop and phone: two devices of one identity, whose seed went from the
+    laptop's data directory to the phone's (`move_identity`)."""
+    laptop = await peers("ana-laptop", [laptop_node], device="laptop")
+    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
+    phone = await peers("ana-phone", [phone_node or laptop_node], device="phone")
+    return laptop, phone
+
+
+def show_made_up_identities(room: Room, member: bytes, tag: int, count: int) -> list[bytes]:
+    """The attacker's flood: on its link to `member`, `count` delegations of the room's
+    own key, each from another made-up identity (seeds told apart by `tag`); those
+    identities' keys, in the order shown."""
+    from nacl.signing import SigningKey
+
+    from peer.device import serialize_delegation
+
+    now_ms = int(time.time() * 1000)
+    device = room.peer.public_key
+    made = [SigningKey(i.to_bytes(4, "big") + bytes([tag]) * 28) for i in range(count)]
+    for key in made:
+        own = issue_delegation(
+            lambda m, k=key: k.sign(m).signature, bytes(key.verify_key), device, now_ms, HOUR_MS, ""
+        )
+        room.links[member].send({"t": "device", "cert": serialize_delegation(own).hex()})
+    return [bytes(key.verify_key) for key in made]
 
 
 async def until_linked(room: Room, keys: set[bytes], within: float = 30.0) -> None:
@@ -64,9 +94,7 @@ async def test_two_devices_of_one_identity_are_one_person_with_two_devices(
     signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path
 ) -> None:
     a, b = await signaling_mesh(2)
-    laptop = await peers("ana-laptop", [a.url], device="laptop")
-    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
-    phone = await peers("ana-phone", [b.url], device="phone")
+    laptop, phone = await ana_devices(peers, tmp_path, a.url, b.url)
     bob = await peers("bob", [a.url])
     ana = laptop.identity_key
     assert phone.identity_key == ana
@@ -201,9 +229,7 @@ async def test_a_revoked_device_is_its_own_person_and_a_forged_revocation_change
     signaling_mesh: NodeFactory, peers: PeerFactory, tmp_path: Path
 ) -> None:
     (node,) = await signaling_mesh(1)
-    laptop = await peers("ana-laptop", [node.url], device="laptop")
-    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
-    phone = await peers("ana-phone", [node.url], device="phone")
+    laptop, phone = await ana_devices(peers, tmp_path, node.url)
     ana = laptop.identity_key
     # Mallory shows a revocation of Ana's phone that Mallory's own identity signed
     mallory = await peers("mallory", [node.url])
@@ -325,9 +351,7 @@ async def test_a_revocation_heard_in_one_room_holds_in_every_room(
     Bob's every room shows the laptop as its own key, now and after a renewal, and a
     room Bob opens later knows it from the start."""
     (node,) = await signaling_mesh(1)
-    laptop = await peers("ana-laptop", [node.url], device="laptop")
-    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
-    phone = await peers("ana-phone", [node.url], device="phone")
+    laptop, phone = await ana_devices(peers, tmp_path, node.url)
     ana = laptop.identity_key
     bob = await peers("bob", [node.url])
     where_phone, where_thief = URL + "/phone", URL + "/thief"
@@ -363,9 +387,6 @@ async def test_a_member_cannot_change_its_person_without_bound(
     made-up identity after another; each one was a new person (a `Device` event, the
     page relabelling every row, the terminal a line). A link's person or label changes
     at most MAX_DEVICE_CHANGES times; past that it stays who it was (`changes`)."""
-    from nacl.signing import SigningKey
-
-    from peer.device import serialize_delegation
     from peer.peer import MAX_DEVICE_CHANGES
 
     (node,) = await signaling_mesh(1)
@@ -374,24 +395,11 @@ async def test_a_member_cannot_change_its_person_without_bound(
     room_b, room_r = await ben.join(URL), await rogue.join(URL)
     await until_linked(room_r, {ben.public_key})
     await until_linked(room_b, {rogue.public_key})
-    now_ms = int(time.time() * 1000)
-    made = [SigningKey(i.to_bytes(4, "big") + b"\5" * 28) for i in range(MAX_DEVICE_CHANGES + 20)]
-    link = room_r.links[ben.public_key]
-    for key in made:
-        own = issue_delegation(
-            lambda m, k=key: k.sign(m).signature,
-            bytes(key.verify_key),
-            rogue.public_key,
-            now_ms,
-            HOUR_MS,
-            "",
-        )
-        link.send({"t": "device", "cert": serialize_delegation(own).hex()})
+    made = show_made_up_identities(room_r, ben.public_key, 5, MAX_DEVICE_CHANGES + 20)
     await rooms_say(room_r)
     await collect(room_b, {rogue.public_key}, 1)
     assert room_b.refused_devices.get("changes") == len(made) - 1 - MAX_DEVICE_CHANGES
-    kept = bytes(made[MAX_DEVICE_CHANGES].verify_key)
-    assert room_b.person_of(rogue.public_key) == kept
+    assert room_b.person_of(rogue.public_key) == made[MAX_DEVICE_CHANGES]
 
 
 async def rooms_say(room: Room) -> None:

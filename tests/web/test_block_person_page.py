@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from peer.blocks import BlockRecordError, parse_block_device
 from peer.device import Delegation
 from tests.peer.conftest import PeerFactory
-from tests.peer.test_devices_webrtc import move_identity, until_linked
+from tests.peer.test_devices_webrtc import ana_devices, move_identity, until_linked
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import PageFactory
@@ -51,9 +51,7 @@ async def test_the_page_blocks_a_person_with_all_her_devices(
     signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory, tmp_path: Path
 ) -> None:
     (node,) = await signaling_mesh(1)
-    laptop = await peers("ana-laptop", [node.url], device="laptop")
-    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
-    phone = await peers("ana-phone", [node.url], device="phone")
+    laptop, phone = await ana_devices(peers, tmp_path, node.url)
     bob = await peers("bob", [node.url])
     ana = laptop.identity_key
     devices = [laptop.public_key, phone.public_key]
@@ -161,9 +159,7 @@ async def test_the_page_mutes_a_person_on_all_her_devices_and_keeps_the_links(
     signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory, tmp_path: Path
 ) -> None:
     (node,) = await signaling_mesh(1)
-    laptop = await peers("ana-laptop", [node.url], device="laptop")
-    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
-    phone = await peers("ana-phone", [node.url], device="phone")
+    laptop, phone = await ana_devices(peers, tmp_path, node.url)
     room_l, room_p = await laptop.join(ROOM), await phone.join(ROOM)
     page = await open_page(node, "alice", room=ROOM)
     for key in (laptop.public_key, phone.public_key):

@@ -16,7 +16,12 @@ from peer.identity_file import export_identity
 from peer.peer import Device, Revoked, Room
 from peer.store import KEY_FILE, load_or_create_key
 from tests.peer.conftest import PeerFactory, next_of
-from tests.peer.test_devices_webrtc import collect, move_identity, until_linked
+from tests.peer.test_devices_webrtc import (
+    ana_devices,
+    collect,
+    show_made_up_identities,
+    until_linked,
+)
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import PageFactory, browser_order, order, say
@@ -89,9 +94,7 @@ async def test_the_page_shows_one_person_with_two_devices_and_a_stranger_as_itse
     signaling_mesh: NodeFactory, peers: PeerFactory, open_page: PageFactory, tmp_path: Path
 ) -> None:
     a, b = await signaling_mesh(2)
-    laptop = await peers("ana-laptop", [a.url], device="laptop")
-    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
-    phone = await peers("ana-phone", [b.url], device="phone")
+    laptop, phone = await ana_devices(peers, tmp_path, a.url, b.url)
     ana = laptop.identity_key
     mallory = await peers("mallory", [a.url], device="laptop")
     own = mallory.delegation
@@ -232,9 +235,7 @@ async def test_the_page_holds_a_revocation_in_every_room(
     page in another room than the one where Ana's phone showed the revocation; the
     page's every room shows the laptop as its own key, and a room it opens later too."""
     (node,) = await signaling_mesh(1)
-    laptop = await peers("ana-laptop", [node.url], device="laptop")
-    move_identity(tmp_path / "ana-laptop", tmp_path / "ana-phone")
-    phone = await peers("ana-phone", [node.url], device="phone")
+    laptop, phone = await ana_devices(peers, tmp_path, node.url)
     ana, thief = laptop.identity_key.hex(), laptop.public_key.hex()
     page = await open_page(node, "bob", room=URL)
     bob = bytes.fromhex(await page.evaluate("window.pagemesh.peer.keyHex"))
@@ -264,8 +265,6 @@ async def test_the_page_lets_a_member_change_its_person_a_bounded_few_times(
     """As tests/peer/test_devices_webrtc.py: a member's link shows delegations from one
     made-up identity after another; past MAX_DEVICE_CHANGES the page refuses them
     (`changes`) and the member stays the person it was."""
-    from nacl.signing import SigningKey
-
     from peer.peer import MAX_DEVICE_CHANGES
 
     (node,) = await signaling_mesh(1)
@@ -274,18 +273,7 @@ async def test_the_page_lets_a_member_change_its_person_a_bounded_few_times(
     bob = bytes.fromhex(await page.evaluate("window.pagemesh.peer.keyHex"))
     room_r = await rogue.join(URL)
     await until_linked(room_r, {bob})
-    now_ms = int(time.time() * 1000)
-    made = [SigningKey(i.to_bytes(4, "big") + b"\6" * 28) for i in range(MAX_DEVICE_CHANGES + 20)]
-    for key in made:
-        own = issue_delegation(
-            lambda m, k=key: k.sign(m).signature,
-            bytes(key.verify_key),
-            rogue.public_key,
-            now_ms,
-            3_600_000,
-            "",
-        )
-        room_r.links[bob].send({"t": "device", "cert": serialize_delegation(own).hex()})
+    made = show_made_up_identities(room_r, bob, 6, MAX_DEVICE_CHANGES + 20)
     await room_r.say("after the delegations")
     await page.wait_for_function("document.querySelectorAll('#messages li.msg').length === 1")
     got = await page.evaluate(
@@ -294,5 +282,5 @@ async def test_the_page_lets_a_member_change_its_person_a_bounded_few_times(
     )
     assert got == [
         len(made) - 1 - MAX_DEVICE_CHANGES,
-        bytes(made[MAX_DEVICE_CHANGES].verify_key).hex(),
+        made[MAX_DEVICE_CHANGES].hex(),
     ]
