@@ -12,7 +12,6 @@ whose `joined` the test holds back so the order is seen, not timed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from signaling.node import SignalingNode
 from signaling.protocol import MemberList, canonical_url, room_key
 from tests.peer.conftest import PeerFactory
 from tests.peer.layernode import LayerNode
-from tests.peer.test_early_offers import nodes, offers_to  # noqa: F401  (fixture)
+from tests.peer.test_early_offers import node, nodes, offers_to  # noqa: F401  (fixtures)
 
 from .conftest import PageFactory, next_of
 
@@ -52,14 +51,6 @@ LINKS = """() => {
 }"""
 JOINED_AT = "() => window.pagemesh.peer.rooms.values().next().value.timings.joined ?? null"
 DONE = "async () => { await window.__join; return window.__heard; }"
-
-
-@pytest.fixture
-async def node() -> AsyncIterator[LayerNode]:
-    started = await LayerNode.start(layer_size=4)
-    started.early = True
-    yield started
-    await started.stop()
 
 
 async def key_of(page: Any) -> bytes:
@@ -104,7 +95,9 @@ async def test_the_page_links_to_the_member_its_sign_request_names_before_joined
 
 
 async def test_a_members_frame_names_one_more_member_before_joined(
-    node: LayerNode, peers: PeerFactory, open_page: PageFactory
+    node: LayerNode,  # noqa: F811
+    peers: PeerFactory,
+    open_page: PageFactory,
 ) -> None:
     alice = await peers("alice", [node.url])
     room_a = await alice.join(URL)
@@ -135,7 +128,9 @@ async def test_a_members_frame_names_one_more_member_before_joined(
 
 
 async def test_a_member_named_early_outside_the_layer_the_page_sits_in_is_let_go(
-    node: LayerNode, peers: PeerFactory, open_page: PageFactory
+    node: LayerNode,  # noqa: F811
+    peers: PeerFactory,
+    open_page: PageFactory,
 ) -> None:
     alice = await peers("alice", [node.url])
     room_a = await alice.join(URL)
@@ -156,7 +151,9 @@ async def test_a_member_named_early_outside_the_layer_the_page_sits_in_is_let_go
 
 
 async def test_a_node_naming_blocked_keys_or_members_outside_a_join_reaches_no_one(
-    node: LayerNode, peers: PeerFactory, open_page: PageFactory
+    node: LayerNode,  # noqa: F811
+    peers: PeerFactory,
+    open_page: PageFactory,
 ) -> None:
     mallory = await peers("mallory", [node.url])
     await mallory.join(URL)
