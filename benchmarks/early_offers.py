@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.peer_messaging import Inbox, ms, percentile, room_of
-from benchmarks.signaling_load import start_node, stop
+from benchmarks.signaling_load import start_mesh, stop
 from peer.peer import Peer, PeerConfig
 from peer.webrtc import restrict_host_candidates
 
@@ -81,8 +81,7 @@ async def main() -> None:
     results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        seed = await start_node(workdir, "n0")
-        procs = [seed, await start_node(workdir, "n1", seed), await start_node(workdir, "n2", seed)]
+        procs = await start_mesh(workdir, "n")
         nodes = [p.url for p in procs]
         try:
             members = await room_of(args.members, nodes, workdir, "m")

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from benchmarks.signaling_load import start_node, stop
+from benchmarks.signaling_load import start_mesh, stop
 from peer.files import DEFAULT_CHUNK
 from peer.peer import Connected, FileDone, FileOffered, Message, Peer, PeerConfig, Room
 from peer.transfer import HIGH_WATER, LOW_WATER
@@ -213,8 +213,7 @@ async def main() -> None:
     restrict_host_candidates(["127.0.0.1"])
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        seed = await start_node(workdir, "n0")
-        procs = [seed, await start_node(workdir, "n1", seed), await start_node(workdir, "n2", seed)]
+        procs = await start_mesh(workdir, "n")
         nodes = [p.url for p in procs]
         try:
             members = await room_of(args.peers - 1, nodes, workdir, "p")
