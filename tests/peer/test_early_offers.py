@@ -12,9 +12,7 @@ the order is seen, not timed."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +21,7 @@ from peer.peer import Connected, MemberLeft, Peer, Room
 from peer.signaling import SignalingClient
 from signaling.node import SignalingNode
 from signaling.protocol import IceServer, MemberList, Signal, canonical_url, room_key
-from tests.signaling.conftest import FAST_NODE
+from tests.signaling.conftest import NodeFactory
 
 from .conftest import PeerFactory, next_of
 from .layernode import LayerNode
@@ -44,17 +42,8 @@ SLOW_HOLDER_DHT = DHTConfig(
 
 
 @pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[list[SignalingNode]]:
-    started: list[SignalingNode] = []
-    for i in range(2):
-        seeds = () if not started else (f"127.0.0.1:{started[0].dht.address[1]}",)
-        config = dataclasses.replace(FAST_NODE, data_dir=str(tmp_path / f"n{i}"), bootstrap=seeds)
-        started.append(await SignalingNode.start(config, SLOW_HOLDER_DHT))
-    try:
-        yield started
-    finally:
-        for node in started:
-            await node.stop(moving=False)
+async def nodes(signaling_mesh: NodeFactory) -> list[SignalingNode]:
+    return await signaling_mesh(2, dht=SLOW_HOLDER_DHT)
 
 
 @pytest.fixture

@@ -47,10 +47,13 @@ ClientFactory = Callable[..., Awaitable[SignalingClient]]
 
 @pytest.fixture
 async def signaling_mesh(tmp_path: Path) -> AsyncIterator[NodeFactory]:
-    """`await signaling_mesh(count, **options)`: nodes on loopback joined through the first."""
+    """`await signaling_mesh(count, dht=FAST_DHT, **options)`: nodes on loopback joined
+    through the first (`options`: NodeConfig fields)."""
     started: list[SignalingNode] = []
 
-    async def start(count: int, **options: object) -> list[SignalingNode]:
+    async def start(
+        count: int, dht: DHTConfig = FAST_DHT, **options: object
+    ) -> list[SignalingNode]:
         nodes: list[SignalingNode] = []
         for _ in range(count):
             seeds = () if not started else (f"127.0.0.1:{started[0].dht.address[1]}",)
@@ -60,7 +63,7 @@ async def signaling_mesh(tmp_path: Path) -> AsyncIterator[NodeFactory]:
                 bootstrap=seeds,
                 **options,  # type: ignore[arg-type]
             )
-            node = await SignalingNode.start(config, FAST_DHT)
+            node = await SignalingNode.start(config, dht)
             started.append(node)
             nodes.append(node)
         return nodes
