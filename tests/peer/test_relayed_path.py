@@ -17,7 +17,7 @@ from pagemesh.embedded_relay import EmbeddedRelay, start_embedded_relay
 from peer.peer import Connected, Message, PeerConfig, Room
 from relay.core import RelayConfig
 from relay.server import RelayServer
-from signaling.config import IceConfig
+from signaling.config import IceConfig, NodeConfig
 from signaling.node import SignalingNode
 from tests.signaling.certs import TestCA
 from tests.signaling.conftest import FAST_DHT, FAST_NODE
@@ -27,13 +27,18 @@ from .conftest import PeerFactory
 pytestmark = pytest.mark.integration
 
 
+async def loopback_relay(tmp_path: Path, name: str) -> tuple[NodeConfig, EmbeddedRelay]:
+    """A node config with an embedded relay (data in `tmp_path / name`), and that relay
+    started, open to loopback peers (refused by default: special-purpose addresses)."""
+    toml = tmp_path / f"{name}.toml"
+    toml.write_text('[relay]\nallow_peers = ["127.0.0.0/8"]\n')
+    config = dataclasses.replace(FAST_NODE, data_dir=str(tmp_path / name), relay_port=0)
+    return config, await start_embedded_relay(config, toml)
+
+
 @pytest.fixture
 async def relay_node(tmp_path: Path) -> AsyncIterator[SignalingNode]:
-    toml = tmp_path / "node.toml"
-    # loopback peers are refused by default (special-purpose addresses); this test allows them
-    toml.write_text('[relay]\nallow_peers = ["127.0.0.0/8"]\n')
-    config = dataclasses.replace(FAST_NODE, data_dir=str(tmp_path / "node"), relay_port=0)
-    relay = await start_embedded_relay(config, toml)
+    config, relay = await loopback_relay(tmp_path, "node")
     node = await SignalingNode.start(config, FAST_DHT, relay)
     yield node
     await node.stop(moving=False)

@@ -17,14 +17,13 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
-from pagemesh.embedded_relay import start_embedded_relay
 from peer.peer import Connected
 from peer.signaling import SignalingClient
 from signaling.config import IceConfig
 from signaling.node import SignalingNode
 from signaling.rooms import canonical_url, room_key
 from tests.peer.conftest import PeerFactory
-from tests.peer.test_relayed_path import relay_node  # noqa: F401  (fixture)
+from tests.peer.test_relayed_path import loopback_relay, relay_node  # noqa: F401  (fixture)
 from tests.signaling.conftest import FAST_DHT, FAST_NODE, NodeFactory
 
 from .conftest import next_of
@@ -232,10 +231,7 @@ async def test_a_page_opened_on_a_room_gathers_from_its_welcome_without_asking(
 @pytest.fixture
 async def stun_node(tmp_path: Path) -> AsyncIterator[SignalingNode]:
     """A node that hands out a STUN server (the relay's, run beside it) and no TURN."""
-    toml = tmp_path / "relay.toml"
-    toml.write_text('[relay]\nallow_peers = ["127.0.0.0/8"]\n')
-    relay_config = dataclasses.replace(FAST_NODE, data_dir=str(tmp_path / "relay"), relay_port=0)
-    relay = await start_embedded_relay(relay_config, toml)
+    _, relay = await loopback_relay(tmp_path, "relay")
     stun = tuple(url for url in relay.urls if url.startswith("stun:"))
     assert stun, relay.urls
     config = dataclasses.replace(
