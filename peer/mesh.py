@@ -361,8 +361,7 @@ class Mesh:
         self._tried.clear()
         self.learn_nodes(learned)
         self._return_tries = 0
-        away = bool(self.chosen) and url not in self.chosen
-        self._return_at = now + self.config.return_after if away else None
+        self._return_at = now + self.config.return_after if url not in self.chosen else None
         self._out.append(NodeStatus("connected", url))
         for key, room in self.rooms.items():
             self._out.append(JoinRoom(key, room.layer, room.friend))
@@ -372,8 +371,8 @@ class Mesh:
         if self.state is NodeState.CONNECTED and url == self.returning:
             self.returning = None
             self._return_tries += 1
-            wait = self.config.return_after * 2 ** min(self._return_tries, MAX_DOUBLINGS)
-            self._return_at = now + min(wait, self.config.return_cap)
+            wait = _backoff(self.config.return_after, self.config.return_cap, self._return_tries)
+            self._return_at = now + wait
             return
         if self.state is NodeState.CONNECTING and url == self.node:
             self._connect_next(now)

@@ -208,8 +208,7 @@ export class Mesh {
     this.tried.clear();
     this.learnNodes(learned);
     this.returnTries = 0;
-    const away = this.chosen.length > 0 && !this.chosen.includes(url);
-    this.returnAt = away ? now + this.config.returnAfter : null;
+    this.returnAt = this.chosen.includes(url) ? null : now + this.config.returnAfter;
     this.out.push(NodeStatus("connected", url));
     for (const [key, room] of this.rooms) this.out.push(JoinRoom(key, room.layer, room.friend));
   }
@@ -219,8 +218,7 @@ export class Mesh {
     if (this.state === NodeState.CONNECTED && url === this.returning) {
       this.returning = null;
       this.returnTries += 1;
-      const wait = this.config.returnAfter * 2 ** Math.min(this.returnTries, MAX_DOUBLINGS);
-      this.returnAt = now + Math.min(wait, this.config.returnCap);
+      this.returnAt = now + backoff(this.config.returnAfter, this.config.returnCap, this.returnTries);
       return;
     }
     if (this.state === NodeState.CONNECTING && url === this.node) this.connectNext(now);
