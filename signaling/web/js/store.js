@@ -27,6 +27,15 @@ export function pageRoomsKept(used, roomHex, at, max = MAX_PAGE_ROOMS) {
   return { used: Object.fromEntries(kept), forget: entries.slice(max - 1).map(([hex]) => hex) };
 }
 
+function completed(tx) {
+  // A transaction's end: resolved once committed, rejected if it failed or was aborted.
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = resolve;
+    tx.onerror = () => reject(tx.error);
+    tx.onabort = () => reject(tx.error);
+  });
+}
+
 function request(req) {
   return new Promise((resolve, reject) => {
     req.onsuccess = () => resolve(req.result);
@@ -60,11 +69,7 @@ export class Store {
   async put(storeName, key, value) {
     const tx = this.db.transaction(storeName, "readwrite");
     tx.objectStore(storeName).put(value, key);
-    await new Promise((resolve, reject) => {
-      tx.oncomplete = resolve;
-      tx.onerror = () => reject(tx.error);
-      tx.onabort = () => reject(tx.error);
-    });
+    await completed(tx);
   }
 
   identity() {
@@ -97,11 +102,7 @@ export class Store {
     tx.objectStore("identity").put(pair, "key");
     tx.objectStore("identity").put(seed, "seed");
     tx.objectStore("rooms").clear();
-    await new Promise((resolve, reject) => {
-      tx.oncomplete = resolve;
-      tx.onerror = () => reject(tx.error);
-      tx.onabort = () => reject(tx.error);
-    });
+    await completed(tx);
   }
 
   async name() {
@@ -124,11 +125,7 @@ export class Store {
     const tx = this.db.transaction(["identity", "rooms"], "readwrite");
     const identity = tx.objectStore("identity");
     const rooms = tx.objectStore("rooms");
-    const done = new Promise((resolve, reject) => {
-      tx.oncomplete = resolve;
-      tx.onerror = () => reject(tx.error);
-      tx.onabort = () => reject(tx.error);
-    });
+    const done = completed(tx);
     const read = identity.get("pageRooms");
     read.onsuccess = () => {
       const { used, forget } = pageRoomsKept(read.result ?? null, roomHex, Date.now());
@@ -154,10 +151,7 @@ export class Store {
   async forgetContact(keyHex) {
     const tx = this.db.transaction("contacts", "readwrite");
     tx.objectStore("contacts").delete(keyHex);
-    await new Promise((resolve, reject) => {
-      tx.oncomplete = resolve;
-      tx.onerror = () => reject(tx.error);
-    });
+    await completed(tx);
   }
 
   async presenceMode() {
