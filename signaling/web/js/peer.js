@@ -1578,10 +1578,7 @@ export class Peer {
     const node = this.node;
     if (!node) return;
     const reply = await node.request({ type: "ice-servers" });
-    const servers = Array.isArray(reply.servers) ? reply.servers : [];
-    this.iceServers = servers;
-    this.iceServersFrom = node;
-    this.mesh.iceServers(iceExpiry(servers), now());
+    this.useIceServers(Array.isArray(reply.servers) ? reply.servers : [], node);
     this.drive();
   }
 
@@ -1919,15 +1916,21 @@ export class Peer {
     this.drive();
   }
 
+  useIceServers(servers, node) {
+    // `node`'s servers for the links made from now on, the Mesh's renewal timed by their
+    // credentials, and kept for the next opening (what may be: serversHint).
+    this.iceServers = servers;
+    this.iceServersFrom = node;
+    this.mesh.iceServers(iceExpiry(servers), now());
+    keep(SERVERS_HINT, serversHint(servers));
+  }
+
   iceFor(node) {
     // This node's ICE servers: from its welcome (5.0), else asked once (a `joined` brings
     // them too, but the connection made ahead and an early offer come before it).
     if (this.iceServersFrom === node) return Promise.resolve();
     if (Array.isArray(node.iceServers)) {
-      this.iceServers = node.iceServers;
-      this.iceServersFrom = node;
-      this.mesh.iceServers(iceExpiry(node.iceServers), now());
-      keep(SERVERS_HINT, serversHint(node.iceServers)); // the next opening begins with them
+      this.useIceServers(node.iceServers, node);
       return Promise.resolve();
     }
     if (this.iceAsking?.node !== node) {
@@ -1935,10 +1938,7 @@ export class Peer {
         .request({ type: "ice-servers" })
         .then((reply) => {
           if (this.node !== node || this.iceServersFrom === node || !Array.isArray(reply.servers)) return;
-          this.iceServers = reply.servers;
-          this.iceServersFrom = node;
-          this.mesh.iceServers(iceExpiry(reply.servers), now());
-          keep(SERVERS_HINT, serversHint(reply.servers));
+          this.useIceServers(reply.servers, node);
         })
         .catch(() => {}); // the join's own answer brings them
       this.iceAsking = { node, asked };
