@@ -114,6 +114,39 @@ async def test_on_a_phone_outside_any_room_the_contacts_are_shown(
     await page.screenshot(path=str(ARTIFACTS / "contacts-390x844-no-room.png"))
 
 
+async def test_overlapping_reloads_end_with_what_is_stored(
+    signaling_mesh: NodeFactory, open_page: PageFactory
+) -> None:
+    # A card saved while a contact was being added: two reloads overlapped, and the one
+    # that read the store first finished last, leaving the contacts (and their secrets)
+    # as they were before. Reloads now take turns, each reading the store in its turn.
+    (node,) = await signaling_mesh(1)
+    page = await open_page(node, "Ben")
+    await page.wait_for_selector("body[data-contacts=ready]")
+    got = await page.evaluate(
+        """async () => {
+            const f = window.pagemesh.peer.friends;
+            const store = f.peer.store;
+            const read = store.contacts.bind(store);
+            let calls = 0;
+            store.contacts = async () => {
+                const first = calls++ === 0;
+                const found = await read();
+                if (first) await new Promise((r) => setTimeout(r, 200)); // read early, slow
+                return found;
+            };
+            const first = f.reload(); // reads the store before the contact is saved
+            await new Promise((r) => setTimeout(r, 20));
+            await store.saveContact({ key: '03'.repeat(32), petname: 'Zoë', x: null,
+                sig: null, room: null, page: null, addedAt: 1 });
+            await Promise.all([first, f.reload()]);
+            store.contacts = read;
+            return f.contacts.map((c) => c.petname);
+        }"""
+    )
+    assert got == ["Zoë"]
+
+
 async def test_contacts_move_with_the_identity_file_both_ways(
     signaling_mesh: NodeFactory, open_page: PageFactory
 ) -> None:

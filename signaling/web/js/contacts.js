@@ -145,18 +145,30 @@ export class Friends {
     this.changed();
   }
 
-  async reload() {
-    this.contacts = await this.peer.store.contacts();
-    this.secrets.clear();
+  reload() {
+    // The contacts as stored, and their pair secrets. One reload at a time, each reading
+    // the store when its turn comes: two that overlapped (a card saved while a contact
+    // was added) let the one that read the store first clear the secrets the other had
+    // made, and a contact's card went unused (no presence, no "Message") until the next.
+    const next = (this.reloading ?? Promise.resolve()).then(() => this.load());
+    this.reloading = next.catch(() => {});
+    return next;
+  }
+
+  async load() {
+    const contacts = await this.peer.store.contacts();
+    const secrets = new Map();
     const me = fromHex(this.peer.identityHex, 32);
-    for (const c of this.contacts) {
+    for (const c of contacts) {
       if (!this.xPrivate || !c.x || !c.sig) continue;
       try {
-        this.secrets.set(c.key, await pairSecret(me, this.xPrivate, { key: fromHex(c.key, 32), x: c.x, sig: c.sig }));
+        secrets.set(c.key, await pairSecret(me, this.xPrivate, { key: fromHex(c.key, 32), x: c.x, sig: c.sig }));
       } catch {
         // a low-order key: no presence with this contact
       }
     }
+    this.contacts = contacts;
+    this.secrets = secrets;
     for (const key of this.seen.keys()) if (!this.contacts.some((c) => c.key === key)) this.seen.delete(key);
     this.changed();
   }
