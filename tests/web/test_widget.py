@@ -276,7 +276,7 @@ async def test_a_visitor_chats_on_a_site_that_embeds_the_widget(
     await page.wait_for_selector("[data-pagemesh] .badge", state="hidden")
     # the message box takes the focus once the frame hears it is shown (a postMessage
     # away from the host page's own change, which the badge shows)
-    await frame.wait_for_function("document.activeElement?.id === 'text'", timeout=5_000)
+    assert await until(frame, "document.activeElement?.id", lambda focused: focused == "text")
     # The close button in the panel closes it too.
     await frame.click("#widget-close")
     await page.wait_for_selector("iframe[title='Chat with people on this page']", state="hidden")
