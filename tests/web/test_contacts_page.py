@@ -147,6 +147,41 @@ async def test_overlapping_reloads_end_with_what_is_stored(
     assert got == ["Zoë"]
 
 
+async def test_a_card_that_comes_while_its_contact_is_added_is_taken(
+    signaling_mesh: NodeFactory, open_page: PageFactory
+) -> None:
+    # Ana's card reached the page while the page was adding her (her link's card right
+    # after the link came up): the card found no contact yet and the contact was saved
+    # without it, so no pair secret and no "Message" for her. The next reload takes it.
+    (node,) = await signaling_mesh(1)
+    page = await open_page(node, "Ben")
+    await page.wait_for_selector("body[data-contacts=ready]")
+    seed = bytes(range(32))
+    ana = SigningKey(seed)
+    card = ContactCard.create(ana, x25519_seed(seed))
+    got = await page.evaluate(
+        """async ([key, frame]) => {
+            const f = window.pagemesh.peer.friends;
+            const store = f.peer.store;
+            const save = store.saveContact.bind(store);
+            store.saveContact = async (c) => {
+                await save(c);
+                await new Promise((r) => setTimeout(r, 100)); // a slow disk
+            };
+            const adding = f.add(key, 'Ana');
+            await new Promise((r) => setTimeout(r, 20)); // saving, not yet reloaded
+            await f.onCard(key, frame, '07'.repeat(32));
+            await adding;
+            await f.reloading;
+            store.saveContact = save;
+            const stored = (await store.contacts()).find((c) => c.key === key);
+            return [f.secrets.has(key), stored.x !== null];
+        }""",
+        [ana.verify_key.encode().hex(), card.to_frame()],
+    )
+    assert got == [True, True]
+
+
 async def test_contacts_move_with_the_identity_file_both_ways(
     signaling_mesh: NodeFactory, open_page: PageFactory
 ) -> None:

@@ -137,12 +137,15 @@ export class Friends {
       this.cards.delete(gone);
       this.cardGivers.delete(gone);
     }
-    const contact = this.contacts.find((c) => c.key === personHex);
-    if (contact && (!contact.x || hex(contact.x) !== hex(card.x))) {
-      await this.peer.store.saveContact({ ...contact, x: card.x, sig: card.sig });
-      await this.reload();
-    }
+    // A contact's newer card is taken by the next reload, which also catches a contact
+    // being added while this card was on its way.
+    if (this.contacts.some((c) => c.key === personHex && this.cardIsNewer(c))) await this.reload();
     this.changed();
+  }
+
+  cardIsNewer(contact) {
+    const card = this.cards.get(contact.key);
+    return card !== undefined && (!contact.x || hex(contact.x) !== hex(card.x));
   }
 
   reload() {
@@ -157,6 +160,12 @@ export class Friends {
 
   async load() {
     const contacts = await this.peer.store.contacts();
+    for (const [i, c] of contacts.entries()) {
+      if (!this.cardIsNewer(c)) continue;
+      const card = this.cards.get(c.key);
+      contacts[i] = { ...c, x: card.x, sig: card.sig };
+      await this.peer.store.saveContact(contacts[i]);
+    }
     const secrets = new Map();
     const me = fromHex(this.peer.identityHex, 32);
     for (const c of contacts) {
@@ -169,6 +178,8 @@ export class Friends {
     }
     this.contacts = contacts;
     this.secrets = secrets;
+    // a card that came while this reload read the store is taken by the next
+    if (contacts.some((c) => this.cardIsNewer(c))) this.reload();
     for (const key of this.seen.keys()) if (!this.contacts.some((c) => c.key === key)) this.seen.delete(key);
     this.changed();
   }
