@@ -1198,6 +1198,7 @@ class Peer:
         self._pages[key] = None if secret is not None else canonical_url(url, scope)
         room = self.rooms.get(key)
         if room is None:
+            self.store.page_room_joined(key, keep=self.rooms.keys())
             room = self.rooms[key] = Room(self, key)
             room.seated = asyncio.get_running_loop().create_future()
             self.mesh.join(key, layer, friend)

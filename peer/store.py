@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 64
 """Messages saved in a room between two prunings of it."""
+MAX_PAGE_ROOMS = 100
+"""Page rooms whose messages and clocks are kept: the least recently joined beyond are
+forgotten (the page keeps as many, signaling/web/js/store.js MAX_PAGE_ROOMS)."""
 KEY_FILE = "peer.key"
 DB_FILE = "peer.sqlite3"
 
@@ -95,11 +98,19 @@ def _blocks(db: sqlite3.Connection) -> None:
     )
 
 
+def _page_rooms(db: sqlite3.Connection) -> None:
+    """4 -> 5: the page rooms joined, in the order last joined (rowid), so that the
+    rooms kept are bounded (MAX_PAGE_ROOMS). Rooms stored before are not listed (a
+    contact's conversation cannot be told from a page's here) and stay."""
+    db.execute("CREATE TABLE page_rooms (room BLOB PRIMARY KEY)")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_v1,
     _version_in_user_version,
     _contacts,
     _blocks,
+    _page_rooms,
 )
 """Step i brings a store from version i to i + 1, all steps in one transaction."""
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -272,6 +283,26 @@ class PeerStore:
                 (room, lamport),
             )
         self.forget_messages(room, forget or ())
+
+    def page_room_joined(
+        self, room: bytes, keep: Collection[bytes] = (), max_rooms: int = MAX_PAGE_ROOMS
+    ) -> list[bytes]:
+        """Note a page's `room` as joined now and forget (messages, delivery state,
+        clocks) the page rooms joined least recently beyond the newest `max_rooms`, but
+        those in `keep` (open now). A contact's conversation is never listed here, so
+        never forgotten (as the page's store, signaling/web/js/store.js). Returns the
+        rooms forgotten."""
+        with self._write() as db:
+            # REPLACE gives the row a new rowid: rowid order is the order last joined.
+            db.execute("INSERT OR REPLACE INTO page_rooms VALUES (?)", (room,))
+            old = db.execute(
+                "SELECT room FROM page_rooms ORDER BY rowid DESC LIMIT -1 OFFSET ?",
+                (max(1, max_rooms),),
+            ).fetchall()
+            gone = [(bytes(r[0]),) for r in old if bytes(r[0]) not in keep]
+            for table in ("page_rooms", "rooms", "delivered", "messages"):
+                db.executemany(f"DELETE FROM {table} WHERE room = ?", gone)
+        return [r[0] for r in gone]
 
     def forget_messages(self, room: bytes, envs: Iterable[Envelope]) -> None:
         """Delete the `envs` of `room` (refused on restore, or our own taken back)."""

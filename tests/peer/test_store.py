@@ -3,6 +3,7 @@ versions (older stores migrated, newer ones refused)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import stat
@@ -231,6 +232,50 @@ async def test_a_rooms_store_keeps_no_more_than_the_core(tmp_path: Path) -> None
     assert peer.public_key in delivered and list(delivered)[-2:] == last_two
     await room.close()
     store.close()
+
+
+def test_page_rooms_beyond_the_newest_hundred_are_forgotten(tmp_path: Path) -> None:
+    # Every page read with the CLI or a bot added a room to the store, and nothing
+    # removed one: the store grew with the pages visited (the page's store keeps 100).
+    store = PeerStore(tmp_path)
+    key = SigningKey(b"\x03" * 32)
+    rooms = [bytes([i]) * 32 for i in range(5)]
+    dm = b"\xdd" * 32  # a contact's conversation: never noted as a page's room
+    for room in [*rooms, dm]:
+        env = replace(signed_by(key, 1, int(T0 * 1000)), room=room)
+        env = replace(env, signature=key.sign(env.signed_bytes()).signature)
+        store.save_message(env, 1, env.lamport)
+    for room in rooms[:3]:
+        assert store.page_room_joined(room, max_rooms=3) == []
+    assert store.page_room_joined(rooms[0], max_rooms=3) == []  # the newest again
+    assert store.page_room_joined(rooms[3], keep={rooms[1]}, max_rooms=3) == []  # open now
+    # joined last: 1 (kept while open), 2, 0, 3, now 4
+    assert store.page_room_joined(rooms[4], max_rooms=3) == [rooms[2], rooms[1]]
+    assert [bool(store.history(r)) for r in rooms] == [True, False, False, True, True]
+    assert store.room_clock(rooms[1]) == (0, 0) and store.delivered(rooms[1]) == {}
+    assert store.page_room_joined(rooms[4], max_rooms=3) == []
+    assert store.page_room_joined(rooms[1], max_rooms=3) == [rooms[0]]
+    assert store.history(dm) != []
+    store.close()
+
+
+async def test_a_peer_keeps_the_page_rooms_it_joined_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(PeerStore.page_room_joined, "__defaults__", ((), 2))
+    peer = Peer(tmp_path / "p", ["ws://127.0.0.1:9"])  # never connected
+    keys = []
+    for i in range(3):
+        joining = asyncio.create_task(peer.join(f"https://example.org/{i}"))
+        await asyncio.sleep(0)
+        keys.append(next(iter(peer.rooms)))
+        joining.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await joining
+        assert peer.rooms == {}
+    rows = peer.store._db.execute("SELECT room FROM page_rooms ORDER BY rowid").fetchall()
+    assert [bytes(r[0]) for r in rows] == keys[1:]
+    await peer.close()
 
 
 # --- schema versions ------------------------------------------------------------------
