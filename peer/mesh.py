@@ -309,6 +309,13 @@ class Mesh:
         """A chosen node being tried while connected to a learned one (`return_after`)."""
         self._return_at: float | None = None
         self._return_tries = 0
+        """Returns that failed in a row: a chosen node that refused us, or that dropped us
+        within `return_after` of its welcome (one that accepts and drops would otherwise
+        pull the rooms back and forth every `return_after`)."""
+        self._chosen_since: float | None = None
+        """When the chosen node we are connected to welcomed us."""
+        self._returned = False
+        """Whether that welcome was a return (from a learned node)."""
         self._tried: set[str] = set()
         self._round = 0
         self._wait_until: float | None = None
@@ -351,7 +358,8 @@ class Mesh:
     def node_connected(self, url: str, learned: list[str], now: float) -> None:
         if not self.wants(url):
             return
-        if self.state is NodeState.CONNECTED:  # back at a chosen node: the rooms move there
+        self._returned = self.state is NodeState.CONNECTED
+        if self._returned:  # back at a chosen node: the rooms move there
             for room in self.rooms.values():
                 room.seated = False
         self.state = NodeState.CONNECTED
@@ -360,8 +368,12 @@ class Mesh:
         self._round = 0
         self._tried.clear()
         self.learn_nodes(learned)
-        self._return_tries = 0
-        self._return_at = now + self.config.return_after if url not in self.chosen else None
+        if url in self.chosen:
+            self._chosen_since, self._return_at = now, None
+        else:
+            config = self.config
+            wait = _backoff(config.return_after, config.return_cap, self._return_tries)
+            self._return_at = now + wait
         self._out.append(NodeStatus("connected", url))
         for key, room in self.rooms.items():
             self._out.append(JoinRoom(key, room.layer, room.friend))
@@ -382,6 +394,12 @@ class Mesh:
         if self.state is not NodeState.CONNECTED or url != self.node:
             return
         self.returning, self._return_at = None, None
+        if self._chosen_since is not None:
+            if now - self._chosen_since >= self.config.return_after:
+                self._return_tries = 0  # it served a while: tries start over
+            elif self._returned:
+                self._return_tries += 1  # a return it dropped soon: failed, as a refusal
+            self._chosen_since = None
         for room in self.rooms.values():
             room.seated = False
         if code == CLOSE_REPLACED:  # the same key connected elsewhere: not ours to fight

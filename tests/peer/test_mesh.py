@@ -236,6 +236,39 @@ def test_after_failing_over_to_a_learned_node_it_goes_back_to_the_chosen_one() -
     assert core.node == "ws://mine" and core.get_timer() is None
 
 
+def test_a_chosen_node_that_welcomes_then_drops_is_returned_to_less_and_less_often() -> None:
+    """A chosen node that accepts the connection and drops it soon after (broken, or
+    its operator's choice) pulled the rooms back and forth every `return_after`: each
+    welcome started the tries over. A return counts as failed until the chosen node
+    has served `return_after`, so the waits double as for a node that refuses."""
+    core = mesh.Mesh(b"\x01" * 32, ["ws://mine"], mesh.MeshConfig(), lambda: 1.0, 0)
+    core.start(0.0)
+    core.node_connected("ws://mine", ["ws://learned"], 0.1)
+    core.node_lost("ws://mine", 1006, 500.0)  # it served a while: no penalty
+    core.node_connected("ws://learned", [], 500.5)
+    assert core.get_timer() == 560.5
+    returns = []
+    for _ in range(5):
+        at = core.get_timer()
+        assert at is not None
+        core.handle_timer(at)
+        assert mesh.ConnectNode("ws://mine") in core.commands()
+        core.node_connected("ws://mine", [], at + 0.5)  # welcomed...
+        core.node_lost("ws://mine", 1006, at + 5.0)  # ...and dropped
+        assert mesh.ConnectNode("ws://learned") in core.commands()
+        core.node_connected("ws://learned", [], at + 5.5)
+        returns.append(at)
+    gaps = [round(b - a - 5.5, 3) for a, b in itertools.pairwise(returns)]
+    assert gaps == [120.0, 240.0, 480.0, 960.0]
+    at = core.get_timer()
+    assert at is not None
+    core.handle_timer(at)
+    core.node_connected("ws://mine", [], at + 0.5)
+    core.node_lost("ws://mine", 1006, at + 200.0)  # this time it served: tries start over
+    core.node_connected("ws://learned", [], at + 200.5)
+    assert core.get_timer() == at + 260.5
+
+
 def test_a_return_in_flight_is_dropped_when_the_learned_node_is_lost() -> None:
     core = mesh.Mesh(b"\x01" * 32, ["ws://mine"], mesh.MeshConfig(), lambda: 1.0, 0)
     core.start(0.0)

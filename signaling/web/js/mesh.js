@@ -152,7 +152,12 @@ export class Mesh {
     this.node = null;
     this.returning = null; // a chosen node being tried while connected to a learned one
     this.returnAt = null;
+    // Returns that failed in a row: a chosen node that refused us, or that dropped us
+    // within returnAfter of its welcome (one that accepts and drops would otherwise
+    // pull the rooms back and forth every returnAfter).
     this.returnTries = 0;
+    this.chosenSince = null; // when the chosen node we are connected to welcomed us
+    this.returned = false; // whether that welcome was a return (from a learned node)
     this.tried = new Set();
     this.round = 0;
     this.waitUntil = null;
@@ -198,7 +203,8 @@ export class Mesh {
 
   nodeConnected(url, learned, now) {
     if (!this.wants(url)) return;
-    if (this.state === NodeState.CONNECTED) {
+    this.returned = this.state === NodeState.CONNECTED;
+    if (this.returned) {
       for (const room of this.rooms.values()) room.seated = false; // back at a chosen node: the rooms move there
     }
     this.state = NodeState.CONNECTED;
@@ -207,8 +213,12 @@ export class Mesh {
     this.round = 0;
     this.tried.clear();
     this.learnNodes(learned);
-    this.returnTries = 0;
-    this.returnAt = this.chosen.includes(url) ? null : now + this.config.returnAfter;
+    if (this.chosen.includes(url)) {
+      this.chosenSince = now;
+      this.returnAt = null;
+    } else {
+      this.returnAt = now + backoff(this.config.returnAfter, this.config.returnCap, this.returnTries);
+    }
     this.out.push(NodeStatus("connected", url));
     for (const [key, room] of this.rooms) this.out.push(JoinRoom(key, room.layer, room.friend));
   }
@@ -229,6 +239,11 @@ export class Mesh {
     if (this.state !== NodeState.CONNECTED || url !== this.node) return;
     this.returning = null;
     this.returnAt = null;
+    if (this.chosenSince !== null) {
+      if (now - this.chosenSince >= this.config.returnAfter) this.returnTries = 0; // it served a while: tries start over
+      else if (this.returned) this.returnTries += 1; // a return it dropped soon: failed, as a refusal
+      this.chosenSince = null;
+    }
     for (const room of this.rooms.values()) room.seated = false;
     if (code === CLOSE_REPLACED) {
       // the same key connected elsewhere: not ours to fight
