@@ -108,6 +108,12 @@ async def test_on_a_phone_outside_any_room_the_contacts_are_shown(
     await page.set_viewport_size({"width": 390, "height": 844})
     assert await page.locator("#contacts-panel").is_visible()
     assert await page.locator("#presence-mode").is_visible()
+    # what the page is for first, the contacts under it, all on the screen
+    hint = await page.locator("#empty-hint").bounding_box()
+    contacts = await page.locator("#contacts-panel").bounding_box()
+    assert hint is not None and contacts is not None
+    assert hint["y"] + hint["height"] <= contacts["y"]
+    assert contacts["y"] + contacts["height"] <= 844
     await page.focus("#presence-mode")
     assert await page.evaluate("document.activeElement.id") == "presence-mode"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
