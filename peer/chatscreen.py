@@ -83,7 +83,7 @@ def human_size(size: int) -> str:
 
 
 def member_label(room: Room, key: bytes) -> str:
-    """What to call a member: its name, else its key's tag; name and tag when another
+    """What to call a member: its name, else "member" and its key's tag; name and tag when another
     person here gives itself the same name. A device of a person (docs/protocol.md 5.3)
     is named as its person, by the identity's tag, with the device's label after it."""
     person = room.person_of(key)
@@ -91,7 +91,7 @@ def member_label(room: Room, key: bytes) -> str:
     device = f" [{printable(label)}]" if label else ""
     name = room.name_of(key) or (_given_name(room, person) if person != key else None)
     if not name:
-        return short_tag(person) + device
+        return unnamed(person) + device
     others = (room.members | set(room.links)) - {key}
     if any(room.name_of(o) == name and room.person_of(o) != person for o in others):
         return printable(name) + short_tag(person) + device
@@ -116,7 +116,12 @@ def person_name(room: Room, identity: bytes) -> str:
     """What to call the person whose identity key is `identity`: `_given_name`, else
     its key's tag."""
     name = _given_name(room, identity)
-    return printable(name) if name else short_tag(identity)
+    return printable(name) if name else unnamed(identity)
+
+
+def unnamed(key: bytes) -> str:
+    """A person who gave no name: "member ·3fa9", as the page calls them (people.js)."""
+    return f"member {short_tag(key)}"
 
 
 def device_note(room: Room, key: bytes) -> str:

@@ -19,7 +19,7 @@ from peer.blocks import (
     find_key,
     parse_block_row,
 )
-from peer.store import SCHEMA_VERSION, PeerStore
+from peer.store import MIGRATIONS, SCHEMA_VERSION, PeerStore
 
 A, B, C = bytes([0xA1]) * 32, bytes([0xB2]) * 32, bytes([0xA1, 0x77]) + bytes(30)
 
@@ -44,10 +44,10 @@ def test_blocks_and_mutes_survive_a_restart(tmp_path: Path) -> None:
 
 
 def test_a_version_3_store_gets_the_blocks_table(tmp_path: Path) -> None:
-    PeerStore(tmp_path).close()
     path = tmp_path / "peer.sqlite3"
-    with sqlite3.connect(path) as db:
-        db.execute("DROP TABLE blocks")
+    with sqlite3.connect(path) as db:  # a store as version 3 wrote it
+        for step in MIGRATIONS[:3]:
+            step(db)
         db.execute("PRAGMA user_version = 3")
     store = PeerStore(tmp_path)
     assert store.blocks() == {}

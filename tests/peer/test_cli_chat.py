@@ -232,7 +232,8 @@ async def test_send_ends_on_its_rule_with_a_clear_exit(
     await to_bob.expect(r"^bob accepted photo\.jpg; sending$")
     await to_bob.expect(r"^bob has photo\.jpg \(verified\)$")
     assert await to_bob.finish() == 0
-    await bob.expect(rf"^received {re.escape(str(inbox / 'photo.jpg'))} from \S+ \(verified\)$")
+    photo = re.escape(str(inbox / "photo.jpg"))
+    await bob.expect(rf"^received {photo} from member ·[0-9a-f]{{4}} \(verified\)$")
 
     everyone = await start(*send(URL, "--all-present", "--timeout", "30"))
     await everyone.expect(r"^offering photo\.jpg \(300\.0 kB\) to the 1 person here now$")
@@ -367,9 +368,9 @@ def test_a_newcomer_is_named_once_its_name_comes() -> None:
     room.known[CY] = "Ana"  # its profile came, with a name someone here has already
     assert screen.feed(Profile(CY, "Ana")) == ["* Ana\u00b70303 is here (relayed)"]
     assert screen.feed(Connected(BO, "direct")) == [] and screen.holding
-    assert screen.settle() == ["* \u00b70202 is here (direct)"]  # no name came: its tag
-    assert screen.feed(Connected(BO, "relayed")) == ["* \u00b70202 is relayed now"]
-    assert screen.feed(MemberLeft(BO)) == ["* \u00b70202 left"]
+    assert screen.settle() == ["* member \u00b70202 is here (direct)"]  # no name came: its tag
+    assert screen.feed(Connected(BO, "relayed")) == ["* member \u00b70202 is relayed now"]
+    assert screen.feed(MemberLeft(BO)) == ["* member \u00b70202 left"]
 
 
 async def test_leave_stops_the_printer_even_as_an_event_comes(tmp_path: Path) -> None:
@@ -426,7 +427,7 @@ def test_a_second_device_is_named_as_its_person() -> None:
     # A tablet whose delegation comes after its arrival was told by its tag:
     tablet = bytes([10]) * 32
     assert screen.feed(Connected(tablet, "relayed")) == []
-    assert screen.settle() == ["* \u00b70a0a is here (relayed)"]
+    assert screen.settle() == ["* member \u00b70a0a is here (relayed)"]
     room.persons[tablet], room.labels[tablet] = dan, "tablet"
     assert screen.feed(Device(tablet, dan, "tablet")) == [
         "* dan [tablet] is a second device of dan"
@@ -438,7 +439,7 @@ def test_a_member_told_by_its_tag_is_named_when_its_name_comes() -> None:
     room = FakeRoom({ANA: "Ana"})
     screen = ChatScreen(room, joined_at=100.0)  # type: ignore[arg-type]
     assert screen.feed(Connected(CY, "direct")) == []
-    assert screen.settle() == ["* \u00b70303 is here (direct)"]  # no name within the settle
+    assert screen.settle() == ["* member \u00b70303 is here (direct)"]  # no name within the settle
     room.known[CY] = "Cy"
     assert screen.feed(Profile(CY, "Cy")) == ["* \u00b70303 is Cy"]
     assert screen.feed(Profile(CY, "Cy")) == []  # told once
