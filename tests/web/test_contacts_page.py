@@ -15,6 +15,7 @@ from signaling.protocol import canonical_url
 from tests.signaling.conftest import NodeFactory
 
 from .conftest import ARTIFACTS, PageFactory, next_of
+from .contacts import contacts_on_a_page
 
 URL = "https://example.org/where-we-met"
 ELSEWHERE = "https://example.org/somewhere-else"
@@ -186,6 +187,29 @@ async def test_a_card_that_comes_while_its_contact_is_added_is_taken(
         [ana.verify_key.encode().hex(), card.to_frame()],
     )
     assert got == [True, True]
+
+
+async def test_a_contacts_button_keeps_the_focus_when_the_list_is_drawn_again(
+    signaling_mesh: NodeFactory, open_page: PageFactory, peers: Any
+) -> None:
+    # The list is drawn anew at each presence round and card: the button a keyboard user
+    # had reached lost the focus, and Enter then went nowhere.
+    (node,) = await signaling_mesh(1)
+    ana = await peers("Ana", [node.url])
+    _room, page, _ben = await contacts_on_a_page(node, open_page, ana, URL)
+    message = page.locator("#contacts li .dm-open")
+    await message.wait_for()
+    for what in ("Message", "Rename", "Remove"):
+        button = page.locator(f"#contacts li button:text-is('{what}')")
+        await button.focus()
+        await page.evaluate("window.pagemesh.peer.friends.changed()")
+        await refresh(page)
+        assert await page.evaluate("document.activeElement.textContent") == what
+    await page.keyboard.press("Shift+Tab")  # Rename, from Remove
+    await page.keyboard.press("Shift+Tab")  # Message
+    await page.evaluate("window.pagemesh.peer.friends.changed()")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#dm-status:has-text('Ana')")
 
 
 async def test_contacts_move_with_the_identity_file_both_ways(

@@ -425,6 +425,10 @@ export function startContacts(peer, host) {
     const friends = view.friends;
     if (!friends) return;
     const list = $("contacts");
+    // The list is drawn anew at every change (a presence round, a card): a button that
+    // had the keyboard's focus gets it back in the new list, else the focus stays in it.
+    const active = document.activeElement;
+    const again = list.contains(active) ? { key: active.closest("li[data-key]")?.dataset.key, what: active.dataset.focus } : null;
     list.replaceChildren();
     if (!friends.contacts.length) {
       list.append(el("li", { className: "hint" }, "No contacts yet: add someone from your group with “+ Contact”."));
@@ -441,22 +445,30 @@ export function startContacts(peer, host) {
         el("span", { className: "where" }, state),
       );
       if (note?.room && note.page && !state.startsWith("here")) {
-        const button = el("button", { type: "button", className: "join-them", ariaLabel: `Join ${c.petname} (${where(note)})` }, "Join them");
+        const button = el("button", { type: "button", className: "join-them", ariaLabel: `Join ${c.petname} (${where(note)})`, dataset: { focus: "join" } }, "Join them");
         button.addEventListener("click", () => joinThem(c, note));
         li.append(button);
       }
-      const rename = el("button", { type: "button", className: "quiet", ariaLabel: `Rename ${c.petname}` }, "Rename");
+      const rename = el("button", { type: "button", className: "quiet", ariaLabel: `Rename ${c.petname}`, dataset: { focus: "rename" } }, "Rename");
       rename.addEventListener("click", () =>
         ask({ title: "Rename a contact", text: `Key ${c.key.slice(0, 12)}…`, value: c.petname, run: (name) => friends.rename(c.key, name) }),
       );
-      const remove = el("button", { type: "button", className: "quiet", ariaLabel: `Remove ${c.petname}` }, "Remove");
+      const remove = el("button", { type: "button", className: "quiet", ariaLabel: `Remove ${c.petname}`, dataset: { focus: "remove" } }, "Remove");
       remove.addEventListener("click", async () => {
         await friends.forget(c.key);
         $("contacts-note").textContent = `${c.petname} is no longer a contact.`;
       });
-      if (peer.dms && friends.secrets.has(c.key)) li.append(peer.dms.button(c));
+      if (peer.dms && friends.secrets.has(c.key)) {
+        const message = peer.dms.button(c);
+        message.dataset.focus = "dm";
+        li.append(message);
+      }
       li.append(rename, remove);
       list.append(li);
+    }
+    if (again) {
+      const row = again.key ? list.querySelector(`li[data-key="${again.key}"]`) : null;
+      (row?.querySelector(`[data-focus="${again.what}"]`) ?? row?.querySelector("button") ?? list.querySelector("button") ?? $("presence-mode")).focus();
     }
     for (const li of document.querySelectorAll("#members li[data-key]")) decorate(li);
   }
