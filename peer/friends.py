@@ -446,10 +446,17 @@ class PresenceBook:
         """Every contact, with its card when one was received (`None`: not yet)."""
         if len(cards) > MAX_CONTACTS:
             raise ValueError(f"at most {MAX_CONTACTS} contacts")
+        # A contact's secret is made again only when its card changed: a contact sending
+        # card after card must not have every contact's secret made again for each.
+        before, made = self._contacts, self._secrets
         self._contacts = dict(cards)
         self._secrets = {}
         for key, card in cards.items():
             if card is not None and card.key == key:
+                if before.get(key) == card:
+                    if key in made:
+                        self._secrets[key] = made[key]
+                    continue  # (or a low-order key, as before)
                 try:
                     self._secrets[key] = pair_secret(self.me, self.x_private, card)
                 except PresenceError:

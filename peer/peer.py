@@ -137,6 +137,8 @@ from .webrtc import PeerLink, ice_configuration
 log = logging.getLogger(__name__)
 
 MAX_NAME = 64
+MAX_NAMES = 1024
+"""Profile names kept per room (as the core's `max_names`): one per member key that named itself."""
 JOIN_TIMEOUT = 30.0
 DM_TICK = 5.0
 """Seconds between two looks at which DM rooms to be in (presence reads every 60 s)."""
@@ -773,7 +775,11 @@ class Room:
             if isinstance(name, str) and 0 < len(name) <= MAX_NAME:
                 if self.names.get(member) != name:
                     self._emit(Profile(member, name))
+                self.names.pop(member, None)
                 self.names[member] = name
+                # bounded: every key that ever linked here named itself (the least recent go)
+                while len(self.names) > MAX_NAMES:
+                    del self.names[next(iter(self.names))]
             return
         if isinstance(frame, dict) and frame.get("t") == "device":
             self._device(member, frame.get("cert"))

@@ -8,6 +8,7 @@
 
 import { BLOCK, MAX_FLOOD_NOTES } from "./blocks.js";
 import { $, el } from "./dom.js";
+import { printable } from "./people.js";
 
 
 function devices(count) {
@@ -79,7 +80,7 @@ export function startBlocking(peer, host) {
     const list = $("blocked");
     list.replaceChildren(
       ...entries.map(([key, level, label]) => {
-        const name = label ? `${label}·${key.slice(0, 4)}` : host.who(key);
+        const name = label ? `${printable(label)}·${key.slice(0, 4)}` : host.who(key);
         const devices = countLabel(peer.devicesBlockedWith(key).length).trim();
         const undo = level === BLOCK ? "Unblock" : "Unmute";
         const said = level === BLOCK ? "blocked" : level === "mute" ? "muted" : "muted for flooding";

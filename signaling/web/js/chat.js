@@ -26,11 +26,12 @@ import { acceptRuleTakes } from "./files.js";
 import { startContacts } from "./contacts.js";
 import { parseIdentityFile } from "./identityfile.js";
 import { MAX_LAYER, canonicalUrl } from "./peer.js";
-import { avatarInk, initials, keyColour, labelsFor } from "./people.js";
+import { avatarInk, initials, keyColour, labelsFor, printable } from "./people.js";
 import { typingLine } from "./typing.js";
 import { $, el, size } from "./dom.js";
 
 const CENSUS_RETRY_MS = 1500; // a census refused for rate is asked again after this long
+const RENAME_MS = 200; // a profile frame's new name is shown within this long (one relabel for all)
 
 const TITLE = "pagemesh";
 
@@ -133,14 +134,15 @@ function relabel() {
   }
 }
 
-function relabelSoon() {
-  // Once per burst: a history frame's messages must not name everyone again each.
+function relabelSoon(delay = 0) {
+  // Once per burst: a history frame's messages (or a member's renames) must not name
+  // everyone again each.
   if (ui.relabelling) return;
   ui.relabelling = true;
   setTimeout(() => {
     ui.relabelling = false;
     relabel();
-  }, 0);
+  }, delay);
 }
 
 function avatar(key) {
@@ -174,7 +176,7 @@ function showDevice(li) {
     li.querySelector(".name").after(badge);
   }
   badge.dataset.devices = count;
-  badge.textContent = `${label || "device"}${count > 1 ? ` · ${count} devices` : ""}`;
+  badge.textContent = `${printable(label) || "device"}${count > 1 ? ` · ${count} devices` : ""}`;
 }
 
 function whoSpan(key) {
@@ -548,7 +550,8 @@ function image(url, name) {
 function onFileEvent(event) {
   const room = ui.room;
   if (event.type === "file-offered") {
-    const { offer, sender, earlier } = event;
+    const { sender, earlier } = event;
+    const offer = { ...event.offer, name: printable(event.offer.name) }; // as shown: nothing hidden (people.js)
     const li = fileRow(offer.id, offer.name, offer.size, `${who(sender)} ${earlier ? "shared earlier" : "offers"}`);
     if (!acceptRuleTakes(ui.peer.config.autoAccept, offer, earlier)) {
       li.append(
@@ -563,7 +566,8 @@ function onFileEvent(event) {
     if (!bar) li.append((bar = el("progress", { max: event.size, "aria-label": "transferred" })));
     bar.value = event.done;
   } else if (event.type === "file-done" && event.blob) {
-    const { offer, sender, blob, id } = event;
+    const { sender, blob, id } = event;
+    const offer = { ...event.offer, name: printable(event.offer.name) };
     const url = URL.createObjectURL(blob);
     const li = fileRow(id, offer.name, offer.size, `${who(sender)} shared`);
     const link = el(
@@ -628,7 +632,10 @@ function onEvent(event) {
       setPath(event.key, null);
       break;
     case "profile":
-      relabel();
+      // What is drawn from now on names it anew; what is drawn already, within RENAME_MS:
+      // a member renaming itself over and over names everyone again that often at most.
+      ui.labels = null;
+      relabelSoon(RENAME_MS); // (one may come before the join sets ui.room)
       break;
     case "device":
     case "revoked":

@@ -75,6 +75,7 @@ export class Friends {
     this.cardGivers = new Map(); // person hex -> the member whose link gave the card kept
     this.contacts = [];
     this.secrets = new Map(); // contact hex -> pair secret
+    this.madeFrom = new Map(); // contact hex -> the X25519 key (hex) of its card that secret is of
     this.seen = new Map(); // contact hex -> {seq, note}
     this.mode = "off";
     this.knocks = new Set(); // contacts a direct message of ours waits for (7.4): told `dm`, even when off
@@ -166,10 +167,19 @@ export class Friends {
       contacts[i] = { ...c, x: card.x, sig: card.sig };
       await this.peer.store.saveContact(contacts[i]);
     }
+    // A contact's secret is made again only when its card changed: a contact sending
+    // card after card must not have every contact's secret made again for each.
     const secrets = new Map();
+    const madeFrom = new Map(); // contact hex -> the X25519 key (hex) its secret is of
     const me = fromHex(this.peer.identityHex, 32);
     for (const c of contacts) {
       if (!this.xPrivate || !c.x || !c.sig) continue;
+      const x = hex(c.x);
+      madeFrom.set(c.key, x);
+      if (this.madeFrom.get(c.key) === x) {
+        if (this.secrets.has(c.key)) secrets.set(c.key, this.secrets.get(c.key));
+        continue; // (or a low-order key, as before)
+      }
       try {
         secrets.set(c.key, await pairSecret(me, this.xPrivate, { key: fromHex(c.key, 32), x: c.x, sig: c.sig }));
       } catch {
@@ -178,6 +188,7 @@ export class Friends {
     }
     this.contacts = contacts;
     this.secrets = secrets;
+    this.madeFrom = madeFrom;
     // a card that came while this reload read the store is taken by the next
     if (contacts.some((c) => this.cardIsNewer(c))) this.reload();
     for (const key of this.seen.keys()) if (!this.contacts.some((c) => c.key === key)) this.seen.delete(key);

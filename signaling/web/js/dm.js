@@ -13,6 +13,7 @@ import { hex } from "./bytes.js";
 import { INLINE_IMAGE_TYPES, OFFER_LIMITS, acceptRuleTakes } from "./files.js";
 import { dmRoom } from "./friends.js";
 import { readContent } from "./messaging.js";
+import { printable } from "./people.js";
 import { $, size } from "./dom.js";
 
 export const MAX_DM_ROOMS = 16; // DM rooms joined at once, at most
@@ -514,7 +515,8 @@ export class DirectMessages {
 }
 
 function fileItem(offer, mine) {
-  const { id, name, size: bytes, mime, sha256 } = offer;
+  const { id, size: bytes, mime, sha256 } = offer;
+  const name = printable(offer.name); // as shown: nothing hidden or reordered (people.js)
   return { id, name, size: bytes, mime, sha256, mine, at: Date.now(), done: 0 };
 }
 

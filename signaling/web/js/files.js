@@ -88,8 +88,12 @@ export class Download {
   }
 
   async finish() {
-    // The whole file as a Blob, once its SHA-256 matches the offer's.
-    const blob = new Blob(this.parts, { type: this.offer.mime });
+    // The whole file as a Blob, once its SHA-256 matches the offer's. Typed as the offer
+    // says only if it is an image shown inline: a Blob's URL is of the page's origin, and
+    // one the sender typed text/html (or image/svg+xml) would open, from a click on its
+    // link in a new tab, as a document of the page's own; any other type downloads.
+    const inline = INLINE_IMAGE_TYPES.includes(this.offer.mime.toLowerCase());
+    const blob = new Blob(this.parts, { type: inline ? this.offer.mime : "application/octet-stream" });
     const digest = hex(await sha256(await blob.arrayBuffer()));
     if (digest !== this.offer.sha256) throw new ProtocolError("corrupt", "file does not match the offered SHA-256");
     return blob;

@@ -59,6 +59,7 @@ const MAX_DEVICE_CHANGES = 8; // times one member's person or device label may c
 const MAX_REFUSED = 256; // keys refused in one DM room, remembered: no second probation (7.4)
 const MAX_CHECKING = 64; // frames kept from a key on probation while its delegation is checked
 const MAX_NAME = 64;
+const MAX_NAMES = 1024; // profile names kept per room, as peer/peer.py (the core's maxNames)
 const JOIN_TIMEOUT = 30; // seconds for the first `joined`
 const RETIRED_LINKS = 16; // closed links remembered, to say why a member was unreachable
 // A control channel takes no more frames while this much is queued (docs/protocol.md
@@ -428,6 +429,11 @@ class Link {
 }
 
 // --- a joined room ---
+
+function envelopeId(env) {
+  // Every field of an envelope of this room, its signature too: equal ids, equal envelopes.
+  return JSON.stringify([env.author, env.seq, env.lamport, env.ts, env.kind, env.body, env.sig]);
+}
 
 export class Room {
   constructor(peer, key, url, state) {
@@ -843,8 +849,13 @@ export class Room {
       return;
     }
     if (frame.t === "profile") {
-      if (typeof frame.name === "string" && frame.name.length > 0 && frame.name.length <= MAX_NAME) {
+      // Told only when the name changes (as peer/peer.py Room._frame): the page names
+      // everyone again on it, which a member repeating its name must not make it do.
+      if (typeof frame.name === "string" && frame.name.length > 0 && frame.name.length <= MAX_NAME && this.names.get(member) !== frame.name) {
+        this.names.delete(member);
         this.names.set(member, frame.name);
+        // bounded: every key that ever linked here named itself (the least recent go)
+        while (this.names.size > MAX_NAMES) this.names.delete(this.names.keys().next().value);
         this.emit({ type: "profile", key: member, name: frame.name });
       }
       return;
@@ -873,19 +884,39 @@ export class Room {
   }
 
   async checkEnvelopes(frame) {
-    // Envelopes with a bad shape or signature are dropped and counted, as in the core.
+    // The envelopes of a msg or hist frame with their signatures checked, taken as
+    // peer/messaging.py's receive takes them: a hist frame of more than the core takes
+    // is refused whole, unchecked; the first envelope of a bad shape, of another room or
+    // with a bad signature ends the frame (those before it are taken), so a frame costs
+    // at most one signature that fails. An envelope the core keeps already (delivered or
+    // early), the same to the byte, was checked when it came: a frame of copies costs no
+    // check (docs/protocol.md 5.0.1).
     const envs = frame.t === "msg" ? [frame.env] : frame.t === "hist" && Array.isArray(frame.envs) ? frame.envs : null;
-    if (envs === null) return frame;
+    if (envs === null || envs.length > this.core.config.historyCount * 4) return frame; // the core counts it
     const good = [];
-    for (const data of envs.slice(0, 800)) {
+    const seen = new Set(); // envelopes checked in this frame (ids)
+    for (const data of envs) {
+      let env;
       try {
-        const env = parseEnvelope(data);
-        if (await verify(fromHex(env.author), signedBytes(env), fromHex(env.sig))) good.push(env);
-        else this.core.count("drop.bad_signature");
+        env = parseEnvelope(data);
       } catch (error) {
         if (!(error instanceof ProtocolError)) throw error;
         this.core.count("drop.malformed_envelope");
+        break;
       }
+      if (env.room !== this.core.room) {
+        good.push(env); // the core counts it, and ends the frame there
+        break;
+      }
+      const id = envelopeId(env);
+      const kept = this.core.envelope(env) ?? this.core.authors.get(env.author)?.early.get(env.seq) ?? null;
+      const known = seen.has(id) || (kept !== null && envelopeId(kept) === id);
+      if (!known && !(await verify(fromHex(env.author), signedBytes(env), fromHex(env.sig)))) {
+        this.core.count("drop.bad_signature");
+        break;
+      }
+      seen.add(id);
+      good.push(env);
     }
     if (!good.length) return null;
     return frame.t === "msg" ? { t: "msg", env: good[0] } : { t: "hist", envs: good };

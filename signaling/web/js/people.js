@@ -8,17 +8,34 @@ import { keyColour, keyHue, shortTag } from "./messaging.js";
 
 export { keyColour, shortTag };
 
+// Controls, format marks (bidi overrides, zero-width characters), lone surrogates and
+// line and paragraph separators: what a name or a file name must not hide or reorder.
+// A zero-width joiner between two pictographs is kept (one emoji: 👩‍💻).
+const HIDDEN = /(?<=\p{Extended_Pictographic}[\u{FE0F}\u{1F3FB}-\u{1F3FF}]?)(\u200D)(?=\p{Extended_Pictographic})|[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]/gu;
+
+export function printable(text) {
+  // `text` as the page shows a name or a file name a member gave: each hidden character
+  // becomes U+FFFD, as peer/chatscreen.py printable writes them to a terminal. "Ana\u200b"
+  // is then not "Ana", and "cat\u202egnp.exe" does not read as "catexe.png".
+  return String(text).replace(HIDDEN, (_, joiner) => joiner ?? "\uFFFD");
+}
+
+function namesake(name) {
+  // Names that look alike share this: spaces around and between words do not tell apart.
+  return name.trim().replace(/\s+/gu, " ");
+}
+
 export function labelsFor(names) {
-  // Map key -> label, from Map key -> name (or null): a name two keys share gets each
-  // key's tag; a key with no name is shown by its tag alone ("member ·3fa9").
+  // Map key -> label, from Map key -> name (or null): a name two keys share (as shown,
+  // spacing aside) gets each key's tag; a key with no name (or only spaces) is shown by
+  // its tag alone ("member ·3fa9").
+  const shown = new Map([...names].map(([key, name]) => [key, name ? printable(name) : ""]));
   const holders = new Map();
-  for (const [key, name] of names) {
-    if (name) holders.set(name, (holders.get(name) ?? 0) + 1);
-  }
+  for (const name of shown.values()) holders.set(namesake(name), (holders.get(namesake(name)) ?? 0) + 1);
   const labels = new Map();
-  for (const [key, name] of names) {
-    if (!name) labels.set(key, `member ${shortTag(key)}`);
-    else labels.set(key, holders.get(name) > 1 ? `${name} ${shortTag(key)}` : name);
+  for (const [key, name] of shown) {
+    if (!namesake(name)) labels.set(key, `member ${shortTag(key)}`);
+    else labels.set(key, holders.get(namesake(name)) > 1 ? `${name} ${shortTag(key)}` : name);
   }
   return labels;
 }
