@@ -301,3 +301,28 @@ async def test_page_makes_a_pair_secret_again_only_for_a_changed_card(
     first, secrets, again, kept = await page.evaluate(CARDS, [contacts])
     assert secrets == kept == 20 and first >= 20
     assert again == first  # no secret made again
+
+
+CARD_AGAIN = """async ([count]) => {
+    const { Friends } = await import('/web/js/contacts.js');
+    const { cardFrame, makeCard } = await import('/web/js/friends.js');
+    const { generateIdentity, publicKeyBytes, sign } = await import('/web/js/crypto.js');
+    const { hex } = await import('/web/js/bytes.js');
+    const identity = await generateIdentity();
+    const key = await publicKeyBytes(identity);
+    const x = crypto.getRandomValues(new Uint8Array(32));
+    const frame = cardFrame(await makeCard((m) => sign(identity, m), key, x));
+    const peer = {identityHex: '11'.repeat(32), store: {contacts: async () => []}};
+    const friends = new Friends(peer, 60000, () => null);
+    let drawn = 0;
+    friends.on(() => { drawn += 1; });
+    for (let n = 0; n < count; n++) await friends.onCard(hex(key), frame, hex(key));
+    return [drawn, friends.cards.has(hex(key))];
+}"""
+
+
+async def test_page_draws_no_list_again_for_a_card_shown_over_and_over(
+    page: Any,  # noqa: F811
+) -> None:
+    # Any member may send its card: kept, and nothing drawn again for a non-contact's.
+    assert await page.evaluate(CARD_AGAIN, [50]) == [0, True]

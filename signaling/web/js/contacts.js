@@ -139,9 +139,10 @@ export class Friends {
       this.cardGivers.delete(gone);
     }
     // A contact's newer card is taken by the next reload, which also catches a contact
-    // being added while this card was on its way.
+    // being added while this card was on its way; the reload tells the list. Nothing else
+    // shows a card (one is read when its person is added): a member sending its card over
+    // and over must not have the whole list drawn again for each.
     if (this.contacts.some((c) => c.key === personHex && this.cardIsNewer(c))) await this.reload();
-    this.changed();
   }
 
   cardIsNewer(contact) {
