@@ -37,9 +37,10 @@ async def test_python_and_chromium_see_each_other_online_where_and_join_them(
     await next_of(room, Connected, key=ben)
 
     # Ben adds Ana from her row, with the keyboard only.
-    add = page.locator(f"#members li[data-key='{ana.public_key.hex()}'] button.add-contact")
-    await add.wait_for()
-    assert await add.get_attribute("aria-label") == "Add Ana as a contact"
+    row = f"#members li[data-key='{ana.public_key.hex()}']"
+    add = page.locator(f"{row} button.add-contact")
+    # named once her profile is drawn (names are redrawn at most every 200 ms)
+    await page.wait_for_selector(f"{row} button.add-contact[aria-label='Add Ana as a contact']")
     await add.focus()
     await page.keyboard.press("Enter")
     await page.locator("#contact-petname").fill("Ana from the walk")
