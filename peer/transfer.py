@@ -222,6 +222,8 @@ class Transfers:
         self._clock = clock
         self.outgoing: dict[str, tuple[FileOffer, Path]] = {}
         """What we can serve, and from where (the files `shared` holds)."""
+        self._answered: dict[str, set[bytes]] = {}
+        """Per file we offer, the members whose file-done or file-decline was told."""
         self.shared = SharedFiles(self.limits)
         """What we offer, for how long, and to whom each file is new."""
         self.offers = OfferBook(self.limits)
@@ -263,6 +265,7 @@ class Transfers:
         now = self._clock()
         for gone in self.shared.add(offer, now, [*members, *present], to):
             self.outgoing.pop(gone, None)  # receivers keep no more of ours
+            self._answered.pop(gone, None)
         for member in members:
             if self.shared.serves(offer.id, member, now):
                 self._send_control(member, offer.to_json())
@@ -708,6 +711,7 @@ class Transfers:
         if deadline is not None and deadline <= now:
             for file_id in self.shared.expire(now):
                 self.outgoing.pop(file_id, None)
+                self._answered.pop(file_id, None)
 
     def _arm(self) -> None:
         """Keep one timer, at the earliest offer expiry, download or upload stall, or
@@ -749,14 +753,26 @@ class Transfers:
                 incoming.active_at = self._clock()
         elif kind == "file-decline":
             file_id = str(frame.get("id"))
-            if file_id in self.outgoing:
+            if self._first_answer(file_id, member):
                 self._emit(FileFailed(file_id, f"declined by {member.hex()[:12]}", member))
         elif kind == "file-done":
             file_id = str(frame.get("id"))
-            if file_id in self.outgoing:
+            if self._first_answer(file_id, member):
                 self._emit(FileDone(file_id, None, member))
         else:
             return False
+        return True
+
+    def _first_answer(self, file_id: str, member: bytes) -> bool:
+        """Whether `member`'s file-done or file-decline of a file we offer is its first:
+        told once (a member repeating it would have the application told, and a line
+        shown, for each), at most `limits.members` members per file."""
+        if file_id not in self.outgoing:
+            return False
+        answered = self._answered.setdefault(file_id, set())
+        if member in answered or len(answered) >= self.limits.members:
+            return False
+        answered.add(member)
         return True
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:

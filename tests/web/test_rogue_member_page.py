@@ -29,6 +29,8 @@ from peer import friends
 from peer.friends import ContactCard, x25519_public
 from peer.messaging import Envelope, ReliableRoom
 from peer.peer import MAX_NAMES, Connected, Room
+from peer.store import PeerStore
+from peer.transfer import Transfers
 from tests.peer.conftest import PeerFactory
 from tests.signaling.conftest import NodeFactory
 
@@ -326,3 +328,50 @@ async def test_page_draws_no_list_again_for_a_card_shown_over_and_over(
 ) -> None:
     # Any member may send its card: kept, and nothing drawn again for a non-contact's.
     assert await page.evaluate(CARD_AGAIN, [50]) == [0, True]
+
+
+# --- a member answering for a file of ours over and over ---
+
+
+async def test_python_tells_a_members_done_or_decline_once(tmp_path: Path) -> None:
+    events: list[Any] = []
+    transfers = Transfers(
+        PeerStore(tmp_path / "store"),
+        lambda m, f: True,
+        lambda m, label: None,
+        events.append,
+        1 << 20,
+    )
+    shared = tmp_path / "notes.txt"
+    shared.write_bytes(b"notes")
+    member = bytes([2]) * 32
+    offer = await transfers.offer(shared, [member])
+    for _ in range(100):
+        for kind in ("file-done", "file-decline"):
+            assert transfers.on_control(member, {"t": kind, "id": offer.id})
+    assert [type(e).__name__ for e in events] == ["FileDone"]
+    transfers.on_control(bytes([3]) * 32, {"t": "file-decline", "id": offer.id})
+    assert [type(e).__name__ for e in events] == ["FileDone", "FileFailed"]  # another member
+
+
+ANSWERS = """async () => {
+    const { Transfers } = await import('/web/js/transfer.js');
+    const events = [];
+    const t = new Transfers({sendControl: () => true, openChannel: () => null,
+                             emit: (e) => events.push(e.type), maxSize: 1 << 20});
+    const member = '02'.repeat(32);
+    const offer = await t.offer(new File(['notes'], 'notes.txt'), [member]);
+    for (let n = 0; n < 100; n++) {
+        t.onControl(member, {t: 'file-done', id: offer.id});
+        t.onControl(member, {t: 'file-decline', id: offer.id});
+    }
+    t.onControl('03'.repeat(32), {t: 'file-decline', id: offer.id});
+    t.close();
+    return events;
+}"""
+
+
+async def test_page_tells_a_members_done_or_decline_once(
+    page: Any,  # noqa: F811
+) -> None:
+    assert await page.evaluate(ANSWERS) == ["file-done", "file-failed"]

@@ -79,7 +79,7 @@ export class Transfers {
     const mime = /^[\w.+-]+\/[\w.+-]+$/.test(file.type) ? file.type : "application/octet-stream";
     const name = (file.name || "file").replace(/[/\\\0]/g, "_");
     const offer = { id: hex(randomBytes(16)), name, size: file.size, mime, sha256: digest, chunk: DEFAULT_CHUNK };
-    this.outgoing.set(offer.id, { offer, file });
+    this.outgoing.set(offer.id, { offer, file, answered: new Set() }); // answered: members whose done or decline was told
     const now = this.now();
     // Receivers keep no more of ours than perMember: the newest stay offered.
     for (const gone of this.shared.add(offer, now, [...members, ...present], to)) this.outgoing.delete(gone);
@@ -450,6 +450,16 @@ export class Transfers {
 
   // --- the control frames ---
 
+  firstAnswer(id, member) {
+    // Whether `member`'s file-done or file-decline of a file we offer is its first: told
+    // once (a member repeating it would have the page add a line for each), at most
+    // limits.members members per file, as peer/transfer.py.
+    const answered = this.outgoing.get(id)?.answered;
+    if (!answered || answered.has(member) || answered.size >= this.limits.members) return false;
+    answered.add(member);
+    return true;
+  }
+
   onControl(member, frame) {
     // Handle a file frame from the control channel; false if it is not one.
     const id = String(frame.id);
@@ -460,9 +470,9 @@ export class Transfers {
       const incoming = this.incoming.get(id);
       if (incoming?.sender === member) incoming.activeAt = this.now();
     } else if (frame.t === "file-decline") {
-      if (this.outgoing.has(id)) this.emit({ type: "file-failed", id, reason: `declined by ${member.slice(0, 12)}` });
+      if (this.firstAnswer(id, member)) this.emit({ type: "file-failed", id, reason: `declined by ${member.slice(0, 12)}` });
     } else if (frame.t === "file-done") {
-      if (this.outgoing.has(id)) this.emit({ type: "file-done", id, sender: member, offer: this.outgoing.get(id).offer, blob: null });
+      if (this.firstAnswer(id, member)) this.emit({ type: "file-done", id, sender: member, offer: this.outgoing.get(id).offer, blob: null });
     } else return false;
     return true;
   }
