@@ -169,7 +169,7 @@ async def start_nodes(count: int, data_dir: Path, ports: DemoPorts) -> list[Sign
 SAMPLE_SITE = """<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>A sample site with the pagemesh widget</title>
+<title>A sample site with the pagemesh widget</title><link rel="icon" href="data:,">
 <style>
 body {{ font: 17px/1.5 system-ui, sans-serif; max-width: 40em; margin: 2em auto; padding: 0 1em }}
 pre {{ white-space: pre-wrap; overflow-wrap: anywhere; background: #f3f1ec; padding: .5em }}
