@@ -136,13 +136,22 @@ def _peer(args: argparse.Namespace, accept_files_to: Path | None = None) -> Peer
     if hosts:
         restrict_host_candidates(hosts)
     data_dir = args.data_dir or default_data_dir() / "peer"
-    return Peer(
+    peer = Peer(
         data_dir,
         args.node or [DEFAULT_NODE],
         name=args.name,
         accept_files_to=accept_files_to,
         device=getattr(args, "device", None),
     )
+
+    def problem(text: str) -> None:
+        # Until a room is joined nothing else would say why nothing happens (a joined
+        # room's events say it from then on).
+        if not any(r.seated is not None and r.seated.done() for r in peer.rooms.values()):
+            print(f"pagemesh: {text}", file=sys.stderr, flush=True)
+
+    peer.on_node_problem = problem
+    return peer
 
 
 # --- JSON lines, sentences --------------------------------------------------------------
@@ -984,7 +993,10 @@ def _identity_delegate(args: argparse.Namespace) -> None:
     data_dir = _identity_dir(args)
     seed = _existing_seed(data_dir)
     if seed is None:
-        raise _IdentityError(f"no identity in {data_dir} to delegate from")
+        raise _IdentityError(
+            f"no identity in {data_dir} to delegate from (--data-dir names the one you chat"
+            " with, as `pagemesh chat` was given it)"
+        )
     if args.out.exists():
         raise FileExistsError(17, "exists", str(args.out))
     key = SigningKey(seed)

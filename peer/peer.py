@@ -35,7 +35,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1025,6 +1025,9 @@ class Peer:
         self._replays = ReplayGuard()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connected = asyncio.Event()
+        self.on_node_problem: Callable[[str], None] | None = None
+        """Told in a sentence when no signaling node answers: what a command line says
+        while a join waits (a joined room's events say it too, as PeerProblem)."""
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         # Contacts and their presence (docs/protocol.md 7): our card is the identity's.
@@ -1332,6 +1335,9 @@ class Peer:
                 room._emit(
                     PeerProblem(f"no signaling node reachable; retrying in {status.wait:.1f} s")
                 )
+            if self.on_node_problem is not None:
+                tried = ", ".join(self.mesh.nodes)
+                self.on_node_problem(f"no answer from {tried}; trying again in {status.wait:.0f} s")
         elif status.state == "replaced":
             message = "this identity connected from elsewhere; not reconnecting"
             for room in self.rooms.values():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -127,6 +128,17 @@ async def start() -> AsyncIterator[Start]:
     for process in started:
         process.kill()
         await process.proc.wait()
+
+
+async def test_chat_says_so_when_no_node_answers(tmp_path: Path, start: Start) -> None:
+    # With no node listening (no --node: the default, or a wrong one), `pagemesh chat`
+    # printed nothing at all while its join waited: a person saw a terminal that hung.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))  # a port nothing listens on
+        node = f"ws://127.0.0.1:{held.getsockname()[1]}"
+        alone = await start(*chat(node, tmp_path / "a"))
+        line = await alone.expect(r"^pagemesh: no answer from ", within=15)
+    assert line.startswith(f"pagemesh: no answer from {node}; trying again in ")
 
 
 @pytest.mark.integration

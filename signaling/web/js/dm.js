@@ -461,12 +461,16 @@ export class DirectMessages {
     }
     const waiting = this.waiting(view.contact);
     const count = waiting === 1 ? "1 message waits" : `${waiting} messages wait`;
+    // Their side joins once our note tells it a message waits, which it reads only if it
+    // keeps us as a contact too (7.4): said until a note of theirs shows that it does.
+    const holdsUs = this.friends.seen.has(view.contact);
+    const joins = holdsUs ? "once their side joins this conversation" : "once their side joins this conversation, which it does if they keep you as a contact too";
     let status;
     if (waiting && here) status = `${count} for ${view.petname} to confirm it.`;
-    else if (waiting && online) status = `${count} for ${view.petname}: they are online, and get it once their page joins this conversation.`;
+    else if (waiting && online) status = `${count} for ${view.petname}: they are online, and get it ${joins}.`;
     else if (waiting) status = `${count} for ${view.petname} to come online; kept here and sent when you both are.`;
     else if (here) status = `${view.petname} is here. Only the two of you can read this.`;
-    else if (online) status = `${view.petname} is online; what you write reaches them once their page joins this conversation.`;
+    else if (online) status = `${view.petname} is online; what you write reaches them ${joins}.`;
     else status = `${view.petname} is not here now; what you write waits until you both are online.`;
     $("dm-status").textContent = status;
   }
