@@ -576,7 +576,7 @@ function onFileEvent(event) {
       "download",
     );
     li.append(link);
-    if (offer.mime.startsWith("image/")) li.append(image(url, offer.name));
+    if (blob.type.startsWith("image/")) li.append(image(url, offer.name)); // typed so if it may be shown (files.js)
     ui.follower.settle();
   } else if (event.type === "file-done") {
     const li = ui.files.get(event.id);

@@ -196,7 +196,7 @@ export class DirectMessages {
       try {
         const offer = await room.sendFile(file);
         const url = INLINE_IMAGE_TYPES.includes(offer.mime.toLowerCase()) ? URL.createObjectURL(file) : null;
-        this.keepFile(contact, { ...fileItem(offer, true), state: "offered", url });
+        this.keepFile(contact, { ...fileItem(offer, true), state: "offered", url, inline: url !== null });
       } catch (error) {
         $("dm-status").textContent = `Could not share ${file.name}: ${error.message}`;
         continue;
@@ -229,6 +229,7 @@ export class DirectMessages {
       item.state = "done";
       item.done = item.size;
       item.url = URL.createObjectURL(event.blob);
+      item.inline = event.blob.type.startsWith("image/"); // typed so if it may be shown (files.js)
     } else if (event.type === "file-done") {
       item.delivered = true;
     } else if (event.type === "file-failed") {
@@ -484,7 +485,7 @@ export class DirectMessages {
     const what = `${item.name} (${size(item.size)})`;
     const verb = item.mine ? "shared" : item.state === "offered" ? (item.earlier ? "shared earlier" : "offers") : "shared";
     li.append(make("span", { className: "who", textContent: item.mine ? "You" : petname }), make("span", { className: "text", textContent: `${verb} ${what}` }));
-    const image = item.url && INLINE_IMAGE_TYPES.includes(item.mime.toLowerCase());
+    const image = item.url && item.inline;
     if (image) {
       const img = make("img", { src: item.url, alt: item.name });
       img.addEventListener("load", () => ($("dm-messages").scrollTop = $("dm-messages").scrollHeight));

@@ -3,6 +3,7 @@
 
 import { ProtocolError, concat, fromHex, hex, readU64be, u64be } from "./bytes.js";
 import { sha256 } from "./crypto.js";
+import { showsInline } from "./imagesize.js";
 import { TokenBucket } from "./mesh.js";
 
 export const CHUNK_HEADER = 40;
@@ -91,12 +92,14 @@ export class Download {
     // The whole file as a Blob, once its SHA-256 matches the offer's. Typed as the offer
     // says only if it is an image shown inline: a Blob's URL is of the page's origin, and
     // one the sender typed text/html (or image/svg+xml) would open, from a click on its
-    // link in a new tab, as a document of the page's own; any other type downloads.
-    const inline = INLINE_IMAGE_TYPES.includes(this.offer.mime.toLowerCase());
-    const blob = new Blob(this.parts, { type: inline ? this.offer.mime : "application/octet-stream" });
-    const digest = hex(await sha256(await blob.arrayBuffer()));
+    // link in a new tab, as a document of the page's own; any other type downloads. An
+    // image whose header says more pixels than MAX_INLINE_PIXELS (or says none) is not
+    // shown either: decoding it unasked could take a gigabyte and freeze the page.
+    const bytes = new Uint8Array(await new Blob(this.parts).arrayBuffer());
+    const digest = hex(await sha256(bytes));
     if (digest !== this.offer.sha256) throw new ProtocolError("corrupt", "file does not match the offered SHA-256");
-    return blob;
+    const inline = INLINE_IMAGE_TYPES.includes(this.offer.mime.toLowerCase()) && showsInline(bytes);
+    return new Blob([bytes], { type: inline ? this.offer.mime : "application/octet-stream" });
   }
 }
 
