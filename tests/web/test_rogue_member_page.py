@@ -123,6 +123,33 @@ async def test_page_checks_a_frame_of_bad_signatures_or_copies_at_most_once(
     assert result["counters"].get("drop.bad_history") == 1
 
 
+PENDING = """async () => {
+    const { Room } = await import('/web/js/peer.js');
+    const { ReliableRoom } = await import('/web/js/messaging.js');
+    const room = Object.create(Room.prototype);
+    Object.assign(room, {core: new ReliableRoom('00'.repeat(20), '01'.repeat(32)),
+                         chain: Promise.resolve(), pendingFrames: new Map(), emit() {}});
+    let release;
+    const slow = new Promise((resolve) => (release = resolve));
+    let ran = 0;
+    room.fromMember('02'.repeat(32), () => slow);  // a signature check that takes its time
+    for (let i = 0; i < 1000; i++) room.fromMember('02'.repeat(32), async () => { ran += 1; });
+    room.fromMember('03'.repeat(32), async () => { ran += 1; });  // another member's turn
+    const waiting = ['02', '03'].map((k) => room.pendingFrames.get(k.repeat(32)));
+    release();
+    await room.chain;
+    return {waiting, ran, dropped: room.core.counters['drop.frames_pending'],
+            left: room.pendingFrames.size};
+}"""
+
+
+async def test_a_member_s_frames_waiting_their_turn_are_bounded(page: Any) -> None:  # noqa: F811
+    # Frames wait in one queue while signatures are checked: a member sending faster than
+    # that grew it without bound. At most 256 of one member's wait; the rest are counted.
+    got = await page.evaluate(PENDING)
+    assert got == {"waiting": [256, 1], "ran": 256, "dropped": 745, "left": 0}
+
+
 async def test_names_and_file_names_hide_nothing_and_files_are_not_documents(
     signaling_mesh: NodeFactory,
     peers: PeerFactory,

@@ -60,6 +60,7 @@ const MAX_REFUSED = 256; // keys refused in one DM room, remembered: no second p
 const MAX_CHECKING = 64; // frames kept from a key on probation while its delegation is checked
 const MAX_NAME = 64;
 const MAX_NAMES = 1024; // profile names kept per room, as peer/peer.py (the core's maxNames)
+const MAX_PENDING_FRAMES = 256; // one member's frames waiting for their turn (signature checks)
 const JOIN_TIMEOUT = 30; // seconds for the first `joined`
 const RETIRED_LINKS = 16; // closed links remembered, to say why a member was unreachable
 // A control channel takes no more frames while this much is queued (docs/protocol.md
@@ -464,6 +465,7 @@ export class Room {
     if (peer.delegation) this.devices.add(peer.delegation);
     for (const r of peer.revocations) this.devices.revoke(r);
     this.deviceChanges = new Map(); // member -> times its person or label changed here (5.3)
+    this.pendingFrames = new Map(); // member -> its frames waiting in `serial` (MAX_PENDING_FRAMES)
     for (const [r, sender] of peer.heardRevocations.revocations()) this.devices.revoke(r, sender);
     this.refusedDevices = {}; // delegations refused, by code: those members stay their own person
     this.probation = new Map(); // a DM room: unknown keys given a link to show a delegation, by deadline (ms)
@@ -600,7 +602,7 @@ export class Room {
 
   onRevoke(member, cert) {
     // A revocation (5.3), from whoever sends it: its identity's signature is what counts.
-    this.serial(async () => {
+    this.fromMember(member, async () => {
       try {
         if (typeof cert !== "string" || cert.length !== 2 * REVOCATION_BYTES) throw new ProtocolError("revocation", "a revoke frame carries a revocation in hex");
         let data;
@@ -621,7 +623,7 @@ export class Room {
   onDevice(member, cert) {
     // A member's delegation (5.3), checked in turn with its envelopes (so messages after
     // it are shown under its person); refused, the member stays its own person.
-    this.serial(async () => {
+    this.fromMember(member, async () => {
       try {
         if (typeof cert !== "string" || cert.length > 2 * MAX_DELEGATION_BYTES) throw new ProtocolError("short", "a device frame carries a delegation in hex");
         let data;
@@ -659,6 +661,25 @@ export class Room {
     const run = this.chain.then(task);
     this.chain = run.catch((error) => this.emit({ type: "problem", message: String(error) }));
     return run;
+  }
+
+  fromMember(member, task) {
+    // A member's frame, in its turn: at most MAX_PENDING_FRAMES of one member's wait at
+    // once. One sending faster than its signatures can be checked had the queue grow
+    // without bound; past that its frames are dropped and counted (what it sends again,
+    // or what the reliable core asks again, comes in a later turn).
+    const pending = this.pendingFrames.get(member) ?? 0;
+    if (pending >= MAX_PENDING_FRAMES) {
+      this.core.count("drop.frames_pending");
+      return;
+    }
+    this.pendingFrames.set(member, pending + 1);
+    const done = () => {
+      const left = (this.pendingFrames.get(member) ?? 1) - 1;
+      if (left > 0) this.pendingFrames.set(member, left);
+      else this.pendingFrames.delete(member);
+    };
+    this.serial(task).then(done, done);
   }
 
   // --- the application's side ---
@@ -870,11 +891,11 @@ export class Room {
     }
     if (frame.t === "card") {
       // Signed by the person the link speaks for (a device's card is its identity's, 7.1).
-      this.serial(() => this.peer.friends?.onCard(this.personOf(member), frame, member));
+      this.fromMember(member, () => this.peer.friends?.onCard(this.personOf(member), frame, member));
       return;
     }
     if (this.transfers.onControl(member, frame)) return;
-    this.serial(async () => {
+    this.fromMember(member, async () => {
       const checked = await this.checkEnvelopes(frame);
       if (checked) {
         this.core.receive(member, checked, now());
