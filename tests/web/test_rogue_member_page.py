@@ -34,7 +34,7 @@ from peer.transfer import Transfers
 from tests.peer.conftest import PeerFactory
 from tests.signaling.conftest import NodeFactory
 
-from .conftest import next_of
+from .conftest import PageFactory, next_of
 from .test_chat_page import (  # noqa: F401  (open_chat: fixture)
     ROOM,
     OpenChat,
@@ -402,3 +402,35 @@ async def test_page_tells_a_members_done_or_decline_once(
     page: Any,  # noqa: F811
 ) -> None:
     assert await page.evaluate(ANSWERS) == ["file-done", "file-failed"]
+
+
+LONG_SESSION = """async () => {
+    const ui = window.pagemesh;
+    const author = '02'.repeat(32);
+    const png = Uint8Array.from(atob(
+        'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC'),
+        (c) => c.charCodeAt(0));
+    const offer = {id: 'f'.repeat(32), name: 'dot.png', size: png.length, mime: 'image/png',
+                   sha256: '00'.repeat(32)};
+    ui.room.emit({type: 'file-done', sender: author, id: offer.id, offer,
+                  blob: new Blob([png], {type: 'image/png'})});
+    const url = document.querySelector('#messages li.file img').src;
+    const before = await fetch(url).then((r) => r.ok, () => false);
+    for (let i = 0; i < 2100; i++) ui.room.emit({type: 'gap', author, first: i, last: i});
+    const after = await fetch(url).then((r) => r.ok, () => false);
+    return {lines: document.querySelectorAll('#messages > li').length,
+            file: ui.files.has(offer.id), before, after};
+}"""
+
+
+async def test_a_long_session_keeps_the_newest_lines_and_lets_old_files_go(
+    signaling_mesh: NodeFactory, open_page: PageFactory
+) -> None:
+    # Every line of a room stayed on the page while it was open, and every file shared
+    # kept its Blob in memory: a member offering a file a second (the rate allows it), or
+    # a day in a busy room, grew the page without bound. The newest 2,000 lines stay.
+    (node,) = await signaling_mesh(1)
+    ben = await open_page(node, "Ben", room=ROOM)
+    await ben.locator("#leave:not([hidden])").wait_for()
+    got = await ben.evaluate(LONG_SESSION)
+    assert got == {"lines": 2000, "file": False, "before": True, "after": False}

@@ -31,6 +31,7 @@ import { typingLine } from "./typing.js";
 import { $, el, size } from "./dom.js";
 
 const CENSUS_RETRY_MS = 1500; // a census refused for rate is asked again after this long
+const MAX_TRANSCRIPT = 2000; // lines a room's transcript shows; the oldest go (their files' memory too)
 const RENAME_MS = 200; // a profile frame's new name is shown within this long (one relabel for all)
 
 const TITLE = "pagemesh";
@@ -197,9 +198,20 @@ function place(li, lamport, author, { isNew = false, mine = false } = {}) {
     after = node;
   }
   list.insertBefore(li, after);
+  while (list.childElementCount > MAX_TRANSCRIPT) forgetLine(list.firstElementChild);
   follows(li);
   if (after) follows(after);
   ui.follower.added({ isNew: isNew && !after, mine });
+}
+
+function forgetLine(li) {
+  // The oldest line of a long session goes, and with a file's line the file's Blob (its
+  // object URL kept it in memory): a room open for days, or a member offering a file a
+  // second, grew the page without bound.
+  li.remove();
+  if (li.dataset.file === undefined) return;
+  ui.files.delete(li.dataset.file);
+  for (const node of li.querySelectorAll("a[href^='blob:'], img[src^='blob:']")) URL.revokeObjectURL(node.href || node.src);
 }
 
 function note(text, extra = {}, ...children) {
