@@ -49,6 +49,9 @@ async def test_python_and_chromium_see_each_other_online_where_and_join_them(
     added = "#contacts li[data-online=true] .petname:text-is('Ana from the walk')"
     await page.wait_for_selector(added)
     assert await add.count() == 0  # a contact already
+    # the keyboard is on her new row (its "+ Contact" went with the dialog), not nowhere
+    focused = "document.activeElement.getAttribute('aria-label')"
+    assert await page.evaluate(focused) in ("Message Ana from the walk", "Rename Ana from the walk")
     await page.select_option("#presence-mode", "with-room")
 
     # Ana adds Ben, and tells where she is.
@@ -91,6 +94,7 @@ async def test_python_and_chromium_see_each_other_online_where_and_join_them(
     await page.locator("#contact-petname").fill("Ana")
     await page.keyboard.press("Enter")
     await page.wait_for_selector("#contacts li .petname:text-is('Ana')")
+    assert await page.evaluate(focused) in ("Message Ana", "Rename Ana")
     await ana.close()
     await refresh(page)
     await page.wait_for_selector(

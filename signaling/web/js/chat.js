@@ -129,6 +129,7 @@ function relabel() {
     li.querySelector(".name").textContent = who(li.dataset.key);
     showDevice(li);
     ui.blocking?.decorate(li); // their labels name the member anew
+    ui.contacts?.decorate(li); // "+ Contact"'s too
   }
   for (const button of document.querySelectorAll("#messages li.msg button.reply")) {
     button.setAttribute("aria-label", `Reply to ${who(button.closest("li").dataset.author)}`);

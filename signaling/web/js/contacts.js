@@ -344,8 +344,11 @@ export class Friends {
 
 // --- the Contacts panel ---
 
-function ask({ title, text, value, run }) {
+function ask({ title, text, value, run, key }) {
   // The contact dialog: a petname, then `run(petname)`; an error stays in the dialog.
+  // Done, the keyboard's focus goes to contact `key`'s row (Message, else Rename): the
+  // button that opened the dialog is gone with the list drawn again, and a closing
+  // dialog gave the focus to nothing.
   const dialog = $("contact-dialog");
   $("contact-dialog-title").textContent = title;
   $("contact-dialog-text").textContent = text;
@@ -356,6 +359,8 @@ function ask({ title, text, value, run }) {
     try {
       await run($("contact-petname").value);
       dialog.close();
+      const row = `#contacts li[data-key="${key}"]`;
+      document.querySelector(`${row} [data-focus="dm"], ${row} [data-focus="rename"]`)?.focus();
     } catch (error) {
       $("contact-error").textContent = error.message;
     }
@@ -463,7 +468,7 @@ export function startContacts(peer, host) {
       }
       const rename = el("button", { type: "button", className: "quiet", ariaLabel: `Rename ${c.petname}`, dataset: { focus: "rename" } }, "Rename");
       rename.addEventListener("click", () =>
-        ask({ title: "Rename a contact", text: `Key ${c.key.slice(0, 12)}…`, value: c.petname, run: (name) => friends.rename(c.key, name) }),
+        ask({ title: "Rename a contact", text: `Key ${c.key.slice(0, 12)}…`, value: c.petname, key: c.key, run: (name) => friends.rename(c.key, name) }),
       );
       const remove = el("button", { type: "button", className: "quiet", ariaLabel: `Remove ${c.petname}`, dataset: { focus: "remove" } }, "Remove");
       remove.addEventListener("click", async () => {
@@ -502,6 +507,7 @@ export function startContacts(peer, host) {
           title: "Add a contact",
           text: `Keep ${host.who(key)} as a contact, under a name you choose. Only you see it.`,
           value: host.who(key),
+          key: host.personOf(key),
           run: async (name) => {
             await view.friends.add(host.personOf(key), name, host.room());
             $("contacts-note").textContent = `${name.trim()} is a contact.`;
