@@ -647,6 +647,20 @@ async def test_an_idle_page_stays_connected_with_no_room_and_in_one(
     assert (await next_of(room, Message, mine=False)).text == "still here"
 
 
+async def test_an_address_typed_without_https_joins_that_page(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_chat: OpenChat
+) -> None:
+    # The box was type=url: "example.org/post", as people type addresses, met the
+    # browser's "Please enter a URL." and joined nothing.
+    (node,) = await signaling_mesh(1)
+    _, room = await python_in_room(peers, node, "ana")
+    page = await open_chat(node, "you")
+    await page.fill("#room-url", ROOM.removeprefix("https://"))
+    await page.press("#room-url", "Enter")
+    await next_of(room, Connected, key=await browser_key(page))
+    assert await page.input_value("#room-url") == ROOM
+
+
 # --- accessibility ---
 
 # What every control needs, checked without axe: a name a screen reader can say, a

@@ -38,10 +38,19 @@ function seatWish(fields) {
   return {};
 }
 
+export function typedAddress(text) {
+  // The address box as a URL: what people type ("example.org/post") has no scheme, and
+  // means the web page; one with a scheme is taken as it is (and refused if not http).
+  const typed = text.trim();
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(typed) ? typed : `https://${typed}`;
+}
+
 function wirePage() {
   $("join-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    join($("room-url").value);
+    const url = typedAddress($("room-url").value);
+    $("room-url").value = url;
+    join(url);
   });
   window.addEventListener("hashchange", () => {
     // A room link opened in this tab: go there.
