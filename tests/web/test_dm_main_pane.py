@@ -187,6 +187,15 @@ async def test_on_a_phone_the_header_folds_and_every_control_is_reached(
     username = page.locator("#identity-form input[autocomplete=username]")
     assert await username.count() == 1
     assert await username.input_value() == await page.evaluate("window.pagemesh.peer.identityHex")
+    # Exported, the header says so without growing (the note wrapped it to two rows)
+    await page.fill("#identity-passphrase", "a long passphrase for the test")
+    await page.fill("#identity-passphrase-again", "a long passphrase for the test")
+    async with page.expect_download():
+        await page.click("#identity-ok")
+    await page.locator("#identity-note:text-is('Identity exported.')").wait_for()
+    assert (await box(page, "header"))["height"] <= 60
+    await page.screenshot(path=str(SHOTS / "identity-exported-1280x800.png"))
+    await page.click("#export-identity")
     await page.keyboard.press("Escape")
     await page.reload()
     await page.wait_for_selector("body[data-ready=true]")

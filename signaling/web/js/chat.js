@@ -1004,6 +1004,9 @@ function exportIdentity() {
       link.remove();
       setTimeout(() => URL.revokeObjectURL(url), 60_000);
       $("identity-note").textContent = "Identity exported.";
+      setTimeout(() => {
+        if ($("identity-note").textContent === "Identity exported.") $("identity-note").textContent = "";
+      }, 8000);
     },
   });
 }
