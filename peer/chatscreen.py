@@ -71,15 +71,16 @@ def printable(text: str, lines: bool = False) -> str:
 
 
 def human_size(size: int) -> str:
-    """ "2.1 MB": bytes in SI units, as file managers show them."""
+    """ "2.1 MB": bytes in SI units, as file managers show them, to a tenth rounded half
+    up in integers (the page's `size`, js/dom.js, says the same words)."""
     if size < 1000:
         return f"{size} B"
-    value = float(size)
-    for unit in ("kB", "MB", "GB"):
-        value /= 1000
-        if value < 999.95:
-            return f"{value:.1f} {unit}"
-    return f"{value / 1000:.1f} TB"
+    for power, unit in enumerate(("kB", "MB", "GB", "TB"), start=1):
+        scale = 1000**power
+        tenths = (size * 10 + scale // 2) // scale
+        if tenths < 10_000 or unit == "TB":
+            return f"{tenths // 10}.{tenths % 10} {unit}"
+    raise AssertionError("unreachable")
 
 
 def member_label(room: Room, key: bytes) -> str:

@@ -83,7 +83,7 @@ async def test_files_both_ways_in_a_dm_an_image_inline_a_file_on_request(
         await dm.send_file(report)
         get = page.locator("#dm-messages li.file.theirs[data-state=offered] button.get")
         await get.wait_for(timeout=30_000)
-        assert await get.get_attribute("aria-label") == "Get report.bin (294.1 KB)"
+        assert await get.get_attribute("aria-label") == "Get report.bin (301.2 kB)"
         await get.focus()
         await page.keyboard.press("Enter")
         link = page.locator("#dm-messages li.file[data-state=done] a[download='report.bin']")

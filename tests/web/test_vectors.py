@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from peer.chatscreen import human_size
 from peer.files import chunk_frame
 from peer.messaging import Envelope
 from peer.sdp import fingerprints
@@ -187,3 +188,27 @@ async def test_escaped_names_values_and_separators_read_alike(page: Any, urls: l
         assert once == python, url
         assert twice == once, url
         assert tracking_left(once) == [], url
+
+
+SIZES = """async (counts) => {
+    const { size } = await import('/web/js/dom.js');
+    return counts.map(size);
+}"""
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    counts=st.lists(
+        st.integers(0, 2**49)
+        | st.integers(0, 14).map(lambda e: 10**e)
+        | st.sampled_from([999, 1049, 1050, 1250, 999_949, 999_950, 999_999, 1_000_000]),
+        min_size=1,
+        max_size=40,
+    )
+)
+async def test_sizes_read_the_same_on_the_page_and_in_a_terminal(
+    page: Any,
+    counts: list[int],
+) -> None:
+    # "14.3 KB" (1024s) on the page, "14.6 kB" (1000s) in pagemesh chat, for one file.
+    assert await page.evaluate(SIZES, counts) == [human_size(n) for n in counts]

@@ -17,12 +17,14 @@ export function el(tag, props = {}, ...children) {
 }
 
 export function size(bytes) {
-  // A byte count for people: 512 B, 1.5 KB, 2.0 MB.
-  const units = ["B", "KB", "MB", "GB"];
-  let i = 0;
-  while (bytes >= 1024 && i < units.length - 1) {
-    bytes /= 1024;
-    i++;
+  // A byte count for people in SI units, as file managers show them (512 B, 1.5 kB,
+  // 2.0 MB), to a tenth rounded half up in integers: the words pagemesh chat prints
+  // (peer/chatscreen.py human_size). Exact below 900 TB (bytes * 10 under 2^53).
+  if (bytes < 1000) return `${bytes} B`;
+  let scale = 1;
+  for (const unit of ["kB", "MB", "GB", "TB"]) {
+    scale *= 1000;
+    const tenths = Math.floor((bytes * 10 + scale / 2) / scale);
+    if (tenths < 10_000 || unit === "TB") return `${Math.floor(tenths / 10)}.${tenths % 10} ${unit}`;
   }
-  return `${bytes.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
