@@ -430,10 +430,15 @@ async def _until_received(
         if (code := address()) is not None:
             return code
         if recipients.unnamed:
-            _say(
-                f"waiting for {', '.join(recipients.unnamed)} to come to the room "
-                f"(giving up after {give_up_after:g} s: --timeout)"
-            )
+            wanted = ", ".join(recipients.unnamed)
+            others = room.members - {room.peer.public_key}
+            if any(room.name_of(k) is None for k in others):  # their names are on the way
+                people = "person" if len(others) == 1 else "people"
+                here = f"{len(others)} {people} here"
+                where = f": still hearing the names of the {here}, or yet to come"
+            else:
+                where = " to come to the room"
+            _say(f"waiting for {wanted}{where} (giving up after {give_up_after:g} s: --timeout)")
     while not recipients.finished:
         event = await _next_event(room)
         if isinstance(event, Connected | Profile | MemberJoined) and recipients.unnamed:
