@@ -75,7 +75,8 @@ function short(key) {
 }
 
 function who(key) {
-  if (ui.peer && key === ui.peer.keyHex) return ui.peer.name || "you";
+  // Unnamed, we are what the others see ("member ·2b2d"); our row says "you" beside it.
+  if (ui.peer && key === ui.peer.keyHex && ui.peer.name) return ui.peer.name;
   ui.labels ??= labels();
   const person = personOf(key);
   return ui.labels.get(key) ?? labelsFor(new Map([[person, null]])).get(person);
