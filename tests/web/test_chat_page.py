@@ -454,6 +454,8 @@ async def test_keyboard_alone_joins_sends_replies_reacts_shares_and_leaves(
     assert await page.is_hidden("#reply-bar")
 
     await tab_to(page, f"{ana_message} button.react")
+    label = "document.activeElement.getAttribute('aria-label')"
+    assert await page.evaluate(label) == "React to Ana"  # whose message, as Reply says
     await page.keyboard.press("Enter")
     await page.wait_for_selector(f"{ana_message} .picker")
     assert (

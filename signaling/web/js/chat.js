@@ -132,8 +132,9 @@ function relabel() {
     ui.blocking?.decorate(li); // their labels name the member anew
     ui.contacts?.decorate(li); // "+ Contact"'s too
   }
-  for (const button of document.querySelectorAll("#messages li.msg button.reply")) {
-    button.setAttribute("aria-label", `Reply to ${who(button.closest("li").dataset.author)}`);
+  for (const button of document.querySelectorAll("#messages li.msg :is(button.reply, button.react)")) {
+    const verb = button.classList.contains("reply") ? "Reply to" : "React to";
+    button.setAttribute("aria-label", `${verb} ${who(button.closest("li").dataset.author)}`);
   }
 }
 
@@ -267,7 +268,7 @@ function showMessage({ env, content, mine, replaces = null }, isNew) {
       "div",
       { className: "actions" },
       el("button", { type: "button", className: "reply", "aria-label": `Reply to ${who(env.author)}`, onclick: () => startReply(env) }, "Reply"),
-      el("button", { type: "button", className: "react", "aria-expanded": "false", onclick: (event) => togglePicker(event.currentTarget, env) }, "React"),
+      el("button", { type: "button", className: "react", "aria-label": `React to ${who(env.author)}`, "aria-expanded": "false", onclick: (event) => togglePicker(event.currentTarget, env) }, "React"),
     ),
   );
   const li = el("li", { className: mine ? "msg mine" : "msg", tabIndex: -1, dataset: { id, author: env.author, seq: env.seq } }, avatar(env.author), main);
