@@ -73,6 +73,11 @@ async def test_python_and_chromium_see_each_other_online_where_and_join_them(
             await page.click("#people-toggle")
         await page.locator("#contacts-panel").scroll_into_view_if_needed()
         await page.screenshot(path=str(ARTIFACTS / f"contacts-{width}x{height}.png"))
+    # Escape in the opened panel closes it, back to its button
+    await page.locator("#contacts li button:text-is('Rename')").focus()
+    await page.keyboard.press("Escape")
+    assert await page.get_attribute("#people-toggle", "aria-expanded") == "false"
+    assert await page.evaluate("document.activeElement.id") == "people-toggle"
     await page.set_viewport_size({"width": 1100, "height": 700})
 
     # Ana goes to another page: Ben's panel offers to join her there, and does.

@@ -1065,10 +1065,19 @@ function wireFolds() {
 
 function wireChat() {
   $("leave").addEventListener("click", () => leave());
-  $("people-toggle").addEventListener("click", () => {
-    const open = $("people-toggle").getAttribute("aria-expanded") !== "true";
+  const showPeople = (open) => {
     $("people-toggle").setAttribute("aria-expanded", String(open));
     document.body.classList.toggle("people-open", open);
+  };
+  $("people-toggle").addEventListener("click", () => showPeople($("people-toggle").getAttribute("aria-expanded") !== "true"));
+  $("people").addEventListener("keydown", (event) => {
+    // Escape in the opened People panel (a phone) closes it, back to its button, as the
+    // header's folds do; a dialog or a select open in it takes its Escape first.
+    if (event.key !== "Escape" || !document.body.classList.contains("people-open") || event.defaultPrevented) return;
+    if (event.target.closest("dialog, select")) return;
+    event.preventDefault();
+    showPeople(false);
+    $("people-toggle").focus();
   });
   $("name").addEventListener("change", async () => {
     await ui.peer.setName($("name").value.trim());
