@@ -110,6 +110,7 @@ export function startBlocking(peer, host) {
     $("block-dialog-title").textContent = what.title;
     $("block-dialog-text").textContent = what.text;
     $("block-ok").textContent = what.ok;
+    $("block-ok").classList.toggle("danger", kind === "block");
     dialog.returnValue = "";
     dialog.onclose = async () => {
       if (dialog.returnValue !== "ok") return;
