@@ -84,19 +84,26 @@ def human_size(size: int) -> str:
 
 
 def member_label(room: Room, key: bytes) -> str:
-    """What to call a member: its name, else "member" and its key's tag; name and tag when another
-    person here gives itself the same name. A device of a person (docs/protocol.md 5.3)
-    is named as its person, by the identity's tag, with the device's label after it."""
+    """What to call a member: its name, else "member" and its key's tag; name and tag
+    when another person here gives itself a name that looks the same (spacing aside, as
+    the page's labelsFor). A device of a person (docs/protocol.md 5.3) is named as its
+    person, by the identity's tag, with the device's label after it."""
     person = room.person_of(key)
     label = room.device_label(key) if person != key else None
     device = f" [{printable(label)}]" if label else ""
     name = room.name_of(key) or (_given_name(room, person) if person != key else None)
-    if not name:
+    if not name or not _looks(name):
         return unnamed(person) + device
     others = (room.members | set(room.links)) - {key}
-    if any(room.name_of(o) == name and room.person_of(o) != person for o in others):
+    looks = _looks(name)
+    if any(_looks(room.name_of(o) or "") == looks and room.person_of(o) != person for o in others):
         return printable(name) + short_tag(person) + device
     return printable(name) + device
+
+
+def _looks(name: str) -> str:
+    """How a name reads on a screen: "Ana " and "Ana" are namesakes."""
+    return " ".join(printable(name).split())
 
 
 def _given_name(room: Room, identity: bytes) -> str | None:

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from peer.chatscreen import ChatScreen
+from peer.chatscreen import ChatScreen, member_label
 from peer.cli import _show_events
 from peer.files import FileOffer
 from peer.peer import (
@@ -373,6 +373,15 @@ def test_history_reads_in_the_rooms_order_and_each_offer_once() -> None:
     later = FileOffer("cd" * 16, "b.txt", 12, "text/plain", bytes(32))
     assert screen.feed(FileOffered(BO, later)) == ["* Bo offers b.txt (12 B) \u2014 /get 2"]
     assert screen.feed(said(ME, 200_000, 1, "hi\x1b[2J"))[0].endswith("<me> hi\ufffd[2J")
+
+
+def test_names_that_look_the_same_are_told_apart_as_on_the_page() -> None:
+    # "Ana " (a trailing space) read as "Ana" in a terminal with no tag to tell them
+    # apart; the page tags both (people.js labelsFor). Only spaces is no name.
+    room = FakeRoom({ANA: "Ana", BO: "Ana ", CY: "  "})
+    assert member_label(room, ANA) == "Ana\u00b70101"  # type: ignore[arg-type]
+    assert member_label(room, BO) == "Ana \u00b70202"  # type: ignore[arg-type]
+    assert member_label(room, CY) == "member \u00b70303"  # type: ignore[arg-type]
 
 
 def test_a_newcomer_is_named_once_its_name_comes() -> None:
