@@ -436,7 +436,13 @@ async def test_keyboard_alone_joins_sends_replies_reacts_shares_and_leaves(
     asked = chat(room, "tea or coffee?", "Ana")
     ana_message = f"#messages li.msg[data-author='{ana.public_key.hex()}']"
     await page.wait_for_selector(f"{ana_message} .body:text-is('tea or coffee?')")
-    await tab_to(page, f"{ana_message} button.reply")
+    # The transcript is one Tab stop: Up reaches the newest message, Tab its Reply.
+    await tab_to(page, "#messages")
+    await page.keyboard.press("End")  # the list's own End scrolls it; ours goes to the last
+    await page.keyboard.press("ArrowDown")
+    assert await page.evaluate("(s) => document.activeElement.matches(s)", ana_message)
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.className") == "reply"
     assert await focus_is_visible(page)
     assert await page.is_visible(f"{ana_message} .actions")  # shown while focused
     await page.keyboard.press("Enter")
@@ -540,6 +546,33 @@ def ears(monkeypatch: pytest.MonkeyPatch) -> NodeEars:
 
     monkeypatch.setattr(web, "Application", application)
     return heard
+
+
+async def test_the_transcript_is_one_tab_stop_whatever_it_holds(
+    signaling_mesh: NodeFactory, peers: PeerFactory, open_chat: OpenChat
+) -> None:
+    # Every message put Reply and React (and its links) in the Tab order: past twenty
+    # messages the message box was over forty Tabs from the list.
+    (node,) = await signaling_mesh(1)
+    _ana, room = await python_in_room(peers, node, "ana")
+    page = await open_chat(node, "you", room=ROOM)
+    await next_of(room, Connected, key=await browser_key(page))
+    for n in range(20):
+        chat(room, f"message {n} https://example.org/{n}", "Ana")
+    await page.locator("#messages li.msg:has-text('message 19')").wait_for()
+    await page.focus("#messages")
+    tabs = 0
+    while not await page.evaluate("document.activeElement.id === 'text'"):
+        await page.keyboard.press("Tab")
+        tabs += 1
+        assert tabs < 10, "the message box is far from the transcript"
+    await page.focus("#messages")
+    await page.keyboard.press("ArrowUp")  # the newest, then the one before it
+    await page.keyboard.press("ArrowUp")
+    second = await page.evaluate("document.activeElement.querySelector('.body').textContent")
+    assert "message 18" in second
+    await page.keyboard.press("Tab")  # its link, then its Reply
+    assert await page.evaluate("document.activeElement.href") == "https://example.org/18"
 
 
 async def test_a_room_that_opens_while_the_name_is_typed_leaves_the_keystrokes_there(

@@ -276,6 +276,7 @@ function showMessage({ env, content, mine, replaces = null }, isNew) {
   li.dataset.ts = env.ts;
   place(li, env.lamport, env.author, { isNew, mine });
   renderReactions(id);
+  roving(li);
   for (const box of document.querySelectorAll(`#messages .quote[data-ref="${id}"]`)) box.replaceWith(quote({ author: env.author, seq: env.seq }));
   if (isNew && !mine && dmShown()) ui.peer.dms.roomNews(); // counted on "Back to the room"
   if (isNew && !mine) {
@@ -285,6 +286,39 @@ function showMessage({ env, content, mine, replaces = null }, isNew) {
 }
 
 const RUN_MS = 5 * 60 * 1000; // messages of one author this close together read as one run
+
+// The transcript is one stop of the Tab order: arrow keys move between its messages, and
+// only the message reached has its links and buttons (Reply, React, reactions) in the
+// Tab order. With every message's own in it, the message box was dozens of Tabs away.
+const IN_MESSAGE = "a[href], button";
+
+function roving(li) {
+  const active = li === ui.activeMessage;
+  for (const control of li.querySelectorAll(IN_MESSAGE)) control.tabIndex = active ? 0 : -1;
+}
+
+function wireTranscript() {
+  const list = $("messages");
+  list.addEventListener("focusin", (event) => {
+    const li = event.target.closest("#messages > li.msg");
+    if (!li || li === ui.activeMessage) return;
+    const before = ui.activeMessage;
+    ui.activeMessage = li;
+    if (before?.isConnected) roving(before);
+    roving(li);
+  });
+  list.addEventListener("keydown", (event) => {
+    const step = { ArrowUp: -1, ArrowDown: 1, Home: -Infinity, End: Infinity }[event.key];
+    if (step === undefined || event.altKey || event.ctrlKey || event.metaKey) return;
+    if (event.target.closest(".picker, input, textarea")) return; // the picker has its own keys
+    const rows = [...list.querySelectorAll(":scope > li.msg")];
+    if (!rows.length) return;
+    const at = rows.indexOf(event.target.closest("#messages > li.msg"));
+    const from = at < 0 ? rows.length : at; // from the list itself, Up is the newest message
+    event.preventDefault();
+    rows[Math.max(0, Math.min(rows.length - 1, from + step))].focus();
+  });
+}
 
 function follows(li) {
   // A message right after its author's previous one (within RUN_MS) drops its face and
@@ -342,6 +376,7 @@ function renderReactions(id) {
   const focused = box.contains(document.activeElement) ? document.activeElement.dataset.emoji : null;
   box.replaceChildren(...chips);
   box.hidden = !chips.length;
+  roving(li);
   if (focused) box.querySelector(`button[data-emoji="${focused}"]`)?.focus();
   ui.follower.settle();
 }
@@ -1064,6 +1099,7 @@ function wireFolds() {
 }
 
 function wireChat() {
+  wireTranscript();
   $("leave").addEventListener("click", () => leave());
   const showPeople = (open) => {
     $("people-toggle").setAttribute("aria-expanded", String(open));
