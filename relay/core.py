@@ -178,6 +178,9 @@ class RelayConfig:
     max_allocations: int = 1000
     max_allocations_per_user: int = 8
     """Per user: the peer named after the expiry in `expiry:peer`, however often re-minted."""
+    max_allocations_per_source: int = 64
+    """Per client source (an IPv4 address, or an IPv6 /64), whatever users it names: keys
+    cost a stranger nothing, so the per-user quota alone lets one address take them all."""
     max_permissions: int = 64
     """Per allocation."""
     max_channels: int = 64
@@ -413,6 +416,8 @@ class TurnCore:
         self._by_client: dict[tuple[int, Address], Allocation] = {}
         self._by_socket: dict[int, Allocation] = {}
         self._per_user: Counter[str] = Counter()
+        self._per_source: Counter[str] = Counter()
+        """Allocations of each client source (no entry at zero)."""
         self._timers: list[tuple[float, int, int, int, object]] = []
         self._timer_seq = 0
         self._keys: dict[str, bytes] = {}
@@ -864,6 +869,9 @@ class TurnCore:
         _ = message.get(DONT_FRAGMENT)  # accepted; the relayed socket leaves DF to the kernel
         if self._per_user[request.user] >= config.max_allocations_per_user:
             raise _Refusal(486, "quota_user")
+        source = _source_of(request.client)
+        if self._per_source[source] >= config.max_allocations_per_source:
+            raise _Refusal(486, "quota_source")
         if len(self._by_socket) >= config.max_allocations:
             raise _Refusal(508, "quota_total")
         lifetime = config.default_lifetime
@@ -906,6 +914,7 @@ class TurnCore:
         self._by_client[(request.socket, request.client)] = allocation
         self._by_socket[socket] = allocation
         self._per_user[request.user] += 1
+        self._per_source[source] += 1
         self._push_timer(now + config.pending_timeout, _ALLOCATION, socket, None)
         self._events.append(event)
 
@@ -1124,7 +1133,26 @@ class TurnCore:
         self._per_user[user] -= 1
         if self._per_user[user] <= 0:
             del self._per_user[user]
+        source = _source_of(allocation.client)
+        self._per_source[source] -= 1
+        if self._per_source[source] <= 0:
+            del self._per_source[source]
         self._events.append(RelayClosed(allocation.socket))
+
+
+def _source_of(client: Address) -> str:
+    """The unit `max_allocations_per_source` counts: an IPv4 address (IPv4-mapped IPv6
+    read as IPv4), or the /64 of an IPv6 one (what one host or home network gets)."""
+    host = str(client[0]).split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _seconds(lifetime: float) -> int:

@@ -334,6 +334,31 @@ def test_allocation_quota_per_user_plus_one_is_486(h: Harness) -> None:
     assert h.ask(client, client.allocate(), ("198.51.100.30", 42000)).cls == wire.SUCCESS
 
 
+def test_many_keys_from_one_address_cannot_take_every_allocation() -> None:
+    """A stranger mints credentials for as many keys as it likes (one signaling hello
+    each): the per-user quota alone lets one address hold every allocation. Per source
+    (an IPv4 address, or an IPv6 /64) there is a cap of its own."""
+    h = Harness(RelayConfig(max_allocations=100, max_allocations_per_source=4))
+    for i in range(4):
+        h.allocated(h.client(f"key{i}"), ("198.51.100.50", 1000 + i))
+    client = h.client("key-fresh")
+    h.login(client, ("198.51.100.50", 2000))
+    assert error_code(h.ask(client, client.allocate(), ("198.51.100.50", 2000))) == 486
+    assert h.core.counters["refuse.quota_source"] == 1
+    # Another address is not affected; the same /64 is one source.
+    h.allocated(h.client("other"), ("198.51.100.51", 1000))
+    for i in range(4):
+        h.allocated(h.client(f"v6-{i}"), (f"2001:db8:1:2::{i + 1}", 1000))
+    client6 = h.client("v6-fresh")
+    h.login(client6, ("2001:db8:1:2:ffff::9", 1000))
+    assert error_code(h.ask(client6, client6.allocate(), ("2001:db8:1:2:ffff::9", 1000))) == 486
+    # A freed allocation gives the source its slot back.
+    first = TurnClient(*mint_credentials(SECRET, "key0", 3600, h.now))
+    h.login(first, ("198.51.100.50", 1000))
+    assert h.ask(first, first.refresh(0), ("198.51.100.50", 1000)).cls == wire.SUCCESS
+    assert h.ask(client, client.allocate(), ("198.51.100.50", 2000)).cls == wire.SUCCESS
+
+
 def test_total_allocation_quota_is_508() -> None:
     h = Harness(RelayConfig(max_allocations=2))
     h.allocated(h.client("a"), ("198.51.100.40", 1))
