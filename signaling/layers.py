@@ -37,7 +37,9 @@ The rules, in short:
   of full-size layers; seat lists carry their node's estimates as hints for a
   node that has none. total = (L - 1) x fill + (members of the last layer).
 - **Fairness**: per source address and room, `joins_per_minute` joins and at most
-  `seats_per_source` seats at this node.
+  `seats_per_source` seats at this node; per source address in all rooms together,
+  `SOURCE_JOINS_FACTOR` times `joins_per_minute` joins (a fresh room each time must
+  not bring a fresh budget of DHT reads and stores).
 - A node speaks only for its own clients; a presence or absence about a member
   homed elsewhere is dropped and counted.
 
@@ -107,6 +109,8 @@ from .rooms import (
 
 Address = tuple[str, int]
 MAX_PROBES = 6
+SOURCE_JOINS_FACTOR = 10
+"""Joins one source may make in all rooms together, in units of `joins_per_minute`."""
 """Galloping rounds past the last known layer before a join sits in one it has not read."""
 
 
@@ -488,6 +492,7 @@ class RoomCore:
         self._signs: dict[tuple[bytes, str], tuple[float, Callable[[bytes | None, float], None]]]
         self._signs = {}
         self._joins: dict[str, TokenBucket] = {}
+        self._source_joins: dict[str, TokenBucket] = {}
         self._seats_by_source: Counter[tuple[str, bytes]] = Counter()
         self._next_refresh: float | None = None
         self._timers: list[tuple[float, int, tuple[bytes, str] | tuple[bytes, int, bytes]]] = []
@@ -572,17 +577,16 @@ class RoomCore:
             return False
         if state.joining:
             return False
-        bucket = self._join_bucket(state.source, frame.room, now)
-        if not bucket.take(now):
-            self.counters["join.refused.rate"] += 1
-            self._push(
-                client,
-                error(
-                    ErrorCode.RATE_LIMITED,
-                    "too many joins from your address to this room; wait a little",
-                    frame.id,
-                ),
-            )
+        refusal = None
+        if not self._join_bucket(state.source, frame.room, now).take(now):
+            refusal = "rate", "too many joins from your address to this room; wait a little"
+        elif not self._source_join_bucket(state.source, now).take(now):
+            refusal = "source_rate", "too many joins from your address; wait a little"
+        if refusal is not None:
+            self.counters[f"join.refused.{refusal[0]}"] += 1
+            self._push(client, error(ErrorCode.RATE_LIMITED, refusal[1], frame.id))
+            # Refused before it started: the glue gives back the room it reserved.
+            self._commands.append(JoinFinished(client, frame.room, None, 0.0, 0))
             return True
         state.joining = True
         job = JoinState(client, frame, now)
@@ -1887,10 +1891,20 @@ class RoomCore:
             bucket = self._joins[where] = TokenBucket(rate, self.config.joins_per_minute, now)
         return bucket
 
+    def _source_join_bucket(self, source: str, now: float) -> TokenBucket:
+        bucket = self._source_joins.get(source)
+        if bucket is None:
+            if len(self._source_joins) >= 50_000:
+                self._prune_buckets(now)
+            per_minute = self.config.joins_per_minute * SOURCE_JOINS_FACTOR
+            bucket = self._source_joins[source] = TokenBucket(per_minute / 60, per_minute, now)
+        return bucket
+
     def _prune_buckets(self, now: float) -> None:
-        for where, bucket in list(self._joins.items()):
-            if bucket.full(now):
-                del self._joins[where]
+        for buckets in (self._joins, self._source_joins):
+            for where, bucket in list(buckets.items()):
+                if bucket.full(now):
+                    del buckets[where]
 
     # --- the clock -----------------------------------------------------------------------
 

@@ -373,3 +373,22 @@ async def test_joins_are_answered_when_they_need_more_dht_operations_than_run_at
     finally:
         await close_clients(clients)
         await stop_nodes(nodes)
+
+
+async def test_a_join_refused_for_its_rate_gives_back_its_room_slot(
+    signaling_mesh: NodeFactory, connect: ClientFactory
+) -> None:
+    """A join refused `rate-limited` before it starts (per room, or per address in all
+    rooms) sat nowhere: the connection's room slot it reserved is free again, so a
+    connection whose joins were refused is not cut at `max_rooms` for rooms it is not in."""
+    limits = dataclasses.replace(FAST_NODE.limits, max_rooms=1)
+    (node,) = await signaling_mesh(1, joins_per_minute=1.0, limits=limits)
+    client = await connect(node)
+    await client.join(ROOM)
+    await client.leave(ROOM)
+    with pytest.raises(SignalingError) as refused:
+        await client.join(ROOM)  # the room's one join a minute is spent
+    assert refused.value.code == "rate-limited"
+    assert node.clients[client.key].session.rooms == set()
+    other_room = room_key(canonical_url("https://example.org/yet-another-page"))
+    assert (await client.join(other_room)).layer == 0

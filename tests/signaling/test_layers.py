@@ -438,6 +438,31 @@ def test_one_source_is_held_to_its_join_rate_while_another_joins() -> None:
     assert x.core.counters["join.refused.rate"] == 38
 
 
+def test_one_source_is_held_to_a_join_rate_across_rooms() -> None:
+    """The per-room join rate does not hold an address that asks for a fresh room each
+    time: forty keys from one address each join a room of their own at once (every join
+    reads layers and stores a seat list in the DHT). Past ten times `joins_per_minute`
+    joins of one address through this node, in any rooms, they are refused
+    `rate-limited`; another address joins meanwhile."""
+    config = RoomConfig(layer_size=24, joins_per_minute=2.0)
+    net, homes = mesh(4, seed=11, config=config)
+    x = homes[0]
+    crowd_ = [net.add_client(x, source="203.0.113.8") for _ in range(40)]
+    for client in crowd_:
+        net.connect(client)
+    net.run(1.0)
+    rooms = [room_key(f"https://example.org/fresh-{i}") for i in range(len(crowd_))]
+    records = [net.join(client, room) for client, room in zip(crowd_, rooms, strict=True)]
+    other = net.add_client(x, source="198.51.100.2")
+    net.connect(other)
+    honest = net.join(other, rooms[0])
+    settle(net, [*records, honest])
+    assert honest.layer is not None
+    assert sum(r.layer is not None for r in records) == 20
+    assert Counter(r.refused for r in records if r.layer is None) == {"rate-limited": 20}
+    assert x.core.counters["join.refused.source_rate"] == 20
+
+
 def test_one_source_holds_at_most_its_seats_per_room_at_one_node() -> None:
     """One address joining slowly (within the join rate) is cut at `seats_per_source`
     seats in the room at that node; another address still joins there, and the same
