@@ -98,6 +98,7 @@ from .seed_fetch import fetch_contact
 from .seeds import DHT_PATH, SeedUrl
 from .session import (
     CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
     CLOSE_REPLACED,
     Authenticated,
     ClientSession,
@@ -163,6 +164,9 @@ class Client:
     """Admission no longer counts this connection as waiting for its hello."""
     timer: asyncio.TimerHandle | None = None
     """The session's one timer: a WebSocket PING to a quiet client, or the idle close."""
+    transport: asyncio.BaseTransport | None = None
+    dropped: bool = False
+    """Its connection was aborted for not reading (`SessionLimits.send_timeout`)."""
 
 
 class EmbeddedRelay(Protocol):
@@ -373,9 +377,11 @@ class SignalingNode:
         clients = list(self.clients.values())
         for client in clients:
             with contextlib.suppress(Exception):
-                if moving:
-                    await client.ws.send_str(serialize(Moving(tuple(others))))
-                await client.ws.close(code=CLOSE_GOING_AWAY, message=b"node shutting down")
+                # A client that does not read must not hold up the shutdown (`_flush`).
+                async with asyncio.timeout(self.config.limits.send_timeout):
+                    if moving:
+                        await client.ws.send_str(serialize(Moving(tuple(others))))
+                    await client.ws.close(code=CLOSE_GOING_AWAY, message=b"node shutting down")
         await self._cancel_tasks()
         await self.links.close()
         if self._runner is not None:
@@ -526,6 +532,7 @@ class SignalingNode:
             sockname = request.transport.get_extra_info("sockname") if request.transport else None
             local = str(sockname[0]) if sockname else ""
             client = Client(ws, session, source=source, local_host=local, remote_host=remote)
+            client.transport = request.transport
             self.metrics.connections.inc()
             return await self._serve_client(client)
         finally:
@@ -597,15 +604,29 @@ class SignalingNode:
         await self._flush(client)
 
     async def _flush(self, client: Client) -> None:
+        """Send what the session has for its client. It runs in whichever task wrote to the
+        client (another member's connection, a link to another node), so a client whose
+        socket does not drain within `send_timeout` is dropped instead of holding it up."""
         session = client.session
-        for frame in session.frames_to_send():
-            if isinstance(frame, ErrorFrame):
-                self.metrics.errors.labels(str(frame.code)).inc()
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await client.ws.send_str(serialize(frame))
-        if session.close_reason is not None and not client.ws.closed:
-            code, reason = session.close_reason
-            await client.ws.close(code=code, message=reason.encode()[:120])
+        frames = session.frames_to_send()
+        if client.dropped:
+            return
+        try:
+            async with asyncio.timeout(self.config.limits.send_timeout):
+                for frame in frames:
+                    if isinstance(frame, ErrorFrame):
+                        self.metrics.errors.labels(str(frame.code)).inc()
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await client.ws.send_str(serialize(frame))
+                if session.close_reason is not None and not client.ws.closed:
+                    code, reason = session.close_reason
+                    await client.ws.close(code=code, message=reason.encode()[:120])
+        except TimeoutError:
+            client.dropped = True
+            session.close(CLOSE_POLICY, "not reading")
+            log.info("dropped a client whose socket did not drain")
+            if client.transport is not None:
+                client.transport.abort()
 
     async def _send(self, client: Client, frame: ServerFrame) -> None:
         client.session.send(frame)

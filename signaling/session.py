@@ -92,6 +92,9 @@ class SessionLimits:
     record_burst: float = 64.0
     max_record_ops: int = 8
     """put-record and get-record requests of one connection being answered at once."""
+    send_timeout: float = 10.0
+    """Seconds a send to the client may wait for its socket to drain before the node drops
+    it: a client that stops reading must not hold up whoever writes to it."""
 
 
 class State(Enum):
