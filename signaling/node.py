@@ -967,7 +967,9 @@ class SignalingNode:
         try:
             if self.dht.core.client:
                 # Found unreachable: its URL would be a dead entry for everyone who reads it.
-                self.known_nodes = _directory_urls(await self.dht.get_records(NODE_DIRECTORY))
+                self.known_nodes = _directory_urls(
+                    await self.dht.get_records(NODE_DIRECTORY), self._rng
+                )
                 return
             entry: dict[str, Any] = {"v": 1, "url": self.url}
             if self.relay is not None:  # the node advertises its relay with itself
@@ -975,7 +977,7 @@ class SignalingNode:
             value = json.dumps(entry, separators=(",", ":")).encode()
             await self.dht.put_record(NODE_DIRECTORY, value, ttl=self.config.directory_ttl)
             records = await self.dht.get_records(NODE_DIRECTORY)
-            self.known_nodes = _directory_urls(records)
+            self.known_nodes = _directory_urls(records, self._rng)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             log.info("node directory update failed: %s", exc)
 
@@ -1028,13 +1030,17 @@ async def _seed_addresses(
     return addresses, unanswered
 
 
-def _directory_urls(records: Iterable[Record]) -> list[str]:
-    urls = []
-    for record in sorted(records, key=lambda r: -r.expires_at):
+def _directory_urls(records: Iterable[Record], rng: random.Random) -> list[str]:
+    """The node URLs of directory entries, each once, in random order. Anyone may store an
+    entry with any TTL: an order by expiry put whoever chose the longest first on every
+    client's `welcome.nodes` and `moving` list (the first MAX_MOVING_NODES)."""
+    urls: list[str] = []
+    for record in records:
         try:
             url = json.loads(record.value)["url"]
         except (ValueError, KeyError, TypeError):
             continue
-        if isinstance(url, str) and is_node_url(url):
+        if isinstance(url, str) and is_node_url(url) and url not in urls:
             urls.append(url)
+    rng.shuffle(urls)
     return urls
