@@ -54,6 +54,7 @@ not be fresh may be answered from a read a few seconds old.
 from __future__ import annotations
 
 import heapq
+import json
 import random
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -109,9 +110,11 @@ from .rooms import (
 
 Address = tuple[str, int]
 MAX_PROBES = 6
+"""Galloping rounds past the last known layer before a join sits in one it has not read."""
 SOURCE_JOINS_FACTOR = 10
 """Joins one source may make in all rooms together, in units of `joins_per_minute`."""
-"""Galloping rounds past the last known layer before a join sits in one it has not read."""
+MIN_SIGNAL_COST = 256
+"""Bytes a signal takes of its recipient's budget however small its payload."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,11 @@ class RoomConfig:
     """Per source address and room, at this node (bursts of the same size)."""
     seats_per_source: int = 16
     """Seats one source address may hold in one room through this node."""
+    signal_bytes_per_second: float = 262_144.0
+    signal_bytes_burst: float = 2_097_152.0
+    """Signal payload bytes one client of this node may receive from all senders together
+    (each signal counted as at least `MIN_SIGNAL_COST`): every sender has its own budget,
+    and a stranger holds many seats beside its target."""
     layers_listed: int = 6
     """Layers whose counts a `layers` answer carries besides the caller's own."""
     max_value_bytes: int = 2048
@@ -322,6 +330,8 @@ class ClientState:
     """(room, layer) whose seat list names it while its signature is awaited
     (`parallel_sign`): taken back if it goes."""
     offering: dict[bytes, tuple[Seat, dict[bytes, Presence]]] = field(default_factory=dict)
+    inbound: TokenBucket | None = None
+    """Signal bytes it may still receive (`signal_bytes_per_second`), made at its first."""
     """Room -> the seat a join under way is being given and the members its sign request
     named (`early_offers`, docs/protocol.md 2.5.3): whom the client may signal before it
     is seated. One join at a time per client, so at most one entry; gone when it ends."""
@@ -743,6 +753,10 @@ class RoomCore:
         if target.home.node_id == self.node_id:
             if frame.to not in view.local or frame.to not in self.clients:
                 self._unknown_peer(client, frame.id)
+                return
+            if not self._may_receive(frame.to, frame.payload, now):
+                message = "the peer receives too many signals; slow down"
+                self._push(client, error(ErrorCode.RATE_LIMITED, message, frame.id))
                 return
             if early and seat is not None and seat.record is not None:
                 # The member hears of the newcomer before its signal, as a member homed
@@ -2010,8 +2024,24 @@ class RoomCore:
         if seat is None or seat.home.node_id != remote:
             self._link_drop("departed")  # the seat of a member that has left, or moved
             return
+        if not self._may_receive(frame.to, frame.payload, now):
+            return  # counted; the sender's node is not asked to tell it
         self.counters["signal.delivered"] += 1
         self._push(frame.to, SignalFrom(frame.sender, frame.payload, presence.room))
+
+    def _may_receive(self, client: bytes, payload: object, now: float) -> bool:
+        """Take a signal's bytes from `client`'s inbound budget; False (counted) if over."""
+        state = self.clients.get(client)
+        if state is None:
+            return False
+        if state.inbound is None:
+            rate, burst = self.config.signal_bytes_per_second, self.config.signal_bytes_burst
+            state.inbound = TokenBucket(rate, burst, now)
+        size = len(payload) if isinstance(payload, str) else len(json.dumps(payload))
+        if state.inbound.take(now, max(MIN_SIGNAL_COST, size)):
+            return True
+        self.counters["signal.refused.inbound"] += 1
+        return False
 
     def _link_signal_error(self, remote: bytes, frame: LinkSignalError) -> None:
         """The peer a client signalled is not at `remote`: tell the client, if `remote` is

@@ -32,6 +32,8 @@ async def test_a_member_who_stops_reading_does_not_freeze_the_member_signalling_
     signaling_mesh: NodeFactory, connect: ClientFactory
 ) -> None:
     (node,) = await signaling_mesh(1, limits=LIMITS)
+    # Lifted here so that one sender fills the socket (test below); with it, many do.
+    node.rooms.config = dataclasses.replace(node.rooms.config, signal_bytes_burst=1e12)
     alice = await connect(node)
     mallory = await connect(node)
     await alice.join(ROOM)
@@ -48,3 +50,30 @@ async def test_a_member_who_stops_reading_does_not_freeze_the_member_signalling_
     async with asyncio.timeout(5.0):
         while mallory.key in node.clients:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+
+
+async def test_signals_to_one_member_are_held_to_its_inbound_budget(
+    signaling_mesh: NodeFactory, connect: ClientFactory
+) -> None:
+    """Signals are the one way a stranger pushes bytes at a member who never chose to
+    connect to it, and every sender has a budget of its own (16 seats per address and
+    room, many addresses). What one member receives is bounded too: past
+    `signal_bytes_burst` (then `signal_bytes_per_second`) the sender hears
+    `rate-limited` and the member gets nothing more."""
+    (node,) = await signaling_mesh(1, limits=LIMITS)
+    alice = await connect(node)
+    await alice.join(ROOM)
+    senders = [await connect(node) for _ in range(4)]
+    for sender in senders:
+        await sender.join(ROOM)
+    sent = 0
+    for _ in range(30):
+        for sender in senders:
+            await sender.signal(alice.key, "x" * 60_000, ROOM)
+            sent += 1
+    for sender in senders:
+        await sender.ping()  # the node has handled every signal before it
+    assert node.rooms.counters["signal.refused.inbound"] > 0
+    delivered = node.rooms.counters["signal.local"]
+    assert delivered * 60_000 <= node.rooms.config.signal_bytes_burst + 1_000_000
+    assert delivered + node.rooms.counters["signal.refused.inbound"] <= sent
