@@ -39,7 +39,8 @@ The rules, in short:
 - **Fairness**: per source address and room, `joins_per_minute` joins and at most
   `seats_per_source` seats at this node; per source address in all rooms together,
   `SOURCE_JOINS_FACTOR` times `joins_per_minute` joins (a fresh room each time must
-  not bring a fresh budget of DHT reads and stores).
+  not bring a fresh budget of DHT reads and stores) and `SOURCE_SEATS_FACTOR` times
+  `seats_per_source` seats.
 - A node speaks only for its own clients; a presence or absence about a member
   homed elsewhere is dropped and counted.
 
@@ -113,6 +114,8 @@ MAX_PROBES = 6
 """Galloping rounds past the last known layer before a join sits in one it has not read."""
 SOURCE_JOINS_FACTOR = 10
 """Joins one source may make in all rooms together, in units of `joins_per_minute`."""
+SOURCE_SEATS_FACTOR = 8
+"""Seats one source may hold in all rooms together, in units of `seats_per_source`."""
 MIN_SIGNAL_COST = 256
 """Bytes a signal takes of its recipient's budget however small its payload."""
 
@@ -504,6 +507,8 @@ class RoomCore:
         self._joins: dict[str, TokenBucket] = {}
         self._source_joins: dict[str, TokenBucket] = {}
         self._seats_by_source: Counter[tuple[str, bytes]] = Counter()
+        self._seats_of_source: Counter[str] = Counter()
+        """`_seats_by_source` summed over rooms."""
         self._next_refresh: float | None = None
         self._timers: list[tuple[float, int, tuple[bytes, str] | tuple[bytes, int, bytes]]] = []
         self._timer_seq = 0
@@ -1110,9 +1115,16 @@ class RoomCore:
             message = "too many seats from your address in this room"
             self._refuse(job, ErrorCode.RATE_LIMITED, message, now)
             return
+        in_all = self._seats_of_source[state.source] - (current is not None)
+        limit = SOURCE_SEATS_FACTOR * self.config.seats_per_source
+        if room not in state.reserved and in_all >= limit:
+            self.counters["join.refused.source_seats"] += 1
+            message = "too many seats from your address at this node"
+            self._refuse(job, ErrorCode.RATE_LIMITED, message, now)
+            return
         if room not in state.reserved:
             state.reserved.add(room)
-            self._seats_by_source[(state.source, room)] += 1
+            self._count(state.source, room)
         seat = Seat(room, layer, int(now * 1000))
         if self.config.parallel_sign:
             self._sit_while_signing(job, state, seat, now)
@@ -1209,7 +1221,7 @@ class RoomCore:
             if seat.room in state.reserved:
                 state.reserved.discard(seat.room)  # the place held becomes the seat
             else:
-                self._seats_by_source[(state.source, seat.room)] += 1
+                self._count(state.source, seat.room)
         view.local.add(job.client)
         view.departed.pop(job.client, None)
         assert seat.record is not None
@@ -1344,12 +1356,21 @@ class RoomCore:
             state.reserved.discard(room)
             self._uncount(state.source, room)
 
+    def _count(self, source: str, room: bytes) -> None:
+        self._seats_by_source[(source, room)] += 1
+        self._seats_of_source[source] += 1
+
     def _uncount(self, source: str, room: bytes) -> None:
         left = self._seats_by_source[(source, room)] - 1
         if left > 0:
             self._seats_by_source[(source, room)] = left
         else:
             del self._seats_by_source[(source, room)]
+        total = self._seats_of_source[source] - 1
+        if total > 0:
+            self._seats_of_source[source] = total
+        else:
+            del self._seats_of_source[source]
 
     # --- a client's signature ----------------------------------------------------------
 

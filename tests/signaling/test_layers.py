@@ -26,7 +26,7 @@ import pytest
 from dht.core import DHTConfig
 from dht.ids import node_id_for
 from dht.records import Record
-from signaling.layers import RoomConfig
+from signaling.layers import SOURCE_SEATS_FACTOR, RoomConfig
 from signaling.protocol import ErrorFrame, HomeNode, PeerJoined, PeerLeft
 from signaling.rooms import layer_key, room_key, seat_list_value
 from simulations.engine import Engine
@@ -461,6 +461,29 @@ def test_one_source_is_held_to_a_join_rate_across_rooms() -> None:
     assert sum(r.layer is not None for r in records) == 20
     assert Counter(r.refused for r in records if r.layer is None) == {"rate-limited": 20}
     assert x.core.counters["join.refused.source_rate"] == 20
+
+
+def test_one_source_holds_at_most_its_seats_in_all_rooms_at_one_node() -> None:
+    """Sixteen seats per room do not hold an address that sits in a fresh room each time:
+    every seat costs the node a signature and a seat-list store per refresh, in every
+    room. Past `SOURCE_SEATS_FACTOR` times `seats_per_source` seats of one address at this
+    node, in any rooms, joins are refused `rate-limited`; another address still sits."""
+    config = RoomConfig(layer_size=24, seats_per_source=2, joins_per_minute=600.0)
+    net, homes = mesh(4, seed=12, config=config)
+    x = homes[0]
+    limit = SOURCE_SEATS_FACTOR * config.seats_per_source
+    records = []
+    for i in range(limit + 4):
+        room = room_key(f"https://example.org/room-{i}")
+        client = net.add_client(x, source="203.0.113.9")
+        net.connect(client)
+        record = net.join(client, room)
+        settle(net, [record])
+        records.append(record)
+    assert sum(r.layer is not None for r in records) == limit
+    assert Counter(r.refused for r in records if r.layer is None) == {"rate-limited": 4}
+    assert x.core.counters["join.refused.source_seats"] == 4
+    assert join_one(net, net.add_client(x, source="198.51.100.3")).layer is not None
 
 
 def test_one_source_holds_at_most_its_seats_per_room_at_one_node() -> None:
