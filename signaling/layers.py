@@ -333,11 +333,11 @@ class ClientState:
     """(room, layer) whose seat list names it while its signature is awaited
     (`parallel_sign`): taken back if it goes."""
     offering: dict[bytes, tuple[Seat, dict[bytes, Presence]]] = field(default_factory=dict)
-    inbound: TokenBucket | None = None
-    """Signal bytes it may still receive (`signal_bytes_per_second`), made at its first."""
     """Room -> the seat a join under way is being given and the members its sign request
     named (`early_offers`, docs/protocol.md 2.5.3): whom the client may signal before it
     is seated. One join at a time per client, so at most one entry; gone when it ends."""
+    inbound: TokenBucket | None = None
+    """Signal bytes it may still receive (`signal_bytes_per_second`), made at its first."""
 
 
 @dataclass(slots=True)
