@@ -77,6 +77,8 @@ import random
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from dht.ratelimit import source_of
+
 from .credentials import CredentialError, parse_username, password_for
 from .policy import PeerPolicy
 from .wire import (
@@ -869,7 +871,7 @@ class TurnCore:
         _ = message.get(DONT_FRAGMENT)  # accepted; the relayed socket leaves DF to the kernel
         if self._per_user[request.user] >= config.max_allocations_per_user:
             raise _Refusal(486, "quota_user")
-        source = _source_of(request.client)
+        source = source_of(str(request.client[0]))
         if self._per_source[source] >= config.max_allocations_per_source:
             raise _Refusal(486, "quota_source")
         if len(self._by_socket) >= config.max_allocations:
@@ -1133,26 +1135,11 @@ class TurnCore:
         self._per_user[user] -= 1
         if self._per_user[user] <= 0:
             del self._per_user[user]
-        source = _source_of(allocation.client)
+        source = source_of(str(allocation.client[0]))
         self._per_source[source] -= 1
         if self._per_source[source] <= 0:
             del self._per_source[source]
         self._events.append(RelayClosed(allocation.socket))
-
-
-def _source_of(client: Address) -> str:
-    """The unit `max_allocations_per_source` counts: an IPv4 address (IPv4-mapped IPv6
-    read as IPv4), or the /64 of an IPv6 one (what one host or home network gets)."""
-    host = str(client[0]).split("%", 1)[0]
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 def _seconds(lifetime: float) -> int:
