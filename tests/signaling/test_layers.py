@@ -416,6 +416,23 @@ def test_a_strangers_seat_lists_seat_nobody(where: str) -> None:
 # --- (f) per-source limits ------------------------------------------------------------------
 
 
+def joined_at_once(
+    net: RoomNet, node: RoomNode, source: str, rooms: list[bytes], other: str
+) -> tuple[list[JoinRecord], JoinRecord]:
+    """A key from `source` for each of `rooms` joins it through `node` at once, and then a
+    key from address `other` joins the first of them: their join records, then its."""
+    crowd_ = [net.add_client(node, source=source) for _ in rooms]
+    for client in crowd_:
+        net.connect(client)
+    net.run(1.0)
+    records = [net.join(client, room) for client, room in zip(crowd_, rooms, strict=True)]
+    honest_client = net.add_client(node, source=other)
+    net.connect(honest_client)
+    honest = net.join(honest_client, rooms[0])
+    settle(net, [*records, honest])
+    return records, honest
+
+
 def test_one_source_is_held_to_its_join_rate_while_another_joins() -> None:
     """Fifty keys from one address ask node X for a seat at once: twelve joins a minute
     (bursts of twelve) go through, the rest are refused `rate-limited`; a client from
@@ -423,15 +440,7 @@ def test_one_source_is_held_to_its_join_rate_while_another_joins() -> None:
     config = RoomConfig(layer_size=24, joins_per_minute=12.0)
     net, homes = mesh(4, seed=9, config=config)
     x = homes[0]
-    crowd_ = [net.add_client(x, source="203.0.113.7") for _ in range(50)]
-    for client in crowd_:
-        net.connect(client)
-    net.run(1.0)
-    records = [net.join(client, ROOM) for client in crowd_]
-    other = net.add_client(x, source="198.51.100.1")
-    net.connect(other)
-    honest = net.join(other, ROOM)
-    settle(net, [*records, honest])
+    records, honest = joined_at_once(net, x, "203.0.113.7", [ROOM] * 50, "198.51.100.1")
     assert honest.layer is not None
     assert sum(r.layer is not None for r in records) == 12
     assert Counter(r.refused for r in records if r.layer is None) == {"rate-limited": 38}
@@ -447,16 +456,8 @@ def test_one_source_is_held_to_a_join_rate_across_rooms() -> None:
     config = RoomConfig(layer_size=24, joins_per_minute=2.0)
     net, homes = mesh(4, seed=11, config=config)
     x = homes[0]
-    crowd_ = [net.add_client(x, source="203.0.113.8") for _ in range(40)]
-    for client in crowd_:
-        net.connect(client)
-    net.run(1.0)
-    rooms = [room_key(f"https://example.org/fresh-{i}") for i in range(len(crowd_))]
-    records = [net.join(client, room) for client, room in zip(crowd_, rooms, strict=True)]
-    other = net.add_client(x, source="198.51.100.2")
-    net.connect(other)
-    honest = net.join(other, rooms[0])
-    settle(net, [*records, honest])
+    rooms = [room_key(f"https://example.org/fresh-{i}") for i in range(40)]
+    records, honest = joined_at_once(net, x, "203.0.113.8", rooms, "198.51.100.2")
     assert honest.layer is not None
     assert sum(r.layer is not None for r in records) == 20
     assert Counter(r.refused for r in records if r.layer is None) == {"rate-limited": 20}
