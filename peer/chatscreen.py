@@ -92,10 +92,10 @@ def member_label(room: Room, key: bytes) -> str:
     label = room.device_label(key) if person != key else None
     device = f" [{printable(label)}]" if label else ""
     name = room.name_of(key) or (_given_name(room, person) if person != key else None)
-    if not name or not _looks(name):
+    looks = _looks(name) if name else ""
+    if not looks:
         return unnamed(person) + device
     others = (room.members | set(room.links)) - {key}
-    looks = _looks(name)
     if any(_looks(room.name_of(o) or "") == looks and room.person_of(o) != person for o in others):
         return printable(name) + short_tag(person) + device
     return printable(name) + device

@@ -275,8 +275,7 @@ function showMessage({ env, content, mine, replaces = null }, isNew) {
   for (const img of li.querySelectorAll("img")) img.addEventListener("load", () => ui.follower.settle());
   li.dataset.ts = env.ts;
   place(li, env.lamport, env.author, { isNew, mine });
-  renderReactions(id);
-  roving(li);
+  renderReactions(id); // and its controls' place in the Tab order (roving)
   for (const box of document.querySelectorAll(`#messages .quote[data-ref="${id}"]`)) box.replaceWith(quote({ author: env.author, seq: env.seq }));
   if (isNew && !mine && dmShown()) ui.peer.dms.roomNews(); // counted on "Back to the room"
   if (isNew && !mine) {
