@@ -5,11 +5,12 @@ profile, or, when it gave none, a short tag of its key (`·3fa9`, as the
 browser shows it); two members who give themselves one name are told apart by
 that tag after the name. Nothing a member sends reaches the terminal as it is:
 control characters (escape sequences) and invisible format marks become
-U+FFFD (`printable`).
+U+FFFD (`printable`), but for a zero-width joiner within an emoji (👩‍💻).
 """
 
 from __future__ import annotations
 
+import bisect
 import time
 import unicodedata
 from collections.abc import Callable
@@ -59,13 +60,67 @@ _HIDDEN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 """Controls (a terminal's escape sequences), invisible format marks (bidi overrides),
 lone surrogates, line separators: never written to the terminal as they are."""
 
+_PICTOGRAPH_RUNS = """
+A9 AE 203C 2049 2122 2139 2194-2199 21A9-21AA 231A-231B 2328 23CF 23E9-23F3
+23F8-23FA 24C2 25AA-25AB 25B6 25C0 25FB-25FE 2600-2604 260E 2611 2614-2615 2618
+261D 2620 2622-2623 2626 262A 262E-262F 2638-263A 2640 2642 2648-2653 265F-2660
+2663 2665-2666 2668 267B 267E-267F 2692-2697 2699 269B-269C 26A0-26A1 26A7
+26AA-26AB 26B0-26B1 26BD-26BE 26C4-26C5 26C8 26CE-26CF 26D1 26D3-26D4 26E9-26EA
+26F0-26F5 26F7-26FA 26FD 2702 2705 2708-270D 270F 2712 2714 2716 271D 2721 2728
+2733-2734 2744 2747 274C 274E 2753-2755 2757 2763-2764 2795-2797 27A1 27B0 27BF
+2934-2935 2B05-2B07 2B1B-2B1C 2B50 2B55 3030 303D 3297 3299 1F004 1F02C-1F02F
+1F094-1F09F 1F0AF-1F0B0 1F0C0 1F0CF-1F0D0 1F0F6-1F0FF 1F170-1F171 1F17E-1F17F 1F18E
+1F191-1F19A 1F1AE-1F1E5 1F201-1F20F 1F21A 1F22F 1F232-1F23A 1F23C-1F23F 1F249-1F25F
+1F266-1F321 1F324-1F393 1F396-1F397 1F399-1F39B 1F39E-1F3F0 1F3F3-1F3F5 1F3F7-1F3FA
+1F400-1F4FD 1F4FF-1F53D 1F549-1F54E 1F550-1F567 1F56F-1F570 1F573-1F57A 1F587
+1F58A-1F58D 1F590 1F595-1F596 1F5A4-1F5A5 1F5A8 1F5B1-1F5B2 1F5BC 1F5C2-1F5C4
+1F5D1-1F5D3 1F5DC-1F5DE 1F5E1 1F5E3 1F5E8 1F5EF 1F5F3 1F5FA-1F64F 1F680-1F6C5
+1F6CB-1F6D2 1F6D5-1F6E5 1F6E9 1F6EB-1F6F0 1F6F3-1F6FF 1F7DA-1F7FF 1F80C-1F80F
+1F848-1F84F 1F85A-1F85F 1F888-1F88F 1F8AE-1F8AF 1F8BC-1F8BF 1F8C2-1F8CF 1F8D9-1F8FF
+1F90C-1F93A 1F93C-1F945 1F947-1F9FF 1FA58-1FA5F 1FA6E-1FAFF 1FC00-1FFFD
+"""
+PICTOGRAPHS = tuple(
+    (int(a, 16), int(b or a, 16))
+    for a, _, b in (run.partition("-") for run in _PICTOGRAPH_RUNS.split())
+)
+"""Unicode 17.0's Extended_Pictographic (emoji-data.txt), first and last of each run:
+the characters a zero-width joiner joins into one emoji (`printable`)."""
+
+
+_JOINER = "\u200d"
+_TONES = frozenset({"\ufe0f", *map(chr, range(0x1F3FB, 0x1F400))})
+"""What may come between a pictograph and its joiner: emoji presentation (U+FE0F) or
+one skin tone (U+1F3FB..U+1F3FF), as in ❤️‍🔥 and 👩🏽‍💻."""
+_FIRSTS = [first for first, _ in PICTOGRAPHS]
+
+
+def _pictograph(c: str) -> bool:
+    at = bisect.bisect_right(_FIRSTS, ord(c)) - 1
+    return at >= 0 and ord(c) <= PICTOGRAPHS[at][1]
+
+
+def _joins(text: str, at: int) -> bool:
+    """Whether the zero-width joiner `text[at]` joins two pictographs into one emoji
+    (👩‍💻): one right after it, and one right before it or before its U+FE0F or tone."""
+    if at + 1 >= len(text) or not _pictograph(text[at + 1]) or at == 0:
+        return False
+    before = text[at - 1]
+    return _pictograph(before) or (before in _TONES and at >= 2 and _pictograph(text[at - 2]))
+
 
 def printable(text: str, lines: bool = False) -> str:
-    """`text` as it may reach a terminal: each hidden character becomes U+FFFD; with
-    `lines`, line breaks stay (and tabs), the lines after the first indented."""
+    """`text` as it may reach a terminal: each hidden character becomes U+FFFD, but for
+    a zero-width joiner between two pictographs (👩‍💻); with `lines`, line breaks stay
+    (and tabs), the lines after the first indented. The page's `printable` (js/people.js)
+    is its twin (tests/web/test_printable_twins.py)."""
     keep = {"\n", "\t"} if lines else set()
     safe = "".join(
-        c if c in keep or unicodedata.category(c) not in _HIDDEN else "\ufffd" for c in text
+        c
+        if c in keep
+        or unicodedata.category(c) not in _HIDDEN
+        or (c == _JOINER and _joins(text, at))
+        else "\ufffd"
+        for at, c in enumerate(text)
     )
     return safe.replace("\n", "\n    ") if lines else safe
 
@@ -92,17 +147,18 @@ def member_label(room: Room, key: bytes) -> str:
     label = room.device_label(key) if person != key else None
     device = f" [{printable(label)}]" if label else ""
     name = room.name_of(key) or (_given_name(room, person) if person != key else None)
-    looks = _looks(name) if name else ""
-    if not looks:
+    look = looks(name) if name else ""
+    if not name or not look:
         return unnamed(person) + device
     others = (room.members | set(room.links)) - {key}
-    if any(_looks(room.name_of(o) or "") == looks and room.person_of(o) != person for o in others):
+    if any(looks(room.name_of(o) or "") == look and room.person_of(o) != person for o in others):
         return printable(name) + short_tag(person) + device
     return printable(name) + device
 
 
-def _looks(name: str) -> str:
-    """How a name reads on a screen: "Ana " and "Ana" are namesakes."""
+def looks(name: str) -> str:
+    """How a name reads on a screen: "Ana " and "Ana" are namesakes (the page's
+    `namesake` of its `printable`, js/people.js)."""
     return " ".join(printable(name).split())
 
 

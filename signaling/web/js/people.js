@@ -10,7 +10,9 @@ export { keyColour, shortTag };
 
 // Controls, format marks (bidi overrides, zero-width characters), lone surrogates and
 // line and paragraph separators: what a name or a file name must not hide or reorder.
-// A zero-width joiner between two pictographs is kept (one emoji: 👩‍💻).
+// A zero-width joiner between two Extended_Pictographic characters is kept (one emoji:
+// 👩‍💻), also after the first one's U+FE0F or skin tone (❤️‍🔥, 👩🏽‍💻); anywhere else
+// it is hidden. peer/chatscreen.py printable is the twin (tests/web/test_printable_twins.py).
 const HIDDEN = /(?<=\p{Extended_Pictographic}[\u{FE0F}\u{1F3FB}-\u{1F3FF}]?)(\u200D)(?=\p{Extended_Pictographic})|[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]/gu;
 
 export function printable(text) {
@@ -20,8 +22,9 @@ export function printable(text) {
   return String(text).replace(HIDDEN, (_, joiner) => joiner ?? "\uFFFD");
 }
 
-function namesake(name) {
-  // Names that look alike share this: spaces around and between words do not tell apart.
+export function namesake(name) {
+  // Names that look alike share this: spaces around and between words do not tell apart
+  // (of a printable name; peer/chatscreen.py looks).
   return name.trim().replace(/\s+/gu, " ");
 }
 
