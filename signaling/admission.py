@@ -12,6 +12,11 @@ source a node keeps
 - a token bucket of connection attempts (`per_second`, bursts of `burst`):
   every attempt costs a challenge, and its hello a signature check.
 
+A stranger with many addresses gets each one's allowance, so what waits for a
+hello is capped in all too (`unauthenticated_total`): past it, a caller that
+can close the connection that has waited longest makes room for the newcomer
+(the node's clients, `evict`); otherwise the newcomer is refused.
+
 What is over is refused before the WebSocket upgrade (HTTP 429), so a flood
 costs the node a TCP accept and a few bytes. Client connections (`/v1/ws`)
 and node links (`/v1/node`) have an `Admission` each. No I/O and no clock:
@@ -21,6 +26,7 @@ time arrives as `now` (docs/protocol.md, "Limits per source").
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dht.ratelimit import SourceRateLimiter
@@ -38,6 +44,8 @@ class AdmissionLimits:
     """...and in a burst."""
     max_sources: int = 100_000
     """Sources remembered (least recently seen forgotten first: they start afresh)."""
+    unauthenticated_total: int = 1024
+    """Connections that may wait for their hello at once, from all sources together."""
 
 
 def source_of(address: str | None) -> str:
@@ -114,13 +122,24 @@ class Admission:
         self._attempts = SourceRateLimiter(limits.per_second, limits.burst, limits.max_sources)
         self._waiting: dict[str, int] = {}
         self._open: dict[str, int] = {}
-        self.refused: dict[str, int] = {"rate": 0, "unauthenticated": 0, "connections": 0}
+        self.waiting_total = 0
+        """Connections waiting for their hello, from all sources."""
+        self.refused: dict[str, int] = {
+            "rate": 0,
+            "unauthenticated": 0,
+            "connections": 0,
+            "busy": 0,
+        }
+        self.evicted = 0
+        """Connections closed while waiting for their hello, to make room (`admit`)."""
 
-    def admit(self, source: str, now: float) -> str | None:
+    def admit(self, source: str, now: float, evict: Callable[[], bool] | None = None) -> str | None:
         """Take a new connection from `source`: None if admitted, else why not.
 
         An admitted connection counts as unauthenticated until `settled`, and as open
-        until `closed`.
+        until `closed`. When `unauthenticated_total` wait already, `evict` (if given)
+        closes the one that has waited longest and settles it, True if there was one;
+        else the newcomer is refused.
         """
         if self._open.get(source, 0) >= self.limits.connections:
             self.refused["connections"] += 1
@@ -131,13 +150,20 @@ class Admission:
         if not self._attempts.allow(source, now):
             self.refused["rate"] += 1
             return "too many connections from your address; slow down"
+        if self.waiting_total >= self.limits.unauthenticated_total:
+            if evict is None or not evict():
+                self.refused["busy"] += 1
+                return "too many connections waiting for their hello; try again"
+            self.evicted += 1
+        self.waiting_total += 1
         self._waiting[source] = self._waiting.get(source, 0) + 1
         self._open[source] = self._open.get(source, 0) + 1
         return None
 
     def settled(self, source: str) -> None:
         """An admitted connection proved a key, or closed before it did."""
-        _decrement(self._waiting, source)
+        if _decrement(self._waiting, source):
+            self.waiting_total -= 1
 
     def closed(self, source: str) -> None:
         """An admitted connection ended (call `settled` first if it never proved a key)."""
@@ -153,9 +179,11 @@ class Admission:
         self._attempts.prune(now)
 
 
-def _decrement(counts: dict[str, int], source: str) -> None:
+def _decrement(counts: dict[str, int], source: str) -> bool:
+    """One fewer for `source`: False if it had none."""
     left = counts.get(source, 0) - 1
     if left > 0:
         counts[source] = left
     else:
-        counts.pop(source, None)
+        return counts.pop(source, None) is not None
+    return True

@@ -22,6 +22,7 @@ frames_per_second = 20
 unauthenticated = 16      # connections waiting for their hello
 per_second = 4            # new connections per second, bursts of `burst`
 burst = 40
+unauthenticated_total = 1024   # waiting for their hello from all addresses together
 
 [node.ice]
 stun_urls = ["stun:node.example.net:3478"]
@@ -136,7 +137,9 @@ class NodeConfig:
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     """Per source address, for client connections before their hello."""
     link_admission: AdmissionLimits = field(
-        default_factory=lambda: AdmissionLimits(unauthenticated=4, per_second=1.0, burst=20.0)
+        default_factory=lambda: AdmissionLimits(
+            unauthenticated=4, per_second=1.0, burst=20.0, unauthenticated_total=64
+        )
     )
     """Per source address, for node links before they prove a reachable node."""
     ice: IceConfig = field(default_factory=IceConfig)

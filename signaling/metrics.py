@@ -117,7 +117,8 @@ class NodeMetrics:
         )
         self.refused = Counter(
             "pagemesh_connections_refused",
-            "client connections refused before the WebSocket upgrade, by reason",
+            "client connections refused before the WebSocket upgrade, or closed waiting for"
+            " their hello to make room for a newer one (hello-wait), by reason",
             ["reason"],
             registry=registry,
         )

@@ -222,6 +222,8 @@ class SignalingNode:
         # and checks wait for a slot instead (a crowd of joins queues, nobody hangs).
         self._dht_slots = asyncio.Semaphore(max(1, dht.core.config.max_operations // 2))
         self.admission = Admission(config.admission)
+        self._hello_wait: dict[int, Client] = {}
+        """Connections waiting for their hello, by id(), the longest waiting first."""
         # Record requests per source address, all its connections together (7.3).
         self._record_sources = SourceRateLimiter(
             config.records_per_source, config.record_source_burst, config.admission.max_sources
@@ -510,7 +512,7 @@ class SignalingNode:
         limits = self.config.limits
         remote = self.remote_address(request)
         source = source_of(remote)
-        refusal = self.admission.admit(source, _now())
+        refusal = self.admission.admit(source, _now(), self._evict_hello_wait)
         if refusal is not None:
             # Before the upgrade: a flood from one address costs an accept and a few bytes.
             self.metrics.refused.labels("admission").inc()
@@ -533,12 +535,32 @@ class SignalingNode:
             local = str(sockname[0]) if sockname else ""
             client = Client(ws, session, source=source, local_host=local, remote_host=remote)
             client.transport = request.transport
+            self._hello_wait[id(client)] = client
             self.metrics.connections.inc()
             return await self._serve_client(client)
         finally:
             if client is None or not client.settled:
                 self.admission.settled(source)
+            if client is not None:
+                self._hello_wait.pop(id(client), None)
             self.admission.closed(source)
+
+    def _evict_hello_wait(self) -> bool:
+        """Close the connection that has waited longest for its hello, to make room for a
+        newer one (`admission.unauthenticated_total`): a stranger with many addresses
+        cannot hold a node's door shut. False when none is waiting past its upgrade."""
+        if not self._hello_wait:
+            return False
+        client = self._hello_wait.pop(next(iter(self._hello_wait)))
+        client.settled = True
+        self.admission.settled(client.source)
+        self.metrics.refused.labels("hello-wait").inc()
+        client.session.close(CLOSE_POLICY, "too many connections waiting for their hello")
+        if client.transport is not None:
+            client.transport.abort()  # its reader ends and cleans up (`_serve_client`)
+        else:
+            self._spawn(self._flush(client), client.tasks)
+        return True
 
     async def _serve_client(self, client: Client) -> web.WebSocketResponse:
         ws, session = client.ws, client.session
@@ -737,6 +759,7 @@ class SignalingNode:
         client.key, client.name = event.key, event.name
         client.settled = True
         self.admission.settled(client.source)
+        self._hello_wait.pop(id(client), None)
         previous = self.clients.get(event.key)
         if previous is not None:
             # The newcomer proved the key too, so it is the same person reconnecting.
