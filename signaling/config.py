@@ -102,6 +102,12 @@ class NodeConfig:
     record_ops_per_source: int = 32
     """put-record and get-record requests of one source address being answered at once
     (the node runs at most half the DHT's `max_operations` lookups in all)."""
+    http_per_second: float = 100.0
+    """Plain HTTP requests (the page and its files, /healthz, /v1/dht; not the WebSocket
+    upgrades, which admission counts) per second from one source address..."""
+    http_burst: float = 2000.0
+    """...and in a burst: a page load asks for about 35 files, so 50 people behind one
+    address may open it at once. Past either: 429, and the connection is closed."""
     max_clients: int = 20_000
     max_view_members: int = 0
     """Members this node keeps of one layer; 0 means 4 x layer_size (a layer may run over

@@ -122,6 +122,12 @@ class NodeMetrics:
             ["reason"],
             registry=registry,
         )
+        self.http_refused = Counter(
+            "pagemesh_http_refused",
+            "plain HTTP requests refused (429) for coming too fast from one address"
+            " ([node] http_per_second, http_burst)",
+            registry=registry,
+        )
         self.metrics_refused = Counter(
             "pagemesh_metrics_refused",
             "requests for /metrics from clients outside [node] metrics_from (answered 403)",

@@ -204,6 +204,10 @@ class EmbeddedRelay(Protocol):
     async def stop(self) -> None: ...
 
 
+CLIENT_PATH = "/v1/ws"
+"""Where clients open their WebSocket (docs/protocol.md 3)."""
+
+
 class SignalingNode:
     """A running signaling node; create with `await SignalingNode.start(...)`."""
 
@@ -228,6 +232,10 @@ class SignalingNode:
         self._record_sources = SourceRateLimiter(
             config.records_per_source, config.record_source_burst, config.admission.max_sources
         )
+        self._http_sources = SourceRateLimiter(
+            config.http_per_second, config.http_burst, config.admission.max_sources
+        )
+        """Plain HTTP requests per source address (`_http_rate`)."""
         self._record_ops: dict[str, int] = {}
         """Record requests of each source address in flight (no entry at zero)."""
         self._proxies = proxy_networks(config.trusted_proxies)
@@ -295,10 +303,10 @@ class SignalingNode:
         return node
 
     async def _serve(self) -> None:
-        app = web.Application(middlewares=[self.reach.middleware])
+        app = web.Application(middlewares=[self._http_rate, self.reach.middleware])
         app.add_routes(
             [
-                web.get("/v1/ws", self._client_handler),
+                web.get(CLIENT_PATH, self._client_handler),
                 web.get(LINK_PATH, self.links.accept),
                 web.get("/healthz", self._healthz),
                 web.get(DHT_PATH, self._dht_contact),
@@ -408,6 +416,25 @@ class SignalingNode:
         return task
 
     # --- HTTP routes -------------------------------------------------------------
+
+    @web.middleware
+    async def _http_rate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """At most `http_per_second` plain HTTP requests from one source (bursts of
+        `http_burst`): past it, 429 and the connection closes, so one keep-alive connection
+        cannot ask without end. WebSocket upgrades have admission instead."""
+        if request.path not in (CLIENT_PATH, LINK_PATH):
+            source = source_of(self.remote_address(request))
+            if not self._http_sources.allow(source, _now()):
+                self.metrics.http_refused.inc()
+                refused = web.Response(
+                    status=429,
+                    text="too many requests from your address; slow down\n",
+                    headers={"Retry-After": "1"},
+                )
+                refused.force_close()
+                return refused
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         """200 when the node can serve its clients, else 503 with the reasons
@@ -556,7 +583,7 @@ class SignalingNode:
         self.admission.settled(client.source)
         self.metrics.refused.labels("hello-wait").inc()
         client.session.close(CLOSE_POLICY, "too many connections waiting for their hello")
-        if client.transport is not None:
+        if isinstance(client.transport, asyncio.Transport):
             client.transport.abort()  # its reader ends and cleans up (`_serve_client`)
         else:
             self._spawn(self._flush(client), client.tasks)
@@ -909,6 +936,7 @@ class SignalingNode:
             await asyncio.sleep(30.0)
             self.admission.prune(_now())
             self.links.admission.prune(_now())
+            self._http_sources.prune(_now())
 
     async def _on_link_frame(self, remote: bytes, frame: LinkFrame) -> None:
         self.rooms.link_frame(remote, frame, _now())

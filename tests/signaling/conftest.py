@@ -39,6 +39,8 @@ FAST_NODE = NodeConfig(
     records_per_source=10_000.0,
     record_source_burst=10_000.0,
     record_ops_per_source=10_000,
+    http_per_second=10_000.0,  # pages, modules and /healthz, all from 127.0.0.1
+    http_burst=10_000.0,
 )
 
 NodeFactory = Callable[..., Awaitable[list[SignalingNode]]]
