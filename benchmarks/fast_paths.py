@@ -22,16 +22,20 @@ rules, docs/simulation.md "Fast paths" for the model):
   signature: its round trip), and `critical_path`: how many such operations in a row
   and the mean seconds per kind (`client`, `read`, `store`, `check`, `sign`, `wait`).
   With 2.5.5 a join's seat store is also its check (one `store` span, no check read):
-  its floor is a read's, the round trip to the nearest holder whose reply had records.
+  its floor is a read's, the round trip to the nearest holder whose reply had records;
+  with 2.5.6 the span ends when a majority of the holders had replied (the join is
+  seated then), its floor counted from those replies.
   A first peer's floor is the join's plus the modelled offer/answer and connection;
   for a first peer that answered an offer made before `joined` (docs/protocol.md
   2.5.3), the floor of what the join needed before the node named that member, plus
   the modelled signature, offer/answer and connection.
 
-Joins run four times: `fast`, `check_read` (every fast path but 2.5.5: the check reads
-the layer after the seat store instead of taking the store's replies, the scenario's
-`store_reads = false`), `before` (the fast paths without the pipelined joins of 2.5.3 and
-2.5.4 nor 2.5.5, `pipelined_joins = false` too) and `baseline`.
+Joins run five times: `fast`, `store_read` (every fast path but 2.5.6: seated once every
+holder replied to the seat store, the scenario's `seat_at_majority = false`),
+`check_read` (nor 2.5.5: the check reads the layer after the seat store instead of
+taking the store's replies, `store_reads = false`), `before` (the fast paths without
+the pipelined joins of 2.5.3 and 2.5.4 nor 2.5.5 and 2.5.6, `pipelined_joins = false`
+too) and `baseline`.
 
 Each run is a child process of its own (`--jobs` at a time). Targets (benchmarks, not
 tests): lookup p50 <= 0.5 s and p99 <= 1.2 s; join-to-seated p50 <= 0.5 s and p99 <=
@@ -112,7 +116,11 @@ def lookup_run(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
 
 
 def join_run(
-    args: argparse.Namespace, fast: bool, pipelined: bool = True, store_reads: bool = True
+    args: argparse.Namespace,
+    fast: bool,
+    pipelined: bool = True,
+    store_reads: bool = True,
+    majority: bool = True,
 ) -> dict[str, Any]:
     from simulations.scenario import make_scenario, run
 
@@ -127,6 +135,7 @@ def join_run(
         "fast": fast,
         "pipelined_joins": pipelined,
         "store_reads": store_reads,
+        "seat_at_majority": majority,
     }
     started = time.perf_counter()
     summary = run(make_scenario("rooms", params)).summary
@@ -156,8 +165,10 @@ def join_run(
 
 
 RUNS = {"lookup": lookup_run, "join": join_run}
-MODES = ("fast", "check_read", "before", "baseline")
-"""`fast`: every fast path; `check_read`: every fast path but the check made from the
+MODES = ("fast", "store_read", "check_read", "before", "baseline")
+"""`fast`: every fast path; `store_read`: every fast path but seating at a majority of
+the seat store's replies (docs/protocol.md 2.5.6, `seat_at_majority = false`: seated once
+every holder replied); `check_read`: neither that nor the check made from the
 seat store's replies (docs/protocol.md 2.5.5, `store_reads = false`: the check reads
 after the store); `before`: the fast paths without the pipelined joins of 2.5.3 and 2.5.4
 nor 2.5.5 (`pipelined_joins = false`, `store_reads = false`); both joins only, lookups do
@@ -167,8 +178,9 @@ not use them; `baseline`: no fast path (`fast = false`)."""
 def child(args: argparse.Namespace) -> None:
     kind, mode = args.child.split(":")
     if kind == "join":
-        fast, pipelined = mode != "baseline", mode in ("fast", "check_read")
-        print(json.dumps(join_run(args, fast, pipelined, mode == "fast")))
+        fast, pipelined = mode != "baseline", mode in ("fast", "store_read", "check_read")
+        store_reads = mode in ("fast", "store_read")
+        print(json.dumps(join_run(args, fast, pipelined, store_reads, mode == "fast")))
     else:
         print(json.dumps(RUNS[kind](args, mode != "baseline")))
 
@@ -217,6 +229,8 @@ def table(out: dict[str, Any]) -> dict[str, dict[str, float | None]]:
             "target": TARGETS[name],
             "fast": value(out["fast"], figure),
             "fast_floor": value(out["fast"], floor),
+            "store_read": value(out["store_read"], figure) if figure[0] == "join" else None,
+            "store_read_floor": value(out["store_read"], floor) if figure[0] == "join" else None,
             "check_read": value(out["check_read"], figure) if figure[0] == "join" else None,
             "check_read_floor": value(out["check_read"], floor) if figure[0] == "join" else None,
             "before": value(out["before"], figure) if figure[0] == "join" else None,

@@ -348,6 +348,20 @@ class RecordsStored:
 
 @mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
+class RecordsHeld:
+    """A put that reads back with `early` (docs/protocol.md 2.5.6): more than half of the
+    holders it was stored at answered with all they hold (a paged key read to its end), and
+    `held` is what they and any other holder that answered so far showed, verified as a
+    read verifies them. It comes at most once, before the put's `RecordsStored`, which
+    still waits for every holder; not at all when the put ends first."""
+
+    op: int
+    key: bytes
+    held: tuple[Record, ...]
+
+
+@mypyc_attr(native_class=False)
+@dataclass(frozen=True, slots=True)
 class NodeVerified:
     """Whether `node_id` proved its key at `addr` (a pm_identify answered and checked)."""
 
@@ -368,7 +382,15 @@ class ReachChecked:
     """Whether the node is a DHT client after it."""
 
 
-Event = Bootstrapped | LookupCompleted | RecordsFound | RecordsStored | NodeVerified | ReachChecked
+Event = (
+    Bootstrapped
+    | LookupCompleted
+    | RecordsFound
+    | RecordsStored
+    | RecordsHeld
+    | NodeVerified
+    | ReachChecked
+)
 
 
 @mypyc_attr(native_class=False)
@@ -465,6 +487,11 @@ class Operation:
     """Some holder's records took more than a page: `held` needs them paged to the end."""
     store_need: int = 0
     """Acceptances that end a PUT before every holder answered (0: wait for all)."""
+    held_need: int = 0
+    """Whole read-back answers that make a PUT tell `RecordsHeld` (0: never, -1: a
+    majority of the holders, counted when the stores go out)."""
+    held_own: bool = False
+    """This node is among the holders of a read-back PUT and stored the record itself."""
     followers: list[Operation] = field(default_factory=list)
     """Puts of the same key that go where this lookup finds the k closest."""
     sent_to: set[bytes] = field(default_factory=set)
@@ -758,7 +785,12 @@ class DHTCore:
         return self._start_lookup(op, now)
 
     def put_record(
-        self, record: Record, now: float, majority: bool = False, read_back: bool = False
+        self,
+        record: Record,
+        now: float,
+        majority: bool = False,
+        read_back: bool = False,
+        early: bool = False,
     ) -> int:
         """Store a signed record at the k nodes closest to its key; ends in RecordsStored.
 
@@ -770,6 +802,7 @@ class DHTCore:
         With `read_back`, each store asks for the records the holder then has under the
         key (`StoreRead`, docs/protocol.md 2.5.5) and the put waits for every holder (no
         majority): `RecordsStored.held` is then what a full read right after would give.
+        With `early` too, `RecordsHeld` tells what a majority of them held before that.
         """
         verdict = check_record(record, now, self.config.records, self._verify)
         if verdict is not Refusal.STORED:
@@ -780,6 +813,7 @@ class DHTCore:
         if read_back:  # a key larger than a page is paged as a full read pages it
             op.read = RecordRead(FULL, self.config.parallel_pages)
         op.store_need = -1 if majority and self.config.store_quorum and not read_back else 0
+        op.held_need = -1 if read_back and early else 0
         cached = self._cached_closest(record.key, now)
         if cached:
             self.counters["put.direct"] += 1
@@ -1548,12 +1582,26 @@ class DHTCore:
                 if op.read.agreed(op.found, nearest, lookup.converged):
                     self._answer_read(op, now)
             return
-        if (
-            op.phase is Phase.STORE
-            and not op.walk_open
-            and (op.outstanding <= 0 or (op.store_need > 0 and op.stored >= op.store_need))
-        ):
+        if op.phase is not Phase.STORE or op.walk_open:
+            return
+        if op.outstanding <= 0 or (op.store_need > 0 and op.stored >= op.store_need):
             self._finish(op, now)
+        elif op.held_need > 0:
+            self._tell_held(op, now)
+
+    def _tell_held(self, op: Operation, now: float) -> None:
+        """`RecordsHeld` once a majority of a read-back put's holders answered whole."""
+        whole = len(op.read_back_from) + op.held_own
+        if whole < op.held_need:
+            return
+        if op.read_back_more and (op.read is None or not op.read.complete):
+            return  # a paged key: every segment read to its end first
+        op.held_need = 0
+        self.counters["put.held_early"] += 1
+        if op.held_own:  # seeded with this node's own, as a read is
+            self._merge_records(op, self.records.get(op.target, now), now)
+        held = tuple(sorted(op.found.values(), key=lambda r: r.publisher))
+        self._events.append(RecordsHeld(op.op, op.target, held))
 
     def _answer_read(self, op: Operation, now: float) -> None:
         """A quorum agreed (dht/reads.py): the reader has its records now. With
@@ -1727,6 +1775,7 @@ class DHTCore:
             and self._store_record(op.records[0], now) == Refusal.STORED
         ):
             op.stored += 1
+            op.held_own = op.read_back
         for batch in _batches(op.records):
             for contact in closest:
                 request = self._store_request(op, batch, contact.node_id)
@@ -1737,6 +1786,9 @@ class DHTCore:
         if op.store_need == -1:
             # A majority of the holders: any later majority read meets at least one of them.
             op.store_need = (op.outstanding + op.stored) // 2 + 1
+        if op.held_need == -1:
+            # A majority of the holders: two such puts of one key share at least one.
+            op.held_need = (len(op.read_back_asked) + op.held_own) // 2 + 1
         self._advance(op, now)
 
     def _store_request(self, op: Operation, batch: list[Record], node_id: bytes) -> Request:
@@ -2108,5 +2160,6 @@ __all__ = [
     "NodeVerified",
     "ReachChecked",
     "RecordsFound",
+    "RecordsHeld",
     "RecordsStored",
 ]

@@ -35,6 +35,7 @@ from .core import (
     NodeVerified,
     ReachChecked,
     RecordsFound,
+    RecordsHeld,
     RecordsStored,
 )
 from .identity import Identity
@@ -83,6 +84,8 @@ class DHTNode:
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._waiters: dict[int, asyncio.Future[Event]] = {}
+        self._held: dict[int, Callable[[RecordsHeld], None]] = {}
+        """Put -> who hears its `RecordsHeld` (the put's waiter hears its end)."""
         self._saver: asyncio.Task[None] | None = None
         self._probe_transport: asyncio.DatagramTransport | None = None
         self._url_dialer: UrlDialer | None = None
@@ -194,11 +197,20 @@ class DHTNode:
         assert isinstance(event, RecordsStored)
         return event.stored
 
-    async def publish_reading_back(self, record: Record) -> RecordsStored:
+    async def publish_reading_back(
+        self, record: Record, early: Callable[[RecordsHeld], None] | None = None
+    ) -> RecordsStored:
         """Store a record at every holder, each answering with the records it then holds
         under the key (`DHTCore.put_record(read_back=True)`, docs/protocol.md 2.5.5): the
-        event, whose `held` is None when some holder did not say all it holds."""
-        event = await self._run(self.core.put_record(record, time.time(), read_back=True))
+        event, whose `held` is None when some holder did not say all it holds. `early`
+        hears what a majority of them held, if that comes first (2.5.6)."""
+        op = self.core.put_record(record, time.time(), read_back=True, early=early is not None)
+        if early is not None:
+            self._held[op] = early
+        try:
+            event = await self._run(op)
+        finally:
+            self._held.pop(op, None)
         assert isinstance(event, RecordsStored)
         return event
 
@@ -318,6 +330,11 @@ class DHTNode:
             if isinstance(event, ReachChecked):
                 for listener in self.reach_listeners:
                     listener(event)
+            if isinstance(event, RecordsHeld):
+                held = self._held.pop(event.op, None)
+                if held is not None:
+                    held(event)
+                continue
             waiter = self._waiters.pop(event.op, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(event)

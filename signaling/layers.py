@@ -200,10 +200,17 @@ class RoomConfig:
     from those replies, without a read after the store; any holder that does not answer
     with all it holds (an older node, more than one page, no answer) and the check reads
     as before (docs/protocol.md 2.5.5). The store then waits for every holder."""
+    seat_at_majority: bool = False
+    """With `store_reads`: once more than half of the holders answered the store with all
+    they hold, and those replies show the newcomer not to yield its seat, it is seated
+    (`joined`); the other holders' replies are still read as the check would (members
+    they show are learned and told, an overfill counted), instead of seating only after
+    the slowest holder (docs/protocol.md 2.5.6)."""
 
     def with_fast_paths(self) -> RoomConfig:
         return replace(
             self,
+            seat_at_majority=True,
             majority_seats=True,
             read_ahead=True,
             early_offers=True,
@@ -228,6 +235,7 @@ class RoomConfig:
             read_ahead=False,
             early_offers=False,
             store_reads=False,
+            seat_at_majority=False,
             hinted_ahead=1,
         )
 
@@ -252,6 +260,9 @@ class PublishRecord:
     read_back: bool = False
     """Each store asks for the records then held under the key, and the put waits for every
     holder (`DHTCore.put_record(read_back=True)`): `publish_done` gets them, or None."""
+    early: bool = False
+    """With `read_back`: `publish_held` gets what a majority of the holders held, when
+    that comes before the put ends (`DHTCore.put_record(early=True)`, `RecordsHeld`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +369,9 @@ class LayerView:
     dirty: bool = False
     waiting: list[Callable[[float], None]] = field(default_factory=list)
     """Continuations to run once the seat list that includes the latest change is stored."""
+    early: list[Callable[[list[Record], float], None]] = field(default_factory=list)
+    """Who hears what a majority of the holders held under the layer key once that store
+    reached them (`seat_at_majority`)."""
     held: list[Record] | None = None
     """While those run: what every holder of the layer key held once that store reached it
     (`store_reads`), None if not all of them said."""
@@ -463,6 +477,11 @@ class JoinState:
     held: list[Record] | None = None
     """What the store of the seat list naming the newcomer read back from every holder
     (`store_reads`, 2.5.5): the check is made from it; None: the check reads."""
+    majority: Layer | None = None
+    """The layer as a majority of those holders showed it, the newcomer not yielding: it
+    is seated from that, before the others answered (`seat_at_majority`, 2.5.6)."""
+    announced: set[bytes] = field(default_factory=set)
+    """The homes told of the newcomer when it was seated (and this node)."""
 
 
 class RoomCore:
@@ -502,6 +521,7 @@ class RoomCore:
         self._cached: OrderedDict[bytes, tuple[float, list[Record]]] = OrderedDict()
         self._publishes: dict[int, Callable[[bool, float], None]] = {}
         self._read_backs: dict[int, Callable[[list[Record] | None], None]] = {}
+        self._helds: dict[int, Callable[[list[Record], float], None]] = {}
         self._signs: dict[tuple[bytes, str], tuple[float, Callable[[bytes | None, float], None]]]
         self._signs = {}
         self._joins: dict[str, TokenBucket] = {}
@@ -1144,12 +1164,20 @@ class RoomCore:
         view.departed.pop(job.client, None)
         view.unstored[job.client] = seat
         done: dict[str, bool] = {}
+        majority: list[list[Record]] = []
 
         def step(t: float) -> None:
-            if "stored" not in done or "signed" not in done:
+            if job.majority is not None:
+                if "stored" in done:  # seated already: the rest of the holders' replies
+                    self._late_check(job, seat, view.held if done["stored"] else None, t)
                 return
-            if where not in state.listed:
-                return  # the client went away meanwhile (`disconnect` took it back)
+            if "signed" not in done or where not in state.listed:
+                return  # or the client went away meanwhile (`disconnect` took it back)
+            if "stored" not in done:
+                if done["signed"] and majority and "majority" not in done:
+                    done["majority"] = True
+                    self._majority_check(job, seat, majority[0], t, lambda: "stored" in done)
+                return
             state.listed.discard(where)
             if done["signed"]:
                 self._signed_seat(job, seat, True, t, stored=True)
@@ -1158,7 +1186,7 @@ class RoomCore:
             self._signed_seat(job, seat, False, t)
 
         def stored(t: float) -> None:
-            done["stored"] = True
+            done["stored"] = view.held is not None
             job.held = view.held
             step(t)
 
@@ -1166,7 +1194,12 @@ class RoomCore:
             done["signed"] = ok
             step(t)
 
-        self._publish_seats(view, now, stored)
+        def held(records: list[Record], t: float) -> None:
+            majority.append(records)
+            step(t)
+
+        early = held if self.config.seat_at_majority and not job.requested else None
+        self._publish_seats(view, now, stored, early)
         # Where friends find it, stored now too (not awaited): by the time `joined` is
         # sent, a friend's join can find the layer (2.4, seat-of records).
         self._publish_seat_of(seat, now, job.client)
@@ -1240,8 +1273,8 @@ class RoomCore:
     def _verify_seat(self, job: JoinState, seat: Seat, now: float) -> None:
         """Read the layer again: concurrent joins may have overfilled it; those seated
         last move on (a layer asked for is exempt, it was checked to have a seat)."""
-        if job.requested or job.unchecked:
-            self._seated(job, seat, now)
+        if job.requested or job.unchecked or job.majority is not None:
+            self._seated(job, seat, now)  # (or checked at a majority: `_majority_check`)
             return
 
         def got(found: Layer, t: float) -> None:
@@ -1284,6 +1317,92 @@ class RoomCore:
         # It waits for its home checks too: `joined` lists every member proven there.
         self._read_layer(seat.room, seat.layer, now, got, fresh=True, quorum=FULL)
 
+    def _majority_check(
+        self,
+        job: JoinState,
+        seat: Seat,
+        records: list[Record],
+        now: float,
+        overtaken: Callable[[], bool],
+    ) -> None:
+        """Seated at a majority (2.5.6): the check made from what more than half of the
+        holders held once the newcomer's seat list reached them. If it shows no overfill
+        the newcomer yields to, seat it now; else (or once the whole store ended first,
+        `overtaken`) the check waits for every holder as before. With `early_decisions`,
+        as soon as the home checks still pending cannot make it an overfill: the members
+        of homes proven later are told as the rest of the holders' replies are."""
+        state = self.clients.get(job.client)
+        where = (seat.room, seat.layer)
+
+        def seat_from(found: Layer, t: float) -> None:
+            assert state is not None
+            self.counters["join.majority"] += 1
+            state.listed.discard(where)
+            job.majority, job.held = found, None
+            view = self._view(seat.room, seat.layer)
+            for peer, presence in found.members.items():  # as the majority showed them
+                if peer != job.client and self._learn(view, presence):
+                    view.since[peer] = found.since.get(peer, 0)
+            self._signed_seat(job, seat, True, t, stored=True)
+
+        def early(provisional: Provisional, t: float) -> None:
+            if overtaken() or state is None or where not in state.listed:
+                return
+            members = provisional.layer.members
+            most = len(members) + provisional.unproven + (job.client not in members)
+            if most <= self.config.layer_size:  # no outcome of those checks overfills it
+                self.counters["join.majority.early"] += 1
+                seat_from(provisional.layer, t)
+
+        def got(found: Layer, t: float) -> None:
+            if overtaken() or state is None or where not in state.listed:
+                return
+            rank = found.ranked()
+            if len(rank) > self.config.layer_size and self._yields(job.client, rank, found):
+                self.counters["join.majority.overfull"] += 1
+                return
+            seat_from(found, t)
+
+        # The newcomer counts there, by its own seat: its own list is known first-hand, and
+        # the view takes it in only once seated.
+        assert seat.record is not None
+        joining = (parse_presence(seat.record), seat.since)
+        self._layer_records(seat.room, seat.layer, records, now, got, early, joining)
+
+    def _late_check(
+        self, job: JoinState, seat: Seat, held: list[Record] | None, now: float
+    ) -> None:
+        """A join seated at a majority (2.5.6): every holder's reply, as the check would
+        have read them (or the whole read when some holder did not say all it holds).
+        Members they show that the majority did not are learned and told, as a periodic
+        read tells them, and their homes hear of the newcomer; an overfill is counted,
+        the newcomer stays (the majorities of two racing joins share a holder, so one of
+        them saw the other and did not sit at a majority)."""
+        if job.majority is None:
+            return
+        job.majority = None
+        told = job.announced
+
+        def got(found: Layer, t: float) -> None:
+            state = self.clients.get(job.client)
+            view = self.views.get((seat.room, seat.layer))
+            if state is None or state.seats.get(seat.room) is not seat or view is None:
+                return
+            rank = found.ranked()
+            if len(rank) > self.config.layer_size and self._yields(job.client, rank, found):
+                self.counters["join.late_overfull"] += 1
+            homes = {p.home for p in view.members.values() if p.home.node_id not in told}
+            assert seat.record is not None
+            for home in sorted(homes, key=lambda h: h.node_id):
+                self.counters["join.late_told"] += 1
+                self._commands.append(TellNode(home, LinkPresence(seat.record)))
+
+        if held is not None:
+            self._layer_records(seat.room, seat.layer, held, now, got)
+            return
+        self.counters["join.check.fallback"] += 1
+        self._read_layer(seat.room, seat.layer, now, got, fresh=True, quorum=FULL)
+
     def _yields(self, client: bytes, rank: list[bytes], found: Layer) -> bool:
         """In an overfilled layer, whether the newcomer moves on: when it ranks past the
         layer's size, or when someone ranked after it is homed elsewhere (that one may
@@ -1309,9 +1428,14 @@ class RoomCore:
             self._joined_frame(view.members[job.client]),
             job.client,
         )
+        if job.majority is not None:  # the rest of the holders may show more homes (2.5.6)
+            job.announced = {p.home.node_id for p in view.members.values()} | {self.node_id}
         if not self.config.parallel_sign:  # else stored while it signed
             self._publish_seat_of(seat, now)
         estimate = self._estimate(seat.room, now)
+        if seat.layer >= estimate.layers and job.majority is not None:
+            # The seat opens the last layer, before a read of it was observed (2.5.6).
+            estimate.layers, estimate.last = seat.layer + 1, len(view.members)
         estimate.layers = max(estimate.layers, seat.layer + 1)
         if seat.layer == estimate.layers - 1:
             estimate.last = max(estimate.last, len(view.members))
@@ -1444,17 +1568,25 @@ class RoomCore:
             del self.views[(room, seat.layer)]
 
     def _publish_seats(
-        self, view: LayerView, now: float, then: Callable[[float], None] | None
+        self,
+        view: LayerView,
+        now: float,
+        then: Callable[[float], None] | None,
+        early: Callable[[list[Record], float], None] | None = None,
     ) -> None:
         """Store this node's seat list for `view` (one record per node and layer); one
-        store at a time per layer, the latest state always ends up stored."""
+        store at a time per layer, the latest state always ends up stored. `early` hears
+        what a majority of the holders held once it reached them (`seat_at_majority`)."""
         if then is not None:
             view.waiting.append(then)
+        if early is not None:
+            view.early.append(early)
         if view.publishing:
             view.dirty = True
             return
         view.publishing, view.dirty = True, False
         waiting, view.waiting = view.waiting, []
+        earlies, view.early = view.early, []
         estimate = self._estimate(view.room, now)
         stamp = int(now * 1000)
         # Seated since the store that makes a seat visible: of two joiners that overfill
@@ -1502,8 +1634,13 @@ class RoomCore:
         # majority of the holders is enough for two racing joins to meet (2.5).
         majority = self.config.majority_seats and bool(waiting)
         if self.config.store_reads and waiting:
-            # Or every holder reads back what it holds, and the check needs no read (2.5.5).
-            self._publish(record, now, stored, read_back=read_back)
+            # Or every holder reads back what it holds, and the check needs no read (2.5.5),
+            # made first from a majority of them (2.5.6).
+            def held(records: list[Record], t: float) -> None:
+                for early_ in earlies:
+                    early_(records, t)
+
+            self._publish(record, now, stored, read_back=read_back, early=held if earlies else None)
             return
         self._publish(record, now, stored, majority=majority)
 
@@ -1585,17 +1722,30 @@ class RoomCore:
         then: Callable[[bool, float], None],
         majority: bool = False,
         read_back: Callable[[list[Record] | None], None] | None = None,
+        early: Callable[[list[Record], float], None] | None = None,
     ) -> None:
         self._op += 1
         self._publishes[self._op] = then
         if read_back is not None:
             self._read_backs[self._op] = read_back
+            if early is not None:
+                self._helds[self._op] = early
         majority = majority and (self.config.quorum_reads or self.config.majority_seats)
-        self._commands.append(PublishRecord(self._op, record, majority, read_back is not None))
+        reading = read_back is not None
+        command = PublishRecord(self._op, record, majority, reading, reading and early is not None)
+        self._commands.append(command)
+
+    def publish_held(self, op: int, held: list[Record], now: float) -> None:
+        """What a majority of the holders of a store that reads back held (`RecordsHeld`),
+        before it ended."""
+        early = self._helds.pop(op, None)
+        if early is not None:
+            early(held, now)
 
     def publish_done(self, op: int, ok: bool, now: float, held: list[Record] | None = None) -> None:
         """A store ended (`ok`: some node took it); `held`: what a store that read back
         found at every holder (None: not asked, or some holder did not say)."""
+        self._helds.pop(op, None)
         read_back = self._read_backs.pop(op, None)
         if read_back is not None:
             read_back(held if ok else None)
@@ -1632,9 +1782,11 @@ class RoomCore:
         now: float,
         then: Callable[[Layer, float], None],
         early: Callable[[Provisional, float], None] | None = None,
+        joining: tuple[Presence, int] | None = None,
     ) -> None:
         """A layer from the records found under its key (by a read, or read back by a
-        store): its seat lists, their homes proven (2.4), then `then(layer)`."""
+        store): its seat lists, their homes proven (2.4), then `then(layer)`; `joining`,
+        a newcomer of this node not yet in the view, counted there as seated since then."""
         lists = []
         for record in records:
             if record.publisher == self.identity.public_key:
@@ -1648,7 +1800,9 @@ class RoomCore:
                 lists.append(seat_list)
         if early is not None and self.config.early_decisions:
             early(self._provisional(room, layer, lists, now), now)
-        self._check_homes(lists, now, lambda t2: self._layer_read(room, layer, lists, t2, then))
+        self._check_homes(
+            lists, now, lambda t2: self._layer_read(room, layer, lists, t2, then, joining)
+        )
 
     def _layer_read(
         self,
@@ -1657,6 +1811,7 @@ class RoomCore:
         lists: list[SeatList],
         now: float,
         then: Callable[[Layer, float], None],
+        joining: tuple[Presence, int] | None = None,
     ) -> None:
         verified = [s for s in lists if self._home_ok(s.home.node_id, now) and s.expires_at > now]
         members: dict[bytes, Presence] = {}
@@ -1681,6 +1836,9 @@ class RoomCore:
                 if seat is not None and seat.layer == layer and seat.record is not None:
                     members[state.key] = parse_presence(seat.record)
                     since[state.key] = seat.since
+        if joining is not None:
+            presence, seated = joining
+            members[presence.peer], since[presence.peer] = presence, seated
         self._observe(room, layer, len(members), verified, now)
         then(Layer(room, layer, members, since, verified), now)
 

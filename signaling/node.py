@@ -40,7 +40,7 @@ from aiohttp import WSMsgType, web
 from prometheus_client.registry import Collector
 from yarl import URL
 
-from dht.core import LocalProtocolError
+from dht.core import LocalProtocolError, RecordsHeld
 from dht.identity import verify_signature
 from dht.ids import key_for
 from dht.node import DHTNode
@@ -867,7 +867,13 @@ class SignalingNode:
         try:
             async with self._dht_slots:
                 if command.read_back:  # docs/protocol.md 2.5.5
-                    stored = await self.dht.publish_reading_back(command.record)
+
+                    def majority(event: RecordsHeld) -> None:  # 2.5.6
+                        self.rooms.publish_held(command.op, list(event.held), _now())
+                        self._spawn(self._run_rooms())
+
+                    early = majority if command.early else None
+                    stored = await self.dht.publish_reading_back(command.record, early)
                     ok = stored.stored > 0
                     held = list(stored.held) if stored.held is not None else None
                 else:

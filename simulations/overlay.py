@@ -30,7 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from dht.core import ContactCodec, DHTConfig, DHTCore, Event, Message, NodeContact
+from dht.core import (
+    ContactCodec,
+    DHTConfig,
+    DHTCore,
+    Event,
+    Message,
+    NodeContact,
+    RecordsHeld,
+)
 from dht.identity import Identity
 from dht.ids import node_id_for
 from dht.routing import Contact
@@ -323,6 +331,8 @@ class Overlay:
         while (event := core.next_event()) is not None:
             done = self._waiters.pop((node.index, event.op), None)
             if done is not None:
+                if event.__class__ is RecordsHeld:  # the put's end comes after it
+                    self._waiters[(node.index, event.op)] = done
                 done(node, event)
             elif self.on_event is not None:
                 self.on_event(node, event)

@@ -62,7 +62,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dht.core import LocalProtocolError, Message, NodeVerified, RecordsFound, RecordsStored
+from dht.core import (
+    LocalProtocolError,
+    Message,
+    NodeVerified,
+    RecordsFound,
+    RecordsHeld,
+    RecordsStored,
+)
 from dht.identity import verify_signature
 from dht.ids import to_int
 from dht.records import Record, Verifier
@@ -893,7 +900,11 @@ class RoomNet:
         sim = node.sim
         try:
             op = sim.core.put_record(
-                command.record, self.now, command.majority, read_back=command.read_back
+                command.record,
+                self.now,
+                command.majority,
+                read_back=command.read_back,
+                early=command.early,
             )
         except LocalProtocolError:
             self._refused(node, cause, lambda core, now: core.publish_done(command.op, False, now))
@@ -901,11 +912,20 @@ class RoomNet:
 
         span = self._track(sim, op, cause, "store", command.record.key)
 
+        majority: list[bool] = []
+
         def done(_sim: SimNode, event: Any) -> None:
+            if isinstance(event, RecordsHeld):  # 2.5.6: the join waited on the store so far
+                held = list(event.held)
+                majority.append(True)
+                self._close(span, sim, op)
+                self._input(node, cause, lambda core, now: core.publish_held(command.op, held, now))
+                return
             ok = isinstance(event, RecordsStored) and event.stored > 0
             read_back = event.held if isinstance(event, RecordsStored) else None
             held = list(read_back) if read_back is not None else None
-            self._close(span, sim, op)
+            if not majority:
+                self._close(span, sim, op)
             self._op_done(sim, op)
             self._input(node, cause, lambda core, now: core.publish_done(command.op, ok, now, held))
 

@@ -13,7 +13,7 @@ import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dht.core import DHTConfig, DHTCore, RecordsFound, RecordsStored
+from dht.core import DHTConfig, DHTCore, RecordsFound, RecordsHeld, RecordsStored
 from dht.identity import Identity
 from dht.ids import key_for, to_int
 from dht.reads import FULL
@@ -283,3 +283,88 @@ def test_a_rogue_holder_invents_nothing_a_read_would_keep() -> None:
     stored = net.wait(writer, writer.put_record(mine, net.now, read_back=True))
     assert isinstance(stored, RecordsStored) and stored.held is None
     assert writer.counters["drop.record_bad_signature"] >= 1
+
+
+# --- a majority's word first (2.5.6) ----------------------------------------------------
+
+
+def outside(net: MemoryNetwork, key: bytes, nodes: list[DHTCore]) -> DHTCore:
+    """A writer that is not itself a holder of `key`: every answer comes over the wire."""
+    holders = holders_of(net, key, nodes)
+    return next(c for c in nodes if c not in holders)
+
+
+def events_of(net: MemoryNetwork, core: DHTCore, op: int) -> list[object]:
+    return [e for e in net.events[net.addr_of(core)] if e.op == op]
+
+
+def ended(net: MemoryNetwork, core: DHTCore, op: int) -> RecordsStored:
+    """Run until the put `op` ends (`net.wait` stops at its first event)."""
+
+    def end() -> list[object]:
+        return [e for e in events_of(net, core, op) if isinstance(e, RecordsStored)]
+
+    net.run_until(lambda: bool(end()))
+    (stored,) = end()
+    assert isinstance(stored, RecordsStored)
+    return stored
+
+
+def test_a_majority_of_whole_answers_tells_what_they_held_before_the_put_ends() -> None:
+    """Three holders dead: the put waits for their timeouts, but the sixteen that answered
+    told all they held long before; `RecordsHeld` says it, once, before the end, and
+    it is what a full read right after sees."""
+    net, nodes, key = crowded(37, 3)
+    writer, reader = outside(net, key, nodes), nodes[35]
+    dead = [c for c in holders_of(net, key, nodes) if c is not reader][:3]
+    for core in dead:
+        net.kill(core)
+    mine = record(writer.identity, key, net.now)
+    op = writer.put_record(mine, net.now, read_back=True, early=True)
+    stored = ended(net, writer, op)
+    assert stored.held is None  # the dead said nothing
+    held, end = events_of(net, writer, op)
+    assert isinstance(held, RecordsHeld) and end is stored
+    assert writer.counters["put.held_early"] == 1
+    found = net.wait(reader, reader.get_records(key, net.now, quorum=FULL))
+    assert isinstance(found, RecordsFound)
+    assert held.held == found.records and mine in held.held and len(held.held) == 4
+
+
+def test_no_early_word_without_a_majority_of_whole_answers() -> None:
+    """Holders that made a record up, or that are dead, are not whole answers: with ten
+    of them among the twenty, no `RecordsHeld` comes, only the put's end; and a put
+    that did not ask for it never tells it."""
+    net, nodes, key = crowded(38, 2)
+    writer = outside(net, key, nodes)
+    holders = holders_of(net, key, nodes)
+    for core in holders[:6]:
+        net.kill(core)
+    for core in holders[6:10]:
+        core.__class__ = RogueCore
+    op = writer.put_record(
+        record(writer.identity, key, net.now), net.now, read_back=True, early=True
+    )
+    stored = ended(net, writer, op)
+    assert stored.held is None and events_of(net, writer, op) == [stored]
+    plain = writer.put_record(record(writer.identity, key, net.now, seq=2), net.now, read_back=True)
+    ended(net, writer, plain)
+    assert not [e for e in events_of(net, writer, plain) if isinstance(e, RecordsHeld)]
+    assert writer.counters["put.held_early"] == 0
+
+
+def test_a_paged_key_tells_its_majority_only_once_read_to_its_end() -> None:
+    """A key of more than a page: the early word waits for every segment, as `held` does."""
+    net, nodes, key = crowded(39, 0)
+    for i in range(40):
+        publisher = Identity.from_seed(bytes([i + 1]) * 32)
+        for core in nodes:
+            core._store_record(record(publisher, key, net.now, b"x" * 40), net.now)
+    writer = outside(net, key, nodes)
+    net.kill(holders_of(net, key, nodes)[-1])
+    op = writer.put_record(
+        record(writer.identity, key, net.now), net.now, read_back=True, early=True
+    )
+    ended(net, writer, op)
+    held = events_of(net, writer, op)[0]
+    assert isinstance(held, RecordsHeld) and len(held.held) == 41

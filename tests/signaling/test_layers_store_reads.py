@@ -22,13 +22,15 @@ from tests.signaling.test_layers import ROOM, fill_room, join_one, plant_strange
 
 
 def mesh(
-    nodes: int, seed: int, config: RoomConfig, store_reads: bool = True
+    nodes: int, seed: int, config: RoomConfig, store_reads: bool = True, majority: bool = False
 ) -> tuple[RoomNet, list[RoomNode]]:
+    """Rooms with the fast paths on virtual time; seated at a majority (2.5.6) only when
+    asked, so that 2.5.5's tests see every check made from the whole store."""
     overlay = Overlay(
         Engine(EPOCH), random.Random(seed), NetworkModel(), DHTConfig().with_fast_paths()
     )
     sims = warm_overlay(overlay, nodes, random.Random(seed + 1))
-    fast = replace(config.with_fast_paths(), store_reads=store_reads)
+    fast = replace(config.with_fast_paths(), store_reads=store_reads, seat_at_majority=majority)
     net = RoomNet(overlay, random.Random(seed + 2), fast)
     return net, [net.add_node(sim) for sim in sims]
 
@@ -103,8 +105,9 @@ def test_an_older_holder_makes_the_join_read_as_before() -> None:
 # --- what it gains ----------------------------------------------------------------------
 
 
-def timed(store_reads: bool) -> list[JoinRecord]:
-    net, homes = mesh(10, seed=44, config=RoomConfig(layer_size=24), store_reads=store_reads)
+def timed(store_reads: bool, majority: bool = False) -> list[JoinRecord]:
+    config = RoomConfig(layer_size=24)
+    net, homes = mesh(10, seed=44, config=config, store_reads=store_reads, majority=majority)
     fill_room(net, homes[:2], 3)
     return [join_one(net, net.add_client(homes[i])) for i in range(2, 10)]
 

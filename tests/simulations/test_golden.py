@@ -65,7 +65,7 @@ GOLDEN: dict[str, dict[str, str]] = {
         "trace": "1856162438d2622fcd2d944765fa6b08e1cd88d7c507cfbbaf4bd073fc75864a",
     },
     "rooms": {
-        "summary": "703b20547dcea2b37c2636b76a0e62f420b4ed523d9298cdeb90065bd3a539e3",
+        "summary": "7dae81b5845b5bd647c819058ee42a1a8bd4cc8950ee7e5b07df3ebcdc182059",
         "operations": "1428ef5deffcae1353303730e1dcdab1d809aca3cd6c86705fbd4276cebeb46f",
         "tables": "f60cd4845b41742f381d982fcd82046608ef506823ba63c79220d9e916a65a3f",
         "trace": "dcaa5233bb5f4d62f1eb2cea3595678d2832705c228233fff720ccc55dc22b06",
