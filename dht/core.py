@@ -1582,11 +1582,15 @@ class DHTCore:
                 if op.read.agreed(op.found, nearest, lookup.converged):
                     self._answer_read(op, now)
             return
-        if op.phase is not Phase.STORE or op.walk_open:
+        if op.phase is not Phase.STORE:
             return
-        if op.outstanding <= 0 or (op.store_need > 0 and op.stored >= op.store_need):
+        if not op.walk_open and (
+            op.outstanding <= 0 or (op.store_need > 0 and op.stored >= op.store_need)
+        ):
             self._finish(op, now)
         elif op.held_need > 0:
+            # Counted in the set it was stored at, as a majority put is: the converged set
+            # of the walk it follows, which may still end at a nearer node (`_lead`).
             self._tell_held(op, now)
 
     def _tell_held(self, op: Operation, now: float) -> None:
