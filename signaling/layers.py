@@ -207,10 +207,17 @@ class RoomConfig:
     they show are learned and told, an overfill counted), instead of seating only after
     the slowest holder (docs/protocol.md 2.5.6)."""
 
+    hopeful_placement: bool = False
+    """A placement round whose reads are in but whose homes are still being proven places
+    as if every one of them proves itself, and the seat goes on (stored, signed, checked)
+    while they do; it is not seated until they have, and then moves on to where the proven
+    lists alone would have placed it, if that is elsewhere (docs/protocol.md 2.5.7)."""
+
     def with_fast_paths(self) -> RoomConfig:
         return replace(
             self,
             seat_at_majority=True,
+            hopeful_placement=True,
             majority_seats=True,
             read_ahead=True,
             early_offers=True,
@@ -236,6 +243,7 @@ class RoomConfig:
             early_offers=False,
             store_reads=False,
             seat_at_majority=False,
+            hopeful_placement=False,
             hinted_ahead=1,
         )
 
@@ -482,6 +490,16 @@ class JoinState:
     is seated from that, before the others answered (`seat_at_majority`, 2.5.6)."""
     announced: set[bytes] = field(default_factory=set)
     """The homes told of the newcomer when it was seated (and this node)."""
+    hoping: bool = False
+    """Placed before the placement round's homes were proven (2.5.7): not seated until they
+    are and the choice stands."""
+    after_hope: Callable[[float], None] | None = None
+    """The seating that waits for that."""
+    seat: Seat | None = None
+    """The seat this join is making now (an earlier one's late replies are not its own)."""
+    estimate_at: Estimate | None = None
+    """The room's estimate as the placement round began (what a hopeful placement is
+    checked against, its own seat aside)."""
 
 
 class RoomCore:
@@ -656,6 +674,10 @@ class RoomCore:
 
         def provisional(layer: Provisional, t: float) -> None:
             early[layer.layer.layer] = layer
+            if len(early) == 1 and self.config.read_ahead:
+                # Layer 0's hints alone may say the room is big: the placement round's
+                # reads need not wait for layer 1's pages (2.5.4).
+                self._read_ahead(job, early, t)
             if len(early) == 2 and not decided[0]:
                 decided[0] = self._place_early(job, early, t, cold=True)
                 # A layer whose homes were proven before the other's read came: its
@@ -851,6 +873,7 @@ class RoomCore:
         """Offer the newcomer a few random layers, the last and the next; read them at once."""
         room = job.frame.room
         estimate = self._estimate(room, now)
+        job.estimate_at = replace(estimate)
         last = estimate.layers - 1
         # Layers a read ahead drew below the last are this round's random picks (2.5.4).
         drawn = sorted(i for i in job.ahead if i < last and i not in job.excluded)
@@ -874,10 +897,23 @@ class RoomCore:
         early: dict[int, Provisional] = {}
         decided = [False]
 
+        hoped: list[Seat] = []
+
         def provisional(layer: Provisional, t: float) -> None:
             early[layer.layer.layer] = layer
             if len(early) == len(candidates) and not decided[0]:
                 decided[0] = self._place_early(job, early, t, cold=False)
+                if not decided[0] and self.config.hopeful_placement:
+                    hope = self._hopeful_layer(job, early)
+                    if hope is not None:  # (2.5.7)
+                        decided[0], job.hoping = True, True
+                        self.counters["join.hopeful"] += 1
+                        job.found, before = early[hope].layer, job.seat
+                        self._sit(job, hope, t)
+                        if job.seat is not before and job.seat is not None:
+                            hoped.append(job.seat)
+                        else:
+                            job.hoping = False  # refused, or placed again meanwhile
                 named: list[Layer] = list(found.values()) if decided[0] else []
                 for proven in named:
                     self._name_proven(job, proven, t)  # as in `_first_round`
@@ -886,6 +922,8 @@ class RoomCore:
             found[layer.layer] = layer
             if decided[0]:
                 self._name_proven(job, layer, t)
+                if hoped and len(found) == len(candidates) and job.seat is hoped[0]:
+                    self._hope_proven(job, found, hoped[0], t)
             elif len(found) == len(candidates):
                 decided[0] = True
                 self._place(job, found, t)
@@ -1023,26 +1061,94 @@ class RoomCore:
                 return None
         return None
 
-    def _place(self, job: JoinState, found: dict[int, Layer], now: float) -> None:
+    def _hopeful_layer(self, job: JoinState, early: dict[int, Provisional]) -> int | None:
+        """Where `_place` would place if every home still being proven proves itself (the
+        reads' upper bound, 2.5.7); None when even then it would probe further, or an
+        unproven list's hint could raise the estimate."""
+        estimate = replace(current) if (current := self.estimates.get(job.frame.room)) else None
+        estimate = estimate or Estimate()
+        fresh = job.frame.room not in self.estimates
+        for index in sorted(early):
+            read = early[index]
+            self._observe_into(estimate, fresh, index, read.high, read.layer.lists)
+            fresh = False
+        if any(read.unproven_hint > estimate.layers for read in early.values()):
+            return None
+        counts = {i: read.high for i, read in early.items()}
+        return self._placement(job, counts, estimate.layers - 1)
+
+    def _placement(self, job: JoinState, counts: dict[int, int], last: int) -> int | None:
+        """`_place`'s choice from the members counted in each layer read (None: every one
+        is full, probe further)."""
         size = self.config.layer_size
-        estimate = self._estimate(job.frame.room, now)
-        last = estimate.layers - 1
-        open_ = [
-            (len(f.members), i) for i, f in found.items() if len(f.members) < size and i <= last
-        ]
+        open_ = [(c, i) for i, c in counts.items() if c < size and i <= last]
         open_ = [(count, i) for count, i in open_ if i not in job.excluded]
-        beyond = [
-            i
-            for i in sorted(found)
-            if i > last and len(found[i].members) < size and i not in job.excluded
-        ]
+        beyond = [i for i in sorted(counts) if i > last and counts[i] < size]
+        beyond = [i for i in beyond if i not in job.excluded]
         if open_:
             least = min(count for count, _ in open_)  # ties broken at random: joins at
-            layer = self.rng.choice([i for count, i in open_ if count == least])  # once spread
-        elif beyond:
+            return self.rng.choice([i for count, i in open_ if count == least])  # once spread
+        if beyond:
             # The first new layer, unless this join was crowded out already: then one of
             # the first two, so joins that collided do not all collide again.
-            layer = beyond[0] if not job.attempt else self.rng.choice(beyond[:2])
+            return beyond[0] if not job.attempt else self.rng.choice(beyond[:2])
+        return None
+
+    def _hope_proven(self, job: JoinState, found: dict[int, Layer], seat: Seat, now: float) -> None:
+        """The homes of a hopeful placement's reads are proven (or not): it stands when the
+        proven lists would have allowed the same choice (least full of the open layers
+        read, or the first new one), and the seat waiting for this is made; otherwise the
+        seat is taken back and placement decides again from the proven lists (2.5.7)."""
+        job.hoping = False
+        after, job.after_hope = job.after_hope, None
+        hoped = seat.layer
+        counts = {i: len(f.members) - (job.client in f.members) for i, f in found.items()}
+        # What these reads say of the room's size without the newcomer's own seat, which
+        # the read of its layer counts (`_place` reads the estimate before any seat).
+        estimate = replace(job.estimate_at) if job.estimate_at is not None else Estimate()
+        for index in sorted(found):
+            self._observe_into(estimate, False, index, counts[index], found[index].lists)
+        size, last = self.config.layer_size, estimate.layers - 1
+        open_ = {i: c for i, c in counts.items() if c < size and i <= last}
+        open_ = {i: c for i, c in open_.items() if i not in job.excluded}
+        beyond = [i for i in sorted(counts) if i > last and counts[i] < size]
+        beyond = [i for i in beyond if i not in job.excluded][: 2 if job.attempt else 1]
+        stands = open_.get(hoped) == min(open_.values()) if open_ else hoped in beyond
+        if stands:
+            if after is not None:
+                after(now)
+            return
+        self.counters["join.hopeful.moved"] += 1
+        state = self.clients.get(job.client)
+        if state is None:
+            return
+        room = job.frame.room
+        state.offering.pop(room, None)
+        if state.seats.get(room) is seat:
+            self._unseat(state, room, now, announce=True)  # signed, not yet announced
+        elif (room, hoped) in state.listed:
+            self._unlist(state, room, hoped, now)
+        job.majority, job.seat = None, None
+        # The room as those reads showed it, without the seat taken back.
+        current = self._estimate(room, now)
+        current.layers, current.fill, current.fill_samples, current.last = (
+            estimate.layers,
+            estimate.fill,
+            estimate.fill_samples,
+            estimate.last,
+        )
+        layer = self._placement(job, counts, last)
+        if layer is None:
+            self._place(job, found, now)  # every layer read is full: probe on
+            return
+        job.found = found.get(layer)
+        self._sit(job, layer, now)
+
+    def _place(self, job: JoinState, found: dict[int, Layer], now: float) -> None:
+        last = self._estimate(job.frame.room, now).layers - 1
+        chosen = self._placement(job, {i: len(f.members) for i, f in found.items()}, last)
+        if chosen is not None:
+            layer = chosen
         elif job.probes < MAX_PROBES:
             job.probes += 1  # all full: the room has grown past what this node knew
             self.counters["join.probe"] += 1
@@ -1145,7 +1251,7 @@ class RoomCore:
         if room not in state.reserved:
             state.reserved.add(room)
             self._count(state.source, room)
-        seat = Seat(room, layer, int(now * 1000))
+        seat = job.seat = Seat(room, layer, int(now * 1000))
         if self.config.parallel_sign:
             self._sit_while_signing(job, state, seat, now)
             return
@@ -1167,7 +1273,7 @@ class RoomCore:
         majority: list[list[Record]] = []
 
         def step(t: float) -> None:
-            if job.majority is not None:
+            if "seated" in done:
                 if "stored" in done:  # seated already: the rest of the holders' replies
                     self._late_check(job, seat, view.held if done["stored"] else None, t)
                 return
@@ -1176,7 +1282,7 @@ class RoomCore:
             if "stored" not in done:
                 if done["signed"] and majority and "majority" not in done:
                     done["majority"] = True
-                    self._majority_check(job, seat, majority[0], t, lambda: "stored" in done)
+                    self._majority_check(job, seat, majority[0], t, done)
                 return
             state.listed.discard(where)
             if done["signed"]:
@@ -1278,6 +1384,8 @@ class RoomCore:
             return
 
         def got(found: Layer, t: float) -> None:
+            if job.seat is not seat:
+                return  # placed again meanwhile (2.5.7)
             state = self.clients.get(job.client)
             if state is None or state.seats.get(seat.room) is not seat:
                 self._refuse(job, ErrorCode.UNAVAILABLE, "left the room during the join", t)
@@ -1287,6 +1395,7 @@ class RoomCore:
             overfull = len(rank) > size and self._yields(job.client, rank, found)
             if overfull:
                 self.counters["join.overfull"] += 1
+                job.hoping, job.after_hope = False, None  # moving on decides anew
                 state.offering.pop(seat.room, None)
                 self._unseat(state, seat.room, t, announce=True)
                 job.attempt += 1
@@ -1323,20 +1432,26 @@ class RoomCore:
         seat: Seat,
         records: list[Record],
         now: float,
-        overtaken: Callable[[], bool],
+        done: dict[str, bool],
     ) -> None:
         """Seated at a majority (2.5.6): the check made from what more than half of the
         holders held once the newcomer's seat list reached them. If it shows no overfill
         the newcomer yields to, seat it now; else (or once the whole store ended first,
         `overtaken`) the check waits for every holder as before. With `early_decisions`,
         as soon as the home checks still pending cannot make it an overfill: the members
-        of homes proven later are told as the rest of the holders' replies are."""
+        of homes proven later are told as the rest of the holders' replies are. `done`:
+        the seat's steps (`_sit_while_signing`); "seated" is added here, and once "stored"
+        is there the whole store decides."""
         state = self.clients.get(job.client)
         where = (seat.room, seat.layer)
+
+        def overtaken() -> bool:
+            return "stored" in done
 
         def seat_from(found: Layer, t: float) -> None:
             assert state is not None
             self.counters["join.majority"] += 1
+            done["seated"] = True
             state.listed.discard(where)
             job.majority, job.held = found, None
             view = self._view(seat.room, seat.layer)
@@ -1346,7 +1461,7 @@ class RoomCore:
             self._signed_seat(job, seat, True, t, stored=True)
 
         def early(provisional: Provisional, t: float) -> None:
-            if overtaken() or state is None or where not in state.listed:
+            if overtaken() or state is None or where not in state.listed or job.seat is not seat:
                 return
             members = provisional.layer.members
             most = len(members) + provisional.unproven + (job.client not in members)
@@ -1355,7 +1470,7 @@ class RoomCore:
                 seat_from(provisional.layer, t)
 
         def got(found: Layer, t: float) -> None:
-            if overtaken() or state is None or where not in state.listed:
+            if overtaken() or state is None or where not in state.listed or job.seat is not seat:
                 return
             rank = found.ranked()
             if len(rank) > self.config.layer_size and self._yields(job.client, rank, found):
@@ -1378,8 +1493,6 @@ class RoomCore:
         read tells them, and their homes hear of the newcomer; an overfill is counted,
         the newcomer stays (the majorities of two racing joins share a holder, so one of
         them saw the other and did not sit at a majority)."""
-        if job.majority is None:
-            return
         job.majority = None
         told = job.announced
 
@@ -1414,6 +1527,9 @@ class RoomCore:
         return any(found.members[peer].home.node_id != self.node_id for peer in later)
 
     def _seated(self, job: JoinState, seat: Seat, now: float) -> None:
+        if job.hoping:  # placed on homes still being proven: seated once they are (2.5.7)
+            job.after_hope = lambda t: self._seated(job, seat, t)
+            return
         state = self.clients.get(job.client)
         view = self.views.get((seat.room, seat.layer))
         if state is None or view is None or job.client not in view.members:
