@@ -72,8 +72,8 @@ bench: $(STAMP) debs
 	$(BIN)/python benchmarks/relay_throughput.py
 	$(BIN)/python benchmarks/sim_scale.py
 
-# dht/'s hot modules compiled with mypyc into build/mypyc/ (outside the sources), for the
-# simulator: PAGEMESH_COMPILED=1 runs them (dht/compiled.py; rebuilt when a source changed).
+# dht/'s and the simulator's hot modules compiled with mypyc into build/mypyc/ (outside the
+# sources): PAGEMESH_COMPILED=1 runs them (dht/compiled.py; rebuilt when a source changed).
 compiled: $(STAMP)
 	$(BIN)/python -c "from dht.compiled import build, BUILD_DIR; build(); print('compiled:', BUILD_DIR)"
 

@@ -26,13 +26,17 @@ seconds: on a shared machine they move less with the load.
 
 `--compiled` runs every size twice, interpreted (as the reference) and then with
 `dht/`'s hot modules compiled by mypyc (PAGEMESH_COMPILED=1, dht/compiled.py;
-built first if missing or stale), and reports the same ratios.
+built first if missing or stale), and reports the same ratios. With `--reference
+TREE` as well, both trees run compiled (each its own build, made first): what a
+change to the compiled code, or to the set of modules compiled, is worth.
 
     .venv/bin/python benchmarks/sim_scale.py                # 10^4 and 10^5 nodes, 10^5 lookups
     .venv/bin/python benchmarks/sim_scale.py --sizes 1000000 --no-baseline
     git worktree add /tmp/before OLD_COMMIT
     .venv/bin/python benchmarks/sim_scale.py --sizes 100000 --no-baseline --reference /tmp/before
     .venv/bin/python benchmarks/sim_scale.py --sizes 30000,100000 --no-baseline --compiled
+    .venv/bin/python benchmarks/sim_scale.py --sizes 30000,100000 --no-baseline --compiled \
+        --reference /tmp/before
 
 Targets (issue M6): 10^5 nodes with 10^5 lookups in under 10 minutes on 2 cores
 and 24 GiB (`target_wall_seconds`), and 300,000 events/s. Events are engine
@@ -186,7 +190,8 @@ def against_reference(run: dict[str, Any], reference: dict[str, Any]) -> dict[st
         return {"nodes": run["nodes"], "error": "a run failed"}
 
     def ratio(key: str) -> float:
-        return round(reference[key] / run[key], 2)
+        value: float = reference[key] / run[key]
+        return round(value, 2)
 
     return {
         "nodes": run["nodes"],
@@ -233,19 +238,27 @@ def main() -> None:
         result = measure(sizes[0], args.joins, args.lookups, args.lookup_rate, args.child)
         print(json.dumps(result))
         return
-    if args.compiled and args.reference:
-        parser.error("--compiled takes this tree, interpreted, as its reference")
     if args.compiled:
         from dht.compiled import build
 
         build()  # before the runs, so that no run's time includes it
+        if args.reference:  # the reference tree's own build, from its own sources
+            subprocess.run(
+                [sys.executable, "-c", "from dht.compiled import build; build()"],
+                cwd=args.reference,
+                env={key: value for key, value in os.environ.items() if key != "PAGEMESH_COMPILED"},
+                check=True,
+            )
     workload = (args.joins, args.lookups, args.lookup_rate)
     baseline = None if args.no_baseline else run_child(sizes[0], *workload, "bytes")
     runs: list[dict[str, Any]] = []
     references: list[dict[str, Any]] = []
     for n in sizes:  # reference and this tree one after the other, under the same load
         if args.reference or args.compiled:
-            references.append(run_child(n, *workload, "message", args.reference))
+            compiled_reference = args.compiled and args.reference is not None
+            references.append(
+                run_child(n, *workload, "message", args.reference, compiled_reference)
+            )
         runs.append(run_child(n, *workload, "message", compiled=args.compiled))
     same = runs[0]
     speedup = None
@@ -260,7 +273,13 @@ def main() -> None:
         "runs": runs,
         "cost_growth": cost_growth(runs),
         "baseline": baseline,
-        "reference_tree": "this tree, interpreted" if args.compiled else args.reference,
+        "reference_tree": (
+            args.reference
+            if args.reference
+            else "this tree, interpreted"
+            if args.compiled
+            else None
+        ),
         "compiled": args.compiled,
         "reference": references,
         "against_reference": [

@@ -2,9 +2,11 @@
 
 `PAGEMESH_COMPILED=1` in the environment (read by `dht/__init__.py` and
 `simulations/__init__.py` before they import anything else) puts the compiled
-`dht.ids`, `dht.routing`, `dht.lookup`, `dht.core` and the simulator's warm start
-(`simulations.oracle`) ahead of the source files; every other module is still
-interpreted, and without the variable nothing changes. The build lives outside
+`dht.ids`, `dht.routing`, `dht.lookup`, `dht.core`, the simulator's warm start
+(`simulations.oracle`) and the modules every simulated message goes through (the
+engine, the overlay and its transport, the hop counter, the lookup probe) ahead of
+the source files; every other module is still interpreted, and without the variable
+nothing changes. The build lives outside
 the source tree, in build/mypyc/ (`make compiled`, or `dht.compiled.build()`),
 and carries a stamp of every `dht/*.py` and `simulations/*.py`'s hash, mypy's
 version and the interpreter's: a build whose stamp does not match the sources is
@@ -17,8 +19,10 @@ interpreted: `@dataclass(slots=True)` (a compiled class cannot be recreated
 with slots; the cores' messages, events and pending RPCs are marked
 `native_class=False`, `Contact` has a module of its own) and classes the
 simulator subclasses (`DHTCore`, `ContactCodec`: compiled, but open to
-interpreted subclasses). `mypyc_attr` (mypy-extensions, a core dependency of a
-few lines) does nothing at run time.
+interpreted subclasses; so are `Overlay`, `MessageObserver` and `LookupProbe`, which
+tests and scenarios subclass, while `SimContact`, a `Contact`, stays interpreted).
+`mypyc_attr` (mypy-extensions, a core dependency of a few lines) does nothing at run
+time.
 """
 
 from __future__ import annotations
@@ -33,9 +37,19 @@ from mypy_extensions import mypyc_attr
 
 __all__ = ["COMPILED", "build", "is_fresh", "loaded", "mypyc_attr", "requested", "use_compiled"]
 
-COMPILED = ("dht.ids", "dht.routing", "dht.lookup", "dht.core", "simulations.oracle")
-"""The modules compiled: those a lookup spends its time in and the warm start's fill
-(docs/simulation.md)."""
+COMPILED = (
+    "dht.ids",
+    "dht.routing",
+    "dht.lookup",
+    "dht.core",
+    "simulations.oracle",
+    "simulations.engine",
+    "simulations.overlay",
+    "simulations.observe",
+    "simulations.lookups",
+)
+"""The modules compiled: those a lookup spends its time in, the warm start's fill and
+the simulator's path of every message (docs/simulation.md)."""
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("dht", "simulations")
@@ -129,11 +143,12 @@ def use_compiled(package: str, package_path: list[str], build_dir: Path = BUILD_
 
 
 def loaded() -> dict[str, bool]:
-    """Which of `COMPILED` this process runs compiled (imported ones only)."""
+    """Which of `COMPILED` this process runs compiled (importing those it has not yet:
+    the answer is then the one a later import would get)."""
+    from importlib import import_module
+
     return {
-        name: str(getattr(sys.modules[name], "__file__", "")).endswith(".so")
-        for name in COMPILED
-        if name in sys.modules
+        name: str(getattr(import_module(name), "__file__", "")).endswith(".so") for name in COMPILED
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dht.compiled import mypyc_attr
 from dht.core import Event, LookupCompleted, RecordsFound
 from dht.ids import to_int
 
@@ -29,6 +30,7 @@ class LookupSample:
     (`simulations.observe`): no lookup learning from answers ends sooner."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LookupProbe:
     """Launches lookups whose outcome is compared with the oracle's truth."""
 

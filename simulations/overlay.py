@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from dht.compiled import mypyc_attr
 from dht.core import (
     ContactCodec,
     DHTConfig,
@@ -108,6 +109,7 @@ class SeededOnDemand:
         return rng.getrandbits(bits)
 
 
+@mypyc_attr(native_class=False)  # a subclass of the interpreted, slotted `Contact`
 class SimContact(Contact[Address]):
     """A routing contact that also reads as a `WireContact` (node_id, host, port).
 
@@ -183,7 +185,7 @@ class SharedContacts(ContactCodec):
         return SimContact.make(node_id, addr)
 
     def from_wire(self, contact: WireContact) -> NodeContact:
-        if type(contact) is SimContact:
+        if type(contact) is SimContact:  # type: ignore[comparison-overlap]  # reads as one
             return contact
         return self.make(contact.node_id, (contact.host, contact.port))
 
@@ -199,6 +201,7 @@ class SharedContacts(ContactCodec):
         return tuple(map(self.to_wire, contacts))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the tests' and scenarios' observers
 class MessageObserver:
     """Sees every message the overlay moves (hop counting, per-key load)."""
 
@@ -220,6 +223,7 @@ class OverlayStats:
     timers: int = 0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests/simulations/test_golden.py's Watched
 class Overlay:
     """A population of DHT cores on one engine and one transport model."""
 
