@@ -129,17 +129,27 @@ class HopCounter(MessageObserver):
                 trace.found_path = path
         if isinstance(reply, NodesReply | FindRecordsReply):
             contacts = reply.contacts
-            try:  # a simulator contact carries its address tuple
+            depths, paths = trace.depths, trace.paths
+            if path is not None and len(paths) == len(depths):
+                # The common case: `paths` has every key of `depths` (never more), so the
+                # addresses new to one are new to the other: found once, set in both.
+                try:  # a simulator contact carries its address tuple
+                    new = list(filterfalse(depths.__contains__, map(_addr, contacts)))
+                except AttributeError:  # a parsed one is rebuilt
+                    new = list(filterfalse(depths.__contains__, _addresses(contacts)))
+                if new:
+                    depths.update(zip(new, repeat(depth + 1), strict=False))
+                    paths.update(zip(new, repeat(path), strict=False))
+                return
+            try:
                 addrs = list(map(_addr, contacts))
-            except AttributeError:  # a parsed one is rebuilt
-                addrs = [getattr(c, "addr", None) or (c.host, c.port) for c in contacts]
+            except AttributeError:
+                addrs = _addresses(contacts)
             # setdefault for each address, in C (every reply to a tracked lookup comes here)
-            depths = trace.depths
             depths.update(
                 zip(filterfalse(depths.__contains__, addrs), repeat(depth + 1), strict=False)
             )
             if path is not None:
-                paths = trace.paths
                 paths.update(
                     zip(filterfalse(paths.__contains__, addrs), repeat(path), strict=False)
                 )
@@ -165,7 +175,9 @@ class HopCounter(MessageObserver):
     # --- MessageObserver (simulated transport) ---------------------------------
 
     def sent(self, node: SimNode, message: Message, dst: Address) -> None:
-        if message.request:
+        # Without a tracked lookup `on_request` records nothing (the reads' counter of a
+        # run without reads sees every message).
+        if message.request and self._traces:
             now = self._clock() if self._clock is not None else None
             self.on_request(node.addr, message.msg_id, message.body, dst, now)
 
@@ -173,6 +185,10 @@ class HopCounter(MessageObserver):
         if not message.request and message.msg_id in self._asked:
             now = self._clock() if self._clock is not None else None
             self.on_reply(message.msg_id, message.body, now)  # type: ignore[arg-type]
+
+
+def _addresses(contacts: Any) -> list[Address]:
+    return [getattr(c, "addr", None) or (c.host, c.port) for c in contacts]
 
 
 def attach_to_core(counter: HopCounter, core: DHTCore, origin: Address) -> None:
