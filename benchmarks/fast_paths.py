@@ -30,12 +30,12 @@ rules, docs/simulation.md "Fast paths" for the model):
   2.5.3), the floor of what the join needed before the node named that member, plus
   the modelled signature, offer/answer and connection.
 
-Joins run five times: `fast`, `store_read` (every fast path but 2.5.6: seated once every
-holder replied to the seat store, the scenario's `seat_at_majority = false`),
-`check_read` (nor 2.5.5: the check reads the layer after the seat store instead of
-taking the store's replies, `store_reads = false`), `before` (the fast paths without
-the pipelined joins of 2.5.3 and 2.5.4 nor 2.5.5 and 2.5.6, `pipelined_joins = false`
-too) and `baseline`.
+Joins run five times: `fast`, `store_read` (every fast path but 2.5.6 and 2.5.7: seated
+once every holder replied to the seat store, placed from proven lists only; the
+scenario's `seat_at_majority = false`, `hopeful_placement = false`), `check_read` (nor
+2.5.5: the check reads the layer after the seat store instead of taking the store's
+replies, `store_reads = false`), `before` (the fast paths without the pipelined joins of
+2.5.3 and 2.5.4 nor 2.5.5 to 2.5.7, `pipelined_joins = false` too) and `baseline`.
 
 Each run is a child process of its own (`--jobs` at a time). Targets (benchmarks, not
 tests): lookup p50 <= 0.5 s and p99 <= 1.2 s; join-to-seated p50 <= 0.5 s and p99 <=
@@ -122,6 +122,7 @@ def join_run(
     store_reads: bool = True,
     majority: bool = True,
 ) -> dict[str, Any]:
+    """One join run; `majority` turns 2.5.6 and 2.5.7 on together (the newest rules)."""
     from simulations.scenario import make_scenario, run
 
     params = {
@@ -136,6 +137,7 @@ def join_run(
         "pipelined_joins": pipelined,
         "store_reads": store_reads,
         "seat_at_majority": majority,
+        "hopeful_placement": majority,
     }
     started = time.perf_counter()
     summary = run(make_scenario("rooms", params)).summary
@@ -167,9 +169,10 @@ def join_run(
 RUNS = {"lookup": lookup_run, "join": join_run}
 MODES = ("fast", "store_read", "check_read", "before", "baseline")
 """`fast`: every fast path; `store_read`: every fast path but seating at a majority of
-the seat store's replies (docs/protocol.md 2.5.6, `seat_at_majority = false`: seated once
-every holder replied); `check_read`: neither that nor the check made from the
-seat store's replies (docs/protocol.md 2.5.5, `store_reads = false`: the check reads
+the seat store's replies and placing on lists still being proven (docs/protocol.md 2.5.6
+and 2.5.7, `seat_at_majority = false`, `hopeful_placement = false`: seated once every
+holder replied, placed from proven lists); `check_read`: none of that nor the check made
+from the seat store's replies (docs/protocol.md 2.5.5, `store_reads = false`: the check reads
 after the store); `before`: the fast paths without the pipelined joins of 2.5.3 and 2.5.4
 nor 2.5.5 (`pipelined_joins = false`, `store_reads = false`); both joins only, lookups do
 not use them; `baseline`: no fast path (`fast = false`)."""

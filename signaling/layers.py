@@ -942,13 +942,17 @@ class RoomCore:
     def _read_ahead(self, job: JoinState, early: dict[int, Provisional], now: float) -> None:
         """Start the placement round's reads from the first round's hints, proven or not,
         while their homes are proven (2.5.4). Only which layers are read rests on those
-        hints (the median, so a minority of lists cannot move it); what placement decides
-        rests on proven lists, as always, and a layer it wants that was not read ahead is
-        read then."""
+        hints (their upper quartile, as the estimate takes proven lists' hints); what
+        placement decides rests on proven lists, as always, and a layer it wants that was
+        not read ahead is read then. Layers 0 and 1 both full if their lists prove themselves
+        mean a placement round at least three layers up (a hint lagging behind)."""
         hints = sorted(h for read in early.values() for h in read.hints if 0 < h <= MAX_LAYER + 1)
         if not hints or job.ahead:
             return
-        layers = hints[len(hints) // 2]
+        layers = hints[(3 * len(hints)) // 4] if len(hints) > 2 else hints[0]
+        size = self.config.layer_size
+        if len(early) == 2 and all(read.high >= size for read in early.values()):
+            layers = max(layers, 3)
         if layers < 3:
             return  # the first round's layers are the ones placement reads
         last = layers - 1

@@ -25,7 +25,8 @@ seated (docs/protocol.md 2.5.3); `pipelined_joins = false` turns that and the re
 ahead of 2.5.4 off (the fast paths as they were before those two rules);
 `store_reads = false` turns off the check made from the seat store's replies (2.5.5:
 the join reads the layer again after its store, as before); `seat_at_majority = false`
-seats a newcomer only once every holder replied to that store (2.5.5 without 2.5.6).
+seats a newcomer only once every holder replied to that store (2.5.5 without 2.5.6);
+`hopeful_placement = false` places only from proven lists (2.5.7 off).
 
 Measured: join latency (client side: the join sent to its answer received);
 DHT operations and DHT messages per join (each message counted against the
@@ -75,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "pipelined_joins": True,
     "store_reads": True,
     "seat_at_majority": True,
+    "hopeful_placement": True,
     "nat_open": 0.25,
     "nat_cone": 0.55,
     "nat_symmetric": 0.20,
@@ -121,6 +123,8 @@ def run(params: dict[str, Any], progress: Progress | None) -> Result:
             config = dataclasses.replace(config, store_reads=False)
         if not params["seat_at_majority"]:  # seated once every holder replied (2.5.5)
             config = dataclasses.replace(config, seat_at_majority=False)
+        if not params["hopeful_placement"]:  # placed from proven lists only (2.5.7)
+            config = dataclasses.replace(config, hopeful_placement=False)
     webrtc = None
     if params["webrtc"]:
         nats = NatMix(params["nat_open"], params["nat_cone"], params["nat_symmetric"])
