@@ -65,7 +65,7 @@ GOLDEN: dict[str, dict[str, str]] = {
         "trace": "1856162438d2622fcd2d944765fa6b08e1cd88d7c507cfbbaf4bd073fc75864a",
     },
     "rooms": {
-        "summary": "7dae81b5845b5bd647c819058ee42a1a8bd4cc8950ee7e5b07df3ebcdc182059",
+        "summary": "3098804852aa002af1e2f60c89372eed40acf915734109eb515da6e07c5a9ebe",
         "operations": "1428ef5deffcae1353303730e1dcdab1d809aca3cd6c86705fbd4276cebeb46f",
         "tables": "f60cd4845b41742f381d982fcd82046608ef506823ba63c79220d9e916a65a3f",
         "trace": "dcaa5233bb5f4d62f1eb2cea3595678d2832705c228233fff720ccc55dc22b06",
