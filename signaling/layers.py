@@ -1277,6 +1277,8 @@ class RoomCore:
         majority: list[list[Record]] = []
 
         def step(t: float) -> None:
+            if job.seat is not seat:
+                return  # placed again meanwhile (2.5.7): a later seat may have this `where`
             if "seated" in done:
                 if "stored" in done:  # seated already: the rest of the holders' replies
                     self._late_check(job, seat, view.held if done["stored"] else None, t)
