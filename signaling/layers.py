@@ -2092,6 +2092,7 @@ class RoomCore:
     ) -> None:
         """Have every home node named in `lists` proved itself (cached); then `then()`."""
         pending: set[bytes] = set()
+        forgotten: list[Callable[[float], None]] = []
 
         def one_done(node_id: bytes) -> Callable[[float], None]:
             def done(t: float) -> None:
@@ -2109,16 +2110,22 @@ class RoomCore:
             known = home is not None and home.addr == seat_list.dht
             if known and home is not None and home.ok is not None and home.until > now:
                 continue  # proved (or failed) lately
-            if not known or home is None or home.ok is not None:
+            # A check under way is waited for whatever address this list names: one key's
+            # lists naming other addresses would otherwise replace it, and what waited on
+            # it (a read, a join) would wait for ever.
+            if home is None or home.ok is not None:
                 home = HomeState(seat_list.dht)
                 self.homes[node_id] = home
                 while len(self.homes) > self.config.max_homes:
-                    self.homes.popitem(last=False)
+                    _, gone = self.homes.popitem(last=False)
+                    forgotten.extend(gone.waiting)  # unproven, as a failed check
                 self._commands.append(CheckHome(node_id, seat_list.dht))
             pending.add(node_id)
             home.waiting.append(one_done(node_id))
         if not pending:
             then(now)
+        for done in forgotten:
+            done(now)
 
     def home_checked(self, node_id: bytes, addr: Address, ok: bool, now: float) -> None:
         """Whether `node_id` proved its key at `addr` (the DHT's identify)."""
