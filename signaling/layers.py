@@ -206,6 +206,12 @@ class RoomConfig:
     (`joined`); the other holders' replies are still read as the check would (members
     they show are learned and told, an overfill counted), instead of seating only after
     the slowest holder (docs/protocol.md 2.5.6)."""
+    majority_pause: float = 600.0
+    """After the rest of the replies showed a layer a join was seated in at a majority to
+    be over `layer_size` (`join.late_overfull`: holders that answered first withheld a
+    member, or walks that missed each other), this node's joins into that room wait for
+    every holder this long: holders that lie first overfill a layer once, not with every
+    wave of joins."""
 
     hopeful_placement: bool = False
     """A placement round whose reads are in but whose homes are still being proven places
@@ -540,6 +546,8 @@ class RoomCore:
         self._publishes: dict[int, Callable[[bool, float], None]] = {}
         self._read_backs: dict[int, Callable[[list[Record] | None], None]] = {}
         self._helds: dict[int, Callable[[list[Record], float], None]] = {}
+        self._majority_paused: OrderedDict[bytes, float] = OrderedDict()
+        """Room -> until when its joins are not seated at a majority (`majority_pause`)."""
         self._signs: dict[tuple[bytes, str], tuple[float, Callable[[bytes | None, float], None]]]
         self._signs = {}
         self._joins: dict[str, TokenBucket] = {}
@@ -1310,7 +1318,8 @@ class RoomCore:
             majority.append(records)
             step(t)
 
-        early = held if self.config.seat_at_majority and not job.requested else None
+        paused = self._majority_paused.get(seat.room, float("-inf")) > now
+        early = held if self.config.seat_at_majority and not (job.requested or paused) else None
         self._publish_seats(view, now, stored, early)
         # Where friends find it, stored now too (not awaited): by the time `joined` is
         # sent, a friend's join can find the layer (2.4, seat-of records).
@@ -1510,6 +1519,7 @@ class RoomCore:
             rank = found.ranked()
             if len(rank) > self.config.layer_size and self._yields(job.client, rank, found):
                 self.counters["join.late_overfull"] += 1
+                self._pause_majority(seat.room, t)
             homes = {p.home for p in view.members.values() if p.home.node_id not in told}
             assert seat.record is not None
             for home in sorted(homes, key=lambda h: h.node_id):
@@ -1521,6 +1531,17 @@ class RoomCore:
             return
         self.counters["join.check.fallback"] += 1
         self._read_layer(seat.room, seat.layer, now, got, fresh=True, quorum=FULL)
+
+    def _pause_majority(self, room: bytes, now: float) -> None:
+        """A majority's replies missed a member that overfills the layer: this room's joins
+        wait for every holder for a while (`majority_pause`)."""
+        self._majority_paused[room] = now + self.config.majority_pause
+        self._majority_paused.move_to_end(room)
+        while self._majority_paused:
+            oldest, until = next(iter(self._majority_paused.items()))
+            if until > now and len(self._majority_paused) <= self.config.max_estimates:
+                break
+            del self._majority_paused[oldest]
 
     def _yields(self, client: bytes, rank: list[bytes], found: Layer) -> bool:
         """In an overfilled layer, whether the newcomer moves on: when it ranks past the

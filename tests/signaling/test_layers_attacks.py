@@ -4,14 +4,18 @@ virtual time."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
+from dht.core import DHTConfig, DHTCore
 from dht.ids import node_id_for
-from dht.records import Record
+from dht.records import Record, Refusal
 from signaling.layers import RoomConfig
 from signaling.protocol import Joined, PeerJoined
 from signaling.rooms import HomeNode, layer_key, seat_list_value
-from simulations.overlay import make_identity
-from simulations.roomnet import RoomNet, RoomNode
+from simulations.engine import Engine
+from simulations.network import NetworkModel
+from simulations.overlay import EPOCH, Overlay, make_identity
+from simulations.roomnet import RoomNet, RoomNode, warm_overlay
 from tests.signaling.test_layers import ROOM, fill_room, settle
 from tests.signaling.test_layers_store_reads import mesh
 
@@ -70,8 +74,6 @@ def test_homes_forgotten_while_being_proven_leave_no_join_unanswered() -> None:
     under many throwaway keys in the layers joins read push out homes whose checks are
     under way; what waited on them goes on without them (unproven), never waits for
     ever."""
-    from dataclasses import replace
-
     for majority in (True, False):
         net, homes = mesh(6, seed=62, config=RoomConfig(layer_size=8), majority=majority)
         for node in homes:
@@ -85,3 +87,85 @@ def test_homes_forgotten_while_being_proven_leave_no_join_unanswered() -> None:
         for client in people:
             told = {m.key for f in client.received(Joined) for m in f.members}
             assert not (told | {f.key for f in client.received(PeerJoined)}) & fake
+
+
+# --- rogue holders: a majority of a layer key's holders, first to answer -----------------
+
+ROGUE_HIDES: set[bytes] = set()
+"""Publishers whose records the `Withholding` holders take and never show."""
+
+
+class Withholding(DHTCore):
+    """A rogue holder: takes every store (answers status 0) and keeps nothing of the
+    publishers in `ROGUE_HIDES`, so neither reads nor store-reads show them."""
+
+    def _store_record(self, record: Record, now: float, source: str | None = None) -> int:
+        if record.publisher in ROGUE_HIDES:
+            return int(Refusal.STORED)
+        return super()._store_record(record, now, source)
+
+
+SPREAD = NetworkModel(
+    regions=("a", "b", "c", "rogue"),
+    latency_ms=(
+        (5.0, 150.0, 150.0, 5.0),
+        (150.0, 5.0, 150.0, 5.0),
+        (150.0, 150.0, 5.0, 5.0),
+        (5.0, 5.0, 5.0, 5.0),
+    ),
+    region_weights=(1.0, 1.0, 1.0, 1.0),
+    jitter_ms=0.0,
+)
+"""Three honest homes far from each other; rogue holders near all of them, so theirs
+are the first answers any of them gets."""
+
+
+def rogue_net(majority: bool, rogues: int) -> tuple[RoomNet, list[RoomNode]]:
+    overlay = Overlay(Engine(EPOCH), random.Random(71), SPREAD, DHTConfig().with_fast_paths())
+    sims = warm_overlay(overlay, 3 + rogues, random.Random(72))
+    for i, sim in enumerate(sims):
+        sim.region = i if i < 3 else 3
+    config = replace(RoomConfig(layer_size=4).with_fast_paths(), seat_at_majority=majority)
+    net = RoomNet(overlay, random.Random(73), config)
+    nodes = [net.add_node(sim) for sim in sims]
+    for node in nodes[3:]:
+        node.sim.core.__class__ = Withholding
+    return net, nodes
+
+
+def excess(net: RoomNet) -> int:
+    return sum(max(0, count - 4) for count in net.layer_counts(ROOM).values())
+
+
+def test_rogue_holders_first_to_answer_overfill_a_layer_once_at_most() -> None:
+    """Five rogue holders of eight, first to answer every honest home, hide the honest
+    homes' seat lists: placement and the majority of each seat store's replies see only
+    the newcomer's own home's members. With 2.5.5 alone the check waits for the three
+    honest holders and no layer ends over `layer_size`. Seated at a majority (2.5.6),
+    joins racing at three homes all sit, and the layer is overfilled (the rest of the
+    replies tell it: `join.late_overfull`); a node that saw that waits for every holder
+    in that room for a while, so later waves of joins add nothing to the overfill."""
+    for majority in (False, True):
+        net, nodes = rogue_net(majority, rogues=5)
+        homes = nodes[:3]
+        ROGUE_HIDES.clear()
+        ROGUE_HIDES.update(bytes(n.core.identity.public_key) for n in homes)
+        try:
+            waves = []
+            for _ in range(3):
+                records = []
+                for i in range(12):
+                    client = net.add_client(homes[i % 3])
+                    net.connect(client)
+                    records.append(net.join(client, ROOM))
+                settle(net, records)
+                net.run(30.0)
+                waves.append(excess(net))
+            late = sum(n.core.counters["join.late_overfull"] for n in homes)
+            if not majority:
+                assert waves == [0, 0, 0] and late == 0
+            else:
+                assert waves[0] > 0 and late > 0  # the race that sat them all
+                assert waves[2] == waves[1] == waves[0], waves
+        finally:
+            ROGUE_HIDES.clear()
