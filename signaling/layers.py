@@ -207,11 +207,11 @@ class RoomConfig:
     they show are learned and told, an overfill counted), instead of seating only after
     the slowest holder (docs/protocol.md 2.5.6)."""
     majority_pause: float = 600.0
-    """After the rest of the replies showed a layer a join was seated in at a majority to
-    be over `layer_size` (`join.late_overfull`: holders that answered first withheld a
-    member, or walks that missed each other), this node's joins into that room wait for
-    every holder this long: holders that lie first overfill a layer once, not with every
-    wave of joins."""
+    """After two periodic reads in a row (the whole lookup) found a layer of this node's
+    clients over `layer_size` (holders that answered first hid racing joins from each
+    other's majorities, or walks missed each other; a racer moving on is gone by the
+    next), this node's joins into that room wait for every holder this long (2.5.6):
+    holders that lie first overfill a layer once, not with every wave of joins."""
 
     hopeful_placement: bool = False
     """A placement round whose reads are in but whose homes are still being proven places
@@ -386,6 +386,8 @@ class LayerView:
     early: list[Callable[[list[Record], float], None]] = field(default_factory=list)
     """Who hears what a majority of the holders held under the layer key once that store
     reached them (`seat_at_majority`)."""
+    overfull_reads: int = 0
+    """Periodic reads in a row that found the layer over `layer_size` (`majority_pause`)."""
     held: list[Record] | None = None
     """While those run: what every holder of the layer key held once that store reached it
     (`store_reads`), None if not all of them said."""
@@ -1519,7 +1521,6 @@ class RoomCore:
             rank = found.ranked()
             if len(rank) > self.config.layer_size and self._yields(job.client, rank, found):
                 self.counters["join.late_overfull"] += 1
-                self._pause_majority(seat.room, t)
             homes = {p.home for p in view.members.values() if p.home.node_id not in told}
             assert seat.record is not None
             for home in sorted(homes, key=lambda h: h.node_id):
@@ -1532,9 +1533,23 @@ class RoomCore:
         self.counters["join.check.fallback"] += 1
         self._read_layer(seat.room, seat.layer, now, got, fresh=True, quorum=FULL)
 
+    def _refreshed(self, view: LayerView) -> Callable[[Layer, float], None]:
+        """A periodic read of a layer of this node's clients: over `layer_size` twice in a
+        row, majorities have missed a member there (`majority_pause`)."""
+
+        def got(found: Layer, t: float) -> None:
+            if len(found.members) <= self.config.layer_size:
+                view.overfull_reads = 0
+                return
+            view.overfull_reads += 1
+            if view.overfull_reads >= 2 and self.config.seat_at_majority:
+                self.counters["join.majority.paused"] += 1
+                self._pause_majority(view.room, t)
+
+        return got
+
     def _pause_majority(self, room: bytes, now: float) -> None:
-        """A majority's replies missed a member that overfills the layer: this room's joins
-        wait for every holder for a while (`majority_pause`)."""
+        """This room's joins wait for every holder for a while (`majority_pause`)."""
         self._majority_paused[room] = now + self.config.majority_pause
         self._majority_paused.move_to_end(room)
         while self._majority_paused:
@@ -2267,7 +2282,7 @@ class RoomCore:
         # The whole lookup: holders that answer first cannot hide a member past this read.
         for view in list(self.views.values()):
             self._publish_seats(view, now, None)
-            self._read_layer(view.room, view.layer, now, lambda _found, _t: None, quorum=FULL)
+            self._read_layer(view.room, view.layer, now, self._refreshed(view), quorum=FULL)
         # One read past each room's last layer keeps the estimate, and the hints this
         # node's seat lists carry, from going stale while others' joins grow the room.
         for room in sorted({view.room for view in self.views.values()}):

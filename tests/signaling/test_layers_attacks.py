@@ -16,7 +16,7 @@ from simulations.engine import Engine
 from simulations.network import NetworkModel
 from simulations.overlay import EPOCH, Overlay, make_identity
 from simulations.roomnet import RoomNet, RoomNode, warm_overlay
-from tests.signaling.test_layers import ROOM, fill_room, settle
+from tests.signaling.test_layers import ROOM, fill_room, join_one, settle
 from tests.signaling.test_layers_store_reads import mesh
 
 
@@ -159,7 +159,7 @@ def test_rogue_holders_first_to_answer_overfill_a_layer_once_at_most() -> None:
                     net.connect(client)
                     records.append(net.join(client, ROOM))
                 settle(net, records)
-                net.run(30.0)
+                net.run(45.0)  # two periodic reads of the overfilled layer
                 waves.append(excess(net))
             late = sum(n.core.counters["join.late_overfull"] for n in homes)
             if not majority:
@@ -169,3 +169,172 @@ def test_rogue_holders_first_to_answer_overfill_a_layer_once_at_most() -> None:
                 assert waves[2] == waves[1] == waves[0], waves
         finally:
             ROGUE_HIDES.clear()
+
+
+# --- a client that goes while a hopeful seat is pending --------------------------------
+
+
+def hopeful_cold_node(seed: int, fakes: int) -> tuple[RoomNet, list[RoomNode], RoomNode]:
+    """test_layers_hopeful's room (layers of four, 14 people, a stranger's list in layer 3
+    naming `fakes` made-up members) and a node that never saw it."""
+    from tests.signaling.test_layers_hopeful import plant_modest_lists
+    from tests.signaling.test_layers_pipelined import mesh as pipelined_mesh
+
+    net, homes = pipelined_mesh(9, seed=seed, config=RoomConfig(layer_size=4))
+    for node in homes:
+        node.core.config = replace(node.core.config, hopeful_placement=True)
+    fill_room(net, homes[:3], 14)
+    net.run(25.0)
+    if fakes:
+        plant_modest_lists(net, homes, 3, fakes)
+    node = homes[7]
+    for home in homes[:3]:
+        node.sim.core.table.remove(home.node_id)
+        node.sim.core._verified.pop(home.node_id, None)
+    return net, homes, node
+
+
+def assert_nothing_left(node: RoomNode, key: bytes, connected: bool = False) -> None:
+    core = node.core
+    state = core.clients.get(key)
+    if connected:
+        assert state is not None and not state.seats and not state.listed
+        assert not state.reserved and not state.offering and not state.joining
+    else:
+        assert state is None
+    assert not [w for w in core._signs if w[0] == key]
+    for where, view in core.views.items():
+        assert key not in view.local and key not in view.members and key not in view.unstored
+        assert key not in view.since, where
+        assert view.local, where  # a view with no client of this node is dropped
+        assert not view.waiting and not view.early and not view.publishing
+    assert not core._helds and not core._publishes and not core._read_backs
+    assert not core._reads
+
+
+def test_a_client_that_goes_mid_hopeful_join_leaves_nothing_behind() -> None:
+    """The newcomer disconnects (or never signs) at points along a hopeful join that the
+    stranger's list makes wrong (placed in layer 4, moved to 3): nothing of it stays in
+    the node (views, signs pending, stores' callbacks), its seat list is emptied, and a
+    later join there is seated where the proven lists say."""
+    for wait in (None, 0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0):
+        net, _homes, node = hopeful_cold_node(24, fakes=3)
+        newcomer = net.add_client(node)
+        if wait is None:
+            newcomer.answers = False
+        net.connect(newcomer)
+        record = net.join(newcomer, ROOM)
+        if wait is not None:
+            net.run(wait)
+            net.disconnect(newcomer)
+        net.run(90.0)
+        if wait is None:
+            assert record.answered_at is not None and record.layer is None
+        assert_nothing_left(node, newcomer.key, connected=wait is None)
+        assert newcomer.key not in {p for view in node.core.views.values() for p in view.members}
+        later = net.add_client(node)
+        assert join_one(net, later).layer == 3, wait
+        assert max(net.layer_counts(ROOM).values()) <= 4
+
+
+# --- a stranger's modest lists in every layer of a hot page ----------------------------
+
+
+def plant_modest_everywhere(
+    net: RoomNet, homes: list[RoomNode], layers: range, members: int, hint: int
+) -> set[bytes]:
+    """A list in each of `layers`, each under its own throwaway key and home nobody runs,
+    naming `members` made-up members and hinting at `hint` layers (the room's size)."""
+    rng = random.Random(123)
+    fake: set[bytes] = set()
+    entry = net.overlay.add_node()
+    net.overlay.join(entry, [homes[0].sim])
+    net.run(5.0)
+    for layer in layers:
+        key = make_identity(net.overlay.identities, rng.randbytes(32))
+        home = HomeNode(node_id_for(key.public_key), "ws://203.0.113.9:8443")
+        seats = [(rng.randbytes(32), int(net.now) - 5) for _ in range(members)]
+        fake.update(p for p, _ in seats)
+        value = seat_list_value(ROOM, layer, home, ("203.0.113.9", 4000 + layer), seats, hint, 0)
+        record = Record.create(key, layer_key(ROOM, layer), value, 1, int(net.now + 600))
+        net.overlay.call(entry, entry.core.put_record(record, net.now), None)
+    net.run(5.0)
+    return fake
+
+
+def test_a_strangers_modest_lists_in_every_layer_cost_a_bounded_detour() -> None:
+    """Lists that make every layer (and the next two) look full if their homes prove
+    themselves: a cold node's hopeful placement goes past the last layer and is moved
+    back once the homes fail. Joins at cold nodes, one after the other and racing: every
+    one is answered, none sits in a full layer, nobody hears of a made-up member, and no
+    join is moved more than once per placement round."""
+    from tests.signaling.test_layers_pipelined import mesh as pipelined_mesh
+
+    net, homes = pipelined_mesh(12, seed=91, config=RoomConfig(layer_size=4))
+    for node in homes:
+        node.core.config = replace(node.core.config, hopeful_placement=True)
+    people = fill_room(net, homes[:3], 22)  # layers 0..4 full, two in layer 5
+    net.run(25.0)
+    fake = plant_modest_everywhere(net, homes, range(9), members=3, hint=6)
+    cold = homes[3:]
+    for node in cold:
+        for home in homes[:3]:
+            node.sim.core.table.remove(home.node_id)
+            node.sim.core._verified.pop(home.node_id, None)
+    records = []
+    newcomers = []
+    for wave in range(2):
+        batch = []
+        for node in cold[wave * 4 : wave * 4 + 4] if wave == 0 else cold:
+            client = net.add_client(node)
+            net.connect(client)
+            newcomers.append(client)
+            batch.append(net.join(client, ROOM))
+            if wave == 0:
+                settle(net, batch[-1:])
+        settle(net, batch)
+        records += batch
+    net.run(30.0)
+    assert all(r.layer is not None for r in records)
+    counts = net.layer_counts(ROOM)
+    assert max(counts.values()) <= 4, counts
+    for client in [*people, *newcomers]:
+        told = {m.key for f in client.received(Joined) for m in f.members}
+        assert not (told | {f.key for f in client.received(PeerJoined)}) & fake
+    hoped = sum(n.core.counters["join.hopeful"] for n in cold)
+    moved = sum(n.core.counters["join.hopeful.moved"] for n in cold)
+    rounds = len(records) + sum(n.core.counters["join.overfull"] for n in cold)
+    rounds += sum(n.core.counters["join.probe"] for n in cold)
+    assert hoped >= 1 and moved <= hoped <= rounds
+
+
+def test_racing_cold_joins_into_the_last_seats_with_majority_and_hope() -> None:
+    """Joins at once at nodes that never saw the room, into its last seats and past them,
+    with 2.5.6 and 2.5.7 on (and a stranger's list making hopes wrong in half the runs):
+    every join is answered and no layer ends over `layer_size`."""
+    from tests.signaling.test_layers_pipelined import mesh as pipelined_mesh
+
+    for seed in range(101, 109):
+        net, homes = pipelined_mesh(10, seed=seed, config=RoomConfig(layer_size=4))
+        for node in homes:
+            node.core.config = replace(node.core.config, hopeful_placement=True)
+        fill_room(net, homes[:3], 13)  # layers 0..2 full, one in layer 3
+        net.run(25.0)
+        if seed % 2:
+            plant_modest_everywhere(net, homes, range(3, 5), members=2, hint=4)
+        cold = homes[3:]
+        for node in cold:
+            for home in homes[:3]:
+                node.sim.core.table.remove(home.node_id)
+                node.sim.core._verified.pop(home.node_id, None)
+        records = []
+        for i in range(10):
+            client = net.add_client(cold[i % len(cold)])
+            net.connect(client)
+            records.append(net.join(client, ROOM))
+        settle(net, records)
+        net.run(30.0)
+        assert all(r.layer is not None for r in records), seed
+        counts = net.layer_counts(ROOM)
+        assert max(counts.values()) <= 4, (seed, counts)
+        assert sum(counts.values()) == 23
