@@ -282,7 +282,7 @@ class DHTConfig:
             pns=True,
             closest_ttl=30.0,
             store_quorum=True,
-            parallel_pages=4,
+            parallel_pages=8,
         )
 
     def without_fast_paths(self) -> DHTConfig:
