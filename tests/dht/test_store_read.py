@@ -235,12 +235,17 @@ def test_an_old_holder_or_a_dead_one_leaves_the_put_without_held() -> None:
             assert mine in one.records.get(key, net.now)
 
 
-def test_a_key_larger_than_a_page_is_paged_to_its_end_as_a_full_read_pages_it() -> None:
-    net, nodes, key = crowded(34, 0)
-    for i in range(40):  # records of 40 publishers at every node: more than a page
+def larger_than_a_page(net: MemoryNetwork, nodes: list[DHTCore], key: bytes) -> None:
+    """Records of 40 publishers under `key` at every node: more than a page."""
+    for i in range(40):
         publisher = Identity.from_seed(bytes([i + 1]) * 32)
         for core in nodes:
             core._store_record(record(publisher, key, net.now, b"x" * 40), net.now)
+
+
+def test_a_key_larger_than_a_page_is_paged_to_its_end_as_a_full_read_pages_it() -> None:
+    net, nodes, key = crowded(34, 0)
+    larger_than_a_page(net, nodes, key)
     writer, reader = nodes[30], nodes[35]
     mine = record(writer.identity, key, net.now)
     stored = net.wait(writer, writer.put_record(mine, net.now, read_back=True))
@@ -252,10 +257,7 @@ def test_a_key_larger_than_a_page_is_paged_to_its_end_as_a_full_read_pages_it() 
 
 def test_a_key_whose_pages_stop_coming_leaves_the_put_without_held() -> None:
     net, nodes, key = crowded(36, 0)
-    for i in range(40):
-        publisher = Identity.from_seed(bytes([i + 1]) * 32)
-        for core in nodes:
-            core._store_record(record(publisher, key, net.now, b"x" * 40), net.now)
+    larger_than_a_page(net, nodes, key)
     writer = nodes[30]
     writer.config = replace(writer.config, max_pages=0)  # no page may be asked
     mine = record(writer.identity, key, net.now)
@@ -356,10 +358,7 @@ def test_no_early_word_without_a_majority_of_whole_answers() -> None:
 def test_a_paged_key_tells_its_majority_only_once_read_to_its_end() -> None:
     """A key of more than a page: the early word waits for every segment, as `held` does."""
     net, nodes, key = crowded(39, 0)
-    for i in range(40):
-        publisher = Identity.from_seed(bytes([i + 1]) * 32)
-        for core in nodes:
-            core._store_record(record(publisher, key, net.now, b"x" * 40), net.now)
+    larger_than_a_page(net, nodes, key)
     writer = outside(net, key, nodes)
     net.kill(holders_of(net, key, nodes)[-1])
     op = writer.put_record(

@@ -17,9 +17,9 @@ from signaling.protocol import Joined, PeerJoined
 from simulations.engine import Engine
 from simulations.network import NetworkModel
 from simulations.overlay import EPOCH, Overlay
-from simulations.roomnet import JoinRecord, RoomNet, RoomNode, VirtualClient, warm_overlay
-from tests.signaling.test_layers import ROOM, fill_room, join_one, plant_stranger_seat_lists, settle
-from tests.signaling.test_layers_store_reads import counted, mesh, timed
+from simulations.roomnet import RoomNet, RoomNode, VirtualClient, warm_overlay
+from tests.signaling.test_layers import ROOM, fill_room, join_one, plant_stranger_seat_lists
+from tests.signaling.test_layers_store_reads import counted, mesh, race, timed
 
 NEAR_AND_FAR = NetworkModel(
     regions=("near", "far"),
@@ -113,15 +113,7 @@ def test_racing_joins_at_a_majority_still_meet_and_no_layer_is_overfilled() -> N
     layer once the race is over."""
     for seed in (42, 43, 44, 45):
         net, homes = mesh(6, seed=seed, config=RoomConfig(layer_size=5), majority=True)
-        clients: list[VirtualClient] = []
-        records: list[JoinRecord] = []
-        for i in range(10):
-            client = net.add_client(homes[i % len(homes)])
-            net.connect(client)
-            clients.append(client)
-            records.append(net.join(client, ROOM))
-        settle(net, records)
-        net.run(5.0)
+        clients, records = race(net, homes, 10)
         assert all(r.layer is not None for r in records)
         assert counted(homes, "join.majority") >= 5
         assert counted(homes, "join.overfull") > 0  # they did race, and met

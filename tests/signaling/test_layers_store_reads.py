@@ -17,7 +17,7 @@ from signaling.protocol import Joined, PeerJoined
 from simulations.engine import Engine
 from simulations.network import NetworkModel
 from simulations.overlay import EPOCH, Overlay
-from simulations.roomnet import JoinRecord, RoomNet, RoomNode, warm_overlay
+from simulations.roomnet import JoinRecord, RoomNet, RoomNode, VirtualClient, warm_overlay
 from tests.signaling.test_layers import ROOM, fill_room, join_one, plant_stranger_seat_lists, settle
 
 
@@ -37,6 +37,21 @@ def mesh(
 
 def counted(homes: list[RoomNode], name: str) -> int:
     return sum(node.core.counters[name] for node in homes)
+
+
+def race(
+    net: RoomNet, homes: list[RoomNode], joins: int
+) -> tuple[list[VirtualClient], list[JoinRecord]]:
+    """`joins` clients, homed at the nodes in turn, joining ROOM at once; run until all
+    are answered and 5 s more."""
+    clients = [net.add_client(homes[i % len(homes)]) for i in range(joins)]
+    records = []
+    for client in clients:
+        net.connect(client)
+        records.append(net.join(client, ROOM))
+    settle(net, records)
+    net.run(5.0)
+    return clients, records
 
 
 # --- the attacker's tests first -------------------------------------------------------
@@ -66,13 +81,7 @@ def test_racing_joins_still_meet_and_no_layer_is_overfilled() -> None:
     on. (A burst past `max_attempts` may overfill, with the check read as with this.)"""
     for seed in (42, 43, 44, 45):
         net, homes = mesh(6, seed=seed, config=RoomConfig(layer_size=5))
-        records: list[JoinRecord] = []
-        for i in range(10):
-            client = net.add_client(homes[i % len(homes)])
-            net.connect(client)
-            records.append(net.join(client, ROOM))
-        settle(net, records)
-        net.run(5.0)
+        _, records = race(net, homes, 10)
         assert all(r.layer is not None for r in records)
         assert counted(homes, "join.check.store_read") >= 10
         assert counted(homes, "join.overfull") > 0  # they did race, and met
