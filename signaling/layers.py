@@ -1291,7 +1291,18 @@ class RoomCore:
                 return  # placed again meanwhile (2.5.7): a later seat may have this `where`
             if "seated" in done:
                 if "stored" in done:  # seated already: the rest of the holders' replies
-                    self._late_check(job, seat, view.held if done["stored"] else None, t)
+                    held = view.held if done["stored"] else None
+                    seated = job.after_hope
+                    if job.hoping and seated is not None:
+                        # Not seated before its homes are proven (2.5.7): nobody is told
+                        # of it before then; if the choice is moved, this seat is gone.
+                        def late(t2: float, seated: Callable[[float], None] = seated) -> None:
+                            seated(t2)
+                            self._late_check(job, seat, held, t2)
+
+                        job.after_hope = late
+                        return
+                    self._late_check(job, seat, held, t)
                 return
             if "signed" not in done or where not in state.listed:
                 return  # or the client went away meanwhile (`disconnect` took it back)

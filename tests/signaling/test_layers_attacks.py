@@ -338,3 +338,31 @@ def test_racing_cold_joins_into_the_last_seats_with_majority_and_hope() -> None:
         counts = net.layer_counts(ROOM)
         assert max(counts.values()) <= 4, (seed, counts)
         assert sum(counts.values()) == 23
+
+
+def test_a_hopeful_seat_is_told_to_nobody_before_its_homes_are_proven() -> None:
+    """The stranger's list keeps the hopeful placement's home checks going (a home nobody
+    runs) long after the seat store's replies all came: the rest of those replies (2.5.6)
+    wait for the seat too. Before, they told the layer's homes of the newcomer at once,
+    this node among them (a node link to itself), although it was not seated and was
+    then moved."""
+    import signaling.layers as layers
+
+    net, _homes, node = hopeful_cold_node(24, fakes=3)
+    told_early: list[layers.TellNode] = []
+    answered: list[bool] = []
+    commands = node.core.commands
+
+    def watched() -> list[layers.Command]:
+        out = commands()
+        if any(isinstance(c, layers.JoinFinished) and c.client == newcomer.key for c in out):
+            answered.append(True)  # told at its seating (`_seated`), with `joined`
+        told_early.extend(c for c in out if isinstance(c, layers.TellNode) and not answered)
+        return out
+
+    node.core.commands = watched  # type: ignore[method-assign]
+    newcomer = net.add_client(node)
+    record = join_one(net, newcomer)
+    assert record.layer == 3
+    assert node.core.counters["join.hopeful.moved"] == 1
+    assert answered and not told_early
