@@ -366,3 +366,27 @@ def test_a_hopeful_seat_is_told_to_nobody_before_its_homes_are_proven() -> None:
     assert record.layer == 3
     assert node.core.counters["join.hopeful.moved"] == 1
     assert answered and not told_early
+
+
+def test_a_burst_at_forty_nodes_overfills_nothing_but_by_its_unchecked_last_attempts() -> None:
+    """24 joins at once at 40 nodes (k = 20: walks may converge on different holders)
+    into layers of five, with 2.5.6 and 2.5.7 on: every join is answered, and with
+    attempts enough that none ends on the unchecked last one (2.3), no layer ends over
+    `layer_size`: what the majority and the hope seat too many, the check moves on."""
+    from tests.signaling.test_layers_pipelined import mesh as pipelined_mesh
+
+    for seed in (211, 218, 226):
+        net, homes = pipelined_mesh(40, seed=seed, config=RoomConfig(layer_size=5))
+        for node in homes:
+            node.core.config = replace(node.core.config, hopeful_placement=True, max_attempts=10)
+        records = []
+        for i in range(24):
+            client = net.add_client(homes[(i * 7) % 40])
+            net.connect(client)
+            records.append(net.join(client, ROOM))
+        settle(net, records)
+        net.run(30.0)
+        assert all(r.layer is not None for r in records)
+        counts = net.layer_counts(ROOM)
+        assert max(counts.values()) <= 5, (seed, counts)
+        assert sum(n.core.counters["join.majority"] for n in homes) >= 12
