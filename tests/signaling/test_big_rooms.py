@@ -191,7 +191,16 @@ async def test_a_crowd_of_600_is_seated_and_clients_nodes_and_dht_agree(crowd: C
     assert all(ROOM in client.rooms for client in crowd.clients)
     by_clients = seated_by_clients(crowd.clients)
     assert seated_by_nodes(crowd.nodes) == by_clients
-    assert await seated_in_dht(crowd.nodes[1], max(by_clients) + 2) == by_clients
+    # A join is answered once a majority of the holders took its seat list (2.5.6), and a
+    # list that drops a member who moved on is stored while others join: the last of
+    # those stores land a round trip after the crowd is answered.
+    in_dht: Counter[int] = Counter()
+    for _ in range(20):
+        in_dht = await seated_in_dht(crowd.nodes[1], max(by_clients) + 2)
+        if in_dht == by_clients:
+            break
+        await asyncio.sleep(0.5)
+    assert in_dht == by_clients
 
 
 @pytest.mark.xfail(strict=False, reason=OVERFILL)
