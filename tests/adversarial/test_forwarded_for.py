@@ -9,14 +9,10 @@ several hosts (127.0.0.2 is a stranger, 127.0.0.1 the proxy).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
-import aiohttp
 import pytest
 
 from signaling.admission import AdmissionLimits, client_address, proxy_networks
-from signaling.node import SignalingNode
+from tests.adversarial.conftest import Sockets
 from tests.signaling.conftest import NodeFactory
 
 pytestmark = pytest.mark.integration
@@ -25,47 +21,14 @@ pytestmark = pytest.mark.integration
 ONE_EACH = AdmissionLimits(unauthenticated=1, connections=1, per_second=100.0, burst=100.0)
 
 
-class Sockets:
-    """Raw WebSockets from chosen loopback addresses, closed at the end."""
-
-    def __init__(self) -> None:
-        self.sessions: list[aiohttp.ClientSession] = []
-        self.sockets: list[aiohttp.ClientWebSocketResponse] = []
-
-    async def open(self, node: SignalingNode, source: str, forwarded: str | None) -> int:
-        """101 when the node took the connection, else the HTTP status it answered."""
-        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0)))
-        self.sessions.append(http)
-        headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
-        try:
-            self.sockets.append(await http.ws_connect(node.url + "/v1/ws", headers=headers))
-        except aiohttp.WSServerHandshakeError as exc:
-            return exc.status
-        return 101
-
-    async def close(self) -> None:
-        for ws in self.sockets:
-            with contextlib.suppress(Exception):
-                await ws.close()
-        for http in self.sessions:
-            await http.close()
-
-
-@pytest.fixture
-async def sockets() -> AsyncIterator[Sockets]:
-    opened = Sockets()
-    yield opened
-    await opened.close()
-
-
 async def test_a_stranger_cannot_pick_its_source_with_the_header(
     signaling_mesh: NodeFactory, sockets: Sockets
 ) -> None:
     (node,) = await signaling_mesh(1, admission=ONE_EACH, trusted_proxies=("127.0.0.1",))
-    assert await sockets.open(node, "127.0.0.2", "198.51.100.1") == 101
+    assert await sockets.open(node, "127.0.0.2", forwarded="198.51.100.1") == 101
     # Another "client" named in the header: still the stranger's own address, over its cap.
-    assert await sockets.open(node, "127.0.0.2", "198.51.100.2") == 429
-    assert await sockets.open(node, "127.0.0.2", None) == 429
+    assert await sockets.open(node, "127.0.0.2", forwarded="198.51.100.2") == 429
+    assert await sockets.open(node, "127.0.0.2", forwarded=None) == 429
 
 
 async def test_a_trusted_proxy_names_each_client(
@@ -73,21 +36,21 @@ async def test_a_trusted_proxy_names_each_client(
 ) -> None:
     (node,) = await signaling_mesh(1, admission=ONE_EACH, trusted_proxies=("127.0.0.0/30",))
     # Two people behind one proxy (in a network of proxies, CIDR) are two sources...
-    assert await sockets.open(node, "127.0.0.1", "198.51.100.1") == 101
-    assert await sockets.open(node, "127.0.0.1", "198.51.100.2") == 101
+    assert await sockets.open(node, "127.0.0.1", forwarded="198.51.100.1") == 101
+    assert await sockets.open(node, "127.0.0.1", forwarded="198.51.100.2") == 101
     # ...and the first one again is over its own cap, whichever proxy it comes through.
-    assert await sockets.open(node, "127.0.0.2", "198.51.100.1") == 429
+    assert await sockets.open(node, "127.0.0.2", forwarded="198.51.100.1") == 429
     # A client's own header to the left of what the proxy appended is not believed.
-    assert await sockets.open(node, "127.0.0.1", "198.51.100.9, 198.51.100.1") == 429
-    assert await sockets.open(node, "127.0.0.1", "198.51.100.3") == 101
+    assert await sockets.open(node, "127.0.0.1", forwarded="198.51.100.9, 198.51.100.1") == 429
+    assert await sockets.open(node, "127.0.0.1", forwarded="198.51.100.3") == 101
 
 
 async def test_without_trusted_proxies_the_header_means_nothing(
     signaling_mesh: NodeFactory, sockets: Sockets
 ) -> None:
     (node,) = await signaling_mesh(1, admission=ONE_EACH)
-    assert await sockets.open(node, "127.0.0.1", "198.51.100.1") == 101
-    assert await sockets.open(node, "127.0.0.1", "198.51.100.2") == 429
+    assert await sockets.open(node, "127.0.0.1", forwarded="198.51.100.1") == 101
+    assert await sockets.open(node, "127.0.0.1", forwarded="198.51.100.2") == 429
 
 
 @pytest.mark.parametrize(

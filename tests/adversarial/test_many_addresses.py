@@ -12,8 +12,6 @@ many loopback addresses (127.0.0.0/8).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -21,7 +19,7 @@ from nacl.signing import SigningKey
 
 from peer.signaling import SignalingClient
 from signaling.admission import Admission, AdmissionLimits
-from signaling.node import SignalingNode
+from tests.adversarial.conftest import Sockets
 from tests.signaling.conftest import NodeFactory
 
 pytestmark = pytest.mark.integration
@@ -30,38 +28,6 @@ CAPPED = AdmissionLimits(
     unauthenticated=2, connections=64, per_second=100.0, burst=100.0, unauthenticated_total=8
 )
 """Two waiting per address, eight waiting in all."""
-
-
-class Sockets:
-    """Raw WebSockets from chosen loopback addresses, closed at the end."""
-
-    def __init__(self) -> None:
-        self.sessions: list[aiohttp.ClientSession] = []
-        self.sockets: list[aiohttp.ClientWebSocketResponse] = []
-
-    async def open(self, node: SignalingNode, source: str, path: str = "/v1/ws") -> int:
-        """101 when the node took the connection, else the HTTP status it answered."""
-        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0)))
-        self.sessions.append(http)
-        try:
-            self.sockets.append(await http.ws_connect(node.url + path))
-        except aiohttp.WSServerHandshakeError as exc:
-            return exc.status
-        return 101
-
-    async def close(self) -> None:
-        for ws in self.sockets:
-            with contextlib.suppress(Exception):
-                await ws.close()
-        for http in self.sessions:
-            await http.close()
-
-
-@pytest.fixture
-async def sockets() -> AsyncIterator[Sockets]:
-    opened = Sockets()
-    yield opened
-    await opened.close()
 
 
 async def closed(ws: aiohttp.ClientWebSocketResponse) -> bool:
