@@ -1040,13 +1040,8 @@ class RoomCore:
         current = self.estimates.get(job.frame.room)
         bounds = []
         for high in (False, True):  # the estimate these reads give, at either bound
-            estimate = replace(current) if current is not None else Estimate()
-            fresh = current is None
-            for index in sorted(early):
-                read = early[index]
-                count = read.high if high else read.low
-                self._observe_into(estimate, fresh, index, count, read.layer.lists)
-                fresh = False
+            reads = {i: (r.high if high else r.low, r.layer.lists) for i, r in early.items()}
+            estimate = self._estimate_after(current, reads)
             bounds.append(estimate.layers)
         if bounds[0] != bounds[1]:
             return None  # the checks decide how many layers the room has
@@ -1079,34 +1074,48 @@ class RoomCore:
         """Where `_place` would place if every home still being proven proves itself (the
         reads' upper bound, 2.5.7); None when even then it would probe further, or an
         unproven list's hint could raise the estimate."""
-        estimate = replace(current) if (current := self.estimates.get(job.frame.room)) else None
-        estimate = estimate or Estimate()
-        fresh = job.frame.room not in self.estimates
-        for index in sorted(early):
-            read = early[index]
-            self._observe_into(estimate, fresh, index, read.high, read.layer.lists)
-            fresh = False
+        reads = {i: (read.high, read.layer.lists) for i, read in early.items()}
+        estimate = self._estimate_after(self.estimates.get(job.frame.room), reads)
         if any(read.unproven_hint > estimate.layers for read in early.values()):
             return None
         counts = {i: read.high for i, read in early.items()}
         return self._placement(job, counts, estimate.layers - 1)
 
-    def _placement(self, job: JoinState, counts: dict[int, int], last: int) -> int | None:
-        """`_place`'s choice from the members counted in each layer read (None: every one
-        is full, probe further)."""
+    def _estimate_after(
+        self, base: Estimate | None, reads: dict[int, tuple[int, list[SeatList]]]
+    ) -> Estimate:
+        """A copy of `base` (None: no estimate yet) as reads of these layers, each with the
+        members counted and its seat lists, would leave it; `base` is not touched."""
+        estimate = replace(base) if base is not None else Estimate()
+        fresh = base is None
+        for index in sorted(reads):
+            count, lists = reads[index]
+            self._observe_into(estimate, fresh, index, count, lists)
+            fresh = False
+        return estimate
+
+    def _choices(self, job: JoinState, counts: dict[int, int], last: int) -> tuple[list[int], bool]:
+        """The layers `_place` chooses among from the members counted in each layer read
+        (none: every one is full, probe further), and whether it draws one at random."""
         size = self.config.layer_size
         open_ = [(c, i) for i, c in counts.items() if c < size and i <= last]
         open_ = [(count, i) for count, i in open_ if i not in job.excluded]
-        beyond = [i for i in sorted(counts) if i > last and counts[i] < size]
-        beyond = [i for i in beyond if i not in job.excluded]
         if open_:
             least = min(count for count, _ in open_)  # ties broken at random: joins at
-            return self.rng.choice([i for count, i in open_ if count == least])  # once spread
-        if beyond:
-            # The first new layer, unless this join was crowded out already: then one of
-            # the first two, so joins that collided do not all collide again.
-            return beyond[0] if not job.attempt else self.rng.choice(beyond[:2])
-        return None
+            return [i for count, i in open_ if count == least], True  # once spread
+        beyond = [i for i in sorted(counts) if i > last and counts[i] < size]
+        beyond = [i for i in beyond if i not in job.excluded]
+        # The first new layer, unless this join was crowded out already: then one of the
+        # first two, so joins that collided do not all collide again.
+        return (beyond[:2], True) if job.attempt else (beyond[:1], False)
+
+    def _placement(self, job: JoinState, counts: dict[int, int], last: int) -> int | None:
+        """`_place`'s choice from the members counted in each layer read (None: every one
+        is full, probe further)."""
+        choices, drawn = self._choices(job, counts, last)
+        if not choices:
+            return None
+        return self.rng.choice(choices) if drawn else choices[0]
 
     def _hope_proven(self, job: JoinState, found: dict[int, Layer], seat: Seat, now: float) -> None:
         """The homes of a hopeful placement's reads are proven (or not): it stands when the
@@ -1119,16 +1128,10 @@ class RoomCore:
         counts = {i: len(f.members) - (job.client in f.members) for i, f in found.items()}
         # What these reads say of the room's size without the newcomer's own seat, which
         # the read of its layer counts (`_place` reads the estimate before any seat).
-        estimate = replace(job.estimate_at) if job.estimate_at is not None else Estimate()
-        for index in sorted(found):
-            self._observe_into(estimate, False, index, counts[index], found[index].lists)
-        size, last = self.config.layer_size, estimate.layers - 1
-        open_ = {i: c for i, c in counts.items() if c < size and i <= last}
-        open_ = {i: c for i, c in open_.items() if i not in job.excluded}
-        beyond = [i for i in sorted(counts) if i > last and counts[i] < size]
-        beyond = [i for i in beyond if i not in job.excluded][: 2 if job.attempt else 1]
-        stands = open_.get(hoped) == min(open_.values()) if open_ else hoped in beyond
-        if stands:
+        reads = {i: (counts[i], f.lists) for i, f in found.items()}
+        estimate = self._estimate_after(job.estimate_at, reads)
+        last = estimate.layers - 1
+        if hoped in self._choices(job, counts, last)[0]:
             if after is not None:
                 after(now)
             return
@@ -1464,17 +1467,23 @@ class RoomCore:
     ) -> None:
         """Seated at a majority (2.5.6): the check made from what more than half of the
         holders held once the newcomer's seat list reached them. If it shows no overfill
-        the newcomer yields to, seat it now; else (or once the whole store ended first,
-        `overtaken`) the check waits for every holder as before. With `early_decisions`,
-        as soon as the home checks still pending cannot make it an overfill: the members
-        of homes proven later are told as the rest of the holders' replies are. `done`:
+        the newcomer yields to, seat it now; else (or once the whole store ended first)
+        the check waits for every holder as before. With `early_decisions`, as soon as
+        the home checks still pending cannot make it an overfill: the members of homes
+        proven later are told as the rest of the holders' replies are. `done`:
         the seat's steps (`_sit_while_signing`); "seated" is added here, and once "stored"
         is there the whole store decides."""
         state = self.clients.get(job.client)
         where = (seat.room, seat.layer)
 
-        def overtaken() -> bool:
-            return "stored" in done
+        def stale() -> bool:
+            """The whole store ended first (it decides), or the seat is gone or replaced."""
+            return (
+                "stored" in done
+                or state is None
+                or where not in state.listed
+                or job.seat is not seat
+            )
 
         def seat_from(found: Layer, t: float) -> None:
             assert state is not None
@@ -1489,7 +1498,7 @@ class RoomCore:
             self._signed_seat(job, seat, True, t, stored=True)
 
         def early(provisional: Provisional, t: float) -> None:
-            if overtaken() or state is None or where not in state.listed or job.seat is not seat:
+            if stale():
                 return
             members = provisional.layer.members
             most = len(members) + provisional.unproven + (job.client not in members)
@@ -1498,7 +1507,7 @@ class RoomCore:
                 seat_from(provisional.layer, t)
 
         def got(found: Layer, t: float) -> None:
-            if overtaken() or state is None or where not in state.listed or job.seat is not seat:
+            if stale():
                 return
             rank = found.ranked()
             if len(rank) > self.config.layer_size and self._yields(job.client, rank, found):
