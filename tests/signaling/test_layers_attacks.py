@@ -17,6 +17,7 @@ from simulations.network import NetworkModel
 from simulations.overlay import EPOCH, Overlay, make_identity
 from simulations.roomnet import RoomNet, RoomNode, warm_overlay
 from tests.signaling.test_layers import ROOM, fill_room, join_one, settle
+from tests.signaling.test_layers_pipelined import forget_homes
 from tests.signaling.test_layers_store_reads import mesh
 
 
@@ -177,20 +178,9 @@ def test_rogue_holders_first_to_answer_overfill_a_layer_once_at_most() -> None:
 def hopeful_cold_node(seed: int, fakes: int) -> tuple[RoomNet, list[RoomNode], RoomNode]:
     """test_layers_hopeful's room (layers of four, 14 people, a stranger's list in layer 3
     naming `fakes` made-up members) and a node that never saw it."""
-    from tests.signaling.test_layers_hopeful import plant_modest_lists
-    from tests.signaling.test_layers_pipelined import mesh as pipelined_mesh
+    from tests.signaling.test_layers_hopeful import cold_room
 
-    net, homes = pipelined_mesh(9, seed=seed, config=RoomConfig(layer_size=4))
-    for node in homes:
-        node.core.config = replace(node.core.config, hopeful_placement=True)
-    fill_room(net, homes[:3], 14)
-    net.run(25.0)
-    if fakes:
-        plant_modest_lists(net, homes, 3, fakes)
-    node = homes[7]
-    for home in homes[:3]:
-        node.sim.core.table.remove(home.node_id)
-        node.sim.core._verified.pop(home.node_id, None)
+    net, homes, node, _, _ = cold_room(True, fakes, seed)
     return net, homes, node
 
 
@@ -277,10 +267,7 @@ def test_a_strangers_modest_lists_in_every_layer_cost_a_bounded_detour() -> None
     net.run(25.0)
     fake = plant_modest_everywhere(net, homes, range(9), members=3, hint=6)
     cold = homes[3:]
-    for node in cold:
-        for home in homes[:3]:
-            node.sim.core.table.remove(home.node_id)
-            node.sim.core._verified.pop(home.node_id, None)
+    forget_homes(cold, homes[:3])
     records = []
     newcomers = []
     for wave in range(2):
@@ -323,10 +310,7 @@ def test_racing_cold_joins_into_the_last_seats_with_majority_and_hope() -> None:
         if seed % 2:
             plant_modest_everywhere(net, homes, range(3, 5), members=2, hint=4)
         cold = homes[3:]
-        for node in cold:
-            for home in homes[:3]:
-                node.sim.core.table.remove(home.node_id)
-                node.sim.core._verified.pop(home.node_id, None)
+        forget_homes(cold, homes[:3])
         records = []
         for i in range(10):
             client = net.add_client(cold[i % len(cold)])

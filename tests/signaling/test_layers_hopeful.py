@@ -15,9 +15,9 @@ from dht.records import Record
 from signaling.protocol import Joined, PeerJoined
 from signaling.rooms import HomeNode, layer_key, seat_list_value
 from simulations.overlay import make_identity
-from simulations.roomnet import JoinRecord, RoomNet, RoomNode
+from simulations.roomnet import JoinRecord, RoomNet, RoomNode, VirtualClient
 from tests.signaling.test_layers import ROOM, fill_room, join_one
-from tests.signaling.test_layers_pipelined import mesh
+from tests.signaling.test_layers_pipelined import forget_homes, mesh
 
 NOWHERE = ("203.0.113.9", 4000)
 
@@ -40,22 +40,28 @@ def plant_modest_lists(net: RoomNet, homes: list[RoomNode], layer: int, members:
     return {peer for peer, _ in seats}
 
 
-def cold(hopeful: bool, fakes: int = 0) -> tuple[JoinRecord, RoomNode, RoomNet, set[bytes]]:
-    """Layers 0..2 of four seats full and two in layer 3, seated by three nodes; a node
-    that never saw the room (nor proved those homes) seats a newcomer. With `fakes`, a
-    stranger's list in layer 3 names that many made-up members first."""
+def cold_room(
+    hopeful: bool, fakes: int = 0, seed: int = 24
+) -> tuple[RoomNet, list[RoomNode], RoomNode, list[VirtualClient], set[bytes]]:
+    """Layers 0..2 of four seats full and two in layer 3, seated by three nodes, and a
+    node that never saw the room (nor proved those homes). With `fakes`, a stranger's list
+    in layer 3 names that many made-up members first."""
     from signaling.layers import RoomConfig
 
-    net, homes = mesh(9, seed=24, config=RoomConfig(layer_size=4))
+    net, homes = mesh(9, seed=seed, config=RoomConfig(layer_size=4))
     for node in homes:
         node.core.config = replace(node.core.config, hopeful_placement=hopeful)
     people = fill_room(net, homes[:3], 14)
     net.run(25.0)  # renewed, the lists' hints say four layers
     fake = plant_modest_lists(net, homes, 3, fakes) if fakes else set()
-    node = homes[7]
-    for home in homes[:3]:  # as in a big network: the homes are not among its contacts
-        node.sim.core.table.remove(home.node_id)
-        node.sim.core._verified.pop(home.node_id, None)
+    forget_homes([homes[7]], homes[:3])
+    return net, homes, homes[7], people, fake
+
+
+def cold(hopeful: bool, fakes: int = 0) -> tuple[JoinRecord, RoomNode, RoomNet, set[bytes]]:
+    """`cold_room`'s cold node seats a newcomer: nobody hears of made-up members, and no
+    layer ends over size."""
+    net, _, node, people, fake = cold_room(hopeful, fakes)
     newcomer = net.add_client(node)
     record = join_one(net, newcomer)
     net.run(2.0)

@@ -130,6 +130,15 @@ def test_members_of_unproven_homes_are_never_named_nor_dialled() -> None:
     assert net.stats.link_dropped == 0  # nothing went towards the stranger's home
 
 
+def forget_homes(nodes: list[RoomNode], homes: list[RoomNode]) -> None:
+    """As in a big network: `homes` are neither among the contacts of `nodes` nor proven
+    to them (their seat lists must be proven first)."""
+    for node in nodes:
+        for home in homes:
+            node.sim.core.table.remove(home.node_id)
+            node.sim.core._verified.pop(home.node_id, None)
+
+
 def cold_join(read_ahead: bool, strangers: bool = False) -> tuple[JoinRecord, RoomNode, RoomNet]:
     """Layers 0..3 of four seats filled by three nodes (their lists renewed since); a node
     that never saw the room seats a newcomer (with `strangers`: 24 seat lists under
@@ -144,9 +153,7 @@ def cold_join(read_ahead: bool, strangers: bool = False) -> tuple[JoinRecord, Ro
     fill_room(net, homes[:3], 14)
     net.run(25.0)  # renewed, the lists' hints say four layers
     cold = homes[7]
-    for home in homes[:3]:  # as in a big network: the homes are not among its contacts
-        cold.sim.core.table.remove(home.node_id)
-        cold.sim.core._verified.pop(home.node_id, None)
+    forget_homes([cold], homes[:3])
     record = join_one(net, net.add_client(cold))
     net.run(1.0)  # the answer reaches the client (its latency is the client's)
     return record, cold, net
