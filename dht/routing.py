@@ -24,6 +24,7 @@ Kademlia's rule that a live resident is never displaced.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from enum import Enum
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
@@ -47,8 +48,11 @@ buckets never get either, and a simulation holds 10^7 buckets (an empty dict is 
 bytes). `Bucket.park` and `Bucket.count_failure` give a bucket its own first."""
 
 
+_NOTHING_HELD: Sequence[int] = ()
+
+
 class Bucket(Generic[A]):
-    __slots__ = ("contacts", "failures", "last_refresh", "replacements")
+    __slots__ = ("contacts", "failures", "held", "last_refresh", "replacements")
 
     def __init__(self) -> None:
         # Plain dicts keep insertion order: the first entry is the least recently seen.
@@ -56,6 +60,9 @@ class Bucket(Generic[A]):
         self.replacements: dict[bytes, Contact[A]] = _NONE_YET
         self.failures: dict[bytes, int] = _NONE_YET
         self.last_refresh = float("-inf")
+        self.held: Sequence[int] = _NOTHING_HELD
+        """Contacts not yet in `contacts`, as positions in the table's `source`
+        (`RoutingTable.hold`); `RoutingTable._open` moves them there on first use."""
 
     def park(self, contact: Contact[A], limit: int) -> None:
         """Put `contact` last (most recent) in the replacement cache, keeping `limit`.
@@ -79,6 +86,7 @@ class Bucket(Generic[A]):
         self.failures[node_id] = count
 
     def least_recently_seen(self) -> Contact[A]:
+        """Of an open bucket (`RoutingTable.bucket` gives one)."""
         return next(iter(self.contacts.values()))
 
 
@@ -114,32 +122,114 @@ class RoutingTable(Generic[A]):
         """Contact -> (smoothed round trip, its variation), for measured contacts only."""
         self.near: dict[bytes, bool] = _NONE_YET
         """Contacts that entered a full bucket for proximity."""
+        self.source: Sequence[Contact[A]] = ()
+        """Where held buckets' positions point (`hold`)."""
+        self._held = 0
+        """Contacts held by position, in all buckets."""
 
     def __len__(self) -> int:
         # Summed in C: every maintenance round of every node asks (10^6 in a simulation).
-        return sum(map(len, map(_contacts_of, self.buckets.values())))
+        return sum(map(len, map(_contacts_of, self.buckets.values()))) + self._held
 
     def __contains__(self, node_id: bytes) -> bool:
-        bucket = self.buckets.get(bucket_index(self.own_num, to_int(node_id)))
-        return bucket is not None and node_id in bucket.contacts
+        return self.get(node_id) is not None
 
     def get(self, node_id: bytes) -> Contact[A] | None:
-        bucket = self.buckets.get(bucket_index(self.own_num, to_int(node_id)))
-        return bucket.contacts.get(node_id) if bucket is not None else None
+        num = to_int(node_id)
+        bucket = self.buckets.get(bucket_index(self.own_num, num))
+        if bucket is None:
+            return None
+        if bucket.held:  # read in place: most questions are about ids a bucket lacks
+            return self._held_contact(bucket.held, num)
+        return bucket.contacts.get(node_id)
 
     def contacts(self) -> list[Contact[A]]:
+        if self._held:
+            self.open_all()
         return [c for b in self.buckets.values() for c in b.contacts.values()]
 
+    # --- contacts held by position (the simulator's warm start) ------------------------
+
+    def hold(self, source: Sequence[Contact[A]], held: dict[int, Sequence[int]]) -> None:
+        """Fill empty buckets with contacts given as positions in `source`, which is sorted
+        by id: bucket index -> positions, ascending, at most k each (the contacts' order
+        in the bucket).
+
+        A bucket so filled behaves exactly as if its contacts had been added in that
+        order. `get` and `closest` read it in place; it becomes a dict when something
+        first changes it (or `contacts()` lists the whole table). A
+        simulation warm-starts some 3 * 10^8 contacts at 10^6 nodes and a run looks
+        into a fraction of the buckets (docs/simulation.md, "Scale and cost"); a few
+        ints per contact instead of a dict entry is most of a table's memory.
+        """
+        if self._held and source is not self.source:
+            self.open_all()
+        self.source = source
+        buckets = self.buckets
+        for index, positions in held.items():
+            bucket = buckets.get(index)
+            if bucket is None:
+                bucket = buckets[index] = Bucket()
+            if bucket.contacts or bucket.held or len(positions) > self.k:
+                raise ValueError(f"bucket {index} is not empty or {len(positions)} > k")
+            bucket.held = positions
+            self._held += len(positions)
+
+    def _held_contact(self, held: Sequence[int], num: int) -> Contact[A] | None:
+        """The contact with id `num` among positions `held`, by bisection: positions
+        ascend and `source` is sorted by id, so their ids ascend too."""
+        source = self.source
+        lo, hi = 0, len(held)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if source[held[mid]].num < num:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(held):
+            found = source[held[lo]]
+            if found.num == num:
+                return found
+        return None
+
+    def open_all(self) -> None:
+        """Every held bucket's contacts into its dict (what `contacts()` needs)."""
+        for bucket in self.buckets.values():
+            if bucket.held:
+                self._open(bucket)
+
+    def _open(self, bucket: Bucket[A]) -> None:
+        source = self.source
+        bucket.contacts = {c.node_id: c for c in map(source.__getitem__, bucket.held)}
+        self._held -= len(bucket.held)
+        bucket.held = _NOTHING_HELD
+
+    def bucket(self, index: int) -> Bucket[A] | None:
+        """Bucket `index` with its contacts in `contacts`, if it exists."""
+        bucket = self.buckets.get(index)
+        if bucket is not None and bucket.held:
+            self._open(bucket)
+        return bucket
+
     def bucket_for(self, num: int) -> Bucket[A]:
+        """The bucket of `num`, created if missing, with its contacts in `contacts`."""
+        bucket = self._slot(num)
+        if bucket.held:
+            self._open(bucket)
+        return bucket
+
+    def _slot(self, num: int) -> Bucket[A]:
         index = bucket_index(self.own_num, num)
         bucket = self.buckets.get(index)
         if bucket is None:
             bucket = self.buckets[index] = Bucket()
         return bucket
 
+    # --- admission and failures --------------------------------------------------------
+
     def is_full_for(self, num: int) -> bool:
         bucket = self.buckets.get(bucket_index(self.own_num, num))
-        return bucket is not None and len(bucket.contacts) >= self.k
+        return bucket is not None and len(bucket.contacts) + len(bucket.held) >= self.k
 
     def add(self, contact: Contact[A]) -> Admission:
         """Insert a proven contact, or mark it seen; a full bucket parks it as a replacement."""
@@ -161,25 +251,25 @@ class RoutingTable(Generic[A]):
     def park(self, contact: Contact[A]) -> None:
         """Remember a claim for when the bucket of `contact` has room."""
         if contact.num != self.own_num:
-            self.bucket_for(contact.num).park(contact, self.max_replacements)
+            self._slot(contact.num).park(contact, self.max_replacements)
 
     def take_replacement(self, num: int) -> Contact[A] | None:
         """The newest parked claim of the bucket of `num`, removed, if that bucket has room."""
-        bucket = self.buckets.get(bucket_index(self.own_num, num))
+        bucket = self.bucket(bucket_index(self.own_num, num))
         if bucket is None or not bucket.replacements or len(bucket.contacts) >= self.k:
             return None
         return bucket.replacements.pop(next(reversed(bucket.replacements)))
 
     def seen(self, node_id: bytes) -> None:
         """A contact answered: it becomes the most recently seen and its failures reset."""
-        bucket = self.buckets.get(bucket_index(self.own_num, to_int(node_id)))
+        bucket = self.bucket(bucket_index(self.own_num, to_int(node_id)))
         if bucket is not None and node_id in bucket.contacts:
             bucket.contacts[node_id] = bucket.contacts.pop(node_id)
             bucket.failures.pop(node_id, None)
 
     def failed(self, node_id: bytes) -> bool:
         """Count an unanswered RPC; evict after `max_failures` in a row. True if evicted."""
-        bucket = self.buckets.get(bucket_index(self.own_num, to_int(node_id)))
+        bucket = self.bucket(bucket_index(self.own_num, to_int(node_id)))
         if bucket is None or node_id not in bucket.contacts:
             if bucket is not None:
                 bucket.replacements.pop(node_id, None)
@@ -193,7 +283,7 @@ class RoutingTable(Generic[A]):
 
     def remove(self, node_id: bytes) -> None:
         """Drop a contact (its place is for `take_replacement` to fill)."""
-        bucket = self.buckets.get(bucket_index(self.own_num, to_int(node_id)))
+        bucket = self.bucket(bucket_index(self.own_num, to_int(node_id)))
         if bucket is None:
             return
         bucket.replacements.pop(node_id, None)
@@ -225,7 +315,7 @@ class RoutingTable(Generic[A]):
 
     def proximity_victim(self, contact: Contact[A], rtt: float, share: float) -> Contact[A] | None:
         """The resident `contact` (measured at `rtt`) would replace for proximity, if any."""
-        bucket = self.buckets.get(bucket_index(self.own_num, contact.num))
+        bucket = self.bucket(bucket_index(self.own_num, contact.num))
         if bucket is None or len(bucket.contacts) < self.k or contact.node_id in bucket.contacts:
             return None
         near = self.near
@@ -280,12 +370,21 @@ class RoutingTable(Generic[A]):
         sort each cost more than their contacts).
         """
         buckets = self.buckets
+        source = self.source
         found: list[Contact[A]] = []
         for index in self._nearest_buckets(target):
             bucket = buckets.get(index)
-            if bucket is None or not bucket.contacts:
+            if bucket is None:
                 continue
-            if exclude is not None and exclude in bucket.contacts:
+            held = bucket.held
+            if held:  # in position order, the order the bucket's dict would have
+                if exclude is not None:
+                    found += [c for c in map(source.__getitem__, held) if c.node_id != exclude]
+                else:
+                    found += map(source.__getitem__, held)
+            elif not bucket.contacts:
+                continue
+            elif exclude is not None and exclude in bucket.contacts:
                 found += [c for c in bucket.contacts.values() if c.node_id != exclude]
             else:
                 found += bucket.contacts.values()
@@ -315,7 +414,7 @@ class RoutingTable(Generic[A]):
     def stale_buckets(self, now: float, interval: float) -> list[int]:
         """Bucket indices to refresh: from the nearest non-empty bucket outwards,
         each one not refreshed (looked up into) for `interval` seconds (paper 2.3)."""
-        occupied = [i for i, b in self.buckets.items() if b.contacts]
+        occupied = [i for i, b in self.buckets.items() if b.contacts or b.held]
         if not occupied:
             return []
         stale = []
@@ -328,7 +427,7 @@ class RoutingTable(Generic[A]):
     def touch(self, target: int, now: float) -> None:
         """A lookup went into the bucket of `target`: it counts as refreshed."""
         if target != self.own_num:
-            self.bucket_for(target).last_refresh = now
+            self._slot(target).last_refresh = now
 
 
 def _host(addr: object) -> object:

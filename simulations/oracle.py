@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import heapq
 import random
+from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import repeat
 
 from dht.ids import ID_BITS, to_int
@@ -137,33 +138,33 @@ def fill_routing_tables(
         own = to_int(node.node_id)
         table = node.core.table
         buckets = table.buckets
-        fresh = not buckets
-        filled: list[int] = []
+        fresh = not buckets and k <= table.k
+        held: dict[int, Sequence[int]] = {}
         for bucket, lo, hi in _bucket_ranges(space, own):
             if hi <= lo:
                 continue
-            if hi - lo <= k:
-                contacts = ordered[lo:hi]
+            positions: Sequence[int] = (
+                range(lo, hi) if hi - lo <= k else array("I", distinct_indices(rng, lo, hi, k))
+            )
+            added += len(positions)
+            if fresh:
+                held[bucket] = positions
+                continue
+            state = table.bucket_for(ordered[positions[0]].num)
+            if not state.contacts and len(positions) <= table.k:
+                state.contacts = {c.node_id: c for c in map(ordered.__getitem__, positions)}
             else:
-                contacts = [ordered[i] for i in distinct_indices(rng, lo, hi, k)]
-            state = buckets.get(bucket)
-            if state is None:
-                state = buckets[bucket] = Bucket()
-            if not state.contacts and len(contacts) <= table.k:
-                # Built from the contacts, not from a list of their ids in sorted order:
-                # that is one more random read per contact (measured 30% slower).
-                state.contacts = {c.node_id: c for c in contacts}
-            else:
-                for contact in contacts:
-                    table.add(contact)
-            filled.append(bucket)
-            added += len(contacts)
+                for position in positions:
+                    table.add(ordered[position])
+        if held:
+            # Held by position until first used (`RoutingTable.hold`): the same table.
+            table.hold(ordered, held)
         when = refreshed_at if refreshed_at is not None else node.created_at
         # A running network has also looked into the empty buckets within its range
         # (`RoutingTable.stale_buckets` lists them); without this, every node would
         # refresh them in the first maintenance round, all at once.
         # A fresh table's buckets are those just filled, ascending, all with contacts.
-        occupied = filled if fresh else [i for i, b in buckets.items() if b.contacts]
+        occupied = list(held) if fresh else [i for i, b in buckets.items() if b.contacts or b.held]
         if occupied:
             for bucket in range(min(occupied), max(occupied) + 1):
                 if bucket not in buckets:
@@ -232,7 +233,7 @@ def fill_near_contacts(
         table = node.core.table
         for bucket in range(space.nearest_bucket(own), ID_BITS):
             lo, hi = space.bucket_population(own, bucket)
-            state = table.buckets.get(bucket)
+            state = table.bucket(bucket)
             if hi - lo <= k or places <= 0 or state is None or len(state.contacts) < k:
                 continue
             count = min(sample * k, hi - lo - 1)

@@ -168,6 +168,7 @@ def tables(overlay: Overlay) -> Iterator[tuple[Any, ...]]:
         core = node.core
         table = core.table
         yield ("node", node.index, node.alive, sorted(core.counters.items()))
+        table.open_all()  # buckets still held by position (`RoutingTable.hold`) read as dicts
         for index in sorted(table.buckets):
             bucket = table.buckets[index]
             yield (
