@@ -224,9 +224,9 @@ growth run's collections find nothing to free, and each walks what the run built
 
 
 HUGE_PAGES_FROM = 20_000
-"""Nodes from which a world asks for huge pages: at 10^5 nodes they save 6% of a growth
-run's CPU time (more with N); below, a run's heap is small and the copy into huge pages
-would cost a test suite more than it saves."""
+"""Nodes from which a world asks for huge pages (simulations/memory.py): large runs read
+gigabytes at random. Below, a run's heap is small and the copy into huge pages would
+cost a test suite more than it saves."""
 
 
 class World:
