@@ -140,7 +140,8 @@ class RoutingTable(Generic[A]):
         if bucket is None:
             return None
         if bucket.held:  # read in place: most questions are about ids a bucket lacks
-            return self._held_contact(bucket.held, num)
+            found = self._held_contact(bucket.held, num)
+            return found if found is not None and found.node_id == node_id else None
         return bucket.contacts.get(node_id)
 
     def contacts(self) -> list[Contact[A]]:

@@ -115,6 +115,15 @@ def test_a_held_table_answers_as_an_added_one(seed: int, ops: list[tuple[int, in
     assert state(holding) == state(added)
 
 
+def test_an_id_of_another_length_with_the_same_value_is_not_a_held_contact() -> None:
+    added, holding, source = tables(random.Random(2))
+    some = source[0]
+    for table in (added, holding):
+        assert table.get(some.node_id) is not None
+        assert table.get(b"\0" + some.node_id) is None  # 21 bytes, the same int
+        assert (b"\0" + some.node_id) not in table
+
+
 def test_hold_refuses_a_bucket_that_is_not_empty_or_too_full() -> None:
     rng = random.Random(1)
     added, _, source = tables(rng)
