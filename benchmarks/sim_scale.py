@@ -251,7 +251,7 @@ def main() -> None:
         result = measure(sizes[0], args.joins, args.lookups, args.lookup_rate, args.child)
         print(json.dumps(result), flush=True)
         # The child's answer is out: end without freeing the simulated network object by
-        # object (about 10% of a 3*10^4-node run's process time, more with N).
+        # object (7% of a 3*10^4-node run's process time, more with N).
         os._exit(0)
     if args.compiled:
         from dht.compiled import build

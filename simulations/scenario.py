@@ -214,7 +214,7 @@ scenario returns: growth, churn and rooms runs leave next to no cyclic garbage (
 nodes and 2*10^4 lookups, 8 young collections freed 14 objects in 3.9 CPU s; churn at
 2,000 nodes none in 11; rooms at 500 nodes 45 in 21), while each collection walks every
 object made since the last one and touches what it refers to, all over a heap of many
-gigabytes: at 10^6 nodes the collector took a quarter of the lookups' time."""
+gigabytes: a 10-second sample late in a 10^6-node run found 27% of it in the collector."""
 
 YOUNG_COLLECTION_EVERY = 200_000
 """Allocations between two collections of the youngest generation while events run
